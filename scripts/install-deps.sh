@@ -1,0 +1,40 @@
+#!/bin/sh
+# Installs the Debian packages gpulet needs to build and test, and nothing
+# else. Idempotent: when every package is already there it prints nothing.
+set -eu
+
+packages="
+build-essential
+cmake
+pkg-config
+clang
+libyaml-dev
+libjansson-dev
+libcmocka-dev
+python3
+python3-pytest
+python3-yaml
+valgrind
+"
+
+missing=""
+for p in $packages; do
+    if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing="$missing $p"
+    fi
+done
+
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "gpulet: missing Debian packages:$missing" >&2
+    echo "gpulet: run as root, or install them with: sudo apt-get install$missing" >&2
+    exit 1
+fi
+
+echo "gpulet: installing Debian packages:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+if ! apt-get install -y -q --no-install-recommends $missing >/dev/null; then
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends $missing >/dev/null
+fi

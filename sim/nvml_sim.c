@@ -1,0 +1,1381 @@
+/*
+ * The simulated libnvidia-ml.so.1: every NVML function gpulet uses,
+ * answered from a node description (GPULET_SIM_NODE) and a state file
+ * (GPULET_SIM_STATE) instead of a GPU. Like the real library it is
+ * thread-safe (one lock) and reference counts nvmlInit.
+ *
+ * Built twice: as the current driver, and with SIM_OLD_DRIVER as an old
+ * one that lacks the newer symbol versions, so the loader's fallbacks are
+ * tested too.
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "nvml/nvml_abi.h"
+#include "sim_node.h"
+
+#define SIM_API __attribute__((visibility("default")))
+
+#define HANDLE_MAGIC 0x53494d44U /* "SIMD" */
+#define EVENT_SET_MAGIC 0x53494d45U
+#define SAMPLE_MAGIC 0x53494d53U
+#define MIB (1024ULL * 1024ULL)
+
+struct nvmlDevice_st {
+    unsigned int magic;
+    unsigned int gpu;
+    int mig; /* -1: the whole GPU */
+};
+
+struct nvmlEventSet_st {
+    unsigned int magic;
+    unsigned long long mask[SIM_MAX_GPUS];
+    size_t cursor; /* events before this index were there before the set */
+};
+
+struct nvmlGpmSample_st {
+    unsigned int magic;
+    bool filled;
+    unsigned int gpu;
+    double seconds;
+};
+
+/* The simulator's whole state: it stands in for a kernel driver, which is
+ * process-wide by nature. Everything below is guarded by `lock`. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned int init_count;
+static struct sim_node *node;
+static struct sim_state *state;
+static struct nvmlDevice_st gpu_handles[SIM_MAX_GPUS];
+static struct nvmlDevice_st mig_handles[SIM_MAX_GPUS][SIM_MAX_MIGS];
+static struct timespec started;
+static char last_error[1200];
+static char state_path[4096];
+static struct stat state_seen;
+static bool state_present;
+static char state_error_shown[1200];
+
+SIM_API const char *gpuletSimNodeName(void)
+{
+    return node ? node->name : NULL;
+}
+
+SIM_API const char *gpuletSimLastError(void)
+{
+    return last_error;
+}
+
+static double elapsed_seconds(void)
+{
+    if (state && state->frozen)
+        return state->frozen_seconds;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - started.tv_sec) + (double)(now.tv_nsec - started.tv_nsec) / 1e9;
+}
+
+/* Rereads the state file when its identity, size or time changed. A file
+ * that does not parse keeps the previous state and is reported once. */
+static void refresh_state(void)
+{
+    if (state_path[0] == '\0')
+        return;
+    struct stat st;
+    bool present = stat(state_path, &st) == 0;
+    if (present == state_present &&
+        (!present || (st.st_ino == state_seen.st_ino && st.st_size == state_seen.st_size &&
+                      st.st_mtim.tv_sec == state_seen.st_mtim.tv_sec &&
+                      st.st_mtim.tv_nsec == state_seen.st_mtim.tv_nsec)))
+        return;
+    struct sim_state *next = calloc(1, sizeof *next);
+    if (next == NULL)
+        return;
+    struct gpulet_error err = {0};
+    if (sim_state_load(state_path, node, next, &err) < 0) {
+        if (strcmp(state_error_shown, err.msg) != 0) {
+            fprintf(stderr, "gpulet-sim: ignoring the new state file: %s\n", err.msg);
+            snprintf(state_error_shown, sizeof state_error_shown, "%s", err.msg);
+        }
+        free(next);
+        /* Remember it anyway, so a bad file is not reparsed on every call. */
+        state_present = present;
+        state_seen = st;
+        return;
+    }
+    state_error_shown[0] = '\0';
+    free(state);
+    state = next;
+    state_present = present;
+    if (present)
+        state_seen = st;
+}
+
+static nvmlReturn_t load_node(void)
+{
+    const char *path = getenv("GPULET_SIM_NODE");
+    if (path == NULL || path[0] == '\0') {
+        snprintf(last_error, sizeof last_error,
+                 "the simulated NVML needs GPULET_SIM_NODE set to a node description file; "
+                 "run gpulet with --simulate NAME|FILE instead of loading it by hand");
+        return NVML_ERROR_UNKNOWN;
+    }
+    node = calloc(1, sizeof *node);
+    state = calloc(1, sizeof *state);
+    if (node == NULL || state == NULL) {
+        snprintf(last_error, sizeof last_error, "the simulated NVML is out of memory");
+        return NVML_ERROR_UNKNOWN;
+    }
+    struct gpulet_error err = {0};
+    if (sim_node_load(path, node, &err) < 0) {
+        snprintf(last_error, sizeof last_error, "cannot load the simulated node: %s", err.msg);
+        return NVML_ERROR_UNKNOWN;
+    }
+    if (!node->driver_loaded)
+        return NVML_ERROR_DRIVER_NOT_LOADED;
+    for (unsigned int g = 0; g < SIM_MAX_GPUS; g++) {
+        gpu_handles[g] = (struct nvmlDevice_st){HANDLE_MAGIC, g, -1};
+        for (int m = 0; m < SIM_MAX_MIGS; m++)
+            mig_handles[g][m] = (struct nvmlDevice_st){HANDLE_MAGIC, g, m};
+    }
+    const char *spath = getenv("GPULET_SIM_STATE");
+    snprintf(state_path, sizeof state_path, "%s", spath ? spath : "");
+    state_present = false;
+    state_error_shown[0] = '\0';
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    refresh_state();
+    return NVML_SUCCESS;
+}
+
+static void unload_node(void)
+{
+    free(node);
+    free(state);
+    node = NULL;
+    state = NULL;
+}
+
+static nvmlReturn_t sim_init(void)
+{
+    pthread_mutex_lock(&lock);
+    nvmlReturn_t ret = NVML_SUCCESS;
+    if (init_count == 0) {
+        last_error[0] = '\0';
+        ret = load_node();
+        if (ret != NVML_SUCCESS)
+            unload_node();
+    }
+    if (ret == NVML_SUCCESS)
+        init_count++;
+    pthread_mutex_unlock(&lock);
+    return ret;
+}
+
+SIM_API nvmlReturn_t nvmlInit(void)
+{
+    return sim_init();
+}
+
+SIM_API nvmlReturn_t nvmlInitWithFlags(unsigned int flags)
+{
+    (void)flags;
+    return sim_init();
+}
+
+SIM_API nvmlReturn_t nvmlShutdown(void)
+{
+    pthread_mutex_lock(&lock);
+    nvmlReturn_t ret = NVML_ERROR_UNINITIALIZED;
+    if (init_count > 0) {
+        ret = NVML_SUCCESS;
+        if (--init_count == 0)
+            unload_node();
+    }
+    pthread_mutex_unlock(&lock);
+    return ret;
+}
+
+SIM_API const char *nvmlErrorString(nvmlReturn_t ret)
+{
+    switch (ret) {
+    case NVML_SUCCESS: return "Success";
+    case NVML_ERROR_UNINITIALIZED: return "Uninitialized";
+    case NVML_ERROR_INVALID_ARGUMENT: return "Invalid Argument";
+    case NVML_ERROR_NOT_SUPPORTED: return "Not Supported";
+    case NVML_ERROR_NO_PERMISSION: return "Insufficient Permissions";
+    case NVML_ERROR_NOT_FOUND: return "Not Found";
+    case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
+    case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
+    case NVML_ERROR_TIMEOUT: return "Timeout";
+    case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
+    default: return "Unknown Error";
+    }
+}
+
+/* Every device call starts here: lock, check, refresh the state file. On
+ * success the lock is held and *gpu / *mig are set; the caller unlocks. */
+static nvmlReturn_t enter(nvmlDevice_t dev, struct sim_gpu **gpu, struct sim_mig **mig)
+{
+    pthread_mutex_lock(&lock);
+    if (init_count == 0) {
+        pthread_mutex_unlock(&lock);
+        return NVML_ERROR_UNINITIALIZED;
+    }
+    if (dev == NULL || dev->magic != HANDLE_MAGIC || dev->gpu >= node->gpu_count ||
+        (dev->mig >= 0 && (size_t)dev->mig >= node->gpus[dev->gpu].mig_count)) {
+        pthread_mutex_unlock(&lock);
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    refresh_state();
+    if (state->gpus[dev->gpu].lost) {
+        pthread_mutex_unlock(&lock);
+        return NVML_ERROR_GPU_IS_LOST;
+    }
+    *gpu = &node->gpus[dev->gpu];
+    if (mig)
+        *mig = dev->mig >= 0 ? &(*gpu)->migs[dev->mig] : NULL;
+    return NVML_SUCCESS;
+}
+
+/* enter() for calls that a MIG device does not answer. */
+static nvmlReturn_t enter_gpu(nvmlDevice_t dev, struct sim_gpu **gpu)
+{
+    struct sim_mig *mig;
+    nvmlReturn_t ret = enter(dev, gpu, &mig);
+    if (ret == NVML_SUCCESS && mig) {
+        pthread_mutex_unlock(&lock);
+        return NVML_ERROR_NOT_SUPPORTED;
+    }
+    return ret;
+}
+
+static nvmlReturn_t leave(nvmlReturn_t ret)
+{
+    pthread_mutex_unlock(&lock);
+    return ret;
+}
+
+static nvmlReturn_t enter_system(void)
+{
+    pthread_mutex_lock(&lock);
+    if (init_count == 0) {
+        pthread_mutex_unlock(&lock);
+        return NVML_ERROR_UNINITIALIZED;
+    }
+    refresh_state();
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t copy_string(char *dst, unsigned int len, const char *src)
+{
+    if (dst == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (strlen(src) + 1 > len)
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    memcpy(dst, src, strlen(src) + 1);
+    return NVML_SUCCESS;
+}
+
+/* ---- moving values: deterministic functions of the simulated time ---- */
+
+static size_t gpu_index_of(const struct sim_gpu *g)
+{
+    return (size_t)(g - node->gpus);
+}
+
+static const struct sim_gpu_state *gpu_state(const struct sim_gpu *g)
+{
+    return &state->gpus[gpu_index_of(g)];
+}
+
+static bool overridden(const struct sim_gpu *g, enum sim_override o, unsigned long long *v)
+{
+    const struct sim_gpu_state *s = gpu_state(g);
+    if (!s->has[o])
+        return false;
+    *v = s->value[o];
+    return true;
+}
+
+/* A triangle wave in [0, 1] with a period of 60 s, shifted per GPU. */
+static double wave(const struct sim_gpu *g)
+{
+    double x = fmod(elapsed_seconds() / 60.0 + (double)gpu_index_of(g) * 0.137, 1.0);
+    return x < 0.5 ? 2 * x : 2 - 2 * x;
+}
+
+static unsigned int utilization(const struct sim_gpu *g)
+{
+    unsigned long long v;
+    if (overridden(g, SIM_SET_UTILIZATION, &v))
+        return (unsigned int)v;
+    double base = g->utilization_pct;
+    double swing = base < 100 - base ? base : 100 - base;
+    if (swing > 15)
+        swing = 15;
+    return (unsigned int)lround(base + (wave(g) - 0.5) * 2 * swing);
+}
+
+static unsigned int temperature(const struct sim_gpu *g)
+{
+    unsigned long long v;
+    if (overridden(g, SIM_SET_TEMPERATURE, &v))
+        return (unsigned int)v;
+    return g->temperature_c + utilization(g) * 3 / 10;
+}
+
+static unsigned int power_mw(const struct sim_gpu *g)
+{
+    unsigned long long v;
+    if (overridden(g, SIM_SET_POWER, &v))
+        return (unsigned int)v * 1000;
+    return (g->idle_power_w + (g->power_limit_w - g->idle_power_w) * utilization(g) / 100) * 1000;
+}
+
+static unsigned long long processes_mib(const struct sim_gpu *g, int mig)
+{
+    const struct sim_gpu_state *s = gpu_state(g);
+    unsigned long long sum = 0;
+    for (size_t i = 0; i < s->process_count; i++)
+        if (mig < 0 || s->processes[i].mig == mig)
+            sum += s->processes[i].used_mib;
+    return sum;
+}
+
+static unsigned long long memory_used_mib(const struct sim_gpu *g)
+{
+    unsigned long long v;
+    if (overridden(g, SIM_SET_MEMORY_USED, &v))
+        return v;
+    unsigned long long used = g->memory_used_mib + processes_mib(g, -1);
+    unsigned long long room = g->memory_mib - g->memory_reserved_mib;
+    return used < room ? used : room;
+}
+
+/* Linear in time, so it only ever grows, as the real counter does. */
+static unsigned long long energy_mj(const struct sim_gpu *g)
+{
+    double watts = g->idle_power_w + (g->power_limit_w - g->idle_power_w) * g->utilization_pct / 100.0;
+    return (unsigned long long)(watts * elapsed_seconds() * 1000.0) +
+           (unsigned long long)gpu_index_of(g) * 1000000ULL + 123456789ULL;
+}
+
+static unsigned long long nvlink_kib(const struct sim_gpu *g)
+{
+    return (unsigned long long)(g->link_count * (g->utilization_pct + 1) * 1024.0 *
+                                elapsed_seconds());
+}
+
+static unsigned long long value_or(const struct sim_gpu *g, enum sim_override o,
+                                   unsigned long long fallback)
+{
+    unsigned long long v;
+    return overridden(g, o, &v) ? v : fallback;
+}
+
+/* ---- system ---- */
+
+SIM_API nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length)
+{
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    return leave(copy_string(version, length, node->driver_version));
+}
+
+SIM_API nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int length)
+{
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    return leave(copy_string(version, length, node->nvml_version));
+}
+
+static nvmlReturn_t cuda_driver_version(int *version)
+{
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (version == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *version = node->cuda_driver_version;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *version)
+{
+    return cuda_driver_version(version);
+}
+
+static nvmlReturn_t device_count(unsigned int *count)
+{
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (count == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *count = (unsigned int)node->gpu_count;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetCount(unsigned int *count)
+{
+    return device_count(count);
+}
+
+static nvmlReturn_t handle_by_index(unsigned int index, nvmlDevice_t *device)
+{
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (device == NULL || index >= node->gpu_count)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (state->gpus[index].lost)
+        return leave(NVML_ERROR_GPU_IS_LOST);
+    *device = &gpu_handles[index];
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *device)
+{
+    return handle_by_index(index, device);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device)
+{
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (uuid == NULL || device == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    for (size_t g = 0; g < node->gpu_count; g++) {
+        if (strcmp(node->gpus[g].uuid, uuid) == 0) {
+            *device = &gpu_handles[g];
+            return leave(state->gpus[g].lost ? NVML_ERROR_GPU_IS_LOST : NVML_SUCCESS);
+        }
+        for (size_t m = 0; m < node->gpus[g].mig_count; m++) {
+            if (strcmp(node->gpus[g].migs[m].uuid, uuid) == 0) {
+                *device = &mig_handles[g][m];
+                return leave(state->gpus[g].lost ? NVML_ERROR_GPU_IS_LOST : NVML_SUCCESS);
+            }
+        }
+    }
+    return leave(NVML_ERROR_NOT_FOUND);
+}
+
+/* ---- identity ---- */
+
+static void mig_profile(const struct sim_mig *m, char *buf, size_t len)
+{
+    snprintf(buf, len, "%ug.%llugb", m->slices, (m->memory_mib + 1023) / 1024);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t dev, char *name, unsigned int length)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (m == NULL)
+        return leave(copy_string(name, length, g->name));
+    char profile[32], full[160];
+    mig_profile(m, profile, sizeof profile);
+    snprintf(full, sizeof full, "%s MIG %s", g->name, profile);
+    return leave(copy_string(name, length, full));
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t dev, char *uuid, unsigned int length)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    return leave(copy_string(uuid, length, m ? m->uuid : g->uuid));
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t dev, char *serial, unsigned int length)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (g->serial[0] == '\0')
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    return leave(copy_string(serial, length, g->serial));
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t dev, unsigned int *minor)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (minor == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *minor = g->minor;
+    return leave(NVML_SUCCESS);
+}
+
+static void fill_pci(const char *bus_id, unsigned int device_id, unsigned int subsystem_id,
+                     nvmlPciInfo_t *pci)
+{
+    memset(pci, 0, sizeof *pci);
+    unsigned int domain = 0, bus = 0, device = 0, fn = 0;
+    sscanf(bus_id, "%x:%x:%x.%x", &domain, &bus, &device, &fn);
+    pci->domain = domain;
+    pci->bus = bus;
+    pci->device = device;
+    pci->pciDeviceId = device_id;
+    pci->pciSubSystemId = subsystem_id;
+    snprintf(pci->busId, sizeof pci->busId, "%s", bus_id);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.%X", domain, bus, device,
+             fn);
+}
+
+static nvmlReturn_t pci_info(nvmlDevice_t dev, nvmlPciInfo_t *pci)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (pci == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    fill_pci(g->pci_bus_id, g->pci_device_id, g->pci_subsystem_id, pci);
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPciInfo(nvmlDevice_t dev, nvmlPciInfo_t *pci)
+{
+    return pci_info(dev, pci);
+}
+
+static nvmlReturn_t memory_of(nvmlDevice_t dev, unsigned long long *total,
+                              unsigned long long *reserved, unsigned long long *used)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (m) {
+        unsigned long long p = processes_mib(g, (int)(m - g->migs));
+        *total = m->memory_mib * MIB;
+        *reserved = 0;
+        *used = (p < m->memory_mib ? p : m->memory_mib) * MIB;
+    } else {
+        *total = g->memory_mib * MIB;
+        *reserved = g->memory_reserved_mib * MIB;
+        *used = memory_used_mib(g) * MIB;
+    }
+    return leave(NVML_SUCCESS);
+}
+
+/* The old call counts reserved memory as used. */
+SIM_API nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t dev, nvmlMemory_t *mem)
+{
+    if (mem == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long total, reserved, used;
+    nvmlReturn_t ret = memory_of(dev, &total, &reserved, &used);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    mem->total = total;
+    mem->used = used + reserved;
+    mem->free = total - mem->used;
+    return NVML_SUCCESS;
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t dev, int *major, int *minor)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (major == NULL || minor == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *major = g->cc_major;
+    *minor = g->cc_minor;
+    return leave(NVML_SUCCESS);
+}
+
+/* ---- moving values ---- */
+
+SIM_API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t dev, nvmlUtilization_t *util)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (util == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    util->gpu = utilization(g);
+    util->memory = (unsigned int)value_or(g, SIM_SET_MEMORY_UTILIZATION, util->gpu * 6 / 10);
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t dev, int sensor, unsigned int *celsius)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (celsius == NULL || sensor != 0)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *celsius = temperature(g);
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t dev, unsigned int *milliwatts)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (milliwatts == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *milliwatts = power_mw(g);
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t dev, unsigned int *milliwatts)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (milliwatts == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *milliwatts = g->power_limit_w * 1000;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t dev,
+                                                         unsigned long long *millijoules)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (millijoules == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *millijoules = energy_mj(g);
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t dev, int type, unsigned int *mhz)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (mhz == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    unsigned int sm = utilization(g) > 0 ? g->max_sm_clock_mhz : 210;
+    switch (type) {
+    case NVML_CLOCK_GRAPHICS:
+    case NVML_CLOCK_SM:
+        *mhz = (unsigned int)value_or(g, SIM_SET_SM_CLOCK, sm);
+        break;
+    case NVML_CLOCK_MEM:
+        *mhz = (unsigned int)value_or(g, SIM_SET_MEM_CLOCK, g->mem_clock_mhz);
+        break;
+    case NVML_CLOCK_VIDEO:
+        *mhz = sm * 4 / 5;
+        break;
+    default:
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    }
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPcieReplayCounter(nvmlDevice_t dev, unsigned int *count)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (count == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *count = (unsigned int)value_or(g, SIM_SET_PCIE_REPLAYS, 0);
+    return leave(NVML_SUCCESS);
+}
+
+static nvmlReturn_t codec_utilization(nvmlDevice_t dev, enum sim_override which, unsigned int *pct,
+                                      unsigned int *period_us)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (pct == NULL || period_us == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *pct = (unsigned int)value_or(g, which, 0);
+    *period_us = 167000;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetEncoderUtilization(nvmlDevice_t dev, unsigned int *pct,
+                                                     unsigned int *period_us)
+{
+    return codec_utilization(dev, SIM_SET_ENCODER, pct, period_us);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetDecoderUtilization(nvmlDevice_t dev, unsigned int *pct,
+                                                     unsigned int *period_us)
+{
+    return codec_utilization(dev, SIM_SET_DECODER, pct, period_us);
+}
+
+static void field_ull(nvmlFieldValue_t *f, unsigned long long v)
+{
+    f->valueType = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
+    f->value.ullVal = v;
+    f->nvmlReturn = NVML_SUCCESS;
+}
+
+static void field_uint(nvmlFieldValue_t *f, unsigned int v)
+{
+    f->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
+    f->value.uiVal = v;
+    f->nvmlReturn = NVML_SUCCESS;
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t dev, int count, nvmlFieldValue_t *values)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (values == NULL || count < 0)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    for (int i = 0; i < count; i++) {
+        nvmlFieldValue_t *f = &values[i];
+        f->timestamp = (long long)now.tv_sec * 1000000LL + now.tv_nsec / 1000;
+        f->latencyUsec = 0;
+        f->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+        switch (f->fieldId) {
+        case NVML_FI_DEV_MEMORY_TEMP:
+            field_uint(f, (unsigned int)value_or(g, SIM_SET_MEMORY_TEMPERATURE, temperature(g) + 5));
+            break;
+        case NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION:
+            field_ull(f, energy_mj(g));
+            break;
+        case NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX:
+        case NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX:
+            if (g->link_count == 0)
+                break;
+            if (f->scopeId != 0xFFFFFFFFU && f->scopeId >= g->link_count) {
+                f->nvmlReturn = NVML_ERROR_INVALID_ARGUMENT;
+                break;
+            }
+            field_ull(f, f->scopeId == 0xFFFFFFFFU ? nvlink_kib(g) : nvlink_kib(g) / g->link_count);
+            break;
+        case NVML_FI_DEV_REMAPPED_COR:
+            field_uint(f, (unsigned int)value_or(g, SIM_SET_REMAPPED_CORRECTABLE, 0));
+            break;
+        case NVML_FI_DEV_REMAPPED_UNC:
+            field_uint(f, (unsigned int)value_or(g, SIM_SET_REMAPPED_UNCORRECTABLE, 0));
+            break;
+        case NVML_FI_DEV_REMAPPED_FAILURE:
+            field_uint(f, (unsigned int)value_or(g, SIM_SET_REMAPPED_FAILURE, 0));
+            break;
+        default:
+            break;
+        }
+    }
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t dev, unsigned int *corr,
+                                               unsigned int *unc, unsigned int *pending,
+                                               unsigned int *failed)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (corr == NULL || unc == NULL || pending == NULL || failed == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    /* Row remapping came with Ampere. */
+    if (g->cc_major < 8)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    *corr = (unsigned int)value_or(g, SIM_SET_REMAPPED_CORRECTABLE, 0);
+    *unc = (unsigned int)value_or(g, SIM_SET_REMAPPED_UNCORRECTABLE, 0);
+    *pending = (unsigned int)value_or(g, SIM_SET_REMAPPED_PENDING, 0);
+    *failed = (unsigned int)value_or(g, SIM_SET_REMAPPED_FAILURE, 0);
+    return leave(NVML_SUCCESS);
+}
+
+static nvmlReturn_t clock_event_reasons(nvmlDevice_t dev, unsigned long long *reasons)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (reasons == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    /* 0x1 is "GPU idle". */
+    *reasons = value_or(g, SIM_SET_CLOCK_EVENT_REASONS, utilization(g) == 0 ? 0x1ULL : 0);
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t dev,
+                                                               unsigned long long *reasons)
+{
+    return clock_event_reasons(dev, reasons);
+}
+
+static nvmlReturn_t running_processes(nvmlDevice_t dev, unsigned int *count,
+                                      nvmlProcessInfo_t *infos)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (count == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    const struct sim_gpu_state *s = gpu_state(g);
+    int want = m ? (int)(m - g->migs) : -1;
+    unsigned int found = 0;
+    for (size_t i = 0; i < s->process_count; i++)
+        if (want < 0 || s->processes[i].mig == want)
+            found++;
+    if (infos == NULL || *count < found) {
+        *count = found;
+        return leave(found ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS);
+    }
+    unsigned int n = 0;
+    for (size_t i = 0; i < s->process_count; i++) {
+        const struct sim_process *p = &s->processes[i];
+        if (want >= 0 && p->mig != want)
+            continue;
+        infos[n].pid = p->pid;
+        infos[n].usedGpuMemory = p->used_mib * MIB;
+        infos[n].gpuInstanceId = p->mig >= 0 ? g->migs[p->mig].gpu_instance_id : NVML_INSTANCE_ID_NONE;
+        infos[n].computeInstanceId =
+            p->mig >= 0 ? g->migs[p->mig].compute_instance_id : NVML_INSTANCE_ID_NONE;
+        n++;
+    }
+    *count = n;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t dev, unsigned int *count,
+                                                             nvmlProcessInfo_t *infos)
+{
+    return running_processes(dev, count, infos);
+}
+
+/* ---- topology ---- */
+
+SIM_API nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t a, nvmlDevice_t b, int *level)
+{
+    struct sim_gpu *ga, *gb;
+    nvmlReturn_t ret = enter_gpu(a, &ga);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    pthread_mutex_unlock(&lock);
+    ret = enter_gpu(b, &gb);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (level == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *level = node->pcie_level[gpu_index_of(ga)][gpu_index_of(gb)];
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t dev, unsigned int link, int *active)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (active == NULL || link >= SIM_MAX_LINKS)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (g->link_count == 0)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    *active = link < g->link_count;
+    return leave(NVML_SUCCESS);
+}
+
+static nvmlReturn_t nvlink_remote_pci(nvmlDevice_t dev, unsigned int link, nvmlPciInfo_t *pci)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (pci == NULL || link >= SIM_MAX_LINKS)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (g->link_count == 0)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    if (link >= g->link_count)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    const char *remote = g->link_remote[link];
+    unsigned int device_id = 0x1AF110DE; /* an NVSwitch, unless a GPU sits there */
+    for (size_t i = 0; i < node->gpu_count; i++)
+        if (strcmp(node->gpus[i].pci_bus_id, remote) == 0)
+            device_id = node->gpus[i].pci_device_id;
+    fill_pci(remote, device_id, 0, pci);
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetNvLinkRemotePciInfo(nvmlDevice_t dev, unsigned int link,
+                                                      nvmlPciInfo_t *pci)
+{
+    return nvlink_remote_pci(dev, link, pci);
+}
+
+/* ---- MIG ---- */
+
+SIM_API nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t dev, unsigned int *current,
+                                          unsigned int *pending)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (current == NULL || pending == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (!g->mig_capable)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    *current = *pending = g->mig_enabled ? 1 : 0;
+    return leave(NVML_SUCCESS);
+}
+
+static unsigned int max_migs(const struct sim_gpu *g)
+{
+    return g->mig_count > 7 ? (unsigned int)g->mig_count : 7;
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t dev, unsigned int *count)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (count == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (!g->mig_capable)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    *count = max_migs(g);
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t dev, unsigned int index,
+                                                         nvmlDevice_t *mig)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (mig == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (!g->mig_capable)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    if (index >= max_migs(g))
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (index >= g->mig_count)
+        return leave(NVML_ERROR_NOT_FOUND);
+    *mig = &mig_handles[gpu_index_of(g)][index];
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t mig,
+                                                                  nvmlDevice_t *parent)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(mig, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (parent == NULL || m == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *parent = &gpu_handles[gpu_index_of(g)];
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t dev, unsigned int *is_mig)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (is_mig == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *is_mig = m != NULL;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t dev, unsigned int *id)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (id == NULL || m == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *id = m->gpu_instance_id;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t dev, unsigned int *id)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (id == NULL || m == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *id = m->compute_instance_id;
+    return leave(NVML_SUCCESS);
+}
+
+static nvmlReturn_t attributes(nvmlDevice_t dev, nvmlDeviceAttributes_t *attr)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (attr == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    memset(attr, 0, sizeof *attr);
+    if (m) {
+        attr->multiprocessorCount = m->multiprocessors;
+        attr->sharedCopyEngineCount = m->copy_engines;
+        attr->sharedDecoderCount = m->decoders;
+        attr->sharedEncoderCount = m->encoders;
+        attr->sharedJpegCount = m->jpegs;
+        attr->sharedOfaCount = m->ofas;
+        attr->gpuInstanceSliceCount = m->slices;
+        attr->computeInstanceSliceCount = m->ci_slices;
+        attr->memorySizeMB = m->memory_mib;
+    } else {
+        attr->multiprocessorCount = g->multiprocessors;
+        attr->memorySizeMB = g->memory_mib;
+    }
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetAttributes(nvmlDevice_t dev, nvmlDeviceAttributes_t *attr)
+{
+    return attributes(dev, attr);
+}
+
+/* ---- events ---- */
+
+SIM_API nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set)
+{
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (set == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    struct nvmlEventSet_st *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return leave(NVML_ERROR_UNKNOWN);
+    s->magic = EVENT_SET_MAGIC;
+    s->cursor = state->event_count;
+    *set = s;
+    return leave(NVML_SUCCESS);
+}
+
+static unsigned long long supported_events(const struct sim_gpu *g)
+{
+    return nvmlEventTypeXidCriticalError |
+           (g->ecc ? nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError : 0);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t dev, unsigned long long *types)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (types == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *types = supported_events(g);
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t dev, unsigned long long types,
+                                              nvmlEventSet_t set)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (set == NULL || set->magic != EVENT_SET_MAGIC)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (types & ~supported_events(g))
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    set->mask[gpu_index_of(g)] |= types;
+    return leave(NVML_SUCCESS);
+}
+
+/* Takes the next event for the set, if any; called with the lock held. */
+static bool next_event(nvmlEventSet_t set, nvmlEventData_t *data)
+{
+    if (set->cursor > state->event_count) /* the state file was rewritten shorter */
+        set->cursor = state->event_count;
+    while (set->cursor < state->event_count) {
+        const struct sim_event *ev = &state->events[set->cursor++];
+        if ((set->mask[ev->gpu] & ev->type) == 0)
+            continue;
+        data->device = &gpu_handles[ev->gpu];
+        data->eventType = ev->type;
+        data->eventData = ev->data;
+        data->gpuInstanceId = ev->gpu_instance_id;
+        data->computeInstanceId = ev->compute_instance_id;
+        return true;
+    }
+    return false;
+}
+
+/* Blocks like the real call: the simulator has no interrupt to wait on, so
+ * it checks the state file every 10 ms until an event or the timeout. */
+static nvmlReturn_t event_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeout_ms)
+{
+    if (set == NULL || set->magic != EVENT_SET_MAGIC || data == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        nvmlReturn_t ret = enter_system();
+        if (ret != NVML_SUCCESS)
+            return ret;
+        bool got = next_event(set, data);
+        pthread_mutex_unlock(&lock);
+        if (got)
+            return NVML_SUCCESS;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long waited_ms = (now.tv_sec - start.tv_sec) * 1000LL +
+                              (now.tv_nsec - start.tv_nsec) / 1000000LL;
+        if (waited_ms >= timeout_ms)
+            return NVML_ERROR_TIMEOUT;
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        nanosleep(&tick, NULL);
+    }
+}
+
+SIM_API nvmlReturn_t nvmlEventSetWait(nvmlEventSet_t set, nvmlEventData_t *data,
+                                      unsigned int timeout_ms)
+{
+    return event_wait(set, data, timeout_ms);
+}
+
+SIM_API nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set)
+{
+    if (set == NULL || set->magic != EVENT_SET_MAGIC)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    set->magic = 0;
+    free(set);
+    return NVML_SUCCESS;
+}
+
+#ifndef SIM_OLD_DRIVER
+
+/* ---- what only newer drivers have ---- */
+
+SIM_API nvmlReturn_t nvmlInit_v2(void)
+{
+    return sim_init();
+}
+
+SIM_API nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *version)
+{
+    return cuda_driver_version(version);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count)
+{
+    return device_count(count);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device)
+{
+    return handle_by_index(index, device);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPciInfo_v2(nvmlDevice_t dev, nvmlPciInfo_t *pci)
+{
+    return pci_info(dev, pci);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t dev, nvmlPciInfo_t *pci)
+{
+    return pci_info(dev, pci);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t dev, nvmlMemory_v2_t *mem)
+{
+    if (mem == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (mem->version != nvmlMemory_v2)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    unsigned long long total, reserved, used;
+    nvmlReturn_t ret = memory_of(dev, &total, &reserved, &used);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    mem->total = total;
+    mem->reserved = reserved;
+    mem->used = used;
+    mem->free = total - reserved - used;
+    return NVML_SUCCESS;
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetNumaNodeId(nvmlDevice_t dev, unsigned int *numa)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (numa == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (g->numa_node < 0)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    *numa = (unsigned int)g->numa_node;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t dev,
+                                                            unsigned long long *reasons)
+{
+    return clock_event_reasons(dev, reasons);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t dev, unsigned int *count,
+                                                             nvmlProcessInfo_t *infos)
+{
+    return running_processes(dev, count, infos);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetNvLinkRemotePciInfo_v2(nvmlDevice_t dev, unsigned int link,
+                                                         nvmlPciInfo_t *pci)
+{
+    return nvlink_remote_pci(dev, link, pci);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t dev, nvmlDeviceAttributes_t *attr)
+{
+    return attributes(dev, attr);
+}
+
+SIM_API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data,
+                                         unsigned int timeout_ms)
+{
+    return event_wait(set, data, timeout_ms);
+}
+
+/* ---- GPM (Hopper and newer) ---- */
+
+SIM_API nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t dev, nvmlGpmSupport_t *support)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (support == NULL || support->version != NVML_GPM_SUPPORT_VERSION)
+        return leave(support ? NVML_ERROR_ARGUMENT_VERSION_MISMATCH : NVML_ERROR_INVALID_ARGUMENT);
+    support->isSupportedDevice = g->gpm;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *sample)
+{
+    if (sample == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    struct nvmlGpmSample_st *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NVML_ERROR_UNKNOWN;
+    s->magic = SAMPLE_MAGIC;
+    *sample = s;
+    return NVML_SUCCESS;
+}
+
+SIM_API nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t sample)
+{
+    if (sample == NULL || sample->magic != SAMPLE_MAGIC)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    sample->magic = 0;
+    free(sample);
+    return NVML_SUCCESS;
+}
+
+SIM_API nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t dev, nvmlGpmSample_t sample)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (sample == NULL || sample->magic != SAMPLE_MAGIC)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (!g->gpm)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    sample->filled = true;
+    sample->gpu = (unsigned int)gpu_index_of(g);
+    sample->seconds = elapsed_seconds();
+    return leave(NVML_SUCCESS);
+}
+
+static double gpm_value(const struct sim_gpu *g, unsigned int id, bool *known)
+{
+    double u = utilization(g);
+    *known = true;
+    switch (id) {
+    case NVML_GPM_METRIC_GRAPHICS_UTIL: return u;
+    case NVML_GPM_METRIC_SM_UTIL: return u * 0.9;
+    case NVML_GPM_METRIC_SM_OCCUPANCY: return u * 0.5;
+    case NVML_GPM_METRIC_ANY_TENSOR_UTIL: return u * 0.4;
+    case NVML_GPM_METRIC_DRAM_BW_UTIL: return u * 0.6;
+    case NVML_GPM_METRIC_FP64_UTIL: return u * 0.05;
+    case NVML_GPM_METRIC_FP32_UTIL: return u * 0.3;
+    case NVML_GPM_METRIC_FP16_UTIL: return u * 0.2;
+    case NVML_GPM_METRIC_PCIE_TX_PER_SEC: return u * 1.0e8;
+    case NVML_GPM_METRIC_PCIE_RX_PER_SEC: return u * 2.0e8;
+    default: *known = false; return 0;
+    }
+}
+
+SIM_API nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *m)
+{
+    if (m == NULL || m->version != NVML_GPM_METRICS_GET_VERSION)
+        return m ? NVML_ERROR_ARGUMENT_VERSION_MISMATCH : NVML_ERROR_INVALID_ARGUMENT;
+    if (m->sample1 == NULL || m->sample2 == NULL || m->sample1->magic != SAMPLE_MAGIC ||
+        m->sample2->magic != SAMPLE_MAGIC || !m->sample1->filled || !m->sample2->filled ||
+        m->sample1->gpu != m->sample2->gpu || m->numMetrics > NVML_GPM_METRIC_MAX)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    const struct sim_gpu *g = &node->gpus[m->sample2->gpu];
+    for (unsigned int i = 0; i < m->numMetrics; i++) {
+        bool known;
+        m->metrics[i].value = gpm_value(g, m->metrics[i].metricId, &known);
+        m->metrics[i].nvmlReturn = known ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
+        m->metrics[i].metricInfo.shortName = NULL;
+        m->metrics[i].metricInfo.longName = NULL;
+        m->metrics[i].metricInfo.unit = NULL;
+    }
+    return leave(NVML_SUCCESS);
+}
+
+#endif

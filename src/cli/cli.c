@@ -1,0 +1,137 @@
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/log.h"
+
+static const char usage_text[] =
+    "Usage: gpulet [OPTIONS] COMMAND [ARGS]\n"
+    "\n"
+    "One small daemon for the node side of GPUs in Kubernetes.\n"
+    "\n"
+    "Commands:\n"
+    "  info        describe the GPUs of this node and how they connect\n"
+    "  version     print the version\n"
+    "  help [CMD]  show this help, or a command's\n"
+    "\n"
+    "Options:\n"
+    "  --simulate NAME|FILE  run on a simulated GPU node instead of the driver\n"
+    "                        (NAME is one of: %s)\n"
+    "  --nvml-lib PATH       load exactly this libnvidia-ml.so.1\n"
+    "  --driver-root DIR     where the NVIDIA driver is installed (default: env\n"
+    "                        NVIDIA_DRIVER_ROOT, else the dynamic loader's path)\n"
+    "  --log-level LEVEL     debug, info, warn or error (default info)\n"
+    "  -h, --help            show this help\n"
+    "  -V, --version         print the version\n";
+
+static void print_usage(FILE *out)
+{
+    char fixtures[1024];
+    cli_list_fixtures(fixtures, sizeof fixtures);
+    fprintf(out, usage_text, fixtures[0] ? fixtures : "none found");
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "gpulet: %s\nTry 'gpulet --help'.\n", msg);
+    return CLI_USAGE;
+}
+
+static int print_version(void)
+{
+    printf("gpulet %s\n", GPULET_VERSION);
+    return CLI_OK;
+}
+
+static int command_help(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_usage(stdout);
+        return CLI_OK;
+    }
+    if (strcmp(argv[1], "info") == 0) {
+        char *args[] = {"info", "--help", NULL};
+        return cli_info(NULL, 2, args);
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "help") == 0) {
+        print_usage(stdout);
+        return CLI_OK;
+    }
+    return usage_error("unknown command '%s'", argv[1]);
+}
+
+int cli_main(int argc, char **argv)
+{
+    enum { OPT_SIMULATE = 256, OPT_NVML_LIB, OPT_DRIVER_ROOT, OPT_LOG_LEVEL };
+    static const struct option long_options[] = {
+        {"simulate", required_argument, NULL, OPT_SIMULATE},
+        {"nvml-lib", required_argument, NULL, OPT_NVML_LIB},
+        {"driver-root", required_argument, NULL, OPT_DRIVER_ROOT},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct cli_options opts = {0};
+    opts.nvml.driver_root = getenv("NVIDIA_DRIVER_ROOT");
+
+    /* '+' stops at the command, so each command parses its own options. */
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "+:hV", long_options, NULL)) != -1) {
+        switch (c) {
+        case OPT_SIMULATE: opts.simulate = optarg; break;
+        case OPT_NVML_LIB: opts.nvml.library_path = optarg; break;
+        case OPT_DRIVER_ROOT: opts.nvml.driver_root = optarg; break;
+        case OPT_LOG_LEVEL: {
+            enum log_level level;
+            if (log_parse_level(optarg, &level) < 0)
+                return usage_error("--log-level must be debug, info, warn or error, not '%s'",
+                                   optarg);
+            log_set_level(level);
+            break;
+        }
+        case 'h': print_usage(stdout); return CLI_OK;
+        case 'V': return print_version();
+        case ':': return usage_error("option '%s' needs a value", argv[optind - 1]);
+        default: return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (opts.simulate && opts.nvml.library_path)
+        return usage_error("%s", "--simulate and --nvml-lib cannot be used together");
+    if (optind >= argc) {
+        print_usage(stderr);
+        return CLI_USAGE;
+    }
+
+    char node_path[4096], lib_path[4096];
+    if (opts.simulate) {
+        struct gpulet_error err = {0};
+        if (cli_use_simulator(&opts, node_path, sizeof node_path, lib_path, sizeof lib_path,
+                              &err) < 0) {
+            fprintf(stderr, "gpulet: %s\n", err.msg);
+            return CLI_USAGE;
+        }
+    }
+
+    const char *command = argv[optind];
+    int cargc = argc - optind;
+    char **cargv = argv + optind;
+    if (strcmp(command, "info") == 0)
+        return cli_info(&opts, cargc, cargv);
+    if (strcmp(command, "version") == 0)
+        return print_version();
+    if (strcmp(command, "help") == 0)
+        return command_help(cargc, cargv);
+    return usage_error("unknown command '%s'", command);
+}

@@ -1,0 +1,34 @@
+/*
+ * cli: the `gpulet` command line. Parses the global options, picks the
+ * NVML library (the driver's, or the simulator's for --simulate), and runs
+ * one subcommand. Exit codes: 0 success, 1 the command failed, 2 usage
+ * errors, no driver, or unreadable input.
+ */
+#ifndef GPULET_CLI_H
+#define GPULET_CLI_H
+
+#include <stdio.h>
+
+#include "error/error.h"
+#include "nvml/nvml.h"
+
+enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
+
+struct cli_options {
+    struct nvml_options nvml;
+    const char *simulate; /* --simulate NAME|FILE, or NULL */
+};
+
+int cli_main(int argc, char **argv);
+
+/* Resolves --simulate NAME|FILE to a node file and the simulator library,
+ * sets GPULET_SIM_NODE and points opts->nvml.library_path at the library. */
+int cli_use_simulator(struct cli_options *opts, char *node_path, size_t node_len, char *lib_path,
+                      size_t lib_len, struct gpulet_error *err);
+
+/* Lists the fixture names found, comma-separated, for messages and help. */
+void cli_list_fixtures(char *buf, size_t len);
+
+int cli_info(const struct cli_options *opts, int argc, char **argv);
+
+#endif

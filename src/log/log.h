@@ -1,0 +1,27 @@
+/*
+ * log: one line per event on stderr, with a level and key=value fields.
+ *
+ *   2026-11-22T21:07:00Z level=warn msg="GPU lost" gpu=3 uuid=GPU-...
+ *
+ * The caller writes the fields after the message in printf style; values
+ * with spaces must be quoted by the caller (log_quote helps).
+ */
+#ifndef GPULET_LOG_H
+#define GPULET_LOG_H
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+void log_set_level(enum log_level level);
+/* Parses "debug", "info", "warn" or "error"; returns -1 on anything else. */
+int log_parse_level(const char *name, enum log_level *out);
+
+/* fields: printf format for the key=value part, may be "" */
+void log_event(enum log_level level, const char *msg, const char *fields, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define log_debug(msg, ...) log_event(LOG_DEBUG, msg, __VA_ARGS__)
+#define log_info(msg, ...) log_event(LOG_INFO, msg, __VA_ARGS__)
+#define log_warn(msg, ...) log_event(LOG_WARN, msg, __VA_ARGS__)
+#define log_error(msg, ...) log_event(LOG_ERROR, msg, __VA_ARGS__)
+
+#endif

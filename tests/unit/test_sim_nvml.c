@@ -1,0 +1,278 @@
+/* The simulated NVML itself: moving values, the state file, events, GPM,
+ * processes and field values, seen through src/nvml/ as gpulet sees them. */
+#include "helpers.h"
+
+static char dir[64], state_path[128];
+
+static int setup(void **state)
+{
+    (void)state;
+    temp_dir(dir, sizeof dir);
+    snprintf(state_path, sizeof state_path, "%s/state.yaml", dir);
+    write_file(state_path, "frozen_seconds: 10\n");
+    setenv("GPULET_SIM_STATE", state_path, 1);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unsetenv("GPULET_SIM_STATE");
+    unlink(state_path);
+    rmdir(dir);
+    return 0;
+}
+
+static struct nvml_device gpu(struct nvml *n, unsigned int index)
+{
+    struct nvml_device d;
+    struct gpulet_error err = {0};
+    if (nvml_device_by_index(n, index, &d, &err) < 0)
+        fail_msg("%s", err.msg);
+    return d;
+}
+
+static void values_are_deterministic_in_simulated_time(void **state)
+{
+    (void)state;
+    write_file(state_path, "frozen_seconds: 10\n");
+    struct nvml *n = open_sim("dgx-a100", SIM_LIB_CURRENT);
+    struct nvml_device d = gpu(n, 0);
+    struct gpulet_error err = {0};
+    nvmlUtilization_t u1, u2;
+    unsigned int t1, t2, p1;
+    unsigned long long e1, e2;
+    assert_int_equal(nvml_device_utilization(n, &d, &u1, &err), 0);
+    assert_int_equal(nvml_device_utilization(n, &d, &u2, &err), 0);
+    assert_int_equal(u1.gpu, u2.gpu);
+    assert_in_range(u1.gpu, 70, 100); /* GPU 0 of the fixture is busy, around 85 % */
+    assert_int_equal(nvml_device_temperature(n, &d, &t1, &err), 0);
+    assert_int_equal(nvml_device_power_usage(n, &d, &p1, &err), 0);
+    assert_in_range(p1, 62000, 400000);
+    assert_int_equal(nvml_device_energy(n, &d, &e1, &err), 0);
+
+    /* Later in simulated time: values move, energy only grows. */
+    write_file(state_path, "frozen_seconds: 25\n");
+    assert_int_equal(nvml_device_utilization(n, &d, &u2, &err), 0);
+    assert_int_equal(nvml_device_temperature(n, &d, &t2, &err), 0);
+    assert_int_equal(nvml_device_energy(n, &d, &e2, &err), 0);
+    assert_true(u1.gpu != u2.gpu);
+    assert_true(e2 > e1);
+
+    /* An idle GPU stays idle. */
+    struct nvml_device idle = gpu(n, 7);
+    assert_int_equal(nvml_device_utilization(n, &idle, &u1, &err), 0);
+    assert_int_equal(u1.gpu, 0);
+    nvml_close(n);
+}
+
+static void state_file_overrides_values(void **state)
+{
+    (void)state;
+    write_file(state_path, "gpus:\n  1: {temperature_c: 91, utilization_pct: 100, pcie_replays: 7, "
+                           "remapped_uncorrectable: 2, encoder_pct: 33}\n");
+    struct nvml *n = open_sim("dgx-a100", SIM_LIB_CURRENT);
+    struct nvml_device d = gpu(n, 1);
+    struct gpulet_error err = {0};
+    unsigned int t, replays, enc, corr, unc, pending, failed;
+    nvmlUtilization_t u;
+    assert_int_equal(nvml_device_temperature(n, &d, &t, &err), 0);
+    assert_int_equal(t, 91);
+    assert_int_equal(nvml_device_utilization(n, &d, &u, &err), 0);
+    assert_int_equal(u.gpu, 100);
+    assert_int_equal(nvml_device_pcie_replays(n, &d, &replays, &err), 0);
+    assert_int_equal(replays, 7);
+    assert_int_equal(nvml_device_encoder_utilization(n, &d, &enc, &err), 0);
+    assert_int_equal(enc, 33);
+    assert_int_equal(nvml_device_remapped_rows(n, &d, &corr, &unc, &pending, &failed, &err), 0);
+    assert_int_equal(unc, 2);
+    assert_int_equal(corr, 0);
+
+    /* A broken state file is ignored; the last good state stays. */
+    write_file(state_path, "gpus:\n  1: {temperature_c: hot}\n");
+    assert_int_equal(nvml_device_temperature(n, &d, &t, &err), 0);
+    assert_int_equal(t, 91);
+    write_file(state_path, "gpus:\n  1: {temperature_c: 45}\n");
+    assert_int_equal(nvml_device_temperature(n, &d, &t, &err), 0);
+    assert_int_equal(t, 45);
+    nvml_close(n);
+}
+
+static void xid_events_reach_registered_sets(void **state)
+{
+    (void)state;
+    write_file(state_path, "events: []\n");
+    struct nvml *n = open_sim("dgx-a100", SIM_LIB_CURRENT);
+    struct gpulet_error err = {0};
+    nvmlEventSet_t set;
+    assert_int_equal(nvml_event_set_create(n, &set, &err), 0);
+    struct nvml_device d0 = gpu(n, 0);
+    unsigned long long types;
+    assert_int_equal(nvml_device_supported_events(n, &d0, &types, &err), 0);
+    assert_true(types & nvmlEventTypeXidCriticalError);
+    assert_int_equal(nvml_device_register_events(n, &d0, nvmlEventTypeXidCriticalError, set, &err), 0);
+
+    nvmlEventData_t ev;
+    assert_int_equal(nvml_event_wait(n, set, &ev, 0, &err), -1);
+    assert_int_equal(err.nvml, NVML_ERROR_TIMEOUT);
+
+    /* GPU 5 is not registered: its event is skipped; GPU 0's arrives. */
+    write_file(state_path, "events:\n  - {gpu: 5, xid: 48}\n  - {gpu: 0, xid: 79}\n");
+    assert_int_equal(nvml_event_wait(n, set, &ev, 1000, &err), 0);
+    assert_int_equal(ev.eventType, nvmlEventTypeXidCriticalError);
+    assert_int_equal(ev.eventData, 79);
+    assert_ptr_equal(ev.device, d0.handle);
+    assert_int_equal(ev.gpuInstanceId, NVML_INSTANCE_ID_NONE);
+    assert_int_equal(nvml_event_wait(n, set, &ev, 0, &err), -1);
+    assert_int_equal(err.nvml, NVML_ERROR_TIMEOUT);
+    nvml_event_set_free(n, set);
+    nvml_close(n);
+}
+
+static void mig_event_carries_instance_ids(void **state)
+{
+    (void)state;
+    write_file(state_path, "events: []\n");
+    struct nvml *n = open_sim("a100-mig", SIM_LIB_CURRENT);
+    struct gpulet_error err = {0};
+    nvmlEventSet_t set;
+    assert_int_equal(nvml_event_set_create(n, &set, &err), 0);
+    struct nvml_device d1 = gpu(n, 1);
+    assert_int_equal(nvml_device_register_events(n, &d1, nvmlEventTypeXidCriticalError, set, &err), 0);
+    write_file(state_path, "events:\n  - {gpu: 1, xid: 31, gpu_instance_id: 3, compute_instance_id: 0}\n");
+    nvmlEventData_t ev;
+    assert_int_equal(nvml_event_wait(n, set, &ev, 1000, &err), 0);
+    assert_int_equal(ev.gpuInstanceId, 3);
+    assert_int_equal(ev.computeInstanceId, 0);
+    nvml_event_set_free(n, set);
+    nvml_close(n);
+}
+
+static void gpm_only_on_hopper(void **state)
+{
+    (void)state;
+    write_file(state_path, "frozen_seconds: 10\n");
+    struct nvml *n = open_sim("h100-sxm", SIM_LIB_CURRENT);
+    struct nvml_device d = gpu(n, 0);
+    struct gpulet_error err = {0};
+    bool supported;
+    assert_int_equal(nvml_device_gpm_supported(n, &d, &supported, &err), 0);
+    assert_true(supported);
+    nvmlGpmSample_t s1, s2;
+    assert_int_equal(nvml_gpm_sample_alloc(n, &s1, &err), 0);
+    assert_int_equal(nvml_gpm_sample_alloc(n, &s2, &err), 0);
+    assert_int_equal(nvml_device_gpm_sample(n, &d, s1, &err), 0);
+    assert_int_equal(nvml_device_gpm_sample(n, &d, s2, &err), 0);
+    static nvmlGpmMetricsGet_t m;
+    memset(&m, 0, sizeof m);
+    m.numMetrics = 2;
+    m.sample1 = s1;
+    m.sample2 = s2;
+    m.metrics[0].metricId = NVML_GPM_METRIC_SM_UTIL;
+    m.metrics[1].metricId = 99;
+    assert_int_equal(nvml_gpm_metrics(n, &d, &m, &err), 0);
+    assert_int_equal(m.metrics[0].nvmlReturn, NVML_SUCCESS);
+    assert_true(m.metrics[0].value > 50.0);
+    assert_int_equal(m.metrics[1].nvmlReturn, NVML_ERROR_NOT_SUPPORTED);
+    nvml_gpm_sample_free(n, s1);
+    nvml_gpm_sample_free(n, s2);
+    nvml_close(n);
+
+    n = open_sim("dgx-a100", SIM_LIB_CURRENT);
+    d = gpu(n, 0);
+    assert_int_equal(nvml_device_gpm_supported(n, &d, &supported, &err), 0);
+    assert_false(supported);
+    nvml_close(n);
+}
+
+static void processes_per_gpu_and_mig(void **state)
+{
+    (void)state;
+    write_file(state_path, "gpus:\n  1:\n    processes:\n      - {pid: 100, used_mib: 2000, mig: 0}\n"
+                           "      - {pid: 101, used_mib: 500, mig: 2}\n");
+    struct nvml *n = open_sim("a100-mig", SIM_LIB_CURRENT);
+    struct nvml_device d = gpu(n, 1), mig;
+    struct gpulet_error err = {0};
+    nvmlProcessInfo_t infos[4];
+    unsigned int count = 1;
+    assert_int_equal(nvml_device_compute_processes(n, &d, &count, infos, &err), -1);
+    assert_int_equal(err.nvml, NVML_ERROR_INSUFFICIENT_SIZE);
+    assert_int_equal(count, 2);
+    count = 4;
+    assert_int_equal(nvml_device_compute_processes(n, &d, &count, infos, &err), 0);
+    assert_int_equal(count, 2);
+    assert_int_equal(infos[1].pid, 101);
+    assert_int_equal(infos[1].usedGpuMemory, 500ULL << 20);
+    assert_int_equal(infos[1].gpuInstanceId, 9);
+    assert_int_equal(nvml_device_mig_by_index(n, &d, 2, &mig, &err), 0);
+    count = 4;
+    assert_int_equal(nvml_device_compute_processes(n, &mig, &count, infos, &err), 0);
+    assert_int_equal(count, 1);
+    assert_int_equal(infos[0].pid, 101);
+    struct nvml_memory mem;
+    assert_int_equal(nvml_device_memory(n, &mig, &mem, &err), 0);
+    assert_int_equal(mem.total, 4864ULL << 20);
+    assert_int_equal(mem.used, 500ULL << 20);
+    char name[96];
+    assert_int_equal(nvml_device_name(n, &mig, name, sizeof name, &err), 0);
+    assert_string_equal(name, "NVIDIA A100-SXM4-40GB MIG 1g.5gb");
+    /* Utilisation is not reported per MIG device, as on real GPUs. */
+    nvmlUtilization_t u;
+    assert_int_equal(nvml_device_utilization(n, &mig, &u, &err), -1);
+    assert_true(nvml_unsupported(&err));
+    nvml_close(n);
+}
+
+static void field_values(void **state)
+{
+    (void)state;
+    write_file(state_path, "frozen_seconds: 100\ngpus:\n  0: {remapped_failure: 1}\n");
+    struct nvml *n = open_sim("dgx-a100", SIM_LIB_CURRENT);
+    struct nvml_device d = gpu(n, 0);
+    struct gpulet_error err = {0};
+    nvmlFieldValue_t f[5] = {{0}};
+    f[0].fieldId = NVML_FI_DEV_MEMORY_TEMP;
+    f[1].fieldId = NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX;
+    f[1].scopeId = 0xFFFFFFFFU;
+    f[2].fieldId = NVML_FI_DEV_REMAPPED_FAILURE;
+    f[3].fieldId = 9999;
+    f[4].fieldId = NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION;
+    assert_int_equal(nvml_device_field_values(n, &d, 5, f, &err), 0);
+    assert_int_equal(f[0].nvmlReturn, NVML_SUCCESS);
+    assert_int_equal(f[0].valueType, NVML_VALUE_TYPE_UNSIGNED_INT);
+    assert_in_range(f[0].value.uiVal, 30, 110);
+    assert_int_equal(f[1].nvmlReturn, NVML_SUCCESS);
+    assert_true(f[1].value.ullVal > 0);
+    assert_int_equal(f[2].value.uiVal, 1);
+    assert_int_equal(f[3].nvmlReturn, NVML_ERROR_NOT_SUPPORTED);
+    assert_int_equal(f[4].valueType, NVML_VALUE_TYPE_UNSIGNED_LONG_LONG);
+    nvml_close(n);
+
+    /* V100 has no row remapping; T4 has no NVLink. */
+    n = open_sim("dgx1-v100", SIM_LIB_CURRENT);
+    d = gpu(n, 0);
+    unsigned int a, b, c, e;
+    assert_int_equal(nvml_device_remapped_rows(n, &d, &a, &b, &c, &e, &err), -1);
+    assert_true(nvml_unsupported(&err));
+    nvml_close(n);
+    n = open_sim("t4-pcie", SIM_LIB_CURRENT);
+    d = gpu(n, 0);
+    bool active;
+    assert_int_equal(nvml_device_nvlink_active(n, &d, 0, &active, &err), -1);
+    assert_true(nvml_unsupported(&err));
+    nvml_close(n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(values_are_deterministic_in_simulated_time),
+        cmocka_unit_test(state_file_overrides_values),
+        cmocka_unit_test(xid_events_reach_registered_sets),
+        cmocka_unit_test(mig_event_carries_instance_ids),
+        cmocka_unit_test(gpm_only_on_hopper),
+        cmocka_unit_test(processes_per_gpu_and_mig),
+        cmocka_unit_test(field_values),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
