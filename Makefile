@@ -20,10 +20,10 @@ $(ASAN_BUILD)/Makefile: CMakeLists.txt
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DGPULET_SANITIZE=ON >/dev/null
 
 build: deps $(BUILD)/Makefile
-	@cmake --build $(BUILD) -j $(JOBS)
+	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
 
 build-asan: deps $(ASAN_BUILD)/Makefile
-	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@cmake --build $(ASAN_BUILD) -j $(JOBS) -- --no-print-directory
 
 test: build build-asan
 	@./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD)
