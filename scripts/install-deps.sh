@@ -7,7 +7,6 @@ packages="
 build-essential
 cmake
 pkg-config
-clang
 libyaml-dev
 libjansson-dev
 libcmocka-dev

@@ -217,10 +217,18 @@ SIM_API const char *nvmlErrorString(nvmlReturn_t ret)
     }
 }
 
-/* Every device call starts here: lock, check, refresh the state file. On
- * success the lock is held and *gpu / *mig are set; the caller unlocks. */
-static nvmlReturn_t enter(nvmlDevice_t dev, struct sim_gpu **gpu, struct sim_mig **mig)
+/* Every device call starts here: lock, check the handle and the output
+ * pointer (CALLER_CHECKS where the call has several and checks them
+ * itself), refresh the state file. On success the lock is held and *gpu /
+ * *mig are set; the caller unlocks with leave(). */
+static const char caller_checks_outputs;
+#define CALLER_CHECKS ((const void *)&caller_checks_outputs)
+
+static nvmlReturn_t enter(nvmlDevice_t dev, struct sim_gpu **gpu, struct sim_mig **mig,
+                          const void *out)
 {
+    if (out == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
     pthread_mutex_lock(&lock);
     if (init_count == 0) {
         pthread_mutex_unlock(&lock);
@@ -237,16 +245,15 @@ static nvmlReturn_t enter(nvmlDevice_t dev, struct sim_gpu **gpu, struct sim_mig
         return NVML_ERROR_GPU_IS_LOST;
     }
     *gpu = &node->gpus[dev->gpu];
-    if (mig)
-        *mig = dev->mig >= 0 ? &(*gpu)->migs[dev->mig] : NULL;
+    *mig = dev->mig >= 0 ? &(*gpu)->migs[dev->mig] : NULL;
     return NVML_SUCCESS;
 }
 
 /* enter() for calls that a MIG device does not answer. */
-static nvmlReturn_t enter_gpu(nvmlDevice_t dev, struct sim_gpu **gpu)
+static nvmlReturn_t enter_gpu(nvmlDevice_t dev, struct sim_gpu **gpu, const void *out)
 {
     struct sim_mig *mig;
-    nvmlReturn_t ret = enter(dev, gpu, &mig);
+    nvmlReturn_t ret = enter(dev, gpu, &mig, out);
     if (ret == NVML_SUCCESS && mig) {
         pthread_mutex_unlock(&lock);
         return NVML_ERROR_NOT_SUPPORTED;
@@ -479,7 +486,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t dev, char *name, unsigned in
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (m == NULL)
@@ -494,7 +501,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t dev, char *uuid, unsigned in
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     return leave(copy_string(uuid, length, m ? m->uuid : g->uuid));
@@ -503,7 +510,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t dev, char *uuid, unsigned in
 SIM_API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t dev, char *serial, unsigned int length)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (g->serial[0] == '\0')
@@ -514,11 +521,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t dev, char *serial, unsigne
 SIM_API nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t dev, unsigned int *minor)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, minor);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (minor == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     *minor = g->minor;
     return leave(NVML_SUCCESS);
 }
@@ -543,11 +548,9 @@ static nvmlReturn_t pci_info(nvmlDevice_t dev, nvmlPciInfo_t *pci)
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, pci);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (pci == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     fill_pci(g->pci_bus_id, g->pci_device_id, g->pci_subsystem_id, pci);
     return leave(NVML_SUCCESS);
 }
@@ -562,7 +565,7 @@ static nvmlReturn_t memory_of(nvmlDevice_t dev, unsigned long long *total,
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (m) {
@@ -597,7 +600,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t dev, int *m
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (major == NULL || minor == NULL)
@@ -612,11 +615,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t dev, int *m
 SIM_API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t dev, nvmlUtilization_t *util)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, util);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (util == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     util->gpu = utilization(g);
     util->memory = (unsigned int)value_or(g, SIM_SET_MEMORY_UTILIZATION, util->gpu * 6 / 10);
     return leave(NVML_SUCCESS);
@@ -625,7 +626,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t dev, nvmlUtiliza
 SIM_API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t dev, int sensor, unsigned int *celsius)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (celsius == NULL || sensor != 0)
@@ -637,11 +638,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t dev, int sensor, unsi
 SIM_API nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t dev, unsigned int *milliwatts)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, milliwatts);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (milliwatts == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     *milliwatts = power_mw(g);
     return leave(NVML_SUCCESS);
 }
@@ -649,11 +648,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t dev, unsigned int *mil
 SIM_API nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t dev, unsigned int *milliwatts)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, milliwatts);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (milliwatts == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     *milliwatts = g->power_limit_w * 1000;
     return leave(NVML_SUCCESS);
 }
@@ -662,11 +659,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t dev,
                                                          unsigned long long *millijoules)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, millijoules);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (millijoules == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     *millijoules = energy_mj(g);
     return leave(NVML_SUCCESS);
 }
@@ -674,11 +669,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t dev,
 SIM_API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t dev, int type, unsigned int *mhz)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, mhz);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (mhz == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     unsigned int sm = utilization(g) > 0 ? g->max_sm_clock_mhz : 210;
     switch (type) {
     case NVML_CLOCK_GRAPHICS:
@@ -700,11 +693,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t dev, int type, unsigned
 SIM_API nvmlReturn_t nvmlDeviceGetPcieReplayCounter(nvmlDevice_t dev, unsigned int *count)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (count == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     *count = (unsigned int)value_or(g, SIM_SET_PCIE_REPLAYS, 0);
     return leave(NVML_SUCCESS);
 }
@@ -713,7 +704,7 @@ static nvmlReturn_t codec_utilization(nvmlDevice_t dev, enum sim_override which,
                                       unsigned int *period_us)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (pct == NULL || period_us == NULL)
@@ -752,7 +743,7 @@ static void field_uint(nvmlFieldValue_t *f, unsigned int v)
 SIM_API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t dev, int count, nvmlFieldValue_t *values)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (values == NULL || count < 0)
@@ -802,7 +793,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t dev, unsigned int *c
                                                unsigned int *failed)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (corr == NULL || unc == NULL || pending == NULL || failed == NULL)
@@ -820,11 +811,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t dev, unsigned int *c
 static nvmlReturn_t clock_event_reasons(nvmlDevice_t dev, unsigned long long *reasons)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, reasons);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (reasons == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     /* 0x1 is "GPU idle". */
     *reasons = value_or(g, SIM_SET_CLOCK_EVENT_REASONS, utilization(g) == 0 ? 0x1ULL : 0);
     return leave(NVML_SUCCESS);
@@ -841,11 +830,9 @@ static nvmlReturn_t running_processes(nvmlDevice_t dev, unsigned int *count,
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (count == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     const struct sim_gpu_state *s = gpu_state(g);
     int want = m ? (int)(m - g->migs) : -1;
     unsigned int found = 0;
@@ -883,11 +870,11 @@ SIM_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t dev, u
 SIM_API nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t a, nvmlDevice_t b, int *level)
 {
     struct sim_gpu *ga, *gb;
-    nvmlReturn_t ret = enter_gpu(a, &ga);
+    nvmlReturn_t ret = enter_gpu(a, &ga, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     pthread_mutex_unlock(&lock);
-    ret = enter_gpu(b, &gb);
+    ret = enter_gpu(b, &gb, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (level == NULL)
@@ -899,7 +886,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t a, nvmlDev
 SIM_API nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t dev, unsigned int link, int *active)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (active == NULL || link >= SIM_MAX_LINKS)
@@ -913,7 +900,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t dev, unsigned int lin
 static nvmlReturn_t nvlink_remote_pci(nvmlDevice_t dev, unsigned int link, nvmlPciInfo_t *pci)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (pci == NULL || link >= SIM_MAX_LINKS)
@@ -943,7 +930,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t dev, unsigned int *curren
                                           unsigned int *pending)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (current == NULL || pending == NULL)
@@ -962,11 +949,9 @@ static unsigned int max_migs(const struct sim_gpu *g)
 SIM_API nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t dev, unsigned int *count)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (count == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     if (!g->mig_capable)
         return leave(NVML_ERROR_NOT_SUPPORTED);
     *count = max_migs(g);
@@ -977,11 +962,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t dev, unsig
                                                          nvmlDevice_t *mig)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, mig);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (mig == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     if (!g->mig_capable)
         return leave(NVML_ERROR_NOT_SUPPORTED);
     if (index >= max_migs(g))
@@ -997,7 +980,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t m
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(mig, &g, &m);
+    nvmlReturn_t ret = enter(mig, &g, &m, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (parent == NULL || m == NULL)
@@ -1010,11 +993,9 @@ SIM_API nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t dev, unsigned int 
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, is_mig);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (is_mig == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     *is_mig = m != NULL;
     return leave(NVML_SUCCESS);
 }
@@ -1023,7 +1004,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t dev, unsigned int *
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (id == NULL || m == NULL)
@@ -1036,7 +1017,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t dev, unsigned i
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (id == NULL || m == NULL)
@@ -1049,11 +1030,9 @@ static nvmlReturn_t attributes(nvmlDevice_t dev, nvmlDeviceAttributes_t *attr)
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, attr);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (attr == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     memset(attr, 0, sizeof *attr);
     if (m) {
         attr->multiprocessorCount = m->multiprocessors;
@@ -1105,11 +1084,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t dev, unsigned
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, types);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (types == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     *types = supported_events(g);
     return leave(NVML_SUCCESS);
 }
@@ -1119,7 +1096,7 @@ SIM_API nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t dev, unsigned long lo
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (set == NULL || set->magic != EVENT_SET_MAGIC)
@@ -1245,11 +1222,9 @@ SIM_API nvmlReturn_t nvmlDeviceGetNumaNodeId(nvmlDevice_t dev, unsigned int *num
 {
     struct sim_gpu *g;
     struct sim_mig *m;
-    nvmlReturn_t ret = enter(dev, &g, &m);
+    nvmlReturn_t ret = enter(dev, &g, &m, numa);
     if (ret != NVML_SUCCESS)
         return ret;
-    if (numa == NULL)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     if (g->numa_node < 0)
         return leave(NVML_ERROR_NOT_SUPPORTED);
     *numa = (unsigned int)g->numa_node;
@@ -1290,7 +1265,7 @@ SIM_API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *da
 SIM_API nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t dev, nvmlGpmSupport_t *support)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (support == NULL || support->version != NVML_GPM_SUPPORT_VERSION)
@@ -1323,7 +1298,7 @@ SIM_API nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t sample)
 SIM_API nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t dev, nvmlGpmSample_t sample)
 {
     struct sim_gpu *g;
-    nvmlReturn_t ret = enter_gpu(dev, &g);
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
     if (ret != NVML_SUCCESS)
         return ret;
     if (sample == NULL || sample->magic != SAMPLE_MAGIC)
