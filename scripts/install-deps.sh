@@ -9,10 +9,16 @@ cmake
 pkg-config
 libyaml-dev
 libjansson-dev
+libevent-dev
+libnghttp2-dev
+libprotobuf-c-dev
+protobuf-c-compiler
 libcmocka-dev
 python3
 python3-pytest
 python3-yaml
+python3-grpcio
+python3-grpc-tools
 valgrind
 "
 
