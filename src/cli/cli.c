@@ -14,6 +14,7 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  info        describe the GPUs of this node and how they connect\n"
+    "  run         run the node daemon (the kubelet device plugin)\n"
     "  version     print the version\n"
     "  help [CMD]  show this help, or a command's\n"
     "\n"
@@ -62,6 +63,10 @@ static int command_help(int argc, char **argv)
     if (strcmp(argv[1], "info") == 0) {
         char *args[] = {"info", "--help", NULL};
         return cli_info(NULL, 2, args);
+    }
+    if (strcmp(argv[1], "run") == 0) {
+        char *args[] = {"run", "--help", NULL};
+        return cli_run(NULL, 2, args);
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "help") == 0) {
         print_usage(stdout);
@@ -129,6 +134,8 @@ int cli_main(int argc, char **argv)
     char **cargv = argv + optind;
     if (strcmp(command, "info") == 0)
         return cli_info(&opts, cargc, cargv);
+    if (strcmp(command, "run") == 0)
+        return cli_run(&opts, cargc, cargv);
     if (strcmp(command, "version") == 0)
         return print_version();
     if (strcmp(command, "help") == 0)

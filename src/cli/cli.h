@@ -30,5 +30,6 @@ int cli_use_simulator(struct cli_options *opts, char *node_path, size_t node_len
 void cli_list_fixtures(char *buf, size_t len);
 
 int cli_info(const struct cli_options *opts, int argc, char **argv);
+int cli_run(const struct cli_options *opts, int argc, char **argv);
 
 #endif

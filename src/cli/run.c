@@ -1,0 +1,85 @@
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/daemon.h"
+#include "plugin/plugin.h"
+
+static const char run_usage[] =
+    "Usage: gpulet [GLOBAL OPTIONS] run [OPTIONS]\n"
+    "\n"
+    "Run the node daemon: the kubelet device plugin for NVIDIA GPUs.\n"
+    "\n"
+    "  --device-plugin-dir DIR     kubelet device-plugin directory\n"
+    "                              (default " PLUGIN_DEFAULT_DIR ")\n"
+    "  --no-device-plugin          do not serve the device plugin\n"
+    "  --config-file FILE          NVIDIA device plugin config, v1 (env CONFIG_FILE)\n"
+    "  --mig-strategy S            none | single | mixed (env MIG_STRATEGY)\n"
+    "  --fail-on-init-error B      true | false (env FAIL_ON_INIT_ERROR)\n"
+    "  --pass-device-specs B       true | false (env PASS_DEVICE_SPECS)\n"
+    "  --device-list-strategy L    envvar, volume-mounts, cdi-annotations, cdi-cri,\n"
+    "                              comma-separated (env DEVICE_LIST_STRATEGY)\n"
+    "  --device-id-strategy S      uuid | index (env DEVICE_ID_STRATEGY)\n"
+    "  -h, --help                  show this help\n"
+    "\n"
+    "Command line beats environment beats config file. SIGHUP reloads the\n"
+    "configuration; SIGTERM or SIGINT stops cleanly.\n";
+
+int cli_run(const struct cli_options *opts, int argc, char **argv)
+{
+    enum {
+        OPT_DIR = 256,
+        OPT_NO_PLUGIN,
+        OPT_CONFIG,
+        OPT_MIG,
+        OPT_FAIL,
+        OPT_SPECS,
+        OPT_LIST,
+        OPT_ID,
+    };
+    static const struct option long_options[] = {
+        {"device-plugin-dir", required_argument, NULL, OPT_DIR},
+        {"no-device-plugin", no_argument, NULL, OPT_NO_PLUGIN},
+        {"config-file", required_argument, NULL, OPT_CONFIG},
+        {"mig-strategy", required_argument, NULL, OPT_MIG},
+        {"fail-on-init-error", required_argument, NULL, OPT_FAIL},
+        {"pass-device-specs", required_argument, NULL, OPT_SPECS},
+        {"device-list-strategy", required_argument, NULL, OPT_LIST},
+        {"device-id-strategy", required_argument, NULL, OPT_ID},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct daemon_options d = {.nvml = opts->nvml,
+                               .device_plugin_dir = PLUGIN_DEFAULT_DIR,
+                               .device_plugin = true};
+    optind = 0;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+        switch (c) {
+        case OPT_DIR: d.device_plugin_dir = optarg; break;
+        case OPT_NO_PLUGIN: d.device_plugin = false; break;
+        case OPT_CONFIG: d.flags.config_file = optarg; break;
+        case OPT_MIG: d.flags.mig_strategy = optarg; break;
+        case OPT_FAIL: d.flags.fail_on_init_error = optarg; break;
+        case OPT_SPECS: d.flags.pass_device_specs = optarg; break;
+        case OPT_LIST: d.flags.device_list_strategy = optarg; break;
+        case OPT_ID: d.flags.device_id_strategy = optarg; break;
+        case 'h': fputs(run_usage, stdout); return CLI_OK;
+        case ':':
+            fprintf(stderr, "gpulet run: option '%s' needs a value\n%s", argv[optind - 1],
+                    run_usage);
+            return CLI_USAGE;
+        default:
+            fprintf(stderr, "gpulet run: unknown option '%s'\n%s", argv[optind - 1], run_usage);
+            return CLI_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "gpulet run: unexpected argument '%s'\n%s", argv[optind], run_usage);
+        return CLI_USAGE;
+    }
+    return daemon_run(&d);
+}

@@ -1,0 +1,463 @@
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "yamldoc/yamldoc.h"
+
+void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->mig_strategy = MIG_STRATEGY_NONE;
+    cfg->fail_on_init_error = true;
+    snprintf(cfg->driver_root, sizeof cfg->driver_root, "/");
+    cfg->device_list_strategies = DEVICE_LIST_ENVVAR;
+    cfg->device_id_strategy = DEVICE_ID_UUID;
+}
+
+const char *config_mig_strategy_name(enum mig_strategy s)
+{
+    return s == MIG_STRATEGY_SINGLE ? "single" : s == MIG_STRATEGY_MIXED ? "mixed" : "none";
+}
+
+const char *config_sharing_name(enum sharing_strategy s)
+{
+    return s == SHARING_TIME_SLICING ? "time-slicing" : s == SHARING_MPS ? "mps" : "none";
+}
+
+const struct shared_resource *config_shared_for(const struct config *cfg, const char *resource)
+{
+    for (size_t i = 0; i < cfg->shared_count; i++)
+        if (strcmp(cfg->shared[i].name, resource) == 0)
+            return &cfg->shared[i];
+    return NULL;
+}
+
+/* ---- values shared by the file, the environment and the flags ---- */
+
+static int parse_mig_strategy(const char *v, enum mig_strategy *out)
+{
+    if (strcmp(v, "none") == 0)
+        *out = MIG_STRATEGY_NONE;
+    else if (strcmp(v, "single") == 0)
+        *out = MIG_STRATEGY_SINGLE;
+    else if (strcmp(v, "mixed") == 0)
+        *out = MIG_STRATEGY_MIXED;
+    else
+        return -1;
+    return 0;
+}
+
+static int parse_id_strategy(const char *v, enum device_id_strategy *out)
+{
+    if (strcmp(v, "uuid") == 0)
+        *out = DEVICE_ID_UUID;
+    else if (strcmp(v, "index") == 0)
+        *out = DEVICE_ID_INDEX;
+    else
+        return -1;
+    return 0;
+}
+
+static int parse_list_strategy(const char *v, unsigned int *bits)
+{
+    if (strcmp(v, "envvar") == 0)
+        *bits |= DEVICE_LIST_ENVVAR;
+    else if (strcmp(v, "volume-mounts") == 0)
+        *bits |= DEVICE_LIST_VOLUME_MOUNTS;
+    else if (strcmp(v, "cdi-annotations") == 0)
+        *bits |= DEVICE_LIST_CDI_ANNOTATIONS;
+    else if (strcmp(v, "cdi-cri") == 0)
+        *bits |= DEVICE_LIST_CDI_CRI;
+    else
+        return -1;
+    return 0;
+}
+
+/* "envvar,cdi-cri" from a flag or variable */
+static int parse_list_strategies(const char *v, unsigned int *out)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", v);
+    unsigned int bits = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (parse_list_strategy(tok, &bits) < 0)
+            return -1;
+    }
+    if (bits == 0)
+        return -1;
+    *out = bits;
+    return 0;
+}
+
+static int parse_bool_text(const char *v, bool *out)
+{
+    if (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+        *out = true;
+        return 0;
+    }
+    if (strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+        *out = false;
+        return 0;
+    }
+    return -1;
+}
+
+#define LIST_STRATEGIES "envvar, volume-mounts, cdi-annotations or cdi-cri"
+
+/* ---- the file ---- */
+
+static const char *const top_keys[] = {"version", "flags", "sharing", "resources", NULL};
+/* NVIDIA's flags gpulet accepts; those it has no use for are read and ignored. */
+static const char *const flag_keys[] = {
+    "migStrategy", "failOnInitError", "nvidiaDriverRoot", "nvidiaDevRoot", "gdsEnabled",
+    "mofedEnabled", "useNodeFeatureAPI", "deviceDiscoveryStrategy", "plugin", "gfd", NULL};
+static const char *const plugin_keys[] = {
+    "passDeviceSpecs", "deviceListStrategy", "deviceIDStrategy", "containerDriverRoot",
+    "mpsRoot", "cdiAnnotationPrefix", "nvidiaCTKPath", NULL};
+static const char *const sharing_keys[] = {"timeSlicing", "mps", NULL};
+static const char *const strategy_keys[] = {"renameByDefault", "failRequestsGreaterThanOne",
+                                            "resources", NULL};
+static const char *const shared_keys[] = {"name", "rename", "replicas", "devices", NULL};
+
+static int text_value(const struct ydoc *d, const struct ynode *v, const char *key,
+                      const char **out, struct gpulet_error *err)
+{
+    if (!ynode_is_scalar(v))
+        return ydoc_fail(d, v, err, "%s must be a single value", key);
+    *out = ynode_text(v);
+    return 0;
+}
+
+static int file_plugin_flags(const struct ydoc *d, const struct ynode *p, struct config *cfg,
+                             struct gpulet_error *err)
+{
+    if (ynode_expect_map(d, p, "flags.plugin", err) < 0 ||
+        ynode_check_keys(d, p, plugin_keys, "flags.plugin", err) < 0)
+        return -1;
+    const struct ynode *v;
+    const char *t = NULL;
+    if ((v = ynode_get(d, p, "passDeviceSpecs")) &&
+        ynode_bool(d, v, "flags.plugin.passDeviceSpecs", &cfg->pass_device_specs, err) < 0)
+        return -1;
+    if ((v = ynode_get(d, p, "deviceIDStrategy"))) {
+        if (text_value(d, v, "flags.plugin.deviceIDStrategy", &t, err) < 0)
+            return -1;
+        if (parse_id_strategy(t, &cfg->device_id_strategy) < 0)
+            return ydoc_fail(d, v, err,
+                             "flags.plugin.deviceIDStrategy must be uuid or index, not \"%s\"", t);
+    }
+    if ((v = ynode_get(d, p, "deviceListStrategy"))) {
+        unsigned int bits = 0;
+        if (ynode_is_seq(v)) {
+            for (size_t i = 0; i < ynode_count(d, v); i++) {
+                const struct ynode *item = ynode_item(d, v, i);
+                t = ynode_text(item);
+                if (t == NULL || parse_list_strategy(t, &bits) < 0)
+                    return ydoc_fail(d, item, err,
+                                     "flags.plugin.deviceListStrategy entries must be " LIST_STRATEGIES
+                                     ", not \"%s\"",
+                                     t ? t : "a list or mapping");
+            }
+            if (bits == 0)
+                return ydoc_fail(d, v, err, "flags.plugin.deviceListStrategy is an empty list");
+        } else {
+            if (text_value(d, v, "flags.plugin.deviceListStrategy", &t, err) < 0)
+                return -1;
+            if (parse_list_strategies(t, &bits) < 0)
+                return ydoc_fail(d, v, err,
+                                 "flags.plugin.deviceListStrategy must be " LIST_STRATEGIES
+                                 ", not \"%s\"",
+                                 t);
+        }
+        cfg->device_list_strategies = bits;
+    }
+    return 0;
+}
+
+static int file_flags(const struct ydoc *d, const struct ynode *f, struct config *cfg,
+                      struct gpulet_error *err)
+{
+    if (ynode_expect_map(d, f, "flags", err) < 0 ||
+        ynode_check_keys(d, f, flag_keys, "flags", err) < 0)
+        return -1;
+    const struct ynode *v;
+    const char *t = NULL;
+    if ((v = ynode_get(d, f, "migStrategy"))) {
+        if (text_value(d, v, "flags.migStrategy", &t, err) < 0)
+            return -1;
+        if (parse_mig_strategy(t, &cfg->mig_strategy) < 0)
+            return ydoc_fail(d, v, err,
+                             "flags.migStrategy must be none, single or mixed, not \"%s\"", t);
+    }
+    if ((v = ynode_get(d, f, "failOnInitError")) &&
+        ynode_bool(d, v, "flags.failOnInitError", &cfg->fail_on_init_error, err) < 0)
+        return -1;
+    if ((v = ynode_get(d, f, "nvidiaDriverRoot")) &&
+        ynode_string(d, v, "flags.nvidiaDriverRoot", cfg->driver_root, sizeof cfg->driver_root,
+                     err) < 0)
+        return -1;
+    if ((v = ynode_get(d, f, "plugin")) && !ynode_is_null(v))
+        return file_plugin_flags(d, v, cfg, err);
+    return 0;
+}
+
+static bool valid_resource_name(const char *name)
+{
+    if (strncmp(name, "nvidia.com/", 11) != 0 || strlen(name) > 63 || strlen(name) == 11)
+        return false;
+    for (const char *p = name + 11; *p; p++)
+        if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') && !(*p >= '0' && *p <= '9') &&
+            *p != '-' && *p != '.' && *p != '_')
+            return false;
+    return true;
+}
+
+static int file_shared_devices(const struct ydoc *d, const struct ynode *v,
+                               struct shared_resource *r, struct gpulet_error *err)
+{
+    unsigned long long n;
+    if (ynode_is_scalar(v) && strcmp(ynode_text(v), "all") == 0) {
+        r->all_devices = true;
+        return 0;
+    }
+    r->all_devices = false;
+    if (ynode_is_scalar(v)) {
+        if (ynode_uint(d, v, "devices", 1, 4096, &n, err) < 0) {
+            return ydoc_fail(d, v, err, "devices must be \"all\", a count, or a list of GPU "
+                             "indexes, \"gpu:mig\" indexes or UUIDs, not \"%s\"", ynode_text(v));
+        }
+        r->count = (unsigned int)n;
+        return 0;
+    }
+    if (ynode_expect_seq(d, v, "devices", err) < 0)
+        return -1;
+    if (ynode_count(d, v) > CONFIG_MAX_DEVICE_SELECTORS)
+        return ydoc_fail(d, v, err, "devices lists at most %d entries", CONFIG_MAX_DEVICE_SELECTORS);
+    for (size_t i = 0; i < ynode_count(d, v); i++) {
+        const struct ynode *item = ynode_item(d, v, i);
+        if (ynode_string(d, item, "a devices entry", r->selectors[i], sizeof r->selectors[i],
+                         err) < 0)
+            return -1;
+        r->selector_count++;
+    }
+    return 0;
+}
+
+static int file_shared_resource(const struct ydoc *d, const struct ynode *m,
+                                struct shared_resource *r, struct gpulet_error *err)
+{
+    if (ynode_expect_map(d, m, "a sharing resource", err) < 0 ||
+        ynode_check_keys(d, m, shared_keys, "sharing resource", err) < 0)
+        return -1;
+    memset(r, 0, sizeof *r);
+    r->all_devices = true;
+    const struct ynode *v = ynode_get(d, m, "name");
+    if (v == NULL)
+        return ydoc_fail(d, m, err, "a sharing resource needs a name (e.g. nvidia.com/gpu)");
+    if (ynode_string(d, v, "name", r->name, sizeof r->name, err) < 0)
+        return -1;
+    if (!valid_resource_name(r->name))
+        return ydoc_fail(d, v, err,
+                         "name must be nvidia.com/<name> of at most 63 characters, not \"%s\"",
+                         r->name);
+    if ((v = ynode_get(d, m, "rename"))) {
+        if (ynode_string(d, v, "rename", r->rename, sizeof r->rename, err) < 0)
+            return -1;
+        if (strchr(r->rename, '/') == NULL) {
+            /* a bare name lives in nvidia.com, as with NVIDIA's plugin */
+            char full[CONFIG_NAME_MAX];
+            snprintf(full, sizeof full, "nvidia.com/%s", r->rename);
+            memcpy(r->rename, full, sizeof r->rename);
+        }
+        if (!valid_resource_name(r->rename))
+            return ydoc_fail(d, v, err, "rename must be a resource name of at most 63 "
+                             "characters in nvidia.com, not \"%s\"", ynode_text(v));
+    }
+    v = ynode_get(d, m, "replicas");
+    if (v == NULL)
+        return ydoc_fail(d, m, err, "%s: replicas is required", r->name);
+    unsigned long long n;
+    if (ynode_uint(d, v, "replicas", 2, 1024, &n, err) < 0) {
+        return ydoc_fail(d, v, err, "replicas must be ≥ 2 (and at most 1024), not \"%s\"",
+                         ynode_text(v) ? ynode_text(v) : "a list or mapping");
+    }
+    r->replicas = (unsigned int)n;
+    if ((v = ynode_get(d, m, "devices")))
+        return file_shared_devices(d, v, r, err);
+    return 0;
+}
+
+static int file_sharing(const struct ydoc *d, const struct ynode *s, struct config *cfg,
+                        struct gpulet_error *err)
+{
+    if (ynode_expect_map(d, s, "sharing", err) < 0 ||
+        ynode_check_keys(d, s, sharing_keys, "sharing", err) < 0)
+        return -1;
+    const struct ynode *ts = ynode_get(d, s, "timeSlicing");
+    const struct ynode *mps = ynode_get(d, s, "mps");
+    if (ts && mps && !ynode_is_null(ts) && !ynode_is_null(mps))
+        return ydoc_fail(d, mps, err, "sharing: use timeSlicing or mps, not both");
+    const struct ynode *st = ts && !ynode_is_null(ts) ? ts : mps;
+    if (st == NULL || ynode_is_null(st))
+        return 0;
+    const char *where = st == ts ? "sharing.timeSlicing" : "sharing.mps";
+    if (ynode_expect_map(d, st, where, err) < 0 ||
+        ynode_check_keys(d, st, strategy_keys, where, err) < 0)
+        return -1;
+    const struct ynode *v;
+    if ((v = ynode_get(d, st, "renameByDefault")) &&
+        ynode_bool(d, v, "renameByDefault", &cfg->rename_by_default, err) < 0)
+        return -1;
+    if ((v = ynode_get(d, st, "failRequestsGreaterThanOne")) &&
+        ynode_bool(d, v, "failRequestsGreaterThanOne", &cfg->fail_requests_greater_than_one,
+                   err) < 0)
+        return -1;
+    const struct ynode *list = ynode_get(d, st, "resources");
+    if (list == NULL || ynode_is_null(list))
+        return 0;
+    if (ynode_expect_seq(d, list, "resources", err) < 0)
+        return -1;
+    if (ynode_count(d, list) > CONFIG_MAX_SHARED)
+        return ydoc_fail(d, list, err, "at most %d shared resources", CONFIG_MAX_SHARED);
+    for (size_t i = 0; i < ynode_count(d, list); i++) {
+        struct shared_resource *r = &cfg->shared[i];
+        if (file_shared_resource(d, ynode_item(d, list, i), r, err) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->shared[j].name, r->name) == 0)
+                return ydoc_fail(d, ynode_item(d, list, i), err, "%s is listed twice", r->name);
+        cfg->shared_count++;
+    }
+    cfg->sharing = cfg->shared_count == 0 ? SHARING_NONE
+                   : st == ts             ? SHARING_TIME_SLICING
+                                          : SHARING_MPS;
+    return 0;
+}
+
+static int load_file(const char *path, struct config *cfg, struct gpulet_error *err)
+{
+    struct ydoc *d;
+    if (ydoc_load_file(path, &d, err) < 0) {
+        gpulet_error_prefix(err, "cannot read the config file");
+        return -1;
+    }
+    int rc = 0;
+    const struct ynode *root = ydoc_root(d);
+    if (root == NULL)
+        goto done; /* an empty file means the defaults */
+    if ((rc = ynode_expect_map(d, root, "the config file", err)) < 0 ||
+        (rc = ynode_check_keys(d, root, top_keys, "config", err)) < 0)
+        goto done;
+    const struct ynode *v = ynode_get(d, root, "version");
+    if (v && !ynode_is_null(v) && (!ynode_is_scalar(v) || strcmp(ynode_text(v), "v1") != 0)) {
+        rc = ydoc_fail(d, v, err, "version must be v1, not \"%s\"",
+                       ynode_text(v) ? ynode_text(v) : "a list or mapping");
+        goto done;
+    }
+    if ((v = ynode_get(d, root, "resources")) && !ynode_is_null(v)) {
+        rc = ydoc_fail(d, v, err, "resources (custom resource name patterns) is not supported "
+                                  "by gpulet; use sharing.*.resources[].rename instead");
+        goto done;
+    }
+    if ((v = ynode_get(d, root, "flags")) && !ynode_is_null(v) &&
+        (rc = file_flags(d, v, cfg, err)) < 0)
+        goto done;
+    if ((v = ynode_get(d, root, "sharing")) && !ynode_is_null(v))
+        rc = file_sharing(d, v, cfg, err);
+done:
+    ydoc_free(d);
+    return rc;
+}
+
+/* ---- the environment and the flags ---- */
+
+static int apply_value(const char *what, const char *key, const char *v, struct config *cfg,
+                       struct gpulet_error *err)
+{
+    if (strcmp(key, "mig") == 0) {
+        if (parse_mig_strategy(v, &cfg->mig_strategy) < 0)
+            return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                    "%s must be none, single or mixed, not \"%s\"", what, v);
+    } else if (strcmp(key, "fail") == 0) {
+        if (parse_bool_text(v, &cfg->fail_on_init_error) < 0)
+            return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be true or false, not \"%s\"",
+                                    what, v);
+    } else if (strcmp(key, "root") == 0) {
+        if (v[0] == '\0')
+            return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must not be empty", what);
+        snprintf(cfg->driver_root, sizeof cfg->driver_root, "%s", v);
+    } else if (strcmp(key, "specs") == 0) {
+        if (parse_bool_text(v, &cfg->pass_device_specs) < 0)
+            return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be true or false, not \"%s\"",
+                                    what, v);
+    } else if (strcmp(key, "list") == 0) {
+        if (parse_list_strategies(v, &cfg->device_list_strategies) < 0)
+            return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                    "%s must be a comma-separated list of " LIST_STRATEGIES
+                                    ", not \"%s\"",
+                                    what, v);
+    } else if (strcmp(key, "id") == 0) {
+        if (parse_id_strategy(v, &cfg->device_id_strategy) < 0)
+            return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be uuid or index, not \"%s\"",
+                                    what, v);
+    }
+    return 0;
+}
+
+struct setting {
+    const char *key;
+    const char *env;
+    const char *flag;
+    size_t flag_offset;
+};
+
+static const struct setting settings[] = {
+    {"mig", "MIG_STRATEGY", "--mig-strategy", offsetof(struct config_flags, mig_strategy)},
+    {"fail", "FAIL_ON_INIT_ERROR", "--fail-on-init-error",
+     offsetof(struct config_flags, fail_on_init_error)},
+    {"root", "NVIDIA_DRIVER_ROOT", "--driver-root", offsetof(struct config_flags, driver_root)},
+    {"specs", "PASS_DEVICE_SPECS", "--pass-device-specs",
+     offsetof(struct config_flags, pass_device_specs)},
+    {"list", "DEVICE_LIST_STRATEGY", "--device-list-strategy",
+     offsetof(struct config_flags, device_list_strategy)},
+    {"id", "DEVICE_ID_STRATEGY", "--device-id-strategy",
+     offsetof(struct config_flags, device_id_strategy)},
+};
+
+int config_load(const struct config_flags *flags, config_getenv_fn getenv_fn, struct config *out,
+                struct gpulet_error *err)
+{
+    struct config *cfg = calloc(1, sizeof *cfg);
+    if (cfg == NULL)
+        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "out of memory");
+    config_defaults(cfg);
+    const char *file = flags->config_file ? flags->config_file : getenv_fn("CONFIG_FILE");
+    int rc = 0;
+    if (file && file[0]) {
+        snprintf(cfg->file, sizeof cfg->file, "%s", file);
+        rc = load_file(file, cfg, err);
+    }
+    /* The environment overrides the file, the command line both. */
+    for (size_t i = 0; rc == 0 && i < sizeof settings / sizeof settings[0]; i++) {
+        const char *v = getenv_fn(settings[i].env);
+        char what[64];
+        snprintf(what, sizeof what, "environment variable %s", settings[i].env);
+        if (v && v[0])
+            rc = apply_value(what, settings[i].key, v, cfg, err);
+    }
+    for (size_t i = 0; rc == 0 && i < sizeof settings / sizeof settings[0]; i++) {
+        const char *v = *(const char *const *)((const char *)flags + settings[i].flag_offset);
+        if (v)
+            rc = apply_value(settings[i].flag, settings[i].key, v, cfg, err);
+    }
+    if (rc == 0)
+        *out = *cfg;
+    free(cfg);
+    return rc;
+}

@@ -1,0 +1,85 @@
+/*
+ * config: what the daemon is told to do, from NVIDIA's device plugin
+ * configuration file (version v1, YAML or JSON), the environment and the
+ * command line, with NVIDIA's precedence: command line, then environment,
+ * then file, then defaults.
+ *
+ * config_load() validates everything and fails with a message that names
+ * the file, line and key, or the flag / variable, so a bad configuration
+ * is refused at start (exit 2) and a bad reload keeps the running one.
+ */
+#ifndef GPULET_CONFIG_H
+#define GPULET_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "error/error.h"
+
+enum mig_strategy { MIG_STRATEGY_NONE, MIG_STRATEGY_SINGLE, MIG_STRATEGY_MIXED };
+enum device_id_strategy { DEVICE_ID_UUID, DEVICE_ID_INDEX };
+enum sharing_strategy { SHARING_NONE, SHARING_TIME_SLICING, SHARING_MPS };
+
+/* deviceListStrategy: any combination */
+enum {
+    DEVICE_LIST_ENVVAR = 1 << 0,
+    DEVICE_LIST_VOLUME_MOUNTS = 1 << 1,
+    DEVICE_LIST_CDI_ANNOTATIONS = 1 << 2,
+    DEVICE_LIST_CDI_CRI = 1 << 3,
+};
+
+#define CONFIG_NAME_MAX 64
+#define CONFIG_MAX_SHARED 16
+#define CONFIG_MAX_DEVICE_SELECTORS 64
+
+/* sharing.<strategy>.resources[] */
+struct shared_resource {
+    char name[CONFIG_NAME_MAX]; /* nvidia.com/gpu, nvidia.com/mig-1g.5gb, ... */
+    char rename[CONFIG_NAME_MAX];
+    unsigned int replicas;
+    bool all_devices;      /* devices: all (the default) */
+    unsigned int count;    /* devices: N, the first N; 0 when not given */
+    size_t selector_count; /* devices: [0, "1:0", GPU-..., MIG-...] */
+    char selectors[CONFIG_MAX_DEVICE_SELECTORS][96];
+};
+
+struct config {
+    char file[4096]; /* the config file read, or "" */
+    enum mig_strategy mig_strategy;
+    bool fail_on_init_error;
+    char driver_root[4096];
+    bool pass_device_specs;
+    unsigned int device_list_strategies;
+    enum device_id_strategy device_id_strategy;
+    enum sharing_strategy sharing;
+    bool rename_by_default;
+    bool fail_requests_greater_than_one;
+    size_t shared_count;
+    struct shared_resource shared[CONFIG_MAX_SHARED];
+};
+
+/* Values given on the command line; NULL = not given. */
+struct config_flags {
+    const char *config_file;
+    const char *mig_strategy;
+    const char *fail_on_init_error;
+    const char *driver_root;
+    const char *pass_device_specs;
+    const char *device_list_strategy;
+    const char *device_id_strategy;
+};
+
+/* getenv, or a stand-in for tests. */
+typedef const char *(*config_getenv_fn)(const char *name);
+
+int config_load(const struct config_flags *flags, config_getenv_fn getenv_fn, struct config *out,
+                struct gpulet_error *err);
+
+void config_defaults(struct config *cfg);
+const char *config_mig_strategy_name(enum mig_strategy s);
+const char *config_sharing_name(enum sharing_strategy s);
+
+/* The shared entry that applies to a resource name, or NULL. */
+const struct shared_resource *config_shared_for(const struct config *cfg, const char *resource);
+
+#endif

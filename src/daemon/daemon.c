@@ -1,0 +1,220 @@
+#include "daemon.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "gpu/gpu.h"
+#include "log/log.h"
+#include "plugin/plugin.h"
+
+/* Everything the running daemon holds; the only mutable state it has. */
+struct daemon {
+    const struct daemon_options *opts;
+    struct event_base *base;
+    struct config cfg;
+    struct nvml *nvml;
+    struct gpu_inventory *inv;
+    struct plugin *plugin;
+    int inotify_fd;
+    struct event *inotify_event;
+    struct event *signals[3];
+    int exit_code;
+};
+
+static const char *env(const char *name)
+{
+    return getenv(name);
+}
+
+static int start_plugin(struct daemon *d, const struct config *cfg)
+{
+    struct gpulet_error err = {0};
+    if (plugin_start(d->base, d->opts->device_plugin_dir, cfg, d->inv, &d->plugin, &err) < 0) {
+        log_error("cannot start the device plugin", "error=\"%s\"", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void reload(struct daemon *d)
+{
+    struct config cfg;
+    struct gpulet_error err = {0};
+    if (config_load(&d->opts->flags, env, &cfg, &err) < 0) {
+        log_error("SIGHUP: the new configuration is refused; keeping the running one",
+                  "error=\"%s\"", err.msg);
+        return;
+    }
+    if (!d->opts->device_plugin) {
+        d->cfg = cfg;
+        return;
+    }
+    struct plugin *old = d->plugin;
+    plugin_stop(old);
+    plugin_free(old);
+    d->plugin = NULL;
+    if (start_plugin(d, &cfg) < 0) {
+        log_error("SIGHUP: the new configuration cannot be served; going back to the old one",
+                  "file=%s", cfg.file[0] ? cfg.file : "none");
+        if (start_plugin(d, &d->cfg) < 0) {
+            d->exit_code = 1;
+            event_base_loopbreak(d->base);
+        }
+        return;
+    }
+    d->cfg = cfg;
+    log_info("SIGHUP: configuration reloaded", "file=%s mig_strategy=%s sharing=%s",
+             cfg.file[0] ? cfg.file : "none", config_mig_strategy_name(cfg.mig_strategy),
+             config_sharing_name(cfg.sharing));
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct daemon *d = arg;
+    if (sig == SIGHUP) {
+        reload(d);
+        return;
+    }
+    log_info("stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    event_base_loopbreak(d->base);
+}
+
+static void inotify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct daemon *d = arg;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            return;
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            p += sizeof *ev + ev->len;
+            if (ev->len == 0 || d->plugin == NULL)
+                continue;
+            if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) &&
+                strcmp(ev->name, PLUGIN_KUBELET_SOCKET) == 0)
+                plugin_kubelet_restarted(d->plugin);
+            else if (ev->mask & (IN_DELETE | IN_MOVED_FROM))
+                plugin_file_removed(d->plugin, ev->name);
+        }
+    }
+}
+
+static int watch_directory(struct daemon *d)
+{
+    const char *dir = d->opts->device_plugin_dir;
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (mkdir(dir, 0755) != 0) {
+            log_error("cannot create the device-plugin directory", "dir=%s error=\"%s\"", dir,
+                      strerror(errno));
+            return -1;
+        }
+        log_info("created the device-plugin directory", "dir=%s", dir);
+    }
+    d->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (d->inotify_fd < 0 ||
+        inotify_add_watch(d->inotify_fd, dir, IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM) <
+            0) {
+        log_error("cannot watch the device-plugin directory", "dir=%s error=\"%s\"", dir,
+                  strerror(errno));
+        return -1;
+    }
+    d->inotify_event = event_new(d->base, d->inotify_fd, EV_READ | EV_PERSIST, inotify_cb, d);
+    event_add(d->inotify_event, NULL);
+    return 0;
+}
+
+static void cleanup(struct daemon *d)
+{
+    if (d->plugin) {
+        plugin_stop(d->plugin);
+        /* Let the goodbyes (GOAWAY, stream ends) reach the kubelet. */
+        struct timeval flush = {0, 100000};
+        event_base_loopexit(d->base, &flush);
+        event_base_dispatch(d->base);
+        plugin_free(d->plugin);
+    }
+    if (d->inotify_event)
+        event_free(d->inotify_event);
+    if (d->inotify_fd >= 0)
+        close(d->inotify_fd);
+    for (size_t i = 0; i < sizeof d->signals / sizeof d->signals[0]; i++)
+        if (d->signals[i])
+            event_free(d->signals[i]);
+    gpu_inventory_free(d->inv);
+    nvml_close(d->nvml);
+    if (d->base)
+        event_base_free(d->base);
+}
+
+static void log_inventory(const struct daemon *d)
+{
+    log_info("GPU inventory", "gpus=%zu driver=%s cuda=%d simulated=%s", d->inv->gpu_count,
+             d->inv->driver_version, d->inv->cuda_driver_version,
+             d->inv->simulated_node[0] ? d->inv->simulated_node : "no");
+}
+
+int daemon_run(const struct daemon_options *opts)
+{
+    struct daemon d = {.opts = opts, .inotify_fd = -1};
+    struct gpulet_error err = {0};
+    signal(SIGPIPE, SIG_IGN);
+    if (config_load(&opts->flags, env, &d.cfg, &err) < 0) {
+        fprintf(stderr, "gpulet: %s\n", err.msg);
+        return 2;
+    }
+    struct nvml_options nvml_opts = opts->nvml;
+    if (nvml_opts.driver_root == NULL && strcmp(d.cfg.driver_root, "/") != 0)
+        nvml_opts.driver_root = d.cfg.driver_root;
+    d.base = event_base_new();
+    if (d.base == NULL) {
+        fprintf(stderr, "gpulet: cannot create the event loop\n");
+        return 1;
+    }
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < 3; i++) {
+        d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
+        event_add(d.signals[i], NULL);
+    }
+    if (nvml_open(&nvml_opts, &d.nvml, &err) < 0 ||
+        gpu_inventory_load(d.nvml, &d.inv, &err) < 0) {
+        if (d.cfg.fail_on_init_error) {
+            fprintf(stderr, "gpulet: %s\n", err.msg);
+            cleanup(&d);
+            return 2;
+        }
+        /* failOnInitError: false, as NVIDIA's plugin: stay up, serve nothing. */
+        log_error("no GPUs available; idling (failOnInitError is false)", "error=\"%s\"", err.msg);
+        event_base_dispatch(d.base);
+        cleanup(&d);
+        return 0;
+    }
+    log_inventory(&d);
+    if (opts->device_plugin) {
+        if (watch_directory(&d) < 0 || start_plugin(&d, &d.cfg) < 0) {
+            cleanup(&d);
+            return 2;
+        }
+    }
+    log_info("gpulet running", "device_plugin=%s dir=%s mig_strategy=%s sharing=%s",
+             opts->device_plugin ? "on" : "off", opts->device_plugin_dir,
+             config_mig_strategy_name(d.cfg.mig_strategy), config_sharing_name(d.cfg.sharing));
+    event_base_dispatch(d.base);
+    int code = d.exit_code;
+    cleanup(&d);
+    log_info("gpulet stopped", "exit=%d", code);
+    return code;
+}

@@ -1,0 +1,27 @@
+/*
+ * daemon: `gpulet run`, the one process per GPU node. It owns the event
+ * loop and the daemon's context (configuration, NVML, inventory, the
+ * device plugin), handles signals (SIGTERM/SIGINT: clean exit; SIGHUP:
+ * reload the configuration), and watches the device-plugin directory with
+ * inotify for kubelet restarts and deleted sockets.
+ */
+#ifndef GPULET_DAEMON_H
+#define GPULET_DAEMON_H
+
+#include <stdbool.h>
+
+#include "config/config.h"
+#include "nvml/nvml.h"
+
+struct daemon_options {
+    struct nvml_options nvml;
+    struct config_flags flags;
+    const char *device_plugin_dir;
+    bool device_plugin; /* serve the device plugin (default on) */
+};
+
+/* Runs until SIGTERM/SIGINT; returns the process exit code (0 clean,
+ * 1 failed while running, 2 refused to start). */
+int daemon_run(const struct daemon_options *opts);
+
+#endif

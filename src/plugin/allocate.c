@@ -1,0 +1,240 @@
+#include "plugin_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VOLUME_MOUNT_DIR "/var/run/nvidia-container-devices"
+#define CDI_KIND "nvidia.com/gpu"
+
+void *arena_alloc(struct arena *a, size_t size)
+{
+    if (a->count == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 32;
+        void **ptrs = realloc(a->ptrs, cap * sizeof *ptrs);
+        if (ptrs == NULL)
+            abort(); /* a few bytes for a reply; nothing sensible to do without them */
+        a->ptrs = ptrs;
+        a->cap = cap;
+    }
+    void *p = calloc(1, size ? size : 1);
+    if (p == NULL)
+        abort();
+    a->ptrs[a->count++] = p;
+    return p;
+}
+
+char *arena_strdup(struct arena *a, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = arena_alloc(a, n);
+    memcpy(p, s, n);
+    return p;
+}
+
+void arena_free(struct arena *a)
+{
+    for (size_t i = 0; i < a->count; i++)
+        free(a->ptrs[i]);
+    free(a->ptrs);
+    a->ptrs = NULL;
+    a->count = a->cap = 0;
+}
+
+/* A copy of a pointer array with room for one more (protobuf-c lists). */
+static void *grow(struct arena *a, const void *old, size_t n)
+{
+    void **list = arena_alloc(a, (n + 1) * sizeof *list);
+    if (n)
+        memcpy(list, old, n * sizeof *list);
+    return list;
+}
+
+static void add_env(struct arena *a, V1beta1__ContainerAllocateResponse *r, const char *key,
+                    const char *value)
+{
+    V1beta1__ContainerAllocateResponse__EnvsEntry **list = grow(a, r->envs, r->n_envs);
+    V1beta1__ContainerAllocateResponse__EnvsEntry *e = arena_alloc(a, sizeof *e);
+    v1beta1__container_allocate_response__envs_entry__init(e);
+    e->key = arena_strdup(a, key);
+    e->value = arena_strdup(a, value);
+    list[r->n_envs++] = e;
+    r->envs = list;
+}
+
+static void add_annotation(struct arena *a, V1beta1__ContainerAllocateResponse *r,
+                           const char *key, const char *value)
+{
+    V1beta1__ContainerAllocateResponse__AnnotationsEntry **list =
+        grow(a, r->annotations, r->n_annotations);
+    V1beta1__ContainerAllocateResponse__AnnotationsEntry *e = arena_alloc(a, sizeof *e);
+    v1beta1__container_allocate_response__annotations_entry__init(e);
+    e->key = arena_strdup(a, key);
+    e->value = arena_strdup(a, value);
+    list[r->n_annotations++] = e;
+    r->annotations = list;
+}
+
+static void add_device_spec(struct arena *a, V1beta1__ContainerAllocateResponse *r,
+                            const char *host, const char *container)
+{
+    V1beta1__DeviceSpec **list = grow(a, r->devices, r->n_devices);
+    V1beta1__DeviceSpec *d = arena_alloc(a, sizeof *d);
+    v1beta1__device_spec__init(d);
+    d->host_path = arena_strdup(a, host);
+    d->container_path = arena_strdup(a, container);
+    d->permissions = arena_strdup(a, "rw");
+    list[r->n_devices++] = d;
+    r->devices = list;
+}
+
+/* host path of a device node under the driver root ("/" adds nothing) */
+static void host_dev_path(const struct config *cfg, const char *dev, char *buf, size_t len)
+{
+    const char *root = strcmp(cfg->driver_root, "/") == 0 ? "" : cfg->driver_root;
+    snprintf(buf, len, "%s%s", root, dev);
+}
+
+static void add_device_specs(const struct config *cfg, const struct plugin_device *const *devs,
+                             size_t n, struct arena *a, V1beta1__ContainerAllocateResponse *r)
+{
+    static const char *const control[] = {"/dev/nvidiactl", "/dev/nvidia-uvm",
+                                          "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"};
+    char host[4200];
+    for (size_t i = 0; i < sizeof control / sizeof control[0]; i++) {
+        host_dev_path(cfg, control[i], host, sizeof host);
+        if (access(host, F_OK) == 0)
+            add_device_spec(a, r, host, control[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = devs[j]->minor == devs[i]->minor;
+        if (seen)
+            continue;
+        char dev[32];
+        snprintf(dev, sizeof dev, "/dev/nvidia%u", devs[i]->minor);
+        host_dev_path(cfg, dev, host, sizeof host);
+        add_device_spec(a, r, host, dev);
+    }
+}
+
+int plugin_allocate_container(const struct plugin_resource *res, const struct config *cfg,
+                              char *const *ids, size_t n_ids, unsigned long serial,
+                              struct arena *a, V1beta1__ContainerAllocateResponse *out,
+                              struct gpulet_error *err)
+{
+    v1beta1__container_allocate_response__init(out);
+    const struct plugin_device **devs = arena_alloc(a, (n_ids + 1) * sizeof *devs);
+    size_t n = 0;
+    for (size_t i = 0; i < n_ids; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < i && !dup; j++)
+            dup = strcmp(ids[i], ids[j]) == 0;
+        if (dup)
+            continue;
+        const struct plugin_device *d = plugin_find_device(res, ids[i]);
+        if (d == NULL)
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "unknown device ID \"%.128s\" for %s",
+                                    ids[i], res->name);
+        devs[n++] = d;
+    }
+    if (n == 0)
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "the request for %s names no device",
+                                res->name);
+    if (res->sharing != SHARING_NONE && cfg->fail_requests_greater_than_one && n > 1)
+        return gpulet_error_set(err, GPULET_ERR_INPUT,
+                                "maximum request size for shared resources is 1");
+
+    /* The physical devices, each once, in request order. */
+    const char **base = arena_alloc(a, (n + 1) * sizeof *base);
+    size_t n_base = 0;
+    size_t joined_len = 1;
+    for (size_t i = 0; i < n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < n_base && !seen; j++)
+            seen = strcmp(base[j], devs[i]->base_id) == 0;
+        if (!seen) {
+            base[n_base++] = devs[i]->base_id;
+            joined_len += strlen(devs[i]->base_id) + sizeof CDI_KIND + 2;
+        }
+    }
+
+    unsigned int lists = cfg->device_list_strategies;
+    if (lists & DEVICE_LIST_VOLUME_MOUNTS) {
+        /* The variable then names the folder, so a pod cannot widen its own
+         * list by setting NVIDIA_VISIBLE_DEVICES itself. */
+        add_env(a, out, "NVIDIA_VISIBLE_DEVICES", VOLUME_MOUNT_DIR);
+        out->mounts = arena_alloc(a, n_base * sizeof *out->mounts);
+        for (size_t i = 0; i < n_base; i++) {
+            V1beta1__Mount *m = arena_alloc(a, sizeof *m);
+            v1beta1__mount__init(m);
+            char path[PLUGIN_ID_MAX + sizeof VOLUME_MOUNT_DIR + 1];
+            snprintf(path, sizeof path, "%s/%s", VOLUME_MOUNT_DIR, base[i]);
+            m->container_path = arena_strdup(a, path);
+            m->host_path = arena_strdup(a, "/dev/null");
+            m->read_only = true;
+            out->mounts[out->n_mounts++] = m;
+        }
+    } else if (lists & DEVICE_LIST_ENVVAR) {
+        char *joined = arena_alloc(a, joined_len);
+        for (size_t i = 0; i < n_base; i++) {
+            if (i)
+                strcat(joined, ",");
+            strcat(joined, base[i]);
+        }
+        add_env(a, out, "NVIDIA_VISIBLE_DEVICES", joined);
+    }
+    if (lists & DEVICE_LIST_CDI_ANNOTATIONS) {
+        char *joined = arena_alloc(a, joined_len);
+        for (size_t i = 0; i < n_base; i++) {
+            if (i)
+                strcat(joined, ",");
+            strcat(joined, CDI_KIND "=");
+            strcat(joined, base[i]);
+        }
+        char key[96];
+        snprintf(key, sizeof key, "cdi.k8s.io/gpulet_%s_%lu", strchr(res->name, '/') + 1, serial);
+        add_annotation(a, out, key, joined);
+    }
+    if (lists & DEVICE_LIST_CDI_CRI) {
+        out->cdi_devices = arena_alloc(a, n_base * sizeof *out->cdi_devices);
+        for (size_t i = 0; i < n_base; i++) {
+            V1beta1__CDIDevice *c = arena_alloc(a, sizeof *c);
+            v1beta1__cdidevice__init(c);
+            char name[PLUGIN_ID_MAX + sizeof CDI_KIND + 1];
+            snprintf(name, sizeof name, CDI_KIND "=%s", base[i]);
+            c->name = arena_strdup(a, name);
+            out->cdi_devices[out->n_cdi_devices++] = c;
+        }
+    }
+    if (cfg->pass_device_specs)
+        add_device_specs(cfg, devs, n, a, out);
+    return 0;
+}
+
+void plugin_device_list(const struct plugin_resource *r, struct arena *a,
+                        V1beta1__ListAndWatchResponse *out)
+{
+    v1beta1__list_and_watch_response__init(out);
+    out->devices = arena_alloc(a, (r->count + 1) * sizeof *out->devices);
+    for (size_t i = 0; i < r->count; i++) {
+        const struct plugin_device *d = &r->devices[i];
+        V1beta1__Device *dev = arena_alloc(a, sizeof *dev);
+        v1beta1__device__init(dev);
+        dev->id = (char *)d->id;
+        dev->health = d->healthy ? "Healthy" : "Unhealthy";
+        if (d->numa_node >= 0) {
+            V1beta1__TopologyInfo *t = arena_alloc(a, sizeof *t);
+            v1beta1__topology_info__init(t);
+            t->nodes = arena_alloc(a, sizeof *t->nodes);
+            t->nodes[0] = arena_alloc(a, sizeof **t->nodes);
+            v1beta1__numanode__init(t->nodes[0]);
+            t->nodes[0]->id = d->numa_node;
+            t->n_nodes = 1;
+            dev->topology = t;
+        }
+        out->devices[out->n_devices++] = dev;
+    }
+}

@@ -1,0 +1,473 @@
+#include "plugin_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "grpc/grpc.h"
+#include "log/log.h"
+
+#define REGISTER_TIMEOUT_MS 10000
+#define RETRY_FIRST_MS 250
+#define RETRY_MAX_MS 30000
+
+struct watcher {
+    struct grpc_call *call;
+    struct watcher *next;
+};
+
+enum reg_state { REG_IDLE, REG_PENDING, REG_DONE, REG_WAITING };
+
+/* A resource as served: its socket, its streams, its registration. */
+struct served {
+    struct plugin *plugin;
+    struct plugin_resource *res;
+    struct grpc_server *server;
+    struct watcher *watchers;
+    struct grpc_channel *reg_channel;
+    struct grpc_client_call *reg_call;
+    struct event *retry;
+    long backoff_ms;
+    enum reg_state reg;
+    char last_problem[GPULET_ERROR_MSG_MAX]; /* logged once until it changes */
+};
+
+struct plugin {
+    struct event_base *base;
+    char dir[4096];
+    struct config cfg;
+    const struct gpu_inventory *inv;
+    struct plugin_resource *resources;
+    size_t count;
+    struct served *served;
+    unsigned long serial;
+    bool stopped;
+};
+
+static void socket_path(const struct served *s, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", s->plugin->dir, s->res->socket_name);
+}
+
+/* ---- the DevicePlugin service ---- */
+
+static void reply_message(struct grpc_call *call, const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    protobuf_c_message_pack(msg, buf);
+    grpc_call_reply(call, buf, len);
+    free(buf);
+}
+
+static void get_options(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
+{
+    (void)req;
+    (void)len;
+    (void)user;
+    V1beta1__DevicePluginOptions opts = V1BETA1__DEVICE_PLUGIN_OPTIONS__INIT;
+    opts.pre_start_required = false;
+    opts.get_preferred_allocation_available = true;
+    reply_message(call, &opts.base);
+}
+
+static int send_list(struct served *s, struct grpc_call *call)
+{
+    struct arena a = {0};
+    V1beta1__ListAndWatchResponse msg;
+    plugin_device_list(s->res, &a, &msg);
+    size_t len = v1beta1__list_and_watch_response__get_packed_size(&msg);
+    uint8_t *buf = arena_alloc(&a, len);
+    v1beta1__list_and_watch_response__pack(&msg, buf);
+    int rc = grpc_call_send(call, buf, len);
+    arena_free(&a);
+    return rc;
+}
+
+static void watcher_closed(struct grpc_call *call, enum grpc_status why, void *user)
+{
+    struct served *s = user;
+    for (struct watcher **w = &s->watchers; *w; w = &(*w)->next) {
+        if ((*w)->call == call) {
+            struct watcher *gone = *w;
+            *w = gone->next;
+            free(gone);
+            break;
+        }
+    }
+    log_info("ListAndWatch stream ended", "resource=%s why=%s", s->res->name,
+             grpc_status_name(why));
+}
+
+static void list_and_watch(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
+{
+    (void)req;
+    (void)len;
+    struct served *s = user;
+    struct watcher *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    w->call = call;
+    w->next = s->watchers;
+    s->watchers = w;
+    grpc_call_on_close(call, watcher_closed, s);
+    log_info("ListAndWatch stream opened", "resource=%s devices=%zu", s->res->name, s->res->count);
+    send_list(s, call);
+}
+
+static void broadcast(struct served *s)
+{
+    for (struct watcher *w = s->watchers; w; w = w->next)
+        send_list(s, w->call);
+}
+
+static void allocate(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
+{
+    struct served *s = user;
+    V1beta1__AllocateRequest *in = v1beta1__allocate_request__unpack(NULL, len, req);
+    if (in == NULL) {
+        grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "cannot decode the AllocateRequest");
+        return;
+    }
+    struct arena a = {0};
+    V1beta1__AllocateResponse out = V1BETA1__ALLOCATE_RESPONSE__INIT;
+    out.container_responses = arena_alloc(&a, (in->n_container_requests + 1) *
+                                                  sizeof *out.container_responses);
+    struct gpulet_error err = {0};
+    int rc = 0;
+    for (size_t i = 0; i < in->n_container_requests && rc == 0; i++) {
+        const V1beta1__ContainerAllocateRequest *cr = in->container_requests[i];
+        V1beta1__ContainerAllocateResponse *r = arena_alloc(&a, sizeof *r);
+        rc = plugin_allocate_container(s->res, &s->plugin->cfg, cr->devices_ids,
+                                       cr->n_devices_ids, ++s->plugin->serial, &a, r, &err);
+        out.container_responses[out.n_container_responses++] = r;
+    }
+    if (rc < 0) {
+        log_warn("Allocate refused", "resource=%s error=\"%s\"", s->res->name, err.msg);
+        grpc_call_finish(call, GRPC_INVALID_ARGUMENT, err.msg);
+    } else {
+        reply_message(call, &out.base);
+    }
+    arena_free(&a);
+    v1beta1__allocate_request__free_unpacked(in, NULL);
+}
+
+static void preferred_allocation(struct grpc_call *call, const uint8_t *req, size_t len,
+                                 void *user)
+{
+    struct served *s = user;
+    V1beta1__PreferredAllocationRequest *in =
+        v1beta1__preferred_allocation_request__unpack(NULL, len, req);
+    if (in == NULL) {
+        grpc_call_finish(call, GRPC_INVALID_ARGUMENT,
+                         "cannot decode the PreferredAllocationRequest");
+        return;
+    }
+    struct arena a = {0};
+    V1beta1__PreferredAllocationResponse out = V1BETA1__PREFERRED_ALLOCATION_RESPONSE__INIT;
+    out.container_responses = arena_alloc(&a, (in->n_container_requests + 1) *
+                                                  sizeof *out.container_responses);
+    for (size_t i = 0; i < in->n_container_requests; i++) {
+        const V1beta1__ContainerPreferredAllocationRequest *cr = in->container_requests[i];
+        V1beta1__ContainerPreferredAllocationResponse *r = arena_alloc(&a, sizeof *r);
+        v1beta1__container_preferred_allocation_response__init(r);
+        r->deviceids = arena_alloc(&a, (cr->n_available_deviceids + 1) * sizeof *r->deviceids);
+        plugin_preferred(s->res, s->plugin->inv, cr->available_deviceids,
+                         cr->n_available_deviceids, cr->must_include_deviceids,
+                         cr->n_must_include_deviceids, cr->allocation_size, r->deviceids,
+                         &r->n_deviceids);
+        out.container_responses[out.n_container_responses++] = r;
+    }
+    reply_message(call, &out.base);
+    arena_free(&a);
+    v1beta1__preferred_allocation_request__free_unpacked(in, NULL);
+}
+
+static void pre_start(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
+{
+    (void)req;
+    (void)len;
+    (void)user;
+    V1beta1__PreStartContainerResponse out = V1BETA1__PRE_START_CONTAINER_RESPONSE__INIT;
+    reply_message(call, &out.base);
+}
+
+static int serve(struct served *s, struct gpulet_error *err)
+{
+    char path[4200];
+    socket_path(s, path, sizeof path);
+    if (grpc_server_listen(s->plugin->base, path, &s->server, err) < 0)
+        return -1;
+    static const struct {
+        const char *method;
+        grpc_handler_fn fn;
+    } methods[] = {
+        {"/v1beta1.DevicePlugin/GetDevicePluginOptions", get_options},
+        {"/v1beta1.DevicePlugin/ListAndWatch", list_and_watch},
+        {"/v1beta1.DevicePlugin/GetPreferredAllocation", preferred_allocation},
+        {"/v1beta1.DevicePlugin/Allocate", allocate},
+        {"/v1beta1.DevicePlugin/PreStartContainer", pre_start},
+    };
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (grpc_server_handle(s->server, methods[i].method, methods[i].fn, s, err) < 0)
+            return -1;
+    log_info("serving device plugin", "resource=%s socket=%s devices=%zu", s->res->name, path,
+             s->res->count);
+    return 0;
+}
+
+/* ---- registration with the kubelet ---- */
+
+static void register_start(struct served *s);
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    register_start(arg);
+}
+
+static void close_registration(struct served *s)
+{
+    if (s->reg_call) {
+        grpc_client_call_cancel(s->reg_call);
+        s->reg_call = NULL;
+    }
+    if (s->reg_channel) {
+        grpc_channel_close(s->reg_channel);
+        s->reg_channel = NULL;
+    }
+    if (s->retry)
+        event_del(s->retry);
+}
+
+/* Logs a problem only when it differs from the last one, then retries
+ * with a doubling delay. */
+static void register_later(struct served *s, const char *problem)
+{
+    if (strcmp(s->last_problem, problem) != 0) {
+        log_warn("cannot register with the kubelet; will keep trying", "resource=%s error=\"%s\"",
+                 s->res->name, problem);
+        snprintf(s->last_problem, sizeof s->last_problem, "%s", problem);
+    }
+    s->reg = REG_WAITING;
+    struct timeval tv = {s->backoff_ms / 1000, (s->backoff_ms % 1000) * 1000};
+    event_add(s->retry, &tv);
+    s->backoff_ms = s->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : s->backoff_ms * 2;
+}
+
+static void register_done(enum grpc_status status, const char *message, const uint8_t *reply,
+                          size_t len, void *user)
+{
+    (void)reply;
+    (void)len;
+    struct served *s = user;
+    s->reg_call = NULL;
+    grpc_channel_close(s->reg_channel);
+    s->reg_channel = NULL;
+    if (status == GRPC_OK) {
+        s->reg = REG_DONE;
+        s->backoff_ms = RETRY_FIRST_MS;
+        s->last_problem[0] = '\0';
+        log_info("registered with the kubelet", "resource=%s endpoint=%s", s->res->name,
+                 s->res->socket_name);
+        return;
+    }
+    char problem[GPULET_ERROR_MSG_MAX];
+    snprintf(problem, sizeof problem, "Register answered %s: %s", grpc_status_name(status),
+             message && message[0] ? message : "no message");
+    register_later(s, problem);
+}
+
+static void register_start(struct served *s)
+{
+    if (s->plugin->stopped || s->server == NULL)
+        return;
+    close_registration(s);
+    char kubelet[4200];
+    snprintf(kubelet, sizeof kubelet, "%s/%s", s->plugin->dir, PLUGIN_KUBELET_SOCKET);
+    struct gpulet_error err = {0};
+    if (grpc_channel_open(s->plugin->base, kubelet, &s->reg_channel, &err) < 0) {
+        register_later(s, err.msg);
+        return;
+    }
+    V1beta1__DevicePluginOptions opts = V1BETA1__DEVICE_PLUGIN_OPTIONS__INIT;
+    opts.get_preferred_allocation_available = true;
+    V1beta1__RegisterRequest req = V1BETA1__REGISTER_REQUEST__INIT;
+    req.version = "v1beta1";
+    req.endpoint = s->res->socket_name;
+    req.resource_name = s->res->name;
+    req.options = &opts;
+    uint8_t buf[512];
+    size_t len = v1beta1__register_request__get_packed_size(&req);
+    v1beta1__register_request__pack(&req, buf);
+    s->reg = REG_PENDING;
+    /* The kubelet calls GetDevicePluginOptions on our socket before it
+     * answers: the call must not block the loop, and it does not. */
+    s->reg_call = grpc_channel_call(s->reg_channel, "/v1beta1.Registration/Register", buf, len,
+                                    REGISTER_TIMEOUT_MS, NULL, register_done, s);
+    if (s->reg_call == NULL)
+        register_later(s, "the connection to the kubelet closed");
+}
+
+/* ---- the plugin ---- */
+
+int plugin_start(struct event_base *base, const char *dir, const struct config *cfg,
+                 const struct gpu_inventory *inv, struct plugin **out, struct gpulet_error *err)
+{
+    struct plugin *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot start the device plugin");
+    p->base = base;
+    snprintf(p->dir, sizeof p->dir, "%s", dir);
+    p->cfg = *cfg;
+    p->inv = inv;
+    if (plugin_build_resources(inv, cfg, &p->resources, &p->count, err) < 0) {
+        free(p);
+        return -1;
+    }
+    p->served = calloc(p->count + 1, sizeof *p->served);
+    if (p->served == NULL) {
+        plugin_free_resources(p->resources, p->count);
+        free(p);
+        return gpulet_error_errno(err, ENOMEM, "cannot start the device plugin");
+    }
+    for (size_t i = 0; i < p->count; i++) {
+        struct served *s = &p->served[i];
+        s->plugin = p;
+        s->res = &p->resources[i];
+        s->backoff_ms = RETRY_FIRST_MS;
+        s->retry = evtimer_new(base, retry_cb, s);
+        if (serve(s, err) < 0) {
+            gpulet_error_prefix(err, "cannot serve %s", s->res->name);
+            plugin_stop(p);
+            plugin_free(p);
+            return -1;
+        }
+    }
+    if (p->count == 0)
+        log_warn("no GPU to advertise; the device plugin serves nothing", "gpus=%zu",
+                 inv->gpu_count);
+    for (size_t i = 0; i < p->count; i++)
+        register_start(&p->served[i]);
+    *out = p;
+    return 0;
+}
+
+void plugin_kubelet_restarted(struct plugin *p)
+{
+    log_info("kubelet.sock appeared: registering again", "resources=%zu", p->count);
+    for (size_t i = 0; i < p->count; i++) {
+        struct served *s = &p->served[i];
+        char path[4200];
+        struct stat st;
+        socket_path(s, path, sizeof path);
+        if (stat(path, &st) != 0)
+            plugin_file_removed(p, s->res->socket_name);
+        s->backoff_ms = RETRY_FIRST_MS;
+        register_start(s);
+    }
+}
+
+void plugin_file_removed(struct plugin *p, const char *name)
+{
+    if (p->stopped)
+        return;
+    for (size_t i = 0; i < p->count; i++) {
+        struct served *s = &p->served[i];
+        if (strcmp(s->res->socket_name, name) != 0)
+            continue;
+        char path[4200];
+        struct stat st;
+        socket_path(s, path, sizeof path);
+        if (stat(path, &st) == 0)
+            return; /* already back (our own replacement) */
+        log_warn("our socket was deleted: serving it again", "resource=%s socket=%s",
+                 s->res->name, path);
+        close_registration(s);
+        if (s->server)
+            grpc_server_free(s->server);
+        s->server = NULL;
+        struct gpulet_error err = {0};
+        if (serve(s, &err) < 0) {
+            log_error("cannot serve the socket again", "resource=%s error=\"%s\"", s->res->name,
+                      err.msg);
+            return;
+        }
+        register_start(s);
+        return;
+    }
+}
+
+size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy)
+{
+    size_t changed_total = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        struct served *s = &p->served[i];
+        size_t changed = 0;
+        for (size_t d = 0; d < s->res->count; d++) {
+            struct plugin_device *dev = &s->res->devices[d];
+            if (dev->gpu != gpu || (mig >= 0 && dev->mig != mig) || dev->healthy == healthy)
+                continue;
+            dev->healthy = healthy;
+            changed++;
+        }
+        if (changed)
+            broadcast(s);
+        changed_total += changed;
+    }
+    return changed_total;
+}
+
+size_t plugin_resource_count(const struct plugin *p)
+{
+    return p->count;
+}
+
+const char *plugin_resource_name(const struct plugin *p, size_t i)
+{
+    return p->resources[i].name;
+}
+
+void plugin_stop(struct plugin *p)
+{
+    if (p->stopped)
+        return;
+    p->stopped = true;
+    for (size_t i = 0; i < p->count; i++) {
+        struct served *s = &p->served[i];
+        close_registration(s);
+        if (s->server)
+            grpc_server_shutdown(s->server);
+    }
+}
+
+void plugin_free(struct plugin *p)
+{
+    if (p == NULL)
+        return;
+    plugin_stop(p);
+    for (size_t i = 0; i < p->count; i++) {
+        struct served *s = &p->served[i];
+        if (s->server)
+            grpc_server_free(s->server);
+        while (s->watchers) {
+            struct watcher *w = s->watchers;
+            s->watchers = w->next;
+            free(w);
+        }
+        if (s->retry)
+            event_free(s->retry);
+    }
+    free(p->served);
+    plugin_free_resources(p->resources, p->count);
+    free(p);
+}

@@ -1,0 +1,56 @@
+/*
+ * plugin: the kubelet device plugin (API v1beta1) for NVIDIA GPUs.
+ *
+ * From the GPU inventory and the configuration it works out the resources
+ * to advertise (nvidia.com/gpu, nvidia.com/mig-<profile>, shared replicas,
+ * renamed resources), serves one socket per resource in the device-plugin
+ * directory, registers each with the kubelet without blocking the loop,
+ * streams device lists (ListAndWatch) and answers Allocate,
+ * GetPreferredAllocation and PreStartContainer.
+ *
+ * The daemon tells it when the kubelet restarted (kubelet.sock created
+ * again), when one of its sockets was deleted, and when a device's health
+ * changed; it re-registers, recreates and re-streams accordingly.
+ */
+#ifndef GPULET_PLUGIN_H
+#define GPULET_PLUGIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/event.h>
+
+#include "config/config.h"
+#include "error/error.h"
+#include "gpu/gpu.h"
+
+#define PLUGIN_KUBELET_SOCKET "kubelet.sock"
+#define PLUGIN_DEFAULT_DIR "/var/lib/kubelet/device-plugins"
+
+struct plugin;
+
+/* Builds the resources and starts serving and registering them. The
+ * inventory must outlive the plugin. */
+int plugin_start(struct event_base *base, const char *dir, const struct config *cfg,
+                 const struct gpu_inventory *inv, struct plugin **out, struct gpulet_error *err);
+
+/* kubelet.sock appeared again: recreate missing sockets, register all. */
+void plugin_kubelet_restarted(struct plugin *p);
+/* A file in the directory was deleted; if it was one of our sockets,
+ * serve it again and re-register that resource. */
+void plugin_file_removed(struct plugin *p, const char *name);
+
+/* Marks every device on a GPU (mig = -1) or one MIG device healthy or not;
+ * streams the new list to the kubelet when anything changed. Returns the
+ * number of kubelet devices whose health changed. */
+size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy);
+
+/* Resources served, for logs and tests. */
+size_t plugin_resource_count(const struct plugin *p);
+const char *plugin_resource_name(const struct plugin *p, size_t i);
+
+/* Ends the streams, stops serving, removes our sockets. */
+void plugin_stop(struct plugin *p);
+void plugin_free(struct plugin *p);
+
+#endif

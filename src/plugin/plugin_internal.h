@@ -1,0 +1,70 @@
+/* Inside the plugin module: the resource model and the pure functions the
+ * servers use, exposed for the unit tests. */
+#ifndef GPULET_PLUGIN_INTERNAL_H
+#define GPULET_PLUGIN_INTERNAL_H
+
+#include "deviceplugin/v1beta1/api.pb-c.h"
+#include "plugin.h"
+
+#define PLUGIN_ID_MAX 128
+
+struct plugin_device {
+    char id[PLUGIN_ID_MAX];      /* what the kubelet sees: "GPU-…", "0", "GPU-…::3" */
+    char base_id[PLUGIN_ID_MAX]; /* the physical device: no replica suffix */
+    unsigned int gpu;
+    int mig;                     /* MIG device index on the GPU, -1 for a whole GPU */
+    unsigned int replica;        /* 0 when the device is not shared */
+    int numa_node;               /* -1 when unknown */
+    unsigned int minor;          /* /dev/nvidia<minor> of the GPU */
+    bool healthy;
+};
+
+struct plugin_resource {
+    char name[CONFIG_NAME_MAX];     /* nvidia.com/gpu */
+    char socket_name[96];           /* nvidia-gpu.sock */
+    enum sharing_strategy sharing;  /* NONE unless the devices are replicas */
+    unsigned int replicas;
+    size_t count;
+    struct plugin_device *devices;
+};
+
+/* Works out the resources for an inventory and configuration. */
+int plugin_build_resources(const struct gpu_inventory *inv, const struct config *cfg,
+                           struct plugin_resource **out, size_t *count, struct gpulet_error *err);
+void plugin_free_resources(struct plugin_resource *res, size_t count);
+
+const struct plugin_device *plugin_find_device(const struct plugin_resource *r, const char *id);
+
+/* Allocations for short-lived messages: everything freed together. */
+struct arena {
+    void **ptrs;
+    size_t count, cap;
+};
+void *arena_alloc(struct arena *a, size_t size);
+char *arena_strdup(struct arena *a, const char *s);
+void arena_free(struct arena *a);
+
+/* One container's answer to Allocate. -1 with GPULET_ERR_INPUT for a
+ * request the kubelet should not have made (unknown ID, too many shared). */
+int plugin_allocate_container(const struct plugin_resource *r, const struct config *cfg,
+                              char *const *ids, size_t n_ids, unsigned long serial,
+                              struct arena *a, V1beta1__ContainerAllocateResponse *out,
+                              struct gpulet_error *err);
+
+/* GetPreferredAllocation for one container: writes into out (room for
+ * n_available entries, pointing at the given strings) the devices to
+ * prefer, or nothing when the request cannot be met. Whole GPUs follow
+ * NVIDIA's best-effort policy over the topology; replicas are spread over
+ * the least-used GPUs. */
+void plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory *inv,
+                      char *const *available, size_t n_available, char *const *must,
+                      size_t n_must, int size, char **out, size_t *n_out);
+
+/* The score of a pair of GPUs: how they connect over PCIe, plus 100 per NVLink. */
+int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b);
+
+/* The ListAndWatch message for a resource. */
+void plugin_device_list(const struct plugin_resource *r, struct arena *a,
+                        V1beta1__ListAndWatchResponse *out);
+
+#endif

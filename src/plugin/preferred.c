@@ -1,0 +1,294 @@
+#include "plugin_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Beyond this many partitions the exhaustive search gives way to a greedy
+ * one, so an answer for 16 or more GPUs stays fast. 8 GPUs need at most
+ * 2,800 (sets of 3) or 105 (pairs). */
+#define MAX_PARTITIONS 20000
+
+int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b)
+{
+    if (a >= inv->gpu_count || b >= inv->gpu_count || a == b)
+        return 0;
+    const struct gpu_link *l = gpu_inventory_link(inv, a, b);
+    int pcie;
+    switch (l->pcie_level) {
+    case NVML_TOPOLOGY_INTERNAL: pcie = 60; break;
+    case NVML_TOPOLOGY_SINGLE: pcie = 50; break;
+    case NVML_TOPOLOGY_MULTIPLE: pcie = 40; break;
+    case NVML_TOPOLOGY_HOSTBRIDGE: pcie = 30; break;
+    case NVML_TOPOLOGY_NODE: pcie = 20; break;
+    case NVML_TOPOLOGY_SYSTEM: pcie = 10; break;
+    default: pcie = 0; break;
+    }
+    return pcie + 100 * (int)l->nvlinks;
+}
+
+/* The search over partitions of the candidates into sets of `size`. */
+struct search {
+    const struct gpu_inventory *inv;
+    size_t n;                /* candidates, padded with empty slots to a multiple of size */
+    const int *gpu;          /* per candidate: its GPU, or -1 for padding */
+    const bool *required;
+    size_t n_required;
+    size_t size;
+    int *group;              /* per candidate: its set in the partition being built */
+    int *best_group;
+    long best_score;
+    bool found;
+    unsigned long visited;
+};
+
+static long set_score(const struct search *s, const int *group, int g)
+{
+    long score = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (group[i] != g || s->gpu[i] < 0)
+            continue;
+        for (size_t j = i + 1; j < s->n; j++)
+            if (group[j] == g && s->gpu[j] >= 0)
+                score += plugin_pair_score(s->inv, (unsigned)s->gpu[i], (unsigned)s->gpu[j]);
+    }
+    return score;
+}
+
+static bool required_together(const struct search *s, const int *group)
+{
+    int g = -1;
+    for (size_t i = 0; i < s->n; i++) {
+        if (!s->required[i])
+            continue;
+        if (g >= 0 && group[i] != g)
+            return false;
+        g = group[i];
+    }
+    return true;
+}
+
+static void finish_partition(struct search *s, int sets)
+{
+    s->visited++;
+    if (!required_together(s, s->group))
+        return;
+    long total = 0;
+    for (int g = 0; g < sets; g++)
+        total += set_score(s, s->group, g);
+    if (!s->found || total > s->best_score) {
+        s->found = true;
+        s->best_score = total;
+        memcpy(s->best_group, s->group, s->n * sizeof *s->group);
+    }
+}
+
+/* Puts the first unplaced candidate in a new set with size-1 companions
+ * chosen among the later unplaced ones, then recurses. */
+static void place(struct search *s, int set, size_t members, size_t from)
+{
+    if (s->visited >= MAX_PARTITIONS)
+        return;
+    if (members == s->size) {
+        size_t first = 0;
+        while (first < s->n && s->group[first] >= 0)
+            first++;
+        if (first == s->n) {
+            finish_partition(s, set + 1);
+            return;
+        }
+        s->group[first] = set + 1;
+        place(s, set + 1, 1, first + 1);
+        s->group[first] = -1;
+        return;
+    }
+    for (size_t i = from; i < s->n; i++) {
+        if (s->group[i] >= 0)
+            continue;
+        s->group[i] = set;
+        place(s, set, members + 1, i + 1);
+        s->group[i] = -1;
+    }
+}
+
+/* Fallback for big searches: start from the required GPUs and keep adding
+ * the candidate that connects best to those already chosen. */
+static void greedy(const struct search *s, bool *chosen)
+{
+    size_t have = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        chosen[i] = s->required[i];
+        have += chosen[i];
+    }
+    while (have < s->size) {
+        long best = -1;
+        size_t pick = 0;
+        for (size_t i = 0; i < s->n; i++) {
+            if (chosen[i] || s->gpu[i] < 0)
+                continue;
+            long score = 0;
+            for (size_t j = 0; j < s->n; j++)
+                if (chosen[j])
+                    score += plugin_pair_score(s->inv, (unsigned)s->gpu[i], (unsigned)s->gpu[j]);
+            if (score > best) {
+                best = score;
+                pick = i;
+            }
+        }
+        if (best < 0)
+            return;
+        chosen[pick] = true;
+        have++;
+    }
+}
+
+static void best_effort(const struct gpu_inventory *inv, const struct plugin_device **cand,
+                        const bool *required, size_t n_cand, size_t n_required, size_t size,
+                        bool *chosen)
+{
+    size_t n = (n_cand + size - 1) / size * size;
+    int *gpu = calloc(n, sizeof *gpu);
+    bool *req = calloc(n, sizeof *req);
+    int *group = calloc(n, sizeof *group);
+    int *best = calloc(n, sizeof *best);
+    bool *pick = calloc(n, sizeof *pick);
+    if (!gpu || !req || !group || !best || !pick)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        gpu[i] = i < n_cand ? (int)cand[i]->gpu : -1;
+        req[i] = i < n_cand && required[i];
+        group[i] = -1;
+    }
+    struct search s = {.inv = inv, .n = n, .gpu = gpu, .required = req,
+                       .n_required = n_required, .size = size, .group = group,
+                       .best_group = best};
+    group[0] = 0;
+    place(&s, 0, 1, 1);
+    if (s.found && s.visited < MAX_PARTITIONS) {
+        /* The set that holds the required GPUs, or else the best set. */
+        int want = -1;
+        long want_score = -1;
+        for (size_t i = 0; i < n && n_required > 0 && want < 0; i++)
+            if (req[i])
+                want = best[i];
+        for (int g = 0; want < 0 && g < (int)(n / size); g++) {
+            bool real = true; /* a set with padding cannot fill the request */
+            for (size_t i = 0; i < n; i++)
+                if (best[i] == g && gpu[i] < 0)
+                    real = false;
+            long score = set_score(&s, best, g);
+            if (real && score > want_score) {
+                want_score = score;
+                want = g;
+            }
+        }
+        for (size_t i = 0; i < n; i++)
+            pick[i] = best[i] == want && gpu[i] >= 0;
+    } else {
+        greedy(&s, pick);
+    }
+    for (size_t i = 0; i < n_cand; i++)
+        chosen[i] = pick[i];
+done:
+    free(gpu);
+    free(req);
+    free(group);
+    free(best);
+    free(pick);
+}
+
+/* Replicas: each pick goes to the GPU with the most replicas still free,
+ * avoiding GPUs this request already has while others remain. */
+static void spread_replicas(const struct plugin_resource *r, const struct plugin_device **cand,
+                            const bool *required, size_t n_cand, size_t size, bool *chosen)
+{
+    size_t have = 0;
+    for (size_t i = 0; i < n_cand; i++) {
+        chosen[i] = required[i];
+        have += chosen[i];
+    }
+    while (have < size) {
+        long best = -1;
+        size_t pick = 0;
+        for (size_t i = 0; i < n_cand; i++) {
+            if (chosen[i])
+                continue;
+            long free_here = 0;
+            bool mine = false;
+            for (size_t j = 0; j < n_cand; j++) {
+                bool same = cand[j]->gpu == cand[i]->gpu && cand[j]->mig == cand[i]->mig;
+                if (same && !chosen[j])
+                    free_here++;
+                if (same && chosen[j])
+                    mine = true;
+            }
+            long score = free_here - (mine ? (long)r->count * 2 : 0);
+            if (score > best) {
+                best = score;
+                pick = i;
+            }
+        }
+        if (best == -1)
+            return;
+        chosen[pick] = true;
+        have++;
+    }
+}
+
+void plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory *inv,
+                      char *const *available, size_t n_available, char *const *must,
+                      size_t n_must, int size, char **out, size_t *n_out)
+{
+    *n_out = 0;
+    if (size <= 0 || (size_t)size > n_available || n_must > (size_t)size)
+        return;
+    const struct plugin_device **cand = calloc(n_available + 1, sizeof *cand);
+    char **names = calloc(n_available + 1, sizeof *names);
+    bool *required = calloc(n_available + 1, sizeof *required);
+    bool *chosen = calloc(n_available + 1, sizeof *chosen);
+    size_t n = 0, n_req = 0;
+    if (!cand || !names || !required || !chosen)
+        goto done;
+    /* Unknown or repeated IDs (a GPU gone since) are left out, not fatal. */
+    for (size_t i = 0; i < n_available; i++) {
+        const struct plugin_device *d = plugin_find_device(r, available[i]);
+        bool dup = false;
+        for (size_t j = 0; j < n && !dup; j++)
+            dup = cand[j] == d;
+        if (d == NULL || dup)
+            continue;
+        cand[n] = d;
+        names[n] = available[i];
+        for (size_t k = 0; k < n_must; k++)
+            if (strcmp(must[k], available[i]) == 0)
+                required[n] = true;
+        n_req += required[n];
+        n++;
+    }
+    if (n_req != n_must || (size_t)size > n)
+        goto done; /* a must-include device is not available: impossible */
+    bool mig = n > 0 && cand[0]->mig >= 0;
+    if ((size_t)size == n) {
+        for (size_t i = 0; i < n; i++)
+            chosen[i] = true;
+    } else if (r->sharing != SHARING_NONE) {
+        spread_replicas(r, cand, required, n, (size_t)size, chosen);
+    } else if (mig) {
+        /* MIG devices have no topology between them worth ranking. */
+        size_t have = n_req;
+        for (size_t i = 0; i < n; i++) {
+            chosen[i] = required[i] || (have < (size_t)size && !required[i] && ++have);
+        }
+    } else {
+        best_effort(inv, cand, required, n, n_req, (size_t)size, chosen);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (chosen[i])
+            out[(*n_out)++] = names[i];
+    if (*n_out != (size_t)size)
+        *n_out = 0;
+done:
+    free(cand);
+    free(names);
+    free(required);
+    free(chosen);
+}

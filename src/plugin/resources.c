@@ -1,0 +1,317 @@
+#include "plugin_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/log.h"
+
+/* A physical device before sharing: a whole GPU or a MIG device. */
+struct phys {
+    char resource[CONFIG_NAME_MAX];
+    char base_id[PLUGIN_ID_MAX];
+    char uuid[96];
+    unsigned int gpu;
+    int mig;
+    int numa_node;
+    unsigned int minor;
+    bool healthy;
+};
+
+struct phys_list {
+    struct phys *items;
+    size_t count, cap;
+};
+
+static int add_phys(struct phys_list *l, const struct phys *p, struct gpulet_error *err)
+{
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct phys *items = realloc(l->items, cap * sizeof *items);
+        if (items == NULL)
+            return gpulet_error_errno(err, ENOMEM, "cannot list the devices");
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->count++] = *p;
+    return 0;
+}
+
+static void whole_gpu(const struct gpu_device *g, const struct config *cfg, struct phys *p)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->resource, sizeof p->resource, "nvidia.com/gpu");
+    snprintf(p->uuid, sizeof p->uuid, "%s", g->uuid);
+    if (cfg->device_id_strategy == DEVICE_ID_INDEX)
+        snprintf(p->base_id, sizeof p->base_id, "%u", g->index);
+    else
+        snprintf(p->base_id, sizeof p->base_id, "%s", g->uuid);
+    p->gpu = g->index;
+    p->mig = -1;
+    p->numa_node = g->numa_node;
+    p->minor = g->minor;
+    p->healthy = !g->lost;
+}
+
+static void mig_device(const struct gpu_device *g, const struct gpu_mig_device *m,
+                       const char *resource, const struct config *cfg, struct phys *p)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->resource, sizeof p->resource, "%s", resource);
+    snprintf(p->uuid, sizeof p->uuid, "%s", m->uuid);
+    if (cfg->device_id_strategy == DEVICE_ID_INDEX)
+        snprintf(p->base_id, sizeof p->base_id, "%u:%u", g->index, m->index);
+    else
+        snprintf(p->base_id, sizeof p->base_id, "%s", m->uuid);
+    p->gpu = g->index;
+    p->mig = (int)m->index;
+    p->numa_node = g->numa_node;
+    p->minor = g->minor;
+    p->healthy = !g->lost;
+}
+
+/* nvidia.com/mig-<profile>, a '+' in the profile becoming '.' */
+static void mig_resource_name(const char *profile, char *buf, size_t len)
+{
+    snprintf(buf, len, "nvidia.com/mig-%s", profile);
+    for (char *c = buf; *c; c++)
+        if (*c == '+')
+            *c = '.';
+}
+
+static int collect_single(const struct gpu_inventory *inv, const struct config *cfg,
+                          struct phys_list *l, struct gpulet_error *err)
+{
+    size_t mig_gpus = 0;
+    const char *profile = NULL;
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        const struct gpu_device *g = &inv->gpus[i];
+        if (!g->mig_enabled)
+            continue;
+        mig_gpus++;
+        for (size_t m = 0; m < g->mig_count; m++) {
+            if (profile && strcmp(profile, g->migs[m].profile) != 0)
+                return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                        "migStrategy single needs every MIG device to have the same "
+                                        "profile, but GPU %u has %s and another GPU has %s; use "
+                                        "migStrategy mixed",
+                                        g->index, g->migs[m].profile, profile);
+            profile = g->migs[m].profile;
+        }
+    }
+    if (mig_gpus > 0 && mig_gpus < inv->gpu_count)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "migStrategy single needs MIG on every GPU or on none, but %zu of "
+                                "%zu GPUs have MIG enabled; use migStrategy mixed",
+                                mig_gpus, inv->gpu_count);
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        const struct gpu_device *g = &inv->gpus[i];
+        struct phys p;
+        if (!g->mig_enabled) {
+            whole_gpu(g, cfg, &p);
+            if (add_phys(l, &p, err) < 0)
+                return -1;
+            continue;
+        }
+        for (size_t m = 0; m < g->mig_count; m++) {
+            mig_device(g, &g->migs[m], "nvidia.com/gpu", cfg, &p);
+            if (add_phys(l, &p, err) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int collect(const struct gpu_inventory *inv, const struct config *cfg, struct phys_list *l,
+                   struct gpulet_error *err)
+{
+    if (cfg->mig_strategy == MIG_STRATEGY_SINGLE)
+        return collect_single(inv, cfg, l, err);
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        const struct gpu_device *g = &inv->gpus[i];
+        struct phys p;
+        if (g->lost && g->uuid[0] == '\0' && cfg->device_id_strategy == DEVICE_ID_UUID) {
+            log_warn("GPU lost before its UUID was read; not advertised", "gpu=%u", g->index);
+            continue;
+        }
+        if (cfg->mig_strategy == MIG_STRATEGY_MIXED && g->mig_enabled) {
+            for (size_t m = 0; m < g->mig_count; m++) {
+                char name[CONFIG_NAME_MAX];
+                mig_resource_name(g->migs[m].profile, name, sizeof name);
+                mig_device(g, &g->migs[m], name, cfg, &p);
+                if (add_phys(l, &p, err) < 0)
+                    return -1;
+            }
+            continue;
+        }
+        whole_gpu(g, cfg, &p);
+        if (add_phys(l, &p, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static bool selector_matches(const char *sel, const struct phys *p)
+{
+    char index[32];
+    if (strcmp(sel, p->uuid) == 0)
+        return true;
+    snprintf(index, sizeof index, "%u", p->gpu);
+    if (strcmp(sel, index) == 0) /* a GPU index selects the GPU, or all its MIG devices */
+        return true;
+    if (p->mig >= 0) {
+        snprintf(index, sizeof index, "%u:%d", p->gpu, p->mig);
+        return strcmp(sel, index) == 0;
+    }
+    return false;
+}
+
+/* Which devices of `resource` the shared entry selects (in list order). */
+static void select_shared(const struct shared_resource *s, const struct phys_list *l,
+                          const char *resource, bool *selected)
+{
+    size_t seen = 0;
+    for (size_t i = 0; i < l->count; i++) {
+        selected[i] = false;
+        if (strcmp(l->items[i].resource, resource) != 0)
+            continue;
+        if (s->all_devices && s->count == 0 && s->selector_count == 0)
+            selected[i] = true;
+        else if (s->count > 0)
+            selected[i] = seen < s->count;
+        for (size_t k = 0; k < s->selector_count && !selected[i]; k++)
+            selected[i] = selector_matches(s->selectors[k], &l->items[i]);
+        seen++;
+    }
+    for (size_t k = 0; k < s->selector_count; k++) {
+        bool any = false;
+        for (size_t i = 0; i < l->count && !any; i++)
+            any = strcmp(l->items[i].resource, resource) == 0 &&
+                  selector_matches(s->selectors[k], &l->items[i]);
+        if (!any)
+            log_warn("sharing selector names no device on this node", "resource=%s device=%s",
+                     resource, s->selectors[k]);
+    }
+}
+
+static struct plugin_resource *resource_named(struct plugin_resource *res, size_t *count,
+                                              const char *name)
+{
+    for (size_t i = 0; i < *count; i++)
+        if (strcmp(res[i].name, name) == 0)
+            return &res[i];
+    struct plugin_resource *r = &res[(*count)++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->socket_name, sizeof r->socket_name, "nvidia-%s.sock", strchr(name, '/') + 1);
+    return r;
+}
+
+static int add_device(struct plugin_resource *r, const struct phys *p, unsigned int replica,
+                      bool shared, struct gpulet_error *err)
+{
+    struct plugin_device *devs = realloc(r->devices, (r->count + 1) * sizeof *devs);
+    if (devs == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot list the devices");
+    r->devices = devs;
+    struct plugin_device *d = &devs[r->count++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->base_id, sizeof d->base_id, "%s", p->base_id);
+    if (shared)
+        snprintf(d->id, sizeof d->id, "%s::%u", p->base_id, replica);
+    else
+        snprintf(d->id, sizeof d->id, "%s", p->base_id);
+    d->gpu = p->gpu;
+    d->mig = p->mig;
+    d->replica = replica;
+    d->numa_node = p->numa_node;
+    d->minor = p->minor;
+    d->healthy = p->healthy;
+    return 0;
+}
+
+static int compare_resources(const void *a, const void *b)
+{
+    return strcmp(((const struct plugin_resource *)a)->name,
+                  ((const struct plugin_resource *)b)->name);
+}
+
+int plugin_build_resources(const struct gpu_inventory *inv, const struct config *cfg,
+                           struct plugin_resource **out, size_t *count, struct gpulet_error *err)
+{
+    struct phys_list l = {0};
+    if (collect(inv, cfg, &l, err) < 0) {
+        free(l.items);
+        return -1;
+    }
+    /* At most two resources per physical kind (shared and not), so the
+     * list size bounds them. */
+    struct plugin_resource *res = calloc(2 * l.count + 1, sizeof *res);
+    bool *selected = calloc(l.count + 1, sizeof *selected);
+    size_t n = 0;
+    if (res == NULL || selected == NULL) {
+        free(l.items);
+        free(res);
+        free(selected);
+        return gpulet_error_errno(err, ENOMEM, "cannot list the resources");
+    }
+    int rc = 0;
+    for (size_t i = 0; i < l.count && rc == 0; i++) {
+        const struct phys *p = &l.items[i];
+        const struct shared_resource *s = config_shared_for(cfg, p->resource);
+        bool shared = false;
+        if (s) {
+            select_shared(s, &l, p->resource, selected);
+            shared = selected[i];
+        }
+        if (!shared) {
+            rc = add_device(resource_named(res, &n, p->resource), p, 0, false, err);
+            continue;
+        }
+        char target[CONFIG_NAME_MAX];
+        if (s->rename[0])
+            snprintf(target, sizeof target, "%s", s->rename);
+        else if (cfg->rename_by_default)
+            snprintf(target, sizeof target, "%s.shared", p->resource);
+        else
+            snprintf(target, sizeof target, "%s", p->resource);
+        if (strlen(target) > 63) {
+            rc = gpulet_error_set(err, GPULET_ERR_USAGE,
+                                  "the shared resource name %s is longer than 63 characters", target);
+            break;
+        }
+        struct plugin_resource *r = resource_named(res, &n, target);
+        r->sharing = cfg->sharing;
+        r->replicas = s->replicas;
+        for (unsigned int k = 0; k < s->replicas && rc == 0; k++)
+            rc = add_device(r, p, k, true, err);
+    }
+    free(l.items);
+    free(selected);
+    if (rc < 0) {
+        plugin_free_resources(res, n);
+        return -1;
+    }
+    qsort(res, n, sizeof *res, compare_resources);
+    *out = res;
+    *count = n;
+    return 0;
+}
+
+void plugin_free_resources(struct plugin_resource *res, size_t count)
+{
+    if (res == NULL)
+        return;
+    for (size_t i = 0; i < count; i++)
+        free(res[i].devices);
+    free(res);
+}
+
+const struct plugin_device *plugin_find_device(const struct plugin_resource *r, const char *id)
+{
+    for (size_t i = 0; i < r->count; i++)
+        if (strcmp(r->devices[i].id, id) == 0)
+            return &r->devices[i];
+    return NULL;
+}

@@ -1,0 +1,324 @@
+"""gpulet run against a kubelet simulator: registration, device lists,
+allocation, kubelet and gpulet restarts, configuration."""
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import grpc
+import pytest
+import yaml
+
+from conftest import NODES, load_node, write_atomically
+from kubelet import Kubelet, load_protos, wait_for
+
+
+@pytest.fixture(scope="session")
+def protos(tmp_path_factory):
+    return load_protos(tmp_path_factory.mktemp("protos"))
+
+
+class Daemon:
+    def __init__(self, build, args, env, log):
+        self.log = log
+        self.proc = subprocess.Popen([str(build / "gpulet"), *map(str, args)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+
+    def text(self):
+        return pathlib.Path(self.log).read_text()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def run_gpulet(build, tmp_path):
+    started = []
+
+    def start(node, *args, env=None, state=None):
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("GPULET_SIM") and k not in
+                    ("CONFIG_FILE", "MIG_STRATEGY", "DEVICE_LIST_STRATEGY", "DEVICE_ID_STRATEGY",
+                     "PASS_DEVICE_SPECS", "FAIL_ON_INIT_ERROR", "NVIDIA_DRIVER_ROOT")}
+        if state:
+            full_env["GPULET_SIM_STATE"] = str(state)
+        full_env.update(env or {})
+        d = Daemon(build, ["--simulate", node, "run", "--device-plugin-dir", tmp_path / "dp",
+                           *args], full_env, tmp_path / f"gpulet-{len(started)}.log")
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def kubelet(tmp_path, protos):
+    k = Kubelet(tmp_path / "dp", *protos)
+    yield k
+    k.stop()
+
+
+def gpus(node):
+    n = load_node(node)
+    return [{**n.get("gpu_defaults", {}), **g} for g in n["gpus"]]
+
+
+def test_registers_and_lists_every_gpu(run_gpulet, kubelet, tmp_path):
+    d = run_gpulet("dgx-a100")
+    res = kubelet.resource("nvidia.com/gpu")
+    assert res.endpoint == "nvidia-gpu.sock"
+    assert res.options.get_preferred_allocation_available is True
+    assert res.options.pre_start_required is False
+    want = {g["uuid"]: ("Healthy", [g["numa_node"]]) for g in gpus("dgx-a100")}
+    assert kubelet.devices("nvidia.com/gpu") == want
+    assert (tmp_path / "dp" / "nvidia-gpu.sock").is_socket()
+    assert d.stop() == 0
+    assert not (tmp_path / "dp" / "nvidia-gpu.sock").exists()
+    assert res.stream_ended.wait(5)
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 8])
+def test_allocate_envvar(run_gpulet, kubelet, count):
+    run_gpulet("dgx-a100")
+    kubelet.resource("nvidia.com/gpu")
+    ids = [g["uuid"] for g in gpus("dgx-a100")][:count]
+    resp = kubelet.allocate("nvidia.com/gpu", ids)
+    c = resp.container_responses[0]
+    assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": ",".join(ids)}
+    assert len(c.mounts) == 0 and len(c.devices) == 0 and len(c.cdi_devices) == 0
+
+
+def test_allocate_drops_duplicates_and_refuses_unknown_ids(run_gpulet, kubelet):
+    run_gpulet("t4-pcie")
+    kubelet.resource("nvidia.com/gpu")
+    a, b = [g["uuid"] for g in gpus("t4-pcie")][:2]
+    resp = kubelet.allocate("nvidia.com/gpu", [a, b, a])
+    assert resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == f"{a},{b}"
+    with pytest.raises(grpc.RpcError) as e:
+        kubelet.allocate("nvidia.com/gpu", [a, "GPU-not-here"])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'unknown device ID "GPU-not-here" for nvidia.com/gpu' in e.value.details()
+
+
+def test_every_device_list_strategy_at_once(run_gpulet, kubelet, tmp_path):
+    root = tmp_path / "driver"
+    (root / "dev").mkdir(parents=True)
+    for name in ("nvidiactl", "nvidia-uvm"):
+        (root / "dev" / name).write_text("")
+    run_gpulet("t4-pcie", "--device-list-strategy", "volume-mounts,cdi-annotations,cdi-cri",
+               "--pass-device-specs", "true", "--device-id-strategy", "index",
+               env={"NVIDIA_DRIVER_ROOT": str(root)})
+    kubelet.resource("nvidia.com/gpu")
+    assert set(kubelet.devices("nvidia.com/gpu")) == {"0", "1", "2", "3"}
+    c = kubelet.allocate("nvidia.com/gpu", ["2", "0"]).container_responses[0]
+    assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": "/var/run/nvidia-container-devices"}
+    assert [(m.container_path, m.host_path) for m in c.mounts] == [
+        ("/var/run/nvidia-container-devices/2", "/dev/null"),
+        ("/var/run/nvidia-container-devices/0", "/dev/null")]
+    (key, value), = c.annotations.items()
+    assert key.startswith("cdi.k8s.io/gpulet_gpu_")
+    assert value == "nvidia.com/gpu=2,nvidia.com/gpu=0"
+    assert [d.name for d in c.cdi_devices] == ["nvidia.com/gpu=2", "nvidia.com/gpu=0"]
+    specs = {(d.container_path, d.host_path, d.permissions) for d in c.devices}
+    assert specs == {("/dev/nvidiactl", f"{root}/dev/nvidiactl", "rw"),
+                     ("/dev/nvidia-uvm", f"{root}/dev/nvidia-uvm", "rw"),
+                     ("/dev/nvidia2", f"{root}/dev/nvidia2", "rw"),
+                     ("/dev/nvidia0", f"{root}/dev/nvidia0", "rw")}
+
+
+def test_kubelet_restart_reregisters_quickly(run_gpulet, kubelet, tmp_path):
+    run_gpulet("t4-pcie")
+    kubelet.resource("nvidia.com/gpu")
+    before = len(kubelet.registrations)
+    kubelet.restart()
+    restarted = time.monotonic()
+    kubelet.resource("nvidia.com/gpu", timeout=5)
+    when = [t for t, _ in kubelet.registrations[before:]]
+    assert when and when[0] - restarted < 1.0
+    assert (tmp_path / "dp" / "nvidia-gpu.sock").is_socket()
+
+
+def test_kubelet_absent_at_start(run_gpulet, protos, tmp_path):
+    (tmp_path / "dp").mkdir()
+    d = run_gpulet("t4-pcie")
+    wait_for(lambda: "cannot register with the kubelet; will keep trying" in d.text(),
+             what="the first failure logged")
+    time.sleep(0.6)  # let a few retries pass: each must stay quiet
+    assert d.text().count("cannot register with the kubelet") == 1
+    k = Kubelet(tmp_path / "dp", *protos)
+    try:
+        k.resource("nvidia.com/gpu", timeout=5)
+    finally:
+        k.stop()
+
+
+def test_deleted_socket_is_served_again(run_gpulet, kubelet, tmp_path):
+    run_gpulet("t4-pcie")
+    kubelet.resource("nvidia.com/gpu")
+    before = len(kubelet.registrations)
+    (tmp_path / "dp" / "nvidia-gpu.sock").unlink()
+    wait_for(lambda: len(kubelet.registrations) > before, timeout=5, what="a new Register")
+    assert (tmp_path / "dp" / "nvidia-gpu.sock").is_socket()
+
+
+def test_gpulet_restart(run_gpulet, kubelet):
+    d = run_gpulet("t4-pcie")
+    kubelet.resource("nvidia.com/gpu")
+    assert d.stop() == 0
+    run_gpulet("t4-pcie")
+    wait_for(lambda: len(kubelet.registrations) >= 2, what="the second registration")
+    kubelet.resource("nvidia.com/gpu")
+
+
+def test_mig_mixed_serves_one_resource_per_profile(run_gpulet, kubelet):
+    run_gpulet("a100-mig", "--mig-strategy", "mixed")
+    migs = [m for g in gpus("a100-mig") for m in g["mig_devices"]]
+    small = kubelet.resource("nvidia.com/mig-1g.5gb")
+    assert small.endpoint == "nvidia-mig-1g.5gb.sock"
+    kubelet.resource("nvidia.com/mig-3g.20gb")
+    kubelet.resource("nvidia.com/mig-2g.10gb")
+    assert len(kubelet.devices("nvidia.com/mig-1g.5gb")) == 8
+    assert list(kubelet.devices("nvidia.com/mig-3g.20gb")) == [migs[7]["uuid"]]
+    resp = kubelet.allocate("nvidia.com/mig-3g.20gb", [migs[7]["uuid"]])
+    assert resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == migs[7]["uuid"]
+
+
+def test_mig_single_refuses_mixed_profiles(run_gpulet, kubelet):
+    d = run_gpulet("a100-mig", "--mig-strategy", "single")
+    assert d.proc.wait(timeout=10) == 2
+    assert "migStrategy single needs every MIG device to have the same profile" in d.text()
+
+
+def test_mig_single_with_one_profile(run_gpulet, kubelet, tmp_path):
+    node = load_node("a100-mig")
+    node["gpus"] = node["gpus"][:1]           # GPU 0 only: seven 1g.5gb
+    node["topology"].pop("pcie")
+    path = tmp_path / "one-profile.yaml"
+    path.write_text(yaml.safe_dump(node))
+    run_gpulet(str(path), "--mig-strategy", "single")
+    kubelet.resource("nvidia.com/gpu")
+    assert set(kubelet.devices("nvidia.com/gpu")) == {m["uuid"] for m in node["gpus"][0]["mig_devices"]}
+
+
+def test_time_slicing_replicas(run_gpulet, kubelet, tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("version: v1\nsharing:\n  timeSlicing:\n    resources:\n"
+                   "    - name: nvidia.com/gpu\n      replicas: 4\n")
+    run_gpulet("t4-pcie", "--config-file", cfg)
+    kubelet.resource("nvidia.com/gpu")
+    ids = sorted(kubelet.devices("nvidia.com/gpu"))
+    uuids = [g["uuid"] for g in gpus("t4-pcie")]
+    assert ids == sorted(f"{u}::{n}" for u in uuids for n in range(4))
+    resp = kubelet.allocate("nvidia.com/gpu", [f"{uuids[1]}::2", f"{uuids[1]}::3"])
+    assert resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == uuids[1]
+    # two replicas are spread over two GPUs
+    pick = kubelet.preferred("nvidia.com/gpu", ids, [], 2)
+    assert len({p.split("::")[0] for p in pick}) == 2
+
+
+def test_time_slicing_renamed_and_limited(run_gpulet, kubelet, tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text('{"version": "v1", "sharing": {"timeSlicing": {"renameByDefault": true, '
+                   '"failRequestsGreaterThanOne": true, "resources": [{"name": "nvidia.com/gpu", '
+                   '"replicas": 2, "devices": [0, 1]}]}}}')
+    run_gpulet("t4-pcie", env={"CONFIG_FILE": str(cfg)})
+    shared = kubelet.resource("nvidia.com/gpu.shared")
+    assert shared.endpoint == "nvidia-gpu.shared.sock"
+    kubelet.resource("nvidia.com/gpu")
+    uuids = [g["uuid"] for g in gpus("t4-pcie")]
+    assert set(kubelet.devices("nvidia.com/gpu.shared")) == {
+        f"{u}::{n}" for u in uuids[:2] for n in range(2)}
+    assert set(kubelet.devices("nvidia.com/gpu")) == set(uuids[2:])
+    with pytest.raises(grpc.RpcError) as e:
+        kubelet.allocate("nvidia.com/gpu.shared", [f"{uuids[0]}::0", f"{uuids[0]}::1"])
+    assert e.value.details() == "maximum request size for shared resources is 1"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("version: v2\n", "line 1: version must be v1, not \"v2\""),
+    ("flags:\n  migStrategy: most\n", "line 2: flags.migStrategy must be none, single or mixed"),
+    ("sharing:\n  timeSlicing:\n    resources:\n    - name: nvidia.com/gpu\n      replicas: 1\n",
+     "line 5: replicas must be ≥ 2"),
+    ("flags:\n  plugin:\n    deviceListStrategy: [envvar, carrier-pigeon]\n",
+     "line 3: flags.plugin.deviceListStrategy entries must be"),
+    ("sharing: [\n", "line "),
+    ("flagz: {}\n", "line 1: config: unknown key \"flagz\""),
+])
+def test_bad_config_is_refused_at_start(run_gpulet, tmp_path, text, message):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    d = run_gpulet("t4-pcie", "--config-file", cfg)
+    assert d.proc.wait(timeout=10) == 2
+    assert str(cfg) in d.text()
+    assert message in d.text()
+
+
+def test_bad_flag_values_are_refused(run_gpulet):
+    d = run_gpulet("t4-pcie", "--device-id-strategy", "serial")
+    assert d.proc.wait(timeout=10) == 2
+    assert "--device-id-strategy must be uuid or index, not \"serial\"" in d.text()
+    d = run_gpulet("t4-pcie", env={"MIG_STRATEGY": "maybe"})
+    assert d.proc.wait(timeout=10) == 2
+    assert "environment variable MIG_STRATEGY must be none, single or mixed" in d.text()
+
+
+def test_flags_beat_environment_beat_file(run_gpulet, kubelet, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("flags:\n  plugin:\n    deviceIDStrategy: index\n    deviceListStrategy: cdi-cri\n")
+    run_gpulet("t4-pcie", "--config-file", cfg, "--device-list-strategy", "envvar",
+               env={"DEVICE_ID_STRATEGY": "uuid", "DEVICE_LIST_STRATEGY": "volume-mounts"})
+    kubelet.resource("nvidia.com/gpu")
+    uuid = gpus("t4-pcie")[0]["uuid"]
+    assert uuid in kubelet.devices("nvidia.com/gpu")           # env beat the file
+    c = kubelet.allocate("nvidia.com/gpu", [uuid]).container_responses[0]
+    assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": uuid}     # the flag beat both
+    assert len(c.cdi_devices) == 0
+
+
+def test_sighup_reload_and_bad_reload(run_gpulet, kubelet, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("version: v1\n")
+    d = run_gpulet("t4-pcie", "--config-file", cfg)
+    kubelet.resource("nvidia.com/gpu")
+    cfg.write_text("sharing:\n  timeSlicing:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 2}\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: kubelet.resources.get("nvidia.com/gpu") and
+             kubelet.resources["nvidia.com/gpu"].devices and
+             len(kubelet.devices("nvidia.com/gpu")) == 8, what="8 replicas listed")
+    cfg.write_text("sharing: {timeSlicing: {resources: [{name: nvidia.com/gpu, replicas: 0}]}}\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "the new configuration is refused; keeping the running one" in d.text(),
+             what="the refusal logged")
+    assert "replicas must be ≥ 2" in d.text()
+    assert d.proc.poll() is None
+    assert len(kubelet.devices("nvidia.com/gpu")) == 8
+
+
+def test_malformed_requests_get_errors_and_the_plugin_carries_on(run_gpulet, kubelet, tmp_path):
+    run_gpulet("t4-pcie")
+    kubelet.resource("nvidia.com/gpu")
+    ch = grpc.insecure_channel(f"unix:{tmp_path / 'dp' / 'nvidia-gpu.sock'}")
+    raw = ch.unary_unary("/v1beta1.DevicePlugin/Allocate")
+    with pytest.raises(grpc.RpcError) as e:
+        raw(b"\xff\xff\xff\xff", timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    dp = kubelet.dp
+    empty = dp.AllocateResponse.FromString(raw(b"", timeout=5))  # no containers: nothing to do
+    assert len(empty.container_responses) == 0
+    no_ids = dp.AllocateRequest(container_requests=[dp.ContainerAllocateRequest()])
+    with pytest.raises(grpc.RpcError) as e:
+        raw(no_ids.SerializeToString(), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "names no device" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        ch.unary_unary("/v1beta1.DevicePlugin/Nope")(b"", timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    ch.close()
+    uuid = gpus("t4-pcie")[0]["uuid"]
+    assert kubelet.allocate("nvidia.com/gpu", [uuid]).container_responses[0].envs
