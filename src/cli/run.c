@@ -22,10 +22,30 @@ static const char run_usage[] =
     "  --device-list-strategy L    envvar, volume-mounts, cdi-annotations, cdi-cri,\n"
     "                              comma-separated (env DEVICE_LIST_STRATEGY)\n"
     "  --device-id-strategy S      uuid | index (env DEVICE_ID_STRATEGY)\n"
+    "  --health-recovery-period D  a device well again for D (e.g. 60s, 500ms, 2m;\n"
+    "                              0 = never) returns to Healthy (default 60s)\n"
     "  -h, --help                  show this help\n"
     "\n"
     "Command line beats environment beats config file. SIGHUP reloads the\n"
     "configuration; SIGTERM or SIGINT stops cleanly.\n";
+
+/* "60", "60s", "500ms", "2m" -> milliseconds */
+static int parse_duration_ms(const char *text, long *out)
+{
+    char *end;
+    long n = strtol(text, &end, 10);
+    if (end == text || n < 0 || n > 86400000L)
+        return -1;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        *out = n * 1000;
+    else if (strcmp(end, "ms") == 0)
+        *out = n;
+    else if (strcmp(end, "m") == 0)
+        *out = n * 60000;
+    else
+        return -1;
+    return 0;
+}
 
 int cli_run(const struct cli_options *opts, int argc, char **argv)
 {
@@ -38,6 +58,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_SPECS,
         OPT_LIST,
         OPT_ID,
+        OPT_RECOVERY,
     };
     static const struct option long_options[] = {
         {"device-plugin-dir", required_argument, NULL, OPT_DIR},
@@ -48,12 +69,14 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"pass-device-specs", required_argument, NULL, OPT_SPECS},
         {"device-list-strategy", required_argument, NULL, OPT_LIST},
         {"device-id-strategy", required_argument, NULL, OPT_ID},
+        {"health-recovery-period", required_argument, NULL, OPT_RECOVERY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct daemon_options d = {.nvml = opts->nvml,
                                .device_plugin_dir = PLUGIN_DEFAULT_DIR,
-                               .device_plugin = true};
+                               .device_plugin = true,
+                               .health_recovery_ms = 60000};
     optind = 0;
     opterr = 0;
     int c;
@@ -67,6 +90,15 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_SPECS: d.flags.pass_device_specs = optarg; break;
         case OPT_LIST: d.flags.device_list_strategy = optarg; break;
         case OPT_ID: d.flags.device_id_strategy = optarg; break;
+        case OPT_RECOVERY:
+            if (parse_duration_ms(optarg, &d.health_recovery_ms) < 0) {
+                fprintf(stderr,
+                        "gpulet run: --health-recovery-period must be a duration such as 60s, "
+                        "500ms or 2m, not '%s'\n",
+                        optarg);
+                return CLI_USAGE;
+            }
+            break;
         case 'h': fputs(run_usage, stdout); return CLI_OK;
         case ':':
             fprintf(stderr, "gpulet run: option '%s' needs a value\n%s", argv[optind - 1],

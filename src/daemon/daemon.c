@@ -13,6 +13,7 @@
 #include <event2/event.h>
 
 #include "gpu/gpu.h"
+#include "health/health.h"
 #include "log/log.h"
 #include "plugin/plugin.h"
 
@@ -24,6 +25,7 @@ struct daemon {
     struct nvml *nvml;
     struct gpu_inventory *inv;
     struct plugin *plugin;
+    struct health *health;
     int inotify_fd;
     struct event *inotify_event;
     struct event *signals[3];
@@ -40,6 +42,30 @@ static int start_plugin(struct daemon *d, const struct config *cfg)
     struct gpulet_error err = {0};
     if (plugin_start(d->base, d->opts->device_plugin_dir, cfg, d->inv, &d->plugin, &err) < 0) {
         log_error("cannot start the device plugin", "error=\"%s\"", err.msg);
+        return -1;
+    }
+    if (d->health)
+        health_replay(d->health);
+    return 0;
+}
+
+static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
+                           void *user)
+{
+    (void)reason;
+    struct daemon *d = user;
+    if (d->plugin)
+        plugin_set_health(d->plugin, gpu, mig, healthy);
+}
+
+static int start_health(struct daemon *d)
+{
+    struct health_options opts = {.disable = getenv("DP_DISABLE_HEALTHCHECKS"),
+                                  .enable = getenv("DP_ENABLE_HEALTHCHECKS"),
+                                  .recovery_ms = d->opts->health_recovery_ms};
+    struct gpulet_error err = {0};
+    if (health_start(d->base, d->nvml, d->inv, &opts, health_changed, d, &d->health, &err) < 0) {
+        fprintf(stderr, "gpulet: %s\n", err.msg);
         return -1;
     }
     return 0;
@@ -146,7 +172,9 @@ static void cleanup(struct daemon *d)
         event_base_loopexit(d->base, &flush);
         event_base_dispatch(d->base);
         plugin_free(d->plugin);
+        d->plugin = NULL;
     }
+    health_stop(d->health);
     if (d->inotify_event)
         event_free(d->inotify_event);
     if (d->inotify_fd >= 0)
@@ -204,7 +232,7 @@ int daemon_run(const struct daemon_options *opts)
     }
     log_inventory(&d);
     if (opts->device_plugin) {
-        if (watch_directory(&d) < 0 || start_plugin(&d, &d.cfg) < 0) {
+        if (start_health(&d) < 0 || watch_directory(&d) < 0 || start_plugin(&d, &d.cfg) < 0) {
             cleanup(&d);
             return 2;
         }

@@ -18,6 +18,7 @@ struct daemon_options {
     struct config_flags flags;
     const char *device_plugin_dir;
     bool device_plugin; /* serve the device plugin (default on) */
+    long health_recovery_ms; /* --health-recovery-period; 0: never */
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit code (0 clean,

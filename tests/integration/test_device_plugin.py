@@ -322,3 +322,102 @@ def test_malformed_requests_get_errors_and_the_plugin_carries_on(run_gpulet, kub
     ch.close()
     uuid = gpus("t4-pcie")[0]["uuid"]
     assert kubelet.allocate("nvidia.com/gpu", [uuid]).container_responses[0].envs
+
+
+# ---- health ----
+
+def health(kubelet, name="nvidia.com/gpu"):
+    return {i: h for i, (h, _) in kubelet.devices(name).items()}
+
+
+def set_state(path, events=(), gpus=None):
+    doc = {"events": list(events)}
+    if gpus:
+        doc["gpus"] = gpus
+    write_atomically(path, yaml.safe_dump(doc))
+
+
+def test_xid_makes_a_gpu_unhealthy_within_a_second(run_gpulet, kubelet, tmp_path):
+    state = tmp_path / "state.yaml"
+    set_state(state)
+    run_gpulet("dgx-a100", state=state)
+    kubelet.resource("nvidia.com/gpu")
+    uuids = [g["uuid"] for g in gpus("dgx-a100")]
+    set_state(state, [{"gpu": 0, "xid": 31}, {"gpu": 2, "xid": 79}])
+    injected = time.monotonic()
+    wait_for(lambda: health(kubelet)[uuids[2]] == "Unhealthy", timeout=5, what="GPU 2 unhealthy")
+    assert time.monotonic() - injected < 1.0
+    h = health(kubelet)
+    assert h[uuids[0]] == "Healthy"  # XID 31 is an application error: ignored
+    assert [u for u, v in h.items() if v == "Unhealthy"] == [uuids[2]]
+
+
+def test_health_check_switches(run_gpulet, kubelet, tmp_path):
+    state = tmp_path / "state.yaml"
+    set_state(state)
+    run_gpulet("t4-pcie", state=state, env={"DP_DISABLE_HEALTHCHECKS": "48",
+                                            "DP_ENABLE_HEALTHCHECKS": "31"})
+    kubelet.resource("nvidia.com/gpu")
+    uuids = [g["uuid"] for g in gpus("t4-pcie")]
+    set_state(state, [{"gpu": 0, "xid": 48}, {"gpu": 1, "xid": 31}])
+    wait_for(lambda: health(kubelet)[uuids[1]] == "Unhealthy", what="XID 31 counted")
+    assert health(kubelet)[uuids[0]] == "Healthy"  # 48 was added to the ignored set
+
+
+def test_xid_events_off_but_lost_gpus_still_seen(run_gpulet, kubelet, tmp_path):
+    state = tmp_path / "state.yaml"
+    set_state(state)
+    run_gpulet("t4-pcie", state=state, env={"DP_DISABLE_HEALTHCHECKS": "xids"})
+    kubelet.resource("nvidia.com/gpu")
+    uuids = [g["uuid"] for g in gpus("t4-pcie")]
+    set_state(state, [{"gpu": 0, "xid": 79}], gpus={3: {"lost": True}})
+    wait_for(lambda: health(kubelet)[uuids[3]] == "Unhealthy", what="GPU 3 lost")
+    assert health(kubelet)[uuids[0]] == "Healthy"
+
+
+def test_lost_gpu_and_recovery(run_gpulet, kubelet, tmp_path):
+    state = tmp_path / "state.yaml"
+    set_state(state)
+    d = run_gpulet("dgx-a100", "--health-recovery-period", "1s", state=state)
+    kubelet.resource("nvidia.com/gpu")
+    uuids = [g["uuid"] for g in gpus("dgx-a100")]
+    set_state(state, gpus={5: {"lost": True}})
+    lost_at = time.monotonic()
+    wait_for(lambda: health(kubelet)[uuids[5]] == "Unhealthy", timeout=5, what="GPU 5 lost")
+    assert time.monotonic() - lost_at < 1.0
+    # allocation of the others goes on
+    assert kubelet.allocate("nvidia.com/gpu", [uuids[4]]).container_responses[0].envs
+    ids = list(kubelet.devices("nvidia.com/gpu"))
+    assert len(kubelet.preferred("nvidia.com/gpu", [i for i in ids if i != uuids[5]], [], 2)) == 2
+    set_state(state, gpus={5: {"lost": False}})
+    back_at = time.monotonic()
+    wait_for(lambda: health(kubelet)[uuids[5]] == "Healthy", timeout=10, what="GPU 5 healthy")
+    assert time.monotonic() - back_at >= 0.9  # only after the recovery period
+    log = d.text()
+    assert log.count('msg="device unhealthy" gpu=5 mig=-1') == 1
+    assert log.count('msg="device healthy again" gpu=5 mig=-1') == 1
+
+
+def test_xid_recovery(run_gpulet, kubelet, tmp_path):
+    state = tmp_path / "state.yaml"
+    set_state(state)
+    run_gpulet("t4-pcie", "--health-recovery-period", "500ms", state=state)
+    kubelet.resource("nvidia.com/gpu")
+    uuids = [g["uuid"] for g in gpus("t4-pcie")]
+    set_state(state, [{"gpu": 1, "xid": 79}])
+    wait_for(lambda: health(kubelet)[uuids[1]] == "Unhealthy", what="GPU 1 unhealthy")
+    wait_for(lambda: health(kubelet)[uuids[1]] == "Healthy", timeout=5, what="GPU 1 recovered")
+
+
+def test_mig_event_hits_only_its_instance(run_gpulet, kubelet, tmp_path):
+    state = tmp_path / "state.yaml"
+    set_state(state)
+    run_gpulet("a100-mig", "--mig-strategy", "mixed", state=state)
+    kubelet.resource("nvidia.com/mig-2g.10gb")
+    kubelet.resource("nvidia.com/mig-3g.20gb")
+    g1 = gpus("a100-mig")[1]["mig_devices"]
+    set_state(state, [{"gpu": 1, "xid": 48, "gpu_instance_id": 3, "compute_instance_id": 0}])
+    wait_for(lambda: health(kubelet, "nvidia.com/mig-2g.10gb")[g1[1]["uuid"]] == "Unhealthy",
+             what="the 2g.10gb device unhealthy")
+    assert health(kubelet, "nvidia.com/mig-3g.20gb")[g1[0]["uuid"]] == "Healthy"
+    assert all(v == "Healthy" for v in health(kubelet, "nvidia.com/mig-1g.5gb").values())

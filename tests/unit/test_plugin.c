@@ -1,0 +1,233 @@
+/* The device plugin's pure parts: resources, preferred allocation (the
+ * table from the DGX-1 reference and the other fixtures), Allocate. */
+#include "helpers.h"
+
+#include "plugin/plugin_internal.h"
+
+static struct nvml *nvml;
+static struct gpu_inventory *inv;
+
+static void load(const char *node)
+{
+    if (inv)
+        gpu_inventory_free(inv);
+    if (nvml)
+        nvml_close(nvml);
+    nvml = open_sim(node, SIM_LIB_CURRENT);
+    struct gpulet_error err = {0};
+    if (gpu_inventory_load(nvml, &inv, &err) < 0)
+        fail_msg("%s", err.msg);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    gpu_inventory_free(inv);
+    nvml_close(nvml);
+    inv = NULL;
+    nvml = NULL;
+    return 0;
+}
+
+static struct plugin_resource *build(const struct config *cfg, size_t *count)
+{
+    struct plugin_resource *res;
+    struct gpulet_error err = {0};
+    if (plugin_build_resources(inv, cfg, &res, count, &err) < 0)
+        fail_msg("%s", err.msg);
+    return res;
+}
+
+/* Preferred allocation with index IDs: "0,3,1" -> "0,3" */
+static void prefer(const struct plugin_resource *r, const char *available, const char *must,
+                   int size, char *answer, size_t len)
+{
+    char av[256], mu[256];
+    snprintf(av, sizeof av, "%s", available);
+    snprintf(mu, sizeof mu, "%s", must);
+    char *a[64], *m[64], *out[64];
+    size_t na = 0, nm = 0, nout = 0;
+    char *save;
+    for (char *t = strtok_r(av, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        a[na++] = t;
+    for (char *t = strtok_r(mu, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        m[nm++] = t;
+    plugin_preferred(r, inv, a, na, m, nm, size, out, &nout);
+    /* sorted numerically, so answers compare as sets */
+    int ids[64];
+    for (size_t i = 0; i < nout; i++)
+        ids[i] = atoi(out[i]);
+    for (size_t i = 0; i < nout; i++)
+        for (size_t j = i + 1; j < nout; j++)
+            if (ids[j] < ids[i]) {
+                int t = ids[i];
+                ids[i] = ids[j];
+                ids[j] = t;
+            }
+    answer[0] = '\0';
+    for (size_t i = 0; i < nout; i++)
+        snprintf(answer + strlen(answer), len - strlen(answer), "%s%d", i ? "," : "", ids[i]);
+}
+
+struct prefer_case {
+    const char *available, *must;
+    int size;
+    const char *want;
+};
+
+static void run_table(const char *node, const struct prefer_case *cases, size_t n)
+{
+    load(node);
+    struct config cfg;
+    config_defaults(&cfg);
+    cfg.device_id_strategy = DEVICE_ID_INDEX;
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    assert_int_equal(count, 1);
+    for (size_t i = 0; i < n; i++) {
+        char got[256];
+        prefer(&res[0], cases[i].available, cases[i].must, cases[i].size, got, sizeof got);
+        if (strcmp(got, cases[i].want) != 0)
+            fail_msg("%s: available {%s} must {%s} size %d: got {%s}, want {%s}", node,
+                     cases[i].available, cases[i].must, cases[i].size, got, cases[i].want);
+    }
+    plugin_free_resources(res, count);
+}
+
+static void preferred_on_dgx1(void **state)
+{
+    (void)state;
+    static const struct prefer_case cases[] = {
+        /* the answers given in the reference */
+        {"0,3,1", "", 2, "0,3"},
+        {"0,1,2,3,4,5,6,7", "4", 1, "4"},
+        {"0,1,2,3,4,5,6,7", "", 8, "0,1,2,3,4,5,6,7"},
+        /* the best pairing of all eight is {0,3} {1,2} {4,7} {5,6} (ties with
+         * {2,3} {6,7} {0,4} {1,5}, found later); its first set is the answer */
+        {"0,1,2,3,4,5,6,7", "", 2, "0,3"},
+        {"2,3,6,7", "", 2, "2,3"},
+        {"0,1,2,3,4,5,6,7", "0", 2, "0,3"},
+        {"0,1,2,3,4,5,6,7", "5", 2, "5,6"},
+        /* quads: the halves of the mesh */
+        {"0,1,2,3,4,5,6,7", "", 4, "0,1,2,3"},
+        {"0,1,2,3,4,5,6,7", "7", 4, "4,5,6,7"},
+        /* impossible requests give no answer */
+        {"0,1,2", "5", 2, ""},
+        {"0,1,2", "0,1,2", 2, ""},
+        {"0,1", "", 3, ""},
+        {"0,1", "", 0, ""},
+        /* unknown IDs (a GPU gone) are skipped, not fatal */
+        {"0,9,3", "", 2, "0,3"},
+    };
+    run_table("dgx1-v100", cases, sizeof cases / sizeof cases[0]);
+}
+
+static void preferred_on_other_nodes(void **state)
+{
+    (void)state;
+    /* NVSwitch: every pair has 12 NVLinks, PCIe decides: 0-1 share switches */
+    static const struct prefer_case a100[] = {
+        {"0,1,2,3,4,5,6,7", "", 2, "0,1"},
+        {"0,2,4,6", "", 2, "0,2"},
+        {"1,2,4,5", "4", 2, "4,5"},
+        {"0,1,2,3,4,5,6,7", "", 4, "0,1,2,3"},
+        {"0,1,2,3,4,5,6,7", "6", 4, "4,5,6,7"},
+    };
+    run_table("dgx-a100", a100, sizeof a100 / sizeof a100[0]);
+    /* T4: no NVLink; GPUs on one socket go together */
+    static const struct prefer_case t4[] = {
+        {"0,1,2,3", "", 2, "0,1"},
+        {"0,2,3", "", 2, "2,3"},
+        {"0,1,2,3", "1", 2, "0,1"},
+        {"1,2", "", 2, "1,2"},
+    };
+    run_table("t4-pcie", t4, sizeof t4 / sizeof t4[0]);
+}
+
+static void resources_for_mig_and_sharing(void **state)
+{
+    (void)state;
+    load("a100-mig");
+    struct config cfg;
+    config_defaults(&cfg);
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    assert_int_equal(count, 1); /* none: whole GPUs */
+    assert_int_equal(res[0].count, 2);
+    plugin_free_resources(res, count);
+
+    cfg.mig_strategy = MIG_STRATEGY_MIXED;
+    res = build(&cfg, &count);
+    assert_int_equal(count, 3);
+    assert_string_equal(res[0].name, "nvidia.com/mig-1g.5gb");
+    assert_int_equal(res[0].count, 8);
+    assert_string_equal(res[1].name, "nvidia.com/mig-2g.10gb");
+    assert_string_equal(res[2].name, "nvidia.com/mig-3g.20gb");
+    assert_string_equal(res[2].socket_name, "nvidia-mig-3g.20gb.sock");
+    plugin_free_resources(res, count);
+
+    /* sharing a MIG profile, renamed */
+    cfg.sharing = SHARING_TIME_SLICING;
+    cfg.shared_count = 1;
+    struct shared_resource *s = &cfg.shared[0];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "nvidia.com/mig-1g.5gb");
+    snprintf(s->rename, sizeof s->rename, "nvidia.com/small");
+    s->replicas = 3;
+    s->selector_count = 1;
+    snprintf(s->selectors[0], sizeof s->selectors[0], "1:2");
+    res = build(&cfg, &count);
+    assert_int_equal(count, 4);
+    assert_string_equal(res[3].name, "nvidia.com/small");
+    assert_int_equal(res[3].count, 3);
+    assert_int_equal(res[3].devices[0].gpu, 1);
+    assert_int_equal(res[3].devices[0].mig, 2);
+    assert_string_equal(res[0].name, "nvidia.com/mig-1g.5gb");
+    assert_int_equal(res[0].count, 7); /* the shared one moved out */
+    plugin_free_resources(res, count);
+
+    cfg.mig_strategy = MIG_STRATEGY_SINGLE;
+    cfg.shared_count = 0;
+    struct gpulet_error err = {0};
+    assert_int_equal(plugin_build_resources(inv, &cfg, &res, &count, &err), -1);
+    assert_contains(err.msg, "use migStrategy mixed");
+}
+
+static void allocate_answers(void **state)
+{
+    (void)state;
+    load("t4-pcie");
+    struct config cfg;
+    config_defaults(&cfg);
+    cfg.device_list_strategies = DEVICE_LIST_ENVVAR | DEVICE_LIST_CDI_CRI;
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    struct arena a = {0};
+    V1beta1__ContainerAllocateResponse out;
+    struct gpulet_error err = {0};
+    char *ids[] = {res[0].devices[3].id, res[0].devices[1].id, res[0].devices[3].id};
+    assert_int_equal(plugin_allocate_container(&res[0], &cfg, ids, 3, 1, &a, &out, &err), 0);
+    assert_int_equal(out.n_envs, 1);
+    char want[512];
+    snprintf(want, sizeof want, "%s,%s", res[0].devices[3].id, res[0].devices[1].id);
+    assert_string_equal(out.envs[0]->value, want);
+    assert_int_equal(out.n_cdi_devices, 2);
+    arena_free(&a);
+
+    char *bad[] = {"GPU-x"};
+    assert_int_equal(plugin_allocate_container(&res[0], &cfg, bad, 1, 2, &a, &out, &err), -1);
+    assert_string_equal(err.msg, "unknown device ID \"GPU-x\" for nvidia.com/gpu");
+    arena_free(&a);
+    plugin_free_resources(res, count);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(preferred_on_dgx1),
+        cmocka_unit_test(preferred_on_other_nodes),
+        cmocka_unit_test(resources_for_mig_and_sharing),
+        cmocka_unit_test(allocate_answers),
+    };
+    return cmocka_run_group_tests(tests, NULL, teardown);
+}
