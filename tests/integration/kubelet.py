@@ -24,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def load_protos(out_dir):
     """Generates the Python modules for our .proto files and imports them."""
     out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if not (out_dir / "deviceplugin" / "v1beta1" / "api_pb2.py").exists():
         subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}",
                         f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
