@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #define VOLUME_MOUNT_DIR "/var/run/nvidia-container-devices"
+#define MPS_ROOT "/run/nvidia/mps"
+#define MIG_MINORS "/proc/driver/nvidia-caps/mig-minors"
 #define CDI_KIND "nvidia.com/gpu"
 
 void *arena_alloc(struct arena *a, size_t size)
@@ -96,6 +98,41 @@ static void host_dev_path(const struct config *cfg, const char *dev, char *buf, 
     snprintf(buf, len, "%s%s", root, dev);
 }
 
+/* The minor of a MIG capability ("gpu0/gi1/access") from the driver's
+ * mig-minors table, or -1. */
+static long mig_cap_minor(const struct config *cfg, const char *cap)
+{
+    char path[4200];
+    host_dev_path(cfg, MIG_MINORS, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    char name[128];
+    long minor, found = -1;
+    while (found < 0 && fscanf(f, "%127s %ld", name, &minor) == 2)
+        if (strcmp(name, cap) == 0)
+            found = minor;
+    fclose(f);
+    return found;
+}
+
+static void add_mig_caps(const struct config *cfg, const struct plugin_device *d,
+                         struct arena *a, V1beta1__ContainerAllocateResponse *r)
+{
+    char cap[96], dev[64], host[4200];
+    snprintf(cap, sizeof cap, "gpu%u/gi%u/access", d->minor, d->gpu_instance);
+    for (int level = 0; level < 2; level++) {
+        long minor = mig_cap_minor(cfg, cap);
+        if (minor >= 0) {
+            snprintf(dev, sizeof dev, "/dev/nvidia-caps/nvidia-cap%ld", minor);
+            host_dev_path(cfg, dev, host, sizeof host);
+            add_device_spec(a, r, host, dev);
+        }
+        snprintf(cap, sizeof cap, "gpu%u/gi%u/ci%u/access", d->minor, d->gpu_instance,
+                 d->compute_instance);
+    }
+}
+
 static void add_device_specs(const struct config *cfg, const struct plugin_device *const *devs,
                              size_t n, struct arena *a, V1beta1__ContainerAllocateResponse *r)
 {
@@ -108,16 +145,47 @@ static void add_device_specs(const struct config *cfg, const struct plugin_devic
             add_device_spec(a, r, host, control[i]);
     }
     for (size_t i = 0; i < n; i++) {
-        bool seen = false;
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = devs[j]->minor == devs[i]->minor;
-        if (seen)
-            continue;
-        char dev[32];
-        snprintf(dev, sizeof dev, "/dev/nvidia%u", devs[i]->minor);
-        host_dev_path(cfg, dev, host, sizeof host);
-        add_device_spec(a, r, host, dev);
+        bool same_gpu = false, same_device = false;
+        for (size_t j = 0; j < i; j++) {
+            same_gpu |= devs[j]->minor == devs[i]->minor;
+            same_device |= devs[j]->minor == devs[i]->minor && devs[j]->mig == devs[i]->mig;
+        }
+        if (!same_gpu) {
+            char dev[32];
+            snprintf(dev, sizeof dev, "/dev/nvidia%u", devs[i]->minor);
+            host_dev_path(cfg, dev, host, sizeof host);
+            add_device_spec(a, r, host, dev);
+        }
+        /* A MIG device also needs its GPU and compute instance capabilities. */
+        if (devs[i]->mig >= 0 && !same_device)
+            add_mig_caps(cfg, devs[i], a, r);
     }
+}
+
+static void add_mount(struct arena *a, V1beta1__ContainerAllocateResponse *r, const char *host,
+                      const char *container, bool read_only)
+{
+    V1beta1__Mount **list = grow(a, r->mounts, r->n_mounts);
+    V1beta1__Mount *m = arena_alloc(a, sizeof *m);
+    v1beta1__mount__init(m);
+    m->host_path = arena_strdup(a, host);
+    m->container_path = arena_strdup(a, container);
+    m->read_only = read_only;
+    list[r->n_mounts++] = m;
+    r->mounts = list;
+}
+
+/* MPS clients find the control daemon of their resource through its pipe
+ * folder and share its memory segment. */
+static void add_mps(const struct plugin_resource *res, struct arena *a,
+                    V1beta1__ContainerAllocateResponse *r)
+{
+    char pipe[160], host[200];
+    snprintf(pipe, sizeof pipe, "/mps/%s/pipe", res->name);
+    add_env(a, r, "CUDA_MPS_PIPE_DIRECTORY", pipe);
+    snprintf(host, sizeof host, MPS_ROOT "/%s/pipe", res->name);
+    add_mount(a, r, host, pipe, false);
+    add_mount(a, r, MPS_ROOT "/shm", "/dev/shm", false);
 }
 
 int plugin_allocate_container(const struct plugin_resource *res, const struct config *cfg,
@@ -166,16 +234,10 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
         /* The variable then names the folder, so a pod cannot widen its own
          * list by setting NVIDIA_VISIBLE_DEVICES itself. */
         add_env(a, out, "NVIDIA_VISIBLE_DEVICES", VOLUME_MOUNT_DIR);
-        out->mounts = arena_alloc(a, n_base * sizeof *out->mounts);
         for (size_t i = 0; i < n_base; i++) {
-            V1beta1__Mount *m = arena_alloc(a, sizeof *m);
-            v1beta1__mount__init(m);
             char path[PLUGIN_ID_MAX + sizeof VOLUME_MOUNT_DIR + 1];
             snprintf(path, sizeof path, "%s/%s", VOLUME_MOUNT_DIR, base[i]);
-            m->container_path = arena_strdup(a, path);
-            m->host_path = arena_strdup(a, "/dev/null");
-            m->read_only = true;
-            out->mounts[out->n_mounts++] = m;
+            add_mount(a, out, "/dev/null", path, true);
         }
     } else if (lists & DEVICE_LIST_ENVVAR) {
         char *joined = arena_alloc(a, joined_len);
@@ -211,6 +273,8 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
     }
     if (cfg->pass_device_specs)
         add_device_specs(cfg, devs, n, a, out);
+    if (res->sharing == SHARING_MPS)
+        add_mps(res, a, out);
     return 0;
 }
 

@@ -16,6 +16,7 @@ struct plugin_device {
     unsigned int replica;        /* 0 when the device is not shared */
     int numa_node;               /* -1 when unknown */
     unsigned int minor;          /* /dev/nvidia<minor> of the GPU */
+    unsigned int gpu_instance, compute_instance; /* MIG devices only */
     bool healthy;
 };
 

@@ -16,6 +16,7 @@ struct phys {
     int mig;
     int numa_node;
     unsigned int minor;
+    unsigned int gpu_instance, compute_instance;
     bool healthy;
 };
 
@@ -66,6 +67,8 @@ static void mig_device(const struct gpu_device *g, const struct gpu_mig_device *
         snprintf(p->base_id, sizeof p->base_id, "%s", m->uuid);
     p->gpu = g->index;
     p->mig = (int)m->index;
+    p->gpu_instance = m->gpu_instance_id;
+    p->compute_instance = m->compute_instance_id;
     p->numa_node = g->numa_node;
     p->minor = g->minor;
     p->healthy = !g->lost;
@@ -227,6 +230,8 @@ static int add_device(struct plugin_resource *r, const struct phys *p, unsigned 
     d->replica = replica;
     d->numa_node = p->numa_node;
     d->minor = p->minor;
+    d->gpu_instance = p->gpu_instance;
+    d->compute_instance = p->compute_instance;
     d->healthy = p->healthy;
     return 0;
 }

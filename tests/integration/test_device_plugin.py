@@ -421,3 +421,31 @@ def test_mig_event_hits_only_its_instance(run_gpulet, kubelet, tmp_path):
              what="the 2g.10gb device unhealthy")
     assert health(kubelet, "nvidia.com/mig-3g.20gb")[g1[0]["uuid"]] == "Healthy"
     assert all(v == "Healthy" for v in health(kubelet, "nvidia.com/mig-1g.5gb").values())
+
+
+def test_mig_capabilities_and_mps(run_gpulet, kubelet, tmp_path):
+    root = tmp_path / "driver"
+    (root / "proc" / "driver" / "nvidia-caps").mkdir(parents=True)
+    (root / "proc" / "driver" / "nvidia-caps" / "mig-minors").write_text(
+        "config 1\nmonitor 2\ngpu1/gi2/access 21\ngpu1/gi2/ci0/access 22\n"
+        "gpu1/gi3/access 30\ngpu1/gi3/ci0/access 31\n")
+    cfg = tmp_path / "mps.yaml"
+    cfg.write_text("sharing:\n  mps:\n    resources:\n    - {name: nvidia.com/mig-2g.10gb, replicas: 2}\n")
+    run_gpulet("a100-mig", "--mig-strategy", "mixed", "--pass-device-specs", "true",
+               "--config-file", cfg, env={"NVIDIA_DRIVER_ROOT": str(root)})
+    big = gpus("a100-mig")[1]["mig_devices"][0]["uuid"]   # 3g.20gb, GPU instance 2
+    kubelet.resource("nvidia.com/mig-3g.20gb")
+    c = kubelet.allocate("nvidia.com/mig-3g.20gb", [big]).container_responses[0]
+    specs = {d.container_path for d in c.devices}
+    assert {"/dev/nvidia1", "/dev/nvidia-caps/nvidia-cap21",
+            "/dev/nvidia-caps/nvidia-cap22"} <= specs
+    kubelet.resource("nvidia.com/mig-2g.10gb")
+    ids = sorted(kubelet.devices("nvidia.com/mig-2g.10gb"))
+    assert len(ids) == 2 and ids[0].endswith("::0")
+    c = kubelet.allocate("nvidia.com/mig-2g.10gb", ids).container_responses[0]
+    assert c.envs["CUDA_MPS_PIPE_DIRECTORY"] == "/mps/nvidia.com/mig-2g.10gb/pipe"
+    mounts = {(m.host_path, m.container_path) for m in c.mounts}
+    assert ("/run/nvidia/mps/nvidia.com/mig-2g.10gb/pipe", "/mps/nvidia.com/mig-2g.10gb/pipe") in mounts
+    assert ("/run/nvidia/mps/shm", "/dev/shm") in mounts
+    caps = [d.container_path for d in c.devices if "nvidia-caps" in d.container_path]
+    assert caps == ["/dev/nvidia-caps/nvidia-cap30", "/dev/nvidia-caps/nvidia-cap31"]

@@ -1,0 +1,173 @@
+#include "helpers.h"
+
+#include "config/config.h"
+
+static const char *const *fake_env;
+
+static const char *lookup(const char *name)
+{
+    for (size_t i = 0; fake_env && fake_env[i]; i += 2)
+        if (strcmp(fake_env[i], name) == 0)
+            return fake_env[i + 1];
+    return NULL;
+}
+
+static char dir[64], path[128];
+
+static int setup(void **state)
+{
+    (void)state;
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/config.yaml", dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(path);
+    rmdir(dir);
+    return 0;
+}
+
+static void defaults_without_anything(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct config_flags flags = {0};
+    struct gpulet_error err = {0};
+    fake_env = NULL;
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), 0);
+    assert_int_equal(cfg.mig_strategy, MIG_STRATEGY_NONE);
+    assert_true(cfg.fail_on_init_error);
+    assert_int_equal(cfg.device_list_strategies, DEVICE_LIST_ENVVAR);
+    assert_int_equal(cfg.device_id_strategy, DEVICE_ID_UUID);
+    assert_string_equal(cfg.driver_root, "/");
+    assert_int_equal(cfg.sharing, SHARING_NONE);
+}
+
+static void the_full_file(void **state)
+{
+    (void)state;
+    write_file(path, "version: v1\n"
+                     "flags:\n"
+                     "  migStrategy: mixed\n"
+                     "  failOnInitError: false\n"
+                     "  nvidiaDriverRoot: /run/nvidia/driver\n"
+                     "  gfd: {oneshot: false}\n"
+                     "  plugin:\n"
+                     "    passDeviceSpecs: true\n"
+                     "    deviceListStrategy: [volume-mounts, cdi-cri]\n"
+                     "    deviceIDStrategy: index\n"
+                     "sharing:\n"
+                     "  mps:\n"
+                     "    renameByDefault: true\n"
+                     "    resources:\n"
+                     "    - name: nvidia.com/gpu\n"
+                     "      replicas: 3\n"
+                     "      devices: [0, \"1:2\", GPU-abc]\n"
+                     "    - {name: nvidia.com/mig-1g.5gb, replicas: 2, devices: 2, rename: small}\n");
+    struct config cfg;
+    struct config_flags flags = {.config_file = path};
+    struct gpulet_error err = {0};
+    fake_env = NULL;
+    if (config_load(&flags, lookup, &cfg, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(cfg.mig_strategy, MIG_STRATEGY_MIXED);
+    assert_false(cfg.fail_on_init_error);
+    assert_string_equal(cfg.driver_root, "/run/nvidia/driver");
+    assert_true(cfg.pass_device_specs);
+    assert_int_equal(cfg.device_list_strategies, DEVICE_LIST_VOLUME_MOUNTS | DEVICE_LIST_CDI_CRI);
+    assert_int_equal(cfg.device_id_strategy, DEVICE_ID_INDEX);
+    assert_int_equal(cfg.sharing, SHARING_MPS);
+    assert_true(cfg.rename_by_default);
+    assert_int_equal(cfg.shared_count, 2);
+    assert_int_equal(cfg.shared[0].replicas, 3);
+    assert_false(cfg.shared[0].all_devices);
+    assert_int_equal(cfg.shared[0].selector_count, 3);
+    assert_string_equal(cfg.shared[0].selectors[1], "1:2");
+    assert_int_equal(cfg.shared[1].count, 2);
+    assert_string_equal(cfg.shared[1].rename, "nvidia.com/small");
+    assert_non_null(config_shared_for(&cfg, "nvidia.com/mig-1g.5gb"));
+    assert_null(config_shared_for(&cfg, "nvidia.com/mig-2g.10gb"));
+}
+
+static void precedence(void **state)
+{
+    (void)state;
+    write_file(path, "flags:\n  migStrategy: single\n  plugin: {deviceIDStrategy: index}\n");
+    static const char *const env[] = {"CONFIG_FILE", NULL, "MIG_STRATEGY", "mixed",
+                                      "DEVICE_LIST_STRATEGY", "cdi-annotations", NULL};
+    const char *with_file[sizeof env / sizeof env[0]];
+    memcpy(with_file, env, sizeof env);
+    with_file[1] = path;
+    fake_env = with_file;
+    struct config cfg;
+    struct config_flags flags = {.mig_strategy = "none"};
+    struct gpulet_error err = {0};
+    if (config_load(&flags, lookup, &cfg, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(cfg.file, path);                  /* CONFIG_FILE was used */
+    assert_int_equal(cfg.device_id_strategy, DEVICE_ID_INDEX); /* file */
+    assert_int_equal(cfg.device_list_strategies, DEVICE_LIST_CDI_ANNOTATIONS); /* env */
+    assert_int_equal(cfg.mig_strategy, MIG_STRATEGY_NONE); /* flag over env over file */
+}
+
+static void errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *expect;
+    } cases[] = {
+        {"version: 1\n", "line 1: version must be v1, not \"1\""},
+        {"resources:\n  gpus: []\n", "line 2: resources (custom resource name patterns) is not supported"},
+        {"sharing:\n  timeSlicing: {resources: [{name: amd.com/gpu, replicas: 2}]}\n",
+         "name must be nvidia.com/<name>"},
+        {"sharing:\n  timeSlicing: {resources: [{name: nvidia.com/gpu}]}\n", "replicas is required"},
+        {"sharing:\n  timeSlicing:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 2}\n"
+         "    - {name: nvidia.com/gpu, replicas: 3}\n",
+         "line 5: nvidia.com/gpu is listed twice"},
+        {"sharing:\n  timeSlicing: {resources: [{name: nvidia.com/gpu, replicas: 2}]}\n"
+         "  mps: {resources: [{name: nvidia.com/gpu, replicas: 2}]}\n",
+         "line 3: sharing: use timeSlicing or mps, not both"},
+        {"sharing:\n  timeSlicing: {resources: [{name: nvidia.com/gpu, replicas: 2, devices: none}]}\n",
+         "devices must be \"all\", a count, or a list"},
+        {"flags:\n  plugin:\n    passDeviceSpecs: sometimes\n",
+         "line 3: flags.plugin.passDeviceSpecs must be true or false"},
+        {"flags: [1]\n", "line 1: flags must be a mapping"},
+    };
+    fake_env = NULL;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_file(path, cases[i].text);
+        struct config cfg;
+        struct config_flags flags = {.config_file = path};
+        struct gpulet_error err = {0};
+        if (config_load(&flags, lookup, &cfg, &err) != -1)
+            fail_msg("case %zu loaded", i);
+        if (strstr(err.msg, cases[i].expect) == NULL || strstr(err.msg, path) == NULL)
+            fail_msg("case %zu: expected \"%s\" and the path in \"%s\"", i, cases[i].expect,
+                     err.msg);
+    }
+    struct config cfg;
+    struct config_flags flags = {.config_file = "/nonexistent/c.yaml"};
+    struct gpulet_error err = {0};
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+    assert_contains(err.msg, "cannot read the config file: cannot open /nonexistent/c.yaml");
+    flags = (struct config_flags){.device_list_strategy = "envvar,smoke"};
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+    assert_contains(err.msg, "--device-list-strategy must be a comma-separated list");
+    flags = (struct config_flags){.pass_device_specs = "yes please"};
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+    assert_contains(err.msg, "--pass-device-specs must be true or false");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_without_anything),
+        cmocka_unit_test(the_full_file),
+        cmocka_unit_test(precedence),
+        cmocka_unit_test(errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
