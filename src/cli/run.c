@@ -22,6 +22,8 @@ static const char run_usage[] =
     "  --device-list-strategy L    envvar, volume-mounts, cdi-annotations, cdi-cri,\n"
     "                              comma-separated (env DEVICE_LIST_STRATEGY)\n"
     "  --device-id-strategy S      uuid | index (env DEVICE_ID_STRATEGY)\n"
+    "  --replica-policy P          distributed | packed: where shared replicas go\n"
+    "                              (env GPULET_REPLICA_POLICY, default distributed)\n"
     "  --health-recovery-period D  a device well again for D (e.g. 60s, 500ms, 2m;\n"
     "                              0 = never) returns to Healthy (default 60s)\n"
     "  -h, --help                  show this help\n"
@@ -59,6 +61,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_LIST,
         OPT_ID,
         OPT_RECOVERY,
+        OPT_REPLICA,
     };
     static const struct option long_options[] = {
         {"device-plugin-dir", required_argument, NULL, OPT_DIR},
@@ -70,6 +73,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"device-list-strategy", required_argument, NULL, OPT_LIST},
         {"device-id-strategy", required_argument, NULL, OPT_ID},
         {"health-recovery-period", required_argument, NULL, OPT_RECOVERY},
+        {"replica-policy", required_argument, NULL, OPT_REPLICA},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -90,6 +94,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_SPECS: d.flags.pass_device_specs = optarg; break;
         case OPT_LIST: d.flags.device_list_strategy = optarg; break;
         case OPT_ID: d.flags.device_id_strategy = optarg; break;
+        case OPT_REPLICA: d.flags.replica_policy = optarg; break;
         case OPT_RECOVERY:
             if (parse_duration_ms(optarg, &d.health_recovery_ms) < 0) {
                 fprintf(stderr,

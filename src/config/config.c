@@ -402,6 +402,11 @@ static int apply_value(const char *what, const char *key, const char *v, struct 
                                     "%s must be a comma-separated list of " LIST_STRATEGIES
                                     ", not \"%s\"",
                                     what, v);
+    } else if (strcmp(key, "replica") == 0) {
+        if (strcmp(v, "distributed") != 0 && strcmp(v, "packed") != 0)
+            return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                    "%s must be distributed or packed, not \"%s\"", what, v);
+        cfg->replicas_packed = strcmp(v, "packed") == 0;
     } else if (strcmp(key, "id") == 0) {
         if (parse_id_strategy(v, &cfg->device_id_strategy) < 0)
             return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be uuid or index, not \"%s\"",
@@ -428,6 +433,8 @@ static const struct setting settings[] = {
      offsetof(struct config_flags, device_list_strategy)},
     {"id", "DEVICE_ID_STRATEGY", "--device-id-strategy",
      offsetof(struct config_flags, device_id_strategy)},
+    {"replica", "GPULET_REPLICA_POLICY", "--replica-policy",
+     offsetof(struct config_flags, replica_policy)},
 };
 
 int config_load(const struct config_flags *flags, config_getenv_fn getenv_fn, struct config *out,

@@ -54,6 +54,7 @@ struct config {
     enum sharing_strategy sharing;
     bool rename_by_default;
     bool fail_requests_greater_than_one;
+    bool replicas_packed; /* gpulet's own: pack replicas onto busy GPUs */
     size_t shared_count;
     struct shared_resource shared[CONFIG_MAX_SHARED];
 };
@@ -67,6 +68,7 @@ struct config_flags {
     const char *pass_device_specs;
     const char *device_list_strategy;
     const char *device_id_strategy;
+    const char *replica_policy;
 };
 
 /* getenv, or a stand-in for tests. */

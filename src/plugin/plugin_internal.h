@@ -25,6 +25,7 @@ struct plugin_resource {
     char socket_name[96];           /* nvidia-gpu.sock */
     enum sharing_strategy sharing;  /* NONE unless the devices are replicas */
     unsigned int replicas;
+    bool packed;                    /* replica policy: packed, else distributed */
     size_t count;
     struct plugin_device *devices;
 };

@@ -196,8 +196,9 @@ done:
     free(pick);
 }
 
-/* Replicas: each pick goes to the GPU with the most replicas still free,
- * avoiding GPUs this request already has while others remain. */
+/* Replicas, distributed: each pick goes to the GPU with the most replicas
+ * still free, avoiding GPUs this request already has while others remain.
+ * Packed: the GPU with the fewest free, staying on the request's GPUs. */
 static void spread_replicas(const struct plugin_resource *r, const struct plugin_device **cand,
                             const bool *required, size_t n_cand, size_t size, bool *chosen)
 {
@@ -207,7 +208,8 @@ static void spread_replicas(const struct plugin_resource *r, const struct plugin
         have += chosen[i];
     }
     while (have < size) {
-        long best = -1;
+        long best = 0;
+        bool any = false;
         size_t pick = 0;
         for (size_t i = 0; i < n_cand; i++) {
             if (chosen[i])
@@ -221,13 +223,16 @@ static void spread_replicas(const struct plugin_resource *r, const struct plugin
                 if (same && chosen[j])
                     mine = true;
             }
-            long score = free_here - (mine ? (long)r->count * 2 : 0);
-            if (score > best) {
+            long spread = (long)r->count * 2;
+            long score = r->packed ? -free_here + (mine ? spread : 0)
+                                   : free_here - (mine ? spread : 0);
+            if (!any || score > best) {
+                any = true;
                 best = score;
                 pick = i;
             }
         }
-        if (best == -1)
+        if (!any)
             return;
         chosen[pick] = true;
         have++;

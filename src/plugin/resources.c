@@ -289,6 +289,7 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
         struct plugin_resource *r = resource_named(res, &n, target);
         r->sharing = cfg->sharing;
         r->replicas = s->replicas;
+        r->packed = cfg->replicas_packed;
         for (unsigned int k = 0; k < s->replicas && rc == 0; k++)
             rc = add_device(r, p, k, true, err);
     }

@@ -221,6 +221,43 @@ static void allocate_answers(void **state)
     plugin_free_resources(res, count);
 }
 
+static void replicas_distributed_and_packed(void **state)
+{
+    (void)state;
+    load("t4-pcie");
+    struct config cfg;
+    config_defaults(&cfg);
+    cfg.device_id_strategy = DEVICE_ID_INDEX;
+    cfg.sharing = SHARING_TIME_SLICING;
+    cfg.shared_count = 1;
+    memset(&cfg.shared[0], 0, sizeof cfg.shared[0]);
+    snprintf(cfg.shared[0].name, sizeof cfg.shared[0].name, "nvidia.com/gpu");
+    cfg.shared[0].replicas = 4;
+    cfg.shared[0].all_devices = true;
+    for (int packed = 0; packed < 2; packed++) {
+        cfg.replicas_packed = packed;
+        size_t count;
+        struct plugin_resource *res = build(&cfg, &count);
+        /* GPU 0 has one replica left, GPU 1 three, GPUs 2 and 3 all four */
+        char *avail[] = {"0::3", "1::1", "1::2", "1::3", "2::0", "2::1", "2::2", "2::3",
+                         "3::0", "3::1", "3::2", "3::3"};
+        char *out[12];
+        size_t n;
+        plugin_preferred(&res[0], inv, avail, 12, NULL, 0, 2, out, &n);
+        assert_int_equal(n, 2);
+        if (!packed) {
+            /* two replicas on two different idle GPUs */
+            assert_true(out[0][0] != out[1][0]);
+            assert_true(out[0][0] >= '2' && out[1][0] >= '2');
+        } else {
+            /* fill the busiest GPU (0: one left), then the next busiest (1) */
+            assert_true((out[0][0] == '0' && out[1][0] == '1') ||
+                        (out[0][0] == '1' && out[1][0] == '0'));
+        }
+        plugin_free_resources(res, count);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +265,7 @@ int main(void)
         cmocka_unit_test(preferred_on_other_nodes),
         cmocka_unit_test(resources_for_mig_and_sharing),
         cmocka_unit_test(allocate_answers),
+        cmocka_unit_test(replicas_distributed_and_packed),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
