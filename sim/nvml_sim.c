@@ -66,6 +66,11 @@ SIM_API const char *gpuletSimNodeName(void)
     return node ? node->name : NULL;
 }
 
+SIM_API const char *gpuletSimMachine(void)
+{
+    return node && node->machine[0] ? node->machine : NULL;
+}
+
 SIM_API const char *gpuletSimLastError(void)
 {
     return last_error;

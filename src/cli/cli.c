@@ -14,7 +14,8 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  info        describe the GPUs of this node and how they connect\n"
-    "  run         run the node daemon (the kubelet device plugin)\n"
+    "  run         run the node daemon (device plugin and node labels)\n"
+    "  labels      print the nvidia.com/* node labels\n"
     "  version     print the version\n"
     "  help [CMD]  show this help, or a command's\n"
     "\n"
@@ -63,6 +64,10 @@ static int command_help(int argc, char **argv)
     if (strcmp(argv[1], "info") == 0) {
         char *args[] = {"info", "--help", NULL};
         return cli_info(NULL, 2, args);
+    }
+    if (strcmp(argv[1], "labels") == 0) {
+        char *args[] = {"labels", "--help", NULL};
+        return cli_labels(NULL, 2, args);
     }
     if (strcmp(argv[1], "run") == 0) {
         char *args[] = {"run", "--help", NULL};
@@ -136,6 +141,8 @@ int cli_main(int argc, char **argv)
         return cli_info(&opts, cargc, cargv);
     if (strcmp(command, "run") == 0)
         return cli_run(&opts, cargc, cargv);
+    if (strcmp(command, "labels") == 0)
+        return cli_labels(&opts, cargc, cargv);
     if (strcmp(command, "version") == 0)
         return print_version();
     if (strcmp(command, "help") == 0)

@@ -31,5 +31,6 @@ void cli_list_fixtures(char *buf, size_t len);
 
 int cli_info(const struct cli_options *opts, int argc, char **argv);
 int cli_run(const struct cli_options *opts, int argc, char **argv);
+int cli_labels(const struct cli_options *opts, int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "daemon/daemon.h"
+#include "labels/labels.h"
 #include "plugin/plugin.h"
 
 static const char run_usage[] =
@@ -24,6 +25,11 @@ static const char run_usage[] =
     "  --device-id-strategy S      uuid | index (env DEVICE_ID_STRATEGY)\n"
     "  --replica-policy P          distributed | packed: where shared replicas go\n"
     "                              (env GPULET_REPLICA_POLICY, default distributed)\n"
+    "  --labels-file FILE          NFD features file for the nvidia.com/* labels\n"
+    "                              (default " LABELS_DEFAULT_FILE ")\n"
+    "  --labels-interval D         rewrite the labels every D (default 60s)\n"
+    "  --no-labels                 write no labels\n"
+    "  --no-timestamp              leave out nvidia.com/gfd.timestamp\n"
     "  --health-recovery-period D  a device well again for D (e.g. 60s, 500ms, 2m;\n"
     "                              0 = never) returns to Healthy (default 60s)\n"
     "  -h, --help                  show this help\n"
@@ -62,6 +68,10 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_ID,
         OPT_RECOVERY,
         OPT_REPLICA,
+        OPT_LABELS_FILE,
+        OPT_LABELS_INTERVAL,
+        OPT_NO_LABELS,
+        OPT_NO_TIMESTAMP,
     };
     static const struct option long_options[] = {
         {"device-plugin-dir", required_argument, NULL, OPT_DIR},
@@ -74,13 +84,20 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"device-id-strategy", required_argument, NULL, OPT_ID},
         {"health-recovery-period", required_argument, NULL, OPT_RECOVERY},
         {"replica-policy", required_argument, NULL, OPT_REPLICA},
+        {"labels-file", required_argument, NULL, OPT_LABELS_FILE},
+        {"labels-interval", required_argument, NULL, OPT_LABELS_INTERVAL},
+        {"no-labels", no_argument, NULL, OPT_NO_LABELS},
+        {"no-timestamp", no_argument, NULL, OPT_NO_TIMESTAMP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct daemon_options d = {.nvml = opts->nvml,
                                .device_plugin_dir = PLUGIN_DEFAULT_DIR,
                                .device_plugin = true,
-                               .health_recovery_ms = 60000};
+                               .health_recovery_ms = 60000,
+                               .labels_file = LABELS_DEFAULT_FILE,
+                               .labels_interval_ms = 60000,
+                               .labels_timestamp = true};
     optind = 0;
     opterr = 0;
     int c;
@@ -95,6 +112,19 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_LIST: d.flags.device_list_strategy = optarg; break;
         case OPT_ID: d.flags.device_id_strategy = optarg; break;
         case OPT_REPLICA: d.flags.replica_policy = optarg; break;
+        case OPT_LABELS_FILE: d.labels_file = optarg; break;
+        case OPT_NO_LABELS: d.labels_file = NULL; break;
+        case OPT_NO_TIMESTAMP: d.labels_timestamp = false; break;
+        case OPT_LABELS_INTERVAL:
+            if (parse_duration_ms(optarg, &d.labels_interval_ms) < 0 ||
+                d.labels_interval_ms < 100) {
+                fprintf(stderr,
+                        "gpulet run: --labels-interval must be a duration of at least 100ms, "
+                        "such as 60s, not '%s'\n",
+                        optarg);
+                return CLI_USAGE;
+            }
+            break;
         case OPT_RECOVERY:
             if (parse_duration_ms(optarg, &d.health_recovery_ms) < 0) {
                 fprintf(stderr,

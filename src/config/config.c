@@ -7,6 +7,11 @@
 
 #include "yamldoc/yamldoc.h"
 
+const char *config_process_env(const char *name)
+{
+    return getenv(name);
+}
+
 void config_defaults(struct config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);

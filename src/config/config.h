@@ -73,6 +73,8 @@ struct config_flags {
 
 /* getenv, or a stand-in for tests. */
 typedef const char *(*config_getenv_fn)(const char *name);
+/* The process environment, as a config_getenv_fn. */
+const char *config_process_env(const char *name);
 
 int config_load(const struct config_flags *flags, config_getenv_fn getenv_fn, struct config *out,
                 struct gpulet_error *err);

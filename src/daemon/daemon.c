@@ -14,6 +14,7 @@
 
 #include "gpu/gpu.h"
 #include "health/health.h"
+#include "labels/labels.h"
 #include "log/log.h"
 #include "plugin/plugin.h"
 
@@ -29,13 +30,10 @@ struct daemon {
     int inotify_fd;
     struct event *inotify_event;
     struct event *signals[3];
+    struct event *labels_timer;
+    char labels_problem[GPULET_ERROR_MSG_MAX]; /* logged once until it changes */
     int exit_code;
 };
-
-static const char *env(const char *name)
-{
-    return getenv(name);
-}
 
 static int start_plugin(struct daemon *d, const struct config *cfg)
 {
@@ -71,17 +69,51 @@ static int start_health(struct daemon *d)
     return 0;
 }
 
+static void write_labels(struct daemon *d)
+{
+    if (d->opts->labels_file == NULL)
+        return;
+    struct label_set set = {0};
+    struct gpulet_error err = {0};
+    int rc = labels_compute(d->inv, &d->cfg, d->opts->labels_timestamp, time(NULL), &set, &err);
+    if (rc == 0)
+        rc = labels_write(&set, d->opts->labels_file, &err);
+    size_t count = set.count;
+    labels_free(&set);
+    if (rc < 0) {
+        /* Retried every interval; said once until the problem changes. */
+        if (strcmp(d->labels_problem, err.msg) != 0)
+            log_error("cannot write the node labels", "file=%s error=\"%s\"",
+                      d->opts->labels_file, err.msg);
+        snprintf(d->labels_problem, sizeof d->labels_problem, "%s", err.msg);
+        log_debug("node labels not written; will retry", "file=%s", d->opts->labels_file);
+        return;
+    }
+    if (d->labels_problem[0])
+        log_info("node labels written again", "file=%s", d->opts->labels_file);
+    d->labels_problem[0] = '\0';
+    log_debug("node labels written", "file=%s labels=%zu", d->opts->labels_file, count);
+}
+
+static void labels_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    write_labels(arg);
+}
+
 static void reload(struct daemon *d)
 {
     struct config cfg;
     struct gpulet_error err = {0};
-    if (config_load(&d->opts->flags, env, &cfg, &err) < 0) {
+    if (config_load(&d->opts->flags, config_process_env, &cfg, &err) < 0) {
         log_error("SIGHUP: the new configuration is refused; keeping the running one",
                   "error=\"%s\"", err.msg);
         return;
     }
     if (!d->opts->device_plugin) {
         d->cfg = cfg;
+        write_labels(d);
         return;
     }
     struct plugin *old = d->plugin;
@@ -98,6 +130,7 @@ static void reload(struct daemon *d)
         return;
     }
     d->cfg = cfg;
+    write_labels(d);
     log_info("SIGHUP: configuration reloaded", "file=%s mig_strategy=%s sharing=%s",
              cfg.file[0] ? cfg.file : "none", config_mig_strategy_name(cfg.mig_strategy),
              config_sharing_name(cfg.sharing));
@@ -175,6 +208,13 @@ static void cleanup(struct daemon *d)
         d->plugin = NULL;
     }
     health_stop(d->health);
+    if (d->labels_timer) {
+        event_free(d->labels_timer);
+        /* The labels describe a node gpulet serves; without it they go. */
+        if (unlink(d->opts->labels_file) != 0 && errno != ENOENT)
+            log_warn("cannot remove the node labels", "file=%s error=\"%s\"",
+                     d->opts->labels_file, strerror(errno));
+    }
     if (d->inotify_event)
         event_free(d->inotify_event);
     if (d->inotify_fd >= 0)
@@ -200,7 +240,7 @@ int daemon_run(const struct daemon_options *opts)
     struct daemon d = {.opts = opts, .inotify_fd = -1};
     struct gpulet_error err = {0};
     signal(SIGPIPE, SIG_IGN);
-    if (config_load(&opts->flags, env, &d.cfg, &err) < 0) {
+    if (config_load(&opts->flags, config_process_env, &d.cfg, &err) < 0) {
         fprintf(stderr, "gpulet: %s\n", err.msg);
         return 2;
     }
@@ -237,8 +277,16 @@ int daemon_run(const struct daemon_options *opts)
             return 2;
         }
     }
-    log_info("gpulet running", "device_plugin=%s dir=%s mig_strategy=%s sharing=%s",
+    if (opts->labels_file) {
+        write_labels(&d);
+        d.labels_timer = event_new(d.base, -1, EV_PERSIST, labels_cb, &d);
+        struct timeval tv = {opts->labels_interval_ms / 1000,
+                             (opts->labels_interval_ms % 1000) * 1000};
+        event_add(d.labels_timer, &tv);
+    }
+    log_info("gpulet running", "device_plugin=%s dir=%s labels=%s mig_strategy=%s sharing=%s",
              opts->device_plugin ? "on" : "off", opts->device_plugin_dir,
+             opts->labels_file ? opts->labels_file : "off",
              config_mig_strategy_name(d.cfg.mig_strategy), config_sharing_name(d.cfg.sharing));
     event_base_dispatch(d.base);
     int code = d.exit_code;

@@ -19,6 +19,9 @@ struct daemon_options {
     const char *device_plugin_dir;
     bool device_plugin; /* serve the device plugin (default on) */
     long health_recovery_ms; /* --health-recovery-period; 0: never */
+    const char *labels_file;  /* NFD features file; NULL: no labels */
+    long labels_interval_ms;
+    bool labels_timestamp;
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit code (0 clean,

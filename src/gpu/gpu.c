@@ -103,22 +103,42 @@ static int field_result(int rc, struct gpu_device *g, struct gpulet_error *err)
             return r_ < 0 ? -1 : 0;                                                          \
     } while (0)
 
-static int numa_node_from_sysfs(const char *bus_id)
+/* A number from the GPU's sysfs entry (numa_node, class), or fallback. */
+static long pci_sysfs_number(const char *bus_id, const char *file, long fallback)
 {
     unsigned int domain, bus, dev, fn;
     if (sscanf(bus_id, "%x:%x:%x.%x", &domain, &bus, &dev, &fn) != 4)
-        return -1;
+        return fallback;
     char path[128];
-    snprintf(path, sizeof path, "/sys/bus/pci/devices/%04x:%02x:%02x.%x/numa_node", domain, bus,
-             dev, fn);
+    snprintf(path, sizeof path, "/sys/bus/pci/devices/%04x:%02x:%02x.%x/%s", domain, bus, dev,
+             fn, file);
     FILE *f = fopen(path, "r");
     if (f == NULL)
-        return -1;
-    int node = -1;
-    if (fscanf(f, "%d", &node) != 1)
-        node = -1;
+        return fallback;
+    long value = fallback;
+    if (fscanf(f, "%li", &value) != 1)
+        value = fallback;
     fclose(f);
-    return node;
+    return value;
+}
+
+static void read_machine(struct nvml *nvml, char *buf, size_t len)
+{
+    const char *sim = nvml_simulated_machine(nvml);
+    buf[0] = '\0';
+    if (sim) {
+        snprintf(buf, len, "%s", sim);
+        return;
+    }
+    if (nvml_simulated_node(nvml))
+        return; /* a simulated node without a machine name has none */
+    FILE *f = fopen("/sys/class/dmi/id/product_name", "r");
+    if (f == NULL)
+        return;
+    if (fgets(buf, (int)len, f) == NULL)
+        buf[0] = '\0';
+    fclose(f);
+    buf[strcspn(buf, "\n")] = '\0';
 }
 
 static int load_mig_devices(struct nvml *nvml, const struct nvml_device *dev, struct gpu_device *g,
@@ -211,7 +231,9 @@ static int load_gpu(struct nvml *nvml, unsigned int index, struct gpu_device *g,
     else if (field_result(rc, g, err) != 0)
         return g->lost ? 0 : -1;
     else if (nvml_simulated_node(nvml) == NULL) /* simulated GPUs have no sysfs entry */
-        g->numa_node = numa_node_from_sysfs(g->pci_bus_id);
+        g->numa_node = (int)pci_sysfs_number(g->pci_bus_id, "numa_node", -1);
+    if (nvml_simulated_node(nvml) == NULL)
+        g->pci_class = (unsigned int)pci_sysfs_number(g->pci_bus_id, "class", 0) >> 8;
     struct nvml_memory mem = {0};
     READ_FIELD(nvml_device_memory(nvml, &dev, &mem, err));
     g->memory_total_bytes = mem.total;
@@ -311,6 +333,7 @@ int gpu_inventory_load(struct nvml *nvml, struct gpu_inventory **out, struct gpu
     const char *sim = nvml_simulated_node(nvml);
     if (sim)
         snprintf(inv->simulated_node, sizeof inv->simulated_node, "%s", sim);
+    read_machine(nvml, inv->machine, sizeof inv->machine);
 
     if (nvml_system_driver_version(nvml, inv->driver_version, sizeof inv->driver_version, err) < 0 &&
         !nvml_unsupported(err))
@@ -410,7 +433,8 @@ json_t *gpu_inventory_to_json(const struct gpu_inventory *inv)
                                  "label", gpu_link_label(l, label, sizeof label)));
         }
     }
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "driver_version",
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "machine",
+                     json_string_or_null(inv->machine), "driver_version",
                      json_string_or_null(inv->driver_version), "nvml_version",
                      json_string_or_null(inv->nvml_version), "cuda_driver_version",
                      json_string_or_null(cuda), "simulated_node",

@@ -41,6 +41,7 @@ struct gpu_device {
     char serial[32];
     char pci_bus_id[32];           /* NVML's form, "00000000:07:00.0" */
     unsigned int pci_device_id;
+    unsigned int pci_class;        /* from sysfs, 0x0302 3D controller; 0 when unknown */
     int numa_node;                 /* -1 when unknown */
     unsigned long long memory_total_bytes;
     int cc_major, cc_minor;        /* compute capability; -1 when unknown */
@@ -62,6 +63,7 @@ struct gpu_inventory {
     char nvml_version[80];
     int cuda_driver_version;       /* 12040 = 12.4; 0 when unknown */
     char simulated_node[256];      /* empty unless the simulator answered */
+    char machine[96];              /* DMI product name ("DGX A100"), "" when unknown */
     size_t gpu_count;
     struct gpu_device *gpus;
     struct gpu_link *links;        /* gpu_count × gpu_count, row-major */

@@ -136,6 +136,7 @@ struct nvml {
     void *dl;
     char path[4096];
     char sim_node[256];
+    char sim_machine[96];
     struct nvml_functions fn;
     /* Which symbol name each entry was bound to, for messages. */
     const char *bound[sizeof nvml_symbols / sizeof nvml_symbols[0]];
@@ -391,12 +392,17 @@ static void read_simulator_details(struct nvml *n, char *detail, size_t len)
 {
     const char *(*node_name)(void) = NULL;
     const char *(*last_error)(void) = NULL;
+    const char *(*machine)(void) = NULL;
     void *sym = dlsym(n->dl, "gpuletSimNodeName");
     memcpy(&node_name, &sym, sizeof sym);
+    sym = dlsym(n->dl, "gpuletSimMachine");
+    memcpy(&machine, &sym, sizeof sym);
     sym = dlsym(n->dl, "gpuletSimLastError");
     memcpy(&last_error, &sym, sizeof sym);
     if (node_name && node_name())
         snprintf(n->sim_node, sizeof n->sim_node, "%s", node_name());
+    if (machine && machine())
+        snprintf(n->sim_machine, sizeof n->sim_machine, "%s", machine());
     detail[0] = '\0';
     if (last_error && last_error() && last_error()[0])
         snprintf(detail, len, "%s", last_error());
@@ -459,6 +465,11 @@ const char *nvml_library(const struct nvml *n)
 const char *nvml_simulated_node(const struct nvml *n)
 {
     return n->sim_node[0] ? n->sim_node : NULL;
+}
+
+const char *nvml_simulated_machine(const struct nvml *n)
+{
+    return n->sim_machine[0] ? n->sim_machine : NULL;
 }
 
 int nvml_system_driver_version(struct nvml *n, char *buf, unsigned int len, struct gpulet_error *err)

@@ -49,6 +49,8 @@ void nvml_close(struct nvml *nvml);
 const char *nvml_library(const struct nvml *nvml);
 /* The simulated node's name when the library is gpulet's simulator, else NULL. */
 const char *nvml_simulated_node(const struct nvml *nvml);
+/* The simulated node's machine (DMI product) name, or NULL. */
+const char *nvml_simulated_machine(const struct nvml *nvml);
 
 /* True when err holds an NVML NOT_SUPPORTED answer (or an absent symbol). */
 bool nvml_unsupported(const struct gpulet_error *err);

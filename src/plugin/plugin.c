@@ -259,6 +259,8 @@ static void register_later(struct served *s, const char *problem)
         snprintf(s->last_problem, sizeof s->last_problem, "%s", problem);
     }
     s->reg = REG_WAITING;
+    log_debug("registration retry scheduled", "resource=%s in_ms=%ld", s->res->name,
+              s->backoff_ms);
     struct timeval tv = {s->backoff_ms / 1000, (s->backoff_ms % 1000) * 1000};
     event_add(s->retry, &tv);
     s->backoff_ms = s->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : s->backoff_ms * 2;

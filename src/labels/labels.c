@@ -1,0 +1,368 @@
+#include "labels.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log/log.h"
+
+static bool alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool name_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > 63 || !alnum(s[0]) || !alnum(s[len - 1]))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!alnum(s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
+            return false;
+    return true;
+}
+
+bool label_key_valid(const char *key)
+{
+    const char *slash = strchr(key, '/');
+    if (slash == NULL)
+        return name_valid(key, strlen(key));
+    size_t prefix = (size_t)(slash - key);
+    if (prefix == 0 || prefix > 253)
+        return false;
+    for (size_t i = 0; i < prefix; i++) /* a DNS subdomain */
+        if (!(key[i] >= 'a' && key[i] <= 'z') && !(key[i] >= '0' && key[i] <= '9') &&
+            key[i] != '-' && key[i] != '.')
+            return false;
+    return name_valid(slash + 1, strlen(slash + 1));
+}
+
+bool label_value_valid(const char *value)
+{
+    return value[0] == '\0' || name_valid(value, strlen(value));
+}
+
+void label_product(const char *name, char *buf, size_t len)
+{
+    size_t o = 0;
+    for (const char *p = name; *p && o + 1 < len; p++) {
+        if (*p == ' ')
+            buf[o++] = '-';
+        else if (alnum(*p) || *p == '-' || *p == '_' || *p == '.')
+            buf[o++] = *p;
+    }
+    buf[o] = '\0';
+}
+
+const char *label_family(int major, int minor)
+{
+    switch (major) {
+    case 1: return "tesla";
+    case 2: return "fermi";
+    case 3: return "kepler";
+    case 5: return "maxwell";
+    case 6: return "pascal";
+    case 7: return minor < 5 ? "volta" : "turing";
+    case 8: return minor < 9 ? "ampere" : "ada-lovelace";
+    case 9: return "hopper";
+    case 10:
+    case 12: return "blackwell";
+    default: return "undefined";
+    }
+}
+
+static int add(struct label_set *set, struct gpulet_error *err, const char *key,
+               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static int add(struct label_set *set, struct gpulet_error *err, const char *key, const char *fmt,
+               ...)
+{
+    struct label l;
+    snprintf(l.key, sizeof l.key, "%s", key);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(l.value, sizeof l.value, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof l.value || !label_key_valid(l.key) ||
+        !label_value_valid(l.value)) {
+        log_warn("label left out: not a valid Kubernetes label", "key=\"%s\" value=\"%s\"", key,
+                 l.value);
+        return 0;
+    }
+    struct label *items = realloc(set->items, (set->count + 1) * sizeof *items);
+    if (items == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot compute the labels");
+    set->items = items;
+    set->items[set->count++] = l;
+    return 0;
+}
+
+#define ADD(...)                                                                              \
+    do {                                                                                      \
+        if (add(set, err, __VA_ARGS__) < 0)                                                   \
+            return -1;                                                                        \
+    } while (0)
+
+static int versions(const struct gpu_inventory *inv, struct label_set *set,
+                    struct gpulet_error *err)
+{
+    char major[16] = "", minor[16] = "", rev[16] = "";
+    if (sscanf(inv->driver_version, "%15[0-9].%15[0-9].%15[0-9]", major, minor, rev) >= 2) {
+        ADD("nvidia.com/cuda.driver.major", "%s", major);
+        ADD("nvidia.com/cuda.driver.minor", "%s", minor);
+        ADD("nvidia.com/cuda.driver.rev", "%s", rev);
+        ADD("nvidia.com/cuda.driver-version.major", "%s", major);
+        ADD("nvidia.com/cuda.driver-version.minor", "%s", minor);
+        ADD("nvidia.com/cuda.driver-version.revision", "%s", rev);
+        ADD("nvidia.com/cuda.driver-version.full", "%s", inv->driver_version);
+    }
+    if (inv->cuda_driver_version > 0) {
+        int cmaj = inv->cuda_driver_version / 1000, cmin = inv->cuda_driver_version % 1000 / 10;
+        ADD("nvidia.com/cuda.runtime.major", "%d", cmaj);
+        ADD("nvidia.com/cuda.runtime.minor", "%d", cmin);
+        ADD("nvidia.com/cuda.runtime-version.major", "%d", cmaj);
+        ADD("nvidia.com/cuda.runtime-version.minor", "%d", cmin);
+        ADD("nvidia.com/cuda.runtime-version.full", "%d.%d", cmaj, cmin);
+    }
+    return 0;
+}
+
+/* The replicas and product suffix a resource's sharing gives its labels. */
+static void sharing_of(const struct config *cfg, const char *resource, unsigned int *replicas,
+                       const char **suffix)
+{
+    const struct shared_resource *s = config_shared_for(cfg, resource);
+    *replicas = s ? s->replicas : 1;
+    *suffix = s && !s->rename[0] && !cfg->rename_by_default ? "-SHARED" : "";
+}
+
+static const char *gpu_mode(const struct gpu_device *g)
+{
+    /* The PCI class says what the GPU was built for. */
+    if (g->pci_class == 0x0300)
+        return "graphics";
+    if (g->pci_class == 0x0302)
+        return "compute";
+    return "unknown";
+}
+
+static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
+                      const struct gpu_device *g, size_t count, struct label_set *set,
+                      struct gpulet_error *err)
+{
+    unsigned int replicas;
+    const char *suffix;
+    sharing_of(cfg, "nvidia.com/gpu", &replicas, &suffix);
+    char product[96];
+    label_product(g->name, product, sizeof product);
+    (void)inv;
+    ADD("nvidia.com/gpu.count", "%zu", count);
+    ADD("nvidia.com/gpu.replicas", "%u", replicas);
+    ADD("nvidia.com/gpu.product", "%s%s", product, suffix);
+    ADD("nvidia.com/gpu.memory", "%llu", g->memory_total_bytes / (1024 * 1024));
+    ADD("nvidia.com/gpu.family", "%s", label_family(g->cc_major, g->cc_minor));
+    ADD("nvidia.com/gpu.compute.major", "%d", g->cc_major);
+    ADD("nvidia.com/gpu.compute.minor", "%d", g->cc_minor);
+    ADD("nvidia.com/gpu.mode", "%s", gpu_mode(g));
+    return 0;
+}
+
+/* The labels of one MIG profile under a prefix: "nvidia.com/gpu" (single)
+ * or "nvidia.com/mig-1g.5gb" (mixed). */
+static int mig_labels(const struct config *cfg, const char *prefix, const struct gpu_device *g,
+                      const struct gpu_mig_device *m, size_t count, struct label_set *set,
+                      struct gpulet_error *err)
+{
+    unsigned int replicas;
+    const char *suffix;
+    sharing_of(cfg, prefix, &replicas, &suffix);
+    char product[96], key[128];
+    label_product(g->name, product, sizeof product);
+#define KEY(name) (snprintf(key, sizeof key, "%s.%s", prefix, name), key)
+    ADD(KEY("count"), "%zu", count);
+    ADD(KEY("replicas"), "%u", replicas);
+    ADD(KEY("product"), "%s-MIG-%s%s", product, m->profile, suffix);
+    ADD(KEY("memory"), "%llu", m->memory_mib);
+    ADD(KEY("multiprocessors"), "%u", m->multiprocessors);
+    ADD(KEY("slices.gi"), "%u", m->gi_slices);
+    ADD(KEY("slices.ci"), "%u", m->ci_slices);
+    ADD(KEY("engines.copy"), "%u", m->copy_engines);
+    ADD(KEY("engines.decoder"), "%u", m->decoders);
+    ADD(KEY("engines.encoder"), "%u", m->encoders);
+    ADD(KEY("engines.jpeg"), "%u", m->jpegs);
+    ADD(KEY("engines.ofa"), "%u", m->ofas);
+#undef KEY
+    return 0;
+}
+
+static int mig_mixed(const struct gpu_inventory *inv, const struct config *cfg,
+                     struct label_set *set, struct gpulet_error *err)
+{
+    /* One label family per profile, described by its first device. */
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        const struct gpu_device *g = &inv->gpus[i];
+        for (size_t m = 0; m < g->mig_count; m++) {
+            const char *profile = g->migs[m].profile;
+            bool first = true;
+            size_t count = 0;
+            for (size_t j = 0; j < inv->gpu_count; j++)
+                for (size_t k = 0; k < inv->gpus[j].mig_count; k++) {
+                    if (strcmp(inv->gpus[j].migs[k].profile, profile) != 0)
+                        continue;
+                    count++;
+                    if (j < i || (j == i && k < m))
+                        first = false;
+                }
+            if (!first)
+                continue;
+            char prefix[96];
+            snprintf(prefix, sizeof prefix, "nvidia.com/mig-%s", profile);
+            for (char *c = prefix; *c; c++)
+                if (*c == '+')
+                    *c = '.';
+            if (mig_labels(cfg, prefix, g, &g->migs[m], count, set, err) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int compare_labels(const void *a, const void *b)
+{
+    return strcmp(((const struct label *)a)->key, ((const struct label *)b)->key);
+}
+
+static int compute(const struct gpu_inventory *inv, const struct config *cfg, bool timestamp,
+                   time_t now, struct label_set *set, struct gpulet_error *err)
+{
+    if (versions(inv, set, err) < 0)
+        return -1;
+    bool mig_capable = false, mig_on = false;
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        mig_capable |= inv->gpus[i].mig_capable;
+        mig_on |= inv->gpus[i].mig_enabled;
+    }
+    ADD("nvidia.com/mig.capable", "%s", mig_capable ? "true" : "false");
+    ADD("nvidia.com/mps.capable", "%s", cfg->sharing == SHARING_MPS ? "true" : "false");
+    ADD("nvidia.com/gpu.sharing-strategy", "%s", config_sharing_name(cfg->sharing));
+    if (inv->machine[0]) {
+        char machine[96];
+        label_product(inv->machine, machine, sizeof machine);
+        ADD("nvidia.com/gpu.machine", "%s", machine);
+    }
+    if (timestamp)
+        ADD("nvidia.com/gfd.timestamp", "%lld", (long long)now);
+    if (inv->gpu_count == 0)
+        return 0;
+    if (mig_capable && cfg->mig_strategy != MIG_STRATEGY_NONE)
+        ADD("nvidia.com/mig.strategy", "%s", config_mig_strategy_name(cfg->mig_strategy));
+
+    const struct gpu_device *first = &inv->gpus[0];
+    if (cfg->mig_strategy == MIG_STRATEGY_SINGLE && mig_on) {
+        size_t count = 0;
+        const struct gpu_device *owner = NULL;
+        const struct gpu_mig_device *sample = NULL;
+        for (size_t i = 0; i < inv->gpu_count; i++) {
+            count += inv->gpus[i].mig_count;
+            if (sample == NULL && inv->gpus[i].mig_count) {
+                owner = &inv->gpus[i];
+                sample = &owner->migs[0];
+            }
+        }
+        if (sample == NULL)
+            return gpu_labels(inv, cfg, first, inv->gpu_count, set, err);
+        if (mig_labels(cfg, "nvidia.com/gpu", owner, sample, count, set, err) < 0)
+            return -1;
+        ADD("nvidia.com/gpu.family", "%s", label_family(owner->cc_major, owner->cc_minor));
+        ADD("nvidia.com/gpu.compute.major", "%d", owner->cc_major);
+        ADD("nvidia.com/gpu.compute.minor", "%d", owner->cc_minor);
+        ADD("nvidia.com/gpu.mode", "%s", gpu_mode(owner));
+        return 0;
+    }
+    if (gpu_labels(inv, cfg, first, inv->gpu_count, set, err) < 0)
+        return -1;
+    if (cfg->mig_strategy == MIG_STRATEGY_MIXED)
+        return mig_mixed(inv, cfg, set, err);
+    return 0;
+}
+
+int labels_compute(const struct gpu_inventory *inv, const struct config *cfg, bool timestamp,
+                   time_t now, struct label_set *out, struct gpulet_error *err)
+{
+    struct label_set set = {0};
+    if (compute(inv, cfg, timestamp, now, &set, err) < 0) {
+        labels_free(&set);
+        return -1;
+    }
+    if (set.count)
+        qsort(set.items, set.count, sizeof *set.items, compare_labels);
+    *out = set;
+    return 0;
+}
+
+void labels_free(struct label_set *set)
+{
+    free(set->items);
+    set->items = NULL;
+    set->count = 0;
+}
+
+void labels_print(const struct label_set *set, FILE *out)
+{
+    for (size_t i = 0; i < set->count; i++)
+        fprintf(out, "%s=%s\n", set->items[i].key, set->items[i].value);
+}
+
+static int mkdir_parents(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(path, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+int labels_write(const struct label_set *set, const char *path, struct gpulet_error *err)
+{
+    char copy[4096], dir[4096], tmp[4200];
+    snprintf(copy, sizeof copy, "%s", path);
+    snprintf(dir, sizeof dir, "%s", dirname(copy));
+    if (mkdir_parents(dir) != 0)
+        return gpulet_error_errno(err, errno, "cannot create the folder %s", dir);
+    /* A dot name, so NFD never reads the file being written. */
+    char base[4096];
+    snprintf(base, sizeof base, "%s", path);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, basename(base));
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return gpulet_error_errno(err, errno, "cannot write %s", tmp);
+    labels_print(set, f);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        int e = errno;
+        fclose(f);
+        unlink(tmp);
+        return gpulet_error_errno(err, e, "cannot write %s", tmp);
+    }
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return gpulet_error_errno(err, e, "cannot replace %s", path);
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}

@@ -1,0 +1,87 @@
+#include "helpers.h"
+
+#include "labels/labels.h"
+
+static void keys_and_values(void **state)
+{
+    (void)state;
+    assert_true(label_key_valid("nvidia.com/gpu.product"));
+    assert_true(label_key_valid("nvidia.com/mig-1g.5gb.count"));
+    assert_true(label_key_valid("gpu"));
+    assert_false(label_key_valid("nvidia.com/"));
+    assert_false(label_key_valid("/gpu"));
+    assert_false(label_key_valid("NVIDIA.com/gpu"));
+    assert_false(label_key_valid("nvidia.com/-gpu"));
+    assert_false(label_key_valid("nvidia.com/gpu product"));
+    char long_name[80];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    assert_false(label_value_valid(long_name));
+    long_name[63] = '\0';
+    assert_true(label_value_valid(long_name));
+    assert_true(label_value_valid(""));
+    assert_true(label_value_valid("550.90.07"));
+    assert_false(label_value_valid("a b"));
+    assert_false(label_value_valid("-SHARED"));
+}
+
+static void products_and_families(void **state)
+{
+    (void)state;
+    char buf[96];
+    label_product("Tesla T4", buf, sizeof buf);
+    assert_string_equal(buf, "Tesla-T4");
+    label_product("NVIDIA H100 80GB HBM3", buf, sizeof buf);
+    assert_string_equal(buf, "NVIDIA-H100-80GB-HBM3");
+    label_product("NVIDIA RTX A6000 (rev/2)", buf, sizeof buf);
+    assert_string_equal(buf, "NVIDIA-RTX-A6000-rev2");
+    assert_string_equal(label_family(7, 0), "volta");
+    assert_string_equal(label_family(7, 5), "turing");
+    assert_string_equal(label_family(8, 0), "ampere");
+    assert_string_equal(label_family(8, 9), "ada-lovelace");
+    assert_string_equal(label_family(9, 0), "hopper");
+    assert_string_equal(label_family(10, 0), "blackwell");
+    assert_string_equal(label_family(12, 0), "blackwell");
+    assert_string_equal(label_family(6, 1), "pascal");
+    assert_string_equal(label_family(-1, -1), "undefined");
+}
+
+static void writes_atomically(void **state)
+{
+    (void)state;
+    char dir[64], path[160];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/a/b/gfd", dir);
+    struct label items[] = {{"nvidia.com/gpu.count", "2"}, {"nvidia.com/gpu.product", "Tesla-T4"}};
+    struct label_set set = {2, items};
+    struct gpulet_error err = {0};
+    assert_int_equal(labels_write(&set, path, &err), 0);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char text[256] = "";
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    assert_string_equal(text, "nvidia.com/gpu.count=2\nnvidia.com/gpu.product=Tesla-T4\n");
+    /* a folder where the file should go: a clear error, nothing half written */
+    char blocked[200];
+    snprintf(blocked, sizeof blocked, "%s/a/b/gfd/x", dir);
+    assert_int_equal(labels_write(&set, blocked, &err), -1);
+    assert_contains(err.msg, "Not a directory");
+    unlink(path);
+    snprintf(path, sizeof path, "%s/a/b", dir);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/a", dir);
+    rmdir(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(keys_and_values),
+        cmocka_unit_test(products_and_families),
+        cmocka_unit_test(writes_atomically),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
