@@ -19,6 +19,8 @@ python3-pytest
 python3-yaml
 python3-grpcio
 python3-grpc-tools
+python3-prometheus-client
+prometheus
 valgrind
 "
 

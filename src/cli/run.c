@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/daemon.h"
 #include "labels/labels.h"
@@ -30,6 +31,18 @@ static const char run_usage[] =
     "  --labels-interval D         rewrite the labels every D (default 60s)\n"
     "  --no-labels                 write no labels\n"
     "  --no-timestamp              leave out nvidia.com/gfd.timestamp\n"
+    "  --metrics-address ADDR      serve /metrics here (default :9400; env\n"
+    "                              DCGM_EXPORTER_LISTEN)\n"
+    "  --collect-interval MS       NVML sampling period in ms (default 30000;\n"
+    "                              env DCGM_EXPORTER_INTERVAL)\n"
+    "  -f, --collectors FILE       dcgm-exporter counters CSV (env\n"
+    "                              DCGM_EXPORTER_COLLECTORS)\n"
+    "  --pod-resources-socket P    kubelet pod-resources socket (default\n"
+    "                              " METRICS_DEFAULT_PODRESOURCES ")\n"
+    "  --no-pod-labels             no pod/namespace/container labels (env\n"
+    "                              DCGM_EXPORTER_KUBERNETES=false)\n"
+    "  --hostname-label L          Hostname (default), hostname or none\n"
+    "  --no-metrics                serve no metrics\n"
     "  --health-recovery-period D  a device well again for D (e.g. 60s, 500ms, 2m;\n"
     "                              0 = never) returns to Healthy (default 60s)\n"
     "  -h, --help                  show this help\n"
@@ -55,6 +68,17 @@ static int parse_duration_ms(const char *text, long *out)
     return 0;
 }
 
+/* dcgm-exporter's interval: plain milliseconds */
+static int parse_interval(const char *text, long *out)
+{
+    char *end;
+    long n = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || n < 100 || n > 86400000L)
+        return -1;
+    *out = n;
+    return 0;
+}
+
 int cli_run(const struct cli_options *opts, int argc, char **argv)
 {
     enum {
@@ -72,6 +96,12 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_LABELS_INTERVAL,
         OPT_NO_LABELS,
         OPT_NO_TIMESTAMP,
+        OPT_METRICS_ADDRESS,
+        OPT_COLLECT_INTERVAL,
+        OPT_PODRESOURCES,
+        OPT_NO_POD_LABELS,
+        OPT_HOSTNAME_LABEL,
+        OPT_NO_METRICS,
     };
     static const struct option long_options[] = {
         {"device-plugin-dir", required_argument, NULL, OPT_DIR},
@@ -88,6 +118,13 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"labels-interval", required_argument, NULL, OPT_LABELS_INTERVAL},
         {"no-labels", no_argument, NULL, OPT_NO_LABELS},
         {"no-timestamp", no_argument, NULL, OPT_NO_TIMESTAMP},
+        {"metrics-address", required_argument, NULL, OPT_METRICS_ADDRESS},
+        {"collect-interval", required_argument, NULL, OPT_COLLECT_INTERVAL},
+        {"collectors", required_argument, NULL, 'f'},
+        {"pod-resources-socket", required_argument, NULL, OPT_PODRESOURCES},
+        {"no-pod-labels", no_argument, NULL, OPT_NO_POD_LABELS},
+        {"hostname-label", required_argument, NULL, OPT_HOSTNAME_LABEL},
+        {"no-metrics", no_argument, NULL, OPT_NO_METRICS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -97,11 +134,39 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                                .health_recovery_ms = 60000,
                                .labels_file = LABELS_DEFAULT_FILE,
                                .labels_interval_ms = 60000,
-                               .labels_timestamp = true};
+                               .labels_timestamp = true,
+                               .metrics_on = true};
+    static char hostname[256];
+    const char *node_name = getenv("NODE_NAME");
+    if (node_name && node_name[0])
+        snprintf(hostname, sizeof hostname, "%s", node_name);
+    else if (gethostname(hostname, sizeof hostname) != 0)
+        snprintf(hostname, sizeof hostname, "unknown");
+    const char *listen = getenv("DCGM_EXPORTER_LISTEN");
+    const char *interval = getenv("DCGM_EXPORTER_INTERVAL");
+    const char *kubernetes = getenv("DCGM_EXPORTER_KUBERNETES");
+    d.metrics = (struct metrics_options){
+        .address = listen && listen[0] ? listen : METRICS_DEFAULT_ADDRESS,
+        .interval_ms = 30000,
+        .counters_file = getenv("DCGM_EXPORTER_COLLECTORS"),
+        .podresources = kubernetes && strcmp(kubernetes, "false") == 0
+                            ? NULL
+                            : METRICS_DEFAULT_PODRESOURCES,
+        .pods_interval_ms = 10000,
+        .hostname_label = HOSTNAME_LABEL_UPPER,
+        .hostname = hostname,
+    };
+    if (d.metrics.counters_file && d.metrics.counters_file[0] == '\0')
+        d.metrics.counters_file = NULL;
+    if (interval && interval[0] && parse_interval(interval, &d.metrics.interval_ms) < 0) {
+        fprintf(stderr, "gpulet run: DCGM_EXPORTER_INTERVAL must be milliseconds (at least "
+                        "100), not '%s'\n", interval);
+        return CLI_USAGE;
+    }
     optind = 0;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hf:", long_options, NULL)) != -1) {
         switch (c) {
         case OPT_DIR: d.device_plugin_dir = optarg; break;
         case OPT_NO_PLUGIN: d.device_plugin = false; break;
@@ -115,6 +180,31 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_LABELS_FILE: d.labels_file = optarg; break;
         case OPT_NO_LABELS: d.labels_file = NULL; break;
         case OPT_NO_TIMESTAMP: d.labels_timestamp = false; break;
+        case OPT_METRICS_ADDRESS: d.metrics.address = optarg; break;
+        case 'f': d.metrics.counters_file = optarg; break;
+        case OPT_PODRESOURCES: d.metrics.podresources = optarg; break;
+        case OPT_NO_POD_LABELS: d.metrics.podresources = NULL; break;
+        case OPT_NO_METRICS: d.metrics_on = false; break;
+        case OPT_COLLECT_INTERVAL:
+            if (parse_interval(optarg, &d.metrics.interval_ms) < 0) {
+                fprintf(stderr, "gpulet run: --collect-interval must be milliseconds (at least "
+                                "100), not '%s'\n", optarg);
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_HOSTNAME_LABEL:
+            if (strcmp(optarg, "Hostname") == 0)
+                d.metrics.hostname_label = HOSTNAME_LABEL_UPPER;
+            else if (strcmp(optarg, "hostname") == 0)
+                d.metrics.hostname_label = HOSTNAME_LABEL_LOWER;
+            else if (strcmp(optarg, "none") == 0)
+                d.metrics.hostname_label = HOSTNAME_LABEL_NONE;
+            else {
+                fprintf(stderr, "gpulet run: --hostname-label must be Hostname, hostname or "
+                                "none, not '%s'\n", optarg);
+                return CLI_USAGE;
+            }
+            break;
         case OPT_LABELS_INTERVAL:
             if (parse_duration_ms(optarg, &d.labels_interval_ms) < 0 ||
                 d.labels_interval_ms < 100) {

@@ -15,6 +15,7 @@
 #include "gpu/gpu.h"
 #include "health/health.h"
 #include "labels/labels.h"
+#include "metrics/metrics.h"
 #include "log/log.h"
 #include "plugin/plugin.h"
 
@@ -27,6 +28,7 @@ struct daemon {
     struct gpu_inventory *inv;
     struct plugin *plugin;
     struct health *health;
+    struct metrics *metrics;
     int inotify_fd;
     struct event *inotify_event;
     struct event *signals[3];
@@ -34,6 +36,18 @@ struct daemon {
     char labels_problem[GPULET_ERROR_MSG_MAX]; /* logged once until it changes */
     int exit_code;
 };
+
+static void allocated(void *user)
+{
+    struct daemon *d = user;
+    metrics_refresh_pods(d->metrics);
+}
+
+static void xid_seen(unsigned int gpu, unsigned long long xid, void *user)
+{
+    struct daemon *d = user;
+    metrics_record_xid(d->metrics, gpu, xid);
+}
 
 static int start_plugin(struct daemon *d, const struct config *cfg)
 {
@@ -44,6 +58,7 @@ static int start_plugin(struct daemon *d, const struct config *cfg)
     }
     if (d->health)
         health_replay(d->health);
+    plugin_on_allocate(d->plugin, allocated, d);
     return 0;
 }
 
@@ -58,7 +73,8 @@ static void health_changed(unsigned int gpu, int mig, bool healthy, const char *
 
 static int start_health(struct daemon *d)
 {
-    struct health_options opts = {.disable = getenv("DP_DISABLE_HEALTHCHECKS"),
+    struct health_options opts = {.on_xid = xid_seen,
+                                  .disable = getenv("DP_DISABLE_HEALTHCHECKS"),
                                   .enable = getenv("DP_ENABLE_HEALTHCHECKS"),
                                   .recovery_ms = d->opts->health_recovery_ms};
     struct gpulet_error err = {0};
@@ -208,6 +224,7 @@ static void cleanup(struct daemon *d)
         d->plugin = NULL;
     }
     health_stop(d->health);
+    metrics_stop(d->metrics);
     if (d->labels_timer) {
         event_free(d->labels_timer);
         /* The labels describe a node gpulet serves; without it they go. */
@@ -271,8 +288,18 @@ int daemon_run(const struct daemon_options *opts)
         return 0;
     }
     log_inventory(&d);
+    if (opts->metrics_on &&
+        metrics_start(d.base, d.nvml, d.inv, &opts->metrics, &d.metrics, &err) < 0) {
+        fprintf(stderr, "gpulet: %s\n", err.msg);
+        cleanup(&d);
+        return 2;
+    }
+    if (start_health(&d) < 0) {
+        cleanup(&d);
+        return 2;
+    }
     if (opts->device_plugin) {
-        if (start_health(&d) < 0 || watch_directory(&d) < 0 || start_plugin(&d, &d.cfg) < 0) {
+        if (watch_directory(&d) < 0 || start_plugin(&d, &d.cfg) < 0) {
             cleanup(&d);
             return 2;
         }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "config/config.h"
+#include "metrics/metrics.h"
 #include "nvml/nvml.h"
 
 struct daemon_options {
@@ -22,6 +23,8 @@ struct daemon_options {
     const char *labels_file;  /* NFD features file; NULL: no labels */
     long labels_interval_ms;
     bool labels_timestamp;
+    bool metrics_on;
+    struct metrics_options metrics;
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit code (0 clean,

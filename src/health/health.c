@@ -41,6 +41,7 @@ struct health {
     health_change_fn on_change;
     void *user;
     long recovery_ms;
+    health_xid_fn on_xid;
     bool xids_on, all_on;
     bool ignored[MAX_XID];
     struct device_health **devices; /* [gpu][1 + mig] */
@@ -220,6 +221,8 @@ static void handle_xid(struct health *h, const struct report *r)
         return;
     }
     bool ignored = r->xid < MAX_XID && h->ignored[r->xid];
+    if (h->on_xid)
+        h->on_xid(r->gpu, r->xid, h->user);
     log_info("XID event", "gpu=%u xid=%llu gpu_instance=%d compute_instance=%d ignored=%s",
              r->gpu, r->xid, r->gpu_instance == NVML_INSTANCE_ID_NONE ? -1 : (int)r->gpu_instance,
              r->compute_instance == NVML_INSTANCE_ID_NONE ? -1 : (int)r->compute_instance,
@@ -332,6 +335,7 @@ int health_start(struct event_base *base, struct nvml *nvml, const struct gpu_in
     h->on_change = on_change;
     h->user = user;
     h->recovery_ms = opts->recovery_ms;
+    h->on_xid = opts->on_xid;
     h->pipe[0] = h->pipe[1] = -1;
     if (health_parse_options(opts, &h->xids_on, &h->all_on, h->ignored, err) < 0) {
         health_stop(h);

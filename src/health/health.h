@@ -35,7 +35,11 @@ struct health;
 typedef void (*health_change_fn)(unsigned int gpu, int mig, bool healthy, const char *reason,
                                  void *user);
 
+/* Every XID event, ignored or not (the metrics count them). */
+typedef void (*health_xid_fn)(unsigned int gpu, unsigned long long xid, void *user);
+
 struct health_options {
+    health_xid_fn on_xid; /* may be NULL */
     const char *disable; /* DP_DISABLE_HEALTHCHECKS, may be NULL */
     const char *enable;  /* DP_ENABLE_HEALTHCHECKS, may be NULL */
     long recovery_ms;    /* 0: never recover (NVIDIA's behaviour) */

@@ -44,6 +44,8 @@ struct plugin {
     struct served *served;
     unsigned long serial;
     bool stopped;
+    void (*on_allocate)(void *user);
+    void *on_allocate_user;
 };
 
 static void socket_path(const struct served *s, char *buf, size_t len)
@@ -155,6 +157,8 @@ static void allocate(struct grpc_call *call, const uint8_t *req, size_t len, voi
         grpc_call_finish(call, GRPC_INVALID_ARGUMENT, err.msg);
     } else {
         reply_message(call, &out.base);
+        if (s->plugin->on_allocate)
+            s->plugin->on_allocate(s->plugin->on_allocate_user);
     }
     arena_free(&a);
     v1beta1__allocate_request__free_unpacked(in, NULL);
@@ -427,6 +431,12 @@ size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healt
         changed_total += changed;
     }
     return changed_total;
+}
+
+void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user)
+{
+    p->on_allocate = fn;
+    p->on_allocate_user = user;
 }
 
 size_t plugin_resource_count(const struct plugin *p)

@@ -45,6 +45,10 @@ void plugin_file_removed(struct plugin *p, const char *name);
  * number of kubelet devices whose health changed. */
 size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy);
 
+/* Called after every successful Allocate (the metrics then ask the
+ * kubelet which pod got what). */
+void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user);
+
 /* Resources served, for logs and tests. */
 size_t plugin_resource_count(const struct plugin *p);
 const char *plugin_resource_name(const struct plugin *p, size_t i);

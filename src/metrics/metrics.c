@@ -1,0 +1,538 @@
+#include "metrics.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+
+#include "grpc/grpc.h"
+#include "log/log.h"
+#include "pods.h"
+#include "sampler.h"
+
+#define PODS_TIMEOUT_MS 5000
+
+struct metrics {
+    struct event_base *base;
+    struct metrics_options opts;
+    char address_host[256];
+    int port;
+    const struct gpu_inventory *inv;
+    struct field_selection fields;
+    /* the sampler thread and what it hands over */
+    struct sampler sampler;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t stop_lock;
+    pthread_cond_t stop_cond;
+    bool stopping;
+    int pipe[2];
+    struct event *pipe_event;
+    struct sample *sample;          /* the latest, owned by the loop */
+    /* pods */
+    struct pod_map *pods;
+    struct grpc_channel *pods_channel;
+    struct grpc_client_call *pods_call;
+    struct event *pods_timer; /* every interval */
+    struct event *pods_soon;  /* once, after an allocation */
+    unsigned long pods_version;
+    bool pods_ok;
+    char pods_problem[GPULET_ERROR_MSG_MAX];
+    size_t pods_error_kinds;
+    struct {
+        char reason[32];
+        unsigned long count;
+    } pods_errors[16];
+    /* xids */
+    struct xid_stats *xids;
+    unsigned long xid_version;
+    /* the rendered series, reused while nothing they show changed */
+    char *cache;
+    size_t cache_len;
+    unsigned long cache_sample, cache_pods, cache_xids;
+    unsigned long scrapes;
+    struct evhttp *http;
+};
+
+/* ---- the sampler thread ---- */
+
+static void *sampler_thread(void *arg)
+{
+    struct metrics *m = arg;
+    pthread_mutex_lock(&m->stop_lock);
+    while (!m->stopping) {
+        pthread_mutex_unlock(&m->stop_lock);
+        struct sample *s = sampler_take(&m->sampler);
+        /* The pointer goes through the pipe: 8 bytes, written whole. */
+        if (s && write(m->pipe[1], &s, sizeof s) != (ssize_t)sizeof s)
+            sample_free(s);
+        pthread_mutex_lock(&m->stop_lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += m->opts.interval_ms / 1000;
+        until.tv_nsec += (m->opts.interval_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!m->stopping &&
+               pthread_cond_timedwait(&m->stop_cond, &m->stop_lock, &until) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&m->stop_lock);
+    return NULL;
+}
+
+static void pipe_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct metrics *m = arg;
+    struct sample *s;
+    while (read(fd, &s, sizeof s) == (ssize_t)sizeof s) {
+        sample_free(m->sample);
+        m->sample = s;
+    }
+}
+
+/* ---- pod-resources ---- */
+
+static void pods_error(struct metrics *m, const char *reason, const char *message)
+{
+    size_t i = 0;
+    while (i < m->pods_error_kinds && strcmp(m->pods_errors[i].reason, reason) != 0)
+        i++;
+    if (i == m->pods_error_kinds && i < sizeof m->pods_errors / sizeof m->pods_errors[0]) {
+        snprintf(m->pods_errors[i].reason, sizeof m->pods_errors[i].reason, "%s", reason);
+        m->pods_error_kinds++;
+    }
+    if (i < m->pods_error_kinds)
+        m->pods_errors[i].count++;
+    if (strcmp(m->pods_problem, message) != 0)
+        log_warn("no pod labels: pod-resources unavailable", "socket=%s error=\"%s\"",
+                 m->opts.podresources, message);
+    snprintf(m->pods_problem, sizeof m->pods_problem, "%s", message);
+    /* Without an answer, no pod labels rather than stale ones. */
+    if (m->pods) {
+        pod_map_free(m->pods);
+        m->pods = NULL;
+        m->pods_version++;
+    }
+    m->pods_ok = false;
+}
+
+static void pods_done(enum grpc_status status, const char *message, const uint8_t *reply,
+                      size_t len, void *user)
+{
+    struct metrics *m = user;
+    m->pods_call = NULL;
+    grpc_channel_close(m->pods_channel);
+    m->pods_channel = NULL;
+    if (status != GRPC_OK) {
+        char text[GPULET_ERROR_MSG_MAX];
+        snprintf(text, sizeof text, "List answered %s: %s", grpc_status_name(status),
+                 message && message[0] ? message : "no message");
+        pods_error(m, status == GRPC_DEADLINE_EXCEEDED ? "timeout" : "rpc", text);
+        return;
+    }
+    V1__ListPodResourcesResponse *resp = v1__list_pod_resources_response__unpack(NULL, len, reply);
+    if (resp == NULL) {
+        pods_error(m, "decode", "cannot decode the ListPodResourcesResponse");
+        return;
+    }
+    struct pod_map *map = pod_map_build(m->inv, resp);
+    v1__list_pod_resources_response__free_unpacked(resp, NULL);
+    if (map == NULL)
+        return;
+    pod_map_free(m->pods);
+    m->pods = map;
+    m->pods_version++;
+    if (!m->pods_ok && m->pods_problem[0])
+        log_info("pod labels available again", "socket=%s", m->opts.podresources);
+    m->pods_ok = true;
+    m->pods_problem[0] = '\0';
+}
+
+static void pods_list(struct metrics *m)
+{
+    if (m->opts.podresources == NULL || m->pods_call)
+        return;
+    struct gpulet_error err = {0};
+    if (grpc_channel_open(m->base, m->opts.podresources, &m->pods_channel, &err) < 0) {
+        pods_error(m, "connect", err.msg);
+        return;
+    }
+    uint8_t empty[1];
+    m->pods_call = grpc_channel_call(m->pods_channel, "/v1.PodResourcesLister/List", empty, 0,
+                                     PODS_TIMEOUT_MS, NULL, pods_done, m);
+    if (m->pods_call == NULL) {
+        grpc_channel_close(m->pods_channel);
+        m->pods_channel = NULL;
+        pods_error(m, "connect", "the connection closed");
+    }
+}
+
+static void pods_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pods_list(arg);
+}
+
+void metrics_refresh_pods(struct metrics *m)
+{
+    if (m == NULL || m->opts.podresources == NULL)
+        return;
+    /* Soon, not now: the kubelet records the allocation after our answer. */
+    struct timeval soon = {0, 200000};
+    evtimer_add(m->pods_soon, &soon);
+}
+
+/* ---- XIDs ---- */
+
+void metrics_record_xid(struct metrics *m, unsigned int gpu, unsigned long long xid)
+{
+    if (m == NULL || gpu >= m->inv->gpu_count)
+        return;
+    struct xid_stats *x = &m->xids[gpu];
+    x->last = xid;
+    size_t i = 0;
+    while (i < x->kinds && x->items[i].code != xid)
+        i++;
+    if (i == x->kinds) {
+        if (x->kinds == MAX_XID_KINDS)
+            return;
+        x->items[x->kinds].code = xid;
+        x->items[x->kinds++].count = 0;
+    }
+    x->items[i].count++;
+    m->xid_version++;
+}
+
+/* ---- HTTP ---- */
+
+static double sample_age(const struct metrics *m)
+{
+    if (m->sample == NULL)
+        return -1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - m->sample->taken.tv_sec) +
+           (double)(now.tv_nsec - m->sample->taken.tv_nsec) / 1e9;
+}
+
+static void refresh_cache(struct metrics *m)
+{
+    if (m->cache && m->cache_sample == m->sample->seq && m->cache_pods == m->pods_version &&
+        m->cache_xids == m->xid_version)
+        return;
+    free(m->cache);
+    m->cache = NULL;
+    m->cache_len = 0;
+    FILE *f = open_memstream(&m->cache, &m->cache_len);
+    if (f == NULL)
+        return;
+    struct render_input in = {.inv = m->inv,
+                              .fields = &m->fields,
+                              .sample = m->sample,
+                              .pods = m->pods,
+                              .xids = m->xids,
+                              .hostname_label = m->opts.hostname_label,
+                              .hostname = m->opts.hostname};
+    render_series(&in, f);
+    fclose(f);
+    m->cache_sample = m->sample->seq;
+    m->cache_pods = m->pods_version;
+    m->cache_xids = m->xid_version;
+}
+
+static void self_metrics(struct metrics *m, struct evbuffer *out)
+{
+    evbuffer_add_printf(out,
+                        "# HELP gpulet_build_info gpulet's version.\n"
+                        "# TYPE gpulet_build_info gauge\n"
+                        "gpulet_build_info{version=\"%s\"} 1\n",
+                        GPULET_VERSION);
+    if (m->sample) {
+        evbuffer_add_printf(out,
+                            "# HELP gpulet_sample_duration_seconds Time the last NVML sample took.\n"
+                            "# TYPE gpulet_sample_duration_seconds gauge\n"
+                            "gpulet_sample_duration_seconds %.6f\n"
+                            "# HELP gpulet_sample_age_seconds Age of the sample this scrape shows.\n"
+                            "# TYPE gpulet_sample_age_seconds gauge\n"
+                            "gpulet_sample_age_seconds %.3f\n",
+                            m->sample->duration_s, sample_age(m));
+        if (m->sample->error_calls)
+            evbuffer_add_printf(out, "# HELP gpulet_nvml_errors_total NVML calls that failed, by "
+                                     "call.\n# TYPE gpulet_nvml_errors_total counter\n");
+        for (size_t i = 0; i < m->sample->error_calls; i++)
+            evbuffer_add_printf(out, "gpulet_nvml_errors_total{call=\"%s\"} %lu\n",
+                                m->sample->errors[i].call, m->sample->errors[i].count);
+    }
+    evbuffer_add_printf(out,
+                        "# HELP gpulet_scrapes_total Scrapes of /metrics served.\n"
+                        "# TYPE gpulet_scrapes_total counter\n"
+                        "gpulet_scrapes_total %lu\n",
+                        m->scrapes);
+    if (m->opts.podresources) {
+        evbuffer_add_printf(out,
+                            "# HELP gpulet_podresources_up Whether the last pod-resources List "
+                            "answered (1) or not (0).\n"
+                            "# TYPE gpulet_podresources_up gauge\n"
+                            "gpulet_podresources_up %d\n",
+                            m->pods_ok ? 1 : 0);
+        if (m->pods_error_kinds)
+            evbuffer_add_printf(out, "# HELP gpulet_podresources_errors_total pod-resources List "
+                                     "calls that failed, by reason.\n"
+                                     "# TYPE gpulet_podresources_errors_total counter\n");
+        for (size_t i = 0; i < m->pods_error_kinds; i++)
+            evbuffer_add_printf(out, "gpulet_podresources_errors_total{reason=\"%s\"} %lu\n",
+                                m->pods_errors[i].reason, m->pods_errors[i].count);
+    }
+}
+
+static void reply_text(struct evhttp_request *req, int code, const char *reason,
+                       const char *content_type, struct evbuffer *body)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
+    evhttp_send_reply(req, code, reason, body);
+}
+
+static void serve_metrics(struct metrics *m, struct evhttp_request *req)
+{
+    m->scrapes++;
+    struct evbuffer *out = evbuffer_new();
+    if (m->sample) {
+        refresh_cache(m);
+        if (m->cache)
+            evbuffer_add(out, m->cache, m->cache_len);
+    }
+    self_metrics(m, out);
+    reply_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", out);
+    evbuffer_free(out);
+}
+
+static void serve_health(struct metrics *m, struct evhttp_request *req)
+{
+    struct evbuffer *out = evbuffer_new();
+    double age = sample_age(m);
+    double limit = 2.0 * (double)m->opts.interval_ms / 1000.0 + 5.0;
+    if (age < 0) {
+        evbuffer_add_printf(out, "no NVML sample yet\n");
+        reply_text(req, 503, "Service Unavailable", "text/plain; charset=utf-8", out);
+    } else if (age > limit) {
+        evbuffer_add_printf(out, "the last NVML sample is %.0f s old (limit %.0f s)\n", age, limit);
+        reply_text(req, 503, "Service Unavailable", "text/plain; charset=utf-8", out);
+    } else {
+        evbuffer_add_printf(out, "OK");
+        reply_text(req, 200, "OK", "text/plain; charset=utf-8", out);
+    }
+    evbuffer_free(out);
+}
+
+static void http_cb(struct evhttp_request *req, void *arg)
+{
+    struct metrics *m = arg;
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+        struct evbuffer *body = evbuffer_new();
+        evbuffer_add_printf(body, "method not allowed: use GET\n");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        reply_text(req, 405, "Method Not Allowed", "text/plain; charset=utf-8", body);
+        evbuffer_free(body);
+        return;
+    }
+    const char *uri = evhttp_request_get_uri(req);
+    struct evhttp_uri *parsed = evhttp_uri_parse(uri);
+    const char *path = parsed ? evhttp_uri_get_path(parsed) : NULL;
+    struct evbuffer *out;
+    if (path && strcmp(path, "/metrics") == 0) {
+        serve_metrics(m, req);
+    } else if (path && strcmp(path, "/health") == 0) {
+        serve_health(m, req);
+    } else if (path && strcmp(path, "/") == 0) {
+        out = evbuffer_new();
+        evbuffer_add_printf(out, "<html><head><title>gpulet</title></head><body><h1>gpulet</h1>"
+                                 "<p><a href=\"/metrics\">/metrics</a> &middot; "
+                                 "<a href=\"/health\">/health</a></p></body></html>\n");
+        reply_text(req, 200, "OK", "text/html; charset=utf-8", out);
+        evbuffer_free(out);
+    } else {
+        out = evbuffer_new();
+        evbuffer_add_printf(out, "not found: try /metrics or /health\n");
+        reply_text(req, 404, "Not Found", "text/plain; charset=utf-8", out);
+        evbuffer_free(out);
+    }
+    if (parsed)
+        evhttp_uri_free(parsed);
+}
+
+static int parse_address(const char *address, char *host, size_t len, int *port,
+                         struct gpulet_error *err)
+{
+    const char *colon = strrchr(address, ':');
+    if (colon == NULL)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "the metrics address \"%s\" needs a port, like :9400", address);
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || colon[1] == '\0' || p < 0 || p > 65535)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "the metrics address \"%s\" has no valid port (0-65535)", address);
+    size_t hl = (size_t)(colon - address);
+    if (hl == 0) {
+        snprintf(host, len, "0.0.0.0");
+    } else {
+        if (address[0] == '[' && hl >= 2 && address[hl - 1] == ']') /* [::1]:9400 */
+            snprintf(host, len, "%.*s", (int)hl - 2, address + 1);
+        else
+            snprintf(host, len, "%.*s", (int)hl, address);
+    }
+    *port = (int)p;
+    return 0;
+}
+
+static int bound_port(struct evhttp_bound_socket *sock)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
+int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_inventory *inv,
+                  const struct metrics_options *opts, struct metrics **out,
+                  struct gpulet_error *err)
+{
+    struct metrics *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot start the metrics");
+    m->base = base;
+    m->opts = *opts;
+    m->inv = inv;
+    m->pipe[0] = m->pipe[1] = -1;
+    pthread_mutex_init(&m->stop_lock, NULL);
+    pthread_cond_init(&m->stop_cond, NULL);
+    if (opts->counters_file) {
+        if (fields_load(opts->counters_file, &m->fields, err) < 0) {
+            metrics_stop(m);
+            return -1;
+        }
+        for (size_t i = 0; i < m->fields.unavailable_count; i++)
+            log_warn("counters file: NVML cannot provide this field; it is left out",
+                     "file=%s field=%s", opts->counters_file, m->fields.unavailable[i]);
+    } else {
+        fields_default(&m->fields);
+    }
+    m->xids = calloc(inv->gpu_count + 1, sizeof *m->xids);
+    int port = 0;
+    if (m->xids == NULL ||
+        parse_address(opts->address, m->address_host, sizeof m->address_host, &port, err) < 0) {
+        metrics_stop(m);
+        return -1;
+    }
+    m->http = evhttp_new(base);
+    evhttp_set_max_headers_size(m->http, 8192);
+    evhttp_set_max_body_size(m->http, 1024);
+    evhttp_set_timeout(m->http, 10);
+    /* All methods reach the callback, which answers 405 to all but GET/HEAD. */
+    evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(m->http, http_cb, m);
+    struct evhttp_bound_socket *sock = evhttp_bind_socket_with_handle(m->http, m->address_host,
+                                                                      (ev_uint16_t)port);
+    if (sock == NULL) {
+        gpulet_error_set(err, GPULET_ERR_SYSTEM,
+                         "cannot listen for metrics on %s: %s (is another exporter on that "
+                         "port? set --metrics-address)",
+                         opts->address, strerror(errno));
+        metrics_stop(m);
+        return -1;
+    }
+    m->port = bound_port(sock);
+    if (sampler_init(&m->sampler, nvml, inv) < 0 || pipe2(m->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        gpulet_error_errno(err, errno ? errno : ENOMEM, "cannot start the sampler");
+        metrics_stop(m);
+        return -1;
+    }
+    m->pipe_event = event_new(base, m->pipe[0], EV_READ | EV_PERSIST, pipe_cb, m);
+    event_add(m->pipe_event, NULL);
+    if (opts->podresources) {
+        /* The first List at once, then every interval. */
+        m->pods_timer = event_new(base, -1, EV_PERSIST, pods_timer_cb, m);
+        m->pods_soon = evtimer_new(base, pods_timer_cb, m);
+        struct timeval tv = {opts->pods_interval_ms / 1000, (opts->pods_interval_ms % 1000) * 1000};
+        event_add(m->pods_timer, &tv);
+        pods_list(m);
+    }
+    if (pthread_create(&m->thread, NULL, sampler_thread, m) != 0) {
+        gpulet_error_set(err, GPULET_ERR_SYSTEM, "cannot start the sampler thread");
+        metrics_stop(m);
+        return -1;
+    }
+    m->thread_started = true;
+    log_info("serving metrics", "address=%s port=%d interval_ms=%ld fields=%zu pods=%s",
+             opts->address, m->port, opts->interval_ms, m->fields.count,
+             opts->podresources ? opts->podresources : "off");
+    *out = m;
+    return 0;
+}
+
+int metrics_port(const struct metrics *m)
+{
+    return m->port;
+}
+
+void metrics_stop(struct metrics *m)
+{
+    if (m == NULL)
+        return;
+    if (m->thread_started) {
+        pthread_mutex_lock(&m->stop_lock);
+        m->stopping = true;
+        pthread_cond_signal(&m->stop_cond);
+        pthread_mutex_unlock(&m->stop_lock);
+        pthread_join(m->thread, NULL);
+    }
+    sampler_release(&m->sampler);
+    if (m->pipe_event)
+        event_free(m->pipe_event);
+    if (m->pipe[0] >= 0) {
+        struct sample *s;
+        while (read(m->pipe[0], &s, sizeof s) == (ssize_t)sizeof s)
+            sample_free(s);
+        close(m->pipe[0]);
+    }
+    if (m->pipe[1] >= 0)
+        close(m->pipe[1]);
+    if (m->pods_call)
+        grpc_client_call_cancel(m->pods_call);
+    grpc_channel_close(m->pods_channel);
+    if (m->pods_timer)
+        event_free(m->pods_timer);
+    if (m->pods_soon)
+        event_free(m->pods_soon);
+    if (m->http)
+        evhttp_free(m->http);
+    pod_map_free(m->pods);
+    sample_free(m->sample);
+    fields_free(&m->fields);
+    free(m->xids);
+    free(m->cache);
+    pthread_mutex_destroy(&m->stop_lock);
+    pthread_cond_destroy(&m->stop_cond);
+    free(m);
+}

@@ -1,0 +1,54 @@
+/*
+ * metrics: a dcgm-exporter-compatible /metrics endpoint read from NVML.
+ *
+ * A sampler thread reads every GPU and MIG device on its own schedule
+ * (--collect-interval) into an immutable sample and posts it to the loop.
+ * A scrape renders the latest sample — reusing the text while neither the
+ * sample nor the pod mapping changed — and never calls NVML or waits for
+ * the kubelet. Pod, namespace and container labels come from the
+ * kubelet's pod-resources API, listed in the background.
+ *
+ * The series, their names, types, help texts and labels are
+ * dcgm-exporter's (docs/metrics.md); a user's counters CSV picks fields.
+ */
+#ifndef GPULET_METRICS_H
+#define GPULET_METRICS_H
+
+#include <stdbool.h>
+
+#include <event2/event.h>
+
+#include "error/error.h"
+#include "gpu/gpu.h"
+#include "nvml/nvml.h"
+
+#define METRICS_DEFAULT_ADDRESS ":9400"
+#define METRICS_DEFAULT_PODRESOURCES "/var/lib/kubelet/pod-resources/kubelet.sock"
+
+enum hostname_label { HOSTNAME_LABEL_UPPER, HOSTNAME_LABEL_LOWER, HOSTNAME_LABEL_NONE };
+
+struct metrics_options {
+    const char *address;         /* "[host]:port" */
+    long interval_ms;            /* sampling period */
+    const char *counters_file;   /* dcgm-exporter counters CSV, NULL: the defaults */
+    const char *podresources;    /* socket, NULL: no pod labels */
+    long pods_interval_ms;
+    enum hostname_label hostname_label;
+    const char *hostname;        /* value of the Hostname label */
+};
+
+struct metrics;
+
+int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_inventory *inv,
+                  const struct metrics_options *opts, struct metrics **out,
+                  struct gpulet_error *err);
+/* An XID event seen by the health checks (counted, and the last kept). */
+void metrics_record_xid(struct metrics *m, unsigned int gpu, unsigned long long xid);
+/* Ask pod-resources again soon (the device plugin just allocated). */
+void metrics_refresh_pods(struct metrics *m);
+void metrics_stop(struct metrics *m);
+
+/* The port actually bound (for ":0" in tests). */
+int metrics_port(const struct metrics *m);
+
+#endif

@@ -1,0 +1,94 @@
+/* Inside the metrics module: samples, the pod mapping and rendering. */
+#ifndef GPULET_METRICS_INTERNAL_H
+#define GPULET_METRICS_INTERNAL_H
+
+#include <stdio.h>
+#include <time.h>
+
+#include "fields.h"
+#include "metrics.h"
+
+struct device_sample {
+    bool present[FIELD_COUNT];
+    double value[FIELD_COUNT];
+};
+
+struct gpu_sample {
+    bool lost;
+    struct device_sample gpu;
+    struct device_sample *migs; /* one per MIG device of the inventory */
+};
+
+#define MAX_ERROR_CALLS 48
+
+struct nvml_error_count {
+    char call[64];
+    unsigned long count;
+};
+
+/* Everything one sampling round read; immutable once posted. */
+struct sample {
+    unsigned long seq;
+    struct timespec taken; /* CLOCK_MONOTONIC */
+    double duration_s;
+    size_t gpu_count;
+    struct gpu_sample *gpus;
+    size_t error_calls;
+    struct nvml_error_count errors[MAX_ERROR_CALLS]; /* since start */
+};
+
+void sample_free(struct sample *s);
+
+/* The pods using one device. */
+struct pod_ref {
+    char pod[256], namespace[256], container[256];
+};
+
+struct pod_list {
+    size_t count;
+    struct pod_ref *items;
+};
+
+/* Per GPU and MIG device: who uses it. */
+struct pod_map {
+    size_t gpu_count;
+    struct pod_list *gpus;   /* whole GPUs (and replicas) */
+    struct pod_list **migs;  /* [gpu][mig] */
+    size_t *mig_count;       /* per GPU */
+};
+
+void pod_map_free(struct pod_map *map);
+
+#define MAX_XID_KINDS 32
+
+/* The XIDs one GPU has seen since gpulet started. */
+struct xid_stats {
+    unsigned long long last;
+    size_t kinds;
+    struct {
+        unsigned long long code;
+        unsigned long count;
+    } items[MAX_XID_KINDS];
+};
+
+/* What rendering needs beyond the sample. */
+struct render_input {
+    const struct gpu_inventory *inv;
+    const struct field_selection *fields;
+    const struct sample *sample;
+    const struct pod_map *pods;    /* may be NULL */
+    const struct xid_stats *xids;  /* per GPU */
+    enum hostname_label hostname_label;
+    const char *hostname;
+};
+
+/* The GPU series of a sample (the part that changes only with the sample,
+ * the pods or the XIDs). */
+void render_series(const struct render_input *in, FILE *out);
+
+/* Prometheus text: a label value with \ " and newline escaped. */
+void render_label_value(FILE *out, const char *value);
+/* Numbers as Prometheus reads them: integers without a fraction. */
+void render_number(FILE *out, double v);
+
+#endif

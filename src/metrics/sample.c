@@ -1,0 +1,273 @@
+/* The sampler's reads: one round over every GPU and MIG device. Runs on
+ * the sampler thread; only NVML and the immutable inventory are touched. */
+#include "sampler.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/log.h"
+
+#define MIB (1024.0 * 1024.0)
+
+void sample_free(struct sample *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->gpu_count; i++)
+        free(s->gpus[i].migs);
+    free(s->gpus);
+    free(s);
+}
+
+/* Counts a failed call by name ("nvmlDeviceGetPowerUsage on GPU 3 failed:
+ * ..." -> nvmlDeviceGetPowerUsage); NOT_SUPPORTED is an answer, not an error. */
+static void count_error(struct sampler *sm, const struct gpulet_error *err)
+{
+    if (nvml_unsupported(err))
+        return;
+    char call[64];
+    size_t n = strcspn(err->msg, " ");
+    if (n >= sizeof call)
+        n = sizeof call - 1;
+    memcpy(call, err->msg, n);
+    call[n] = '\0';
+    for (size_t i = 0; i < sm->error_calls; i++) {
+        if (strcmp(sm->errors[i].call, call) == 0) {
+            sm->errors[i].count++;
+            return;
+        }
+    }
+    if (sm->error_calls < MAX_ERROR_CALLS) {
+        snprintf(sm->errors[sm->error_calls].call, sizeof sm->errors[0].call, "%s", call);
+        sm->errors[sm->error_calls++].count = 1;
+    }
+}
+
+static void set(struct device_sample *d, enum field_id f, double v)
+{
+    d->present[f] = true;
+    d->value[f] = v;
+}
+
+/* rc 0: store; NOT_SUPPORTED: leave out; else count the error. */
+#define READ(call, then)                                                                      \
+    do {                                                                                      \
+        if ((call) == 0) {                                                                    \
+            then;                                                                             \
+        } else {                                                                              \
+            count_error(sm, &err);                                                            \
+        }                                                                                     \
+    } while (0)
+
+static double seconds_between(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
+}
+
+static void read_gpm(struct sampler *sm, size_t i, const struct nvml_device *dev,
+                     struct device_sample *d)
+{
+    struct gpulet_error err = {0};
+    struct gpm_state *g = &sm->gpm[i];
+    if (!g->supported)
+        return;
+    nvmlGpmSample_t next = g->samples[g->current ^ 1];
+    if (nvml_device_gpm_sample(sm->nvml, dev, next, &err) < 0) {
+        count_error(sm, &err);
+        return;
+    }
+    bool had = g->filled;
+    g->filled = true;
+    g->current ^= 1;
+    if (!had)
+        return; /* the metrics need two samples */
+    static const struct {
+        unsigned int metric;
+        enum field_id field;
+        double scale;
+    } map[] = {
+        {NVML_GPM_METRIC_GRAPHICS_UTIL, F_PROF_GR_ENGINE, 0.01},
+        {NVML_GPM_METRIC_ANY_TENSOR_UTIL, F_PROF_TENSOR, 0.01},
+        {NVML_GPM_METRIC_DRAM_BW_UTIL, F_PROF_DRAM, 0.01},
+        {NVML_GPM_METRIC_PCIE_TX_PER_SEC, F_PROF_PCIE_TX, MIB},
+        {NVML_GPM_METRIC_PCIE_RX_PER_SEC, F_PROF_PCIE_RX, MIB},
+        {NVML_GPM_METRIC_SM_UTIL, F_PROF_SM_ACTIVE, 0.01},
+        {NVML_GPM_METRIC_SM_OCCUPANCY, F_PROF_SM_OCCUPANCY, 0.01},
+        {NVML_GPM_METRIC_FP64_UTIL, F_PROF_FP64, 0.01},
+        {NVML_GPM_METRIC_FP32_UTIL, F_PROF_FP32, 0.01},
+        {NVML_GPM_METRIC_FP16_UTIL, F_PROF_FP16, 0.01},
+    };
+    size_t n = sizeof map / sizeof map[0];
+    nvmlGpmMetricsGet_t *m = &sm->gpm_request;
+    memset(m, 0, sizeof *m);
+    m->numMetrics = (unsigned int)n;
+    m->sample1 = g->samples[g->current ^ 1];
+    m->sample2 = g->samples[g->current];
+    for (size_t k = 0; k < n; k++)
+        m->metrics[k].metricId = map[k].metric;
+    if (nvml_gpm_metrics(sm->nvml, dev, m, &err) < 0) {
+        count_error(sm, &err);
+        return;
+    }
+    for (size_t k = 0; k < n; k++)
+        if (m->metrics[k].nvmlReturn == NVML_SUCCESS)
+            set(d, map[k].field, m->metrics[k].value * map[k].scale);
+}
+
+static void read_gpu(struct sampler *sm, size_t i, const struct timespec *now,
+                     struct gpu_sample *out)
+{
+    const struct gpu_device *g = &sm->inv->gpus[i];
+    struct device_sample *d = &out->gpu;
+    struct gpulet_error err = {0};
+    struct nvml_device dev;
+    if (nvml_device_by_index(sm->nvml, (unsigned)i, &dev, &err) < 0) {
+        out->lost = nvml_gpu_lost(&err);
+        count_error(sm, &err);
+        return;
+    }
+    unsigned int u;
+    unsigned long long ull;
+    READ(nvml_device_clock(sm->nvml, &dev, NVML_CLOCK_SM, &u, &err), set(d, F_SM_CLOCK, u));
+    if (nvml_gpu_lost(&err)) {
+        out->lost = true;
+        return;
+    }
+    READ(nvml_device_clock(sm->nvml, &dev, NVML_CLOCK_MEM, &u, &err), set(d, F_MEM_CLOCK, u));
+    READ(nvml_device_temperature(sm->nvml, &dev, &u, &err),
+         if (u <= 200) set(d, F_GPU_TEMP, u));
+    READ(nvml_device_power_usage(sm->nvml, &dev, &u, &err), set(d, F_POWER_USAGE, u / 1000.0));
+    READ(nvml_device_energy(sm->nvml, &dev, &ull, &err), set(d, F_TOTAL_ENERGY, (double)ull));
+    READ(nvml_device_pcie_replays(sm->nvml, &dev, &u, &err), set(d, F_PCIE_REPLAY, u));
+    nvmlUtilization_t util;
+    READ(nvml_device_utilization(sm->nvml, &dev, &util, &err),
+         (set(d, F_GPU_UTIL, util.gpu), set(d, F_MEM_COPY_UTIL, util.memory)));
+    READ(nvml_device_encoder_utilization(sm->nvml, &dev, &u, &err), set(d, F_ENC_UTIL, u));
+    READ(nvml_device_decoder_utilization(sm->nvml, &dev, &u, &err), set(d, F_DEC_UTIL, u));
+    struct nvml_memory mem;
+    READ(nvml_device_memory(sm->nvml, &dev, &mem, &err),
+         (set(d, F_FB_FREE, (double)(mem.free / (1024 * 1024))),
+          set(d, F_FB_USED, (double)(mem.used / (1024 * 1024))),
+          set(d, F_FB_RESERVED, (double)(mem.reserved / (1024 * 1024)))));
+
+    nvmlFieldValue_t fv[6];
+    memset(fv, 0, sizeof fv);
+    fv[0].fieldId = NVML_FI_DEV_MEMORY_TEMP;
+    fv[1].fieldId = NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX;
+    fv[1].scopeId = 0xFFFFFFFFU;
+    fv[2].fieldId = NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX;
+    fv[2].scopeId = 0xFFFFFFFFU;
+    fv[3].fieldId = NVML_FI_DEV_REMAPPED_COR;
+    fv[4].fieldId = NVML_FI_DEV_REMAPPED_UNC;
+    fv[5].fieldId = NVML_FI_DEV_REMAPPED_FAILURE;
+    if (nvml_device_field_values(sm->nvml, &dev, 6, fv, &err) == 0) {
+        if (fv[0].nvmlReturn == NVML_SUCCESS && fv[0].value.uiVal <= 200)
+            set(d, F_MEMORY_TEMP, fv[0].value.uiVal);
+        if (fv[1].nvmlReturn == NVML_SUCCESS && fv[2].nvmlReturn == NVML_SUCCESS) {
+            /* As DCGM: a rate, (delta KiB / delta seconds) / 1000. */
+            unsigned long long total = fv[1].value.ullVal + fv[2].value.ullVal;
+            struct nvlink_state *nl = &sm->nvlink[i];
+            if (nl->seen && total >= nl->kib) {
+                double dt = seconds_between(&nl->at, now);
+                if (dt > 0)
+                    set(d, F_NVLINK_BANDWIDTH, (double)(total - nl->kib) / dt / 1000.0);
+            }
+            nl->seen = true;
+            nl->kib = total;
+            nl->at = *now;
+        }
+        if (fv[3].nvmlReturn == NVML_SUCCESS)
+            set(d, F_REMAP_COR, fv[3].value.uiVal);
+        if (fv[4].nvmlReturn == NVML_SUCCESS)
+            set(d, F_REMAP_UNC, fv[4].value.uiVal);
+        if (fv[5].nvmlReturn == NVML_SUCCESS)
+            set(d, F_REMAP_FAILURE, fv[5].value.uiVal);
+    } else {
+        count_error(sm, &err);
+    }
+    read_gpm(sm, i, &dev, d);
+
+    for (size_t m = 0; m < g->mig_count; m++) {
+        struct nvml_device mig;
+        if (nvml_device_mig_by_index(sm->nvml, &dev, g->migs[m].index, &mig, &err) < 0) {
+            count_error(sm, &err);
+            continue;
+        }
+        struct device_sample *md = &out->migs[m];
+        READ(nvml_device_memory(sm->nvml, &mig, &mem, &err),
+             (set(md, F_FB_FREE, (double)(mem.free / (1024 * 1024))),
+              set(md, F_FB_USED, (double)(mem.used / (1024 * 1024))),
+              set(md, F_FB_RESERVED, (double)(mem.reserved / (1024 * 1024)))));
+    }
+}
+
+struct sample *sampler_take(struct sampler *sm)
+{
+    struct sample *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    size_t n = sm->inv->gpu_count;
+    s->gpus = calloc(n + 1, sizeof *s->gpus);
+    if (s->gpus == NULL) {
+        free(s);
+        return NULL;
+    }
+    s->gpu_count = n;
+    for (size_t i = 0; i < n; i++) {
+        s->gpus[i].migs = calloc(sm->inv->gpus[i].mig_count + 1, sizeof *s->gpus[i].migs);
+        if (s->gpus[i].migs == NULL) {
+            sample_free(s);
+            return NULL;
+        }
+    }
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (size_t i = 0; i < n; i++)
+        read_gpu(sm, i, &start, &s->gpus[i]);
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    s->seq = ++sm->seq;
+    s->taken = end;
+    s->duration_s = seconds_between(&start, &end);
+    s->error_calls = sm->error_calls;
+    memcpy(s->errors, sm->errors, sizeof s->errors);
+    return s;
+}
+
+int sampler_init(struct sampler *sm, struct nvml *nvml, const struct gpu_inventory *inv)
+{
+    memset(sm, 0, sizeof *sm);
+    sm->nvml = nvml;
+    sm->inv = inv;
+    size_t n = inv->gpu_count;
+    sm->nvlink = calloc(n + 1, sizeof *sm->nvlink);
+    sm->gpm = calloc(n + 1, sizeof *sm->gpm);
+    if (sm->nvlink == NULL || sm->gpm == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        struct gpulet_error err = {0};
+        struct nvml_device dev;
+        bool supported = false;
+        if (nvml_device_by_index(nvml, (unsigned)i, &dev, &err) < 0 ||
+            nvml_device_gpm_supported(nvml, &dev, &supported, &err) < 0 || !supported)
+            continue;
+        if (nvml_gpm_sample_alloc(nvml, &sm->gpm[i].samples[0], &err) < 0 ||
+            nvml_gpm_sample_alloc(nvml, &sm->gpm[i].samples[1], &err) < 0) {
+            log_warn("GPM samples cannot be allocated; no profiling metrics", "gpu=%zu", i);
+            continue;
+        }
+        sm->gpm[i].supported = true;
+    }
+    return 0;
+}
+
+void sampler_release(struct sampler *sm)
+{
+    for (size_t i = 0; sm->gpm && i < sm->inv->gpu_count; i++) {
+        nvml_gpm_sample_free(sm->nvml, sm->gpm[i].samples[0]);
+        nvml_gpm_sample_free(sm->nvml, sm->gpm[i].samples[1]);
+    }
+    free(sm->gpm);
+    free(sm->nvlink);
+    sm->gpm = NULL;
+    sm->nvlink = NULL;
+}
