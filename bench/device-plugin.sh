@@ -11,7 +11,7 @@ trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 run_case() { # label, extra args...
     label=$1; shift
     mkdir -p "$tmp/$label"
-    "$build/gpulet" --log-level error --simulate dgx-a100 run --device-plugin-dir "$tmp/$label" "$@" &
+    "$build/gpulet" --log-level error --simulate dgx-a100 run --device-plugin-dir "$tmp/$label" --no-metrics --no-labels "$@" &
     pid=$!
     sock="$tmp/$label/nvidia-gpu.sock"
     for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done

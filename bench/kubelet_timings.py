@@ -29,7 +29,7 @@ def main():
     kubelet = Kubelet(tmp / "dp", dp, dp_grpc)
     env = dict(os.environ, GPULET_SIM_STATE=str(state))
     proc = subprocess.Popen([str(build / "gpulet"), "--simulate", "dgx-a100", "run",
-                             "--device-plugin-dir", str(tmp / "dp")], env=env,
+                             "--device-plugin-dir", str(tmp / "dp"), "--no-metrics", "--no-labels"], env=env,
                             stderr=subprocess.DEVNULL)
     try:
         kubelet.resource("nvidia.com/gpu")

@@ -47,7 +47,7 @@ def run_gpulet(build, tmp_path):
             full_env["GPULET_SIM_STATE"] = str(state)
         full_env.update(env or {})
         d = Daemon(build, [*(["--log-level", "debug"] if debug else []), "--simulate", node, "run", "--device-plugin-dir", tmp_path / "dp",
-                           "--labels-file", tmp_path / "labels" / "gfd",
+                           "--labels-file", tmp_path / "labels" / "gfd", "--no-metrics",
                            *args], full_env, tmp_path / f"gpulet-{len(started)}.log")
         started.append(d)
         return d

@@ -92,7 +92,7 @@ def test_invalid_labels_are_left_out_with_a_log_line(gpulet, tmp_path):
 def test_the_daemon_keeps_the_features_file(build, tmp_path):
     features = tmp_path / "nfd" / "features.d" / "gfd"
     proc = subprocess.Popen([str(build / "gpulet"), "--simulate", "dgx-a100", "run",
-                             "--no-device-plugin", "--labels-file", str(features),
+                             "--no-device-plugin", "--no-metrics", "--labels-file", str(features),
                              "--labels-interval", "100ms"],
                             stderr=subprocess.DEVNULL)
     try:
@@ -122,7 +122,7 @@ def test_unwritable_labels_are_retried_and_said_once(build, tmp_path):
     blocker.write_text("a file where the folder should be\n")
     log = tmp_path / "gpulet.log"
     proc = subprocess.Popen([str(build / "gpulet"), "--log-level", "debug", "--simulate",
-                             "t4-pcie", "run", "--no-device-plugin",
+                             "t4-pcie", "run", "--no-device-plugin", "--no-metrics",
                              "--labels-file", str(blocker / "gfd"),
                              "--labels-interval", "100ms"], stderr=open(log, "w"))
     try:
