@@ -222,9 +222,10 @@ static void client_deadline_cb(evutil_socket_t fd, short what, void *arg)
     struct grpc_conn *c = call->s.conn;
     char text[64];
     snprintf(text, sizeof text, "deadline of %ld ms exceeded", call->timeout_ms);
+    grpc_conn_enter(c);
     nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, call->s.id, NGHTTP2_CANCEL);
     report(call, GRPC_DEADLINE_EXCEEDED, text);
-    grpc_conn_flush(c);
+    grpc_conn_leave(c);
 }
 
 #define NV(name, value)                                                                       \

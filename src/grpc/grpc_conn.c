@@ -120,6 +120,21 @@ void grpc_conn_close(struct grpc_conn *c)
         really_close(c);
 }
 
+void grpc_conn_enter(struct grpc_conn *c)
+{
+    c->depth++;
+}
+
+void grpc_conn_leave(struct grpc_conn *c)
+{
+    if (--c->depth > 0)
+        return;
+    if (c->dead)
+        really_close(c);
+    else
+        grpc_conn_flush(c);
+}
+
 /* Closes when neither side has anything left to say. */
 static bool finished_talking(struct grpc_conn *c)
 {

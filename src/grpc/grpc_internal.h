@@ -60,6 +60,11 @@ int grpc_conn_new(struct event_base *base, int fd, const struct grpc_conn_side *
 void grpc_conn_flush(struct grpc_conn *c);
 /* Closes now, or as soon as nghttp2 has returned. Streams are reported closed. */
 void grpc_conn_close(struct grpc_conn *c);
+/* Around application callbacks made outside nghttp2 (timers): the
+ * application may close the connection meanwhile; leave() then frees it,
+ * else sends what was queued. */
+void grpc_conn_enter(struct grpc_conn *c);
+void grpc_conn_leave(struct grpc_conn *c);
 
 void grpc_stream_init(struct grpc_stream *s, struct grpc_conn *c, int32_t id);
 void grpc_stream_link(struct grpc_stream *s);

@@ -154,8 +154,9 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct grpc_call *call = arg;
     struct grpc_conn *c = call->s.conn;
+    grpc_conn_enter(c);
     abandon(call, GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
-    grpc_conn_flush(c);
+    grpc_conn_leave(c);
 }
 
 static struct grpc_method *find_method(struct grpc_server *server, const char *path)
