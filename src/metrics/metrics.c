@@ -8,9 +8,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 
 #include "grpc/grpc.h"
@@ -340,6 +342,14 @@ static void serve_health(struct metrics *m, struct evhttp_request *req)
 static void http_cb(struct evhttp_request *req, void *arg)
 {
     struct metrics *m = arg;
+    /* Headers and body leave in separate writes: without TCP_NODELAY a
+     * keep-alive client waits out its delayed ACK (40 ms) on every scrape. */
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+    if (bev) {
+        int one = 1;
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
     if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
         struct evbuffer *body = evbuffer_new();

@@ -371,3 +371,48 @@ def test_http_endpoints_and_bad_requests(exporter):
     assert e.get()[0] == 200
     assert time.monotonic() - start < 1.0
     stall.close()
+
+
+def test_pods_are_asked_again_right_after_an_allocation(build, tmp_path, protos):
+    """The device plugin's Allocate makes the exporter list pods at once,
+    not at the next 10 s interval."""
+    from kubelet import Kubelet
+    pr = protos
+    calls = []
+    uuid = node_gpus("t4-pcie")[0]["uuid"]
+    answer = pr.ListPodResourcesResponse()
+
+    def list_(request, context):
+        calls.append(time.monotonic())
+        return answer
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("v1.PodResourcesLister", {
+        "List": grpc.unary_unary_rpc_method_handler(
+            list_, request_deserializer=pr.ListPodResourcesRequest.FromString,
+            response_serializer=pr.ListPodResourcesResponse.SerializeToString)}),))
+    server.add_insecure_port(f"unix:{tmp_path / 'pr.sock'}")
+    server.start()
+    dp, dp_grpc = load_protos(tmp_path / "dp-protos")
+    kubelet = Kubelet(tmp_path / "dp", dp, dp_grpc)
+    log = tmp_path / "gpulet.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
+    proc = subprocess.Popen([str(build / "gpulet"), "--simulate", "t4-pcie", "run",
+                             "--device-plugin-dir", str(tmp_path / "dp"), "--no-labels",
+                             "--metrics-address", "127.0.0.1:0",
+                             "--pod-resources-socket", str(tmp_path / "pr.sock")],
+                            env=env, stderr=open(log, "w"))
+    try:
+        kubelet.resource("nvidia.com/gpu")
+        wait_for(lambda: len(calls) >= 1, what="the first List")
+        before = len(calls)
+        answer.pod_resources.append(pod(pr, "fresh", "ns", "c", "nvidia.com/gpu", [uuid]))
+        allocated = time.monotonic()
+        kubelet.allocate("nvidia.com/gpu", [uuid])
+        wait_for(lambda: len(calls) > before, timeout=5, what="a List after the Allocate")
+        assert calls[before] - allocated < 2.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        kubelet.stop()
+        server.stop(0)
