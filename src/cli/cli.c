@@ -80,6 +80,22 @@ static int command_help(int argc, char **argv)
     return usage_error("unknown command '%s'", argv[1]);
 }
 
+int cli_open_inventory(const struct cli_options *opts, struct nvml **nvml,
+                       struct gpu_inventory **inv)
+{
+    struct gpulet_error err = {0};
+    if (nvml_open(&opts->nvml, nvml, &err) < 0) {
+        fprintf(stderr, "gpulet: %s\n", err.msg);
+        return CLI_USAGE;
+    }
+    if (gpu_inventory_load(*nvml, inv, &err) < 0) {
+        fprintf(stderr, "gpulet: cannot read the GPU inventory: %s\n", err.msg);
+        nvml_close(*nvml);
+        return CLI_FAILED;
+    }
+    return CLI_OK;
+}
+
 int cli_main(int argc, char **argv)
 {
     enum { OPT_SIMULATE = 256, OPT_NVML_LIB, OPT_DRIVER_ROOT, OPT_LOG_LEVEL };

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "error/error.h"
+#include "gpu/gpu.h"
 #include "nvml/nvml.h"
 
 enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
@@ -28,6 +29,11 @@ int cli_use_simulator(struct cli_options *opts, char *node_path, size_t node_len
 
 /* Lists the fixture names found, comma-separated, for messages and help. */
 void cli_list_fixtures(char *buf, size_t len);
+
+/* Opens NVML and reads the inventory, printing what went wrong; returns
+ * CLI_OK, or the exit code (2: no driver, 1: the inventory failed). */
+int cli_open_inventory(const struct cli_options *opts, struct nvml **nvml,
+                       struct gpu_inventory **inv);
 
 int cli_info(const struct cli_options *opts, int argc, char **argv);
 int cli_run(const struct cli_options *opts, int argc, char **argv);

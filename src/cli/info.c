@@ -103,18 +103,11 @@ int cli_info(const struct cli_options *opts, int argc, char **argv)
         return CLI_USAGE;
     }
 
-    struct gpulet_error err = {0};
     struct nvml *nvml;
-    if (nvml_open(&opts->nvml, &nvml, &err) < 0) {
-        fprintf(stderr, "gpulet: %s\n", err.msg);
-        return CLI_USAGE;
-    }
     struct gpu_inventory *inv;
-    if (gpu_inventory_load(nvml, &inv, &err) < 0) {
-        fprintf(stderr, "gpulet: cannot read the GPU inventory: %s\n", err.msg);
-        nvml_close(nvml);
-        return CLI_FAILED;
-    }
+    int opened = cli_open_inventory(opts, &nvml, &inv);
+    if (opened != CLI_OK)
+        return opened;
     int rc = CLI_OK;
     if (json) {
         json_t *doc = gpu_inventory_to_json(inv);

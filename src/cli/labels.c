@@ -62,16 +62,10 @@ int cli_labels(const struct cli_options *opts, int argc, char **argv)
         return CLI_USAGE;
     }
     struct nvml *nvml;
-    if (nvml_open(&opts->nvml, &nvml, &err) < 0) {
-        fprintf(stderr, "gpulet: %s\n", err.msg);
-        return CLI_USAGE;
-    }
     struct gpu_inventory *inv;
-    if (gpu_inventory_load(nvml, &inv, &err) < 0) {
-        fprintf(stderr, "gpulet: cannot read the GPU inventory: %s\n", err.msg);
-        nvml_close(nvml);
-        return CLI_FAILED;
-    }
+    int opened = cli_open_inventory(opts, &nvml, &inv);
+    if (opened != CLI_OK)
+        return opened;
     struct label_set set;
     int rc = CLI_OK;
     if (labels_compute(inv, &cfg, timestamp, time(NULL), &set, &err) < 0) {

@@ -203,8 +203,12 @@ def test_xid_errors(exporter, tmp_path):
     assert counts == {"79": 1, "31": 2}
 
 
-def pod_server(pr, path, response, delay=0.0):
+def pod_server(pr, path, response, delay=0.0, calls=None):
+    """A kubelet pod-resources server answering List with response (read at
+    each call, so tests may change it); calls collects the call times."""
     def list_(request, context):
+        if calls is not None:
+            calls.append(time.monotonic())
         if delay:
             time.sleep(delay)
         return response
@@ -381,18 +385,7 @@ def test_pods_are_asked_again_right_after_an_allocation(build, tmp_path, protos)
     calls = []
     uuid = node_gpus("t4-pcie")[0]["uuid"]
     answer = pr.ListPodResourcesResponse()
-
-    def list_(request, context):
-        calls.append(time.monotonic())
-        return answer
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("v1.PodResourcesLister", {
-        "List": grpc.unary_unary_rpc_method_handler(
-            list_, request_deserializer=pr.ListPodResourcesRequest.FromString,
-            response_serializer=pr.ListPodResourcesResponse.SerializeToString)}),))
-    server.add_insecure_port(f"unix:{tmp_path / 'pr.sock'}")
-    server.start()
+    server = pod_server(pr, tmp_path / "pr.sock", answer, calls=calls)
     dp, dp_grpc = load_protos(tmp_path / "dp-protos")
     kubelet = Kubelet(tmp_path / "dp", dp, dp_grpc)
     log = tmp_path / "gpulet.log"
