@@ -16,6 +16,7 @@ static const char usage_text[] =
     "  info        describe the GPUs of this node and how they connect\n"
     "  run         run the node daemon (device plugin and node labels)\n"
     "  labels      print the nvidia.com/* node labels\n"
+    "  cdi         generate a CDI spec for the GPUs (cdi generate)\n"
     "  version     print the version\n"
     "  help [CMD]  show this help, or a command's\n"
     "\n"
@@ -64,6 +65,10 @@ static int command_help(int argc, char **argv)
     if (strcmp(argv[1], "info") == 0) {
         char *args[] = {"info", "--help", NULL};
         return cli_info(NULL, 2, args);
+    }
+    if (strcmp(argv[1], "cdi") == 0) {
+        char *args[] = {"cdi", "--help", NULL};
+        return cli_cdi(NULL, 2, args);
     }
     if (strcmp(argv[1], "labels") == 0) {
         char *args[] = {"labels", "--help", NULL};
@@ -159,6 +164,8 @@ int cli_main(int argc, char **argv)
         return cli_run(&opts, cargc, cargv);
     if (strcmp(command, "labels") == 0)
         return cli_labels(&opts, cargc, cargv);
+    if (strcmp(command, "cdi") == 0)
+        return cli_cdi(&opts, cargc, cargv);
     if (strcmp(command, "version") == 0)
         return print_version();
     if (strcmp(command, "help") == 0)

@@ -38,5 +38,6 @@ int cli_open_inventory(const struct cli_options *opts, struct nvml **nvml,
 int cli_info(const struct cli_options *opts, int argc, char **argv);
 int cli_run(const struct cli_options *opts, int argc, char **argv);
 int cli_labels(const struct cli_options *opts, int argc, char **argv);
+int cli_cdi(const struct cli_options *opts, int argc, char **argv);
 
 #endif

@@ -1,0 +1,47 @@
+/*
+ * cdi: Container Device Interface specs for the node's GPUs.
+ *
+ * cdi_spec_build() describes, as kind nvidia.com/gpu, a device per GPU (by
+ * index and by UUID), per MIG device (by "gpu:mig" and by UUID) and "all",
+ * and the edits every GPU container needs: the control device nodes, the
+ * driver's libraries found through the driver root's ld cache (files
+ * ending in the driver version, mounted also at their soname links), the
+ * tools, the GSP firmware and the persistenced socket. Output is sorted
+ * and deterministic; cdi_spec_write() writes YAML or JSON atomically.
+ */
+#ifndef GPULET_CDI_H
+#define GPULET_CDI_H
+
+#include <jansson.h>
+
+#include "error/error.h"
+#include "gpu/gpu.h"
+
+#define CDI_KIND "nvidia.com/gpu"
+#define CDI_VERSION "0.5.0" /* device names start with a digit; hostPath */
+
+struct cdi_options {
+    const char *driver_root; /* where the driver's files are, "/" by default */
+    const char *dev_root;    /* where the device nodes are, the driver root by default */
+};
+
+/* A new JSON object holding the spec. */
+int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *opts,
+                   json_t **out, struct gpulet_error *err);
+
+enum cdi_format { CDI_YAML, CDI_JSON };
+
+/* path NULL: standard output. Else a temporary file, fsync, rename. */
+int cdi_spec_write(json_t *spec, enum cdi_format format, const char *path,
+                   struct gpulet_error *err);
+
+/* The libraries the driver root's ld cache lists whose name starts with
+ * prefix: soname and resolved path pairs. For tests and doctor. */
+struct ldcache_entry {
+    char soname[256];
+    char path[4096]; /* as the cache says, without the root */
+};
+int ldcache_read(const char *root, struct ldcache_entry **out, size_t *count,
+                 struct gpulet_error *err);
+
+#endif

@@ -1,0 +1,91 @@
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cdi/cdi.h"
+
+static const char cdi_usage[] =
+    "Usage: gpulet [GLOBAL OPTIONS] cdi generate [OPTIONS]\n"
+    "\n"
+    "Write a CDI spec (kind nvidia.com/gpu) for this node's GPUs: a device per\n"
+    "GPU by index and UUID, per MIG device, and \"all\"; the driver's device\n"
+    "nodes, libraries, tools and firmware.\n"
+    "\n"
+    "  --output FILE      write FILE atomically (default: standard output)\n"
+    "  --format F         yaml or json (default: from the file name, else yaml)\n"
+    "  --driver-root DIR  where the driver's files are (default: the global\n"
+    "                     --driver-root, env NVIDIA_DRIVER_ROOT, else /)\n"
+    "  --dev-root DIR     where the device nodes are (default: the driver root)\n"
+    "  -h, --help         show this help\n";
+
+int cli_cdi(const struct cli_options *opts, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "generate") != 0) {
+        if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+            fputs(cdi_usage, stdout);
+            return CLI_OK;
+        }
+        fprintf(stderr, "gpulet cdi: %s\n%s",
+                argc < 2 ? "which action? (generate)" : "unknown action", cdi_usage);
+        return CLI_USAGE;
+    }
+    enum { OPT_OUTPUT = 256, OPT_FORMAT, OPT_DRIVER_ROOT, OPT_DEV_ROOT };
+    static const struct option long_options[] = {
+        {"output", required_argument, NULL, OPT_OUTPUT},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"driver-root", required_argument, NULL, OPT_DRIVER_ROOT},
+        {"dev-root", required_argument, NULL, OPT_DEV_ROOT},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *output = NULL, *format = NULL;
+    struct cdi_options cdi = {.driver_root = opts->nvml.driver_root};
+    optind = 0;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc - 1, argv + 1, ":h", long_options, NULL)) != -1) {
+        switch (c) {
+        case OPT_OUTPUT: output = optarg; break;
+        case OPT_FORMAT: format = optarg; break;
+        case OPT_DRIVER_ROOT: cdi.driver_root = optarg; break;
+        case OPT_DEV_ROOT: cdi.dev_root = optarg; break;
+        case 'h': fputs(cdi_usage, stdout); return CLI_OK;
+        default:
+            fprintf(stderr, "gpulet cdi generate: %s '%s'\n%s",
+                    c == ':' ? "option needs a value:" : "unknown option", argv[optind], cdi_usage);
+            return CLI_USAGE;
+        }
+    }
+    if (cdi.driver_root == NULL)
+        cdi.driver_root = "/";
+    if (cdi.dev_root == NULL)
+        cdi.dev_root = cdi.driver_root;
+    enum cdi_format fmt = CDI_YAML;
+    if (format == NULL && output && strlen(output) > 5 &&
+        strcmp(output + strlen(output) - 5, ".json") == 0)
+        fmt = CDI_JSON;
+    if (format && strcmp(format, "json") == 0)
+        fmt = CDI_JSON;
+    else if (format && strcmp(format, "yaml") != 0) {
+        fprintf(stderr, "gpulet cdi generate: --format must be yaml or json, not '%s'\n", format);
+        return CLI_USAGE;
+    }
+    struct nvml *nvml;
+    struct gpu_inventory *inv;
+    int opened = cli_open_inventory(opts, &nvml, &inv);
+    if (opened != CLI_OK)
+        return opened;
+    struct gpulet_error err = {0};
+    json_t *spec = NULL;
+    int rc = CLI_OK;
+    if (cdi_spec_build(inv, &cdi, &spec, &err) < 0 || cdi_spec_write(spec, fmt, output, &err) < 0) {
+        fprintf(stderr, "gpulet: %s\n", err.msg);
+        rc = CLI_FAILED;
+    }
+    json_decref(spec);
+    gpu_inventory_free(inv);
+    nvml_close(nvml);
+    return rc;
+}
