@@ -20,6 +20,8 @@ python3-yaml
 python3-grpcio
 python3-grpc-tools
 python3-prometheus-client
+runc
+busybox-static
 prometheus
 valgrind
 "

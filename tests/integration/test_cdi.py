@@ -15,7 +15,7 @@ VERSION = "550.90.07"  # the driver of the a100-mig and dgx-a100 fixtures
 LIBS = ["libcuda", "libnvidia-ml", "libnvidia-ptxjitcompiler", "libEGL_nvidia"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def driver_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("driver")
     lib = root / "usr/lib/x86_64-linux-gnu"
@@ -42,7 +42,8 @@ def driver_root(tmp_path_factory):
     (fw / "gsp_ga10x.bin").write_bytes(b"\0")
     (root / "dev").mkdir()
     os.mknod(root / "dev/nvidiactl", 0o666 | stat.S_IFCHR, os.makedev(195, 255))
-    os.mknod(root / "dev/nvidia0", 0o666 | stat.S_IFCHR, os.makedev(195, 0))
+    for minor in range(8):
+        os.mknod(root / f"dev/nvidia{minor}", 0o666 | stat.S_IFCHR, os.makedev(195, minor))
     return root
 
 

@@ -1,0 +1,165 @@
+"""gpulet-runtime around a real runc, running busybox containers from a
+bundle against the fake driver root of test_cdi (device nodes made with
+mknod, real shared objects)."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import load_node
+from test_cdi import driver_root  # noqa: F401 (the fixture)
+
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+pytestmark = pytest.mark.skipif(not os.path.exists(RUNC) or not os.path.exists(BUSYBOX),
+                                reason="runc and busybox-static are needed")
+
+
+@pytest.fixture
+def cdi_dir(gpulet, driver_root, tmp_path):  # noqa: F811
+    d = tmp_path / "cdi"
+    d.mkdir()
+    r = gpulet("--simulate", "dgx-a100", "cdi", "generate", "--driver-root", driver_root,
+               "--output", d / "nvidia.yaml")
+    assert r.rc == 0, r.err
+    return d
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    b = tmp_path / "bundle"
+    rootfs = b / "rootfs" / "bin"
+    rootfs.mkdir(parents=True)
+    shutil.copy(BUSYBOX, rootfs / "busybox")
+    for cmd in ("sh", "ls", "cat", "env"):
+        os.symlink("busybox", rootfs / cmd)
+    subprocess.run([RUNC, "spec"], cwd=b, check=True)
+    config = json.loads((b / "config.json").read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["sh", "-c", "ls /dev; ls /usr/lib/x86_64-linux-gnu 2>&1; env"]
+    config["root"]["readonly"] = False
+    (b / "config.json").write_text(json.dumps(config, indent=1))
+    return b
+
+
+def edit(bundle, change):
+    config = json.loads((bundle / "config.json").read_text())
+    change(config)
+    (bundle / "config.json").write_text(json.dumps(config, indent=1))
+
+
+def run(build, bundle, cdi_dir, tmp_path, name="c1", extra_env=None):
+    env = dict(os.environ, GPULET_CDI_SPEC_DIRS=str(cdi_dir), GPULET_RUNTIME=RUNC)
+    env.update(extra_env or {})
+    return subprocess.run([str(build / "gpulet-runtime"), "--root", str(tmp_path / "state"), "run",
+                           "--bundle", str(bundle), name], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def devices(output):
+    return sorted(w for w in output.split() if w.startswith("nvidia"))
+
+
+def test_visible_devices_by_index(build, bundle, cdi_dir, tmp_path):
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=0"))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia0", "nvidiactl"]
+    assert "libcuda.so.1" in r.stdout and "libnvidia-ml.so.550.90.07" in r.stdout
+    assert "libother" not in r.stdout
+    config = json.loads((bundle / "config.json").read_text())
+    rules = config["linux"]["resources"]["devices"]
+    assert {"allow": True, "type": "c", "major": 195, "minor": 0, "access": "rwm"} in rules
+    assert config["ociVersion"]  # fields it does not know stay
+
+
+def test_cdi_annotation_and_uuid(build, bundle, cdi_dir, tmp_path):
+    uuid = load_node("dgx-a100")["gpus"][3]["uuid"]
+    edit(bundle, lambda c: c.setdefault("annotations", {}).update(
+        {"cdi.k8s.io/gpulet_gpu_1": f"nvidia.com/gpu={uuid},nvidia.com/gpu=1,vendor.com/x=y"}))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia1", "nvidia3", "nvidiactl"]
+
+
+def test_volume_mount_request(build, bundle, cdi_dir, tmp_path):
+    uuid = load_node("dgx-a100")["gpus"][5]["uuid"]
+    edit(bundle, lambda c: (c["mounts"].append({
+        "destination": f"/var/run/nvidia-container-devices/{uuid}", "type": "bind",
+        "source": "/dev/null", "options": ["rbind", "ro"]}),
+        c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all")))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    # the mounts win over the variable: a pod cannot widen its own request
+    assert devices(r.stdout) == ["nvidia5", "nvidiactl"]
+
+
+def test_all(build, bundle, cdi_dir, tmp_path):
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all"))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == sorted([f"nvidia{i}" for i in range(8)] + ["nvidiactl"])
+
+
+@pytest.mark.parametrize("value", [None, "none", "void", ""])
+def test_nothing_asked_leaves_the_bundle_untouched(build, bundle, cdi_dir, tmp_path, value):
+    if value is not None:
+        edit(bundle, lambda c: c["process"]["env"].append(f"NVIDIA_VISIBLE_DEVICES={value}"))
+    before = hashlib.sha256((bundle / "config.json").read_bytes()).hexdigest()
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == []
+    assert hashlib.sha256((bundle / "config.json").read_bytes()).hexdigest() == before
+
+
+def test_unknown_gpu_fails_the_create(build, bundle, cdi_dir, tmp_path):
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=GPU-not-here"))
+    before = (bundle / "config.json").read_bytes()
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 1
+    assert 'asks (through NVIDIA_VISIBLE_DEVICES) for GPU "GPU-not-here"' in r.stderr
+    assert (bundle / "config.json").read_bytes() == before
+    assert not (tmp_path / "state" / "c1").exists()  # runc never ran
+
+
+def test_hostile_bundles_fail_safely(build, bundle, cdi_dir, tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text((bundle / "config.json").read_text())
+    (bundle / "config.json").unlink()
+    os.symlink(outside, bundle / "config.json")
+    before = outside.read_bytes()
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 1 and "is a symbolic link; refusing to read it" in r.stderr
+    assert outside.read_bytes() == before
+    (bundle / "config.json").unlink()
+    (bundle / "config.json").write_text('{"ociVersion": "1.0.2", "process": {"env": [')
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 1 and "cannot parse" in r.stderr and "config.json line 1" in r.stderr
+    (bundle / "config.json").write_text('{"process": {"env": ["NVIDIA_VISIBLE_DEVICES=0",'
+                                        ' "LD_PRELOAD=/evil.so", "X=' + "a" * 100000 + '"]}}')
+    r = run(build, bundle, cdi_dir, tmp_path)
+    # edits applied, then runc refuses the incomplete spec: never our crash
+    assert "gpulet-runtime:" not in r.stderr
+    assert sorted(p.name for p in bundle.iterdir()) == ["config.json", "rootfs"]
+
+
+def test_other_commands_pass_straight_through(build):
+    r = subprocess.run([str(build / "gpulet-runtime"), "--version"], capture_output=True,
+                       text=True, env=dict(os.environ, GPULET_RUNTIME=RUNC))
+    assert r.returncode == 0 and r.stdout.startswith("runc version")
+
+
+def test_crun(build, bundle, cdi_dir, tmp_path):
+    crun = shutil.which("crun")
+    if crun is None:
+        pytest.skip("crun is not installed (and fails on these machines' hybrid cgroups; "
+                    "see shared/reference/test-machine.md)")
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=0"))
+    r = run(build, bundle, cdi_dir, tmp_path, extra_env={"GPULET_RUNTIME": crun})
+    if "cgroups in hybrid mode not supported" in r.stderr:
+        pytest.skip("crun refuses hybrid cgroups on this machine")
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia0", "nvidiactl"]
