@@ -17,6 +17,7 @@ static const char usage_text[] =
     "  run         run the node daemon (device plugin and node labels)\n"
     "  labels      print the nvidia.com/* node labels\n"
     "  cdi         generate a CDI spec for the GPUs (cdi generate)\n"
+    "  runtime     configure a container engine for gpulet-runtime\n"
     "  version     print the version\n"
     "  help [CMD]  show this help, or a command's\n"
     "\n"
@@ -166,6 +167,8 @@ int cli_main(int argc, char **argv)
         return cli_labels(&opts, cargc, cargv);
     if (strcmp(command, "cdi") == 0)
         return cli_cdi(&opts, cargc, cargv);
+    if (strcmp(command, "runtime") == 0)
+        return cli_runtime(&opts, cargc, cargv);
     if (strcmp(command, "version") == 0)
         return print_version();
     if (strcmp(command, "help") == 0)
