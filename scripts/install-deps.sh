@@ -22,6 +22,7 @@ python3-grpc-tools
 python3-prometheus-client
 runc
 busybox-static
+containerd
 prometheus
 valgrind
 "

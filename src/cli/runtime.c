@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/configure.h"
+#include "runtime/runtime.h"
 
 static const char runtime_usage[] =
     "Usage: gpulet runtime configure --runtime docker|crio|containerd [OPTIONS]\n"

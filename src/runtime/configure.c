@@ -1,4 +1,4 @@
-#include "configure.h"
+#include "runtime.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,12 +10,14 @@
 
 #include <jansson.h>
 
+#include "toml_scan.h"
+
 const char *engine_default_config(enum engine e)
 {
     switch (e) {
     case ENGINE_DOCKER: return "/etc/docker/daemon.json";
     case ENGINE_CRIO: return "/etc/crio/crio.conf.d/99-gpulet.toml";
-    case ENGINE_CONTAINERD: return "/etc/containerd/conf.d/99-gpulet.toml";
+    case ENGINE_CONTAINERD: return "/etc/containerd/config.toml";
     }
     return NULL;
 }
@@ -158,17 +160,235 @@ static char *crio_config(const struct configure_options *opts)
     return text;
 }
 
+
+/* ---- containerd ---- */
+
+#define MAX_TABLES 512
+
+struct containerd_scan {
+    const char *text;
+    const char *version_at;
+    const char *imports_at;
+    size_t tables;
+    const char *table_at[MAX_TABLES];
+    char table_key[MAX_TABLES][512];
+};
+
+static int containerd_item(enum toml_item item, const char *key, const char *at,
+                           unsigned long line, void *user)
+{
+    (void)line;
+    struct containerd_scan *c = user;
+    if (item == TOML_TOP_KEY) {
+        if (strcmp(key, "version") == 0)
+            c->version_at = at;
+        else if (strcmp(key, "imports") == 0)
+            c->imports_at = at;
+        return 0;
+    }
+    if (c->tables == MAX_TABLES)
+        return -1;
+    c->table_at[c->tables] = at;
+    snprintf(c->table_key[c->tables++], sizeof c->table_key[0], "%s", key);
+    return 0;
+}
+
+static bool starts_with_path(const char *key, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncmp(key, prefix, n) == 0 && (key[n] == '\0' || key[n] == '\x1f');
+}
+
+static char *containerd_config(const char *main_path, const char *old, bool existed,
+                               const struct configure_options *opts, char **main_out,
+                               const char *drop_in_glob, struct gpulet_error *err)
+{
+    struct containerd_scan *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        gpulet_error_errno(err, ENOMEM, "cannot read %s", main_path);
+        return NULL;
+    }
+    c->text = old;
+    if (toml_scan(main_path, old, containerd_item, c, err) < 0) {
+        gpulet_error_prefix(err, "cannot parse the containerd config; nothing was changed");
+        free(c);
+        return NULL;
+    }
+    int version = existed ? 1 : 2;
+    if (c->version_at && sscanf(strchr(c->version_at, '=') + 1, "%d", &version) != 1) {
+        free(c);
+        gpulet_error_set(err, GPULET_ERR_INPUT, "%s: version is not a number; nothing was changed",
+                         main_path);
+        return NULL;
+    }
+    if (version != 2 && version != 3) {
+        free(c);
+        gpulet_error_set(err, GPULET_ERR_INPUT,
+                         "%s is containerd config version %d; gpulet writes versions 2 and 3 "
+                         "(migrate with `containerd config migrate`); nothing was changed",
+                         main_path, version);
+        return NULL;
+    }
+    const char *plugin = version == 3 ? "io.containerd.cri.v1.runtime" : "io.containerd.grpc.v1.cri";
+    char cri[128], ours[256], ours_header[256];
+    snprintf(cri, sizeof cri, "plugins\x1f%s", plugin);
+    snprintf(ours, sizeof ours, "%s\x1f" "containerd\x1fruntimes\x1fnvidia", cri);
+    snprintf(ours_header, sizeof ours_header, "plugins.\"%s\".containerd.runtimes.nvidia", plugin);
+
+    char *drop = NULL;
+    size_t drop_len = 0;
+    FILE *f = open_memstream(&drop, &drop_len);
+    fprintf(f, "# Written by gpulet runtime configure: the \"nvidia\" runtime runs gpulet-runtime.\n"
+               "# The CRI tables of %s are repeated here: before containerd 2.1 an\n"
+               "# imported table replaces the main file's table whole.\n"
+               "version = %d\n",
+            main_path, version);
+    bool systemd = false, has_containerd_table = false;
+    for (size_t i = 0; i < c->tables; i++) {
+        if (!starts_with_path(c->table_key[i], cri) || starts_with_path(c->table_key[i], ours))
+            continue;
+        const char *end = i + 1 < c->tables ? c->table_at[i + 1] : old + strlen(old);
+        char *block = strndup(c->table_at[i], (size_t)(end - c->table_at[i]));
+        char runc_options[300], containerd_table[160];
+        snprintf(runc_options, sizeof runc_options, "%s\x1f" "containerd\x1fruntimes\x1frunc\x1foptions", cri);
+        snprintf(containerd_table, sizeof containerd_table, "%s\x1f" "containerd", cri);
+        if (strcmp(c->table_key[i], runc_options) == 0 && strstr(block, "SystemdCgroup = true"))
+            systemd = true;
+        fputc('\n', f);
+        if (opts->set_as_default && strcmp(c->table_key[i], containerd_table) == 0) {
+            has_containerd_table = true;
+            /* the header line, our default, then the table without its old default */
+            char *nl = strchr(block, '\n');
+            fwrite(block, 1, nl ? (size_t)(nl - block + 1) : strlen(block), f);
+            if (!nl)
+                fputc('\n', f);
+            fprintf(f, "  default_runtime_name = \"nvidia\"\n");
+            for (char *line = nl ? nl + 1 : block + strlen(block); *line;) {
+                char *next = strchr(line, '\n');
+                size_t len = next ? (size_t)(next - line + 1) : strlen(line);
+                const char *t = line;
+                while (*t == ' ' || *t == '\t')
+                    t++;
+                if (strncmp(t, "default_runtime_name", 20) != 0)
+                    fwrite(line, 1, len, f);
+                line += len;
+            }
+        } else {
+            fputs(block, f);
+        }
+        free(block);
+    }
+    if (opts->set_as_default && !has_containerd_table)
+        fprintf(f, "\n[plugins.\"%s\".containerd]\n  default_runtime_name = \"nvidia\"\n", plugin);
+    fprintf(f, "\n[%s]\n  runtime_type = \"io.containerd.runc.v2\"\n[%s.options]\n"
+               "  BinaryName = \"%s\"\n",
+            ours_header, ours_header, opts->runtime_path);
+    if (systemd)
+        fprintf(f, "  SystemdCgroup = true\n");
+    fclose(f);
+
+    /* The main file: our drop-in folder among its imports. */
+    char *main_text = NULL;
+    size_t main_len = 0;
+    FILE *m = open_memstream(&main_text, &main_len);
+    char quoted[4200];
+    snprintf(quoted, sizeof quoted, "\"%s\"", drop_in_glob);
+    if (!existed) {
+        fprintf(m, "version = 2\nimports = [%s]\n", quoted);
+    } else if (c->imports_at) {
+        const char *bracket = strchr(c->imports_at, '[');
+        const char *statement_end = c->tables ? c->table_at[0] : old + strlen(old);
+        const char *found = strstr(c->imports_at, quoted);
+        if (found && found < statement_end) {
+            fputs(old, m);
+        } else {
+            fwrite(old, 1, (size_t)(bracket + 1 - old), m);
+            fprintf(m, "%s, ", quoted);
+            fputs(bracket + 1, m);
+        }
+    } else {
+        /* after the version line, or at the top */
+        const char *after = c->version_at ? strchr(c->version_at, '\n') : NULL;
+        size_t head = after ? (size_t)(after + 1 - old) : 0;
+        fwrite(old, 1, head, m);
+        fprintf(m, "imports = [%s]\n", quoted);
+        fputs(old + head, m);
+    }
+    fclose(m);
+    free(c);
+    *main_out = main_text;
+    return drop;
+}
+
+static int configure_containerd(const struct configure_options *opts, bool *changed, FILE *out,
+                                struct gpulet_error *err)
+{
+    const char *main_path = opts->config ? opts->config : engine_default_config(ENGINE_CONTAINERD);
+    char copy[4096], drop_path[4200], glob[4200];
+    snprintf(copy, sizeof copy, "%s", main_path);
+    char *dir = dirname(copy);
+    snprintf(drop_path, sizeof drop_path, "%s/conf.d/99-gpulet.toml", dir);
+    snprintf(glob, sizeof glob, "%s/conf.d/*.toml", dir);
+    bool main_existed, drop_existed;
+    char *old_main = read_all(main_path, &main_existed, err);
+    if (old_main == NULL)
+        return -1;
+    char *old_drop = read_all(drop_path, &drop_existed, err);
+    if (old_drop == NULL) {
+        free(old_main);
+        return -1;
+    }
+    char *new_main = NULL;
+    char *new_drop = containerd_config(main_path, old_main, main_existed, opts, &new_main, glob, err);
+    int rc = new_drop ? 0 : -1;
+    if (rc == 0) {
+        bool main_changed = strcmp(old_main, new_main) != 0;
+        bool drop_changed = strcmp(old_drop, new_drop) != 0;
+        *changed = main_changed || drop_changed;
+        if (opts->dry_run) {
+            fprintf(out, "# %s%s\n%s\n# %s%s\n%s", drop_path,
+                    drop_changed ? " would become:" : " is already configured:", new_drop,
+                    main_path, main_changed ? " would become:" : " is already configured:",
+                    new_main);
+        } else {
+            if (drop_changed)
+                rc = replace(drop_path, old_drop, drop_existed, new_drop, err);
+            if (rc == 0 && main_changed)
+                rc = replace(main_path, old_main, main_existed, new_main, err);
+            if (rc == 0 && *changed)
+                fprintf(out, "gpulet: wrote %s%s%s (old files kept as *.gpulet-backup)\n",
+                        drop_changed ? drop_path : "", drop_changed && main_changed ? " and " : "",
+                        main_changed ? main_path : "");
+            else if (rc == 0)
+                fprintf(out, "gpulet: %s is already configured; nothing changed\n", main_path);
+        }
+    }
+    free(old_main);
+    free(old_drop);
+    free(new_main);
+    free(new_drop);
+    return rc;
+}
+
+static void print_runtime_class(FILE *out)
+{
+    fprintf(out, "\nThen restart the engine and apply this RuntimeClass:\n"
+                 "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n"
+                 "  name: nvidia\nhandler: nvidia\n");
+}
+
 int runtime_configure(const struct configure_options *opts, bool *changed, FILE *out,
                       struct gpulet_error *err)
 {
-    if (opts->engine == ENGINE_CONTAINERD)
-        return gpulet_error_set(err, GPULET_ERR_USAGE,
-                                "containerd is not supported yet: add a runtime \"nvidia\" with "
-                                "BinaryName = \"%s\" by hand (docs/runtime.md)",
-                                opts->runtime_path);
     if (opts->runtime_path[0] != '/')
         return gpulet_error_set(err, GPULET_ERR_USAGE,
                                 "the runtime path must be absolute, not \"%s\"", opts->runtime_path);
+    if (opts->engine == ENGINE_CONTAINERD) {
+        int rc = configure_containerd(opts, changed, out, err);
+        if (rc == 0)
+            print_runtime_class(out);
+        return rc;
+    }
     const char *path = opts->config ? opts->config : engine_default_config(opts->engine);
     bool existed;
     char *old = read_all(path, &existed, err);
@@ -195,9 +415,7 @@ int runtime_configure(const struct configure_options *opts, bool *changed, FILE 
         fprintf(out, "gpulet: %s is already configured; nothing changed\n", path);
     }
     if (rc == 0)
-        fprintf(out, "\nThen restart the engine and apply this RuntimeClass:\n"
-                     "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n"
-                     "  name: nvidia\nhandler: nvidia\n");
+        print_runtime_class(out);
     free(old);
     free(text);
     return rc;

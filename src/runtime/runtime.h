@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <stdio.h>
+
 #include <jansson.h>
 
 #include "error/error.h"
@@ -44,5 +46,28 @@ int runtime_apply(json_t *config, json_t *spec, const char *spec_path,
  * atomically (a new file in the bundle, fsync, rename). */
 int runtime_read_config(const char *bundle, json_t **config, struct gpulet_error *err);
 int runtime_write_config(const char *bundle, json_t *config, struct gpulet_error *err);
+
+/* ---- engine configuration: `gpulet runtime configure` adds an "nvidia"
+ * runtime that runs gpulet-runtime to Docker's daemon.json, as a CRI-O
+ * drop-in, or as a containerd drop-in imported by the main config —
+ * keeping every other setting, idempotent, with a backup of what it
+ * changes, refusing to touch a file it cannot parse. ---- */
+
+enum engine { ENGINE_DOCKER, ENGINE_CRIO, ENGINE_CONTAINERD };
+
+struct configure_options {
+    enum engine engine;
+    const char *config;        /* the file to edit or write; NULL: the engine's default */
+    const char *runtime_path;  /* gpulet-runtime's absolute path */
+    bool set_as_default;
+    bool dry_run;              /* print the result instead of writing */
+};
+
+/* Returns 0 with *changed telling whether the file was (or would be)
+ * changed; messages for the user go to out. */
+int runtime_configure(const struct configure_options *opts, bool *changed, FILE *out,
+                      struct gpulet_error *err);
+
+const char *engine_default_config(enum engine e);
 
 #endif

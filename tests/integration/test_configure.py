@@ -86,8 +86,70 @@ def test_crio_drop_in(gpulet, tmp_path):
 def test_usage_errors(gpulet, tmp_path):
     r = gpulet("runtime", "configure", "--runtime", "podman")
     assert r.rc == 2 and "--runtime must be docker, crio or containerd" in r.err
-    r = configure(gpulet, "--runtime", "containerd", "--config", tmp_path / "c.toml")
-    assert r.rc == 2 and "containerd is not supported yet" in r.err
     r = gpulet("runtime", "configure", "--runtime", "docker", "--runtime-path", "relative/path",
                "--config", tmp_path / "d.json")
     assert r.rc == 2 and "must be absolute" in r.err
+
+
+# ---- containerd ----
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+
+
+def containerd_case(tmp_path, name):
+    cfg = tmp_path / "config.toml"
+    shutil.copy(GOLDEN / f"{name}-before.toml", cfg)
+    return cfg
+
+
+def normalise(text, tmp_path):
+    return text.replace(str(tmp_path), "/etc/containerd")
+
+
+@pytest.mark.parametrize("name", ["containerd-v2", "containerd-v3"])
+def test_containerd_drop_in_and_imports(gpulet, tmp_path, name):
+    cfg = containerd_case(tmp_path, name)
+    before = cfg.read_text()
+    r = configure(gpulet, "--runtime", "containerd", "--config", cfg, "--set-as-default")
+    assert r.rc == 0, r.err
+    drop = tmp_path / "conf.d" / "99-gpulet.toml"
+    golden(f"{name}-drop-in.toml", normalise(drop.read_text(), tmp_path))
+    golden(f"{name}-after.toml", normalise(cfg.read_text(), tmp_path))
+    assert (tmp_path / "config.toml.gpulet-backup").read_text() == before
+    again = configure(gpulet, "--runtime", "containerd", "--config", cfg, "--set-as-default")
+    assert "already configured; nothing changed" in again.out
+    if shutil.which("containerd") and name == "containerd-v2":
+        dump = subprocess.run(["containerd", "--config", str(cfg), "config", "dump"],
+                              capture_output=True, text=True, timeout=30)
+        assert dump.returncode == 0, dump.stderr
+        out = dump.stdout
+        assert '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]' in out
+        assert 'BinaryName = "/usr/local/bin/gpulet-runtime"' in out
+        assert 'default_runtime_name = "nvidia"' in out
+        assert 'sandbox_image = "registry.k8s.io/pause:3.9"' in out  # kept
+        assert "runtimes.kata]" in out                                 # kept
+
+
+def test_containerd_without_a_config(gpulet, tmp_path):
+    cfg = tmp_path / "config.toml"
+    r = configure(gpulet, "--runtime", "containerd", "--config", cfg)
+    assert r.rc == 0, r.err
+    assert cfg.read_text() == f'version = 2\nimports = ["{tmp_path}/conf.d/*.toml"]\n'
+    assert "runtimes.nvidia]" in (tmp_path / "conf.d" / "99-gpulet.toml").read_text()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("version = 2\n[plugins\n", "line 2: a table header that does not parse"),
+    ("version = 2\nroot = \"/x\" junk\n", "line 2: unexpected text after the value"),
+    ("version = 2\nimports = [\"a\",\n", "line 2: a value that does not parse"),
+    ("root = \"/var/lib/containerd\"\n", "is containerd config version 1"),
+])
+def test_containerd_config_it_cannot_use_is_left_alone(gpulet, tmp_path, text, message):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    r = configure(gpulet, "--runtime", "containerd", "--config", cfg)
+    assert r.rc == 1
+    assert message in r.err and "nothing was changed" in r.err
+    assert cfg.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
