@@ -4,9 +4,10 @@
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build build-asan deps test demo bench clean
+.PHONY: all build build-asan build-fuzz deps test demo bench fuzz clean
 
 all: build
 
@@ -15,6 +16,18 @@ deps:
 
 $(BUILD)/Makefile: CMakeLists.txt
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+$(FUZZ_BUILD)/Makefile: CMakeLists.txt
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DGPULET_FUZZ=ON >/dev/null
+
+build-fuzz: deps $(FUZZ_BUILD)/Makefile
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target runtime_fuzz -- --no-print-directory
+
+# A long fuzzing run (10 minutes); make test runs 20 seconds of it.
+fuzz: build-fuzz
+	@cmake -S . -B $(FUZZ_BUILD) -DGPULET_FUZZ_SECONDS=600 >/dev/null
+	@ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure
+	@cmake -S . -B $(FUZZ_BUILD) -DGPULET_FUZZ_SECONDS=20 >/dev/null
 
 $(ASAN_BUILD)/Makefile: CMakeLists.txt
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DGPULET_SANITIZE=ON >/dev/null
@@ -25,8 +38,8 @@ build: deps $(BUILD)/Makefile
 build-asan: deps $(ASAN_BUILD)/Makefile
 	@cmake --build $(ASAN_BUILD) -j $(JOBS) -- --no-print-directory
 
-test: build build-asan
-	@./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD)
+test: build build-asan build-fuzz
+	@./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
 demo: build
 	@./scripts/demo.sh $(BUILD)
@@ -35,4 +48,4 @@ bench: build
 	@$(BUILD)/bench/bench_inventory
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -14,6 +14,8 @@ libnghttp2-dev
 libprotobuf-c-dev
 protobuf-c-compiler
 libcmocka-dev
+clang
+libclang-rt-14-dev
 python3
 python3-pytest
 python3-yaml

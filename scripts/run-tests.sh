@@ -1,14 +1,16 @@
 #!/bin/sh
 # Runs every test: the unit tests under ASan+UBSan, the unit tests and one
-# valgrind pass in the plain build, then the integration suite (pytest, by
+# valgrind pass in the plain build, a bounded libFuzzer run (when a fuzz
+# build is given), then the integration suite (pytest, by
 # Debian's /usr/bin/python3) against the sanitizer build. Ends with one
 # line: "N passed, N failed". Exit status 0 only when nothing failed.
 #
-#   scripts/run-tests.sh BUILD_DIR ASAN_BUILD_DIR
+#   scripts/run-tests.sh BUILD_DIR ASAN_BUILD_DIR [FUZZ_BUILD_DIR]
 set -u
 
 build=${1:-build}
 asan=${2:-build-asan}
+fuzz=${3:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
@@ -28,6 +30,9 @@ run_ctest() { # dir label junit
 status=0
 run_ctest "$asan" unit "$results/unit-asan.xml" || status=1
 run_ctest "$build" 'unit|valgrind' "$results/unit-plain.xml" || status=1
+if [ -n "$fuzz" ]; then
+    run_ctest "$fuzz" fuzz "$results/fuzz.xml" || status=1
+fi
 
 echo "== integration tests (pytest) against $asan"
 GPULET_BUILD="$root/$asan" /usr/bin/python3 -m pytest -q -p no:cacheprovider \

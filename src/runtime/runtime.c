@@ -41,7 +41,8 @@ static int add_list(struct runtime_request *req, const char *list, bool qualifie
     const char *p = list;
     while (*p) {
         const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        size_t whole = comma ? (size_t)(comma - p) : strlen(p);
+        size_t len = whole;
         const char *item = p;
         while (len && *item == ' ')
             item++, len--;
@@ -56,7 +57,7 @@ static int add_list(struct runtime_request *req, const char *list, bool qualifie
         } else if (add_name(req, item, len, err) < 0) {
             return -1;
         }
-        p = comma ? comma + 1 : p + len;
+        p = comma ? comma + 1 : p + whole; /* the untrimmed item: trimming must not stall */
     }
     return 0;
 }

@@ -163,3 +163,11 @@ def test_crun(build, bundle, cdi_dir, tmp_path):
         pytest.skip("crun refuses hybrid cgroups on this machine")
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == ["nvidia0", "nvidiactl"]
+
+
+def test_spaces_in_the_list(build, bundle, cdi_dir, tmp_path):
+    """Found by the fuzzer: a trailing space made the request parser loop."""
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES= 2 , 0 "))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia0", "nvidia2", "nvidiactl"]
