@@ -295,6 +295,34 @@ static void add_files(const struct gpu_inventory *inv, const struct cdi_options 
         json_array_append_new(mounts, mount(host, path));
 }
 
+/* The container's ld cache must learn the library folders. */
+static json_t *ldcache_hook(const char *hook_path, json_t *mounts)
+{
+    json_t *args = json_pack("[s, s]", "gpulet-hook", "update-ldcache");
+    json_t *seen = json_object();
+    size_t i;
+    json_t *m;
+    json_array_foreach(mounts, i, m) {
+        const char *path = json_string_value(json_object_get(m, "containerPath"));
+        if (path == NULL || strstr(path, ".so") == NULL)
+            continue;
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || slash == dir)
+            continue;
+        *slash = '\0';
+        if (json_object_get(seen, dir))
+            continue;
+        json_object_set_new(seen, dir, json_true());
+        json_array_append_new(args, json_string("--folder"));
+        json_array_append_new(args, json_string(dir));
+    }
+    json_decref(seen);
+    return json_pack("[{s:s, s:s, s:o}]", "hookName", "createContainer", "path", hook_path,
+                     "args", args);
+}
+
 static json_t *device(const char *name, json_t *nodes)
 {
     return json_pack("{s:s, s:{s:o}}", "name", name, "containerEdits", "deviceNodes", nodes);
@@ -376,6 +404,9 @@ int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *op
     *out = json_pack("{s:s, s:s, s:o, s:{s:[s], s:o, s:o}}", "cdiVersion", CDI_VERSION, "kind",
                      CDI_KIND, "devices", list, "containerEdits", "env",
                      "NVIDIA_VISIBLE_DEVICES=void", "deviceNodes", control, "mounts", mounts);
+    if (opts->hook_path)
+        json_object_set_new(json_object_get(*out, "containerEdits"), "hooks",
+                            ldcache_hook(opts->hook_path, mounts));
     return 0;
 }
 

@@ -23,6 +23,7 @@
 struct cdi_options {
     const char *driver_root; /* where the driver's files are, "/" by default */
     const char *dev_root;    /* where the device nodes are, the driver root by default */
+    const char *hook_path;   /* gpulet-hook, for the ld cache; NULL: no hook */
 };
 
 /* A new JSON object holding the spec. */

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cdi/cdi.h"
 
@@ -18,6 +19,9 @@ static const char cdi_usage[] =
     "  --driver-root DIR  where the driver's files are (default: the global\n"
     "                     --driver-root, env NVIDIA_DRIVER_ROOT, else /)\n"
     "  --dev-root DIR     where the device nodes are (default: the driver root)\n"
+    "  --hook-path PATH   gpulet-hook, run to update the container's ld cache\n"
+    "                     (default: beside this gpulet)\n"
+    "  --no-hook          add no hook\n"
     "  -h, --help         show this help\n";
 
 int cli_cdi(const struct cli_options *opts, int argc, char **argv)
@@ -31,17 +35,28 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
                 argc < 2 ? "which action? (generate)" : "unknown action", cdi_usage);
         return CLI_USAGE;
     }
-    enum { OPT_OUTPUT = 256, OPT_FORMAT, OPT_DRIVER_ROOT, OPT_DEV_ROOT };
+    enum { OPT_OUTPUT = 256, OPT_FORMAT, OPT_DRIVER_ROOT, OPT_DEV_ROOT, OPT_HOOK, OPT_NO_HOOK };
     static const struct option long_options[] = {
         {"output", required_argument, NULL, OPT_OUTPUT},
         {"format", required_argument, NULL, OPT_FORMAT},
         {"driver-root", required_argument, NULL, OPT_DRIVER_ROOT},
         {"dev-root", required_argument, NULL, OPT_DEV_ROOT},
+        {"hook-path", required_argument, NULL, OPT_HOOK},
+        {"no-hook", no_argument, NULL, OPT_NO_HOOK},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *output = NULL, *format = NULL;
-    struct cdi_options cdi = {.driver_root = opts->nvml.driver_root};
+    char hook[4200] = "";
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        *strrchr(self, '/') = '\0';
+        snprintf(hook, sizeof hook, "%s/gpulet-hook", self);
+    }
+    struct cdi_options cdi = {.driver_root = opts->nvml.driver_root,
+                              .hook_path = hook[0] ? hook : NULL};
     optind = 0;
     opterr = 0;
     int c;
@@ -51,12 +66,19 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
         case OPT_FORMAT: format = optarg; break;
         case OPT_DRIVER_ROOT: cdi.driver_root = optarg; break;
         case OPT_DEV_ROOT: cdi.dev_root = optarg; break;
+        case OPT_HOOK: cdi.hook_path = optarg; break;
+        case OPT_NO_HOOK: cdi.hook_path = NULL; break;
         case 'h': fputs(cdi_usage, stdout); return CLI_OK;
         default:
             fprintf(stderr, "gpulet cdi generate: %s '%s'\n%s",
                     c == ':' ? "option needs a value:" : "unknown option", argv[optind], cdi_usage);
             return CLI_USAGE;
         }
+    }
+    if (cdi.hook_path && cdi.hook_path[0] != '/') {
+        fprintf(stderr, "gpulet cdi generate: --hook-path must be absolute (runtimes run hooks "
+                        "by absolute path), not '%s'\n", cdi.hook_path);
+        return CLI_USAGE;
     }
     if (cdi.driver_root == NULL)
         cdi.driver_root = "/";

@@ -266,6 +266,18 @@ static int apply_edits(json_t *config, json_t *edits, struct gpulet_error *err)
     }
     json_array_foreach(json_object_get(edits, "mounts"), i, v)
         apply_mount(config, v);
+    json_array_foreach(json_object_get(edits, "hooks"), i, v) {
+        const char *name = json_string_value(json_object_get(v, "hookName"));
+        const char *path = json_string_value(json_object_get(v, "path"));
+        if (name == NULL || path == NULL)
+            continue;
+        json_t *hooks = child(config, "hooks", json_object);
+        json_t *hook = json_pack("{s:s}", "path", path);
+        json_t *args = json_object_get(v, "args");
+        if (json_is_array(args))
+            json_object_set(hook, "args", args);
+        json_array_append_new(child(hooks, name, json_array), hook);
+    }
     return 0;
 }
 

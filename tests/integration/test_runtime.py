@@ -19,11 +19,11 @@ pytestmark = pytest.mark.skipif(not os.path.exists(RUNC) or not os.path.exists(B
 
 
 @pytest.fixture
-def cdi_dir(gpulet, driver_root, tmp_path):  # noqa: F811
+def cdi_dir(gpulet, build, driver_root, tmp_path):  # noqa: F811
     d = tmp_path / "cdi"
     d.mkdir()
     r = gpulet("--simulate", "dgx-a100", "cdi", "generate", "--driver-root", driver_root,
-               "--output", d / "nvidia.yaml")
+               "--output", d / "nvidia.yaml", "--hook-path", (build / "gpulet-hook").resolve())
     assert r.rc == 0, r.err
     return d
 
@@ -34,8 +34,9 @@ def bundle(tmp_path):
     rootfs = b / "rootfs" / "bin"
     rootfs.mkdir(parents=True)
     shutil.copy(BUSYBOX, rootfs / "busybox")
-    for cmd in ("sh", "ls", "cat", "env"):
+    for cmd in ("sh", "ls", "cat", "env", "grep"):
         os.symlink("busybox", rootfs / cmd)
+    (b / "rootfs" / "etc").mkdir()
     subprocess.run([RUNC, "spec"], cwd=b, check=True)
     config = json.loads((b / "config.json").read_text())
     config["process"]["terminal"] = False
@@ -171,3 +172,38 @@ def test_spaces_in_the_list(build, bundle, cdi_dir, tmp_path):
     r = run(build, bundle, cdi_dir, tmp_path)
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == ["nvidia0", "nvidia2", "nvidiactl"]
+
+
+def test_the_hook_fills_the_containers_ld_cache(build, bundle, cdi_dir, tmp_path):
+    edit(bundle, lambda c: (c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=0"),
+                            c["process"].__setitem__("args", ["sh", "-c",
+                                                              "grep -c libcuda.so.1 /etc/ld.so.cache"])))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.strip()) >= 1
+    hooks = json.loads((bundle / "config.json").read_text())["hooks"]["createContainer"]
+    assert hooks[0]["path"] == str((build / "gpulet-hook").resolve())
+    assert hooks[0]["args"][:4] == ["gpulet-hook", "update-ldcache", "--folder",
+                                    "/usr/lib/x86_64-linux-gnu"]
+
+
+def test_the_hook_refuses_bad_input(build, tmp_path):
+    hook = str(build / "gpulet-hook")
+    r = subprocess.run([hook, "update-ldcache", "--folder", "relative"], input="{}",
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "expected --folder /absolute/path" in r.stderr
+    r = subprocess.run([hook, "update-ldcache", "--folder", "/usr/lib"], input="not json",
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no absolute bundle path" in r.stderr
+    # a folder that escapes through a symlink is looked up inside the root
+    root = tmp_path / "bundle" / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/etc", root / "escape")
+    (tmp_path / "bundle" / "config.json").write_text('{"root": {"path": "rootfs"}}')
+    host_cache = open("/etc/ld.so.cache", "rb").read()
+    r = subprocess.run([hook, "update-ldcache", "--folder", "/escape"],
+                       input=json.dumps({"bundle": str(tmp_path / "bundle")}),
+                       capture_output=True, text=True, env={"LD_PRELOAD": "/nonexistent.so"})
+    assert r.returncode == 0, r.stderr
+    assert open("/etc/ld.so.cache", "rb").read() == host_cache  # the host's is untouched
+    assert (root / "etc" / "ld.so.cache").exists()

@@ -1,0 +1,135 @@
+/*
+ * gpulet-hook: the createContainer hook of the CDI spec. Run by the OCI
+ * runtime in the container's mount namespace before pivot_root, so the
+ * container's root is still a host path: derived from the bundle, never
+ * from anything inside the container.
+ *
+ *   gpulet-hook update-ldcache --folder /usr/lib/x86_64-linux-gnu [...]
+ *
+ * It makes the container's ld cache learn the driver library folders (and
+ * creates their soname links) by running the host's ldconfig chrooted into
+ * the container root, so no path inside the container can point outside
+ * it (the CVE-2024-0132 class). The container's environment never reaches
+ * it: ldconfig runs with an empty environment (the CVE-2025-23266 class).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#define MAX_FOLDERS 16
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int fail(const char *fmt, ...)
+{
+    char msg[PATH_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "gpulet-hook: %s\n", msg);
+    return 1;
+}
+
+/* The container root from the OCI state on stdin and the bundle's
+ * config.json (root.path, relative to the bundle unless absolute). */
+static int container_root(char *out, size_t len)
+{
+    json_error_t jerr;
+    json_t *state = json_loadf(stdin, 0, &jerr);
+    const char *bundle = json_string_value(json_object_get(state, "bundle"));
+    if (bundle == NULL || bundle[0] != '/') {
+        json_decref(state);
+        return fail("the OCI state on stdin has no absolute bundle path");
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/config.json", bundle);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    json_t *config = fd >= 0 ? json_loadfd(fd, 0, &jerr) : NULL;
+    if (fd >= 0)
+        close(fd);
+    const char *root = json_string_value(json_object_get(json_object_get(config, "root"), "path"));
+    int rc = 0;
+    if (root == NULL)
+        rc = fail("cannot read root.path from %s", path);
+    else if (root[0] == '/')
+        snprintf(out, len, "%s", root);
+    else
+        snprintf(out, len, "%s/%s", bundle, root);
+    json_decref(config);
+    json_decref(state);
+    return rc;
+}
+
+/* The folder must be a directory inside the container root, with every
+ * symlink on the way resolved inside that root. */
+static int check_folder(int root_fd, const char *folder)
+{
+    struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    long fd = syscall(SYS_openat2, root_fd, folder, &how, sizeof how);
+    if (fd < 0)
+        return -1;
+    close((int)fd);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "update-ldcache") != 0)
+        return fail("usage: gpulet-hook update-ldcache --folder DIR [--folder DIR]...");
+    const char *folders[MAX_FOLDERS];
+    size_t n = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--folder") == 0 && i + 1 < argc && n < MAX_FOLDERS &&
+            argv[i + 1][0] == '/')
+            folders[n++] = argv[++i];
+        else
+            return fail("unexpected argument %s (expected --folder /absolute/path)", argv[i]);
+    }
+    char root[PATH_MAX];
+    if (container_root(root, sizeof root) != 0)
+        return 1;
+    int root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        return fail("cannot open the container root %s", root);
+    /* ldconfig -r ROOT chroots into ROOT before it reads anything: the
+     * folders are container paths. Folders that are not there are skipped. */
+    char *args[4 + MAX_FOLDERS];
+    size_t k = 0;
+    args[k++] = "ldconfig";
+    args[k++] = "-r";
+    args[k++] = root;
+    for (size_t i = 0; i < n; i++)
+        if (check_folder(root_fd, folders[i]) == 0)
+            args[k++] = (char *)folders[i];
+    args[k] = NULL;
+    close(root_fd);
+    char etc[PATH_MAX + 8];
+    snprintf(etc, sizeof etc, "%s/etc", root);
+    mkdir(etc, 0755); /* ldconfig writes etc/ld.so.cache */
+    char *const no_env[] = {NULL};
+    pid_t pid = fork();
+    if (pid == 0) {
+        static const char *const ldconfigs[] = {"/sbin/ldconfig", "/usr/sbin/ldconfig", NULL};
+        for (size_t i = 0; ldconfigs[i]; i++)
+            execve(ldconfigs[i], args, no_env);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0)
+        return fail("ldconfig failed in the container root %s", root);
+    return 0;
+}
