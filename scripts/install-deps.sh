@@ -25,6 +25,7 @@ python3-prometheus-client
 runc
 busybox-static
 containerd
+podman
 prometheus
 valgrind
 "
