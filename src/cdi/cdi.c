@@ -338,6 +338,19 @@ static json_t *gpu_nodes(const struct cdi_options *opts, const struct gpu_device
     return nodes;
 }
 
+/* A MIG device: its GPU's node and its instance capabilities. */
+static json_t *mig_nodes(const struct cdi_options *opts, const struct gpu_device *g,
+                         const struct gpu_mig_device *m)
+{
+    json_t *nodes = gpu_nodes(opts, g);
+    char caps[2][64];
+    size_t n = gpu_mig_cap_nodes(opts->driver_root, g->minor, m->gpu_instance_id,
+                                 m->compute_instance_id, caps);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(nodes, device_node(opts, caps[i]));
+    return nodes;
+}
+
 static int compare_devices(const void *a, const void *b)
 {
     const char *x = json_string_value(json_object_get(*(json_t *const *)a, "name"));
@@ -381,8 +394,8 @@ int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *op
                                                      "deviceNodes"));
         for (size_t m = 0; m < g->mig_count; m++) {
             snprintf(name, sizeof name, "%u:%u", g->index, g->migs[m].index);
-            devs[n++] = device(name, gpu_nodes(opts, g));
-            devs[n++] = device(g->migs[m].uuid, gpu_nodes(opts, g));
+            devs[n++] = device(name, mig_nodes(opts, g, &g->migs[m]));
+            devs[n++] = device(g->migs[m].uuid, mig_nodes(opts, g, &g->migs[m]));
         }
     }
     if (devs == NULL) {

@@ -24,6 +24,41 @@ static uint64_t pci_address_key(const char *bus_id)
     return ((uint64_t)domain << 24 | (uint64_t)bus << 16 | (uint64_t)dev << 8 | fn) + 1;
 }
 
+static long mig_minor(FILE *f, const char *cap)
+{
+    char name[128];
+    long minor;
+    rewind(f);
+    while (fscanf(f, "%127s %ld", name, &minor) == 2)
+        if (strcmp(name, cap) == 0)
+            return minor;
+    return -1;
+}
+
+size_t gpu_mig_cap_nodes(const char *driver_root, unsigned int gpu_minor, unsigned int gi,
+                         unsigned int ci, char paths[2][64])
+{
+    char file[4200];
+    snprintf(file, sizeof file, "%s/proc/driver/nvidia-caps/mig-minors",
+             driver_root && strcmp(driver_root, "/") != 0 ? driver_root : "");
+    FILE *f = fopen(file, "r");
+    if (f == NULL)
+        return 0;
+    char cap[96];
+    size_t n = 0;
+    for (int level = 0; level < 2; level++) {
+        if (level == 0)
+            snprintf(cap, sizeof cap, "gpu%u/gi%u/access", gpu_minor, gi);
+        else
+            snprintf(cap, sizeof cap, "gpu%u/gi%u/ci%u/access", gpu_minor, gi, ci);
+        long minor = mig_minor(f, cap);
+        if (minor >= 0)
+            snprintf(paths[n++], 64, "/dev/nvidia-caps/nvidia-cap%ld", minor);
+    }
+    fclose(f);
+    return n;
+}
+
 void gpu_mig_profile_name(unsigned int slices, unsigned long long memory_mib, char *buf, size_t len)
 {
     snprintf(buf, len, "%ug.%llugb", slices, (memory_mib + 1023) / 1024);

@@ -82,6 +82,13 @@ const char *gpu_pcie_level_name(int level);
 /* New reference; NULL only when out of memory. */
 json_t *gpu_inventory_to_json(const struct gpu_inventory *inv);
 
+/* The device nodes a MIG device needs besides its GPU's: its GPU and
+ * compute instance capabilities, /dev/nvidia-caps/nvidia-cap<N>, numbered
+ * as <driver_root>/proc/driver/nvidia-caps/mig-minors says. Writes up to
+ * two paths (without the root) and returns how many it found. */
+size_t gpu_mig_cap_nodes(const char *driver_root, unsigned int gpu_minor, unsigned int gi,
+                         unsigned int ci, char paths[2][64]);
+
 /* "<slices>g.<ceil(memory_mib/1024)>gb", as NVIDIA names MIG profiles. */
 void gpu_mig_profile_name(unsigned int slices, unsigned long long memory_mib, char *buf,
                           size_t len);

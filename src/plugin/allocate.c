@@ -7,7 +7,6 @@
 
 #define VOLUME_MOUNT_DIR "/var/run/nvidia-container-devices"
 #define MPS_ROOT "/run/nvidia/mps"
-#define MIG_MINORS "/proc/driver/nvidia-caps/mig-minors"
 #define CDI_KIND "nvidia.com/gpu"
 
 void *arena_alloc(struct arena *a, size_t size)
@@ -98,38 +97,15 @@ static void host_dev_path(const struct config *cfg, const char *dev, char *buf, 
     snprintf(buf, len, "%s%s", root, dev);
 }
 
-/* The minor of a MIG capability ("gpu0/gi1/access") from the driver's
- * mig-minors table, or -1. */
-static long mig_cap_minor(const struct config *cfg, const char *cap)
-{
-    char path[4200];
-    host_dev_path(cfg, MIG_MINORS, path, sizeof path);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    char name[128];
-    long minor, found = -1;
-    while (found < 0 && fscanf(f, "%127s %ld", name, &minor) == 2)
-        if (strcmp(name, cap) == 0)
-            found = minor;
-    fclose(f);
-    return found;
-}
-
 static void add_mig_caps(const struct config *cfg, const struct plugin_device *d,
                          struct arena *a, V1beta1__ContainerAllocateResponse *r)
 {
-    char cap[96], dev[64], host[4200];
-    snprintf(cap, sizeof cap, "gpu%u/gi%u/access", d->minor, d->gpu_instance);
-    for (int level = 0; level < 2; level++) {
-        long minor = mig_cap_minor(cfg, cap);
-        if (minor >= 0) {
-            snprintf(dev, sizeof dev, "/dev/nvidia-caps/nvidia-cap%ld", minor);
-            host_dev_path(cfg, dev, host, sizeof host);
-            add_device_spec(a, r, host, dev);
-        }
-        snprintf(cap, sizeof cap, "gpu%u/gi%u/ci%u/access", d->minor, d->gpu_instance,
-                 d->compute_instance);
+    char paths[2][64], host[4200];
+    size_t n = gpu_mig_cap_nodes(cfg->driver_root, d->minor, d->gpu_instance,
+                                 d->compute_instance, paths);
+    for (size_t i = 0; i < n; i++) {
+        host_dev_path(cfg, paths[i], host, sizeof host);
+        add_device_spec(a, r, host, paths[i]);
     }
 }
 

@@ -33,8 +33,9 @@ struct runtime_request {
  * NVIDIA_VISIBLE_DEVICES. No request: count 0 and all false. */
 int runtime_find_request(json_t *config, struct runtime_request *req, struct gpulet_error *err);
 
-/* The nvidia.com/gpu CDI spec in the first of the ':'-separated folders
- * that have one (a later folder wins, as CDI says). */
+/* The nvidia.com/gpu CDI spec in the ':'-separated folders (a later
+ * folder wins, as CDI says): 0 with *spec, 1 when no folder has one, -1 on
+ * a spec that cannot be read. */
 int runtime_load_spec(const char *dirs, json_t **spec, char *path, size_t path_len,
                       struct gpulet_error *err);
 

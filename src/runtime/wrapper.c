@@ -4,7 +4,9 @@
  * GPUs it asked for, from the CDI spec on disk.
  *
  * Environment: GPULET_RUNTIME (the real runtime; default the first of
- * runc, crun on PATH), GPULET_CDI_SPEC_DIRS (default /etc/cdi:/var/run/cdi).
+ * runc, crun on PATH), GPULET_CDI_SPEC_DIRS (default /etc/cdi:/var/run/cdi),
+ * NVIDIA_DRIVER_ROOT and GPULET_NVML_LIB (used when no spec is on disk and
+ * the edits are computed from the driver).
  * These come from the engine that starts us, never from the container.
  */
 #include <errno.h>
@@ -14,6 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cdi/cdi.h"
+#include "gpu/gpu.h"
+#include "nvml/nvml.h"
 #include "runtime/runtime.h"
 
 /* runc's global options that take a value (the command follows them). */
@@ -72,6 +77,39 @@ static int find_runtime(char *out, size_t len)
     return -1;
 }
 
+/* No spec on disk: work it out from the driver, as `gpulet cdi generate`
+ * would, with the hook beside this program. */
+static int compute_spec(json_t **spec, char *path, size_t len, struct gpulet_error *err)
+{
+    struct nvml_options nvml_opts = {.library_path = getenv("GPULET_NVML_LIB"),
+                                     .driver_root = getenv("NVIDIA_DRIVER_ROOT")};
+    if (nvml_opts.library_path && nvml_opts.library_path[0] == '\0')
+        nvml_opts.library_path = NULL;
+    struct nvml *nvml;
+    struct gpu_inventory *inv;
+    if (nvml_open(&nvml_opts, &nvml, err) < 0)
+        return -1;
+    if (gpu_inventory_load(nvml, &inv, err) < 0) {
+        nvml_close(nvml);
+        return -1;
+    }
+    char hook[PATH_MAX + 32] = "", self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        *strrchr(self, '/') = '\0';
+        snprintf(hook, sizeof hook, "%s/gpulet-hook", self);
+    }
+    const char *root = nvml_opts.driver_root && nvml_opts.driver_root[0] ? nvml_opts.driver_root : "/";
+    struct cdi_options opts = {.driver_root = root, .dev_root = root,
+                               .hook_path = hook[0] && access(hook, X_OK) == 0 ? hook : NULL};
+    int rc = cdi_spec_build(inv, &opts, spec, err);
+    snprintf(path, len, "(computed from the driver)");
+    gpu_inventory_free(inv);
+    nvml_close(nvml);
+    return rc;
+}
+
 static int prepare(const char *bundle)
 {
     struct gpulet_error err = {0};
@@ -84,9 +122,11 @@ static int prepare(const char *bundle)
         rc = -1;
     } else if (req.count || req.all) {
         const char *dirs = getenv("GPULET_CDI_SPEC_DIRS");
-        if (runtime_load_spec(dirs && dirs[0] ? dirs : RUNTIME_DEFAULT_CDI_DIRS, &spec, spec_path,
-                              sizeof spec_path, &err) < 0 ||
-            runtime_apply(config, spec, spec_path, &req, &err) < 0 ||
+        int found = runtime_load_spec(dirs && dirs[0] ? dirs : RUNTIME_DEFAULT_CDI_DIRS, &spec,
+                                      spec_path, sizeof spec_path, &err);
+        if (found < 0 || (found == 1 && compute_spec(&spec, spec_path, sizeof spec_path, &err) < 0))
+            rc = -1;
+        else if (runtime_apply(config, spec, spec_path, &req, &err) < 0 ||
             runtime_write_config(bundle, config, &err) < 0)
             rc = -1;
     }

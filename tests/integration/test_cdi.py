@@ -40,6 +40,10 @@ def driver_root(tmp_path_factory):
     fw = root / f"lib/firmware/nvidia/{VERSION}"
     fw.mkdir(parents=True)
     (fw / "gsp_ga10x.bin").write_bytes(b"\0")
+    caps = root / "proc/driver/nvidia-caps"
+    caps.mkdir(parents=True)
+    (caps / "mig-minors").write_text("config 1\nmonitor 2\ngpu1/gi2/access 21\n"
+                                     "gpu1/gi2/ci0/access 22\n")
     (root / "dev").mkdir()
     os.mknod(root / "dev/nvidiactl", 0o666 | stat.S_IFCHR, os.makedev(195, 255))
     for minor in range(8):
@@ -64,6 +68,9 @@ def test_spec_devices_and_edits(gpulet, driver_root):
     want |= {m["uuid"] for gpu in gpus for m in gpu["mig_devices"]}
     assert set(names) == want
     assert names == sorted(names[:-1]) + ["all"]
+    big = next(d for d in spec["devices"] if d["name"] == "1:0")  # 3g.20gb, GPU instance 2
+    assert [n["path"] for n in big["containerEdits"]["deviceNodes"]] == [
+        "/dev/nvidia1", "/dev/nvidia-caps/nvidia-cap21", "/dev/nvidia-caps/nvidia-cap22"]
     dev1 = next(d for d in spec["devices"] if d["name"] == "1")
     assert dev1["containerEdits"]["deviceNodes"] == [
         {"path": "/dev/nvidia1", "hostPath": f"{driver_root}/dev/nvidia1"}]

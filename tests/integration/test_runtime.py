@@ -207,3 +207,22 @@ def test_the_hook_refuses_bad_input(build, tmp_path):
     assert r.returncode == 0, r.stderr
     assert open("/etc/ld.so.cache", "rb").read() == host_cache  # the host's is untouched
     assert (root / "etc" / "ld.so.cache").exists()
+
+
+def test_edits_computed_from_the_driver_when_no_spec_is_on_disk(build, bundle, driver_root,  # noqa: F811
+                                                                tmp_path):
+    from conftest import NODES
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=1"))
+    asked = (bundle / "config.json").read_bytes()
+    r = run(build, bundle, tmp_path / "no-specs-here", tmp_path, extra_env={
+        "GPULET_NVML_LIB": str(build / "sim" / "current" / "libnvidia-ml.so.1"),
+        "GPULET_SIM_NODE": str(NODES / "dgx-a100.yaml"),
+        "NVIDIA_DRIVER_ROOT": str(driver_root)})
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia1", "nvidiactl"]
+    assert "libcuda.so.1" in r.stdout
+    # and without a driver it says why, before runc runs
+    (bundle / "config.json").write_bytes(asked)
+    r = run(build, bundle, tmp_path / "no-specs-here", tmp_path, name="c2", extra_env={
+        "GPULET_NVML_LIB": str(tmp_path / "absent.so")})
+    assert r.returncode == 1 and "cannot load the NVML library" in r.stderr
