@@ -56,8 +56,11 @@ static int container_root(char *out, size_t len)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/config.json", bundle);
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    json_t *config = fd >= 0 ? json_loadfd(fd, 0, &jerr) : NULL;
-    if (fd >= 0)
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    json_t *config = f ? json_loadf(f, 0, &jerr) : NULL;
+    if (f)
+        fclose(f);
+    else if (fd >= 0)
         close(fd);
     const char *root = json_string_value(json_object_get(json_object_get(config, "root"), "path"));
     int rc = 0;

@@ -44,7 +44,7 @@ int runtime_apply(json_t *config, json_t *spec, const char *spec_path,
                   const struct runtime_request *req, struct gpulet_error *err);
 
 /* config.json of a bundle: read (refusing symlinks) and written back
- * atomically (a new file in the bundle, fsync, rename). */
+ * atomically (a new file in the bundle, then rename). */
 int runtime_read_config(const char *bundle, json_t **config, struct gpulet_error *err);
 int runtime_write_config(const char *bundle, json_t *config, struct gpulet_error *err);
 

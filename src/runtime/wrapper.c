@@ -3,7 +3,10 @@
  * (runc or crun) and, on create and run, first gives the container the
  * GPUs it asked for, from the CDI spec on disk.
  *
- * Environment: GPULET_RUNTIME (the real runtime; default the first of
+ *   gpulet-runtime [--runtime PATH] <runc arguments>
+ *
+ * Environment: GPULET_RUNTIME (the real runtime when --runtime is not
+ * given; default the first of
  * runc, crun on PATH), GPULET_CDI_SPEC_DIRS (default /etc/cdi:/var/run/cdi),
  * NVIDIA_DRIVER_ROOT and GPULET_NVML_LIB (used when no spec is on disk and
  * the edits are computed from the driver).
@@ -55,9 +58,9 @@ static const char *find_bundle(int argc, char **argv, int command)
     return ".";
 }
 
-static int find_runtime(char *out, size_t len)
+static int find_runtime(const char *given, char *out, size_t len)
 {
-    const char *env = getenv("GPULET_RUNTIME");
+    const char *env = given ? given : getenv("GPULET_RUNTIME");
     if (env && env[0]) {
         snprintf(out, len, "%s", env);
         return 0;
@@ -140,8 +143,16 @@ static int prepare(const char *bundle)
 
 int main(int argc, char **argv)
 {
+    /* Our own option comes first and is not passed on. */
+    const char *given = NULL;
+    if (argc > 2 && strcmp(argv[1], "--runtime") == 0) {
+        given = argv[2];
+        argv[2] = argv[0];
+        argv += 2;
+        argc -= 2;
+    }
     char runtime[PATH_MAX];
-    if (find_runtime(runtime, sizeof runtime) < 0) {
+    if (find_runtime(given, runtime, sizeof runtime) < 0) {
         fprintf(stderr, "gpulet-runtime: no runc or crun on PATH; set GPULET_RUNTIME\n");
         return 1;
     }

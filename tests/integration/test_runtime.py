@@ -226,3 +226,14 @@ def test_edits_computed_from_the_driver_when_no_spec_is_on_disk(build, bundle, d
     r = run(build, bundle, tmp_path / "no-specs-here", tmp_path, name="c2", extra_env={
         "GPULET_NVML_LIB": str(tmp_path / "absent.so")})
     assert r.returncode == 1 and "cannot load the NVML library" in r.stderr
+
+
+def test_runtime_option_names_the_real_runtime(build, tmp_path):
+    fake = tmp_path / "fake-runc"
+    fake.write_text("#!/bin/sh\necho fake-runc \"$@\"\n")
+    fake.chmod(0o755)
+    r = subprocess.run([str(build / "gpulet-runtime"), "--runtime", str(fake), "--root", "/x",
+                        "state", "c1"], capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "fake-runc --root /x state c1"
