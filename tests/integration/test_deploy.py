@@ -1,0 +1,89 @@
+"""deploy/kubernetes: every overlay renders offline with `kubectl
+kustomize`, and the rendered objects hold what the daemon needs."""
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+KUBECTL = shutil.which("kubectl")
+DEPLOY = ROOT / "deploy"
+OVERLAYS = ["base", "overlays/containerd", "overlays/k3s", "overlays/metrics-only",
+            "overlays/device-plugin-only"]
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl (client) is not installed; "
+                                   "it is not a Debian package")
+
+
+def render(which):
+    r = subprocess.run([KUBECTL, "kustomize", str(DEPLOY / "kubernetes" / which)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("which", OVERLAYS)
+def test_every_overlay_renders_with_what_the_daemon_needs(which):
+    docs = render(which)
+    assert all(d["metadata"].get("namespace", "gpulet") == "gpulet" for d in docs
+               if d["kind"] not in ("Namespace", "RuntimeClass"))
+    ds, = by_kind(docs, "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/var/lib/kubelet/device-plugins", "/var/lib/kubelet/pod-resources", "/dev",
+            "/host", "/etc/kubernetes/node-feature-discovery/features.d"} <= mounts
+    assert spec["priorityClassName"] == "system-node-critical"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    keys = [[e["key"] for e in t["matchExpressions"]] for t in terms]
+    assert ["feature.node.kubernetes.io/pci-10de.present", "nvidia.com/gpu.deploy.operands"] in keys
+    assert all("nvidia.com/gpu.deploy.operands" in k for k in keys)
+    assert c["resources"]["limits"]["memory"] and c["resources"]["requests"]["cpu"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert "livenessProbe" in c
+    # no privileged container without a stated reason
+    reason = ds["spec"]["template"]["metadata"].get("annotations", {}).get(
+        "gpulet.io/privileged-reason", "")
+    for container in spec["containers"] + spec.get("initContainers", []):
+        if container.get("securityContext", {}).get("privileged"):
+            assert len(reason) > 40, container["name"]
+    if which != "overlays/device-plugin-only":
+        assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+        assert by_kind(docs, "ServiceMonitor") and by_kind(docs, "Service")
+    if which == "overlays/containerd":
+        init, = spec["initContainers"]
+        assert init["args"][:2] == ["runtime", "configure"]
+    else:
+        assert "initContainers" not in spec  # the host setup is off by default
+
+
+@needs_kubectl
+def test_overlay_specifics():
+    metrics = by_kind(render("overlays/metrics-only"), "DaemonSet")[0]
+    assert metrics["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "run", "--no-device-plugin", "--no-labels"]
+    dp = render("overlays/device-plugin-only")
+    assert {d["kind"] for d in dp} == {"Namespace", "ServiceAccount", "DaemonSet", "RuntimeClass"}
+    assert "--no-metrics" in by_kind(dp, "DaemonSet")[0]["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+
+
+def test_derived_manifests_agree_with_their_sources():
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "gpulet-rules.yaml").read_text())
+    pr = yaml.safe_load((DEPLOY / "kubernetes" / "base" / "prometheusrule.yaml").read_text())
+    assert pr["spec"] == rules
+    cm = yaml.safe_load((DEPLOY / "kubernetes" / "base" / "dashboard-configmap.yaml").read_text())
+    assert cm["metadata"]["labels"] == {"grafana_dashboard": "1"}
+    assert json.loads(cm["data"]["gpulet-dashboard.json"]) == json.loads(
+        (DEPLOY / "grafana" / "gpulet-dashboard.json").read_text())
