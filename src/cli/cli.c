@@ -18,6 +18,7 @@ static const char usage_text[] =
     "  labels      print the nvidia.com/* node labels\n"
     "  cdi         generate a CDI spec for the GPUs (cdi generate)\n"
     "  runtime     configure a container engine for gpulet-runtime\n"
+    "  doctor      check this GPU node and say how to fix what is wrong\n"
     "  version     print the version\n"
     "  help [CMD]  show this help, or a command's\n"
     "\n"
@@ -169,6 +170,8 @@ int cli_main(int argc, char **argv)
         return cli_cdi(&opts, cargc, cargv);
     if (strcmp(command, "runtime") == 0)
         return cli_runtime(&opts, cargc, cargv);
+    if (strcmp(command, "doctor") == 0)
+        return cli_doctor(&opts, cargc, cargv);
     if (strcmp(command, "version") == 0)
         return print_version();
     if (strcmp(command, "help") == 0)

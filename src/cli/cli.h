@@ -40,5 +40,6 @@ int cli_run(const struct cli_options *opts, int argc, char **argv);
 int cli_labels(const struct cli_options *opts, int argc, char **argv);
 int cli_cdi(const struct cli_options *opts, int argc, char **argv);
 int cli_runtime(const struct cli_options *opts, int argc, char **argv);
+int cli_doctor(const struct cli_options *opts, int argc, char **argv);
 
 #endif
