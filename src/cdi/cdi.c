@@ -13,6 +13,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "fileio/fileio.h"
+
 /* The driver's user-space libraries, by capability (utility, compute,
  * video, graphics), as NVIDIA's toolkit mounts them. */
 static const char *const driver_libraries[] = {
@@ -528,25 +530,17 @@ int cdi_spec_write(json_t *spec, enum cdi_format format, const char *path,
         return write_to(stdout, spec, format) < 0 || fflush(stdout) != 0
                    ? gpulet_error_errno(err, errno, "cannot write the CDI spec")
                    : 0;
-    char copy[4096], tmp[8400];
-    snprintf(copy, sizeof copy, "%s", path);
-    char *dir = dirname(copy);
-    char base[4096];
-    snprintf(base, sizeof base, "%s", path);
-    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, basename(base));
-    FILE *f = fopen(tmp, "w");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
     if (f == NULL)
-        return gpulet_error_errno(err, errno, "cannot write %s", tmp);
-    if (write_to(f, spec, format) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        int e = errno;
-        fclose(f);
-        unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot write %s", tmp);
+        return gpulet_error_errno(err, errno, "cannot write the CDI spec");
+    int rc = write_to(f, spec, format);
+    if (fclose(f) != 0 || rc < 0) {
+        free(text);
+        return gpulet_error_set(err, GPULET_ERR_INTERNAL, "cannot render the CDI spec");
     }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot replace %s", path);
-    }
-    return 0;
+    rc = fileio_replace(path, text, len, FILEIO_DURABLE, err);
+    free(text);
+    return rc;
 }

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio/fileio.h"
 #include "log/log.h"
 
 static bool alnum(char c)
@@ -335,34 +336,22 @@ static int mkdir_parents(const char *dir)
 
 int labels_write(const struct label_set *set, const char *path, struct gpulet_error *err)
 {
-    char copy[4096], dir[4096], tmp[4200];
+    char copy[4096], dir[4096];
     snprintf(copy, sizeof copy, "%s", path);
     snprintf(dir, sizeof dir, "%s", dirname(copy));
     if (mkdir_parents(dir) != 0)
         return gpulet_error_errno(err, errno, "cannot create the folder %s", dir);
-    /* A dot name, so NFD never reads the file being written. */
-    char base[4096];
-    snprintf(base, sizeof base, "%s", path);
-    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, basename(base));
-    FILE *f = fopen(tmp, "w");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
     if (f == NULL)
-        return gpulet_error_errno(err, errno, "cannot write %s", tmp);
+        return gpulet_error_errno(err, errno, "cannot write %s", path);
     labels_print(set, f);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        int e = errno;
-        fclose(f);
-        unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot write %s", tmp);
+    if (fclose(f) != 0) {
+        free(text);
+        return gpulet_error_errno(err, errno, "cannot write %s", path);
     }
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot replace %s", path);
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
+    int rc = fileio_replace(path, text, len, FILEIO_DURABLE, err);
+    free(text);
+    return rc;
 }

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "fileio/fileio.h"
 #include "toml_scan.h"
 
 const char *engine_default_config(enum engine e)
@@ -75,25 +76,7 @@ static int replace(const char *path, const char *old, bool existed, const char *
         if (b == NULL || fputs(old, b) < 0 || fclose(b) != 0)
             return gpulet_error_errno(err, errno, "cannot back up %s to %s", path, backup);
     }
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.gpulet-tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return gpulet_error_errno(err, errno, "cannot write %s", tmp);
-    size_t len = strlen(text);
-    if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot write %s", tmp);
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot replace %s", path);
-    }
-    return 0;
+    return fileio_replace(path, text, strlen(text), FILEIO_DURABLE, err);
 }
 
 static char *docker_config(const char *path, const char *old, const struct configure_options *opts,

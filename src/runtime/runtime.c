@@ -9,6 +9,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "fileio/fileio.h"
 #include "yamldoc/yamldoc.h"
 
 static int add_name(struct runtime_request *req, const char *name, size_t len,
@@ -350,29 +351,14 @@ int runtime_read_config(const char *bundle, json_t **config, struct gpulet_error
 
 int runtime_write_config(const char *bundle, json_t *config, struct gpulet_error *err)
 {
-    char path[4200], tmp[4300];
+    char path[4200];
     snprintf(path, sizeof path, "%s/config.json", bundle);
-    snprintf(tmp, sizeof tmp, "%s/.config.json.gpulet-%d", bundle, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return gpulet_error_errno(err, errno, "cannot write %s", tmp);
-    /* No fsync: rename is atomic for readers, and a bundle does not outlive
-     * a crash of the node, so its durability buys nothing but latency. */
     char *text = json_dumps(config, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    size_t len = text ? strlen(text) : 0;
-    bool written = text && write(fd, text, len) == (ssize_t)len; /* one write, not hundreds */
+    if (text == NULL)
+        return gpulet_error_set(err, GPULET_ERR_INTERNAL, "cannot render %s", path);
+    /* Not durable: rename is atomic for readers, and a bundle does not
+     * outlive a crash of the node, so fsync would buy nothing but latency. */
+    int rc = fileio_replace(path, text, strlen(text), FILEIO_PRIVATE, err);
     free(text);
-    if (!written) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot write %s", tmp);
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot replace %s", path);
-    }
-    return 0;
+    return rc;
 }

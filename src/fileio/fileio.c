@@ -1,0 +1,67 @@
+#include "fileio/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int fileio_replace(const char *path, const char *data, size_t len, unsigned flags,
+                   struct gpulet_error *err)
+{
+    char dir_copy[4096], base_copy[4096];
+    snprintf(dir_copy, sizeof dir_copy, "%s", path);
+    snprintf(base_copy, sizeof base_copy, "%s", path);
+    const char *dir = dirname(dir_copy);
+    /* A dot name, so directory watchers that skip hidden files (NFD, the
+     * CDI cache) never read the file being written; the pid keeps two
+     * writers from sharing it. */
+    char tmp[8400];
+    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-%d.tmp", dir, basename(base_copy), (int)getpid());
+    mode_t mode = (flags & FILEIO_PRIVATE) ? 0600 : 0644;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0)
+        return gpulet_error_errno(err, errno, "cannot write %s", tmp);
+    /* fchmod: open() applied the umask; the file gets the mode asked for. */
+    if (write_all(fd, data, len) != 0 || fchmod(fd, mode) != 0 ||
+        ((flags & FILEIO_DURABLE) && fsync(fd) != 0)) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        return gpulet_error_errno(err, e, "cannot write %s", tmp);
+    }
+    if (close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return gpulet_error_errno(err, e, "cannot write %s", tmp);
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return gpulet_error_errno(err, e, "cannot replace %s", path);
+    }
+    if (flags & FILEIO_DURABLE) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,31 @@
+/*
+ * fileio: replacing a file atomically.
+ *
+ * Readers of the files gpulet writes (NFD reading node labels, containerd
+ * and podman reading CDI specs and their own configuration, an OCI runtime
+ * reading config.json) must see the old content or the new one, never a
+ * half-written file. fileio_replace() writes a hidden temporary file beside
+ * the target, then renames it over the target; on any failure the temporary
+ * file is removed and the target is left as it was.
+ */
+#ifndef GPULET_FILEIO_H
+#define GPULET_FILEIO_H
+
+#include <stddef.h>
+
+#include "error/error.h"
+
+enum fileio_flags {
+    /* fsync the file and its folder: the new content survives a power
+     * loss. Files that do not outlive the node (a bundle's config.json)
+     * skip it, since it costs milliseconds on a busy disk. */
+    FILEIO_DURABLE = 1u << 0,
+    /* Mode 0600 instead of 0644. */
+    FILEIO_PRIVATE = 1u << 1,
+};
+
+/* Replaces path with len bytes of data. The folder must exist. */
+int fileio_replace(const char *path, const char *data, size_t len, unsigned flags,
+                   struct gpulet_error *err);
+
+#endif

@@ -1,0 +1,107 @@
+#include "helpers.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "fileio/fileio.h"
+
+static char *read_all(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char buf[256];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Nothing but the named files: no temporary file left behind. */
+static int entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void replaces_content_and_leaves_no_temporary(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/features", dir);
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_replace(path, "old\n", 4, FILEIO_DURABLE, &err), 0);
+    assert_int_equal(fileio_replace(path, "new\n", 4, FILEIO_DURABLE, &err), 0);
+    assert_string_equal(read_all(path), "new\n");
+    assert_int_equal(entries(dir), 1);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void private_files_are_0600_whatever_the_umask(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    mode_t old = umask(0);
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_replace(path, "{}", 2, FILEIO_PRIVATE, &err), 0);
+    umask(old);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void missing_folder_is_an_error_naming_the_file(void **state)
+{
+    (void)state;
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_replace("/nonexistent-gpulet/x/spec.yaml", "a", 1, 0, &err), -1);
+    assert_int_equal(err.kind, GPULET_ERR_SYSTEM);
+    assert_contains(err.msg, "/nonexistent-gpulet/x/");
+    assert_contains(err.msg, "No such file or directory");
+}
+
+static void failed_rename_keeps_the_target_and_removes_the_temporary(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    temp_dir(dir, sizeof dir);
+    /* A non-empty folder in the way: rename() of a file onto it fails. */
+    snprintf(path, sizeof path, "%s/target", dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    char inner[160];
+    snprintf(inner, sizeof inner, "%s/keep", path);
+    write_file(inner, "kept");
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_replace(path, "x", 1, FILEIO_DURABLE, &err), -1);
+    assert_contains(err.msg, "cannot replace");
+    assert_string_equal(read_all(inner), "kept");
+    assert_int_equal(entries(dir), 1);
+    unlink(inner);
+    rmdir(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(replaces_content_and_leaves_no_temporary),
+        cmocka_unit_test(private_files_are_0600_whatever_the_umask),
+        cmocka_unit_test(missing_folder_is_an_error_naming_the_file),
+        cmocka_unit_test(failed_rename_keeps_the_target_and_removes_the_temporary),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
