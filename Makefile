@@ -7,7 +7,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build build-asan build-fuzz deps test demo bench fuzz clean
+.PHONY: all build build-asan build-fuzz deps test demo bench fuzz image clean
 
 all: build
 
@@ -44,8 +44,12 @@ test: build build-asan build-fuzz
 demo: build
 	@./scripts/demo.sh $(BUILD)
 
+# The container image gpulet:VERSION, FROM scratch, offline (buildah, vfs).
+image: deps
+	@./scripts/build-image.sh build-image
+
 bench: build
 	@$(BUILD)/bench/bench_inventory
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) build-image

@@ -26,6 +26,7 @@ runc
 busybox-static
 containerd
 podman
+buildah
 prometheus
 valgrind
 "

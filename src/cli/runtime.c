@@ -10,6 +10,7 @@
 
 static const char runtime_usage[] =
     "Usage: gpulet runtime configure --runtime docker|crio|containerd [OPTIONS]\n"
+    "       gpulet runtime install --to DIR [--from DIR]\n"
     "\n"
     "Add an \"nvidia\" runtime that runs gpulet-runtime to the container engine's\n"
     "configuration, keeping every other setting. Idempotent; the old file is\n"
@@ -20,11 +21,86 @@ static const char runtime_usage[] =
     "  --runtime-path PATH  gpulet-runtime (default: beside this gpulet)\n"
     "  --set-as-default     make nvidia the default runtime\n"
     "  --dry-run            print the result, change nothing\n"
-    "  -h, --help           show this help\n";
+    "  -h, --help           show this help\n"
+    "\n"
+    "install: copy gpulet's bundle (bin/ and lib/: the programs, the libraries\n"
+    "they load and glibc's loader) to a folder on the host, so the engine can\n"
+    "run gpulet-runtime whatever glibc the host has. Files already identical\n"
+    "are left alone; each other one is replaced atomically.\n"
+    "\n"
+    "  --to DIR             where, as this process sees it (in the DaemonSet:\n"
+    "                       /host/usr/local/gpulet, the host's /usr/local/gpulet)\n"
+    "  --from DIR           the bundle (default: the folder above this gpulet's bin/)\n";
+
+/* The folder above the one this gpulet runs from: /usr/local/gpulet in the
+ * image. */
+static void own_prefix(char *out, size_t len)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        snprintf(out, len, "/usr/local/gpulet");
+        return;
+    }
+    self[n] = '\0';
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(self, '/');
+        if (slash != NULL)
+            *slash = '\0';
+    }
+    snprintf(out, len, "%s", self[0] ? self : "/");
+}
+
+static int runtime_install_command(int argc, char **argv)
+{
+    enum { OPT_TO = 256, OPT_FROM };
+    static const struct option long_options[] = {
+        {"to", required_argument, NULL, OPT_TO},
+        {"from", required_argument, NULL, OPT_FROM},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *to = NULL, *from = NULL;
+    optind = 0;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc - 1, argv + 1, ":h", long_options, NULL)) != -1) {
+        switch (ch) {
+        case OPT_TO: to = optarg; break;
+        case OPT_FROM: from = optarg; break;
+        case 'h': fputs(runtime_usage, stdout); return CLI_OK;
+        default:
+            fprintf(stderr, "gpulet runtime install: %s '%s'\n%s",
+                    ch == ':' ? "option needs a value:" : "unknown option", argv[optind],
+                    runtime_usage);
+            return CLI_USAGE;
+        }
+    }
+    if (to == NULL || optind + 1 < argc) {
+        fprintf(stderr, "gpulet runtime install: %s\n%s",
+                to == NULL ? "--to DIR is required" : "unexpected argument", runtime_usage);
+        return CLI_USAGE;
+    }
+    char prefix[PATH_MAX];
+    if (from == NULL) {
+        own_prefix(prefix, sizeof prefix);
+        from = prefix;
+    }
+    struct gpulet_error err = {0};
+    bool changed;
+    if (runtime_install(from, to, &changed, stdout, &err) < 0) {
+        fprintf(stderr, "gpulet: %s\n", err.msg);
+        return err.kind == GPULET_ERR_USAGE ? CLI_USAGE : CLI_FAILED;
+    }
+    printf("%s\n", changed ? "gpulet runtime install: done" : "gpulet runtime install: already up to date");
+    return CLI_OK;
+}
 
 int cli_runtime(const struct cli_options *opts, int argc, char **argv)
 {
     (void)opts;
+    if (argc >= 2 && strcmp(argv[1], "install") == 0)
+        return runtime_install_command(argc, argv);
     if (argc < 2 || strcmp(argv[1], "configure") != 0) {
         bool help = argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
         fprintf(help ? stdout : stderr, "%s%s", help ? "" : "gpulet runtime: which action? "

@@ -34,7 +34,7 @@ int fileio_replace(const char *path, const char *data, size_t len, unsigned flag
      * writers from sharing it. */
     char tmp[8400];
     snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-%d.tmp", dir, basename(base_copy), (int)getpid());
-    mode_t mode = (flags & FILEIO_PRIVATE) ? 0600 : 0644;
+    mode_t mode = (flags & FILEIO_PRIVATE) ? 0600 : (flags & FILEIO_EXECUTABLE) ? 0755 : 0644;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0)
         return gpulet_error_errno(err, errno, "cannot write %s", tmp);

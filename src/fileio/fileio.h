@@ -22,6 +22,8 @@ enum fileio_flags {
     FILEIO_DURABLE = 1u << 0,
     /* Mode 0600 instead of 0644. */
     FILEIO_PRIVATE = 1u << 1,
+    /* Mode 0755: a program. */
+    FILEIO_EXECUTABLE = 1u << 2,
 };
 
 /* Replaces path with len bytes of data. The folder must exist. */

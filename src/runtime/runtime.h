@@ -71,4 +71,16 @@ int runtime_configure(const struct configure_options *opts, bool *changed, FILE 
 
 const char *engine_default_config(enum engine e);
 
+/* ---- host installation: `gpulet runtime install` copies a gpulet bundle
+ * (bin/ and lib/ of a folder such as the image's /usr/local/gpulet: the
+ * programs, their libraries and glibc's loader) to a folder on the host,
+ * so the engine can run gpulet-runtime whatever glibc the host has.
+ * Libraries go first, then programs; each file is replaced atomically and
+ * a file already identical is left alone. ---- */
+
+/* *changed tells whether any file was written; one line per file goes to
+ * out. */
+int runtime_install(const char *from, const char *to, bool *changed, FILE *out,
+                    struct gpulet_error *err);
+
 #endif

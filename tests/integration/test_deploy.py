@@ -62,8 +62,17 @@ def test_every_overlay_renders_with_what_the_daemon_needs(which):
         assert c["readinessProbe"]["httpGet"]["path"] == "/health"
         assert by_kind(docs, "ServiceMonitor") and by_kind(docs, "Service")
     if which == "overlays/containerd":
-        init, = spec["initContainers"]
-        assert init["args"][:2] == ["runtime", "configure"]
+        install, configure = spec["initContainers"]
+        assert install["args"] == ["runtime", "install", "--to=/host/usr/local/gpulet"]
+        assert configure["args"][:2] == ["runtime", "configure"]
+        assert "--runtime-path=/usr/local/gpulet/bin/gpulet-runtime" in configure["args"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for init in (install, configure):
+            assert init["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            for m in init["volumeMounts"]:
+                # each host folder is mounted where the arguments expect it
+                host = volumes[m["name"]]["hostPath"]["path"]
+                assert m["mountPath"] == "/host" + host
     else:
         assert "initContainers" not in spec  # the host setup is off by default
 

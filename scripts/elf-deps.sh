@@ -1,0 +1,10 @@
+#!/bin/sh
+# Prints "NAME PATH" for every shared library the given ELF files load
+# (from ldd), once each, sorted: what an image must carry for them to run.
+# The dynamic loader itself is not listed; `readelf -l` names it.
+#
+#   scripts/elf-deps.sh ELF...
+set -eu
+for elf in "$@"; do
+    ldd "$elf"
+done | sed -n 's/^\s*\([^/[:space:]]*\) => \(\/\S*\) .*/\1 \2/p' | sort -u
