@@ -7,7 +7,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build build-asan build-fuzz deps test demo bench fuzz image clean
+.PHONY: all build build-asan build-fuzz deps test demo bench fuzz image validator clean
 
 all: build
 
@@ -47,6 +47,11 @@ demo: build
 # The container image gpulet:VERSION, FROM scratch, offline (buildah, vfs).
 image: deps
 	@./scripts/build-image.sh build-image
+
+# validator/vectoradd and the image gpulet-validator:VERSION (needs nvcc;
+# says so and does nothing without it).
+validator: build
+	@./scripts/build-validator-image.sh $(BUILD)
 
 bench: build
 	@$(BUILD)/bench/bench_inventory

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Checks gpulet against a real GPU and driver: builds gpulet, runs
 # `gpulet info --json` on the real libnvidia-ml.so.1 and compares each GPU
-# with what nvidia-smi reports. Run it on a machine with an NVIDIA GPU:
+# with what nvidia-smi reports, then (where nvcc is) runs the validator,
+# validator/vectoradd, which must print "Test PASSED". Run it on a machine
+# with an NVIDIA GPU:
 #
 #   tests/gpu/run.sh [BUILD_DIR]
 #
@@ -24,7 +26,8 @@ nvidia-smi --query-gpu=index,uuid,name,serial,pci.bus_id,memory.total,compute_ca
     --format=csv,noheader,nounits >"$out/smi.csv"
 nvidia-smi -L
 
-python3 - "$out/info.json" "$out/smi.csv" <<'PY'
+status=0
+python3 - "$out/info.json" "$out/smi.csv" <<'PY' || status=1
 import csv, json, sys
 info = json.load(open(sys.argv[1]))
 rows = [[c.strip() for c in r] for r in csv.reader(open(sys.argv[2]))]
@@ -52,3 +55,16 @@ for g, r in zip(info["gpus"], rows):
 print(f"{len(problems)} differences")
 sys.exit(1 if problems else 0)
 PY
+
+cmake --build "$build" --target validator >/dev/null
+if [ -x "$build/validator/vectoradd" ]; then
+    if "$build/validator/vectoradd" | tee "$out/validator.txt" && grep -q "Test PASSED" "$out/validator.txt"; then
+        echo "ok   validator: Test PASSED"
+    else
+        echo "FAIL validator"
+        status=1
+    fi
+else
+    echo "skip validator: nvcc (the CUDA toolkit) is not installed"
+fi
+exit $status
