@@ -7,7 +7,6 @@ association, then the metricsQuery template for a custom metrics API
 request. The per-pod values must be those of the GPUs each pod holds."""
 import json
 import re
-import subprocess
 import urllib.parse
 import urllib.request
 
@@ -17,7 +16,7 @@ import yaml
 from conftest import ROOT, load_node, write_atomically
 from kubelet import wait_for
 from test_metrics import Exporter, pod, pod_server, protos  # noqa: F401 (fixture)
-from test_prometheus import free_port, query
+from test_prometheus import query, start_prometheus
 
 AUTOSCALING = ROOT / "deploy" / "autoscaling"
 SERVICE_MONITOR = ROOT / "deploy" / "kubernetes" / "base" / "servicemonitor.yaml"
@@ -56,15 +55,9 @@ def prometheus(build, tmp_path, protos):  # noqa: F811
         f"  {i}: {{utilization_pct: {UTIL.get(i, 0)}}}\n" for i in range(8)))
     exporter = Exporter(build, "dgx-a100", tmp_path,
                         ["--pod-resources-socket", tmp_path / "pr.sock"], state=state)
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
+    proc, port = start_prometheus(tmp_path, yaml.safe_dump({
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [scrape_config_from_service_monitor(exporter.port)]}))
-    proc = subprocess.Popen(["prometheus", f"--config.file={config}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "w"))
     try:
         def scraped():
             try:

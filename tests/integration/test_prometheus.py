@@ -36,6 +36,18 @@ def free_port():
     return port
 
 
+def start_prometheus(tmp_path, config):
+    """A Prometheus server on loopback with this configuration (YAML text);
+    returns the process and its port."""
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(config)
+    proc = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "w"))
+    return proc, port
+
+
 def query(port, expr):
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(url, timeout=10) as r:
@@ -49,9 +61,7 @@ def prometheus(build, tmp_path, protos):  # noqa: F811
     pods = pod_server(pr, tmp_path / "pr.sock", pr.ListPodResourcesResponse(
         pod_resources=[pod(pr, "llm-0", "serving", "engine", "nvidia.com/gpu", [uuid])]))
     exporter = Exporter(build, "h100-sxm", tmp_path, ["--pod-resources-socket", tmp_path / "pr.sock"])
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(f"""global:
+    proc, port = start_prometheus(tmp_path, f"""global:
   scrape_interval: 1s
   evaluation_interval: 1s
 rule_files:
@@ -61,10 +71,6 @@ scrape_configs:
     static_configs:
       - targets: ['127.0.0.1:{exporter.port}']
 """)
-    proc = subprocess.Popen(["prometheus", f"--config.file={config}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prom.log", "w"))
     try:
         def scraped():
             try:
