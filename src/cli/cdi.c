@@ -49,12 +49,8 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
     const char *output = NULL, *format = NULL;
     char hook[4200] = "";
     char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        *strrchr(self, '/') = '\0';
+    if (cli_own_folder(self, sizeof self))
         snprintf(hook, sizeof hook, "%s/gpulet-hook", self);
-    }
     struct cdi_options cdi = {.driver_root = opts->nvml.driver_root,
                               .hook_path = hook[0] ? hook : NULL};
     optind = 0;

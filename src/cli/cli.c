@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log/log.h"
 
@@ -178,4 +179,17 @@ int cli_main(int argc, char **argv)
     if (strcmp(command, "help") == 0)
         return command_help(cargc, cargv);
     return usage_error("unknown command '%s'", command);
+}
+
+bool cli_own_folder(char *out, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", out, len - 1);
+    if (n <= 0)
+        return false;
+    out[n] = '\0';
+    char *slash = strrchr(out, '/');
+    if (slash == NULL)
+        return false;
+    *slash = '\0';
+    return true;
 }

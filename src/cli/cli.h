@@ -35,6 +35,11 @@ void cli_list_fixtures(char *buf, size_t len);
 int cli_open_inventory(const struct cli_options *opts, struct nvml **nvml,
                        struct gpu_inventory **inv);
 
+/* The folder this gpulet program is in: gpulet-runtime and gpulet-hook
+ * are looked for beside it. Returns false when /proc/self/exe cannot be
+ * read. */
+bool cli_own_folder(char *out, size_t len);
+
 int cli_info(const struct cli_options *opts, int argc, char **argv);
 int cli_run(const struct cli_options *opts, int argc, char **argv);
 int cli_labels(const struct cli_options *opts, int argc, char **argv);

@@ -37,17 +37,13 @@ static const char runtime_usage[] =
 static void own_prefix(char *out, size_t len)
 {
     char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) {
+    if (!cli_own_folder(self, sizeof self)) {
         snprintf(out, len, "/usr/local/gpulet");
         return;
     }
-    self[n] = '\0';
-    for (int up = 0; up < 2; up++) {
-        char *slash = strrchr(self, '/');
-        if (slash != NULL)
-            *slash = '\0';
-    }
+    char *slash = strrchr(self, '/');
+    if (slash != NULL)
+        *slash = '\0';
     snprintf(out, len, "%s", self[0] ? self : "/");
 }
 
@@ -148,15 +144,11 @@ int cli_runtime(const struct cli_options *opts, int argc, char **argv)
                                              : ENGINE_CONTAINERD;
     char self[PATH_MAX], beside[PATH_MAX + 32];
     if (c.runtime_path == NULL) {
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (n > 0) {
-            self[n] = '\0';
-            char *slash = strrchr(self, '/');
-            *slash = '\0';
+        if (cli_own_folder(self, sizeof self)) {
             snprintf(beside, sizeof beside, "%s/gpulet-runtime", self);
             c.runtime_path = beside;
         } else {
-            c.runtime_path = "/usr/local/bin/gpulet-runtime";
+            c.runtime_path = "/usr/local/gpulet/bin/gpulet-runtime";
         }
     }
     struct gpulet_error err = {0};
