@@ -64,18 +64,27 @@ static int install_folder(const char *from, const char *to, const char *sub, boo
         closedir(dir);
         return gpulet_error_errno(err, errno, "cannot create %s", dst_dir);
     }
-    char *names[256];
+    char **names = NULL;
     size_t n = 0;
-    for (struct dirent *e; (e = readdir(dir)) != NULL && n < 256;) {
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(dir)) != NULL;) {
         char path[8400];
         snprintf(path, sizeof path, "%s/%s", src_dir, e->d_name);
         struct stat st;
-        if (e->d_name[0] != '.' && stat(path, &st) == 0 && S_ISREG(st.st_mode))
-            names[n++] = strdup(e->d_name);
+        if (e->d_name[0] == '.' || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        char **grown = realloc(names, (n + 1) * sizeof *names);
+        char *name = grown ? strdup(e->d_name) : NULL;
+        if (grown)
+            names = grown;
+        if (name == NULL)
+            rc = gpulet_error_errno(err, ENOMEM, "cannot list %s", src_dir);
+        else
+            names[n++] = name;
     }
     closedir(dir);
-    qsort(names, n, sizeof names[0], compare_names);
-    int rc = 0;
+    if (n > 0)
+        qsort(names, n, sizeof names[0], compare_names);
     for (size_t i = 0; i < n; i++) {
         char src[8400], dst[8400];
         snprintf(src, sizeof src, "%s/%s", src_dir, names[i]);
@@ -102,6 +111,7 @@ static int install_folder(const char *from, const char *to, const char *sub, boo
         free(data);
         free(names[i]);
     }
+    free(names);
     return rc;
 }
 
