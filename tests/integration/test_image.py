@@ -5,6 +5,7 @@ init containers, run as the kubelet would run them, install a bundle that
 runs on the host and configure containerd to use it (podman flags from
 shared/reference/test-machine.md)."""
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from kubelet import wait_for
+from kubelet import Kubelet, load_protos, wait_for
 from test_prometheus import free_port
 
 BUILDAH = shutil.which("buildah")
@@ -24,6 +25,7 @@ KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(BUILDAH is None or PODMAN is None,
                                 reason="buildah and podman are needed (Debian packages)")
 IMAGE = "localhost/gpulet:0.1.0"
+DS_METRICS_PORT = 9400  # the DaemonSet's containerPort, gpulet's default
 RUN = ["run", "--rm", "--runtime", "runc", "--ulimit", "nofile=1024:1024",
        "--ulimit", "nproc=1024:1024"]
 
@@ -166,3 +168,75 @@ def test_host_setup_init_containers_install_and_configure(image, tmp_path):
     installed, configured = run_init_containers()
     assert "already up to date" in installed
     assert "installed " not in installed
+
+
+def render_daemonset(overlay):
+    rendered = subprocess.run([KUBECTL, "kustomize", str(ROOT / "deploy" / "kubernetes" / overlay)],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    ds, = [d for d in yaml.safe_load_all(rendered) if d["kind"] == "DaemonSet"]
+    return ds["spec"]["template"]["spec"]
+
+
+def port_in_use(port):
+    import socket
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (client) is not installed")
+def test_daemonset_container_runs_as_the_kubelet_would_run_it(image, tmp_path):
+    if port_in_use(DS_METRICS_PORT):
+        pytest.skip(f"port {DS_METRICS_PORT} is taken on this machine")
+    spec = render_daemonset("base")
+    c, = spec["containers"]
+    volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+    # short: the kubelet's socket path must fit a sockaddr_un
+    host = pathlib.Path(tempfile.mkdtemp(prefix="gpulet-ds-"))
+    kubelet = Kubelet(host / "var/lib/kubelet/device-plugins",
+                      *load_protos(tmp_path / "protos"))
+    options = ["-d", "--name", f"gpulet-ds-test-{os.getpid()}", "--network", "host"]
+    if c["securityContext"].get("readOnlyRootFilesystem"):
+        options.append("--read-only")
+    if c["securityContext"].get("privileged"):
+        options.append("--privileged")
+    for e in c["env"]:
+        value = "gpu-node-1" if "valueFrom" in e else e["value"]  # spec.nodeName
+        options += ["-e", f"{e['name']}={value}"]
+    for m in c["volumeMounts"]:
+        path = volumes[m["name"]]
+        # the host's own / and /dev, as the kubelet mounts them; the kubelet's
+        # and NFD's folders are this test's
+        source = pathlib.Path(path) if path in ("/", "/dev") else host / path.lstrip("/")
+        source.mkdir(parents=True, exist_ok=True)
+        options += ["-v", f"{source}:{m['mountPath']}{':ro' if m.get('readOnly') else ''}"]
+    # the same arguments, on a simulated DGX A100
+    started = subprocess.run([*image.podman, *RUN, *options, IMAGE, "--simulate", "dgx-a100",
+                              *c["args"]], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    name = options[2]
+    labels = host / "etc/kubernetes/node-feature-discovery/features.d/gfd"
+    try:
+        # registered with the kubelet, through the mounted device-plugin folder
+        assert len(kubelet.resource("nvidia.com/gpu", timeout=30).devices) == 8
+        # the labels reach NFD's folder on the host
+        wait_for(lambda: labels.exists() and "nvidia.com/gpu.count=8" in labels.read_text(),
+                 timeout=30, what="the labels file")
+        # the probes answer where the manifest points them
+        for probe in ("livenessProbe", "readinessProbe"):
+            get = c[probe]["httpGet"]
+            port = {p["name"]: p["containerPort"] for p in c["ports"]}.get(get["port"], get["port"])
+            assert port == DS_METRICS_PORT
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{get['path']}", timeout=5) as r:
+                assert r.status == 200
+    finally:
+        stopped = subprocess.run([*image.podman, "stop", "-t", "10", name],
+                                 capture_output=True, text=True, timeout=60)
+        logs = subprocess.run([*image.podman, "logs", name], capture_output=True, text=True,
+                              timeout=60)
+        subprocess.run([*image.podman, "rm", "-f", name], capture_output=True, timeout=60)
+        kubelet.stop()
+        gone = not labels.exists()
+        shutil.rmtree(host, ignore_errors=True)
+    assert stopped.returncode == 0, stopped.stderr
+    # SIGTERM from the engine: gpulet stops cleanly and takes its labels away
+    assert gone, logs.stdout + logs.stderr
