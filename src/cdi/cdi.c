@@ -71,25 +71,20 @@ int ldcache_read(const char *root, struct ldcache_entry **out, size_t *count,
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/etc/ld.so.cache", root_prefix(root));
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return gpulet_error_errno(err, errno, "cannot read the driver root's ld cache %s", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || st.st_size < (off_t)sizeof(struct ldcache_header) ||
-        st.st_size > 64 * 1024 * 1024) {
-        fclose(f);
-        return gpulet_error_set(err, GPULET_ERR_INPUT, "%s is not an ld cache (size %lld)", path,
-                                (long long)st.st_size);
-    }
-    char *data = malloc((size_t)st.st_size + 1);
-    if (data == NULL || fread(data, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+    char *data;
+    size_t size;
+    struct gpulet_error why = {0};
+    if (fileio_read(path, 64u << 20, &data, &size, &why) < 0)
+        return why.kind == GPULET_ERR_SYSTEM
+                   ? gpulet_error_errno(err, why.sys_errno,
+                                        "cannot read the driver root's ld cache %s", path)
+                   : gpulet_error_set(err, GPULET_ERR_INPUT, "%s is not an ld cache (over 64 MiB)",
+                                      path);
+    if (size < sizeof(struct ldcache_header)) {
         free(data);
-        fclose(f);
-        return gpulet_error_errno(err, EIO, "cannot read %s", path);
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "%s is not an ld cache (size %zu)", path,
+                                size);
     }
-    fclose(f);
-    size_t size = (size_t)st.st_size;
-    data[size] = '\0';
     /* Old caches put a "ld.so-1.7.0" table in front; the new one follows. */
     char *start = memmem(data, size, LDCACHE_MAGIC, strlen(LDCACHE_MAGIC));
     if (start == NULL) {

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "fileio/fileio.h"
 #include "gpu/gpu.h"
 #include "grpc/grpc.h"
 #include "podresources/v1/api.pb-c.h"
@@ -45,19 +46,9 @@ static void say(struct report *r, enum verdict v, const char *check, const char 
 
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&text, &len);
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        fwrite(buf, 1, n, m);
-    fclose(m);
-    fclose(f);
-    return text;
+    char *text;
+    size_t len;
+    return fileio_read(path, 16u << 20, &text, &len, NULL) == 0 ? text : NULL;
 }
 
 static void check_devices(struct report *r, const struct doctor_options *o,

@@ -4,8 +4,65 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+int fileio_read(const char *path, size_t max, char **data, size_t *len,
+                struct gpulet_error *err)
+{
+    *data = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return gpulet_error_errno(err, errno, "cannot read %s", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return gpulet_error_errno(err, e, "cannot read %s", path);
+    }
+    /* st_size is a hint only: files in /proc and pipes say 0. */
+    int e = st.st_size > 0 && (size_t)st.st_size > max ? EFBIG : 0;
+    size_t cap = (st.st_size > 0 ? (size_t)st.st_size : 4096) + 1, used = 0;
+    char *buf = e ? NULL : malloc(cap);
+    if (e == 0 && buf == NULL)
+        e = ENOMEM;
+    while (e == 0) {
+        if (used + 1 == cap) { /* full: grow, within the limit */
+            char *grown = used > max ? NULL : realloc(buf, cap * 2);
+            if (grown == NULL) {
+                e = used > max ? EFBIG : ENOMEM;
+                break;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + used, cap - used - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            e = n < 0 ? errno : 0;
+            break;
+        }
+        used += (size_t)n;
+    }
+    close(fd);
+    if (e == 0 && used > max)
+        e = EFBIG;
+    if (e != 0) {
+        free(buf);
+        if (e == EFBIG)
+            return gpulet_error_set(err, GPULET_ERR_INPUT,
+                                    "cannot read %s: larger than %zu bytes; is it the right file?",
+                                    path, max);
+        return gpulet_error_errno(err, e, "cannot read %s", path);
+    }
+    buf[used] = '\0';
+    *data = buf;
+    *len = used;
+    return 0;
+}
 
 static int write_all(int fd, const char *data, size_t len)
 {

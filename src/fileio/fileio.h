@@ -1,5 +1,5 @@
 /*
- * fileio: replacing a file atomically.
+ * fileio: reading a whole file, and replacing a file atomically.
  *
  * Readers of the files gpulet writes (NFD reading node labels, containerd
  * and podman reading CDI specs and their own configuration, an OCI runtime
@@ -25,6 +25,13 @@ enum fileio_flags {
     /* Mode 0755: a program. */
     FILEIO_EXECUTABLE = 1u << 2,
 };
+
+/* Reads the whole of path into *data (malloc'ed, NUL-terminated, *len
+ * bytes before the NUL). A file larger than max bytes is an error, so a
+ * wrong path cannot make gpulet read a disk image. On failure err says
+ * "cannot read PATH: reason" with errno kept (ENOENT: no such file). */
+int fileio_read(const char *path, size_t max, char **data, size_t *len,
+                struct gpulet_error *err);
 
 /* Replaces path with len bytes of data. The folder must exist. */
 int fileio_replace(const char *path, const char *data, size_t len, unsigned flags,

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio/fileio.h"
+
 /* The fields, with dcgm-exporter's names, types and help texts. */
 static const struct field catalog[] = {
     {"DCGM_FI_DEV_SM_CLOCK", F_SM_CLOCK, FIELD_GAUGE, "SM clock frequency (in MHz).", false, false},
@@ -242,31 +244,12 @@ void fields_free(struct field_selection *sel)
 
 int fields_load(const char *path, struct field_selection *sel, struct gpulet_error *err)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return gpulet_error_errno(err, errno, "cannot open the counters file %s", path);
-    char *text = NULL;
-    size_t cap = 0, len = 0;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            char *grown = realloc(text, cap);
-            if (grown == NULL) {
-                free(text);
-                fclose(f);
-                return gpulet_error_errno(err, ENOMEM, "cannot read %s", path);
-            }
-            text = grown;
-        }
-        memcpy(text + len, buf, n);
-        len += n;
+    char *text;
+    size_t len;
+    if (fileio_read(path, 1u << 20, &text, &len, err) < 0) {
+        gpulet_error_prefix(err, "counters file");
+        return -1;
     }
-    fclose(f);
-    if (text == NULL)
-        return fields_parse(path, "", sel, err);
-    text[len] = '\0';
     int rc = fields_parse(path, text, sel, err);
     free(text);
     return rc;

@@ -23,41 +23,22 @@ const char *engine_default_config(enum engine e)
     return NULL;
 }
 
+/* The engine's file, or "" with *exists false when there is none yet. */
 static char *read_all(const char *path, bool *exists, struct gpulet_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        if (errno == ENOENT) {
-            *exists = false;
-            return strdup("");
-        }
-        gpulet_error_errno(err, errno, "cannot read %s", path);
-        return NULL;
-    }
+    char *text;
+    size_t len;
+    struct gpulet_error why = {0};
     *exists = true;
-    char *text = NULL;
-    size_t len = 0, cap = 0, n;
-    char buf[4096];
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            char *grown = realloc(text, cap);
-            if (grown == NULL) {
-                free(text);
-                fclose(f);
-                gpulet_error_errno(err, ENOMEM, "cannot read %s", path);
-                return NULL;
-            }
-            text = grown;
-        }
-        memcpy(text + len, buf, n);
-        len += n;
-    }
-    fclose(f);
-    if (text == NULL)
+    if (fileio_read(path, 16u << 20, &text, &len, &why) == 0)
+        return text;
+    if (why.kind == GPULET_ERR_SYSTEM && why.sys_errno == ENOENT) {
+        *exists = false;
         return strdup("");
-    text[len] = '\0';
-    return text;
+    }
+    if (err != NULL)
+        *err = why;
+    return NULL;
 }
 
 /* The new content, with a backup of the old one beside it first. */

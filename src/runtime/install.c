@@ -8,36 +8,14 @@
 
 #include "fileio/fileio.h"
 
-/* The whole file in memory: bundle files are a few MiB at most. */
-static int read_whole(const char *path, char **data, size_t *len, struct gpulet_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return gpulet_error_errno(err, errno, "cannot read %s", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        int e = errno;
-        fclose(f);
-        return gpulet_error_errno(err, e, "cannot read %s", path);
-    }
-    *len = (size_t)st.st_size;
-    *data = malloc(*len + 1);
-    size_t got = *data ? fread(*data, 1, *len, f) : 0;
-    int e = errno;
-    fclose(f);
-    if (*data == NULL || got != *len) {
-        free(*data);
-        *data = NULL;
-        return gpulet_error_errno(err, e ? e : EIO, "cannot read %s", path);
-    }
-    return 0;
-}
+/* Bundle files are a few MiB at most (libc is the largest). */
+#define BUNDLE_FILE_MAX (256u << 20)
 
 static bool same_content(const char *path, const char *data, size_t len)
 {
     char *old = NULL;
     size_t old_len = 0;
-    if (read_whole(path, &old, &old_len, NULL) != 0)
+    if (fileio_read(path, BUNDLE_FILE_MAX, &old, &old_len, NULL) != 0)
         return false;
     bool same = old_len == len && memcmp(old, data, len) == 0;
     free(old);
@@ -95,7 +73,7 @@ static int install_folder(const char *from, const char *to, const char *sub, boo
         if (rc == 0 && stat(src, &st) != 0)
             rc = gpulet_error_errno(err, errno, "cannot read %s", src);
         if (rc == 0)
-            rc = read_whole(src, &data, &len, err);
+            rc = fileio_read(src, BUNDLE_FILE_MAX, &data, &len, err);
         if (rc == 0) {
             if (same_content(dst, data, len)) {
                 fprintf(out, "unchanged %s\n", dst);

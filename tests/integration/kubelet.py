@@ -101,8 +101,8 @@ class Kubelet:
                 with self.lock:
                     res.devices = devices
                     res.updates += 1
-        except grpc.RpcError:
-            pass
+        except (grpc.RpcError, ValueError):
+            pass  # ValueError: a restart closed the channel before the stream began
         res.stream_ended.set()
 
     def start(self):

@@ -1,6 +1,7 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <sys/stat.h>
 
 #include "fileio/fileio.h"
@@ -95,9 +96,65 @@ static void failed_rename_keeps_the_target_and_removes_the_temporary(void **stat
     rmdir(dir);
 }
 
+static void read_gives_the_whole_file_nul_terminated(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/big", dir);
+    /* larger than the first guess for files that report no size */
+    char *text = malloc(10000);
+    memset(text, 'x', 9999);
+    text[9999] = '\0';
+    write_file(path, text);
+    char *data;
+    size_t len;
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_read(path, 1u << 20, &data, &len, &err), 0);
+    assert_int_equal(len, 9999);
+    assert_string_equal(data, text);
+    free(data);
+    /* over the limit: refused, saying so */
+    assert_int_equal(fileio_read(path, 4096, &data, &len, &err), -1);
+    assert_null(data);
+    assert_contains(err.msg, "larger than 4096 bytes");
+    free(text);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void read_copes_with_files_that_report_no_size(void **state)
+{
+    (void)state;
+    char *data;
+    size_t len;
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_read("/proc/self/status", 1u << 20, &data, &len, &err), 0);
+    assert_true(len > 0);
+    assert_int_equal(strlen(data), len);
+    assert_contains(data, "Name:");
+    free(data);
+}
+
+static void read_errors_keep_errno(void **state)
+{
+    (void)state;
+    char *data;
+    size_t len;
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_read("/nonexistent-gpulet/c.csv", 100, &data, &len, &err), -1);
+    assert_int_equal(err.sys_errno, ENOENT);
+    assert_string_equal(err.msg, "cannot read /nonexistent-gpulet/c.csv: No such file or directory");
+    assert_int_equal(fileio_read("/tmp", 1u << 20, &data, &len, &err), -1);
+    assert_int_equal(err.sys_errno, EISDIR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(read_gives_the_whole_file_nul_terminated),
+        cmocka_unit_test(read_copes_with_files_that_report_no_size),
+        cmocka_unit_test(read_errors_keep_errno),
         cmocka_unit_test(replaces_content_and_leaves_no_temporary),
         cmocka_unit_test(private_files_are_0600_whatever_the_umask),
         cmocka_unit_test(missing_folder_is_an_error_naming_the_file),
