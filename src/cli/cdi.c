@@ -65,10 +65,7 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
         case OPT_HOOK: cdi.hook_path = optarg; break;
         case OPT_NO_HOOK: cdi.hook_path = NULL; break;
         case 'h': fputs(cdi_usage, stdout); return CLI_OK;
-        default:
-            fprintf(stderr, "gpulet cdi generate: %s '%s'\n%s",
-                    c == ':' ? "option needs a value:" : "unknown option", argv[optind], cdi_usage);
-            return CLI_USAGE;
+        default: return cli_option_error("cdi generate", c, argv[optind], cdi_usage);
         }
     }
     if (cdi.hook_path && cdi.hook_path[0] != '/') {

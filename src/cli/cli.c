@@ -193,3 +193,12 @@ bool cli_own_folder(char *out, size_t len)
     *slash = '\0';
     return true;
 }
+
+int cli_option_error(const char *command, int c, const char *option, const char *usage)
+{
+    if (c == ':')
+        fprintf(stderr, "gpulet %s: option '%s' needs a value\n%s", command, option, usage);
+    else
+        fprintf(stderr, "gpulet %s: unknown option '%s'\n%s", command, option, usage);
+    return CLI_USAGE;
+}

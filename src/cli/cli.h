@@ -35,6 +35,11 @@ void cli_list_fixtures(char *buf, size_t len);
 int cli_open_inventory(const struct cli_options *opts, struct nvml **nvml,
                        struct gpu_inventory **inv);
 
+/* Reports getopt's complaint c (':' a missing value, else an unknown
+ * option) about option, then the command's usage, on stderr; returns
+ * CLI_USAGE. */
+int cli_option_error(const char *command, int c, const char *option, const char *usage);
+
 /* The folder this gpulet program is in: gpulet-runtime and gpulet-hook
  * are looked for beside it. Returns false when /proc/self/exe cannot be
  * read. */

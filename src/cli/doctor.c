@@ -70,10 +70,7 @@ int cli_doctor(const struct cli_options *opts, int argc, char **argv)
         case O_CONFIG: flags.config_file = optarg; break;
         case O_MIG: flags.mig_strategy = optarg; break;
         case 'h': fputs(doctor_usage, stdout); return CLI_OK;
-        default:
-            fprintf(stderr, "gpulet doctor: unknown option '%s'\n%s", argv[optind - 1],
-                    doctor_usage);
-            return CLI_USAGE;
+        default: return cli_option_error("doctor", c, argv[optind - 1], doctor_usage);
         }
     }
     struct config cfg;

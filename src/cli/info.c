@@ -93,9 +93,7 @@ int cli_info(const struct cli_options *opts, int argc, char **argv)
         switch (c) {
         case 'j': json = true; break;
         case 'h': fputs(info_usage, stdout); return CLI_OK;
-        default:
-            fprintf(stderr, "gpulet info: unknown option '%s'\n%s", argv[optind - 1], info_usage);
-            return CLI_USAGE;
+        default: return cli_option_error("info", c, argv[optind - 1], info_usage);
         }
     }
     if (optind < argc) {

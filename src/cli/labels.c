@@ -41,14 +41,7 @@ int cli_labels(const struct cli_options *opts, int argc, char **argv)
         case OPT_MIG: flags.mig_strategy = optarg; break;
         case OPT_NO_TIMESTAMP: timestamp = false; break;
         case 'h': fputs(labels_usage, stdout); return CLI_OK;
-        case ':':
-            fprintf(stderr, "gpulet labels: option '%s' needs a value\n%s", argv[optind - 1],
-                    labels_usage);
-            return CLI_USAGE;
-        default:
-            fprintf(stderr, "gpulet labels: unknown option '%s'\n%s", argv[optind - 1],
-                    labels_usage);
-            return CLI_USAGE;
+        default: return cli_option_error("labels", c, argv[optind - 1], labels_usage);
         }
     }
     if (optind < argc) {

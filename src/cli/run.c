@@ -225,13 +225,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
             }
             break;
         case 'h': fputs(run_usage, stdout); return CLI_OK;
-        case ':':
-            fprintf(stderr, "gpulet run: option '%s' needs a value\n%s", argv[optind - 1],
-                    run_usage);
-            return CLI_USAGE;
-        default:
-            fprintf(stderr, "gpulet run: unknown option '%s'\n%s", argv[optind - 1], run_usage);
-            return CLI_USAGE;
+        default: return cli_option_error("run", c, argv[optind - 1], run_usage);
         }
     }
     if (optind < argc) {

@@ -65,11 +65,7 @@ static int runtime_install_command(int argc, char **argv)
         case OPT_TO: to = optarg; break;
         case OPT_FROM: from = optarg; break;
         case 'h': fputs(runtime_usage, stdout); return CLI_OK;
-        default:
-            fprintf(stderr, "gpulet runtime install: %s '%s'\n%s",
-                    ch == ':' ? "option needs a value:" : "unknown option", argv[optind],
-                    runtime_usage);
-            return CLI_USAGE;
+        default: return cli_option_error("runtime install", ch, argv[optind], runtime_usage);
         }
     }
     if (to == NULL || optind + 1 < argc) {
@@ -126,11 +122,7 @@ int cli_runtime(const struct cli_options *opts, int argc, char **argv)
         case OPT_DEFAULT: c.set_as_default = true; break;
         case OPT_DRY: c.dry_run = true; break;
         case 'h': fputs(runtime_usage, stdout); return CLI_OK;
-        default:
-            fprintf(stderr, "gpulet runtime configure: %s '%s'\n%s",
-                    ch == ':' ? "option needs a value:" : "unknown option", argv[optind],
-                    runtime_usage);
-            return CLI_USAGE;
+        default: return cli_option_error("runtime configure", ch, argv[optind], runtime_usage);
         }
     }
     if (engine == NULL || (strcmp(engine, "docker") != 0 && strcmp(engine, "crio") != 0 &&

@@ -35,6 +35,16 @@ def test_help_lists_commands_and_fixtures(gpulet):
     (["--simulate", "dgx-a100", "--nvml-lib", "/x.so", "info"], "cannot be used together"),
     (["--simulate", "dgx-a200", "info"], "no simulated node named \"dgx-a200\" (known: "),
     (["--simulate", "/nonexistent/node.yaml", "info"], "cannot read the node description"),
+    # every subcommand names the option the same way, and shows its usage
+    (["run", "--bogus"], "gpulet run: unknown option '--bogus'\nUsage: gpulet"),
+    (["run", "--config-file"], "gpulet run: option '--config-file' needs a value\nUsage:"),
+    (["labels", "--mig-strategy"], "gpulet labels: option '--mig-strategy' needs a value\n"),
+    (["doctor", "--cdi-dirs"], "gpulet doctor: option '--cdi-dirs' needs a value\nUsage:"),
+    (["info", "-x"], "gpulet info: unknown option '-x'\nUsage:"),
+    (["cdi", "generate", "--output"], "gpulet cdi generate: option '--output' needs a value\n"),
+    (["runtime", "configure", "--runtime"],
+     "gpulet runtime configure: option '--runtime' needs a value\nUsage:"),
+    (["runtime", "install", "--bogus"], "gpulet runtime install: unknown option '--bogus'\n"),
 ])
 def test_usage_errors_exit_2(gpulet, args, message):
     r = gpulet(*args)

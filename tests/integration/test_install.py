@@ -70,7 +70,7 @@ def test_install_usage_errors(gpulet):
     r = gpulet("runtime", "install")
     assert r.rc == 2 and "--to DIR is required" in r.err
     r = gpulet("runtime", "install", "--to")
-    assert r.rc == 2 and "option needs a value" in r.err
+    assert r.rc == 2 and "option '--to' needs a value" in r.err
     r = gpulet("runtime", "install", "--to", "/x", "extra")
     assert r.rc == 2 and "unexpected argument" in r.err
     r = gpulet("runtime", "install", "--help")
