@@ -185,6 +185,21 @@ static json_t *child(json_t *parent, const char *key, json_t *(*make)(void))
     return c;
 }
 
+/* Drops the first object of array whose key is value: a CDI edit replaces
+ * the entry it names (a device node's path, a mount's destination). */
+static void remove_entry(json_t *array, const char *key, const char *value)
+{
+    size_t i;
+    json_t *entry;
+    json_array_foreach(array, i, entry) {
+        const char *v = json_string_value(json_object_get(entry, key));
+        if (v && strcmp(v, value) == 0) {
+            json_array_remove(array, i);
+            return;
+        }
+    }
+}
+
 static int apply_node(json_t *config, json_t *node, struct gpulet_error *err)
 {
     const char *path = json_string_value(json_object_get(node, "path"));
@@ -204,15 +219,7 @@ static int apply_node(json_t *config, json_t *node, struct gpulet_error *err)
     json_t *linux_ = child(config, "linux", json_object);
     json_t *devices = child(linux_, "devices", json_array);
     /* A node at the same path is replaced, as CDI says. */
-    size_t i;
-    json_t *d;
-    json_array_foreach(devices, i, d) {
-        const char *p = json_string_value(json_object_get(d, "path"));
-        if (p && strcmp(p, path) == 0) {
-            json_array_remove(devices, i);
-            break;
-        }
-    }
+    remove_entry(devices, "path", path);
     json_array_append_new(devices, json_pack("{s:s, s:s, s:I, s:I, s:i, s:i, s:i}", "path", path,
                                              "type", type, "major", major, "minor", minor,
                                              "fileMode", (int)(st.st_mode & 0777), "uid", 0,
@@ -232,15 +239,7 @@ static void apply_mount(json_t *config, json_t *m)
     if (src == NULL || dst == NULL)
         return;
     json_t *mounts = child(config, "mounts", json_array);
-    size_t i;
-    json_t *old;
-    json_array_foreach(mounts, i, old) {
-        const char *d = json_string_value(json_object_get(old, "destination"));
-        if (d && strcmp(d, dst) == 0) {
-            json_array_remove(mounts, i);
-            break;
-        }
-    }
+    remove_entry(mounts, "destination", dst);
     json_t *options = json_object_get(m, "options");
     json_array_append_new(mounts, json_pack("{s:s, s:s, s:s, s:O}", "destination", dst, "type",
                                             "bind", "source", src, "options",

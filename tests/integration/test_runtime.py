@@ -98,6 +98,25 @@ def test_volume_mount_request(build, bundle, cdi_dir, tmp_path):
     assert devices(r.stdout) == ["nvidia5", "nvidiactl"]
 
 
+def test_cdi_edits_replace_entries_at_the_same_path(build, bundle, cdi_dir, tmp_path):
+    # an image or engine that already put something where CDI puts the
+    # driver: CDI's entry replaces it, never stands beside it
+    def prefill(c):
+        c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=0")
+        c["mounts"].append({"destination": "/usr/bin/nvidia-smi", "type": "bind",
+                            "source": "/dev/null", "options": ["rbind", "ro"]})
+        c["linux"].setdefault("devices", []).append(
+            {"path": "/dev/nvidiactl", "type": "c", "major": 1, "minor": 3})
+    edit(bundle, prefill)
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    config = json.loads((bundle / "config.json").read_text())
+    smi = [m for m in config["mounts"] if m["destination"] == "/usr/bin/nvidia-smi"]
+    assert len(smi) == 1 and smi[0]["source"] != "/dev/null"
+    ctl = [d for d in config["linux"]["devices"] if d["path"] == "/dev/nvidiactl"]
+    assert len(ctl) == 1 and ctl[0]["major"] == 195
+
+
 def test_all(build, bundle, cdi_dir, tmp_path):
     edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all"))
     r = run(build, bundle, cdi_dir, tmp_path)
