@@ -22,9 +22,11 @@ int fileio_read(const char *path, size_t max, char **data, size_t *len,
         close(fd);
         return gpulet_error_errno(err, e, "cannot read %s", path);
     }
-    /* st_size is a hint only: files in /proc and pipes say 0. */
+    /* st_size is a hint only: files in /proc and pipes say 0. Room for the
+     * file, the read that sees its end, and the NUL: no growing when the
+     * hint is right. */
     int e = st.st_size > 0 && (size_t)st.st_size > max ? EFBIG : 0;
-    size_t cap = (st.st_size > 0 ? (size_t)st.st_size : 4096) + 1, used = 0;
+    size_t cap = (st.st_size > 0 ? (size_t)st.st_size : 4096) + 2, used = 0;
     char *buf = e ? NULL : malloc(cap);
     if (e == 0 && buf == NULL)
         e = ENOMEM;
