@@ -21,12 +21,12 @@ $(FUZZ_BUILD)/Makefile: CMakeLists.txt
 	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DGPULET_FUZZ=ON >/dev/null
 
 build-fuzz: deps $(FUZZ_BUILD)/Makefile
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target runtime_fuzz -- --no-print-directory
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers -- --no-print-directory
 
-# A long fuzzing run (10 minutes); make test runs 20 seconds of it.
+# A long fuzzing run (10 minutes per target); make test runs 20 seconds of each.
 fuzz: build-fuzz
 	@cmake -S . -B $(FUZZ_BUILD) -DGPULET_FUZZ_SECONDS=600 >/dev/null
-	@ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure
+	@ctest --test-dir $(FUZZ_BUILD) -L fuzz --output-on-failure -j $(JOBS)
 	@cmake -S . -B $(FUZZ_BUILD) -DGPULET_FUZZ_SECONDS=20 >/dev/null
 
 $(ASAN_BUILD)/Makefile: CMakeLists.txt
