@@ -168,6 +168,11 @@ static void pods_done(enum grpc_status status, const char *message, const uint8_
     v1__list_pod_resources_response__free_unpacked(resp, NULL);
     if (map == NULL)
         return;
+    if (map->dropped && (m->pods == NULL || m->pods->dropped == 0))
+        log_warn("pod-resources: more pod references than the metrics show; the rest are "
+                 "left out",
+                 "socket=%s max=%d dropped=%zu", m->opts.podresources, POD_MAP_MAX_REFS,
+                 map->dropped);
     pod_map_free(m->pods);
     m->pods = map;
     m->pods_version++;
