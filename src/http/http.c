@@ -43,6 +43,7 @@ struct conn {
     char *head;      /* limits.parse.max_head bytes */
     size_t len;      /* bytes in head */
     size_t scanned;  /* bytes of head already searched for a line end */
+    bool line_seen;  /* a line of this request has ended */
     size_t body_left;
     struct http_request pending; /* answered once its body is read */
 };
@@ -235,9 +236,12 @@ static void conn_process(struct conn *c)
                 c->state = CONN_HEAD;
                 arm(c, s->lim.request_timeout_ms);
             }
-            /* Parse again only when a line may have ended. */
-            if (c->len < s->lim.parse.max_head &&
-                memchr(c->head + c->scanned, '\n', c->len - c->scanned) == NULL) {
+            /* Parse again only when a line may have ended, or a limit
+             * (the first line's, the head's) is passed. */
+            bool line_end = memchr(c->head + c->scanned, '\n', c->len - c->scanned) != NULL;
+            c->line_seen |= line_end;
+            if (!line_end && c->len < s->lim.parse.max_head &&
+                (c->line_seen || c->len <= s->lim.parse.max_line)) {
                 c->scanned = c->len;
                 return;
             }
@@ -257,6 +261,7 @@ static void conn_process(struct conn *c)
             c->len = rest - skip;
             memmove(c->head, c->head + req.head_len + skip, c->len);
             c->scanned = 0;
+            c->line_seen = false;
             if (c->body_left == 0) {
                 respond(c, &req);
                 return;
