@@ -182,8 +182,9 @@ static void test_build_time_grows_linearly(void **state)
     double small = best_of_three(inv, 10000), big = best_of_three(inv, 100000);
     print_message("pod map: 10,000 pods %.1f ms, 100,000 pods %.1f ms (x%.1f)\n", small * 1e3,
                   big * 1e3, big / small);
-    /* n log n: about x12; the old per-item growth and scan: x100 */
-    assert_true(big / small < 30);
+    /* n log n: about x12, up to x40 once the bigger set leaves the caches
+     * on a busy machine; the old per-item growth and scan: x100 and more */
+    assert_true(big / small < 50);
     assert_true(big < 2.0);
     gpu_inventory_free(inv);
 }
