@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +19,11 @@
 #include "metrics/metrics.h"
 #include "log/log.h"
 #include "plugin/plugin.h"
+
+/* Three priorities on the loop: signals, the device plugin and the rest
+ * take the middle one (libevent's default); the metrics port takes the
+ * lowest, so that nothing sent to it delays the kubelet's calls. */
+#define LOOP_PRIORITIES 3
 
 /* Everything the running daemon holds; the only mutable state it has. */
 struct daemon {
@@ -245,6 +251,38 @@ static void cleanup(struct daemon *d)
         event_base_free(d->base);
 }
 
+/* libevent's own messages (a failing accept, a broken socket ...) as
+ * gpulet log lines, one per interval whatever their rate. libevent's
+ * callback takes no argument, so the limit is the one process-wide state
+ * here; only the loop's thread uses libevent. */
+static struct log_limit libevent_limit = {.interval_s = 60};
+
+static void libevent_log(int severity, const char *msg)
+{
+    unsigned long held;
+    if (severity < EVENT_LOG_WARN || !log_limit_pass(&libevent_limit, &held))
+        return;
+    log_warn("libevent", "message=\"%s\" times_before=%lu", msg, held);
+}
+
+/* Each connection takes a descriptor; the kernel's soft limit (often
+ * 1024) is a default for programs that never asked, the hard limit is
+ * what the operator allows. */
+static void raise_descriptor_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t soft = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_warn("cannot raise the descriptor limit", "soft=%llu hard=%llu error=\"%s\"",
+                 (unsigned long long)soft, (unsigned long long)rl.rlim_max, strerror(errno));
+    else
+        log_debug("descriptor limit raised", "soft=%llu now=%llu", (unsigned long long)soft,
+                  (unsigned long long)rl.rlim_cur);
+}
+
 static void log_inventory(const struct daemon *d)
 {
     log_info("GPU inventory", "gpus=%zu driver=%s cuda=%d simulated=%s", d->inv->gpu_count,
@@ -257,6 +295,8 @@ int daemon_run(const struct daemon_options *opts)
     struct daemon d = {.opts = opts, .inotify_fd = -1};
     struct gpulet_error err = {0};
     signal(SIGPIPE, SIG_IGN);
+    raise_descriptor_limit();
+    event_set_log_callback(libevent_log);
     if (config_load(&opts->flags, config_process_env, &d.cfg, &err) < 0) {
         fprintf(stderr, "gpulet: %s\n", err.msg);
         return 2;
@@ -265,7 +305,7 @@ int daemon_run(const struct daemon_options *opts)
     if (nvml_opts.driver_root == NULL && strcmp(d.cfg.driver_root, "/") != 0)
         nvml_opts.driver_root = d.cfg.driver_root;
     d.base = event_base_new();
-    if (d.base == NULL) {
+    if (d.base == NULL || event_base_priority_init(d.base, LOOP_PRIORITIES) != 0) {
         fprintf(stderr, "gpulet: cannot create the event loop\n");
         return 1;
     }

@@ -192,14 +192,24 @@ def test_xid_errors(exporter, tmp_path):
     state = tmp_path / "state.yaml"
     write_atomically(state, "events: []\n")
     e = exporter("t4-pcie", state=state)
-    write_atomically(state, "events:\n  - {gpu: 1, xid: 79}\n  - {gpu: 1, xid: 31}\n"
-                            "  - {gpu: 1, xid: 31}\n")
+    # The health checks start after the first sample and miss events written
+    # before they watch: one more on GPU 0 at each poll shows when they do.
+    early = []
+
+    def watching():
+        early.append("  - {gpu: 0, xid: 13}\n")
+        write_atomically(state, "events:\n" + "".join(early))
+        return 'xid="13"}' in e.get()[2]
+
+    wait_for(watching, what="the health checks watching")
+    write_atomically(state, "events:\n" + "".join(early) + "  - {gpu: 1, xid: 79}\n"
+                            "  - {gpu: 1, xid: 31}\n  - {gpu: 1, xid: 31}\n")
     wait_for(lambda: 'xid="31"} 2' in e.get()[2], what="the XID counter")
     fams, body = e.families()
     last = next(s.value for s in samples(fams["DCGM_FI_DEV_XID_ERRORS"]) if s.labels["gpu"] == "1")
     assert last == 31
     counts = {s.labels["xid"]: s.value for s in samples(family(fams, "gpulet_xid_errors_total"))
-              if s.name.endswith("_total")}
+              if s.name.endswith("_total") and s.labels["gpu"] == "1"}
     assert counts == {"79": 1, "31": 2}
 
 
