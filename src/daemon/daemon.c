@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 
+#include "fileio/fileio.h"
 #include "gpu/gpu.h"
 #include "health/health.h"
 #include "labels/labels.h"
@@ -192,9 +193,12 @@ static int watch_directory(struct daemon *d)
     const char *dir = d->opts->device_plugin_dir;
     struct stat st;
     if (stat(dir, &st) != 0) {
-        if (mkdir(dir, 0755) != 0) {
+        /* gpulet may start before the kubelet: make the folder as the
+         * kubelet does (0750), and its parents (/var/lib/kubelet) too. */
+        struct gpulet_error err = {0};
+        if (fileio_mkdirs(dir, 0755, 0750, &err) < 0) {
             log_error("cannot create the device-plugin directory", "dir=%s error=\"%s\"", dir,
-                      strerror(errno));
+                      err.msg);
             return -1;
         }
         log_info("created the device-plugin directory", "dir=%s", dir);

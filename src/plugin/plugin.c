@@ -10,7 +10,9 @@
 #include "log/log.h"
 
 #define REGISTER_TIMEOUT_MS 10000
-#define RETRY_FIRST_MS 250
+/* kubelet.sock appears at bind(), a moment before the kubelet listens: the
+ * first Register may be refused, so the first retry comes quickly. */
+#define RETRY_FIRST_MS 10
 #define RETRY_MAX_MS 30000
 
 struct watcher {

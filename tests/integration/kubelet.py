@@ -65,6 +65,8 @@ class Kubelet:
         self.dp, self.dp_grpc = dp, dp_grpc
         self.resources = {}
         self.registrations = []    # (time, resource name) of each accepted Register
+        self.register_received = []  # time each Register call arrived, before any check
+        self.served_at = []        # time each start began, just before kubelet.sock exists
         self.refused = []
         self.lock = threading.Lock()
         self.server = None
@@ -72,6 +74,7 @@ class Kubelet:
 
     # -- the Registration service --
     def Register(self, request, context):
+        self.register_received.append(time.monotonic())
         if request.version != "v1beta1":
             self.refused.append(f"version {request.version}")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported version {request.version}")
@@ -113,6 +116,7 @@ class Kubelet:
                 self.Register, request_deserializer=self.dp.RegisterRequest.FromString,
                 response_serializer=self.dp.Empty.SerializeToString)})
         server.add_generic_rpc_handlers((handler,))
+        self.served_at.append(time.monotonic())  # add_insecure_port binds kubelet.sock
         server.add_insecure_port(f"unix:{self.dir / 'kubelet.sock'}")
         server.start()
         self.server = server
