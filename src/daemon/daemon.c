@@ -66,10 +66,9 @@ static int start_plugin(struct daemon *d, const struct config *cfg)
 static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
                            void *user)
 {
-    (void)reason;
     struct daemon *d = user;
     if (d->plugin)
-        plugin_set_health(d->plugin, gpu, mig, healthy);
+        plugin_set_health(d->plugin, gpu, mig, healthy, reason);
 }
 
 static int start_health(struct daemon *d)
