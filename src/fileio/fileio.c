@@ -137,10 +137,8 @@ static int mkdir_one(const char *path, mode_t mode, struct gpulet_error *err)
     struct stat st;
     if (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return 0;
-    if (errno == EEXIST)
-        return gpulet_error_set(err, GPULET_ERR_USAGE,
-                                "cannot create the folder %s: something else is there", path);
-    return gpulet_error_errno(err, errno, "cannot create the folder %s", path);
+    return gpulet_error_errno(err, errno == EEXIST ? ENOTDIR : errno,
+                              "cannot create the folder %s", path);
 }
 
 int fileio_mkdirs(const char *dir, mode_t parents_mode, mode_t mode, struct gpulet_error *err)

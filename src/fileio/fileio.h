@@ -42,7 +42,7 @@ int fileio_replace(const char *path, const char *data, size_t len, unsigned flag
 /* Creates the folder dir and any missing parents (mkdir -p). Folders it
  * creates get exactly these modes, whatever the umask: parents_mode for
  * the parents, mode for dir itself; folders already there are left as
- * they are. Fails when a part of the path exists and is not a folder. */
+ * they are. Fails (ENOTDIR) when a part of the path is not a folder. */
 int fileio_mkdirs(const char *dir, mode_t parents_mode, mode_t mode, struct gpulet_error *err);
 
 #endif

@@ -174,10 +174,11 @@ def test_kubelet_absent_at_start(run_gpulet, protos, tmp_path):
         k.stop()
 
 
-def test_run_before_the_kubelet_made_its_folder(run_gpulet, protos, tmp_path):
-    """No /var/lib/kubelet yet: gpulet makes the folders and waits there."""
+def test_run_before_the_kubelet(run_gpulet, protos, tmp_path):
+    """No /var/lib/kubelet yet: gpulet makes the folders and waits there.
+    (Short names: a socket path must fit in 107 bytes.)"""
     var = tmp_path / "var"
-    dp = var / "lib" / "kubelet" / "device-plugins"
+    dp = var / "lib" / "kubelet" / "dp"
     run_gpulet("t4-pcie", "--device-plugin-dir", dp)
     wait_for(lambda: (dp / "nvidia-gpu.sock").is_socket(), what="the plugin socket")
     modes = {p: oct(p.stat().st_mode & 0o777) for p in (var, var / "lib", dp.parent, dp)}

@@ -100,6 +100,13 @@ def statuses(r):
     return {c["check"]: c for c in json.loads(r.out)["checks"]}
 
 
+def failing(node, check):
+    """Runs doctor, which must exit 1; returns the named check."""
+    r = node.doctor("--json")
+    assert r.rc == 1, r.out
+    return statuses(r)[check]
+
+
 def test_a_healthy_node(node):
     r = node.doctor("--json")
     assert r.rc == 0, r.out
@@ -136,9 +143,7 @@ def test_a_checkpoint_that_differs_is_a_failure(node):
     doc = json.loads(cp.read_text())
     doc["Data"]["RegisteredDevices"]["nvidia.com/gpu"] = [node.gpus[0]["uuid"]]
     write_atomically(cp, json.dumps(doc))
-    r = node.doctor("--json")
-    assert r.rc == 1
-    c = statuses(r)["kubelet"]
+    c = failing(node, "kubelet")
     assert c["status"] == "fail"
     assert "the kubelet offers 1 device(s) but gpulet has 4 healthy" in c["message"]
 
@@ -150,9 +155,7 @@ def test_a_checkpoint_that_differs_is_a_failure(node):
 def test_a_malformed_checkpoint(node, text):
     node.kubelet.checkpoint = False
     write_atomically(node.dp / "kubelet_internal_checkpoint", text)
-    r = node.doctor("--json")
-    assert r.rc == 1
-    c = statuses(r)["kubelet"]
+    c = failing(node, "kubelet")
     if "RegisteredDevices" in text:  # well formed, but not IDs
         assert c["status"] == "fail" and "offers 3 device(s)" in c["message"]
     else:
@@ -167,11 +170,11 @@ def test_gpulet_killed_leaves_its_socket(node):
     assert (node.dp / "nvidia-gpu.sock").is_socket()  # left behind
     r = node.doctor("--json")
     assert r.rc == 1
-    c = statuses(r)["device plugin"]
-    assert c["status"] == "fail"
-    assert c["message"].startswith(f"{node.dp / 'nvidia-gpu.sock'} is left behind but nobody "
-                                   "listens: gpulet is not running")
-    assert "kubelet" not in statuses(r)  # nothing to compare with
+    checks = statuses(r)
+    assert checks["device plugin"]["status"] == "fail"
+    assert checks["device plugin"]["message"].startswith(
+        f"{node.dp / 'nvidia-gpu.sock'} is left behind but nobody listens: gpulet is not running")
+    assert "kubelet" not in checks  # nothing to compare with
 
 
 def test_an_xid_makes_a_gpu_unhealthy_with_its_reason(node):
@@ -207,9 +210,7 @@ def test_a_kubelet_that_has_no_registration(node):
 def test_a_kubelet_that_registered_but_does_not_watch(node):
     """As the real kubelet whose ListAndWatch streams were reset: capacity 0."""
     wait_for(lambda: node.kubelet.resources.get("nvidia.com/gpu"), what="a Register")
-    r = node.doctor("--json")
-    assert r.rc == 1
-    c = statuses(r)["device plugin"]
+    c = failing(node, "device plugin")
     assert c["status"] == "fail"
     assert "registered, but the kubelet holds no ListAndWatch stream" in c["message"]
     assert "capacity 0" in c["message"]
@@ -246,9 +247,7 @@ def test_runtime_entry_missing(node):
     node.containerd.write_text("version = 2\n# rewritten by another tool\n")
     for drop in (node.containerd.parent / "conf.d").iterdir():
         drop.unlink()
-    r = node.doctor("--json")
-    assert r.rc == 1
-    c = statuses(r)["containerd"]
+    c = failing(node, "containerd")
     assert c["status"] == "fail" and "has no nvidia runtime" in c["message"]
     assert "gpulet runtime configure --runtime containerd" in c["fix"]
 
@@ -256,9 +255,7 @@ def test_runtime_entry_missing(node):
 def test_idle_gpu_held_by_a_pod(node, protos):  # noqa: F811
     node.answer.pod_resources.append(pod(protos, "finished-job", "batch", "job",
                                          "nvidia.com/gpu", [node.gpus[2]["uuid"]]))
-    r = node.doctor("--json")
-    assert r.rc == 1
-    c = statuses(r)["idle gpus"]
+    c = failing(node, "idle gpus")
     assert c["status"] == "warn"
     assert "held by pod batch/finished-job (container job) but runs no process" in c["message"]
     assert "ttlSecondsAfterFinished" in c["fix"]
@@ -266,9 +263,7 @@ def test_idle_gpu_held_by_a_pod(node, protos):  # noqa: F811
 
 def test_device_nodes_missing(node):
     (node.dev / "nvidia3").unlink()
-    r = node.doctor("--json")
-    assert r.rc == 1
-    c = statuses(r)["device nodes"]
+    c = failing(node, "device nodes")
     assert c["status"] == "fail" and str(node.dev / "nvidia3") in c["message"]
 
 
