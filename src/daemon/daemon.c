@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "fileio/fileio.h"
 #include "gpu/gpu.h"
 #include "health/health.h"
 #include "labels/labels.h"
@@ -71,10 +72,9 @@ static int start_plugin(struct daemon *d, const struct config *cfg)
 static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
                            void *user)
 {
-    (void)reason;
     struct daemon *d = user;
     if (d->plugin)
-        plugin_set_health(d->plugin, gpu, mig, healthy);
+        plugin_set_health(d->plugin, gpu, mig, healthy, reason);
 }
 
 static int start_health(struct daemon *d)
@@ -198,9 +198,12 @@ static int watch_directory(struct daemon *d)
     const char *dir = d->opts->device_plugin_dir;
     struct stat st;
     if (stat(dir, &st) != 0) {
-        if (mkdir(dir, 0755) != 0) {
+        /* gpulet may start before the kubelet: make the folder as the
+         * kubelet does (0750), and its parents (/var/lib/kubelet) too. */
+        struct gpulet_error err = {0};
+        if (fileio_mkdirs(dir, 0755, 0750, &err) < 0) {
             log_error("cannot create the device-plugin directory", "dir=%s error=\"%s\"", dir,
-                      strerror(errno));
+                      err.msg);
             return -1;
         }
         log_info("created the device-plugin directory", "dir=%s", dir);

@@ -213,9 +213,12 @@ def test_xid_errors(exporter, tmp_path):
     assert counts == {"79": 1, "31": 2}
 
 
-def pod_server(pr, path, response, delay=0.0, calls=None):
+def pod_server(pr, path, response, delay=0.0, calls=None, allocatable=None):
     """A kubelet pod-resources server answering List with response (read at
-    each call, so tests may change it); calls collects the call times."""
+    each call, so tests may change it); calls collects the call times.
+    allocatable: a function giving {resource: [IDs]} for
+    GetAllocatableResources; without it the method is missing, as before
+    kubelet 1.23."""
     def list_(request, context):
         if calls is not None:
             calls.append(time.monotonic())
@@ -223,11 +226,21 @@ def pod_server(pr, path, response, delay=0.0, calls=None):
             time.sleep(delay)
         return response
 
+    def allocatable_(request, context):
+        return pr.AllocatableResourcesResponse(devices=[
+            pr.ContainerDevices(resource_name=name, device_ids=ids)
+            for name, ids in allocatable().items()])
+
+    methods = {"List": grpc.unary_unary_rpc_method_handler(
+        list_, request_deserializer=pr.ListPodResourcesRequest.FromString,
+        response_serializer=pr.ListPodResourcesResponse.SerializeToString)}
+    if allocatable:
+        methods["GetAllocatableResources"] = grpc.unary_unary_rpc_method_handler(
+            allocatable_, request_deserializer=pr.AllocatableResourcesRequest.FromString,
+            response_serializer=pr.AllocatableResourcesResponse.SerializeToString)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("v1.PodResourcesLister", {
-        "List": grpc.unary_unary_rpc_method_handler(
-            list_, request_deserializer=pr.ListPodResourcesRequest.FromString,
-            response_serializer=pr.ListPodResourcesResponse.SerializeToString)}),))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("v1.PodResourcesLister",
+                                                                          methods),))
     server.add_insecure_port(f"unix:{path}")
     server.start()
     return server
