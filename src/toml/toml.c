@@ -618,7 +618,7 @@ static void close_tables(struct toml_node *n)
         close_tables(n->type == TOML_TABLE ? n->pairs[i].value : n->items[i]);
 }
 
-static int keyval(struct parser *p, struct toml_node *t, unsigned depth)
+static int keyval(struct parser *p, struct toml_node *t)
 {
     struct key k;
     int rc = -1;
@@ -631,9 +631,11 @@ static int keyval(struct parser *p, struct toml_node *t, unsigned depth)
     }
     p->pos++;
     skip_ws(p);
-    if (value(p, depth, &v) != 0)
+    /* depth: where the value will sit in the tree */
+    if (too_deep(p, t->depth + (unsigned)k.n) != 0 ||
+        value(p, t->depth + (unsigned)k.n, &v) != 0)
         goto out;
-    if (too_deep(p, t->depth + (unsigned)k.n) != 0 || assign(p, t, &k, v) != 0) {
+    if (assign(p, t, &k, v) != 0) {
         toml_free(v);
         goto out;
     }
@@ -645,10 +647,15 @@ out:
 
 static int array(struct parser *p, unsigned depth, struct toml_node *a)
 {
+    unsigned long start = p->line;
     p->pos++;
     for (;;) {
         if (skip_blank(p) != 0)
             return -1;
+        if (peek(p, 0) < 0) {
+            p->line = start;
+            return fail(p, "an array that is never closed with ']'");
+        }
         if (peek(p, 0) == ']') {
             p->pos++;
             return 0;
@@ -670,7 +677,7 @@ static int array(struct parser *p, unsigned depth, struct toml_node *a)
     }
 }
 
-static int inline_table(struct parser *p, unsigned depth, struct toml_node *t)
+static int inline_table(struct parser *p, struct toml_node *t)
 {
     p->pos++;
     skip_ws(p);
@@ -679,7 +686,7 @@ static int inline_table(struct parser *p, unsigned depth, struct toml_node *t)
         return 0;
     }
     for (;;) {
-        if (keyval(p, t, depth + 1) != 0)
+        if (keyval(p, t) != 0)
             return -1;
         skip_ws(p);
         if (peek(p, 0) == '}') {
@@ -884,7 +891,7 @@ static int value(struct parser *p, unsigned depth, struct toml_node **out)
     } else if (c == '{') {
         v->type = TOML_TABLE;
         v->flags = TOML_INLINE;
-        rc = inline_table(p, depth, v);
+        rc = inline_table(p, v);
     } else {
         rc = scalar(p, v);
     }
@@ -912,7 +919,7 @@ static int header(struct parser *p)
         goto out;
     }
     p->pos += aot ? 2 : 1;
-    if (too_deep(p, (unsigned)k.n + 1) != 0)
+    if (too_deep(p, (unsigned)k.n) != 0)
         goto out;
     struct toml_node *t = p->root;
     for (size_t i = 0; i < k.n; i++) {
@@ -1038,7 +1045,7 @@ struct toml_node *toml_parse(const char *name, const char *text, size_t len,
         if (c == '[')
             rc = header(&p);
         else if (c != '#' && c != '\n' && c != '\r' && c != -1)
-            rc = keyval(&p, p.current, 0);
+            rc = keyval(&p, p.current);
         if (rc != 0 || end_of_line(&p) != 0) {
             toml_free(p.root);
             return NULL;

@@ -140,9 +140,9 @@ def test_containerd_without_a_config(gpulet, tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("version = 2\n[plugins\n", "line 2: a table header that does not parse"),
-    ("version = 2\nroot = \"/x\" junk\n", "line 2: unexpected text after the value"),
-    ("version = 2\nimports = [\"a\",\n", "line 2: a value that does not parse"),
+    ("version = 2\n[plugins\n", "config.toml:2: a table header that does not parse"),
+    ("version = 2\nroot = \"/x\" junk\n", "config.toml:2: unexpected text after the value"),
+    ("version = 2\nimports = [\"a\",\n", "config.toml:2: an array that is never closed"),
     ("root = \"/var/lib/containerd\"\n", "is containerd config version 1"),
 ])
 def test_containerd_config_it_cannot_use_is_left_alone(gpulet, tmp_path, text, message):

@@ -215,6 +215,7 @@ static void invalid_documents_name_file_and_line(void **state)
         {"a = \"\xff\"\n", "t.toml:1: not valid UTF-8"},
         {"\n\na = \"\xed\xa0\x80\"\n", "t.toml:3: not valid UTF-8"},
         {"a = \n", "t.toml:1: a value is missing"},
+        {"a = [1,\n\n", "t.toml:1: an array that is never closed"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct gpulet_error err = {0};
