@@ -439,11 +439,15 @@ static int merge(struct toml_node *to, const struct toml_node *from, bool top)
     return 0;
 }
 
-/* Where an import points: relative to the importing file's folder. */
+/* Where an import points: a plain path relative to the importing file's
+ * folder; a pattern (with '*') relative to containerd's working folder,
+ * which gpulet cannot know (NULL). */
 static char *import_path(const char *importer, const char *import)
 {
     if (import[0] == '/')
         return strdup(import);
+    if (strchr(import, '*') != NULL)
+        return NULL;
     char copy[4096], *out;
     snprintf(copy, sizeof copy, "%s", importer);
     return asprintf(&out, "%s/%s", dirname(copy), import) < 0 ? NULL : out;
@@ -556,7 +560,12 @@ static int ctd_load(const struct ctd_source *src, struct ctd_model *m, struct gp
             }
             char *full = import_path(path, one->text);
             int e = full ? expand(src, full, pending, &tail, err)
-                         : gpulet_error_errno(err, ENOMEM, "cannot read %s", path);
+                  : strchr(one->text, '*')
+                      ? gpulet_error_set(err, GPULET_ERR_INPUT,
+                                         "%s line %lu: the import \"%s\" is a pattern relative to "
+                                         "containerd's working folder, not to the file; make it "
+                                         "absolute", path, one->line, one->text)
+                      : gpulet_error_errno(err, ENOMEM, "cannot read %s", path);
             free(full);
             if (e != 0)
                 goto out;
@@ -668,9 +677,20 @@ int configure_containerd_text(const char *main_path, const char *old_main, bool 
     const struct toml_node *old_cri = plugins ? toml_get(plugins, plugin) : NULL;
     if (plugins == NULL || (cri = old_cri ? toml_copy(old_cri) : toml_new(TOML_TABLE)) == NULL ||
         (old_cri != NULL && old_cri->type != TOML_TABLE) ||
-        (containerd = table_in(cri, "containerd", main_path, err)) == NULL ||
-        (runtimes = table_in(containerd, "runtimes", main_path, err)) == NULL)
+        (containerd = table_in(cri, "containerd", main_path, err)) == NULL)
         goto out;
+    /* Without a runtimes table containerd has its default runc; a table
+     * with only nvidia in it would replace that default. */
+    bool default_runc = toml_get(containerd, "runtimes") == NULL;
+    if ((runtimes = table_in(containerd, "runtimes", main_path, err)) == NULL)
+        goto out;
+    struct toml_node *runc = default_runc ? toml_new(TOML_TABLE) : NULL;
+    if (default_runc && (runc == NULL || toml_set(runtimes, "runc", runc) != 0 ||
+                         toml_set(runc, "runtime_type",
+                                  toml_new_string("io.containerd.runc.v2")) != 0)) {
+        gpulet_error_errno(err, ENOMEM, "cannot edit %s", main_path);
+        goto out;
+    }
     const char *const systemd_path[] = {"runc", "options", "SystemdCgroup", NULL};
     const struct toml_node *systemd = toml_path(runtimes, systemd_path);
     struct toml_node *options = toml_new(TOML_TABLE);
