@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for what gpulet-runtime and `gpulet runtime configure`
  * read from outside: a bundle's config.json (the request and the CDI edits
- * applied to it) and container engines' TOML. The first byte picks which.
+ * applied to it) and container engines' TOML (fuzz/toml_fuzz.c also drives
+ * the engine editors). The first byte picks which.
  *
  *   make fuzz            (long run)   ·   make test runs it for 20 s
  */
@@ -11,18 +12,7 @@
 #include <string.h>
 
 #include "runtime/runtime.h"
-#include "runtime/toml_scan.h"
-
-static int ignore(enum toml_item item, const char *key, const char *at, unsigned long line,
-                  void *user)
-{
-    (void)item;
-    (void)key;
-    (void)at;
-    (void)line;
-    (void)user;
-    return 0;
-}
+#include "toml/toml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -30,11 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     struct gpulet_error err = {0};
     if (data[0] & 1) {
-        char *text = malloc(size);
-        memcpy(text, data + 1, size - 1);
-        text[size - 1] = '\0';
-        toml_scan("fuzz.toml", text, ignore, NULL, &err);
-        free(text);
+        toml_free(toml_parse("fuzz.toml", (const char *)data + 1, size - 1, &err));
         return 0;
     }
     json_t *config = json_loadb((const char *)data + 1, size - 1, JSON_REJECT_DUPLICATES, NULL);

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
+#include <glob.h>
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +12,14 @@
 
 #include <jansson.h>
 
+#include "configure_edit.h"
 #include "fileio/fileio.h"
-#include "toml_scan.h"
+#include "toml/toml.h"
+
+/* containerd's imports, followed as containerd follows them: a bound on
+ * the files, and on the paths waiting to be read. */
+#define MAX_IMPORTED_FILES 128
+#define MAX_PENDING_IMPORTS 1024
 
 const char *engine_default_config(enum engine e)
 {
@@ -23,51 +31,244 @@ const char *engine_default_config(enum engine e)
     return NULL;
 }
 
-/* The engine's file, or "" with *exists false when there is none yet. */
-static char *read_all(const char *path, bool *exists, struct gpulet_error *err)
+/* ---- files ---- */
+
+/* A regular file's text (followed through links: imports may be links),
+ * or NULL. */
+static char *read_regular(const char *path, bool follow, struct stat *st, struct gpulet_error *err)
 {
+    if ((follow ? stat(path, st) : lstat(path, st)) != 0)
+        return gpulet_error_errno(err, errno, "cannot read %s", path), NULL;
+    if (S_ISLNK(st->st_mode)) {
+        gpulet_error_set(err, GPULET_ERR_INPUT,
+                         "%s is a symbolic link: gpulet would replace the link with a file; "
+                         "pass the file it points to with --config", path);
+        return NULL;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        gpulet_error_set(err, GPULET_ERR_INPUT, "%s is not a regular file", path);
+        return NULL;
+    }
     char *text;
     size_t len;
-    struct gpulet_error why = {0};
-    *exists = true;
-    if (fileio_read(path, 16u << 20, &text, &len, &why) == 0)
-        return text;
-    if (why.kind == GPULET_ERR_SYSTEM && why.sys_errno == ENOENT) {
-        *exists = false;
-        return strdup("");
+    if (fileio_read(path, TOML_MAX_BYTES, &text, &len, err) != 0)
+        return NULL;
+    if (strlen(text) != len) {
+        free(text);
+        gpulet_error_set(err, GPULET_ERR_INPUT, "%s holds a NUL byte; is it the right file?", path);
+        return NULL;
     }
-    if (err != NULL)
-        *err = why;
-    return NULL;
+    return text;
 }
 
-/* The new content, with a backup of the old one beside it first. */
-static int replace(const char *path, const char *old, bool existed, const char *text,
-                   struct gpulet_error *err)
+/* The engine's file, or "" with *exists false when there is none yet. */
+static char *read_config(const char *path, bool *exists, struct stat *st, struct gpulet_error *err)
+{
+    *exists = false;
+    if (lstat(path, st) != 0 && errno == ENOENT) {
+        char *empty = strdup("");
+        if (empty == NULL)
+            gpulet_error_errno(err, ENOMEM, "cannot read %s", path);
+        return empty;
+    }
+    char *text = read_regular(path, false, st, err);
+    if (text == NULL)
+        gpulet_error_prefix(err, "nothing was changed");
+    *exists = text != NULL;
+    return text;
+}
+
+/* Writes path through a hidden temporary file beside it: written, given
+ * its mode and owner, fsync'd and its size checked before it is renamed
+ * over path. A rename replaces a symbolic link instead of following it;
+ * on any failure (a full disk) path is left as it was. */
+static int write_file(const char *path, const char *data, mode_t mode, uid_t uid, gid_t gid,
+                      struct gpulet_error *err)
+{
+    char dir_copy[4096], base_copy[4096], tmp[8400];
+    if (strlen(path) >= sizeof dir_copy)
+        return gpulet_error_set(err, GPULET_ERR_USAGE, "%s: the path is too long", path);
+    snprintf(dir_copy, sizeof dir_copy, "%s", path);
+    snprintf(base_copy, sizeof base_copy, "%s", path);
+    const char *dir = dirname(dir_copy);
+    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-%d.tmp", dir, basename(base_copy), (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return gpulet_error_errno(err, errno, "cannot write %s; %s is left as it was", tmp, path);
+    size_t len = strlen(data), done = 0;
+    int e = 0;
+    while (e == 0 && done < len) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n > 0)
+            done += (size_t)n;
+        else if (n < 0 && errno != EINTR)
+            e = errno;
+    }
+    struct stat st;
+    if (e == 0 && (fchown(fd, uid, gid) != 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0 ||
+                   fstat(fd, &st) != 0))
+        e = errno;
+    if (e == 0 && (size_t)st.st_size != len)
+        e = EIO;
+    if (close(fd) != 0 && e == 0)
+        e = errno;
+    if (e == 0 && rename(tmp, path) != 0)
+        e = errno;
+    if (e != 0) {
+        unlink(tmp);
+        return gpulet_error_errno(err, e, "cannot write %s; it is left as it was", path);
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* The new content, after a backup of the old one beside it; both keep the
+ * old file's mode and owner. */
+static int replace(const char *path, const char *old, bool existed, const struct stat *st,
+                   const char *text, struct gpulet_error *err)
 {
     char copy[4096];
     snprintf(copy, sizeof copy, "%s", path);
     char *dir = dirname(copy);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return gpulet_error_errno(err, errno, "cannot create %s", dir);
-    if (existed) {
-        char backup[4200];
-        snprintf(backup, sizeof backup, "%s.gpulet-backup", path);
-        FILE *b = fopen(backup, "w");
-        if (b == NULL || fputs(old, b) < 0 || fclose(b) != 0)
-            return gpulet_error_errno(err, errno, "cannot back up %s to %s", path, backup);
+    if (!existed)
+        return write_file(path, text, 0644, (uid_t)-1, (gid_t)-1, err);
+    char backup[4200];
+    snprintf(backup, sizeof backup, "%s.gpulet-backup", path);
+    mode_t mode = st->st_mode & 07777;
+    if (write_file(backup, old, mode, st->st_uid, st->st_gid, err) != 0) {
+        gpulet_error_prefix(err, "cannot back up %s; nothing was changed", path);
+        return -1;
     }
-    return fileio_replace(path, text, strlen(text), FILEIO_DURABLE, err);
+    return write_file(path, text, mode, st->st_uid, st->st_gid, err);
 }
 
-static char *docker_config(const char *path, const char *old, const struct configure_options *opts,
-                           struct gpulet_error *err)
+/* ---- checking that an edit keeps everything ---- */
+
+struct keypath {
+    size_t n;
+    const char *key[TOML_MAX_DEPTH + 8];
+};
+
+static char *keypath_text(const struct keypath *p)
 {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f == NULL)
+        return NULL;
+    for (size_t i = 0; i < p->n; i++) {
+        if (i > 0)
+            fputc('.', f);
+        toml_write_key(f, p->key[i], strlen(p->key[i]));
+    }
+    fclose(f);
+    return text;
+}
+
+/* Whether p is at or under one of the NULL-terminated key lists in
+ * mine (NULL-terminated too): the settings gpulet sets. */
+static bool is_mine(const struct keypath *p, const char *const *const *mine)
+{
+    for (; *mine != NULL; mine++) {
+        size_t i = 0;
+        while ((*mine)[i] != NULL && i < p->n && strcmp((*mine)[i], p->key[i]) == 0)
+            i++;
+        if ((*mine)[i] == NULL)
+            return true;
+    }
+    return false;
+}
+
+/* Every key of old is in new with an equal value, but gpulet's own. */
+static int keeps(const struct toml_node *old, const struct toml_node *new, struct keypath *p,
+                 const char *const *const *mine, const char *what, struct gpulet_error *err)
+{
+    for (size_t i = 0; i < old->count; i++) {
+        const struct toml_node *ov = old->pairs[i].value;
+        if (p->n == sizeof p->key / sizeof p->key[0])
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "%s: nested too deep", what);
+        p->key[p->n++] = old->pairs[i].key;
+        const struct toml_node *nv = toml_get(new, old->pairs[i].key);
+        bool ok = is_mine(p, mine) ||
+                  (ov->type == TOML_TABLE
+                       ? nv != NULL && nv->type == TOML_TABLE &&
+                             keeps(ov, nv, p, mine, what, err) == 0
+                       : nv != NULL && toml_equal(ov, nv));
+        if (!ok) {
+            if (ov->type == TOML_TABLE && nv != NULL && nv->type == TOML_TABLE)
+                return -1; /* the nested call said which key */
+            char *key = keypath_text(p);
+            gpulet_error_set(err, GPULET_ERR_INPUT,
+                             "%s would lose or change %s (set in %s line %lu); nothing was "
+                             "changed",
+                             what, key ? key : "a key", ov->file ? ov->file : "?", ov->line);
+            free(key);
+            return -1;
+        }
+        p->n--;
+    }
+    return 0;
+}
+
+static char *text_of(void (*fn)(FILE *, const struct toml_node *, const char *const *),
+                     const char *head, const struct toml_node *t, const char *const *prefix)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f == NULL)
+        return NULL;
+    fputs(head, f);
+    fn(f, t, prefix);
+    fclose(f);
+    return text;
+}
+
+/* The table at key in t, made when missing; NULL (with err) when key
+ * holds something else. */
+static struct toml_node *table_in(struct toml_node *t, const char *key, const char *file,
+                                  struct gpulet_error *err)
+{
+    struct toml_node *v = toml_get(t, key);
+    if (v != NULL && v->type != TOML_TABLE) {
+        gpulet_error_set(err, GPULET_ERR_INPUT,
+                         "%s line %lu: \"%s\" is not a table; nothing was changed",
+                         v->file ? v->file : file, v->line, key);
+        return NULL;
+    }
+    if (v == NULL && ((v = toml_new(TOML_TABLE)) == NULL || toml_set(t, key, v) != 0)) {
+        gpulet_error_errno(err, ENOMEM, "cannot edit %s", file);
+        return NULL;
+    }
+    return v;
+}
+
+static struct toml_node *literal(enum toml_type type, const char *text)
+{
+    struct toml_node *v = toml_new_string(text);
+    if (v != NULL)
+        v->type = type;
+    return v;
+}
+
+/* ---- Docker ---- */
+
+char *configure_docker_text(const char *path, const char *old, const struct configure_options *opts,
+                            struct gpulet_error *err)
+{
+    if (strncmp(old, "\xef\xbb\xbf", 3) == 0)
+        old += 3;
     json_t *root;
-    if (old[0] == '\0') {
+    json_error_t jerr;
+    if (old[strspn(old, " \t\r\n")] == '\0') {
         root = json_object();
     } else {
-        json_error_t jerr;
         root = json_loads(old, JSON_REJECT_DUPLICATES, &jerr);
         if (root == NULL || !json_is_object(root)) {
             json_decref(root);
@@ -77,12 +278,14 @@ static char *docker_config(const char *path, const char *old, const struct confi
             return NULL;
         }
     }
+    json_t *before = json_deep_copy(root);
     json_t *runtimes = json_object_get(root, "runtimes");
     if (runtimes == NULL) {
         runtimes = json_object();
         json_object_set_new(root, "runtimes", runtimes);
     } else if (!json_is_object(runtimes)) {
         json_decref(root);
+        json_decref(before);
         gpulet_error_set(err, GPULET_ERR_INPUT,
                          "%s: \"runtimes\" is not an object; nothing was changed", path);
         return NULL;
@@ -92,15 +295,37 @@ static char *docker_config(const char *path, const char *old, const struct confi
     if (opts->set_as_default)
         json_object_set_new(root, "default-runtime", json_string("nvidia"));
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    /* Read back what will be written: every old key but ours, unchanged. */
+    json_t *after = text ? json_loads(text, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    const char *key;
+    json_t *value;
+    bool kept = after != NULL && json_equal(json_object_get(after, "runtimes"), runtimes);
+    json_object_foreach(before, key, value) {
+        if (strcmp(key, "runtimes") == 0) {
+            const char *name;
+            json_t *r;
+            json_object_foreach(value, name, r)
+                kept = kept && (strcmp(name, "nvidia") == 0 ||
+                                json_equal(r, json_object_get(json_object_get(after, key), name)));
+        } else if (!(opts->set_as_default && strcmp(key, "default-runtime") == 0)) {
+            kept = kept && json_equal(value, json_object_get(after, key));
+        }
+    }
     json_decref(root);
-    if (text == NULL) {
-        gpulet_error_set(err, GPULET_ERR_INTERNAL, "cannot write JSON");
+    json_decref(before);
+    json_decref(after);
+    if (!kept || text == NULL) {
+        free(text);
+        gpulet_error_set(err, GPULET_ERR_INTERNAL,
+                         "%s: the edited JSON does not read back the same; nothing was changed",
+                         path);
         return NULL;
     }
     size_t len = strlen(text);
     char *with_newline = realloc(text, len + 2);
     if (with_newline == NULL) {
         free(text);
+        gpulet_error_errno(err, ENOMEM, "cannot edit %s", path);
         return NULL;
     }
     with_newline[len] = '\n';
@@ -108,180 +333,434 @@ static char *docker_config(const char *path, const char *old, const struct confi
     return with_newline;
 }
 
-static char *crio_config(const struct configure_options *opts)
+/* ---- CRI-O ---- */
+
+char *configure_crio_text(const char *path, const char *old, const struct configure_options *opts,
+                          struct gpulet_error *err)
 {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (f == NULL)
+    struct toml_node *before = toml_parse(path, old, strlen(old), err);
+    if (before == NULL) {
+        gpulet_error_prefix(err, "nothing was changed");
         return NULL;
-    fprintf(f, "# Written by gpulet runtime configure: the nvidia runtime is gpulet-runtime.\n");
+    }
+    struct toml_node *root = toml_copy(before), *crio, *runtime, *runtimes, *nv = NULL;
+    char *text = NULL;
+    if (root == NULL || (crio = table_in(root, "crio", path, err)) == NULL ||
+        (runtime = table_in(crio, "runtime", path, err)) == NULL ||
+        (runtimes = table_in(runtime, "runtimes", path, err)) == NULL)
+        goto out;
+    if ((nv = toml_new(TOML_TABLE)) == NULL ||
+        toml_set(nv, "runtime_path", toml_new_string(opts->runtime_path)) != 0 ||
+        toml_set(nv, "runtime_type", toml_new_string("oci")) != 0 ||
+        toml_set(runtimes, "nvidia", toml_copy(nv)) != 0)
+        goto out;
+    const struct toml_node *def = toml_get(runtime, "default_runtime");
     if (opts->set_as_default)
-        fprintf(f, "[crio.runtime]\ndefault_runtime = \"nvidia\"\n\n");
-    fprintf(f, "[crio.runtime.runtimes.nvidia]\nruntime_path = \"%s\"\nruntime_type = \"oci\"\n",
-            opts->runtime_path);
-    fclose(f);
+        toml_set(runtime, "default_runtime", toml_new_string("nvidia"));
+    else if (def != NULL && def->type == TOML_STRING && strcmp(def->text, "nvidia") == 0)
+        toml_remove(runtime, "default_runtime"); /* gpulet's own, from an earlier run */
+    text = text_of(toml_write,
+                   "# Written by gpulet runtime configure: the nvidia runtime is gpulet-runtime.\n",
+                   root, NULL);
+    struct toml_node *after = text ? toml_parse(path, text, strlen(text), err) : NULL;
+    static const char *const ours[] = {"crio", "runtime", "runtimes", "nvidia", NULL};
+    static const char *const dflt[] = {"crio", "runtime", "default_runtime", NULL};
+    const char *const *const mine[] = {ours, dflt, NULL};
+    struct keypath p = {0};
+    const struct toml_node *got = after ? toml_path(after, ours) : NULL;
+    if (after == NULL || keeps(before, after, &p, mine, path, err) != 0 || got == NULL ||
+        !toml_equal(got, nv)) {
+        if (after != NULL && got != NULL && !toml_equal(got, nv))
+            gpulet_error_set(err, GPULET_ERR_INTERNAL, "%s: the edit does not read back; "
+                             "nothing was changed", path);
+        free(text);
+        text = NULL;
+    }
+    toml_free(after);
+out:
+    if (text == NULL && err != NULL && err->kind == GPULET_ERR_NONE)
+        gpulet_error_errno(err, ENOMEM, "cannot edit %s", path);
+    toml_free(nv);
+    toml_free(root);
+    toml_free(before);
     return text;
 }
 
-
 /* ---- containerd ---- */
 
-#define MAX_TABLES 512
-
-struct containerd_scan {
-    const char *text;
-    const char *version_at;
-    const char *imports_at;
-    size_t tables;
-    const char *table_at[MAX_TABLES];
-    char table_key[MAX_TABLES][512];
+/* What containerd (1.6 to 2.0) loads: the main file, then each import in
+ * order, breadth first, each path once. Tables merge key by key, except
+ * that each table directly under `plugins` is replaced whole by the last
+ * file that has it. */
+struct ctd_model {
+    struct toml_node *merged;
+    size_t files;
+    char *path[MAX_IMPORTED_FILES];
+    struct toml_node *root[MAX_IMPORTED_FILES];
+    bool drop_loaded;
 };
 
-static int containerd_item(enum toml_item item, const char *key, const char *at,
-                           unsigned long line, void *user)
+struct ctd_source {
+    const char *main_path, *main_text;
+    const char *drop_path, *drop_text; /* drop_text NULL: as if there were none */
+};
+
+static void ctd_free(struct ctd_model *m)
 {
-    (void)line;
-    struct containerd_scan *c = user;
-    if (item == TOML_TOP_KEY) {
-        if (strcmp(key, "version") == 0)
-            c->version_at = at;
-        else if (strcmp(key, "imports") == 0)
-            c->imports_at = at;
-        return 0;
+    toml_free(m->merged);
+    for (size_t i = 0; i < m->files; i++) {
+        toml_free(m->root[i]);
+        free(m->path[i]);
     }
-    if (c->tables == MAX_TABLES)
-        return -1;
-    c->table_at[c->tables] = at;
-    snprintf(c->table_key[c->tables++], sizeof c->table_key[0], "%s", key);
+}
+
+static int merge(struct toml_node *to, const struct toml_node *from, bool top)
+{
+    for (size_t i = 0; i < from->count; i++) {
+        const char *key = from->pairs[i].key;
+        const struct toml_node *v = from->pairs[i].value;
+        struct toml_node *have = toml_get(to, key);
+        if (top && strcmp(key, "imports") == 0)
+            continue;
+        int rc;
+        if (top && strcmp(key, "plugins") == 0 && v->type == TOML_TABLE && have != NULL &&
+            have->type == TOML_TABLE) {
+            rc = 0;
+            for (size_t j = 0; j < v->count && rc == 0; j++)
+                rc = toml_set(have, v->pairs[j].key, toml_copy(v->pairs[j].value));
+        } else if (v->type == TOML_TABLE && have != NULL && have->type == TOML_TABLE) {
+            rc = merge(have, v, false);
+        } else {
+            rc = toml_set(to, key, toml_copy(v));
+        }
+        if (rc != 0)
+            return -1;
+    }
     return 0;
 }
 
-static bool starts_with_path(const char *key, const char *prefix)
+/* Where an import points: a plain path relative to the importing file's
+ * folder; a pattern (with '*') relative to containerd's working folder,
+ * which gpulet cannot know (NULL). */
+static char *import_path(const char *importer, const char *import)
 {
-    size_t n = strlen(prefix);
-    return strncmp(key, prefix, n) == 0 && (key[n] == '\0' || key[n] == '\x1f');
+    if (import[0] == '/')
+        return strdup(import);
+    if (strchr(import, '*') != NULL)
+        return NULL;
+    char copy[4096], *out;
+    snprintf(copy, sizeof copy, "%s", importer);
+    return asprintf(&out, "%s/%s", dirname(copy), import) < 0 ? NULL : out;
 }
 
-static char *containerd_config(const char *main_path, const char *old, bool existed,
-                               const struct configure_options *opts, char **main_out,
-                               const char *drop_in_glob, struct gpulet_error *err)
+static int by_name(const void *a, const void *b)
 {
-    struct containerd_scan *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        gpulet_error_errno(err, ENOMEM, "cannot read %s", main_path);
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The files an import names: containerd globs a path with a '*'. */
+static int expand(const struct ctd_source *src, const char *path, char **pending, size_t *tail,
+                  struct gpulet_error *err)
+{
+    size_t first = *tail;
+    if (strchr(path, '*') == NULL) {
+        if (*tail == MAX_PENDING_IMPORTS || (pending[*tail] = strdup(path)) == NULL)
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "more than %d imports",
+                                    MAX_PENDING_IMPORTS);
+        (*tail)++;
+        return 0;
+    }
+    glob_t g;
+    int rc = glob(path, 0, NULL, &g);
+    if (rc != 0 && rc != GLOB_NOMATCH)
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "cannot list the imports %s", path);
+    bool drop_seen = false;
+    for (size_t i = 0; rc == 0 && i < g.gl_pathc; i++) {
+        if (*tail == MAX_PENDING_IMPORTS || (pending[*tail] = strdup(g.gl_pathv[i])) == NULL) {
+            globfree(&g);
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "more than %d imports",
+                                    MAX_PENDING_IMPORTS);
+        }
+        drop_seen = drop_seen || strcmp(g.gl_pathv[i], src->drop_path) == 0;
+        (*tail)++;
+    }
+    if (rc == 0)
+        globfree(&g);
+    /* The drop-in about to be written is among the matches. */
+    if (src->drop_text != NULL && !drop_seen && fnmatch(path, src->drop_path, FNM_PATHNAME) == 0) {
+        if (*tail == MAX_PENDING_IMPORTS || (pending[*tail] = strdup(src->drop_path)) == NULL)
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "more than %d imports",
+                                    MAX_PENDING_IMPORTS);
+        (*tail)++;
+        qsort(pending + first, *tail - first, sizeof *pending, by_name);
+    }
+    return 0;
+}
+
+static int ctd_load(const struct ctd_source *src, struct ctd_model *m, struct gpulet_error *err)
+{
+    char *pending[MAX_PENDING_IMPORTS];
+    size_t head = 0, tail = 0;
+    int rc = -1;
+    *m = (struct ctd_model){0};
+    if ((m->merged = toml_new(TOML_TABLE)) == NULL ||
+        (pending[tail++] = strdup(src->main_path)) == NULL) {
+        tail = 0;
+        gpulet_error_errno(err, ENOMEM, "cannot read %s", src->main_path);
+        goto out;
+    }
+    while (head < tail) {
+        char *path = pending[head++];
+        bool seen = false;
+        for (size_t i = 0; i < m->files && !seen; i++)
+            seen = strcmp(m->path[i], path) == 0;
+        bool is_drop = strcmp(path, src->drop_path) == 0;
+        if (seen || (is_drop && src->drop_text == NULL)) {
+            free(path);
+            continue;
+        }
+        if (m->files == MAX_IMPORTED_FILES) {
+            free(path);
+            gpulet_error_set(err, GPULET_ERR_INPUT, "%s imports more than %d files",
+                             src->main_path, MAX_IMPORTED_FILES);
+            goto out;
+        }
+        m->path[m->files] = path;
+        struct stat st;
+        char *owned = NULL;
+        const char *text = m->files == 0 ? src->main_text
+                           : is_drop     ? src->drop_text
+                                         : (owned = read_regular(path, true, &st, err));
+        if (text == NULL) {
+            free(path);
+            gpulet_error_prefix(err, "%s imports it", m->path[0]);
+            goto out;
+        }
+        m->drop_loaded = m->drop_loaded || is_drop;
+        struct toml_node *root = toml_parse(path, text, strlen(text), err);
+        free(owned);
+        if (root == NULL) {
+            free(path);
+            goto out;
+        }
+        m->root[m->files++] = root;
+        if (merge(m->merged, root, true) != 0) {
+            gpulet_error_errno(err, ENOMEM, "cannot read %s", path);
+            goto out;
+        }
+        const struct toml_node *imports = toml_get(root, "imports");
+        size_t n = imports == NULL ? 0 : imports->type == TOML_ARRAY ? imports->count : 1;
+        for (size_t i = 0; i < n; i++) {
+            const struct toml_node *one = imports->type == TOML_ARRAY ? imports->items[i] : imports;
+            if (one->type != TOML_STRING || strlen(one->text) != one->len) {
+                gpulet_error_set(err, GPULET_ERR_INPUT,
+                                 "%s line %lu: imports must be a path or a list of paths", path,
+                                 one->line);
+                goto out;
+            }
+            char *full = import_path(path, one->text);
+            int e = full ? expand(src, full, pending, &tail, err)
+                  : strchr(one->text, '*')
+                      ? gpulet_error_set(err, GPULET_ERR_INPUT,
+                                         "%s line %lu: the import \"%s\" is a pattern relative to "
+                                         "containerd's working folder, not to the file; make it "
+                                         "absolute", path, one->line, one->text)
+                      : gpulet_error_errno(err, ENOMEM, "cannot read %s", path);
+            free(full);
+            if (e != 0)
+                goto out;
+        }
+    }
+    rc = 0;
+out:
+    while (head < tail)
+        free(pending[head++]);
+    if (rc != 0)
+        ctd_free(m);
+    return rc;
+}
+
+/* Whether one of the main file's imports names the drop-in. */
+static bool imports_drop_in(const char *main_path, const struct toml_node *imports,
+                            const char *drop_path)
+{
+    size_t n = imports == NULL ? 0 : imports->type == TOML_ARRAY ? imports->count : 1;
+    bool found = false;
+    for (size_t i = 0; i < n && !found; i++) {
+        const struct toml_node *one = imports->type == TOML_ARRAY ? imports->items[i] : imports;
+        char *full = one->type == TOML_STRING ? import_path(main_path, one->text) : NULL;
+        found = full != NULL && (strchr(full, '*') ? fnmatch(full, drop_path, FNM_PATHNAME) == 0
+                                                   : strcmp(full, drop_path) == 0);
+        free(full);
+    }
+    return found;
+}
+
+/* The main file with the drop-in's folder among its imports, edited as
+ * text so its comments and layout stay. */
+static char *main_with_import(const char *main_path, const char *old, bool existed,
+                              const struct toml_node *root, const char *drop_path,
+                              const char *glob)
+{
+    struct toml_node *g = toml_new_string(glob);
+    char *quoted = NULL, *out = NULL;
+    size_t len = 0;
+    FILE *f = g ? open_memstream(&quoted, &len) : NULL;
+    if (f == NULL) {
+        toml_free(g);
         return NULL;
     }
-    c->text = old;
-    if (toml_scan(main_path, old, containerd_item, c, err) < 0) {
-        gpulet_error_prefix(err, "cannot parse the containerd config; nothing was changed");
-        free(c);
-        return NULL;
+    toml_write_value(f, g);
+    fclose(f);
+    toml_free(g);
+    const struct toml_node *imports = toml_get(root, "imports");
+    const struct toml_node *version = toml_get(root, "version");
+    int rc;
+    if (!existed) {
+        rc = asprintf(&out, "version = 2\nimports = [%s]\n", quoted);
+    } else if (imports_drop_in(main_path, imports, drop_path)) {
+        rc = (out = strdup(old)) ? 0 : -1;
+    } else if (imports == NULL) {
+        /* on the line after the version, which is in the root table */
+        const char *nl = strchr(old + version->end, '\n');
+        int head = nl ? (int)(nl + 1 - old) : (int)strlen(old);
+        rc = asprintf(&out, "%.*s%simports = [%s]\n%s", head, old, nl ? "" : "\n", quoted,
+                      old + head);
+    } else if (imports->type == TOML_STRING) {
+        rc = asprintf(&out, "%.*s[%.*s, %s]%s", (int)imports->start, old,
+                      (int)(imports->end - imports->start), old + imports->start, quoted,
+                      old + imports->end);
+    } else {
+        /* after the last path, or inside the empty list */
+        size_t at = imports->count ? imports->items[imports->count - 1]->end : imports->start + 1;
+        rc = asprintf(&out, "%.*s%s%s%s", (int)at, old, imports->count ? ", " : "", quoted,
+                      old + at);
     }
-    int version = existed ? 1 : 2;
-    if (c->version_at && sscanf(strchr(c->version_at, '=') + 1, "%d", &version) != 1) {
-        free(c);
-        gpulet_error_set(err, GPULET_ERR_INPUT, "%s: version is not a number; nothing was changed",
-                         main_path);
-        return NULL;
+    free(quoted);
+    return rc < 0 ? NULL : out;
+}
+
+int configure_containerd_text(const char *main_path, const char *old_main, bool existed,
+                              const char *drop_path, const char *drop_glob,
+                              const struct configure_options *opts, char **new_main,
+                              char **new_drop, struct gpulet_error *err)
+{
+    *new_main = *new_drop = NULL;
+    /* What containerd loads now, without gpulet's drop-in (rewritten from
+     * the other files each time). */
+    struct ctd_source src = {main_path, existed ? old_main : "", drop_path, NULL};
+    struct ctd_model before, after = {0};
+    if (ctd_load(&src, &before, err) != 0) {
+        gpulet_error_prefix(err, "the containerd config does not load; nothing was changed");
+        return -1;
     }
-    if (version != 2 && version != 3) {
-        free(c);
+    int rc = -1;
+    struct toml_node *cri = NULL, *nvidia = NULL, *containerd, *runtimes;
+    const struct toml_node *v = toml_get(before.root[0], "version");
+    const char *version = !existed ? "2" : v == NULL ? "1" : v->text;
+    if (v != NULL && v->type != TOML_INTEGER) {
         gpulet_error_set(err, GPULET_ERR_INPUT,
-                         "%s is containerd config version %d; gpulet writes versions 2 and 3 "
+                         "%s line %lu: version is not a number; nothing was changed", main_path,
+                         v->line);
+        goto out;
+    }
+    if (strcmp(version, "2") != 0 && strcmp(version, "3") != 0) {
+        gpulet_error_set(err, GPULET_ERR_INPUT,
+                         "%s is containerd config version %s; gpulet writes versions 2 and 3 "
                          "(migrate with `containerd config migrate`); nothing was changed",
                          main_path, version);
-        return NULL;
+        goto out;
     }
-    const char *plugin = version == 3 ? "io.containerd.cri.v1.runtime" : "io.containerd.grpc.v1.cri";
-    char cri[128], ours[256], ours_header[256];
-    snprintf(cri, sizeof cri, "plugins\x1f%s", plugin);
-    snprintf(ours, sizeof ours, "%s\x1f" "containerd\x1fruntimes\x1fnvidia", cri);
-    snprintf(ours_header, sizeof ours_header, "plugins.\"%s\".containerd.runtimes.nvidia", plugin);
-
-    char *drop = NULL;
-    size_t drop_len = 0;
-    FILE *f = open_memstream(&drop, &drop_len);
-    fprintf(f, "# Written by gpulet runtime configure: the \"nvidia\" runtime runs gpulet-runtime.\n"
-               "# The CRI tables of %s are repeated here: before containerd 2.1 an\n"
-               "# imported table replaces the main file's table whole.\n"
-               "version = %d\n",
-            main_path, version);
-    bool systemd = false, has_containerd_table = false;
-    for (size_t i = 0; i < c->tables; i++) {
-        if (!starts_with_path(c->table_key[i], cri) || starts_with_path(c->table_key[i], ours))
-            continue;
-        const char *end = i + 1 < c->tables ? c->table_at[i + 1] : old + strlen(old);
-        char *block = strndup(c->table_at[i], (size_t)(end - c->table_at[i]));
-        char runc_options[300], containerd_table[160];
-        snprintf(runc_options, sizeof runc_options, "%s\x1f" "containerd\x1fruntimes\x1frunc\x1foptions", cri);
-        snprintf(containerd_table, sizeof containerd_table, "%s\x1f" "containerd", cri);
-        if (strcmp(c->table_key[i], runc_options) == 0 && strstr(block, "SystemdCgroup = true"))
-            systemd = true;
-        fputc('\n', f);
-        if (opts->set_as_default && strcmp(c->table_key[i], containerd_table) == 0) {
-            has_containerd_table = true;
-            /* the header line, our default, then the table without its old default */
-            char *nl = strchr(block, '\n');
-            fwrite(block, 1, nl ? (size_t)(nl - block + 1) : strlen(block), f);
-            if (!nl)
-                fputc('\n', f);
-            fprintf(f, "  default_runtime_name = \"nvidia\"\n");
-            for (char *line = nl ? nl + 1 : block + strlen(block); *line;) {
-                char *next = strchr(line, '\n');
-                size_t len = next ? (size_t)(next - line + 1) : strlen(line);
-                const char *t = line;
-                while (*t == ' ' || *t == '\t')
-                    t++;
-                if (strncmp(t, "default_runtime_name", 20) != 0)
-                    fwrite(line, 1, len, f);
-                line += len;
-            }
-        } else {
-            fputs(block, f);
-        }
-        free(block);
+    const char *plugin = version[0] == '3' ? "io.containerd.cri.v1.runtime"
+                                           : "io.containerd.grpc.v1.cri";
+    struct toml_node *plugins = table_in(before.merged, "plugins", main_path, err);
+    const struct toml_node *old_cri = plugins ? toml_get(plugins, plugin) : NULL;
+    if (plugins == NULL || (cri = old_cri ? toml_copy(old_cri) : toml_new(TOML_TABLE)) == NULL ||
+        (old_cri != NULL && old_cri->type != TOML_TABLE) ||
+        (containerd = table_in(cri, "containerd", main_path, err)) == NULL)
+        goto out;
+    /* Without a runtimes table containerd has its default runc; a table
+     * with only nvidia in it would replace that default. */
+    bool default_runc = toml_get(containerd, "runtimes") == NULL;
+    if ((runtimes = table_in(containerd, "runtimes", main_path, err)) == NULL)
+        goto out;
+    struct toml_node *runc = default_runc ? toml_new(TOML_TABLE) : NULL;
+    if (default_runc && (runc == NULL || toml_set(runtimes, "runc", runc) != 0 ||
+                         toml_set(runc, "runtime_type",
+                                  toml_new_string("io.containerd.runc.v2")) != 0)) {
+        gpulet_error_errno(err, ENOMEM, "cannot edit %s", main_path);
+        goto out;
     }
-    if (opts->set_as_default && !has_containerd_table)
-        fprintf(f, "\n[plugins.\"%s\".containerd]\n  default_runtime_name = \"nvidia\"\n", plugin);
-    fprintf(f, "\n[%s]\n  runtime_type = \"io.containerd.runc.v2\"\n[%s.options]\n"
-               "  BinaryName = \"%s\"\n",
-            ours_header, ours_header, opts->runtime_path);
-    if (systemd)
-        fprintf(f, "  SystemdCgroup = true\n");
-    fclose(f);
-
-    /* The main file: our drop-in folder among its imports. */
-    char *main_text = NULL;
-    size_t main_len = 0;
-    FILE *m = open_memstream(&main_text, &main_len);
-    char quoted[4200];
-    snprintf(quoted, sizeof quoted, "\"%s\"", drop_in_glob);
-    if (!existed) {
-        fprintf(m, "version = 2\nimports = [%s]\n", quoted);
-    } else if (c->imports_at) {
-        const char *bracket = strchr(c->imports_at, '[');
-        const char *statement_end = c->tables ? c->table_at[0] : old + strlen(old);
-        const char *found = strstr(c->imports_at, quoted);
-        if (found && found < statement_end) {
-            fputs(old, m);
-        } else {
-            fwrite(old, 1, (size_t)(bracket + 1 - old), m);
-            fprintf(m, "%s, ", quoted);
-            fputs(bracket + 1, m);
-        }
-    } else {
-        /* after the version line, or at the top */
-        const char *after = c->version_at ? strchr(c->version_at, '\n') : NULL;
-        size_t head = after ? (size_t)(after + 1 - old) : 0;
-        fwrite(old, 1, head, m);
-        fprintf(m, "imports = [%s]\n", quoted);
-        fputs(old + head, m);
+    const char *const systemd_path[] = {"runc", "options", "SystemdCgroup", NULL};
+    const struct toml_node *systemd = toml_path(runtimes, systemd_path);
+    struct toml_node *options = toml_new(TOML_TABLE);
+    if ((nvidia = toml_new(TOML_TABLE)) == NULL || options == NULL ||
+        toml_set(nvidia, "runtime_type", toml_new_string("io.containerd.runc.v2")) != 0 ||
+        toml_set(nvidia, "options", options) != 0 ||
+        toml_set(options, "BinaryName", toml_new_string(opts->runtime_path)) != 0 ||
+        (systemd && systemd->type == TOML_BOOL && strcmp(systemd->text, "true") == 0 &&
+         toml_set(options, "SystemdCgroup", literal(TOML_BOOL, "true")) != 0) ||
+        toml_set(runtimes, "nvidia", toml_copy(nvidia)) != 0 ||
+        (opts->set_as_default &&
+         toml_set(containerd, "default_runtime_name", toml_new_string("nvidia")) != 0)) {
+        if (nvidia == NULL)
+            toml_free(options);
+        gpulet_error_errno(err, ENOMEM, "cannot edit %s", main_path);
+        goto out;
     }
-    fclose(m);
-    free(c);
-    *main_out = main_text;
-    return drop;
+    char head[4600];
+    snprintf(head, sizeof head,
+             "# Written by gpulet runtime configure: the \"nvidia\" runtime runs gpulet-runtime.\n"
+             "# The CRI plugin's settings that containerd loads from %s and its imports\n"
+             "# are repeated here: before containerd 2.1 an imported plugin table replaces\n"
+             "# the main file's whole. Run configure again after changing them there.\n"
+             "version = %s\n",
+             main_path, version);
+    const char *const prefix[] = {"plugins", plugin, NULL};
+    *new_drop = text_of(toml_write, head, cri, prefix);
+    *new_main = main_with_import(main_path, old_main, existed, before.root[0], drop_path, drop_glob);
+    if (*new_drop == NULL || *new_main == NULL) {
+        gpulet_error_errno(err, ENOMEM, "cannot edit %s", main_path);
+        goto out;
+    }
+    /* What containerd would load: every old setting, gpulet's runtime. */
+    src = (struct ctd_source){main_path, *new_main, drop_path, *new_drop};
+    if (ctd_load(&src, &after, err) != 0) {
+        gpulet_error_prefix(err, "the edited containerd config would not load; nothing was changed");
+        goto out;
+    }
+    const char *const ours[] = {"plugins", plugin, "containerd", "runtimes", "nvidia", NULL};
+    const char *const dflt[] = {"plugins", plugin, "containerd", "default_runtime_name", NULL};
+    const char *const *const mine[] = {ours, opts->set_as_default ? dflt : NULL, NULL};
+    struct keypath p = {0};
+    const struct toml_node *got = toml_path(after.merged, ours);
+    const struct toml_node *got_cri = toml_path(after.merged, prefix);
+    if (!after.drop_loaded) {
+        gpulet_error_set(err, GPULET_ERR_INPUT,
+                         "%s: containerd would not load %s (the imports do not reach it); "
+                         "nothing was changed", main_path, drop_path);
+    } else if (got == NULL || !toml_equal(got, nvidia)) {
+        gpulet_error_set(err, GPULET_ERR_INPUT,
+                         "%s replaces the CRI plugin's table after %s is loaded, so the nvidia "
+                         "runtime would not be seen; move its settings into %s; nothing was "
+                         "changed", got_cri && got_cri->file ? got_cri->file : "an import",
+                         drop_path, main_path);
+    } else if (keeps(before.merged, after.merged, &p, mine, "the merged containerd config",
+                     err) == 0) {
+        rc = 0;
+    }
+out:
+    if (rc != 0) {
+        free(*new_main);
+        free(*new_drop);
+        *new_main = *new_drop = NULL;
+    }
+    toml_free(cri);
+    toml_free(nvidia);
+    ctd_free(&before);
+    if (after.merged != NULL)
+        ctd_free(&after);
+    return rc;
 }
 
 static int configure_containerd(const struct configure_options *opts, bool *changed, FILE *out,
@@ -294,17 +773,18 @@ static int configure_containerd(const struct configure_options *opts, bool *chan
     snprintf(drop_path, sizeof drop_path, "%s/conf.d/99-gpulet.toml", dir);
     snprintf(glob, sizeof glob, "%s/conf.d/*.toml", dir);
     bool main_existed, drop_existed;
-    char *old_main = read_all(main_path, &main_existed, err);
+    struct stat main_st, drop_st;
+    char *old_main = read_config(main_path, &main_existed, &main_st, err);
     if (old_main == NULL)
         return -1;
-    char *old_drop = read_all(drop_path, &drop_existed, err);
+    char *old_drop = read_config(drop_path, &drop_existed, &drop_st, err);
     if (old_drop == NULL) {
         free(old_main);
         return -1;
     }
-    char *new_main = NULL;
-    char *new_drop = containerd_config(main_path, old_main, main_existed, opts, &new_main, glob, err);
-    int rc = new_drop ? 0 : -1;
+    char *new_main, *new_drop;
+    int rc = configure_containerd_text(main_path, old_main, main_existed, drop_path, glob, opts,
+                                       &new_main, &new_drop, err);
     if (rc == 0) {
         bool main_changed = strcmp(old_main, new_main) != 0;
         bool drop_changed = strcmp(old_drop, new_drop) != 0;
@@ -315,10 +795,12 @@ static int configure_containerd(const struct configure_options *opts, bool *chan
                     main_path, main_changed ? " would become:" : " is already configured:",
                     new_main);
         } else {
+            /* The drop-in first: until the main file imports it, it is
+             * not read. */
             if (drop_changed)
-                rc = replace(drop_path, old_drop, drop_existed, new_drop, err);
+                rc = replace(drop_path, old_drop, drop_existed, &drop_st, new_drop, err);
             if (rc == 0 && main_changed)
-                rc = replace(main_path, old_main, main_existed, new_main, err);
+                rc = replace(main_path, old_main, main_existed, &main_st, new_main, err);
             if (rc == 0 && *changed)
                 fprintf(out, "gpulet: wrote %s%s%s (old files kept as *.gpulet-backup)\n",
                         drop_changed ? drop_path : "", drop_changed && main_changed ? " and " : "",
@@ -355,11 +837,12 @@ int runtime_configure(const struct configure_options *opts, bool *changed, FILE 
     }
     const char *path = opts->config ? opts->config : engine_default_config(opts->engine);
     bool existed;
-    char *old = read_all(path, &existed, err);
+    struct stat st;
+    char *old = read_config(path, &existed, &st, err);
     if (old == NULL)
         return -1;
-    char *text = opts->engine == ENGINE_DOCKER ? docker_config(path, old, opts, err)
-                                               : crio_config(opts);
+    char *text = opts->engine == ENGINE_DOCKER ? configure_docker_text(path, old, opts, err)
+                                               : configure_crio_text(path, old, opts, err);
     if (text == NULL) {
         free(old);
         return -1;
@@ -370,7 +853,7 @@ int runtime_configure(const struct configure_options *opts, bool *changed, FILE 
         fprintf(out, "# %s%s\n%s", path, *changed ? " would become:" : " is already configured:",
                 text);
     } else if (*changed) {
-        rc = replace(path, old, existed, text, err);
+        rc = replace(path, old, existed, &st, text, err);
         if (rc == 0 && existed)
             fprintf(out, "gpulet: wrote %s (the old one is in %s.gpulet-backup)\n", path, path);
         else if (rc == 0)
