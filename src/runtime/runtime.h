@@ -20,6 +20,7 @@
 #define RUNTIME_DEVICE_DIR "/var/run/nvidia-container-devices"
 #define RUNTIME_DEFAULT_CDI_DIRS "/etc/cdi:/var/run/cdi"
 #define RUNTIME_MAX_DEVICES 64
+#define RUNTIME_MAX_CONFIG (16 * 1024 * 1024) /* bytes of a bundle's config.json */
 
 struct runtime_request {
     bool all;
