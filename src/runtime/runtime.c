@@ -204,6 +204,8 @@ int runtime_find_request(json_t *config, struct runtime_request *req, struct gpu
 
 /* ---- the CDI spec: YAML or JSON, as a JSON tree ---- */
 
+/* Recursive: yamldoc bounds the depth (YDOC_MAX_DEPTH) and refuses
+ * aliases, so the tree is as big as the file. */
 static json_t *yaml_to_json(const struct ydoc *d, const struct ynode *n)
 {
     if (n == NULL || ynode_is_null(n))
@@ -225,6 +227,17 @@ static json_t *yaml_to_json(const struct ydoc *d, const struct ynode *n)
     return o;
 }
 
+int runtime_parse_spec(const char *name, const char *text, size_t len, json_t **spec,
+                       struct gpulet_error *err)
+{
+    struct ydoc *d;
+    if (ydoc_load_string(name, text, len, &d, err) < 0)
+        return -1;
+    *spec = yaml_to_json(d, ydoc_root(d));
+    ydoc_free(d);
+    return 0;
+}
+
 int runtime_load_spec(const char *dirs, json_t **spec, char *path, size_t path_len,
                       struct gpulet_error *err)
 {
@@ -240,14 +253,19 @@ int runtime_load_spec(const char *dirs, json_t **spec, char *path, size_t path_l
             snprintf(candidate, sizeof candidate, "%s/%s", dir, names[i]);
             if (access(candidate, R_OK) != 0)
                 continue;
-            struct ydoc *d;
-            if (ydoc_load_file(candidate, &d, err) < 0) {
+            char *text;
+            size_t len;
+            json_t *j;
+            int rc = fileio_read(candidate, YDOC_MAX_BYTES, &text, &len, err);
+            if (rc == 0) {
+                rc = runtime_parse_spec(candidate, text, len, &j, err);
+                free(text);
+            }
+            if (rc < 0) {
                 json_decref(found);
                 gpulet_error_prefix(err, "cannot read the CDI spec");
                 return -1;
             }
-            json_t *j = yaml_to_json(d, ydoc_root(d));
-            ydoc_free(d);
             const char *kind = json_string_value(json_object_get(j, "kind"));
             if (kind == NULL || strcmp(kind, "nvidia.com/gpu") != 0) {
                 json_decref(j);

@@ -34,6 +34,11 @@ struct runtime_request {
  * NVIDIA_VISIBLE_DEVICES. No request: count 0 and all false. */
 int runtime_find_request(json_t *config, struct runtime_request *req, struct gpulet_error *err);
 
+/* One CDI spec file's text (YAML or JSON, within yamldoc's bounds) as the
+ * JSON tree runtime_apply() takes; name is for errors. */
+int runtime_parse_spec(const char *name, const char *text, size_t len, json_t **spec,
+                       struct gpulet_error *err);
+
 /* The nvidia.com/gpu CDI spec in the ':'-separated folders (a later
  * folder wins, as CDI says): 0 with *spec, 1 when no folder has one, -1 on
  * a spec that cannot be read. */
