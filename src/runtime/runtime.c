@@ -358,7 +358,7 @@ static int strings(json_t *parent, const char *key, const char *what, json_t **o
     bool ok = json_is_array(list);
     json_array_foreach(list, i, v) ok = ok && json_is_string(v);
     if (!ok)
-        return gpulet_error_set(err, GPULET_ERR_INPUT, "the CDI spec's %s %s must be a list of strings",
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "%s %s must be a list of strings",
                                 what, key);
     *out = json_deep_copy(list);
     return 0;
@@ -460,14 +460,17 @@ int runtime_apply(json_t *config, json_t *spec, const char *spec_path,
                                     "index, UUID and MIG \"gpu:mig\"",
                                     req->source, req->names[i], spec_path);
     }
-    if (req->all && apply_edits(config, json_object_get(find_device(spec, "all"), "containerEdits"),
-                                err) < 0)
-        return -1;
-    for (size_t i = 0; !req->all && i < req->count; i++)
-        if (apply_edits(config, json_object_get(find_device(spec, req->names[i]), "containerEdits"),
-                        err) < 0)
-            return -1;
-    return apply_edits(config, json_object_get(spec, "containerEdits"), err);
+    int rc = 0;
+    if (req->all)
+        rc = apply_edits(config, json_object_get(find_device(spec, "all"), "containerEdits"), err);
+    for (size_t i = 0; rc == 0 && !req->all && i < req->count; i++)
+        rc = apply_edits(config, json_object_get(find_device(spec, req->names[i]), "containerEdits"),
+                         err);
+    if (rc == 0)
+        rc = apply_edits(config, json_object_get(spec, "containerEdits"), err);
+    if (rc < 0)
+        gpulet_error_prefix(err, "%s", spec_path);
+    return rc;
 }
 
 /* ---- config.json ---- */

@@ -262,3 +262,23 @@ def test_an_alias_bomb_spec_is_refused(build, bundle, cdi_dir, tmp_path):  # noq
     r = run(build, bundle, cdi_dir, tmp_path)
     assert r.returncode == 1
     assert "nvidia.yaml line 3: YAML aliases (*a) are not accepted" in r.stderr
+
+
+@pytest.mark.parametrize("where,value,message", [
+    ("mounts", "ro", "mount options must be a list of strings"),
+    ("hooks", {"PATH": "/bin"}, "hook env must be a list of strings"),
+    ("hooks", [{"x": "y"}], "hook args must be a list of strings"),  # YAML scalars are strings
+])
+def test_wrongly_typed_spec_edits_are_refused(build, bundle, cdi_dir, tmp_path,  # noqa: F811
+                                              where, value, message):
+    spec_path = cdi_dir / "nvidia.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    entry = spec["containerEdits"][where][0]
+    entry[{"mounts": "options", "hooks": "env" if isinstance(value, dict) else "args"}[where]] = value
+    spec_path.write_text(yaml.safe_dump(spec))
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=0"))
+    before = (bundle / "config.json").read_bytes()
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 1
+    assert f"gpulet-runtime: {spec_path}: {message}" in r.stderr, r.stderr
+    assert (bundle / "config.json").read_bytes() == before
