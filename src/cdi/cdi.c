@@ -316,8 +316,8 @@ static json_t *ldcache_hook(const char *hook_path, json_t *mounts)
         json_array_append_new(args, json_string(dir));
     }
     json_decref(seen);
-    return json_pack("[{s:s, s:s, s:o}]", "hookName", "createContainer", "path", hook_path,
-                     "args", args);
+    return json_pack("[{s:s, s:s, s:o, s:[s]}]", "hookName", "createContainer", "path",
+                     hook_path, "args", args, "env", CDI_HOOK_ENV);
 }
 
 static json_t *device(const char *name, json_t *nodes)

@@ -19,6 +19,10 @@
 
 #define CDI_KIND "nvidia.com/gpu"
 #define CDI_VERSION "0.5.0" /* device names start with a digit; hostPath */
+/* The whole environment of every hook gpulet puts in a spec or a
+ * config.json. A hook without one is run by runc with the container's
+ * environment, LD_PRELOAD included, as root on the host. */
+#define CDI_HOOK_ENV "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct cdi_options {
     const char *driver_root; /* where the driver's files are, "/" by default */

@@ -14,7 +14,10 @@ int fileio_read(const char *path, size_t max, char **data, size_t *len,
 {
     *data = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO put where a file should be must not
+     * wait for a writer; it is refused below, as is every other file that
+     * is not a regular one (a device could be read forever). */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return gpulet_error_errno(err, errno, "cannot read %s", path);
     struct stat st;
@@ -23,7 +26,15 @@ int fileio_read(const char *path, size_t max, char **data, size_t *len,
         close(fd);
         return gpulet_error_errno(err, e, "cannot read %s", path);
     }
-    /* st_size is a hint only: files in /proc and pipes say 0. Room for the
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        if (S_ISDIR(st.st_mode))
+            return gpulet_error_errno(err, EISDIR, "cannot read %s", path);
+        return gpulet_error_set(err, GPULET_ERR_INPUT,
+                                "cannot read %s: not a regular file (a FIFO, socket or device?)",
+                                path);
+    }
+    /* st_size is a hint only: files in /proc say 0. Room for the
      * file, the read that sees its end, and the NUL: no growing when the
      * hint is right. */
     int e = st.st_size > 0 && (size_t)st.st_size > max ? EFBIG : 0;

@@ -31,7 +31,9 @@ enum fileio_flags {
 /* Reads the whole of path into *data (malloc'ed, NUL-terminated, *len
  * bytes before the NUL). A file larger than max bytes is an error, so a
  * wrong path cannot make gpulet read a disk image. On failure err says
- * "cannot read PATH: reason" with errno kept (ENOENT: no such file). */
+ * "cannot read PATH: reason" with errno kept (ENOENT: no such file).
+ * Only regular files: a FIFO, socket or device is refused without
+ * waiting on it, so a hostile path cannot block or flood the reader. */
 int fileio_read(const char *path, size_t max, char **data, size_t *len,
                 struct gpulet_error *err);
 

@@ -10,7 +10,10 @@
  * creates their soname links) by running the host's ldconfig chrooted into
  * the container root, so no path inside the container can point outside
  * it (the CVE-2024-0132 class). The container's environment never reaches
- * it: ldconfig runs with an empty environment (the CVE-2025-23266 class).
+ * it (the CVE-2025-23266 class): every hook entry gpulet writes carries
+ * its own env, the hook is linked statically (outside sanitizer builds)
+ * so no loader variable can load code into it, and ldconfig runs with
+ * an empty environment.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +31,7 @@
 #include <jansson.h>
 
 #define MAX_FOLDERS 16
+#define MAX_CONFIG (16 * 1024 * 1024) /* as gpulet-runtime reads it */
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -55,17 +59,25 @@ static int container_root(char *out, size_t len)
     }
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/config.json", bundle);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    json_t *config = f ? json_loadf(f, 0, &jerr) : NULL;
-    if (f)
-        fclose(f);
-    else if (fd >= 0)
+    /* Never a symlink, and a FIFO is refused rather than waited on. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    json_t *config = NULL;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= MAX_CONFIG) {
+        FILE *f = fdopen(fd, "r");
+        config = f ? json_loadf(f, 0, &jerr) : NULL;
+        if (f)
+            fclose(f);
+        else
+            close(fd);
+    } else if (fd >= 0) {
         close(fd);
+    }
     const char *root = json_string_value(json_object_get(json_object_get(config, "root"), "path"));
     int rc = 0;
     if (root == NULL)
-        rc = fail("cannot read root.path from %s", path);
+        rc = fail("cannot read root.path from %s (a regular file of at most %d bytes)", path,
+                  MAX_CONFIG);
     else if (root[0] == '/')
         snprintf(out, len, "%s", root);
     else

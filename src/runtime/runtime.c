@@ -9,6 +9,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "cdi/cdi.h"
 #include "fileio/fileio.h"
 #include "yamldoc/yamldoc.h"
 
@@ -63,11 +64,101 @@ static int add_list(struct runtime_request *req, const char *list, bool qualifie
     return 0;
 }
 
+/* ---- config.json's shape: every field gpulet reads or writes ---- */
+
+/* parent.key, with JSON null taken as absent (as runc reads it). */
+static json_t *member(json_t *parent, const char *key)
+{
+    json_t *v = json_object_get(parent, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+static const char *type_name(json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+/* v (named by what) must be absent or of type; items, when not 0, the
+ * type of every array item or object value. */
+static int check_type(json_t *v, json_type type, json_type items, const char *what,
+                      struct gpulet_error *err)
+{
+    static const char *const names[] = {[JSON_OBJECT] = "an object", [JSON_ARRAY] = "an array",
+                                        [JSON_STRING] = "a string"};
+    if (v == NULL)
+        return 0;
+    if (json_typeof(v) != type)
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "config.json: %s must be %s, not %s",
+                                what, names[type], type_name(v));
+    if (items == JSON_NULL)
+        return 0;
+    size_t i;
+    const char *key;
+    json_t *item;
+    if (type == JSON_ARRAY) {
+        json_array_foreach(v, i, item) {
+            if (json_typeof(item) != items)
+                return gpulet_error_set(err, GPULET_ERR_INPUT,
+                                        "config.json: %s[%zu] must be %s, not %s", what, i,
+                                        names[items], type_name(item));
+        }
+    } else {
+        json_object_foreach(v, key, item) {
+            if (json_typeof(item) != items)
+                return gpulet_error_set(err, GPULET_ERR_INPUT,
+                                        "config.json: %s[\"%.64s\"] must be %s, not %s", what,
+                                        key, names[items], type_name(item));
+        }
+    }
+    return 0;
+}
+
+/* Checked before anything is read or edited, so the edits below meet
+ * only the types they expect (jansson quietly refuses to add a member to
+ * a string, and frees what it was given). */
+static int check_config(json_t *config, struct gpulet_error *err)
+{
+    if (!json_is_object(config))
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "config.json is not a JSON object");
+    json_t *process = member(config, "process"), *linux_ = member(config, "linux");
+    json_t *resources = member(linux_, "resources"), *hooks = member(config, "hooks");
+    if (check_type(member(config, "annotations"), JSON_OBJECT, JSON_STRING, "annotations",
+                   err) < 0 ||
+        check_type(member(config, "mounts"), JSON_ARRAY, JSON_OBJECT, "mounts", err) < 0 ||
+        check_type(process, JSON_OBJECT, JSON_NULL, "process", err) < 0 ||
+        check_type(member(process, "env"), JSON_ARRAY, JSON_STRING, "process.env", err) < 0 ||
+        check_type(linux_, JSON_OBJECT, JSON_NULL, "linux", err) < 0 ||
+        check_type(member(linux_, "devices"), JSON_ARRAY, JSON_OBJECT, "linux.devices", err) < 0 ||
+        check_type(resources, JSON_OBJECT, JSON_NULL, "linux.resources", err) < 0 ||
+        check_type(member(resources, "devices"), JSON_ARRAY, JSON_OBJECT,
+                   "linux.resources.devices", err) < 0 ||
+        check_type(hooks, JSON_OBJECT, JSON_NULL, "hooks", err) < 0)
+        return -1;
+    const char *key;
+    json_t *list;
+    json_object_foreach(hooks, key, list) {
+        char what[96];
+        snprintf(what, sizeof what, "hooks.%.64s", key);
+        if (check_type(list, JSON_ARRAY, JSON_OBJECT, what, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int runtime_find_request(json_t *config, struct runtime_request *req, struct gpulet_error *err)
 {
     memset(req, 0, sizeof *req);
-    if (!json_is_object(config))
-        return gpulet_error_set(err, GPULET_ERR_INPUT, "config.json is not a JSON object");
+    if (check_config(config, err) < 0)
+        return -1;
     json_t *annotations = json_object_get(config, "annotations");
     const char *key;
     json_t *value;
@@ -113,6 +204,8 @@ int runtime_find_request(json_t *config, struct runtime_request *req, struct gpu
 
 /* ---- the CDI spec: YAML or JSON, as a JSON tree ---- */
 
+/* Recursive: yamldoc bounds the depth (YDOC_MAX_DEPTH) and refuses
+ * aliases, so the tree is as big as the file. */
 static json_t *yaml_to_json(const struct ydoc *d, const struct ynode *n)
 {
     if (n == NULL || ynode_is_null(n))
@@ -134,6 +227,17 @@ static json_t *yaml_to_json(const struct ydoc *d, const struct ynode *n)
     return o;
 }
 
+int runtime_parse_spec(const char *name, const char *text, size_t len, json_t **spec,
+                       struct gpulet_error *err)
+{
+    struct ydoc *d;
+    if (ydoc_load_string(name, text, len, &d, err) < 0)
+        return -1;
+    *spec = yaml_to_json(d, ydoc_root(d));
+    ydoc_free(d);
+    return 0;
+}
+
 int runtime_load_spec(const char *dirs, json_t **spec, char *path, size_t path_len,
                       struct gpulet_error *err)
 {
@@ -149,14 +253,19 @@ int runtime_load_spec(const char *dirs, json_t **spec, char *path, size_t path_l
             snprintf(candidate, sizeof candidate, "%s/%s", dir, names[i]);
             if (access(candidate, R_OK) != 0)
                 continue;
-            struct ydoc *d;
-            if (ydoc_load_file(candidate, &d, err) < 0) {
+            char *text;
+            size_t len;
+            json_t *j;
+            int rc = fileio_read(candidate, YDOC_MAX_BYTES, &text, &len, err);
+            if (rc == 0) {
+                rc = runtime_parse_spec(candidate, text, len, &j, err);
+                free(text);
+            }
+            if (rc < 0) {
                 json_decref(found);
                 gpulet_error_prefix(err, "cannot read the CDI spec");
                 return -1;
             }
-            json_t *j = yaml_to_json(d, ydoc_root(d));
-            ydoc_free(d);
             const char *kind = json_string_value(json_object_get(j, "kind"));
             if (kind == NULL || strcmp(kind, "nvidia.com/gpu") != 0) {
                 json_decref(j);
@@ -175,12 +284,15 @@ int runtime_load_spec(const char *dirs, json_t **spec, char *path, size_t path_l
 
 /* ---- applying edits to config.json ---- */
 
+/* parent.key, made when absent or null. check_config() vouched for the
+ * type of everything already there. */
 static json_t *child(json_t *parent, const char *key, json_t *(*make)(void))
 {
-    json_t *c = json_object_get(parent, key);
+    json_t *c = member(parent, key);
     if (c == NULL) {
         c = make();
-        json_object_set_new(parent, key, c);
+        if (json_object_set_new(parent, key, c) != 0)
+            return NULL; /* c is freed: only a parent that is no object gets here */
     }
     return c;
 }
@@ -232,18 +344,68 @@ static int apply_node(json_t *config, json_t *node, struct gpulet_error *err)
     return 0;
 }
 
-static void apply_mount(json_t *config, json_t *m)
+/* A copy of the spec's list of strings at key (NULL: none there), or
+ * NULL with err set when it is something else. */
+static int strings(json_t *parent, const char *key, const char *what, json_t **out,
+                   struct gpulet_error *err)
+{
+    json_t *list = member(parent, key);
+    *out = NULL;
+    if (list == NULL)
+        return 0;
+    size_t i;
+    json_t *v;
+    bool ok = json_is_array(list);
+    json_array_foreach(list, i, v) ok = ok && json_is_string(v);
+    if (!ok)
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "%s %s must be a list of strings",
+                                what, key);
+    *out = json_deep_copy(list);
+    return 0;
+}
+
+static int apply_mount(json_t *config, json_t *m, struct gpulet_error *err)
 {
     const char *src = json_string_value(json_object_get(m, "hostPath"));
     const char *dst = json_string_value(json_object_get(m, "containerPath"));
     if (src == NULL || dst == NULL)
-        return;
+        return 0;
+    json_t *options;
+    if (strings(m, "options", "mount", &options, err) < 0)
+        return -1;
     json_t *mounts = child(config, "mounts", json_array);
     remove_entry(mounts, "destination", dst);
-    json_t *options = json_object_get(m, "options");
-    json_array_append_new(mounts, json_pack("{s:s, s:s, s:s, s:O}", "destination", dst, "type",
+    json_array_append_new(mounts, json_pack("{s:s, s:s, s:s, s:o}", "destination", dst, "type",
                                             "bind", "source", src, "options",
                                             options ? options : json_array()));
+    return 0;
+}
+
+/* A hook never inherits an environment: without "env", runc runs it with
+ * the container's (its LD_PRELOAD would load into a program running as
+ * root on the host, the CVE-2025-23266 class). */
+static int apply_hook(json_t *config, json_t *h, struct gpulet_error *err)
+{
+    const char *name = json_string_value(json_object_get(h, "hookName"));
+    const char *path = json_string_value(json_object_get(h, "path"));
+    if (name == NULL || path == NULL)
+        return 0;
+    json_t *args, *env;
+    if (strings(h, "args", "hook", &args, err) < 0)
+        return -1;
+    if (strings(h, "env", "hook", &env, err) < 0) {
+        json_decref(args);
+        return -1;
+    }
+    if (json_array_size(env) == 0) {
+        json_decref(env);
+        env = json_pack("[s]", CDI_HOOK_ENV);
+    }
+    json_t *hook = json_pack("{s:s, s:o}", "path", path, "env", env);
+    if (args)
+        json_object_set_new(hook, "args", args);
+    json_array_append_new(child(child(config, "hooks", json_object), name, json_array), hook);
+    return 0;
 }
 
 static int apply_edits(json_t *config, json_t *edits, struct gpulet_error *err)
@@ -261,19 +423,13 @@ static int apply_edits(json_t *config, json_t *edits, struct gpulet_error *err)
         if (apply_node(config, v, err) < 0)
             return -1;
     }
-    json_array_foreach(json_object_get(edits, "mounts"), i, v)
-        apply_mount(config, v);
+    json_array_foreach(json_object_get(edits, "mounts"), i, v) {
+        if (apply_mount(config, v, err) < 0)
+            return -1;
+    }
     json_array_foreach(json_object_get(edits, "hooks"), i, v) {
-        const char *name = json_string_value(json_object_get(v, "hookName"));
-        const char *path = json_string_value(json_object_get(v, "path"));
-        if (name == NULL || path == NULL)
-            continue;
-        json_t *hooks = child(config, "hooks", json_object);
-        json_t *hook = json_pack("{s:s}", "path", path);
-        json_t *args = json_object_get(v, "args");
-        if (json_is_array(args))
-            json_object_set(hook, "args", args);
-        json_array_append_new(child(hooks, name, json_array), hook);
+        if (apply_hook(config, v, err) < 0)
+            return -1;
     }
     return 0;
 }
@@ -293,6 +449,8 @@ static json_t *find_device(json_t *spec, const char *name)
 int runtime_apply(json_t *config, json_t *spec, const char *spec_path,
                   const struct runtime_request *req, struct gpulet_error *err)
 {
+    if (check_config(config, err) < 0)
+        return -1;
     /* Every name first: an unknown GPU fails the create before any edit. */
     for (size_t i = 0; i < req->count; i++) {
         if (find_device(spec, req->names[i]) == NULL)
@@ -302,14 +460,17 @@ int runtime_apply(json_t *config, json_t *spec, const char *spec_path,
                                     "index, UUID and MIG \"gpu:mig\"",
                                     req->source, req->names[i], spec_path);
     }
-    if (req->all && apply_edits(config, json_object_get(find_device(spec, "all"), "containerEdits"),
-                                err) < 0)
-        return -1;
-    for (size_t i = 0; !req->all && i < req->count; i++)
-        if (apply_edits(config, json_object_get(find_device(spec, req->names[i]), "containerEdits"),
-                        err) < 0)
-            return -1;
-    return apply_edits(config, json_object_get(spec, "containerEdits"), err);
+    int rc = 0;
+    if (req->all)
+        rc = apply_edits(config, json_object_get(find_device(spec, "all"), "containerEdits"), err);
+    for (size_t i = 0; rc == 0 && !req->all && i < req->count; i++)
+        rc = apply_edits(config, json_object_get(find_device(spec, req->names[i]), "containerEdits"),
+                         err);
+    if (rc == 0)
+        rc = apply_edits(config, json_object_get(spec, "containerEdits"), err);
+    if (rc < 0)
+        gpulet_error_prefix(err, "%s", spec_path);
+    return rc;
 }
 
 /* ---- config.json ---- */
@@ -318,17 +479,19 @@ int runtime_read_config(const char *bundle, json_t **config, struct gpulet_error
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", bundle);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in its place is refused below, not waited on. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return gpulet_error_errno(err, errno,
                                   errno == ELOOP ? "%s is a symbolic link; refusing to read it"
                                                  : "cannot open %s",
                                   path);
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 16 * 1024 * 1024) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > RUNTIME_MAX_CONFIG) {
         close(fd);
-        return gpulet_error_set(err, GPULET_ERR_INPUT, "%s is not a regular file of sane size",
-                                path);
+        return gpulet_error_set(err, GPULET_ERR_INPUT,
+                                "%s is not a regular file of at most %d bytes", path,
+                                RUNTIME_MAX_CONFIG);
     }
     /* Read whole: jansson's fd reader takes one byte per read(2), which
      * alone cost milliseconds per container start. */

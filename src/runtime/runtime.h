@@ -20,6 +20,7 @@
 #define RUNTIME_DEVICE_DIR "/var/run/nvidia-container-devices"
 #define RUNTIME_DEFAULT_CDI_DIRS "/etc/cdi:/var/run/cdi"
 #define RUNTIME_MAX_DEVICES 64
+#define RUNTIME_MAX_CONFIG (16 * 1024 * 1024) /* bytes of a bundle's config.json */
 
 struct runtime_request {
     bool all;
@@ -32,6 +33,11 @@ struct runtime_request {
  * CDI annotations, /var/run/nvidia-container-devices mounts, then
  * NVIDIA_VISIBLE_DEVICES. No request: count 0 and all false. */
 int runtime_find_request(json_t *config, struct runtime_request *req, struct gpulet_error *err);
+
+/* One CDI spec file's text (YAML or JSON, within yamldoc's bounds) as the
+ * JSON tree runtime_apply() takes; name is for errors. */
+int runtime_parse_spec(const char *name, const char *text, size_t len, json_t **spec,
+                       struct gpulet_error *err);
 
 /* The nvidia.com/gpu CDI spec in the ':'-separated folders (a later
  * folder wins, as CDI says): 0 with *spec, 1 when no folder has one, -1 on

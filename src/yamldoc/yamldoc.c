@@ -10,6 +10,8 @@
 
 #include <yaml.h>
 
+#include "fileio/fileio.h"
+
 struct ydoc {
     char *name;
     bool loaded;
@@ -27,17 +29,68 @@ static const struct ynode *N(const yaml_node_t *n)
     return (const struct ynode *)n;
 }
 
-static int load(struct ydoc *d, yaml_parser_t *parser, struct gpulet_error *err)
+static int parse_error(const struct ydoc *d, const yaml_parser_t *parser,
+                       struct gpulet_error *err)
 {
-    if (!yaml_parser_load(parser, &d->doc)) {
-        gpulet_error_set(err, GPULET_ERR_INPUT, "%s line %lu: %s%s%s", d->name,
-                         (unsigned long)parser->problem_mark.line + 1,
-                         parser->problem ? parser->problem : "malformed YAML",
-                         parser->context ? " " : "", parser->context ? parser->context : "");
-        return -1;
+    return gpulet_error_set(err, GPULET_ERR_INPUT, "%s line %lu: %s%s%s", d->name,
+                            (unsigned long)parser->problem_mark.line + 1,
+                            parser->problem ? parser->problem : "malformed YAML",
+                            parser->context ? " " : "", parser->context ? parser->context : "");
+}
+
+/* One streaming pass over the first document's events, in constant
+ * memory, before libyaml builds it: the bounds of the header. */
+static int check_bounds(const struct ydoc *d, const char *text, size_t len,
+                        struct gpulet_error *err)
+{
+    yaml_parser_t parser;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    size_t depth = 0, nodes = 0;
+    int rc = 0;
+    bool done = false;
+    while (rc == 0 && !done) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&parser, &ev)) {
+            rc = parse_error(d, &parser, err);
+            break;
+        }
+        unsigned long line = (unsigned long)ev.start_mark.line + 1;
+        switch (ev.type) {
+        case YAML_ALIAS_EVENT:
+            rc = gpulet_error_set(err, GPULET_ERR_INPUT,
+                                  "%s line %lu: YAML aliases (*%.64s) are not accepted; write "
+                                  "the value out",
+                                  d->name, line, (const char *)ev.data.alias.anchor);
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            if (++depth > YDOC_MAX_DEPTH)
+                rc = gpulet_error_set(err, GPULET_ERR_INPUT,
+                                      "%s line %lu: nested deeper than %d levels", d->name, line,
+                                      YDOC_MAX_DEPTH);
+            /* fall through - a collection is a node too */
+        case YAML_SCALAR_EVENT:
+            if (rc == 0 && ++nodes > YDOC_MAX_NODES)
+                rc = gpulet_error_set(err, GPULET_ERR_INPUT,
+                                      "%s line %lu: more than %d values in one document", d->name,
+                                      line, YDOC_MAX_NODES);
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            depth--;
+            break;
+        case YAML_DOCUMENT_END_EVENT: /* yaml_parser_load reads the first only */
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
     }
-    d->loaded = true;
-    return 0;
+    yaml_parser_delete(&parser);
+    return rc;
 }
 
 static struct ydoc *new_doc(const char *name, struct gpulet_error *err)
@@ -53,26 +106,13 @@ static struct ydoc *new_doc(const char *name, struct gpulet_error *err)
 
 int ydoc_load_file(const char *path, struct ydoc **out, struct gpulet_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return gpulet_error_errno(err, errno, "cannot open %s", path);
-    struct ydoc *d = new_doc(path, err);
-    if (d == NULL) {
-        fclose(f);
+    char *text;
+    size_t len;
+    if (fileio_read(path, YDOC_MAX_BYTES, &text, &len, err) < 0)
         return -1;
-    }
-    yaml_parser_t parser;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
-    int rc = load(d, &parser, err);
-    yaml_parser_delete(&parser);
-    fclose(f);
-    if (rc < 0) {
-        ydoc_free(d);
-        return -1;
-    }
-    *out = d;
-    return 0;
+    int rc = ydoc_load_string(path, text, len, out, err);
+    free(text);
+    return rc;
 }
 
 int ydoc_load_string(const char *name, const char *text, size_t len, struct ydoc **out,
@@ -81,10 +121,23 @@ int ydoc_load_string(const char *name, const char *text, size_t len, struct ydoc
     struct ydoc *d = new_doc(name, err);
     if (d == NULL)
         return -1;
+    if (len > YDOC_MAX_BYTES) {
+        gpulet_error_set(err, GPULET_ERR_INPUT, "%s: larger than %u bytes", name, YDOC_MAX_BYTES);
+        ydoc_free(d);
+        return -1;
+    }
+    if (check_bounds(d, text, len, err) < 0) {
+        ydoc_free(d);
+        return -1;
+    }
     yaml_parser_t parser;
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    int rc = load(d, &parser, err);
+    int rc = 0;
+    if (!yaml_parser_load(&parser, &d->doc))
+        rc = parse_error(d, &parser, err);
+    else
+        d->loaded = true;
     yaml_parser_delete(&parser);
     if (rc < 0) {
         ydoc_free(d);

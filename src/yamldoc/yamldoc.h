@@ -7,6 +7,13 @@
  * the daemon's configuration), so all of them report problems the same
  * way. JSON is YAML, so JSON files load too. A document owns its nodes;
  * node pointers stay valid until ydoc_free().
+ *
+ * Every document is checked against bounds before it is built, so a
+ * hostile file costs at most a few MiB: aliases (*name) are refused (an
+ * alias makes the tree a graph: recursive aliases and "billion laughs"
+ * expansions), and so is a file over YDOC_MAX_BYTES, nesting deeper than
+ * YDOC_MAX_DEPTH or more than YDOC_MAX_NODES nodes. Files are read only
+ * if regular (a FIFO does not block the reader).
  */
 #ifndef GPULET_YAMLDOC_H
 #define GPULET_YAMLDOC_H
@@ -15,6 +22,10 @@
 #include <stddef.h>
 
 #include "error/error.h"
+
+#define YDOC_MAX_BYTES (4u << 20)
+#define YDOC_MAX_DEPTH 64
+#define YDOC_MAX_NODES 100000
 
 struct ydoc;
 struct ynode;

@@ -152,7 +152,7 @@ static void errors(void **state)
     struct config_flags flags = {.config_file = "/nonexistent/c.yaml"};
     struct gpulet_error err = {0};
     assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
-    assert_contains(err.msg, "cannot read the config file: cannot open /nonexistent/c.yaml");
+    assert_contains(err.msg, "cannot read the config file: cannot read /nonexistent/c.yaml");
     flags = (struct config_flags){.device_list_strategy = "envvar,smoke"};
     assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
     assert_contains(err.msg, "--device-list-strategy must be a comma-separated list");

@@ -1,5 +1,7 @@
 #include "helpers.h"
 
+#include <sys/stat.h>
+
 #include "yamldoc/yamldoc.h"
 
 static struct ydoc *load(const char *text)
@@ -96,7 +98,7 @@ static void missing_file_is_a_system_error(void **state)
     struct gpulet_error err = {0};
     assert_int_equal(ydoc_load_file("/nonexistent/x.yaml", &d, &err), -1);
     assert_int_equal(err.kind, GPULET_ERR_SYSTEM);
-    assert_string_equal(err.msg, "cannot open /nonexistent/x.yaml: No such file or directory");
+    assert_string_equal(err.msg, "cannot read /nonexistent/x.yaml: No such file or directory");
 }
 
 static void empty_and_null_documents_have_no_root(void **state)
@@ -113,6 +115,90 @@ static void empty_and_null_documents_have_no_root(void **state)
     ydoc_free(d);
 }
 
+static void refused(const char *text, size_t len, const char *expected)
+{
+    struct ydoc *d = NULL;
+    struct gpulet_error err = {0};
+    assert_int_equal(ydoc_load_string("bomb.yaml", text, len, &d, &err), -1);
+    assert_null(d);
+    assert_int_equal(err.kind, GPULET_ERR_INPUT);
+    assert_contains(err.msg, expected);
+}
+
+static void aliases_are_refused_with_their_line(void **state)
+{
+    (void)state;
+    /* recursive: libyaml would build a node that contains itself */
+    const char *recursive = "a: &x\n  b: [*x]\n";
+    refused(recursive, strlen(recursive), "bomb.yaml line 2: YAML aliases (*x) are not accepted");
+    /* a billion laughs in 9 levels: ~10^9 strings if expanded */
+    char laughs[2048] = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n";
+    for (char c = 'b'; c <= 'i'; c++) {
+        size_t n = strlen(laughs);
+        snprintf(laughs + n, sizeof laughs - n, "%c: &%c [*%c,*%c,*%c,*%c,*%c,*%c,*%c,*%c,*%c]\n", c,
+                 c, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1);
+    }
+    refused(laughs, strlen(laughs), "bomb.yaml line 2: YAML aliases (*a)");
+    /* an anchor alone is harmless */
+    struct ydoc *d = load("a: &x 1\nb: 2\n");
+    assert_string_equal(ynode_text(ynode_get(d, ydoc_root(d), "a")), "1");
+    ydoc_free(d);
+}
+
+static void deep_nesting_and_many_nodes_are_refused(void **state)
+{
+    (void)state;
+    size_t n = 100000;
+    char *text = malloc(n + 1);
+    memset(text, '[', n);
+    text[n] = '\0';
+    refused(text, n, "bomb.yaml line 1: nested deeper than 64 levels");
+    /* 64 levels are fine */
+    memset(text, '[', 64);
+    memset(text + 64, ']', 64);
+    text[128] = '\0';
+    struct ydoc *d = load(text);
+    assert_true(ynode_is_seq(ydoc_root(d)));
+    ydoc_free(d);
+    /* more nodes than the bound: "[1,1,1,...]" */
+    n = 2 * (YDOC_MAX_NODES + 1) + 2;
+    text = realloc(text, n + 1);
+    text[0] = '[';
+    for (size_t i = 1; i < n - 1; i += 2)
+        memcpy(text + i, "1,", 2);
+    text[n - 1] = ']';
+    text[n] = '\0';
+    refused(text, n, "more than 100000 values in one document");
+    free(text);
+}
+
+static void huge_and_odd_files_are_refused(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/big.yaml", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    /* a comment is cheap to parse: only the size bound can stop it */
+    assert_int_equal(fputc('#', f), '#');
+    for (size_t i = 0; i < YDOC_MAX_BYTES; i += 4096)
+        fprintf(f, "%4096s", "");
+    assert_int_equal(fclose(f), 0);
+    struct ydoc *d = NULL;
+    struct gpulet_error err = {0};
+    assert_int_equal(ydoc_load_file(path, &d, &err), -1);
+    assert_contains(err.msg, "larger than 4194304 bytes");
+    unlink(path);
+    /* a FIFO where the file should be: refused at once, never waited on */
+    snprintf(path, sizeof path, "%s/fifo.yaml", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(ydoc_load_file(path, &d, &err), -1);
+    assert_contains(err.msg, "not a regular file");
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -122,6 +208,9 @@ int main(void)
         cmocka_unit_test(malformed_yaml_reports_line),
         cmocka_unit_test(missing_file_is_a_system_error),
         cmocka_unit_test(empty_and_null_documents_have_no_root),
+        cmocka_unit_test(aliases_are_refused_with_their_line),
+        cmocka_unit_test(deep_nesting_and_many_nodes_are_refused),
+        cmocka_unit_test(huge_and_odd_files_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
