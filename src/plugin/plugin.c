@@ -16,6 +16,10 @@
  * each list as it comes; one that stopped reading would hold one more list
  * per change (the grpc budget would end it later, at more cost). */
 #define WATCH_MAX_LAG_LISTS 2
+/* The longest GetPreferredAllocation may hold the event loop (less when
+ * the caller's deadline comes sooner): the search for the best GPU sets
+ * stops there, and the call fails rather than delay every other one. */
+#define PREFERRED_BUDGET_MS 250
 
 struct watcher {
     struct grpc_call *call;
@@ -217,22 +221,45 @@ static void preferred_allocation(struct grpc_call *call, const uint8_t *req, siz
                          "cannot decode the PreferredAllocationRequest");
         return;
     }
+    long remaining = grpc_call_remaining_ms(call);
+    bool by_caller = remaining >= 0 && remaining < PREFERRED_BUDGET_MS;
+    long budget = by_caller ? remaining : PREFERRED_BUDGET_MS;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += budget / 1000;
+    until.tv_nsec += (budget % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
     struct arena a = {0};
     V1beta1__PreferredAllocationResponse out = V1BETA1__PREFERRED_ALLOCATION_RESPONSE__INIT;
     out.container_responses = arena_alloc(&a, (in->n_container_requests + 1) *
                                                   sizeof *out.container_responses);
-    for (size_t i = 0; i < in->n_container_requests; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < in->n_container_requests && rc == 0; i++) {
         const V1beta1__ContainerPreferredAllocationRequest *cr = in->container_requests[i];
         V1beta1__ContainerPreferredAllocationResponse *r = arena_alloc(&a, sizeof *r);
         v1beta1__container_preferred_allocation_response__init(r);
         r->deviceids = arena_alloc(&a, (cr->n_available_deviceids + 1) * sizeof *r->deviceids);
-        plugin_preferred(s->res, s->plugin->inv, cr->available_deviceids,
-                         cr->n_available_deviceids, cr->must_include_deviceids,
-                         cr->n_must_include_deviceids, cr->allocation_size, r->deviceids,
-                         &r->n_deviceids);
+        rc = plugin_preferred(s->res, s->plugin->inv, cr->available_deviceids,
+                              cr->n_available_deviceids, cr->must_include_deviceids,
+                              cr->n_must_include_deviceids, cr->allocation_size, &until,
+                              r->deviceids, &r->n_deviceids);
         out.container_responses[out.n_container_responses++] = r;
     }
-    reply_message(call, &out.base);
+    if (rc < 0) {
+        log_warn("GetPreferredAllocation ran out of time", "resource=%s budget_ms=%ld by=%s",
+                 s->res->name, budget, by_caller ? "caller" : "gpulet");
+        if (by_caller)
+            grpc_call_finish(call, GRPC_DEADLINE_EXCEEDED,
+                             "the preferred allocation was not found within the deadline");
+        else
+            grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED,
+                             "the preferred allocation takes longer than gpulet allows (250 ms)");
+    } else {
+        reply_message(call, &out.base);
+    }
     arena_free(&a);
     v1beta1__preferred_allocation_request__free_unpacked(in, NULL);
 }
