@@ -221,10 +221,8 @@ static void allocate_answers(void **state)
     plugin_free_resources(res, count);
 }
 
-static void replicas_distributed_and_packed(void **state)
+static struct config shared_config(unsigned int replicas, bool packed)
 {
-    (void)state;
-    load("t4-pcie");
     struct config cfg;
     config_defaults(&cfg);
     cfg.device_id_strategy = DEVICE_ID_INDEX;
@@ -232,10 +230,18 @@ static void replicas_distributed_and_packed(void **state)
     cfg.shared_count = 1;
     memset(&cfg.shared[0], 0, sizeof cfg.shared[0]);
     snprintf(cfg.shared[0].name, sizeof cfg.shared[0].name, "nvidia.com/gpu");
-    cfg.shared[0].replicas = 4;
+    cfg.shared[0].replicas = replicas;
     cfg.shared[0].all_devices = true;
+    cfg.replicas_packed = packed;
+    return cfg;
+}
+
+static void replicas_distributed_and_packed(void **state)
+{
+    (void)state;
+    load("t4-pcie");
     for (int packed = 0; packed < 2; packed++) {
-        cfg.replicas_packed = packed;
+        struct config cfg = shared_config(4, packed);
         size_t count;
         struct plugin_resource *res = build(&cfg, &count);
         /* GPU 0 has one replica left, GPU 1 three, GPUs 2 and 3 all four */
@@ -256,21 +262,6 @@ static void replicas_distributed_and_packed(void **state)
         }
         plugin_free_resources(res, count);
     }
-}
-
-static struct config shared_config(unsigned int replicas, bool packed)
-{
-    struct config cfg;
-    config_defaults(&cfg);
-    cfg.device_id_strategy = DEVICE_ID_INDEX;
-    cfg.sharing = SHARING_TIME_SLICING;
-    cfg.shared_count = 1;
-    memset(&cfg.shared[0], 0, sizeof cfg.shared[0]);
-    snprintf(cfg.shared[0].name, sizeof cfg.shared[0].name, "nvidia.com/gpu");
-    cfg.shared[0].replicas = replicas;
-    cfg.shared[0].all_devices = true;
-    cfg.replicas_packed = packed;
-    return cfg;
 }
 
 /* The replica policy as first written, pick by pick over every pair of
