@@ -15,6 +15,16 @@
  * callback set with grpc_call_on_close(); after finish or that callback the
  * call pointer is gone.
  *
+ * Bounds: a server's connections take from a budget (struct grpc_budget),
+ * which one process shares among its servers: at most GRPC_MAX_CONNECTIONS
+ * connections, GRPC_MAX_STREAMS concurrent streams each, and bytes held
+ * (requests not yet whole, replies not yet written) of at most
+ * GRPC_CONN_MAX per connection and direction, of which what lies above
+ * GRPC_CONN_FLOOR comes from a pool of GRPC_POOL_MAX per direction. A
+ * stream that would go beyond ends with RESOURCE_EXHAUSTED; the floor
+ * keeps small calls served while others fill the pool. The socket pushes
+ * back: a peer that does not read is not read either.
+ *
  * Client: grpc_channel_open() connects; grpc_channel_call() starts a call
  * whose replies arrive through callbacks, the final status exactly once,
  * unless the caller cancels first.
@@ -55,6 +65,18 @@ enum grpc_status {
 
 const char *grpc_status_name(enum grpc_status status);
 
+#define GRPC_MAX_CONNECTIONS 32
+#define GRPC_MAX_STREAMS 100
+#define GRPC_CONN_FLOOR (64u * 1024u)
+#define GRPC_CONN_MAX (GRPC_MAX_MESSAGE + 64u * 1024u)
+#define GRPC_POOL_MAX (8u * 1024u * 1024u)
+
+struct grpc_budget;
+
+struct grpc_budget *grpc_budget_new(void);
+/* After every server that uses it is freed. */
+void grpc_budget_free(struct grpc_budget *budget);
+
 /* ---- server ---- */
 
 struct grpc_server;
@@ -64,9 +86,10 @@ typedef void (*grpc_handler_fn)(struct grpc_call *call, const uint8_t *request, 
                                 void *user);
 typedef void (*grpc_call_closed_fn)(struct grpc_call *call, enum grpc_status why, void *user);
 
-/* Listens on a Unix socket at path (a stale socket file there is replaced). */
-int grpc_server_listen(struct event_base *base, const char *path, struct grpc_server **out,
-                       struct gpulet_error *err);
+/* Listens on a Unix socket at path (a stale socket file there is replaced).
+ * budget NULL: the server has one of its own. */
+int grpc_server_listen(struct event_base *base, const char *path, struct grpc_budget *budget,
+                       struct grpc_server **out, struct gpulet_error *err);
 int grpc_server_handle(struct grpc_server *server, const char *method, grpc_handler_fn handler,
                        void *user, struct gpulet_error *err);
 const char *grpc_server_path(const struct grpc_server *server);
@@ -81,8 +104,17 @@ void grpc_server_free(struct grpc_server *server);
 const char *grpc_call_method(const struct grpc_call *call);
 /* Milliseconds left before the caller's deadline, or -1 for none. */
 long grpc_call_remaining_ms(const struct grpc_call *call);
-/* Queues one response message; -1 when the call has ended. */
+/* Queues one response message; -1 when the call has ended, or when the
+ * bytes it holds would go beyond the budget: then the call ends with
+ * RESOURCE_EXHAUSTED (the close callback says so) and what it held is
+ * dropped. */
 int grpc_call_send(struct grpc_call *call, const uint8_t *msg, size_t len);
+/* Bytes of response messages queued and not yet handed to the socket. */
+size_t grpc_call_queued(const struct grpc_call *call);
+/* Ends a call whose client does not keep up: what is queued is dropped,
+ * the stream reset, the status RESOURCE_EXHAUSTED; no close callback
+ * follows and the call is gone after. */
+void grpc_call_drop(struct grpc_call *call, const char *message);
 /* Ends the call with a status (message may be NULL); the call is gone after. */
 void grpc_call_finish(struct grpc_call *call, enum grpc_status status, const char *message);
 /* send + finish(OK): the answer of a unary method. */

@@ -133,6 +133,17 @@ static enum grpc_status from_http_status(int http)
     }
 }
 
+/* A reply larger than one message may be (requests are ours, never too big). */
+static void client_overflow(struct grpc_stream *s, int dir)
+{
+    struct grpc_client_call *call = ccall_of(s);
+    call->bad = true;
+    call->bad_status = GRPC_RESOURCE_EXHAUSTED;
+    call->bad_why = dir == GRPC_IN ? "the server's reply is larger than 4 MiB"
+                                   : "the request is larger than 4 MiB";
+    grpc_stream_abort(s, NGHTTP2_CANCEL);
+}
+
 static void client_stream_closed(struct grpc_stream *s, uint32_t error_code)
 {
     struct grpc_client_call *call = ccall_of(s);
@@ -179,6 +190,7 @@ static const struct grpc_conn_side client_side = {
     .frame_recv = client_frame_recv,
     .data = client_data,
     .data_end = NULL,
+    .overflow = client_overflow,
     .stream_closed = client_stream_closed,
     .conn_closed = client_conn_closed,
 };
@@ -205,7 +217,7 @@ int grpc_channel_open(struct event_base *base, const char *path, struct grpc_cha
         return gpulet_error_errno(err, ENOMEM, "cannot allocate a channel");
     }
     ch->base = base;
-    if (grpc_conn_new(base, fd, &client_side, ch, &ch->conn, err) < 0) {
+    if (grpc_conn_new(base, fd, &client_side, ch, NULL, &ch->conn, err) < 0) {
         free(ch);
         return -1;
     }

@@ -30,7 +30,11 @@ static ssize_t send_cb(nghttp2_session *h2, const uint8_t *data, size_t len, int
     (void)h2;
     (void)flags;
     struct grpc_conn *c = user;
-    if (evbuffer_add(bufferevent_get_output(c->bev), data, len) != 0)
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    /* nghttp2 keeps what it could not send; write_cb asks again. */
+    if (evbuffer_get_length(out) >= GRPC_SOCKET_OUT_HIGH)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (evbuffer_add(out, data, len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     return (ssize_t)len;
 }
@@ -71,16 +75,17 @@ static int data_chunk_cb(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
     (void)flags;
     struct grpc_conn *c = user;
     struct grpc_stream *s = stream_of(c, stream_id);
-    if (s == NULL)
+    if (s == NULL || s->aborted)
         return 0;
-    /* Bound what one stream may buffer: one largest message and its prefix. */
-    if (evbuffer_get_length(s->in) + len > GRPC_MAX_MESSAGE + 5) {
-        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+    if (!grpc_stream_room(s, GRPC_IN, len)) {
+        c->side->overflow(s, GRPC_IN);
         return 0;
     }
     if (evbuffer_add(s->in, data, len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    return c->side->data(s);
+    int rv = c->side->data(s);
+    grpc_stream_recount(s);
+    return rv;
 }
 
 static int stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t error_code,
@@ -106,6 +111,8 @@ static void really_close(struct grpc_conn *c)
         c->side->stream_closed(s, NGHTTP2_CANCEL);
     }
     c->side->conn_closed(c);
+    if (c->flush_soon)
+        event_free(c->flush_soon);
     nghttp2_session_del(c->h2);
     bufferevent_free(c->bev);
     free(c);
@@ -142,13 +149,14 @@ static bool finished_talking(struct grpc_conn *c)
            evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
 }
 
-void grpc_conn_flush(struct grpc_conn *c)
+/* grpc_conn_flush(), telling whether c is still there. */
+static bool flush(struct grpc_conn *c)
 {
     if (c->dead)
-        return;
+        return true; /* inside a callback: freed when it returns */
     if (c->depth > 0) {
         c->want_flush = true;
-        return;
+        return true;
     }
     int rv = 0;
     do { /* callbacks during the send may queue more */
@@ -160,27 +168,67 @@ void grpc_conn_flush(struct grpc_conn *c)
     if (rv != 0) {
         log_debug("grpc connection failed to send", "error=\"%s\"", nghttp2_strerror(rv));
         grpc_conn_close(c);
-        return;
+        return false;
     }
     if (c->dead) {
         really_close(c);
-        return;
+        return false;
     }
-    if (finished_talking(c))
+    if (finished_talking(c)) {
         grpc_conn_close(c);
+        return false;
+    }
+    return true;
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+void grpc_conn_flush(struct grpc_conn *c)
 {
-    struct grpc_conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    flush(c);
+}
+
+static void flush_soon_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flush(arg);
+}
+
+void grpc_conn_flush_soon(struct grpc_conn *c)
+{
+    if (c->depth > 0)
+        c->want_flush = true;
+    else if (!c->dead)
+        event_active(c->flush_soon, EV_TIMEOUT, 0);
+}
+
+/* Whether the socket is too far behind to take more work from the peer. */
+static bool backed_up(struct grpc_conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev)) >= GRPC_SOCKET_OUT_HIGH ||
+           nghttp2_session_want_write(c->h2);
+}
+
+/* Feeds nghttp2 what was read, unless the peer has not been reading what
+ * we send: then its input waits (and, past GRPC_SOCKET_IN_HIGH, stays in
+ * the socket) until write_cb finds the output drained. */
+static void take_input(struct grpc_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return;
+    if (backed_up(c)) {
+        c->paused = true;
+        bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
     unsigned char *data = evbuffer_pullup(in, -1);
     c->depth++;
     ssize_t n = nghttp2_session_mem_recv(c->h2, data, len);
     c->depth--;
     if (n < 0) {
-        /* Not HTTP/2, or broken HTTP/2: this connection ends, nothing else. */
+        /* Not HTTP/2, broken HTTP/2 or a flood: this connection ends,
+         * nothing else. */
         log_debug("grpc connection sent bad HTTP/2, closing it", "error=\"%s\"",
                   nghttp2_strerror((int)n));
         grpc_conn_close(c); /* frees c: depth is 0 here */
@@ -191,27 +239,40 @@ static void read_cb(struct bufferevent *bev, void *arg)
         really_close(c);
         return;
     }
-    grpc_conn_flush(c);
+    flush(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    take_input(arg);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     struct grpc_conn *c = arg;
-    if (!c->dead && finished_talking(c))
-        grpc_conn_close(c);
+    if (c->dead || !flush(c)) /* what nghttp2 held back */
+        return;
+    if (c->paused && !backed_up(c)) {
+        c->paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+        take_input(c);
+    }
 }
 
 static void event_cb(struct bufferevent *bev, short events, void *arg)
 {
     (void)bev;
     struct grpc_conn *c = arg;
-    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+    /* A timeout: the peer took nothing we sent for GRPC_WRITE_TIMEOUT_S. */
+    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
         grpc_conn_close(c);
 }
 
 int grpc_conn_new(struct event_base *base, int fd, const struct grpc_conn_side *side,
-                  void *owner, struct grpc_conn **out, struct gpulet_error *err)
+                  void *owner, struct grpc_budget *budget, struct grpc_conn **out,
+                  struct gpulet_error *err)
 {
     struct grpc_conn *c = calloc(1, sizeof *c);
     if (c == NULL) {
@@ -221,9 +282,16 @@ int grpc_conn_new(struct event_base *base, int fd, const struct grpc_conn_side *
     c->base = base;
     c->side = side;
     c->owner = owner;
+    c->budget = budget;
     c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
-        close(fd);
+    c->flush_soon = event_new(base, -1, 0, flush_soon_cb, c);
+    if (c->bev == NULL || c->flush_soon == NULL) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            close(fd);
+        if (c->flush_soon)
+            event_free(c->flush_soon);
         free(c);
         return gpulet_error_set(err, GPULET_ERR_SYSTEM, "cannot set up a connection");
     }
@@ -244,6 +312,12 @@ int grpc_conn_new(struct event_base *base, int fd, const struct grpc_conn_side *
     if (rv == 0) {
         if (side->is_server)
             nghttp2_option_set_no_http_messaging(opt, 1);
+        /* Bounds on what a peer makes nghttp2 keep: acknowledgements owed
+         * (PING/SETTINGS floods end the connection), closed streams (kept
+         * for priorities we do not use). Rapid resets are limited by
+         * nghttp2's defaults (1000 at once, 33 a second). */
+        nghttp2_option_set_max_outbound_ack(opt, GRPC_MAX_OUTBOUND_ACK);
+        nghttp2_option_set_no_closed_streams(opt, 1);
         rv = side->is_server ? nghttp2_session_server_new2(&c->h2, cbs, c, opt)
                              : nghttp2_session_client_new2(&c->h2, cbs, c, opt);
         nghttp2_option_del(opt);
@@ -251,18 +325,23 @@ int grpc_conn_new(struct event_base *base, int fd, const struct grpc_conn_side *
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0) {
         bufferevent_free(c->bev);
+        event_free(c->flush_soon);
         free(c);
         return gpulet_error_set(err, GPULET_ERR_SYSTEM, "cannot start HTTP/2: %s",
                                 nghttp2_strerror(rv));
     }
     nghttp2_settings_entry settings[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, GRPC_MAX_STREAMS},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, GRPC_MAX_HEADER_LIST},
     };
     nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, settings,
                             sizeof settings / sizeof settings[0]);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, GRPC_SOCKET_IN_HIGH);
+    bufferevent_setwatermark(c->bev, EV_WRITE, GRPC_SOCKET_OUT_LOW, 0);
+    struct timeval write_timeout = {GRPC_WRITE_TIMEOUT_S, 0};
+    bufferevent_set_timeouts(c->bev, NULL, &write_timeout);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     *out = c;
     return 0;
@@ -286,6 +365,49 @@ void grpc_stream_link(struct grpc_stream *s)
     c->streams = s;
 }
 
+static size_t above_floor(size_t held)
+{
+    return held > GRPC_CONN_FLOOR ? held - GRPC_CONN_FLOOR : 0;
+}
+
+bool grpc_stream_room(const struct grpc_stream *s, int dir, size_t n)
+{
+    const struct grpc_conn *c = s->conn;
+    if (dir == GRPC_IN && s->held[GRPC_IN] + n > GRPC_MAX_MESSAGE + 5)
+        return false;
+    size_t now = c->held[dir], then = now + n;
+    if (then > GRPC_CONN_MAX)
+        return false;
+    return c->budget == NULL ||
+           c->budget->pool[dir] + above_floor(then) - above_floor(now) <= GRPC_POOL_MAX;
+}
+
+void grpc_stream_recount(struct grpc_stream *s)
+{
+    struct grpc_conn *c = s->conn;
+    size_t len[2] = {s->in ? evbuffer_get_length(s->in) : 0,
+                     s->out ? evbuffer_get_length(s->out) : 0};
+    for (int d = GRPC_IN; d <= GRPC_OUT; d++) {
+        size_t before = c->held[d];
+        c->held[d] = before - s->held[d] + len[d];
+        s->held[d] = len[d];
+        if (c->budget)
+            c->budget->pool[d] = c->budget->pool[d] - above_floor(before) + above_floor(c->held[d]);
+    }
+}
+
+void grpc_stream_abort(struct grpc_stream *s, uint32_t error_code)
+{
+    if (s->aborted)
+        return;
+    s->aborted = true;
+    evbuffer_drain(s->in, evbuffer_get_length(s->in));
+    evbuffer_drain(s->out, evbuffer_get_length(s->out));
+    grpc_stream_recount(s);
+    if (s->id > 0)
+        nghttp2_submit_rst_stream(s->conn->h2, NGHTTP2_FLAG_NONE, s->id, error_code);
+}
+
 void grpc_stream_release(struct grpc_stream *s)
 {
     struct grpc_conn *c = s->conn;
@@ -304,6 +426,7 @@ void grpc_stream_release(struct grpc_stream *s)
     if (s->out)
         evbuffer_free(s->out);
     s->in = s->out = NULL;
+    grpc_stream_recount(s);
 }
 
 static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t length,
@@ -313,6 +436,8 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf
     (void)stream_id;
     (void)user;
     struct grpc_stream *s = source->ptr;
+    if (s->aborted)
+        return NGHTTP2_ERR_DEFERRED; /* the reset closes it */
     size_t avail = evbuffer_get_length(s->out);
     if (avail == 0) {
         if (!s->out_done) {
@@ -328,6 +453,7 @@ static ssize_t data_read_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf
     }
     size_t n = avail < length ? avail : length;
     evbuffer_remove(s->out, buf, n);
+    grpc_stream_recount(s);
     if (n == avail && s->out_done) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (s->conn->side->data_end) {
@@ -348,8 +474,12 @@ int grpc_stream_queue(struct grpc_stream *s, const uint8_t *msg, size_t len)
 {
     uint8_t prefix[5] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
                          (uint8_t)len};
-    if (evbuffer_add(s->out, prefix, sizeof prefix) != 0 ||
-        (len && evbuffer_add(s->out, msg, len) != 0))
+    if (!grpc_stream_room(s, GRPC_OUT, len + sizeof prefix))
+        return -1;
+    int rc = evbuffer_add(s->out, prefix, sizeof prefix) != 0 ||
+             (len && evbuffer_add(s->out, msg, len) != 0);
+    grpc_stream_recount(s);
+    if (rc)
         return -1;
     if (s->data_deferred && s->id > 0) {
         s->data_deferred = false;

@@ -27,8 +27,10 @@ struct grpc_server {
     dev_t dev;
     ino_t ino;
     struct grpc_method *methods;
-    struct grpc_conn *conns;
+    struct grpc_conn *conns; /* newest first */
     size_t conn_count;
+    struct grpc_budget *budget;
+    bool own_budget;
     bool shutting_down;
 };
 
@@ -244,6 +246,7 @@ static void handle_request(struct grpc_call *call)
     enum grpc_status bad;
     const char *why;
     int got = grpc_take_message(call->s.in, &msg, &len, &bad, &why);
+    grpc_stream_recount(&call->s);
     if (got < 0) {
         finish(call, bad, why);
         return;
@@ -304,6 +307,23 @@ static int server_data(struct grpc_stream *s)
     return 0; /* the request is handled whole, at END_STREAM */
 }
 
+/* A call that would hold more than its budget allows ends, and what it
+ * holds goes: a request still arriving is refused, a reply the client does
+ * not take is dropped. */
+static void drop(struct grpc_call *call, int dir, const char *message)
+{
+    abandon(call, GRPC_RESOURCE_EXHAUSTED, message);
+    call->finished = true; /* even when abandon() found it finished (a 415) */
+    grpc_stream_abort(&call->s, dir == GRPC_IN ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
+}
+
+static void server_overflow(struct grpc_stream *s, int dir)
+{
+    drop(call_of(s), dir,
+         dir == GRPC_IN ? "the request is larger than the server's budget allows now"
+                        : "the client does not take the replies as fast as they come");
+}
+
 static void server_data_end(struct grpc_stream *s)
 {
     submit_status_headers(call_of(s), false);
@@ -333,6 +353,7 @@ static void server_conn_closed(struct grpc_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     server->conn_count--;
+    server->budget->connections--;
 }
 
 static const struct grpc_conn_side server_side = {
@@ -342,9 +363,27 @@ static const struct grpc_conn_side server_side = {
     .frame_recv = server_frame_recv,
     .data = server_data,
     .data_end = server_data_end,
+    .overflow = server_overflow,
     .stream_closed = server_stream_closed,
     .conn_closed = server_conn_closed,
 };
+
+/* At the connection bound, the oldest connection without a stream makes
+ * room (a peer that connects and waits holds nothing worth keeping); when
+ * every one has a call open, the newcomer is turned away. */
+static bool make_room(struct grpc_server *server)
+{
+    if (server->budget->connections < GRPC_MAX_CONNECTIONS)
+        return true;
+    struct grpc_conn *idle = NULL;
+    for (struct grpc_conn *c = server->conns; c; c = c->next)
+        if (c->streams == NULL && !c->dead)
+            idle = c;
+    if (idle == NULL)
+        return false;
+    grpc_conn_close(idle);
+    return true;
+}
 
 static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
                       int socklen, void *arg)
@@ -353,9 +392,19 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
     (void)addr;
     (void)socklen;
     struct grpc_server *server = arg;
+    if (!make_room(server)) {
+        close(fd);
+        time_t now = time(NULL);
+        if (now - server->budget->refusal_logged >= 60) {
+            server->budget->refusal_logged = now;
+            log_warn("too many gRPC connections: refusing new ones (logged once a minute)",
+                     "socket=%s limit=%d", server->path, GRPC_MAX_CONNECTIONS);
+        }
+        return;
+    }
     struct grpc_conn *c;
     struct gpulet_error err = {0};
-    if (grpc_conn_new(server->base, fd, &server_side, server, &c, &err) < 0) {
+    if (grpc_conn_new(server->base, fd, &server_side, server, server->budget, &c, &err) < 0) {
         log_warn("cannot accept a gRPC connection", "socket=%s error=\"%s\"", server->path,
                  err.msg);
         return;
@@ -365,11 +414,22 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         server->conns->prev = c;
     server->conns = c;
     server->conn_count++;
+    server->budget->connections++;
     grpc_conn_flush(c);
 }
 
-int grpc_server_listen(struct event_base *base, const char *path, struct grpc_server **out,
-                       struct gpulet_error *err)
+struct grpc_budget *grpc_budget_new(void)
+{
+    return calloc(1, sizeof(struct grpc_budget));
+}
+
+void grpc_budget_free(struct grpc_budget *budget)
+{
+    free(budget);
+}
+
+int grpc_server_listen(struct event_base *base, const char *path, struct grpc_budget *budget,
+                       struct grpc_server **out, struct gpulet_error *err)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof addr.sun_path)
@@ -400,15 +460,25 @@ int grpc_server_listen(struct event_base *base, const char *path, struct grpc_se
         return gpulet_error_errno(err, ENOMEM, "cannot allocate a server");
     }
     server->base = base;
+    server->budget = budget;
+    if (budget == NULL) {
+        server->budget = grpc_budget_new();
+        server->own_budget = true;
+    }
     memcpy(server->path, path, strlen(path) + 1);
     if (stat(path, &st) == 0) {
         server->dev = st.st_dev;
         server->ino = st.st_ino;
     }
     server->listener = evconnlistener_new(base, accept_cb, server, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-    if (server->listener == NULL) {
-        close(fd);
+    if (server->listener == NULL || server->budget == NULL) {
+        if (server->listener)
+            evconnlistener_free(server->listener);
+        else
+            close(fd);
         unlink(path);
+        if (server->own_budget)
+            grpc_budget_free(server->budget);
         free(server);
         return gpulet_error_set(err, GPULET_ERR_SYSTEM, "cannot watch the socket %s", path);
     }
@@ -478,6 +548,8 @@ void grpc_server_free(struct grpc_server *server)
         free(m->path);
         free(m);
     }
+    if (server->own_budget)
+        grpc_budget_free(server->budget);
     free(server);
 }
 
@@ -497,15 +569,23 @@ long grpc_call_remaining_ms(const struct grpc_call *call)
     return spent >= call->timeout_ms ? 0 : call->timeout_ms - spent;
 }
 
+size_t grpc_call_queued(const struct grpc_call *call)
+{
+    return call->s.out ? evbuffer_get_length(call->s.out) : 0;
+}
+
 int grpc_call_send(struct grpc_call *call, const uint8_t *msg, size_t len)
 {
     if (call->finished || call->s.conn->dead)
         return -1;
     if (!call->response_started)
         start_response(call);
-    if (grpc_stream_queue(&call->s, msg, len) < 0)
+    if (grpc_stream_queue(&call->s, msg, len) < 0) {
+        server_overflow(&call->s, GRPC_OUT);
+        grpc_conn_flush_soon(call->s.conn);
         return -1;
-    grpc_conn_flush(call->s.conn);
+    }
+    grpc_conn_flush_soon(call->s.conn);
     return 0;
 }
 
@@ -513,7 +593,15 @@ void grpc_call_finish(struct grpc_call *call, enum grpc_status status, const cha
 {
     struct grpc_conn *c = call->s.conn;
     finish(call, status, message);
-    grpc_conn_flush(c);
+    grpc_conn_flush_soon(c);
+}
+
+void grpc_call_drop(struct grpc_call *call, const char *message)
+{
+    struct grpc_conn *c = call->s.conn;
+    call->on_close = NULL;
+    drop(call, GRPC_OUT, message);
+    grpc_conn_flush_soon(c);
 }
 
 void grpc_call_reply(struct grpc_call *call, const uint8_t *msg, size_t len)

@@ -14,6 +14,14 @@
  * first Register may be refused, so the first retry comes quickly. */
 #define RETRY_FIRST_MS 10
 #define RETRY_MAX_MS 30000
+/* A watcher more than this many lists behind is dropped: the kubelet reads
+ * each list as it comes; one that stopped reading would hold one more list
+ * per change (the grpc budget would end it later, at more cost). */
+#define WATCH_MAX_LAG_LISTS 2
+/* The longest GetPreferredAllocation may hold the event loop (less when
+ * the caller's deadline comes sooner): the search for the best GPU sets
+ * stops there, and the call fails rather than delay every other one. */
+#define PREFERRED_BUDGET_MS 250
 
 struct watcher {
     struct grpc_call *call;
@@ -28,6 +36,7 @@ struct served {
     struct plugin_resource *res;
     struct grpc_server *server;
     struct watcher *watchers;
+    struct event *changed; /* changes within one loop turn go out as one list */
     struct grpc_channel *reg_channel;
     struct grpc_client_call *reg_call;
     struct event *retry;
@@ -38,6 +47,7 @@ struct served {
 
 struct plugin {
     struct event_base *base;
+    struct grpc_budget *budget; /* shared by the resources' servers */
     char dir[4096];
     struct config cfg;
     const struct gpu_inventory *inv;
@@ -81,17 +91,47 @@ static void get_options(struct grpc_call *call, const uint8_t *req, size_t len, 
     reply_message(call, &opts.base);
 }
 
-static int send_list(struct served *s, struct grpc_call *call)
+/* The current device list, packed; NULL when out of memory. */
+static uint8_t *pack_list(struct served *s, struct arena *a, size_t *len)
+{
+    V1beta1__ListAndWatchResponse msg;
+    plugin_device_list(s->res, a, &msg);
+    *len = v1beta1__list_and_watch_response__get_packed_size(&msg);
+    uint8_t *buf = arena_alloc(a, *len ? *len : 1);
+    if (buf)
+        v1beta1__list_and_watch_response__pack(&msg, buf);
+    return buf;
+}
+
+/* Sends the current list to every watcher, or to `only`. */
+static void send_lists(struct served *s, struct grpc_call *only)
 {
     struct arena a = {0};
-    V1beta1__ListAndWatchResponse msg;
-    plugin_device_list(s->res, &a, &msg);
-    size_t len = v1beta1__list_and_watch_response__get_packed_size(&msg);
-    uint8_t *buf = arena_alloc(&a, len);
-    v1beta1__list_and_watch_response__pack(&msg, buf);
-    int rc = grpc_call_send(call, buf, len);
+    size_t len;
+    uint8_t *buf = pack_list(s, &a, &len);
+    struct watcher **w = &s->watchers;
+    while (*w) {
+        struct watcher *cur = *w;
+        if (only && cur->call != only) {
+            w = &cur->next;
+            continue;
+        }
+        if (buf && grpc_call_queued(cur->call) <= WATCH_MAX_LAG_LISTS * (len + 5)) {
+            /* A send that fails for want of room ends the call, and
+             * watcher_closed unlinks it: then *w moved on already. */
+            grpc_call_send(cur->call, buf, len);
+            if (*w == cur)
+                w = &cur->next;
+            continue;
+        }
+        log_warn("dropping a ListAndWatch stream that does not keep up",
+                 "resource=%s queued=%zu", s->res->name, grpc_call_queued(cur->call));
+        grpc_call_drop(cur->call, buf ? "the client does not read the device lists"
+                                      : "out of memory");
+        *w = cur->next;
+        free(cur);
+    }
     arena_free(&a);
-    return rc;
 }
 
 static void watcher_closed(struct grpc_call *call, enum grpc_status why, void *user)
@@ -124,13 +164,19 @@ static void list_and_watch(struct grpc_call *call, const uint8_t *req, size_t le
     s->watchers = w;
     grpc_call_on_close(call, watcher_closed, s);
     log_info("ListAndWatch stream opened", "resource=%s devices=%zu", s->res->name, s->res->count);
-    send_list(s, call);
+    send_lists(s, call);
 }
 
 static void broadcast(struct served *s)
 {
-    for (struct watcher *w = s->watchers; w; w = w->next)
-        send_list(s, w->call);
+    event_active(s->changed, EV_TIMEOUT, 0);
+}
+
+static void changed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    send_lists(arg, NULL);
 }
 
 static void allocate(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
@@ -177,22 +223,45 @@ static void preferred_allocation(struct grpc_call *call, const uint8_t *req, siz
                          "cannot decode the PreferredAllocationRequest");
         return;
     }
+    long remaining = grpc_call_remaining_ms(call);
+    bool by_caller = remaining >= 0 && remaining < PREFERRED_BUDGET_MS;
+    long budget = by_caller ? remaining : PREFERRED_BUDGET_MS;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += budget / 1000;
+    until.tv_nsec += (budget % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
     struct arena a = {0};
     V1beta1__PreferredAllocationResponse out = V1BETA1__PREFERRED_ALLOCATION_RESPONSE__INIT;
     out.container_responses = arena_alloc(&a, (in->n_container_requests + 1) *
                                                   sizeof *out.container_responses);
-    for (size_t i = 0; i < in->n_container_requests; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < in->n_container_requests && rc == 0; i++) {
         const V1beta1__ContainerPreferredAllocationRequest *cr = in->container_requests[i];
         V1beta1__ContainerPreferredAllocationResponse *r = arena_alloc(&a, sizeof *r);
         v1beta1__container_preferred_allocation_response__init(r);
         r->deviceids = arena_alloc(&a, (cr->n_available_deviceids + 1) * sizeof *r->deviceids);
-        plugin_preferred(s->res, s->plugin->inv, cr->available_deviceids,
-                         cr->n_available_deviceids, cr->must_include_deviceids,
-                         cr->n_must_include_deviceids, cr->allocation_size, r->deviceids,
-                         &r->n_deviceids);
+        rc = plugin_preferred(s->res, s->plugin->inv, cr->available_deviceids,
+                              cr->n_available_deviceids, cr->must_include_deviceids,
+                              cr->n_must_include_deviceids, cr->allocation_size, &until,
+                              r->deviceids, &r->n_deviceids);
         out.container_responses[out.n_container_responses++] = r;
     }
-    reply_message(call, &out.base);
+    if (rc < 0) {
+        log_warn("GetPreferredAllocation ran out of time", "resource=%s budget_ms=%ld by=%s",
+                 s->res->name, budget, by_caller ? "caller" : "gpulet");
+        if (by_caller)
+            grpc_call_finish(call, GRPC_DEADLINE_EXCEEDED,
+                             "the preferred allocation was not found within the deadline");
+        else
+            grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED,
+                             "the preferred allocation takes longer than gpulet allows (250 ms)");
+    } else {
+        reply_message(call, &out.base);
+    }
     arena_free(&a);
     v1beta1__preferred_allocation_request__free_unpacked(in, NULL);
 }
@@ -225,7 +294,7 @@ static int serve(struct served *s, struct gpulet_error *err)
 {
     char path[4200];
     socket_path(s, path, sizeof path);
-    if (grpc_server_listen(s->plugin->base, path, &s->server, err) < 0)
+    if (grpc_server_listen(s->plugin->base, path, s->plugin->budget, &s->server, err) < 0)
         return -1;
     static const struct {
         const char *method;
@@ -351,16 +420,23 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
     if (p == NULL)
         return gpulet_error_errno(err, ENOMEM, "cannot start the device plugin");
     p->base = base;
+    p->budget = grpc_budget_new();
+    if (p->budget == NULL) {
+        free(p);
+        return gpulet_error_errno(err, ENOMEM, "cannot start the device plugin");
+    }
     snprintf(p->dir, sizeof p->dir, "%s", dir);
     p->cfg = *cfg;
     p->inv = inv;
     if (plugin_build_resources(inv, cfg, &p->resources, &p->count, err) < 0) {
+        grpc_budget_free(p->budget);
         free(p);
         return -1;
     }
     p->served = calloc(p->count + 1, sizeof *p->served);
     if (p->served == NULL) {
         plugin_free_resources(p->resources, p->count);
+        grpc_budget_free(p->budget);
         free(p);
         return gpulet_error_errno(err, ENOMEM, "cannot start the device plugin");
     }
@@ -370,6 +446,13 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
         s->res = &p->resources[i];
         s->backoff_ms = RETRY_FIRST_MS;
         s->retry = evtimer_new(base, retry_cb, s);
+        s->changed = event_new(base, -1, 0, changed_cb, s);
+        if (s->retry == NULL || s->changed == NULL) {
+            gpulet_error_errno(err, ENOMEM, "cannot start the device plugin");
+            plugin_stop(p);
+            plugin_free(p);
+            return -1;
+        }
         if (serve(s, err) < 0) {
             gpulet_error_prefix(err, "cannot serve %s", s->res->name);
             plugin_stop(p);
@@ -498,8 +581,11 @@ void plugin_free(struct plugin *p)
         }
         if (s->retry)
             event_free(s->retry);
+        if (s->changed)
+            event_free(s->changed);
     }
     free(p->served);
+    grpc_budget_free(p->budget);
     plugin_free_resources(p->resources, p->count);
     free(p);
 }

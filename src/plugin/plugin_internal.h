@@ -3,6 +3,8 @@
 #ifndef GPULET_PLUGIN_INTERNAL_H
 #define GPULET_PLUGIN_INTERNAL_H
 
+#include <time.h>
+
 #include "deviceplugin/v1beta1/api.pb-c.h"
 #include "gpulet/v1/status.pb-c.h"
 #include "plugin.h"
@@ -30,6 +32,7 @@ struct plugin_resource {
     bool packed;                    /* replica policy: packed, else distributed */
     size_t count;
     struct plugin_device *devices;
+    const struct plugin_device **by_id; /* the devices in id order, for lookups */
 };
 
 /* Works out the resources for an inventory and configuration. */
@@ -37,6 +40,7 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
                            struct plugin_resource **out, size_t *count, struct gpulet_error *err);
 void plugin_free_resources(struct plugin_resource *res, size_t count);
 
+/* The device with that id, in O(log count); NULL when there is none. */
 const struct plugin_device *plugin_find_device(const struct plugin_resource *r, const char *id);
 
 /* Allocations for short-lived messages: everything freed together. */
@@ -59,10 +63,12 @@ int plugin_allocate_container(const struct plugin_resource *r, const struct conf
  * n_available entries, pointing at the given strings) the devices to
  * prefer, or nothing when the request cannot be met. Whole GPUs follow
  * NVIDIA's best-effort policy over the topology; replicas are spread over
- * the least-used GPUs. */
-void plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory *inv,
-                      char *const *available, size_t n_available, char *const *must,
-                      size_t n_must, int size, char **out, size_t *n_out);
+ * the least-used GPUs. Returns -1 (and nothing) when the CLOCK_MONOTONIC
+ * time `until` (NULL: none) passes before it is done. */
+int plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory *inv,
+                     char *const *available, size_t n_available, char *const *must,
+                     size_t n_must, int size, const struct timespec *until, char **out,
+                     size_t *n_out);
 
 /* The score of a pair of GPUs: how they connect over PCIe, plus 100 per NVLink. */
 int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b);

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Beyond this many partitions the exhaustive search gives way to a greedy
  * one, so an answer for 16 or more GPUs stays fast. 8 GPUs need at most
@@ -39,7 +40,20 @@ struct search {
     long best_score;
     bool found;
     unsigned long visited;
+    const struct timespec *until; /* NULL: no time limit */
+    bool out_of_time;
 };
+
+/* Whether the CLOCK_MONOTONIC time `until` has passed. */
+static bool passed(const struct timespec *until)
+{
+    if (until == NULL)
+        return false;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > until->tv_sec ||
+           (now.tv_sec == until->tv_sec && now.tv_nsec >= until->tv_nsec);
+}
 
 static long set_score(const struct search *s, const int *group, int g)
 {
@@ -69,7 +83,8 @@ static bool required_together(const struct search *s, const int *group)
 
 static void finish_partition(struct search *s, int sets)
 {
-    s->visited++;
+    if (s->visited++ % 256 == 0 && passed(s->until))
+        s->out_of_time = true;
     if (!required_together(s, s->group))
         return;
     long total = 0;
@@ -86,7 +101,7 @@ static void finish_partition(struct search *s, int sets)
  * chosen among the later unplaced ones, then recurses. */
 static void place(struct search *s, int set, size_t members, size_t from)
 {
-    if (s->visited >= MAX_PARTITIONS)
+    if (s->visited >= MAX_PARTITIONS || s->out_of_time)
         return;
     if (members == s->size) {
         size_t first = 0;
@@ -141,10 +156,11 @@ static void greedy(const struct search *s, bool *chosen)
     }
 }
 
-static void best_effort(const struct gpu_inventory *inv, const struct plugin_device **cand,
-                        const bool *required, size_t n_cand, size_t n_required, size_t size,
-                        bool *chosen)
+static int best_effort(const struct gpu_inventory *inv, const struct plugin_device **cand,
+                       const bool *required, size_t n_cand, size_t n_required, size_t size,
+                       const struct timespec *until, bool *chosen)
 {
+    int rc = -1;
     size_t n = (n_cand + size - 1) / size * size;
     int *gpu = calloc(n, sizeof *gpu);
     bool *req = calloc(n, sizeof *req);
@@ -160,9 +176,11 @@ static void best_effort(const struct gpu_inventory *inv, const struct plugin_dev
     }
     struct search s = {.inv = inv, .n = n, .gpu = gpu, .required = req,
                        .n_required = n_required, .size = size, .group = group,
-                       .best_group = best};
+                       .best_group = best, .until = until};
     group[0] = 0;
     place(&s, 0, 1, 1);
+    if (s.out_of_time)
+        goto done;
     if (s.found && s.visited < MAX_PARTITIONS) {
         /* The set that holds the required GPUs, or else the best set. */
         int want = -1;
@@ -188,84 +206,137 @@ static void best_effort(const struct gpu_inventory *inv, const struct plugin_dev
     }
     for (size_t i = 0; i < n_cand; i++)
         chosen[i] = pick[i];
+    rc = 0;
 done:
     free(gpu);
     free(req);
     free(group);
     free(best);
     free(pick);
+    return rc;
 }
 
 /* Replicas, distributed: each pick goes to the GPU with the most replicas
  * still free, avoiding GPUs this request already has while others remain.
- * Packed: the GPU with the fewest free, staying on the request's GPUs. */
-static void spread_replicas(const struct plugin_resource *r, const struct plugin_device **cand,
-                            const bool *required, size_t n_cand, size_t size, bool *chosen)
+ * Packed: the GPU with the fewest free, staying on the request's GPUs.
+ * Ties go to the GPU whose next free replica comes first in the request.
+ * Candidates are grouped by physical device once, so a pick costs one pass
+ * over the groups, not over every pair of candidates. */
+struct replica_group {
+    unsigned int gpu;
+    int mig;
+    size_t free;   /* candidates not chosen */
+    bool mine;     /* one of them is chosen */
+    size_t *members; /* candidate indexes in request order, into the shared array */
+    size_t n_members, next; /* next: first member maybe not chosen */
+};
+
+static int spread_replicas(const struct plugin_resource *r, const struct plugin_device **cand,
+                           const bool *required, size_t n_cand, size_t size, bool *chosen)
 {
-    size_t have = 0;
+    struct replica_group *groups = calloc(n_cand + 1, sizeof *groups);
+    size_t *group_of = calloc(n_cand + 1, sizeof *group_of);
+    size_t *members = calloc(n_cand + 1, sizeof *members);
+    size_t n_groups = 0, have = 0;
+    int rc = -1;
+    if (!groups || !group_of || !members)
+        goto done;
     for (size_t i = 0; i < n_cand; i++) {
+        size_t g = 0; /* the physical devices are few: a scan finds the group */
+        while (g < n_groups && !(groups[g].gpu == cand[i]->gpu && groups[g].mig == cand[i]->mig))
+            g++;
+        if (g == n_groups) {
+            groups[g].gpu = cand[i]->gpu;
+            groups[g].mig = cand[i]->mig;
+            n_groups++;
+        }
+        group_of[i] = g;
+        groups[g].n_members++;
+    }
+    size_t at = 0;
+    for (size_t g = 0; g < n_groups; g++) {
+        groups[g].members = members + at;
+        at += groups[g].n_members;
+        groups[g].n_members = 0;
+    }
+    for (size_t i = 0; i < n_cand; i++) {
+        struct replica_group *g = &groups[group_of[i]];
+        g->members[g->n_members++] = i;
         chosen[i] = required[i];
         have += chosen[i];
+        if (chosen[i])
+            g->mine = true;
+        else
+            g->free++;
     }
+    long spread = (long)r->count * 2;
     while (have < size) {
+        struct replica_group *pick = NULL;
         long best = 0;
-        bool any = false;
-        size_t pick = 0;
-        for (size_t i = 0; i < n_cand; i++) {
-            if (chosen[i])
+        size_t pick_first = 0;
+        for (size_t k = 0; k < n_groups; k++) {
+            struct replica_group *g = &groups[k];
+            if (g->free == 0)
                 continue;
-            long free_here = 0;
-            bool mine = false;
-            for (size_t j = 0; j < n_cand; j++) {
-                bool same = cand[j]->gpu == cand[i]->gpu && cand[j]->mig == cand[i]->mig;
-                if (same && !chosen[j])
-                    free_here++;
-                if (same && chosen[j])
-                    mine = true;
-            }
-            long spread = (long)r->count * 2;
-            long score = r->packed ? -free_here + (mine ? spread : 0)
-                                   : free_here - (mine ? spread : 0);
-            if (!any || score > best) {
-                any = true;
+            while (chosen[g->members[g->next]])
+                g->next++;
+            size_t first = g->members[g->next];
+            long score = r->packed ? -(long)g->free + (g->mine ? spread : 0)
+                                   : (long)g->free - (g->mine ? spread : 0);
+            if (pick == NULL || score > best || (score == best && first < pick_first)) {
+                pick = g;
                 best = score;
-                pick = i;
+                pick_first = first;
             }
         }
-        if (!any)
-            return;
-        chosen[pick] = true;
+        if (pick == NULL)
+            break;
+        chosen[pick_first] = true;
+        pick->free--;
+        pick->mine = true;
         have++;
     }
+    rc = 0;
+done:
+    free(groups);
+    free(group_of);
+    free(members);
+    return rc;
 }
 
-void plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory *inv,
-                      char *const *available, size_t n_available, char *const *must,
-                      size_t n_must, int size, char **out, size_t *n_out)
+int plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory *inv,
+                     char *const *available, size_t n_available, char *const *must,
+                     size_t n_must, int size, const struct timespec *until, char **out,
+                     size_t *n_out)
 {
     *n_out = 0;
     if (size <= 0 || (size_t)size > n_available || n_must > (size_t)size)
-        return;
+        return 0;
+    int rc = 0;
     const struct plugin_device **cand = calloc(n_available + 1, sizeof *cand);
     char **names = calloc(n_available + 1, sizeof *names);
     bool *required = calloc(n_available + 1, sizeof *required);
     bool *chosen = calloc(n_available + 1, sizeof *chosen);
+    /* Per device of the resource: seen among the available, must include. */
+    bool *seen = calloc(r->count + 1, sizeof *seen);
+    bool *needed = calloc(r->count + 1, sizeof *needed);
     size_t n = 0, n_req = 0;
-    if (!cand || !names || !required || !chosen)
+    if (!cand || !names || !required || !chosen || !seen || !needed)
         goto done;
+    for (size_t k = 0; k < n_must; k++) {
+        const struct plugin_device *d = plugin_find_device(r, must[k]);
+        if (d)
+            needed[d - r->devices] = true;
+    }
     /* Unknown or repeated IDs (a GPU gone since) are left out, not fatal. */
     for (size_t i = 0; i < n_available; i++) {
         const struct plugin_device *d = plugin_find_device(r, available[i]);
-        bool dup = false;
-        for (size_t j = 0; j < n && !dup; j++)
-            dup = cand[j] == d;
-        if (d == NULL || dup)
+        if (d == NULL || seen[d - r->devices])
             continue;
+        seen[d - r->devices] = true;
         cand[n] = d;
         names[n] = available[i];
-        for (size_t k = 0; k < n_must; k++)
-            if (strcmp(must[k], available[i]) == 0)
-                required[n] = true;
+        required[n] = needed[d - r->devices];
         n_req += required[n];
         n++;
     }
@@ -276,15 +347,17 @@ void plugin_preferred(const struct plugin_resource *r, const struct gpu_inventor
         for (size_t i = 0; i < n; i++)
             chosen[i] = true;
     } else if (r->sharing != SHARING_NONE) {
-        spread_replicas(r, cand, required, n, (size_t)size, chosen);
+        if (spread_replicas(r, cand, required, n, (size_t)size, chosen) < 0)
+            goto done;
     } else if (mig) {
         /* MIG devices have no topology between them worth ranking. */
         size_t have = n_req;
         for (size_t i = 0; i < n; i++) {
             chosen[i] = required[i] || (have < (size_t)size && !required[i] && ++have);
         }
-    } else {
-        best_effort(inv, cand, required, n, n_req, (size_t)size, chosen);
+    } else if (best_effort(inv, cand, required, n, n_req, (size_t)size, until, chosen) < 0) {
+        rc = passed(until) ? -1 : 0;
+        goto done;
     }
     for (size_t i = 0; i < n; i++)
         if (chosen[i])
@@ -296,4 +369,7 @@ done:
     free(names);
     free(required);
     free(chosen);
+    free(seen);
+    free(needed);
+    return rc;
 }

@@ -481,3 +481,72 @@ def test_mig_capabilities_and_mps(run_gpulet, kubelet, tmp_path):
     assert ("/run/nvidia/mps/shm", "/dev/shm") in mounts
     caps = [d.container_path for d in c.devices if "nvidia-caps" in d.container_path]
     assert caps == ["/dev/nvidia-caps/nvidia-cap30", "/dev/nvidia-caps/nvidia-cap31"]
+
+
+def test_a_watcher_that_stops_reading_is_dropped(run_gpulet, kubelet, tmp_path):
+    """A ListAndWatch client that grants no flow-control window gets nothing;
+    its lists queue up to two, then it is dropped, while the kubelet's
+    stream keeps getting every change."""
+    import h2raw
+    state = tmp_path / "state.yaml"
+    set_state(state)
+    d = run_gpulet("dgx-a100", state=state)
+    kubelet.resource("nvidia.com/gpu")
+    stalled = h2raw.Peer(tmp_path / "dp" / "nvidia-gpu.sock", initial_window_size=0)
+    stalled.send(h2raw.frame(h2raw.HEADERS, h2raw.END_HEADERS, 1,
+                             h2raw.grpc_headers("/v1beta1.DevicePlugin/ListAndWatch")) +
+                 h2raw.frame(h2raw.DATA, h2raw.END_STREAM, 1, h2raw.grpc_message(b"")))
+    wait_for(lambda: d.text().count("ListAndWatch stream opened") >= 2, what="second watcher")
+    uuids = [g["uuid"] for g in gpus("dgx-a100")]
+    events = []
+    for gpu in range(4):
+        events.append({"gpu": gpu, "xid": 79})
+        set_state(state, events)
+        wait_for(lambda: health(kubelet)[uuids[gpu]] == "Unhealthy", what=f"GPU {gpu} unhealthy")
+    got = stalled.frames(timeout=5, until=lambda f: f[0] == h2raw.RST_STREAM)
+    assert any(f[0] == h2raw.RST_STREAM and f[2] == 1 for f in got)
+    assert not any(f[0] == h2raw.DATA for f in got)  # no window: not one byte of a list
+    assert "dropping a ListAndWatch stream that does not keep up" in d.text()
+    stalled.close()
+    # the kubelet's stream lives on
+    set_state(state, events + [{"gpu": 5, "xid": 79}])
+    wait_for(lambda: health(kubelet)[uuids[5]] == "Unhealthy", what="GPU 5 unhealthy")
+
+
+def test_preferred_allocation_over_8192_replicas(run_gpulet, kubelet, tmp_path):
+    """time-slicing with 1024 replicas on 8 GPUs: GetPreferredAllocation for
+    half of them answers within its deadline, and other calls are served
+    meanwhile without waiting on it."""
+    import threading
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("version: v1\nsharing:\n  timeSlicing:\n    resources:\n"
+                   "    - name: nvidia.com/gpu\n      replicas: 1024\n")
+    run_gpulet("dgx-a100", "--config-file", cfg)
+    res = kubelet.resource("nvidia.com/gpu", timeout=30)
+    ids = sorted(kubelet.devices("nvidia.com/gpu"))
+    assert len(ids) == 8192
+    answers, stop = [], threading.Event()
+
+    def prefer():
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                pick = kubelet.preferred("nvidia.com/gpu", ids, ids[:2], 4096, timeout=2)
+                answers.append((time.monotonic() - start, len(pick)))
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                answers.append((time.monotonic() - start, 0))
+
+    t = threading.Thread(target=prefer, daemon=True)
+    t.start()
+    latencies = []
+    wait_for(lambda: len(answers) >= 1, timeout=10, what="a first answer")
+    while len(answers) < 5:
+        start = time.monotonic()
+        res.stub.GetDevicePluginOptions(kubelet.dp.Empty(), timeout=5)
+        latencies.append(time.monotonic() - start)
+    stop.set()
+    t.join(10)
+    assert all(took < 2.5 for took, _ in answers), answers
+    assert any(n == 4096 for _, n in answers), answers  # answered, not only refused
+    assert max(latencies) < 1.0, sorted(latencies)[-3:]

@@ -177,7 +177,7 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 static int serve(const char *path)
 {
     struct gpulet_error err = {0};
-    if (grpc_server_listen(base, path, &server, &err) < 0) {
+    if (grpc_server_listen(base, path, NULL, &server, &err) < 0) {
         fprintf(stderr, "grpc_probe: %s\n", err.msg);
         return 2;
     }

@@ -52,7 +52,7 @@ static void prefer(const struct plugin_resource *r, const char *available, const
         a[na++] = t;
     for (char *t = strtok_r(mu, ",", &save); t; t = strtok_r(NULL, ",", &save))
         m[nm++] = t;
-    plugin_preferred(r, inv, a, na, m, nm, size, out, &nout);
+    assert_int_equal(plugin_preferred(r, inv, a, na, m, nm, size, NULL, out, &nout), 0);
     /* sorted numerically, so answers compare as sets */
     int ids[64];
     for (size_t i = 0; i < nout; i++)
@@ -221,10 +221,8 @@ static void allocate_answers(void **state)
     plugin_free_resources(res, count);
 }
 
-static void replicas_distributed_and_packed(void **state)
+static struct config shared_config(unsigned int replicas, bool packed)
 {
-    (void)state;
-    load("t4-pcie");
     struct config cfg;
     config_defaults(&cfg);
     cfg.device_id_strategy = DEVICE_ID_INDEX;
@@ -232,10 +230,18 @@ static void replicas_distributed_and_packed(void **state)
     cfg.shared_count = 1;
     memset(&cfg.shared[0], 0, sizeof cfg.shared[0]);
     snprintf(cfg.shared[0].name, sizeof cfg.shared[0].name, "nvidia.com/gpu");
-    cfg.shared[0].replicas = 4;
+    cfg.shared[0].replicas = replicas;
     cfg.shared[0].all_devices = true;
+    cfg.replicas_packed = packed;
+    return cfg;
+}
+
+static void replicas_distributed_and_packed(void **state)
+{
+    (void)state;
+    load("t4-pcie");
     for (int packed = 0; packed < 2; packed++) {
-        cfg.replicas_packed = packed;
+        struct config cfg = shared_config(4, packed);
         size_t count;
         struct plugin_resource *res = build(&cfg, &count);
         /* GPU 0 has one replica left, GPU 1 three, GPUs 2 and 3 all four */
@@ -243,7 +249,7 @@ static void replicas_distributed_and_packed(void **state)
                          "3::0", "3::1", "3::2", "3::3"};
         char *out[12];
         size_t n;
-        plugin_preferred(&res[0], inv, avail, 12, NULL, 0, 2, out, &n);
+        assert_int_equal(plugin_preferred(&res[0], inv, avail, 12, NULL, 0, 2, NULL, out, &n), 0);
         assert_int_equal(n, 2);
         if (!packed) {
             /* two replicas on two different idle GPUs */
@@ -258,6 +264,151 @@ static void replicas_distributed_and_packed(void **state)
     }
 }
 
+/* The replica policy as first written, pick by pick over every pair of
+ * candidates: the answers the grouped version must keep. */
+static void spread_reference(const struct plugin_resource *r, const struct plugin_device **cand,
+                             const bool *required, size_t n, size_t size, bool *chosen)
+{
+    size_t have = 0;
+    for (size_t i = 0; i < n; i++) {
+        chosen[i] = required[i];
+        have += chosen[i];
+    }
+    while (have < size) {
+        long best = 0;
+        bool any = false;
+        size_t pick = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (chosen[i])
+                continue;
+            long free_here = 0;
+            bool mine = false;
+            for (size_t j = 0; j < n; j++) {
+                bool same = cand[j]->gpu == cand[i]->gpu && cand[j]->mig == cand[i]->mig;
+                free_here += same && !chosen[j];
+                mine = mine || (same && chosen[j]);
+            }
+            long spread = (long)r->count * 2;
+            long score = r->packed ? -free_here + (mine ? spread : 0)
+                                   : free_here - (mine ? spread : 0);
+            if (!any || score > best) {
+                any = true;
+                best = score;
+                pick = i;
+            }
+        }
+        chosen[pick] = true;
+        have++;
+    }
+}
+
+static void replicas_same_answers_as_the_pairwise_policy(void **state)
+{
+    (void)state;
+    load("dgx-a100");
+    unsigned int seed = 12;
+    for (int packed = 0; packed < 2; packed++) {
+        struct config cfg = shared_config(4, packed);
+        size_t count;
+        struct plugin_resource *res = build(&cfg, &count);
+        const struct plugin_resource *r = &res[0];
+        for (int round = 0; round < 300; round++) {
+            /* a random order of a random subset, some of it required */
+            const struct plugin_device *cand[32];
+            char *avail[32], *must[32], *out[32];
+            bool required[32] = {0}, chosen[32];
+            size_t n = 0, n_must = 0, n_out = 0;
+            size_t order[32];
+            for (size_t i = 0; i < r->count; i++)
+                order[i] = i;
+            for (size_t i = r->count - 1; i > 0; i--) {
+                size_t j = (size_t)rand_r(&seed) % (i + 1), t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+            size_t take = 2 + (size_t)rand_r(&seed) % (r->count - 1);
+            for (size_t i = 0; i < take; i++) {
+                cand[n] = &r->devices[order[i]];
+                avail[n] = (char *)cand[n]->id;
+                if (rand_r(&seed) % 8 == 0) {
+                    required[n] = true;
+                    must[n_must++] = avail[n];
+                }
+                n++;
+            }
+            size_t size = n_must + (size_t)rand_r(&seed) % (n - n_must + 1);
+            if (size == 0 || size == n)
+                continue;
+            spread_reference(r, cand, required, n, size, chosen);
+            assert_int_equal(plugin_preferred(r, inv, avail, n, must, n_must, (int)size, NULL,
+                                              out, &n_out),
+                             0);
+            assert_int_equal(n_out, size);
+            for (size_t i = 0, k = 0; i < n; i++)
+                if (chosen[i])
+                    assert_string_equal(out[k++], avail[i]);
+        }
+        plugin_free_resources(res, count);
+    }
+}
+
+/* 8 GPUs x 1024 replicas, half of them asked for: the grouped policy
+ * answers at once (it took the pairwise one tens of seconds). */
+static void many_replicas_answer_quickly(void **state)
+{
+    (void)state;
+    load("dgx-a100");
+    struct config cfg = shared_config(1024, false);
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    const struct plugin_resource *r = &res[0];
+    assert_int_equal(r->count, 8192);
+    char **avail = calloc(r->count, sizeof *avail), **out = calloc(r->count, sizeof *out);
+    for (size_t i = 0; i < r->count; i++)
+        avail[i] = (char *)r->devices[r->count - 1 - i].id;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t n_out = 0;
+    assert_int_equal(plugin_preferred(r, inv, avail, r->count, avail, 3, 4096, NULL, out, &n_out),
+                     0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(n_out, 4096);
+    unsigned int per_gpu[8] = {0};
+    for (size_t i = 0; i < n_out; i++)
+        per_gpu[plugin_find_device(r, out[i])->gpu]++;
+    for (int g = 0; g < 8; g++)
+        assert_int_equal(per_gpu[g], 512); /* distributed evenly */
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    assert_true(ms < 1000);
+    free(avail);
+    free(out);
+    plugin_free_resources(res, count);
+}
+
+/* A search that runs past its time answers nothing and says so. */
+static void preferred_out_of_time(void **state)
+{
+    (void)state;
+    load("dgx-a100");
+    struct config cfg;
+    config_defaults(&cfg);
+    cfg.device_id_strategy = DEVICE_ID_INDEX;
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    char *avail[] = {"0", "1", "2", "3", "4", "5", "6", "7"}, *out[8];
+    size_t n_out = 9;
+    struct timespec past;
+    clock_gettime(CLOCK_MONOTONIC, &past);
+    past.tv_sec -= 1;
+    assert_int_equal(plugin_preferred(&res[0], inv, avail, 8, NULL, 0, 2, &past, out, &n_out), -1);
+    assert_int_equal(n_out, 0);
+    struct timespec later = past;
+    later.tv_sec += 60;
+    assert_int_equal(plugin_preferred(&res[0], inv, avail, 8, NULL, 0, 2, &later, out, &n_out), 0);
+    assert_int_equal(n_out, 2);
+    plugin_free_resources(res, count);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +417,9 @@ int main(void)
         cmocka_unit_test(resources_for_mig_and_sharing),
         cmocka_unit_test(allocate_answers),
         cmocka_unit_test(replicas_distributed_and_packed),
+        cmocka_unit_test(replicas_same_answers_as_the_pairwise_policy),
+        cmocka_unit_test(many_replicas_answer_quickly),
+        cmocka_unit_test(preferred_out_of_time),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
