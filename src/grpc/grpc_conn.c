@@ -235,8 +235,19 @@ int grpc_conn_new(struct event_base *base, int fd, const struct grpc_conn_side *
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, frame_recv_cb);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, data_chunk_cb);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, stream_close_cb);
-    int rv = side->is_server ? nghttp2_session_server_new(&c->h2, cbs, c)
-                             : nghttp2_session_client_new(&c->h2, cbs, c);
+    /* A server takes any :authority: the kubelet's grpc-go sends the socket
+     * path there, which nghttp2's HTTP checks refuse. Those checks are off on
+     * the server side and the server makes its own (grpc_server.c); framing,
+     * HPACK and flow control stay nghttp2's. */
+    nghttp2_option *opt = NULL;
+    int rv = nghttp2_option_new(&opt);
+    if (rv == 0) {
+        if (side->is_server)
+            nghttp2_option_set_no_http_messaging(opt, 1);
+        rv = side->is_server ? nghttp2_session_server_new2(&c->h2, cbs, c, opt)
+                             : nghttp2_session_client_new2(&c->h2, cbs, c, opt);
+        nghttp2_option_del(opt);
+    }
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0) {
         bufferevent_free(c->bev);
@@ -247,6 +258,7 @@ int grpc_conn_new(struct event_base *base, int fd, const struct grpc_conn_side *
     nghttp2_settings_entry settings[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, GRPC_MAX_HEADER_LIST},
     };
     nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, settings,
                             sizeof settings / sizeof settings[0]);

@@ -11,6 +11,10 @@
 
 struct grpc_conn;
 
+/* The most header bytes (names + values + 32 per field, as HTTP/2 counts
+ * them) one request may carry; gRPC peers send well under 1 KiB. */
+#define GRPC_MAX_HEADER_LIST (16u * 1024u)
+
 /* One HTTP/2 stream, the common part of a server call and a client call. */
 struct grpc_stream {
     struct grpc_conn *conn;

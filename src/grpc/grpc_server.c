@@ -38,6 +38,10 @@ struct grpc_call {
     char method[256];
     bool is_post;
     bool grpc_content;
+    unsigned pseudo_seen;  /* PSEUDO_* bits of the request headers seen */
+    bool regular_seen;     /* a regular header came: no pseudo-header after it */
+    bool malformed;        /* reset with PROTOCOL_ERROR once the block ends */
+    size_t header_bytes;   /* as HTTP/2 counts the header list size */
     bool handled;          /* the handler has it */
     bool finished;         /* the status is decided */
     bool response_started; /* response headers submitted */
@@ -126,14 +130,67 @@ static int server_begin_headers(struct grpc_conn *c, const nghttp2_frame *frame)
     return 0;
 }
 
+enum { PSEUDO_METHOD = 1, PSEUDO_SCHEME = 2, PSEUDO_PATH = 4, PSEUDO_AUTHORITY = 8 };
+
+/* nghttp2's HTTP checks are off for servers (grpc_conn_new), so the request
+ * is checked here as RFC 9113 section 8.3 asks, except that :authority may
+ * be anything printable: grpc-go sends the socket path, others "localhost",
+ * a unix: URI, percent escapes or nothing. A malformed request is reset. */
+static void check_request_header(struct grpc_call *call, const nghttp2_frame *frame,
+                                 const char *name, size_t name_len, const char *value,
+                                 size_t value_len)
+{
+#define IS(lit) (name_len == sizeof(lit) - 1 && memcmp(name, lit, name_len) == 0)
+    call->header_bytes += name_len + value_len + 32;
+    if (call->header_bytes > GRPC_MAX_HEADER_LIST ||
+        !nghttp2_check_header_value((const uint8_t *)value, value_len)) {
+        call->malformed = true;
+        return;
+    }
+    bool pseudo = name_len > 0 && name[0] == ':';
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* Trailers: no pseudo-headers, and they must end the stream. */
+        if (pseudo || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+            call->malformed = true;
+        return;
+    }
+    if (!pseudo) {
+        call->regular_seen = true;
+        bool connection_specific = IS("connection") || IS("keep-alive") ||
+                                   IS("proxy-connection") || IS("transfer-encoding") ||
+                                   IS("upgrade");
+        if (connection_specific || (IS("te") && !(value_len == 8 && !memcmp(value, "trailers", 8))))
+            call->malformed = true;
+        else if (!nghttp2_check_header_name((const uint8_t *)name, name_len))
+            call->malformed = true;
+        for (size_t i = 0; i < name_len; i++)
+            if (name[i] >= 'A' && name[i] <= 'Z')
+                call->malformed = true; /* HTTP/2 field names are lower case */
+        return;
+    }
+    unsigned bit = IS(":method") ? PSEUDO_METHOD
+                   : IS(":scheme") ? PSEUDO_SCHEME
+                   : IS(":path") ? PSEUDO_PATH
+                   : IS(":authority") ? PSEUDO_AUTHORITY
+                                      : 0;
+    if (bit == 0 || (call->pseudo_seen & bit) || call->regular_seen ||
+        (bit != PSEUDO_AUTHORITY && value_len == 0))
+        call->malformed = true;
+    call->pseudo_seen |= bit;
+#undef IS
+}
+
 static int server_header(struct grpc_stream *s, const nghttp2_frame *frame, const char *name,
                          size_t name_len, const char *value, size_t value_len)
 {
-    (void)frame;
     struct grpc_call *call = call_of(s);
+    check_request_header(call, frame, name, name_len, value, value_len);
+    if (call->malformed || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
 #define IS(lit) (name_len == sizeof(lit) - 1 && memcmp(name, lit, name_len) == 0)
     if (IS(":path")) {
-        size_t n = value_len < sizeof call->method - 1 ? value_len : sizeof call->method - 1;
+        /* A path too long for any method stays unknown, never cut to one. */
+        size_t n = value_len < sizeof call->method ? value_len : 0;
         memcpy(call->method, value, n);
         call->method[n] = '\0';
     } else if (IS(":method")) {
@@ -214,10 +271,20 @@ static void handle_request(struct grpc_call *call)
 static int server_frame_recv(struct grpc_conn *c, struct grpc_stream *s,
                              const nghttp2_frame *frame)
 {
-    (void)c;
     if (s == NULL)
         return 0;
     struct grpc_call *call = call_of(s);
+    if (call->finished)
+        return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS &&
+        (call->malformed || (frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
+                             (call->pseudo_seen & (PSEUDO_METHOD | PSEUDO_SCHEME | PSEUDO_PATH)) !=
+                                 (PSEUDO_METHOD | PSEUDO_SCHEME | PSEUDO_PATH)))) {
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_PROTOCOL_ERROR);
+        call->finished = true;
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
         call->timeout_ms >= 0 && call->s.deadline == NULL) {
         call->s.deadline = evtimer_new(c->base, deadline_cb, call);

@@ -79,7 +79,10 @@ class Kubelet:
         if "/" not in name or not name.split("/")[0] or not name.split("/")[1]:
             self.refused.append(f"name {name}")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid resource name {name}")
-        channel = grpc.insecure_channel(f"unix:{self.dir / request.endpoint}")
+        # As the real kubelet's grpc-go: the socket path as :authority.
+        path = self.dir / request.endpoint
+        channel = grpc.insecure_channel(f"unix:{path}",
+                                        options=[("grpc.default_authority", str(path))])
         stub = self.dp_grpc.DevicePluginStub(channel)
         # As the real kubelet: ask for the options before answering Register.
         options = stub.GetDevicePluginOptions(self.dp.Empty(), timeout=5)

@@ -294,3 +294,60 @@ def test_our_client_without_a_server(build, tmp_path):
     rc, _, err = probe_client(build, "call", tmp_path / "none.sock", "/test.Echo/Unary", "x")
     assert rc == 2
     assert f"cannot connect to {tmp_path}/none.sock: No such file or directory" in err
+
+
+# ---- any :authority, and the request checks that stay ----
+
+def h2_request(build, path, *headers, payload="hi"):
+    out = subprocess.run([str(build / "tests" / "h2_request"), str(path), *headers,
+                          "--", payload], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+GRPC_REQUEST = (":method=POST", ":scheme=http", ":path=/test.Echo/Unary",
+                "content-type=application/grpc", "te=trailers")
+
+
+@pytest.mark.parametrize("authority", [
+    "/var/lib/kubelet/device-plugins/nvidia-gpu.sock",  # the real kubelet (grpc-go)
+    "unix:/var/lib/kubelet/device-plugins/nvidia-gpu.sock",
+    "unix:///var/lib/kubelet/device-plugins/nvidia-gpu.sock",
+    "%2Fvar%2Flib%2Fkubelet%2Fdevice-plugins%2Fnvidia-gpu.sock",
+    "localhost",  # grpcio
+    "",
+    "a b\t{}|\\^`\"<>",
+])
+def test_any_authority_is_served(build, probe, authority):
+    assert h2_request(build, probe.path, *GRPC_REQUEST[:3], f":authority={authority}",
+                      *GRPC_REQUEST[3:]) == "reply 200 0 hi"
+
+
+def test_grpcio_with_the_socket_path_as_authority(probe):
+    ch = grpc.insecure_channel(f"unix:{probe.path}",
+                               options=[("grpc.default_authority", str(probe.path))])
+    assert unary(ch, "Unary", b"kubelet") == b"kubelet"
+    ch.close()
+
+
+@pytest.mark.parametrize("headers", [
+    (":method=POST", ":scheme=http", "content-type=application/grpc"),  # no :path
+    (":method=POST", ":path=/test.Echo/Unary", "content-type=application/grpc"),  # no :scheme
+    (":scheme=http", ":path=/test.Echo/Unary", "content-type=application/grpc"),  # no :method
+    (":method=POST", ":scheme=http", "content-type=application/grpc", ":path=/test.Echo/Unary"),
+    (*GRPC_REQUEST, ":path=/test.Echo/Unary"),  # twice
+    (*GRPC_REQUEST, ":protocol=x"),
+    (":method=POST", ":scheme=http", ":path=", "content-type=application/grpc"),
+    (*GRPC_REQUEST, "X-Upper=1"),
+    (*GRPC_REQUEST, "bad name=1"),
+    (*GRPC_REQUEST, "connection=keep-alive"),
+    (*GRPC_REQUEST, "te=gzip"),
+    (*GRPC_REQUEST, "x-big=@20000"),  # over the 16 KiB header list bound
+    (*GRPC_REQUEST, *[f"x-{i}=@900" for i in range(20)]),
+], ids=["no-path", "no-scheme", "no-method", "pseudo-after-regular", "path-twice",
+        "unknown-pseudo", "empty-path", "upper-case", "bad-name", "connection", "te",
+        "one-big-field", "many-fields"])
+def test_malformed_requests_are_reset_and_the_server_carries_on(build, probe, channel, headers):
+    assert h2_request(build, probe.path, *headers) == "reset PROTOCOL_ERROR"
+    assert unary(channel, "Unary", b"after") == b"after"
+
