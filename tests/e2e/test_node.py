@@ -48,8 +48,7 @@ def test_a_pod_gets_exactly_its_two_gpus(node, gpu_pod):
     assert r.returncode != 0 and "Read-only file system" in r.stderr + r.stdout
     assert node.exec(cid, "grep -c libcuda.so.1 /etc/ld.so.cache").strip() != "0"
     env = node.exec(cid, "env")
-    assert f"NVIDIA_VISIBLE_DEVICES={','.join(uuids)}" in env or \
-        sorted(re.search(r"NVIDIA_VISIBLE_DEVICES=(\S+)", env)[1].split(",")) == uuids
+    assert sorted(re.search(r"NVIDIA_VISIBLE_DEVICES=(\S+)", env)[1].split(",")) == uuids
 
 
 def test_a_pod_asking_for_more_than_is_free_is_refused(node, gpu_pod):
@@ -116,14 +115,14 @@ def test_an_xid_79_takes_a_gpu_out_until_the_recovery_period_ends(node, gpu_pod)
     injected = time.time()
     node.inject({"gpus": {}, "events": [{"gpu": victim, "xid": 79}]})
     wait_for("allocatable 7 (the kubelet's checkpoint)", lambda: (node.registered() or []) and
-             node.uuids[victim] not in node.registered(), 10)
-    dropped = node.checkpoint.stat().st_mtime
+             node.uuids[victim] not in node.registered(), 10, 0.005)
+    dropped = time.time()
     figure("XID 79 injected -> kubelet allocatable 7", dropped - injected)
     assert sorted(node.registered()) == sorted(u for u in node.uuids if u != node.uuids[victim])
     assert node_status(node) == (8, 7)
     wait_for("the GPU back after the recovery period", lambda: len(node.registered()) == 8,
-             RECOVERY_S + 15)
-    back = node.checkpoint.stat().st_mtime
+             RECOVERY_S + 15, 0.005)
+    back = time.time()
     figure(f"allocatable 7 -> 8 again (recovery period {RECOVERY_S} s)", back - dropped)
     assert back - dropped >= RECOVERY_S - 0.5
     assert node_status(node) == (8, 8)
