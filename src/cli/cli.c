@@ -22,7 +22,7 @@ static const char usage_text[] =
     "              the runtime on the host\n"
     "  doctor      check this GPU node and say how to fix what is wrong\n"
     "  version     print the version\n"
-    "  help [CMD]  show this help, or a command's\n"
+    "  help [CMD]  show this help, or a command's (the same as CMD --help)\n"
     "\n"
     "Options:\n"
     "  --simulate NAME|FILE  run on a simulated GPU node instead of the driver\n"
@@ -54,39 +54,59 @@ static int usage_error(const char *fmt, ...)
     return CLI_USAGE;
 }
 
-static int print_version(void)
+static const char version_usage[] =
+    "Usage: gpulet version\n"
+    "\n"
+    "Print gpulet's version.\n";
+
+static int command_version(const struct cli_options *opts, int argc, char **argv)
 {
+    (void)opts;
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(version_usage, stdout);
+        return CLI_OK;
+    }
+    if (argc >= 2) {
+        fprintf(stderr, "gpulet version: unexpected argument '%s'\n%s", argv[1], version_usage);
+        return CLI_USAGE;
+    }
     printf("gpulet %s\n", GPULET_VERSION);
     return CLI_OK;
 }
 
-static int command_help(int argc, char **argv)
+static int command_help(const struct cli_options *opts, int argc, char **argv);
+
+/* Every command the CLI knows; `help` finds them here too, so `help X`
+ * and `X --help` cannot differ. */
+static const struct {
+    const char *name;
+    int (*fn)(const struct cli_options *opts, int argc, char **argv);
+} commands[] = {
+    {"info", cli_info},       {"run", cli_run},       {"labels", cli_labels},
+    {"cdi", cli_cdi},         {"runtime", cli_runtime}, {"doctor", cli_doctor},
+    {"version", command_version}, {"help", command_help},
+};
+
+static int run_command(const struct cli_options *opts, int argc, char **argv)
 {
-    if (argc < 2) {
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[0], commands[i].name) == 0)
+            return commands[i].fn(opts, argc, argv);
+    return usage_error("unknown command '%s'", argv[0]);
+}
+
+/* help [CMD [ACTION]]: runs `CMD [ACTION] --help`. */
+static int command_help(const struct cli_options *opts, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
         print_usage(stdout);
         return CLI_OK;
     }
-    if (strcmp(argv[1], "info") == 0) {
-        char *args[] = {"info", "--help", NULL};
-        return cli_info(NULL, 2, args);
-    }
-    if (strcmp(argv[1], "cdi") == 0) {
-        char *args[] = {"cdi", "--help", NULL};
-        return cli_cdi(NULL, 2, args);
-    }
-    if (strcmp(argv[1], "labels") == 0) {
-        char *args[] = {"labels", "--help", NULL};
-        return cli_labels(NULL, 2, args);
-    }
-    if (strcmp(argv[1], "run") == 0) {
-        char *args[] = {"run", "--help", NULL};
-        return cli_run(NULL, 2, args);
-    }
-    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "help") == 0) {
-        print_usage(stdout);
-        return CLI_OK;
-    }
-    return usage_error("unknown command '%s'", argv[1]);
+    if (argc > 3)
+        return usage_error("help takes a command and at most one action, not '%s'", argv[3]);
+    char *args[] = {argv[1], argc > 2 ? argv[2] : "--help", "--help", NULL};
+    return run_command(opts, argc, args);
 }
 
 int cli_open_inventory(const struct cli_options *opts, struct nvml **nvml,
@@ -137,7 +157,7 @@ int cli_main(int argc, char **argv)
             break;
         }
         case 'h': print_usage(stdout); return CLI_OK;
-        case 'V': return print_version();
+        case 'V': return command_version(&opts, 1, (char *[]){"version", NULL});
         case ':': return usage_error("option '%s' needs a value", argv[optind - 1]);
         default: return usage_error("unknown option '%s'", argv[optind - 1]);
         }
@@ -159,26 +179,7 @@ int cli_main(int argc, char **argv)
         }
     }
 
-    const char *command = argv[optind];
-    int cargc = argc - optind;
-    char **cargv = argv + optind;
-    if (strcmp(command, "info") == 0)
-        return cli_info(&opts, cargc, cargv);
-    if (strcmp(command, "run") == 0)
-        return cli_run(&opts, cargc, cargv);
-    if (strcmp(command, "labels") == 0)
-        return cli_labels(&opts, cargc, cargv);
-    if (strcmp(command, "cdi") == 0)
-        return cli_cdi(&opts, cargc, cargv);
-    if (strcmp(command, "runtime") == 0)
-        return cli_runtime(&opts, cargc, cargv);
-    if (strcmp(command, "doctor") == 0)
-        return cli_doctor(&opts, cargc, cargv);
-    if (strcmp(command, "version") == 0)
-        return print_version();
-    if (strcmp(command, "help") == 0)
-        return command_help(cargc, cargv);
-    return usage_error("unknown command '%s'", command);
+    return run_command(&opts, argc - optind, argv + optind);
 }
 
 bool cli_own_folder(char *out, size_t len)

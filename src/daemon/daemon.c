@@ -7,17 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "fileio/fileio.h"
 #include "gpu/gpu.h"
 #include "health/health.h"
 #include "labels/labels.h"
 #include "metrics/metrics.h"
 #include "log/log.h"
 #include "plugin/plugin.h"
+
+/* Three priorities on the loop: signals, the device plugin and the rest
+ * take the middle one (libevent's default); the metrics port takes the
+ * lowest, so that nothing sent to it delays the kubelet's calls. */
+#define LOOP_PRIORITIES 3
 
 /* Everything the running daemon holds; the only mutable state it has. */
 struct daemon {
@@ -65,10 +72,9 @@ static int start_plugin(struct daemon *d, const struct config *cfg)
 static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
                            void *user)
 {
-    (void)reason;
     struct daemon *d = user;
     if (d->plugin)
-        plugin_set_health(d->plugin, gpu, mig, healthy);
+        plugin_set_health(d->plugin, gpu, mig, healthy, reason);
 }
 
 static int start_health(struct daemon *d)
@@ -192,9 +198,12 @@ static int watch_directory(struct daemon *d)
     const char *dir = d->opts->device_plugin_dir;
     struct stat st;
     if (stat(dir, &st) != 0) {
-        if (mkdir(dir, 0755) != 0) {
+        /* gpulet may start before the kubelet: make the folder as the
+         * kubelet does (0750), and its parents (/var/lib/kubelet) too. */
+        struct gpulet_error err = {0};
+        if (fileio_mkdirs(dir, 0755, 0750, &err) < 0) {
             log_error("cannot create the device-plugin directory", "dir=%s error=\"%s\"", dir,
-                      strerror(errno));
+                      err.msg);
             return -1;
         }
         log_info("created the device-plugin directory", "dir=%s", dir);
@@ -245,6 +254,38 @@ static void cleanup(struct daemon *d)
         event_base_free(d->base);
 }
 
+/* libevent's own messages (a failing accept, a broken socket ...) as
+ * gpulet log lines, one per interval whatever their rate. libevent's
+ * callback takes no argument, so the limit is the one process-wide state
+ * here; only the loop's thread uses libevent. */
+static struct log_limit libevent_limit = {.interval_s = 60};
+
+static void libevent_log(int severity, const char *msg)
+{
+    unsigned long held;
+    if (severity < EVENT_LOG_WARN || !log_limit_pass(&libevent_limit, &held))
+        return;
+    log_warn("libevent", "message=\"%s\" times_before=%lu", msg, held);
+}
+
+/* Each connection takes a descriptor; the kernel's soft limit (often
+ * 1024) is a default for programs that never asked, the hard limit is
+ * what the operator allows. */
+static void raise_descriptor_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t soft = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_warn("cannot raise the descriptor limit", "soft=%llu hard=%llu error=\"%s\"",
+                 (unsigned long long)soft, (unsigned long long)rl.rlim_max, strerror(errno));
+    else
+        log_debug("descriptor limit raised", "soft=%llu now=%llu", (unsigned long long)soft,
+                  (unsigned long long)rl.rlim_cur);
+}
+
 static void log_inventory(const struct daemon *d)
 {
     log_info("GPU inventory", "gpus=%zu driver=%s cuda=%d simulated=%s", d->inv->gpu_count,
@@ -257,6 +298,8 @@ int daemon_run(const struct daemon_options *opts)
     struct daemon d = {.opts = opts, .inotify_fd = -1};
     struct gpulet_error err = {0};
     signal(SIGPIPE, SIG_IGN);
+    raise_descriptor_limit();
+    event_set_log_callback(libevent_log);
     if (config_load(&opts->flags, config_process_env, &d.cfg, &err) < 0) {
         fprintf(stderr, "gpulet: %s\n", err.msg);
         return 2;
@@ -265,7 +308,7 @@ int daemon_run(const struct daemon_options *opts)
     if (nvml_opts.driver_root == NULL && strcmp(d.cfg.driver_root, "/") != 0)
         nvml_opts.driver_root = d.cfg.driver_root;
     d.base = event_base_new();
-    if (d.base == NULL) {
+    if (d.base == NULL || event_base_priority_init(d.base, LOOP_PRIORITIES) != 0) {
         fprintf(stderr, "gpulet: cannot create the event loop\n");
         return 1;
     }

@@ -5,6 +5,7 @@
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -123,4 +124,40 @@ int fileio_replace(const char *path, const char *data, size_t len, unsigned flag
         }
     }
     return 0;
+}
+
+static int mkdir_one(const char *path, mode_t mode, struct gpulet_error *err)
+{
+    if (mkdir(path, mode) == 0) {
+        /* mkdir() applied the umask; the folder gets the mode asked for. */
+        if (chmod(path, mode) != 0)
+            return gpulet_error_errno(err, errno, "cannot set the mode of %s", path);
+        return 0;
+    }
+    struct stat st;
+    if (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return 0;
+    return gpulet_error_errno(err, errno == EEXIST ? ENOTDIR : errno,
+                              "cannot create the folder %s", path);
+}
+
+int fileio_mkdirs(const char *dir, mode_t parents_mode, mode_t mode, struct gpulet_error *err)
+{
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s", dir) >= sizeof path)
+        return gpulet_error_set(err, GPULET_ERR_USAGE, "the folder name %.64s... is too long",
+                                dir);
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        path[--len] = '\0';
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/' || p[-1] == '/')
+            continue;
+        *p = '\0';
+        int rc = mkdir_one(path, parents_mode, err);
+        *p = '/';
+        if (rc < 0)
+            return -1;
+    }
+    return mkdir_one(path, mode, err);
 }

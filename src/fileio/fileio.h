@@ -1,5 +1,6 @@
 /*
- * fileio: reading a whole file, and replacing a file atomically.
+ * fileio: reading a whole file, replacing a file atomically, and creating
+ * a folder with its parents.
  *
  * Readers of the files gpulet writes (NFD reading node labels, containerd
  * and podman reading CDI specs and their own configuration, an OCI runtime
@@ -12,6 +13,7 @@
 #define GPULET_FILEIO_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "error/error.h"
 
@@ -36,5 +38,11 @@ int fileio_read(const char *path, size_t max, char **data, size_t *len,
 /* Replaces path with len bytes of data. The folder must exist. */
 int fileio_replace(const char *path, const char *data, size_t len, unsigned flags,
                    struct gpulet_error *err);
+
+/* Creates the folder dir and any missing parents (mkdir -p). Folders it
+ * creates get exactly these modes, whatever the umask: parents_mode for
+ * the parents, mode for dir itself; folders already there are left as
+ * they are. Fails (ENOTDIR) when a part of the path is not a folder. */
+int fileio_mkdirs(const char *dir, mode_t parents_mode, mode_t mode, struct gpulet_error *err);
 
 #endif

@@ -32,6 +32,7 @@ struct device_health {
     bool healthy;
     bool lost;
     struct timespec last_bad;
+    char reason[64]; /* why it went unhealthy, told again on replay */
 };
 
 struct health {
@@ -207,6 +208,7 @@ static void mark(struct health *h, unsigned int gpu, int mig, bool healthy, cons
     if (dh->healthy == healthy)
         return;
     dh->healthy = healthy;
+    snprintf(dh->reason, sizeof dh->reason, "%s", reason);
     if (healthy)
         log_info("device healthy again", "gpu=%u mig=%d reason=\"%s\"", gpu, mig, reason);
     else
@@ -297,7 +299,7 @@ void health_replay(struct health *h)
     for (size_t i = 0; i < h->inv->gpu_count; i++)
         for (int m = -1; m < (int)h->inv->gpus[i].mig_count; m++)
             if (!device(h, (unsigned)i, m)->healthy)
-                h->on_change((unsigned)i, m, false, "still unhealthy", h->user);
+                h->on_change((unsigned)i, m, false, device(h, (unsigned)i, m)->reason, h->user);
 }
 
 void health_stop(struct health *h)
@@ -352,8 +354,11 @@ int health_start(struct event_base *base, struct nvml *nvml, const struct gpu_in
             health_stop(h);
             return gpulet_error_errno(err, ENOMEM, "cannot start the health checks");
         }
-        for (size_t m = 0; m <= inv->gpus[i].mig_count; m++)
+        for (size_t m = 0; m <= inv->gpus[i].mig_count; m++) {
             h->devices[i][m].healthy = !inv->gpus[i].lost;
+            snprintf(h->devices[i][m].reason, sizeof h->devices[i][m].reason, "%s",
+                     inv->gpus[i].lost ? "GPU is lost (fell off the bus)" : "");
+        }
         h->devices[i][0].lost = inv->gpus[i].lost;
     }
     if (pipe2(h->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {

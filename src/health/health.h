@@ -48,8 +48,8 @@ struct health_options {
 int health_start(struct event_base *base, struct nvml *nvml, const struct gpu_inventory *inv,
                  const struct health_options *opts, health_change_fn on_change, void *user,
                  struct health **out, struct gpulet_error *err);
-/* Calls on_change for every device now unhealthy (after the plugin was
- * rebuilt, say). */
+/* Calls on_change for every device now unhealthy, with the reason it
+ * went unhealthy (after the plugin was rebuilt, say). */
 void health_replay(struct health *h);
 /* Stops the thread (within a fraction of a second) and frees everything. */
 void health_stop(struct health *h);

@@ -319,28 +319,13 @@ void labels_print(const struct label_set *set, FILE *out)
         fprintf(out, "%s=%s\n", set->items[i].key, set->items[i].value);
 }
 
-static int mkdir_parents(const char *dir)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(path, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 int labels_write(const struct label_set *set, const char *path, struct gpulet_error *err)
 {
     char copy[4096], dir[4096];
     snprintf(copy, sizeof copy, "%s", path);
     snprintf(dir, sizeof dir, "%s", dirname(copy));
-    if (mkdir_parents(dir) != 0)
-        return gpulet_error_errno(err, errno, "cannot create the folder %s", dir);
+    if (fileio_mkdirs(dir, 0755, 0755, err) < 0)
+        return -1;
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);

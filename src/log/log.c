@@ -47,3 +47,18 @@ void log_event(enum log_level level, const char *msg, const char *fields, ...)
     fprintf(stderr, "%s level=%s msg=\"%s\"%s%s\n", stamp, level_names[level], msg,
             extra[0] ? " " : "", extra);
 }
+
+bool log_limit_pass(struct log_limit *l, unsigned long *held)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (l->started && now.tv_sec - l->last.tv_sec < l->interval_s) {
+        l->held++;
+        return false;
+    }
+    *held = l->held;
+    l->held = 0;
+    l->last = now;
+    l->started = true;
+    return true;
+}

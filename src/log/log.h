@@ -9,6 +9,9 @@
 #ifndef GPULET_LOG_H
 #define GPULET_LOG_H
 
+#include <stdbool.h>
+#include <time.h>
+
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(enum log_level level);
@@ -18,6 +21,20 @@ int log_parse_level(const char *name, enum log_level *out);
 /* fields: printf format for the key=value part, may be "" */
 void log_event(enum log_level level, const char *msg, const char *fields, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* A condition that may repeat without end (a failing accept, a full
+ * connection table): the first occurrence in each interval is logged, the
+ * others are counted. Zero-initialise, then set interval_s. One thread. */
+struct log_limit {
+    long interval_s;
+    bool started;
+    struct timespec last; /* CLOCK_MONOTONIC of the last line */
+    unsigned long held;   /* occurrences not logged since */
+};
+
+/* true: log this occurrence now; *held gets how many were not logged
+ * since the previous line (say it in the line). */
+bool log_limit_pass(struct log_limit *l, unsigned long *held);
 
 #define log_debug(msg, ...) log_event(LOG_DEBUG, msg, __VA_ARGS__)
 #define log_info(msg, ...) log_event(LOG_INFO, msg, __VA_ARGS__)

@@ -6,21 +6,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/http.h>
 
 #include "grpc/grpc.h"
+#include "http/http.h"
 #include "log/log.h"
 #include "pods.h"
 #include "sampler.h"
 
 #define PODS_TIMEOUT_MS 5000
+
+/* The HTTP bounds (docs/metrics.md). A scrape is one short GET; anything
+ * longer or slower is not Prometheus. */
+static const struct http_limits HTTP_LIMITS = {
+    .parse = {.max_line = 4096, .max_head = 8192, .max_headers = 64, .max_body = 1024},
+    .max_connections = 128,
+    .request_timeout_ms = 10000,
+    .idle_timeout_ms = 90000, /* longer than a 60 s scrape interval */
+    .accept_backoff_ms = 100,
+    .log_interval_s = 60,
+};
+
+/* The rendered series, shared by every answer still being written that
+ * shows them: a slow reader holds a reference, not a copy. */
+struct rendered {
+    unsigned long refs;
+    char *text;
+    size_t len;
+};
 
 struct metrics {
     struct event_base *base;
@@ -57,11 +73,10 @@ struct metrics {
     struct xid_stats *xids;
     unsigned long xid_version;
     /* the rendered series, reused while nothing they show changed */
-    char *cache;
-    size_t cache_len;
+    struct rendered *cache;
     unsigned long cache_sample, cache_pods, cache_xids;
     unsigned long scrapes;
-    struct evhttp *http;
+    struct http_server *http;
 };
 
 /* ---- the sampler thread ---- */
@@ -153,6 +168,11 @@ static void pods_done(enum grpc_status status, const char *message, const uint8_
     v1__list_pod_resources_response__free_unpacked(resp, NULL);
     if (map == NULL)
         return;
+    if (map->dropped && (m->pods == NULL || m->pods->dropped == 0))
+        log_warn("pod-resources: more pod references than the metrics show; the rest are "
+                 "left out",
+                 "socket=%s max=%d dropped=%zu", m->opts.podresources, POD_MAP_MAX_REFS,
+                 map->dropped);
     pod_map_free(m->pods);
     m->pods = map;
     m->pods_version++;
@@ -230,17 +250,38 @@ static double sample_age(const struct metrics *m)
            (double)(now.tv_nsec - m->sample->taken.tv_nsec) / 1e9;
 }
 
+static void rendered_unref(struct rendered *r)
+{
+    if (r && --r->refs == 0) {
+        free(r->text);
+        free(r);
+    }
+}
+
+/* evbuffer's cleanup for a reference to the rendered series */
+static void rendered_release(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    rendered_unref(arg);
+}
+
 static void refresh_cache(struct metrics *m)
 {
     if (m->cache && m->cache_sample == m->sample->seq && m->cache_pods == m->pods_version &&
         m->cache_xids == m->xid_version)
         return;
-    free(m->cache);
-    m->cache = NULL;
-    m->cache_len = 0;
-    FILE *f = open_memstream(&m->cache, &m->cache_len);
-    if (f == NULL)
+    rendered_unref(m->cache);
+    m->cache = calloc(1, sizeof *m->cache);
+    if (m->cache == NULL)
         return;
+    m->cache->refs = 1;
+    FILE *f = open_memstream(&m->cache->text, &m->cache->len);
+    if (f == NULL) {
+        free(m->cache);
+        m->cache = NULL;
+        return;
+    }
     struct render_input in = {.inv = m->inv,
                               .fields = &m->fields,
                               .sample = m->sample,
@@ -300,88 +341,62 @@ static void self_metrics(struct metrics *m, struct evbuffer *out)
     }
 }
 
-static void reply_text(struct evhttp_request *req, int code, const char *reason,
-                       const char *content_type, struct evbuffer *body)
-{
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
-    evhttp_send_reply(req, code, reason, body);
-}
+static const char TEXT[] = "text/plain; charset=utf-8";
 
-static void serve_metrics(struct metrics *m, struct evhttp_request *req)
+static void serve_metrics(struct metrics *m, struct http_answer *a)
 {
     m->scrapes++;
-    struct evbuffer *out = evbuffer_new();
     if (m->sample) {
         refresh_cache(m);
-        if (m->cache)
-            evbuffer_add(out, m->cache, m->cache_len);
+        if (m->cache && evbuffer_add_reference(a->body, m->cache->text, m->cache->len,
+                                               rendered_release, m->cache) == 0)
+            m->cache->refs++;
     }
-    self_metrics(m, out);
-    reply_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", out);
-    evbuffer_free(out);
+    self_metrics(m, a->body);
+    a->status = 200;
+    a->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
-static void serve_health(struct metrics *m, struct evhttp_request *req)
+static void serve_health(struct metrics *m, struct http_answer *a)
 {
-    struct evbuffer *out = evbuffer_new();
     double age = sample_age(m);
     double limit = 2.0 * (double)m->opts.interval_ms / 1000.0 + 5.0;
+    a->content_type = TEXT;
+    a->status = 503;
     if (age < 0) {
-        evbuffer_add_printf(out, "no NVML sample yet\n");
-        reply_text(req, 503, "Service Unavailable", "text/plain; charset=utf-8", out);
+        evbuffer_add_printf(a->body, "no NVML sample yet\n");
     } else if (age > limit) {
-        evbuffer_add_printf(out, "the last NVML sample is %.0f s old (limit %.0f s)\n", age, limit);
-        reply_text(req, 503, "Service Unavailable", "text/plain; charset=utf-8", out);
+        evbuffer_add_printf(a->body, "the last NVML sample is %.0f s old (limit %.0f s)\n", age,
+                            limit);
     } else {
-        evbuffer_add_printf(out, "OK");
-        reply_text(req, 200, "OK", "text/plain; charset=utf-8", out);
+        evbuffer_add_printf(a->body, "OK");
+        a->status = 200;
     }
-    evbuffer_free(out);
 }
 
-static void http_cb(struct evhttp_request *req, void *arg)
+static void http_cb(const struct http_request *req, struct http_answer *a, void *arg)
 {
     struct metrics *m = arg;
-    /* Headers and body leave in separate writes: without TCP_NODELAY a
-     * keep-alive client waits out its delayed ACK (40 ms) on every scrape. */
-    struct evhttp_connection *conn = evhttp_request_get_connection(req);
-    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
-    if (bev) {
-        int one = 1;
-        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    enum evhttp_cmd_type method = evhttp_request_get_command(req);
-    if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
-        struct evbuffer *body = evbuffer_new();
-        evbuffer_add_printf(body, "method not allowed: use GET\n");
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-        reply_text(req, 405, "Method Not Allowed", "text/plain; charset=utf-8", body);
-        evbuffer_free(body);
-        return;
-    }
-    const char *uri = evhttp_request_get_uri(req);
-    struct evhttp_uri *parsed = evhttp_uri_parse(uri);
-    const char *path = parsed ? evhttp_uri_get_path(parsed) : NULL;
-    struct evbuffer *out;
-    if (path && strcmp(path, "/metrics") == 0) {
-        serve_metrics(m, req);
-    } else if (path && strcmp(path, "/health") == 0) {
-        serve_health(m, req);
-    } else if (path && strcmp(path, "/") == 0) {
-        out = evbuffer_new();
-        evbuffer_add_printf(out, "<html><head><title>gpulet</title></head><body><h1>gpulet</h1>"
-                                 "<p><a href=\"/metrics\">/metrics</a> &middot; "
-                                 "<a href=\"/health\">/health</a></p></body></html>\n");
-        reply_text(req, 200, "OK", "text/html; charset=utf-8", out);
-        evbuffer_free(out);
+    if (req->method == HTTP_OTHER) {
+        evbuffer_add_printf(a->body, "method not allowed: use GET\n");
+        a->status = 405;
+        a->allow = "GET, HEAD";
+        a->content_type = TEXT;
+    } else if (strcmp(req->path, "/metrics") == 0) {
+        serve_metrics(m, a);
+    } else if (strcmp(req->path, "/health") == 0) {
+        serve_health(m, a);
+    } else if (strcmp(req->path, "/") == 0) {
+        evbuffer_add_printf(a->body, "<html><head><title>gpulet</title></head><body><h1>gpulet</h1>"
+                                     "<p><a href=\"/metrics\">/metrics</a> &middot; "
+                                     "<a href=\"/health\">/health</a></p></body></html>\n");
+        a->status = 200;
+        a->content_type = "text/html; charset=utf-8";
     } else {
-        out = evbuffer_new();
-        evbuffer_add_printf(out, "not found: try /metrics or /health\n");
-        reply_text(req, 404, "Not Found", "text/plain; charset=utf-8", out);
-        evbuffer_free(out);
+        evbuffer_add_printf(a->body, "not found: try /metrics or /health\n");
+        a->status = 404;
+        a->content_type = TEXT;
     }
-    if (parsed)
-        evhttp_uri_free(parsed);
 }
 
 static int parse_address(const char *address, char *host, size_t len, int *port,
@@ -409,17 +424,16 @@ static int parse_address(const char *address, char *host, size_t len, int *port,
     return 0;
 }
 
-static int bound_port(struct evhttp_bound_socket *sock)
+/* The connection cap, at most a quarter of the descriptors the process
+ * may open, so that the device plugin's sockets always find one. */
+static size_t max_connections(void)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &len) != 0)
-        return -1;
-    if (ss.ss_family == AF_INET)
-        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    if (ss.ss_family == AF_INET6)
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    return -1;
+    struct rlimit rl;
+    size_t cap = HTTP_LIMITS.max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur / 4 < cap)
+        cap = rl.rlim_cur / 4 > 4 ? (size_t)(rl.rlim_cur / 4) : 4;
+    return cap;
 }
 
 int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_inventory *inv,
@@ -453,26 +467,23 @@ int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_i
         metrics_stop(m);
         return -1;
     }
-    m->http = evhttp_new(base);
-    evhttp_set_max_headers_size(m->http, 8192);
-    evhttp_set_max_body_size(m->http, 1024);
-    evhttp_set_timeout(m->http, 10);
-    /* All methods reach the callback, which answers 405 to all but GET/HEAD. */
-    evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(m->http, http_cb, m);
-    struct evhttp_bound_socket *sock = evhttp_bind_socket_with_handle(m->http, m->address_host,
-                                                                      (ev_uint16_t)port);
-    if (sock == NULL) {
+    struct http_limits limits = HTTP_LIMITS;
+    limits.max_connections = max_connections();
+    /* Scrapes run at the loop's lowest priority: whatever arrives on the
+     * metrics port, the device plugin's calls are served first. */
+    m->http = http_server_start(base, m->address_host, port, &limits,
+                                event_base_get_npriorities(base) - 1, http_cb, m, err);
+    if (m->http == NULL) {
+        char why[GPULET_ERROR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err->msg);
         gpulet_error_set(err, GPULET_ERR_SYSTEM,
-                         "cannot listen for metrics on %s: %s (is another exporter on that "
-                         "port? set --metrics-address)",
-                         opts->address, strerror(errno));
+                         "cannot serve metrics on %s: %s (is another exporter on that port? set "
+                         "--metrics-address)",
+                         opts->address, why);
         metrics_stop(m);
         return -1;
     }
-    m->port = bound_port(sock);
+    m->port = http_server_port(m->http);
     if (sampler_init(&m->sampler, nvml, inv) < 0 || pipe2(m->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
         gpulet_error_errno(err, errno ? errno : ENOMEM, "cannot start the sampler");
         metrics_stop(m);
@@ -494,9 +505,10 @@ int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_i
         return -1;
     }
     m->thread_started = true;
-    log_info("serving metrics", "address=%s port=%d interval_ms=%ld fields=%zu pods=%s",
+    log_info("serving metrics",
+             "address=%s port=%d interval_ms=%ld fields=%zu pods=%s max_connections=%zu",
              opts->address, m->port, opts->interval_ms, m->fields.count,
-             opts->podresources ? opts->podresources : "off");
+             opts->podresources ? opts->podresources : "off", limits.max_connections);
     *out = m;
     return 0;
 }
@@ -535,13 +547,12 @@ void metrics_stop(struct metrics *m)
         event_free(m->pods_timer);
     if (m->pods_soon)
         event_free(m->pods_soon);
-    if (m->http)
-        evhttp_free(m->http);
+    http_server_free(m->http);
     pod_map_free(m->pods);
     sample_free(m->sample);
     fields_free(&m->fields);
     free(m->xids);
-    free(m->cache);
+    rendered_unref(m->cache);
     pthread_mutex_destroy(&m->stop_lock);
     pthread_cond_destroy(&m->stop_cond);
     free(m);

@@ -39,23 +39,31 @@ struct sample {
 
 void sample_free(struct sample *s);
 
-/* The pods using one device. */
+/* The pods using one device; the strings belong to the pod map. */
 struct pod_ref {
-    char pod[256], namespace[256], container[256];
+    const char *pod, *namespace, *container;
 };
 
 struct pod_list {
     size_t count;
-    struct pod_ref *items;
+    const struct pod_ref *items; /* sorted by pod, namespace, container */
 };
 
 /* Per GPU and MIG device: who uses it. */
 struct pod_map {
     size_t gpu_count;
-    struct pod_list *gpus;   /* whole GPUs (and replicas) */
-    struct pod_list **migs;  /* [gpu][mig] */
+    struct pod_list *gpus;   /* whole GPUs (and replicas); every list of the map */
+    struct pod_list **migs;  /* [gpu][mig], inside gpus' allocation */
     size_t *mig_count;       /* per GPU */
+    struct pod_ref *refs;    /* every list's items */
+    char *strings;
+    size_t dropped;          /* references left out beyond POD_MAP_MAX_REFS */
 };
+
+/* Each reference is a series per field in every scrape: a node has a few
+ * hundred pods at most, and the scrape stays bounded whatever the kubelet
+ * answers. */
+#define POD_MAP_MAX_REFS 1024
 
 void pod_map_free(struct pod_map *map);
 

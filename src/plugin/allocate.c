@@ -278,3 +278,23 @@ void plugin_device_list(const struct plugin_resource *r, struct arena *a,
         out->devices[out->n_devices++] = dev;
     }
 }
+
+void plugin_status(const struct plugin_resource *r, bool registered, unsigned streams,
+                   const char *problem, struct arena *a, Gpulet__V1__StatusResponse *out)
+{
+    gpulet__v1__status_response__init(out);
+    out->resource_name = (char *)r->name;
+    out->registered = registered;
+    out->streams = streams;
+    out->problem = registered ? "" : (char *)problem;
+    out->devices = arena_alloc(a, (r->count + 1) * sizeof *out->devices);
+    for (size_t i = 0; i < r->count; i++) {
+        const struct plugin_device *d = &r->devices[i];
+        Gpulet__V1__DeviceStatus *dev = arena_alloc(a, sizeof *dev);
+        gpulet__v1__device_status__init(dev);
+        dev->id = (char *)d->id;
+        dev->health = d->healthy ? "Healthy" : "Unhealthy";
+        dev->reason = (char *)d->reason;
+        out->devices[out->n_devices++] = dev;
+    }
+}

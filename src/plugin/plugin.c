@@ -10,7 +10,9 @@
 #include "log/log.h"
 
 #define REGISTER_TIMEOUT_MS 10000
-#define RETRY_FIRST_MS 250
+/* kubelet.sock appears at bind(), a moment before the kubelet listens: the
+ * first Register may be refused, so the first retry comes quickly. */
+#define RETRY_FIRST_MS 10
 #define RETRY_MAX_MS 30000
 
 struct watcher {
@@ -204,6 +206,21 @@ static void pre_start(struct grpc_call *call, const uint8_t *req, size_t len, vo
     reply_message(call, &out.base);
 }
 
+static void status(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
+{
+    (void)req;
+    (void)len;
+    struct served *s = user;
+    unsigned streams = 0;
+    for (const struct watcher *w = s->watchers; w; w = w->next)
+        streams++;
+    struct arena a = {0};
+    Gpulet__V1__StatusResponse out;
+    plugin_status(s->res, s->reg == REG_DONE, streams, s->last_problem, &a, &out);
+    reply_message(call, &out.base);
+    arena_free(&a);
+}
+
 static int serve(struct served *s, struct gpulet_error *err)
 {
     char path[4200];
@@ -219,6 +236,7 @@ static int serve(struct served *s, struct gpulet_error *err)
         {"/v1beta1.DevicePlugin/GetPreferredAllocation", preferred_allocation},
         {"/v1beta1.DevicePlugin/Allocate", allocate},
         {"/v1beta1.DevicePlugin/PreStartContainer", pre_start},
+        {"/gpulet.v1.Status/Get", status},
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if (grpc_server_handle(s->server, methods[i].method, methods[i].fn, s, err) < 0)
@@ -413,7 +431,8 @@ void plugin_file_removed(struct plugin *p, const char *name)
     }
 }
 
-size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy)
+size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy,
+                         const char *reason)
 {
     size_t changed_total = 0;
     for (size_t i = 0; i < p->count; i++) {
@@ -424,6 +443,7 @@ size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healt
             if (dev->gpu != gpu || (mig >= 0 && dev->mig != mig) || dev->healthy == healthy)
                 continue;
             dev->healthy = healthy;
+            snprintf(dev->reason, sizeof dev->reason, "%s", healthy ? "" : reason);
             changed++;
         }
         if (changed)

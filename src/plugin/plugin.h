@@ -6,7 +6,10 @@
  * renamed resources), serves one socket per resource in the device-plugin
  * directory, registers each with the kubelet without blocking the loop,
  * streams device lists (ListAndWatch) and answers Allocate,
- * GetPreferredAllocation and PreStartContainer.
+ * GetPreferredAllocation and PreStartContainer. Each socket also serves
+ * gpulet's own Status service (proto/gpulet/v1/status.proto), which
+ * `gpulet doctor` calls: registered or not, the kubelet's streams, each
+ * device's health and why.
  *
  * The daemon tells it when the kubelet restarted (kubelet.sock created
  * again), when one of its sockets was deleted, and when a device's health
@@ -40,10 +43,12 @@ void plugin_kubelet_restarted(struct plugin *p);
  * serve it again and re-register that resource. */
 void plugin_file_removed(struct plugin *p, const char *name);
 
-/* Marks every device on a GPU (mig = -1) or one MIG device healthy or not;
- * streams the new list to the kubelet when anything changed. Returns the
- * number of kubelet devices whose health changed. */
-size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy);
+/* Marks every device on a GPU (mig = -1) or one MIG device healthy or not
+ * (reason: why, kept for gpulet doctor); streams the new list to the
+ * kubelet when anything changed. Returns the number of kubelet devices
+ * whose health changed. */
+size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy,
+                         const char *reason);
 
 /* Called after every successful Allocate (the metrics then ask the
  * kubelet which pod got what). */

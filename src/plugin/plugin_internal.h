@@ -4,6 +4,7 @@
 #define GPULET_PLUGIN_INTERNAL_H
 
 #include "deviceplugin/v1beta1/api.pb-c.h"
+#include "gpulet/v1/status.pb-c.h"
 #include "plugin.h"
 
 #define PLUGIN_ID_MAX 128
@@ -18,6 +19,7 @@ struct plugin_device {
     unsigned int minor;          /* /dev/nvidia<minor> of the GPU */
     unsigned int gpu_instance, compute_instance; /* MIG devices only */
     bool healthy;
+    char reason[64];             /* why it is unhealthy, for gpulet doctor */
 };
 
 struct plugin_resource {
@@ -64,6 +66,10 @@ void plugin_preferred(const struct plugin_resource *r, const struct gpu_inventor
 
 /* The score of a pair of GPUs: how they connect over PCIe, plus 100 per NVLink. */
 int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b);
+
+/* gpulet's Status answer for a resource (see proto/gpulet/v1). */
+void plugin_status(const struct plugin_resource *r, bool registered, unsigned streams,
+                   const char *problem, struct arena *a, Gpulet__V1__StatusResponse *out);
 
 /* The ListAndWatch message for a resource. */
 void plugin_device_list(const struct plugin_resource *r, struct arena *a,

@@ -233,6 +233,8 @@ static int add_device(struct plugin_resource *r, const struct phys *p, unsigned 
     d->gpu_instance = p->gpu_instance;
     d->compute_instance = p->compute_instance;
     d->healthy = p->healthy;
+    if (!d->healthy)
+        snprintf(d->reason, sizeof d->reason, "GPU is lost (fell off the bus)");
     return 0;
 }
 

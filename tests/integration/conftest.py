@@ -42,6 +42,12 @@ def gpulet(build):
     return run
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "kubelet_v120: the kubelet simulator as v1.20 "
+                            "(no GetAllocatableResources; a checkpoint)")
+    config.addinivalue_line("markers", "kubelet(**options): options of the kubelet simulator")
+
+
 def load_node(name):
     with open(NODES / f"{name}.yaml") as f:
         return yaml.safe_load(f)

@@ -6,8 +6,12 @@ version and the resource name, dials the plugin's socket and calls
 GetDevicePluginOptions before it answers, then keeps a ListAndWatch stream
 open per resource and remembers the latest device list. Tests ask it to
 allocate as the kubelet does, and to restart (delete every socket file,
-serve again).
+serve again). As kubelet v1.20 it can write its checkpoint
+(kubelet_internal_checkpoint: the healthy devices of each resource) at
+every update; it can refuse Register, or not watch (as a kubelet whose
+ListAndWatch streams break).
 """
+import json
 import os
 import pathlib
 import subprocess
@@ -60,11 +64,14 @@ class Resource:
 
 
 class Kubelet:
-    def __init__(self, directory, dp, dp_grpc):
+    def __init__(self, directory, dp, dp_grpc, checkpoint=False, refuse=None, watch=True):
         self.dir = pathlib.Path(directory)
         self.dp, self.dp_grpc = dp, dp_grpc
+        self.checkpoint, self.refuse, self.watch = checkpoint, refuse, watch
         self.resources = {}
         self.registrations = []    # (time, resource name) of each accepted Register
+        self.register_received = []  # time each Register call arrived, before any check
+        self.served_at = []        # time each start began, just before kubelet.sock exists
         self.refused = []
         self.lock = threading.Lock()
         self.server = None
@@ -72,9 +79,13 @@ class Kubelet:
 
     # -- the Registration service --
     def Register(self, request, context):
+        self.register_received.append(time.monotonic())
         if request.version != "v1beta1":
             self.refused.append(f"version {request.version}")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported version {request.version}")
+        if self.refuse:
+            self.refused.append(self.refuse)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.refuse)
         name = request.resource_name
         if "/" not in name or not name.split("/")[0] or not name.split("/")[1]:
             self.refused.append(f"name {name}")
@@ -94,7 +105,8 @@ class Kubelet:
             self.registrations.append((time.monotonic(), name))
         if old is not None:
             old.channel.close()
-        threading.Thread(target=self._watch, args=(res,), daemon=True).start()
+        if self.watch:
+            threading.Thread(target=self._watch, args=(res,), daemon=True).start()
         return self.dp.Empty()
 
     def _watch(self, res):
@@ -104,9 +116,27 @@ class Kubelet:
                 with self.lock:
                     res.devices = devices
                     res.updates += 1
+                    if self.checkpoint:
+                        self._write_checkpoint()
         except (grpc.RpcError, ValueError):
             pass  # ValueError: a restart closed the channel before the stream began
         res.stream_ended.set()
+
+    def allocatable(self):
+        """{resource: [healthy device IDs]}, as the kubelet offers them."""
+        with self.lock:
+            return {name: [i for i, (h, _) in (r.devices or {}).items() if h == "Healthy"]
+                    for name, r in self.resources.items()}
+
+    def _write_checkpoint(self):
+        """As kubelet v1.20's device manager: the healthy devices of each
+        resource, written at every update (the lock is held)."""
+        doc = {"Data": {"PodDeviceEntries": [], "RegisteredDevices": {
+            name: [i for i, (h, _) in (r.devices or {}).items() if h == "Healthy"]
+            for name, r in self.resources.items()}}, "Checksum": 0}
+        tmp = self.dir / ".kubelet_internal_checkpoint.tmp"
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.dir / "kubelet_internal_checkpoint")
 
     def start(self):
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +146,7 @@ class Kubelet:
                 self.Register, request_deserializer=self.dp.RegisterRequest.FromString,
                 response_serializer=self.dp.Empty.SerializeToString)})
         server.add_generic_rpc_handlers((handler,))
+        self.served_at.append(time.monotonic())  # add_insecure_port binds kubelet.sock
         server.add_insecure_port(f"unix:{self.dir / 'kubelet.sock'}")
         server.start()
         self.server = server

@@ -192,20 +192,33 @@ def test_xid_errors(exporter, tmp_path):
     state = tmp_path / "state.yaml"
     write_atomically(state, "events: []\n")
     e = exporter("t4-pcie", state=state)
-    write_atomically(state, "events:\n  - {gpu: 1, xid: 79}\n  - {gpu: 1, xid: 31}\n"
-                            "  - {gpu: 1, xid: 31}\n")
+    # The health checks start after the first sample and miss events written
+    # before they watch: one more on GPU 0 at each poll shows when they do.
+    early = []
+
+    def watching():
+        early.append("  - {gpu: 0, xid: 13}\n")
+        write_atomically(state, "events:\n" + "".join(early))
+        return 'xid="13"}' in e.get()[2]
+
+    wait_for(watching, what="the health checks watching")
+    write_atomically(state, "events:\n" + "".join(early) + "  - {gpu: 1, xid: 79}\n"
+                            "  - {gpu: 1, xid: 31}\n  - {gpu: 1, xid: 31}\n")
     wait_for(lambda: 'xid="31"} 2' in e.get()[2], what="the XID counter")
     fams, body = e.families()
     last = next(s.value for s in samples(fams["DCGM_FI_DEV_XID_ERRORS"]) if s.labels["gpu"] == "1")
     assert last == 31
     counts = {s.labels["xid"]: s.value for s in samples(family(fams, "gpulet_xid_errors_total"))
-              if s.name.endswith("_total")}
+              if s.name.endswith("_total") and s.labels["gpu"] == "1"}
     assert counts == {"79": 1, "31": 2}
 
 
-def pod_server(pr, path, response, delay=0.0, calls=None):
+def pod_server(pr, path, response, delay=0.0, calls=None, allocatable=None):
     """A kubelet pod-resources server answering List with response (read at
-    each call, so tests may change it); calls collects the call times."""
+    each call, so tests may change it); calls collects the call times.
+    allocatable: a function giving {resource: [IDs]} for
+    GetAllocatableResources; without it the method is missing, as before
+    kubelet 1.23."""
     def list_(request, context):
         if calls is not None:
             calls.append(time.monotonic())
@@ -213,11 +226,21 @@ def pod_server(pr, path, response, delay=0.0, calls=None):
             time.sleep(delay)
         return response
 
+    def allocatable_(request, context):
+        return pr.AllocatableResourcesResponse(devices=[
+            pr.ContainerDevices(resource_name=name, device_ids=ids)
+            for name, ids in allocatable().items()])
+
+    methods = {"List": grpc.unary_unary_rpc_method_handler(
+        list_, request_deserializer=pr.ListPodResourcesRequest.FromString,
+        response_serializer=pr.ListPodResourcesResponse.SerializeToString)}
+    if allocatable:
+        methods["GetAllocatableResources"] = grpc.unary_unary_rpc_method_handler(
+            allocatable_, request_deserializer=pr.AllocatableResourcesRequest.FromString,
+            response_serializer=pr.AllocatableResourcesResponse.SerializeToString)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("v1.PodResourcesLister", {
-        "List": grpc.unary_unary_rpc_method_handler(
-            list_, request_deserializer=pr.ListPodResourcesRequest.FromString,
-            response_serializer=pr.ListPodResourcesResponse.SerializeToString)}),))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("v1.PodResourcesLister",
+                                                                          methods),))
     server.add_insecure_port(f"unix:{path}")
     server.start()
     return server

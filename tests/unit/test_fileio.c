@@ -149,6 +149,46 @@ static void read_errors_keep_errno(void **state)
     assert_int_equal(err.sys_errno, EISDIR);
 }
 
+static void mkdirs_makes_parents_with_exact_modes(void **state)
+{
+    (void)state;
+    char dir[64], deep[160], mid[160], top[160], file[200];
+    temp_dir(dir, sizeof dir);
+    snprintf(top, sizeof top, "%s/var", dir);
+    snprintf(mid, sizeof mid, "%s/var/lib", dir);
+    snprintf(deep, sizeof deep, "%s/var/lib//kubelet/", dir);
+    mode_t old = umask(077); /* created folders get their modes anyway */
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_mkdirs(deep, 0755, 0750, &err), 0);
+    umask(old);
+    struct stat st;
+    assert_int_equal(stat(top, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0755);
+    assert_int_equal(stat(mid, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0755);
+    assert_int_equal(stat(deep, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0750);
+    /* again: already there, nothing changes */
+    chmod(mid, 0700);
+    assert_int_equal(fileio_mkdirs(deep, 0755, 0750, &err), 0);
+    assert_int_equal(stat(mid, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    /* a file in the way is named */
+    snprintf(file, sizeof file, "%s/var/lib/kubelet/plugins", dir);
+    write_file(file, "x");
+    char below[240];
+    snprintf(below, sizeof below, "%s/x", file);
+    assert_int_equal(fileio_mkdirs(file, 0755, 0750, &err), -1);
+    assert_contains(err.msg, "Not a directory");
+    assert_int_equal(fileio_mkdirs(below, 0755, 0750, &err), -1);
+    assert_contains(err.msg, file);
+    unlink(file);
+    rmdir(deep);
+    rmdir(mid);
+    rmdir(top);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +199,7 @@ int main(void)
         cmocka_unit_test(private_files_are_0600_whatever_the_umask),
         cmocka_unit_test(missing_folder_is_an_error_naming_the_file),
         cmocka_unit_test(failed_rename_keeps_the_target_and_removes_the_temporary),
+        cmocka_unit_test(mkdirs_makes_parents_with_exact_modes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
