@@ -28,7 +28,7 @@ DRIVER_LIBS = ["libcuda", "libnvidia-ml", "libnvidia-ptxjitcompiler"]
 BUSYBOX_IMAGE = "docker.io/gpulet-e2e/busybox:1"
 PAUSE_IMAGE = "docker.io/gpulet-e2e/pause:1"
 READ_ONLY_PORT = 10255
-RECOVERY_S = 3
+RECOVERY_S = 10  # long enough to look at the node while the GPU is out
 # Fixed in kubelet 1.20 (pluginapi.KubeletSocket), whatever --root-dir says.
 PLUGIN_DIR = pathlib.Path("/var/lib/kubelet/device-plugins")
 

@@ -8,8 +8,6 @@ import re
 import subprocess
 import time
 
-import pytest
-
 from conftest import figure, node_status
 from node import NAMESPACE, RECOVERY_S, DRIVER_VERSION, DRIVER_LIBS, klog_time, wait_for
 
@@ -120,6 +118,10 @@ def test_an_xid_79_takes_a_gpu_out_until_the_recovery_period_ends(node, gpu_pod)
     figure("XID 79 injected -> kubelet allocatable 7", dropped - injected)
     assert sorted(node.registered()) == sorted(u for u in node.uuids if u != node.uuids[victim])
     assert node_status(node) == (8, 7)
+    rc, checks = doctor(node)
+    sick = [c for c in checks["gpu health"] if c["status"] != "ok"]
+    assert rc == 1 and len(sick) == 1 and node.uuids[victim] in sick[0]["message"] and \
+        "79" in sick[0]["message"], checks["gpu health"]
     wait_for("the GPU back after the recovery period", lambda: len(node.registered()) == 8,
              RECOVERY_S + 15, 0.005)
     back = time.time()
@@ -149,8 +151,12 @@ def doctor(node):
 def test_doctor_reports_what_is_true(node, gpu_pod):
     pod, cid, uuids = gpu_pod
     rc, checks = doctor(node)
-    for name in ("driver", "device nodes", "containerd", "cdi spec", "device plugin", "mig"):
+    for name in ("driver", "device nodes", "containerd", "cdi spec", "device plugin", "kubelet",
+                 "gpu health", "mig"):
         assert [c["status"] for c in checks[name]] == ["ok"], checks[name]
+    assert "serves 8 device(s), registered, the kubelet watching" in \
+        checks["device plugin"][0]["message"]
+    assert "the kubelet offers all 8 healthy device(s)" in checks["kubelet"][0]["message"]
     # The pod holding 2 GPUs runs no process on them: true, and said.
     idle = checks["idle gpus"]
     assert all(c["status"] == "warn" and pod["metadata"]["name"] in c["message"] for c in idle)
@@ -158,13 +164,12 @@ def test_doctor_reports_what_is_true(node, gpu_pod):
     assert rc == 1  # a warning is not "everything ok"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 4: doctor counts socket files, it does not "
-                   "ask the kubelet; remove this mark when it does")
 def test_doctor_says_when_gpulet_is_not_serving(node):
     node.kill_gpulet()
     try:
         rc, checks = doctor(node)
-        assert rc != 0 and checks["device plugin"][0]["status"] != "ok", checks["device plugin"]
+        assert rc == 1 and checks["device plugin"][0]["status"] == "fail", checks["device plugin"]
+        assert "nobody listens" in checks["device plugin"][0]["message"]
     finally:
         node.start_gpulet()
         wait_for("the kubelet to register gpulet's 8 GPUs again", lambda: len(
