@@ -31,6 +31,7 @@ READ_ONLY_PORT = 10255
 RECOVERY_S = 10  # long enough to look at the node while the GPU is out
 # Fixed in kubelet 1.20 (pluginapi.KubeletSocket), whatever --root-dir says.
 PLUGIN_DIR = pathlib.Path("/var/lib/kubelet/device-plugins")
+SHIM_STATE = pathlib.Path("/run/containerd")
 
 PAUSE_C = r"""
 #include <signal.h>
@@ -157,6 +158,8 @@ class Node:
         self.kubelet_root = self.dir / "kubelet"
         self.plugin_dir = PLUGIN_DIR
         self.created_var_lib_kubelet = not PLUGIN_DIR.parent.exists()
+        # the shims' and runc's state, fixed in containerd 1.6 whatever its config says
+        self.created_run_containerd = not SHIM_STATE.exists()
         self.checkpoint = self.plugin_dir / "kubelet_internal_checkpoint"
         self.manifests = self.dir / "manifests"
         self.state_file = self.dir / "sim-state.yaml"
@@ -428,6 +431,16 @@ state = "{self.dir}/containerd/state"
             subprocess.run(["umount", "-l", mount], capture_output=True)
         if self.created_var_lib_kubelet:
             shutil.rmtree(PLUGIN_DIR.parent, ignore_errors=True)
+        if self.created_run_containerd:  # empty folders only: nothing of anyone else's
+            for d in sorted((p for p in SHIM_STATE.rglob("*") if p.is_dir()), reverse=True):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+            try:
+                SHIM_STATE.rmdir()
+            except OSError:
+                pass
         for pattern in (f"/var/log/pods/{NAMESPACE}_*", f"/var/log/containers/*_{NAMESPACE}_*"):
             for p in pathlib.Path("/").glob(pattern.lstrip("/")):
                 if p.is_dir() and not p.is_symlink():
