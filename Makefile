@@ -1,5 +1,6 @@
 # A thin front for CMake. `make` builds, `make test` runs every test,
-# `make demo` shows gpulet on a simulated DGX A100. Each installs the
+# `make demo` shows gpulet on a simulated DGX A100, `make e2e` runs it on a real
+# node (a real kubelet, containerd and runc). Each installs the
 # Debian packages it needs first (scripts/install-deps.sh).
 
 BUILD      ?= build
@@ -7,7 +8,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build build-asan build-fuzz deps test demo bench fuzz image validator clean
+.PHONY: all build build-asan build-fuzz deps test e2e demo bench fuzz image validator clean
 
 all: build
 
@@ -40,6 +41,11 @@ build-asan: deps $(ASAN_BUILD)/Makefile
 
 test: build build-asan build-fuzz
 	@./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+
+# gpulet with a real kubelet v1.20.2 (built once into $(BUILD)/e2e-cache or
+# $GPULET_E2E_CACHE), containerd and runc; not part of `make test`.
+e2e: build
+	@./tests/e2e/run.sh $(BUILD)
 
 demo: build
 	@./scripts/demo.sh $(BUILD)

@@ -11,12 +11,20 @@
  * NVIDIA_DRIVER_ROOT and GPULET_NVML_LIB (used when no spec is on disk and
  * the edits are computed from the driver).
  * These come from the engine that starts us, never from the container.
+ *
+ * A refusal or failure is written to stderr and, as runc does, to the
+ * engine's --log file in its --log-format: containerd and CRI-O show a
+ * failed create's reason from that file, not from stderr.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cdi/cdi.h"
@@ -45,6 +53,124 @@ static int find_command(int argc, char **argv)
             i++;
     }
     return -1;
+}
+
+/* Where the engine wants the runtime's errors: runc's global options
+ * `--log FILE` / `--log=FILE` and `--log-format text|json` (default text). */
+struct error_log {
+    const char *path;
+    bool json;
+};
+
+static const char *option_value(int argc, char **argv, int *i, const char *name)
+{
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0)
+        return NULL;
+    if (argv[*i][n] == '=')
+        return argv[*i] + n + 1;
+    if (argv[*i][n] == '\0' && *i + 1 < argc)
+        return argv[++*i];
+    return NULL;
+}
+
+static struct error_log find_error_log(int argc, char **argv, int command)
+{
+    struct error_log log = {0};
+    int end = command > 0 ? command : argc;
+    for (int i = 1; i < end; i++) {
+        const char *v;
+        if ((v = option_value(argc, argv, &i, "--log-format")))
+            log.json = strcmp(v, "json") == 0;
+        else if ((v = option_value(argc, argv, &i, "--log")))
+            log.path = v;
+    }
+    return log;
+}
+
+/* The longest message written to the log file: an engine reads it back
+ * whole, and what it shows should fit on a screen. */
+#define ERROR_LOG_MAX_MSG 4096
+
+/* msg made fit for one log line: control characters become spaces, it is
+ * cut at ERROR_LOG_MAX_MSG, and for JSON invalid UTF-8 becomes '?'. */
+static json_t *log_message(const char *msg, char *buf, size_t len)
+{
+    size_t n = 0;
+    for (; msg[n] && n < len - 1; n++)
+        buf[n] = (unsigned char)msg[n] < 0x20 || msg[n] == 0x7f ? ' ' : msg[n];
+    buf[n] = '\0';
+    json_t *s = json_stringn(buf, n);
+    if (!s) {
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)buf[i] >= 0x80)
+                buf[i] = '?';
+        s = json_stringn(buf, n);
+    }
+    return s;
+}
+
+/* Appends one error line, as runc writes them ({"level":"error","msg":...,
+ * "time":RFC3339} or logrus's text), to the engine's log file. Opened
+ * without following a symbolic link or blocking on a FIFO; anything but a
+ * regular file is left alone. */
+static void write_error_log(const struct error_log *log, const char *msg)
+{
+    char text[ERROR_LOG_MAX_MSG + 1], when[64], line[2 * ERROR_LOG_MAX_MSG + 160];
+    json_t *s = log_message(msg, text, sizeof text);
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + w, sizeof when - w, ".%09ldZ", ts.tv_nsec);
+    int n = -1;
+    if (log->json) {
+        json_t *obj = json_pack("{s:s,s:o,s:s}", "level", "error", "msg", s, "time", when);
+        char *dump = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+        if (dump)
+            n = snprintf(line, sizeof line, "%s\n", dump);
+        free(dump);
+        json_decref(obj);
+    } else {
+        json_decref(s);
+        char quoted[2 * ERROR_LOG_MAX_MSG + 1];
+        size_t q = 0;
+        for (size_t i = 0; text[i]; i++) {
+            if (text[i] == '"' || text[i] == '\\')
+                quoted[q++] = '\\';
+            quoted[q++] = text[i];
+        }
+        quoted[q] = '\0';
+        n = snprintf(line, sizeof line, "time=\"%s\" level=error msg=\"%s\"\n", when, quoted);
+    }
+    if (n < 0)
+        return;
+    int fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "gpulet-runtime: cannot write the error to the log %s: %s\n", log->path,
+                fd < 0 ? strerror(errno) : "not a regular file");
+    } else if (write(fd, line, (size_t)n) != n) {
+        fprintf(stderr, "gpulet-runtime: cannot write the error to the log %s\n", log->path);
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+static void report(const struct error_log *log, const char *fmt, ...)
+{
+    char msg[ERROR_LOG_MAX_MSG];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "gpulet-runtime: %s\n", msg);
+    if (log->path && log->path[0]) {
+        char prefixed[ERROR_LOG_MAX_MSG + 32];
+        snprintf(prefixed, sizeof prefixed, "gpulet-runtime: %s", msg);
+        write_error_log(log, prefixed);
+    }
 }
 
 static const char *find_bundle(int argc, char **argv, int command)
@@ -113,7 +239,7 @@ static int compute_spec(json_t **spec, char *path, size_t len, struct gpulet_err
     return rc;
 }
 
-static int prepare(const char *bundle)
+static int prepare(const char *bundle, const struct error_log *log)
 {
     struct gpulet_error err = {0};
     json_t *config = NULL, *spec = NULL;
@@ -135,7 +261,7 @@ static int prepare(const char *bundle)
     }
     /* A container that asks for nothing is left byte for byte as it was. */
     if (rc < 0)
-        fprintf(stderr, "gpulet-runtime: %s\n", err.msg);
+        report(log, "%s", err.msg);
     json_decref(config);
     json_decref(spec);
     return rc;
@@ -151,17 +277,18 @@ int main(int argc, char **argv)
         argv += 2;
         argc -= 2;
     }
+    int command = find_command(argc, argv);
+    struct error_log log = find_error_log(argc, argv, command);
     char runtime[PATH_MAX];
     if (find_runtime(given, runtime, sizeof runtime) < 0) {
-        fprintf(stderr, "gpulet-runtime: no runc or crun on PATH; set GPULET_RUNTIME\n");
+        report(&log, "no runc or crun on PATH; set GPULET_RUNTIME");
         return 1;
     }
-    int command = find_command(argc, argv);
     if (command > 0 && (strcmp(argv[command], "create") == 0 || strcmp(argv[command], "run") == 0) &&
-        prepare(find_bundle(argc, argv, command)) < 0)
+        prepare(find_bundle(argc, argv, command), &log) < 0)
         return 1;
     argv[0] = runtime;
     execv(runtime, argv);
-    fprintf(stderr, "gpulet-runtime: cannot run %s: %s\n", runtime, strerror(errno));
+    report(&log, "cannot run %s: %s", runtime, strerror(errno));
     return 1;
 }

@@ -4,6 +4,7 @@ mknod, real shared objects)."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -52,12 +53,12 @@ def edit(bundle, change):
     (bundle / "config.json").write_text(json.dumps(config, indent=1))
 
 
-def run(build, bundle, cdi_dir, tmp_path, name="c1", extra_env=None):
+def run(build, bundle, cdi_dir, tmp_path, name="c1", extra_env=None, globals_=()):
     env = dict(os.environ, GPULET_CDI_SPEC_DIRS=str(cdi_dir), GPULET_RUNTIME=RUNC)
     env.update(extra_env or {})
-    return subprocess.run([str(build / "gpulet-runtime"), "--root", str(tmp_path / "state"), "run",
-                           "--bundle", str(bundle), name], env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run([str(build / "gpulet-runtime"), "--root", str(tmp_path / "state"),
+                           *map(str, globals_), "run", "--bundle", str(bundle), name], env=env,
+                          capture_output=True, text=True, timeout=60)
 
 
 def devices(output):
@@ -145,14 +146,68 @@ def test_unknown_gpu_fails_the_create(build, bundle, cdi_dir, tmp_path):
     assert not (tmp_path / "state" / "c1").exists()  # runc never ran
 
 
+def json_log_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_refusals_reach_the_engines_log_file(build, bundle, cdi_dir, tmp_path):
+    """containerd shows a failed create's reason from runc's --log file
+    (JSON lines), not from stderr: gpulet's refusal must be there."""
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=GPU-not-here"))
+    log = tmp_path / "log.json"
+    log.write_text('{"level":"info","msg":"earlier","time":"2024-01-01T00:00:00Z"}\n')
+    r = run(build, bundle, cdi_dir, tmp_path, globals_=["--log", log, "--log-format", "json"])
+    assert r.returncode == 1
+    lines = json_log_lines(log)
+    assert lines[0]["msg"] == "earlier"  # appended, not truncated
+    assert len(lines) == 2 and lines[1]["level"] == "error"
+    assert lines[1]["msg"].startswith("gpulet-runtime: ")
+    assert 'for GPU "GPU-not-here"' in lines[1]["msg"] and lines[1]["msg"][16:] in r.stderr
+    # RFC 3339 in UTC, as Go's time.Time reads it
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", lines[1]["time"])
+    assert not (tmp_path / "state" / "c1").exists()  # runc never ran
+
+    text = tmp_path / "log.txt"  # runc's default format, the = forms
+    r = run(build, bundle, cdi_dir, tmp_path, globals_=[f"--log={text}", "--log-format=text"])
+    assert r.returncode == 1
+    assert re.fullmatch(r'time="[0-9T:.Z-]+" level=error msg="gpulet-runtime: .*'
+                        r'for GPU \\"GPU-not-here\\".*"\n', text.read_text())
+
+
+def test_the_log_file_is_opened_safely(build, bundle, cdi_dir, tmp_path):
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=GPU-" + "x" * 100))
+    target = tmp_path / "elsewhere"
+    target.write_text("keep\n")
+    link = tmp_path / "log.json"
+    os.symlink(target, link)
+    r = run(build, bundle, cdi_dir, tmp_path, globals_=["--log", link, "--log-format", "json"])
+    assert r.returncode == 1 and "cannot write the error to the log" in r.stderr
+    assert target.read_text() == "keep\n" and "GPU-xxx" in r.stderr  # still said on stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no reader: must neither block nor write
+    r = run(build, bundle, cdi_dir, tmp_path, globals_=["--log", fifo, "--log-format", "json"])
+    assert r.returncode == 1 and "cannot write the error to the log" in r.stderr
+    deep = tmp_path / "/".join(["d" * 200] * 18)  # a 3.6 kB bundle path, no config.json
+    deep.mkdir(parents=True)
+    log = tmp_path / "real.json"
+    r = subprocess.run([str(build / "gpulet-runtime"), "--log", str(log), "--log-format", "json",
+                        "create", "--bundle", str(deep), "c1"], capture_output=True, text=True,
+                       env=dict(os.environ, GPULET_RUNTIME=RUNC), timeout=60)
+    assert r.returncode == 1
+    (line,) = json_log_lines(log)
+    assert "dddd" in line["msg"] and len(line["msg"]) <= 4096  # a bounded message
+
+
 def test_hostile_bundles_fail_safely(build, bundle, cdi_dir, tmp_path):
     outside = tmp_path / "outside.json"
     outside.write_text((bundle / "config.json").read_text())
     (bundle / "config.json").unlink()
     os.symlink(outside, bundle / "config.json")
     before = outside.read_bytes()
-    r = run(build, bundle, cdi_dir, tmp_path)
+    log = tmp_path / "log.json"
+    r = run(build, bundle, cdi_dir, tmp_path, globals_=["--log", log, "--log-format", "json"])
     assert r.returncode == 1 and "is a symbolic link; refusing to read it" in r.stderr
+    assert "is a symbolic link; refusing to read it" in json_log_lines(log)[0]["msg"]
     assert outside.read_bytes() == before
     (bundle / "config.json").unlink()
     (bundle / "config.json").write_text('{"ociVersion": "1.0.2", "process": {"env": [')

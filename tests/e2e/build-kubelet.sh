@@ -1,0 +1,63 @@
+#!/bin/sh
+# Builds a real kubelet v1.20.2 from Debian's `kubernetes` source package,
+# once: the binary, the source tree and the Go cache live in CACHE (outside
+# the source tree) and are reused. Prints the kubelet's path on success.
+# Exit 77 (with one line on stderr) when this machine cannot build it.
+set -eu
+CACHE=${1:?usage: build-kubelet.sh CACHE_DIR}
+mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd)
+BIN=$CACHE/kubelet-v1.20.2
+if [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q 'v1.20.2'; then
+    echo "$BIN"; exit 0
+fi
+skip() { echo "e2e: skipped: $*" >&2; exit 77; }
+command -v apt-get >/dev/null || skip "no apt-get on this machine"
+
+export DEBIAN_FRONTEND=noninteractive
+need=""
+command -v go >/dev/null || need="$need golang-go"
+command -v dpkg-source >/dev/null || need="$need dpkg-dev"
+if [ -n "$need" ]; then
+    apt-get install -y -q $need >/dev/null || skip "cannot install$need"
+fi
+
+SRC=$CACHE/src
+if [ ! -d "$SRC/kubernetes/cmd/kubelet" ]; then
+    # A deb-src entry with the machine's own URIs and suites.
+    if ! apt-get source --print-uris kubernetes >/dev/null 2>&1; then
+        list=/etc/apt/sources.list.d/gpulet-e2e-src.sources
+        found=0
+        for f in /etc/apt/sources.list.d/*.sources; do
+            [ -e "$f" ] && [ "$f" != "$list" ] || continue
+            sed 's/^Types:.*/Types: deb-src/' "$f"; echo; found=1
+        done > "$list.tmp"
+        if [ "$found" = 0 ] && [ -f /etc/apt/sources.list ]; then
+            grep '^deb ' /etc/apt/sources.list | sed 's/^deb /deb-src /' > /etc/apt/sources.list.d/gpulet-e2e-src.list || true
+            rm -f "$list.tmp"
+        else
+            mv "$list.tmp" "$list"
+        fi
+        apt-get update -q >/dev/null 2>&1 || true
+    fi
+    rm -rf "$SRC.tmp"; mkdir -p "$SRC.tmp"
+    (cd "$SRC.tmp" && apt-get source -q kubernetes >/dev/null 2>&1) \
+        || { rm -rf "$SRC.tmp"; skip "apt-get source kubernetes failed (no deb-src reachable)"; }
+    dir=$(find "$SRC.tmp" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -n 1)
+    [ -n "$dir" ] || skip "apt-get source kubernetes gave no tree"
+    mv "$dir" "$SRC.tmp/kubernetes"
+    rm -rf "$SRC"; mv "$SRC.tmp" "$SRC"
+fi
+
+# GOPATH mode, as upstream 1.20 built (module mode fails on the vendor tree).
+GOPATH=$CACHE/gopath
+mkdir -p "$GOPATH/src/k8s.io"
+ln -sfn "$SRC/kubernetes" "$GOPATH/src/k8s.io/kubernetes"
+export GOPATH GOCACHE="$CACHE/gocache" GO111MODULE=off CGO_ENABLED=0 GOPROXY=off GOFLAGS= GOTOOLCHAIN=local
+V=k8s.io/kubernetes/vendor/k8s.io/component-base/version
+cd "$GOPATH/src/k8s.io/kubernetes"
+go build -tags selinux,notest \
+    -ldflags "-s -w -X $V.gitVersion=v1.20.2 -X $V.gitMajor=1 -X $V.gitMinor=20 -X $V.gitTreeState=clean" \
+    -o "$BIN.tmp" ./cmd/kubelet >&2
+mv "$BIN.tmp" "$BIN"
+echo "$BIN"

@@ -1,0 +1,473 @@
+"""A real Kubernetes node for the e2e suite: Debian's containerd and runc,
+a real kubelet v1.20.2 in standalone mode (static pods, read-only port) and
+gpulet on a simulated DGX A100, all under one run folder and stopped by
+PID. Images are made locally (no registry is reachable)."""
+import hashlib
+import io
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tarfile
+import time
+import urllib.request
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NAMESPACE = "gpulet-e2e"
+NODE_NAME = "gpulet-e2e-node"
+RESOURCE = "nvidia.com/gpu"
+DRIVER_VERSION = "550.90.07"  # the dgx-a100 fixture's driver
+DRIVER_LIBS = ["libcuda", "libnvidia-ml", "libnvidia-ptxjitcompiler"]
+BUSYBOX_IMAGE = "docker.io/gpulet-e2e/busybox:1"
+PAUSE_IMAGE = "docker.io/gpulet-e2e/pause:1"
+READ_ONLY_PORT = 10255
+RECOVERY_S = 10  # long enough to look at the node while the GPU is out
+# Fixed in kubelet 1.20 (pluginapi.KubeletSocket), whatever --root-dir says.
+PLUGIN_DIR = pathlib.Path("/var/lib/kubelet/device-plugins")
+SHIM_STATE = pathlib.Path("/run/containerd")
+
+PAUSE_C = r"""
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void stop(int sig) { (void)sig; _exit(0); }
+static void reap(int sig) { (void)sig; while (waitpid(-1, NULL, WNOHANG) > 0) {} }
+int main(void)
+{
+    signal(SIGINT, stop);
+    signal(SIGTERM, stop);
+    signal(SIGCHLD, reap);
+    for (;;)
+        pause();
+}
+"""
+
+
+def wait_for(what, check, timeout, interval=0.02):
+    """Polls check() until it returns something true; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def klog_time(line):
+    """Seconds of the day of a klog line (I0520 05:33:17.123456 ...)."""
+    m = re.match(r"[IWEF]\d{4} (\d\d):(\d\d):(\d\d\.\d+)", line)
+    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]) if m else None
+
+
+def docker_archive(path, tag, files, config):
+    """A docker-save tarball with one layer made of files: {path: (mode, bytes or
+    ('link', target))}."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as t:
+        for name, (mode, content) in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.mtime = 0
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, mode
+                t.addfile(info)
+            elif isinstance(content, tuple):
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, content[1], 0o777
+                t.addfile(info)
+            else:
+                info.size, info.mode = len(content), mode
+                t.addfile(info, io.BytesIO(content))
+    layer = layer.getvalue()
+    diff = hashlib.sha256(layer).hexdigest()
+    conf = json.dumps({"architecture": "amd64", "os": "linux", "config": config,
+                       "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff}"]}}).encode()
+    conf_name = hashlib.sha256(conf).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": conf_name, "RepoTags": [tag],
+                            "Layers": [f"{diff}/layer.tar"]}]).encode()
+    with tarfile.open(path, "w") as t:
+        for name, data in ((f"{diff}/layer.tar", layer), (conf_name, conf),
+                           ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+
+
+def make_images(work):
+    """The pause and busybox images as docker-save tarballs."""
+    src = work / "pause.c"
+    src.write_text(PAUSE_C)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(work / "pause"), str(src)], check=True)
+    pause = work / "pause.tar"
+    docker_archive(pause, PAUSE_IMAGE, {"pause": (0o755, (work / "pause").read_bytes())},
+                   {"Entrypoint": ["/pause"]})
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    files = {"bin": (0o755, None), "etc": (0o755, None), "tmp": (0o1777, None),
+             "bin/busybox": (0o755, pathlib.Path(busybox).read_bytes())}
+    files.update({f"bin/{a}": (0o777, ("link", "busybox")) for a in applets if a != "busybox"})
+    box = work / "busybox.tar"
+    docker_archive(box, BUSYBOX_IMAGE, files,
+                   {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                                           "/usr/bin:/sbin:/bin"]})
+    return [pause, box]
+
+
+def make_driver_root(root):
+    """A fake driver root for the simulated driver: real shared objects with
+    sonames and an ld cache, device nodes made with mknod."""
+    lib = root / "usr/lib/x86_64-linux-gnu"
+    lib.mkdir(parents=True)
+    (root / "etc").mkdir()
+    src = root / "x.c"
+    src.write_text("int gpulet_fake;\n")
+    for name in DRIVER_LIBS:
+        subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{name}.so.1", "-o",
+                        str(lib / f"{name}.so.{DRIVER_VERSION}"), str(src)], check=True)
+    (root / "etc/ld.so.conf").write_text("/usr/lib/x86_64-linux-gnu\n")
+    subprocess.run([shutil.which("ldconfig") or "/sbin/ldconfig", "-r", str(root)], check=True)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/nvidia-smi").write_text("#!/bin/sh\n")
+    (root / "dev").mkdir()
+    os.mknod(root / "dev/nvidiactl", 0o666 | stat.S_IFCHR, os.makedev(195, 255))
+    for minor in range(8):
+        os.mknod(root / f"dev/nvidia{minor}", 0o666 | stat.S_IFCHR, os.makedev(195, minor))
+
+
+class Node:
+    def __init__(self, build, kubelet, run_dir):
+        self.build = pathlib.Path(build)
+        self.kubelet_bin = kubelet
+        self.dir = pathlib.Path(run_dir)
+        self.sock = self.dir / "containerd.sock"
+        self.kubelet_root = self.dir / "kubelet"
+        self.plugin_dir = PLUGIN_DIR
+        self.created_var_lib_kubelet = not PLUGIN_DIR.parent.exists()
+        # the shims' and runc's state, fixed in containerd 1.6 whatever its config says
+        self.created_run_containerd = not SHIM_STATE.exists()
+        self.checkpoint = self.plugin_dir / "kubelet_internal_checkpoint"
+        self.manifests = self.dir / "manifests"
+        self.state_file = self.dir / "sim-state.yaml"
+        self.metrics_port = free_port()
+        self.procs = {}  # name -> Popen
+        self.kubelet_starts = 0
+        self.kubelet_log = None
+        self.gpulet_log = self.dir / "gpulet.log"
+        self.gpulet_started = None
+        self.node = yaml.safe_load((ROOT / "sim/nodes/dgx-a100.yaml").read_text())
+        self.uuids = [g["uuid"] for g in self.node["gpus"]]
+
+    # ---- processes ----
+    def spawn(self, name, argv, log, env=None):
+        out = open(log, "ab")
+        self.procs[name] = subprocess.Popen([str(a) for a in argv], stdout=out,
+                                            stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+        out.close()
+        return self.procs[name]
+
+    def stop(self, name, timeout=30):
+        p = self.procs.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+    def alive(self, name):
+        p = self.procs.get(name)
+        return p is not None and p.poll() is None
+
+    def ctr(self, *args, check=True, timeout=60):
+        return subprocess.run(["ctr", "--address", str(self.sock), "-n", "k8s.io", *map(str, args)],
+                              capture_output=True, text=True, check=check, timeout=timeout)
+
+    # ---- containerd ----
+    def start_containerd(self):
+        cdi = self.dir / "cdi"
+        cdi.mkdir()
+        driver = self.dir / "driver"
+        make_driver_root(driver)
+        self.driver_root = driver
+        r = subprocess.run([self.build / "gpulet", "--simulate", "dgx-a100", "cdi", "generate",
+                            "--driver-root", driver, "--output", cdi / "nvidia.yaml",
+                            "--hook-path", (self.build / "gpulet-hook").resolve()],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        conf = self.dir / "containerd" / "config.toml"
+        conf.parent.mkdir()
+        conf.write_text(f"""version = 2
+root = "{self.dir}/containerd/root"
+state = "{self.dir}/containerd/state"
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "native"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "{self.dir}/cni/bin"
+  conf_dir = "{self.dir}/cni/net.d"
+""")
+        # The standalone kubelet has no RuntimeClass: nvidia is the default.
+        r = subprocess.run([self.build / "gpulet", "runtime", "configure", "--runtime",
+                            "containerd", "--config", conf, "--set-as-default"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        self.containerd_config = conf
+        env = dict(os.environ, GPULET_CDI_SPEC_DIRS=str(cdi))
+        self.spawn("containerd", ["containerd", "--config", conf], self.dir / "containerd.log",
+                   env=env)
+        wait_for("containerd's socket", lambda: self.ctr("version", check=False).returncode == 0
+                 or not self.alive("containerd"), 30, 0.05)
+        assert self.alive("containerd"), (self.dir / "containerd.log").read_text()[-3000:]
+        for tarball in make_images(self.dir):
+            self.ctr("images", "import", "--snapshotter", "native", tarball)
+
+    # ---- the kubelet ----
+    def kubelet_config(self):
+        conf = self.dir / "kubelet-config.yaml"
+        conf.write_text(yaml.safe_dump({
+            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+            "staticPodPath": str(self.manifests), "fileCheckFrequency": "1s",
+            "cgroupDriver": "cgroupfs", "failSwapOn": False,
+            "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
+            "authorization": {"mode": "AlwaysAllow"},
+            "address": "127.0.0.1", "readOnlyPort": READ_ONLY_PORT,
+            "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
+            "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%",
+                             "imagefs.available": "1%"},
+        }))
+        return conf
+
+    def another_kubelet(self):
+        """True when a kubelet not ours serves the fixed device-plugin folder."""
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(PLUGIN_DIR / "kubelet.sock"))
+                return True
+            except OSError:
+                return False
+
+    def start_kubelet(self):
+        self.manifests.mkdir(exist_ok=True)
+        self.kubelet_starts += 1
+        self.kubelet_log = self.dir / f"kubelet-{self.kubelet_starts}.log"
+        self.spawn("kubelet", [self.kubelet_bin, "--config", self.kubelet_config(),
+                               "--root-dir", self.kubelet_root, "--cert-dir", self.kubelet_root / "pki",
+                               "--container-runtime=remote",
+                               f"--container-runtime-endpoint=unix://{self.sock}",
+                               f"--hostname-override={NODE_NAME}", "--v=4"],
+                   self.kubelet_log)
+        wait_for("the kubelet's registration socket",
+                 lambda: (self.plugin_dir / "kubelet.sock").exists() or not self.alive("kubelet"),
+                 60, 0.02)
+        assert self.alive("kubelet"), self.kubelet_log.read_text()[-3000:]
+        wait_for("the kubelet's read-only port", lambda: self.pods(check=False) is not None, 30, 0.1)
+
+    def stop_kubelet(self):
+        self.stop("kubelet")
+
+    def log(self):
+        return self.kubelet_log.read_text(errors="replace")
+
+    def log_lines(self, pattern):
+        return [l for l in self.log().splitlines() if re.search(pattern, l)]
+
+    # ---- gpulet ----
+    def start_gpulet(self):
+        self.state_file.write_text("gpus: {}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
+        env["GPULET_SIM_STATE"] = str(self.state_file)
+        self.gpulet_started = time.time()
+        self.spawn("gpulet", [self.build / "gpulet", "--simulate", "dgx-a100", "run",
+                              "--device-plugin-dir", self.plugin_dir,
+                              "--labels-file", self.dir / "labels" / "gfd",
+                              "--metrics-address", f"127.0.0.1:{self.metrics_port}",
+                              "--collect-interval", "500",
+                              "--pod-resources-socket",
+                              self.kubelet_root / "pod-resources" / "kubelet.sock",
+                              "--health-recovery-period", f"{RECOVERY_S}s"],
+                   self.gpulet_log, env=env)
+
+    def kill_gpulet(self):
+        """As a crash would: SIGKILL, nothing cleaned up."""
+        p = self.procs.pop("gpulet")
+        p.kill()
+        p.wait(10)
+
+    def inject(self, state):
+        tmp = self.dir / "sim-state.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(state))
+        os.replace(tmp, self.state_file)
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    # ---- what the kubelet says ----
+    def read_checkpoint(self):
+        """(registered healthy devices, pod entries) from the device manager's
+        checkpoint, or None before it holds gpulet's resource."""
+        try:
+            data = json.loads(self.checkpoint.read_text())["Data"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return (data.get("RegisteredDevices") or {}).get(RESOURCE), data.get("PodDeviceEntries") or []
+
+    def registered(self):
+        cp = self.read_checkpoint()
+        return cp[0] if cp and cp[0] is not None else None
+
+    def allocated(self, pod_uid):
+        cp = self.read_checkpoint() or (None, [])
+        ids = []
+        for e in cp[1]:
+            if e["PodUID"] == pod_uid and e["ResourceName"] == RESOURCE:
+                d = e["DeviceIDs"]  # per NUMA node since 1.20, a list before
+                ids += [i for v in d.values() for i in v] if isinstance(d, dict) else d
+        return sorted(ids)
+
+    def pods(self, check=True):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{READ_ONLY_PORT}/pods", timeout=5) as r:
+                return json.loads(r.read())["items"] or []
+        except OSError:
+            if check:
+                raise
+            return None
+
+    def pod(self, name):
+        full = f"{name}-{NODE_NAME}"
+        for p in self.pods() or []:
+            if p["metadata"]["name"] == full and p["metadata"]["namespace"] == NAMESPACE:
+                return p
+        return None
+
+    # ---- static pods ----
+    def add_pod(self, name, gpus=0, cpu=None, env=None,
+                command="trap 'exit 0' TERM; while :; do sleep 1; done"):
+        container = {"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                     "command": ["sh", "-c", command],
+                     "env": [{"name": k, "value": v} for k, v in (env or {}).items()]}
+        limits = {RESOURCE: str(gpus)} if gpus else {}
+        if cpu:
+            limits["cpu"] = cpu
+        if limits:
+            container["resources"] = {"limits": limits}
+        manifest = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": NAMESPACE},
+                    "spec": {"hostNetwork": True, "restartPolicy": "Never",
+                             "terminationGracePeriodSeconds": 5, "containers": [container]}}
+        tmp = self.dir / f".{name}.json"
+        tmp.write_text(json.dumps(manifest))
+        os.replace(tmp, self.manifests / f"{name}.json")
+
+    def remove_pod(self, name):
+        (self.manifests / f"{name}.json").unlink(missing_ok=True)
+        wait_for(f"pod {name} to go", lambda: self.pod(name) is None, 60, 0.1)
+
+    def running_container(self, name, timeout=60):
+        def check():
+            p = self.pod(name)
+            for s in (p or {}).get("status", {}).get("containerStatuses", []):
+                if "running" in s.get("state", {}):
+                    return p, s["containerID"].split("://", 1)[1]
+            return None
+        return wait_for(f"pod {name} running", check, timeout, 0.1)
+
+    def exec(self, container_id, command):
+        r = self.ctr("tasks", "exec", "--exec-id", f"e2e{time.monotonic_ns()}", container_id,
+                     "sh", "-c", command, check=False)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def tasks(self):
+        r = self.ctr("tasks", "ls", "-q", check=False)
+        return r.stdout.split() if r.returncode == 0 else []
+
+    # ---- the end ----
+    def teardown(self):
+        """Every pod gone before the kubelet stops, then each process by PID,
+        then what the run left: mounts under the run folder, shims of this
+        containerd, pod logs of this namespace."""
+        if self.manifests.exists():
+            for m in self.manifests.glob("*.json"):
+                m.unlink()
+        if self.alive("kubelet") and self.alive("containerd"):
+            try:
+                wait_for("every task to end", lambda: not self.tasks(), 60, 0.2)
+            except AssertionError:
+                pass  # still stop everything below
+        for name in ("kubelet", "gpulet", "containerd"):
+            self.stop(name)
+        for pid in self.shims():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for mount in sorted(self.mounts(), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+        if self.created_var_lib_kubelet:
+            shutil.rmtree(PLUGIN_DIR.parent, ignore_errors=True)
+        if self.created_run_containerd:  # empty folders only: nothing of anyone else's
+            for d in sorted((p for p in SHIM_STATE.rglob("*") if p.is_dir()), reverse=True):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+            try:
+                SHIM_STATE.rmdir()
+            except OSError:
+                pass
+        for pattern in (f"/var/log/pods/{NAMESPACE}_*", f"/var/log/containers/*_{NAMESPACE}_*"):
+            for p in pathlib.Path("/").glob(pattern.lstrip("/")):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+
+    def shims(self):
+        """PIDs of containerd shims started by this run's containerd."""
+        pids = []
+        for p in pathlib.Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                argv = (p / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and \
+                    str(self.sock).encode() in argv:
+                pids.append(int(p.name))
+        return pids
+
+    def mounts(self):
+        prefix = str(self.dir) + "/"
+        out = []
+        for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(prefix):
+                out.append(point)
+        return out
