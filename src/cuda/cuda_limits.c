@@ -1,0 +1,374 @@
+/* The interposer's bookkeeping; see cuda_limits.h. */
+#include "cuda/cuda_limits.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define GLC_MAGIC 0x474c4331U /* "GLC1" */
+
+struct glc_proc {
+    int32_t pid;
+    uint64_t start; /* the process's start time, so a reused PID is not taken for it */
+    uint64_t used;
+};
+
+struct glc_shared {
+    uint32_t magic;
+    pthread_mutex_t lock;
+    uint64_t used;
+    int64_t tokens_ns;
+    uint64_t refilled_ns;
+    struct glc_proc procs[GLC_MAX_PROCS];
+};
+
+struct glc_file {
+    struct glc_shared *s;
+    bool mapped;
+    int slot; /* this process's slot, -1 until it takes memory */
+    int32_t pid;
+};
+
+int glc_parse_size(const char *text, uint64_t *bytes)
+{
+    if (text == NULL || *text < '0' || *text > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0)
+        return -1;
+    static const struct {
+        const char *suffix;
+        uint64_t mult;
+    } units[] = {{"", 1},          {"Ki", 1ULL << 10}, {"Mi", 1ULL << 20}, {"Gi", 1ULL << 30},
+                 {"Ti", 1ULL << 40}, {"K", 1000},      {"M", 1000000},     {"G", 1000000000ULL},
+                 {"T", 1000000000000ULL}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].suffix) == 0) {
+            uint64_t r;
+            if (__builtin_mul_overflow((uint64_t)v, units[i].mult, &r) || r == 0)
+                return -1;
+            *bytes = r;
+            return 0;
+        }
+    return -1;
+}
+
+int glc_parse_percent(const char *text, unsigned int *pct)
+{
+    if (text == NULL || *text < '0' || *text > '9')
+        return -1;
+    char *end;
+    unsigned long v = strtoul(text, &end, 10);
+    if (*end != '\0' || v < 1 || v > 100)
+        return -1;
+    *pct = (unsigned int)v;
+    return 0;
+}
+
+static void init_shared(struct glc_shared *s)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&s->lock, &a);
+    pthread_mutexattr_destroy(&a);
+    __atomic_store_n(&s->magic, GLC_MAGIC, __ATOMIC_RELEASE);
+}
+
+static struct glc_shared *map_file(const char *dir, const char *name, char *msg, size_t msg_len)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(msg, msg_len, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct glc_shared *s = NULL;
+    struct stat st;
+    /* The flock orders the first process's initialisation before anyone
+     * maps the file. */
+    if (flock(fd, LOCK_EX) < 0 || fstat(fd, &st) < 0) {
+        snprintf(msg, msg_len, "cannot lock %s: %s", path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode) ||
+               (st.st_size != 0 && st.st_size != (off_t)sizeof *s)) {
+        snprintf(msg, msg_len, "%s is not a gpulet state file (remove it)", path);
+    } else if (st.st_size == 0 && ftruncate(fd, (off_t)sizeof *s) < 0) {
+        snprintf(msg, msg_len, "cannot size %s: %s", path, strerror(errno));
+    } else {
+        s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (s == MAP_FAILED) {
+            s = NULL;
+            snprintf(msg, msg_len, "cannot map %s: %s", path, strerror(errno));
+        } else if (st.st_size == 0) {
+            init_shared(s);
+        } else if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != GLC_MAGIC) {
+            snprintf(msg, msg_len, "%s is not a gpulet state file (remove it)", path);
+            munmap(s, sizeof *s);
+            s = NULL;
+        }
+    }
+    close(fd);
+    return s;
+}
+
+struct glc_file *glc_open(const char *dir, const char *name, char *msg, size_t msg_len)
+{
+    struct glc_file *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        snprintf(msg, msg_len, "out of memory");
+        return NULL;
+    }
+    f->slot = -1;
+    f->pid = (int32_t)getpid();
+    if (dir && dir[0]) {
+        f->s = map_file(dir, name, msg, msg_len);
+        f->mapped = true;
+    } else {
+        f->s = calloc(1, sizeof *f->s);
+        if (f->s)
+            init_shared(f->s);
+        else
+            snprintf(msg, msg_len, "out of memory");
+    }
+    if (f->s == NULL) {
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void glc_close(struct glc_file *f)
+{
+    if (f == NULL)
+        return;
+    if (f->mapped)
+        munmap(f->s, sizeof *f->s);
+    else {
+        pthread_mutex_destroy(&f->s->lock);
+        free(f->s);
+    }
+    free(f);
+}
+
+static void lock(struct glc_shared *s)
+{
+    /* A process that died holding the lock may have left the total off
+     * from the slots: recount. */
+    if (pthread_mutex_lock(&s->lock) == EOWNERDEAD) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < GLC_MAX_PROCS; i++)
+            sum += s->procs[i].used;
+        s->used = sum;
+        pthread_mutex_consistent(&s->lock);
+    }
+}
+
+/* Field 22 of /proc/PID/stat: when the process started; 0 if it is gone. */
+static uint64_t start_time(int32_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static void reclaim_dead(struct glc_shared *s)
+{
+    for (size_t i = 0; i < GLC_MAX_PROCS; i++) {
+        struct glc_proc *p = &s->procs[i];
+        if (p->pid == 0)
+            continue;
+        if ((kill(p->pid, 0) < 0 && errno == ESRCH) || start_time(p->pid) != p->start) {
+            s->used -= p->used < s->used ? p->used : s->used;
+            *p = (struct glc_proc){0};
+        }
+    }
+}
+
+/* This process's slot; -1 when all are held by live processes. */
+static int own_slot(struct glc_file *f)
+{
+    struct glc_shared *s = f->s;
+    if (f->slot >= 0 && s->procs[f->slot].pid == f->pid)
+        return f->slot;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < GLC_MAX_PROCS; i++)
+            if (s->procs[i].pid == f->pid || s->procs[i].pid == 0) {
+                if (s->procs[i].pid == 0)
+                    s->procs[i] = (struct glc_proc){f->pid, start_time(f->pid), 0};
+                return f->slot = i;
+            }
+        reclaim_dead(s);
+    }
+    return -1;
+}
+
+bool glc_reserve(struct glc_file *f, uint64_t bytes, uint64_t limit)
+{
+    struct glc_shared *s = f->s;
+    lock(s);
+    uint64_t after;
+    bool fits = !__builtin_add_overflow(s->used, bytes, &after) && after <= limit;
+    if (!fits) {
+        reclaim_dead(s);
+        fits = !__builtin_add_overflow(s->used, bytes, &after) && after <= limit;
+    }
+    int slot = fits ? own_slot(f) : -1;
+    if (slot >= 0) {
+        s->procs[slot].used += bytes;
+        s->used += bytes;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return slot >= 0;
+}
+
+void glc_release(struct glc_file *f, uint64_t bytes)
+{
+    struct glc_shared *s = f->s;
+    lock(s);
+    int slot = own_slot(f);
+    if (slot >= 0) {
+        uint64_t n = bytes < s->procs[slot].used ? bytes : s->procs[slot].used;
+        s->procs[slot].used -= n;
+        s->used -= n < s->used ? n : s->used;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t glc_used(struct glc_file *f)
+{
+    lock(f->s);
+    uint64_t used = f->s->used;
+    pthread_mutex_unlock(&f->s->lock);
+    return used;
+}
+
+uint64_t glc_charge(struct glc_file *f, unsigned int pct, uint64_t cost_ns, uint64_t burst_ns,
+                    uint64_t now_ns)
+{
+    struct glc_shared *s = f->s;
+    lock(s);
+    if (s->refilled_ns == 0 || now_ns < s->refilled_ns)
+        s->refilled_ns = now_ns;
+    int64_t gain = (int64_t)((now_ns - s->refilled_ns) * pct / 100);
+    s->refilled_ns = now_ns;
+    s->tokens_ns = s->tokens_ns + gain > (int64_t)burst_ns ? (int64_t)burst_ns : s->tokens_ns + gain;
+    /* Whoever comes after waits for this charge: a launch never waits for
+     * its own cost, only for the debt before it. */
+    uint64_t wait = s->tokens_ns < 0 ? (uint64_t)(-s->tokens_ns) * 100 / pct : 0;
+    s->tokens_ns -= (int64_t)(cost_ns > INT64_MAX / 4 ? INT64_MAX / 4 : cost_ns);
+    pthread_mutex_unlock(&s->lock);
+    return wait;
+}
+
+uint64_t glc_array_bytes(uint64_t w, uint64_t h, uint64_t d, uint64_t elem_bytes,
+                         unsigned int channels, unsigned int levels)
+{
+    uint64_t total = 0;
+    if (levels == 0)
+        levels = 1;
+    for (unsigned int l = 0; l < levels && l < 64; l++) {
+        uint64_t lw = w >> l ? w >> l : 1, lh = h >> l ? h >> l : 1, ld = d >> l ? d >> l : 1, b;
+        if (__builtin_mul_overflow(lw, lh, &b) || __builtin_mul_overflow(b, ld, &b) ||
+            __builtin_mul_overflow(b, elem_bytes, &b) || __builtin_mul_overflow(b, channels, &b) ||
+            __builtin_add_overflow(total, b, &total))
+            return UINT64_MAX;
+    }
+    return total;
+}
+
+/* ---- the allocation map: open addressing, linear probing ---- */
+
+static size_t hash(uint32_t kind, uint64_t key, size_t cap)
+{
+    uint64_t x = (key ^ ((uint64_t)kind << 59)) * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(x >> 20) & (cap - 1);
+}
+
+static int grow(struct glc_map *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 256;
+    if (m->live * 4 < m->cap)
+        cap = m->cap; /* mostly tombstones: rebuild at the same size */
+    struct glc_entry *e = calloc(cap, sizeof *e);
+    if (e == NULL)
+        return -1;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->e[i].kind != 0 && m->e[i].kind != UINT32_MAX) {
+            size_t j = hash(m->e[i].kind, m->e[i].key, cap);
+            while (e[j].kind != 0)
+                j = (j + 1) & (cap - 1);
+            e[j] = m->e[i];
+        }
+    free(m->e);
+    m->e = e;
+    m->cap = cap;
+    m->used = m->live;
+    return 0;
+}
+
+int glc_map_put(struct glc_map *m, uint32_t kind, uint64_t key, int dev, uint64_t bytes)
+{
+    if ((m->used + 1) * 4 > m->cap * 3 && grow(m) < 0)
+        return -1;
+    size_t i = hash(kind, key, m->cap);
+    while (m->e[i].kind != 0 && m->e[i].kind != UINT32_MAX) {
+        if (m->e[i].kind == kind && m->e[i].key == key) {
+            m->e[i].dev = dev;
+            m->e[i].bytes = bytes;
+            return 0;
+        }
+        i = (i + 1) & (m->cap - 1);
+    }
+    if (m->e[i].kind == 0)
+        m->used++;
+    m->e[i] = (struct glc_entry){key, kind, dev, bytes};
+    m->live++;
+    return 0;
+}
+
+bool glc_map_take(struct glc_map *m, uint32_t kind, uint64_t key, int *dev, uint64_t *bytes)
+{
+    if (m->cap == 0)
+        return false;
+    size_t i = hash(kind, key, m->cap);
+    while (m->e[i].kind != 0) {
+        if (m->e[i].kind == kind && m->e[i].key == key) {
+            *dev = m->e[i].dev;
+            *bytes = m->e[i].bytes;
+            m->e[i].kind = UINT32_MAX;
+            m->live--;
+            return true;
+        }
+        i = (i + 1) & (m->cap - 1);
+    }
+    return false;
+}
+
+void glc_map_free(struct glc_map *m)
+{
+    free(m->e);
+    *m = (struct glc_map){0};
+}

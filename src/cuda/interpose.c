@@ -1,0 +1,1072 @@
+/*
+ * libgpulet-cuda.so: loaded before libcuda.so.1 (LD_PRELOAD or
+ * /etc/ld.so.preload), it holds the processes of a container to a memory
+ * limit and a compute share per GPU (docs/sharing.md). Programs reach the
+ * driver three ways and each is covered: direct calls land on the
+ * functions below; dlsym() and cuGetProcAddress(_v2) answers that are one
+ * of the driver's functions watched here are swapped for the watcher.
+ * Everything else passes through untouched. Without a limit in the
+ * environment nothing is counted.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cuda/cuda_abi.h"
+#include "cuda/cuda_limits.h"
+#include "nvml/nvml_abi.h"
+
+#define API __attribute__((visibility("default")))
+#define MAX_DEVS 64
+#define KERNEL_TABLE 1024
+/* GPU time a container may bank while idle, per percent of share. */
+#define BURST_NS_PER_PCT 200000ULL
+
+enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX };
+
+/* Every watched driver function: its name in libcuda.so.1, where the real
+ * one is kept and the watcher that replaces it. */
+#define WATCHED(X)                                                                                \
+    X(cuMemAlloc_v2) X(cuMemAllocPitch_v2) X(cuMemAllocManaged) X(cuMemFree_v2)                   \
+    X(cuMemAllocAsync) X(cuMemAllocAsync_ptsz) X(cuMemAllocFromPoolAsync)                        \
+    X(cuMemAllocFromPoolAsync_ptsz) X(cuMemFreeAsync) X(cuMemFreeAsync_ptsz)                      \
+    X(cuArrayCreate_v2) X(cuArray3DCreate_v2) X(cuArrayDestroy) X(cuMipmappedArrayCreate)         \
+    X(cuMipmappedArrayDestroy) X(cuMemCreate) X(cuMemRelease) X(cuMemGetInfo_v2)                  \
+    X(cuCtxCreate_v2) X(cuCtxDestroy_v2) X(cuDevicePrimaryCtxRetain)                              \
+    X(cuDevicePrimaryCtxRelease_v2) X(cuLaunchKernel) X(cuLaunchKernel_ptsz) X(cuLaunchKernelEx)  \
+    X(cuLaunchKernelEx_ptsz) X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz)       \
+    X(cuGraphLaunch) X(cuGraphLaunch_ptsz) X(cuGetProcAddress) X(cuGetProcAddress_v2)
+
+/* Driver functions the interposer calls itself. */
+typedef CUresult (*pfn_ctx_get_device)(CUdevice *);
+typedef CUresult (*pfn_init)(unsigned int);
+typedef CUresult (*pfn_count)(int *);
+typedef CUresult (*pfn_uuid)(CUuuid *, CUdevice);
+typedef CUresult (*pfn_event_create)(CUevent *, unsigned int);
+typedef CUresult (*pfn_event_destroy)(CUevent);
+typedef CUresult (*pfn_event_record)(CUevent, CUstream);
+typedef CUresult (*pfn_event_sync)(CUevent);
+typedef CUresult (*pfn_elapsed)(float *, CUevent, CUevent);
+
+struct device {
+    uint64_t limit;      /* 0: none */
+    unsigned int share;  /* 0: none */
+    bool opened;
+    struct glc_file *file;
+    char uuid[48];       /* "GPU-..." as NVML writes it */
+    unsigned int primary_refs;
+};
+
+/* The interposer's state; it lives as long as the process. */
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static void *(*real_dlsym)(void *, const char *);
+static void *libcuda;
+static bool active; /* some limit is set */
+static int log_level = 1;
+static uint64_t context_bytes = 64ULL << 20;
+static const char *state_dir;
+static struct device devs[MAX_DEVS];
+static struct glc_map allocations;
+static bool told_memory, told_file;
+
+#define REAL_PTR(name) static void (*real_##name)(void);
+WATCHED(REAL_PTR)
+static pfn_ctx_get_device real_ctx_get_device;
+static pfn_init real_init;
+static pfn_count real_count;
+static pfn_uuid real_uuid;
+static pfn_event_create real_event_create;
+static pfn_event_destroy real_event_destroy;
+static pfn_event_record real_event_record;
+static pfn_event_sync real_event_sync;
+static pfn_elapsed real_elapsed;
+
+static void say(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(int level, const char *fmt, ...)
+{
+    if (level > log_level)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "gpulet-cuda: %s\n", line);
+}
+
+static void *lookup(const char *name)
+{
+    return libcuda ? real_dlsym(libcuda, name) : NULL;
+}
+
+static void read_env(void)
+{
+    const char *lvl = getenv("GPULET_CUDA_LOG");
+    if (lvl)
+        log_level = strcmp(lvl, "error") == 0  ? 0
+                    : strcmp(lvl, "debug") == 0 ? 2
+                    : strcmp(lvl, "off") == 0   ? -1
+                                                : 1;
+    state_dir = getenv("GPULET_CUDA_STATE_DIR");
+    uint64_t v;
+    unsigned int pct;
+    const char *s = getenv("GPULET_CUDA_CONTEXT_SIZE");
+    if (s && glc_parse_size(s, &v) == 0)
+        context_bytes = v;
+    const char *all = getenv("GPULET_CUDA_MEMORY_LIMIT");
+    const char *all_share = getenv("GPULET_CUDA_COMPUTE_SHARE");
+    if (all && glc_parse_size(all, &v) < 0)
+        say(0, "ignoring GPULET_CUDA_MEMORY_LIMIT=%s: not a size like 10Gi, 512Mi or bytes", all);
+    if (all_share && glc_parse_percent(all_share, &pct) < 0)
+        say(0, "ignoring GPULET_CUDA_COMPUTE_SHARE=%s: not a percent from 1 to 100", all_share);
+    for (int d = 0; d < MAX_DEVS; d++) {
+        char name[64];
+        snprintf(name, sizeof name, "GPULET_CUDA_MEMORY_LIMIT_%d", d);
+        const char *one = getenv(name);
+        if (one && glc_parse_size(one, &v) == 0)
+            devs[d].limit = v;
+        else if (one)
+            say(0, "ignoring %s=%s: not a size like 10Gi, 512Mi or bytes", name, one);
+        else if (all && glc_parse_size(all, &v) == 0)
+            devs[d].limit = v;
+        snprintf(name, sizeof name, "GPULET_CUDA_COMPUTE_SHARE_%d", d);
+        one = getenv(name);
+        if (one && glc_parse_percent(one, &pct) == 0)
+            devs[d].share = pct < 100 ? pct : 0;
+        else if (one)
+            say(0, "ignoring %s=%s: not a percent from 1 to 100", name, one);
+        else if (all_share && glc_parse_percent(all_share, &pct) == 0)
+            devs[d].share = pct < 100 ? pct : 0;
+        active = active || devs[d].limit || devs[d].share;
+    }
+}
+
+static void init(void)
+{
+    /* dlsym itself is watched, so the real one comes by version. */
+    real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+    if (real_dlsym == NULL)
+        real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+    libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (libcuda == NULL)
+        libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    read_env();
+#define RESOLVE(name) real_##name = (void (*)(void))lookup(#name);
+    WATCHED(RESOLVE)
+    real_ctx_get_device = (pfn_ctx_get_device)lookup("cuCtxGetDevice");
+    real_init = (pfn_init)lookup("cuInit");
+    real_count = (pfn_count)lookup("cuDeviceGetCount");
+    real_uuid = (pfn_uuid)lookup("cuDeviceGetUuid_v2");
+    real_event_create = (pfn_event_create)lookup("cuEventCreate");
+    real_event_destroy = (pfn_event_destroy)lookup("cuEventDestroy_v2");
+    real_event_record = (pfn_event_record)lookup("cuEventRecord");
+    real_event_sync = (pfn_event_sync)lookup("cuEventSynchronize");
+    real_elapsed = (pfn_elapsed)lookup("cuEventElapsedTime");
+}
+
+static void ensure_init(void)
+{
+    pthread_once(&once, init);
+}
+
+/* The state of device dev, opened on first use; NULL when it has no
+ * limit, or its file cannot be used (said once; the limit then holds for
+ * this process alone). */
+static struct glc_file *device_file(int dev)
+{
+    if (dev < 0 || dev >= MAX_DEVS || (devs[dev].limit == 0 && devs[dev].share == 0))
+        return NULL;
+    struct device *d = &devs[dev];
+    if (__atomic_load_n(&d->opened, __ATOMIC_ACQUIRE))
+        return d->file;
+    pthread_mutex_lock(&lock);
+    if (!d->opened) {
+        CUuuid u;
+        char name[64] = "";
+        if (real_uuid && real_uuid(&u, dev) == CUDA_SUCCESS) {
+            const unsigned char *b = (const unsigned char *)u.bytes;
+            snprintf(name, sizeof name,
+                     "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                     b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+                     b[12], b[13], b[14], b[15]);
+        } else {
+            snprintf(name, sizeof name, "device-%d", dev);
+        }
+        snprintf(d->uuid, sizeof d->uuid, "%s", name);
+        char msg[512];
+        d->file = glc_open(state_dir, name, msg, sizeof msg);
+        if (d->file == NULL && state_dir) {
+            if (!told_file)
+                say(0, "%s; the limits of device %d hold for this process alone", msg, dev);
+            told_file = true;
+            d->file = glc_open(NULL, name, msg, sizeof msg);
+        }
+        __atomic_store_n(&d->opened, true, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&lock);
+    return d->file;
+}
+
+static int current_device(void)
+{
+    CUdevice d;
+    return real_ctx_get_device && real_ctx_get_device(&d) == CUDA_SUCCESS ? d : -1;
+}
+
+static bool has_limit(int dev)
+{
+    return dev >= 0 && dev < MAX_DEVS && devs[dev].limit != 0;
+}
+
+/* Takes bytes of dev's limit; false (said once) when they do not fit. */
+static bool take(int dev, uint64_t bytes, const char *call)
+{
+    if (!has_limit(dev))
+        return true;
+    struct glc_file *f = device_file(dev);
+    if (f == NULL || glc_reserve(f, bytes, devs[dev].limit))
+        return f != NULL;
+    pthread_mutex_lock(&lock);
+    bool first = !told_memory;
+    told_memory = true;
+    pthread_mutex_unlock(&lock);
+    say(first ? 1 : 2,
+        "memory limit reached: %s of %llu bytes on device %d refused with "
+        "CUDA_ERROR_OUT_OF_MEMORY (limit %llu, in use %llu)%s",
+        call, (unsigned long long)bytes, dev, (unsigned long long)devs[dev].limit,
+        (unsigned long long)glc_used(f), first ? "; further refusals are logged at debug" : "");
+    return false;
+}
+
+static void give(int dev, uint64_t bytes)
+{
+    struct glc_file *f = has_limit(dev) ? device_file(dev) : NULL;
+    if (f)
+        glc_release(f, bytes);
+}
+
+static void remember(enum map_kind kind, uint64_t key, int dev, uint64_t bytes)
+{
+    pthread_mutex_lock(&lock);
+    int r = glc_map_put(&allocations, kind, key, dev, bytes);
+    pthread_mutex_unlock(&lock);
+    if (r < 0) /* cannot track it, so cannot credit it later: keep it counted */
+        say(0, "out of memory tracking an allocation; its bytes stay counted");
+}
+
+/* Gives back what (kind, key) held, if it was counted. */
+static void forget(enum map_kind kind, uint64_t key)
+{
+    int dev;
+    uint64_t bytes;
+    pthread_mutex_lock(&lock);
+    bool found = glc_map_take(&allocations, kind, key, &dev, &bytes);
+    pthread_mutex_unlock(&lock);
+    if (found)
+        give(dev, bytes);
+}
+
+#define REAL(name, type) ((type)real_##name)
+
+/* ---- allocations ---- */
+
+typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t);
+
+static CUresult counted_alloc(int dev, uint64_t bytes, const char *call, CUresult r_if_refused,
+                              CUresult (*call_real)(void *), void *args, enum map_kind kind,
+                              const void *key_out)
+{
+    if (!active || !has_limit(dev))
+        return call_real(args);
+    if (!take(dev, bytes, call))
+        return r_if_refused;
+    CUresult r = call_real(args);
+    uint64_t key; /* the pointer or handle the driver wrote: 64 bits */
+    memcpy(&key, key_out, sizeof key);
+    if (r != CUDA_SUCCESS)
+        give(dev, bytes);
+    else
+        remember(kind, key, dev, bytes);
+    return r;
+}
+
+struct alloc_args {
+    void (*fn)(void);
+    CUdeviceptr *dptr;
+    size_t bytes;
+    unsigned int flags;
+    void *extra;
+};
+
+static CUresult call_alloc(void *a)
+{
+    struct alloc_args *x = a;
+    return ((alloc_fn)x->fn)(x->dptr, x->bytes);
+}
+
+static CUresult plain_alloc(void (*fn)(void), CUdeviceptr *dptr, size_t bytes, const char *call)
+{
+    ensure_init();
+    if (fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (dptr == NULL)
+        return ((alloc_fn)fn)(dptr, bytes);
+    struct alloc_args a = {fn, dptr, bytes, 0, NULL};
+    return counted_alloc(active ? current_device() : -1, bytes, call, CUDA_ERROR_OUT_OF_MEMORY,
+                         call_alloc, &a, M_PTR, dptr);
+}
+
+API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes)
+{
+    ensure_init();
+    return plain_alloc(real_cuMemAlloc_v2, dptr, bytes, "cuMemAlloc");
+}
+
+static CUresult call_managed(void *a)
+{
+    struct alloc_args *x = a;
+    return ((CUresult(*)(CUdeviceptr *, size_t, unsigned int))x->fn)(x->dptr, x->bytes, x->flags);
+}
+
+/* Managed memory is counted where it is made: it may all move to the GPU. */
+API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes, unsigned int flags)
+{
+    ensure_init();
+    if (real_cuMemAllocManaged == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    struct alloc_args a = {real_cuMemAllocManaged, dptr, bytes, flags, NULL};
+    if (dptr == NULL)
+        return call_managed(&a);
+    return counted_alloc(active ? current_device() : -1, bytes, "cuMemAllocManaged",
+                         CUDA_ERROR_OUT_OF_MEMORY, call_managed, &a, M_PTR, dptr);
+}
+
+/* The pitch is known only afterwards: the allocation is taken back when
+ * what the driver chose does not fit. */
+API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width, size_t height,
+                                unsigned int elem)
+{
+    ensure_init();
+    typedef CUresult (*fn)(CUdeviceptr *, size_t *, size_t, size_t, unsigned int);
+    if (real_cuMemAllocPitch_v2 == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int dev = active ? current_device() : -1;
+    uint64_t guess;
+    if (!has_limit(dev) || dptr == NULL || pitch == NULL ||
+        __builtin_mul_overflow((uint64_t)width, (uint64_t)height, &guess))
+        return REAL(cuMemAllocPitch_v2, fn)(dptr, pitch, width, height, elem);
+    if (!take(dev, guess, "cuMemAllocPitch"))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult r = REAL(cuMemAllocPitch_v2, fn)(dptr, pitch, width, height, elem);
+    if (r != CUDA_SUCCESS) {
+        give(dev, guess);
+        return r;
+    }
+    uint64_t bytes;
+    if (__builtin_mul_overflow((uint64_t)*pitch, (uint64_t)height, &bytes))
+        bytes = UINT64_MAX;
+    if (bytes > guess && !take(dev, bytes - guess, "cuMemAllocPitch")) {
+        CUresult (*rfree)(CUdeviceptr) = (CUresult(*)(CUdeviceptr))real_cuMemFree_v2;
+        if (rfree)
+            rfree(*dptr);
+        give(dev, guess);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    if (bytes < guess)
+        give(dev, guess - bytes);
+    remember(M_PTR, *dptr, dev, bytes);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemFree_v2(CUdeviceptr ptr)
+{
+    ensure_init();
+    if (real_cuMemFree_v2 == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUdeviceptr))real_cuMemFree_v2)(ptr);
+    if (r == CUDA_SUCCESS && active && ptr)
+        forget(M_PTR, ptr);
+    return r;
+}
+
+struct async_args {
+    void (*fn)(void);
+    CUdeviceptr *dptr;
+    size_t bytes;
+    CUmemoryPool pool;
+    CUstream stream;
+};
+
+static CUresult call_async(void *a)
+{
+    struct async_args *x = a;
+    return ((CUresult(*)(CUdeviceptr *, size_t, CUstream))x->fn)(x->dptr, x->bytes, x->stream);
+}
+
+static CUresult call_pool(void *a)
+{
+    struct async_args *x = a;
+    return ((CUresult(*)(CUdeviceptr *, size_t, CUmemoryPool, CUstream))x->fn)(
+        x->dptr, x->bytes, x->pool, x->stream);
+}
+
+/* Stream-ordered allocations are counted when asked for and credited
+ * when freed (the pool may keep the memory a while longer). */
+static CUresult async_alloc(void (*fn)(void), bool from_pool, CUdeviceptr *dptr, size_t bytes,
+                            CUmemoryPool pool, CUstream s)
+{
+    if (fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    struct async_args a = {fn, dptr, bytes, pool, s};
+    CUresult (*call)(void *) = from_pool ? call_pool : call_async;
+    if (dptr == NULL)
+        return call(&a);
+    return counted_alloc(active ? current_device() : -1, bytes,
+                         from_pool ? "cuMemAllocFromPoolAsync" : "cuMemAllocAsync",
+                         CUDA_ERROR_OUT_OF_MEMORY, call, &a, M_PTR, dptr);
+}
+
+API CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s)
+{
+    ensure_init();
+    return async_alloc(real_cuMemAllocAsync, false, dptr, bytes, NULL, s);
+}
+
+API CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s)
+{
+    ensure_init();
+    return async_alloc(real_cuMemAllocAsync_ptsz, false, dptr, bytes, NULL, s);
+}
+
+API CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool,
+                                     CUstream s)
+{
+    ensure_init();
+    return async_alloc(real_cuMemAllocFromPoolAsync, true, dptr, bytes, pool, s);
+}
+
+API CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool,
+                                          CUstream s)
+{
+    ensure_init();
+    return async_alloc(real_cuMemAllocFromPoolAsync_ptsz, true, dptr, bytes, pool, s);
+}
+
+static CUresult free_async(void (*fn)(void), CUdeviceptr ptr, CUstream s)
+{
+    if (fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUdeviceptr, CUstream))fn)(ptr, s);
+    if (r == CUDA_SUCCESS && active)
+        forget(M_PTR, ptr);
+    return r;
+}
+
+API CUresult cuMemFreeAsync(CUdeviceptr ptr, CUstream s)
+{
+    ensure_init();
+    return free_async(real_cuMemFreeAsync, ptr, s);
+}
+
+API CUresult cuMemFreeAsync_ptsz(CUdeviceptr ptr, CUstream s)
+{
+    ensure_init();
+    return free_async(real_cuMemFreeAsync_ptsz, ptr, s);
+}
+
+/* Element bytes of an array format; formats this file does not know are
+ * counted at 16 bytes, more than any format takes. */
+static uint64_t element_bytes(int format)
+{
+    switch (format) {
+    case 0x01: case 0x08: return 1;
+    case 0x02: case 0x09: case 0x10: return 2;
+    case 0x03: case 0x0a: case 0x20: return 4;
+    }
+    return 16;
+}
+
+struct array_args {
+    void (*fn)(void);
+    void *out;
+    const void *desc;
+    unsigned int levels;
+};
+
+static CUresult call_array(void *a)
+{
+    struct array_args *x = a;
+    return ((CUresult(*)(void *, const void *))x->fn)(x->out, x->desc);
+}
+
+static CUresult call_mipmap(void *a)
+{
+    struct array_args *x = a;
+    return ((CUresult(*)(void *, const void *, unsigned int))x->fn)(x->out, x->desc, x->levels);
+}
+
+static CUresult array_alloc(void (*fn)(void), void *out, const void *desc, uint64_t bytes,
+                            unsigned int levels, enum map_kind kind, const char *call)
+{
+    if (fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    struct array_args a = {fn, out, desc, levels};
+    CUresult (*c)(void *) = kind == M_MIPMAP ? call_mipmap : call_array;
+    if (out == NULL || desc == NULL)
+        return c(&a);
+    /* The handle is written to *out; its bits are the key. */
+    return counted_alloc(active ? current_device() : -1, bytes, call, CUDA_ERROR_OUT_OF_MEMORY, c,
+                         &a, kind, out);
+}
+
+API CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *d)
+{
+    ensure_init();
+    uint64_t bytes = d ? glc_array_bytes(d->Width, d->Height, 1, element_bytes(d->Format),
+                                         d->NumChannels, 1)
+                       : 0;
+    return array_alloc(real_cuArrayCreate_v2, arr, d, bytes, 1, M_ARRAY, "cuArrayCreate");
+}
+
+API CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *d)
+{
+    ensure_init();
+    uint64_t bytes = d ? glc_array_bytes(d->Width, d->Height, d->Depth, element_bytes(d->Format),
+                                         d->NumChannels, 1)
+                       : 0;
+    return array_alloc(real_cuArray3DCreate_v2, arr, d, bytes, 1, M_ARRAY, "cuArray3DCreate");
+}
+
+API CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr, const CUDA_ARRAY3D_DESCRIPTOR *d,
+                                    unsigned int levels)
+{
+    ensure_init();
+    uint64_t bytes = d ? glc_array_bytes(d->Width, d->Height, d->Depth, element_bytes(d->Format),
+                                         d->NumChannels, levels)
+                       : 0;
+    return array_alloc(real_cuMipmappedArrayCreate, arr, d, bytes, levels, M_MIPMAP,
+                       "cuMipmappedArrayCreate");
+}
+
+static CUresult destroy_handle(void (*fn)(void), void *h, enum map_kind kind)
+{
+    if (fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(void *))fn)(h);
+    if (r == CUDA_SUCCESS && active)
+        forget(kind, (uint64_t)(uintptr_t)h);
+    return r;
+}
+
+API CUresult cuArrayDestroy(CUarray arr)
+{
+    ensure_init();
+    return destroy_handle(real_cuArrayDestroy, arr, M_ARRAY);
+}
+
+API CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr)
+{
+    ensure_init();
+    return destroy_handle(real_cuMipmappedArrayDestroy, arr, M_MIPMAP);
+}
+
+struct vmm_args {
+    CUmemGenericAllocationHandle *h;
+    size_t bytes;
+    const CUmemAllocationProp *prop;
+    unsigned long long flags;
+};
+
+static CUresult call_vmm(void *a)
+{
+    struct vmm_args *x = a;
+    return ((CUresult(*)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
+                         unsigned long long))real_cuMemCreate)(x->h, x->bytes, x->prop, x->flags);
+}
+
+/* Physical memory of the virtual memory API, counted on the device it is
+ * made on. */
+API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t bytes,
+                         const CUmemAllocationProp *prop, unsigned long long flags)
+{
+    ensure_init();
+    if (real_cuMemCreate == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    struct vmm_args a = {h, bytes, prop, flags};
+    if (h == NULL || prop == NULL || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE)
+        return call_vmm(&a);
+    return counted_alloc(active ? prop->location.id : -1, bytes, "cuMemCreate",
+                         CUDA_ERROR_OUT_OF_MEMORY, call_vmm, &a, M_VMM, h);
+}
+
+API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
+{
+    ensure_init();
+    if (real_cuMemRelease == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUmemGenericAllocationHandle))real_cuMemRelease)(h);
+    if (r == CUDA_SUCCESS && active)
+        forget(M_VMM, h);
+    return r;
+}
+
+/* ---- contexts: each holds driver memory no allocation call shows ---- */
+
+API CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    ensure_init();
+    typedef CUresult (*fn)(CUcontext *, unsigned int, CUdevice);
+    if (real_cuCtxCreate_v2 == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!active || !has_limit(dev) || pctx == NULL)
+        return REAL(cuCtxCreate_v2, fn)(pctx, flags, dev);
+    if (!take(dev, context_bytes, "cuCtxCreate"))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult r = REAL(cuCtxCreate_v2, fn)(pctx, flags, dev);
+    if (r != CUDA_SUCCESS)
+        give(dev, context_bytes);
+    else
+        remember(M_CTX, (uint64_t)(uintptr_t)*pctx, dev, context_bytes);
+    return r;
+}
+
+API CUresult cuCtxDestroy_v2(CUcontext ctx)
+{
+    ensure_init();
+    return destroy_handle(real_cuCtxDestroy_v2, ctx, M_CTX);
+}
+
+API CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
+{
+    ensure_init();
+    typedef CUresult (*fn)(CUcontext *, CUdevice);
+    if (real_cuDevicePrimaryCtxRetain == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!active || !has_limit(dev) || pctx == NULL)
+        return REAL(cuDevicePrimaryCtxRetain, fn)(pctx, dev);
+    pthread_mutex_lock(&lock);
+    bool first = devs[dev].primary_refs == 0;
+    pthread_mutex_unlock(&lock);
+    if (first && !take(dev, context_bytes, "cuDevicePrimaryCtxRetain"))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult r = REAL(cuDevicePrimaryCtxRetain, fn)(pctx, dev);
+    pthread_mutex_lock(&lock);
+    if (r == CUDA_SUCCESS)
+        devs[dev].primary_refs++;
+    pthread_mutex_unlock(&lock);
+    if (r != CUDA_SUCCESS && first)
+        give(dev, context_bytes);
+    return r;
+}
+
+API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
+{
+    ensure_init();
+    if (real_cuDevicePrimaryCtxRelease_v2 == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUdevice))real_cuDevicePrimaryCtxRelease_v2)(dev);
+    if (r == CUDA_SUCCESS && active && has_limit(dev)) {
+        pthread_mutex_lock(&lock);
+        bool last = devs[dev].primary_refs > 0 && --devs[dev].primary_refs == 0;
+        pthread_mutex_unlock(&lock);
+        if (last)
+            give(dev, context_bytes);
+    }
+    return r;
+}
+
+/* ---- the views: the limit is the total, the budget left is free ---- */
+
+static void clamp(int dev, uint64_t *free_bytes, uint64_t *total)
+{
+    struct glc_file *f = has_limit(dev) ? device_file(dev) : NULL;
+    if (f == NULL)
+        return;
+    uint64_t used = glc_used(f), limit = devs[dev].limit;
+    uint64_t left = used < limit ? limit - used : 0;
+    *total = limit;
+    if (*free_bytes > left)
+        *free_bytes = left;
+}
+
+API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
+{
+    ensure_init();
+    if (real_cuMemGetInfo_v2 == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(size_t *, size_t *))real_cuMemGetInfo_v2)(free_bytes, total);
+    if (r == CUDA_SUCCESS && active) {
+        uint64_t f = *free_bytes, t = *total;
+        clamp(current_device(), &f, &t);
+        *free_bytes = (size_t)f;
+        *total = (size_t)t;
+    }
+    return r;
+}
+
+/* The real NVML functions: from the library linked or opened before, or
+ * as dlsym handed them out. */
+static void *real_nvml_mem, *real_nvml_mem_v2, *real_nvml_uuid;
+
+static void *nvml_real(void **slot, const char *name)
+{
+    void *r = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (r == NULL) {
+        void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_NOLOAD);
+        r = h ? real_dlsym(h, name) : real_dlsym(RTLD_NEXT, name);
+        if (h)
+            dlclose(h);
+        __atomic_store_n(slot, r, __ATOMIC_RELEASE);
+    }
+    return r;
+}
+
+/* The CUDA ordinal of an NVML device, by UUID; -1 when not visible. */
+static int nvml_ordinal(nvmlDevice_t dev)
+{
+    nvmlReturn_t (*get_uuid)(nvmlDevice_t, char *, unsigned int) =
+        (nvmlReturn_t(*)(nvmlDevice_t, char *, unsigned int))nvml_real(&real_nvml_uuid,
+                                                                        "nvmlDeviceGetUUID");
+    char uuid[96];
+    int count = 0;
+    if (get_uuid == NULL || get_uuid(dev, uuid, sizeof uuid) != NVML_SUCCESS || real_init == NULL ||
+        real_init(0) != CUDA_SUCCESS || real_count == NULL || real_count(&count) != CUDA_SUCCESS)
+        return -1;
+    for (int d = 0; d < count && d < MAX_DEVS; d++) {
+        if (!has_limit(d) || device_file(d) == NULL)
+            continue;
+        if (strcmp(devs[d].uuid, uuid) == 0)
+            return d;
+    }
+    return -1;
+}
+
+API nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t dev, nvmlMemory_t *mem)
+{
+    ensure_init();
+    nvmlReturn_t (*fn)(nvmlDevice_t, nvmlMemory_t *) = (nvmlReturn_t(*)(
+        nvmlDevice_t, nvmlMemory_t *))nvml_real(&real_nvml_mem, "nvmlDeviceGetMemoryInfo");
+    if (fn == NULL)
+        return NVML_ERROR_FUNCTION_NOT_FOUND;
+    nvmlReturn_t r = fn(dev, mem);
+    if (r == NVML_SUCCESS && active) {
+        uint64_t f = mem->free, t = mem->total;
+        clamp(nvml_ordinal(dev), &f, &t);
+        if (t != mem->total) {
+            mem->total = t;
+            mem->free = f;
+            mem->used = t - f;
+        }
+    }
+    return r;
+}
+
+API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t dev, nvmlMemory_v2_t *mem)
+{
+    ensure_init();
+    nvmlReturn_t (*fn)(nvmlDevice_t, nvmlMemory_v2_t *) = (nvmlReturn_t(*)(
+        nvmlDevice_t, nvmlMemory_v2_t *))nvml_real(&real_nvml_mem_v2, "nvmlDeviceGetMemoryInfo_v2");
+    if (fn == NULL)
+        return NVML_ERROR_FUNCTION_NOT_FOUND;
+    nvmlReturn_t r = fn(dev, mem);
+    if (r == NVML_SUCCESS && active) {
+        uint64_t f = mem->free, t = mem->total;
+        clamp(nvml_ordinal(dev), &f, &t);
+        if (t != mem->total) {
+            mem->total = t;
+            mem->free = f;
+            mem->reserved = 0;
+            mem->used = t - f;
+        }
+    }
+    return r;
+}
+
+/* ---- compute share ----
+ *
+ * A launch is charged the GPU time it takes, from a token bucket filled
+ * at the share of wall time and shared by the container's processes. The
+ * time of a kernel (per thread) or a graph is measured with a pair of
+ * events on its first launches and on every 64th after, and predicted
+ * from that in between. */
+
+struct kernel_cost {
+    uint64_t key;
+    double ns_per_unit;
+    uint64_t launches;
+};
+
+static struct kernel_cost costs[KERNEL_TABLE];
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+static void pause_ns(uint64_t ns)
+{
+    struct timespec t = {(time_t)(ns / 1000000000ULL), (long)(ns % 1000000000ULL)};
+    while (nanosleep(&t, &t) < 0 && errno == EINTR)
+        ;
+}
+
+/* Runs launch, charging dev's bucket; measure decides whether this launch
+ * is timed with events. */
+static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream,
+                          CUresult (*launch)(void *), void *args)
+{
+    struct glc_file *f = device_file(dev);
+    if (f == NULL)
+        return launch(args);
+    unsigned int pct = devs[dev].share;
+    pthread_mutex_lock(&lock);
+    struct kernel_cost *c = &costs[(key >> 4) % KERNEL_TABLE];
+    if (c->key != key)
+        *c = (struct kernel_cost){key, 0, 0};
+    bool measure = c->launches < 3 || c->launches % 64 == 0;
+    double predicted = c->ns_per_unit * (double)units;
+    c->launches++;
+    pthread_mutex_unlock(&lock);
+
+    uint64_t wait = glc_charge(f, pct, measure ? 0 : (uint64_t)predicted, BURST_NS_PER_PCT * pct,
+                               now_ns());
+    if (wait)
+        pause_ns(wait);
+    CUevent e0 = NULL, e1 = NULL;
+    if (measure && (real_event_create == NULL || real_event_create(&e0, 0) != CUDA_SUCCESS ||
+                    real_event_create(&e1, 0) != CUDA_SUCCESS ||
+                    real_event_record(e0, stream) != CUDA_SUCCESS))
+        measure = false;
+    CUresult r = launch(args);
+    float ms = 0;
+    if (measure && r == CUDA_SUCCESS && real_event_record(e1, stream) == CUDA_SUCCESS &&
+        real_event_sync(e1) == CUDA_SUCCESS && real_elapsed(&ms, e0, e1) == CUDA_SUCCESS) {
+        uint64_t took = (uint64_t)((double)ms * 1e6);
+        glc_charge(f, pct, took, BURST_NS_PER_PCT * pct, now_ns());
+        pthread_mutex_lock(&lock);
+        double per = (double)took / (double)(units ? units : 1);
+        if (c->key == key)
+            c->ns_per_unit = c->ns_per_unit == 0 ? per : 0.75 * c->ns_per_unit + 0.25 * per;
+        pthread_mutex_unlock(&lock);
+    }
+    if (e0)
+        real_event_destroy(e0);
+    if (e1)
+        real_event_destroy(e1);
+    return r;
+}
+
+static bool shared_device(int *dev)
+{
+    if (!active)
+        return false;
+    *dev = current_device();
+    return *dev >= 0 && *dev < MAX_DEVS && devs[*dev].share != 0;
+}
+
+struct launch_args {
+    void (*fn)(void);
+    CUfunction f;
+    unsigned int g[3], b[3], shmem;
+    CUstream s;
+    void **params, **extra;
+    const CUlaunchConfig *cfg;
+    CUgraphExec exec;
+};
+
+static CUresult call_kernel(void *a)
+{
+    struct launch_args *x = a;
+    return ((CUresult(*)(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
+                         unsigned int, unsigned int, unsigned int, CUstream, void **,
+                         void **))x->fn)(x->f, x->g[0], x->g[1], x->g[2], x->b[0], x->b[1],
+                                         x->b[2], x->shmem, x->s, x->params, x->extra);
+}
+
+static CUresult call_coop(void *a)
+{
+    struct launch_args *x = a;
+    return ((CUresult(*)(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
+                         unsigned int, unsigned int, unsigned int, CUstream,
+                         void **))x->fn)(x->f, x->g[0], x->g[1], x->g[2], x->b[0], x->b[1],
+                                         x->b[2], x->shmem, x->s, x->params);
+}
+
+static CUresult call_ex(void *a)
+{
+    struct launch_args *x = a;
+    return ((CUresult(*)(const CUlaunchConfig *, CUfunction, void **, void **))x->fn)(
+        x->cfg, x->f, x->params, x->extra);
+}
+
+static CUresult call_graph(void *a)
+{
+    struct launch_args *x = a;
+    return ((CUresult(*)(CUgraphExec, CUstream))x->fn)(x->exec, x->s);
+}
+
+static CUresult launch(struct launch_args *a, CUresult (*call)(void *), uint64_t key)
+{
+    int dev;
+    if (a->fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!shared_device(&dev))
+        return call(a);
+    uint64_t units = (uint64_t)a->g[0] * a->g[1] * a->g[2] * a->b[0] * a->b[1] * a->b[2];
+    return throttled(dev, key, units, a->s, call, a);
+}
+
+#define KERNEL_HOOK(name, call)                                                                   \
+    API CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,            \
+                      unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,      \
+                      CUstream s, void **params, void **extra)                                    \
+    {                                                                                             \
+        ensure_init();                                                                            \
+        struct launch_args a = {real_##name, f, {gx, gy, gz}, {bx, by, bz}, shmem, s, params,     \
+                                extra, NULL, NULL};                                               \
+        return launch(&a, call, (uint64_t)(uintptr_t)f);                                          \
+    }
+
+KERNEL_HOOK(cuLaunchKernel, call_kernel)
+KERNEL_HOOK(cuLaunchKernel_ptsz, call_kernel)
+
+#define COOP_HOOK(name)                                                                           \
+    API CUresult name(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,            \
+                      unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,      \
+                      CUstream s, void **params)                                                  \
+    {                                                                                             \
+        ensure_init();                                                                            \
+        struct launch_args a = {real_##name, f, {gx, gy, gz}, {bx, by, bz}, shmem, s, params,     \
+                                NULL, NULL, NULL};                                                \
+        return launch(&a, call_coop, (uint64_t)(uintptr_t)f);                                     \
+    }
+
+COOP_HOOK(cuLaunchCooperativeKernel)
+COOP_HOOK(cuLaunchCooperativeKernel_ptsz)
+
+#define EX_HOOK(name)                                                                             \
+    API CUresult name(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)       \
+    {                                                                                             \
+        ensure_init();                                                                            \
+        struct launch_args a = {real_##name, f, {1, 1, 1}, {1, 1, 1}, 0, NULL, params, extra,     \
+                                cfg, NULL};                                                       \
+        if (cfg) {                                                                                \
+            a.g[0] = cfg->gridDimX, a.g[1] = cfg->gridDimY, a.g[2] = cfg->gridDimZ;               \
+            a.b[0] = cfg->blockDimX, a.b[1] = cfg->blockDimY, a.b[2] = cfg->blockDimZ;            \
+            a.s = cfg->hStream;                                                                   \
+        }                                                                                         \
+        return launch(&a, call_ex, (uint64_t)(uintptr_t)f);                                       \
+    }
+
+EX_HOOK(cuLaunchKernelEx)
+EX_HOOK(cuLaunchKernelEx_ptsz)
+
+#define GRAPH_HOOK(name)                                                                          \
+    API CUresult name(CUgraphExec exec, CUstream s)                                               \
+    {                                                                                             \
+        ensure_init();                                                                            \
+        struct launch_args a = {real_##name, NULL, {1, 1, 1}, {1, 1, 1}, 0, s, NULL, NULL,        \
+                                NULL, exec};                                                      \
+        return launch(&a, call_graph, (uint64_t)(uintptr_t)exec);                                 \
+    }
+
+GRAPH_HOOK(cuGraphLaunch)
+GRAPH_HOOK(cuGraphLaunch_ptsz)
+
+/* ---- the other ways in ---- */
+
+struct watched {
+    const char *name;
+    void (**real)(void);
+    void (*hook)(void);
+};
+
+#define ENTRY(name) {#name, &real_##name, (void (*)(void))name},
+API CUresult cuGetProcAddress(const char *symbol, void **pfn, int version, cuuint64_t flags);
+API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version, cuuint64_t flags,
+                                 CUdriverProcAddressQueryResult *status);
+static const struct watched watched[] = {WATCHED(ENTRY)};
+
+/* The watcher standing in for real, or real itself. */
+static void *swap(void *real)
+{
+    if (real == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof watched / sizeof watched[0]; i++) {
+        void *r;
+        memcpy(&r, watched[i].real, sizeof r);
+        if (r == real) {
+            void *h;
+            memcpy(&h, &watched[i].hook, sizeof h);
+            return h;
+        }
+    }
+    return real;
+}
+
+API CUresult cuGetProcAddress(const char *symbol, void **pfn, int version, cuuint64_t flags)
+{
+    ensure_init();
+    if (real_cuGetProcAddress == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(const char *, void **, int, cuuint64_t))real_cuGetProcAddress)(
+        symbol, pfn, version, flags);
+    if (r == CUDA_SUCCESS && pfn)
+        *pfn = swap(*pfn);
+    return r;
+}
+
+API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version, cuuint64_t flags,
+                                 CUdriverProcAddressQueryResult *status)
+{
+    ensure_init();
+    if (real_cuGetProcAddress_v2 == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(const char *, void **, int, cuuint64_t,
+                               CUdriverProcAddressQueryResult *))real_cuGetProcAddress_v2)(
+        symbol, pfn, version, flags, status);
+    if (r == CUDA_SUCCESS && pfn)
+        *pfn = swap(*pfn);
+    return r;
+}
+
+static void *nvml_hook(int version)
+{
+    void (*h)(void) = version == 2 ? (void (*)(void))nvmlDeviceGetMemoryInfo_v2
+                                   : (void (*)(void))nvmlDeviceGetMemoryInfo;
+    void *p;
+    memcpy(&p, &h, sizeof p);
+    return p;
+}
+
+API void *dlsym(void *handle, const char *name)
+{
+    ensure_init();
+    if (real_dlsym == NULL)
+        return NULL;
+    void *r = real_dlsym(handle, name);
+    if (r == NULL)
+        return r;
+    if (name[0] == 'c' && name[1] == 'u')
+        return swap(r);
+    /* NVML opened with dlopen: its memory calls are clamped too. */
+    if (strcmp(name, "nvmlDeviceGetMemoryInfo") == 0) {
+        __atomic_store_n(&real_nvml_mem, r, __ATOMIC_RELEASE);
+        return nvml_hook(0);
+    }
+    if (strcmp(name, "nvmlDeviceGetMemoryInfo_v2") == 0) {
+        __atomic_store_n(&real_nvml_mem_v2, r, __ATOMIC_RELEASE);
+        return nvml_hook(2);
+    }
+    if (strcmp(name, "nvmlDeviceGetUUID") == 0)
+        __atomic_store_n(&real_nvml_uuid, r, __ATOMIC_RELEASE);
+    return r;
+}
