@@ -194,7 +194,7 @@ API CUresult cuInit(unsigned int flags)
             r = CUDA_ERROR_NO_DEVICE;
         } else if (!node->driver_loaded || node->gpu_count == 0) {
             r = CUDA_ERROR_NO_DEVICE;
-        } else if ((shared = sim_dev_open(node, msg, sizeof msg)) == NULL) {
+        } else if ((shared = sim_dev_open(node, true, msg, sizeof msg)) == NULL) {
             fprintf(stderr, "gpulet-sim: %s\n", msg);
             r = CUDA_ERROR_UNKNOWN;
         } else {

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "nvml/nvml_abi.h"
+#include "sim_device.h"
 #include "sim_node.h"
 
 #define SIM_API __attribute__((visibility("default")))
@@ -321,6 +322,44 @@ static double wave(const struct sim_gpu *g)
     return x < 0.5 ? 2 * x : 2 - 2 * x;
 }
 
+/* ---- what programs on the simulated libcuda.so.1 do (sim_device) ---- */
+
+/* The node's shared device state, once a simulated CUDA program made it. */
+static struct sim_dev_file *cuda_state(void)
+{
+    static struct sim_dev_file *f;
+    static bool missing_logged;
+    if (f == NULL) {
+        char msg[512];
+        f = sim_dev_open(node, false, msg, sizeof msg);
+        if (f == NULL && msg[0] && !missing_logged) {
+            fprintf(stderr, "gpulet-sim: %s\n", msg);
+            missing_logged = true;
+        }
+    }
+    return f;
+}
+
+static unsigned int cuda_utilization(const struct sim_gpu *g)
+{
+    struct sim_dev_file *f = cuda_state();
+    return f ? sim_dev_utilization(f, (unsigned int)gpu_index_of(g)) : 0;
+}
+
+static unsigned long long cuda_used_mib(const struct sim_gpu *g)
+{
+    struct sim_dev_file *f = cuda_state();
+    return f ? (sim_dev_used(f, (unsigned int)gpu_index_of(g)) + MIB - 1) / MIB : 0;
+}
+
+/* Up to max CUDA processes on g, after the state file's own. */
+static size_t cuda_processes(const struct sim_gpu *g, struct sim_dev_proc *out, size_t max)
+{
+    struct sim_dev_file *f = cuda_state();
+    size_t n = f ? sim_dev_processes(f, (unsigned int)gpu_index_of(g), out, max) : 0;
+    return n < max ? n : max;
+}
+
 static unsigned int utilization(const struct sim_gpu *g)
 {
     unsigned long long v;
@@ -330,7 +369,8 @@ static unsigned int utilization(const struct sim_gpu *g)
     double swing = base < 100 - base ? base : 100 - base;
     if (swing > 15)
         swing = 15;
-    return (unsigned int)lround(base + (wave(g) - 0.5) * 2 * swing);
+    long u = lround(base + (wave(g) - 0.5) * 2 * swing) + cuda_utilization(g);
+    return (unsigned int)(u < 100 ? u : 100);
 }
 
 static unsigned int temperature(const struct sim_gpu *g)
@@ -364,7 +404,7 @@ static unsigned long long memory_used_mib(const struct sim_gpu *g)
     unsigned long long v;
     if (overridden(g, SIM_SET_MEMORY_USED, &v))
         return v;
-    unsigned long long used = g->memory_used_mib + processes_mib(g, -1);
+    unsigned long long used = g->memory_used_mib + processes_mib(g, -1) + cuda_used_mib(g);
     unsigned long long room = g->memory_mib - g->memory_reserved_mib;
     return used < room ? used : room;
 }
@@ -844,6 +884,9 @@ static nvmlReturn_t running_processes(nvmlDevice_t dev, unsigned int *count,
     for (size_t i = 0; i < s->process_count; i++)
         if (want < 0 || s->processes[i].mig == want)
             found++;
+    struct sim_dev_proc cuda[SIM_MAX_PROCESSES];
+    size_t cuda_count = want < 0 ? cuda_processes(g, cuda, SIM_MAX_PROCESSES) : 0;
+    found += (unsigned int)cuda_count;
     if (infos == NULL || *count < found) {
         *count = found;
         return leave(found ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS);
@@ -860,6 +903,11 @@ static nvmlReturn_t running_processes(nvmlDevice_t dev, unsigned int *count,
             p->mig >= 0 ? g->migs[p->mig].compute_instance_id : NVML_INSTANCE_ID_NONE;
         n++;
     }
+    for (size_t i = 0; i < cuda_count; i++, n++)
+        infos[n] = (nvmlProcessInfo_t){.pid = (unsigned int)cuda[i].pid,
+                                       .usedGpuMemory = cuda[i].used_bytes,
+                                       .gpuInstanceId = NVML_INSTANCE_ID_NONE,
+                                       .computeInstanceId = NVML_INSTANCE_ID_NONE};
     *count = n;
     return leave(NVML_SUCCESS);
 }

@@ -39,8 +39,10 @@ static int init_file(int fd, unsigned int gpu_count)
     return 0;
 }
 
-struct sim_dev_file *sim_dev_open(const struct sim_node *node, char *msg, size_t msg_len)
+struct sim_dev_file *sim_dev_open(const struct sim_node *node, bool create, char *msg,
+                                  size_t msg_len)
 {
+    msg[0] = '\0';
     char def[4096];
     const char *path = getenv("GPULET_SIM_DEVICE_STATE");
     if (path == NULL || path[0] == '\0') {
@@ -49,8 +51,10 @@ struct sim_dev_file *sim_dev_open(const struct sim_node *node, char *msg, size_t
                  (unsigned int)getuid(), node->name);
         path = def;
     }
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
     if (fd < 0) {
+        if (!create && errno == ENOENT)
+            return NULL;
         snprintf(msg, msg_len, "cannot open the simulated device state %s: %s", path,
                  strerror(errno));
         return NULL;
@@ -88,6 +92,8 @@ struct sim_dev_file *sim_dev_open(const struct sim_node *node, char *msg, size_t
         f = NULL;
     }
 out:
+    /* The mapping keeps the open file, and with it the flock: unlock. */
+    flock(fd, LOCK_UN);
     close(fd);
     return f;
 }

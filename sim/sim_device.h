@@ -46,9 +46,11 @@ struct sim_dev_file {
     struct sim_dev_gpu gpus[SIM_MAX_GPUS];
 };
 
-/* Maps the node's shared file, creating it on first use. NULL on failure,
- * with the reason in msg. */
-struct sim_dev_file *sim_dev_open(const struct sim_node *node, char *msg, size_t msg_len);
+/* Maps the node's shared file, creating it on first use when create is
+ * set. NULL on failure, with the reason in msg (empty when the file is
+ * absent and create is not set). */
+struct sim_dev_file *sim_dev_open(const struct sim_node *node, bool create, char *msg,
+                                  size_t msg_len);
 
 uint64_t sim_dev_now_ns(void);
 

@@ -119,6 +119,8 @@ static struct glc_shared *map_file(const char *dir, const char *name, char *msg,
             s = NULL;
         }
     }
+    /* The mapping keeps the open file, and with it the flock: unlock. */
+    flock(fd, LOCK_UN);
     close(fd);
     return s;
 }

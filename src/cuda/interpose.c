@@ -147,12 +147,13 @@ static void read_env(void)
     }
 }
 
+static pthread_once_t dlsym_once;
+static void find_dlsym(void);
+
 static void init(void)
 {
     /* dlsym itself is watched, so the real one comes by version. */
-    real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
-    if (real_dlsym == NULL)
-        real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+    pthread_once(&dlsym_once, find_dlsym);
     libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
     if (libcuda == NULL)
         libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
@@ -1047,16 +1048,29 @@ static void *nvml_hook(int version)
     return p;
 }
 
+static pthread_once_t dlsym_once = PTHREAD_ONCE_INIT;
+
+static void find_dlsym(void)
+{
+    real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+    if (real_dlsym == NULL)
+        real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+}
+
+/* Other preloaded libraries (sanitizers among them) call dlsym while
+ * starting: only the names of the driver make the interposer start. */
 API void *dlsym(void *handle, const char *name)
 {
-    ensure_init();
+    pthread_once(&dlsym_once, find_dlsym);
     if (real_dlsym == NULL)
         return NULL;
     void *r = real_dlsym(handle, name);
     if (r == NULL)
         return r;
-    if (name[0] == 'c' && name[1] == 'u')
+    if (name[0] == 'c' && name[1] == 'u') {
+        ensure_init();
         return swap(r);
+    }
     /* NVML opened with dlopen: its memory calls are clamped too. */
     if (strcmp(name, "nvmlDeviceGetMemoryInfo") == 0) {
         __atomic_store_n(&real_nvml_mem, r, __ATOMIC_RELEASE);
