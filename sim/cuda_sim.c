@@ -1054,8 +1054,13 @@ API CUresult cuModuleUnload(CUmodule mod)
     return CUDA_SUCCESS;
 }
 
-/* Functions live as long as the process: the program may keep using a
- * CUfunction after unloading its module, and gets an error, not a crash. */
+/* Functions live as long as the process (a program may keep using a
+ * CUfunction after unloading its module and gets an error, not a crash),
+ * so there is a bound on how many are made. */
+#define MAX_FUNCTIONS 4096
+static struct CUfunc_st *functions[MAX_FUNCTIONS];
+static size_t function_count;
+
 API CUresult cuModuleGetFunction(CUfunction *fn, CUmodule mod, const char *name)
 {
     NEED_INIT();
@@ -1066,7 +1071,11 @@ API CUresult cuModuleGetFunction(CUfunction *fn, CUmodule mod, const char *name)
     size_t len = strlen(name), i = len;
     while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9')
         i--;
-    struct CUfunc_st *f = calloc(1, sizeof *f);
+    pthread_mutex_lock(&lock);
+    struct CUfunc_st *f = function_count < MAX_FUNCTIONS ? calloc(1, sizeof *f) : NULL;
+    if (f)
+        functions[function_count++] = f;
+    pthread_mutex_unlock(&lock);
     if (f == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     f->magic = MAGIC_FUNCTION;

@@ -191,6 +191,25 @@ uint64_t sim_dev_used(struct sim_dev_file *f, unsigned int gpu)
     return used;
 }
 
+/* Spreads [start, end) over the periods it covers (a kernel longer than
+ * the periods kept counts for the last ones only). */
+static void add_busy(struct sim_dev_gpu *g, uint64_t start, uint64_t end)
+{
+    uint64_t first = start / SIM_DEV_PERIOD_NS, last = (end - 1) / SIM_DEV_PERIOD_NS;
+    if (last - first >= SIM_DEV_PERIODS)
+        first = last - SIM_DEV_PERIODS + 1;
+    for (uint64_t p = first; p <= last; p++) {
+        size_t i = p % SIM_DEV_PERIODS;
+        if (g->period[i] != p) {
+            g->period[i] = p;
+            g->period_busy_ns[i] = 0;
+        }
+        uint64_t s = start > p * SIM_DEV_PERIOD_NS ? start : p * SIM_DEV_PERIOD_NS;
+        uint64_t e = end < (p + 1) * SIM_DEV_PERIOD_NS ? end : (p + 1) * SIM_DEV_PERIOD_NS;
+        g->period_busy_ns[i] += e > s ? e - s : 0;
+    }
+}
+
 uint64_t sim_dev_enqueue(struct sim_dev_file *f, unsigned int gpu, uint64_t dur_ns)
 {
     struct sim_dev_gpu *g = &f->gpus[gpu];
@@ -204,14 +223,7 @@ uint64_t sim_dev_enqueue(struct sim_dev_file *f, unsigned int gpu, uint64_t dur_
         struct sim_dev_proc *p = own_slot(g);
         if (p)
             p->busy_ns += dur_ns;
-        uint32_t last = (g->interval_next + SIM_DEV_INTERVALS - 1) % SIM_DEV_INTERVALS;
-        if (g->interval_end[last] == start && start != 0) {
-            g->interval_end[last] = end;
-        } else {
-            g->interval_start[g->interval_next] = start;
-            g->interval_end[g->interval_next] = end;
-            g->interval_next = (g->interval_next + 1) % SIM_DEV_INTERVALS;
-        }
+        add_busy(g, start, end);
     }
     unlock(f);
     return end;
@@ -219,18 +231,17 @@ uint64_t sim_dev_enqueue(struct sim_dev_file *f, unsigned int gpu, uint64_t dur_
 
 unsigned int sim_dev_utilization(struct sim_dev_file *f, unsigned int gpu)
 {
-    const uint64_t window = 1000000000ULL;
-    uint64_t now = sim_dev_now_ns(), from = now > window ? now - window : 0, busy = 0;
+    /* The ten whole periods before the current one: the last second. */
+    const uint64_t n = 1000000000ULL / SIM_DEV_PERIOD_NS;
+    uint64_t cur = sim_dev_now_ns() / SIM_DEV_PERIOD_NS, busy = 0;
     struct sim_dev_gpu *g = &f->gpus[gpu];
     lock(f);
-    for (size_t i = 0; i < SIM_DEV_INTERVALS; i++) {
-        uint64_t s = g->interval_start[i] > from ? g->interval_start[i] : from;
-        uint64_t e = g->interval_end[i] < now ? g->interval_end[i] : now;
-        if (e > s)
-            busy += e - s;
-    }
+    for (uint64_t p = cur > n ? cur - n : 0; p < cur; p++)
+        if (g->period[p % SIM_DEV_PERIODS] == p)
+            busy += g->period_busy_ns[p % SIM_DEV_PERIODS];
     unlock(f);
-    return (unsigned int)(busy * 100 / window);
+    busy = busy * 100 / (n * SIM_DEV_PERIOD_NS);
+    return (unsigned int)(busy < 100 ? busy : 100);
 }
 
 size_t sim_dev_processes(struct sim_dev_file *f, unsigned int gpu, struct sim_dev_proc *out,

@@ -20,7 +20,8 @@
 #include "sim_node.h"
 
 #define SIM_DEV_MAX_PROCS 64
-#define SIM_DEV_INTERVALS 64
+#define SIM_DEV_PERIODS 32
+#define SIM_DEV_PERIOD_NS 100000000ULL
 
 struct sim_dev_proc {
     int32_t pid; /* 0: a free slot */
@@ -34,9 +35,9 @@ struct sim_dev_gpu {
     uint64_t used_bytes;
     uint64_t busy_until_ns;  /* CLOCK_MONOTONIC time the queued work ends */
     uint64_t busy_total_ns;
-    /* The last busy periods (adjacent kernels merged), for utilisation. */
-    uint64_t interval_start[SIM_DEV_INTERVALS], interval_end[SIM_DEV_INTERVALS];
-    uint32_t interval_next;
+    /* Busy time per 100 ms period (period p in slot p % SIM_DEV_PERIODS),
+     * for utilisation. */
+    uint64_t period[SIM_DEV_PERIODS], period_busy_ns[SIM_DEV_PERIODS];
     struct sim_dev_proc procs[SIM_DEV_MAX_PROCS];
 };
 

@@ -11,6 +11,7 @@
  *   nvml                             NVML's memory info of device 0 (old and _v2)
  *   badfree:HEX                      cuMemFree_v2 of a pointer never allocated
  *   hold                             print "holding", wait to be killed
+ *   wait                             print "waiting", read a line from stdin
  *   run:NAME:BLOCKS:THREADS:SECONDS  launch kernels back to back for a
  *   coop:... graph:...               while (cooperatively, as graphs)
  *
@@ -85,6 +86,9 @@
     X(graph_inst, "cuGraphInstantiateWithFlags", "cuGraphInstantiateWithFlags",                   \
       CUresult (*)(CUgraphExec *, CUgraph, unsigned long long))                                   \
     X(graph_launch, "cuGraphLaunch", "cuGraphLaunch", CUresult (*)(CUgraphExec, CUstream))        \
+    X(graph_exec_destroy, "cuGraphExecDestroy", "cuGraphExecDestroy", CUresult (*)(CUgraphExec)) \
+    X(graph_destroy, "cuGraphDestroy", "cuGraphDestroy", CUresult (*)(CUgraph))                   \
+    X(unload, "cuModuleUnload", "cuModuleUnload", CUresult (*)(CUmodule))                         \
     X(sync, "cuCtxSynchronize", "cuCtxSynchronize", CUresult (*)(void))
 
 #define FIELD(f, sym, base, ...) __typeof__(__VA_ARGS__) f;
@@ -260,7 +264,9 @@ static void free_all(void)
     }
 }
 
-/* Launches NAME back to back for SECONDS; prints the GPU time asked for. */
+static unsigned long long run_launches, run_wall_ns;
+
+/* Launches NAME back to back for SECONDS, synchronising every 8. */
 static CUresult run(const char *how, char **save)
 {
     char *name = strtok_r(NULL, ":", save);
@@ -273,8 +279,8 @@ static CUresult run(const char *how, char **save)
     if ((r = cu.load(&m, "sim")) != CUDA_SUCCESS || (r = cu.get_function(&f, m, name)) != CUDA_SUCCESS)
         return r;
     CUgraphExec exec = NULL;
+    CUgraph g = NULL;
     if (how[0] == 'g') {
-        CUgraph g;
         CUgraphNode n;
         CUDA_KERNEL_NODE_PARAMS p = {.func = f, .gridDimX = blocks, .gridDimY = 1, .gridDimZ = 1,
                                      .blockDimX = threads, .blockDimY = 1, .blockDimZ = 1};
@@ -297,8 +303,13 @@ static CUresult run(const char *how, char **save)
             cu.sync();
     }
     cu.sync();
-    printf("launches=%llu wall_ns=%llu ", (unsigned long long)launches,
-           (unsigned long long)(now_ns() - start));
+    if (g) {
+        cu.graph_exec_destroy(exec);
+        cu.graph_destroy(g);
+    }
+    cu.unload(m);
+    run_launches = launches;
+    run_wall_ns = now_ns() - start;
     return CUDA_SUCCESS;
 }
 
@@ -314,7 +325,8 @@ static void nvml_info(void)
     } m2 = {(unsigned int)(sizeof m2 | 2U << 24), 0, 0, 0, 0};
     void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW);
     int (*init)(void), (*by_index)(unsigned int, void **), (*info)(void *, void *),
-        (*info2)(void *, void *);
+        (*info2)(void *, void *), (*util)(void *, unsigned int *);
+    unsigned int rates[2] = {0, 0};
     void *d = NULL;
     if (h == NULL) {
         printf("nvml rc=-1\n");
@@ -324,12 +336,15 @@ static void nvml_info(void)
     *(void **)&by_index = dlsym(h, "nvmlDeviceGetHandleByIndex_v2");
     *(void **)&info = dlsym(h, "nvmlDeviceGetMemoryInfo");
     *(void **)&info2 = dlsym(h, "nvmlDeviceGetMemoryInfo_v2");
+    *(void **)&util = dlsym(h, "nvmlDeviceGetUtilizationRates");
     int r = init ? init() : -1;
     if (r == 0)
         r = by_index(0, &d);
     int r1 = r == 0 ? info(d, &m1) : r, r2 = r == 0 ? info2(d, &m2) : r;
-    printf("nvml rc=%d total=%llu free=%llu used=%llu v2rc=%d total=%llu free=%llu\n", r1,
-           m1.total, m1.free, m1.used, r2, m2.total, m2.free);
+    if (r == 0)
+        util(d, rates);
+    printf("nvml rc=%d total=%llu free=%llu used=%llu v2rc=%d total=%llu free=%llu util=%u\n",
+           r1, m1.total, m1.free, m1.used, r2, m2.total, m2.free, rates[0]);
 }
 
 int main(int argc, char **argv)
@@ -363,6 +378,11 @@ int main(int argc, char **argv)
         } else if (strcmp(op, "freeall") == 0) {
             free_all();
             printf("freeall rc=0\n");
+        } else if (strcmp(op, "wait") == 0) {
+            char line[16];
+            printf("waiting\n");
+            if (fgets(line, sizeof line, stdin) == NULL)
+                return 1;
         } else if (strcmp(op, "hold") == 0) {
             printf("holding\n");
             for (;;)
@@ -382,7 +402,7 @@ int main(int argc, char **argv)
             printf("fill rc=%d total=%zu\n", r, total);
         } else if (strcmp(op, "run") == 0 || strcmp(op, "coop") == 0 || strcmp(op, "graph") == 0) {
             r = run(op, &save);
-            printf("%s rc=%d\n", op, r);
+            printf("%s rc=%d launches=%llu wall_ns=%llu\n", op, r, run_launches, run_wall_ns);
         } else {
             r = allocate(op, &save, &bytes);
             printf("%s rc=%d bytes=%zu\n", op, r, bytes);

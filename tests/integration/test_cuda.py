@@ -1,0 +1,280 @@
+"""The simulated CUDA driver and libgpulet-cuda.so, the interposer, driven by
+tests/cuda/cudaprog.c (a driver-API program) on the simulated T4 node."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT
+
+MIB = 1 << 20
+WAYS = ["direct", "dlsym", "procaddr", "procaddr-ptsz"]
+CTX = 64 * MIB  # what the simulated driver and the interposer charge a context
+
+
+@pytest.fixture
+def cuda(build, tmp_path):
+    prog = build / "tests" / "cudaprog"
+    lib = build / "libgpulet-cuda.so"
+    for f in (prog, lib):
+        if not f.exists():
+            pytest.fail(f"{f} is missing: run `make`")
+
+    def env_for(limits, state_dir):
+        env = dict(os.environ)
+        env.update({
+            "GPULET_SIM_NODE": str(ROOT / "sim" / "nodes" / "t4-pcie.yaml"),
+            "GPULET_SIM_DEVICE_STATE": str(tmp_path / "node.device"),
+            "LD_LIBRARY_PATH": str(build / "sim" / "current"),
+            # The programs carry ASan in this build, the preloaded library not.
+            "ASAN_OPTIONS": "verify_asan_link_order=0:detect_leaks=1",
+        })
+        for k in list(env):
+            if k.startswith("GPULET_CUDA_"):
+                del env[k]
+        if limits is not None:
+            env["LD_PRELOAD"] = str(lib)
+            env["GPULET_CUDA_STATE_DIR"] = str(state_dir or tmp_path / "state")
+            os.makedirs(env["GPULET_CUDA_STATE_DIR"], exist_ok=True)
+            env.update(limits)
+        return env
+
+    class Cuda:
+        tmp = tmp_path
+
+        def run(self, way, *ops, limits=None, state_dir=None, timeout=60, check=True):
+            p = subprocess.run([str(prog), way, *ops], env=env_for(limits, state_dir),
+                               capture_output=True, text=True, timeout=timeout)
+            assert p.returncode == 0 or not check, p.stdout + p.stderr
+            return p
+
+        def start(self, way, *ops, limits=None, state_dir=None):
+            return subprocess.Popen([str(prog), way, *ops], env=env_for(limits, state_dir),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+
+    return Cuda()
+
+
+def lines(out, op):
+    return [dict(re.findall(r"(\w+)=(\d+)", l)) for l in out.splitlines() if l.startswith(op + " ")]
+
+
+def one(out, op):
+    found = lines(out, op)
+    assert found, out
+    return {k: int(v) for k, v in found[-1].items()}
+
+
+def wait_holding(proc, word="holding"):
+    """Reads the process's lines until it says word (it holds its memory,
+    or waits). A process that dies ends the wait."""
+    out = []
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        out.append(line)
+        if line.strip() == word:
+            return "".join(out)
+    raise AssertionError(f"no {word!r} line: {''.join(out)} {proc.stderr.read()}")
+
+
+# ---- the simulated driver on its own ----
+
+def test_every_kind_allocates_and_frees_on_every_way(cuda):
+    ops = ["info", "alloc:1000000", "pitch:1000:10", "managed:4096", "async:4096", "pool:4096",
+           "array:100:100", "array3d:10:10:10", "mipmap:64:64:0:4", "vmm:1", "ctx", "info",
+           "freeall", "info"]
+    for way in WAYS:
+        out = cuda.run(way, *ops).stdout
+        for l in out.splitlines():
+            assert " rc=0" in l, (way, l)
+        infos = lines(out, "info")
+        before, during, after = (int(i["free"]) for i in infos)
+        assert before == after
+        # pitch rounds to 512, the mipmap adds its levels, VMM its granularity
+        assert before - during >= 1000000 + 10 * 512 + 3 * 4096 + 40000 + 4000 + 2 * MIB + CTX
+
+
+def test_driver_errors(cuda):
+    out = cuda.run("direct", "alloc:0", "alloc:100000000000", "badfree:0x1234",
+                   "badfree:0x4000000000000000", "array:0:4", "mipmap:64:64:0:0").stdout
+    assert one(out, "alloc") == {"rc": 1, "bytes": 0} or "alloc rc=1" in out
+    rcs = [int(l.split("rc=")[1].split()[0]) for l in out.splitlines()]
+    assert rcs == [1, 2, 1, 1, 1, 1]  # INVALID_VALUE, OUT_OF_MEMORY, INVALID_VALUE...
+
+
+def test_memory_is_shared_by_the_node_and_comes_back_from_the_dead(cuda):
+    free0 = one(cuda.run("direct", "info").stdout, "info")["free"]
+    holder = cuda.start("direct", "alloc:5000000000", "hold")
+    try:
+        wait_holding(holder)
+        out = cuda.run("direct", "info", "nvml").stdout
+        # the other process holds 5 GB and its context
+        assert one(out, "info")["free"] == free0 - 5000000000 - CTX
+        nv = one(out, "nvml")
+        assert nv["used"] >= 5000000000 + 2 * CTX
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert one(cuda.run("direct", "info").stdout, "info")["free"] == free0
+
+
+# ---- the interposer ----
+
+def test_pass_through_is_byte_for_byte(cuda):
+    ops = ["info", "alloc:1000000", "pitch:1000:10", "vmm:1", "array:100:100", "info", "nvml",
+           "freeall", "alloc:100000000000", "badfree:0x1234", "run:busy_10:1:100:0.05", "info"]
+    for way in WAYS:
+        plain = cuda.run(way, *ops)
+        with_lib = cuda.run(way, *ops, limits={})
+        strip = lambda s: re.sub(r"launches=\d+ wall_ns=\d+", "", s)
+        assert strip(with_lib.stdout) == strip(plain.stdout)
+        assert with_lib.stderr == plain.stderr == ""
+
+
+LIMIT = 100 * MIB
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("kind,chunk", [
+    ("alloc", MIB), ("pitch", 1024), ("managed", 1000000), ("async", MIB), ("pool", MIB),
+    ("array", 1024), ("vmm", 2 * MIB), ("array3d", 256), ("mipmap", 512)])
+def test_limit_holds_on_every_path(cuda, way, kind, chunk):
+    fill = f"fill:{kind}:{chunk}" if kind != "mipmap" else "fill:alloc:1"
+    ops = ["info", fill, "info"]
+    if kind == "mipmap":  # 512x512 floats over 2 levels: 1.25 MiB each
+        ops = ["info"] + ["mipmap:512:512:1:2"] * 40 + ["info"]
+    out = cuda.run(way, *ops, limits={"GPULET_CUDA_MEMORY_LIMIT": "100Mi"})
+    first, last = lines(out.stdout, "info")[0], lines(out.stdout, "info")[-1]
+    assert int(first["total"]) == LIMIT
+    assert int(first["free"]) == LIMIT - CTX
+    left = int(last["free"])
+    assert left >= 0
+    if kind == "mipmap":
+        granted = [l for l in out.stdout.splitlines() if l.startswith("mipmap rc=0")]
+        refused = [l for l in out.stdout.splitlines() if l.startswith("mipmap rc=2")]
+        assert len(granted) == (LIMIT - CTX) // (512 * 512 * 4 + 256 * 256 * 4) and refused
+    else:
+        f = one(out.stdout, "fill")
+        assert f["rc"] == 2  # CUDA_ERROR_OUT_OF_MEMORY
+        assert f["total"] <= LIMIT - CTX
+    assert "memory limit reached" in out.stderr
+    assert out.stderr.count("gpulet-cuda:") == 1  # said once
+
+
+def test_per_device_limit_and_context_size(cuda):
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "1Gi", "GPULET_CUDA_MEMORY_LIMIT_0": "512Mi",
+              "GPULET_CUDA_CONTEXT_SIZE": "1Mi"}
+    out = cuda.run("direct", "info", "fill:alloc:1048576", limits=limits).stdout
+    assert one(out, "info")["total"] == 512 * MIB
+    assert one(out, "fill")["total"] == 511 * MIB
+    limits["PROG_DEVICE"] = "1"
+    limits.pop("GPULET_CUDA_MEMORY_LIMIT_0")
+    out = cuda.run("direct", "info", limits=limits).stdout
+    assert one(out, "info")["total"] == 1 << 30
+
+
+def test_bad_settings_are_said_and_ignored(cuda):
+    out = cuda.run("direct", "info", limits={"GPULET_CUDA_MEMORY_LIMIT": "lots",
+                                             "GPULET_CUDA_COMPUTE_SHARE": "250"})
+    assert "GPULET_CUDA_MEMORY_LIMIT=lots" in out.stderr
+    assert "GPULET_CUDA_COMPUTE_SHARE=250" in out.stderr
+    assert one(out.stdout, "info")["total"] == 15360 * MIB
+
+
+def test_views_are_clamped(cuda):
+    out = cuda.run("direct", "alloc:10485760", "info", "nvml",
+                   limits={"GPULET_CUDA_MEMORY_LIMIT": "1Gi"}).stdout
+    info, nv = one(out, "info"), one(out, "nvml")
+    assert info["total"] == nv["total"] == 1 << 30
+    assert info["free"] == nv["free"] == (1 << 30) - CTX - 10485760
+    assert nv["used"] == CTX + 10485760
+    assert nv["v2rc"] == 0 and out.count("total=1073741824") == 3
+
+
+@pytest.mark.parametrize("procs", [2, 8])
+def test_processes_of_a_container_share_one_limit(cuda, procs):
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "256Mi", "GPULET_CUDA_CONTEXT_SIZE": "1Mi"}
+    started = [cuda.start("direct", "wait", "fill:alloc:1048576", "hold", limits=limits)
+               for _ in range(procs)]
+    try:
+        # all have their contexts; then they fill at once
+        for p in started:
+            wait_holding(p, "waiting")
+        for p in started:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [wait_holding(p) for p in started]
+        total = sum(one(o, "fill")["total"] for o in outs)
+        # never a byte over, and the limit is reached
+        assert total == 256 * MIB - procs * MIB
+        # a latecomer does not even get a context
+        late = cuda.run("direct", "info", limits=limits, check=False)
+        assert late.returncode == 1 and late.stdout == "setup rc=2\n"
+        assert "cuDevicePrimaryCtxRetain of 1048576 bytes" in late.stderr
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()
+
+
+def test_a_killed_process_gives_its_share_back(cuda):
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "256Mi", "GPULET_CUDA_CONTEXT_SIZE": "1Mi"}
+    holder = cuda.start("direct", "fill:vmm:2097152", "hold", limits=limits)
+    try:
+        got = one(wait_holding(holder), "fill")["total"]
+        assert got == 254 * MIB
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    out = cuda.run("direct", "fill:alloc:1048576", limits=limits).stdout
+    assert one(out, "fill")["total"] == 255 * MIB
+
+
+def busy_share(out, op, kernel_ns):
+    r = one(out, op)
+    assert r["rc"] == 0
+    return r["launches"] * kernel_ns / r["wall_ns"]
+
+
+# The runs last 3 s: long enough for the +-5 % the issue asks of 10 s runs
+# (the bucket banks at most 0.2 ms per percent, a 1 ms kernel's error each).
+@pytest.mark.parametrize("op", ["run", "coop", "graph"])
+def test_compute_share_alone(cuda, op):
+    out = cuda.run("direct", f"{op}:busy_1000:1:1000:3",
+                   limits={"GPULET_CUDA_COMPUTE_SHARE": "30"}).stdout
+    assert abs(busy_share(out, op, 1000000) - 0.30) <= 0.05
+
+
+def test_compute_shares_of_two_containers(cuda):
+    a = cuda.start("procaddr", "run:busy_1000:1:1000:3", limits={"GPULET_CUDA_COMPUTE_SHARE": "30"},
+                   state_dir=cuda.tmp / "a")
+    b = cuda.start("direct", "run:busy_1000:1:1000:3", limits={"GPULET_CUDA_COMPUTE_SHARE": "70"},
+                   state_dir=cuda.tmp / "b")
+    out_a, _ = a.communicate(timeout=60)
+    out_b, _ = b.communicate(timeout=60)
+    sa, sb = busy_share(out_a, "run", 1000000), busy_share(out_b, "run", 1000000)
+    assert abs(sa - 0.30) <= 0.05 and abs(sb - 0.70) <= 0.05, (sa, sb)
+
+
+def test_without_a_share_a_program_saturates_and_nvml_sees_it(cuda):
+    holder = cuda.start("direct", "wait", "run:busy_1000:1:1000:3", "hold")
+    try:
+        wait_holding(holder, "waiting")
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        # NVML's utilisation covers the last second: it climbs to the top
+        util, deadline = 0, time.monotonic() + 2.5
+        while util < 90 and time.monotonic() < deadline:
+            util = one(cuda.run("direct", "nvml").stdout, "nvml")["util"]
+        assert util >= 90
+        out = wait_holding(holder)
+        assert busy_share(out, "run", 1000000) >= 0.9
+    finally:
+        holder.kill()
+        holder.wait()
