@@ -1057,13 +1057,18 @@ static void find_dlsym(void)
         real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
 }
 
-/* Other preloaded libraries (sanitizers among them) call dlsym while
- * starting: only the names of the driver make the interposer start. */
-API void *dlsym(void *handle, const char *name)
+static bool same(const char *a, const char *b)
 {
-    pthread_once(&dlsym_once, find_dlsym);
-    if (real_dlsym == NULL)
-        return NULL;
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+/* The lookups by handle: driver names are swapped for their watchers. No
+ * libc string functions: a sanitizer may call dlsym before its own
+ * wrappers of them work. */
+static void *by_handle(void *handle, const char *name)
+{
     void *r = real_dlsym(handle, name);
     if (r == NULL)
         return r;
@@ -1072,15 +1077,29 @@ API void *dlsym(void *handle, const char *name)
         return swap(r);
     }
     /* NVML opened with dlopen: its memory calls are clamped too. */
-    if (strcmp(name, "nvmlDeviceGetMemoryInfo") == 0) {
+    if (same(name, "nvmlDeviceGetMemoryInfo")) {
         __atomic_store_n(&real_nvml_mem, r, __ATOMIC_RELEASE);
         return nvml_hook(0);
     }
-    if (strcmp(name, "nvmlDeviceGetMemoryInfo_v2") == 0) {
+    if (same(name, "nvmlDeviceGetMemoryInfo_v2")) {
         __atomic_store_n(&real_nvml_mem_v2, r, __ATOMIC_RELEASE);
         return nvml_hook(2);
     }
-    if (strcmp(name, "nvmlDeviceGetUUID") == 0)
+    if (same(name, "nvmlDeviceGetUUID"))
         __atomic_store_n(&real_nvml_uuid, r, __ATOMIC_RELEASE);
     return r;
+}
+
+/* RTLD_NEXT means "after the caller": that lookup must leave by a tail
+ * call, so the real dlsym sees the caller's return address (the target
+ * is built with -O2 -foptimize-sibling-calls for it). Sanitizers and
+ * other interposers look up their next definitions this way. */
+API void *dlsym(void *handle, const char *name)
+{
+    pthread_once(&dlsym_once, find_dlsym);
+    if (real_dlsym == NULL)
+        return NULL;
+    if (handle == RTLD_NEXT)
+        return real_dlsym(handle, name);
+    return by_handle(handle, name);
 }
