@@ -1,0 +1,194 @@
+/* The interposer's bookkeeping (src/cuda/cuda_limits.c), under ASan: sizes,
+ * the shared per-device file with concurrent and dying processes, the
+ * token bucket, array sizes and the allocation map. */
+#include "helpers.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "cuda/cuda_limits.h"
+
+static void sizes_and_percents(void **state)
+{
+    (void)state;
+    uint64_t b;
+    unsigned int p;
+    assert_int_equal(glc_parse_size("10Gi", &b), 0);
+    assert_true(b == 10ULL << 30);
+    assert_int_equal(glc_parse_size("512Mi", &b), 0);
+    assert_true(b == 512ULL << 20);
+    assert_int_equal(glc_parse_size("4096", &b), 0);
+    assert_true(b == 4096);
+    assert_int_equal(glc_parse_size("2G", &b), 0);
+    assert_true(b == 2000000000ULL);
+    const char *bad[] = {"", "0", "-1", "10Q", "Gi", " 5", "99999999999999999999",
+                         "20000000Ti", "1.5Gi", NULL};
+    for (int i = 0; bad[i]; i++)
+        assert_int_equal(glc_parse_size(bad[i], &b), -1);
+    assert_int_equal(glc_parse_size(NULL, &b), -1);
+    assert_int_equal(glc_parse_percent("30", &p), 0);
+    assert_int_equal(p, 30);
+    const char *badp[] = {"0", "101", "30%", "", "-5", NULL};
+    for (int i = 0; badp[i]; i++)
+        assert_int_equal(glc_parse_percent(badp[i], &p), -1);
+}
+
+static void never_a_byte_over(void **state)
+{
+    (void)state;
+    char msg[256];
+    struct glc_file *f = glc_open(NULL, "x", msg, sizeof msg);
+    assert_non_null(f);
+    assert_true(glc_reserve(f, 60, 100));
+    assert_false(glc_reserve(f, 41, 100));
+    assert_true(glc_reserve(f, 40, 100));
+    assert_false(glc_reserve(f, 1, 100));
+    assert_false(glc_reserve(f, UINT64_MAX, UINT64_MAX)); /* overflow refused */
+    glc_release(f, 60);
+    assert_true(glc_used(f) == 40);
+    glc_release(f, 1000); /* more than held: stops at zero */
+    assert_true(glc_used(f) == 0);
+    glc_close(f);
+}
+
+/* Eight processes take one byte at a time until refused: together they
+ * get exactly the limit. Once they are dead, all of it comes back. */
+static void processes_share_exactly(void **state)
+{
+    (void)state;
+    char dir[64], msg[256];
+    temp_dir(dir, sizeof dir);
+    enum { PROCS = 8, LIMIT = 4000 };
+    int results[2], release[2];
+    assert_int_equal(pipe(results), 0);
+    assert_int_equal(pipe(release), 0);
+    for (int i = 0; i < PROCS; i++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(release[1]);
+            struct glc_file *f = glc_open(dir, "GPU-1", msg, sizeof msg);
+            int got = f ? 0 : -1;
+            while (f && glc_reserve(f, 1, LIMIT))
+                got++;
+            char c;
+            /* alive, holding, until the parent has counted */
+            if (write(results[1], &got, sizeof got) != sizeof got || read(release[0], &c, 1) < 0)
+                _exit(1);
+            _exit(0);
+        }
+    }
+    close(release[0]);
+    int total = 0;
+    for (int i = 0; i < PROCS; i++) {
+        int got;
+        assert_int_equal(read(results[0], &got, sizeof got), sizeof got);
+        assert_true(got >= 0);
+        total += got;
+    }
+    assert_int_equal(total, LIMIT);
+    close(release[1]);
+    for (int i = 0; i < PROCS; i++) {
+        int st;
+        assert_true(wait(&st) > 0);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    close(results[0]);
+    close(results[1]);
+    struct glc_file *f = glc_open(dir, "GPU-1", msg, sizeof msg);
+    assert_non_null(f);
+    assert_true(glc_reserve(f, LIMIT, LIMIT));
+    assert_true(glc_used(f) == LIMIT);
+    glc_close(f);
+}
+
+static void hostile_state_files(void **state)
+{
+    (void)state;
+    char dir[64], path[128], msg[256];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/GPU-short", dir);
+    write_file(path, "not a state file");
+    assert_null(glc_open(dir, "GPU-short", msg, sizeof msg));
+    assert_contains(msg, "not a gpulet state file");
+    snprintf(path, sizeof path, "%s/GPU-link", dir);
+    assert_int_equal(symlink("/etc/passwd", path), 0);
+    assert_null(glc_open(dir, "GPU-link", msg, sizeof msg));
+    assert_contains(msg, "cannot open");
+    snprintf(path, sizeof path, "%s/GPU-dir", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_null(glc_open(dir, "GPU-dir", msg, sizeof msg));
+    assert_null(glc_open("/nonexistent/dir", "GPU-x", msg, sizeof msg));
+}
+
+static void bucket_holds_the_share(void **state)
+{
+    (void)state;
+    char msg[256];
+    struct glc_file *f = glc_open(NULL, "b", msg, sizeof msg);
+    assert_non_null(f);
+    const uint64_t ms = 1000000, burst = 6 * ms;
+    uint64_t t = 1000 * ms, used = 0;
+    /* launches of 1 ms for 10 s of wall time at 30 %, waiting as told */
+    while (t < 11000 * ms) {
+        t += glc_charge(f, 30, ms, burst, t);
+        used += ms;
+    }
+    assert_true(used >= 2950 * ms && used <= 3050 * ms);
+    /* idle time banks no more than the burst */
+    uint64_t free_launches = 0;
+    t += 100000 * ms;
+    while (glc_charge(f, 30, ms, burst, t) == 0)
+        free_launches++;
+    assert_true(free_launches <= 7);
+    glc_close(f);
+}
+
+static void array_sizes(void **state)
+{
+    (void)state;
+    assert_true(glc_array_bytes(100, 0, 0, 4, 1, 1) == 400);
+    assert_true(glc_array_bytes(10, 10, 10, 4, 2, 1) == 8000);
+    /* 64x64 over 3 levels: 64x64 + 32x32 + 16x16 */
+    assert_true(glc_array_bytes(64, 64, 0, 1, 1, 3) == 4096 + 1024 + 256);
+    assert_true(glc_array_bytes(UINT64_MAX, 2, 1, 4, 1, 1) == UINT64_MAX);
+    assert_true(glc_array_bytes(1ULL << 40, 1ULL << 30, 1, 16, 4, 1) == UINT64_MAX);
+}
+
+static void allocation_map(void **state)
+{
+    (void)state;
+    struct glc_map m = {0};
+    for (uint64_t i = 0; i < 10000; i++)
+        assert_int_equal(glc_map_put(&m, 1 + (uint32_t)(i % 3), 0x1000 + i * 512, (int)(i % 4), i),
+                         0);
+    int dev;
+    uint64_t bytes;
+    assert_false(glc_map_take(&m, 2, 0x1000, &dev, &bytes)); /* kind matters */
+    for (uint64_t i = 0; i < 10000; i += 2) {
+        assert_true(glc_map_take(&m, 1 + (uint32_t)(i % 3), 0x1000 + i * 512, &dev, &bytes));
+        assert_true(bytes == i && dev == (int)(i % 4));
+    }
+    assert_false(glc_map_take(&m, 1, 0x1000, &dev, &bytes)); /* taken once */
+    /* tombstones do not grow the table for ever */
+    for (int round = 0; round < 50; round++) {
+        assert_int_equal(glc_map_put(&m, 5, 7, 0, 1), 0);
+        assert_true(glc_map_take(&m, 5, 7, &dev, &bytes));
+    }
+    assert_true(m.cap <= 32768);
+    assert_true(m.live == 5000);
+    glc_map_free(&m);
+    assert_false(glc_map_take(&m, 1, 1, &dev, &bytes));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(sizes_and_percents),     cmocka_unit_test(never_a_byte_over),
+        cmocka_unit_test(processes_share_exactly), cmocka_unit_test(hostile_state_files),
+        cmocka_unit_test(bucket_holds_the_share),  cmocka_unit_test(array_sizes),
+        cmocka_unit_test(allocation_map),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
