@@ -518,6 +518,8 @@ API CUresult cuCtxGetDevice(CUdevice *dev)
 
 static void wait_until(uint64_t t)
 {
+    if (t <= sim_dev_now_ns())
+        return;
     struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ULL),
                           .tv_nsec = (long)(t % 1000000000ULL)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #define GLC_MAGIC 0x474c4331U /* "GLC1" */
+#define GLC_MIN_DEBT_NS 100000LL
 
 struct glc_proc {
     int32_t pid;
@@ -278,8 +279,9 @@ uint64_t glc_charge(struct glc_file *f, unsigned int pct, uint64_t cost_ns, uint
     s->refilled_ns = now_ns;
     s->tokens_ns = s->tokens_ns + gain > (int64_t)burst_ns ? (int64_t)burst_ns : s->tokens_ns + gain;
     /* Whoever comes after waits for this charge: a launch never waits for
-     * its own cost, only for the debt before it. */
-    uint64_t wait = s->tokens_ns < 0 ? (uint64_t)(-s->tokens_ns) * 100 / pct : 0;
+     * its own cost, only for the debt before it, and only once the debt is
+     * worth a sleep (a short one costs a timer's slack, tens of us, each). */
+    uint64_t wait = s->tokens_ns < -GLC_MIN_DEBT_NS ? (uint64_t)(-s->tokens_ns) * 100 / pct : 0;
     s->tokens_ns -= (int64_t)(cost_ns > INT64_MAX / 4 ? INT64_MAX / 4 : cost_ns);
     pthread_mutex_unlock(&s->lock);
     return wait;

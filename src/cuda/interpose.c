@@ -842,6 +842,7 @@ static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream
     if (wait)
         pause_ns(wait);
     CUevent e0 = NULL, e1 = NULL;
+    uint64_t host0 = measure ? now_ns() : 0;
     if (measure && (real_event_create == NULL || real_event_create(&e0, 0) != CUDA_SUCCESS ||
                     real_event_create(&e1, 0) != CUDA_SUCCESS ||
                     real_event_record(e0, stream) != CUDA_SUCCESS))
@@ -850,7 +851,11 @@ static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream
     float ms = 0;
     if (measure && r == CUDA_SUCCESS && real_event_record(e1, stream) == CUDA_SUCCESS &&
         real_event_sync(e1) == CUDA_SUCCESS && real_elapsed(&ms, e0, e1) == CUDA_SUCCESS) {
+        uint64_t host_gap = now_ns() - host0;
+        /* On an idle GPU the events also time the launch call itself: that
+         * is the host's time, not the kernel's. */
         uint64_t took = (uint64_t)((double)ms * 1e6);
+        took = took > host_gap ? took - host_gap : 0;
         glc_charge(f, pct, took, BURST_NS_PER_PCT * pct, now_ns());
         pthread_mutex_lock(&lock);
         double per = (double)took / (double)(units ? units : 1);
