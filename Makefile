@@ -61,6 +61,7 @@ validator: build
 
 bench: build
 	@$(BUILD)/bench/bench_inventory
+	@$(BUILD)/bench/bench_cuda_interpose
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) build-image

@@ -849,9 +849,10 @@ static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream
         measure = false;
     CUresult r = launch(args);
     float ms = 0;
+    uint64_t host_gap = 0;
     if (measure && r == CUDA_SUCCESS && real_event_record(e1, stream) == CUDA_SUCCESS &&
-        real_event_sync(e1) == CUDA_SUCCESS && real_elapsed(&ms, e0, e1) == CUDA_SUCCESS) {
-        uint64_t host_gap = now_ns() - host0;
+        (host_gap = now_ns() - host0, real_event_sync(e1) == CUDA_SUCCESS) &&
+        real_elapsed(&ms, e0, e1) == CUDA_SUCCESS) {
         /* On an idle GPU the events also time the launch call itself: that
          * is the host's time, not the kernel's. */
         uint64_t took = (uint64_t)((double)ms * 1e6);
