@@ -247,6 +247,16 @@ API CUresult cuDriverGetVersion(int *version)
     return r;
 }
 
+/* The checks every device query starts with. */
+static CUresult device_query(const void *out, CUdevice dev)
+{
+    if (!ready())
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (out == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return valid_dev(dev) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+}
+
 API CUresult cuDeviceGetCount(int *count)
 {
     NEED_INIT();
@@ -258,33 +268,27 @@ API CUresult cuDeviceGetCount(int *count)
 
 API CUresult cuDeviceGet(CUdevice *dev, int ordinal)
 {
-    NEED_INIT();
-    if (dev == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_dev(ordinal))
-        return CUDA_ERROR_INVALID_DEVICE;
+    CUresult r = device_query(dev, ordinal);
+    if (r != CUDA_SUCCESS)
+        return r;
     *dev = ordinal;
     return CUDA_SUCCESS;
 }
 
 API CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
 {
-    NEED_INIT();
-    if (name == NULL || len <= 0)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_dev(dev))
-        return CUDA_ERROR_INVALID_DEVICE;
+    CUresult r = device_query(len > 0 ? name : NULL, dev);
+    if (r != CUDA_SUCCESS)
+        return r;
     snprintf(name, (size_t)len, "%s", node->gpus[visible[dev]].name);
     return CUDA_SUCCESS;
 }
 
 API CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 {
-    NEED_INIT();
-    if (bytes == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_dev(dev))
-        return CUDA_ERROR_INVALID_DEVICE;
+    CUresult r = device_query(bytes, dev);
+    if (r != CUDA_SUCCESS)
+        return r;
     *bytes = node->gpus[visible[dev]].memory_mib * MIB;
     return CUDA_SUCCESS;
 }
@@ -298,11 +302,9 @@ static int hexval(char c)
 
 API CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
 {
-    NEED_INIT();
-    if (uuid == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_dev(dev))
-        return CUDA_ERROR_INVALID_DEVICE;
+    CUresult r = device_query(uuid, dev);
+    if (r != CUDA_SUCCESS)
+        return r;
     const char *s = node->gpus[visible[dev]].uuid;
     if (strncmp(s, "GPU-", 4) == 0)
         s += 4;
@@ -324,11 +326,9 @@ API CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev)
 
 API CUresult cuDeviceGetAttribute(int *value, int attr, CUdevice dev)
 {
-    NEED_INIT();
-    if (value == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (!valid_dev(dev))
-        return CUDA_ERROR_INVALID_DEVICE;
+    CUresult r = device_query(value, dev);
+    if (r != CUDA_SUCCESS)
+        return r;
     const struct sim_gpu *g = &node->gpus[visible[dev]];
     unsigned int dom = 0, bus = 0, device = 0, fn = 0;
     sscanf(g->pci_bus_id, "%x:%x:%x.%x", &dom, &bus, &device, &fn);

@@ -748,6 +748,20 @@ static int nvml_ordinal(nvmlDevice_t dev)
     return -1;
 }
 
+/* NVML's numbers for dev, clamped to its limit; true when they changed. */
+static bool clamp_nvml(nvmlDevice_t dev, unsigned long long *total, unsigned long long *free_b,
+                       unsigned long long *used)
+{
+    uint64_t f = *free_b, t = *total;
+    clamp(nvml_ordinal(dev), &f, &t);
+    if (t == *total)
+        return false;
+    *total = t;
+    *free_b = f;
+    *used = t - f;
+    return true;
+}
+
 API nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t dev, nvmlMemory_t *mem)
 {
     ensure_init();
@@ -756,15 +770,8 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t dev, nvmlMemory_t *mem)
     if (fn == NULL)
         return NVML_ERROR_FUNCTION_NOT_FOUND;
     nvmlReturn_t r = fn(dev, mem);
-    if (r == NVML_SUCCESS && active) {
-        uint64_t f = mem->free, t = mem->total;
-        clamp(nvml_ordinal(dev), &f, &t);
-        if (t != mem->total) {
-            mem->total = t;
-            mem->free = f;
-            mem->used = t - f;
-        }
-    }
+    if (r == NVML_SUCCESS && active)
+        clamp_nvml(dev, &mem->total, &mem->free, &mem->used);
     return r;
 }
 
@@ -776,16 +783,8 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t dev, nvmlMemory_v2_t *m
     if (fn == NULL)
         return NVML_ERROR_FUNCTION_NOT_FOUND;
     nvmlReturn_t r = fn(dev, mem);
-    if (r == NVML_SUCCESS && active) {
-        uint64_t f = mem->free, t = mem->total;
-        clamp(nvml_ordinal(dev), &f, &t);
-        if (t != mem->total) {
-            mem->total = t;
-            mem->free = f;
-            mem->reserved = 0;
-            mem->used = t - f;
-        }
-    }
+    if (r == NVML_SUCCESS && active && clamp_nvml(dev, &mem->total, &mem->free, &mem->used))
+        mem->reserved = 0;
     return r;
 }
 
