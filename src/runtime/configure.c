@@ -290,8 +290,14 @@ char *configure_docker_text(const char *path, const char *old, const struct conf
                          "%s: \"runtimes\" is not an object; nothing was changed", path);
         return NULL;
     }
-    json_object_set_new(runtimes, "nvidia",
-                        json_pack("{s:s, s:[]}", "path", opts->runtime_path, "args"));
+    /* An nvidia runtime already there keeps its other settings (runtimeArgs
+     * ...): only its path is gpulet's. */
+    json_t *old_nvidia = json_object_get(runtimes, "nvidia");
+    json_t *nvidia = json_is_object(old_nvidia) ? json_deep_copy(old_nvidia) : json_object();
+    json_object_set_new(nvidia, "path", json_string(opts->runtime_path));
+    if (json_object_get(nvidia, "args") == NULL)
+        json_object_set_new(nvidia, "args", json_array());
+    json_object_set_new(runtimes, "nvidia", nvidia);
     if (opts->set_as_default)
         json_object_set_new(root, "default-runtime", json_string("nvidia"));
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -349,7 +355,11 @@ char *configure_crio_text(const char *path, const char *old, const struct config
         (runtime = table_in(crio, "runtime", path, err)) == NULL ||
         (runtimes = table_in(runtime, "runtimes", path, err)) == NULL)
         goto out;
-    if ((nv = toml_new(TOML_TABLE)) == NULL ||
+    /* An nvidia runtime already there keeps the operator's other settings
+     * (privileged_without_host_devices, allowed_annotations, ...). */
+    const struct toml_node *old_nv = toml_get(runtimes, "nvidia");
+    nv = old_nv && old_nv->type == TOML_TABLE ? toml_copy(old_nv) : toml_new(TOML_TABLE);
+    if (nv == NULL ||
         toml_set(nv, "runtime_path", toml_new_string(opts->runtime_path)) != 0 ||
         toml_set(nv, "runtime_type", toml_new_string("oci")) != 0 ||
         toml_set(runtimes, "nvidia", toml_copy(nv)) != 0)
@@ -693,8 +703,17 @@ int configure_containerd_text(const char *main_path, const char *old_main, bool 
     }
     const char *const systemd_path[] = {"runc", "options", "SystemdCgroup", NULL};
     const struct toml_node *systemd = toml_path(runtimes, systemd_path);
-    struct toml_node *options = toml_new(TOML_TABLE);
-    if ((nvidia = toml_new(TOML_TABLE)) == NULL || options == NULL ||
+    /* An nvidia runtime already there keeps the operator's other settings
+     * (privileged_without_host_devices, SystemdCgroup, ...): only its type
+     * and binary are gpulet's. */
+    const struct toml_node *old_nvidia = toml_get(runtimes, "nvidia");
+    const struct toml_node *old_options = toml_get(old_nvidia, "options");
+    nvidia = old_nvidia && old_nvidia->type == TOML_TABLE ? toml_copy(old_nvidia)
+                                                          : toml_new(TOML_TABLE);
+    struct toml_node *options = old_options && old_options->type == TOML_TABLE
+                                    ? toml_copy(old_options)
+                                    : toml_new(TOML_TABLE);
+    if (nvidia == NULL || options == NULL ||
         toml_set(nvidia, "runtime_type", toml_new_string("io.containerd.runc.v2")) != 0 ||
         toml_set(nvidia, "options", options) != 0 ||
         toml_set(options, "BinaryName", toml_new_string(opts->runtime_path)) != 0 ||

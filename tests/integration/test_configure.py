@@ -248,6 +248,26 @@ def test_containerd_every_form_keeps_every_key(gpulet, tmp_path, form):
 
 
 @NEEDS_CONTAINERD
+def test_containerd_existing_nvidia_runtime_keeps_the_operators_settings(gpulet, tmp_path):
+    """A node configured before (by hand or another toolkit) has an nvidia
+    runtime with settings of its own: gpulet changes its binary and type
+    only. It used to replace the whole entry, silently turning off
+    privileged_without_host_devices (privileged pods then got every host
+    device) and the systemd cgroup driver."""
+    nvidia = f'[plugins."{CRI}".containerd.runtimes.nvidia]'
+    after = kept_and_configured(gpulet, tmp_path, (
+        f'version = 2\n{nvidia}\nruntime_type = "io.containerd.runc.v2"\n'
+        'privileged_without_host_devices = true\npod_annotations = ["nvidia.com/*"]\n'
+        f'{nvidia[:-1]}.options]\nBinaryName = "/usr/local/bin/gpulet-runtime"\n'
+        'SystemdCgroup = true\nRoot = "/run/nvidia-runc"\n'))
+    entry = after["plugins"][CRI]["containerd"]["runtimes"]["nvidia"]
+    assert entry["privileged_without_host_devices"] is True
+    assert entry["pod_annotations"] == ["nvidia.com/*"]
+    assert entry["options"]["SystemdCgroup"] is True
+    assert entry["options"]["Root"] == "/run/nvidia-runc"
+
+
+@NEEDS_CONTAINERD
 def test_containerd_imports_as_a_string(gpulet, tmp_path):
     """containerd 1.6 refuses a string; gpulet reads it as one path and
     writes a list, which loads with the other file's settings."""
@@ -310,6 +330,27 @@ def test_crio_file_with_other_settings_keeps_them(gpulet, tmp_path):
     r = configure(gpulet, "--runtime", "crio", "--config", bad)
     assert r.rc == 1 and "\"runtimes\" is not a table" in r.err
     assert bad.read_text() == "[crio.runtime]\nruntimes = 1\n"
+
+
+def test_crio_and_docker_existing_nvidia_runtime_keeps_its_settings(gpulet, tmp_path):
+    """Only the runtime's binary (and CRI-O's type) are gpulet's: the rest
+    of an nvidia entry someone wrote before stays."""
+    cfg = tmp_path / "crio.conf"
+    cfg.write_text('[crio.runtime.runtimes.nvidia]\nruntime_path = "/usr/bin/nvidia-container-runtime"\n'
+                   'privileged_without_host_devices = true\n'
+                   'allowed_annotations = ["io.kubernetes.cri-o.Devices"]\n')
+    r = configure(gpulet, "--runtime", "crio", "--config", cfg)
+    assert r.rc == 0, r.err
+    assert tomllib.loads(cfg.read_text())["crio"]["runtime"]["runtimes"]["nvidia"] == {
+        "runtime_path": "/usr/local/bin/gpulet-runtime", "privileged_without_host_devices": True,
+        "allowed_annotations": ["io.kubernetes.cri-o.Devices"], "runtime_type": "oci"}
+    cfg = tmp_path / "daemon.json"
+    cfg.write_text(json.dumps({"runtimes": {"nvidia": {"path": "/usr/bin/nvidia-container-runtime",
+                                                       "runtimeArgs": ["--debug"]}}}))
+    r = configure(gpulet, "--runtime", "docker", "--config", cfg)
+    assert r.rc == 0, r.err
+    assert json.loads(cfg.read_text())["runtimes"]["nvidia"] == {
+        "path": "/usr/local/bin/gpulet-runtime", "runtimeArgs": ["--debug"], "args": []}
 
 
 # ---- files: modes, owners, backups, full disks ----
