@@ -178,9 +178,13 @@ int runtime_find_request(json_t *config, struct runtime_request *req, struct gpu
     size_t i;
     json_t *m;
     json_array_foreach(mounts, i, m) {
+        /* Only the device plugin's mounts of /dev/null: a pod can mount an
+         * emptyDir at that path itself, and would get any GPU it names. */
+        const char *src = json_string_value(json_object_get(m, "source"));
         const char *dst = json_string_value(json_object_get(m, "destination"));
         size_t n = strlen(RUNTIME_DEVICE_DIR);
-        if (dst && strncmp(dst, RUNTIME_DEVICE_DIR "/", n + 1) == 0 && !strchr(dst + n + 1, '/') &&
+        if (src && strcmp(src, "/dev/null") == 0 && dst &&
+            strncmp(dst, RUNTIME_DEVICE_DIR "/", n + 1) == 0 && !strchr(dst + n + 1, '/') &&
             add_name(req, dst + n + 1, strlen(dst + n + 1), err) < 0)
             return -1;
     }

@@ -324,3 +324,20 @@ def test_ldconfig_never_reaches_the_host_through_the_containers_proc(build, bund
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == "ran"
         assert (etc / "ld.so.cache").exists()
+
+
+def test_a_pods_own_volume_at_the_device_folder_asks_for_nothing(build, bundle, cdi_dir,  # noqa: F811
+                                                                 tmp_path):
+    """A pod may mount an emptyDir at /var/run/nvidia-container-devices/all
+    itself: only the device plugin's mounts (of /dev/null) are requests.
+    Such a container used to get every GPU of the node without any
+    allocation."""
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    edit(bundle, lambda c: (c["mounts"].append({
+        "destination": "/var/run/nvidia-container-devices/all", "type": "bind",
+        "source": str(empty), "options": ["rbind"]}),
+        c["process"].__setitem__("args", ["sh", "-c", "ls /dev"])))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "nvidia" not in r.stdout
