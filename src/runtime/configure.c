@@ -91,8 +91,12 @@ static int write_file(const char *path, const char *data, mode_t mode, uid_t uid
     snprintf(dir_copy, sizeof dir_copy, "%s", path);
     snprintf(base_copy, sizeof base_copy, "%s", path);
     const char *dir = dirname(dir_copy);
-    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-%d.tmp", dir, basename(base_copy), (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    /* A random name, created exclusively (mode 0600, never through a
+     * link): one derived from the PID was left behind by a run killed
+     * mid-write and, gpulet being PID 1 in its init container every time,
+     * made every later run fail. */
+    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-XXXXXX", dir, basename(base_copy));
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
         return gpulet_error_errno(err, errno, "cannot write %s; %s is left as it was", tmp, path);
     size_t len = strlen(data), done = 0;

@@ -418,3 +418,22 @@ def test_full_disk_keeps_the_good_backup_and_the_target(gpulet, tmp_path):
     assert (tmp_path / "daemon.json.gpulet-backup").read_text() == good_backup
     assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.json",
                                                           "daemon.json.gpulet-backup"]
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                    reason="needs unshare(1) and root for a PID namespace")
+def test_a_temporary_file_left_by_a_killed_run_does_not_block_the_next(tmp_path):
+    """gpulet is PID 1 in its init container on every run: a temporary file
+    named after the PID, left by a run killed mid-write, made every later
+    run fail with "File exists"."""
+    cfg = tmp_path / "daemon.json"
+    cfg.write_text('{"debug": true}')
+    for name in (".daemon.json.gpulet-1.tmp", ".daemon.json.gpulet-backup.gpulet-1.tmp"):
+        (tmp_path / name).write_text("half written")
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", str(BUILD / "gpulet"),
+                        "runtime", "configure", "--runtime", "docker", "--runtime-path",
+                        "/usr/local/bin/gpulet-runtime", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(cfg.read_text())["runtimes"]["nvidia"]["path"] == \
+        "/usr/local/bin/gpulet-runtime"
