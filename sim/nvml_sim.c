@@ -1173,6 +1173,47 @@ static int gi_profile_by_id(const struct sim_gpu *g, unsigned int id)
     return -1;
 }
 
+/* enter_mig_gpu() for the calls that take a GPU instance profile id
+ * (`info.id`, e.g. 19): INVALID_ARGUMENT for an id the GPU does not offer. */
+static nvmlReturn_t enter_gi_profile(nvmlDevice_t dev, unsigned int profile_id,
+                                     struct sim_gpu **g, struct sim_gpu_instance gis[SIM_MAX_MIGS],
+                                     size_t *count, struct sim_profile *p, const void *out)
+{
+    nvmlReturn_t ret = enter_mig_gpu(dev, g, gis, count, out);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    int index = gi_profile_by_id(*g, profile_id);
+    if (index < 0 || !sim_gi_profile(*g, (unsigned int)index, p))
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    return NVML_SUCCESS;
+}
+
+/* enter_gi() for the calls that take a compute instance profile id:
+ * INVALID_ARGUMENT for one that does not fit the GPU instance. */
+static nvmlReturn_t enter_ci_profile(nvmlGpuInstance_t h, unsigned int profile_id,
+                                     struct sim_gpu **g, struct sim_gpu_instance *gi,
+                                     struct sim_profile *p, const void *out)
+{
+    nvmlReturn_t ret = enter_gi(h, g, gi, out);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (!sim_ci_profile(*g, gi->profile, profile_id, p))
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    return NVML_SUCCESS;
+}
+
+/* The count protocol of the placement calls: with no array, or one too
+ * short (INSUFFICIENT_SIZE), *count says how many there are and the call
+ * ends with *ret; true when the caller should fill `wanted` entries. */
+static bool placements_wanted(const void *array, unsigned int *count, unsigned int wanted,
+                              nvmlReturn_t *ret)
+{
+    *ret = array && *count < wanted ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
+    bool fill = array && *count >= wanted;
+    *count = wanted;
+    return fill;
+}
+
 /* What every profile-info call answers for an index the GPU lacks: a
  * known profile number NOT_SUPPORTED, anything past them INVALID_ARGUMENT,
  * as the driver does (consumers skip both). */
@@ -1218,13 +1259,10 @@ SIM_API nvmlReturn_t nvmlDeviceGetGpuInstanceRemainingCapacity(nvmlDevice_t dev,
     struct sim_gpu *g;
     struct sim_gpu_instance gis[SIM_MAX_MIGS];
     size_t n;
-    nvmlReturn_t ret = enter_mig_gpu(dev, &g, gis, &n, count);
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_gi_profile(dev, profile_id, &g, gis, &n, &p, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    int index = gi_profile_by_id(g, profile_id);
-    struct sim_profile p;
-    if (index < 0 || !sim_gi_profile(g, (unsigned int)index, &p))
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     unsigned int used = 0, free_places = 0, mask = (1U << p.memory_slices) - 1;
     for (size_t i = 0; i < n; i++)
         used |= ((1U << gis[i].size) - 1) << gis[i].start;
@@ -1242,15 +1280,13 @@ SIM_API nvmlReturn_t nvmlDeviceGetGpuInstances(nvmlDevice_t dev, unsigned int pr
     size_t n;
     if (out == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
-    nvmlReturn_t ret = enter_mig_gpu(dev, &g, gis, &n, count);
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_gi_profile(dev, profile_id, &g, gis, &n, &p, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    int index = gi_profile_by_id(g, profile_id);
-    if (index < 0)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     unsigned int found = 0;
     for (size_t i = 0; i < n; i++)
-        if (gis[i].profile == (unsigned int)index)
+        if (gis[i].profile == (unsigned int)sim_profile_index(p.slices))
             out[found++] = &gi_handles[gpu_index_of(g)][i];
     *count = found;
     return leave(NVML_SUCCESS);
@@ -1339,12 +1375,10 @@ SIM_API nvmlReturn_t nvmlGpuInstanceGetComputeInstanceRemainingCapacity(nvmlGpuI
 {
     struct sim_gpu *g;
     struct sim_gpu_instance gi;
-    nvmlReturn_t ret = enter_gi(h, &g, &gi, count);
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_ci_profile(h, profile_id, &g, &gi, &p, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    struct sim_profile p;
-    if (!sim_ci_profile(g, gi.profile, profile_id, &p))
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     unsigned int used = 0;
     for (size_t i = 0; i < gi.mig_count; i++)
         used += g->migs[gi.migs[i]].ci_slices;
@@ -1359,23 +1393,14 @@ SIM_API nvmlReturn_t nvmlGpuInstanceGetComputeInstancePossiblePlacements(
 {
     struct sim_gpu *g;
     struct sim_gpu_instance gi;
-    nvmlReturn_t ret = enter_gi(h, &g, &gi, count);
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_ci_profile(h, profile_id, &g, &gi, &p, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    struct sim_profile p;
-    if (!sim_ci_profile(g, gi.profile, profile_id, &p))
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    if (placements == NULL) {
-        *count = p.instances;
-        return leave(NVML_SUCCESS);
-    }
-    if (*count < p.instances) {
-        *count = p.instances;
-        return leave(NVML_ERROR_INSUFFICIENT_SIZE);
-    }
+    if (!placements_wanted(placements, count, p.instances, &ret))
+        return leave(ret);
     for (unsigned int k = 0; k < p.instances; k++)
         placements[k] = (nvmlComputeInstancePlacement_t){.start = k * p.slices, .size = p.slices};
-    *count = p.instances;
     return leave(NVML_SUCCESS);
 }
 
@@ -1388,12 +1413,10 @@ SIM_API nvmlReturn_t nvmlGpuInstanceGetComputeInstances(nvmlGpuInstance_t h,
     struct sim_gpu_instance gi;
     if (out == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
-    nvmlReturn_t ret = enter_gi(h, &g, &gi, count);
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_ci_profile(h, profile_id, &g, &gi, &p, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    struct sim_profile p;
-    if (!sim_ci_profile(g, gi.profile, profile_id, &p))
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
     size_t migs[SIM_MAX_MIGS];
     size_t n = cis_of_profile(g, &gi, profile_id, migs);
     for (size_t i = 0; i < n; i++)
@@ -1731,25 +1754,15 @@ SIM_API nvmlReturn_t nvmlDeviceGetGpuInstancePossiblePlacements_v2(
     struct sim_gpu *g;
     struct sim_gpu_instance gis[SIM_MAX_MIGS];
     size_t n;
-    nvmlReturn_t ret = enter_mig_gpu(dev, &g, gis, &n, count);
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_gi_profile(dev, profile_id, &g, gis, &n, &p, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    int index = gi_profile_by_id(g, profile_id);
-    struct sim_profile p;
-    if (index < 0 || !sim_gi_profile(g, (unsigned int)index, &p))
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    if (placements == NULL) {
-        *count = p.instances;
-        return leave(NVML_SUCCESS);
-    }
-    if (*count < p.instances) {
-        *count = p.instances;
-        return leave(NVML_ERROR_INSUFFICIENT_SIZE);
-    }
+    if (!placements_wanted(placements, count, p.instances, &ret))
+        return leave(ret);
     for (unsigned int k = 0; k < p.instances; k++)
         placements[k] = (nvmlGpuInstancePlacement_t){.start = k * p.memory_slices,
                                                      .size = p.memory_slices};
-    *count = p.instances;
     return leave(NVML_SUCCESS);
 }
 
