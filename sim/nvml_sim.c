@@ -547,6 +547,33 @@ SIM_API nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *d
     return leave(NVML_ERROR_NOT_FOUND);
 }
 
+/* Bus ids compare as numbers: callers write "0000:07:00.0" or NVML's
+ * "00000000:07:00.0", in either case. */
+static nvmlReturn_t handle_by_bus_id(const char *bus_id, nvmlDevice_t *device)
+{
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    unsigned int want[4], have[4];
+    char extra;
+    if (bus_id == NULL || device == NULL ||
+        sscanf(bus_id, "%x:%x:%x.%x%c", &want[0], &want[1], &want[2], &want[3], &extra) != 4)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    for (size_t g = 0; g < node->gpu_count; g++) {
+        sscanf(node->gpus[g].pci_bus_id, "%x:%x:%x.%x", &have[0], &have[1], &have[2], &have[3]);
+        if (memcmp(want, have, sizeof want) == 0) {
+            *device = &gpu_handles[g];
+            return leave(state->gpus[g].lost ? NVML_ERROR_GPU_IS_LOST : NVML_SUCCESS);
+        }
+    }
+    return leave(NVML_ERROR_NOT_FOUND);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetHandleByPciBusId(const char *bus_id, nvmlDevice_t *device)
+{
+    return handle_by_bus_id(bus_id, device);
+}
+
 /* ---- identity ---- */
 
 static void mig_profile(const struct sim_mig *m, char *buf, size_t len)
@@ -577,6 +604,38 @@ SIM_API nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t dev, char *uuid, unsigned in
     if (ret != NVML_SUCCESS)
         return ret;
     return leave(copy_string(uuid, length, m ? m->uuid : g->uuid));
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t dev, unsigned int *index)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, index);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *index = (unsigned int)gpu_index_of(g);
+    return leave(NVML_SUCCESS);
+}
+
+/* The architecture from the compute capability, as the driver names it. */
+SIM_API nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t dev, unsigned int *arch)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m, arch);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    switch (g->cc_major) {
+    case 3: *arch = NVML_DEVICE_ARCH_KEPLER; break;
+    case 5: *arch = NVML_DEVICE_ARCH_MAXWELL; break;
+    case 6: *arch = NVML_DEVICE_ARCH_PASCAL; break;
+    case 7: *arch = g->cc_minor < 5 ? NVML_DEVICE_ARCH_VOLTA : NVML_DEVICE_ARCH_TURING; break;
+    case 8: *arch = g->cc_minor < 9 ? NVML_DEVICE_ARCH_AMPERE : NVML_DEVICE_ARCH_ADA; break;
+    case 9: *arch = NVML_DEVICE_ARCH_HOPPER; break;
+    case 10:
+    case 12: *arch = NVML_DEVICE_ARCH_BLACKWELL; break;
+    default: *arch = NVML_DEVICE_ARCH_UNKNOWN; break;
+    }
+    return leave(NVML_SUCCESS);
 }
 
 SIM_API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t dev, char *serial, unsigned int length)
@@ -1611,6 +1670,11 @@ SIM_API nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count)
 SIM_API nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device)
 {
     return handle_by_index(index, device);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *bus_id, nvmlDevice_t *device)
+{
+    return handle_by_bus_id(bus_id, device);
 }
 
 SIM_API nvmlReturn_t nvmlDeviceGetPciInfo_v2(nvmlDevice_t dev, nvmlPciInfo_t *pci)

@@ -1,11 +1,15 @@
 /*
  * NVML entry points the simulator knowingly does not answer. Each is
- * exported, so a consumer bound to it (go-nvml, DCGM, pynvml) gets
- * NVML_ERROR_FUNCTION_NOT_FOUND -- what NVML answers for a function its
- * library does not implement -- instead of dying on an undefined symbol,
- * and the simulator says once per name on stderr which call it could not
- * answer. A name missing from this list as well as from the simulator is
- * still an undefined symbol. docs/simulator.md lists both sides.
+ * exported, so a consumer bound to it (go-nvml, DCGM, pynvml) is answered
+ * instead of dying on an undefined symbol, and the simulator says once per
+ * name on stderr which call it could not answer. A name missing from this
+ * list as well as from the simulator is still an undefined symbol.
+ * docs/simulator.md lists both sides.
+ *
+ * The answer is NOT_SUPPORTED, what a driver answers for a feature the GPU
+ * lacks, not FUNCTION_NOT_FOUND: consumers look a symbol up before they
+ * call it (go-nvlib's hasSymbol) and then skip NOT_SUPPORTED but fail on
+ * any other error -- NVIDIA's GFD would stop at nvmlDeviceGetGpuFabricInfo.
  *
  * The stubs take no parameters: under the C calling convention the
  * caller owns its arguments, so ignoring them is safe whatever they are.
@@ -25,11 +29,10 @@
     X(nvmlUnitGetUnitInfo) X(nvmlUnitGetLedState) X(nvmlUnitGetPsuInfo)                       \
     X(nvmlUnitGetTemperature) X(nvmlUnitGetFanSpeedInfo) X(nvmlUnitGetDevices)                \
     X(nvmlUnitSetLedState) X(nvmlGetExcludedDeviceCount) X(nvmlGetExcludedDeviceInfoByIndex)  \
-    X(nvmlDeviceGetHandleBySerial) X(nvmlDeviceGetHandleByPciBusId)                           \
-    X(nvmlDeviceGetHandleByPciBusId_v2) X(nvmlDeviceGetBrand) X(nvmlDeviceGetIndex)           \
-    X(nvmlDeviceGetBoardId) X(nvmlDeviceGetBoardPartNumber) X(nvmlDeviceGetInforomVersion)    \
+    X(nvmlDeviceGetHandleBySerial) X(nvmlDeviceGetBrand) X(nvmlDeviceGetBoardId)              \
+    X(nvmlDeviceGetBoardPartNumber) X(nvmlDeviceGetInforomVersion)                            \
     X(nvmlDeviceGetInforomImageVersion) X(nvmlDeviceGetInforomConfigurationChecksum)          \
-    X(nvmlDeviceValidateInforom) X(nvmlDeviceGetVbiosVersion) X(nvmlDeviceGetArchitecture)    \
+    X(nvmlDeviceValidateInforom) X(nvmlDeviceGetVbiosVersion)     \
     X(nvmlDeviceGetMultiGpuBoard) X(nvmlDeviceGetPersistenceMode) X(nvmlDeviceGetDisplayMode) \
     X(nvmlDeviceGetDisplayActive) X(nvmlDeviceGetComputeMode) X(nvmlDeviceGetPerformanceState) \
     X(nvmlDeviceGetPowerState) X(nvmlDeviceGetPowerManagementMode)                            \
@@ -113,9 +116,9 @@ static nvmlReturn_t unsimulated(unsigned int which)
     if (!atomic_exchange(&said[which], true))
         fprintf(stderr,
                 "gpulet-sim: level=warn msg=\"NVML call not simulated, answering "
-                "FUNCTION_NOT_FOUND\" call=%s\n",
+                "NOT_SUPPORTED\" call=%s\n",
                 names[which]);
-    return NVML_ERROR_FUNCTION_NOT_FOUND;
+    return NVML_ERROR_NOT_SUPPORTED;
 }
 
 #define AS_STUB(name)                                                                         \

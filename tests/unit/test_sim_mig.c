@@ -401,7 +401,7 @@ static void call_brand_twice(void)
     for (int i = 0; i < 2; i++) {
         unsigned int brand;
         nvmlReturn_t ret = CALL(fn_dev_uint, nvmlDeviceGetBrand)(gpu(0), &brand);
-        assert_int_equal(ret, NVML_ERROR_FUNCTION_NOT_FOUND);
+        assert_int_equal(ret, NVML_ERROR_NOT_SUPPORTED);
     }
 }
 
@@ -411,7 +411,7 @@ static void unsimulated_calls_answer_and_say_so_once(void **state)
     open_node("dgx-a100");
     char err[2048];
     capture_stderr(call_brand_twice, err, sizeof err);
-    const char *line = "msg=\"NVML call not simulated, answering FUNCTION_NOT_FOUND\" "
+    const char *line = "msg=\"NVML call not simulated, answering NOT_SUPPORTED\" "
                        "call=nvmlDeviceGetBrand\n";
     assert_contains(err, line);
     assert_null(strstr(strstr(err, line) + 1, line)); /* once */
@@ -426,6 +426,35 @@ static void unsimulated_calls_answer_and_say_so_once(void **state)
     close_node();
 }
 
+typedef nvmlReturn_t (*fn_by_bus_id)(const char *, nvmlDevice_t *);
+
+/* Identity calls consumers use besides the ones gpulet needs. */
+static void index_bus_id_and_architecture(void **state)
+{
+    (void)state;
+    open_node("t4-pcie");
+    nvmlDevice_t d;
+    unsigned int index, arch;
+    assert_int_equal(CALL(fn_by_bus_id, nvmlDeviceGetHandleByPciBusId_v2)("0000:af:00.0", &d),
+                     NVML_SUCCESS);
+    assert_ptr_equal(d, gpu(2));
+    assert_int_equal(CALL(fn_by_bus_id, nvmlDeviceGetHandleByPciBusId)("00000000:AF:00.0", &d),
+                     NVML_SUCCESS);
+    assert_int_equal(CALL(fn_dev_uint, nvmlDeviceGetIndex)(d, &index), NVML_SUCCESS);
+    assert_int_equal(index, 2);
+    assert_int_equal(CALL(fn_by_bus_id, nvmlDeviceGetHandleByPciBusId_v2)("0000:af:01.0", &d),
+                     NVML_ERROR_NOT_FOUND);
+    assert_int_equal(CALL(fn_by_bus_id, nvmlDeviceGetHandleByPciBusId_v2)("af:00", &d),
+                     NVML_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(CALL(fn_dev_uint, nvmlDeviceGetArchitecture)(gpu(0), &arch), NVML_SUCCESS);
+    assert_int_equal(arch, NVML_DEVICE_ARCH_TURING);
+    close_node();
+    open_node("h100-sxm");
+    assert_int_equal(CALL(fn_dev_uint, nvmlDeviceGetArchitecture)(gpu(0), &arch), NVML_SUCCESS);
+    assert_int_equal(arch, NVML_DEVICE_ARCH_HOPPER);
+    close_node();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -437,6 +466,7 @@ int main(void)
         cmocka_unit_test(sysfs_named_by_the_environment),
         cmocka_unit_test(private_sysfs_goes_with_shutdown),
         cmocka_unit_test(unsimulated_calls_answer_and_say_so_once),
+        cmocka_unit_test(index_bus_id_and_architecture),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
