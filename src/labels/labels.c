@@ -159,6 +159,11 @@ static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
     unsigned int replicas;
     const char *suffix;
     sharing_of(cfg, "nvidia.com/gpu", &replicas, &suffix);
+    if (g->mig_enabled && cfg->mig_strategy == MIG_STRATEGY_NONE) {
+        /* Strategy none does not serve a GPU in MIG mode, so nothing of it is shared. */
+        replicas = 0;
+        suffix = "";
+    }
     char product[96];
     label_product(g->name, product, sizeof product);
     (void)inv;
@@ -260,7 +265,8 @@ static int compute(const struct gpu_inventory *inv, const struct config *cfg, bo
         ADD("nvidia.com/gfd.timestamp", "%lld", (long long)now);
     if (inv->gpu_count == 0)
         return 0;
-    if (mig_capable && cfg->mig_strategy != MIG_STRATEGY_NONE)
+    /* As NVIDIA's GFD: on every node, MIG-capable or not. */
+    if (cfg->mig_strategy != MIG_STRATEGY_NONE)
         ADD("nvidia.com/mig.strategy", "%s", config_mig_strategy_name(cfg->mig_strategy));
 
     const struct gpu_device *first = &inv->gpus[0];

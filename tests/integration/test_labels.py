@@ -26,6 +26,9 @@ CASES = [(node, [], node) for node in FIXTURES] + [
     ("a100-mig", ["--mig-strategy", "mixed"], "a100-mig-mixed"),
     ("a100-mig-single", ["--mig-strategy", "single"], "a100-mig-single-single"),
     ("a100-mig-single", ["--mig-strategy", "mixed"], "a100-mig-single-mixed"),
+    # NVIDIA writes mig.strategy on nodes without MIG too.
+    ("dgx1-v100", ["--mig-strategy", "mixed"], "dgx1-v100-mixed"),
+    ("t4-pcie", ["--mig-strategy", "single"], "t4-pcie-single"),
     ("t4-pcie", ["config:time-slicing"], "t4-pcie-time-slicing"),
     ("t4-pcie", ["config:time-slicing-renamed"], "t4-pcie-time-slicing-renamed"),
     ("dgx-a100", ["config:mps"], "dgx-a100-mps"),

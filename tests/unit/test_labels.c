@@ -76,12 +76,57 @@ static void writes_atomically(void **state)
     rmdir(dir);
 }
 
+static const char *value_of(const struct label_set *set, const char *key)
+{
+    for (size_t i = 0; i < set->count; i++)
+        if (strcmp(set->items[i].key, key) == 0)
+            return set->items[i].value;
+    return NULL;
+}
+
+/* What NVIDIA's GFD writes: mig.strategy on a node without MIG too;
+ * replicas 0 (and no -SHARED) for MIG-mode GPUs under strategy none;
+ * gpu.mode from the PCI class. */
+static void as_gfd_writes_them(void **state)
+{
+    (void)state;
+    struct gpu_device gpu = {.name = "Tesla T4", .pci_class = 0x0302, .cc_major = 7,
+                             .cc_minor = 5, .memory_total_bytes = 15360ULL << 20};
+    struct gpu_inventory inv = {.driver_version = "550.90.07", .gpu_count = 1, .gpus = &gpu};
+    struct config cfg;
+    config_defaults(&cfg);
+    struct label_set set;
+    struct gpulet_error err = {0};
+    assert_int_equal(labels_compute(&inv, &cfg, false, 0, &set, &err), 0);
+    assert_null(value_of(&set, "nvidia.com/mig.strategy"));
+    assert_string_equal(value_of(&set, "nvidia.com/gpu.mode"), "compute");
+    assert_string_equal(value_of(&set, "nvidia.com/gpu.replicas"), "1");
+    labels_free(&set);
+
+    cfg.mig_strategy = MIG_STRATEGY_MIXED;
+    gpu.pci_class = 0x0300;
+    assert_int_equal(labels_compute(&inv, &cfg, false, 0, &set, &err), 0);
+    assert_string_equal(value_of(&set, "nvidia.com/mig.strategy"), "mixed");
+    assert_string_equal(value_of(&set, "nvidia.com/gpu.mode"), "graphics");
+    labels_free(&set);
+
+    cfg.mig_strategy = MIG_STRATEGY_NONE;
+    gpu.mig_capable = gpu.mig_enabled = true;
+    gpu.pci_class = 0;
+    assert_int_equal(labels_compute(&inv, &cfg, false, 0, &set, &err), 0);
+    assert_string_equal(value_of(&set, "nvidia.com/gpu.replicas"), "0");
+    assert_string_equal(value_of(&set, "nvidia.com/gpu.product"), "Tesla-T4");
+    assert_string_equal(value_of(&set, "nvidia.com/gpu.mode"), "unknown");
+    labels_free(&set);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keys_and_values),
         cmocka_unit_test(products_and_families),
         cmocka_unit_test(writes_atomically),
+        cmocka_unit_test(as_gfd_writes_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
