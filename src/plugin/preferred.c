@@ -6,7 +6,7 @@
 
 /* Beyond this many partitions the exhaustive search gives way to a greedy
  * one, so an answer for 16 or more GPUs stays fast. 8 GPUs need at most
- * 2,800 (sets of 3) or 105 (pairs). */
+ * 280 (sets of 3) or 105 (pairs). */
 #define MAX_PARTITIONS 20000
 
 int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b)
@@ -27,17 +27,23 @@ int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned 
     return pcie + 100 * (int)l->nvlinks;
 }
 
-/* The search over partitions of the candidates into sets of `size`. */
+/* The search over partitions of the candidates into sets of `size`.
+ * NVIDIA's best-effort policy pads the candidates with empty slots up to a
+ * multiple of the size and only considers partitions that keep all the
+ * padding in one set: here the padding comes first (slots 0..pad-1), in
+ * set 0, so no other partition is ever built. */
 struct search {
-    const struct gpu_inventory *inv;
-    size_t n;                /* candidates, padded with empty slots to a multiple of size */
-    const int *gpu;          /* per candidate: its GPU, or -1 for padding */
-    const bool *required;
+    size_t n;                /* slots: padding, then the candidates */
+    size_t pad;              /* empty slots, all in set 0 */
+    const long *score;       /* n × n pair scores, 0 for padding */
+    const bool *required;    /* per slot */
     size_t n_required;
     size_t size;
-    int *group;              /* per candidate: its set in the partition being built */
-    int *best_group;
-    long best_score;
+    int *group;              /* per slot: its set in the partition being built */
+    size_t *members;         /* scratch: the slots of each set, set after set */
+    size_t *filled;          /* scratch: per set, members so far */
+    size_t *best_set;        /* the answer: its slots, ascending */
+    long best_score, best_set_score;
     bool found;
     unsigned long visited;
     const struct timespec *until; /* NULL: no time limit */
@@ -55,50 +61,69 @@ static bool passed(const struct timespec *until)
            (now.tv_sec == until->tv_sec && now.tv_nsec >= until->tv_nsec);
 }
 
-static long set_score(const struct search *s, const int *group, int g)
+/* Whether set a comes before set b in the order of the candidates. */
+static bool earlier(const size_t *a, const size_t *b, size_t k)
 {
-    long score = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        if (group[i] != g || s->gpu[i] < 0)
-            continue;
-        for (size_t j = i + 1; j < s->n; j++)
-            if (group[j] == g && s->gpu[j] >= 0)
-                score += plugin_pair_score(s->inv, (unsigned)s->gpu[i], (unsigned)s->gpu[j]);
-    }
-    return score;
+    for (size_t i = 0; i < k; i++)
+        if (a[i] != b[i])
+            return a[i] < b[i];
+    return false;
 }
 
-static bool required_together(const struct search *s, const int *group)
-{
-    int g = -1;
-    for (size_t i = 0; i < s->n; i++) {
-        if (!s->required[i])
-            continue;
-        if (g >= 0 && group[i] != g)
-            return false;
-        g = group[i];
-    }
-    return true;
-}
-
+/* Scores a complete partition. It counts only if a set without padding
+ * holds every required GPU; its answer is the best such set. Partitions
+ * that tie go by their answers' scores, so the answer never scores below
+ * the one NVIDIA's order of enumeration would give, then by which answer
+ * comes first among the candidates, as NVIDIA's mostly does. */
 static void finish_partition(struct search *s, int sets)
 {
     if (s->visited++ % 256 == 0 && passed(s->until))
         s->out_of_time = true;
-    if (!required_together(s, s->group))
-        return;
-    long total = 0;
-    for (int g = 0; g < sets; g++)
-        total += set_score(s, s->group, g);
-    if (!s->found || total > s->best_score) {
+    int required_set = -1;
+    for (size_t i = s->pad; i < s->n && s->n_required > 0; i++) {
+        if (!s->required[i])
+            continue;
+        if (required_set >= 0 && s->group[i] != required_set)
+            return;
+        required_set = s->group[i];
+    }
+    int first_usable = s->pad > 0 ? 1 : 0;
+    if (required_set >= 0 && required_set < first_usable)
+        return; /* the required GPUs share their set with the padding */
+    size_t k = s->size;
+    memset(s->filled, 0, (size_t)sets * sizeof *s->filled);
+    for (size_t i = 0; i < s->n; i++) {
+        size_t g = (size_t)s->group[i];
+        s->members[g * k + s->filled[g]++] = i;
+    }
+    long total = 0, answer_score = -1;
+    const size_t *answer = NULL;
+    for (int g = 0; g < sets; g++) {
+        const size_t *m = s->members + (size_t)g * k;
+        long score = 0;
+        for (size_t a = 0; a < k; a++)
+            for (size_t b = a + 1; b < k; b++)
+                score += s->score[m[a] * s->n + m[b]];
+        total += score;
+        bool usable = required_set >= 0 ? g == required_set : g >= first_usable;
+        if (usable && score > answer_score) {
+            answer_score = score;
+            answer = m;
+        }
+    }
+    if (!s->found || total > s->best_score ||
+        (total == s->best_score && (answer_score > s->best_set_score ||
+                                    (answer_score == s->best_set_score &&
+                                     earlier(answer, s->best_set, k))))) {
         s->found = true;
         s->best_score = total;
-        memcpy(s->best_group, s->group, s->n * sizeof *s->group);
+        s->best_set_score = answer_score;
+        memcpy(s->best_set, answer, k * sizeof *answer);
     }
 }
 
-/* Puts the first unplaced candidate in a new set with size-1 companions
- * chosen among the later unplaced ones, then recurses. */
+/* Puts the first unplaced slot in a new set with size-1 companions chosen
+ * among the later unplaced ones, then recurses. */
 static void place(struct search *s, int set, size_t members, size_t from)
 {
     if (s->visited >= MAX_PARTITIONS || s->out_of_time)
@@ -137,13 +162,13 @@ static void greedy(const struct search *s, bool *chosen)
     while (have < s->size) {
         long best = -1;
         size_t pick = 0;
-        for (size_t i = 0; i < s->n; i++) {
-            if (chosen[i] || s->gpu[i] < 0)
+        for (size_t i = s->pad; i < s->n; i++) {
+            if (chosen[i])
                 continue;
             long score = 0;
             for (size_t j = 0; j < s->n; j++)
                 if (chosen[j])
-                    score += plugin_pair_score(s->inv, (unsigned)s->gpu[i], (unsigned)s->gpu[j]);
+                    score += s->score[i * s->n + j];
             if (score > best) {
                 best = score;
                 pick = i;
@@ -161,57 +186,49 @@ static int best_effort(const struct gpu_inventory *inv, const struct plugin_devi
                        const struct timespec *until, bool *chosen)
 {
     int rc = -1;
-    size_t n = (n_cand + size - 1) / size * size;
-    int *gpu = calloc(n, sizeof *gpu);
+    size_t pad = (size - n_cand % size) % size;
+    size_t n = n_cand + pad;
+    long *score = calloc(n * n, sizeof *score);
     bool *req = calloc(n, sizeof *req);
     int *group = calloc(n, sizeof *group);
-    int *best = calloc(n, sizeof *best);
+    size_t *best = calloc(size, sizeof *best);
+    size_t *members = calloc(n, sizeof *members);
+    size_t *filled = calloc(n / size, sizeof *filled);
     bool *pick = calloc(n, sizeof *pick);
-    if (!gpu || !req || !group || !best || !pick)
+    if (!score || !req || !group || !best || !members || !filled || !pick)
         goto done;
-    for (size_t i = 0; i < n; i++) {
-        gpu[i] = i < n_cand ? (int)cand[i]->gpu : -1;
-        req[i] = i < n_cand && required[i];
-        group[i] = -1;
+    for (size_t i = pad; i < n; i++) {
+        req[i] = required[i - pad];
+        for (size_t j = pad; j < n; j++)
+            score[i * n + j] = plugin_pair_score(inv, cand[i - pad]->gpu, cand[j - pad]->gpu);
     }
-    struct search s = {.inv = inv, .n = n, .gpu = gpu, .required = req,
-                       .n_required = n_required, .size = size, .group = group,
-                       .best_group = best, .until = until};
+    for (size_t i = 0; i < n; i++)
+        group[i] = i < pad ? 0 : -1;
+    size_t leaders = pad > 0 ? pad : 1; /* set 0 so far: the padding, or slot 0 */
     group[0] = 0;
-    place(&s, 0, 1, 1);
+    struct search s = {.n = n, .pad = pad, .score = score, .required = req,
+                       .n_required = n_required, .size = size, .group = group,
+                       .members = members, .filled = filled, .best_set = best,
+                       .until = until};
+    place(&s, 0, leaders, leaders);
     if (s.out_of_time)
         goto done;
     if (s.found && s.visited < MAX_PARTITIONS) {
-        /* The set that holds the required GPUs, or else the best set. */
-        int want = -1;
-        long want_score = -1;
-        for (size_t i = 0; i < n && n_required > 0 && want < 0; i++)
-            if (req[i])
-                want = best[i];
-        for (int g = 0; want < 0 && g < (int)(n / size); g++) {
-            bool real = true; /* a set with padding cannot fill the request */
-            for (size_t i = 0; i < n; i++)
-                if (best[i] == g && gpu[i] < 0)
-                    real = false;
-            long score = set_score(&s, best, g);
-            if (real && score > want_score) {
-                want_score = score;
-                want = g;
-            }
-        }
-        for (size_t i = 0; i < n; i++)
-            pick[i] = best[i] == want && gpu[i] >= 0;
+        for (size_t i = 0; i < size; i++)
+            pick[best[i]] = true;
     } else {
         greedy(&s, pick);
     }
     for (size_t i = 0; i < n_cand; i++)
-        chosen[i] = pick[i];
+        chosen[i] = pick[i + pad];
     rc = 0;
 done:
-    free(gpu);
+    free(score);
     free(req);
     free(group);
     free(best);
+    free(members);
+    free(filled);
     free(pick);
     return rc;
 }

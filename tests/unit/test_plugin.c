@@ -102,15 +102,24 @@ static void preferred_on_dgx1(void **state)
         {"0,3,1", "", 2, "0,3"},
         {"0,1,2,3,4,5,6,7", "4", 1, "4"},
         {"0,1,2,3,4,5,6,7", "", 8, "0,1,2,3,4,5,6,7"},
-        /* the best pairing of all eight is {0,3} {1,2} {4,7} {5,6} (ties with
-         * {2,3} {6,7} {0,4} {1,5}, found later); its first set is the answer */
-        {"0,1,2,3,4,5,6,7", "", 2, "0,3"},
+        /* the best pairings of all eight, {0,3} {1,2} {4,7} {5,6} and
+         * {2,3} {6,7} {0,4} {1,5}, tie at 920; the second holds the best
+         * set, {2,3} (250: two NVLinks, one PCIe switch) */
+        {"0,1,2,3,4,5,6,7", "", 2, "2,3"},
         {"2,3,6,7", "", 2, "2,3"},
         {"0,1,2,3,4,5,6,7", "0", 2, "0,3"},
         {"0,1,2,3,4,5,6,7", "5", 2, "5,6"},
         /* quads: the halves of the mesh */
         {"0,1,2,3,4,5,6,7", "", 4, "0,1,2,3"},
         {"0,1,2,3,4,5,6,7", "7", 4, "4,5,6,7"},
+        /* issue 13: a required GPU beside the padding (A), the padding in
+         * one set (B), the best set of the best partition (C) */
+        {"0,1,2", "0", 2, "0,1"},
+        {"0,1,2,3,4,5,6,7", "", 5, "0,1,2,3,4"},
+        {"0,1,2,3,4,5,6,7", "", 6, "0,1,2,3,4,5"},
+        {"0,1,2,7", "", 2, "1,2"},
+        {"0,2,4,5", "", 2, "4,5"},
+        {"0,4,5,6", "", 2, "5,6"},
         /* impossible requests give no answer */
         {"0,1,2", "5", 2, ""},
         {"0,1,2", "0,1,2", 2, ""},
@@ -132,6 +141,7 @@ static void preferred_on_other_nodes(void **state)
         {"1,2,4,5", "4", 2, "4,5"},
         {"0,1,2,3,4,5,6,7", "", 4, "0,1,2,3"},
         {"0,1,2,3,4,5,6,7", "6", 4, "4,5,6,7"},
+        {"0,2,3,4", "", 2, "2,3"},
     };
     run_table("dgx-a100", a100, sizeof a100 / sizeof a100[0]);
     /* T4: no NVLink; GPUs on one socket go together */
