@@ -141,9 +141,15 @@ static void place(struct search *s, int set, size_t members, size_t from)
         s->group[first] = -1;
         return;
     }
-    for (size_t i = from; i < s->n; i++) {
+    /* Only companions that leave enough unplaced slots to fill the set:
+     * dead ends cost more than the partitions themselves. */
+    size_t left = 0;
+    for (size_t i = from; i < s->n; i++)
+        left += s->group[i] < 0;
+    for (size_t i = from; i < s->n && left >= s->size - members; i++) {
         if (s->group[i] >= 0)
             continue;
+        left--;
         s->group[i] = set;
         place(s, set, members + 1, i + 1);
         s->group[i] = -1;

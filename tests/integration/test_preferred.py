@@ -20,7 +20,7 @@ from test_device_plugin import kubelet, protos, run_gpulet  # noqa: F401 (fixtur
 
 PCIE = {"internal": 60, "single": 50, "multiple": 40, "hostbridge": 30, "node": 20,
         "system": 10}
-BATCH = 200  # container requests per call: well inside gpulet's 250 ms per call
+BATCH = 100  # container requests per call: a few ms, well inside gpulet's 250 ms per call
 
 
 def pair_scores(node):
