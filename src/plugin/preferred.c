@@ -40,8 +40,11 @@ struct search {
     size_t n_required;
     size_t size;
     int *group;              /* per slot: its set in the partition being built */
-    size_t *members;         /* scratch: the slots of each set, set after set */
-    size_t *filled;          /* scratch: per set, members so far */
+    size_t *members;         /* the slots of each set, set after set, ascending */
+    size_t *open, *open_len; /* per set: the slots that may join it (n each), how many */
+    long *set_score;         /* per complete set */
+    int required_set;        /* where the required GPUs go; -1: none placed yet */
+    size_t required_placed;
     size_t *best_set;        /* the answer: its slots, ascending */
     long best_score, best_set_score;
     bool found;
@@ -70,89 +73,107 @@ static bool earlier(const size_t *a, const size_t *b, size_t k)
     return false;
 }
 
-/* Scores a complete partition. It counts only if a set without padding
- * holds every required GPU; its answer is the best such set. Partitions
- * that tie go by their answers' scores, so the answer never scores below
- * the one NVIDIA's order of enumeration would give, then by which answer
- * comes first among the candidates, as NVIDIA's mostly does. */
-static void finish_partition(struct search *s, int sets)
+/* Puts slot i in a set as its j-th member, unless it is a required GPU
+ * that would leave the others or join the padding: a partition counts only
+ * if a set without padding holds every required GPU. */
+static bool put(struct search *s, size_t i, int set, size_t j)
+{
+    if (s->required[i]) {
+        if ((s->pad > 0 && set == 0) || (s->required_set >= 0 && s->required_set != set))
+            return false;
+        s->required_set = set;
+        s->required_placed++;
+    }
+    s->group[i] = set;
+    s->members[(size_t)set * s->size + j] = i;
+    return true;
+}
+
+static void take(struct search *s, size_t i)
+{
+    if (s->required[i] && --s->required_placed == 0)
+        s->required_set = -1;
+    s->group[i] = -1;
+}
+
+/* A complete partition: its answer is the required GPUs' set, or with none
+ * the best set without padding. Partitions that tie go by their answers'
+ * scores, so the answer never scores below the one NVIDIA's order of
+ * enumeration would give, then by which answer comes first among the
+ * candidates, as NVIDIA's mostly does. */
+static void finish_partition(struct search *s, int sets, long total)
 {
     if (s->visited++ % 256 == 0 && passed(s->until))
         s->out_of_time = true;
-    int required_set = -1;
-    for (size_t i = s->pad; i < s->n && s->n_required > 0; i++) {
-        if (!s->required[i])
-            continue;
-        if (required_set >= 0 && s->group[i] != required_set)
-            return;
-        required_set = s->group[i];
+    int answer = s->required_set;
+    if (answer < 0) {
+        answer = s->pad > 0 ? 1 : 0;
+        for (int g = answer + 1; g < sets; g++)
+            if (s->set_score[g] > s->set_score[answer])
+                answer = g;
     }
-    int first_usable = s->pad > 0 ? 1 : 0;
-    if (required_set >= 0 && required_set < first_usable)
-        return; /* the required GPUs share their set with the padding */
-    size_t k = s->size;
-    memset(s->filled, 0, (size_t)sets * sizeof *s->filled);
-    for (size_t i = 0; i < s->n; i++) {
-        size_t g = (size_t)s->group[i];
-        s->members[g * k + s->filled[g]++] = i;
-    }
-    long total = 0, answer_score = -1;
-    const size_t *answer = NULL;
-    for (int g = 0; g < sets; g++) {
-        const size_t *m = s->members + (size_t)g * k;
-        long score = 0;
-        for (size_t a = 0; a < k; a++)
-            for (size_t b = a + 1; b < k; b++)
-                score += s->score[m[a] * s->n + m[b]];
-        total += score;
-        bool usable = required_set >= 0 ? g == required_set : g >= first_usable;
-        if (usable && score > answer_score) {
-            answer_score = score;
-            answer = m;
-        }
-    }
+    const size_t *m = s->members + (size_t)answer * s->size;
+    long score = s->set_score[answer];
     if (!s->found || total > s->best_score ||
-        (total == s->best_score && (answer_score > s->best_set_score ||
-                                    (answer_score == s->best_set_score &&
-                                     earlier(answer, s->best_set, k))))) {
+        (total == s->best_score && (score > s->best_set_score ||
+                                    (score == s->best_set_score &&
+                                     earlier(m, s->best_set, s->size))))) {
         s->found = true;
         s->best_score = total;
-        s->best_set_score = answer_score;
-        memcpy(s->best_set, answer, k * sizeof *answer);
+        s->best_set_score = score;
+        memcpy(s->best_set, m, s->size * sizeof *m);
     }
 }
 
-/* Puts the first unplaced slot in a new set with size-1 companions chosen
- * among the later unplaced ones, then recurses. */
-static void place(struct search *s, int set, size_t members, size_t from)
+/* Lists the unplaced slots after `after` as the candidates to join `set`:
+ * once per set, so choosing companions scans no placed slots. */
+static void open_set(struct search *s, int set, size_t after)
+{
+    size_t *list = s->open + (size_t)set * s->n, len = 0;
+    for (size_t i = after + 1; i < s->n; i++)
+        if (s->group[i] < 0)
+            list[len++] = i;
+    s->open_len[set] = len;
+}
+
+/* Adds size-members companions to the set being built, chosen in order
+ * from its open list at `pos` on; a full set opens the next one with the
+ * first unplaced slot. `total` scores the complete sets, `partial` the one
+ * being built. */
+static void place(struct search *s, int set, size_t members, size_t pos, long total,
+                  long partial)
 {
     if (s->visited >= MAX_PARTITIONS || s->out_of_time)
         return;
     if (members == s->size) {
-        size_t first = 0;
+        s->set_score[set] = partial;
+        total += partial;
+        size_t first = s->members[(size_t)set * s->size];
         while (first < s->n && s->group[first] >= 0)
             first++;
         if (first == s->n) {
-            finish_partition(s, set + 1);
+            finish_partition(s, set + 1, total);
             return;
         }
-        s->group[first] = set + 1;
-        place(s, set + 1, 1, first + 1);
-        s->group[first] = -1;
+        if (put(s, first, set + 1, 0)) {
+            open_set(s, set + 1, first);
+            place(s, set + 1, 1, 0, total, 0);
+            take(s, first);
+        }
         return;
     }
-    /* Only companions that leave enough unplaced slots to fill the set:
-     * dead ends cost more than the partitions themselves. */
-    size_t left = 0;
-    for (size_t i = from; i < s->n; i++)
-        left += s->group[i] < 0;
-    for (size_t i = from; i < s->n && left >= s->size - members; i++) {
-        if (s->group[i] >= 0)
-            continue;
-        left--;
-        s->group[i] = set;
-        place(s, set, members + 1, i + 1);
-        s->group[i] = -1;
+    const size_t *list = s->open + (size_t)set * s->n;
+    const size_t *m = s->members + (size_t)set * s->size;
+    /* Only companions that leave enough open slots to fill the set. */
+    for (size_t j = pos; j + (s->size - members) <= s->open_len[set]; j++) {
+        size_t i = list[j];
+        long add = 0;
+        for (size_t k = 0; k < members; k++)
+            add += s->score[i * s->n + m[k]];
+        if (put(s, i, set, members)) {
+            place(s, set, members + 1, j + 1, total, partial + add);
+            take(s, i);
+        }
     }
 }
 
@@ -199,24 +220,30 @@ static int best_effort(const struct gpu_inventory *inv, const struct plugin_devi
     int *group = calloc(n, sizeof *group);
     size_t *best = calloc(size, sizeof *best);
     size_t *members = calloc(n, sizeof *members);
-    size_t *filled = calloc(n / size, sizeof *filled);
+    long *set_score = calloc(n / size, sizeof *set_score);
+    size_t *open = calloc(n / size * n, sizeof *open);
+    size_t *open_len = calloc(n / size, sizeof *open_len);
     bool *pick = calloc(n, sizeof *pick);
-    if (!score || !req || !group || !best || !members || !filled || !pick)
+    if (!score || !req || !group || !best || !members || !set_score || !open || !open_len ||
+        !pick)
         goto done;
     for (size_t i = pad; i < n; i++) {
         req[i] = required[i - pad];
         for (size_t j = pad; j < n; j++)
             score[i * n + j] = plugin_pair_score(inv, cand[i - pad]->gpu, cand[j - pad]->gpu);
     }
-    for (size_t i = 0; i < n; i++)
-        group[i] = i < pad ? 0 : -1;
-    size_t leaders = pad > 0 ? pad : 1; /* set 0 so far: the padding, or slot 0 */
-    group[0] = 0;
     struct search s = {.n = n, .pad = pad, .score = score, .required = req,
                        .n_required = n_required, .size = size, .group = group,
-                       .members = members, .filled = filled, .best_set = best,
-                       .until = until};
-    place(&s, 0, leaders, leaders);
+                       .members = members, .open = open, .open_len = open_len,
+                       .set_score = set_score, .required_set = -1,
+                       .best_set = best, .until = until};
+    for (size_t i = 0; i < n; i++)
+        group[i] = -1;
+    size_t leaders = pad > 0 ? pad : 1; /* set 0 so far: the padding, or slot 0 */
+    for (size_t i = 0; i < leaders; i++)
+        put(&s, i, 0, i); /* padding is never required; slot 0 alone may be */
+    open_set(&s, 0, leaders - 1);
+    place(&s, 0, leaders, 0, 0, 0);
     if (s.out_of_time)
         goto done;
     if (s.found && s.visited < MAX_PARTITIONS) {
@@ -234,7 +261,9 @@ done:
     free(group);
     free(best);
     free(members);
-    free(filled);
+    free(set_score);
+    free(open);
+    free(open_len);
     free(pick);
     return rc;
 }
