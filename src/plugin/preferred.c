@@ -6,7 +6,8 @@
 
 /* Beyond this many partitions the exhaustive search gives way to a greedy
  * one, so an answer for 16 or more GPUs stays fast. 8 GPUs need at most
- * 280 (sets of 3) or 105 (pairs). */
+ * 280 (sets of 3) or 105 (pairs); 16 GPUs 6,435 for eights, millions for
+ * pairs to sevens. */
 #define MAX_PARTITIONS 20000
 
 int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b)
@@ -208,6 +209,34 @@ static void greedy(const struct search *s, bool *chosen)
     }
 }
 
+/* a choose b, as a double: exact while it matters (up to MAX_PARTITIONS). */
+static double choose(size_t a, size_t b)
+{
+    if (b > a)
+        return 0;
+    double c = 1;
+    for (size_t i = 1; i <= b; i++)
+        c = c * (double)(a - b + i) / (double)i;
+    return c;
+}
+
+/* How many partitions the search would score: the padding's companions
+ * (never required), the required GPUs' set, then full sets of the rest.
+ * Stops counting once past the bound. */
+static double partitions(size_t n_cand, size_t n_required, size_t size)
+{
+    size_t beside = n_cand % size; /* real GPUs in the set with the padding */
+    double count = choose(n_cand - n_required, beside);
+    size_t rest = n_cand - beside;
+    if (n_required > 0) {
+        count *= choose(rest - n_required, size - n_required);
+        rest -= size;
+    }
+    for (; rest > 0 && count <= MAX_PARTITIONS; rest -= size)
+        count *= choose(rest - 1, size - 1);
+    return count;
+}
+
 static int best_effort(const struct gpu_inventory *inv, const struct plugin_device **cand,
                        const bool *required, size_t n_cand, size_t n_required, size_t size,
                        const struct timespec *until, bool *chosen)
@@ -237,16 +266,18 @@ static int best_effort(const struct gpu_inventory *inv, const struct plugin_devi
                        .members = members, .open = open, .open_len = open_len,
                        .set_score = set_score, .required_set = -1,
                        .best_set = best, .until = until};
-    for (size_t i = 0; i < n; i++)
-        group[i] = -1;
-    size_t leaders = pad > 0 ? pad : 1; /* set 0 so far: the padding, or slot 0 */
-    for (size_t i = 0; i < leaders; i++)
-        put(&s, i, 0, i); /* padding is never required; slot 0 alone may be */
-    open_set(&s, 0, leaders - 1);
-    place(&s, 0, leaders, 0, 0, 0);
-    if (s.out_of_time)
-        goto done;
-    if (s.found && s.visited < MAX_PARTITIONS) {
+    if (partitions(n_cand, n_required, size) <= MAX_PARTITIONS) {
+        for (size_t i = 0; i < n; i++)
+            group[i] = -1;
+        size_t leaders = pad > 0 ? pad : 1; /* set 0 so far: the padding, or slot 0 */
+        for (size_t i = 0; i < leaders; i++)
+            put(&s, i, 0, i); /* padding is never required; slot 0 alone may be */
+        open_set(&s, 0, leaders - 1);
+        place(&s, 0, leaders, 0, 0, 0);
+        if (s.out_of_time)
+            goto done;
+    }
+    if (s.found) {
         for (size_t i = 0; i < size; i++)
             pick[best[i]] = true;
     } else {
