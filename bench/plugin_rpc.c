@@ -141,8 +141,8 @@ int main(int argc, char **argv)
     len = pack_allocate(n_ids < 8 ? n_ids : 8, buf);
     measure(ch, "Allocate 8 devices", "/v1beta1.DevicePlugin/Allocate", buf, len, rounds);
     /* Sizes that make the search for whole GPUs longest: 3 of 8 (280
-     * partitions); of 16, pairs to fours hit the 20,000-partition bound
-     * and go greedy, 8 and 9 are searched in full (6,435 and 11,440). */
+     * partitions); of 16, 8 and 9 (6,435 and 11,440), while pairs to
+     * sevens, past the 20,000-partition bound, are answered greedily. */
     static const int sizes[] = {1, 2, 3, 4, 5, 8, 9};
     size_t avail = n_ids < 8 ? n_ids : 8;
     for (int pass = 0; pass < (n_ids > 8 ? 2 : 1); pass++) {
