@@ -572,7 +572,9 @@ def test_resource_names_by_model_keep_each_pod_on_its_model(run_gpulet, kubelet,
     import itertools
     cfg = tmp_path / "models.yaml"
     cfg.write_text(MODEL_CONFIG)
-    d = run_gpulet("mixed-t4-v100", "--config-file", cfg)
+    state = tmp_path / "state.yaml"
+    set_state(state)
+    d = run_gpulet("mixed-t4-v100", "--config-file", cfg, state=state)
     node = gpus("mixed-t4-v100")
     v100 = {g["uuid"] for g in node if "V100" in g["name"]}
     t4 = {g["uuid"] for g in node if "V100" not in g["name"]}
@@ -595,6 +597,12 @@ def test_resource_names_by_model_keep_each_pod_on_its_model(run_gpulet, kubelet,
             with pytest.raises(grpc.RpcError) as e:
                 kubelet.allocate(name, [foreign])
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # health per resource: an XID on GPU 3 (a V100) touches nvidia.com/v100 only
+    set_state(state, [{"gpu": 3, "xid": 79}])
+    wait_for(lambda: health(kubelet, "nvidia.com/v100")[node[3]["uuid"]] == "Unhealthy",
+             what="V100 3 unhealthy")
+    assert health(kubelet, "nvidia.com/v100")[node[1]["uuid"]] == "Healthy"
+    assert set(health(kubelet).values()) == {"Healthy"}
     # the pattern that matched nothing is a warning with file, line and key
     log = d.text()
     assert "resource name pattern matches no device on this node" in log
@@ -620,3 +628,25 @@ def test_sharing_only_chosen_gpus(run_gpulet, kubelet, tmp_path):
         f"{node[i]['uuid']}::{k}" for i in (1, 3) for k in range(3)}
     c = kubelet.allocate("nvidia.com/gpu-slice", [f"{node[3]['uuid']}::2"]).container_responses[0]
     assert c.envs["NVIDIA_VISIBLE_DEVICES"] == node[3]["uuid"]
+
+
+def test_sighup_into_and_out_of_model_names(run_gpulet, kubelet, tmp_path):
+    """A reload that adds resources.gpus serves the new resource and takes
+    its GPUs out of nvidia.com/gpu; removing it puts them back."""
+    node = gpus("mixed-t4-v100")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("version: v1\n")
+    d = run_gpulet("mixed-t4-v100", "--config-file", cfg)
+    kubelet.resource("nvidia.com/gpu")
+    assert len(kubelet.devices("nvidia.com/gpu")) == 4
+    cfg.write_text(MODEL_CONFIG)
+    d.proc.send_signal(signal.SIGHUP)
+    kubelet.resource("nvidia.com/v100")
+    wait_for(lambda: len(kubelet.devices("nvidia.com/gpu")) == 2, what="the T4s alone")
+    assert set(kubelet.devices("nvidia.com/v100")) == {node[1]["uuid"], node[3]["uuid"]}
+    assert (tmp_path / "dp" / "nvidia-v100.sock").is_socket()
+    cfg.write_text("version: v1\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(kubelet.devices("nvidia.com/gpu")) == 4, what="all four again")
+    wait_for(lambda: not (tmp_path / "dp" / "nvidia-v100.sock").exists(),
+             what="the v100 socket removed")

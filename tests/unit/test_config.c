@@ -211,6 +211,22 @@ static void errors(void **state)
             fail_msg("case %zu: expected \"%s\" and the path in \"%s\"", i, cases[i].expect,
                      err.msg);
     }
+    /* oversized: more entries than the bound, a pattern longer than its room */
+    char big[8192] = "resources:\n  gpus:\n";
+    for (int i = 0; i <= CONFIG_MAX_NAMED; i++)
+        strcat(big, "  - {pattern: x, name: y}\n");
+    write_file(path, big);
+    {
+        struct config cfg;
+        struct config_flags flags = {.config_file = path};
+        struct gpulet_error err = {0};
+        assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+        assert_contains(err.msg, "line 3: resources.gpus lists at most 32 entries");
+        snprintf(big, sizeof big, "resources:\n  gpus:\n  - name: y\n    pattern: \"%0200d\"\n", 7);
+        write_file(path, big);
+        assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+        assert_contains(err.msg, "line 4: resources.gpus[0].pattern is too long");
+    }
     struct config cfg;
     struct config_flags flags = {.config_file = "/nonexistent/c.yaml"};
     struct gpulet_error err = {0};
