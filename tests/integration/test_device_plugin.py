@@ -613,11 +613,12 @@ def test_resource_names_by_model_keep_each_pod_on_its_model(run_gpulet, kubelet,
     assert not (tmp_path / "dp" / "nvidia-v100.sock").exists()
 
 
-def test_sharing_only_chosen_gpus(run_gpulet, kubelet, tmp_path):
+@pytest.mark.parametrize("strategy", ["timeSlicing", "mps"])
+def test_sharing_only_chosen_gpus(run_gpulet, kubelet, tmp_path, strategy):
     """devices: picks the GPUs that are shared; the rest stay whole."""
     node = gpus("t4-pcie")
     cfg = tmp_path / "some.yaml"
-    cfg.write_text("version: v1\nsharing:\n  timeSlicing:\n    resources:\n"
+    cfg.write_text(f"version: v1\nsharing:\n  {strategy}:\n    resources:\n"
                    "    - name: nvidia.com/gpu\n      rename: gpu-slice\n      replicas: 3\n"
                    f"      devices: [1, {node[3]['uuid']}]\n")
     run_gpulet("t4-pcie", "--config-file", cfg)
@@ -628,6 +629,9 @@ def test_sharing_only_chosen_gpus(run_gpulet, kubelet, tmp_path):
         f"{node[i]['uuid']}::{k}" for i in (1, 3) for k in range(3)}
     c = kubelet.allocate("nvidia.com/gpu-slice", [f"{node[3]['uuid']}::2"]).container_responses[0]
     assert c.envs["NVIDIA_VISIBLE_DEVICES"] == node[3]["uuid"]
+    assert ("CUDA_MPS_PIPE_DIRECTORY" in c.envs) == (strategy == "mps")
+    whole = kubelet.allocate("nvidia.com/gpu", [node[0]["uuid"]]).container_responses[0]
+    assert dict(whole.envs) == {"NVIDIA_VISIBLE_DEVICES": node[0]["uuid"]}
 
 
 def test_sighup_into_and_out_of_model_names(run_gpulet, kubelet, tmp_path):
