@@ -200,21 +200,35 @@ static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
     return 0;
 }
 
+/* <prefix>.count, .replicas and .product (with -SHARED when shared and
+ * not renamed): what every per-resource family starts with. */
+static int resource_head(const struct config *cfg, const char *prefix, size_t count,
+                         const char *product, struct label_set *set, struct gpulet_error *err)
+{
+    unsigned int replicas;
+    const char *suffix;
+    sharing_of(cfg, prefix, &replicas, &suffix);
+    char key[128];
+#define KEY(name) (snprintf(key, sizeof key, "%s.%s", prefix, name), key)
+    ADD(KEY("count"), "%zu", count);
+    ADD(KEY("replicas"), "%u", replicas);
+    ADD(KEY("product"), "%s%s", product, suffix);
+#undef KEY
+    return 0;
+}
+
 /* The labels of one MIG profile under a prefix: "nvidia.com/gpu" (single)
  * or "nvidia.com/mig-1g.5gb" (mixed). */
 static int mig_labels(const struct config *cfg, const char *prefix, const struct gpu_device *g,
                       const struct gpu_mig_device *m, size_t count, struct label_set *set,
                       struct gpulet_error *err)
 {
-    unsigned int replicas;
-    const char *suffix;
-    sharing_of(cfg, prefix, &replicas, &suffix);
-    char product[96], key[128];
+    char product[96], mig_product[160], key[128];
     label_product(g->name, product, sizeof product);
+    snprintf(mig_product, sizeof mig_product, "%s-MIG-%s", product, m->profile);
+    if (resource_head(cfg, prefix, count, mig_product, set, err) < 0)
+        return -1;
 #define KEY(name) (snprintf(key, sizeof key, "%s.%s", prefix, name), key)
-    ADD(KEY("count"), "%zu", count);
-    ADD(KEY("replicas"), "%u", replicas);
-    ADD(KEY("product"), "%s-MIG-%s%s", product, m->profile, suffix);
     ADD(KEY("memory"), "%llu", m->memory_mib);
     ADD(KEY("multiprocessors"), "%u", m->multiprocessors);
     ADD(KEY("slices.gi"), "%u", m->gi_slices);
@@ -282,15 +296,11 @@ static int model_labels(const struct gpu_inventory *inv, const struct config *cf
         }
         if (!first)
             continue;
-        unsigned int replicas;
-        const char *suffix;
-        sharing_of(cfg, name, &replicas, &suffix);
         char product[96], key[128];
         label_product(g->name, product, sizeof product);
+        if (resource_head(cfg, name, count, product, set, err) < 0)
+            return -1;
 #define KEY(k) (snprintf(key, sizeof key, "%s.%s", name, k), key)
-        ADD(KEY("count"), "%zu", count);
-        ADD(KEY("replicas"), "%u", replicas);
-        ADD(KEY("product"), "%s%s", product, suffix);
         ADD(KEY("memory"), "%llu", g->memory_total_bytes / (1024 * 1024));
         ADD(KEY("family"), "%s", label_family(g->cc_major, g->cc_minor));
         ADD(KEY("compute.major"), "%d", g->cc_major);
