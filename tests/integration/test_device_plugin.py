@@ -646,11 +646,14 @@ def test_sighup_into_and_out_of_model_names(run_gpulet, kubelet, tmp_path):
     cfg.write_text(MODEL_CONFIG)
     d.proc.send_signal(signal.SIGHUP)
     kubelet.resource("nvidia.com/v100")
-    wait_for(lambda: len(kubelet.devices("nvidia.com/gpu")) == 2, what="the T4s alone")
+    # allocatable(): a resource registered again has no list until its stream sends one
+    wait_for(lambda: len(kubelet.allocatable().get("nvidia.com/gpu", [])) == 2,
+             what="the T4s alone")
     assert set(kubelet.devices("nvidia.com/v100")) == {node[1]["uuid"], node[3]["uuid"]}
     assert (tmp_path / "dp" / "nvidia-v100.sock").is_socket()
     cfg.write_text("version: v1\n")
     d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: len(kubelet.devices("nvidia.com/gpu")) == 4, what="all four again")
+    wait_for(lambda: len(kubelet.allocatable().get("nvidia.com/gpu", [])) == 4,
+             what="all four again")
     wait_for(lambda: not (tmp_path / "dp" / "nvidia-v100.sock").exists(),
              what="the v100 socket removed")
