@@ -35,6 +35,20 @@ static void products_and_families(void **state)
     assert_string_equal(buf, "NVIDIA-H100-80GB-HBM3");
     label_product("NVIDIA RTX A6000 (rev/2)", buf, sizeof buf);
     assert_string_equal(buf, "NVIDIA-RTX-A6000-rev2");
+    static const char *const models[][2] = {
+        {"Tesla V100-SXM2-16GB", "V100"}, {"NVIDIA A100-SXM4-80GB", "A100"},
+        {"Tesla T4", "T4"}, {"NVIDIA H100 80GB HBM3", "H100"},
+        {"NVIDIA GeForce RTX 4090", "RTX-4090"}, {"NVIDIA RTX A6000", "RTX-A6000"},
+        {"NVIDIA A100 80GB PCIe", "A100"}, {"Tesla K80", "K80"}, {"NVIDIA L4", "L4"},
+        {"NVIDIA GH200 480GB", "GH200"}, {"Quadro RTX 8000", "RTX-8000"},
+        {"NVIDIA", ""}, {"Some (odd) GPU", "Some-odd-GPU"},
+    };
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        label_model(models[i][0], buf, sizeof buf);
+        assert_string_equal(buf, models[i][1]);
+    }
+    label_model("NVIDIA Averyveryverylongname-12345", buf, 8);
+    assert_string_equal(buf, "Averyve");
     assert_string_equal(label_family(7, 0), "volta");
     assert_string_equal(label_family(7, 5), "turing");
     assert_string_equal(label_family(8, 0), "ampere");

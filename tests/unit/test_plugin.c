@@ -209,6 +209,70 @@ static void resources_for_mig_and_sharing(void **state)
     assert_contains(err.msg, "use migStrategy mixed");
 }
 
+static void resources_by_model(void **state)
+{
+    (void)state;
+    load("mixed-t4-v100"); /* T4, V100, T4, V100 */
+    struct config cfg;
+    config_defaults(&cfg);
+    cfg.gpu_name_count = 2;
+    snprintf(cfg.gpu_names[0].pattern, sizeof cfg.gpu_names[0].pattern, "*V100*");
+    snprintf(cfg.gpu_names[0].name, sizeof cfg.gpu_names[0].name, "nvidia.com/v100");
+    snprintf(cfg.gpu_names[1].pattern, sizeof cfg.gpu_names[1].pattern, "*");
+    snprintf(cfg.gpu_names[1].name, sizeof cfg.gpu_names[1].name, "nvidia.com/any");
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    assert_int_equal(count, 2); /* first match wins: the V100s are not "any" */
+    assert_string_equal(res[0].name, "nvidia.com/any");
+    assert_int_equal(res[0].count, 2);
+    assert_int_equal(res[0].devices[0].gpu, 0);
+    assert_int_equal(res[0].devices[1].gpu, 2);
+    assert_string_equal(res[1].name, "nvidia.com/v100");
+    assert_string_equal(res[1].socket_name, "nvidia-v100.sock");
+    assert_int_equal(res[1].devices[0].gpu, 1);
+    assert_int_equal(res[1].devices[1].gpu, 3);
+    plugin_free_resources(res, count);
+
+    /* unmatched GPUs stay nvidia.com/gpu; sharing applies to the model
+     * resource, to the chosen GPU only */
+    cfg.gpu_name_count = 1;
+    cfg.sharing = SHARING_TIME_SLICING;
+    cfg.shared_count = 1;
+    struct shared_resource *s = &cfg.shared[0];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "nvidia.com/v100");
+    snprintf(s->rename, sizeof s->rename, "nvidia.com/v100.shared");
+    s->replicas = 4;
+    s->selector_count = 1;
+    snprintf(s->selectors[0], sizeof s->selectors[0], "3");
+    res = build(&cfg, &count);
+    assert_int_equal(count, 3);
+    assert_string_equal(res[0].name, "nvidia.com/gpu");
+    assert_int_equal(res[0].count, 2);
+    assert_string_equal(res[1].name, "nvidia.com/v100");
+    assert_int_equal(res[1].count, 1);
+    assert_int_equal(res[1].devices[0].gpu, 1);
+    assert_string_equal(res[2].name, "nvidia.com/v100.shared");
+    assert_int_equal(res[2].count, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(res[2].devices[i].gpu, 3);
+    plugin_free_resources(res, count);
+
+    /* MIG profiles by pattern, joined under one name */
+    load("a100-mig");
+    config_defaults(&cfg);
+    cfg.mig_strategy = MIG_STRATEGY_MIXED;
+    cfg.mig_name_count = 1;
+    snprintf(cfg.mig_names[0].pattern, sizeof cfg.mig_names[0].pattern, "[12]g.*");
+    snprintf(cfg.mig_names[0].name, sizeof cfg.mig_names[0].name, "nvidia.com/mig-small");
+    res = build(&cfg, &count);
+    assert_int_equal(count, 2);
+    assert_string_equal(res[0].name, "nvidia.com/mig-3g.20gb");
+    assert_string_equal(res[1].name, "nvidia.com/mig-small");
+    assert_int_equal(res[1].count, 9);
+    plugin_free_resources(res, count);
+}
+
 static void allocate_answers(void **state)
 {
     (void)state;
@@ -486,6 +550,7 @@ int main(void)
         cmocka_unit_test(preferred_on_dgx1),
         cmocka_unit_test(preferred_on_other_nodes),
         cmocka_unit_test(resources_for_mig_and_sharing),
+        cmocka_unit_test(resources_by_model),
         cmocka_unit_test(allocate_answers),
         cmocka_unit_test(replicas_distributed_and_packed),
         cmocka_unit_test(replicas_same_answers_as_the_pairwise_policy),
