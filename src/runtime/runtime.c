@@ -237,7 +237,10 @@ int runtime_read_settings(const char *path, struct runtime_settings *s, struct g
         *err = (struct gpulet_error){0};
         return 0;
     }
-    int rc = 0;
+    int rc = strlen(text) == len ? 0
+                                 : gpulet_error_set(err, GPULET_ERR_INPUT,
+                                                    "%s holds a NUL byte; is it the right file?",
+                                                    path);
     unsigned long line = 0;
     for (char *p = text, *next; rc == 0 && p && *p; p = next) {
         line++;
@@ -251,7 +254,8 @@ int runtime_read_settings(const char *path, struct runtime_settings *s, struct g
         if (*l == '\0')
             continue;
         char *eq = strchr(l, '=');
-        char *key = eq ? (*eq = '\0', trim(l)) : l, *value = eq ? trim(eq + 1) : "";
+        const char *value = eq ? trim(eq + 1) : "";
+        const char *key = eq ? (*eq = '\0', trim(l)) : l;
         bool b = strcmp(value, "true") == 0;
         if (strcmp(key, "accept-envvar-unprivileged") != 0)
             rc = gpulet_error_set(err, GPULET_ERR_INPUT,

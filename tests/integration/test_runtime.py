@@ -196,6 +196,7 @@ def test_envvar_is_accepted_by_default(build, bundle, cdi_dir, tmp_path, text):
     ("accept-envvar-unprivileged = no\n", "line 1: accept-envvar-unprivileged must be true or"),
     ("\naccept-envar-unprivileged = false\n", "line 2: unknown setting \"accept-envar-"),
     ("x" * 5000, "larger than"),
+    ("accept-envvar-unprivileged = true\0\naccept-envvar-unprivileged = false\n", "NUL byte"),
 ])
 def test_a_settings_file_it_cannot_read_fails_the_create(build, bundle, cdi_dir, tmp_path, text,
                                                          message):
