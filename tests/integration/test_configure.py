@@ -80,7 +80,29 @@ def test_crio_drop_in(gpulet, tmp_path):
     r = configure(gpulet, "--runtime", "crio", "--config", cfg)
     assert r.rc == 0
     golden("crio.toml", cfg.read_text())
-    assert (tmp_path / "crio.conf.d" / "99-gpulet.toml.gpulet-backup").exists()
+    # CRI-O loads every file in crio.conf.d: the backup is kept above it
+    assert (tmp_path / "99-gpulet.toml.gpulet-backup").read_text() == \
+        (GOLDEN / "crio-default.toml").read_text()
+    assert os.listdir(tmp_path / "crio.conf.d") == ["99-gpulet.toml"]
+
+
+def test_crio_drop_in_folder_gets_only_the_drop_in(gpulet, tmp_path):
+    """CRI-O loads every file of crio.conf.d, in name order: a backup
+    there (an older gpulet's) came after 99-gpulet.toml and its old values
+    won; a temporary file left by a killed run would be loaded too."""
+    folder = tmp_path / "crio.conf.d"
+    folder.mkdir()
+    cfg = folder / "99-gpulet.toml"
+    cfg.write_text('[crio.runtime]\ndefault_runtime = "crun"\n')
+    stale = [folder / "99-gpulet.toml.gpulet-backup", folder / ".99-gpulet.toml.gpulet-a1B2c3"]
+    for f in stale:
+        f.write_text('[crio.runtime]\ndefault_runtime = "runc"\n')
+    (folder / "10-operator.conf").write_text("# theirs\n")
+    r = configure(gpulet, "--runtime", "crio", "--config", cfg)
+    assert r.rc == 0, r.err
+    assert sorted(os.listdir(folder)) == ["10-operator.conf", "99-gpulet.toml"]
+    assert str(tmp_path / "99-gpulet.toml.gpulet-backup") in r.out
+    assert "default_runtime = \"crun\"" in cfg.read_text()
 
 
 def test_usage_errors(gpulet, tmp_path):
@@ -119,6 +141,13 @@ def test_containerd_drop_in_and_imports(gpulet, tmp_path, name):
     assert (tmp_path / "config.toml.gpulet-backup").read_text() == before
     again = configure(gpulet, "--runtime", "containerd", "--config", cfg, "--set-as-default")
     assert "already configured; nothing changed" in again.out
+    # the drop-in is gpulet's whole: rewritten without a backup, and
+    # nothing else of gpulet's is ever in its folder
+    changed = configure(gpulet, "--runtime", "containerd", "--config", cfg)
+    assert changed.rc == 0, changed.err
+    assert os.listdir(tmp_path / "conf.d") == ["99-gpulet.toml"]
+    assert sorted(os.listdir(tmp_path)) == ["conf.d", "config.toml", "config.toml.gpulet-backup"]
+    configure(gpulet, "--runtime", "containerd", "--config", cfg, "--set-as-default")
     if shutil.which("containerd") and name == "containerd-v2":
         dump = subprocess.run(["containerd", "--config", str(cfg), "config", "dump"],
                               capture_output=True, text=True, timeout=30)
@@ -129,6 +158,33 @@ def test_containerd_drop_in_and_imports(gpulet, tmp_path, name):
         assert 'default_runtime_name = "nvidia"' in out
         assert 'sandbox_image = "registry.k8s.io/pause:3.9"' in out  # kept
         assert "runtimes.kata]" in out                                 # kept
+
+
+@pytest.mark.parametrize("pattern", ["*", "config.toml*", ".config*"])
+def test_containerd_import_that_would_load_gpulets_own_files_is_refused(gpulet, tmp_path,
+                                                                        pattern):
+    cfg = tmp_path / "config.toml"
+    text = f'version = 2\nimports = ["{tmp_path}/{pattern}"]\n'
+    cfg.write_text(text)
+    r = configure(gpulet, "--runtime", "containerd", "--config", cfg)
+    assert r.rc != 0 and "a file gpulet writes" in r.err and "nothing was changed" in r.err
+    assert cfg.read_text() == text and sorted(os.listdir(tmp_path)) == ["config.toml"]
+
+
+def test_containerd_operators_import_of_the_whole_drop_in_folder(gpulet, tmp_path):
+    """imports = ["conf.d/*"] loads every file there: gpulet leaves only its
+    drop-in in it."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'version = 2\nimports = ["{tmp_path}/conf.d/*"]\n')
+    for args in ((), ("--set-as-default",)):
+        r = configure(gpulet, "--runtime", "containerd", "--config", cfg, *args)
+        assert r.rc == 0, r.err
+        assert os.listdir(tmp_path / "conf.d") == ["99-gpulet.toml"]
+    if shutil.which("containerd"):
+        dump = subprocess.run(["containerd", "--config", str(cfg), "config", "dump"],
+                              capture_output=True, text=True, timeout=30)
+        assert dump.returncode == 0, dump.stderr
+        assert 'default_runtime_name = "nvidia"' in dump.stdout
 
 
 def test_containerd_without_a_config(gpulet, tmp_path):
