@@ -1,5 +1,5 @@
 # A thin front for CMake. `make` builds, `make test` runs every test,
-# `make demo` shows gpulet on a simulated DGX A100, `make e2e` runs it on a real
+# `make demo` shows gpulet serving a simulated DGX A100, `make e2e` runs it on a real
 # node (a real kubelet, containerd and runc). Each installs the
 # Debian packages it needs first (scripts/install-deps.sh).
 

@@ -1,30 +1,9 @@
 #!/bin/sh
-# `make demo`: gpulet on a simulated DGX A100, then the same node after
-# one of its GPUs falls off the bus.
+# `make demo`: gpulet's main job on a simulated DGX A100 — registration
+# with a kubelet stand-in, a pod allocated two GPUs, the node labels,
+# /metrics with the pod's labels, an XID and the recovery
+# (scripts/demo.py). On a terminal it keeps running until Ctrl-C.
 set -eu
 build=${1:-build}
-gpulet="$build/gpulet"
-state=$(mktemp --suffix=.yaml)
-trap 'rm -f "$state"' EXIT
-
-say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-
-say gpulet --simulate dgx-a100 info
-"$gpulet" --simulate dgx-a100 info
-
-say gpulet --simulate a100-mig info
-"$gpulet" --simulate a100-mig info
-
-printf 'gpus:\n  3:\n    lost: true\n' >"$state"
-say "GPULET_SIM_STATE=$state gpulet --simulate dgx-a100 info   # GPU 3 fell off the bus"
-GPULET_SIM_STATE="$state" "$gpulet" --simulate dgx-a100 info
-
-say "gpulet --simulate dgx-a100 info --json | head -24"
-"$gpulet" --simulate dgx-a100 info --json | head -24
-
-cat <<'MSG'
-
-That was a simulated node: the same binary reads the real driver's
-libnvidia-ml.so.1 when you leave out --simulate. Fixtures: sim/nodes/;
-the simulator's file formats: docs/simulator.md.
-MSG
+# Debian's python3, which has grpcio and yaml (scripts/install-deps.sh)
+PYTHONDONTWRITEBYTECODE=1 exec /usr/bin/python3 "$(dirname "$0")/demo.py" "$build"

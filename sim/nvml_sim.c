@@ -19,19 +19,37 @@
 
 #include "nvml/nvml_abi.h"
 #include "sim_device.h"
+#include "sim_mig.h"
 #include "sim_node.h"
+#include "sim_sysfs.h"
 
 #define SIM_API __attribute__((visibility("default")))
 
 #define HANDLE_MAGIC 0x53494d44U /* "SIMD" */
 #define EVENT_SET_MAGIC 0x53494d45U
 #define SAMPLE_MAGIC 0x53494d53U
+#define GI_MAGIC 0x53494d47U
+#define CI_MAGIC 0x53494d43U
+/* GPU instance profile numbers a current driver knows (1_SLICE .. 1_SLICE_REV2). */
+#define KNOWN_GI_PROFILES 10
 #define MIB (1024ULL * 1024ULL)
 
 struct nvmlDevice_st {
     unsigned int magic;
     unsigned int gpu;
     int mig; /* -1: the whole GPU */
+};
+
+struct nvmlGpuInstance_st {
+    unsigned int magic;
+    unsigned int gpu;
+    unsigned int index; /* into the GPU's sim_gpu_instances() */
+};
+
+struct nvmlComputeInstance_st {
+    unsigned int magic;
+    unsigned int gpu;
+    unsigned int mig; /* the MIG device it is */
 };
 
 struct nvmlEventSet_st {
@@ -55,12 +73,18 @@ static struct sim_node *node;
 static struct sim_state *state;
 static struct nvmlDevice_st gpu_handles[SIM_MAX_GPUS];
 static struct nvmlDevice_st mig_handles[SIM_MAX_GPUS][SIM_MAX_MIGS];
+static struct nvmlGpuInstance_st gi_handles[SIM_MAX_GPUS][SIM_MAX_MIGS];
+static struct nvmlComputeInstance_st ci_handles[SIM_MAX_GPUS][SIM_MAX_MIGS];
 static struct timespec started;
 static char last_error[1200];
 static char state_path[4096];
 static struct stat state_seen;
 static bool state_present;
 static char state_error_shown[1200];
+/* The simulated sysfs: GPULET_SIM_SYSFS, or a private folder made when
+ * gpulet asks for one and removed at the last nvmlShutdown. */
+static char sysfs_root[4096];
+static bool sysfs_private;
 
 SIM_API const char *gpuletSimNodeName(void)
 {
@@ -75,6 +99,35 @@ SIM_API const char *gpuletSimMachine(void)
 SIM_API const char *gpuletSimLastError(void)
 {
     return last_error;
+}
+
+/* Where the node's PCI and DMI files are; makes a private tree the first
+ * time when GPULET_SIM_SYSFS did not name one. NULL before nvmlInit or
+ * when the tree cannot be written (the reason goes to stderr). */
+SIM_API const char *gpuletSimSysfsRoot(void)
+{
+    pthread_mutex_lock(&lock);
+    const char *root = NULL;
+    if (init_count > 0 && sysfs_root[0] == '\0') {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(sysfs_root, sizeof sysfs_root, "%s/gpulet-sim-sysfs-XXXXXX",
+                 tmp && tmp[0] ? tmp : "/tmp");
+        struct gpulet_error err = {0};
+        if (mkdtemp(sysfs_root) == NULL) {
+            fprintf(stderr, "gpulet-sim: level=warn msg=\"cannot make the simulated sysfs\" "
+                            "path=%s error=\"%s\"\n", sysfs_root, strerror(errno));
+            sysfs_root[0] = '\0';
+        } else {
+            sysfs_private = true; /* removed at shutdown, even if half written */
+            if (sim_sysfs_write(node, sysfs_root, &err) < 0)
+                fprintf(stderr, "gpulet-sim: level=warn msg=\"cannot write the simulated "
+                                "sysfs\" error=\"%s\"\n", err.msg);
+        }
+    }
+    if (init_count > 0 && sysfs_root[0])
+        root = sysfs_root;
+    pthread_mutex_unlock(&lock);
+    return root;
 }
 
 static double elapsed_seconds(void)
@@ -146,8 +199,18 @@ static nvmlReturn_t load_node(void)
         return NVML_ERROR_DRIVER_NOT_LOADED;
     for (unsigned int g = 0; g < SIM_MAX_GPUS; g++) {
         gpu_handles[g] = (struct nvmlDevice_st){HANDLE_MAGIC, g, -1};
-        for (int m = 0; m < SIM_MAX_MIGS; m++)
+        for (int m = 0; m < SIM_MAX_MIGS; m++) {
             mig_handles[g][m] = (struct nvmlDevice_st){HANDLE_MAGIC, g, m};
+            gi_handles[g][m] = (struct nvmlGpuInstance_st){GI_MAGIC, g, (unsigned int)m};
+            ci_handles[g][m] = (struct nvmlComputeInstance_st){CI_MAGIC, g, (unsigned int)m};
+        }
+    }
+    const char *sysfs = getenv("GPULET_SIM_SYSFS");
+    snprintf(sysfs_root, sizeof sysfs_root, "%s", sysfs ? sysfs : "");
+    sysfs_private = false;
+    if (sysfs_root[0] && sim_sysfs_write(node, sysfs_root, &err) < 0) {
+        snprintf(last_error, sizeof last_error, "cannot write the simulated sysfs: %s", err.msg);
+        return NVML_ERROR_UNKNOWN;
     }
     const char *spath = getenv("GPULET_SIM_STATE");
     snprintf(state_path, sizeof state_path, "%s", spath ? spath : "");
@@ -160,6 +223,10 @@ static nvmlReturn_t load_node(void)
 
 static void unload_node(void)
 {
+    if (sysfs_private && node)
+        sim_sysfs_remove(node, sysfs_root);
+    sysfs_private = false;
+    sysfs_root[0] = '\0';
     free(node);
     free(state);
     node = NULL;
@@ -520,6 +587,33 @@ SIM_API nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *d
     return leave(NVML_ERROR_NOT_FOUND);
 }
 
+/* Bus ids compare as numbers: callers write "0000:07:00.0" or NVML's
+ * "00000000:07:00.0", in either case. */
+static nvmlReturn_t handle_by_bus_id(const char *bus_id, nvmlDevice_t *device)
+{
+    nvmlReturn_t ret = enter_system();
+    if (ret != NVML_SUCCESS)
+        return ret;
+    unsigned int want[4], have[4];
+    char extra;
+    if (bus_id == NULL || device == NULL ||
+        sscanf(bus_id, "%x:%x:%x.%x%c", &want[0], &want[1], &want[2], &want[3], &extra) != 4)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    for (size_t g = 0; g < node->gpu_count; g++) {
+        sscanf(node->gpus[g].pci_bus_id, "%x:%x:%x.%x", &have[0], &have[1], &have[2], &have[3]);
+        if (memcmp(want, have, sizeof want) == 0) {
+            *device = &gpu_handles[g];
+            return leave(state->gpus[g].lost ? NVML_ERROR_GPU_IS_LOST : NVML_SUCCESS);
+        }
+    }
+    return leave(NVML_ERROR_NOT_FOUND);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetHandleByPciBusId(const char *bus_id, nvmlDevice_t *device)
+{
+    return handle_by_bus_id(bus_id, device);
+}
+
 /* ---- identity ---- */
 
 static void mig_profile(const struct sim_mig *m, char *buf, size_t len)
@@ -550,6 +644,38 @@ SIM_API nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t dev, char *uuid, unsigned in
     if (ret != NVML_SUCCESS)
         return ret;
     return leave(copy_string(uuid, length, m ? m->uuid : g->uuid));
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t dev, unsigned int *index)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, index);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *index = (unsigned int)gpu_index_of(g);
+    return leave(NVML_SUCCESS);
+}
+
+/* The architecture from the compute capability, as the driver names it. */
+SIM_API nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t dev, unsigned int *arch)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m, arch);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    switch (g->cc_major) {
+    case 3: *arch = NVML_DEVICE_ARCH_KEPLER; break;
+    case 5: *arch = NVML_DEVICE_ARCH_MAXWELL; break;
+    case 6: *arch = NVML_DEVICE_ARCH_PASCAL; break;
+    case 7: *arch = g->cc_minor < 5 ? NVML_DEVICE_ARCH_VOLTA : NVML_DEVICE_ARCH_TURING; break;
+    case 8: *arch = g->cc_minor < 9 ? NVML_DEVICE_ARCH_AMPERE : NVML_DEVICE_ARCH_ADA; break;
+    case 9: *arch = NVML_DEVICE_ARCH_HOPPER; break;
+    case 10:
+    case 12: *arch = NVML_DEVICE_ARCH_BLACKWELL; break;
+    default: *arch = NVML_DEVICE_ARCH_UNKNOWN; break;
+    }
+    return leave(NVML_SUCCESS);
 }
 
 SIM_API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t dev, char *serial, unsigned int length)
@@ -1109,6 +1235,356 @@ SIM_API nvmlReturn_t nvmlDeviceGetAttributes(nvmlDevice_t dev, nvmlDeviceAttribu
     return attributes(dev, attr);
 }
 
+/* ---- MIG GPU and compute instances ---- */
+
+/* enter() for a GPU that must be in MIG mode; fills its instances. */
+static nvmlReturn_t enter_mig_gpu(nvmlDevice_t dev, struct sim_gpu **g,
+                                  struct sim_gpu_instance gis[SIM_MAX_MIGS], size_t *count,
+                                  const void *out)
+{
+    nvmlReturn_t ret = enter_gpu(dev, g, out);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (!(*g)->mig_capable || !(*g)->mig_enabled)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    struct gpulet_error err = {0};
+    if (sim_gpu_instances(*g, gis, count, &err) < 0) /* the node file was checked */
+        return leave(NVML_ERROR_UNKNOWN);
+    return NVML_SUCCESS;
+}
+
+/* Locks and checks a GPU instance handle; on success the lock is held. */
+static nvmlReturn_t enter_gi(nvmlGpuInstance_t h, struct sim_gpu **g, struct sim_gpu_instance *gi,
+                             const void *out)
+{
+    if (out == NULL || h == NULL || h->magic != GI_MAGIC)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    struct sim_gpu_instance gis[SIM_MAX_MIGS];
+    size_t count;
+    nvmlReturn_t ret = enter_mig_gpu(&gpu_handles[h->gpu], g, gis, &count, out);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (h->index >= count)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *gi = gis[h->index];
+    return NVML_SUCCESS;
+}
+
+/* The GPU instance profile index whose driver profile number is id. */
+static int gi_profile_by_id(const struct sim_gpu *g, unsigned int id)
+{
+    struct sim_profile p;
+    for (unsigned int i = 0; i < SIM_GI_PROFILES; i++)
+        if (sim_gi_profile(g, i, &p) && p.id == id)
+            return (int)i;
+    return -1;
+}
+
+/* enter_mig_gpu() for the calls that take a GPU instance profile id
+ * (`info.id`, e.g. 19): INVALID_ARGUMENT for an id the GPU does not offer. */
+static nvmlReturn_t enter_gi_profile(nvmlDevice_t dev, unsigned int profile_id,
+                                     struct sim_gpu **g, struct sim_gpu_instance gis[SIM_MAX_MIGS],
+                                     size_t *count, struct sim_profile *p, const void *out)
+{
+    nvmlReturn_t ret = enter_mig_gpu(dev, g, gis, count, out);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    int index = gi_profile_by_id(*g, profile_id);
+    if (index < 0 || !sim_gi_profile(*g, (unsigned int)index, p))
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    return NVML_SUCCESS;
+}
+
+/* enter_gi() for the calls that take a compute instance profile id:
+ * INVALID_ARGUMENT for one that does not fit the GPU instance. */
+static nvmlReturn_t enter_ci_profile(nvmlGpuInstance_t h, unsigned int profile_id,
+                                     struct sim_gpu **g, struct sim_gpu_instance *gi,
+                                     struct sim_profile *p, const void *out)
+{
+    nvmlReturn_t ret = enter_gi(h, g, gi, out);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (!sim_ci_profile(*g, gi->profile, profile_id, p))
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    return NVML_SUCCESS;
+}
+
+/* The count protocol of the placement calls: with no array, or one too
+ * short (INSUFFICIENT_SIZE), *count says how many there are and the call
+ * ends with *ret; true when the caller should fill `wanted` entries. */
+static bool placements_wanted(const void *array, unsigned int *count, unsigned int wanted,
+                              nvmlReturn_t *ret)
+{
+    *ret = array && *count < wanted ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
+    bool fill = array && *count >= wanted;
+    *count = wanted;
+    return fill;
+}
+
+/* What every profile-info call answers for an index the GPU lacks: a
+ * known profile number NOT_SUPPORTED, anything past them INVALID_ARGUMENT,
+ * as the driver does (consumers skip both). */
+static nvmlReturn_t no_profile(unsigned int index)
+{
+    return index < KNOWN_GI_PROFILES ? NVML_ERROR_NOT_SUPPORTED
+                                                   : NVML_ERROR_INVALID_ARGUMENT;
+}
+
+static nvmlReturn_t gi_profile_of(nvmlDevice_t dev, unsigned int index, struct sim_profile *p)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, p);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (!g->mig_capable)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    return leave(sim_gi_profile(g, index, p) ? NVML_SUCCESS : no_profile(index));
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t dev, unsigned int index,
+                                                         nvmlGpuInstanceProfileInfo_t *info)
+{
+    struct sim_profile p;
+    if (info == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t ret = gi_profile_of(dev, index, &p);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *info = (nvmlGpuInstanceProfileInfo_t){
+        .id = p.id, .isP2pSupported = 0, .sliceCount = p.slices,
+        .instanceCount = p.instances, .multiprocessorCount = p.multiprocessors,
+        .copyEngineCount = p.copy_engines, .decoderCount = p.decoders,
+        .encoderCount = p.encoders, .jpegCount = p.jpegs, .ofaCount = p.ofas,
+        .memorySizeMB = p.memory_mib};
+    return NVML_SUCCESS;
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGpuInstanceRemainingCapacity(nvmlDevice_t dev,
+                                                               unsigned int profile_id,
+                                                               unsigned int *count)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gis[SIM_MAX_MIGS];
+    size_t n;
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_gi_profile(dev, profile_id, &g, gis, &n, &p, count);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    unsigned int used = 0, free_places = 0, mask = (1U << p.memory_slices) - 1;
+    for (size_t i = 0; i < n; i++)
+        used |= ((1U << gis[i].size) - 1) << gis[i].start;
+    for (unsigned int k = 0; k < p.instances; k++)
+        free_places += (used & (mask << (k * p.memory_slices))) == 0;
+    *count = free_places;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGpuInstances(nvmlDevice_t dev, unsigned int profile_id,
+                                               nvmlGpuInstance_t *out, unsigned int *count)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gis[SIM_MAX_MIGS];
+    size_t n;
+    if (out == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_gi_profile(dev, profile_id, &g, gis, &n, &p, count);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    unsigned int found = 0;
+    for (size_t i = 0; i < n; i++)
+        if (gis[i].profile == (unsigned int)sim_profile_index(p.slices))
+            out[found++] = &gi_handles[gpu_index_of(g)][i];
+    *count = found;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGpuInstanceById(nvmlDevice_t dev, unsigned int id,
+                                                  nvmlGpuInstance_t *out)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gis[SIM_MAX_MIGS];
+    size_t n;
+    nvmlReturn_t ret = enter_mig_gpu(dev, &g, gis, &n, out);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    for (size_t i = 0; i < n; i++) {
+        if (gis[i].id == id) {
+            *out = &gi_handles[gpu_index_of(g)][i];
+            return leave(NVML_SUCCESS);
+        }
+    }
+    return leave(NVML_ERROR_NOT_FOUND);
+}
+
+SIM_API nvmlReturn_t nvmlGpuInstanceGetInfo(nvmlGpuInstance_t h, nvmlGpuInstanceInfo_t *info)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gi;
+    nvmlReturn_t ret = enter_gi(h, &g, &gi, info);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    struct sim_profile p;
+    sim_gi_profile(g, gi.profile, &p);
+    *info = (nvmlGpuInstanceInfo_t){.device = &gpu_handles[h->gpu], .id = gi.id,
+                                    .profileId = p.id,
+                                    .placement = {.start = gi.start, .size = gi.size}};
+    return leave(NVML_SUCCESS);
+}
+
+static nvmlReturn_t ci_profile_of(nvmlGpuInstance_t h, unsigned int index, unsigned int engines,
+                                  struct sim_profile *p)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gi;
+    nvmlReturn_t ret = enter_gi(h, &g, &gi, p);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (engines >= NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_COUNT ||
+        index >= NVML_COMPUTE_INSTANCE_PROFILE_COUNT)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    return leave(sim_ci_profile(g, gi.profile, index, p) ? NVML_SUCCESS
+                                                         : NVML_ERROR_NOT_SUPPORTED);
+}
+
+SIM_API nvmlReturn_t nvmlGpuInstanceGetComputeInstanceProfileInfo(
+    nvmlGpuInstance_t h, unsigned int index, unsigned int engines,
+    nvmlComputeInstanceProfileInfo_t *info)
+{
+    struct sim_profile p;
+    if (info == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t ret = ci_profile_of(h, index, engines, &p);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *info = (nvmlComputeInstanceProfileInfo_t){
+        .id = p.id, .sliceCount = p.slices, .instanceCount = p.instances,
+        .multiprocessorCount = p.multiprocessors, .sharedCopyEngineCount = p.copy_engines,
+        .sharedDecoderCount = p.decoders, .sharedEncoderCount = p.encoders,
+        .sharedJpegCount = p.jpegs, .sharedOfaCount = p.ofas};
+    return NVML_SUCCESS;
+}
+
+/* The MIG devices of gi whose compute instance profile is profile_id. */
+static size_t cis_of_profile(const struct sim_gpu *g, const struct sim_gpu_instance *gi,
+                             unsigned int profile_id, size_t out[SIM_MAX_MIGS])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < gi->mig_count; i++)
+        if (sim_profile_index(g->migs[gi->migs[i]].ci_slices) == (int)profile_id)
+            out[n++] = gi->migs[i];
+    return n;
+}
+
+SIM_API nvmlReturn_t nvmlGpuInstanceGetComputeInstanceRemainingCapacity(nvmlGpuInstance_t h,
+                                                                        unsigned int profile_id,
+                                                                        unsigned int *count)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gi;
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_ci_profile(h, profile_id, &g, &gi, &p, count);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    unsigned int used = 0;
+    for (size_t i = 0; i < gi.mig_count; i++)
+        used += g->migs[gi.migs[i]].ci_slices;
+    unsigned int gi_slices = g->migs[gi.migs[0]].slices;
+    *count = (gi_slices - used) / p.slices;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlGpuInstanceGetComputeInstancePossiblePlacements(
+    nvmlGpuInstance_t h, unsigned int profile_id, nvmlComputeInstancePlacement_t *placements,
+    unsigned int *count)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gi;
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_ci_profile(h, profile_id, &g, &gi, &p, count);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (!placements_wanted(placements, count, p.instances, &ret))
+        return leave(ret);
+    for (unsigned int k = 0; k < p.instances; k++)
+        placements[k] = (nvmlComputeInstancePlacement_t){.start = k * p.slices, .size = p.slices};
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlGpuInstanceGetComputeInstances(nvmlGpuInstance_t h,
+                                                        unsigned int profile_id,
+                                                        nvmlComputeInstance_t *out,
+                                                        unsigned int *count)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gi;
+    if (out == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_ci_profile(h, profile_id, &g, &gi, &p, count);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    size_t migs[SIM_MAX_MIGS];
+    size_t n = cis_of_profile(g, &gi, profile_id, migs);
+    for (size_t i = 0; i < n; i++)
+        out[i] = &ci_handles[h->gpu][migs[i]];
+    *count = (unsigned int)n;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlGpuInstanceGetComputeInstanceById(nvmlGpuInstance_t h, unsigned int id,
+                                                           nvmlComputeInstance_t *out)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gi;
+    nvmlReturn_t ret = enter_gi(h, &g, &gi, out);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    for (size_t i = 0; i < gi.mig_count; i++) {
+        if (g->migs[gi.migs[i]].compute_instance_id == id) {
+            *out = &ci_handles[h->gpu][gi.migs[i]];
+            return leave(NVML_SUCCESS);
+        }
+    }
+    return leave(NVML_ERROR_NOT_FOUND);
+}
+
+/* Fills info; with_placement false for the first version of the struct,
+ * which ends before the placement. */
+static nvmlReturn_t ci_info(nvmlComputeInstance_t h, nvmlComputeInstanceInfo_t *info,
+                            bool with_placement)
+{
+    if (info == NULL || h == NULL || h->magic != CI_MAGIC)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    struct sim_gpu *g;
+    struct sim_gpu_instance gis[SIM_MAX_MIGS];
+    size_t n;
+    nvmlReturn_t ret = enter_mig_gpu(&gpu_handles[h->gpu], &g, gis, &n, info);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (h->mig >= g->mig_count)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    const struct sim_mig *m = &g->migs[h->mig];
+    size_t k = 0;
+    while (k < n && gis[k].id != m->gpu_instance_id)
+        k++;
+    unsigned int start, size;
+    sim_ci_placement(g, &gis[k], h->mig, &start, &size);
+    info->device = &mig_handles[h->gpu][h->mig];
+    info->gpuInstance = &gi_handles[h->gpu][k];
+    info->id = m->compute_instance_id;
+    info->profileId = (unsigned int)sim_profile_index(m->ci_slices);
+    if (with_placement)
+        info->placement = (nvmlComputeInstancePlacement_t){.start = start, .size = size};
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlComputeInstanceGetInfo(nvmlComputeInstance_t h,
+                                                nvmlComputeInstanceInfo_t *info)
+{
+    return ci_info(h, info, false);
+}
+
 /* ---- events ---- */
 
 SIM_API nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set)
@@ -1244,6 +1720,11 @@ SIM_API nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevic
     return handle_by_index(index, device);
 }
 
+SIM_API nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *bus_id, nvmlDevice_t *device)
+{
+    return handle_by_bus_id(bus_id, device);
+}
+
 SIM_API nvmlReturn_t nvmlDeviceGetPciInfo_v2(nvmlDevice_t dev, nvmlPciInfo_t *pci)
 {
     return pci_info(dev, pci);
@@ -1311,6 +1792,96 @@ SIM_API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *da
                                          unsigned int timeout_ms)
 {
     return event_wait(set, data, timeout_ms);
+}
+
+/* ---- MIG: the versioned calls ---- */
+
+SIM_API nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t dev, unsigned int index,
+                                                          nvmlGpuInstanceProfileInfo_v2_t *info)
+{
+    if (info == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int version = info->version;
+    if (version != nvmlGpuInstanceProfileInfo_v2 && version != nvmlGpuInstanceProfileInfo_v3)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    struct sim_profile p;
+    nvmlReturn_t ret = gi_profile_of(dev, index, &p);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (version == nvmlGpuInstanceProfileInfo_v3) {
+        nvmlGpuInstanceProfileInfo_v3_t *v3 = (nvmlGpuInstanceProfileInfo_v3_t *)(void *)info;
+        *v3 = (nvmlGpuInstanceProfileInfo_v3_t){
+            .version = version, .id = p.id, .sliceCount = p.slices,
+            .instanceCount = p.instances, .multiprocessorCount = p.multiprocessors,
+            .copyEngineCount = p.copy_engines, .decoderCount = p.decoders,
+            .encoderCount = p.encoders, .jpegCount = p.jpegs, .ofaCount = p.ofas,
+            .memorySizeMB = p.memory_mib, .capabilities = 0};
+        snprintf(v3->name, sizeof v3->name, "MIG %s", p.name);
+        return NVML_SUCCESS;
+    }
+    *info = (nvmlGpuInstanceProfileInfo_v2_t){
+        .version = version, .id = p.id, .isP2pSupported = 0, .sliceCount = p.slices,
+        .instanceCount = p.instances, .multiprocessorCount = p.multiprocessors,
+        .copyEngineCount = p.copy_engines, .decoderCount = p.decoders,
+        .encoderCount = p.encoders, .jpegCount = p.jpegs, .ofaCount = p.ofas,
+        .memorySizeMB = p.memory_mib};
+    snprintf(info->name, sizeof info->name, "MIG %s", p.name);
+    return NVML_SUCCESS;
+}
+
+SIM_API nvmlReturn_t nvmlGpuInstanceGetComputeInstanceProfileInfoV(
+    nvmlGpuInstance_t h, unsigned int index, unsigned int engines,
+    nvmlComputeInstanceProfileInfo_v2_t *info)
+{
+    if (info == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int version = info->version;
+    if (version != nvmlComputeInstanceProfileInfo_v2 &&
+        version != nvmlComputeInstanceProfileInfo_v3)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    struct sim_profile p;
+    nvmlReturn_t ret = ci_profile_of(h, index, engines, &p);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    /* v3 only adds capabilities after the v2 fields; none are simulated. */
+    if (version == nvmlComputeInstanceProfileInfo_v3)
+        ((nvmlComputeInstanceProfileInfo_v3_t *)(void *)info)->capabilities = 0;
+    info->id = p.id;
+    info->sliceCount = p.slices;
+    info->instanceCount = p.instances;
+    info->multiprocessorCount = p.multiprocessors;
+    info->sharedCopyEngineCount = p.copy_engines;
+    info->sharedDecoderCount = p.decoders;
+    info->sharedEncoderCount = p.encoders;
+    info->sharedJpegCount = p.jpegs;
+    info->sharedOfaCount = p.ofas;
+    snprintf(info->name, sizeof info->name, "MIG %s", p.name);
+    return NVML_SUCCESS;
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGpuInstancePossiblePlacements_v2(
+    nvmlDevice_t dev, unsigned int profile_id, nvmlGpuInstancePlacement_t *placements,
+    unsigned int *count)
+{
+    struct sim_gpu *g;
+    struct sim_gpu_instance gis[SIM_MAX_MIGS];
+    size_t n;
+    struct sim_profile p;
+    nvmlReturn_t ret = enter_gi_profile(dev, profile_id, &g, gis, &n, &p, count);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (!placements_wanted(placements, count, p.instances, &ret))
+        return leave(ret);
+    for (unsigned int k = 0; k < p.instances; k++)
+        placements[k] = (nvmlGpuInstancePlacement_t){.start = k * p.memory_slices,
+                                                     .size = p.memory_slices};
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlComputeInstanceGetInfo_v2(nvmlComputeInstance_t h,
+                                                   nvmlComputeInstanceInfo_t *info)
+{
+    return ci_info(h, info, true);
 }
 
 /* ---- GPM (Hopper and newer) ---- */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sim_mig.h"
 #include "yamldoc/yamldoc.h"
 
 /* The NVML event type bits, repeated here so the parser needs no NVML. */
@@ -19,8 +20,8 @@ static const char *const node_keys[] = {
 
 static const char *const gpu_keys[] = {
     "name", "uuid", "serial", "minor", "pci_bus_id", "pci_device_id", "pci_subsystem_id",
-    "numa_node", "memory_mib", "memory_reserved_mib", "compute_capability", "multiprocessors",
-    "mig_capable", "mig_enabled", "gpm", "ecc", "power_limit_w", "idle_power_w",
+    "pci_class", "numa_node", "memory_mib", "memory_reserved_mib", "compute_capability",
+    "multiprocessors", "mig_capable", "mig_enabled", "gpm", "ecc", "power_limit_w", "idle_power_w",
     "max_sm_clock_mhz", "mem_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib",
     "mig_devices", NULL};
 
@@ -201,6 +202,8 @@ static int parse_gpu(const struct ydoc *d, const struct ynode *m, const char *wh
             rc = uint_field(d, v, k, 0xffffffffULL, &g->pci_device_id, err);
         } else if (strcmp(k, "pci_subsystem_id") == 0) {
             rc = uint_field(d, v, k, 0xffffffffULL, &g->pci_subsystem_id, err);
+        } else if (strcmp(k, "pci_class") == 0) {
+            rc = uint_field(d, v, k, 0xffffffULL, &g->pci_class, err);
         } else if (strcmp(k, "numa_node") == 0) {
             rc = ynode_int(d, v, k, -1, 1023, &sx, err);
             g->numa_node = (int)sx;
@@ -292,6 +295,11 @@ static int check_gpu(const struct ydoc *d, const struct ynode *m, const char *wh
     if (mig_memory > g->memory_mib)
         return ydoc_fail(d, m, err, "%s: the MIG devices hold %llu MiB, more than the GPU's %llu",
                          where, mig_memory, g->memory_mib);
+    struct sim_gpu_instance gis[SIM_MAX_MIGS];
+    size_t gi_count;
+    struct gpulet_error why = {0};
+    if (sim_gpu_instances(g, gis, &gi_count, &why) < 0)
+        return ydoc_fail(d, m, err, "%s: %s", where, why.msg);
     return 0;
 }
 
@@ -453,6 +461,7 @@ static void gpu_defaults(struct sim_gpu *g)
 {
     memset(g, 0, sizeof *g);
     g->numa_node = -1;
+    g->pci_class = 0x030200; /* 3D controller, as data-centre GPUs are */
     g->cc_major = g->cc_minor = -1;
     g->power_limit_w = 300;
     g->idle_power_w = 50;

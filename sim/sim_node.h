@@ -37,7 +37,8 @@ struct sim_gpu {
     char serial[32];
     char pci_bus_id[32];
     unsigned int minor;
-    unsigned int pci_device_id, pci_subsystem_id;
+    unsigned int pci_device_id, pci_subsystem_id; /* device << 16 | vendor, as NVML gives them */
+    unsigned int pci_class;        /* class << 16 | subclass << 8 | prog-if, as sysfs shows it */
     int numa_node; /* -1: NVML answers NOT_SUPPORTED */
     unsigned long long memory_mib, memory_reserved_mib;
     int cc_major, cc_minor;

@@ -18,15 +18,18 @@ static const char labels_usage[] =
     "                       (env CONFIG_FILE)\n"
     "  --mig-strategy S     none | single | mixed (env MIG_STRATEGY)\n"
     "  --no-timestamp       leave out nvidia.com/gfd.timestamp\n"
+    "  --short-labels       also nvidia.com/gpu.model=V100 and the like (env\n"
+    "                       GPULET_SHORT_LABELS, file flags.gfd.shortLabels)\n"
     "  -h, --help           show this help\n";
 
 int cli_labels(const struct cli_options *opts, int argc, char **argv)
 {
-    enum { OPT_CONFIG = 256, OPT_MIG, OPT_NO_TIMESTAMP };
+    enum { OPT_CONFIG = 256, OPT_MIG, OPT_NO_TIMESTAMP, OPT_SHORT };
     static const struct option long_options[] = {
         {"config-file", required_argument, NULL, OPT_CONFIG},
         {"mig-strategy", required_argument, NULL, OPT_MIG},
         {"no-timestamp", no_argument, NULL, OPT_NO_TIMESTAMP},
+        {"short-labels", no_argument, NULL, OPT_SHORT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -40,6 +43,7 @@ int cli_labels(const struct cli_options *opts, int argc, char **argv)
         case OPT_CONFIG: flags.config_file = optarg; break;
         case OPT_MIG: flags.mig_strategy = optarg; break;
         case OPT_NO_TIMESTAMP: timestamp = false; break;
+        case OPT_SHORT: flags.short_labels = "true"; break;
         case 'h': fputs(labels_usage, stdout); return CLI_OK;
         default: return cli_option_error("labels", c, argv[optind - 1], labels_usage);
         }

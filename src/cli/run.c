@@ -31,6 +31,8 @@ static const char run_usage[] =
     "  --labels-interval D         rewrite the labels every D (default 60s)\n"
     "  --no-labels                 write no labels\n"
     "  --no-timestamp              leave out nvidia.com/gfd.timestamp\n"
+    "  --short-labels              also nvidia.com/gpu.model=V100 and the like\n"
+    "                              (env GPULET_SHORT_LABELS, flags.gfd.shortLabels)\n"
     "  --metrics-address ADDR      serve /metrics here (default :9400; env\n"
     "                              DCGM_EXPORTER_LISTEN)\n"
     "  --collect-interval MS       NVML sampling period in ms (default 30000;\n"
@@ -96,6 +98,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_LABELS_INTERVAL,
         OPT_NO_LABELS,
         OPT_NO_TIMESTAMP,
+        OPT_SHORT,
         OPT_METRICS_ADDRESS,
         OPT_COLLECT_INTERVAL,
         OPT_PODRESOURCES,
@@ -118,6 +121,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"labels-interval", required_argument, NULL, OPT_LABELS_INTERVAL},
         {"no-labels", no_argument, NULL, OPT_NO_LABELS},
         {"no-timestamp", no_argument, NULL, OPT_NO_TIMESTAMP},
+        {"short-labels", no_argument, NULL, OPT_SHORT},
         {"metrics-address", required_argument, NULL, OPT_METRICS_ADDRESS},
         {"collect-interval", required_argument, NULL, OPT_COLLECT_INTERVAL},
         {"collectors", required_argument, NULL, 'f'},
@@ -180,6 +184,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_LABELS_FILE: d.labels_file = optarg; break;
         case OPT_NO_LABELS: d.labels_file = NULL; break;
         case OPT_NO_TIMESTAMP: d.labels_timestamp = false; break;
+        case OPT_SHORT: d.flags.short_labels = "true"; break;
         case OPT_METRICS_ADDRESS: d.metrics.address = optarg; break;
         case 'f': d.metrics.counters_file = optarg; break;
         case OPT_PODRESOURCES: d.metrics.podresources = optarg; break;

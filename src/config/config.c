@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,27 @@ const char *config_mig_strategy_name(enum mig_strategy s)
 const char *config_sharing_name(enum sharing_strategy s)
 {
     return s == SHARING_TIME_SLICING ? "time-slicing" : s == SHARING_MPS ? "mps" : "none";
+}
+
+const char *config_gpu_resource(const struct config *cfg, const char *product)
+{
+    for (size_t i = 0; i < cfg->gpu_name_count; i++)
+        if (fnmatch(cfg->gpu_names[i].pattern, product, 0) == 0)
+            return cfg->gpu_names[i].name;
+    return "nvidia.com/gpu";
+}
+
+void config_mig_resource(const struct config *cfg, const char *profile, char *buf, size_t len)
+{
+    for (size_t i = 0; i < cfg->mig_name_count; i++)
+        if (fnmatch(cfg->mig_names[i].pattern, profile, 0) == 0) {
+            snprintf(buf, len, "%s", cfg->mig_names[i].name);
+            return;
+        }
+    snprintf(buf, len, "nvidia.com/mig-%s", profile);
+    for (char *c = buf; *c; c++)
+        if (*c == '+')
+            *c = '.';
 }
 
 const struct shared_resource *config_shared_for(const struct config *cfg, const char *resource)
@@ -129,6 +151,8 @@ static const char *const sharing_keys[] = {"timeSlicing", "mps", NULL};
 static const char *const strategy_keys[] = {"renameByDefault", "failRequestsGreaterThanOne",
                                             "resources", NULL};
 static const char *const shared_keys[] = {"name", "rename", "replicas", "devices", NULL};
+static const char *const resources_keys[] = {"gpus", "mig", NULL};
+static const char *const named_keys[] = {"pattern", "name", NULL};
 
 static int text_value(const struct ydoc *d, const struct ynode *v, const char *key,
                       const char **out, struct gpulet_error *err)
@@ -207,20 +231,50 @@ static int file_flags(const struct ydoc *d, const struct ynode *f, struct config
         ynode_string(d, v, "flags.nvidiaDriverRoot", cfg->driver_root, sizeof cfg->driver_root,
                      err) < 0)
         return -1;
+    /* gpulet's own key among NVIDIA's GFD flags, which it otherwise ignores */
+    if ((v = ynode_get(d, f, "gfd")) && !ynode_is_null(v)) {
+        const struct ynode *s;
+        if (ynode_expect_map(d, v, "flags.gfd", err) < 0)
+            return -1;
+        if ((s = ynode_get(d, v, "shortLabels")) &&
+            ynode_bool(d, s, "flags.gfd.shortLabels", &cfg->short_labels, err) < 0)
+            return -1;
+    }
     if ((v = ynode_get(d, f, "plugin")) && !ynode_is_null(v))
         return file_plugin_flags(d, v, cfg, err);
     return 0;
 }
 
+static bool alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* nvidia.com/<name>: a Kubernetes qualified name, alphanumerics first and last */
 static bool valid_resource_name(const char *name)
 {
-    if (strncmp(name, "nvidia.com/", 11) != 0 || strlen(name) > 63 || strlen(name) == 11)
+    size_t len = strlen(name);
+    if (strncmp(name, "nvidia.com/", 11) != 0 || len > 63 || len == 11 || !alnum(name[11]) ||
+        !alnum(name[len - 1]))
         return false;
     for (const char *p = name + 11; *p; p++)
-        if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') && !(*p >= '0' && *p <= '9') &&
-            *p != '-' && *p != '.' && *p != '_')
+        if (!alnum(*p) && *p != '-' && *p != '.' && *p != '_')
             return false;
     return true;
+}
+
+/* A devices entry: a GPU index, "gpu:mig" indexes, or a GPU- / MIG- UUID. */
+static bool valid_device_selector(const char *sel)
+{
+    if (strncmp(sel, "GPU-", 4) == 0 || strncmp(sel, "MIG-", 4) == 0)
+        return sel[4] != '\0';
+    size_t gpu = strspn(sel, "0123456789");
+    if (gpu == 0 || gpu > 4)
+        return false;
+    if (sel[gpu] == '\0')
+        return true;
+    size_t mig = strspn(sel + gpu + 1, "0123456789");
+    return sel[gpu] == ':' && mig > 0 && mig <= 4 && sel[gpu + 1 + mig] == '\0';
 }
 
 static int file_shared_devices(const struct ydoc *d, const struct ynode *v,
@@ -249,6 +303,9 @@ static int file_shared_devices(const struct ydoc *d, const struct ynode *v,
         if (ynode_string(d, item, "a devices entry", r->selectors[i], sizeof r->selectors[i],
                          err) < 0)
             return -1;
+        if (!valid_device_selector(r->selectors[i]))
+            return ydoc_fail(d, item, err, "devices: \"%s\" is not a GPU index (0), MIG device "
+                             "(\"0:1\") or UUID (GPU-..., MIG-...)", r->selectors[i]);
         r->selector_count++;
     }
     return 0;
@@ -345,6 +402,70 @@ static int file_sharing(const struct ydoc *d, const struct ynode *s, struct conf
     return 0;
 }
 
+/* "v100" or "nvidia.com/v100", as NVIDIA's config reads names */
+static int resource_name_value(const struct ydoc *d, const struct ynode *v, const char *key,
+                               char *buf, size_t len, struct gpulet_error *err)
+{
+    char text[CONFIG_NAME_MAX];
+    if (ynode_string(d, v, key, text, sizeof text, err) < 0)
+        return -1;
+    if (strchr(text, '/'))
+        snprintf(buf, len, "%s", text);
+    else
+        snprintf(buf, len, "nvidia.com/%s", text);
+    if (!valid_resource_name(buf))
+        return ydoc_fail(d, v, err, "%s must be a resource name in nvidia.com of at most 63 "
+                         "characters (letters, digits, '-', '_', '.', a letter or digit first and "
+                         "last), not \"%s\"", key, text);
+    return 0;
+}
+
+static int file_named_list(const struct ydoc *d, const struct ynode *list, const char *key,
+                           struct named_resource *out, size_t *count, struct gpulet_error *err)
+{
+    char where[64];
+    if (ynode_expect_seq(d, list, key, err) < 0)
+        return -1;
+    if (ynode_count(d, list) > CONFIG_MAX_NAMED)
+        return ydoc_fail(d, list, err, "%s lists at most %d entries", key, CONFIG_MAX_NAMED);
+    for (size_t i = 0; i < ynode_count(d, list); i++) {
+        const struct ynode *m = ynode_item(d, list, i);
+        struct named_resource *r = &out[i];
+        snprintf(where, sizeof where, "%s[%zu]", key, i);
+        if (ynode_expect_map(d, m, where, err) < 0 ||
+            ynode_check_keys(d, m, named_keys, where, err) < 0)
+            return -1;
+        const struct ynode *p = ynode_get(d, m, "pattern"), *n = ynode_get(d, m, "name");
+        if (p == NULL || n == NULL)
+            return ydoc_fail(d, m, err, "%s needs a pattern and a name", where);
+        snprintf(where, sizeof where, "%s[%zu].pattern", key, i);
+        if (ynode_string(d, p, where, r->pattern, sizeof r->pattern, err) < 0)
+            return -1;
+        snprintf(where, sizeof where, "%s[%zu].name", key, i);
+        if (resource_name_value(d, n, where, r->name, sizeof r->name, err) < 0)
+            return -1;
+        r->line = ynode_line(m);
+        (*count)++;
+    }
+    return 0;
+}
+
+static int file_resources(const struct ydoc *d, const struct ynode *v, struct config *cfg,
+                          struct gpulet_error *err)
+{
+    if (ynode_expect_map(d, v, "resources", err) < 0 ||
+        ynode_check_keys(d, v, resources_keys, "resources", err) < 0)
+        return -1;
+    const struct ynode *l;
+    if ((l = ynode_get(d, v, "gpus")) && !ynode_is_null(l) &&
+        file_named_list(d, l, "resources.gpus", cfg->gpu_names, &cfg->gpu_name_count, err) < 0)
+        return -1;
+    if ((l = ynode_get(d, v, "mig")) && !ynode_is_null(l) &&
+        file_named_list(d, l, "resources.mig", cfg->mig_names, &cfg->mig_name_count, err) < 0)
+        return -1;
+    return 0;
+}
+
 static int load_file(const char *path, struct config *cfg, struct gpulet_error *err)
 {
     struct ydoc *d;
@@ -365,11 +486,9 @@ static int load_file(const char *path, struct config *cfg, struct gpulet_error *
                        ynode_text(v) ? ynode_text(v) : "a list or mapping");
         goto done;
     }
-    if ((v = ynode_get(d, root, "resources")) && !ynode_is_null(v)) {
-        rc = ydoc_fail(d, v, err, "resources (custom resource name patterns) is not supported "
-                                  "by gpulet; use sharing.*.resources[].rename instead");
+    if ((v = ynode_get(d, root, "resources")) && !ynode_is_null(v) &&
+        (rc = file_resources(d, v, cfg, err)) < 0)
         goto done;
-    }
     if ((v = ynode_get(d, root, "flags")) && !ynode_is_null(v) &&
         (rc = file_flags(d, v, cfg, err)) < 0)
         goto done;
@@ -412,6 +531,10 @@ static int apply_value(const char *what, const char *key, const char *v, struct 
             return gpulet_error_set(err, GPULET_ERR_USAGE,
                                     "%s must be distributed or packed, not \"%s\"", what, v);
         cfg->replicas_packed = strcmp(v, "packed") == 0;
+    } else if (strcmp(key, "short") == 0) {
+        if (parse_bool_text(v, &cfg->short_labels) < 0)
+            return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be true or false, not \"%s\"",
+                                    what, v);
     } else if (strcmp(key, "id") == 0) {
         if (parse_id_strategy(v, &cfg->device_id_strategy) < 0)
             return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be uuid or index, not \"%s\"",
@@ -440,6 +563,7 @@ static const struct setting settings[] = {
      offsetof(struct config_flags, device_id_strategy)},
     {"replica", "GPULET_REPLICA_POLICY", "--replica-policy",
      offsetof(struct config_flags, replica_policy)},
+    {"short", "GPULET_SHORT_LABELS", "--short-labels", offsetof(struct config_flags, short_labels)},
 };
 
 int config_load(const struct config_flags *flags, config_getenv_fn getenv_fn, struct config *out,

@@ -31,6 +31,8 @@ enum {
 #define CONFIG_NAME_MAX 64
 #define CONFIG_MAX_SHARED 16
 #define CONFIG_MAX_DEVICE_SELECTORS 64
+#define CONFIG_MAX_NAMED 32
+#define CONFIG_PATTERN_MAX 128
 
 /* sharing.<strategy>.resources[] */
 struct shared_resource {
@@ -41,6 +43,14 @@ struct shared_resource {
     unsigned int count;    /* devices: N, the first N; 0 when not given */
     size_t selector_count; /* devices: [0, "1:0", GPU-..., MIG-...] */
     char selectors[CONFIG_MAX_DEVICE_SELECTORS][96];
+};
+
+/* resources.gpus[] / resources.mig[]: a GPU whose product name (or a MIG
+ * device whose profile) matches the glob pattern is advertised as name. */
+struct named_resource {
+    char pattern[CONFIG_PATTERN_MAX];
+    char name[CONFIG_NAME_MAX]; /* nvidia.com/v100 */
+    unsigned long line;         /* in the file, for the warning when it matches nothing */
 };
 
 struct config {
@@ -55,6 +65,10 @@ struct config {
     bool rename_by_default;
     bool fail_requests_greater_than_one;
     bool replicas_packed; /* gpulet's own: pack replicas onto busy GPUs */
+    bool short_labels;    /* gpulet's own: also nvidia.com/gpu.model=V100 and the like */
+    size_t gpu_name_count, mig_name_count;
+    struct named_resource gpu_names[CONFIG_MAX_NAMED];
+    struct named_resource mig_names[CONFIG_MAX_NAMED];
     size_t shared_count;
     struct shared_resource shared[CONFIG_MAX_SHARED];
 };
@@ -69,6 +83,7 @@ struct config_flags {
     const char *device_list_strategy;
     const char *device_id_strategy;
     const char *replica_policy;
+    const char *short_labels;
 };
 
 /* getenv, or a stand-in for tests. */
@@ -82,6 +97,13 @@ int config_load(const struct config_flags *flags, config_getenv_fn getenv_fn, st
 void config_defaults(struct config *cfg);
 const char *config_mig_strategy_name(enum mig_strategy s);
 const char *config_sharing_name(enum sharing_strategy s);
+
+/* The resource a whole GPU with this product name (NVML's) is advertised
+ * under: the first resources.gpus[] pattern it matches, else
+ * nvidia.com/gpu. The same for a MIG profile ("1g.5gb") and
+ * resources.mig[], else nvidia.com/mig-<profile> ('+' becoming '.'). */
+const char *config_gpu_resource(const struct config *cfg, const char *product);
+void config_mig_resource(const struct config *cfg, const char *profile, char *buf, size_t len);
 
 /* The shared entry that applies to a resource name, or NULL. */
 const struct shared_resource *config_shared_for(const struct config *cfg, const char *resource);

@@ -138,15 +138,17 @@ static int field_result(int rc, struct gpu_device *g, struct gpulet_error *err)
             return r_ < 0 ? -1 : 0;                                                          \
     } while (0)
 
-/* A number from the GPU's sysfs entry (numa_node, class), or fallback. */
-static long pci_sysfs_number(const char *bus_id, const char *file, long fallback)
+/* A number from the GPU's sysfs entry (numa_node, class) under root, or
+ * fallback. */
+static long pci_sysfs_number(const char *root, const char *bus_id, const char *file,
+                             long fallback)
 {
     unsigned int domain, bus, dev, fn;
-    if (sscanf(bus_id, "%x:%x:%x.%x", &domain, &bus, &dev, &fn) != 4)
+    if (root == NULL || sscanf(bus_id, "%x:%x:%x.%x", &domain, &bus, &dev, &fn) != 4)
         return fallback;
-    char path[128];
-    snprintf(path, sizeof path, "/sys/bus/pci/devices/%04x:%02x:%02x.%x/%s", domain, bus, dev,
-             fn, file);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/bus/pci/devices/%04x:%02x:%02x.%x/%s", root, domain, bus,
+             dev, fn, file);
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return fallback;
@@ -265,10 +267,11 @@ static int load_gpu(struct nvml *nvml, unsigned int index, struct gpu_device *g,
         g->numa_node = (int)numa;
     else if (field_result(rc, g, err) != 0)
         return g->lost ? 0 : -1;
-    else if (nvml_simulated_node(nvml) == NULL) /* simulated GPUs have no sysfs entry */
-        g->numa_node = (int)pci_sysfs_number(g->pci_bus_id, "numa_node", -1);
-    if (nvml_simulated_node(nvml) == NULL)
-        g->pci_class = (unsigned int)pci_sysfs_number(g->pci_bus_id, "class", 0) >> 8;
+    else
+        g->numa_node = (int)pci_sysfs_number(nvml_sysfs_root(nvml), g->pci_bus_id, "numa_node",
+                                             -1);
+    g->pci_class = (unsigned int)pci_sysfs_number(nvml_sysfs_root(nvml), g->pci_bus_id, "class",
+                                                  0) >> 8;
     struct nvml_memory mem = {0};
     READ_FIELD(nvml_device_memory(nvml, &dev, &mem, err));
     g->memory_total_bytes = mem.total;

@@ -60,6 +60,33 @@ void label_product(const char *name, char *buf, size_t len)
     buf[o] = '\0';
 }
 
+void label_model(const char *name, char *buf, size_t len)
+{
+    static const char *const vendor[] = {"NVIDIA", "Tesla", "GeForce", "Quadro", NULL};
+    char words[128];
+    snprintf(words, sizeof words, "%s", name);
+    size_t o = 0;
+    buf[0] = '\0';
+    char *save = NULL;
+    for (char *w = strtok_r(words, " ", &save); w && o + 1 < len; w = strtok_r(NULL, " ", &save)) {
+        bool skip = false;
+        for (size_t i = 0; vendor[i] && !skip; i++)
+            skip = strcmp(w, vendor[i]) == 0;
+        if (skip)
+            continue;
+        bool digit = strpbrk(w, "0123456789") != NULL;
+        if (digit)
+            w[strcspn(w, "-")] = '\0'; /* V100-SXM2-16GB: the part before the form factor */
+        char part[64];
+        label_product(w, part, sizeof part);
+        o += (size_t)snprintf(buf + o, len - o, "%s%s", o ? "-" : "", part);
+        if (digit)
+            break; /* what follows (80GB, HBM3, PCIe) is not the model */
+    }
+    if (o >= len)
+        buf[len - 1] = '\0';
+}
+
 const char *label_family(int major, int minor)
 {
     switch (major) {
@@ -159,6 +186,11 @@ static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
     unsigned int replicas;
     const char *suffix;
     sharing_of(cfg, "nvidia.com/gpu", &replicas, &suffix);
+    if (g->mig_enabled && cfg->mig_strategy == MIG_STRATEGY_NONE) {
+        /* Strategy none does not serve a GPU in MIG mode, so nothing of it is shared. */
+        replicas = 0;
+        suffix = "";
+    }
     char product[96];
     label_product(g->name, product, sizeof product);
     (void)inv;
@@ -173,21 +205,35 @@ static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
     return 0;
 }
 
+/* <prefix>.count, .replicas and .product (with -SHARED when shared and
+ * not renamed): what every per-resource family starts with. */
+static int resource_head(const struct config *cfg, const char *prefix, size_t count,
+                         const char *product, struct label_set *set, struct gpulet_error *err)
+{
+    unsigned int replicas;
+    const char *suffix;
+    sharing_of(cfg, prefix, &replicas, &suffix);
+    char key[128];
+#define KEY(name) (snprintf(key, sizeof key, "%s.%s", prefix, name), key)
+    ADD(KEY("count"), "%zu", count);
+    ADD(KEY("replicas"), "%u", replicas);
+    ADD(KEY("product"), "%s%s", product, suffix);
+#undef KEY
+    return 0;
+}
+
 /* The labels of one MIG profile under a prefix: "nvidia.com/gpu" (single)
  * or "nvidia.com/mig-1g.5gb" (mixed). */
 static int mig_labels(const struct config *cfg, const char *prefix, const struct gpu_device *g,
                       const struct gpu_mig_device *m, size_t count, struct label_set *set,
                       struct gpulet_error *err)
 {
-    unsigned int replicas;
-    const char *suffix;
-    sharing_of(cfg, prefix, &replicas, &suffix);
-    char product[96], key[128];
+    char product[96], mig_product[160], key[128];
     label_product(g->name, product, sizeof product);
+    snprintf(mig_product, sizeof mig_product, "%s-MIG-%s", product, m->profile);
+    if (resource_head(cfg, prefix, count, mig_product, set, err) < 0)
+        return -1;
 #define KEY(name) (snprintf(key, sizeof key, "%s.%s", prefix, name), key)
-    ADD(KEY("count"), "%zu", count);
-    ADD(KEY("replicas"), "%u", replicas);
-    ADD(KEY("product"), "%s-MIG-%s%s", product, m->profile, suffix);
     ADD(KEY("memory"), "%llu", m->memory_mib);
     ADD(KEY("multiprocessors"), "%u", m->multiprocessors);
     ADD(KEY("slices.gi"), "%u", m->gi_slices);
@@ -208,12 +254,15 @@ static int mig_mixed(const struct gpu_inventory *inv, const struct config *cfg,
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
         for (size_t m = 0; m < g->mig_count; m++) {
-            const char *profile = g->migs[m].profile;
+            /* grouped by resource: resources.mig[] may join profiles */
+            char prefix[CONFIG_NAME_MAX], other[CONFIG_NAME_MAX];
+            config_mig_resource(cfg, g->migs[m].profile, prefix, sizeof prefix);
             bool first = true;
             size_t count = 0;
             for (size_t j = 0; j < inv->gpu_count; j++)
                 for (size_t k = 0; k < inv->gpus[j].mig_count; k++) {
-                    if (strcmp(inv->gpus[j].migs[k].profile, profile) != 0)
+                    config_mig_resource(cfg, inv->gpus[j].migs[k].profile, other, sizeof other);
+                    if (strcmp(other, prefix) != 0)
                         continue;
                     count++;
                     if (j < i || (j == i && k < m))
@@ -221,15 +270,75 @@ static int mig_mixed(const struct gpu_inventory *inv, const struct config *cfg,
                 }
             if (!first)
                 continue;
-            char prefix[96];
-            snprintf(prefix, sizeof prefix, "nvidia.com/mig-%s", profile);
-            for (char *c = prefix; *c; c++)
-                if (*c == '+')
-                    *c = '.';
             if (mig_labels(cfg, prefix, g, &g->migs[m], count, set, err) < 0)
                 return -1;
         }
     }
+    return 0;
+}
+
+/* nvidia.com/<name>.* for each resources.gpus[] name GPUs are advertised
+ * under, described by its first GPU, as mixed MIG profiles are. */
+static int model_labels(const struct gpu_inventory *inv, const struct config *cfg,
+                        struct label_set *set, struct gpulet_error *err)
+{
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        const struct gpu_device *g = &inv->gpus[i];
+        if (g->mig_enabled && cfg->mig_strategy != MIG_STRATEGY_NONE)
+            continue; /* advertised as MIG devices, not whole */
+        const char *name = config_gpu_resource(cfg, g->name);
+        if (strcmp(name, "nvidia.com/gpu") == 0)
+            continue;
+        size_t count = 0;
+        bool first = true;
+        for (size_t j = 0; j < inv->gpu_count; j++) {
+            const struct gpu_device *o = &inv->gpus[j];
+            if ((o->mig_enabled && cfg->mig_strategy != MIG_STRATEGY_NONE) ||
+                strcmp(config_gpu_resource(cfg, o->name), name) != 0)
+                continue;
+            count++;
+            first &= j >= i;
+        }
+        if (!first)
+            continue;
+        char product[96], key[128];
+        label_product(g->name, product, sizeof product);
+        if (resource_head(cfg, name, count, product, set, err) < 0)
+            return -1;
+#define KEY(k) (snprintf(key, sizeof key, "%s.%s", name, k), key)
+        ADD(KEY("memory"), "%llu", g->memory_total_bytes / (1024 * 1024));
+        ADD(KEY("family"), "%s", label_family(g->cc_major, g->cc_minor));
+        ADD(KEY("compute.major"), "%d", g->cc_major);
+        ADD(KEY("compute.minor"), "%d", g->cc_minor);
+#undef KEY
+    }
+    return 0;
+}
+
+/* gpulet's short labels: nvidia.com/gpu.model=V100 when every GPU is one
+ * model (else "mixed"), and nvidia.com/gpu.model.<model>=true for each. */
+static int short_labels(const struct gpu_inventory *inv, struct label_set *set,
+                        struct gpulet_error *err)
+{
+    char model[64], other[64], key[128];
+    bool uniform = true;
+    label_model(inv->gpus[0].name, model, sizeof model);
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        label_model(inv->gpus[i].name, other, sizeof other);
+        uniform &= strcmp(model, other) == 0;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++) {
+            char earlier[64];
+            label_model(inv->gpus[j].name, earlier, sizeof earlier);
+            seen = strcmp(earlier, other) == 0;
+        }
+        if (!seen && other[0]) {
+            snprintf(key, sizeof key, "nvidia.com/gpu.model.%s", other);
+            ADD(key, "true");
+        }
+    }
+    if (model[0])
+        ADD("nvidia.com/gpu.model", "%s", uniform ? model : "mixed");
     return 0;
 }
 
@@ -260,8 +369,13 @@ static int compute(const struct gpu_inventory *inv, const struct config *cfg, bo
         ADD("nvidia.com/gfd.timestamp", "%lld", (long long)now);
     if (inv->gpu_count == 0)
         return 0;
-    if (mig_capable && cfg->mig_strategy != MIG_STRATEGY_NONE)
+    /* As NVIDIA's GFD: on every node, MIG-capable or not. */
+    if (cfg->mig_strategy != MIG_STRATEGY_NONE)
         ADD("nvidia.com/mig.strategy", "%s", config_mig_strategy_name(cfg->mig_strategy));
+    if (cfg->short_labels && short_labels(inv, set, err) < 0)
+        return -1;
+    if (model_labels(inv, cfg, set, err) < 0)
+        return -1;
 
     const struct gpu_device *first = &inv->gpus[0];
     if (cfg->mig_strategy == MIG_STRATEGY_SINGLE && mig_on) {

@@ -49,6 +49,10 @@ bool label_value_valid(const char *value);
 /* NVIDIA's product label: the NVML name with characters outside
  * [A-Za-z0-9-_. ] removed and spaces turned into '-'. */
 void label_product(const char *name, char *buf, size_t len);
+/* gpulet's short model name: vendor words (NVIDIA, Tesla, GeForce, Quadro)
+ * dropped, up to the first word with a digit, cut before its first '-':
+ * "Tesla V100-SXM2-16GB" -> "V100", "NVIDIA GeForce RTX 4090" -> "RTX-4090". */
+void label_model(const char *name, char *buf, size_t len);
 /* "volta", "ampere", ... from the compute capability; "undefined" if unknown. */
 const char *label_family(int major, int minor);
 

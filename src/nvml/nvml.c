@@ -137,6 +137,7 @@ struct nvml {
     char path[4096];
     char sim_node[256];
     char sim_machine[96];
+    const char *(*sim_sysfs_root)(void); /* the simulator's, else NULL */
     struct nvml_functions fn;
     /* Which symbol name each entry was bound to, for messages. */
     const char *bound[sizeof nvml_symbols / sizeof nvml_symbols[0]];
@@ -387,7 +388,7 @@ static int load_library(struct nvml *n, const struct nvml_options *opts, struct 
     return 0;
 }
 
-/* gpulet's simulator exports these two extra symbols; a real driver does not. */
+/* gpulet's simulator exports these extra symbols; a real driver does not. */
 static void read_simulator_details(struct nvml *n, char *detail, size_t len)
 {
     const char *(*node_name)(void) = NULL;
@@ -399,6 +400,8 @@ static void read_simulator_details(struct nvml *n, char *detail, size_t len)
     memcpy(&machine, &sym, sizeof sym);
     sym = dlsym(n->dl, "gpuletSimLastError");
     memcpy(&last_error, &sym, sizeof sym);
+    sym = dlsym(n->dl, "gpuletSimSysfsRoot");
+    memcpy(&n->sim_sysfs_root, &sym, sizeof sym);
     if (node_name && node_name())
         snprintf(n->sim_node, sizeof n->sim_node, "%s", node_name());
     if (machine && machine())
@@ -470,6 +473,13 @@ const char *nvml_simulated_node(const struct nvml *n)
 const char *nvml_simulated_machine(const struct nvml *n)
 {
     return n->sim_machine[0] ? n->sim_machine : NULL;
+}
+
+const char *nvml_sysfs_root(struct nvml *n)
+{
+    if (n->sim_sysfs_root)
+        return n->sim_sysfs_root();
+    return n->sim_node[0] ? NULL : "/sys";
 }
 
 int nvml_system_driver_version(struct nvml *n, char *buf, unsigned int len, struct gpulet_error *err)

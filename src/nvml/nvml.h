@@ -51,6 +51,10 @@ const char *nvml_library(const struct nvml *nvml);
 const char *nvml_simulated_node(const struct nvml *nvml);
 /* The simulated node's machine (DMI product) name, or NULL. */
 const char *nvml_simulated_machine(const struct nvml *nvml);
+/* Where the GPUs' sysfs files are: "/sys" for a real driver, the folder
+ * the simulator made for a simulated node (made on the first call); NULL
+ * when there is none. */
+const char *nvml_sysfs_root(struct nvml *nvml);
 
 /* True when err holds an NVML NOT_SUPPORTED answer (or an absent symbol). */
 bool nvml_unsupported(const struct gpulet_error *err);

@@ -163,6 +163,20 @@ enum {
     NVML_TOPOLOGY_SYSTEM = 50,
 };
 
+/* nvmlDeviceGetArchitecture */
+enum {
+    NVML_DEVICE_ARCH_KEPLER = 2,
+    NVML_DEVICE_ARCH_MAXWELL = 3,
+    NVML_DEVICE_ARCH_PASCAL = 4,
+    NVML_DEVICE_ARCH_VOLTA = 5,
+    NVML_DEVICE_ARCH_TURING = 6,
+    NVML_DEVICE_ARCH_AMPERE = 7,
+    NVML_DEVICE_ARCH_ADA = 8,
+    NVML_DEVICE_ARCH_HOPPER = 9,
+    NVML_DEVICE_ARCH_BLACKWELL = 10,
+};
+#define NVML_DEVICE_ARCH_UNKNOWN 0xffffffffU
+
 enum {
     NVML_CLOCK_GRAPHICS = 0,
     NVML_CLOCK_SM = 1,
@@ -211,5 +225,155 @@ typedef struct {
     unsigned int version;
     unsigned int isSupportedDevice;
 } nvmlGpmSupport_t;
+
+/* Multi-Instance GPU: GPU instances (a share of memory and slices) hold
+ * compute instances (a share of the SMs); each compute instance is one MIG
+ * device. Profile "ids" below are indexes callers loop over; the `id` an
+ * info struct returns is the driver's own profile number. */
+typedef struct nvmlGpuInstance_st *nvmlGpuInstance_t;
+typedef struct nvmlComputeInstance_st *nvmlComputeInstance_t;
+
+enum {
+    NVML_GPU_INSTANCE_PROFILE_1_SLICE = 0,
+    NVML_GPU_INSTANCE_PROFILE_2_SLICE = 1,
+    NVML_GPU_INSTANCE_PROFILE_3_SLICE = 2,
+    NVML_GPU_INSTANCE_PROFILE_4_SLICE = 3,
+    NVML_GPU_INSTANCE_PROFILE_7_SLICE = 4,
+    NVML_GPU_INSTANCE_PROFILE_8_SLICE = 5,
+    NVML_GPU_INSTANCE_PROFILE_6_SLICE = 6,
+};
+enum {
+    NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE = 0,
+    NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE = 1,
+    NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE = 2,
+    NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE = 3,
+    NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE = 4,
+    NVML_COMPUTE_INSTANCE_PROFILE_8_SLICE = 5,
+    NVML_COMPUTE_INSTANCE_PROFILE_6_SLICE = 6,
+    NVML_COMPUTE_INSTANCE_PROFILE_COUNT = 8,
+};
+#define NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED 0
+#define NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_COUNT 1
+
+typedef struct {
+    unsigned int start;
+    unsigned int size;
+} nvmlGpuInstancePlacement_t;
+
+typedef struct {
+    unsigned int start;
+    unsigned int size;
+} nvmlComputeInstancePlacement_t;
+
+typedef struct {
+    unsigned int id;
+    unsigned int isP2pSupported;
+    unsigned int sliceCount;
+    unsigned int instanceCount;
+    unsigned int multiprocessorCount;
+    unsigned int copyEngineCount;
+    unsigned int decoderCount;
+    unsigned int encoderCount;
+    unsigned int jpegCount;
+    unsigned int ofaCount;
+    unsigned long long memorySizeMB;
+} nvmlGpuInstanceProfileInfo_t;
+
+/* The `V` call takes v2 or v3; both are 152 bytes, told apart by version. */
+typedef struct {
+    unsigned int version;
+    unsigned int id;
+    unsigned int isP2pSupported;
+    unsigned int sliceCount;
+    unsigned int instanceCount;
+    unsigned int multiprocessorCount;
+    unsigned int copyEngineCount;
+    unsigned int decoderCount;
+    unsigned int encoderCount;
+    unsigned int jpegCount;
+    unsigned int ofaCount;
+    unsigned long long memorySizeMB;
+    char name[NVML_DEVICE_NAME_BUFFER_SIZE];
+} nvmlGpuInstanceProfileInfo_v2_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned int id;
+    unsigned int sliceCount;
+    unsigned int instanceCount;
+    unsigned int multiprocessorCount;
+    unsigned int copyEngineCount;
+    unsigned int decoderCount;
+    unsigned int encoderCount;
+    unsigned int jpegCount;
+    unsigned int ofaCount;
+    unsigned long long memorySizeMB;
+    char name[NVML_DEVICE_NAME_BUFFER_SIZE];
+    unsigned int capabilities;
+} nvmlGpuInstanceProfileInfo_v3_t;
+
+#define nvmlGpuInstanceProfileInfo_v2 NVML_STRUCT_VERSION(nvmlGpuInstanceProfileInfo_v2_t, 2)
+#define nvmlGpuInstanceProfileInfo_v3 NVML_STRUCT_VERSION(nvmlGpuInstanceProfileInfo_v3_t, 3)
+
+typedef struct {
+    unsigned int id;
+    unsigned int sliceCount;
+    unsigned int instanceCount;
+    unsigned int multiprocessorCount;
+    unsigned int sharedCopyEngineCount;
+    unsigned int sharedDecoderCount;
+    unsigned int sharedEncoderCount;
+    unsigned int sharedJpegCount;
+    unsigned int sharedOfaCount;
+} nvmlComputeInstanceProfileInfo_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned int id;
+    unsigned int sliceCount;
+    unsigned int instanceCount;
+    unsigned int multiprocessorCount;
+    unsigned int sharedCopyEngineCount;
+    unsigned int sharedDecoderCount;
+    unsigned int sharedEncoderCount;
+    unsigned int sharedJpegCount;
+    unsigned int sharedOfaCount;
+    char name[NVML_DEVICE_NAME_BUFFER_SIZE];
+} nvmlComputeInstanceProfileInfo_v2_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned int id;
+    unsigned int sliceCount;
+    unsigned int instanceCount;
+    unsigned int multiprocessorCount;
+    unsigned int sharedCopyEngineCount;
+    unsigned int sharedDecoderCount;
+    unsigned int sharedEncoderCount;
+    unsigned int sharedJpegCount;
+    unsigned int sharedOfaCount;
+    char name[NVML_DEVICE_NAME_BUFFER_SIZE];
+    unsigned int capabilities;
+} nvmlComputeInstanceProfileInfo_v3_t;
+
+#define nvmlComputeInstanceProfileInfo_v2 NVML_STRUCT_VERSION(nvmlComputeInstanceProfileInfo_v2_t, 2)
+#define nvmlComputeInstanceProfileInfo_v3 NVML_STRUCT_VERSION(nvmlComputeInstanceProfileInfo_v3_t, 3)
+
+typedef struct {
+    nvmlDevice_t device;
+    unsigned int id;
+    unsigned int profileId;
+    nvmlGpuInstancePlacement_t placement;
+} nvmlGpuInstanceInfo_t;
+
+/* nvmlComputeInstanceGetInfo_v2 fills all of it; the first version stops
+ * before placement. */
+typedef struct {
+    nvmlDevice_t device;
+    nvmlGpuInstance_t gpuInstance;
+    unsigned int id;
+    unsigned int profileId;
+    nvmlComputeInstancePlacement_t placement;
+} nvmlComputeInstanceInfo_t;
 
 #endif

@@ -2,8 +2,8 @@
  * plugin: the kubelet device plugin (API v1beta1) for NVIDIA GPUs.
  *
  * From the GPU inventory and the configuration it works out the resources
- * to advertise (nvidia.com/gpu, nvidia.com/mig-<profile>, shared replicas,
- * renamed resources), serves one socket per resource in the device-plugin
+ * to advertise (nvidia.com/gpu, nvidia.com/mig-<profile>, names by model
+ * from the config's resources section, shared replicas, renamed resources), serves one socket per resource in the device-plugin
  * directory, registers each with the kubelet without blocking the loop,
  * streams device lists (ListAndWatch) and answers Allocate,
  * GetPreferredAllocation and PreStartContainer. Each socket also serves

@@ -6,7 +6,8 @@
 
 /* Beyond this many partitions the exhaustive search gives way to a greedy
  * one, so an answer for 16 or more GPUs stays fast. 8 GPUs need at most
- * 2,800 (sets of 3) or 105 (pairs). */
+ * 280 (sets of 3) or 105 (pairs); 16 GPUs 6,435 for eights, millions for
+ * pairs to sevens. */
 #define MAX_PARTITIONS 20000
 
 int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b)
@@ -27,17 +28,26 @@ int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned 
     return pcie + 100 * (int)l->nvlinks;
 }
 
-/* The search over partitions of the candidates into sets of `size`. */
+/* The search over partitions of the candidates into sets of `size`.
+ * NVIDIA's best-effort policy pads the candidates with empty slots up to a
+ * multiple of the size and only considers partitions that keep all the
+ * padding in one set: here the padding comes first (slots 0..pad-1), in
+ * set 0, so no other partition is ever built. */
 struct search {
-    const struct gpu_inventory *inv;
-    size_t n;                /* candidates, padded with empty slots to a multiple of size */
-    const int *gpu;          /* per candidate: its GPU, or -1 for padding */
-    const bool *required;
+    size_t n;                /* slots: padding, then the candidates */
+    size_t pad;              /* empty slots, all in set 0 */
+    const long *score;       /* n × n pair scores, 0 for padding */
+    const bool *required;    /* per slot */
     size_t n_required;
     size_t size;
-    int *group;              /* per candidate: its set in the partition being built */
-    int *best_group;
-    long best_score;
+    int *group;              /* per slot: its set in the partition being built */
+    size_t *members;         /* the slots of each set, set after set, ascending */
+    size_t *open, *open_len; /* per set: the slots that may join it (n each), how many */
+    long *set_score;         /* per complete set */
+    int required_set;        /* where the required GPUs go; -1: none placed yet */
+    size_t required_placed;
+    size_t *best_set;        /* the answer: its slots, ascending */
+    long best_score, best_set_score;
     bool found;
     unsigned long visited;
     const struct timespec *until; /* NULL: no time limit */
@@ -55,73 +65,116 @@ static bool passed(const struct timespec *until)
            (now.tv_sec == until->tv_sec && now.tv_nsec >= until->tv_nsec);
 }
 
-static long set_score(const struct search *s, const int *group, int g)
+/* Whether set a comes before set b in the order of the candidates. */
+static bool earlier(const size_t *a, const size_t *b, size_t k)
 {
-    long score = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        if (group[i] != g || s->gpu[i] < 0)
-            continue;
-        for (size_t j = i + 1; j < s->n; j++)
-            if (group[j] == g && s->gpu[j] >= 0)
-                score += plugin_pair_score(s->inv, (unsigned)s->gpu[i], (unsigned)s->gpu[j]);
-    }
-    return score;
+    for (size_t i = 0; i < k; i++)
+        if (a[i] != b[i])
+            return a[i] < b[i];
+    return false;
 }
 
-static bool required_together(const struct search *s, const int *group)
+/* Puts slot i in a set as its j-th member, unless it is a required GPU
+ * that would leave the others or join the padding: a partition counts only
+ * if a set without padding holds every required GPU. */
+static bool put(struct search *s, size_t i, int set, size_t j)
 {
-    int g = -1;
-    for (size_t i = 0; i < s->n; i++) {
-        if (!s->required[i])
-            continue;
-        if (g >= 0 && group[i] != g)
+    if (s->required[i]) {
+        if ((s->pad > 0 && set == 0) || (s->required_set >= 0 && s->required_set != set))
             return false;
-        g = group[i];
+        s->required_set = set;
+        s->required_placed++;
     }
+    s->group[i] = set;
+    s->members[(size_t)set * s->size + j] = i;
     return true;
 }
 
-static void finish_partition(struct search *s, int sets)
+static void take(struct search *s, size_t i)
+{
+    if (s->required[i] && --s->required_placed == 0)
+        s->required_set = -1;
+    s->group[i] = -1;
+}
+
+/* A complete partition: its answer is the required GPUs' set, or with none
+ * the best set without padding. Partitions that tie go by their answers'
+ * scores, so the answer never scores below the one NVIDIA's order of
+ * enumeration would give, then by which answer comes first among the
+ * candidates, as NVIDIA's mostly does. */
+static void finish_partition(struct search *s, int sets, long total)
 {
     if (s->visited++ % 256 == 0 && passed(s->until))
         s->out_of_time = true;
-    if (!required_together(s, s->group))
-        return;
-    long total = 0;
-    for (int g = 0; g < sets; g++)
-        total += set_score(s, s->group, g);
-    if (!s->found || total > s->best_score) {
+    int answer = s->required_set;
+    if (answer < 0) {
+        answer = s->pad > 0 ? 1 : 0;
+        for (int g = answer + 1; g < sets; g++)
+            if (s->set_score[g] > s->set_score[answer])
+                answer = g;
+    }
+    const size_t *m = s->members + (size_t)answer * s->size;
+    long score = s->set_score[answer];
+    if (!s->found || total > s->best_score ||
+        (total == s->best_score && (score > s->best_set_score ||
+                                    (score == s->best_set_score &&
+                                     earlier(m, s->best_set, s->size))))) {
         s->found = true;
         s->best_score = total;
-        memcpy(s->best_group, s->group, s->n * sizeof *s->group);
+        s->best_set_score = score;
+        memcpy(s->best_set, m, s->size * sizeof *m);
     }
 }
 
-/* Puts the first unplaced candidate in a new set with size-1 companions
- * chosen among the later unplaced ones, then recurses. */
-static void place(struct search *s, int set, size_t members, size_t from)
+/* Lists the unplaced slots after `after` as the candidates to join `set`:
+ * once per set, so choosing companions scans no placed slots. */
+static void open_set(struct search *s, int set, size_t after)
+{
+    size_t *list = s->open + (size_t)set * s->n, len = 0;
+    for (size_t i = after + 1; i < s->n; i++)
+        if (s->group[i] < 0)
+            list[len++] = i;
+    s->open_len[set] = len;
+}
+
+/* Adds size-members companions to the set being built, chosen in order
+ * from its open list at `pos` on; a full set opens the next one with the
+ * first unplaced slot. `total` scores the complete sets, `partial` the one
+ * being built. */
+static void place(struct search *s, int set, size_t members, size_t pos, long total,
+                  long partial)
 {
     if (s->visited >= MAX_PARTITIONS || s->out_of_time)
         return;
     if (members == s->size) {
-        size_t first = 0;
+        s->set_score[set] = partial;
+        total += partial;
+        size_t first = s->members[(size_t)set * s->size];
         while (first < s->n && s->group[first] >= 0)
             first++;
         if (first == s->n) {
-            finish_partition(s, set + 1);
+            finish_partition(s, set + 1, total);
             return;
         }
-        s->group[first] = set + 1;
-        place(s, set + 1, 1, first + 1);
-        s->group[first] = -1;
+        if (put(s, first, set + 1, 0)) {
+            open_set(s, set + 1, first);
+            place(s, set + 1, 1, 0, total, 0);
+            take(s, first);
+        }
         return;
     }
-    for (size_t i = from; i < s->n; i++) {
-        if (s->group[i] >= 0)
-            continue;
-        s->group[i] = set;
-        place(s, set, members + 1, i + 1);
-        s->group[i] = -1;
+    const size_t *list = s->open + (size_t)set * s->n;
+    const size_t *m = s->members + (size_t)set * s->size;
+    /* Only companions that leave enough open slots to fill the set. */
+    for (size_t j = pos; j + (s->size - members) <= s->open_len[set]; j++) {
+        size_t i = list[j];
+        long add = 0;
+        for (size_t k = 0; k < members; k++)
+            add += s->score[i * s->n + m[k]];
+        if (put(s, i, set, members)) {
+            place(s, set, members + 1, j + 1, total, partial + add);
+            take(s, i);
+        }
     }
 }
 
@@ -137,13 +190,13 @@ static void greedy(const struct search *s, bool *chosen)
     while (have < s->size) {
         long best = -1;
         size_t pick = 0;
-        for (size_t i = 0; i < s->n; i++) {
-            if (chosen[i] || s->gpu[i] < 0)
+        for (size_t i = s->pad; i < s->n; i++) {
+            if (chosen[i])
                 continue;
             long score = 0;
             for (size_t j = 0; j < s->n; j++)
                 if (chosen[j])
-                    score += plugin_pair_score(s->inv, (unsigned)s->gpu[i], (unsigned)s->gpu[j]);
+                    score += s->score[i * s->n + j];
             if (score > best) {
                 best = score;
                 pick = i;
@@ -156,62 +209,92 @@ static void greedy(const struct search *s, bool *chosen)
     }
 }
 
+/* a choose b, as a double: exact while it matters (up to MAX_PARTITIONS). */
+static double choose(size_t a, size_t b)
+{
+    if (b > a)
+        return 0;
+    double c = 1;
+    for (size_t i = 1; i <= b; i++)
+        c = c * (double)(a - b + i) / (double)i;
+    return c;
+}
+
+/* How many partitions the search would score: the padding's companions
+ * (never required), the required GPUs' set, then full sets of the rest.
+ * Stops counting once past the bound. */
+static double partitions(size_t n_cand, size_t n_required, size_t size)
+{
+    size_t beside = n_cand % size; /* real GPUs in the set with the padding */
+    double count = choose(n_cand - n_required, beside);
+    size_t rest = n_cand - beside;
+    if (n_required > 0) {
+        count *= choose(rest - n_required, size - n_required);
+        rest -= size;
+    }
+    for (; rest > 0 && count <= MAX_PARTITIONS; rest -= size)
+        count *= choose(rest - 1, size - 1);
+    return count;
+}
+
 static int best_effort(const struct gpu_inventory *inv, const struct plugin_device **cand,
                        const bool *required, size_t n_cand, size_t n_required, size_t size,
                        const struct timespec *until, bool *chosen)
 {
     int rc = -1;
-    size_t n = (n_cand + size - 1) / size * size;
-    int *gpu = calloc(n, sizeof *gpu);
+    size_t pad = (size - n_cand % size) % size;
+    size_t n = n_cand + pad;
+    long *score = calloc(n * n, sizeof *score);
     bool *req = calloc(n, sizeof *req);
     int *group = calloc(n, sizeof *group);
-    int *best = calloc(n, sizeof *best);
+    size_t *best = calloc(size, sizeof *best);
+    size_t *members = calloc(n, sizeof *members);
+    long *set_score = calloc(n / size, sizeof *set_score);
+    size_t *open = calloc(n / size * n, sizeof *open);
+    size_t *open_len = calloc(n / size, sizeof *open_len);
     bool *pick = calloc(n, sizeof *pick);
-    if (!gpu || !req || !group || !best || !pick)
+    if (!score || !req || !group || !best || !members || !set_score || !open || !open_len ||
+        !pick)
         goto done;
-    for (size_t i = 0; i < n; i++) {
-        gpu[i] = i < n_cand ? (int)cand[i]->gpu : -1;
-        req[i] = i < n_cand && required[i];
-        group[i] = -1;
+    for (size_t i = pad; i < n; i++) {
+        req[i] = required[i - pad];
+        for (size_t j = pad; j < n; j++)
+            score[i * n + j] = plugin_pair_score(inv, cand[i - pad]->gpu, cand[j - pad]->gpu);
     }
-    struct search s = {.inv = inv, .n = n, .gpu = gpu, .required = req,
+    struct search s = {.n = n, .pad = pad, .score = score, .required = req,
                        .n_required = n_required, .size = size, .group = group,
-                       .best_group = best, .until = until};
-    group[0] = 0;
-    place(&s, 0, 1, 1);
-    if (s.out_of_time)
-        goto done;
-    if (s.found && s.visited < MAX_PARTITIONS) {
-        /* The set that holds the required GPUs, or else the best set. */
-        int want = -1;
-        long want_score = -1;
-        for (size_t i = 0; i < n && n_required > 0 && want < 0; i++)
-            if (req[i])
-                want = best[i];
-        for (int g = 0; want < 0 && g < (int)(n / size); g++) {
-            bool real = true; /* a set with padding cannot fill the request */
-            for (size_t i = 0; i < n; i++)
-                if (best[i] == g && gpu[i] < 0)
-                    real = false;
-            long score = set_score(&s, best, g);
-            if (real && score > want_score) {
-                want_score = score;
-                want = g;
-            }
-        }
+                       .members = members, .open = open, .open_len = open_len,
+                       .set_score = set_score, .required_set = -1,
+                       .best_set = best, .until = until};
+    if (partitions(n_cand, n_required, size) <= MAX_PARTITIONS) {
         for (size_t i = 0; i < n; i++)
-            pick[i] = best[i] == want && gpu[i] >= 0;
+            group[i] = -1;
+        size_t leaders = pad > 0 ? pad : 1; /* set 0 so far: the padding, or slot 0 */
+        for (size_t i = 0; i < leaders; i++)
+            put(&s, i, 0, i); /* padding is never required; slot 0 alone may be */
+        open_set(&s, 0, leaders - 1);
+        place(&s, 0, leaders, 0, 0, 0);
+        if (s.out_of_time)
+            goto done;
+    }
+    if (s.found) {
+        for (size_t i = 0; i < size; i++)
+            pick[best[i]] = true;
     } else {
         greedy(&s, pick);
     }
     for (size_t i = 0; i < n_cand; i++)
-        chosen[i] = pick[i];
+        chosen[i] = pick[i + pad];
     rc = 0;
 done:
-    free(gpu);
+    free(score);
     free(req);
     free(group);
     free(best);
+    free(members);
+    free(set_score);
+    free(open);
+    free(open_len);
     free(pick);
     return rc;
 }

@@ -42,7 +42,7 @@ static int add_phys(struct phys_list *l, const struct phys *p, struct gpulet_err
 static void whole_gpu(const struct gpu_device *g, const struct config *cfg, struct phys *p)
 {
     memset(p, 0, sizeof *p);
-    snprintf(p->resource, sizeof p->resource, "nvidia.com/gpu");
+    snprintf(p->resource, sizeof p->resource, "%s", config_gpu_resource(cfg, g->name));
     snprintf(p->uuid, sizeof p->uuid, "%s", g->uuid);
     if (cfg->device_id_strategy == DEVICE_ID_INDEX)
         snprintf(p->base_id, sizeof p->base_id, "%u", g->index);
@@ -72,15 +72,6 @@ static void mig_device(const struct gpu_device *g, const struct gpu_mig_device *
     p->numa_node = g->numa_node;
     p->minor = g->minor;
     p->healthy = !g->lost;
-}
-
-/* nvidia.com/mig-<profile>, a '+' in the profile becoming '.' */
-static void mig_resource_name(const char *profile, char *buf, size_t len)
-{
-    snprintf(buf, len, "nvidia.com/mig-%s", profile);
-    for (char *c = buf; *c; c++)
-        if (*c == '+')
-            *c = '.';
 }
 
 static int collect_single(const struct gpu_inventory *inv, const struct config *cfg,
@@ -141,7 +132,7 @@ static int collect(const struct gpu_inventory *inv, const struct config *cfg, st
         if (cfg->mig_strategy == MIG_STRATEGY_MIXED && g->mig_enabled) {
             for (size_t m = 0; m < g->mig_count; m++) {
                 char name[CONFIG_NAME_MAX];
-                mig_resource_name(g->migs[m].profile, name, sizeof name);
+                config_mig_resource(cfg, g->migs[m].profile, name, sizeof name);
                 mig_device(g, &g->migs[m], name, cfg, &p);
                 if (add_phys(l, &p, err) < 0)
                     return -1;
@@ -153,6 +144,27 @@ static int collect(const struct gpu_inventory *inv, const struct config *cfg, st
             return -1;
     }
     return 0;
+}
+
+/* A resources.gpus[] / .mig[] entry no device ends up under (none matches,
+ * or an earlier entry takes them all) is likely a typo: say where it is. */
+static void warn_unused_names(const struct config *cfg, const struct phys_list *l)
+{
+    for (int mig = 0; mig < 2; mig++) {
+        const struct named_resource *names = mig ? cfg->mig_names : cfg->gpu_names;
+        size_t count = mig ? cfg->mig_name_count : cfg->gpu_name_count;
+        for (size_t i = 0; i < count; i++) {
+            bool used = false;
+            for (size_t k = 0; k < l->count && !used; k++)
+                used = (l->items[k].mig >= 0) == (mig == 1) &&
+                       strcmp(l->items[k].resource, names[i].name) == 0;
+            if (!used)
+                log_warn("resource name pattern matches no device on this node",
+                         "file=%s line=%lu key=resources.%s[%zu].pattern pattern=\"%s\" name=%s",
+                         cfg->file, names[i].line, mig ? "mig" : "gpus", i, names[i].pattern,
+                         names[i].name);
+        }
+    }
 }
 
 static bool selector_matches(const char *sel, const struct phys *p)
@@ -275,6 +287,7 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
         free(l.items);
         return -1;
     }
+    warn_unused_names(cfg, &l);
     /* At most two resources per physical kind (shared and not), so the
      * list size bounds them. */
     struct plugin_resource *res = calloc(2 * l.count + 1, sizeof *res);

@@ -78,23 +78,72 @@ static char *read_config(const char *path, bool *exists, struct stat *st, struct
     return text;
 }
 
-/* Writes path through a hidden temporary file beside it: written, given
- * its mode and owner, fsync'd and its size checked before it is renamed
- * over path. A rename replaces a symbolic link instead of following it;
- * on any failure (a full disk) path is left as it was. */
+/* Whether dir is a drop-in folder ("crio.conf.d", containerd's "conf.d"):
+ * CRI-O loads every file in it, whatever its name, and an operator's
+ * containerd import of "conf.d/" + "*" would too, so gpulet keeps its temporary
+ * files and backups out of it. */
+static bool is_drop_in_dir(const char *dir)
+{
+    size_t n = strlen(dir);
+    return n >= 2 && strcmp(dir + n - 2, ".d") == 0;
+}
+
+/* The folder for gpulet's own files about path (temporary files and
+ * backups): path's folder, or the folder above when that is a drop-in
+ * folder. */
+static void work_dir(const char *path, char *out, size_t len)
+{
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", path);
+    char *dir = dirname(copy);
+    if (is_drop_in_dir(dir)) {
+        char up[4096];
+        snprintf(up, sizeof up, "%s", dir);
+        snprintf(out, len, "%s", dirname(up));
+    } else {
+        snprintf(out, len, "%s", dir);
+    }
+}
+
+static void base_name(const char *path, char *out, size_t len)
+{
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", path);
+    snprintf(out, len, "%s", basename(copy));
+}
+
+/* Where the backup of path goes: "NAME.gpulet-backup" in work_dir(). */
+static void backup_path(const char *path, char *out, size_t len)
+{
+    char dir[4096], base[4096];
+    work_dir(path, dir, sizeof dir);
+    base_name(path, base, sizeof base);
+    snprintf(out, len, "%s/%s.gpulet-backup", dir, base);
+}
+
+/* Writes path through a hidden temporary file in work_dir(): written,
+ * given its mode and owner, fsync'd and its size checked before it is
+ * renamed over path. A rename replaces a symbolic link instead of
+ * following it; on any failure (a full disk) path is left as it was. */
 static int write_file(const char *path, const char *data, mode_t mode, uid_t uid, gid_t gid,
                       struct gpulet_error *err)
 {
-    char dir_copy[4096], base_copy[4096], tmp[8400];
-    if (strlen(path) >= sizeof dir_copy)
+    char dir[4096], base[4096], tmp[8400];
+    if (strlen(path) >= sizeof dir)
         return gpulet_error_set(err, GPULET_ERR_USAGE, "%s: the path is too long", path);
-    snprintf(dir_copy, sizeof dir_copy, "%s", path);
-    snprintf(base_copy, sizeof base_copy, "%s", path);
-    const char *dir = dirname(dir_copy);
-    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-%d.tmp", dir, basename(base_copy), (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    work_dir(path, dir, sizeof dir);
+    base_name(path, base, sizeof base);
+    /* A random name, created exclusively (mode 0600, never through a
+     * link): one derived from the PID was left behind by a run killed
+     * mid-write and, gpulet being PID 1 in its init container every time,
+     * made every later run fail. */
+    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-XXXXXX", dir, base);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
-        return gpulet_error_errno(err, errno, "cannot write %s; %s is left as it was", tmp, path);
+        return gpulet_error_errno(err, errno,
+                                  "cannot create a temporary file in %s (gpulet keeps them out of "
+                                  "drop-in folders, which engines load whole); %s is left as it was",
+                                  dir, path);
     size_t len = strlen(data), done = 0;
     int e = 0;
     while (e == 0 && done < len) {
@@ -116,9 +165,17 @@ static int write_file(const char *path, const char *data, mode_t mode, uid_t uid
         e = errno;
     if (e != 0) {
         unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot write %s; it is left as it was", path);
+        return gpulet_error_errno(err, e,
+                                  e == EXDEV ? "cannot write %s: its temporary file in %s is on "
+                                               "another filesystem (mount the folder above the "
+                                               "drop-in folder, not the folder alone); it is left "
+                                               "as it was"
+                                             : "cannot write %s (through %s); it is left as it was",
+                                  path, dir);
     }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", path);
+    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
@@ -126,10 +183,13 @@ static int write_file(const char *path, const char *data, mode_t mode, uid_t uid
     return 0;
 }
 
-/* The new content, after a backup of the old one beside it; both keep the
- * old file's mode and owner. */
+/* The new content, after a backup of the old one (when keep_backup) in
+ * work_dir(); both keep the old file's mode and owner. A backup or a
+ * temporary file that an older gpulet left inside a drop-in folder, where
+ * the engine loads it after the file itself, is removed once the new
+ * backup is safe. */
 static int replace(const char *path, const char *old, bool existed, const struct stat *st,
-                   const char *text, struct gpulet_error *err)
+                   const char *text, bool keep_backup, struct gpulet_error *err)
 {
     char copy[4096];
     snprintf(copy, sizeof copy, "%s", path);
@@ -139,13 +199,33 @@ static int replace(const char *path, const char *old, bool existed, const struct
     if (!existed)
         return write_file(path, text, 0644, (uid_t)-1, (gid_t)-1, err);
     char backup[4200];
-    snprintf(backup, sizeof backup, "%s.gpulet-backup", path);
+    backup_path(path, backup, sizeof backup);
     mode_t mode = st->st_mode & 07777;
-    if (write_file(backup, old, mode, st->st_uid, st->st_gid, err) != 0) {
+    if (keep_backup && write_file(backup, old, mode, st->st_uid, st->st_gid, err) != 0) {
         gpulet_error_prefix(err, "cannot back up %s; nothing was changed", path);
         return -1;
     }
-    return write_file(path, text, mode, st->st_uid, st->st_gid, err);
+    if (write_file(path, text, mode, st->st_uid, st->st_gid, err) != 0)
+        return -1;
+    if (!is_drop_in_dir(dir))
+        return 0;
+    char base[4096], pattern[8400];
+    base_name(path, base, sizeof base);
+    snprintf(pattern, sizeof pattern, "%s/.%s.gpulet-??????", dir, base);
+    glob_t g = {0};
+    int rc = 0;
+    if (glob(pattern, GLOB_NOSORT, NULL, &g) == 0)
+        for (size_t i = 0; i < g.gl_pathc && rc == 0; i++)
+            if (unlink(g.gl_pathv[i]) != 0 && errno != ENOENT)
+                rc = gpulet_error_errno(err, errno, "%s is written, but the engine would also "
+                                        "load %s; remove it", path, g.gl_pathv[i]);
+    globfree(&g);
+    char stale[4200];
+    snprintf(stale, sizeof stale, "%s.gpulet-backup", path);
+    if (rc == 0 && unlink(stale) != 0 && errno != ENOENT)
+        rc = gpulet_error_errno(err, errno, "%s is written, but the engine would also load "
+                                "the old backup %s; remove it", path, stale);
+    return rc;
 }
 
 /* ---- checking that an edit keeps everything ---- */
@@ -290,8 +370,14 @@ char *configure_docker_text(const char *path, const char *old, const struct conf
                          "%s: \"runtimes\" is not an object; nothing was changed", path);
         return NULL;
     }
-    json_object_set_new(runtimes, "nvidia",
-                        json_pack("{s:s, s:[]}", "path", opts->runtime_path, "args"));
+    /* An nvidia runtime already there keeps its other settings (runtimeArgs
+     * ...): only its path is gpulet's. */
+    json_t *old_nvidia = json_object_get(runtimes, "nvidia");
+    json_t *nvidia = json_is_object(old_nvidia) ? json_deep_copy(old_nvidia) : json_object();
+    json_object_set_new(nvidia, "path", json_string(opts->runtime_path));
+    if (json_object_get(nvidia, "args") == NULL)
+        json_object_set_new(nvidia, "args", json_array());
+    json_object_set_new(runtimes, "nvidia", nvidia);
     if (opts->set_as_default)
         json_object_set_new(root, "default-runtime", json_string("nvidia"));
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -349,7 +435,11 @@ char *configure_crio_text(const char *path, const char *old, const struct config
         (runtime = table_in(crio, "runtime", path, err)) == NULL ||
         (runtimes = table_in(runtime, "runtimes", path, err)) == NULL)
         goto out;
-    if ((nv = toml_new(TOML_TABLE)) == NULL ||
+    /* An nvidia runtime already there keeps the operator's other settings
+     * (privileged_without_host_devices, allowed_annotations, ...). */
+    const struct toml_node *old_nv = toml_get(runtimes, "nvidia");
+    nv = old_nv && old_nv->type == TOML_TABLE ? toml_copy(old_nv) : toml_new(TOML_TABLE);
+    if (nv == NULL ||
         toml_set(nv, "runtime_path", toml_new_string(opts->runtime_path)) != 0 ||
         toml_set(nv, "runtime_type", toml_new_string("oci")) != 0 ||
         toml_set(runtimes, "nvidia", toml_copy(nv)) != 0)
@@ -580,9 +670,9 @@ out:
     return rc;
 }
 
-/* Whether one of the main file's imports names the drop-in. */
-static bool imports_drop_in(const char *main_path, const struct toml_node *imports,
-                            const char *drop_path)
+/* Whether one of a file's imports names path. */
+static bool imports_name(const char *main_path, const struct toml_node *imports,
+                         const char *drop_path)
 {
     size_t n = imports == NULL ? 0 : imports->type == TOML_ARRAY ? imports->count : 1;
     bool found = false;
@@ -618,7 +708,7 @@ static char *main_with_import(const char *main_path, const char *old, bool exist
     int rc;
     if (!existed) {
         rc = asprintf(&out, "version = 2\nimports = [%s]\n", quoted);
-    } else if (imports_drop_in(main_path, imports, drop_path)) {
+    } else if (imports_name(main_path, imports, drop_path)) {
         rc = (out = strdup(old)) ? 0 : -1;
     } else if (imports == NULL) {
         /* on the line after the version, which is in the root table */
@@ -638,6 +728,31 @@ static char *main_with_import(const char *main_path, const char *old, bool exist
     }
     free(quoted);
     return rc < 0 ? NULL : out;
+}
+
+/* 0 when no import of the files containerd loads matches a file gpulet
+ * writes beside them (its backup of the main file, a temporary file), so
+ * that none of them is ever loaded as configuration. */
+static int loads_our_files(const struct ctd_model *m, const char *main_path,
+                           const char *drop_path, struct gpulet_error *err)
+{
+    char ours[3][8400], dir[4096], base[4096];
+    backup_path(main_path, ours[0], sizeof ours[0]);
+    work_dir(main_path, dir, sizeof dir);
+    base_name(main_path, base, sizeof base);
+    snprintf(ours[1], sizeof ours[1], "%s/.%s.gpulet-XXXXXX", dir, base);
+    work_dir(drop_path, dir, sizeof dir);
+    base_name(drop_path, base, sizeof base);
+    snprintf(ours[2], sizeof ours[2], "%s/.%s.gpulet-XXXXXX", dir, base);
+    for (size_t i = 0; i < m->files; i++)
+        for (size_t k = 0; k < 3; k++)
+            if (imports_name(m->path[i], toml_get(m->root[i], "imports"), ours[k]))
+                return gpulet_error_set(err, GPULET_ERR_INPUT,
+                                        "an import in %s matches %s, a file gpulet writes while "
+                                        "it changes the configuration, and containerd would load "
+                                        "it; import \"*.toml\" instead; nothing was changed",
+                                        m->path[i], ours[k]);
+    return 0;
 }
 
 int configure_containerd_text(const char *main_path, const char *old_main, bool existed,
@@ -693,8 +808,17 @@ int configure_containerd_text(const char *main_path, const char *old_main, bool 
     }
     const char *const systemd_path[] = {"runc", "options", "SystemdCgroup", NULL};
     const struct toml_node *systemd = toml_path(runtimes, systemd_path);
-    struct toml_node *options = toml_new(TOML_TABLE);
-    if ((nvidia = toml_new(TOML_TABLE)) == NULL || options == NULL ||
+    /* An nvidia runtime already there keeps the operator's other settings
+     * (privileged_without_host_devices, SystemdCgroup, ...): only its type
+     * and binary are gpulet's. */
+    const struct toml_node *old_nvidia = toml_get(runtimes, "nvidia");
+    const struct toml_node *old_options = toml_get(old_nvidia, "options");
+    nvidia = old_nvidia && old_nvidia->type == TOML_TABLE ? toml_copy(old_nvidia)
+                                                          : toml_new(TOML_TABLE);
+    struct toml_node *options = old_options && old_options->type == TOML_TABLE
+                                    ? toml_copy(old_options)
+                                    : toml_new(TOML_TABLE);
+    if (nvidia == NULL || options == NULL ||
         toml_set(nvidia, "runtime_type", toml_new_string("io.containerd.runc.v2")) != 0 ||
         toml_set(nvidia, "options", options) != 0 ||
         toml_set(options, "BinaryName", toml_new_string(opts->runtime_path)) != 0 ||
@@ -747,7 +871,7 @@ int configure_containerd_text(const char *main_path, const char *old_main, bool 
                          drop_path, main_path);
     } else if (keeps(before.merged, after.merged, &p, mine, "the merged containerd config",
                      err) == 0) {
-        rc = 0;
+        rc = loads_our_files(&after, main_path, drop_path, err);
     }
 out:
     if (rc != 0) {
@@ -798,13 +922,16 @@ static int configure_containerd(const struct configure_options *opts, bool *chan
             /* The drop-in first: until the main file imports it, it is
              * not read. */
             if (drop_changed)
-                rc = replace(drop_path, old_drop, drop_existed, &drop_st, new_drop, err);
+                rc = replace(drop_path, old_drop, drop_existed, &drop_st, new_drop, false, err);
             if (rc == 0 && main_changed)
-                rc = replace(main_path, old_main, main_existed, &main_st, new_main, err);
+                rc = replace(main_path, old_main, main_existed, &main_st, new_main, true, err);
+            char backup[4200];
+            backup_path(main_path, backup, sizeof backup);
             if (rc == 0 && *changed)
-                fprintf(out, "gpulet: wrote %s%s%s (old files kept as *.gpulet-backup)\n",
-                        drop_changed ? drop_path : "", drop_changed && main_changed ? " and " : "",
-                        main_changed ? main_path : "");
+                fprintf(out, "gpulet: wrote %s%s%s%s%s\n", drop_changed ? drop_path : "",
+                        drop_changed && main_changed ? " and " : "", main_changed ? main_path : "",
+                        main_changed && main_existed ? "; the old one is in " : "",
+                        main_changed && main_existed ? backup : "");
             else if (rc == 0)
                 fprintf(out, "gpulet: %s is already configured; nothing changed\n", main_path);
         }
@@ -853,9 +980,11 @@ int runtime_configure(const struct configure_options *opts, bool *changed, FILE 
         fprintf(out, "# %s%s\n%s", path, *changed ? " would become:" : " is already configured:",
                 text);
     } else if (*changed) {
-        rc = replace(path, old, existed, &st, text, err);
+        rc = replace(path, old, existed, &st, text, true, err);
+        char backup[4200];
+        backup_path(path, backup, sizeof backup);
         if (rc == 0 && existed)
-            fprintf(out, "gpulet: wrote %s (the old one is in %s.gpulet-backup)\n", path, path);
+            fprintf(out, "gpulet: wrote %s (the old one is in %s)\n", path, backup);
         else if (rc == 0)
             fprintf(out, "gpulet: wrote %s\n", path);
     } else {

@@ -9,8 +9,9 @@
  * It makes the container's ld cache learn the driver library folders (and
  * creates their soname links) by running the host's ldconfig chrooted into
  * the container root, so no path inside the container can point outside
- * it (the CVE-2024-0132 class). The container's environment never reaches
- * it (the CVE-2025-23266 class): every hook entry gpulet writes carries
+ * it (the CVE-2024-0132 class), in a mount namespace where the container's
+ * proc (whose /proc/1/root is the host's root) is unmounted. The
+ * container's environment never reaches it (the CVE-2025-23266 class): every hook entry gpulet writes carries
  * its own env, the hook is linked statically (outside sanitizer builds)
  * so no loader variable can load code into it, and ldconfig runs with
  * an empty environment.
@@ -20,9 +21,12 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -100,6 +104,61 @@ static int check_folder(int root_fd, const char *folder)
     return 0;
 }
 
+/* Mount points of proc at or under root, read from mountinfo (octal
+ * escapes undone), unmounted when unmount is true; returns how many were
+ * left mounted, or -1 when mountinfo cannot be read. */
+static int proc_mounts_under(const char *root, bool unmount)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f == NULL)
+        return -1;
+    size_t rlen = strlen(root);
+    int left = 0;
+    char line[2 * PATH_MAX];
+    while (fgets(line, sizeof line, f)) {
+        char raw[PATH_MAX], fstype[64];
+        const char *dash = strstr(line, " - ");
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", raw) != 1 || dash == NULL ||
+            sscanf(dash + 3, "%63s", fstype) != 1 || strcmp(fstype, "proc") != 0)
+            continue;
+        char mp[PATH_MAX];
+        size_t n = 0;
+        for (const char *c = raw; *c && n < sizeof mp - 1; n++) {
+            if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] >= '0' && c[2] <= '7' &&
+                c[3] >= '0' && c[3] <= '7') {
+                mp[n] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
+                c += 4;
+            } else {
+                mp[n] = *c++;
+            }
+        }
+        mp[n] = '\0';
+        if (strncmp(mp, root, rlen) != 0 || (mp[rlen] != '\0' && mp[rlen] != '/'))
+            continue;
+        if (!unmount || umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+            left++;
+    }
+    fclose(f);
+    return left;
+}
+
+/* ldconfig runs as host root chrooted into the container root, where the
+ * runtime has already mounted the container's proc: /proc/1/root there is
+ * the runtime's root, the host's, and through it an /etc symlink or an
+ * ld.so.conf line in the image would make ldconfig write host files. So
+ * it runs in a mount namespace of its own with no proc under the root. */
+static int hide_proc(const char *root)
+{
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return -1;
+    /* A detached proc takes the mounts under it along: a second pass
+     * unmounts what a first saw stacked, the last must find none. */
+    for (int pass = 0; pass < 8; pass++)
+        if (proc_mounts_under(root, true) == 0)
+            break;
+    return proc_mounts_under(root, false) == 0 ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "update-ldcache") != 0)
@@ -113,9 +172,12 @@ int main(int argc, char **argv)
         else
             return fail("unexpected argument %s (expected --folder /absolute/path)", argv[i]);
     }
-    char root[PATH_MAX];
-    if (container_root(root, sizeof root) != 0)
+    char given[PATH_MAX], root[PATH_MAX];
+    if (container_root(given, sizeof given) != 0)
         return 1;
+    /* As mountinfo names it (the bundle may be under /var/run, a link). */
+    if (realpath(given, root) == NULL)
+        return fail("cannot resolve the container root %s: %s", given, strerror(errno));
     int root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (root_fd < 0)
         return fail("cannot open the container root %s", root);
@@ -137,6 +199,11 @@ int main(int argc, char **argv)
     char *const no_env[] = {NULL};
     pid_t pid = fork();
     if (pid == 0) {
+        if (hide_proc(root) < 0) {
+            fail("cannot unmount proc under the container root %s for ldconfig "
+                 "(a mount namespace of its own needs CAP_SYS_ADMIN)", root);
+            _exit(126);
+        }
         static const char *const ldconfigs[] = {"/sbin/ldconfig", "/usr/sbin/ldconfig", NULL};
         for (size_t i = 0; ldconfigs[i]; i++)
             execve(ldconfigs[i], args, no_env);

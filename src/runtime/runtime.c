@@ -131,11 +131,15 @@ static int check_config(json_t *config, struct gpulet_error *err)
         return gpulet_error_set(err, GPULET_ERR_INPUT, "config.json is not a JSON object");
     json_t *process = member(config, "process"), *linux_ = member(config, "linux");
     json_t *resources = member(linux_, "resources"), *hooks = member(config, "hooks");
+    json_t *caps = member(process, "capabilities");
     if (check_type(member(config, "annotations"), JSON_OBJECT, JSON_STRING, "annotations",
                    err) < 0 ||
         check_type(member(config, "mounts"), JSON_ARRAY, JSON_OBJECT, "mounts", err) < 0 ||
         check_type(process, JSON_OBJECT, JSON_NULL, "process", err) < 0 ||
         check_type(member(process, "env"), JSON_ARRAY, JSON_STRING, "process.env", err) < 0 ||
+        check_type(caps, JSON_OBJECT, JSON_NULL, "process.capabilities", err) < 0 ||
+        check_type(member(caps, "bounding"), JSON_ARRAY, JSON_STRING,
+                   "process.capabilities.bounding", err) < 0 ||
         check_type(linux_, JSON_OBJECT, JSON_NULL, "linux", err) < 0 ||
         check_type(member(linux_, "devices"), JSON_ARRAY, JSON_OBJECT, "linux.devices", err) < 0 ||
         check_type(resources, JSON_OBJECT, JSON_NULL, "linux.resources", err) < 0 ||
@@ -159,6 +163,11 @@ int runtime_find_request(json_t *config, struct runtime_request *req, struct gpu
     memset(req, 0, sizeof *req);
     if (check_config(config, err) < 0)
         return -1;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(json_object_get(json_object_get(config, "process"),
+                                                       "capabilities"), "bounding"), i, m)
+        req->privileged = req->privileged || strcmp(json_string_value(m), "CAP_SYS_ADMIN") == 0;
     json_t *annotations = json_object_get(config, "annotations");
     const char *key;
     json_t *value;
@@ -175,12 +184,14 @@ int runtime_find_request(json_t *config, struct runtime_request *req, struct gpu
         }
     }
     json_t *mounts = json_object_get(config, "mounts");
-    size_t i;
-    json_t *m;
     json_array_foreach(mounts, i, m) {
+        /* Only the device plugin's mounts of /dev/null: a pod can mount an
+         * emptyDir at that path itself, and would get any GPU it names. */
+        const char *src = json_string_value(json_object_get(m, "source"));
         const char *dst = json_string_value(json_object_get(m, "destination"));
         size_t n = strlen(RUNTIME_DEVICE_DIR);
-        if (dst && strncmp(dst, RUNTIME_DEVICE_DIR "/", n + 1) == 0 && !strchr(dst + n + 1, '/') &&
+        if (src && strcmp(src, "/dev/null") == 0 && dst &&
+            strncmp(dst, RUNTIME_DEVICE_DIR "/", n + 1) == 0 && !strchr(dst + n + 1, '/') &&
             add_name(req, dst + n + 1, strlen(dst + n + 1), err) < 0)
             return -1;
     }
@@ -199,7 +210,66 @@ int runtime_find_request(json_t *config, struct runtime_request *req, struct gpu
         strcmp(visible, "void") == 0 || strcmp(visible, RUNTIME_DEVICE_DIR) == 0)
         return 0;
     req->source = "NVIDIA_VISIBLE_DEVICES";
+    req->envvar = true;
     return add_list(req, visible, false, err);
+}
+
+/* ---- gpulet-runtime's settings ---- */
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+int runtime_read_settings(const char *path, struct runtime_settings *s, struct gpulet_error *err)
+{
+    *s = (struct runtime_settings){.accept_envvar_unprivileged = true};
+    char *text;
+    size_t len;
+    if (fileio_read(path, RUNTIME_MAX_SETTINGS, &text, &len, err) < 0) {
+        if (err->sys_errno != ENOENT)
+            return -1;
+        *err = (struct gpulet_error){0};
+        return 0;
+    }
+    int rc = strlen(text) == len ? 0
+                                 : gpulet_error_set(err, GPULET_ERR_INPUT,
+                                                    "%s holds a NUL byte; is it the right file?",
+                                                    path);
+    unsigned long line = 0;
+    for (char *p = text, *next; rc == 0 && p && *p; p = next) {
+        line++;
+        next = strchr(p, '\n');
+        if (next)
+            *next++ = '\0';
+        char *hash = strchr(p, '#');
+        if (hash)
+            *hash = '\0';
+        char *l = trim(p);
+        if (*l == '\0')
+            continue;
+        char *eq = strchr(l, '=');
+        const char *value = eq ? trim(eq + 1) : "";
+        const char *key = eq ? (*eq = '\0', trim(l)) : l;
+        bool b = strcmp(value, "true") == 0;
+        if (strcmp(key, "accept-envvar-unprivileged") != 0)
+            rc = gpulet_error_set(err, GPULET_ERR_INPUT,
+                                  "%s line %lu: unknown setting \"%.64s\" (known: "
+                                  "accept-envvar-unprivileged)", path, line, key);
+        else if (!b && strcmp(value, "false") != 0)
+            rc = gpulet_error_set(err, GPULET_ERR_INPUT,
+                                  "%s line %lu: %s must be true or false, not \"%.64s\"", path,
+                                  line, key, value);
+        else
+            s->accept_envvar_unprivileged = b;
+    }
+    free(text);
+    return rc;
 }
 
 /* ---- the CDI spec: YAML or JSON, as a JSON tree ---- */

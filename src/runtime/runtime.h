@@ -27,12 +27,34 @@ struct runtime_request {
     size_t count;
     char names[RUNTIME_MAX_DEVICES][128]; /* CDI device names: "0", "GPU-…", "1:2" */
     const char *source; /* what asked: "CDI annotation", "volume mounts", "NVIDIA_VISIBLE_DEVICES" */
+    bool envvar;        /* the request is NVIDIA_VISIBLE_DEVICES, which any image can set */
+    bool privileged;    /* CAP_SYS_ADMIN in process.capabilities.bounding, as NVIDIA's toolkit checks */
 };
 
 /* Reads the request from a config.json tree, in NVIDIA's priority order:
  * CDI annotations, /var/run/nvidia-container-devices mounts, then
  * NVIDIA_VISIBLE_DEVICES. No request: count 0 and all false. */
 int runtime_find_request(json_t *config, struct runtime_request *req, struct gpulet_error *err);
+
+/* gpulet-runtime's own settings, from a file the node's administrator
+ * owns (never from the container): RUNTIME_SETTINGS_FILE, or the file
+ * named by GPULET_RUNTIME_CONFIG in the engine's environment. Lines of
+ * `key = value`, `#` comments:
+ *   accept-envvar-unprivileged = true|false   (default true, as NVIDIA's
+ *     accept-nvidia-visible-devices-envvar-when-unprivileged): whether a
+ *     container that is not privileged gets GPUs by setting
+ *     NVIDIA_VISIBLE_DEVICES, which any image can do in its ENV. */
+#define RUNTIME_SETTINGS_FILE "/etc/gpulet/runtime.conf"
+#define RUNTIME_MAX_SETTINGS 4096 /* bytes of that file */
+
+struct runtime_settings {
+    bool accept_envvar_unprivileged;
+};
+
+/* The defaults when path does not exist; an unknown key or value, or a
+ * file that cannot be read, is an error (a typo must not leave GPUs open
+ * to every image). */
+int runtime_read_settings(const char *path, struct runtime_settings *s, struct gpulet_error *err);
 
 /* One CDI spec file's text (YAML or JSON, within yamldoc's bounds) as the
  * JSON tree runtime_apply() takes; name is for errors. */

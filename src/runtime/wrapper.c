@@ -9,7 +9,8 @@
  * given; default the first of
  * runc, crun on PATH), GPULET_CDI_SPEC_DIRS (default /etc/cdi:/var/run/cdi),
  * NVIDIA_DRIVER_ROOT and GPULET_NVML_LIB (used when no spec is on disk and
- * the edits are computed from the driver).
+ * the edits are computed from the driver), GPULET_RUNTIME_CONFIG (its
+ * settings file; default /etc/gpulet/runtime.conf, see runtime.h).
  * These come from the engine that starts us, never from the container.
  *
  * A refusal or failure is written to stderr and, as runc does, to the
@@ -110,11 +111,11 @@ static json_t *log_message(const char *msg, char *buf, size_t len)
     return s;
 }
 
-/* Appends one error line, as runc writes them ({"level":"error","msg":...,
- * "time":RFC3339} or logrus's text), to the engine's log file. Opened
- * without following a symbolic link or blocking on a FIFO; anything but a
- * regular file is left alone. */
-static void write_error_log(const struct error_log *log, const char *msg)
+/* Appends one line at level ("error", "warning"), as runc writes them
+ * ({"level":...,"msg":...,"time":RFC3339} or logrus's text), to the
+ * engine's log file. Opened without following a symbolic link or blocking
+ * on a FIFO; anything but a regular file is left alone. */
+static void write_error_log(const struct error_log *log, const char *level, const char *msg)
 {
     char text[ERROR_LOG_MAX_MSG + 1], when[64], line[2 * ERROR_LOG_MAX_MSG + 160];
     json_t *s = log_message(msg, text, sizeof text);
@@ -126,7 +127,7 @@ static void write_error_log(const struct error_log *log, const char *msg)
     snprintf(when + w, sizeof when - w, ".%09ldZ", ts.tv_nsec);
     int n = -1;
     if (log->json) {
-        json_t *obj = json_pack("{s:s,s:o,s:s}", "level", "error", "msg", s, "time", when);
+        json_t *obj = json_pack("{s:s,s:o,s:s}", "level", level, "msg", s, "time", when);
         char *dump = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
         if (dump)
             n = snprintf(line, sizeof line, "%s\n", dump);
@@ -142,7 +143,8 @@ static void write_error_log(const struct error_log *log, const char *msg)
             quoted[q++] = text[i];
         }
         quoted[q] = '\0';
-        n = snprintf(line, sizeof line, "time=\"%s\" level=error msg=\"%s\"\n", when, quoted);
+        n = snprintf(line, sizeof line, "time=\"%s\" level=%s msg=\"%s\"\n", when, level,
+                     quoted);
     }
     if (n < 0)
         return;
@@ -158,19 +160,34 @@ static void write_error_log(const struct error_log *log, const char *msg)
         close(fd);
 }
 
-static void report(const struct error_log *log, const char *fmt, ...)
+static void vreport(const struct error_log *log, const char *level, const char *fmt, va_list ap)
 {
     char msg[ERROR_LOG_MAX_MSG];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     fprintf(stderr, "gpulet-runtime: %s\n", msg);
     if (log->path && log->path[0]) {
         char prefixed[ERROR_LOG_MAX_MSG + 32];
         snprintf(prefixed, sizeof prefixed, "gpulet-runtime: %s", msg);
-        write_error_log(log, prefixed);
+        write_error_log(log, level, prefixed);
     }
+}
+
+__attribute__((format(printf, 2, 3))) static void report(const struct error_log *log,
+                                                         const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(log, "error", fmt, ap);
+    va_end(ap);
+}
+
+__attribute__((format(printf, 2, 3))) static void warn(const struct error_log *log,
+                                                       const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(log, "warning", fmt, ap);
+    va_end(ap);
 }
 
 static const char *find_bundle(int argc, char **argv, int command)
@@ -239,17 +256,39 @@ static int compute_spec(json_t **spec, char *path, size_t len, struct gpulet_err
     return rc;
 }
 
+/* Whether the container gets the GPUs it asks for. A request any image
+ * can make by its ENV, from a container that is not privileged, where the
+ * administrator turned that off, gets none: the container starts without
+ * GPUs (as with NVIDIA's toolkit), with one warning. */
+static bool granted(const struct runtime_request *req, const struct runtime_settings *settings,
+                    const char *settings_path, const struct error_log *log)
+{
+    if (req->count == 0 && !req->all)
+        return false;
+    if (!req->envvar || req->privileged || settings->accept_envvar_unprivileged)
+        return true;
+    warn(log, "NVIDIA_VISIBLE_DEVICES ignored: the container is not privileged and %s sets "
+              "accept-envvar-unprivileged = false; it starts without GPUs (GPUs come from the "
+              "device plugin's volume-mounts or CDI request)", settings_path);
+    return false;
+}
+
 static int prepare(const char *bundle, const struct error_log *log)
 {
     struct gpulet_error err = {0};
     json_t *config = NULL, *spec = NULL;
     struct runtime_request req;
+    struct runtime_settings settings;
+    const char *settings_path = getenv("GPULET_RUNTIME_CONFIG");
+    if (settings_path == NULL || settings_path[0] == '\0')
+        settings_path = RUNTIME_SETTINGS_FILE;
     char spec_path[4200];
     int rc = 0;
-    if (runtime_read_config(bundle, &config, &err) < 0 ||
+    if (runtime_read_settings(settings_path, &settings, &err) < 0 ||
+        runtime_read_config(bundle, &config, &err) < 0 ||
         runtime_find_request(config, &req, &err) < 0) {
         rc = -1;
-    } else if (req.count || req.all) {
+    } else if (granted(&req, &settings, settings_path, log)) {
         const char *dirs = getenv("GPULET_CDI_SPEC_DIRS");
         int found = runtime_load_spec(dirs && dirs[0] ? dirs : RUNTIME_DEFAULT_CDI_DIRS, &spec,
                                       spec_path, sizeof spec_path, &err);

@@ -46,7 +46,7 @@ static int check_bounds(const struct ydoc *d, const char *text, size_t len,
     yaml_parser_t parser;
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    size_t depth = 0, nodes = 0;
+    size_t depth = 0, nodes = 0, anchors = 0;
     int rc = 0;
     bool done = false;
     while (rc == 0 && !done) {
@@ -56,6 +56,16 @@ static int check_bounds(const struct ydoc *d, const char *text, size_t len,
             break;
         }
         unsigned long line = (unsigned long)ev.start_mark.line + 1;
+        const yaml_char_t *anchor = ev.type == YAML_SCALAR_EVENT ? ev.data.scalar.anchor
+                                    : ev.type == YAML_SEQUENCE_START_EVENT
+                                        ? ev.data.sequence_start.anchor
+                                    : ev.type == YAML_MAPPING_START_EVENT
+                                        ? ev.data.mapping_start.anchor
+                                        : NULL;
+        if (anchor != NULL && ++anchors > YDOC_MAX_ANCHORS)
+            rc = gpulet_error_set(err, GPULET_ERR_INPUT,
+                                  "%s line %lu: more than %d YAML anchors (&name) in one document",
+                                  d->name, line, YDOC_MAX_ANCHORS);
         switch (ev.type) {
         case YAML_ALIAS_EVENT:
             rc = gpulet_error_set(err, GPULET_ERR_INPUT,

@@ -12,7 +12,8 @@
  * hostile file costs at most a few MiB: aliases (*name) are refused (an
  * alias makes the tree a graph: recursive aliases and "billion laughs"
  * expansions), and so is a file over YDOC_MAX_BYTES, nesting deeper than
- * YDOC_MAX_DEPTH or more than YDOC_MAX_NODES nodes. Files are read only
+ * YDOC_MAX_DEPTH, more than YDOC_MAX_NODES nodes or YDOC_MAX_ANCHORS
+ * anchors. Files are read only
  * if regular (a FIFO does not block the reader).
  */
 #ifndef GPULET_YAMLDOC_H
@@ -26,6 +27,10 @@
 #define YDOC_MAX_BYTES (4u << 20)
 #define YDOC_MAX_DEPTH 64
 #define YDOC_MAX_NODES 100000
+/* libyaml checks each new anchor against all earlier ones: n anchors cost
+ * n^2/2 string compares (100,000 took minutes). Aliases are refused, so
+ * anchors serve nothing; a few are let through for hand-written files. */
+#define YDOC_MAX_ANCHORS 1024
 
 struct ydoc;
 struct ynode;

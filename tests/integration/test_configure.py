@@ -80,7 +80,29 @@ def test_crio_drop_in(gpulet, tmp_path):
     r = configure(gpulet, "--runtime", "crio", "--config", cfg)
     assert r.rc == 0
     golden("crio.toml", cfg.read_text())
-    assert (tmp_path / "crio.conf.d" / "99-gpulet.toml.gpulet-backup").exists()
+    # CRI-O loads every file in crio.conf.d: the backup is kept above it
+    assert (tmp_path / "99-gpulet.toml.gpulet-backup").read_text() == \
+        (GOLDEN / "crio-default.toml").read_text()
+    assert os.listdir(tmp_path / "crio.conf.d") == ["99-gpulet.toml"]
+
+
+def test_crio_drop_in_folder_gets_only_the_drop_in(gpulet, tmp_path):
+    """CRI-O loads every file of crio.conf.d, in name order: a backup
+    there (an older gpulet's) came after 99-gpulet.toml and its old values
+    won; a temporary file left by a killed run would be loaded too."""
+    folder = tmp_path / "crio.conf.d"
+    folder.mkdir()
+    cfg = folder / "99-gpulet.toml"
+    cfg.write_text('[crio.runtime]\ndefault_runtime = "crun"\n')
+    stale = [folder / "99-gpulet.toml.gpulet-backup", folder / ".99-gpulet.toml.gpulet-a1B2c3"]
+    for f in stale:
+        f.write_text('[crio.runtime]\ndefault_runtime = "runc"\n')
+    (folder / "10-operator.conf").write_text("# theirs\n")
+    r = configure(gpulet, "--runtime", "crio", "--config", cfg)
+    assert r.rc == 0, r.err
+    assert sorted(os.listdir(folder)) == ["10-operator.conf", "99-gpulet.toml"]
+    assert str(tmp_path / "99-gpulet.toml.gpulet-backup") in r.out
+    assert "default_runtime = \"crun\"" in cfg.read_text()
 
 
 def test_usage_errors(gpulet, tmp_path):
@@ -119,6 +141,13 @@ def test_containerd_drop_in_and_imports(gpulet, tmp_path, name):
     assert (tmp_path / "config.toml.gpulet-backup").read_text() == before
     again = configure(gpulet, "--runtime", "containerd", "--config", cfg, "--set-as-default")
     assert "already configured; nothing changed" in again.out
+    # the drop-in is gpulet's whole: rewritten without a backup, and
+    # nothing else of gpulet's is ever in its folder
+    changed = configure(gpulet, "--runtime", "containerd", "--config", cfg)
+    assert changed.rc == 0, changed.err
+    assert os.listdir(tmp_path / "conf.d") == ["99-gpulet.toml"]
+    assert sorted(os.listdir(tmp_path)) == ["conf.d", "config.toml", "config.toml.gpulet-backup"]
+    configure(gpulet, "--runtime", "containerd", "--config", cfg, "--set-as-default")
     if shutil.which("containerd") and name == "containerd-v2":
         dump = subprocess.run(["containerd", "--config", str(cfg), "config", "dump"],
                               capture_output=True, text=True, timeout=30)
@@ -129,6 +158,33 @@ def test_containerd_drop_in_and_imports(gpulet, tmp_path, name):
         assert 'default_runtime_name = "nvidia"' in out
         assert 'sandbox_image = "registry.k8s.io/pause:3.9"' in out  # kept
         assert "runtimes.kata]" in out                                 # kept
+
+
+@pytest.mark.parametrize("pattern", ["*", "config.toml*", ".config*"])
+def test_containerd_import_that_would_load_gpulets_own_files_is_refused(gpulet, tmp_path,
+                                                                        pattern):
+    cfg = tmp_path / "config.toml"
+    text = f'version = 2\nimports = ["{tmp_path}/{pattern}"]\n'
+    cfg.write_text(text)
+    r = configure(gpulet, "--runtime", "containerd", "--config", cfg)
+    assert r.rc != 0 and "a file gpulet writes" in r.err and "nothing was changed" in r.err
+    assert cfg.read_text() == text and sorted(os.listdir(tmp_path)) == ["config.toml"]
+
+
+def test_containerd_operators_import_of_the_whole_drop_in_folder(gpulet, tmp_path):
+    """imports = ["conf.d/*"] loads every file there: gpulet leaves only its
+    drop-in in it."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'version = 2\nimports = ["{tmp_path}/conf.d/*"]\n')
+    for args in ((), ("--set-as-default",)):
+        r = configure(gpulet, "--runtime", "containerd", "--config", cfg, *args)
+        assert r.rc == 0, r.err
+        assert os.listdir(tmp_path / "conf.d") == ["99-gpulet.toml"]
+    if shutil.which("containerd"):
+        dump = subprocess.run(["containerd", "--config", str(cfg), "config", "dump"],
+                              capture_output=True, text=True, timeout=30)
+        assert dump.returncode == 0, dump.stderr
+        assert 'default_runtime_name = "nvidia"' in dump.stdout
 
 
 def test_containerd_without_a_config(gpulet, tmp_path):
@@ -248,6 +304,26 @@ def test_containerd_every_form_keeps_every_key(gpulet, tmp_path, form):
 
 
 @NEEDS_CONTAINERD
+def test_containerd_existing_nvidia_runtime_keeps_the_operators_settings(gpulet, tmp_path):
+    """A node configured before (by hand or another toolkit) has an nvidia
+    runtime with settings of its own: gpulet changes its binary and type
+    only. It used to replace the whole entry, silently turning off
+    privileged_without_host_devices (privileged pods then got every host
+    device) and the systemd cgroup driver."""
+    nvidia = f'[plugins."{CRI}".containerd.runtimes.nvidia]'
+    after = kept_and_configured(gpulet, tmp_path, (
+        f'version = 2\n{nvidia}\nruntime_type = "io.containerd.runc.v2"\n'
+        'privileged_without_host_devices = true\npod_annotations = ["nvidia.com/*"]\n'
+        f'{nvidia[:-1]}.options]\nBinaryName = "/usr/local/bin/gpulet-runtime"\n'
+        'SystemdCgroup = true\nRoot = "/run/nvidia-runc"\n'))
+    entry = after["plugins"][CRI]["containerd"]["runtimes"]["nvidia"]
+    assert entry["privileged_without_host_devices"] is True
+    assert entry["pod_annotations"] == ["nvidia.com/*"]
+    assert entry["options"]["SystemdCgroup"] is True
+    assert entry["options"]["Root"] == "/run/nvidia-runc"
+
+
+@NEEDS_CONTAINERD
 def test_containerd_imports_as_a_string(gpulet, tmp_path):
     """containerd 1.6 refuses a string; gpulet reads it as one path and
     writes a list, which loads with the other file's settings."""
@@ -310,6 +386,27 @@ def test_crio_file_with_other_settings_keeps_them(gpulet, tmp_path):
     r = configure(gpulet, "--runtime", "crio", "--config", bad)
     assert r.rc == 1 and "\"runtimes\" is not a table" in r.err
     assert bad.read_text() == "[crio.runtime]\nruntimes = 1\n"
+
+
+def test_crio_and_docker_existing_nvidia_runtime_keeps_its_settings(gpulet, tmp_path):
+    """Only the runtime's binary (and CRI-O's type) are gpulet's: the rest
+    of an nvidia entry someone wrote before stays."""
+    cfg = tmp_path / "crio.conf"
+    cfg.write_text('[crio.runtime.runtimes.nvidia]\nruntime_path = "/usr/bin/nvidia-container-runtime"\n'
+                   'privileged_without_host_devices = true\n'
+                   'allowed_annotations = ["io.kubernetes.cri-o.Devices"]\n')
+    r = configure(gpulet, "--runtime", "crio", "--config", cfg)
+    assert r.rc == 0, r.err
+    assert tomllib.loads(cfg.read_text())["crio"]["runtime"]["runtimes"]["nvidia"] == {
+        "runtime_path": "/usr/local/bin/gpulet-runtime", "privileged_without_host_devices": True,
+        "allowed_annotations": ["io.kubernetes.cri-o.Devices"], "runtime_type": "oci"}
+    cfg = tmp_path / "daemon.json"
+    cfg.write_text(json.dumps({"runtimes": {"nvidia": {"path": "/usr/bin/nvidia-container-runtime",
+                                                       "runtimeArgs": ["--debug"]}}}))
+    r = configure(gpulet, "--runtime", "docker", "--config", cfg)
+    assert r.rc == 0, r.err
+    assert json.loads(cfg.read_text())["runtimes"]["nvidia"] == {
+        "path": "/usr/local/bin/gpulet-runtime", "runtimeArgs": ["--debug"], "args": []}
 
 
 # ---- files: modes, owners, backups, full disks ----
@@ -377,3 +474,22 @@ def test_full_disk_keeps_the_good_backup_and_the_target(gpulet, tmp_path):
     assert (tmp_path / "daemon.json.gpulet-backup").read_text() == good_backup
     assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.json",
                                                           "daemon.json.gpulet-backup"]
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                    reason="needs unshare(1) and root for a PID namespace")
+def test_a_temporary_file_left_by_a_killed_run_does_not_block_the_next(tmp_path):
+    """gpulet is PID 1 in its init container on every run: a temporary file
+    named after the PID, left by a run killed mid-write, made every later
+    run fail with "File exists"."""
+    cfg = tmp_path / "daemon.json"
+    cfg.write_text('{"debug": true}')
+    for name in (".daemon.json.gpulet-1.tmp", ".daemon.json.gpulet-backup.gpulet-1.tmp"):
+        (tmp_path / name).write_text("half written")
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", str(BUILD / "gpulet"),
+                        "runtime", "configure", "--runtime", "docker", "--runtime-path",
+                        "/usr/local/bin/gpulet-runtime", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(cfg.read_text())["runtimes"]["nvidia"]["path"] == \
+        "/usr/local/bin/gpulet-runtime"

@@ -281,6 +281,10 @@ def test_time_slicing_renamed_and_limited(run_gpulet, kubelet, tmp_path):
      "line 3: flags.plugin.deviceListStrategy entries must be"),
     ("sharing: [\n", "line "),
     ("flagz: {}\n", "line 1: config: unknown key \"flagz\""),
+    ("resources:\n  gpus:\n  - pattern: \"*V100*\"\n    name: \"V 100\"\n",
+     "line 4: resources.gpus[0].name must be a resource name"),
+    ("sharing:\n  timeSlicing:\n    resources:\n    - name: nvidia.com/gpu\n      replicas: 2\n"
+     "      devices: [0, first]\n", "line 6: devices: \"first\" is not a GPU index"),
 ])
 def test_bad_config_is_refused_at_start(run_gpulet, tmp_path, text, message):
     cfg = tmp_path / "bad.yaml"
@@ -550,3 +554,106 @@ def test_preferred_allocation_over_8192_replicas(run_gpulet, kubelet, tmp_path):
     assert all(took < 2.5 for took, _ in answers), answers
     assert any(n == 4096 for _, n in answers), answers  # answered, not only refused
     assert max(latencies) < 1.0, sorted(latencies)[-3:]
+
+
+MODEL_CONFIG = """version: v1
+resources:
+  gpus:
+  - pattern: "*V100*"
+    name: v100
+  - pattern: "*A100*"
+    name: a100
+"""
+
+
+def test_resource_names_by_model_keep_each_pod_on_its_model(run_gpulet, kubelet, tmp_path):
+    """On T4 + V100, nvidia.com/v100 only ever gives V100s and nvidia.com/gpu
+    only the rest: every allocation of every size is checked."""
+    import itertools
+    cfg = tmp_path / "models.yaml"
+    cfg.write_text(MODEL_CONFIG)
+    state = tmp_path / "state.yaml"
+    set_state(state)
+    d = run_gpulet("mixed-t4-v100", "--config-file", cfg, state=state)
+    node = gpus("mixed-t4-v100")
+    v100 = {g["uuid"] for g in node if "V100" in g["name"]}
+    t4 = {g["uuid"] for g in node if "V100" not in g["name"]}
+    assert len(v100) == 2 and len(t4) == 2
+    res = kubelet.resource("nvidia.com/v100")
+    assert res.endpoint == "nvidia-v100.sock"
+    kubelet.resource("nvidia.com/gpu")
+    assert set(kubelet.devices("nvidia.com/v100")) == v100
+    assert set(kubelet.devices("nvidia.com/gpu")) == t4
+    assert "nvidia.com/a100" not in kubelet.resources
+    for name, mine, other in (("nvidia.com/v100", v100, t4), ("nvidia.com/gpu", t4, v100)):
+        for size in (1, 2):
+            for ids in itertools.permutations(sorted(mine), size):
+                c = kubelet.allocate(name, ids).container_responses[0]
+                assert set(c.envs["NVIDIA_VISIBLE_DEVICES"].split(",")) == set(ids)
+                assert set(ids) <= mine
+            # the kubelet offers only this resource's devices; what gpulet prefers stays in them
+            assert set(kubelet.preferred(name, sorted(mine), [], size)) <= mine
+        for foreign in sorted(other):
+            with pytest.raises(grpc.RpcError) as e:
+                kubelet.allocate(name, [foreign])
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # health per resource: an XID on GPU 3 (a V100) touches nvidia.com/v100 only
+    set_state(state, [{"gpu": 3, "xid": 79}])
+    wait_for(lambda: health(kubelet, "nvidia.com/v100")[node[3]["uuid"]] == "Unhealthy",
+             what="V100 3 unhealthy")
+    assert health(kubelet, "nvidia.com/v100")[node[1]["uuid"]] == "Healthy"
+    assert set(health(kubelet).values()) == {"Healthy"}
+    # the pattern that matched nothing is a warning with file, line and key
+    log = d.text()
+    assert "resource name pattern matches no device on this node" in log
+    assert f"file={cfg} line=6 key=resources.gpus[1].pattern" in log
+    assert d.proc.poll() is None
+    assert (tmp_path / "dp" / "nvidia-v100.sock").is_socket()
+    assert d.stop() == 0
+    assert not (tmp_path / "dp" / "nvidia-v100.sock").exists()
+
+
+@pytest.mark.parametrize("strategy", ["timeSlicing", "mps"])
+def test_sharing_only_chosen_gpus(run_gpulet, kubelet, tmp_path, strategy):
+    """devices: picks the GPUs that are shared; the rest stay whole."""
+    node = gpus("t4-pcie")
+    cfg = tmp_path / "some.yaml"
+    cfg.write_text(f"version: v1\nsharing:\n  {strategy}:\n    resources:\n"
+                   "    - name: nvidia.com/gpu\n      rename: gpu-slice\n      replicas: 3\n"
+                   f"      devices: [1, {node[3]['uuid']}]\n")
+    run_gpulet("t4-pcie", "--config-file", cfg)
+    kubelet.resource("nvidia.com/gpu-slice")
+    kubelet.resource("nvidia.com/gpu")
+    assert set(kubelet.devices("nvidia.com/gpu")) == {node[0]["uuid"], node[2]["uuid"]}
+    assert set(kubelet.devices("nvidia.com/gpu-slice")) == {
+        f"{node[i]['uuid']}::{k}" for i in (1, 3) for k in range(3)}
+    c = kubelet.allocate("nvidia.com/gpu-slice", [f"{node[3]['uuid']}::2"]).container_responses[0]
+    assert c.envs["NVIDIA_VISIBLE_DEVICES"] == node[3]["uuid"]
+    assert ("CUDA_MPS_PIPE_DIRECTORY" in c.envs) == (strategy == "mps")
+    whole = kubelet.allocate("nvidia.com/gpu", [node[0]["uuid"]]).container_responses[0]
+    assert dict(whole.envs) == {"NVIDIA_VISIBLE_DEVICES": node[0]["uuid"]}
+
+
+def test_sighup_into_and_out_of_model_names(run_gpulet, kubelet, tmp_path):
+    """A reload that adds resources.gpus serves the new resource and takes
+    its GPUs out of nvidia.com/gpu; removing it puts them back."""
+    node = gpus("mixed-t4-v100")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("version: v1\n")
+    d = run_gpulet("mixed-t4-v100", "--config-file", cfg)
+    kubelet.resource("nvidia.com/gpu")
+    assert len(kubelet.devices("nvidia.com/gpu")) == 4
+    cfg.write_text(MODEL_CONFIG)
+    d.proc.send_signal(signal.SIGHUP)
+    kubelet.resource("nvidia.com/v100")
+    # allocatable(): a resource registered again has no list until its stream sends one
+    wait_for(lambda: len(kubelet.allocatable().get("nvidia.com/gpu", [])) == 2,
+             what="the T4s alone")
+    assert set(kubelet.devices("nvidia.com/v100")) == {node[1]["uuid"], node[3]["uuid"]}
+    assert (tmp_path / "dp" / "nvidia-v100.sock").is_socket()
+    cfg.write_text("version: v1\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(kubelet.allocatable().get("nvidia.com/gpu", [])) == 4,
+             what="all four again")
+    wait_for(lambda: not (tmp_path / "dp" / "nvidia-v100.sock").exists(),
+             what="the v100 socket removed")

@@ -98,6 +98,8 @@ def test_fixture_shapes_match_the_issue():
     assert len(shape["t4-pcie"]) == 4 and "nvlinks" not in (load_node("t4-pcie")["topology"])
     assert [len(g["mig_devices"]) for g in shape["a100-mig"]] == [7, 3]
     assert shape["empty"] == []
+    assert [g["name"] for g in shape["mixed-t4-v100"]] == [
+        "Tesla T4", "Tesla V100-PCIE-32GB", "Tesla T4", "Tesla V100-PCIE-32GB"]
     assert sum(load_node("dgx-a100")["topology"]["nvswitch_links"]) == 12
     assert sum(load_node("h100-sxm")["topology"]["nvswitch_links"]) == 18
 

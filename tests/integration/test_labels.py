@@ -19,6 +19,12 @@ CONFIGS = {
     "time-slicing-renamed": "version: v1\nsharing:\n  timeSlicing:\n    renameByDefault: true\n"
                             "    resources:\n    - name: nvidia.com/gpu\n      replicas: 4\n",
     "mps": "version: v1\nsharing:\n  mps:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 2}\n",
+    "models": "version: v1\nflags: {gfd: {shortLabels: true}}\nresources:\n  gpus:\n"
+              "  - {pattern: \"*V100*\", name: v100}\n"
+              "sharing:\n  timeSlicing:\n    resources:\n"
+              "    - {name: nvidia.com/v100, replicas: 2, devices: [3]}\n",
+    "mig-models": "version: v1\nflags: {migStrategy: mixed}\nresources:\n  mig:\n"
+                  "  - {pattern: \"[12]g.*\", name: mig-small}\n",
     "mig-shared": "version: v1\nflags: {migStrategy: mixed}\nsharing:\n  timeSlicing:\n"
                   "    resources:\n    - {name: nvidia.com/mig-1g.5gb, replicas: 2}\n",
 }
@@ -26,10 +32,17 @@ CASES = [(node, [], node) for node in FIXTURES] + [
     ("a100-mig", ["--mig-strategy", "mixed"], "a100-mig-mixed"),
     ("a100-mig-single", ["--mig-strategy", "single"], "a100-mig-single-single"),
     ("a100-mig-single", ["--mig-strategy", "mixed"], "a100-mig-single-mixed"),
+    # NVIDIA writes mig.strategy on nodes without MIG too.
+    ("dgx1-v100", ["--mig-strategy", "mixed"], "dgx1-v100-mixed"),
+    ("t4-pcie", ["--mig-strategy", "single"], "t4-pcie-single"),
     ("t4-pcie", ["config:time-slicing"], "t4-pcie-time-slicing"),
     ("t4-pcie", ["config:time-slicing-renamed"], "t4-pcie-time-slicing-renamed"),
     ("dgx-a100", ["config:mps"], "dgx-a100-mps"),
     ("a100-mig", ["config:mig-shared"], "a100-mig-mixed-shared"),
+    ("mixed-t4-v100", ["config:models"], "mixed-t4-v100-models"),
+    ("a100-mig", ["config:mig-models"], "a100-mig-models"),
+    ("dgx1-v100", ["--short-labels"], "dgx1-v100-short"),
+    ("h100-sxm", ["--short-labels"], "h100-sxm-short"),
 ]
 
 

@@ -54,7 +54,9 @@ def edit(bundle, change):
 
 
 def run(build, bundle, cdi_dir, tmp_path, name="c1", extra_env=None, globals_=()):
-    env = dict(os.environ, GPULET_CDI_SPEC_DIRS=str(cdi_dir), GPULET_RUNTIME=RUNC)
+    # the node's /etc/gpulet/runtime.conf never reaches a test
+    env = dict(os.environ, GPULET_CDI_SPEC_DIRS=str(cdi_dir), GPULET_RUNTIME=RUNC,
+               GPULET_RUNTIME_CONFIG=str(tmp_path / "no-runtime.conf"))
     env.update(extra_env or {})
     return subprocess.run([str(build / "gpulet-runtime"), "--root", str(tmp_path / "state"),
                            *map(str, globals_), "run", "--bundle", str(bundle), name], env=env,
@@ -123,6 +125,94 @@ def test_all(build, bundle, cdi_dir, tmp_path):
     r = run(build, bundle, cdi_dir, tmp_path)
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == sorted([f"nvidia{i}" for i in range(8)] + ["nvidiactl"])
+
+
+# ---- accept-envvar-unprivileged: any image can set NVIDIA_VISIBLE_DEVICES ----
+
+def settings(tmp_path, text):
+    conf = tmp_path / "runtime.conf"
+    conf.write_text(text)
+    return {"GPULET_RUNTIME_CONFIG": str(conf)}
+
+
+REFUSE = "# the device plugin hands out GPUs\naccept-envvar-unprivileged = false  # not ENV\n"
+
+
+def test_envvar_from_an_unprivileged_container_is_ignored_when_refused(build, bundle, cdi_dir,
+                                                                        tmp_path):
+    """An image with ENV NVIDIA_VISIBLE_DEVICES=all and no GPU from the
+    device plugin got every GPU of the node."""
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all"))
+    before = hashlib.sha256((bundle / "config.json").read_bytes()).hexdigest()
+    log = tmp_path / "log.json"
+    r = run(build, bundle, cdi_dir, tmp_path, extra_env=settings(tmp_path, REFUSE),
+            globals_=["--log", log, "--log-format", "json"])
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == []  # it runs, without GPUs
+    assert hashlib.sha256((bundle / "config.json").read_bytes()).hexdigest() == before
+    warnings = [line for line in json_log_lines(log) if line["level"] == "warning"]
+    assert len(warnings) == 1 and "NVIDIA_VISIBLE_DEVICES ignored" in warnings[0]["msg"]
+    assert str(tmp_path / "runtime.conf") in warnings[0]["msg"]
+    assert r.stderr.count("NVIDIA_VISIBLE_DEVICES ignored") == 1
+
+
+def test_envvar_from_a_privileged_container_is_honoured_when_refused(build, bundle, cdi_dir,
+                                                                      tmp_path):
+    edit(bundle, lambda c: (c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=0"),
+                            c["process"]["capabilities"]["bounding"].append("CAP_SYS_ADMIN")))
+    r = run(build, bundle, cdi_dir, tmp_path, extra_env=settings(tmp_path, REFUSE))
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia0", "nvidiactl"] and "ignored" not in r.stderr
+
+
+@pytest.mark.parametrize("how", ["volume mounts", "CDI annotation"])
+def test_device_plugin_requests_work_when_envvar_is_refused(build, bundle, cdi_dir, tmp_path, how):
+    uuid = load_node("dgx-a100")["gpus"][5]["uuid"]
+
+    def request(c):
+        # what the device plugin's volume-mounts strategy puts in a pod
+        c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=/var/run/nvidia-container-devices")
+        if how == "volume mounts":
+            c["mounts"].append({"destination": f"/var/run/nvidia-container-devices/{uuid}",
+                                "type": "bind", "source": "/dev/null", "options": ["rbind", "ro"]})
+        else:
+            c.setdefault("annotations", {})["cdi.k8s.io/gpulet"] = f"nvidia.com/gpu={uuid}"
+    edit(bundle, request)
+    r = run(build, bundle, cdi_dir, tmp_path, extra_env=settings(tmp_path, REFUSE))
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia5", "nvidiactl"] and "ignored" not in r.stderr
+
+
+@pytest.mark.parametrize("text", [None, "", "accept-envvar-unprivileged = true\n"])
+def test_envvar_is_accepted_by_default(build, bundle, cdi_dir, tmp_path, text):
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=1"))
+    env = None if text is None else settings(tmp_path, text)
+    r = run(build, bundle, cdi_dir, tmp_path, extra_env=env)
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia1", "nvidiactl"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("accept-envvar-unprivileged = no\n", "line 1: accept-envvar-unprivileged must be true or"),
+    ("\naccept-envar-unprivileged = false\n", "line 2: unknown setting \"accept-envar-"),
+    ("x" * 5000, "larger than"),
+    ("accept-envvar-unprivileged = true\0\naccept-envvar-unprivileged = false\n", "NUL byte"),
+])
+def test_a_settings_file_it_cannot_read_fails_the_create(build, bundle, cdi_dir, tmp_path, text,
+                                                         message):
+    """A typo must not leave the GPUs open to every image: the create fails."""
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all"))
+    r = run(build, bundle, cdi_dir, tmp_path, extra_env=settings(tmp_path, text))
+    assert r.returncode == 1 and message in r.stderr
+    assert not (tmp_path / "state" / "c1").exists()  # runc never ran
+
+
+def test_settings_file_that_is_no_regular_file_is_refused_without_blocking(build, bundle,
+                                                                           cdi_dir, tmp_path):
+    fifo = tmp_path / "runtime.conf"
+    os.mkfifo(fifo)
+    r = run(build, bundle, cdi_dir, tmp_path, extra_env={"GPULET_RUNTIME_CONFIG": str(fifo)})
+    assert r.returncode == 1 and str(fifo) in r.stderr
 
 
 @pytest.mark.parametrize("value", [None, "none", "void", ""])

@@ -282,3 +282,62 @@ def test_wrongly_typed_spec_edits_are_refused(build, bundle, cdi_dir, tmp_path, 
     assert r.returncode == 1
     assert f"gpulet-runtime: {spec_path}: {message}" in r.stderr, r.stderr
     assert (bundle / "config.json").read_bytes() == before
+
+
+# ---- the container's proc, reachable from ldconfig's chroot ----
+
+SONAME_C = "int gpulet_probe(void) { return 1; }\n"
+
+
+def host_library_folder(tmp_path):
+    """A host folder holding libprobe.so.1.0 (soname libprobe.so.1): an
+    ldconfig that scans it creates the link libprobe.so.1 there."""
+    folder = tmp_path / "host-libs"
+    folder.mkdir()
+    src = tmp_path / "probe.c"
+    src.write_text(SONAME_C)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libprobe.so.1", "-o",
+                    str(folder / "libprobe.so.1.0"), str(src)], check=True)
+    return folder
+
+
+@pytest.mark.parametrize("how", ["etc-symlink", "ld.so.conf"])
+def test_ldconfig_never_reaches_the_host_through_the_containers_proc(build, bundle, cdi_dir,  # noqa: F811
+                                                                     tmp_path, how):
+    """runc mounts the container's proc before createContainer hooks run,
+    and /proc/1/root there is runc's root: the host's. An image whose /etc
+    links through it made the host-root ldconfig write ld.so.cache into any
+    host folder; one whose ld.so.conf names a folder through it made
+    ldconfig create links there."""
+    host = host_library_folder(tmp_path)
+    etc = bundle / "rootfs" / "etc"
+    if how == "etc-symlink":
+        etc.rmdir()
+        os.symlink(f"/proc/1/root{host}", etc)
+    else:
+        (etc / "ld.so.conf").write_text(f"/proc/1/root{host}\n")
+    edit(bundle, lambda c: (c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=0"),
+                            c["process"].__setitem__("args", ["sh", "-c", "echo ran"])))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert sorted(os.listdir(host)) == ["libprobe.so.1.0"], r.stderr
+    if how == "ld.so.conf":  # the container still starts, with its cache
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "ran"
+        assert (etc / "ld.so.cache").exists()
+
+
+def test_a_pods_own_volume_at_the_device_folder_asks_for_nothing(build, bundle, cdi_dir,  # noqa: F811
+                                                                 tmp_path):
+    """A pod may mount an emptyDir at /var/run/nvidia-container-devices/all
+    itself: only the device plugin's mounts (of /dev/null) are requests.
+    Such a container used to get every GPU of the node without any
+    allocation."""
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    edit(bundle, lambda c: (c["mounts"].append({
+        "destination": "/var/run/nvidia-container-devices/all", "type": "bind",
+        "source": str(empty), "options": ["rbind"]}),
+        c["process"].__setitem__("args", ["sh", "-c", "ls /dev"])))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "nvidia" not in r.stdout

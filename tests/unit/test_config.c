@@ -113,6 +113,48 @@ static void precedence(void **state)
     assert_int_equal(cfg.mig_strategy, MIG_STRATEGY_NONE); /* flag over env over file */
 }
 
+static void resource_names_by_model(void **state)
+{
+    (void)state;
+    write_file(path, "version: v1\n"
+                     "flags:\n"
+                     "  gfd: {oneshot: false, shortLabels: true}\n"
+                     "resources:\n"
+                     "  gpus:\n"
+                     "  - pattern: \"*V100*\"\n"
+                     "    name: v100\n"
+                     "  - {pattern: \"Tesla T4\", name: nvidia.com/t4}\n"
+                     "  mig:\n"
+                     "  - {pattern: \"1g.*\", name: mig-small}\n");
+    fake_env = NULL;
+    struct config cfg;
+    struct config_flags flags = {.config_file = path};
+    struct gpulet_error err = {0};
+    if (config_load(&flags, lookup, &cfg, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_true(cfg.short_labels);
+    assert_int_equal(cfg.gpu_name_count, 2);
+    assert_int_equal(cfg.gpu_names[0].line, 6);
+    assert_string_equal(config_gpu_resource(&cfg, "Tesla V100-SXM2-16GB"), "nvidia.com/v100");
+    assert_string_equal(config_gpu_resource(&cfg, "Tesla T4"), "nvidia.com/t4");
+    assert_string_equal(config_gpu_resource(&cfg, "NVIDIA A100-SXM4-80GB"), "nvidia.com/gpu");
+    char name[CONFIG_NAME_MAX];
+    config_mig_resource(&cfg, "1g.10gb", name, sizeof name);
+    assert_string_equal(name, "nvidia.com/mig-small");
+    config_mig_resource(&cfg, "1c.2g.10gb+me", name, sizeof name);
+    assert_string_equal(name, "nvidia.com/mig-1c.2g.10gb.me");
+
+    /* the flag and the variable override the file */
+    static const char *const env[] = {"GPULET_SHORT_LABELS", "false", NULL};
+    fake_env = env;
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), 0);
+    assert_false(cfg.short_labels);
+    flags.short_labels = "true";
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), 0);
+    assert_true(cfg.short_labels);
+    fake_env = NULL;
+}
+
 static void errors(void **state)
 {
     (void)state;
@@ -120,7 +162,28 @@ static void errors(void **state)
         const char *text, *expect;
     } cases[] = {
         {"version: 1\n", "line 1: version must be v1, not \"1\""},
-        {"resources:\n  gpus: []\n", "line 2: resources (custom resource name patterns) is not supported"},
+        {"resources:\n  gpus:\n  - {pattern: \"*V100*\", name: \"v100!\"}\n",
+         "line 3: resources.gpus[0].name must be a resource name"},
+        {"resources:\n  gpus:\n  - {pattern: x, name: v100}\n  - {pattern: y, name: -v}\n",
+         "line 4: resources.gpus[1].name must be a resource name"},
+        {"resources:\n  mig:\n  - {pattern: \"\", name: small}\n",
+         "line 3: resources.mig[0].pattern must not be empty"},
+        {"resources:\n  mig:\n  - {name: small}\n", "line 3: resources.mig[0] needs a pattern and a name"},
+        {"resources:\n  gpus:\n  - {pattern: x, name: a, rename: b}\n", "line 3"},
+        {"resources:\n  tpus: []\n", "line 2"},
+        {"resources:\n  gpus: {pattern: x}\n", "line 2: resources.gpus must be a list"},
+        {"resources:\n  gpus:\n  - {pattern: x, name: nvidia.com/abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcd}\n",
+         "line 3: resources.gpus[0].name is too long"},
+        {"sharing:\n  timeSlicing:\n    resources:\n    - name: nvidia.com/gpu\n      replicas: 2\n"
+         "      devices: [0, \"1:x\"]\n",
+         "line 6: devices: \"1:x\" is not a GPU index"},
+        {"sharing:\n  mps:\n    resources:\n    - name: nvidia.com/gpu\n      replicas: 2\n"
+         "      devices:\n      - gpu0\n",
+         "line 7: devices: \"gpu0\" is not a GPU index"},
+        {"sharing:\n  mps:\n    resources:\n    - name: nvidia.com/gpu\n      replicas: 2\n"
+         "      devices: [\"-1\"]\n",
+         "line 6: devices: \"-1\" is not"},
+        {"flags:\n  gfd:\n    shortLabels: maybe\n", "line 3: flags.gfd.shortLabels must be true or false"},
         {"sharing:\n  timeSlicing: {resources: [{name: amd.com/gpu, replicas: 2}]}\n",
          "name must be nvidia.com/<name>"},
         {"sharing:\n  timeSlicing: {resources: [{name: nvidia.com/gpu}]}\n", "replicas is required"},
@@ -148,6 +211,22 @@ static void errors(void **state)
             fail_msg("case %zu: expected \"%s\" and the path in \"%s\"", i, cases[i].expect,
                      err.msg);
     }
+    /* oversized: more entries than the bound, a pattern longer than its room */
+    char big[8192] = "resources:\n  gpus:\n";
+    for (int i = 0; i <= CONFIG_MAX_NAMED; i++)
+        strcat(big, "  - {pattern: x, name: y}\n");
+    write_file(path, big);
+    {
+        struct config cfg;
+        struct config_flags flags = {.config_file = path};
+        struct gpulet_error err = {0};
+        assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+        assert_contains(err.msg, "line 3: resources.gpus lists at most 32 entries");
+        snprintf(big, sizeof big, "resources:\n  gpus:\n  - name: y\n    pattern: \"%0200d\"\n", 7);
+        write_file(path, big);
+        assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+        assert_contains(err.msg, "line 4: resources.gpus[0].pattern is too long");
+    }
     struct config cfg;
     struct config_flags flags = {.config_file = "/nonexistent/c.yaml"};
     struct gpulet_error err = {0};
@@ -167,6 +246,7 @@ int main(void)
         cmocka_unit_test(defaults_without_anything),
         cmocka_unit_test(the_full_file),
         cmocka_unit_test(precedence),
+        cmocka_unit_test(resource_names_by_model),
         cmocka_unit_test(errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

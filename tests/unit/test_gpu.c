@@ -130,8 +130,9 @@ static void old_driver_gives_the_same_inventory(void **state)
         assert_string_equal(a->gpus[i].pci_bus_id, b->gpus[i].pci_bus_id);
         assert_int_equal(a->gpus[i].memory_total_bytes, b->gpus[i].memory_total_bytes);
         assert_int_equal(a->gpus[i].mig_count, b->gpus[i].mig_count);
-        /* the old driver has no nvmlDeviceGetNumaNodeId and no sysfs entry here */
-        assert_int_equal(b->gpus[i].numa_node, -1);
+        /* the old driver has no nvmlDeviceGetNumaNodeId: the (simulated) sysfs tells */
+        assert_int_equal(b->gpus[i].numa_node, a->gpus[i].numa_node);
+        assert_int_equal(b->gpus[i].pci_class, 0x0302);
     }
     assert_int_equal(gpu_inventory_link(b, 0, 1)->nvlinks, 12);
     gpu_inventory_free(a);

@@ -75,9 +75,9 @@ struct prefer_case {
     const char *want;
 };
 
-static void run_table(const char *node, const struct prefer_case *cases, size_t n)
+/* Checks the cases on the node loaded last. */
+static void check_table(const char *node, const struct prefer_case *cases, size_t n)
 {
-    load(node);
     struct config cfg;
     config_defaults(&cfg);
     cfg.device_id_strategy = DEVICE_ID_INDEX;
@@ -94,6 +94,12 @@ static void run_table(const char *node, const struct prefer_case *cases, size_t 
     plugin_free_resources(res, count);
 }
 
+static void run_table(const char *node, const struct prefer_case *cases, size_t n)
+{
+    load(node);
+    check_table(node, cases, n);
+}
+
 static void preferred_on_dgx1(void **state)
 {
     (void)state;
@@ -102,15 +108,24 @@ static void preferred_on_dgx1(void **state)
         {"0,3,1", "", 2, "0,3"},
         {"0,1,2,3,4,5,6,7", "4", 1, "4"},
         {"0,1,2,3,4,5,6,7", "", 8, "0,1,2,3,4,5,6,7"},
-        /* the best pairing of all eight is {0,3} {1,2} {4,7} {5,6} (ties with
-         * {2,3} {6,7} {0,4} {1,5}, found later); its first set is the answer */
-        {"0,1,2,3,4,5,6,7", "", 2, "0,3"},
+        /* the best pairings of all eight, {0,3} {1,2} {4,7} {5,6} and
+         * {2,3} {6,7} {0,4} {1,5}, tie at 920; the second holds the best
+         * set, {2,3} (250: two NVLinks, one PCIe switch) */
+        {"0,1,2,3,4,5,6,7", "", 2, "2,3"},
         {"2,3,6,7", "", 2, "2,3"},
         {"0,1,2,3,4,5,6,7", "0", 2, "0,3"},
         {"0,1,2,3,4,5,6,7", "5", 2, "5,6"},
         /* quads: the halves of the mesh */
         {"0,1,2,3,4,5,6,7", "", 4, "0,1,2,3"},
         {"0,1,2,3,4,5,6,7", "7", 4, "4,5,6,7"},
+        /* issue 13: a required GPU beside the padding (A), the padding in
+         * one set (B), the best set of the best partition (C) */
+        {"0,1,2", "0", 2, "0,1"},
+        {"0,1,2,3,4,5,6,7", "", 5, "0,1,2,3,4"},
+        {"0,1,2,3,4,5,6,7", "", 6, "0,1,2,3,4,5"},
+        {"0,1,2,7", "", 2, "1,2"},
+        {"0,2,4,5", "", 2, "4,5"},
+        {"0,4,5,6", "", 2, "5,6"},
         /* impossible requests give no answer */
         {"0,1,2", "5", 2, ""},
         {"0,1,2", "0,1,2", 2, ""},
@@ -132,6 +147,7 @@ static void preferred_on_other_nodes(void **state)
         {"1,2,4,5", "4", 2, "4,5"},
         {"0,1,2,3,4,5,6,7", "", 4, "0,1,2,3"},
         {"0,1,2,3,4,5,6,7", "6", 4, "4,5,6,7"},
+        {"0,2,3,4", "", 2, "2,3"},
     };
     run_table("dgx-a100", a100, sizeof a100 / sizeof a100[0]);
     /* T4: no NVLink; GPUs on one socket go together */
@@ -191,6 +207,70 @@ static void resources_for_mig_and_sharing(void **state)
     struct gpulet_error err = {0};
     assert_int_equal(plugin_build_resources(inv, &cfg, &res, &count, &err), -1);
     assert_contains(err.msg, "use migStrategy mixed");
+}
+
+static void resources_by_model(void **state)
+{
+    (void)state;
+    load("mixed-t4-v100"); /* T4, V100, T4, V100 */
+    struct config cfg;
+    config_defaults(&cfg);
+    cfg.gpu_name_count = 2;
+    snprintf(cfg.gpu_names[0].pattern, sizeof cfg.gpu_names[0].pattern, "*V100*");
+    snprintf(cfg.gpu_names[0].name, sizeof cfg.gpu_names[0].name, "nvidia.com/v100");
+    snprintf(cfg.gpu_names[1].pattern, sizeof cfg.gpu_names[1].pattern, "*");
+    snprintf(cfg.gpu_names[1].name, sizeof cfg.gpu_names[1].name, "nvidia.com/any");
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    assert_int_equal(count, 2); /* first match wins: the V100s are not "any" */
+    assert_string_equal(res[0].name, "nvidia.com/any");
+    assert_int_equal(res[0].count, 2);
+    assert_int_equal(res[0].devices[0].gpu, 0);
+    assert_int_equal(res[0].devices[1].gpu, 2);
+    assert_string_equal(res[1].name, "nvidia.com/v100");
+    assert_string_equal(res[1].socket_name, "nvidia-v100.sock");
+    assert_int_equal(res[1].devices[0].gpu, 1);
+    assert_int_equal(res[1].devices[1].gpu, 3);
+    plugin_free_resources(res, count);
+
+    /* unmatched GPUs stay nvidia.com/gpu; sharing applies to the model
+     * resource, to the chosen GPU only */
+    cfg.gpu_name_count = 1;
+    cfg.sharing = SHARING_TIME_SLICING;
+    cfg.shared_count = 1;
+    struct shared_resource *s = &cfg.shared[0];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "nvidia.com/v100");
+    snprintf(s->rename, sizeof s->rename, "nvidia.com/v100.shared");
+    s->replicas = 4;
+    s->selector_count = 1;
+    snprintf(s->selectors[0], sizeof s->selectors[0], "3");
+    res = build(&cfg, &count);
+    assert_int_equal(count, 3);
+    assert_string_equal(res[0].name, "nvidia.com/gpu");
+    assert_int_equal(res[0].count, 2);
+    assert_string_equal(res[1].name, "nvidia.com/v100");
+    assert_int_equal(res[1].count, 1);
+    assert_int_equal(res[1].devices[0].gpu, 1);
+    assert_string_equal(res[2].name, "nvidia.com/v100.shared");
+    assert_int_equal(res[2].count, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(res[2].devices[i].gpu, 3);
+    plugin_free_resources(res, count);
+
+    /* MIG profiles by pattern, joined under one name */
+    load("a100-mig");
+    config_defaults(&cfg);
+    cfg.mig_strategy = MIG_STRATEGY_MIXED;
+    cfg.mig_name_count = 1;
+    snprintf(cfg.mig_names[0].pattern, sizeof cfg.mig_names[0].pattern, "[12]g.*");
+    snprintf(cfg.mig_names[0].name, sizeof cfg.mig_names[0].name, "nvidia.com/mig-small");
+    res = build(&cfg, &count);
+    assert_int_equal(count, 2);
+    assert_string_equal(res[0].name, "nvidia.com/mig-3g.20gb");
+    assert_string_equal(res[1].name, "nvidia.com/mig-small");
+    assert_int_equal(res[1].count, 9);
+    plugin_free_resources(res, count);
 }
 
 static void allocate_answers(void **state)
@@ -385,6 +465,61 @@ static void many_replicas_answer_quickly(void **state)
     plugin_free_resources(res, count);
 }
 
+/* 16 GPUs: PCIe only, one switch per pair, one NUMA node per half. */
+static void load_sixteen(char *dir, size_t len)
+{
+    temp_dir(dir, len);
+    char path[4200], text[4096];
+    snprintf(path, sizeof path, "%s/sixteen.yaml", dir);
+    int at = snprintf(text, sizeof text,
+                      "name: sixteen\nmachine: test\ndriver_version: \"550.90.07\"\n"
+                      "nvml_version: \"12.550.90.07\"\ncuda_driver_version: 12040\n"
+                      "gpu_defaults:\n  name: NVIDIA A100-SXM4-80GB\n  memory_mib: 81920\n"
+                      "  compute_capability: \"8.0\"\ngpus:\n");
+    for (int i = 0; i < 16; i++)
+        at += snprintf(text + at, sizeof text - (size_t)at,
+                       "  - uuid: GPU-00000000-0000-0000-0000-%012d\n"
+                       "    pci_bus_id: \"00000000:%02X:00.0\"\n    numa_node: %d\n",
+                       i, 16 + i * 8, i / 8);
+    snprintf(text + at, sizeof text - (size_t)at,
+             "topology:\n  pcie_default: system\n  pcie:\n    - level: single\n"
+             "      groups: [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11], [12, 13],"
+             " [14, 15]]\n    - level: node\n      groups: [[0, 1, 2, 3, 4, 5, 6, 7],"
+             " [8, 9, 10, 11, 12, 13, 14, 15]]\n");
+    write_file(path, text);
+    if (inv)
+        gpu_inventory_free(inv);
+    if (nvml)
+        nvml_close(nvml);
+    setenv("GPULET_SIM_NODE", path, 1);
+    struct nvml_options opts = {.library_path = SIM_LIB_CURRENT};
+    struct gpulet_error err = {0};
+    if (nvml_open(&opts, &nvml, &err) < 0 || gpu_inventory_load(nvml, &inv, &err) < 0)
+        fail_msg("%s", err.msg);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* Beyond 20,000 partitions (pairs to sevens of 16) the greedy choice
+ * answers; eights and nines are still searched in full. */
+static void preferred_on_sixteen_gpus(void **state)
+{
+    (void)state;
+    char dir[64];
+    load_sixteen(dir, sizeof dir);
+    static const struct prefer_case cases[] = {
+        {"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", "", 2, "0,1"},
+        {"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", "9", 2, "8,9"},
+        {"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", "", 4, "0,1,2,3"},
+        {"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", "", 8, "0,1,2,3,4,5,6,7"},
+        {"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", "12", 8, "8,9,10,11,12,13,14,15"},
+        /* a whole half and one GPU of the other: every such set ties, and the
+         * one that comes first wins */
+        {"0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", "15", 9, "0,1,2,3,4,5,6,7,15"},
+    };
+    check_table("16 GPUs", cases, sizeof cases / sizeof cases[0]);
+}
+
 /* A search that runs past its time answers nothing and says so. */
 static void preferred_out_of_time(void **state)
 {
@@ -415,11 +550,13 @@ int main(void)
         cmocka_unit_test(preferred_on_dgx1),
         cmocka_unit_test(preferred_on_other_nodes),
         cmocka_unit_test(resources_for_mig_and_sharing),
+        cmocka_unit_test(resources_by_model),
         cmocka_unit_test(allocate_answers),
         cmocka_unit_test(replicas_distributed_and_packed),
         cmocka_unit_test(replicas_same_answers_as_the_pairwise_policy),
         cmocka_unit_test(many_replicas_answer_quickly),
         cmocka_unit_test(preferred_out_of_time),
+        cmocka_unit_test(preferred_on_sixteen_gpus),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -91,6 +91,16 @@ static const struct bad_case bad_nodes[] = {
             "      - {uuid: MIG-1, slices: 4, memory_mib: 100}\n"
             "      - {uuid: MIG-2, slices: 5, memory_mib: 100, gpu_instance_id: 1}\n",
      "gpu 0: the MIG devices use 9 slices, more than a GPU has"},
+#define MIG_GPU GPU_OK "gpus:\n  - uuid: GPU-a\n    pci_bus_id: \"0:1:0.0\"\n    mig_capable: true\n" \
+                       "    mig_enabled: true\n    mig_devices:\n"
+    {MIG_GPU "      - {uuid: MIG-1, slices: 5, memory_mib: 100}\n",
+     "gpu 0: MIG device 0 has 5 slices; a GPU instance has 1, 2, 3, 4 or 7"},
+    {MIG_GPU "      - {uuid: MIG-1, slices: 2, ci_slices: 1, memory_mib: 100}\n"
+             "      - {uuid: MIG-2, slices: 3, memory_mib: 100, compute_instance_id: 1}\n",
+     "gpu 0: MIG device 1 is in GPU instance 0 but has 3 slices, not 2 like the others there"},
+    {MIG_GPU "      - {uuid: MIG-1, slices: 4, memory_mib: 100, gpu_instance_id: 1}\n"
+             "      - {uuid: MIG-2, slices: 4, memory_mib: 100, gpu_instance_id: 2}\n",
+     "gpu 0: the MIG devices do not fit on one GPU: no free place for GPU instance 2"},
     {GPU_OK "gpus:\n  - uuid: GPU-a\n    pci_bus_id: \"0:1:0.0\"\n    mig_capable: true\n"
             "    mig_enabled: true\n    mig_devices:\n      - {uuid: MIG-1, slices: 1}\n",
      "line 8: gpu 0 MIG device 0: memory_mib is missing"},

@@ -254,14 +254,14 @@ static void depth_and_size_are_bounded(void **state)
 static void many_tables_and_keys_cost_linear_time(void **state)
 {
     (void)state;
-    /* 200,000 keys in one table, 20,000 tables: a quadratic parser would
-     * take minutes. */
+    /* 100,000 keys in one table, 10,000 tables (120,002 nodes, near
+     * TOML_MAX_NODES): a quadratic parser would take minutes. */
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    for (int i = 0; i < 200000; i++)
+    for (int i = 0; i < 100000; i++)
         fprintf(f, "key%d = %d\n", i, i);
-    for (int i = 0; i < 20000; i++)
+    for (int i = 0; i < 10000; i++)
         fprintf(f, "[plugins.\"p%d\"]\nx = 1\n", i);
     fclose(f);
     struct timespec t0, t1;
@@ -269,8 +269,8 @@ static void many_tables_and_keys_cost_linear_time(void **state)
     struct gpulet_error err = {0};
     struct toml_node *r = toml_parse("big.toml", text, len, &err);
     assert_non_null(r);
-    assert_int_equal(r->count, 200001);
-    assert_int_equal(toml_get(r, "plugins")->count, 20000);
+    assert_int_equal(r->count, 100001);
+    assert_int_equal(toml_get(r, "plugins")->count, 10000);
     struct toml_node *copy = toml_copy(r);
     assert_true(toml_equal(r, copy));
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -278,6 +278,43 @@ static void many_tables_and_keys_cost_linear_time(void **state)
     assert_true(s < 10.0);
     toml_free(copy);
     toml_free(r);
+    free(text);
+}
+
+/* The number of values is bounded, not only the bytes: a 4 MB array of
+ * 2 million one-digit items took 1.3 GB and 4 s before. */
+static void too_many_values_are_refused_fast(void **state)
+{
+    (void)state;
+    size_t items = 2u << 20, len = 4 + 2 * items;
+    char *text = malloc(len + 1);
+    assert_non_null(text);
+    memcpy(text, "x = [", 5);
+    for (size_t i = 0; i < items; i++)
+        memcpy(text + 5 + 2 * i, "1,", 2);
+    text[len - 1] = ']';
+    text[len] = '\0';
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct gpulet_error err = {0};
+    assert_null(toml_parse("array.toml", text, len, &err));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_non_null(strstr(err.msg, "more than 131072 values and tables"));
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(s < 2.0);
+    /* Just under the bound still parses. */
+    size_t under = TOML_MAX_NODES - 2; /* the root table and the array */
+    text[4 + 2 * under] = ']';
+    text[5 + 2 * under] = '\0';
+    struct toml_node *r = toml_parse("array.toml", text, 5 + 2 * under, &err);
+    assert_non_null(r);
+    assert_int_equal(toml_get(r, "x")->count, under);
+    toml_free(r);
+    text[4 + 2 * under] = ',';
+    text[5 + 2 * under] = '1';
+    text[4 + 2 * under + 2] = ']';
+    text[5 + 2 * under + 2] = '\0';
+    assert_null(toml_parse("array.toml", text, 5 + 2 * under + 2, &err));
     free(text);
 }
 
@@ -311,6 +348,7 @@ int main(void)
         cmocka_unit_test(invalid_documents_name_file_and_line),
         cmocka_unit_test(depth_and_size_are_bounded),
         cmocka_unit_test(many_tables_and_keys_cost_linear_time),
+        cmocka_unit_test(too_many_values_are_refused_fast),
         cmocka_unit_test(trees_can_be_changed_and_written),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
