@@ -695,6 +695,88 @@ SIM_API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t dev, int type, unsigned
     return leave(NVML_SUCCESS);
 }
 
+/* Power limits, P-state, compute mode and maximum clocks: what
+ * nvidia-smi's users chart (docs/metrics.md). The limit is the board's,
+ * settable from 60 % of it; a busy GPU runs in P0, an idle one in P8. */
+static nvmlReturn_t power_limit(nvmlDevice_t dev, unsigned int *milliwatts)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, milliwatts);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *milliwatts = g->power_limit_w * 1000;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t dev, unsigned int *milliwatts)
+{
+    return power_limit(dev, milliwatts);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t dev,
+                                                              unsigned int *milliwatts)
+{
+    return power_limit(dev, milliwatts);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t dev,
+                                                                  unsigned int *min_mw,
+                                                                  unsigned int *max_mw)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, min_mw);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (max_mw == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *min_mw = g->power_limit_w * 600;
+    *max_mw = g->power_limit_w * 1000;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t dev, int *pstate)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, pstate);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *pstate = utilization(g) > 0 ? 0 : 8;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t dev, int *mode)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, mode);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *mode = 0; /* Default */
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t dev, int type, unsigned int *mhz)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, mhz);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    switch (type) {
+    case NVML_CLOCK_GRAPHICS:
+    case NVML_CLOCK_SM:
+        *mhz = g->max_sm_clock_mhz;
+        break;
+    case NVML_CLOCK_MEM:
+        *mhz = g->mem_clock_mhz;
+        break;
+    case NVML_CLOCK_VIDEO:
+        *mhz = g->max_sm_clock_mhz * 4 / 5;
+        break;
+    default:
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    }
+    return leave(NVML_SUCCESS);
+}
+
 SIM_API nvmlReturn_t nvmlDeviceGetPcieReplayCounter(nvmlDevice_t dev, unsigned int *count)
 {
     struct sim_gpu *g;

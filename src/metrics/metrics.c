@@ -79,6 +79,30 @@ struct metrics {
     struct http_server *http;
 };
 
+int metrics_parse_schema(const char *text, unsigned int *schemas, struct gpulet_error *err)
+{
+    unsigned int bits = 0;
+    for (const char *p = text; bits != ~0u;) {
+        size_t n = strcspn(p, ",");
+        if (n == 4 && strncmp(p, "dcgm", 4) == 0)
+            bits |= METRICS_SCHEMA_DCGM;
+        else if (n == 10 && strncmp(p, "nvidia-smi", 10) == 0)
+            bits |= METRICS_SCHEMA_SMI;
+        else
+            bits = ~0u; /* an empty or unknown name */
+        if (p[n] == '\0')
+            break;
+        p += n + 1;
+    }
+    if (bits == ~0u)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "the metrics schema must be dcgm, nvidia-smi or dcgm,nvidia-smi, "
+                                "not '%s'",
+                                text);
+    *schemas = bits;
+    return 0;
+}
+
 /* ---- the sampler thread ---- */
 
 static void *sampler_thread(void *arg)
@@ -225,6 +249,9 @@ void metrics_record_xid(struct metrics *m, unsigned int gpu, unsigned long long 
         return;
     struct xid_stats *x = &m->xids[gpu];
     x->last = xid;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    x->last_unix = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     size_t i = 0;
     while (i < x->kinds && x->items[i].code != xid)
         i++;
@@ -288,8 +315,12 @@ static void refresh_cache(struct metrics *m)
                               .pods = m->pods,
                               .xids = m->xids,
                               .hostname_label = m->opts.hostname_label,
-                              .hostname = m->opts.hostname};
-    render_series(&in, f);
+                              .hostname = m->opts.hostname,
+                              .schemas = m->opts.schemas};
+    if (m->opts.schemas & METRICS_SCHEMA_DCGM)
+        render_series(&in, f);
+    if (m->opts.schemas & METRICS_SCHEMA_SMI)
+        render_smi(&in, f);
     fclose(f);
     m->cache_sample = m->sample->seq;
     m->cache_pods = m->pods_version;
@@ -445,6 +476,8 @@ int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_i
         return gpulet_error_errno(err, ENOMEM, "cannot start the metrics");
     m->base = base;
     m->opts = *opts;
+    if (m->opts.schemas == 0)
+        m->opts.schemas = METRICS_SCHEMA_DCGM;
     m->inv = inv;
     m->pipe[0] = m->pipe[1] = -1;
     pthread_mutex_init(&m->stop_lock, NULL);
@@ -506,8 +539,13 @@ int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_i
     }
     m->thread_started = true;
     log_info("serving metrics",
-             "address=%s port=%d interval_ms=%ld fields=%zu pods=%s max_connections=%zu",
-             opts->address, m->port, opts->interval_ms, m->fields.count,
+             "address=%s port=%d interval_ms=%ld schema=%s fields=%zu pods=%s "
+             "max_connections=%zu",
+             opts->address, m->port, opts->interval_ms,
+             m->opts.schemas == METRICS_SCHEMA_DCGM  ? "dcgm"
+             : m->opts.schemas == METRICS_SCHEMA_SMI ? "nvidia-smi"
+                                                     : "dcgm,nvidia-smi",
+             m->fields.count,
              opts->podresources ? opts->podresources : "off", limits.max_connections);
     *out = m;
     return 0;

@@ -27,6 +27,9 @@ struct sampler {
     size_t error_calls;
     struct nvml_error_count errors[MAX_ERROR_CALLS];
     nvmlGpmMetricsGet_t gpm_request; /* large: kept here, not on the stack */
+    nvmlProcessInfo_t processes[MAX_PROCESSES];
+    bool round_failed;
+    unsigned long failed_rounds;
 };
 
 int sampler_init(struct sampler *sm, struct nvml *nvml, const struct gpu_inventory *inv);
