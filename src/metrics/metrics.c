@@ -105,21 +105,35 @@ int metrics_parse_schema(const char *text, unsigned int *schemas, struct gpulet_
 
 /* ---- the sampler thread ---- */
 
+/* The rate series (GPM, NVLink bandwidth) need two samples. The first
+ * round only primes them and the second follows after this gap, so the
+ * first sample a scrape sees is complete; then the interval holds. */
+#define FIRST_GAP_MS 200
+
 static void *sampler_thread(void *arg)
 {
     struct metrics *m = arg;
+    bool primed = false;
     pthread_mutex_lock(&m->stop_lock);
     while (!m->stopping) {
         pthread_mutex_unlock(&m->stop_lock);
         struct sample *s = sampler_take(&m->sampler);
+        long wait_ms = m->opts.interval_ms;
+        if (!primed) {
+            sample_free(s);
+            s = NULL;
+            primed = true;
+            if (wait_ms > FIRST_GAP_MS)
+                wait_ms = FIRST_GAP_MS;
+        }
         /* The pointer goes through the pipe: 8 bytes, written whole. */
         if (s && write(m->pipe[1], &s, sizeof s) != (ssize_t)sizeof s)
             sample_free(s);
         pthread_mutex_lock(&m->stop_lock);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += m->opts.interval_ms / 1000;
-        until.tv_nsec += (m->opts.interval_ms % 1000) * 1000000L;
+        until.tv_sec += wait_ms / 1000;
+        until.tv_nsec += (wait_ms % 1000) * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
@@ -395,7 +409,7 @@ static void serve_health(struct metrics *m, struct http_answer *a)
     a->content_type = TEXT;
     a->status = 503;
     if (age < 0) {
-        evbuffer_add_printf(a->body, "no NVML sample yet\n");
+        evbuffer_add_printf(a->body, "no complete NVML sample yet (the rate series need two)\n");
     } else if (age > limit) {
         evbuffer_add_printf(a->body, "the last NVML sample is %.0f s old (limit %.0f s)\n", age,
                             limit);
