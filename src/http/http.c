@@ -170,8 +170,8 @@ static void conn_free(struct conn *c)
     update_listener(s);
 }
 
-static void write_head(struct conn *c, const struct http_request *req, int status,
-                       const char *content_type, const char *allow, size_t length)
+static void write_head(struct conn *c, const struct http_request *req,
+                       const struct http_answer *a, size_t length)
 {
     char date[64];
     time_t now = time(NULL);
@@ -181,13 +181,16 @@ static void write_head(struct conn *c, const struct http_request *req, int statu
     const char *connection = !c->keep_alive                   ? "Connection: close\r\n"
                              : req && !req->http11 ? "Connection: keep-alive\r\n"
                                                                : "";
+    const char *allow = a->allow, *encoding = a->content_encoding;
     evbuffer_add_printf(bufferevent_get_output(c->bev),
                         "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n"
-                        "Content-Length: %zu\r\n%s%s%s%s\r\n",
-                        status, http_reason(status), date,
-                        content_type ? content_type : "text/plain; charset=utf-8", length,
+                        "Content-Length: %zu\r\n%s%s%s%s%s%s%s%s\r\n",
+                        a->status, http_reason(a->status), date,
+                        a->content_type ? a->content_type : "text/plain; charset=utf-8", length,
                         allow ? "Allow: " : "", allow ? allow : "", allow ? "\r\n" : "",
-                        connection);
+                        encoding ? "Content-Encoding: " : "", encoding ? encoding : "",
+                        encoding ? "\r\n" : "",
+                        a->vary_encoding ? "Vary: Accept-Encoding\r\n" : "", connection);
 }
 
 /* An answer to a request that cannot be served: said, then closed. */
@@ -196,7 +199,8 @@ static void refuse(struct conn *c, int status)
     char body[64];
     int n = snprintf(body, sizeof body, "%s\n", http_reason(status));
     c->keep_alive = false;
-    write_head(c, NULL, status, NULL, NULL, (size_t)n);
+    struct http_answer a = {.status = status};
+    write_head(c, NULL, &a, (size_t)n);
     evbuffer_add(bufferevent_get_output(c->bev), body, (size_t)n);
     c->state = CONN_CLOSING;
 }
@@ -208,7 +212,7 @@ static void respond(struct conn *c, const struct http_request *req)
     s->handler(req, &a, s->user);
     size_t length = evbuffer_get_length(s->body);
     c->keep_alive = req->keep_alive;
-    write_head(c, req, a.status, a.content_type, a.allow, length);
+    write_head(c, req, &a, length);
     if (req->method == HTTP_HEAD)
         evbuffer_drain(s->body, length);
     else
