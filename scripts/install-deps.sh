@@ -30,6 +30,7 @@ podman
 buildah
 prometheus
 valgrind
+wrk
 "
 
 missing=""
