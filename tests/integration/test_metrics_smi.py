@@ -1,10 +1,12 @@
 """The nvidia-smi schema of /metrics (--metrics-schema): nvidia_gpu_exporter's
 names, units, labels and help texts from the same sample as the dcgm schema,
 checked by promtool on every simulated node and by a real Prometheus."""
+import json
 import os
 import re
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import ROOT, load_node, write_atomically
 from kubelet import wait_for
 from test_metrics import Exporter, exporter, pod, pod_server, protos  # noqa: F401 (fixtures)
-from test_prometheus import query, start_prometheus
+from test_prometheus import RULES, query, start_prometheus
 
 # the names seen in nvidia_gpu_exporter's test captures (facts, shared/reference)
 REFERENCE = ROOT / "tests" / "integration" / "golden" / "metrics" / "nvidia-smi-names.txt"
@@ -230,6 +232,9 @@ def test_prometheus_scrapes_the_nvidia_smi_schema(build, tmp_path, protos):  # n
                                                "--metrics-schema", "nvidia-smi"])
     proc, port = start_prometheus(tmp_path, f"""global:
   scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - {RULES / 'gpulet-rules.yaml'}
 scrape_configs:
   - job_name: gpu
     static_configs:
@@ -274,6 +279,17 @@ scrape_configs:
         # enums as numbers, watts per watt of limit, hertz
         assert set(values("nvidia_smi_pstate").values()) <= {0.0, 8.0}
         assert set(values("nvidia_smi_clocks_max_graphics_clock_hz").values()) == {1980e6}
+        # the nvidia-smi rule group: H100s 0-3 are ~95% busy, so utilisation
+        # is pending or firing for them; the seed's "> 90" on the ratio, never
+        assert len(values("nvidia_smi_utilization_gpu_ratio > 0.9")) == 4
+        assert values("nvidia_smi_utilization_gpu_ratio > 90") == {}
+        wait_for(lambda: {a["metric"]["uuid"] for a in query(port, "ALERTS")["data"]["result"]
+                          if a["metric"]["alertname"] == "NvidiaSmiGPUUtilizationHigh"}
+                 == {smi_uuid(g["uuid"]) for g in node["gpus"][:4]},
+                 timeout=20, what="the utilisation alert")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=10) as r:
+            groups = {g["name"]: g["rules"] for g in json.load(r)["data"]["groups"]}
+        assert all(rule["health"] == "ok" for rule in groups["gpulet-nvidia-smi"])
     finally:
         proc.terminate()
         proc.wait(timeout=20)
