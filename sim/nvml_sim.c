@@ -827,6 +827,53 @@ static void field_uint(nvmlFieldValue_t *f, unsigned int v)
     f->nvmlReturn = NVML_SUCCESS;
 }
 
+/* ECC, page retirement, NVLink errors and the recovery action follow the
+ * remapped-row values of the state file: each corrected (uncorrected)
+ * error remapped a row, or before Ampere retired a page; a pending remap
+ * asks for a GPU reset. */
+static void extra_field(const struct sim_gpu *g, nvmlFieldValue_t *f)
+{
+    unsigned long long cor = value_or(g, SIM_SET_REMAPPED_CORRECTABLE, 0);
+    unsigned long long unc = value_or(g, SIM_SET_REMAPPED_UNCORRECTABLE, 0);
+    unsigned long long pending = value_or(g, SIM_SET_REMAPPED_PENDING, 0);
+    switch (f->fieldId) {
+    case NVML_FI_DEV_ECC_CURRENT:
+    case NVML_FI_DEV_ECC_PENDING:
+        field_uint(f, g->ecc);
+        break;
+    case NVML_FI_DEV_ECC_SBE_VOL_TOTAL:
+    case NVML_FI_DEV_ECC_SBE_AGG_TOTAL:
+        if (g->ecc)
+            field_ull(f, cor);
+        break;
+    case NVML_FI_DEV_ECC_DBE_VOL_TOTAL:
+    case NVML_FI_DEV_ECC_DBE_AGG_TOTAL:
+        if (g->ecc)
+            field_ull(f, unc);
+        break;
+    case NVML_FI_DEV_RETIRED_SBE:
+    case NVML_FI_DEV_RETIRED_DBE:
+    case NVML_FI_DEV_RETIRED_PENDING:
+        if (g->ecc && g->cc_major < 8)
+            field_uint(f, (unsigned int)(f->fieldId == NVML_FI_DEV_RETIRED_SBE   ? cor
+                                         : f->fieldId == NVML_FI_DEV_RETIRED_DBE ? unc
+                                                                                 : pending > 0));
+        break;
+    case NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL:
+    case NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL:
+    case NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL:
+    case NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL:
+        if (g->link_count)
+            field_ull(f, 0);
+        break;
+    case NVML_FI_DEV_GET_GPU_RECOVERY_ACTION:
+        field_uint(f, pending > 0 ? 1 : 0);
+        break;
+    default:
+        break;
+    }
+}
+
 SIM_API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t dev, int count, nvmlFieldValue_t *values)
 {
     struct sim_gpu *g;
@@ -869,6 +916,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t dev, int count, nvmlF
             field_uint(f, (unsigned int)value_or(g, SIM_SET_REMAPPED_FAILURE, 0));
             break;
         default:
+            extra_field(g, f);
             break;
         }
     }

@@ -38,7 +38,8 @@ enum field_id {
     F_PROF_FP64,
     F_PROF_FP32,
     F_PROF_FP16,
-    /* read for the nvidia-smi schema */
+    /* read for the nvidia-smi schema, and in the dcgm schema when a
+     * counters file names them */
     F_FB_TOTAL,
     F_GRAPHICS_CLOCK,
     F_VIDEO_CLOCK,
@@ -57,6 +58,20 @@ enum field_id {
     F_REMAP_PENDING,
     F_MIG_MODE_CURRENT,
     F_MIG_MODE_PENDING,
+    F_ECC_MODE_CURRENT,
+    F_ECC_MODE_PENDING,
+    F_ECC_SBE_VOL,
+    F_ECC_DBE_VOL,
+    F_ECC_SBE_AGG,
+    F_ECC_DBE_AGG,
+    F_RETIRED_SBE,
+    F_RETIRED_DBE,
+    F_RETIRED_PENDING,
+    F_NVLINK_CRC_FLIT,
+    F_NVLINK_CRC_DATA,
+    F_NVLINK_REPLAY,
+    F_NVLINK_RECOVERY,
+    F_RECOVERY_ACTION,
     FIELD_COUNT,
     /* label fields: a label on every sample, not a series */
     F_LABEL_DRIVER_VERSION = 100,

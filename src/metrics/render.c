@@ -154,8 +154,21 @@ void render_series(const struct render_input *in, FILE *out)
             }
             char code[24];
             snprintf(code, sizeof code, "%llu", x->items[k].code);
-            series(out, in, "gpulet_xid_errors_total", &in->inv->gpus[i], NULL, render_pods_of(in, i, -1),
-                   "xid", code, (double)x->items[k].count);
+            series(out, in, "gpulet_xid_errors_total", &in->inv->gpus[i], NULL,
+                   render_pods_of(in, i, -1), "xid", code, (double)x->items[k].count);
         }
+    }
+    header = false;
+    for (size_t i = 0; i < in->inv->gpu_count; i++) {
+        if (in->xids[i].kinds == 0)
+            continue;
+        if (!header) {
+            fputs("# HELP gpulet_xid_last_timestamp_seconds When the last XID came (Unix time).\n"
+                  "# TYPE gpulet_xid_last_timestamp_seconds gauge\n",
+                  out);
+            header = true;
+        }
+        series(out, in, "gpulet_xid_last_timestamp_seconds", &in->inv->gpus[i], NULL,
+               render_pods_of(in, i, -1), NULL, NULL, in->xids[i].last_unix);
     }
 }

@@ -64,6 +64,51 @@ static void set(struct device_sample *d, enum field_id f, double v)
         }                                                                                     \
     } while (0)
 
+/* The field values read in one call per GPU (NVML field id -> gpulet
+ * field). The NVLink throughput pair comes first: its rate needs both. */
+static const struct field_read {
+    unsigned int nvml;
+    enum field_id field; /* FIELD_COUNT: used by hand */
+    bool all_links;      /* scopeId UINT_MAX: the sum over the links */
+} field_reads[] = {
+    {NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, FIELD_COUNT, true},
+    {NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, FIELD_COUNT, true},
+    {NVML_FI_DEV_MEMORY_TEMP, F_MEMORY_TEMP, false},
+    {NVML_FI_DEV_REMAPPED_COR, F_REMAP_COR, false},
+    {NVML_FI_DEV_REMAPPED_UNC, F_REMAP_UNC, false},
+    {NVML_FI_DEV_REMAPPED_FAILURE, F_REMAP_FAILURE, false},
+    {NVML_FI_DEV_ECC_CURRENT, F_ECC_MODE_CURRENT, false},
+    {NVML_FI_DEV_ECC_PENDING, F_ECC_MODE_PENDING, false},
+    {NVML_FI_DEV_ECC_SBE_VOL_TOTAL, F_ECC_SBE_VOL, false},
+    {NVML_FI_DEV_ECC_DBE_VOL_TOTAL, F_ECC_DBE_VOL, false},
+    {NVML_FI_DEV_ECC_SBE_AGG_TOTAL, F_ECC_SBE_AGG, false},
+    {NVML_FI_DEV_ECC_DBE_AGG_TOTAL, F_ECC_DBE_AGG, false},
+    {NVML_FI_DEV_RETIRED_SBE, F_RETIRED_SBE, false},
+    {NVML_FI_DEV_RETIRED_DBE, F_RETIRED_DBE, false},
+    {NVML_FI_DEV_RETIRED_PENDING, F_RETIRED_PENDING, false},
+    {NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, F_NVLINK_CRC_FLIT, false},
+    {NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL, F_NVLINK_CRC_DATA, false},
+    {NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, F_NVLINK_REPLAY, false},
+    {NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL, F_NVLINK_RECOVERY, false},
+    {NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, F_RECOVERY_ACTION, false},
+};
+
+_Static_assert(sizeof field_reads / sizeof field_reads[0] == N_FIELD_READS,
+               "sampler.h's N_FIELD_READS is the table's length");
+
+static double field_value(const nvmlFieldValue_t *f)
+{
+    switch (f->valueType) {
+    case NVML_VALUE_TYPE_DOUBLE: return f->value.dVal;
+    case NVML_VALUE_TYPE_UNSIGNED_LONG: return (double)f->value.ulVal;
+    case NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: return (double)f->value.ullVal;
+    case NVML_VALUE_TYPE_SIGNED_LONG_LONG: return (double)f->value.sllVal;
+    case NVML_VALUE_TYPE_SIGNED_INT: return f->value.siVal;
+    case NVML_VALUE_TYPE_UNSIGNED_SHORT: return f->value.usVal;
+    default: return f->value.uiVal;
+    }
+}
+
 static double seconds_between(const struct timespec *a, const struct timespec *b)
 {
     return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
@@ -231,22 +276,22 @@ static void read_gpu(struct sampler *sm, size_t i, const struct timespec *now,
           set(d, F_FB_RESERVED, (double)(mem.reserved / (1024 * 1024))),
           set(d, F_FB_TOTAL, (double)(mem.total / (1024 * 1024)))));
 
-    nvmlFieldValue_t fv[6];
-    memset(fv, 0, sizeof fv);
-    fv[0].fieldId = NVML_FI_DEV_MEMORY_TEMP;
-    fv[1].fieldId = NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX;
-    fv[1].scopeId = 0xFFFFFFFFU;
-    fv[2].fieldId = NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX;
-    fv[2].scopeId = 0xFFFFFFFFU;
-    fv[3].fieldId = NVML_FI_DEV_REMAPPED_COR;
-    fv[4].fieldId = NVML_FI_DEV_REMAPPED_UNC;
-    fv[5].fieldId = NVML_FI_DEV_REMAPPED_FAILURE;
-    if (nvml_device_field_values(sm->nvml, &dev, 6, fv, &err) == 0) {
-        if (fv[0].nvmlReturn == NVML_SUCCESS && fv[0].value.uiVal <= 200)
-            set(d, F_MEMORY_TEMP, fv[0].value.uiVal);
-        if (fv[1].nvmlReturn == NVML_SUCCESS && fv[2].nvmlReturn == NVML_SUCCESS) {
+    nvmlFieldValue_t *fv = sm->fields;
+    memset(fv, 0, sizeof sm->fields);
+    for (size_t k = 0; k < N_FIELD_READS; k++) {
+        fv[k].fieldId = field_reads[k].nvml;
+        fv[k].scopeId = field_reads[k].all_links ? 0xFFFFFFFFU : 0;
+    }
+    if (nvml_device_field_values(sm->nvml, &dev, (int)N_FIELD_READS, fv, &err) == 0) {
+        for (size_t k = 0; k < N_FIELD_READS; k++)
+            if (fv[k].nvmlReturn == NVML_SUCCESS && field_reads[k].field != FIELD_COUNT)
+                set(d, field_reads[k].field, field_value(&fv[k]));
+        if (d->present[F_MEMORY_TEMP] && d->value[F_MEMORY_TEMP] > 200)
+            d->present[F_MEMORY_TEMP] = false;
+        /* fields 0 and 1 of the table: NVLink data sent and received */
+        if (fv[0].nvmlReturn == NVML_SUCCESS && fv[1].nvmlReturn == NVML_SUCCESS) {
             /* As DCGM: a rate, (delta KiB / delta seconds) / 1000. */
-            unsigned long long total = fv[1].value.ullVal + fv[2].value.ullVal;
+            unsigned long long total = fv[0].value.ullVal + fv[1].value.ullVal;
             struct nvlink_state *nl = &sm->nvlink[i];
             if (nl->seen && total >= nl->kib) {
                 double dt = seconds_between(&nl->at, now);
@@ -257,12 +302,6 @@ static void read_gpu(struct sampler *sm, size_t i, const struct timespec *now,
             nl->kib = total;
             nl->at = *now;
         }
-        if (fv[3].nvmlReturn == NVML_SUCCESS)
-            set(d, F_REMAP_COR, fv[3].value.uiVal);
-        if (fv[4].nvmlReturn == NVML_SUCCESS)
-            set(d, F_REMAP_UNC, fv[4].value.uiVal);
-        if (fv[5].nvmlReturn == NVML_SUCCESS)
-            set(d, F_REMAP_FAILURE, fv[5].value.uiVal);
     } else {
         count_error(sm, &err);
     }

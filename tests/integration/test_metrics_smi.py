@@ -26,7 +26,12 @@ NVML_MODE = {"nvidia_smi_pcie_throughput_tx_bytes_per_second",
              "nvidia_smi_last_collect_timestamp_seconds",
              "nvidia_smi_last_collect_duration_seconds", "nvidia_smi_energy_joules_total",
              "nvidia_smi_xid_errors_total", "nvidia_smi_clocks_current_graphics_clock_hz",
-             "nvidia_smi_remapped_rows_failure", "nvidia_smi_pstate"}
+             "nvidia_smi_remapped_rows_failure", "nvidia_smi_pstate",
+             # nvidia-smi query fields of older GPUs, and gpulet's NVLink error counters
+             "nvidia_smi_retired_pages_single_bit_ecc_count",
+             "nvidia_smi_retired_pages_double_bit_count", "nvidia_smi_retired_pages_pending",
+             "nvidia_smi_nvlink_crc_flit_errors_total", "nvidia_smi_nvlink_crc_data_errors_total",
+             "nvidia_smi_nvlink_replay_errors_total", "nvidia_smi_nvlink_recovery_errors_total"}
 # what dashboard 14574 reads (the reference's list) that a simulated H100 has
 DASHBOARD_14574 = ["nvidia_smi_gpu_info", "nvidia_smi_index", "nvidia_smi_pstate",
                    "nvidia_smi_temperature_gpu", "nvidia_smi_utilization_gpu_ratio",
@@ -188,8 +193,12 @@ def test_promtool_checks_both_schemas(build, tmp_path, node):
                                capture_output=True, text=True)
         out = check.stdout + check.stderr
         assert "error while linting" not in out, out
-        # dcgm-exporter's names break the naming lints; nvidia_smi_* must not
-        assert not [l for l in out.splitlines() if l.startswith("nvidia_smi_")], out
+        # dcgm-exporter's names break the naming lints; nvidia_smi_* must not,
+        # but for the two names nvidia-smi's own fields give ("….count")
+        lints = [l for l in out.splitlines() if l.startswith("nvidia_smi_")]
+        assert all(l.startswith(("nvidia_smi_retired_pages_single_bit_ecc_count ",
+                                 "nvidia_smi_retired_pages_double_bit_count "))
+                   and '"_count" suffix' in l for l in lints), out
         if load_node(node).get("gpus"):
             assert "nvidia_smi_gpu_info{" in body and "DCGM_FI_DEV_GPU_TEMP{" in body
     finally:
@@ -295,3 +304,70 @@ scrape_configs:
         proc.wait(timeout=20)
         assert e.stop() == 0
         pods.stop(0)
+
+
+EXTRA_DCGM = ["DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+              "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
+              "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", "DCGM_FI_DEV_RETIRED_SBE", "DCGM_FI_DEV_RETIRED_DBE",
+              "DCGM_FI_DEV_RETIRED_PENDING", "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
+              "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
+              "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL",
+              "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL", "DCGM_FI_DEV_POWER_MGMT_LIMIT",
+              "DCGM_FI_DEV_POWER_MGMT_LIMIT_MIN", "DCGM_FI_DEV_POWER_MGMT_LIMIT_MAX",
+              "DCGM_FI_DEV_POWER_MGMT_LIMIT_DEF", "DCGM_FI_DEV_ENFORCED_POWER_LIMIT",
+              "DCGM_FI_DEV_PSTATE", "DCGM_FI_DEV_FAN_SPEED", "DCGM_FI_DEV_MAX_SM_CLOCK",
+              "DCGM_FI_DEV_MAX_MEM_CLOCK", "DCGM_FI_DEV_GET_GPU_RECOVERY_ACTION"]
+
+
+@pytest.mark.parametrize("node", ["dgx1-v100", "dgx-a100"])
+def test_extra_fields_in_both_schemas(exporter, tmp_path, node):
+    csv = tmp_path / "counters.csv"
+    kind = {n: "counter" if any(k in n for k in ("ECC", "RETIRED", "ERROR")) else "gauge"
+            for n in EXTRA_DCGM}
+    csv.write_text("".join(f"{n}, {kind[n]}, x\n" for n in EXTRA_DCGM))
+    state = tmp_path / "state.yaml"
+    write_atomically(state, "gpus:\n  1: {remapped_correctable: 4, remapped_uncorrectable: 2, "
+                            "remapped_pending: 1, clock_event_reasons: 4}\n")
+    e = exporter(node, "-f", csv, "--metrics-schema", "dcgm,nvidia-smi", state=state)
+    series, meta = parse(e.get()[2])
+    gpus = load_node(node)["gpus"]
+    u1 = smi_uuid(gpus[1]["uuid"])
+
+    def dcgm(name):
+        return {lab["gpu"]: v for lab, v in series.get(name, [])}
+
+    def smi(name):
+        return {lab["uuid"]: v for lab, v in series.get(name, [])}
+
+    old = node == "dgx1-v100"  # Volta retires pages; Ampere remaps rows
+    assert dcgm("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL")["1"] == 4
+    assert dcgm("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL")["1"] == 2
+    assert dcgm("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL")["0"] == 0
+    assert meta["DCGM_FI_DEV_ECC_DBE_AGG_TOTAL"]["TYPE"] == "counter"
+    assert smi("nvidia_smi_ecc_errors_corrected_volatile_total")[u1] == 4
+    assert smi("nvidia_smi_ecc_errors_uncorrected_aggregate_total")[u1] == 2
+    assert smi("nvidia_smi_ecc_mode_current")[u1] == 1
+    assert dcgm("DCGM_FI_DEV_GET_GPU_RECOVERY_ACTION")["1"] == 1  # a pending remap: reset
+    assert dcgm("DCGM_FI_DEV_GET_GPU_RECOVERY_ACTION")["0"] == 0
+    assert smi("nvidia_smi_gpu_recovery_action")[u1] == 1
+    if old:
+        assert dcgm("DCGM_FI_DEV_RETIRED_SBE")["1"] == 4
+        assert dcgm("DCGM_FI_DEV_RETIRED_DBE")["1"] == 2
+        assert dcgm("DCGM_FI_DEV_RETIRED_PENDING")["1"] == 1
+        assert smi("nvidia_smi_retired_pages_double_bit_count")[u1] == 2
+    else:
+        assert "DCGM_FI_DEV_RETIRED_SBE" not in series
+        assert "nvidia_smi_retired_pages_pending" not in series
+    # both nodes have NVLink: its error counters, zero here
+    assert set(dcgm("DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL").values()) == {0}
+    assert set(smi("nvidia_smi_nvlink_crc_flit_errors_total").values()) == {0}
+    assert meta["nvidia_smi_nvlink_crc_flit_errors_total"]["TYPE"] == "counter"
+    limit = load_node(node).get("gpu_defaults", {}).get("power_limit_w") or gpus[0]["power_limit_w"]
+    assert set(dcgm("DCGM_FI_DEV_POWER_MGMT_LIMIT").values()) == {limit}
+    assert set(dcgm("DCGM_FI_DEV_POWER_MGMT_LIMIT_MIN").values()) == {limit * 0.6}
+    assert set(dcgm("DCGM_FI_DEV_ENFORCED_POWER_LIMIT").values()) == {limit}
+    assert set(dcgm("DCGM_FI_DEV_PSTATE").values()) <= {0, 8}
+    assert dcgm("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS")["1"] == 4
+    assert smi("nvidia_smi_clocks_event_reasons_sw_power_cap")[u1] == 1
+    # passively cooled boards: no fan series in either schema
+    assert "DCGM_FI_DEV_FAN_SPEED" not in series and "nvidia_smi_fan_speed_ratio" not in series
