@@ -225,7 +225,8 @@ static void gpu_values(const struct render_input *in, FILE *out)
             snprintf(name, sizeof name, "nvidia_smi_clocks_event_reasons_active");
             snprintf(help, sizeof help, "clocks_event_reasons.active");
         } else {
-            snprintf(name, sizeof name, "nvidia_smi_clocks_event_reasons_%s", reasons[r - 1].reason);
+            snprintf(name, sizeof name, "nvidia_smi_clocks_event_reasons_%s",
+                     reasons[r - 1].reason);
             snprintf(help, sizeof help, "clocks_event_reasons.%s", reasons[r - 1].reason);
         }
         bool shown = false;
@@ -296,8 +297,10 @@ static void mig_series(const struct render_input *in, FILE *out)
                     header(out, s->name, s->help, false);
                 shown = true;
                 char extra[48];
-                snprintf(extra, sizeof extra, ",gpu_instance_id=\"%u\"", g->migs[m].gpu_instance_id);
-                line(out, s->name, uuid, extra, render_pods_of(in, i, (int)m), d->value[s->field] * s->scale);
+                snprintf(extra, sizeof extra, ",gpu_instance_id=\"%u\"",
+                         g->migs[m].gpu_instance_id);
+                line(out, s->name, uuid, extra, render_pods_of(in, i, (int)m),
+                     d->value[s->field] * s->scale);
             }
         }
     }
@@ -385,7 +388,8 @@ void render_smi(const struct render_input *in, FILE *out)
             "# HELP nvidia_smi_last_collect_success Whether the last NVML sample read every GPU.\n"
             "# TYPE nvidia_smi_last_collect_success gauge\n"
             "nvidia_smi_last_collect_success %d\n"
-            "# HELP nvidia_smi_last_collect_timestamp_seconds When the last NVML sample was taken.\n"
+            "# HELP nvidia_smi_last_collect_timestamp_seconds When the last NVML sample was "
+            "taken.\n"
             "# TYPE nvidia_smi_last_collect_timestamp_seconds gauge\n"
             "nvidia_smi_last_collect_timestamp_seconds %.3f\n"
             "# HELP nvidia_smi_last_collect_duration_seconds Time the last NVML sample took.\n"
