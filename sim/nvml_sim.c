@@ -671,28 +671,34 @@ SIM_API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t dev,
     return leave(NVML_SUCCESS);
 }
 
+/* The current clocks (max: the highest): an idle GPU's SM clock drops. */
+static nvmlReturn_t clock_mhz(const struct sim_gpu *g, int type, bool max, unsigned int *mhz)
+{
+    unsigned int sm = max || utilization(g) > 0 ? g->max_sm_clock_mhz : 210;
+    switch (type) {
+    case NVML_CLOCK_GRAPHICS:
+    case NVML_CLOCK_SM:
+        *mhz = max ? sm : (unsigned int)value_or(g, SIM_SET_SM_CLOCK, sm);
+        return NVML_SUCCESS;
+    case NVML_CLOCK_MEM:
+        *mhz = max ? g->mem_clock_mhz
+                   : (unsigned int)value_or(g, SIM_SET_MEM_CLOCK, g->mem_clock_mhz);
+        return NVML_SUCCESS;
+    case NVML_CLOCK_VIDEO:
+        *mhz = sm * 4 / 5;
+        return NVML_SUCCESS;
+    default:
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+}
+
 SIM_API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t dev, int type, unsigned int *mhz)
 {
     struct sim_gpu *g;
     nvmlReturn_t ret = enter_gpu(dev, &g, mhz);
     if (ret != NVML_SUCCESS)
         return ret;
-    unsigned int sm = utilization(g) > 0 ? g->max_sm_clock_mhz : 210;
-    switch (type) {
-    case NVML_CLOCK_GRAPHICS:
-    case NVML_CLOCK_SM:
-        *mhz = (unsigned int)value_or(g, SIM_SET_SM_CLOCK, sm);
-        break;
-    case NVML_CLOCK_MEM:
-        *mhz = (unsigned int)value_or(g, SIM_SET_MEM_CLOCK, g->mem_clock_mhz);
-        break;
-    case NVML_CLOCK_VIDEO:
-        *mhz = sm * 4 / 5;
-        break;
-    default:
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    }
-    return leave(NVML_SUCCESS);
+    return leave(clock_mhz(g, type, false, mhz));
 }
 
 /* Power limits, P-state, compute mode and maximum clocks: what
@@ -760,21 +766,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t dev, int type, unsig
     nvmlReturn_t ret = enter_gpu(dev, &g, mhz);
     if (ret != NVML_SUCCESS)
         return ret;
-    switch (type) {
-    case NVML_CLOCK_GRAPHICS:
-    case NVML_CLOCK_SM:
-        *mhz = g->max_sm_clock_mhz;
-        break;
-    case NVML_CLOCK_MEM:
-        *mhz = g->mem_clock_mhz;
-        break;
-    case NVML_CLOCK_VIDEO:
-        *mhz = g->max_sm_clock_mhz * 4 / 5;
-        break;
-    default:
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    }
-    return leave(NVML_SUCCESS);
+    return leave(clock_mhz(g, type, true, mhz));
 }
 
 SIM_API nvmlReturn_t nvmlDeviceGetPcieReplayCounter(nvmlDevice_t dev, unsigned int *count)
