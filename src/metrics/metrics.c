@@ -400,8 +400,7 @@ static void refresh_cache(struct metrics *m)
                               .pods = m->pods,
                               .xids = m->xids,
                               .hostname_label = m->opts.hostname_label,
-                              .hostname = m->opts.hostname,
-                              .schemas = m->opts.schemas};
+                              .hostname = m->opts.hostname};
     if (m->opts.schemas & METRICS_SCHEMA_DCGM)
         render_series(&in, f);
     if (m->opts.schemas & METRICS_SCHEMA_SMI)

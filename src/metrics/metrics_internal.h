@@ -103,7 +103,6 @@ struct render_input {
     const struct xid_stats *xids;  /* per GPU */
     enum hostname_label hostname_label;
     const char *hostname;
-    unsigned int schemas; /* METRICS_SCHEMA_* */
 };
 
 /* The GPU series of a sample (the part that changes only with the sample,
