@@ -12,6 +12,7 @@ libjansson-dev
 libevent-dev
 libnghttp2-dev
 libprotobuf-c-dev
+zlib1g-dev
 protobuf-c-compiler
 libcmocka-dev
 clang
@@ -29,6 +30,7 @@ podman
 buildah
 prometheus
 valgrind
+wrk
 "
 
 missing=""

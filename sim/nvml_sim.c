@@ -837,28 +837,102 @@ SIM_API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t dev,
     return leave(NVML_SUCCESS);
 }
 
+/* The current clocks (max: the highest): an idle GPU's SM clock drops. */
+static nvmlReturn_t clock_mhz(const struct sim_gpu *g, int type, bool max, unsigned int *mhz)
+{
+    unsigned int sm = max || utilization(g) > 0 ? g->max_sm_clock_mhz : 210;
+    switch (type) {
+    case NVML_CLOCK_GRAPHICS:
+    case NVML_CLOCK_SM:
+        *mhz = max ? sm : (unsigned int)value_or(g, SIM_SET_SM_CLOCK, sm);
+        return NVML_SUCCESS;
+    case NVML_CLOCK_MEM:
+        *mhz = max ? g->mem_clock_mhz
+                   : (unsigned int)value_or(g, SIM_SET_MEM_CLOCK, g->mem_clock_mhz);
+        return NVML_SUCCESS;
+    case NVML_CLOCK_VIDEO:
+        *mhz = sm * 4 / 5;
+        return NVML_SUCCESS;
+    default:
+        return NVML_ERROR_INVALID_ARGUMENT;
+    }
+}
+
 SIM_API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t dev, int type, unsigned int *mhz)
 {
     struct sim_gpu *g;
     nvmlReturn_t ret = enter_gpu(dev, &g, mhz);
     if (ret != NVML_SUCCESS)
         return ret;
-    unsigned int sm = utilization(g) > 0 ? g->max_sm_clock_mhz : 210;
-    switch (type) {
-    case NVML_CLOCK_GRAPHICS:
-    case NVML_CLOCK_SM:
-        *mhz = (unsigned int)value_or(g, SIM_SET_SM_CLOCK, sm);
-        break;
-    case NVML_CLOCK_MEM:
-        *mhz = (unsigned int)value_or(g, SIM_SET_MEM_CLOCK, g->mem_clock_mhz);
-        break;
-    case NVML_CLOCK_VIDEO:
-        *mhz = sm * 4 / 5;
-        break;
-    default:
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    }
+    return leave(clock_mhz(g, type, false, mhz));
+}
+
+/* Power limits, P-state, compute mode and maximum clocks: what
+ * nvidia-smi's users chart (docs/metrics.md). The limit is the board's,
+ * settable from 60 % of it; a busy GPU runs in P0, an idle one in P8. */
+static nvmlReturn_t power_limit(nvmlDevice_t dev, unsigned int *milliwatts)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, milliwatts);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *milliwatts = g->power_limit_w * 1000;
     return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t dev, unsigned int *milliwatts)
+{
+    return power_limit(dev, milliwatts);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t dev,
+                                                              unsigned int *milliwatts)
+{
+    return power_limit(dev, milliwatts);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t dev,
+                                                                  unsigned int *min_mw,
+                                                                  unsigned int *max_mw)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, min_mw);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (max_mw == NULL)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    *min_mw = g->power_limit_w * 600;
+    *max_mw = g->power_limit_w * 1000;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t dev, int *pstate)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, pstate);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *pstate = utilization(g) > 0 ? 0 : 8;
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t dev, int *mode)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, mode);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *mode = 0; /* Default */
+    return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t dev, int type, unsigned int *mhz)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, mhz);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    return leave(clock_mhz(g, type, true, mhz));
 }
 
 SIM_API nvmlReturn_t nvmlDeviceGetPcieReplayCounter(nvmlDevice_t dev, unsigned int *count)
@@ -911,6 +985,53 @@ static void field_uint(nvmlFieldValue_t *f, unsigned int v)
     f->nvmlReturn = NVML_SUCCESS;
 }
 
+/* ECC, page retirement, NVLink errors and the recovery action follow the
+ * remapped-row values of the state file: each corrected (uncorrected)
+ * error remapped a row, or before Ampere retired a page; a pending remap
+ * asks for a GPU reset. */
+static void extra_field(const struct sim_gpu *g, nvmlFieldValue_t *f)
+{
+    unsigned long long cor = value_or(g, SIM_SET_REMAPPED_CORRECTABLE, 0);
+    unsigned long long unc = value_or(g, SIM_SET_REMAPPED_UNCORRECTABLE, 0);
+    unsigned long long pending = value_or(g, SIM_SET_REMAPPED_PENDING, 0);
+    switch (f->fieldId) {
+    case NVML_FI_DEV_ECC_CURRENT:
+    case NVML_FI_DEV_ECC_PENDING:
+        field_uint(f, g->ecc);
+        break;
+    case NVML_FI_DEV_ECC_SBE_VOL_TOTAL:
+    case NVML_FI_DEV_ECC_SBE_AGG_TOTAL:
+        if (g->ecc)
+            field_ull(f, cor);
+        break;
+    case NVML_FI_DEV_ECC_DBE_VOL_TOTAL:
+    case NVML_FI_DEV_ECC_DBE_AGG_TOTAL:
+        if (g->ecc)
+            field_ull(f, unc);
+        break;
+    case NVML_FI_DEV_RETIRED_SBE:
+    case NVML_FI_DEV_RETIRED_DBE:
+    case NVML_FI_DEV_RETIRED_PENDING:
+        if (g->ecc && g->cc_major < 8)
+            field_uint(f, (unsigned int)(f->fieldId == NVML_FI_DEV_RETIRED_SBE   ? cor
+                                         : f->fieldId == NVML_FI_DEV_RETIRED_DBE ? unc
+                                                                                 : pending > 0));
+        break;
+    case NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL:
+    case NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL:
+    case NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL:
+    case NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL:
+        if (g->link_count)
+            field_ull(f, 0);
+        break;
+    case NVML_FI_DEV_GET_GPU_RECOVERY_ACTION:
+        field_uint(f, pending > 0 ? 1 : 0);
+        break;
+    default:
+        break;
+    }
+}
+
 SIM_API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t dev, int count, nvmlFieldValue_t *values)
 {
     struct sim_gpu *g;
@@ -953,6 +1074,7 @@ SIM_API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t dev, int count, nvmlF
             field_uint(f, (unsigned int)value_or(g, SIM_SET_REMAPPED_FAILURE, 0));
             break;
         default:
+            extra_field(g, f);
             break;
         }
     }

@@ -44,6 +44,9 @@ static const char run_usage[] =
     "  --no-pod-labels             no pod/namespace/container labels (env\n"
     "                              DCGM_EXPORTER_KUBERNETES=false)\n"
     "  --hostname-label L          Hostname (default), hostname or none\n"
+    "  --metrics-schema S          dcgm (default), nvidia-smi or dcgm,nvidia-smi:\n"
+    "                              dcgm-exporter's names, nvidia_gpu_exporter's, or\n"
+    "                              both (env GPULET_METRICS_SCHEMA)\n"
     "  --no-metrics                serve no metrics\n"
     "  --health-recovery-period D  a device well again for D (e.g. 60s, 500ms, 2m;\n"
     "                              0 = never) returns to Healthy (default 60s)\n"
@@ -104,6 +107,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_PODRESOURCES,
         OPT_NO_POD_LABELS,
         OPT_HOSTNAME_LABEL,
+        OPT_METRICS_SCHEMA,
         OPT_NO_METRICS,
     };
     static const struct option long_options[] = {
@@ -128,6 +132,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"pod-resources-socket", required_argument, NULL, OPT_PODRESOURCES},
         {"no-pod-labels", no_argument, NULL, OPT_NO_POD_LABELS},
         {"hostname-label", required_argument, NULL, OPT_HOSTNAME_LABEL},
+        {"metrics-schema", required_argument, NULL, OPT_METRICS_SCHEMA},
         {"no-metrics", no_argument, NULL, OPT_NO_METRICS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -162,6 +167,13 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
     };
     if (d.metrics.counters_file && d.metrics.counters_file[0] == '\0')
         d.metrics.counters_file = NULL;
+    const char *schema = getenv("GPULET_METRICS_SCHEMA");
+    struct gpulet_error schema_err = {0};
+    if (schema && schema[0] &&
+        metrics_parse_schema(schema, &d.metrics.schemas, &schema_err) < 0) {
+        fprintf(stderr, "gpulet run: GPULET_METRICS_SCHEMA: %s\n", schema_err.msg);
+        return CLI_USAGE;
+    }
     if (interval && interval[0] && parse_interval(interval, &d.metrics.interval_ms) < 0) {
         fprintf(stderr, "gpulet run: DCGM_EXPORTER_INTERVAL must be milliseconds (at least "
                         "100), not '%s'\n", interval);
@@ -194,6 +206,12 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
             if (parse_interval(optarg, &d.metrics.interval_ms) < 0) {
                 fprintf(stderr, "gpulet run: --collect-interval must be milliseconds (at least "
                                 "100), not '%s'\n", optarg);
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_METRICS_SCHEMA:
+            if (metrics_parse_schema(optarg, &d.metrics.schemas, &schema_err) < 0) {
+                fprintf(stderr, "gpulet run: --metrics-schema: %s\n", schema_err.msg);
                 return CLI_USAGE;
             }
             break;

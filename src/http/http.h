@@ -43,6 +43,7 @@ struct http_request {
     char path[HTTP_MAX_PATH]; /* the target up to '?', as sent */
     bool http11;           /* HTTP/1.1 (else 1.0) */
     bool keep_alive;
+    bool accepts_gzip;     /* Accept-Encoding names gzip (or *) with a q above 0 */
     size_t head_len;       /* bytes of request line and headers, the blank line included */
     size_t content_length; /* body bytes that follow the head */
     int error_status;      /* on HTTP_PARSE_ERROR: 400, 413, 414, 431, 501 or 505 */
@@ -72,12 +73,15 @@ struct http_limits {
 };
 
 /* What the handler fills: the body goes in `body` (empty on entry). The
- * server writes the status line, Content-Type, Content-Length, Allow
- * when set, and the body unless the request was HEAD. */
+ * server writes the status line, Content-Type, Content-Length, Allow and
+ * Content-Encoding when set, Vary: Accept-Encoding when the answer
+ * depends on it, and the body unless the request was HEAD. */
 struct http_answer {
     int status;
     const char *content_type;
     const char *allow;
+    const char *content_encoding;
+    bool vary_encoding;
     struct evbuffer *body;
 };
 

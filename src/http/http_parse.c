@@ -102,6 +102,49 @@ static void connection_options(const char *v, size_t len, struct http_request *r
     }
 }
 
+/* Accept-Encoding: "gzip", "gzip;q=0.5", "*"; q=0 refuses (RFC 9110 12.5.3). */
+static void accept_encoding(const char *v, size_t len, struct http_request *req)
+{
+    bool named = false;
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (v[i] == ',' || v[i] == ' ' || v[i] == '\t'))
+            i++;
+        size_t start = i;
+        while (i < len && v[i] != ',' && v[i] != ';' && v[i] != ' ' && v[i] != '\t')
+            i++;
+        size_t name_len = i - start;
+        /* parameters up to the next comma; only q matters */
+        bool refused = false;
+        while (i < len && v[i] != ',') {
+            if (v[i] == 'q' || v[i] == 'Q') {
+                size_t k = i + 1;
+                while (k < len && (v[k] == ' ' || v[k] == '\t'))
+                    k++;
+                if (k < len && v[k] == '=') {
+                    k++;
+                    while (k < len && (v[k] == ' ' || v[k] == '\t'))
+                        k++;
+                    /* q=0, q=0., q=0.0, q=0.000: no digit 1-9 */
+                    refused = k < len && v[k] == '0';
+                    for (k++; refused && k < len && v[k] != ',' && v[k] != ';'; k++)
+                        if (v[k] >= '1' && v[k] <= '9')
+                            refused = false;
+                    i = k;
+                    continue;
+                }
+            }
+            i++;
+        }
+        if (token_is(v + start, name_len, "gzip") || token_is(v + start, name_len, "x-gzip")) {
+            req->accepts_gzip = !refused;
+            named = true; /* "gzip;q=0, *" refuses gzip */
+        } else if (name_len == 1 && v[start] == '*' && !named) {
+            req->accepts_gzip = !refused;
+        }
+    }
+}
+
 static enum http_parse_status header(const struct line *l, const struct http_parse_limits *lim,
                                      struct http_request *req, bool *has_length)
 {
@@ -125,6 +168,8 @@ static enum http_parse_status header(const struct line *l, const struct http_par
             return fail(req, 400);
     if (token_is(l->at, nlen, "Connection")) {
         connection_options(v, vlen, req);
+    } else if (token_is(l->at, nlen, "Accept-Encoding")) {
+        accept_encoding(v, vlen, req);
     } else if (token_is(l->at, nlen, "Transfer-Encoding")) {
         return fail(req, 501); /* no request here has a body worth a transfer coding */
     } else if (token_is(l->at, nlen, "Content-Length")) {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <zlib.h>
 
 #include "grpc/grpc.h"
 #include "http/http.h"
@@ -36,6 +37,14 @@ struct rendered {
     unsigned long refs;
     char *text;
     size_t len;
+    /* The same text gzipped, made by the first scrape that asks for it and
+     * shared like the text: a gzip header and deflate blocks ending on a
+     * byte boundary (a sync flush), to which each answer appends its own
+     * series as a stored final block and the trailer. */
+    bool gz_tried;
+    unsigned char *gz;
+    size_t gz_len;
+    unsigned long crc; /* CRC-32 of text */
 };
 
 struct metrics {
@@ -76,26 +85,65 @@ struct metrics {
     struct rendered *cache;
     unsigned long cache_sample, cache_pods, cache_xids;
     unsigned long scrapes;
+    struct evbuffer *tail; /* a gzip answer's own series, before they are framed */
     struct http_server *http;
 };
 
+int metrics_parse_schema(const char *text, unsigned int *schemas, struct gpulet_error *err)
+{
+    unsigned int bits = 0;
+    for (const char *p = text; bits != ~0u;) {
+        size_t n = strcspn(p, ",");
+        if (n == 4 && strncmp(p, "dcgm", 4) == 0)
+            bits |= METRICS_SCHEMA_DCGM;
+        else if (n == 10 && strncmp(p, "nvidia-smi", 10) == 0)
+            bits |= METRICS_SCHEMA_SMI;
+        else
+            bits = ~0u; /* an empty or unknown name */
+        if (p[n] == '\0')
+            break;
+        p += n + 1;
+    }
+    if (bits == ~0u)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "the metrics schema must be dcgm, nvidia-smi or dcgm,nvidia-smi, "
+                                "not '%s'",
+                                text);
+    *schemas = bits;
+    return 0;
+}
+
 /* ---- the sampler thread ---- */
+
+/* The rate series (GPM, NVLink bandwidth) need two samples. The first
+ * round only primes them and the second follows after this gap, so the
+ * first sample a scrape sees is complete; then the interval holds. */
+#define FIRST_GAP_MS 200
 
 static void *sampler_thread(void *arg)
 {
     struct metrics *m = arg;
+    bool primed = false;
     pthread_mutex_lock(&m->stop_lock);
     while (!m->stopping) {
         pthread_mutex_unlock(&m->stop_lock);
         struct sample *s = sampler_take(&m->sampler);
+        long wait_ms = m->opts.interval_ms;
+        if (!primed) {
+            sample_free(s);
+            s = NULL;
+            primed = true;
+            if (wait_ms > FIRST_GAP_MS)
+                wait_ms = FIRST_GAP_MS;
+        }
         /* The pointer goes through the pipe: 8 bytes, written whole. */
         if (s && write(m->pipe[1], &s, sizeof s) != (ssize_t)sizeof s)
             sample_free(s);
         pthread_mutex_lock(&m->stop_lock);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += m->opts.interval_ms / 1000;
-        until.tv_nsec += (m->opts.interval_ms % 1000) * 1000000L;
+        until.tv_sec += wait_ms / 1000;
+        until.tv_nsec += (wait_ms % 1000) * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
@@ -225,6 +273,9 @@ void metrics_record_xid(struct metrics *m, unsigned int gpu, unsigned long long 
         return;
     struct xid_stats *x = &m->xids[gpu];
     x->last = xid;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    x->last_unix = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     size_t i = 0;
     while (i < x->kinds && x->items[i].code != xid)
         i++;
@@ -254,8 +305,69 @@ static void rendered_unref(struct rendered *r)
 {
     if (r && --r->refs == 0) {
         free(r->text);
+        free(r->gz);
         free(r);
     }
+}
+
+/* Compresses the rendered series once; NULL gz (identity answers) when
+ * zlib cannot. */
+static void rendered_gzip(struct rendered *r)
+{
+    r->gz_tried = true;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    /* 15 + 16: a 32 KiB window and a gzip header instead of zlib's */
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+        Z_OK)
+        return;
+    size_t cap = deflateBound(&z, (uLong)r->len) + 64;
+    unsigned char *out = malloc(cap);
+    if (out) {
+        z.next_in = (Bytef *)r->text;
+        z.avail_in = (uInt)r->len;
+        z.next_out = out;
+        z.avail_out = (uInt)cap;
+        if (deflate(&z, Z_SYNC_FLUSH) == Z_OK && z.avail_in == 0 && z.avail_out > 0) {
+            r->gz_len = cap - z.avail_out;
+            unsigned char *fit = realloc(out, r->gz_len);
+            r->gz = fit ? fit : out;
+            out = NULL;
+            r->crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)r->text, (uInt)r->len);
+        }
+    }
+    free(out);
+    deflateEnd(&z); /* the stream is left unfinished on purpose: Z_DATA_ERROR here */
+}
+
+static void put_le32(unsigned char *p, unsigned long v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Ends the shared gzip prefix with `tail` (this answer's own series) as
+ * stored deflate blocks, then the trailer: no compression per scrape. */
+static void gzip_finish(const struct rendered *r, struct evbuffer *tail, struct evbuffer *out)
+{
+    size_t len = evbuffer_get_length(tail);
+    const unsigned char *p = evbuffer_pullup(tail, -1);
+    uLong crc = crc32(0L, Z_NULL, 0);
+    size_t done = 0;
+    do {
+        size_t n = len - done > 65535 ? 65535 : len - done;
+        bool last = done + n == len;
+        unsigned char block[5] = {last ? 1 : 0, (unsigned char)n, (unsigned char)(n >> 8),
+                                  (unsigned char)~n, (unsigned char)(~n >> 8)};
+        evbuffer_add(out, block, sizeof block);
+        evbuffer_add(out, p + done, n);
+        crc = crc32(crc, p + done, (uInt)n);
+        done += n;
+    } while (done < len);
+    unsigned char trailer[8];
+    put_le32(trailer, crc32_combine(r->crc, crc, (z_off_t)len));
+    put_le32(trailer + 4, (unsigned long)(r->len + len));
+    evbuffer_add(out, trailer, sizeof trailer);
 }
 
 /* evbuffer's cleanup for a reference to the rendered series */
@@ -289,7 +401,10 @@ static void refresh_cache(struct metrics *m)
                               .xids = m->xids,
                               .hostname_label = m->opts.hostname_label,
                               .hostname = m->opts.hostname};
-    render_series(&in, f);
+    if (m->opts.schemas & METRICS_SCHEMA_DCGM)
+        render_series(&in, f);
+    if (m->opts.schemas & METRICS_SCHEMA_SMI)
+        render_smi(&in, f);
     fclose(f);
     m->cache_sample = m->sample->seq;
     m->cache_pods = m->pods_version;
@@ -343,18 +458,31 @@ static void self_metrics(struct metrics *m, struct evbuffer *out)
 
 static const char TEXT[] = "text/plain; charset=utf-8";
 
-static void serve_metrics(struct metrics *m, struct http_answer *a)
+static void serve_metrics(struct metrics *m, const struct http_request *req,
+                          struct http_answer *a)
 {
     m->scrapes++;
-    if (m->sample) {
-        refresh_cache(m);
-        if (m->cache && evbuffer_add_reference(a->body, m->cache->text, m->cache->len,
-                                               rendered_release, m->cache) == 0)
-            m->cache->refs++;
-    }
-    self_metrics(m, a->body);
     a->status = 200;
     a->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    a->vary_encoding = true;
+    if (m->sample)
+        refresh_cache(m);
+    struct rendered *r = m->sample ? m->cache : NULL;
+    if (r && req->accepts_gzip && !r->gz_tried)
+        rendered_gzip(r);
+    if (r && req->accepts_gzip && r->gz) {
+        if (evbuffer_add_reference(a->body, r->gz, r->gz_len, rendered_release, r) != 0)
+            return; /* out of memory: 200 with nothing beats a half gzip stream */
+        r->refs++;
+        self_metrics(m, m->tail);
+        gzip_finish(r, m->tail, a->body);
+        evbuffer_drain(m->tail, evbuffer_get_length(m->tail));
+        a->content_encoding = "gzip";
+        return;
+    }
+    if (r && evbuffer_add_reference(a->body, r->text, r->len, rendered_release, r) == 0)
+        r->refs++;
+    self_metrics(m, a->body);
 }
 
 static void serve_health(struct metrics *m, struct http_answer *a)
@@ -364,7 +492,7 @@ static void serve_health(struct metrics *m, struct http_answer *a)
     a->content_type = TEXT;
     a->status = 503;
     if (age < 0) {
-        evbuffer_add_printf(a->body, "no NVML sample yet\n");
+        evbuffer_add_printf(a->body, "no complete NVML sample yet (the rate series need two)\n");
     } else if (age > limit) {
         evbuffer_add_printf(a->body, "the last NVML sample is %.0f s old (limit %.0f s)\n", age,
                             limit);
@@ -383,7 +511,7 @@ static void http_cb(const struct http_request *req, struct http_answer *a, void 
         a->allow = "GET, HEAD";
         a->content_type = TEXT;
     } else if (strcmp(req->path, "/metrics") == 0) {
-        serve_metrics(m, a);
+        serve_metrics(m, req, a);
     } else if (strcmp(req->path, "/health") == 0) {
         serve_health(m, a);
     } else if (strcmp(req->path, "/") == 0) {
@@ -445,6 +573,8 @@ int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_i
         return gpulet_error_errno(err, ENOMEM, "cannot start the metrics");
     m->base = base;
     m->opts = *opts;
+    if (m->opts.schemas == 0)
+        m->opts.schemas = METRICS_SCHEMA_DCGM;
     m->inv = inv;
     m->pipe[0] = m->pipe[1] = -1;
     pthread_mutex_init(&m->stop_lock, NULL);
@@ -461,8 +591,9 @@ int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_i
         fields_default(&m->fields);
     }
     m->xids = calloc(inv->gpu_count + 1, sizeof *m->xids);
+    m->tail = evbuffer_new();
     int port = 0;
-    if (m->xids == NULL ||
+    if (m->xids == NULL || m->tail == NULL ||
         parse_address(opts->address, m->address_host, sizeof m->address_host, &port, err) < 0) {
         metrics_stop(m);
         return -1;
@@ -506,8 +637,13 @@ int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_i
     }
     m->thread_started = true;
     log_info("serving metrics",
-             "address=%s port=%d interval_ms=%ld fields=%zu pods=%s max_connections=%zu",
-             opts->address, m->port, opts->interval_ms, m->fields.count,
+             "address=%s port=%d interval_ms=%ld schema=%s fields=%zu pods=%s "
+             "max_connections=%zu",
+             opts->address, m->port, opts->interval_ms,
+             m->opts.schemas == METRICS_SCHEMA_DCGM  ? "dcgm"
+             : m->opts.schemas == METRICS_SCHEMA_SMI ? "nvidia-smi"
+                                                     : "dcgm,nvidia-smi",
+             m->fields.count,
              opts->podresources ? opts->podresources : "off", limits.max_connections);
     *out = m;
     return 0;
@@ -553,6 +689,8 @@ void metrics_stop(struct metrics *m)
     fields_free(&m->fields);
     free(m->xids);
     rendered_unref(m->cache);
+    if (m->tail)
+        evbuffer_free(m->tail);
     pthread_mutex_destroy(&m->stop_lock);
     pthread_cond_destroy(&m->stop_cond);
     free(m);

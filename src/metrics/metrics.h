@@ -10,6 +10,8 @@
  *
  * The series, their names, types, help texts and labels are
  * dcgm-exporter's (docs/metrics.md); a user's counters CSV picks fields.
+ * The same sample can also be shown in nvidia_gpu_exporter's nvidia_smi_*
+ * names, for dashboards and alerts written for that exporter.
  */
 #ifndef GPULET_METRICS_H
 #define GPULET_METRICS_H
@@ -25,6 +27,13 @@
 #define METRICS_DEFAULT_ADDRESS ":9400"
 #define METRICS_DEFAULT_PODRESOURCES "/var/lib/kubelet/pod-resources/kubelet.sock"
 
+/* Which names the series carry: dcgm-exporter's, nvidia_gpu_exporter's, or both. */
+#define METRICS_SCHEMA_DCGM 1u
+#define METRICS_SCHEMA_SMI 2u
+
+/* "dcgm", "nvidia-smi" or "dcgm,nvidia-smi" (either order) -> METRICS_SCHEMA_* bits. */
+int metrics_parse_schema(const char *text, unsigned int *schemas, struct gpulet_error *err);
+
 enum hostname_label { HOSTNAME_LABEL_UPPER, HOSTNAME_LABEL_LOWER, HOSTNAME_LABEL_NONE };
 
 struct metrics_options {
@@ -35,6 +44,7 @@ struct metrics_options {
     long pods_interval_ms;
     enum hostname_label hostname_label;
     const char *hostname;        /* value of the Hostname label */
+    unsigned int schemas;        /* METRICS_SCHEMA_*; 0 means dcgm */
 };
 
 struct metrics;

@@ -13,8 +13,20 @@ struct device_sample {
     double value[FIELD_COUNT];
 };
 
+/* A process using a GPU, as NVML listed it. */
+struct process_sample {
+    unsigned int pid;
+    unsigned long long used_bytes;
+    char name[32]; /* /proc/PID/comm, "" when gone or hidden */
+};
+
+/* Processes kept per GPU: each is a series per scrape. */
+#define MAX_PROCESSES 64
+
 struct gpu_sample {
     bool lost;
+    size_t process_count;
+    struct process_sample *processes;
     struct device_sample gpu;
     struct device_sample *migs; /* one per MIG device of the inventory */
 };
@@ -30,6 +42,8 @@ struct nvml_error_count {
 struct sample {
     unsigned long seq;
     struct timespec taken; /* CLOCK_MONOTONIC */
+    double taken_unix;     /* the same moment, seconds since the epoch */
+    unsigned long failed_rounds; /* rounds with a failed NVML call, since start */
     double duration_s;
     size_t gpu_count;
     struct gpu_sample *gpus;
@@ -72,6 +86,7 @@ void pod_map_free(struct pod_map *map);
 /* The XIDs one GPU has seen since gpulet started. */
 struct xid_stats {
     unsigned long long last;
+    double last_unix; /* when the last one came, seconds since the epoch */
     size_t kinds;
     struct {
         unsigned long long code;
@@ -93,6 +108,12 @@ struct render_input {
 /* The GPU series of a sample (the part that changes only with the sample,
  * the pods or the XIDs). */
 void render_series(const struct render_input *in, FILE *out);
+
+/* The pods using a GPU (mig < 0) or one of its MIG devices; NULL without a map. */
+const struct pod_list *render_pods_of(const struct render_input *in, size_t gpu, int mig);
+
+/* The same sample in nvidia_gpu_exporter's names (nvidia_smi_*). */
+void render_smi(const struct render_input *in, FILE *out);
 
 /* Prometheus text: a label value with \ " and newline escaped. */
 void render_label_value(FILE *out, const char *value);

@@ -3,6 +3,7 @@
 #include "metrics_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void render_label_value(FILE *out, const char *value)
@@ -19,10 +20,17 @@ void render_label_value(FILE *out, const char *value)
 
 void render_number(FILE *out, double v)
 {
-    if (v == floor(v) && fabs(v) < 1e15)
+    if (v == floor(v) && fabs(v) < 1e15) {
         fprintf(out, "%.0f", v);
-    else
-        fprintf(out, "%.9g", v);
+        return;
+    }
+    /* The shortest of 15 or 17 digits that reads back as v: 0.91 stays
+     * 0.91, and a Unix time keeps its milliseconds. */
+    char text[32];
+    snprintf(text, sizeof text, "%.15g", v);
+    if (strtod(text, NULL) != v)
+        snprintf(text, sizeof text, "%.17g", v);
+    fputs(text, out);
 }
 
 static void label(FILE *out, bool *first, const char *key, const char *value)
@@ -93,7 +101,7 @@ static void series(FILE *out, const struct render_input *in, const char *name,
     }
 }
 
-static const struct pod_list *pods_of(const struct render_input *in, size_t gpu, int mig)
+const struct pod_list *render_pods_of(const struct render_input *in, size_t gpu, int mig)
 {
     if (in->pods == NULL || gpu >= in->pods->gpu_count)
         return NULL;
@@ -127,10 +135,10 @@ void render_series(const struct render_input *in, FILE *out)
             double v = f->id == F_XID_ERRORS ? (double)in->xids[i].last : gs->gpu.value[f->id];
             /* A MIG GPU's own memory series would double-count its slices. */
             if (have && !(f->mig && g->mig_count > 0))
-                series(out, in, f->name, g, NULL, pods_of(in, i, -1), NULL, NULL, v);
+                series(out, in, f->name, g, NULL, render_pods_of(in, i, -1), NULL, NULL, v);
             for (size_t m = 0; f->mig && m < g->mig_count; m++)
                 if (gs->migs[m].present[f->id])
-                    series(out, in, f->name, g, &g->migs[m], pods_of(in, i, (int)m), NULL, NULL,
+                    series(out, in, f->name, g, &g->migs[m], render_pods_of(in, i, (int)m), NULL, NULL,
                            gs->migs[m].value[f->id]);
         }
     }
@@ -146,8 +154,21 @@ void render_series(const struct render_input *in, FILE *out)
             }
             char code[24];
             snprintf(code, sizeof code, "%llu", x->items[k].code);
-            series(out, in, "gpulet_xid_errors_total", &in->inv->gpus[i], NULL, pods_of(in, i, -1),
-                   "xid", code, (double)x->items[k].count);
+            series(out, in, "gpulet_xid_errors_total", &in->inv->gpus[i], NULL,
+                   render_pods_of(in, i, -1), "xid", code, (double)x->items[k].count);
         }
+    }
+    header = false;
+    for (size_t i = 0; i < in->inv->gpu_count; i++) {
+        if (in->xids[i].kinds == 0)
+            continue;
+        if (!header) {
+            fputs("# HELP gpulet_xid_last_timestamp_seconds When the last XID came (Unix time).\n"
+                  "# TYPE gpulet_xid_last_timestamp_seconds gauge\n",
+                  out);
+            header = true;
+        }
+        series(out, in, "gpulet_xid_last_timestamp_seconds", &in->inv->gpus[i], NULL,
+               render_pods_of(in, i, -1), NULL, NULL, in->xids[i].last_unix);
     }
 }

@@ -2,8 +2,10 @@
  * the sampler thread; only NVML and the immutable inventory are touched. */
 #include "sampler.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log/log.h"
 
@@ -13,8 +15,10 @@ void sample_free(struct sample *s)
 {
     if (s == NULL)
         return;
-    for (size_t i = 0; i < s->gpu_count; i++)
+    for (size_t i = 0; i < s->gpu_count; i++) {
         free(s->gpus[i].migs);
+        free(s->gpus[i].processes);
+    }
     free(s->gpus);
     free(s);
 }
@@ -25,6 +29,7 @@ static void count_error(struct sampler *sm, const struct gpulet_error *err)
 {
     if (nvml_unsupported(err))
         return;
+    sm->round_failed = true;
     char call[64];
     size_t n = strcspn(err->msg, " ");
     if (n >= sizeof call)
@@ -58,6 +63,51 @@ static void set(struct device_sample *d, enum field_id f, double v)
             count_error(sm, &err);                                                            \
         }                                                                                     \
     } while (0)
+
+/* The field values read in one call per GPU (NVML field id -> gpulet
+ * field). The NVLink throughput pair comes first: its rate needs both. */
+static const struct field_read {
+    unsigned int nvml;
+    enum field_id field; /* FIELD_COUNT: used by hand */
+    bool all_links;      /* scopeId UINT_MAX: the sum over the links */
+} field_reads[] = {
+    {NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, FIELD_COUNT, true},
+    {NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, FIELD_COUNT, true},
+    {NVML_FI_DEV_MEMORY_TEMP, F_MEMORY_TEMP, false},
+    {NVML_FI_DEV_REMAPPED_COR, F_REMAP_COR, false},
+    {NVML_FI_DEV_REMAPPED_UNC, F_REMAP_UNC, false},
+    {NVML_FI_DEV_REMAPPED_FAILURE, F_REMAP_FAILURE, false},
+    {NVML_FI_DEV_ECC_CURRENT, F_ECC_MODE_CURRENT, false},
+    {NVML_FI_DEV_ECC_PENDING, F_ECC_MODE_PENDING, false},
+    {NVML_FI_DEV_ECC_SBE_VOL_TOTAL, F_ECC_SBE_VOL, false},
+    {NVML_FI_DEV_ECC_DBE_VOL_TOTAL, F_ECC_DBE_VOL, false},
+    {NVML_FI_DEV_ECC_SBE_AGG_TOTAL, F_ECC_SBE_AGG, false},
+    {NVML_FI_DEV_ECC_DBE_AGG_TOTAL, F_ECC_DBE_AGG, false},
+    {NVML_FI_DEV_RETIRED_SBE, F_RETIRED_SBE, false},
+    {NVML_FI_DEV_RETIRED_DBE, F_RETIRED_DBE, false},
+    {NVML_FI_DEV_RETIRED_PENDING, F_RETIRED_PENDING, false},
+    {NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, F_NVLINK_CRC_FLIT, false},
+    {NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL, F_NVLINK_CRC_DATA, false},
+    {NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, F_NVLINK_REPLAY, false},
+    {NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL, F_NVLINK_RECOVERY, false},
+    {NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, F_RECOVERY_ACTION, false},
+};
+
+_Static_assert(sizeof field_reads / sizeof field_reads[0] == N_FIELD_READS,
+               "sampler.h's N_FIELD_READS is the table's length");
+
+static double field_value(const nvmlFieldValue_t *f)
+{
+    switch (f->valueType) {
+    case NVML_VALUE_TYPE_DOUBLE: return f->value.dVal;
+    case NVML_VALUE_TYPE_UNSIGNED_LONG: return (double)f->value.ulVal;
+    case NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: return (double)f->value.ullVal;
+    case NVML_VALUE_TYPE_SIGNED_LONG_LONG: return (double)f->value.sllVal;
+    case NVML_VALUE_TYPE_SIGNED_INT: return f->value.siVal;
+    case NVML_VALUE_TYPE_UNSIGNED_SHORT: return f->value.usVal;
+    default: return f->value.uiVal;
+    }
+}
 
 static double seconds_between(const struct timespec *a, const struct timespec *b)
 {
@@ -114,6 +164,81 @@ static void read_gpm(struct sampler *sm, size_t i, const struct nvml_device *dev
             set(d, map[k].field, m->metrics[k].value * map[k].scale);
 }
 
+/* The fields nvidia-smi's users chart beyond dcgm-exporter's defaults. */
+static void read_more(struct sampler *sm, const struct nvml_device *dev, struct device_sample *d)
+{
+    struct gpulet_error err = {0};
+    unsigned int u, u2;
+    int v;
+    unsigned long long ull;
+    READ(nvml_device_clock(sm->nvml, dev, NVML_CLOCK_GRAPHICS, &u, &err),
+         set(d, F_GRAPHICS_CLOCK, u));
+    READ(nvml_device_clock(sm->nvml, dev, NVML_CLOCK_VIDEO, &u, &err), set(d, F_VIDEO_CLOCK, u));
+    READ(nvml_device_max_clock(sm->nvml, dev, NVML_CLOCK_GRAPHICS, &u, &err),
+         set(d, F_MAX_GRAPHICS_CLOCK, u));
+    READ(nvml_device_max_clock(sm->nvml, dev, NVML_CLOCK_SM, &u, &err), set(d, F_MAX_SM_CLOCK, u));
+    READ(nvml_device_max_clock(sm->nvml, dev, NVML_CLOCK_MEM, &u, &err),
+         set(d, F_MAX_MEM_CLOCK, u));
+    READ(nvml_device_power_management_limit(sm->nvml, dev, &u, &err),
+         set(d, F_POWER_LIMIT, u / 1000.0));
+    READ(nvml_device_power_default_limit(sm->nvml, dev, &u, &err),
+         set(d, F_POWER_DEFAULT_LIMIT, u / 1000.0));
+    READ(nvml_device_power_limit_range(sm->nvml, dev, &u, &u2, &err),
+         (set(d, F_POWER_MIN_LIMIT, u / 1000.0), set(d, F_POWER_MAX_LIMIT, u2 / 1000.0)));
+    READ(nvml_device_power_limit(sm->nvml, dev, &u, &err),
+         set(d, F_ENFORCED_POWER_LIMIT, u / 1000.0));
+    /* 32 is NVML's "unknown" P-state: left out, as nvidia-smi's [N/A] */
+    READ(nvml_device_pstate(sm->nvml, dev, &v, &err),
+         if (v >= 0 && v <= 15) set(d, F_PSTATE, v));
+    READ(nvml_device_fan_speed(sm->nvml, dev, &u, &err), set(d, F_FAN_SPEED, u));
+    READ(nvml_device_compute_mode(sm->nvml, dev, &v, &err), set(d, F_COMPUTE_MODE, v));
+    READ(nvml_device_clock_event_reasons(sm->nvml, dev, &ull, &err),
+         set(d, F_CLOCK_EVENT_REASONS, (double)ull));
+    unsigned int corr, unc, pending, failed;
+    READ(nvml_device_remapped_rows(sm->nvml, dev, &corr, &unc, &pending, &failed, &err),
+         set(d, F_REMAP_PENDING, pending));
+    READ(nvml_device_mig_mode(sm->nvml, dev, &u, &u2, &err),
+         (set(d, F_MIG_MODE_CURRENT, u), set(d, F_MIG_MODE_PENDING, u2)));
+}
+
+/* /proc/PID/comm, or "" when the process is gone or in another namespace. */
+static void process_name(unsigned int pid, char *buf, size_t len)
+{
+    char path[32];
+    buf[0] = '\0';
+    snprintf(path, sizeof path, "/proc/%u/comm", pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return;
+    if (fgets(buf, (int)len, f) == NULL)
+        buf[0] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    fclose(f);
+}
+
+static void read_processes(struct sampler *sm, const struct nvml_device *dev,
+                           struct gpu_sample *out)
+{
+    struct gpulet_error err = {0};
+    unsigned int n = MAX_PROCESSES;
+    if (nvml_device_compute_processes(sm->nvml, dev, &n, sm->processes, &err) < 0) {
+        count_error(sm, &err);
+        return;
+    }
+    if (n == 0)
+        return;
+    out->processes = calloc(n, sizeof *out->processes);
+    if (out->processes == NULL)
+        return;
+    for (unsigned int k = 0; k < n; k++) {
+        struct process_sample *p = &out->processes[k];
+        p->pid = sm->processes[k].pid;
+        p->used_bytes = sm->processes[k].usedGpuMemory;
+        process_name(p->pid, p->name, sizeof p->name);
+    }
+    out->process_count = n;
+}
+
 static void read_gpu(struct sampler *sm, size_t i, const struct timespec *now,
                      struct gpu_sample *out)
 {
@@ -148,24 +273,25 @@ static void read_gpu(struct sampler *sm, size_t i, const struct timespec *now,
     READ(nvml_device_memory(sm->nvml, &dev, &mem, &err),
          (set(d, F_FB_FREE, (double)(mem.free / (1024 * 1024))),
           set(d, F_FB_USED, (double)(mem.used / (1024 * 1024))),
-          set(d, F_FB_RESERVED, (double)(mem.reserved / (1024 * 1024)))));
+          set(d, F_FB_RESERVED, (double)(mem.reserved / (1024 * 1024))),
+          set(d, F_FB_TOTAL, (double)(mem.total / (1024 * 1024)))));
 
-    nvmlFieldValue_t fv[6];
-    memset(fv, 0, sizeof fv);
-    fv[0].fieldId = NVML_FI_DEV_MEMORY_TEMP;
-    fv[1].fieldId = NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX;
-    fv[1].scopeId = 0xFFFFFFFFU;
-    fv[2].fieldId = NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX;
-    fv[2].scopeId = 0xFFFFFFFFU;
-    fv[3].fieldId = NVML_FI_DEV_REMAPPED_COR;
-    fv[4].fieldId = NVML_FI_DEV_REMAPPED_UNC;
-    fv[5].fieldId = NVML_FI_DEV_REMAPPED_FAILURE;
-    if (nvml_device_field_values(sm->nvml, &dev, 6, fv, &err) == 0) {
-        if (fv[0].nvmlReturn == NVML_SUCCESS && fv[0].value.uiVal <= 200)
-            set(d, F_MEMORY_TEMP, fv[0].value.uiVal);
-        if (fv[1].nvmlReturn == NVML_SUCCESS && fv[2].nvmlReturn == NVML_SUCCESS) {
+    nvmlFieldValue_t *fv = sm->fields;
+    memset(fv, 0, sizeof sm->fields);
+    for (size_t k = 0; k < N_FIELD_READS; k++) {
+        fv[k].fieldId = field_reads[k].nvml;
+        fv[k].scopeId = field_reads[k].all_links ? 0xFFFFFFFFU : 0;
+    }
+    if (nvml_device_field_values(sm->nvml, &dev, (int)N_FIELD_READS, fv, &err) == 0) {
+        for (size_t k = 0; k < N_FIELD_READS; k++)
+            if (fv[k].nvmlReturn == NVML_SUCCESS && field_reads[k].field != FIELD_COUNT)
+                set(d, field_reads[k].field, field_value(&fv[k]));
+        if (d->present[F_MEMORY_TEMP] && d->value[F_MEMORY_TEMP] > 200)
+            d->present[F_MEMORY_TEMP] = false;
+        /* fields 0 and 1 of the table: NVLink data sent and received */
+        if (fv[0].nvmlReturn == NVML_SUCCESS && fv[1].nvmlReturn == NVML_SUCCESS) {
             /* As DCGM: a rate, (delta KiB / delta seconds) / 1000. */
-            unsigned long long total = fv[1].value.ullVal + fv[2].value.ullVal;
+            unsigned long long total = fv[0].value.ullVal + fv[1].value.ullVal;
             struct nvlink_state *nl = &sm->nvlink[i];
             if (nl->seen && total >= nl->kib) {
                 double dt = seconds_between(&nl->at, now);
@@ -176,16 +302,12 @@ static void read_gpu(struct sampler *sm, size_t i, const struct timespec *now,
             nl->kib = total;
             nl->at = *now;
         }
-        if (fv[3].nvmlReturn == NVML_SUCCESS)
-            set(d, F_REMAP_COR, fv[3].value.uiVal);
-        if (fv[4].nvmlReturn == NVML_SUCCESS)
-            set(d, F_REMAP_UNC, fv[4].value.uiVal);
-        if (fv[5].nvmlReturn == NVML_SUCCESS)
-            set(d, F_REMAP_FAILURE, fv[5].value.uiVal);
     } else {
         count_error(sm, &err);
     }
     read_gpm(sm, i, &dev, d);
+    read_more(sm, &dev, d);
+    read_processes(sm, &dev, out);
 
     for (size_t m = 0; m < g->mig_count; m++) {
         struct nvml_device mig;
@@ -197,7 +319,8 @@ static void read_gpu(struct sampler *sm, size_t i, const struct timespec *now,
         READ(nvml_device_memory(sm->nvml, &mig, &mem, &err),
              (set(md, F_FB_FREE, (double)(mem.free / (1024 * 1024))),
               set(md, F_FB_USED, (double)(mem.used / (1024 * 1024))),
-              set(md, F_FB_RESERVED, (double)(mem.reserved / (1024 * 1024)))));
+              set(md, F_FB_RESERVED, (double)(mem.reserved / (1024 * 1024))),
+              set(md, F_FB_TOTAL, (double)(mem.total / (1024 * 1024)))));
     }
 }
 
@@ -220,11 +343,16 @@ struct sample *sampler_take(struct sampler *sm)
             return NULL;
         }
     }
-    struct timespec start, end;
+    struct timespec start, end, wall;
     clock_gettime(CLOCK_MONOTONIC, &start);
+    sm->round_failed = false;
     for (size_t i = 0; i < n; i++)
         read_gpu(sm, i, &start, &s->gpus[i]);
     clock_gettime(CLOCK_MONOTONIC, &end);
+    clock_gettime(CLOCK_REALTIME, &wall);
+    sm->failed_rounds += sm->round_failed;
+    s->failed_rounds = sm->failed_rounds;
+    s->taken_unix = (double)wall.tv_sec + (double)wall.tv_nsec / 1e9;
     s->seq = ++sm->seq;
     s->taken = end;
     s->duration_s = seconds_between(&start, &end);

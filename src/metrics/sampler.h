@@ -18,6 +18,9 @@ struct nvlink_state {
     struct timespec at;
 };
 
+/* NVML field values read per GPU in one call (sample.c's table). */
+#define N_FIELD_READS 20
+
 struct sampler {
     struct nvml *nvml;
     const struct gpu_inventory *inv;
@@ -27,6 +30,10 @@ struct sampler {
     size_t error_calls;
     struct nvml_error_count errors[MAX_ERROR_CALLS];
     nvmlGpmMetricsGet_t gpm_request; /* large: kept here, not on the stack */
+    nvmlProcessInfo_t processes[MAX_PROCESSES];
+    nvmlFieldValue_t fields[N_FIELD_READS];
+    bool round_failed;
+    unsigned long failed_rounds;
 };
 
 int sampler_init(struct sampler *sm, struct nvml *nvml, const struct gpu_inventory *inv);

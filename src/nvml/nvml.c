@@ -56,6 +56,14 @@ struct nvml_functions {
     nvmlReturn_t (*DeviceRegisterEvents)(nvmlDevice_t, unsigned long long, nvmlEventSet_t);
     nvmlReturn_t (*EventSetWait)(nvmlEventSet_t, nvmlEventData_t *, unsigned int);
     nvmlReturn_t (*EventSetFree)(nvmlEventSet_t);
+    nvmlReturn_t (*DeviceGetPowerManagementLimit)(nvmlDevice_t, unsigned int *);
+    nvmlReturn_t (*DeviceGetPowerManagementDefaultLimit)(nvmlDevice_t, unsigned int *);
+    nvmlReturn_t (*DeviceGetPowerManagementLimitConstraints)(nvmlDevice_t, unsigned int *,
+                                                             unsigned int *);
+    nvmlReturn_t (*DeviceGetPerformanceState)(nvmlDevice_t, int *);
+    nvmlReturn_t (*DeviceGetFanSpeed)(nvmlDevice_t, unsigned int *);
+    nvmlReturn_t (*DeviceGetMaxClockInfo)(nvmlDevice_t, int, unsigned int *);
+    nvmlReturn_t (*DeviceGetComputeMode)(nvmlDevice_t, int *);
     nvmlReturn_t (*GpmQueryDeviceSupport)(nvmlDevice_t, nvmlGpmSupport_t *);
     nvmlReturn_t (*GpmSampleAlloc)(nvmlGpmSample_t *);
     nvmlReturn_t (*GpmSampleFree)(nvmlGpmSample_t);
@@ -125,6 +133,14 @@ static const struct nvml_symbol nvml_symbols[] = {
     SYM(DeviceRegisterEvents, false, "nvmlDeviceRegisterEvents"),
     SYM(EventSetWait, false, "nvmlEventSetWait_v2", "nvmlEventSetWait"),
     SYM(EventSetFree, false, "nvmlEventSetFree"),
+    SYM(DeviceGetPowerManagementLimit, false, "nvmlDeviceGetPowerManagementLimit"),
+    SYM(DeviceGetPowerManagementDefaultLimit, false, "nvmlDeviceGetPowerManagementDefaultLimit"),
+    SYM(DeviceGetPowerManagementLimitConstraints, false,
+        "nvmlDeviceGetPowerManagementLimitConstraints"),
+    SYM(DeviceGetPerformanceState, false, "nvmlDeviceGetPerformanceState"),
+    SYM(DeviceGetFanSpeed, false, "nvmlDeviceGetFanSpeed"),
+    SYM(DeviceGetMaxClockInfo, false, "nvmlDeviceGetMaxClockInfo"),
+    SYM(DeviceGetComputeMode, false, "nvmlDeviceGetComputeMode"),
     SYM(GpmQueryDeviceSupport, false, "nvmlGpmQueryDeviceSupport"),
     SYM(GpmSampleAlloc, false, "nvmlGpmSampleAlloc"),
     SYM(GpmSampleFree, false, "nvmlGpmSampleFree"),
@@ -598,6 +614,49 @@ int nvml_device_power_limit(struct nvml *n, const struct nvml_device *d, unsigne
                             struct gpulet_error *err)
 {
     return NVML_CALL(n, DeviceGetEnforcedPowerLimit, d, err, d->handle, milliwatts);
+}
+
+int nvml_device_power_management_limit(struct nvml *n, const struct nvml_device *d,
+                                       unsigned int *milliwatts, struct gpulet_error *err)
+{
+    return NVML_CALL(n, DeviceGetPowerManagementLimit, d, err, d->handle, milliwatts);
+}
+
+int nvml_device_power_default_limit(struct nvml *n, const struct nvml_device *d,
+                                    unsigned int *milliwatts, struct gpulet_error *err)
+{
+    return NVML_CALL(n, DeviceGetPowerManagementDefaultLimit, d, err, d->handle, milliwatts);
+}
+
+int nvml_device_power_limit_range(struct nvml *n, const struct nvml_device *d, unsigned int *min_mw,
+                                  unsigned int *max_mw, struct gpulet_error *err)
+{
+    return NVML_CALL(n, DeviceGetPowerManagementLimitConstraints, d, err, d->handle, min_mw,
+                     max_mw);
+}
+
+int nvml_device_pstate(struct nvml *n, const struct nvml_device *d, int *pstate,
+                       struct gpulet_error *err)
+{
+    return NVML_CALL(n, DeviceGetPerformanceState, d, err, d->handle, pstate);
+}
+
+int nvml_device_fan_speed(struct nvml *n, const struct nvml_device *d, unsigned int *pct,
+                          struct gpulet_error *err)
+{
+    return NVML_CALL(n, DeviceGetFanSpeed, d, err, d->handle, pct);
+}
+
+int nvml_device_max_clock(struct nvml *n, const struct nvml_device *d, int type, unsigned int *mhz,
+                          struct gpulet_error *err)
+{
+    return NVML_CALL(n, DeviceGetMaxClockInfo, d, err, d->handle, type, mhz);
+}
+
+int nvml_device_compute_mode(struct nvml *n, const struct nvml_device *d, int *mode,
+                             struct gpulet_error *err)
+{
+    return NVML_CALL(n, DeviceGetComputeMode, d, err, d->handle, mode);
 }
 
 int nvml_device_energy(struct nvml *n, const struct nvml_device *d, unsigned long long *millijoules,

@@ -95,6 +95,21 @@ int nvml_device_power_usage(struct nvml *n, const struct nvml_device *d, unsigne
                             struct gpulet_error *err);
 int nvml_device_power_limit(struct nvml *n, const struct nvml_device *d, unsigned int *milliwatts,
                             struct gpulet_error *err);
+int nvml_device_power_management_limit(struct nvml *n, const struct nvml_device *d,
+                                       unsigned int *milliwatts, struct gpulet_error *err);
+int nvml_device_power_default_limit(struct nvml *n, const struct nvml_device *d,
+                                    unsigned int *milliwatts, struct gpulet_error *err);
+int nvml_device_power_limit_range(struct nvml *n, const struct nvml_device *d, unsigned int *min_mw,
+                                  unsigned int *max_mw, struct gpulet_error *err);
+/* 0-15 for P0-P15; NVML_PSTATE_UNKNOWN (32) when the driver does not know */
+int nvml_device_pstate(struct nvml *n, const struct nvml_device *d, int *pstate,
+                       struct gpulet_error *err);
+int nvml_device_fan_speed(struct nvml *n, const struct nvml_device *d, unsigned int *pct,
+                          struct gpulet_error *err);
+int nvml_device_max_clock(struct nvml *n, const struct nvml_device *d, int type, unsigned int *mhz,
+                          struct gpulet_error *err);
+int nvml_device_compute_mode(struct nvml *n, const struct nvml_device *d, int *mode,
+                             struct gpulet_error *err);
 int nvml_device_energy(struct nvml *n, const struct nvml_device *d, unsigned long long *millijoules,
                        struct gpulet_error *err);
 int nvml_device_clock(struct nvml *n, const struct nvml_device *d, int type, unsigned int *mhz,

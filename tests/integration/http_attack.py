@@ -1,6 +1,7 @@
 """Hostile clients of the metrics port, and a gpulet with the device plugin
 and metrics on to aim them at; shared by test_metrics_hostile.py and
 bench/metrics_attack.py."""
+import http.client
 import os
 import re
 import resource
@@ -109,11 +110,19 @@ class Node:
         m = wait_for(lambda: re.search(r'msg="serving metrics".* port=(\d+) .*max_connections=(\d+)',
                                        self.text()), what="the metrics port")
         self.port, self.max_connections = int(m.group(1)), int(m.group(2))
+        wait_for(self.healthy, what="the first complete sample")
         self.res = self.kubelet.resource("nvidia.com/gpu")
         self.ids = sorted(self.kubelet.devices("nvidia.com/gpu"))
 
     def text(self):
         return self.log.read_text()
+
+    def healthy(self):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request("GET", "/health")
+        status = c.getresponse().status
+        c.close()
+        return status == 200
 
     def call_ms(self):
         """One Allocate and one GetPreferredAllocation; the slower, in ms."""

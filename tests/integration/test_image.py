@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import urllib.error
 import urllib.request
 
 import pytest
@@ -19,6 +20,15 @@ import yaml
 from conftest import ROOT
 from kubelet import Kubelet, load_protos, wait_for
 from test_prometheus import free_port
+
+
+def probe_status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
 
 BUILDAH = shutil.which("buildah")
 PODMAN = shutil.which("podman")
@@ -226,8 +236,9 @@ def test_daemonset_container_runs_as_the_kubelet_would_run_it(image, tmp_path):
             get = c[probe]["httpGet"]
             port = {p["name"]: p["containerPort"] for p in c["ports"]}.get(get["port"], get["port"])
             assert port == DS_METRICS_PORT
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{get['path']}", timeout=5) as r:
-                assert r.status == 200
+            # 503 until the first complete sample, a fraction of a second after start
+            wait_for(lambda: probe_status(f"http://127.0.0.1:{port}{get['path']}") == 200,
+                     timeout=10, what=f"the {probe}")
     finally:
         stopped = subprocess.run([*image.podman, "stop", "-t", "10", name],
                                  capture_output=True, text=True, timeout=60)

@@ -211,6 +211,9 @@ def test_xid_errors(exporter, tmp_path):
     counts = {s.labels["xid"]: s.value for s in samples(family(fams, "gpulet_xid_errors_total"))
               if s.name.endswith("_total") and s.labels["gpu"] == "1"}
     assert counts == {"79": 1, "31": 2}
+    # when the last one came, per GPU
+    seen = {s.labels["gpu"]: s.value for s in samples(fams["gpulet_xid_last_timestamp_seconds"])}
+    assert set(seen) == {"0", "1"} and abs(seen["1"] - time.time()) < 30
 
 
 def pod_server(pr, path, response, delay=0.0, calls=None, allocatable=None):
@@ -319,7 +322,7 @@ def test_counters_file(exporter, build, tmp_path):
     csv.write_text("# mine\nDCGM_FI_DEV_GPU_TEMP, gauge, Temperature of the GPU.\n\n"
                    "DCGM_FI_DEV_POWER_USAGE,   gauge, Power draw (in W).\n"
                    "DCGM_FI_DEV_SERIAL, label, Serial\n"
-                   "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL, counter, Double-bit errors.\n")
+                   "DCGM_FI_DEV_POWER_VIOLATION, counter, Throttled by power.\n")
     e = exporter("t4-pcie", "-f", csv)
     fams, body = e.families()
     dcgm = sorted(n for n in fams if n.startswith("DCGM_"))
@@ -328,7 +331,7 @@ def test_counters_file(exporter, build, tmp_path):
     s = samples(fams["DCGM_FI_DEV_GPU_TEMP"])[0]
     assert s.labels["DCGM_FI_DEV_SERIAL"] == str(node_gpus("t4-pcie")[0]["serial"])
     assert "DCGM_FI_DRIVER_VERSION" not in s.labels
-    assert e.text().count("field=DCGM_FI_DEV_ECC_DBE_VOL_TOTAL") == 1
+    assert e.text().count("field=DCGM_FI_DEV_POWER_VIOLATION") == 1
 
 
 @pytest.mark.parametrize("text,message", [

@@ -22,7 +22,7 @@ def test_alert_rules_pass_their_unit_tests():
     check = subprocess.run(["promtool", "check", "rules", str(RULES / "gpulet-rules.yaml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 7 rules found" in check.stdout
+    assert "SUCCESS: 10 rules found" in check.stdout
     test = subprocess.run(["promtool", "test", "rules", "gpulet-rules.test.yaml"], cwd=RULES,
                           capture_output=True, text=True)
     assert test.returncode == 0, test.stdout + test.stderr
@@ -103,7 +103,7 @@ def test_prometheus_scrapes_and_runs_the_rules(prometheus):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=10) as r:
         groups = json.load(r)["data"]["groups"]
     rules = [rule for g in groups for rule in g["rules"]]
-    assert len(rules) == 7
+    assert len(rules) == 10
     assert all(rule["health"] != "err" for rule in rules), rules
 
 

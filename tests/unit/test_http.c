@@ -39,6 +39,37 @@ static void test_requests(void **state)
     assert_int_equal(r.method, HTTP_OTHER); /* methods are case-sensitive */
 }
 
+static bool gzip_accepted(const char *value)
+{
+    char text[200];
+    struct http_request r;
+    snprintf(text, sizeof text, "GET /metrics HTTP/1.1\r\nAccept-Encoding: %s\r\n\r\n", value);
+    assert_int_equal(parse(text, &r), HTTP_PARSE_DONE);
+    return r.accepts_gzip;
+}
+
+static void test_accept_encoding(void **state)
+{
+    (void)state;
+    struct http_request r;
+    assert_int_equal(parse("GET / HTTP/1.1\r\n\r\n", &r), HTTP_PARSE_DONE);
+    assert_false(r.accepts_gzip);
+    assert_true(gzip_accepted("gzip"));          /* Prometheus */
+    assert_true(gzip_accepted("GZip"));
+    assert_true(gzip_accepted("deflate, gzip;q=0.5"));
+    assert_true(gzip_accepted("x-gzip"));
+    assert_true(gzip_accepted("*"));
+    assert_true(gzip_accepted("br ; q=1, gzip ; q = 1.0"));
+    assert_false(gzip_accepted("identity"));
+    assert_false(gzip_accepted("gzip;q=0"));
+    assert_false(gzip_accepted("gzip;q=0.000"));
+    assert_false(gzip_accepted("gzip;q=0, *"));   /* named beats the wildcard */
+    assert_false(gzip_accepted("*;q=0"));
+    assert_false(gzip_accepted("gzipped, xgzip"));
+    assert_false(gzip_accepted(""));
+    assert_true(gzip_accepted("gzip;q=0.001"));
+}
+
 static void test_incomplete(void **state)
 {
     (void)state;
@@ -104,6 +135,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_accept_encoding),
         cmocka_unit_test(test_incomplete),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_reasons),
