@@ -32,16 +32,15 @@
     X(nvmlDeviceGetHandleBySerial) X(nvmlDeviceGetBrand) X(nvmlDeviceGetBoardId)              \
     X(nvmlDeviceGetBoardPartNumber) X(nvmlDeviceGetInforomVersion)                            \
     X(nvmlDeviceGetInforomImageVersion) X(nvmlDeviceGetInforomConfigurationChecksum)          \
-    X(nvmlDeviceValidateInforom) X(nvmlDeviceGetVbiosVersion)     \
+    X(nvmlDeviceValidateInforom) X(nvmlDeviceGetVbiosVersion)                                 \
     X(nvmlDeviceGetMultiGpuBoard) X(nvmlDeviceGetPersistenceMode) X(nvmlDeviceGetDisplayMode) \
-    X(nvmlDeviceGetDisplayActive) X(nvmlDeviceGetComputeMode) X(nvmlDeviceGetPerformanceState) \
+    X(nvmlDeviceGetDisplayActive)                                                             \
     X(nvmlDeviceGetPowerState) X(nvmlDeviceGetPowerManagementMode)                            \
-    X(nvmlDeviceGetPowerManagementLimit) X(nvmlDeviceGetPowerManagementLimitConstraints)      \
-    X(nvmlDeviceGetPowerManagementDefaultLimit) X(nvmlDeviceGetPowerSource)                   \
+    X(nvmlDeviceGetPowerSource)                                                               \
     X(nvmlDeviceGetFanSpeed) X(nvmlDeviceGetFanSpeed_v2) X(nvmlDeviceGetNumFans)              \
     X(nvmlDeviceGetTargetFanSpeed) X(nvmlDeviceGetMinMaxFanSpeed)                             \
     X(nvmlDeviceGetTemperatureThreshold) X(nvmlDeviceGetThermalSettings)                      \
-    X(nvmlDeviceGetMaxClockInfo) X(nvmlDeviceGetApplicationsClock)                            \
+    X(nvmlDeviceGetApplicationsClock)                                                         \
     X(nvmlDeviceGetDefaultApplicationsClock) X(nvmlDeviceGetClock)                            \
     X(nvmlDeviceGetMaxCustomerBoostClock) X(nvmlDeviceGetSupportedMemoryClocks)               \
     X(nvmlDeviceGetSupportedGraphicsClocks) X(nvmlDeviceGetAutoBoostedClocksEnabled)          \
