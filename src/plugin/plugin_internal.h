@@ -22,12 +22,16 @@ struct plugin_device {
     unsigned int gpu_instance, compute_instance; /* MIG devices only */
     bool healthy;
     char reason[64];             /* why it is unhealthy, for gpulet doctor */
+    /* A slice (id "GPU-…::s3"): its memory and its compute share in
+     * hundredths of a percent of the GPU; both 0 for other devices. */
+    unsigned long long slice_memory;
+    unsigned int slice_share;
 };
 
 struct plugin_resource {
     char name[CONFIG_NAME_MAX];     /* nvidia.com/gpu */
     char socket_name[96];           /* nvidia-gpu.sock */
-    enum sharing_strategy sharing;  /* NONE unless the devices are replicas */
+    enum sharing_strategy sharing;  /* NONE unless the devices are replicas or slices */
     unsigned int replicas;
     bool packed;                    /* replica policy: packed, else distributed */
     size_t count;
@@ -58,6 +62,28 @@ int plugin_allocate_container(const struct plugin_resource *r, const struct conf
                               char *const *ids, size_t n_ids, unsigned long serial,
                               struct arena *a, V1beta1__ContainerAllocateResponse *out,
                               struct gpulet_error *err);
+
+/* Where a sliced container finds what gpulet mounts for the interposer. */
+#define PLUGIN_CONTAINER_INTERPOSER "/usr/lib/gpulet/libgpulet-cuda.so"
+#define PLUGIN_CONTAINER_LIMITS "/etc/gpulet/cuda-limits"
+#define PLUGIN_CONTAINER_STATE "/run/gpulet/cuda"
+#define PLUGIN_ALLOC_IDS 1024 /* device IDs kept per allocation folder */
+#define ALLOCDIR_MAX 4096     /* allocation folders at once */
+
+/* A sliced container's folder <state_dir>/alloc/<random id>/: limits and
+ * ld.so.preload (the given texts), devices ("resource NAME" then one ID a
+ * line) and state/ (mode 0777). Folders of the same resource holding any
+ * of these IDs are removed first: the kubelet has taken them back. dir
+ * receives the folder's path. */
+int allocdir_create(const char *state_dir, const char *resource, char *const *ids, size_t n,
+                    const char *limits, const char *preload, char *dir, size_t len,
+                    struct gpulet_error *err);
+/* Removes <state_dir>/alloc/<id> without following links, bounded in
+ * depth and entries; -1 (logged) when it could not. */
+int allocdir_remove(const char *state_dir, const char *id);
+/* The resource and device IDs (strdup'ed, at most max_ids) of a folder. */
+int allocdir_read_devices(const char *state_dir, const char *id, char *resource, size_t len,
+                          char **ids, size_t *n_ids, size_t max_ids);
 
 /* GetPreferredAllocation for one container: writes into out (room for
  * n_available entries, pointing at the given strings) the devices to

@@ -1,0 +1,212 @@
+/* The host folder of each container given slices: <state>/alloc/<id>/,
+ * holding what is mounted into the container (limits, ld.so.preload, the
+ * interposer's state/ folder) and, for gpulet alone, which devices it was
+ * for. A folder goes when its devices are allocated again (the kubelet
+ * hands out only devices no running container holds) or when the
+ * kubelet's pod-resources no longer lists any of them. */
+#include "plugin_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fileio/fileio.h"
+#include "log/log.h"
+
+#define DEVICES_FILE_MAX 65536
+/* The state/ folder is the container's to write: its removal is bounded
+ * in depth and entries, and never follows a link. */
+#define REMOVE_DEPTH 8
+#define REMOVE_ENTRIES 100000
+
+static int remove_at(int parent, const char *name, int depth, size_t *budget)
+{
+    if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)
+        return 0;
+    if (errno != EISDIR && errno != EPERM)
+        return -1;
+    if (depth >= REMOVE_DEPTH)
+        return -1;
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return -1;
+    }
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (*budget == 0)
+            rc = -1;
+        else {
+            (*budget)--;
+            rc = remove_at(dirfd(d), e->d_name, depth + 1, budget);
+        }
+    }
+    closedir(d);
+    if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        rc = -1;
+    return rc;
+}
+
+int allocdir_remove(const char *state_dir, const char *id)
+{
+    char alloc[4200];
+    snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
+    int fd = open(alloc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+    size_t budget = REMOVE_ENTRIES;
+    int rc = remove_at(fd, id, 0, &budget);
+    close(fd);
+    if (rc < 0)
+        log_warn("cannot remove a slice allocation folder", "dir=%s/%s error=\"%s\"", alloc, id,
+                 strerror(errno ? errno : ENOTEMPTY));
+    else
+        log_info("slice allocation folder removed", "dir=%s/%s", alloc, id);
+    return rc;
+}
+
+int allocdir_read_devices(const char *state_dir, const char *id, char *resource, size_t len,
+                          char **ids, size_t *n_ids, size_t max_ids)
+{
+    char path[4300], *text;
+    size_t size;
+    struct gpulet_error err = {0};
+    snprintf(path, sizeof path, "%s/alloc/%s/devices", state_dir, id);
+    if (fileio_read(path, DEVICES_FILE_MAX, &text, &size, &err) < 0)
+        return -1;
+    /* "resource NAME\n" then one device ID a line */
+    *n_ids = 0;
+    char *save = NULL;
+    char *line = strtok_r(text, "\n", &save);
+    if (line == NULL || strncmp(line, "resource ", 9) != 0) {
+        free(text);
+        return -1;
+    }
+    snprintf(resource, len, "%s", line + 9);
+    while ((line = strtok_r(NULL, "\n", &save)) != NULL && *n_ids < max_ids) {
+        ids[*n_ids] = strdup(line);
+        if (ids[*n_ids] == NULL)
+            break;
+        (*n_ids)++;
+    }
+    free(text);
+    return 0;
+}
+
+/* Folders whose devices overlap these: their containers are gone. */
+static void sweep(const char *state_dir, const char *resource, char *const *ids, size_t n)
+{
+    char alloc[4200];
+    snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
+    DIR *d = opendir(alloc);
+    if (d == NULL)
+        return;
+    char names[64][40]; /* removed after the listing, a batch at a time */
+    size_t n_names = 0, seen = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && seen++ < ALLOCDIR_MAX + 2) {
+        if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof names[0])
+            continue;
+        char res[CONFIG_NAME_MAX], *old[PLUGIN_ALLOC_IDS];
+        size_t n_old = 0;
+        if (allocdir_read_devices(state_dir, e->d_name, res, sizeof res, old, &n_old,
+                                  PLUGIN_ALLOC_IDS) < 0)
+            continue;
+        bool overlap = false;
+        for (size_t i = 0; i < n_old; i++) {
+            for (size_t j = 0; j < n && !overlap && strcmp(res, resource) == 0; j++)
+                overlap = strcmp(old[i], ids[j]) == 0;
+            free(old[i]);
+        }
+        if (overlap && n_names < sizeof names / sizeof names[0])
+            snprintf(names[n_names++], sizeof names[0], "%s", e->d_name);
+    }
+    closedir(d);
+    for (size_t i = 0; i < n_names; i++)
+        allocdir_remove(state_dir, names[i]);
+}
+
+static size_t count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    if (d == NULL)
+        return 0;
+    while (readdir(d) != NULL && n < ALLOCDIR_MAX + 3)
+        n++;
+    closedir(d);
+    return n > 2 ? n - 2 : 0;
+}
+
+int allocdir_create(const char *state_dir, const char *resource, char *const *ids, size_t n,
+                    const char *limits, const char *preload, char *dir, size_t len,
+                    struct gpulet_error *err)
+{
+    char alloc[4200];
+    snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
+    if (fileio_mkdirs(alloc, 0755, 0700, err) < 0)
+        return -1;
+    sweep(state_dir, resource, ids, n);
+    if (count_entries(alloc) >= ALLOCDIR_MAX)
+        return gpulet_error_set(err, GPULET_ERR_SYSTEM,
+                                "%s holds %d slice allocations already; they go when "
+                                "pod-resources shows their pods gone (is the metrics module on?)",
+                                alloc, ALLOCDIR_MAX);
+    unsigned char rnd[8];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        return gpulet_error_errno(err, errno, "cannot name a slice allocation folder");
+    char id[17];
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+    snprintf(dir, len, "%s/%s", alloc, id);
+    char state[4300], path[4300];
+    snprintf(state, sizeof state, "%s/state", dir);
+    if (mkdir(dir, 0755) < 0)
+        return gpulet_error_errno(err, errno, "cannot create %s", dir);
+    /* state/ is written by the container's processes, whatever their user. */
+    if (mkdir(state, 0777) < 0 || chmod(state, 0777) < 0) {
+        gpulet_error_errno(err, errno, "cannot create %s", state);
+        allocdir_remove(state_dir, id);
+        return -1;
+    }
+    size_t dlen = strlen(resource) + 16;
+    for (size_t i = 0; i < n; i++)
+        dlen += strlen(ids[i]) + 1;
+    char *devices = malloc(dlen);
+    if (devices == NULL) {
+        allocdir_remove(state_dir, id);
+        return gpulet_error_errno(err, ENOMEM, "cannot list the devices");
+    }
+    size_t at = (size_t)snprintf(devices, dlen, "resource %s\n", resource);
+    for (size_t i = 0; i < n; i++)
+        at += (size_t)snprintf(devices + at, dlen - at, "%s\n", ids[i]);
+    int rc = 0;
+    snprintf(path, sizeof path, "%s/devices", dir);
+    rc = fileio_replace(path, devices, at, 0, err);
+    free(devices);
+    snprintf(path, sizeof path, "%s/limits", dir);
+    if (rc == 0)
+        rc = fileio_replace(path, limits, strlen(limits), 0, err);
+    snprintf(path, sizeof path, "%s/ld.so.preload", dir);
+    if (rc == 0)
+        rc = fileio_replace(path, preload, strlen(preload), 0, err);
+    if (rc < 0) {
+        allocdir_remove(state_dir, id);
+        return -1;
+    }
+    log_info("slice allocation folder created", "dir=%s resource=%s devices=%zu", dir, resource,
+             n);
+    return 0;
+}
