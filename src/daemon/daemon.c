@@ -50,6 +50,13 @@ static void allocated(void *user)
     metrics_refresh_pods(d->metrics);
 }
 
+static void pods_listed(const V1__ListPodResourcesResponse *resp, void *user)
+{
+    struct daemon *d = user;
+    if (d->plugin)
+        plugin_pods_listed(d->plugin, resp);
+}
+
 static void xid_seen(unsigned int gpu, unsigned long long xid, void *user)
 {
     struct daemon *d = user;
@@ -337,6 +344,7 @@ int daemon_run(const struct daemon_options *opts)
         cleanup(&d);
         return 2;
     }
+    metrics_on_pods(d.metrics, pods_listed, &d);
     if (start_health(&d) < 0) {
         cleanup(&d);
         return 2;

@@ -61,6 +61,8 @@ struct metrics {
     struct grpc_client_call *pods_call;
     struct event *pods_timer; /* every interval */
     struct event *pods_soon;  /* once, after an allocation */
+    void (*on_pods)(const V1__ListPodResourcesResponse *resp, void *user);
+    void *on_pods_user;
     unsigned long pods_version;
     bool pods_ok;
     char pods_problem[GPULET_ERROR_MSG_MAX];
@@ -164,6 +166,8 @@ static void pods_done(enum grpc_status status, const char *message, const uint8_
         pods_error(m, "decode", "cannot decode the ListPodResourcesResponse");
         return;
     }
+    if (m->on_pods)
+        m->on_pods(resp, m->on_pods_user);
     struct pod_map *map = pod_map_build(m->inv, resp);
     v1__list_pod_resources_response__free_unpacked(resp, NULL);
     if (map == NULL)
@@ -215,6 +219,15 @@ void metrics_refresh_pods(struct metrics *m)
     /* Soon, not now: the kubelet records the allocation after our answer. */
     struct timeval soon = {0, 200000};
     evtimer_add(m->pods_soon, &soon);
+}
+
+void metrics_on_pods(struct metrics *m,
+                     void (*fn)(const V1__ListPodResourcesResponse *resp, void *user), void *user)
+{
+    if (m == NULL)
+        return;
+    m->on_pods = fn;
+    m->on_pods_user = user;
 }
 
 /* ---- XIDs ---- */

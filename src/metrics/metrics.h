@@ -21,6 +21,7 @@
 #include "error/error.h"
 #include "gpu/gpu.h"
 #include "nvml/nvml.h"
+#include "podresources/v1/api.pb-c.h"
 
 #define METRICS_DEFAULT_ADDRESS ":9400"
 #define METRICS_DEFAULT_PODRESOURCES "/var/lib/kubelet/pod-resources/kubelet.sock"
@@ -46,6 +47,10 @@ int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_i
 void metrics_record_xid(struct metrics *m, unsigned int gpu, unsigned long long xid);
 /* Ask pod-resources again soon (the device plugin just allocated). */
 void metrics_refresh_pods(struct metrics *m);
+/* Called with every pod-resources answer (the device plugin prunes the
+ * folders of sliced containers that are gone). */
+void metrics_on_pods(struct metrics *m,
+                     void (*fn)(const V1__ListPodResourcesResponse *resp, void *user), void *user);
 void metrics_stop(struct metrics *m);
 
 /* The port actually bound (for ":0" in tests). */

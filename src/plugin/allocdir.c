@@ -210,3 +210,44 @@ int allocdir_create(const char *state_dir, const char *resource, char *const *id
              n);
     return 0;
 }
+
+size_t allocdir_prune(const char *state_dir, bool (*held)(const char *resource, const char *id,
+                                                          void *user),
+                      void *user, time_t now, time_t min_age)
+{
+    char alloc[4200];
+    snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
+    DIR *d = opendir(alloc);
+    if (d == NULL)
+        return 0;
+    char names[64][40]; /* removed after the listing, a batch at a time */
+    size_t n_names = 0, seen = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && seen++ < ALLOCDIR_MAX + 2 &&
+           n_names < sizeof names / sizeof names[0]) {
+        if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof names[0])
+            continue;
+        char path[4300], res[CONFIG_NAME_MAX], *ids[PLUGIN_ALLOC_IDS];
+        struct stat st;
+        size_t n = 0;
+        snprintf(path, sizeof path, "%s/%s/devices", alloc, e->d_name);
+        /* Young folders stay: the kubelet records an allocation after
+         * gpulet's answer, so pod-resources may not list it yet. */
+        if (stat(path, &st) < 0 || now - st.st_mtime < min_age)
+            continue;
+        if (allocdir_read_devices(state_dir, e->d_name, res, sizeof res, ids, &n,
+                                  PLUGIN_ALLOC_IDS) < 0)
+            continue;
+        bool in_use = false;
+        for (size_t i = 0; i < n; i++) {
+            in_use = in_use || held(res, ids[i], user);
+            free(ids[i]);
+        }
+        if (!in_use)
+            snprintf(names[n_names++], sizeof names[0], "%s", e->d_name);
+    }
+    closedir(d);
+    for (size_t i = 0; i < n_names; i++)
+        allocdir_remove(state_dir, names[i]);
+    return n_names;
+}

@@ -589,3 +589,71 @@ void plugin_free(struct plugin *p)
     plugin_free_resources(p->resources, p->count);
     free(p);
 }
+
+/* "resource\nid" of every device pod-resources lists, sorted. */
+struct held_set {
+    char **keys;
+    size_t count;
+};
+
+static int compare_keys(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool held(const char *resource, const char *id, void *user)
+{
+    const struct held_set *set = user;
+    char key[CONFIG_NAME_MAX + PLUGIN_ID_MAX + 2];
+    snprintf(key, sizeof key, "%s\n%s", resource, id);
+    const char *k = key;
+    return set->count && bsearch(&k, set->keys, set->count, sizeof *set->keys, compare_keys);
+}
+
+/* More than any node holds; past it nothing is pruned (the set would be
+ * incomplete and a held folder could look free). */
+#define HELD_MAX 65536
+
+void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp)
+{
+    bool sliced = false;
+    for (size_t i = 0; i < p->count; i++)
+        sliced |= p->resources[i].sharing == SHARING_SLICES;
+    if (!sliced)
+        return;
+    struct held_set set = {0};
+    size_t total = 0;
+    for (size_t i = 0; i < resp->n_pod_resources; i++)
+        for (size_t j = 0; j < resp->pod_resources[i]->n_containers; j++)
+            for (size_t k = 0; k < resp->pod_resources[i]->containers[j]->n_devices; k++)
+                total += resp->pod_resources[i]->containers[j]->devices[k]->n_device_ids;
+    if (total > HELD_MAX) {
+        log_warn("pod-resources lists more devices than gpulet checks; slice folders not pruned",
+                 "devices=%zu max=%d", total, HELD_MAX);
+        return;
+    }
+    set.keys = calloc(total + 1, sizeof *set.keys);
+    if (set.keys == NULL)
+        return;
+    for (size_t i = 0; i < resp->n_pod_resources; i++) {
+        const V1__PodResources *pod = resp->pod_resources[i];
+        for (size_t j = 0; j < pod->n_containers; j++)
+            for (size_t k = 0; k < pod->containers[j]->n_devices; k++) {
+                const V1__ContainerDevices *d = pod->containers[j]->devices[k];
+                for (size_t x = 0; x < d->n_device_ids && d->resource_name; x++) {
+                    size_t len = strlen(d->resource_name) + strlen(d->device_ids[x]) + 2;
+                    char *key = malloc(len);
+                    if (key == NULL)
+                        goto done;
+                    snprintf(key, len, "%s\n%s", d->resource_name, d->device_ids[x]);
+                    set.keys[set.count++] = key;
+                }
+            }
+    }
+    qsort(set.keys, set.count, sizeof *set.keys, compare_keys);
+    allocdir_prune(p->cfg.state_dir, held, &set, time(NULL), PLUGIN_ALLOC_GRACE_S);
+done:
+    for (size_t i = 0; i < set.count; i++)
+        free(set.keys[i]);
+    free(set.keys);
+}

@@ -26,6 +26,7 @@
 #include "config/config.h"
 #include "error/error.h"
 #include "gpu/gpu.h"
+#include "podresources/v1/api.pb-c.h"
 
 #define PLUGIN_KUBELET_SOCKET "kubelet.sock"
 #define PLUGIN_DEFAULT_DIR "/var/lib/kubelet/device-plugins"
@@ -53,6 +54,11 @@ size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healt
 /* Called after every successful Allocate (the metrics then ask the
  * kubelet which pod got what). */
 void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user);
+
+/* The kubelet's pod-resources List answered: the slice allocation
+ * folders whose devices no container holds any more (and older than a
+ * minute) are removed. */
+void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp);
 
 /* Resources served, for logs and tests. */
 size_t plugin_resource_count(const struct plugin *p);

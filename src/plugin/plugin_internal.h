@@ -69,6 +69,7 @@ int plugin_allocate_container(const struct plugin_resource *r, const struct conf
 #define PLUGIN_CONTAINER_STATE "/run/gpulet/cuda"
 #define PLUGIN_ALLOC_IDS 1024 /* device IDs kept per allocation folder */
 #define ALLOCDIR_MAX 4096     /* allocation folders at once */
+#define PLUGIN_ALLOC_GRACE_S 60 /* a folder this young is kept, listed or not */
 
 /* A sliced container's folder <state_dir>/alloc/<random id>/: limits and
  * ld.so.preload (the given texts), devices ("resource NAME" then one ID a
@@ -81,6 +82,12 @@ int allocdir_create(const char *state_dir, const char *resource, char *const *id
 /* Removes <state_dir>/alloc/<id> without following links, bounded in
  * depth and entries; -1 (logged) when it could not. */
 int allocdir_remove(const char *state_dir, const char *id);
+/* Removes the folders at least min_age seconds old of which held() says
+ * no device is held by a container any more (a batch of 64 per call).
+ * Returns how many it removed. */
+size_t allocdir_prune(const char *state_dir, bool (*held)(const char *resource, const char *id,
+                                                          void *user),
+                      void *user, time_t now, time_t min_age);
 /* The resource and device IDs (strdup'ed, at most max_ids) of a folder. */
 int allocdir_read_devices(const char *state_dir, const char *id, char *resource, size_t len,
                           char **ids, size_t *n_ids, size_t max_ids);
