@@ -67,6 +67,21 @@ const struct shared_resource *config_shared_for(const struct config *cfg, const 
     return NULL;
 }
 
+bool config_selects_gpu(const struct shared_resource *s, size_t position, unsigned int index,
+                        const char *uuid)
+{
+    if (s->count > 0)
+        return position < s->count;
+    if (s->selector_count == 0)
+        return true;
+    char text[16];
+    snprintf(text, sizeof text, "%u", index);
+    for (size_t i = 0; i < s->selector_count; i++)
+        if (strcmp(s->selectors[i], text) == 0 || strcmp(s->selectors[i], uuid) == 0)
+            return true;
+    return false;
+}
+
 int config_parse_size(const char *text, unsigned long long *out)
 {
     static const struct {

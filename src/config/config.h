@@ -122,6 +122,11 @@ void config_mig_resource(const struct config *cfg, const char *profile, char *bu
 /* The time-slicing / MPS entry that applies to a resource name, or NULL. */
 const struct shared_resource *config_shared_for(const struct config *cfg, const char *resource);
 
+/* Whether a sharing entry's devices select a whole GPU: position is its
+ * place among the GPUs of the entry's resource (for "devices: N"). */
+bool config_selects_gpu(const struct shared_resource *s, size_t position, unsigned int index,
+                        const char *uuid);
+
 /* "10Gi", "512Mi", "1T", "1048576" -> bytes; -1 when not a size. */
 int config_parse_size(const char *text, unsigned long long *out);
 
