@@ -79,6 +79,8 @@ struct metrics {
     unsigned long cache_sample, cache_pods, cache_xids;
     unsigned long scrapes;
     struct http_server *http;
+    char *limits_text; /* the sliced containers' series, rendered when set */
+    size_t limits_len;
 };
 
 /* ---- the sampler thread ---- */
@@ -121,6 +123,56 @@ static void pipe_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ---- limits of sliced containers ---- */
+
+static void limit_labels(FILE *f, const struct metrics *m, const struct metrics_limit *l)
+{
+    const struct gpu_device *g = l->gpu < m->inv->gpu_count ? &m->inv->gpus[l->gpu] : NULL;
+    fprintf(f, "{gpu=\"%u\",UUID=\"", l->gpu);
+    render_label_value(f, g ? g->uuid : "");
+    fputs("\",pod=\"", f);
+    render_label_value(f, l->pod);
+    fputs("\",namespace=\"", f);
+    render_label_value(f, l->namespace);
+    fputs("\",container=\"", f);
+    render_label_value(f, l->container);
+    fputs("\"} ", f);
+}
+
+void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t n)
+{
+    if (m == NULL)
+        return;
+    free(m->limits_text);
+    m->limits_text = NULL;
+    m->limits_len = 0;
+    if (n == 0)
+        return;
+    if (n > METRICS_LIMITS_MAX)
+        n = METRICS_LIMITS_MAX;
+    FILE *f = open_memstream(&m->limits_text, &m->limits_len);
+    if (f == NULL)
+        return;
+    fputs("# HELP gpulet_container_memory_limit_bytes GPU memory limit of a container given GPU "
+          "slices, enforced by the CUDA interposer.\n"
+          "# TYPE gpulet_container_memory_limit_bytes gauge\n", f);
+    for (size_t i = 0; i < n; i++) {
+        fputs("gpulet_container_memory_limit_bytes", f);
+        limit_labels(f, m, &l[i]);
+        fprintf(f, "%llu\n", l[i].memory_limit);
+    }
+    fputs("# HELP gpulet_container_compute_share_percent Share of the GPU's compute given to a "
+          "container with GPU slices.\n"
+          "# TYPE gpulet_container_compute_share_percent gauge\n", f);
+    for (size_t i = 0; i < n; i++) {
+        fputs("gpulet_container_compute_share_percent", f);
+        limit_labels(f, m, &l[i]);
+        render_number(f, l[i].compute_share);
+        fputc('\n', f);
+    }
+    fclose(f);
+}
+
 /* ---- pod-resources ---- */
 
 static void pods_error(struct metrics *m, const char *reason, const char *message)
@@ -139,6 +191,7 @@ static void pods_error(struct metrics *m, const char *reason, const char *messag
                  m->opts.podresources, message);
     snprintf(m->pods_problem, sizeof m->pods_problem, "%s", message);
     /* Without an answer, no pod labels rather than stale ones. */
+    metrics_set_limits(m, NULL, 0);
     if (m->pods) {
         pod_map_free(m->pods);
         m->pods = NULL;
@@ -365,6 +418,8 @@ static void serve_metrics(struct metrics *m, struct http_answer *a)
                                                rendered_release, m->cache) == 0)
             m->cache->refs++;
     }
+    if (m->limits_text)
+        evbuffer_add(a->body, m->limits_text, m->limits_len);
     self_metrics(m, a->body);
     a->status = 200;
     a->content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -561,6 +616,7 @@ void metrics_stop(struct metrics *m)
     if (m->pods_soon)
         event_free(m->pods_soon);
     http_server_free(m->http);
+    free(m->limits_text);
     pod_map_free(m->pods);
     sample_free(m->sample);
     fields_free(&m->fields);

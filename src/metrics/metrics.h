@@ -51,6 +51,17 @@ void metrics_refresh_pods(struct metrics *m);
  * folders of sliced containers that are gone). */
 void metrics_on_pods(struct metrics *m,
                      void (*fn)(const V1__ListPodResourcesResponse *resp, void *user), void *user);
+/* The limits of containers given GPU slices (the device plugin reads
+ * them from their limits files after each pod-resources answer). */
+struct metrics_limit {
+    char pod[128], namespace[128], container[128];
+    unsigned int gpu;                 /* index */
+    unsigned long long memory_limit;  /* bytes */
+    double compute_share;             /* percent */
+};
+/* Replaces the limits shown (copied; at most METRICS_LIMITS_MAX). */
+#define METRICS_LIMITS_MAX 4096
+void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t n);
 void metrics_stop(struct metrics *m);
 
 /* The port actually bound (for ":0" in tests). */

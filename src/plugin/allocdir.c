@@ -211,9 +211,8 @@ int allocdir_create(const char *state_dir, const char *resource, char *const *id
     return 0;
 }
 
-size_t allocdir_prune(const char *state_dir, bool (*held)(const char *resource, const char *id,
-                                                          void *user),
-                      void *user, time_t now, time_t min_age)
+size_t allocdir_prune(const char *state_dir, const struct allocdir_visitor *v, time_t now,
+                      time_t min_age)
 {
     char alloc[4200];
     snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
@@ -231,20 +230,24 @@ size_t allocdir_prune(const char *state_dir, bool (*held)(const char *resource, 
         struct stat st;
         size_t n = 0;
         snprintf(path, sizeof path, "%s/%s/devices", alloc, e->d_name);
+        if (stat(path, &st) < 0 || allocdir_read_devices(state_dir, e->d_name, res, sizeof res,
+                                                         ids, &n, PLUGIN_ALLOC_IDS) < 0)
+            continue;
         /* Young folders stay: the kubelet records an allocation after
          * gpulet's answer, so pod-resources may not list it yet. */
-        if (stat(path, &st) < 0 || now - st.st_mtime < min_age)
-            continue;
-        if (allocdir_read_devices(state_dir, e->d_name, res, sizeof res, ids, &n,
-                                  PLUGIN_ALLOC_IDS) < 0)
-            continue;
-        bool in_use = false;
-        for (size_t i = 0; i < n; i++) {
-            in_use = in_use || held(res, ids[i], user);
-            free(ids[i]);
-        }
-        if (!in_use)
+        bool young = now - st.st_mtime < min_age;
+        const void *holder = NULL;
+        for (size_t i = 0; i < n && holder == NULL; i++)
+            holder = v->held(res, ids[i], v->user);
+        if (holder) {
+            snprintf(path, sizeof path, "%s/%s", alloc, e->d_name);
+            if (v->kept)
+                v->kept(path, res, ids, n, holder, v->user);
+        } else if (!young) {
             snprintf(names[n_names++], sizeof names[0], "%s", e->d_name);
+        }
+        for (size_t i = 0; i < n; i++)
+            free(ids[i]);
     }
     closedir(d);
     for (size_t i = 0; i < n_names; i++)

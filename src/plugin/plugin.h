@@ -55,10 +55,21 @@ size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healt
  * kubelet which pod got what). */
 void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user);
 
+/* A sliced container's limits on one of its GPUs, from its limits file. */
+struct plugin_limit {
+    const char *pod, *namespace, *container;
+    unsigned int gpu;                 /* index */
+    unsigned long long memory_limit;  /* bytes */
+    double compute_share;             /* percent */
+};
+
 /* The kubelet's pod-resources List answered: the slice allocation
  * folders whose devices no container holds any more (and older than a
- * minute) are removed. */
-void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp);
+ * minute) are removed, and fn hears the limits of those still held (at
+ * most PLUGIN_LIMITS_MAX); the strings live until fn returns. */
+#define PLUGIN_LIMITS_MAX 4096
+void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
+                        void (*fn)(const struct plugin_limit *l, void *user), void *user);
 
 /* Resources served, for logs and tests. */
 size_t plugin_resource_count(const struct plugin *p);

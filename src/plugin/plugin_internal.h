@@ -82,12 +82,18 @@ int allocdir_create(const char *state_dir, const char *resource, char *const *id
 /* Removes <state_dir>/alloc/<id> without following links, bounded in
  * depth and entries; -1 (logged) when it could not. */
 int allocdir_remove(const char *state_dir, const char *id);
-/* Removes the folders at least min_age seconds old of which held() says
- * no device is held by a container any more (a batch of 64 per call).
- * Returns how many it removed. */
-size_t allocdir_prune(const char *state_dir, bool (*held)(const char *resource, const char *id,
-                                                          void *user),
-                      void *user, time_t now, time_t min_age);
+/* held: who holds a device (NULL: nobody); kept: called for each folder
+ * whose devices someone holds, with the folder's path and devices. */
+struct allocdir_visitor {
+    const void *(*held)(const char *resource, const char *id, void *user);
+    void (*kept)(const char *dir, const char *resource, char *const *ids, size_t n,
+                 const void *holder, void *user);
+    void *user;
+};
+/* Removes the folders at least min_age seconds old whose devices nobody
+ * holds any more (a batch of 64 per call). Returns how many it removed. */
+size_t allocdir_prune(const char *state_dir, const struct allocdir_visitor *v, time_t now,
+                      time_t min_age);
 /* The resource and device IDs (strdup'ed, at most max_ids) of a folder. */
 int allocdir_read_devices(const char *state_dir, const char *id, char *resource, size_t len,
                           char **ids, size_t *n_ids, size_t max_ids);

@@ -2,6 +2,7 @@
 ListAndWatch, GetPreferredAllocation packing, Allocate's limits, mounts and
 state folder, and the folder's removal once pod-resources shows the pod
 gone."""
+import http.client
 import os
 import re
 import signal
@@ -81,6 +82,14 @@ def start(build, tmp_path):
 def uuids():
     n = load_node("dgx-a100")
     return [g["uuid"] for g in n["gpus"]]
+
+
+def scrape(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    body = c.getresponse().read().decode()
+    c.close()
+    return body
 
 
 def folders(tmp_path):
@@ -174,12 +183,23 @@ def test_folders_go_when_the_pods_go(start, kubelet, pr, tmp_path):
             os.utime(tmp_path / "state" / "alloc" / name / "devices", (old, old))
         kubelet.allocate("nvidia.com/gpu", [u[7]])
         wait_for(lambda: len(folders(tmp_path)) == 1, what="the gone container's folder removed")
+        # the container still there shows its limits, with its pod's labels
+        port = int(wait_for(lambda: re.search(r'msg="serving metrics".* port=(\d+)', d.text()),
+                            what="the metrics port").group(1))
+        labels = f'{{gpu="0",UUID="{u[0]}",pod="nb",namespace="team",container="main"}}'
+        body = wait_for(lambda: (lambda b: b if "gpulet_container_memory_limit_bytes" in b
+                                 else None)(scrape(port)), what="the limit series")
+        assert f"gpulet_container_memory_limit_bytes{labels} {20 * GiB}\n" in body
+        assert f"gpulet_container_compute_share_percent{labels} 25\n" in body
+        assert body.count("gpulet_container_memory_limit_bytes{") == 1
         (left,) = folders(tmp_path)
         devices = (tmp_path / "state" / "alloc" / left / "devices").read_text()
         assert devices == f"resource nvidia.com/gpu-10gb\n{kept[0]}\n{kept[1]}\n"
         del resp.pod_resources[:]
         kubelet.allocate("nvidia.com/gpu", [u[7]])
         wait_for(lambda: folders(tmp_path) == [], what="the last folder removed")
+        wait_for(lambda: "gpulet_container_memory_limit_bytes" not in scrape(port),
+                 what="the limit series gone with the pod")
         assert re.search(r'msg="slice allocation folder removed" dir=\S+' + left, d.text())
     finally:
         server.stop(0)
