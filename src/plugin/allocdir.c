@@ -24,15 +24,35 @@
  * in depth and entries, and never follows a link. */
 #define REMOVE_DEPTH 8
 #define REMOVE_ENTRIES 100000
+#define DEEP_PREFIX ".deep-"
 
-static int remove_at(int parent, const char *name, int depth, size_t *budget)
+struct remover {
+    int top;       /* the alloc/ folder */
+    size_t budget; /* entries left for this call */
+};
+
+/* A folder deeper than REMOVE_DEPTH moves up to alloc/.deep-<random>,
+ * removed from there later, so deep nesting costs time, not a stuck
+ * folder. */
+static int move_up(struct remover *r, int parent, const char *name)
+{
+    unsigned char rnd[8];
+    char deep[32];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        return -1;
+    snprintf(deep, sizeof deep, DEEP_PREFIX "%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+             rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    return renameat(parent, name, r->top, deep);
+}
+
+static int remove_at(struct remover *r, int parent, const char *name, int depth)
 {
     if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)
         return 0;
     if (errno != EISDIR && errno != EPERM)
         return -1;
     if (depth >= REMOVE_DEPTH)
-        return -1;
+        return move_up(r, parent, name);
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -1;
@@ -46,11 +66,12 @@ static int remove_at(int parent, const char *name, int depth, size_t *budget)
     while (rc == 0 && (e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        if (*budget == 0)
+        if (r->budget == 0) {
+            errno = EAGAIN;
             rc = -1;
-        else {
-            (*budget)--;
-            rc = remove_at(dirfd(d), e->d_name, depth + 1, budget);
+        } else {
+            r->budget--;
+            rc = remove_at(r, dirfd(d), e->d_name, depth + 1);
         }
     }
     closedir(d);
@@ -59,22 +80,42 @@ static int remove_at(int parent, const char *name, int depth, size_t *budget)
     return rc;
 }
 
+/* Moves alloc/<name> (NULL: none) aside to a .deep- name at once, so a
+ * folder half removed is never taken for a live one, then removes every
+ * .deep- entry within one budget; what is left waits for the next call. */
+static int remove_folder(const char *alloc, const char *name)
+{
+    int fd = open(alloc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+    struct remover r = {fd, REMOVE_ENTRIES};
+    int rc = 0;
+    if (name && move_up(&r, fd, name) < 0 && errno != ENOENT)
+        rc = -1;
+    DIR *d = fdopendir(dup(fd));
+    struct dirent *e;
+    while (rc == 0 && d && (e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, DEEP_PREFIX, strlen(DEEP_PREFIX)) == 0)
+            rc = remove_at(&r, fd, e->d_name, 0);
+    if (d)
+        closedir(d);
+    close(fd);
+    return rc;
+}
+
 int allocdir_remove(const char *state_dir, const char *id)
 {
     char alloc[4200];
     snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
-    int fd = open(alloc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -1;
-    size_t budget = REMOVE_ENTRIES;
-    int rc = remove_at(fd, id, 0, &budget);
-    close(fd);
-    if (rc < 0)
-        log_warn("cannot remove a slice allocation folder", "dir=%s/%s error=\"%s\"", alloc, id,
-                 strerror(errno ? errno : ENOTEMPTY));
-    else
-        log_info("slice allocation folder removed", "dir=%s/%s", alloc, id);
-    return rc;
+    errno = 0;
+    if (remove_folder(alloc, id) < 0) {
+        /* Retried at the next sweep or prune: each removes what it can. */
+        log_warn("cannot remove a slice allocation folder yet", "dir=%s/%s error=\"%s\"", alloc,
+                 id, errno == EAGAIN ? "more entries than one pass removes" : strerror(errno));
+        return -1;
+    }
+    log_info("slice allocation folder removed", "dir=%s/%s", alloc, id);
+    return 0;
 }
 
 int allocdir_read_devices(const char *state_dir, const char *id, char *resource, size_t len,
@@ -252,5 +293,7 @@ size_t allocdir_prune(const char *state_dir, const struct allocdir_visitor *v, t
     closedir(d);
     for (size_t i = 0; i < n_names; i++)
         allocdir_remove(state_dir, names[i]);
+    if (n_names == 0)
+        remove_folder(alloc, NULL); /* what earlier removals left */
     return n_names;
 }

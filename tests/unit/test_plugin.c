@@ -706,6 +706,14 @@ static const char *env_of(const V1beta1__ContainerAllocateResponse *out, const c
     return NULL;
 }
 
+static const void *held_by_nobody(const char *resource, const char *id, void *user)
+{
+    (void)resource;
+    (void)id;
+    (void)user;
+    return NULL;
+}
+
 static void slices_allocate(void **state)
 {
     (void)state;
@@ -786,6 +794,14 @@ static void slices_allocate(void **state)
     assert_int_equal(mkdir(path, 0755), 0);
     snprintf(path, sizeof path, "%s/a/victim", out.mounts[3]->host_path);
     assert_int_equal(symlink(victim, path), 0);
+    /* nested deeper than one removal pass goes */
+    snprintf(path, sizeof path, "%s", out.mounts[3]->host_path);
+    for (int depth = 0; depth < 20; depth++) {
+        strcat(path, "/d");
+        assert_int_equal(mkdir(path, 0755), 0);
+    }
+    strcat(path, "/victim");
+    assert_int_equal(symlink(victim, path), 0);
     arena_free(&a);
     char *again[] = {"2::s0", "2::s1"};
     assert_int_equal(plugin_allocate_container(&res[1], &cfg, again, 2, 3, &a, &out, &err), 0);
@@ -793,6 +809,20 @@ static void slices_allocate(void **state)
     assert_int_equal(access(victim, F_OK), 0);
     assert_int_equal(access(lib, F_OK), 0);
     arena_free(&a);
+    /* nobody holds anything: every folder goes, and what deep nesting
+     * moved aside goes with the passes that follow */
+    struct allocdir_visitor nobody = {.held = held_by_nobody};
+    for (int pass = 0; pass < 4; pass++)
+        allocdir_prune(cfg.state_dir, &nobody, time(NULL), 0);
+    DIR *d = opendir(alloc);
+    assert_non_null(d);
+    struct dirent *e;
+    size_t left = 0;
+    while ((e = readdir(d)) != NULL)
+        left += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    assert_int_equal(left, 0);
+    assert_int_equal(access(victim, F_OK), 0);
     plugin_free_resources(res, count);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
