@@ -436,27 +436,39 @@ static bool selections_overlap(const struct shared_resource *a, const struct sha
     return false;
 }
 
+/* The resources list of sharing.slices or of timeSlicing / mps. */
+static int file_shared_list(const struct ydoc *d, const struct ynode *list, bool slices,
+                            struct config *cfg, struct gpulet_error *err)
+{
+    if (list == NULL || ynode_is_null(list))
+        return 0;
+    if (ynode_expect_seq(d, list, slices ? "sharing.slices.resources" : "resources", err) < 0)
+        return -1;
+    if (cfg->shared_count + ynode_count(d, list) > CONFIG_MAX_SHARED)
+        return ydoc_fail(d, list, err, "at most %d shared resources", CONFIG_MAX_SHARED);
+    size_t first = cfg->shared_count;
+    for (size_t i = 0; i < ynode_count(d, list); i++) {
+        struct shared_resource *r = &cfg->shared[cfg->shared_count];
+        if (file_shared_resource(d, ynode_item(d, list, i), slices, r, err) < 0)
+            return -1;
+        r->index = i;
+        /* time-slicing: one entry per name, as NVIDIA's; slices may
+         * split a name's GPUs between entries */
+        for (size_t j = first; j < first + i && !slices; j++)
+            if (strcmp(cfg->shared[j].name, r->name) == 0)
+                return ydoc_fail(d, ynode_item(d, list, i), err, "%s is listed twice", r->name);
+        cfg->shared_count++;
+    }
+    return 0;
+}
+
 static int file_slices(const struct ydoc *d, const struct ynode *sl, struct config *cfg,
                        struct gpulet_error *err)
 {
     if (ynode_expect_map(d, sl, "sharing.slices", err) < 0 ||
         ynode_check_keys(d, sl, slices_keys, "sharing.slices", err) < 0)
         return -1;
-    const struct ynode *list = ynode_get(d, sl, "resources");
-    if (list == NULL || ynode_is_null(list))
-        return 0;
-    if (ynode_expect_seq(d, list, "sharing.slices.resources", err) < 0)
-        return -1;
-    if (cfg->shared_count + ynode_count(d, list) > CONFIG_MAX_SHARED)
-        return ydoc_fail(d, list, err, "at most %d shared resources", CONFIG_MAX_SHARED);
-    for (size_t i = 0; i < ynode_count(d, list); i++) {
-        struct shared_resource *r = &cfg->shared[cfg->shared_count];
-        if (file_shared_resource(d, ynode_item(d, list, i), true, r, err) < 0)
-            return -1;
-        r->index = i;
-        cfg->shared_count++;
-    }
-    return 0;
+    return file_shared_list(d, ynode_get(d, sl, "resources"), true, cfg, err);
 }
 
 static int check_overlaps(const struct ydoc *d, const struct config *cfg,
@@ -508,24 +520,9 @@ static int file_sharing(const struct ydoc *d, const struct ynode *s, struct conf
         ynode_bool(d, v, "failRequestsGreaterThanOne", &cfg->fail_requests_greater_than_one,
                    err) < 0)
         return -1;
-    const struct ynode *list = ynode_get(d, st, "resources");
-    if (list == NULL || ynode_is_null(list))
-        return 0;
-    if (ynode_expect_seq(d, list, "resources", err) < 0)
-        return -1;
-    if (cfg->shared_count + ynode_count(d, list) > CONFIG_MAX_SHARED)
-        return ydoc_fail(d, list, err, "at most %d shared resources", CONFIG_MAX_SHARED);
     size_t first = cfg->shared_count;
-    for (size_t i = 0; i < ynode_count(d, list); i++) {
-        struct shared_resource *r = &cfg->shared[cfg->shared_count];
-        if (file_shared_resource(d, ynode_item(d, list, i), false, r, err) < 0)
-            return -1;
-        r->index = i;
-        for (size_t j = first; j < first + i; j++)
-            if (strcmp(cfg->shared[j].name, r->name) == 0)
-                return ydoc_fail(d, ynode_item(d, list, i), err, "%s is listed twice", r->name);
-        cfg->shared_count++;
-    }
+    if (file_shared_list(d, ynode_get(d, st, "resources"), false, cfg, err) < 0)
+        return -1;
     cfg->sharing = cfg->shared_count == first ? SHARING_NONE
                    : st == ts                 ? SHARING_TIME_SLICING
                                               : SHARING_MPS;

@@ -153,22 +153,23 @@ void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t
     FILE *f = open_memstream(&m->limits_text, &m->limits_len);
     if (f == NULL)
         return;
-    fputs("# HELP gpulet_container_memory_limit_bytes GPU memory limit of a container given GPU "
-          "slices, enforced by the CUDA interposer.\n"
-          "# TYPE gpulet_container_memory_limit_bytes gauge\n", f);
-    for (size_t i = 0; i < n; i++) {
-        fputs("gpulet_container_memory_limit_bytes", f);
-        limit_labels(f, m, &l[i]);
-        fprintf(f, "%llu\n", l[i].memory_limit);
-    }
-    fputs("# HELP gpulet_container_compute_share_percent Share of the GPU's compute given to a "
-          "container with GPU slices.\n"
-          "# TYPE gpulet_container_compute_share_percent gauge\n", f);
-    for (size_t i = 0; i < n; i++) {
-        fputs("gpulet_container_compute_share_percent", f);
-        limit_labels(f, m, &l[i]);
-        render_number(f, l[i].compute_share);
-        fputc('\n', f);
+    static const struct {
+        const char *name, *help;
+    } families[] = {
+        {"gpulet_container_memory_limit_bytes",
+         "GPU memory limit of a container given GPU slices, enforced by the CUDA interposer."},
+        {"gpulet_container_compute_share_percent",
+         "Share of the GPU's compute given to a container with GPU slices."},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", families[k].name, families[k].help,
+                families[k].name);
+        for (size_t i = 0; i < n; i++) {
+            fputs(families[k].name, f);
+            limit_labels(f, m, &l[i]);
+            render_number(f, k == 0 ? (double)l[i].memory_limit : l[i].compute_share);
+            fputc('\n', f);
+        }
     }
     fclose(f);
 }
