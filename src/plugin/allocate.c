@@ -201,7 +201,7 @@ static int add_slice_limits(const struct plugin_resource *res, const struct conf
                                 "install it (gpulet runtime install) or give its path with "
                                 "--cuda-interposer",
                                 cfg->cuda_interposer, res->name);
-    size_t cap = 128 + n_base * 128;
+    size_t cap = 128 + n_base * 256;
     char *limits = arena_alloc(a, cap);
     size_t at = (size_t)snprintf(limits, cap, "# gpulet CUDA limits v1: ordinal = CUDA device "
                                  "in this container\n");
@@ -214,6 +214,9 @@ static int add_slice_limits(const struct plugin_resource *res, const struct conf
                 share += devs[k]->slice_share;
             }
         char key[64], value[32];
+        /* for an interposer that matches devices by UUID, not by order */
+        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_DEVICE_UUID_%zu=%s\n", i,
+                               phys[i]->uuid);
         snprintf(key, sizeof key, "GPULET_CUDA_MEMORY_LIMIT_%zu", i);
         snprintf(value, sizeof value, "%llu", memory);
         add_env(a, out, key, value);

@@ -14,6 +14,7 @@
 struct plugin_device {
     char id[PLUGIN_ID_MAX];      /* what the kubelet sees: "GPU-…", "0", "GPU-…::3" */
     char base_id[PLUGIN_ID_MAX]; /* the physical device: no replica suffix */
+    const char *uuid;            /* of the GPU or MIG device, the inventory's */
     unsigned int gpu;
     int mig;                     /* MIG device index on the GPU, -1 for a whole GPU */
     unsigned int replica;        /* 0 when the device is not shared */

@@ -11,7 +11,7 @@
 struct phys {
     char resource[CONFIG_NAME_MAX];
     char base_id[PLUGIN_ID_MAX];
-    char uuid[96];
+    const char *uuid; /* the inventory's, which outlives the plugin */
     unsigned int gpu;
     int mig;
     int numa_node;
@@ -44,7 +44,7 @@ static void whole_gpu(const struct gpu_device *g, const struct config *cfg, stru
 {
     memset(p, 0, sizeof *p);
     snprintf(p->resource, sizeof p->resource, "%s", config_gpu_resource(cfg, g->name));
-    snprintf(p->uuid, sizeof p->uuid, "%s", g->uuid);
+    p->uuid = g->uuid;
     if (cfg->device_id_strategy == DEVICE_ID_INDEX)
         snprintf(p->base_id, sizeof p->base_id, "%u", g->index);
     else
@@ -62,7 +62,7 @@ static void mig_device(const struct gpu_device *g, const struct gpu_mig_device *
 {
     memset(p, 0, sizeof *p);
     snprintf(p->resource, sizeof p->resource, "%s", resource);
-    snprintf(p->uuid, sizeof p->uuid, "%s", m->uuid);
+    p->uuid = m->uuid;
     if (cfg->device_id_strategy == DEVICE_ID_INDEX)
         snprintf(p->base_id, sizeof p->base_id, "%u:%u", g->index, m->index);
     else
@@ -258,6 +258,7 @@ static int add_device(struct plugin_resource *r, const struct phys *p, unsigned 
         snprintf(d->id, sizeof d->id, "%s::%u", p->base_id, replica);
     else
         snprintf(d->id, sizeof d->id, "%s", p->base_id);
+    d->uuid = p->uuid;
     d->slice_memory = c->slice_memory;
     d->slice_share = c->slice_share;
     d->gpu = p->gpu;

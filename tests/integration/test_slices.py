@@ -134,7 +134,9 @@ def test_config_to_allocate(start, kubelet, tmp_path):
         "/run/gpulet/cuda": (str(here / "state"), False)}
     assert (here / "ld.so.preload").read_text() == "/usr/lib/gpulet/libgpulet-cuda.so\n"
     limits = (here / "limits").read_text()
-    assert f"\nGPULET_CUDA_MEMORY_LIMIT_0={20 * GiB}\nGPULET_CUDA_COMPUTE_SHARE_0=25\n" in limits
+    assert limits.startswith("#") and limits.endswith(
+        f"\nGPULET_CUDA_DEVICE_UUID_0={u[0]}\n"
+        f"GPULET_CUDA_MEMORY_LIMIT_0={20 * GiB}\nGPULET_CUDA_COMPUTE_SHARE_0=25\n")
     assert stat.S_IMODE((here / "state").stat().st_mode) == 0o777
     assert stat.S_IMODE((tmp_path / "state" / "alloc").stat().st_mode) == 0o700
     assert stat.S_IMODE((here / "limits").stat().st_mode) == 0o644

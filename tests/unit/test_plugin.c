@@ -761,10 +761,16 @@ static void slices_allocate(void **state)
         size_t len;
         if (fileio_read(out.mounts[base + 2]->host_path, 4096, &text, &len, &err) < 0)
             fail_msg("%s", err.msg);
-        assert_contains(text, "\nGPULET_CUDA_MEMORY_LIMIT_0=5368709120\n"
-                              "GPULET_CUDA_COMPUTE_SHARE_0=33.33\n"
-                              "GPULET_CUDA_MEMORY_LIMIT_1=10737418240\n"
-                              "GPULET_CUDA_COMPUTE_SHARE_1=66.66\n");
+        char want[512];
+        snprintf(want, sizeof want,
+                 "\nGPULET_CUDA_DEVICE_UUID_0=%s\n"
+                 "GPULET_CUDA_MEMORY_LIMIT_0=5368709120\n"
+                 "GPULET_CUDA_COMPUTE_SHARE_0=33.33\n"
+                 "GPULET_CUDA_DEVICE_UUID_1=%s\n"
+                 "GPULET_CUDA_MEMORY_LIMIT_1=10737418240\n"
+                 "GPULET_CUDA_COMPUTE_SHARE_1=66.66\n",
+                 inv->gpus[2].uuid, inv->gpus[3].uuid);
+        assert_contains(text, want);
         free(text);
         if (fileio_read(out.mounts[base + 1]->host_path, 4096, &text, &len, &err) < 0)
             fail_msg("%s", err.msg);
