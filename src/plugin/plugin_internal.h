@@ -35,6 +35,7 @@ struct plugin_resource {
     enum sharing_strategy sharing;  /* NONE unless the devices are replicas or slices */
     unsigned int replicas;
     bool packed;                    /* replica policy: packed, else distributed */
+    unsigned long line;             /* slices: their sharing.slices entry's, for errors */
     size_t count;
     struct plugin_device *devices;
     const struct plugin_device **by_id; /* the devices in id order, for lookups */

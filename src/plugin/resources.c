@@ -404,18 +404,16 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
         if (r->count > 0 && (r->sharing == SHARING_SLICES) != c.slices) {
             /* The scheduler counts a resource's devices as equals: a slice
              * and a whole GPU under one name would be a lottery. */
-            char where[64] = "";
-            if (s)
-                snprintf(where, sizeof where, " line %lu", s->line);
             rc = gpulet_error_set(err, GPULET_ERR_USAGE,
-                                  "%s%s: sharing.slices: %s would have both slices and whole or "
-                                  "time-shared GPUs; give the slices their own name (rename: "
-                                  "nvidia.com/gpu-10gb, say)",
-                                  cfg->file, where, target);
+                                  "%s line %lu: sharing.slices: %s would have both slices and "
+                                  "whole or time-shared GPUs; give the slices their own name "
+                                  "(rename: nvidia.com/gpu-10gb, say)",
+                                  cfg->file, c.slices ? s->line : r->line, target);
             break;
         }
         if (c.slices) {
             r->sharing = SHARING_SLICES;
+            r->line = s->line;
             r->replicas = c.replicas;
             r->packed = cfg->replicas_packed;
         } else if (c.replicas) {

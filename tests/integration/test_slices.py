@@ -215,7 +215,7 @@ def test_folders_go_when_the_pods_go(start, kubelet, pr, tmp_path):
      " devices: [0]}\n    - {name: nvidia.com/gpu, rename: b, replicas: 2, devices: [%s]}\n",
      "line 5: sharing.slices.resources[1].devices: GPU 0 ("),
     ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, memory: 10Gi, devices: [0]}\n",
-     "nvidia.com/gpu would have both slices and whole or time-shared GPUs"),
+     "line 4: sharing.slices: nvidia.com/gpu would have both slices and whole or time-shared GPUs"),
     ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 0}\n",
      "line 4: replicas must be ≥ 2"),
 ])
@@ -249,3 +249,41 @@ def test_allocate_without_the_interposer_is_refused(start, kubelet, tmp_path):
     assert "the CUDA interposer" in e.value.details()
     assert "gpulet runtime install" in e.value.details()
     assert folders(tmp_path) == []
+
+
+def test_hostile_pod_resources(start, kubelet, pr, tmp_path):
+    """Names with quotes and newlines are escaped in the series; devices
+    gpulet does not know, a resource it does not serve and IDs of a slice
+    another resource owns leave its folders alone."""
+    u = uuids()
+    resp = pr.ListPodResourcesResponse()
+    server = pod_server(pr, tmp_path / "pr.sock", resp)
+    try:
+        d = start(CONFIG, metrics=True)
+        kubelet.resource("nvidia.com/gpu-10gb")
+        mine = [f"{u[1]}::s3"]
+        kubelet.allocate("nvidia.com/gpu-10gb", mine)
+        (folder,) = folders(tmp_path)
+        old = time.time() - 120
+        os.utime(tmp_path / "state" / "alloc" / folder / "devices", (old, old))
+        resp.pod_resources.extend([
+            pod(pr, 'we"ird\nname', "ns\\x", "c\"1", "nvidia.com/gpu-10gb", mine),
+            pod(pr, "other", "ns", "c", "nvidia.com/gpu.eighth", mine),  # wrong resource
+            pod(pr, "junk", "ns", "c", "nvidia.com/gpu-10gb", ["GPU-nowhere::s0", "x" * 4000]),
+        ])
+        kubelet.allocate("nvidia.com/gpu", [u[7]])
+        port = int(wait_for(lambda: re.search(r'msg="serving metrics".* port=(\d+)', d.text()),
+                            what="the metrics port").group(1))
+        body = wait_for(lambda: (lambda b: b if "gpulet_container_memory_limit_bytes{" in b
+                                 else None)(scrape(port)), what="the limit series")
+        assert ('pod="we\\"ird\\nname",namespace="ns\\\\x",container="c\\"1"} '
+                f"{10 * GiB}\n") in body
+        assert body.count("gpulet_container_memory_limit_bytes{") == 1
+        assert folders(tmp_path) == [folder]
+        # held under the wrong resource only: the folder goes
+        del resp.pod_resources[0]
+        kubelet.allocate("nvidia.com/gpu", [u[7]])
+        wait_for(lambda: folders(tmp_path) == [], what="the folder removed")
+        assert d.proc.poll() is None
+    finally:
+        server.stop(0)
