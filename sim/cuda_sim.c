@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <search.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +130,56 @@ static unsigned int slot_count, slot_cap, free_head = UINT32_MAX;
 #define CTX_STACK 32
 static _Thread_local struct CUctx_st *ctx_stack[CTX_STACK];
 static _Thread_local int ctx_depth;
+
+/* ---- handles ----
+ *
+ * Every handle handed out is kept in a tree until it is destroyed, and
+ * looked up before it is read: a stale or made-up handle is refused with
+ * the driver's error, never dereferenced. The primary contexts and the
+ * default pools live in static arrays and are recognised by address. */
+
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *handles;
+
+static int by_address(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return (x > y) - (x < y);
+}
+
+static bool handle_add(void *h)
+{
+    pthread_mutex_lock(&handles_lock);
+    bool ok = tsearch(h, &handles, by_address) != NULL;
+    pthread_mutex_unlock(&handles_lock);
+    return ok;
+}
+
+static void handle_drop(void *h)
+{
+    pthread_mutex_lock(&handles_lock);
+    tdelete(h, &handles, by_address);
+    pthread_mutex_unlock(&handles_lock);
+}
+
+static bool in_array(const void *h, const void *base, size_t bytes)
+{
+    uintptr_t p = (uintptr_t)h, b = (uintptr_t)base;
+    return p >= b && p < b + bytes;
+}
+
+/* h is a live handle of kind m. Every handle struct starts with its magic. */
+static bool is_handle(const void *h, enum magic m)
+{
+    if (h == NULL)
+        return false;
+    pthread_mutex_lock(&handles_lock);
+    bool known = in_array(h, primary, sizeof primary) || in_array(h, default_pool, sizeof default_pool) ||
+                 tfind(h, &handles, by_address) != NULL;
+    bool ok = known && *(const enum magic *)h == m;
+    pthread_mutex_unlock(&handles_lock);
+    return ok;
+}
 
 /* ---- devices ---- */
 
@@ -362,7 +413,7 @@ static struct CUctx_st *current(void)
 
 static bool valid_ctx(const struct CUctx_st *c)
 {
-    return c != NULL && c->magic == MAGIC_CTX;
+    return is_handle(c, MAGIC_CTX);
 }
 
 /* The context's own memory, taken when it is made. */
@@ -432,6 +483,11 @@ API CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
         return r;
     }
     *c = (struct CUctx_st){.magic = MAGIC_CTX, .dev = dev};
+    if (!handle_add(c)) {
+        sim_dev_free(shared, (unsigned int)visible[dev], SIM_CONTEXT_BYTES);
+        free(c);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     if (ctx_depth < CTX_STACK)
         ctx_stack[ctx_depth++] = c;
     else
@@ -446,6 +502,7 @@ API CUresult cuCtxDestroy_v2(CUcontext ctx)
     if (!valid_ctx(ctx) || ctx->primary)
         return CUDA_ERROR_INVALID_CONTEXT;
     ctx->magic = 0;
+    handle_drop(ctx);
     drop_current(ctx);
     sim_dev_free(shared, (unsigned int)visible[ctx->dev], SIM_CONTEXT_BYTES);
     free(ctx);
@@ -853,7 +910,7 @@ API CUresult cuMemSetAccess(CUdeviceptr ptr, size_t bytes, const CUmemAccessDesc
 static bool valid_stream(CUstream s)
 {
     /* NULL, CU_STREAM_LEGACY and CU_STREAM_PER_THREAD name the default stream. */
-    return (uintptr_t)s <= 2 || s->magic == MAGIC_STREAM;
+    return (uintptr_t)s <= 2 || is_handle(s, MAGIC_STREAM);
 }
 
 API CUresult cuStreamCreate(CUstream *ps, unsigned int flags)
@@ -868,6 +925,10 @@ API CUresult cuStreamCreate(CUstream *ps, unsigned int flags)
     if (s == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     *s = (struct CUstream_st){MAGIC_STREAM, c, 0};
+    if (!handle_add(s)) {
+        free(s);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     *ps = s;
     return CUDA_SUCCESS;
 }
@@ -875,9 +936,10 @@ API CUresult cuStreamCreate(CUstream *ps, unsigned int flags)
 API CUresult cuStreamDestroy_v2(CUstream s)
 {
     NEED_INIT();
-    if ((uintptr_t)s <= 2 || s->magic != MAGIC_STREAM)
+    if ((uintptr_t)s <= 2 || !is_handle(s, MAGIC_STREAM))
         return CUDA_ERROR_INVALID_HANDLE;
     s->magic = 0;
+    handle_drop(s);
     free(s);
     return CUDA_SUCCESS;
 }
@@ -931,6 +993,10 @@ API CUresult cuEventCreate(CUevent *pe, unsigned int flags)
     if (e == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     e->magic = MAGIC_EVENT;
+    if (!handle_add(e)) {
+        free(e);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     *pe = e;
     return CUDA_SUCCESS;
 }
@@ -938,9 +1004,10 @@ API CUresult cuEventCreate(CUevent *pe, unsigned int flags)
 API CUresult cuEventDestroy_v2(CUevent e)
 {
     NEED_INIT();
-    if (e == NULL || e->magic != MAGIC_EVENT)
+    if (!is_handle(e, MAGIC_EVENT))
         return CUDA_ERROR_INVALID_HANDLE;
     e->magic = 0;
+    handle_drop(e);
     free(e);
     return CUDA_SUCCESS;
 }
@@ -970,7 +1037,7 @@ static CUresult enqueue(CUstream s, uint64_t dur_ns, uint64_t *end)
 API CUresult cuEventRecord(CUevent e, CUstream s)
 {
     NEED_INIT();
-    if (e == NULL || e->magic != MAGIC_EVENT)
+    if (!is_handle(e, MAGIC_EVENT))
         return CUDA_ERROR_INVALID_HANDLE;
     uint64_t at;
     CUresult r = enqueue(s, 0, &at);
@@ -989,7 +1056,7 @@ API CUresult cuEventRecord_ptsz(CUevent e, CUstream s)
 API CUresult cuEventQuery(CUevent e)
 {
     NEED_INIT();
-    if (e == NULL || e->magic != MAGIC_EVENT)
+    if (!is_handle(e, MAGIC_EVENT))
         return CUDA_ERROR_INVALID_HANDLE;
     return !e->recorded || sim_dev_now_ns() >= e->at ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
 }
@@ -997,7 +1064,7 @@ API CUresult cuEventQuery(CUevent e)
 API CUresult cuEventSynchronize(CUevent e)
 {
     NEED_INIT();
-    if (e == NULL || e->magic != MAGIC_EVENT)
+    if (!is_handle(e, MAGIC_EVENT))
         return CUDA_ERROR_INVALID_HANDLE;
     if (e->recorded)
         wait_until(e->at);
@@ -1009,7 +1076,7 @@ API CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent end)
     NEED_INIT();
     if (ms == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    if (start == NULL || end == NULL || start->magic != MAGIC_EVENT || end->magic != MAGIC_EVENT)
+    if (!is_handle(start, MAGIC_EVENT) || !is_handle(end, MAGIC_EVENT))
         return CUDA_ERROR_INVALID_HANDLE;
     if (!start->recorded || !end->recorded)
         return CUDA_ERROR_INVALID_HANDLE;
@@ -1033,6 +1100,10 @@ API CUresult cuModuleLoadData(CUmodule *mod, const void *image)
     if (m == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     m->magic = MAGIC_MODULE;
+    if (!handle_add(m)) {
+        free(m);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     *mod = m;
     return CUDA_SUCCESS;
 }
@@ -1049,9 +1120,10 @@ API CUresult cuModuleLoad(CUmodule *mod, const char *path)
 API CUresult cuModuleUnload(CUmodule mod)
 {
     NEED_INIT();
-    if (mod == NULL || mod->magic != MAGIC_MODULE)
+    if (!is_handle(mod, MAGIC_MODULE))
         return CUDA_ERROR_INVALID_HANDLE;
     mod->magic = 0;
+    handle_drop(mod);
     free(mod);
     return CUDA_SUCCESS;
 }
@@ -1068,19 +1140,23 @@ API CUresult cuModuleGetFunction(CUfunction *fn, CUmodule mod, const char *name)
     NEED_INIT();
     if (fn == NULL || name == NULL || name[0] == '\0')
         return CUDA_ERROR_INVALID_VALUE;
-    if (mod == NULL || mod->magic != MAGIC_MODULE)
+    if (!is_handle(mod, MAGIC_MODULE))
         return CUDA_ERROR_INVALID_HANDLE;
     size_t len = strlen(name), i = len;
     while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9')
         i--;
     pthread_mutex_lock(&lock);
     struct CUfunc_st *f = function_count < MAX_FUNCTIONS ? calloc(1, sizeof *f) : NULL;
-    if (f)
-        functions[function_count++] = f;
+    if (f) {
+        f->magic = MAGIC_FUNCTION;
+        if (handle_add(f))
+            functions[function_count++] = f;
+        else
+            free(f), f = NULL;
+    }
     pthread_mutex_unlock(&lock);
     if (f == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    f->magic = MAGIC_FUNCTION;
     f->ns_per_thread = i < len && len - i < 12 ? strtoull(name + i, NULL, 10) : 0;
     *fn = f;
     return CUDA_SUCCESS;
@@ -1088,7 +1164,7 @@ API CUresult cuModuleGetFunction(CUfunction *fn, CUmodule mod, const char *name)
 
 static bool valid_fn(CUfunction f)
 {
-    return f != NULL && f->magic == MAGIC_FUNCTION;
+    return is_handle(f, MAGIC_FUNCTION);
 }
 
 /* How long a launch occupies the GPU; 0 with *r set when it is invalid. */
@@ -1192,6 +1268,10 @@ API CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
     if (p == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     *p = (struct CUmemPoolHandle_st){MAGIC_POOL, props->location.id};
+    if (!handle_add(p)) {
+        free(p);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     *pool = p;
     return CUDA_SUCCESS;
 }
@@ -1199,10 +1279,11 @@ API CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
 API CUresult cuMemPoolDestroy(CUmemoryPool pool)
 {
     NEED_INIT();
-    if (pool == NULL || pool->magic != MAGIC_POOL || (pool >= default_pool &&
+    if (!is_handle(pool, MAGIC_POOL) || (pool >= default_pool &&
                                                       pool < default_pool + SIM_MAX_GPUS))
         return CUDA_ERROR_INVALID_VALUE;
     pool->magic = 0;
+    handle_drop(pool);
     free(pool);
     return CUDA_SUCCESS;
 }
@@ -1213,7 +1294,7 @@ API CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes, CUmemoryPo
                                      CUstream s)
 {
     NEED_INIT();
-    if (dptr == NULL || pool == NULL || pool->magic != MAGIC_POOL)
+    if (dptr == NULL || !is_handle(pool, MAGIC_POOL))
         return CUDA_ERROR_INVALID_VALUE;
     if (!valid_stream(s))
         return CUDA_ERROR_INVALID_HANDLE;
@@ -1264,6 +1345,10 @@ API CUresult cuGraphCreate(CUgraph *graph, unsigned int flags)
     if (g == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     g->magic = MAGIC_GRAPH;
+    if (!handle_add(g)) {
+        free(g);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     *graph = g;
     return CUDA_SUCCESS;
 }
@@ -1273,7 +1358,7 @@ static CUresult add_kernel_node(CUgraphNode *node_out, CUgraph g, const CUDA_KER
     NEED_INIT();
     if (node_out == NULL || p == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    if (g == NULL || g->magic != MAGIC_GRAPH)
+    if (!is_handle(g, MAGIC_GRAPH))
         return CUDA_ERROR_INVALID_VALUE;
     if (g->count == GRAPH_MAX_KERNELS)
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -1309,12 +1394,16 @@ API CUresult cuGraphAddKernelNode(CUgraphNode *n, CUgraph g, const CUgraphNode *
 API CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g, unsigned long long flags)
 {
     NEED_INIT();
-    if (exec == NULL || g == NULL || g->magic != MAGIC_GRAPH || flags > 0xf)
+    if (exec == NULL || !is_handle(g, MAGIC_GRAPH) || flags > 0xf)
         return CUDA_ERROR_INVALID_VALUE;
     struct CUgraphExec_st *e = calloc(1, sizeof *e);
     if (e == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     e->magic = MAGIC_EXEC;
+    if (!handle_add(e)) {
+        free(e);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     for (size_t i = 0; i < g->count; i++)
         e->dur_ns += g->kernels[i].ns;
     *exec = e;
@@ -1324,7 +1413,7 @@ API CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g, unsigned 
 API CUresult cuGraphLaunch(CUgraphExec e, CUstream s)
 {
     NEED_INIT();
-    if (e == NULL || e->magic != MAGIC_EXEC)
+    if (!is_handle(e, MAGIC_EXEC))
         return CUDA_ERROR_INVALID_VALUE;
     return enqueue(s, e->dur_ns, NULL);
 }
@@ -1337,9 +1426,10 @@ API CUresult cuGraphLaunch_ptsz(CUgraphExec e, CUstream s)
 API CUresult cuGraphExecDestroy(CUgraphExec e)
 {
     NEED_INIT();
-    if (e == NULL || e->magic != MAGIC_EXEC)
+    if (!is_handle(e, MAGIC_EXEC))
         return CUDA_ERROR_INVALID_VALUE;
     e->magic = 0;
+    handle_drop(e);
     free(e);
     return CUDA_SUCCESS;
 }
@@ -1347,9 +1437,10 @@ API CUresult cuGraphExecDestroy(CUgraphExec e)
 API CUresult cuGraphDestroy(CUgraph g)
 {
     NEED_INIT();
-    if (g == NULL || g->magic != MAGIC_GRAPH)
+    if (!is_handle(g, MAGIC_GRAPH))
         return CUDA_ERROR_INVALID_VALUE;
     g->magic = 0;
+    handle_drop(g);
     free(g);
     return CUDA_SUCCESS;
 }

@@ -353,22 +353,39 @@ int glc_map_put(struct glc_map *m, uint32_t kind, uint64_t key, int dev, uint64_
     return 0;
 }
 
-bool glc_map_take(struct glc_map *m, uint32_t kind, uint64_t key, int *dev, uint64_t *bytes)
+static struct glc_entry *find(const struct glc_map *m, uint32_t kind, uint64_t key)
 {
     if (m->cap == 0)
-        return false;
+        return NULL;
     size_t i = hash(kind, key, m->cap);
     while (m->e[i].kind != 0) {
-        if (m->e[i].kind == kind && m->e[i].key == key) {
-            *dev = m->e[i].dev;
-            *bytes = m->e[i].bytes;
-            m->e[i].kind = UINT32_MAX;
-            m->live--;
-            return true;
-        }
+        if (m->e[i].kind == kind && m->e[i].key == key)
+            return &m->e[i];
         i = (i + 1) & (m->cap - 1);
     }
-    return false;
+    return NULL;
+}
+
+bool glc_map_take(struct glc_map *m, uint32_t kind, uint64_t key, int *dev, uint64_t *bytes)
+{
+    struct glc_entry *e = find(m, kind, key);
+    if (e == NULL)
+        return false;
+    *dev = e->dev;
+    *bytes = e->bytes;
+    e->kind = UINT32_MAX;
+    m->live--;
+    return true;
+}
+
+bool glc_map_get(const struct glc_map *m, uint32_t kind, uint64_t key, int *dev, uint64_t *bytes)
+{
+    const struct glc_entry *e = find(m, kind, key);
+    if (e == NULL)
+        return false;
+    *dev = e->dev;
+    *bytes = e->bytes;
+    return true;
 }
 
 void glc_map_free(struct glc_map *m)

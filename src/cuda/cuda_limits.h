@@ -65,6 +65,8 @@ struct glc_map {
 int glc_map_put(struct glc_map *m, uint32_t kind, uint64_t key, int dev, uint64_t bytes);
 /* Removes the entry; false when there is none. */
 bool glc_map_take(struct glc_map *m, uint32_t kind, uint64_t key, int *dev, uint64_t *bytes);
+/* Reads the entry, leaving it; false when there is none. */
+bool glc_map_get(const struct glc_map *m, uint32_t kind, uint64_t key, int *dev, uint64_t *bytes);
 void glc_map_free(struct glc_map *m);
 
 #endif

@@ -26,8 +26,12 @@
 #define KERNEL_TABLE 1024
 /* GPU time a container may bank while idle, per percent of share. */
 #define BURST_NS_PER_PCT 200000ULL
+/* The widest row alignment cuMemAllocPitch pads to: 512 bytes on the
+ * GPUs and drivers seen (and in the simulator). */
+#define PITCH_ALIGN_MAX 512U
 
-enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX };
+/* M_POOL: a memory pool's device (-1: not a GPU's memory), 0 bytes. */
+enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL };
 
 /* Every watched driver function: its name in libcuda.so.1, where the real
  * one is kept and the watcher that replaces it. */
@@ -40,7 +44,9 @@ enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX };
     X(cuCtxCreate_v2) X(cuCtxDestroy_v2) X(cuDevicePrimaryCtxRetain)                              \
     X(cuDevicePrimaryCtxRelease_v2) X(cuLaunchKernel) X(cuLaunchKernel_ptsz) X(cuLaunchKernelEx)  \
     X(cuLaunchKernelEx_ptsz) X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz)       \
-    X(cuGraphLaunch) X(cuGraphLaunch_ptsz) X(cuGetProcAddress) X(cuGetProcAddress_v2)
+    X(cuGraphLaunch) X(cuGraphLaunch_ptsz) X(cuGetProcAddress) X(cuGetProcAddress_v2)            \
+    X(cuMemPoolCreate) X(cuMemPoolDestroy) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool)     \
+    X(cuDeviceSetMemPool)
 
 /* Driver functions the interposer calls itself. */
 typedef CUresult (*pfn_ctx_get_device)(CUdevice *);
@@ -73,7 +79,7 @@ static uint64_t context_bytes = 64ULL << 20;
 static const char *state_dir;
 static struct device devs[MAX_DEVS];
 static struct glc_map allocations;
-static bool told_memory, told_file;
+static bool told_memory, told_file, told_pitch;
 
 #define REAL_PTR(name) static void (*real_##name)(void);
 WATCHED(REAL_PTR)
@@ -348,8 +354,11 @@ API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes, unsigned int fla
                          CUDA_ERROR_OUT_OF_MEMORY, call_managed, &a, M_PTR, dptr);
 }
 
-/* The pitch is known only afterwards: the allocation is taken back when
- * what the driver chose does not fit. */
+/* The pitch is known only afterwards, so the most the driver can pad each
+ * row to is taken first (PITCH_ALIGN_MAX) and what it did not use given
+ * back: the GPU never holds a byte over the limit. A driver padding more
+ * than that is caught afterwards: the allocation is freed if the rest
+ * does not fit. */
 API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width, size_t height,
                                 unsigned int elem)
 {
@@ -358,29 +367,40 @@ API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width, 
     if (real_cuMemAllocPitch_v2 == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
     int dev = active ? current_device() : -1;
-    uint64_t guess;
-    if (!has_limit(dev) || dptr == NULL || pitch == NULL ||
-        __builtin_mul_overflow((uint64_t)width, (uint64_t)height, &guess))
+    if (!has_limit(dev) || dptr == NULL || pitch == NULL)
         return REAL(cuMemAllocPitch_v2, fn)(dptr, pitch, width, height, elem);
-    if (!take(dev, guess, "cuMemAllocPitch"))
+    uint64_t row, bound;
+    if (__builtin_add_overflow((uint64_t)width, PITCH_ALIGN_MAX - 1, &row) ||
+        __builtin_mul_overflow(row / PITCH_ALIGN_MAX * PITCH_ALIGN_MAX, (uint64_t)height,
+                               &bound)) {
+        say(__atomic_exchange_n(&told_pitch, true, __ATOMIC_RELAXED) ? 2 : 1,
+            "cuMemAllocPitch of %zu x %zu bytes refused with CUDA_ERROR_INVALID_VALUE: "
+            "more than 2^64 bytes",
+            width, height);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    char call[128];
+    snprintf(call, sizeof call, "cuMemAllocPitch of %zu x %zu bytes (rows padded to %u)", width,
+             height, PITCH_ALIGN_MAX);
+    if (!take(dev, bound, call))
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult r = REAL(cuMemAllocPitch_v2, fn)(dptr, pitch, width, height, elem);
     if (r != CUDA_SUCCESS) {
-        give(dev, guess);
+        give(dev, bound);
         return r;
     }
     uint64_t bytes;
     if (__builtin_mul_overflow((uint64_t)*pitch, (uint64_t)height, &bytes))
         bytes = UINT64_MAX;
-    if (bytes > guess && !take(dev, bytes - guess, "cuMemAllocPitch")) {
+    if (bytes > bound && !take(dev, bytes - bound, call)) {
         CUresult (*rfree)(CUdeviceptr) = (CUresult(*)(CUdeviceptr))real_cuMemFree_v2;
         if (rfree)
             rfree(*dptr);
-        give(dev, guess);
+        give(dev, bound);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    if (bytes < guess)
-        give(dev, guess - bytes);
+    if (bytes < bound)
+        give(dev, bound - bytes);
     remember(M_PTR, *dptr, dev, bytes);
     return CUDA_SUCCESS;
 }
@@ -417,8 +437,36 @@ static CUresult call_pool(void *a)
         x->dptr, x->bytes, x->pool, x->stream);
 }
 
+/* Remembers which device's memory pool hands out (dev -1: not a GPU's). */
+static void pool_on(CUmemoryPool pool, int dev)
+{
+    int old_dev;
+    uint64_t none;
+    pthread_mutex_lock(&lock);
+    while (glc_map_take(&allocations, M_POOL, (uint64_t)(uintptr_t)pool, &old_dev, &none))
+        ;
+    int r = glc_map_put(&allocations, M_POOL, (uint64_t)(uintptr_t)pool, dev, 0);
+    pthread_mutex_unlock(&lock);
+    if (r < 0)
+        say(0, "out of memory tracking a memory pool; its allocations count on the current "
+               "device");
+}
+
+/* The device a pool allocates on: as recorded when the pool was made or
+ * handed out, else the current one. */
+static int pool_device(CUmemoryPool pool)
+{
+    int dev;
+    uint64_t none;
+    pthread_mutex_lock(&lock);
+    bool known = glc_map_get(&allocations, M_POOL, (uint64_t)(uintptr_t)pool, &dev, &none);
+    pthread_mutex_unlock(&lock);
+    return known ? dev : current_device();
+}
+
 /* Stream-ordered allocations are counted when asked for and credited
- * when freed (the pool may keep the memory a while longer). */
+ * when freed (the pool may keep the memory a while longer); those from a
+ * pool count on the pool's device, whichever is current. */
 static CUresult async_alloc(void (*fn)(void), bool from_pool, CUdeviceptr *dptr, size_t bytes,
                             CUmemoryPool pool, CUstream s)
 {
@@ -428,7 +476,8 @@ static CUresult async_alloc(void (*fn)(void), bool from_pool, CUdeviceptr *dptr,
     CUresult (*call)(void *) = from_pool ? call_pool : call_async;
     if (dptr == NULL)
         return call(&a);
-    return counted_alloc(active ? current_device() : -1, bytes,
+    int dev = !active ? -1 : from_pool ? pool_device(pool) : current_device();
+    return counted_alloc(dev, bytes,
                          from_pool ? "cuMemAllocFromPoolAsync" : "cuMemAllocAsync",
                          CUDA_ERROR_OUT_OF_MEMORY, call, &a, M_PTR, dptr);
 }
@@ -457,6 +506,65 @@ API CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUmem
 {
     ensure_init();
     return async_alloc(real_cuMemAllocFromPoolAsync_ptsz, true, dptr, bytes, pool, s);
+}
+
+API CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
+{
+    ensure_init();
+    if (real_cuMemPoolCreate == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUmemoryPool *, const CUmemPoolProps *))real_cuMemPoolCreate)(
+        pool, props);
+    if (r == CUDA_SUCCESS && active)
+        pool_on(*pool, props->location.type == CU_MEM_LOCATION_TYPE_DEVICE ? props->location.id
+                                                                             : -1);
+    return r;
+}
+
+API CUresult cuMemPoolDestroy(CUmemoryPool pool)
+{
+    ensure_init();
+    if (real_cuMemPoolDestroy == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUmemoryPool))real_cuMemPoolDestroy)(pool);
+    if (r == CUDA_SUCCESS && active)
+        forget(M_POOL, (uint64_t)(uintptr_t)pool);
+    return r;
+}
+
+/* The pools a device hands out allocate on that device. */
+static CUresult device_pool(void (*fn)(void), CUmemoryPool *pool, CUdevice dev)
+{
+    if (fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUmemoryPool *, CUdevice))fn)(pool, dev);
+    if (r == CUDA_SUCCESS && active)
+        pool_on(*pool, dev);
+    return r;
+}
+
+API CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice dev)
+{
+    ensure_init();
+    return device_pool(real_cuDeviceGetDefaultMemPool, pool, dev);
+}
+
+API CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev)
+{
+    ensure_init();
+    return device_pool(real_cuDeviceGetMemPool, pool, dev);
+}
+
+/* The driver takes only a pool of dev's memory here. */
+API CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool pool)
+{
+    ensure_init();
+    if (real_cuDeviceSetMemPool == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUdevice, CUmemoryPool))real_cuDeviceSetMemPool)(dev, pool);
+    if (r == CUDA_SUCCESS && active)
+        pool_on(pool, dev);
+    return r;
 }
 
 static CUresult free_async(void (*fn)(void), CUdeviceptr ptr, CUstream s)
@@ -1107,4 +1215,41 @@ API void *dlsym(void *handle, const char *name)
     if (handle == RTLD_NEXT)
         return real_dlsym(handle, name);
     return by_handle(handle, name);
+}
+
+/* A second link-map namespace would load a second driver, one these
+ * watchers do not stand in front of: dlmopen of the driver or NVML by name
+ * answers the one already watched here instead. */
+static bool driver_name(const char *file)
+{
+    const char *base = file;
+    for (const char *c = file; *c; c++)
+        if (*c == '/')
+            base = c + 1;
+    static const char *const names[] = {"libcuda.so", "libnvidia-ml.so"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        size_t n = strlen(names[i]);
+        if (strncmp(base, names[i], n) == 0 && (base[n] == '\0' || base[n] == '.'))
+            return true;
+    }
+    return false;
+}
+
+API void *dlmopen(Lmid_t lmid, const char *file, int flags)
+{
+    static void *(*real_dlmopen)(Lmid_t, const char *, int);
+    void *(*fn)(Lmid_t, const char *, int) = __atomic_load_n(&real_dlmopen, __ATOMIC_ACQUIRE);
+    if (fn == NULL) {
+        fn = (void *(*)(Lmid_t, const char *, int))dlvsym(RTLD_NEXT, "dlmopen", "GLIBC_2.34");
+        if (fn == NULL)
+            fn = (void *(*)(Lmid_t, const char *, int))dlvsym(RTLD_NEXT, "dlmopen", "GLIBC_2.3.4");
+        if (fn == NULL)
+            return NULL;
+        __atomic_store_n(&real_dlmopen, fn, __ATOMIC_RELEASE);
+    }
+    if (lmid != LM_ID_BASE && file != NULL && driver_name(file)) {
+        say(2, "dlmopen of %s in a new namespace answered with the watched driver", file);
+        return dlopen(file, flags & ~RTLD_DEEPBIND);
+    }
+    return fn(lmid, file, flags);
 }

@@ -1,10 +1,15 @@
 /*
  * cudaprog: a CUDA driver-API program for the tests. It reaches the driver
- * one of four ways (argv[1]: direct, dlsym, procaddr, procaddr-ptsz), then
+ * one of five ways (argv[1]: direct, dlsym, dlmopen (a new link-map
+ * namespace), procaddr, procaddr-ptsz), then
  * runs the operations given as arguments, printing one line each:
  *
  *   alloc:N pitch:W:H managed:N async:N pool:N array:W:H array3d:W:H:D
  *   mipmap:W:H:D:LEVELS vmm:N ctx    allocate (ctx: a context of its own)
+ *   pool1:N                          allocate from a pool made on device 1
+ *                                    (made once), whichever device is current
+ *   badhandles:HEX                   destroy HEX as a context, stream, event,
+ *                                    module, pool, graph and graph exec
  *   fill:KIND:CHUNK                  allocate KIND chunks until refused
  *   freeall                          free everything allocated so far
  *   info                             cuMemGetInfo_v2
@@ -48,6 +53,11 @@
     X(pool_alloc, "cuMemAllocFromPoolAsync", "cuMemAllocFromPoolAsync",                           \
       CUresult (*)(CUdeviceptr *, size_t, CUmemoryPool, CUstream))                                \
     X(free_async, "cuMemFreeAsync", "cuMemFreeAsync", CUresult (*)(CUdeviceptr, CUstream))        \
+    X(pool_create, "cuMemPoolCreate", "cuMemPoolCreate",                                          \
+      CUresult (*)(CUmemoryPool *, const CUmemPoolProps *))                                       \
+    X(pool_destroy, "cuMemPoolDestroy", "cuMemPoolDestroy", CUresult (*)(CUmemoryPool))           \
+    X(stream_destroy, "cuStreamDestroy_v2", "cuStreamDestroy", CUresult (*)(CUstream))            \
+    X(event_destroy, "cuEventDestroy_v2", "cuEventDestroy", CUresult (*)(CUevent))                \
     X(array, "cuArrayCreate_v2", "cuArrayCreate",                                                 \
       CUresult (*)(CUarray *, const CUDA_ARRAY_DESCRIPTOR *))                                     \
     X(array3d, "cuArray3DCreate_v2", "cuArray3DCreate",                                           \
@@ -125,8 +135,9 @@ static int resolve(const char *way)
         FUNCS(DIRECT)
         return 0;
     }
-    if (strcmp(way, "dlsym") == 0) {
-        void *h = dlopen("libcuda.so.1", RTLD_NOW);
+    if (strcmp(way, "dlsym") == 0 || strcmp(way, "dlmopen") == 0) {
+        void *h = way[2] == 's' ? dlopen("libcuda.so.1", RTLD_NOW)
+                                : dlmopen(LM_ID_NEWLM, "libcuda.so.1", RTLD_NOW);
         if (h == NULL)
             return -1;
 #define DLSYM(f, sym, base, ...) *(void **)&cu.f = dlsym(h, sym);
@@ -165,11 +176,23 @@ static size_t num(char **save)
     return t ? strtoull(t, NULL, 0) : 0;
 }
 
+static CUmemoryPool pool1;
+
 static CUresult allocate(const char *kind, char **save, size_t *bytes)
 {
     CUdeviceptr p = 0;
     CUresult r;
     *bytes = 0;
+    if (strcmp(kind, "pool1") == 0) {
+        size_t n = num(save);
+        CUmemPoolProps props = {.allocType = CU_MEM_ALLOCATION_TYPE_PINNED,
+                                .location = {CU_MEM_LOCATION_TYPE_DEVICE, 1}};
+        if (pool1 == NULL && (r = cu.pool_create(&pool1, &props)) != CUDA_SUCCESS)
+            return r;
+        if ((r = cu.pool_alloc(&p, n, pool1, NULL)) == CUDA_SUCCESS)
+            keep(K_PTR, p, 0, *bytes = n);
+        return r;
+    }
     if (strcmp(kind, "alloc") == 0 || strcmp(kind, "managed") == 0 || strcmp(kind, "async") == 0 ||
         strcmp(kind, "pool") == 0) {
         size_t n = num(save);
@@ -351,7 +374,7 @@ int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2 || resolve(argv[1]) < 0) {
-        fprintf(stderr, "usage: cudaprog direct|dlsym|procaddr|procaddr-ptsz OP...\n");
+        fprintf(stderr, "usage: cudaprog direct|dlsym|dlmopen|procaddr|procaddr-ptsz OP...\n");
         return 2;
     }
     const char *d = getenv("PROG_DEVICE");
@@ -375,6 +398,11 @@ int main(int argc, char **argv)
             nvml_info();
         } else if (strcmp(op, "badfree") == 0) {
             printf("badfree rc=%d\n", cu.mfree((CUdeviceptr)num(&save)));
+        } else if (strcmp(op, "badhandles") == 0) {
+            void *h = (void *)(uintptr_t)num(&save);
+            printf("badhandles ctx=%d stream=%d event=%d module=%d pool=%d graph=%d exec=%d\n",
+                   cu.ctx_destroy(h), cu.stream_destroy(h), cu.event_destroy(h), cu.unload(h),
+                   cu.pool_destroy(h), cu.graph_destroy(h), cu.graph_exec_destroy(h));
         } else if (strcmp(op, "freeall") == 0) {
             free_all();
             printf("freeall rc=0\n");
@@ -409,5 +437,7 @@ int main(int argc, char **argv)
         }
     }
     free_all();
+    if (pool1)
+        cu.pool_destroy(pool1);
     return 0;
 }

@@ -279,3 +279,51 @@ def test_without_a_share_a_program_saturates_and_nvml_sees_it(cuda):
     finally:
         holder.kill()
         holder.wait()
+
+
+# ---- found by an independent test of the interposer ----
+
+def test_made_up_handles_are_refused_not_read(cuda):
+    """The simulated driver looks handles up before it reads them."""
+    for limits in (None, {"GPULET_CUDA_MEMORY_LIMIT": "1Gi"}):
+        out = cuda.run("direct", "badhandles:0x1234", "badhandles:0x7f0000001000",
+                       limits=limits).stdout
+        for found in lines(out, "badhandles"):
+            assert {k: int(v) for k, v in found.items()} == {
+                "ctx": 201, "stream": 400, "event": 400, "module": 400, "pool": 1, "graph": 1,
+                "exec": 1}, out
+
+
+@pytest.mark.parametrize("way", ["direct", "dlsym"])
+def test_pool_allocations_count_on_the_pools_device(cuda, way):
+    """A pool made on device 1 fills device 1's limit, with device 0 current."""
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "256Mi"}
+    out = cuda.run(way, "fill:pool1:1048576", "fill:alloc:1048576", "freeall",
+                   "fill:pool1:1048576", limits=limits).stdout
+    pool1, dev0, again = (int(f["total"]) for f in lines(out, "fill"))
+    assert pool1 == 256 * MIB, out  # device 1 holds no context of this process
+    assert dev0 == 256 * MIB - CTX, out  # device 0 was not charged the pool's bytes
+    assert again == 256 * MIB, out  # and freeing gave device 1 its bytes back
+
+
+def test_pitch_takes_the_padded_size_first(cuda):
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "100Mi"}  # 36 MiB left beside the context
+    # 1000-byte rows pad to 1024: 37000 rows fit unpadded but not padded, 36864 exactly.
+    p = cuda.run("direct", "pitch:1000:37000", "pitch:1000:36864", "info",
+                 "pitch:0x100000000:0x100000000", limits=limits)
+    refused, fits, overflow = lines(p.stdout, "pitch")
+    assert int(refused["rc"]) == 2, p.stdout
+    assert int(fits["rc"]) == 0 and int(fits["bytes"]) == 36 * MIB, p.stdout
+    assert one(p.stdout, "info")["free"] == 0
+    assert int(overflow["rc"]) == 1, p.stdout  # INVALID_VALUE, not passed on uncounted
+    assert "cuMemAllocPitch of 1000 x 37000 bytes (rows padded to 512) of 37888000 bytes" \
+        in p.stderr, p.stderr
+    assert "cuMemAllocPitch of 4294967296 x 4294967296 bytes refused with " \
+        "CUDA_ERROR_INVALID_VALUE" in p.stderr, p.stderr
+
+
+def test_dlmopen_of_the_driver_gets_the_watched_one(cuda):
+    """A new link-map namespace would hold an unwatched copy of the driver."""
+    out = cuda.run("dlmopen", "fill:alloc:1048576",
+                   limits={"GPULET_CUDA_MEMORY_LIMIT": "256Mi"}).stdout
+    assert one(out, "fill")["total"] == 256 * MIB - CTX, out
