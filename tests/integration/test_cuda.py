@@ -294,7 +294,7 @@ def test_made_up_handles_are_refused_not_read(cuda):
                 "exec": 1}, out
 
 
-@pytest.mark.parametrize("way", ["direct", "dlsym"])
+@pytest.mark.parametrize("way", WAYS)
 def test_pool_allocations_count_on_the_pools_device(cuda, way):
     """A pool made on device 1 fills device 1's limit, with device 0 current."""
     limits = {"GPULET_CUDA_MEMORY_LIMIT": "256Mi"}

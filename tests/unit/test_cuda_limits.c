@@ -171,6 +171,11 @@ static void allocation_map(void **state)
         assert_true(bytes == i && dev == (int)(i % 4));
     }
     assert_false(glc_map_take(&m, 1, 0x1000, &dev, &bytes)); /* taken once */
+    /* a read leaves the entry */
+    assert_false(glc_map_get(&m, 1, 0x1000, &dev, &bytes));
+    assert_true(glc_map_get(&m, 2, 0x1000 + 1 * 512, &dev, &bytes));
+    assert_true(bytes == 1 && dev == 1);
+    assert_true(glc_map_get(&m, 2, 0x1000 + 1 * 512, &dev, &bytes));
     /* tombstones do not grow the table for ever */
     for (int round = 0; round < 50; round++) {
         assert_int_equal(glc_map_put(&m, 5, 7, 0, 1), 0);
@@ -180,6 +185,7 @@ static void allocation_map(void **state)
     assert_true(m.live == 5000);
     glc_map_free(&m);
     assert_false(glc_map_take(&m, 1, 1, &dev, &bytes));
+    assert_false(glc_map_get(&m, 1, 1, &dev, &bytes));
 }
 
 int main(void)
