@@ -1249,7 +1249,7 @@ API void *dlmopen(Lmid_t lmid, const char *file, int flags)
     }
     if (lmid != LM_ID_BASE && file != NULL && driver_name(file)) {
         say(2, "dlmopen of %s in a new namespace answered with the watched driver", file);
-        return dlopen(file, flags & ~RTLD_DEEPBIND);
+        return dlopen(file, flags);
     }
     return fn(lmid, file, flags);
 }
