@@ -521,17 +521,6 @@ API CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
     return r;
 }
 
-API CUresult cuMemPoolDestroy(CUmemoryPool pool)
-{
-    ensure_init();
-    if (real_cuMemPoolDestroy == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
-    CUresult r = ((CUresult(*)(CUmemoryPool))real_cuMemPoolDestroy)(pool);
-    if (r == CUDA_SUCCESS && active)
-        forget(M_POOL, (uint64_t)(uintptr_t)pool);
-    return r;
-}
-
 /* The pools a device hands out allocate on that device. */
 static CUresult device_pool(void (*fn)(void), CUmemoryPool *pool, CUdevice dev)
 {
@@ -683,6 +672,12 @@ API CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr)
 {
     ensure_init();
     return destroy_handle(real_cuMipmappedArrayDestroy, arr, M_MIPMAP);
+}
+
+API CUresult cuMemPoolDestroy(CUmemoryPool pool)
+{
+    ensure_init();
+    return destroy_handle(real_cuMemPoolDestroy, pool, M_POOL);
 }
 
 struct vmm_args {
