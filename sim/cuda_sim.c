@@ -116,7 +116,7 @@ struct CUgraphExec_st {
 
 /* The process's view of the driver; guarded by `lock`. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static bool initialised;
+static bool initialised, forked;
 static struct sim_node *node;
 static struct sim_dev_file *shared;
 static int visible[SIM_MAX_GPUS]; /* CUDA ordinal -> node GPU */
@@ -228,10 +228,22 @@ static uint64_t capacity(int dev)
     return g->memory_mib > fixed ? (g->memory_mib - fixed) * MIB : 0;
 }
 
+/* The driver's state does not survive fork, as the real one's does not: in
+ * the child of an initialised process every call that needs cuInit
+ * answers CUDA_ERROR_NOT_INITIALIZED, so a child cannot free (or be
+ * credited) its parent's memory. */
+static void in_child(void)
+{
+    __atomic_store_n(&initialised, false, __ATOMIC_RELEASE);
+    __atomic_store_n(&forked, true, __ATOMIC_RELEASE);
+}
+
 API CUresult cuInit(unsigned int flags)
 {
     if (flags != 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if (__atomic_load_n(&forked, __ATOMIC_ACQUIRE))
+        return CUDA_ERROR_NOT_INITIALIZED;
     pthread_mutex_lock(&lock);
     CUresult r = CUDA_SUCCESS;
     if (!initialised) {
@@ -248,6 +260,8 @@ API CUresult cuInit(unsigned int flags)
         } else if ((shared = sim_dev_open(node, true, msg, sizeof msg)) == NULL) {
             fprintf(stderr, "gpulet-sim: %s\n", msg);
             r = CUDA_ERROR_UNKNOWN;
+        } else if (pthread_atfork(NULL, NULL, in_child) != 0) {
+            r = CUDA_ERROR_OUT_OF_MEMORY;
         } else {
             read_visible();
             for (int d = 0; d < SIM_MAX_GPUS; d++) {

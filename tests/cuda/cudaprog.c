@@ -10,6 +10,8 @@
  *                                    (made once), whichever device is current
  *   badhandles:HEX                   destroy HEX as a context, stream, event,
  *                                    module, pool, graph and graph exec
+ *   fork                             a child frees the last allocation and
+ *                                    calls cuInit; the parent waits for it
  *   fill:KIND:CHUNK                  allocate KIND chunks until refused
  *   freeall                          free everything allocated so far
  *   info                             cuMemGetInfo_v2
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -403,6 +406,16 @@ int main(int argc, char **argv)
             printf("badhandles ctx=%d stream=%d event=%d module=%d pool=%d graph=%d exec=%d\n",
                    cu.ctx_destroy(h), cu.stream_destroy(h), cu.event_destroy(h), cu.unload(h),
                    cu.pool_destroy(h), cu.graph_destroy(h), cu.graph_exec_destroy(h));
+        } else if (strcmp(op, "fork") == 0) {
+            pid_t child = fork();
+            if (child == 0) {
+                CUresult rf = held_count ? cu.mfree(held[held_count - 1].p) : CUDA_ERROR_INVALID_VALUE;
+                printf("fork free=%d init=%d\n", rf, cu.init(0));
+                _exit(0);
+            }
+            int status = 0;
+            if (child < 0 || waitpid(child, &status, 0) != child || status != 0)
+                printf("fork rc=-1\n");
         } else if (strcmp(op, "freeall") == 0) {
             free_all();
             printf("freeall rc=0\n");

@@ -327,3 +327,14 @@ def test_dlmopen_of_the_driver_gets_the_watched_one(cuda):
     out = cuda.run("dlmopen", "fill:alloc:1048576",
                    limits={"GPULET_CUDA_MEMORY_LIMIT": "256Mi"}).stdout
     assert one(out, "fill")["total"] == 256 * MIB - CTX, out
+
+
+@pytest.mark.parametrize("limits", [None, {"GPULET_CUDA_MEMORY_LIMIT": "1Gi"}])
+def test_a_forked_child_cannot_free_its_parents_memory(cuda, limits):
+    """The driver's state does not survive fork: the child's calls answer
+    NOT_INITIALIZED and the parent's allocation stays its own."""
+    out = cuda.run("direct", "info", "alloc:10485760", "fork", "info", "freeall", "info",
+                   limits=limits).stdout
+    assert one(out, "fork") == {"free": 3, "init": 3}, out
+    before, held, after = (int(i["free"]) for i in lines(out, "info"))
+    assert before - held == 10485760 and after == before, out
