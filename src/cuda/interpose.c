@@ -174,16 +174,16 @@ static void read_config(void)
     say(2, "limits from %s; GPULET_CUDA_* variables other than GPULET_CUDA_LOG are ignored",
         GLC_LIMITS_FILE);
     active = true;
-    state_dir = file_limits.state_dir[0] ? file_limits.state_dir : CONTAINER_STATE_DIR;
-    if (file_limits.context_bytes)
-        context_bytes = file_limits.context_bytes;
-    if (r < 0) {
+    if (r < 0) { /* nothing in it is trusted; the state stays in this process */
         say(0, "%s: every allocation is refused until it is fixed", msg);
         file_limits.by_uuid = false;
         for (int d = 0; d < MAX_DEVS; d++)
             refuse(d);
         return;
     }
+    state_dir = file_limits.state_dir[0] ? file_limits.state_dir : CONTAINER_STATE_DIR;
+    if (file_limits.context_bytes)
+        context_bytes = file_limits.context_bytes;
     if (!file_limits.by_uuid)
         for (int d = 0; d < MAX_DEVS; d++) {
             devs[d].limit = file_limits.dev[d].limit;
