@@ -279,8 +279,10 @@ static void ensure_matched(void)
  * this process alone). */
 static struct glc_file *device_file(int dev)
 {
+    if (dev < 0 || dev >= MAX_DEVS)
+        return NULL;
     ensure_matched();
-    if (dev < 0 || dev >= MAX_DEVS || (devs[dev].limit == 0 && devs[dev].share == 0))
+    if (devs[dev].limit == 0 && devs[dev].share == 0)
         return NULL;
     struct device *d = &devs[dev];
     if (__atomic_load_n(&d->opened, __ATOMIC_ACQUIRE))
@@ -313,8 +315,10 @@ static int current_device(void)
 
 static bool has_limit(int dev)
 {
+    if (dev < 0 || dev >= MAX_DEVS)
+        return false; /* no device: nothing to match, and no driver call made for it */
     ensure_matched();
-    return dev >= 0 && dev < MAX_DEVS && devs[dev].limit != 0;
+    return devs[dev].limit != 0;
 }
 
 /* Takes bytes of dev's limit; false (said once) when they do not fit. */
@@ -967,8 +971,10 @@ static bool shared_device(int *dev)
     if (!active)
         return false;
     *dev = current_device();
+    if (*dev < 0 || *dev >= MAX_DEVS)
+        return false;
     ensure_matched();
-    return *dev >= 0 && *dev < MAX_DEVS && devs[*dev].share != 0;
+    return devs[*dev].share != 0;
 }
 
 struct launch_args {
