@@ -26,6 +26,13 @@ static const char run_usage[] =
     "  --device-id-strategy S      uuid | index (env DEVICE_ID_STRATEGY)\n"
     "  --replica-policy P          distributed | packed: where shared replicas go\n"
     "                              (env GPULET_REPLICA_POLICY, default distributed)\n"
+    "  --cuda-interposer PATH      host path of libgpulet-cuda.so, mounted into\n"
+    "                              containers given GPU slices (env\n"
+    "                              GPULET_CUDA_INTERPOSER, default\n"
+    "                              " CONFIG_DEFAULT_INTERPOSER ")\n"
+    "  --state-dir DIR             gpulet's host state, alloc/<id> per sliced\n"
+    "                              container (env GPULET_STATE_DIR, default\n"
+    "                              " CONFIG_DEFAULT_STATE_DIR ")\n"
     "  --labels-file FILE          NFD features file for the nvidia.com/* labels\n"
     "                              (default " LABELS_DEFAULT_FILE ")\n"
     "  --labels-interval D         rewrite the labels every D (default 60s)\n"
@@ -109,6 +116,8 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_HOSTNAME_LABEL,
         OPT_METRICS_SCHEMA,
         OPT_NO_METRICS,
+        OPT_INTERPOSER,
+        OPT_STATE_DIR,
     };
     static const struct option long_options[] = {
         {"device-plugin-dir", required_argument, NULL, OPT_DIR},
@@ -121,6 +130,8 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"device-id-strategy", required_argument, NULL, OPT_ID},
         {"health-recovery-period", required_argument, NULL, OPT_RECOVERY},
         {"replica-policy", required_argument, NULL, OPT_REPLICA},
+        {"cuda-interposer", required_argument, NULL, OPT_INTERPOSER},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"labels-file", required_argument, NULL, OPT_LABELS_FILE},
         {"labels-interval", required_argument, NULL, OPT_LABELS_INTERVAL},
         {"no-labels", no_argument, NULL, OPT_NO_LABELS},
@@ -193,6 +204,8 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_LIST: d.flags.device_list_strategy = optarg; break;
         case OPT_ID: d.flags.device_id_strategy = optarg; break;
         case OPT_REPLICA: d.flags.replica_policy = optarg; break;
+        case OPT_INTERPOSER: d.flags.cuda_interposer = optarg; break;
+        case OPT_STATE_DIR: d.flags.state_dir = optarg; break;
         case OPT_LABELS_FILE: d.labels_file = optarg; break;
         case OPT_NO_LABELS: d.labels_file = NULL; break;
         case OPT_NO_TIMESTAMP: d.labels_timestamp = false; break;

@@ -21,6 +21,8 @@ void config_defaults(struct config *cfg)
     snprintf(cfg->driver_root, sizeof cfg->driver_root, "/");
     cfg->device_list_strategies = DEVICE_LIST_ENVVAR;
     cfg->device_id_strategy = DEVICE_ID_UUID;
+    snprintf(cfg->cuda_interposer, sizeof cfg->cuda_interposer, CONFIG_DEFAULT_INTERPOSER);
+    snprintf(cfg->state_dir, sizeof cfg->state_dir, CONFIG_DEFAULT_STATE_DIR);
 }
 
 const char *config_mig_strategy_name(enum mig_strategy s)
@@ -30,7 +32,10 @@ const char *config_mig_strategy_name(enum mig_strategy s)
 
 const char *config_sharing_name(enum sharing_strategy s)
 {
-    return s == SHARING_TIME_SLICING ? "time-slicing" : s == SHARING_MPS ? "mps" : "none";
+    return s == SHARING_TIME_SLICING ? "time-slicing"
+           : s == SHARING_MPS        ? "mps"
+           : s == SHARING_SLICES     ? "slices"
+                                     : "none";
 }
 
 const char *config_gpu_resource(const struct config *cfg, const char *product)
@@ -57,9 +62,47 @@ void config_mig_resource(const struct config *cfg, const char *profile, char *bu
 const struct shared_resource *config_shared_for(const struct config *cfg, const char *resource)
 {
     for (size_t i = 0; i < cfg->shared_count; i++)
-        if (strcmp(cfg->shared[i].name, resource) == 0)
+        if (!cfg->shared[i].slices && strcmp(cfg->shared[i].name, resource) == 0)
             return &cfg->shared[i];
     return NULL;
+}
+
+bool config_selects_gpu(const struct shared_resource *s, size_t position, unsigned int index,
+                        const char *uuid)
+{
+    if (s->count > 0)
+        return position < s->count;
+    if (s->selector_count == 0)
+        return true;
+    char text[16];
+    snprintf(text, sizeof text, "%u", index);
+    for (size_t i = 0; i < s->selector_count; i++)
+        if (strcmp(s->selectors[i], text) == 0 || strcmp(s->selectors[i], uuid) == 0)
+            return true;
+    return false;
+}
+
+int config_parse_size(const char *text, unsigned long long *out)
+{
+    static const struct {
+        const char *suffix;
+        unsigned long long factor;
+    } units[] = {{"", 1},          {"Ki", 1ULL << 10}, {"Mi", 1ULL << 20}, {"Gi", 1ULL << 30},
+                 {"Ti", 1ULL << 40}, {"K", 1000ULL},   {"M", 1000000ULL},  {"G", 1000000000ULL},
+                 {"T", 1000000000000ULL}};
+    size_t digits = strspn(text, "0123456789");
+    if (digits == 0 || digits > 15)
+        return -1; /* more than any GPU has; the product is checked below */
+    unsigned long long n = strtoull(text, NULL, 10);
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(text + digits, units[i].suffix) != 0)
+            continue;
+        if (n > ~0ULL / units[i].factor)
+            return -1;
+        *out = n * units[i].factor;
+        return 0;
+    }
+    return -1;
 }
 
 /* ---- values shared by the file, the environment and the flags ---- */
@@ -147,7 +190,9 @@ static const char *const flag_keys[] = {
 static const char *const plugin_keys[] = {
     "passDeviceSpecs", "deviceListStrategy", "deviceIDStrategy", "containerDriverRoot",
     "mpsRoot", "cdiAnnotationPrefix", "nvidiaCTKPath", NULL};
-static const char *const sharing_keys[] = {"timeSlicing", "mps", NULL};
+static const char *const sharing_keys[] = {"timeSlicing", "mps", "slices", NULL};
+static const char *const slices_keys[] = {"resources", NULL};
+static const char *const slice_keys[] = {"name", "rename", "replicas", "memory", "devices", NULL};
 static const char *const strategy_keys[] = {"renameByDefault", "failRequestsGreaterThanOne",
                                             "resources", NULL};
 static const char *const shared_keys[] = {"name", "rename", "replicas", "devices", NULL};
@@ -311,14 +356,16 @@ static int file_shared_devices(const struct ydoc *d, const struct ynode *v,
     return 0;
 }
 
-static int file_shared_resource(const struct ydoc *d, const struct ynode *m,
+static int file_shared_resource(const struct ydoc *d, const struct ynode *m, bool slices,
                                 struct shared_resource *r, struct gpulet_error *err)
 {
     if (ynode_expect_map(d, m, "a sharing resource", err) < 0 ||
-        ynode_check_keys(d, m, shared_keys, "sharing resource", err) < 0)
+        ynode_check_keys(d, m, slices ? slice_keys : shared_keys, "sharing resource", err) < 0)
         return -1;
     memset(r, 0, sizeof *r);
     r->all_devices = true;
+    r->slices = slices;
+    r->line = ynode_line(m);
     const struct ynode *v = ynode_get(d, m, "name");
     if (v == NULL)
         return ydoc_fail(d, m, err, "a sharing resource needs a name (e.g. nvidia.com/gpu)");
@@ -342,16 +389,106 @@ static int file_shared_resource(const struct ydoc *d, const struct ynode *m,
                              "characters in nvidia.com, not \"%s\"", ynode_text(v));
     }
     v = ynode_get(d, m, "replicas");
-    if (v == NULL)
-        return ydoc_fail(d, m, err, "%s: replicas is required", r->name);
+    const struct ynode *mem = slices ? ynode_get(d, m, "memory") : NULL;
+    if (v && mem)
+        return ydoc_fail(d, mem, err, "%s: give replicas or memory, not both", r->name);
+    if (mem) {
+        const char *t = ynode_is_scalar(mem) ? ynode_text(mem) : NULL;
+        if (t == NULL || config_parse_size(t, &r->slice_bytes) < 0 || r->slice_bytes == 0)
+            return ydoc_fail(d, mem, err, "memory must be a size above zero such as 10Gi, 512Mi "
+                             "or a number of bytes, not \"%s\"", t ? t : "a list or mapping");
+        r->size_line = ynode_line(mem);
+    } else if (v == NULL) {
+        return ydoc_fail(d, m, err, slices ? "%s: replicas or memory is required"
+                                           : "%s: replicas is required", r->name);
+    } else {
+        r->size_line = ynode_line(v);
+    }
+    if ((v = ynode_get(d, m, "devices"))) {
+        r->devices_line = ynode_line(v);
+        if (file_shared_devices(d, v, r, err) < 0)
+            return -1;
+    }
+    if (mem)
+        return 0;
+    v = ynode_get(d, m, "replicas");
     unsigned long long n;
     if (ynode_uint(d, v, "replicas", 2, 1024, &n, err) < 0) {
         return ydoc_fail(d, v, err, "replicas must be ≥ 2 (and at most 1024), not \"%s\"",
                          ynode_text(v) ? ynode_text(v) : "a list or mapping");
     }
     r->replicas = (unsigned int)n;
-    if ((v = ynode_get(d, m, "devices")))
-        return file_shared_devices(d, v, r, err);
+    return 0;
+}
+
+/* Two entries for the same resource must select disjoint GPUs. Here the
+ * selections are compared as written ("all" and counts take everything
+ * or the first GPUs, so they overlap with any other); an index and a UUID
+ * naming the same GPU are caught on the node (plugin_build_resources). */
+static bool selections_overlap(const struct shared_resource *a, const struct shared_resource *b)
+{
+    if (a->selector_count == 0 || b->selector_count == 0)
+        return true;
+    for (size_t i = 0; i < a->selector_count; i++)
+        for (size_t j = 0; j < b->selector_count; j++)
+            if (strcmp(a->selectors[i], b->selectors[j]) == 0)
+                return true;
+    return false;
+}
+
+/* The resources list of sharing.slices or of timeSlicing / mps. */
+static int file_shared_list(const struct ydoc *d, const struct ynode *list, bool slices,
+                            struct config *cfg, struct gpulet_error *err)
+{
+    if (list == NULL || ynode_is_null(list))
+        return 0;
+    if (ynode_expect_seq(d, list, slices ? "sharing.slices.resources" : "resources", err) < 0)
+        return -1;
+    if (cfg->shared_count + ynode_count(d, list) > CONFIG_MAX_SHARED)
+        return ydoc_fail(d, list, err, "at most %d shared resources", CONFIG_MAX_SHARED);
+    size_t first = cfg->shared_count;
+    for (size_t i = 0; i < ynode_count(d, list); i++) {
+        struct shared_resource *r = &cfg->shared[cfg->shared_count];
+        if (file_shared_resource(d, ynode_item(d, list, i), slices, r, err) < 0)
+            return -1;
+        r->index = i;
+        /* time-slicing: one entry per name, as NVIDIA's; slices may
+         * split a name's GPUs between entries */
+        for (size_t j = first; j < first + i && !slices; j++)
+            if (strcmp(cfg->shared[j].name, r->name) == 0)
+                return ydoc_fail(d, ynode_item(d, list, i), err, "%s is listed twice", r->name);
+        cfg->shared_count++;
+    }
+    return 0;
+}
+
+static int file_slices(const struct ydoc *d, const struct ynode *sl, struct config *cfg,
+                       struct gpulet_error *err)
+{
+    if (ynode_expect_map(d, sl, "sharing.slices", err) < 0 ||
+        ynode_check_keys(d, sl, slices_keys, "sharing.slices", err) < 0)
+        return -1;
+    return file_shared_list(d, ynode_get(d, sl, "resources"), true, cfg, err);
+}
+
+static int check_overlaps(const struct ydoc *d, const struct config *cfg,
+                          struct gpulet_error *err)
+{
+    for (size_t i = 0; i < cfg->shared_count; i++) {
+        const struct shared_resource *b = &cfg->shared[i];
+        for (size_t j = 0; j < i; j++) {
+            const struct shared_resource *a = &cfg->shared[j];
+            if (strcmp(a->name, b->name) != 0 || !selections_overlap(a, b))
+                continue;
+            char msg[GPULET_ERROR_MSG_MAX];
+            snprintf(msg, sizeof msg, "%s line %lu: sharing.%s.resources[%zu].devices: %s is "
+                     "already shared by the entry at line %lu; give each entry its own GPUs "
+                     "(devices: a list of indexes or UUIDs)", ydoc_name(d),
+                     b->devices_line ? b->devices_line : b->line,
+                     b->slices ? "slices" : "timeSlicing", b->index, b->name, a->line);
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "%s", msg);
+        }
+    }
     return 0;
 }
 
@@ -363,11 +500,14 @@ static int file_sharing(const struct ydoc *d, const struct ynode *s, struct conf
         return -1;
     const struct ynode *ts = ynode_get(d, s, "timeSlicing");
     const struct ynode *mps = ynode_get(d, s, "mps");
+    const struct ynode *sl = ynode_get(d, s, "slices");
     if (ts && mps && !ynode_is_null(ts) && !ynode_is_null(mps))
         return ydoc_fail(d, mps, err, "sharing: use timeSlicing or mps, not both");
+    if (sl && !ynode_is_null(sl) && file_slices(d, sl, cfg, err) < 0)
+        return -1;
     const struct ynode *st = ts && !ynode_is_null(ts) ? ts : mps;
     if (st == NULL || ynode_is_null(st))
-        return 0;
+        return check_overlaps(d, cfg, err);
     const char *where = st == ts ? "sharing.timeSlicing" : "sharing.mps";
     if (ynode_expect_map(d, st, where, err) < 0 ||
         ynode_check_keys(d, st, strategy_keys, where, err) < 0)
@@ -380,26 +520,13 @@ static int file_sharing(const struct ydoc *d, const struct ynode *s, struct conf
         ynode_bool(d, v, "failRequestsGreaterThanOne", &cfg->fail_requests_greater_than_one,
                    err) < 0)
         return -1;
-    const struct ynode *list = ynode_get(d, st, "resources");
-    if (list == NULL || ynode_is_null(list))
-        return 0;
-    if (ynode_expect_seq(d, list, "resources", err) < 0)
+    size_t first = cfg->shared_count;
+    if (file_shared_list(d, ynode_get(d, st, "resources"), false, cfg, err) < 0)
         return -1;
-    if (ynode_count(d, list) > CONFIG_MAX_SHARED)
-        return ydoc_fail(d, list, err, "at most %d shared resources", CONFIG_MAX_SHARED);
-    for (size_t i = 0; i < ynode_count(d, list); i++) {
-        struct shared_resource *r = &cfg->shared[i];
-        if (file_shared_resource(d, ynode_item(d, list, i), r, err) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->shared[j].name, r->name) == 0)
-                return ydoc_fail(d, ynode_item(d, list, i), err, "%s is listed twice", r->name);
-        cfg->shared_count++;
-    }
-    cfg->sharing = cfg->shared_count == 0 ? SHARING_NONE
-                   : st == ts             ? SHARING_TIME_SLICING
-                                          : SHARING_MPS;
-    return 0;
+    cfg->sharing = cfg->shared_count == first ? SHARING_NONE
+                   : st == ts                 ? SHARING_TIME_SLICING
+                                              : SHARING_MPS;
+    return check_overlaps(d, cfg, err);
 }
 
 /* "v100" or "nvidia.com/v100", as NVIDIA's config reads names */
@@ -535,6 +662,14 @@ static int apply_value(const char *what, const char *key, const char *v, struct 
         if (parse_bool_text(v, &cfg->short_labels) < 0)
             return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be true or false, not \"%s\"",
                                     what, v);
+    } else if (strcmp(key, "interposer") == 0 || strcmp(key, "state") == 0) {
+        if (v[0] != '/')
+            return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be an absolute path, not \"%s\"",
+                                    what, v);
+        char *dst = key[0] == 'i' ? cfg->cuda_interposer : cfg->state_dir;
+        if (strlen(v) >= sizeof cfg->state_dir)
+            return gpulet_error_set(err, GPULET_ERR_USAGE, "%s is too long", what);
+        snprintf(dst, sizeof cfg->state_dir, "%s", v);
     } else if (strcmp(key, "id") == 0) {
         if (parse_id_strategy(v, &cfg->device_id_strategy) < 0)
             return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be uuid or index, not \"%s\"",
@@ -564,6 +699,9 @@ static const struct setting settings[] = {
     {"replica", "GPULET_REPLICA_POLICY", "--replica-policy",
      offsetof(struct config_flags, replica_policy)},
     {"short", "GPULET_SHORT_LABELS", "--short-labels", offsetof(struct config_flags, short_labels)},
+    {"interposer", "GPULET_CUDA_INTERPOSER", "--cuda-interposer",
+     offsetof(struct config_flags, cuda_interposer)},
+    {"state", "GPULET_STATE_DIR", "--state-dir", offsetof(struct config_flags, state_dir)},
 };
 
 int config_load(const struct config_flags *flags, config_getenv_fn getenv_fn, struct config *out,

@@ -18,7 +18,8 @@
 
 enum mig_strategy { MIG_STRATEGY_NONE, MIG_STRATEGY_SINGLE, MIG_STRATEGY_MIXED };
 enum device_id_strategy { DEVICE_ID_UUID, DEVICE_ID_INDEX };
-enum sharing_strategy { SHARING_NONE, SHARING_TIME_SLICING, SHARING_MPS };
+/* SHARING_SLICES: a resource's devices are slices (sharing.slices). */
+enum sharing_strategy { SHARING_NONE, SHARING_TIME_SLICING, SHARING_MPS, SHARING_SLICES };
 
 /* deviceListStrategy: any combination */
 enum {
@@ -33,12 +34,21 @@ enum {
 #define CONFIG_MAX_DEVICE_SELECTORS 64
 #define CONFIG_MAX_NAMED 32
 #define CONFIG_PATTERN_MAX 128
+#define CONFIG_MAX_SLICES 1024 /* slices per GPU */
+#define CONFIG_DEFAULT_INTERPOSER "/usr/local/gpulet/lib/libgpulet-cuda.so"
+#define CONFIG_DEFAULT_STATE_DIR "/var/lib/gpulet"
 
-/* sharing.<strategy>.resources[] */
+/* sharing.<strategy>.resources[], and gpulet's sharing.slices.resources[]:
+ * GPUs cut into slices of memory and compute, each limit enforced in the
+ * container by the CUDA interposer. */
 struct shared_resource {
     char name[CONFIG_NAME_MAX]; /* nvidia.com/gpu, nvidia.com/mig-1g.5gb, ... */
     char rename[CONFIG_NAME_MAX];
-    unsigned int replicas;
+    bool slices;                     /* from sharing.slices, else time-slicing / MPS */
+    unsigned int replicas;           /* slices: 0 when cut by memory */
+    unsigned long long slice_bytes;  /* slices: memory: 10Gi; 0 when cut by replicas */
+    unsigned long line, size_line, devices_line; /* in the file, for errors on this node */
+    size_t index;                    /* in its section's resources list, for errors */
     bool all_devices;      /* devices: all (the default) */
     unsigned int count;    /* devices: N, the first N; 0 when not given */
     size_t selector_count; /* devices: [0, "1:0", GPU-..., MIG-...] */
@@ -66,6 +76,8 @@ struct config {
     bool fail_requests_greater_than_one;
     bool replicas_packed; /* gpulet's own: pack replicas onto busy GPUs */
     bool short_labels;    /* gpulet's own: also nvidia.com/gpu.model=V100 and the like */
+    char cuda_interposer[4096]; /* host path of libgpulet-cuda.so, mounted into sliced containers */
+    char state_dir[4096];       /* gpulet's host state: alloc/<id> per sliced container */
     size_t gpu_name_count, mig_name_count;
     struct named_resource gpu_names[CONFIG_MAX_NAMED];
     struct named_resource mig_names[CONFIG_MAX_NAMED];
@@ -84,6 +96,8 @@ struct config_flags {
     const char *device_id_strategy;
     const char *replica_policy;
     const char *short_labels;
+    const char *cuda_interposer;
+    const char *state_dir;
 };
 
 /* getenv, or a stand-in for tests. */
@@ -105,7 +119,15 @@ const char *config_sharing_name(enum sharing_strategy s);
 const char *config_gpu_resource(const struct config *cfg, const char *product);
 void config_mig_resource(const struct config *cfg, const char *profile, char *buf, size_t len);
 
-/* The shared entry that applies to a resource name, or NULL. */
+/* The time-slicing / MPS entry that applies to a resource name, or NULL. */
 const struct shared_resource *config_shared_for(const struct config *cfg, const char *resource);
+
+/* Whether a sharing entry's devices select a whole GPU: position is its
+ * place among the GPUs of the entry's resource (for "devices: N"). */
+bool config_selects_gpu(const struct shared_resource *s, size_t position, unsigned int index,
+                        const char *uuid);
+
+/* "10Gi", "512Mi", "1T", "1048576" -> bytes; -1 when not a size. */
+int config_parse_size(const char *text, unsigned long long *out);
 
 #endif

@@ -50,6 +50,40 @@ static void allocated(void *user)
     metrics_refresh_pods(d->metrics);
 }
 
+struct limits_list {
+    struct metrics_limit *items;
+    size_t count;
+};
+
+static void limit_seen(const struct plugin_limit *l, void *user)
+{
+    struct limits_list *list = user;
+    if (list->count == METRICS_LIMITS_MAX)
+        return;
+    struct metrics_limit *m = &list->items[list->count++];
+    snprintf(m->pod, sizeof m->pod, "%s", l->pod);
+    snprintf(m->namespace, sizeof m->namespace, "%s", l->namespace);
+    snprintf(m->container, sizeof m->container, "%s", l->container);
+    m->gpu = l->gpu;
+    m->memory_limit = l->memory_limit;
+    m->compute_share = l->compute_share;
+}
+
+/* After each pod-resources answer: the plugin prunes the folders of
+ * sliced containers gone, and the metrics show the limits of the others. */
+static void pods_listed(const V1__ListPodResourcesResponse *resp, void *user)
+{
+    struct daemon *d = user;
+    if (d->plugin == NULL)
+        return;
+    struct limits_list list = {calloc(METRICS_LIMITS_MAX, sizeof *list.items), 0};
+    if (list.items == NULL)
+        return;
+    plugin_pods_listed(d->plugin, resp, limit_seen, &list);
+    metrics_set_limits(d->metrics, list.items, list.count);
+    free(list.items);
+}
+
 static void xid_seen(unsigned int gpu, unsigned long long xid, void *user)
 {
     struct daemon *d = user;
@@ -337,6 +371,7 @@ int daemon_run(const struct daemon_options *opts)
         cleanup(&d);
         return 2;
     }
+    metrics_on_pods(d.metrics, pods_listed, &d);
     if (start_health(&d) < 0) {
         cleanup(&d);
         return 2;

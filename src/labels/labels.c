@@ -160,13 +160,30 @@ static int versions(const struct gpu_inventory *inv, struct label_set *set,
     return 0;
 }
 
-/* The replicas and product suffix a resource's sharing gives its labels. */
-static void sharing_of(const struct config *cfg, const char *resource, unsigned int *replicas,
-                       const char **suffix)
+/* Slices per device of this memory an entry cuts (0 when none fit). */
+static unsigned long long slices_per_device(const struct shared_resource *s,
+                                            unsigned long long memory)
+{
+    return s->replicas ? s->replicas : memory / s->slice_bytes;
+}
+
+/* The replicas and product suffix a resource's sharing gives its labels:
+ * time-sliced replicas, or slices left under the resource's own name (a
+ * resource is then all slices); memory: of the device described. */
+static void sharing_of(const struct config *cfg, const char *resource,
+                       unsigned long long memory, unsigned int *replicas, const char **suffix)
 {
     const struct shared_resource *s = config_shared_for(cfg, resource);
     *replicas = s ? s->replicas : 1;
     *suffix = s && !s->rename[0] && !cfg->rename_by_default ? "-SHARED" : "";
+    for (size_t i = 0; s == NULL && i < cfg->shared_count; i++) {
+        const struct shared_resource *sl = &cfg->shared[i];
+        if (sl->slices && !sl->rename[0] && strcmp(sl->name, resource) == 0) {
+            *replicas = (unsigned int)slices_per_device(sl, memory);
+            *suffix = "-SHARED";
+            return;
+        }
+    }
 }
 
 static const char *gpu_mode(const struct gpu_device *g)
@@ -185,7 +202,7 @@ static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
 {
     unsigned int replicas;
     const char *suffix;
-    sharing_of(cfg, "nvidia.com/gpu", &replicas, &suffix);
+    sharing_of(cfg, "nvidia.com/gpu", g->memory_total_bytes, &replicas, &suffix);
     if (g->mig_enabled && cfg->mig_strategy == MIG_STRATEGY_NONE) {
         /* Strategy none does not serve a GPU in MIG mode, so nothing of it is shared. */
         replicas = 0;
@@ -208,11 +225,12 @@ static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
 /* <prefix>.count, .replicas and .product (with -SHARED when shared and
  * not renamed): what every per-resource family starts with. */
 static int resource_head(const struct config *cfg, const char *prefix, size_t count,
-                         const char *product, struct label_set *set, struct gpulet_error *err)
+                         const char *product, unsigned long long memory, struct label_set *set,
+                         struct gpulet_error *err)
 {
     unsigned int replicas;
     const char *suffix;
-    sharing_of(cfg, prefix, &replicas, &suffix);
+    sharing_of(cfg, prefix, memory, &replicas, &suffix);
     char key[128];
 #define KEY(name) (snprintf(key, sizeof key, "%s.%s", prefix, name), key)
     ADD(KEY("count"), "%zu", count);
@@ -231,7 +249,7 @@ static int mig_labels(const struct config *cfg, const char *prefix, const struct
     char product[96], mig_product[160], key[128];
     label_product(g->name, product, sizeof product);
     snprintf(mig_product, sizeof mig_product, "%s-MIG-%s", product, m->profile);
-    if (resource_head(cfg, prefix, count, mig_product, set, err) < 0)
+    if (resource_head(cfg, prefix, count, mig_product, m->memory_mib << 20, set, err) < 0)
         return -1;
 #define KEY(name) (snprintf(key, sizeof key, "%s.%s", prefix, name), key)
     ADD(KEY("memory"), "%llu", m->memory_mib);
@@ -303,13 +321,68 @@ static int model_labels(const struct gpu_inventory *inv, const struct config *cf
             continue;
         char product[96], key[128];
         label_product(g->name, product, sizeof product);
-        if (resource_head(cfg, name, count, product, set, err) < 0)
+        if (resource_head(cfg, name, count, product, g->memory_total_bytes, set, err) < 0)
             return -1;
 #define KEY(k) (snprintf(key, sizeof key, "%s.%s", name, k), key)
         ADD(KEY("memory"), "%llu", g->memory_total_bytes / (1024 * 1024));
         ADD(KEY("family"), "%s", label_family(g->cc_major, g->cc_minor));
         ADD(KEY("compute.major"), "%d", g->cc_major);
         ADD(KEY("compute.minor"), "%d", g->cc_minor);
+#undef KEY
+    }
+    return 0;
+}
+
+/* nvidia.com/<rename>.* for each name whole GPUs are sliced under:
+ * .count GPUs, .replicas slices per GPU, .product, .memory of one slice
+ * (MiB) and .sharing-strategy=slices, described by its first GPU. */
+static int slice_labels(const struct gpu_inventory *inv, const struct config *cfg,
+                        struct label_set *set, struct gpulet_error *err)
+{
+    for (size_t e = 0; e < cfg->shared_count; e++) {
+        const struct shared_resource *s = &cfg->shared[e];
+        bool first_entry = s->slices && s->rename[0];
+        for (size_t k = 0; k < e && first_entry; k++)
+            first_entry = !(cfg->shared[k].slices && strcmp(cfg->shared[k].rename, s->rename) == 0);
+        if (!first_entry)
+            continue;
+        size_t count = 0;
+        const struct gpu_device *sample = NULL;
+        const struct shared_resource *sample_entry = NULL;
+        for (size_t k = e; k < cfg->shared_count; k++) {
+            const struct shared_resource *o = &cfg->shared[k];
+            if (!o->slices || strcmp(o->rename, s->rename) != 0)
+                continue;
+            size_t position = 0; /* among the GPUs of o->name, for devices: N */
+            for (size_t i = 0; i < inv->gpu_count; i++) {
+                const struct gpu_device *g = &inv->gpus[i];
+                if ((g->mig_enabled && cfg->mig_strategy != MIG_STRATEGY_NONE) ||
+                    strcmp(config_gpu_resource(cfg, g->name), o->name) != 0)
+                    continue;
+                if (config_selects_gpu(o, position++, g->index, g->uuid) &&
+                    slices_per_device(o, g->memory_total_bytes) > 0) {
+                    count++;
+                    if (sample == NULL) {
+                        sample = g;
+                        sample_entry = o;
+                    }
+                }
+            }
+        }
+        if (sample == NULL)
+            continue;
+        unsigned long long n = slices_per_device(sample_entry, sample->memory_total_bytes);
+        unsigned long long mib = sample_entry->replicas
+                                     ? (sample->memory_total_bytes / n) >> 20
+                                     : sample_entry->slice_bytes >> 20;
+        char product[96], key[128];
+        label_product(sample->name, product, sizeof product);
+#define KEY(k) (snprintf(key, sizeof key, "%s.%s", s->rename, k), key)
+        ADD(KEY("count"), "%zu", count);
+        ADD(KEY("replicas"), "%llu", n);
+        ADD(KEY("product"), "%s", product);
+        ADD(KEY("memory"), "%llu", mib);
+        ADD(KEY("sharing-strategy"), "slices");
 #undef KEY
     }
     return 0;
@@ -359,7 +432,13 @@ static int compute(const struct gpu_inventory *inv, const struct config *cfg, bo
     }
     ADD("nvidia.com/mig.capable", "%s", mig_capable ? "true" : "false");
     ADD("nvidia.com/mps.capable", "%s", cfg->sharing == SHARING_MPS ? "true" : "false");
-    ADD("nvidia.com/gpu.sharing-strategy", "%s", config_sharing_name(cfg->sharing));
+    /* NVIDIA's single value: time-slicing or mps when configured, else
+     * slices when any, so a node of slices alone says so. */
+    enum sharing_strategy strategy = cfg->sharing;
+    for (size_t i = 0; strategy == SHARING_NONE && i < cfg->shared_count; i++)
+        if (cfg->shared[i].slices)
+            strategy = SHARING_SLICES;
+    ADD("nvidia.com/gpu.sharing-strategy", "%s", config_sharing_name(strategy));
     if (inv->machine[0]) {
         char machine[96];
         label_product(inv->machine, machine, sizeof machine);
@@ -374,7 +453,7 @@ static int compute(const struct gpu_inventory *inv, const struct config *cfg, bo
         ADD("nvidia.com/mig.strategy", "%s", config_mig_strategy_name(cfg->mig_strategy));
     if (cfg->short_labels && short_labels(inv, set, err) < 0)
         return -1;
-    if (model_labels(inv, cfg, set, err) < 0)
+    if (model_labels(inv, cfg, set, err) < 0 || slice_labels(inv, cfg, set, err) < 0)
         return -1;
 
     const struct gpu_device *first = &inv->gpus[0];

@@ -70,6 +70,8 @@ struct metrics {
     struct grpc_client_call *pods_call;
     struct event *pods_timer; /* every interval */
     struct event *pods_soon;  /* once, after an allocation */
+    void (*on_pods)(const V1__ListPodResourcesResponse *resp, void *user);
+    void *on_pods_user;
     unsigned long pods_version;
     bool pods_ok;
     char pods_problem[GPULET_ERROR_MSG_MAX];
@@ -87,6 +89,8 @@ struct metrics {
     unsigned long scrapes;
     struct evbuffer *tail; /* a gzip answer's own series, before they are framed */
     struct http_server *http;
+    char *limits_text; /* the sliced containers' series, rendered when set */
+    size_t limits_len;
 };
 
 int metrics_parse_schema(const char *text, unsigned int *schemas, struct gpulet_error *err)
@@ -167,6 +171,57 @@ static void pipe_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ---- limits of sliced containers ---- */
+
+static void limit_labels(FILE *f, const struct metrics *m, const struct metrics_limit *l)
+{
+    const struct gpu_device *g = l->gpu < m->inv->gpu_count ? &m->inv->gpus[l->gpu] : NULL;
+    fprintf(f, "{gpu=\"%u\",UUID=\"", l->gpu);
+    render_label_value(f, g ? g->uuid : "");
+    fputs("\",pod=\"", f);
+    render_label_value(f, l->pod);
+    fputs("\",namespace=\"", f);
+    render_label_value(f, l->namespace);
+    fputs("\",container=\"", f);
+    render_label_value(f, l->container);
+    fputs("\"} ", f);
+}
+
+void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t n)
+{
+    if (m == NULL)
+        return;
+    free(m->limits_text);
+    m->limits_text = NULL;
+    m->limits_len = 0;
+    if (n == 0)
+        return;
+    if (n > METRICS_LIMITS_MAX)
+        n = METRICS_LIMITS_MAX;
+    FILE *f = open_memstream(&m->limits_text, &m->limits_len);
+    if (f == NULL)
+        return;
+    static const struct {
+        const char *name, *help;
+    } families[] = {
+        {"gpulet_container_memory_limit_bytes",
+         "GPU memory limit of a container given GPU slices, enforced by the CUDA interposer."},
+        {"gpulet_container_compute_share_percent",
+         "Share of the GPU's compute given to a container with GPU slices."},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", families[k].name, families[k].help,
+                families[k].name);
+        for (size_t i = 0; i < n; i++) {
+            fputs(families[k].name, f);
+            limit_labels(f, m, &l[i]);
+            render_number(f, k == 0 ? (double)l[i].memory_limit : l[i].compute_share);
+            fputc('\n', f);
+        }
+    }
+    fclose(f);
+}
+
 /* ---- pod-resources ---- */
 
 static void pods_error(struct metrics *m, const char *reason, const char *message)
@@ -185,6 +240,7 @@ static void pods_error(struct metrics *m, const char *reason, const char *messag
                  m->opts.podresources, message);
     snprintf(m->pods_problem, sizeof m->pods_problem, "%s", message);
     /* Without an answer, no pod labels rather than stale ones. */
+    metrics_set_limits(m, NULL, 0);
     if (m->pods) {
         pod_map_free(m->pods);
         m->pods = NULL;
@@ -212,6 +268,8 @@ static void pods_done(enum grpc_status status, const char *message, const uint8_
         pods_error(m, "decode", "cannot decode the ListPodResourcesResponse");
         return;
     }
+    if (m->on_pods)
+        m->on_pods(resp, m->on_pods_user);
     struct pod_map *map = pod_map_build(m->inv, resp);
     v1__list_pod_resources_response__free_unpacked(resp, NULL);
     if (map == NULL)
@@ -263,6 +321,15 @@ void metrics_refresh_pods(struct metrics *m)
     /* Soon, not now: the kubelet records the allocation after our answer. */
     struct timeval soon = {0, 200000};
     evtimer_add(m->pods_soon, &soon);
+}
+
+void metrics_on_pods(struct metrics *m,
+                     void (*fn)(const V1__ListPodResourcesResponse *resp, void *user), void *user)
+{
+    if (m == NULL)
+        return;
+    m->on_pods = fn;
+    m->on_pods_user = user;
 }
 
 /* ---- XIDs ---- */
@@ -474,6 +541,8 @@ static void serve_metrics(struct metrics *m, const struct http_request *req,
         if (evbuffer_add_reference(a->body, r->gz, r->gz_len, rendered_release, r) != 0)
             return; /* out of memory: 200 with nothing beats a half gzip stream */
         r->refs++;
+        if (m->limits_text)
+            evbuffer_add(m->tail, m->limits_text, m->limits_len);
         self_metrics(m, m->tail);
         gzip_finish(r, m->tail, a->body);
         evbuffer_drain(m->tail, evbuffer_get_length(m->tail));
@@ -482,6 +551,8 @@ static void serve_metrics(struct metrics *m, const struct http_request *req,
     }
     if (r && evbuffer_add_reference(a->body, r->text, r->len, rendered_release, r) == 0)
         r->refs++;
+    if (m->limits_text)
+        evbuffer_add(a->body, m->limits_text, m->limits_len);
     self_metrics(m, a->body);
 }
 
@@ -684,6 +755,7 @@ void metrics_stop(struct metrics *m)
     if (m->pods_soon)
         event_free(m->pods_soon);
     http_server_free(m->http);
+    free(m->limits_text);
     pod_map_free(m->pods);
     sample_free(m->sample);
     fields_free(&m->fields);

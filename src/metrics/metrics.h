@@ -23,6 +23,7 @@
 #include "error/error.h"
 #include "gpu/gpu.h"
 #include "nvml/nvml.h"
+#include "podresources/v1/api.pb-c.h"
 
 #define METRICS_DEFAULT_ADDRESS ":9400"
 #define METRICS_DEFAULT_PODRESOURCES "/var/lib/kubelet/pod-resources/kubelet.sock"
@@ -56,6 +57,21 @@ int metrics_start(struct event_base *base, struct nvml *nvml, const struct gpu_i
 void metrics_record_xid(struct metrics *m, unsigned int gpu, unsigned long long xid);
 /* Ask pod-resources again soon (the device plugin just allocated). */
 void metrics_refresh_pods(struct metrics *m);
+/* Called with every pod-resources answer (the device plugin prunes the
+ * folders of sliced containers that are gone). */
+void metrics_on_pods(struct metrics *m,
+                     void (*fn)(const V1__ListPodResourcesResponse *resp, void *user), void *user);
+/* The limits of containers given GPU slices (the device plugin reads
+ * them from their limits files after each pod-resources answer). */
+struct metrics_limit {
+    char pod[128], namespace[128], container[128];
+    unsigned int gpu;                 /* index */
+    unsigned long long memory_limit;  /* bytes */
+    double compute_share;             /* percent */
+};
+/* Replaces the limits shown (copied; at most METRICS_LIMITS_MAX). */
+#define METRICS_LIMITS_MAX 4096
+void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t n);
 void metrics_stop(struct metrics *m);
 
 /* The port actually bound (for ":0" in tests). */

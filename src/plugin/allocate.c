@@ -164,6 +164,86 @@ static void add_mps(const struct plugin_resource *res, struct arena *a,
     add_mount(a, r, MPS_ROOT "/shm", "/dev/shm", false);
 }
 
+static int compare_gpu_order(const void *x, const void *y)
+{
+    const struct plugin_device *a = *(const struct plugin_device *const *)x;
+    const struct plugin_device *b = *(const struct plugin_device *const *)y;
+    if (a->gpu != b->gpu)
+        return a->gpu < b->gpu ? -1 : 1;
+    return (a->mig > b->mig) - (a->mig < b->mig);
+}
+
+/* "12.5" for 1250 hundredths: what GPULET_CUDA_COMPUTE_SHARE reads. */
+static void format_share(unsigned long hundredths, char *buf, size_t len)
+{
+    if (hundredths % 100 == 0)
+        snprintf(buf, len, "%lu", hundredths / 100);
+    else if (hundredths % 10 == 0)
+        snprintf(buf, len, "%lu.%lu", hundredths / 100, hundredths % 100 / 10);
+    else
+        snprintf(buf, len, "%lu.%02lu", hundredths / 100, hundredths % 100);
+}
+
+/* Per GPU received (ordinal i in NVIDIA_VISIBLE_DEVICES order): a memory
+ * limit, the sum of its slices, and a compute share, likewise; as
+ * variables and in a limits file the container cannot change, which the
+ * interposer reads first. Plus the interposer itself, /etc/ld.so.preload
+ * naming it, and a state folder of the container's own. */
+static int add_slice_limits(const struct plugin_resource *res, const struct config *cfg,
+                            const struct plugin_device *const *devs, size_t n,
+                            const struct plugin_device *const *phys, size_t n_base,
+                            struct arena *a, V1beta1__ContainerAllocateResponse *out,
+                            struct gpulet_error *err)
+{
+    if (access(cfg->cuda_interposer, R_OK) < 0)
+        return gpulet_error_set(err, GPULET_ERR_SYSTEM,
+                                "the CUDA interposer %s is not there, so %s cannot be limited; "
+                                "install it (gpulet runtime install) or give its path with "
+                                "--cuda-interposer",
+                                cfg->cuda_interposer, res->name);
+    size_t cap = 128 + n_base * 256;
+    char *limits = arena_alloc(a, cap);
+    size_t at = (size_t)snprintf(limits, cap, "# gpulet CUDA limits v1: ordinal = CUDA device "
+                                 "in this container\n");
+    for (size_t i = 0; i < n_base; i++) {
+        unsigned long long memory = 0;
+        unsigned long share = 0;
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(devs[k]->base_id, phys[i]->base_id) == 0) {
+                memory += devs[k]->slice_memory;
+                share += devs[k]->slice_share;
+            }
+        char key[64], value[32];
+        /* for an interposer that matches devices by UUID, not by order */
+        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_DEVICE_UUID_%zu=%s\n", i,
+                               phys[i]->uuid);
+        snprintf(key, sizeof key, "GPULET_CUDA_MEMORY_LIMIT_%zu", i);
+        snprintf(value, sizeof value, "%llu", memory);
+        add_env(a, out, key, value);
+        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+        snprintf(key, sizeof key, "GPULET_CUDA_COMPUTE_SHARE_%zu", i);
+        format_share(share > 10000 ? 10000 : share, value, sizeof value);
+        add_env(a, out, key, value);
+        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+    }
+    char **ids = arena_alloc(a, (n + 1) * sizeof *ids);
+    for (size_t k = 0; k < n; k++)
+        ids[k] = (char *)devs[k]->id;
+    char dir[4400], host[4500];
+    if (allocdir_create(cfg->state_dir, res->name, ids, n, limits,
+                        PLUGIN_CONTAINER_INTERPOSER "\n", dir, sizeof dir, err) < 0)
+        return -1;
+    add_env(a, out, "GPULET_CUDA_STATE_DIR", PLUGIN_CONTAINER_STATE);
+    add_mount(a, out, cfg->cuda_interposer, PLUGIN_CONTAINER_INTERPOSER, true);
+    snprintf(host, sizeof host, "%s/ld.so.preload", dir);
+    add_mount(a, out, host, "/etc/ld.so.preload", true);
+    snprintf(host, sizeof host, "%s/limits", dir);
+    add_mount(a, out, host, PLUGIN_CONTAINER_LIMITS, true);
+    snprintf(host, sizeof host, "%s/state", dir);
+    add_mount(a, out, host, PLUGIN_CONTAINER_STATE, false);
+    return 0;
+}
+
 int plugin_allocate_container(const struct plugin_resource *res, const struct config *cfg,
                               char *const *ids, size_t n_ids, unsigned long serial,
                               struct arena *a, V1beta1__ContainerAllocateResponse *out,
@@ -187,11 +267,14 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
     if (n == 0)
         return gpulet_error_set(err, GPULET_ERR_INPUT, "the request for %s names no device",
                                 res->name);
-    if (res->sharing != SHARING_NONE && cfg->fail_requests_greater_than_one && n > 1)
+    if ((res->sharing == SHARING_TIME_SLICING || res->sharing == SHARING_MPS) &&
+        cfg->fail_requests_greater_than_one && n > 1)
         return gpulet_error_set(err, GPULET_ERR_INPUT,
                                 "maximum request size for shared resources is 1");
 
-    /* The physical devices, each once, in request order. */
+    /* The physical devices, each once, in request order; slices in GPU
+     * order, which CUDA's ordinals follow on GPUs of one model. */
+    const struct plugin_device **phys = arena_alloc(a, (n + 1) * sizeof *phys);
     const char **base = arena_alloc(a, (n + 1) * sizeof *base);
     size_t n_base = 0;
     size_t joined_len = 1;
@@ -200,10 +283,15 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
         for (size_t j = 0; j < n_base && !seen; j++)
             seen = strcmp(base[j], devs[i]->base_id) == 0;
         if (!seen) {
+            phys[n_base] = devs[i];
             base[n_base++] = devs[i]->base_id;
             joined_len += strlen(devs[i]->base_id) + sizeof CDI_KIND + 2;
         }
     }
+    if (res->sharing == SHARING_SLICES)
+        qsort(phys, n_base, sizeof *phys, compare_gpu_order);
+    for (size_t i = 0; i < n_base; i++)
+        base[i] = phys[i]->base_id;
 
     unsigned int lists = cfg->device_list_strategies;
     if (lists & DEVICE_LIST_VOLUME_MOUNTS) {
@@ -251,6 +339,8 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
         add_device_specs(cfg, devs, n, a, out);
     if (res->sharing == SHARING_MPS)
         add_mps(res, a, out);
+    if (res->sharing == SHARING_SLICES)
+        return add_slice_limits(res, cfg, devs, n, phys, n_base, a, out, err);
     return 0;
 }
 

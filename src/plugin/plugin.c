@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fileio/fileio.h"
 #include "grpc/grpc.h"
 #include "log/log.h"
 
@@ -588,4 +589,154 @@ void plugin_free(struct plugin *p)
     grpc_budget_free(p->budget);
     plugin_free_resources(p->resources, p->count);
     free(p);
+}
+
+/* "resource\nid" of every device pod-resources lists, sorted, with the
+ * container holding it. */
+struct held_key {
+    char *key;
+    const V1__PodResources *pod;
+    const V1__ContainerResources *container;
+};
+
+struct held_set {
+    struct held_key *keys;
+    size_t count;
+    const struct plugin *plugin;
+    void (*fn)(const struct plugin_limit *l, void *user);
+    void *user;
+    size_t reported;
+};
+
+static int compare_keys(const void *a, const void *b)
+{
+    return strcmp(((const struct held_key *)a)->key, ((const struct held_key *)b)->key);
+}
+
+static const void *held(const char *resource, const char *id, void *user)
+{
+    const struct held_set *set = user;
+    char key[CONFIG_NAME_MAX + PLUGIN_ID_MAX + 2];
+    snprintf(key, sizeof key, "%s\n%s", resource, id);
+    struct held_key k = {.key = key};
+    return set->count ? bsearch(&k, set->keys, set->count, sizeof *set->keys, compare_keys)
+                      : NULL;
+}
+
+static int compare_uint(const void *a, const void *b)
+{
+    unsigned int x = *(const unsigned int *)a, y = *(const unsigned int *)b;
+    return (x > y) - (x < y);
+}
+
+/* A held folder: its limits file, ordinal by ordinal, to fn. The
+ * ordinals count the folder's GPUs in index order, as Allocate did. */
+static void kept(const char *dir, const char *resource, char *const *ids, size_t n,
+                 const void *holder, void *user)
+{
+    struct held_set *set = user;
+    const struct held_key *h = holder;
+    const struct plugin_resource *r = NULL;
+    for (size_t i = 0; i < set->plugin->count && r == NULL; i++)
+        if (strcmp(set->plugin->resources[i].name, resource) == 0)
+            r = &set->plugin->resources[i];
+    if (set->fn == NULL || r == NULL)
+        return;
+    unsigned int gpus[64];
+    size_t n_gpus = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct plugin_device *d = plugin_find_device(r, ids[i]);
+        bool seen = false;
+        for (size_t k = 0; d && k < n_gpus && !seen; k++)
+            seen = gpus[k] == d->gpu;
+        if (d && !seen && n_gpus < sizeof gpus / sizeof gpus[0])
+            gpus[n_gpus++] = d->gpu;
+    }
+    qsort(gpus, n_gpus, sizeof *gpus, compare_uint);
+    char path[4400], *text;
+    size_t len;
+    struct gpulet_error err = {0};
+    snprintf(path, sizeof path, "%s/limits", dir);
+    if (fileio_read(path, 65536, &text, &len, &err) < 0)
+        return;
+    struct plugin_limit limits[64] = {0};
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        unsigned long ordinal;
+        char *end;
+        const char *p;
+        bool memory = strncmp(line, "GPULET_CUDA_MEMORY_LIMIT_", 25) == 0;
+        if (memory)
+            p = line + 25;
+        else if (strncmp(line, "GPULET_CUDA_COMPUTE_SHARE_", 26) == 0)
+            p = line + 26;
+        else
+            continue;
+        ordinal = strtoul(p, &end, 10);
+        if (end == p || *end != '=' || ordinal >= n_gpus)
+            continue;
+        if (memory)
+            limits[ordinal].memory_limit = strtoull(end + 1, NULL, 10);
+        else
+            limits[ordinal].compute_share = strtod(end + 1, NULL);
+    }
+    free(text);
+    for (size_t i = 0; i < n_gpus && set->reported < PLUGIN_LIMITS_MAX; i++) {
+        limits[i].pod = h->pod->name ? h->pod->name : "";
+        limits[i].namespace = h->pod->namespace_ ? h->pod->namespace_ : "";
+        limits[i].container = h->container->name ? h->container->name : "";
+        limits[i].gpu = gpus[i];
+        set->fn(&limits[i], set->user);
+        set->reported++;
+    }
+}
+
+/* More than any node holds; past it nothing is pruned (the set would be
+ * incomplete and a held folder could look free). */
+#define HELD_MAX 65536
+
+void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
+                        void (*fn)(const struct plugin_limit *l, void *user), void *user)
+{
+    bool sliced = false;
+    for (size_t i = 0; i < p->count; i++)
+        sliced |= p->resources[i].sharing == SHARING_SLICES;
+    if (!sliced)
+        return;
+    struct held_set set = {.plugin = p, .fn = fn, .user = user};
+    size_t total = 0;
+    for (size_t i = 0; i < resp->n_pod_resources; i++)
+        for (size_t j = 0; j < resp->pod_resources[i]->n_containers; j++)
+            for (size_t k = 0; k < resp->pod_resources[i]->containers[j]->n_devices; k++)
+                total += resp->pod_resources[i]->containers[j]->devices[k]->n_device_ids;
+    if (total > HELD_MAX) {
+        log_warn("pod-resources lists more devices than gpulet checks; slice folders not pruned",
+                 "devices=%zu max=%d", total, HELD_MAX);
+        return;
+    }
+    set.keys = calloc(total + 1, sizeof *set.keys);
+    if (set.keys == NULL)
+        return;
+    for (size_t i = 0; i < resp->n_pod_resources; i++) {
+        const V1__PodResources *pod = resp->pod_resources[i];
+        for (size_t j = 0; j < pod->n_containers; j++)
+            for (size_t k = 0; k < pod->containers[j]->n_devices; k++) {
+                const V1__ContainerDevices *d = pod->containers[j]->devices[k];
+                for (size_t x = 0; x < d->n_device_ids && d->resource_name; x++) {
+                    size_t len = strlen(d->resource_name) + strlen(d->device_ids[x]) + 2;
+                    char *key = malloc(len);
+                    if (key == NULL)
+                        goto done;
+                    snprintf(key, len, "%s\n%s", d->resource_name, d->device_ids[x]);
+                    set.keys[set.count++] = (struct held_key){key, pod, pod->containers[j]};
+                }
+            }
+    }
+    qsort(set.keys, set.count, sizeof *set.keys, compare_keys);
+    struct allocdir_visitor v = {.held = held, .kept = kept, .user = &set};
+    allocdir_prune(p->cfg.state_dir, &v, time(NULL), PLUGIN_ALLOC_GRACE_S);
+done:
+    for (size_t i = 0; i < set.count; i++)
+        free(set.keys[i].key);
+    free(set.keys);
 }

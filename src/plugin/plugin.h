@@ -26,6 +26,7 @@
 #include "config/config.h"
 #include "error/error.h"
 #include "gpu/gpu.h"
+#include "podresources/v1/api.pb-c.h"
 
 #define PLUGIN_KUBELET_SOCKET "kubelet.sock"
 #define PLUGIN_DEFAULT_DIR "/var/lib/kubelet/device-plugins"
@@ -53,6 +54,22 @@ size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healt
 /* Called after every successful Allocate (the metrics then ask the
  * kubelet which pod got what). */
 void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user);
+
+/* A sliced container's limits on one of its GPUs, from its limits file. */
+struct plugin_limit {
+    const char *pod, *namespace, *container;
+    unsigned int gpu;                 /* index */
+    unsigned long long memory_limit;  /* bytes */
+    double compute_share;             /* percent */
+};
+
+/* The kubelet's pod-resources List answered: the slice allocation
+ * folders whose devices no container holds any more (and older than a
+ * minute) are removed, and fn hears the limits of those still held (at
+ * most PLUGIN_LIMITS_MAX); the strings live until fn returns. */
+#define PLUGIN_LIMITS_MAX 4096
+void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
+                        void (*fn)(const struct plugin_limit *l, void *user), void *user);
 
 /* Resources served, for logs and tests. */
 size_t plugin_resource_count(const struct plugin *p);

@@ -14,6 +14,7 @@
 struct plugin_device {
     char id[PLUGIN_ID_MAX];      /* what the kubelet sees: "GPU-…", "0", "GPU-…::3" */
     char base_id[PLUGIN_ID_MAX]; /* the physical device: no replica suffix */
+    const char *uuid;            /* of the GPU or MIG device, the inventory's */
     unsigned int gpu;
     int mig;                     /* MIG device index on the GPU, -1 for a whole GPU */
     unsigned int replica;        /* 0 when the device is not shared */
@@ -22,14 +23,19 @@ struct plugin_device {
     unsigned int gpu_instance, compute_instance; /* MIG devices only */
     bool healthy;
     char reason[64];             /* why it is unhealthy, for gpulet doctor */
+    /* A slice (id "GPU-…::s3"): its memory and its compute share in
+     * hundredths of a percent of the GPU; both 0 for other devices. */
+    unsigned long long slice_memory;
+    unsigned int slice_share;
 };
 
 struct plugin_resource {
     char name[CONFIG_NAME_MAX];     /* nvidia.com/gpu */
     char socket_name[96];           /* nvidia-gpu.sock */
-    enum sharing_strategy sharing;  /* NONE unless the devices are replicas */
+    enum sharing_strategy sharing;  /* NONE unless the devices are replicas or slices */
     unsigned int replicas;
     bool packed;                    /* replica policy: packed, else distributed */
+    unsigned long line;             /* slices: their sharing.slices entry's, for errors */
     size_t count;
     struct plugin_device *devices;
     const struct plugin_device **by_id; /* the devices in id order, for lookups */
@@ -58,6 +64,41 @@ int plugin_allocate_container(const struct plugin_resource *r, const struct conf
                               char *const *ids, size_t n_ids, unsigned long serial,
                               struct arena *a, V1beta1__ContainerAllocateResponse *out,
                               struct gpulet_error *err);
+
+/* Where a sliced container finds what gpulet mounts for the interposer. */
+#define PLUGIN_CONTAINER_INTERPOSER "/usr/lib/gpulet/libgpulet-cuda.so"
+#define PLUGIN_CONTAINER_LIMITS "/etc/gpulet/cuda-limits"
+#define PLUGIN_CONTAINER_STATE "/run/gpulet/cuda"
+#define PLUGIN_ALLOC_IDS 1024 /* device IDs kept per allocation folder */
+#define ALLOCDIR_MAX 4096     /* allocation folders at once */
+#define PLUGIN_ALLOC_GRACE_S 60 /* a folder this young is kept, listed or not */
+
+/* A sliced container's folder <state_dir>/alloc/<random id>/: limits and
+ * ld.so.preload (the given texts), devices ("resource NAME" then one ID a
+ * line) and state/ (mode 0777). Folders of the same resource holding any
+ * of these IDs are removed first: the kubelet has taken them back. dir
+ * receives the folder's path. */
+int allocdir_create(const char *state_dir, const char *resource, char *const *ids, size_t n,
+                    const char *limits, const char *preload, char *dir, size_t len,
+                    struct gpulet_error *err);
+/* Removes <state_dir>/alloc/<id> without following links, bounded in
+ * depth and entries; -1 (logged) when it could not. */
+int allocdir_remove(const char *state_dir, const char *id);
+/* held: who holds a device (NULL: nobody); kept: called for each folder
+ * whose devices someone holds, with the folder's path and devices. */
+struct allocdir_visitor {
+    const void *(*held)(const char *resource, const char *id, void *user);
+    void (*kept)(const char *dir, const char *resource, char *const *ids, size_t n,
+                 const void *holder, void *user);
+    void *user;
+};
+/* Removes the folders at least min_age seconds old whose devices nobody
+ * holds any more (a batch of 64 per call). Returns how many it removed. */
+size_t allocdir_prune(const char *state_dir, const struct allocdir_visitor *v, time_t now,
+                      time_t min_age);
+/* The resource and device IDs (strdup'ed, at most max_ids) of a folder. */
+int allocdir_read_devices(const char *state_dir, const char *id, char *resource, size_t len,
+                          char **ids, size_t *n_ids, size_t max_ids);
 
 /* GetPreferredAllocation for one container: writes into out (room for
  * n_available entries, pointing at the given strings) the devices to

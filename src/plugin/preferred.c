@@ -387,6 +387,79 @@ done:
     return rc;
 }
 
+/* Slices, several in one request: as few GPUs as possible, so the
+ * container gets one limit the size of its request rather than crumbs on
+ * many GPUs. The request's own GPUs (must-include) fill first; then the
+ * GPU with the fewest free slices that still holds the rest (best fit,
+ * keeping large holes for large requests); failing that, the GPU with the
+ * most free slices, and again. */
+static int pack_slices(const struct plugin_device **cand, const bool *required, size_t n_cand,
+                       size_t size, bool *chosen)
+{
+    /* A group (a GPU or MIG device) is named by its first candidate. */
+    size_t *group_of = calloc(n_cand + 1, sizeof *group_of);
+    size_t *leaders = calloc(n_cand + 1, sizeof *leaders);
+    size_t *free_of = calloc(n_cand + 1, sizeof *free_of);
+    bool *mine = calloc(n_cand + 1, sizeof *mine);
+    int rc = -1;
+    if (!group_of || !leaders || !free_of || !mine)
+        goto done;
+    size_t have = 0, n_groups = 0;
+    for (size_t i = 0; i < n_cand; i++) {
+        size_t k = 0; /* the physical devices are few: a scan finds the group */
+        while (k < n_groups && !(cand[leaders[k]]->gpu == cand[i]->gpu &&
+                                 cand[leaders[k]]->mig == cand[i]->mig))
+            k++;
+        if (k == n_groups)
+            leaders[n_groups++] = i;
+        group_of[i] = k;
+        chosen[i] = required[i];
+        have += chosen[i];
+        if (required[i])
+            mine[k] = true;
+        else
+            free_of[k]++;
+    }
+    /* Each pass either finishes or empties a group: at most n_groups + 1. */
+    while (have < size) {
+        size_t need = size - have, pick = n_groups;
+        for (size_t g = 0; g < n_groups; g++) {
+            if (free_of[g] == 0)
+                continue;
+            if (pick == n_groups) {
+                pick = g;
+                continue;
+            }
+            bool fits = free_of[g] >= need, pick_fits = free_of[pick] >= need;
+            if (mine[g] != mine[pick]) {
+                if (mine[g])
+                    pick = g;
+            } else if (fits != pick_fits) {
+                if (fits)
+                    pick = g;
+            } else if (fits ? free_of[g] < free_of[pick] : free_of[g] > free_of[pick]) {
+                pick = g;
+            }
+        }
+        if (pick == n_groups)
+            break;
+        for (size_t i = leaders[pick]; i < n_cand && have < size; i++)
+            if (group_of[i] == pick && !chosen[i]) {
+                chosen[i] = true;
+                free_of[pick]--;
+                have++;
+            }
+        mine[pick] = true;
+    }
+    rc = 0;
+done:
+    free(group_of);
+    free(leaders);
+    free(free_of);
+    free(mine);
+    return rc;
+}
+
 int plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory *inv,
                      char *const *available, size_t n_available, char *const *must,
                      size_t n_must, int size, const struct timespec *until, char **out,
@@ -429,6 +502,9 @@ int plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory
     if ((size_t)size == n) {
         for (size_t i = 0; i < n; i++)
             chosen[i] = true;
+    } else if (r->sharing == SHARING_SLICES && size > 1) {
+        if (pack_slices(cand, required, n, (size_t)size, chosen) < 0)
+            goto done;
     } else if (r->sharing != SHARING_NONE) {
         if (spread_replicas(r, cand, required, n, (size_t)size, chosen) < 0)
             goto done;

@@ -11,12 +11,13 @@
 struct phys {
     char resource[CONFIG_NAME_MAX];
     char base_id[PLUGIN_ID_MAX];
-    char uuid[96];
+    const char *uuid; /* the inventory's, which outlives the plugin */
     unsigned int gpu;
     int mig;
     int numa_node;
     unsigned int minor;
     unsigned int gpu_instance, compute_instance;
+    unsigned long long memory_bytes; /* 0 when unknown */
     bool healthy;
 };
 
@@ -43,7 +44,7 @@ static void whole_gpu(const struct gpu_device *g, const struct config *cfg, stru
 {
     memset(p, 0, sizeof *p);
     snprintf(p->resource, sizeof p->resource, "%s", config_gpu_resource(cfg, g->name));
-    snprintf(p->uuid, sizeof p->uuid, "%s", g->uuid);
+    p->uuid = g->uuid;
     if (cfg->device_id_strategy == DEVICE_ID_INDEX)
         snprintf(p->base_id, sizeof p->base_id, "%u", g->index);
     else
@@ -52,6 +53,7 @@ static void whole_gpu(const struct gpu_device *g, const struct config *cfg, stru
     p->mig = -1;
     p->numa_node = g->numa_node;
     p->minor = g->minor;
+    p->memory_bytes = g->memory_total_bytes;
     p->healthy = !g->lost;
 }
 
@@ -60,7 +62,7 @@ static void mig_device(const struct gpu_device *g, const struct gpu_mig_device *
 {
     memset(p, 0, sizeof *p);
     snprintf(p->resource, sizeof p->resource, "%s", resource);
-    snprintf(p->uuid, sizeof p->uuid, "%s", m->uuid);
+    p->uuid = m->uuid;
     if (cfg->device_id_strategy == DEVICE_ID_INDEX)
         snprintf(p->base_id, sizeof p->base_id, "%u:%u", g->index, m->index);
     else
@@ -71,6 +73,7 @@ static void mig_device(const struct gpu_device *g, const struct gpu_mig_device *
     p->compute_instance = m->compute_instance_id;
     p->numa_node = g->numa_node;
     p->minor = g->minor;
+    p->memory_bytes = m->memory_mib << 20;
     p->healthy = !g->lost;
 }
 
@@ -223,8 +226,18 @@ static struct plugin_resource *resource_named(struct plugin_resource *res, size_
     return r;
 }
 
+/* How a physical device is advertised: whole (replicas 0), as time-shared
+ * replicas, or as slices of slice_memory bytes and slice_share hundredths
+ * of a percent each. */
+struct cut {
+    unsigned int replicas;
+    bool slices;
+    unsigned long long slice_memory;
+    unsigned int slice_share;
+};
+
 static int add_device(struct plugin_resource *r, const struct phys *p, unsigned int replica,
-                      bool shared, struct gpulet_error *err)
+                      const struct cut *c, struct gpulet_error *err)
 {
     /* Room doubles when the count reaches a power of two: 8 GPUs x 1024
      * replicas take 14 reallocations, not 8192. */
@@ -239,10 +252,15 @@ static int add_device(struct plugin_resource *r, const struct phys *p, unsigned 
     struct plugin_device *d = &devs[r->count++];
     memset(d, 0, sizeof *d);
     snprintf(d->base_id, sizeof d->base_id, "%s", p->base_id);
-    if (shared)
+    if (c->slices)
+        snprintf(d->id, sizeof d->id, "%s::s%u", p->base_id, replica);
+    else if (c->replicas)
         snprintf(d->id, sizeof d->id, "%s::%u", p->base_id, replica);
     else
         snprintf(d->id, sizeof d->id, "%s", p->base_id);
+    d->uuid = p->uuid;
+    d->slice_memory = c->slice_memory;
+    d->slice_share = c->slice_share;
     d->gpu = p->gpu;
     d->mig = p->mig;
     d->replica = replica;
@@ -279,6 +297,60 @@ static int compare_resources(const void *a, const void *b)
                   ((const struct plugin_resource *)b)->name);
 }
 
+/* How entry s cuts device p: into replicas or memory-sized slices. */
+static int slice_cut(const struct config *cfg, const struct shared_resource *s,
+                     const struct phys *p, struct cut *c, struct gpulet_error *err)
+{
+    if (p->memory_bytes == 0) {
+        log_warn("GPU memory unknown; its slices are not advertised", "gpu=%u", p->gpu);
+        return 0;
+    }
+    unsigned long long n = s->replicas ? s->replicas : p->memory_bytes / s->slice_bytes;
+    const char *key = s->replicas ? "replicas" : "memory";
+    if (n == 0)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "%s line %lu: sharing.slices.resources[%zu].%s: slices of %llu MiB "
+                                "are bigger than GPU %u, which has %llu MiB",
+                                cfg->file, s->size_line, s->index, key, s->slice_bytes >> 20,
+                                p->gpu, p->memory_bytes >> 20);
+    if (n > CONFIG_MAX_SLICES)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "%s line %lu: sharing.slices.resources[%zu].%s: GPU %u would be cut "
+                                "into %llu slices, more than %d; give larger slices",
+                                cfg->file, s->size_line, s->index, key, p->gpu, n,
+                                CONFIG_MAX_SLICES);
+    c->slices = true;
+    c->replicas = (unsigned int)n;
+    /* Slices by count get whole MiB, so limits read well. */
+    c->slice_memory = s->replicas ? (p->memory_bytes / n) & ~((1ULL << 20) - 1) : s->slice_bytes;
+    c->slice_share = (unsigned int)(10000 / n);
+    return 0;
+}
+
+/* Which sharing entry applies to device i (selected: one row of
+ * l->count per entry); NULL for none. Two entries selecting the same
+ * device (an index and the UUID of one GPU) is a configuration error. */
+static int entry_for(const struct config *cfg, const bool *selected, const struct phys_list *l,
+                     size_t i, const struct shared_resource **out, struct gpulet_error *err)
+{
+    *out = NULL;
+    for (size_t e = 0; e < cfg->shared_count; e++) {
+        if (!selected[e * l->count + i])
+            continue;
+        const struct shared_resource *s = &cfg->shared[e];
+        if (*out)
+            return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                    "%s line %lu: sharing.%s.resources[%zu].devices: GPU %u (%s) is "
+                                    "already shared by the entry at line %lu; give each entry its "
+                                    "own GPUs",
+                                    cfg->file, s->devices_line ? s->devices_line : s->line,
+                                    s->slices ? "slices" : "timeSlicing", s->index,
+                                    l->items[i].gpu, l->items[i].uuid, (*out)->line);
+        *out = s;
+    }
+    return 0;
+}
+
 int plugin_build_resources(const struct gpu_inventory *inv, const struct config *cfg,
                            struct plugin_resource **out, size_t *count, struct gpulet_error *err)
 {
@@ -288,10 +360,10 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
         return -1;
     }
     warn_unused_names(cfg, &l);
-    /* At most two resources per physical kind (shared and not), so the
-     * list size bounds them. */
-    struct plugin_resource *res = calloc(2 * l.count + 1, sizeof *res);
-    bool *selected = calloc(l.count + 1, sizeof *selected);
+    /* One target resource per physical device at most, so the list size
+     * bounds them. */
+    struct plugin_resource *res = calloc(l.count + 1, sizeof *res);
+    bool *selected = calloc(cfg->shared_count * l.count + 1, sizeof *selected);
     size_t n = 0;
     if (res == NULL || selected == NULL) {
         free(l.items);
@@ -299,37 +371,58 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
         free(selected);
         return gpulet_error_errno(err, ENOMEM, "cannot list the resources");
     }
+    for (size_t e = 0; e < cfg->shared_count; e++)
+        select_shared(&cfg->shared[e], &l, cfg->shared[e].name, selected + e * l.count);
     int rc = 0;
     for (size_t i = 0; i < l.count && rc == 0; i++) {
         const struct phys *p = &l.items[i];
-        const struct shared_resource *s = config_shared_for(cfg, p->resource);
-        bool shared = false;
-        if (s) {
-            select_shared(s, &l, p->resource, selected);
-            shared = selected[i];
-        }
-        if (!shared) {
-            rc = add_device(resource_named(res, &n, p->resource), p, 0, false, err);
-            continue;
-        }
+        const struct shared_resource *s;
+        struct cut c = {0};
         char target[CONFIG_NAME_MAX];
-        if (s->rename[0])
+        if ((rc = entry_for(cfg, selected, &l, i, &s, err)) < 0)
+            break;
+        if (s && s->rename[0])
             snprintf(target, sizeof target, "%s", s->rename);
-        else if (cfg->rename_by_default)
+        else if (s && !s->slices && cfg->rename_by_default)
             snprintf(target, sizeof target, "%s.shared", p->resource);
         else
             snprintf(target, sizeof target, "%s", p->resource);
+        if (s && !s->slices) {
+            c.replicas = s->replicas;
+        } else if (s) {
+            if ((rc = slice_cut(cfg, s, p, &c, err)) < 0)
+                break;
+            if (c.replicas == 0)
+                continue;
+        }
         if (strlen(target) > 63) {
             rc = gpulet_error_set(err, GPULET_ERR_USAGE,
                                   "the shared resource name %s is longer than 63 characters", target);
             break;
         }
         struct plugin_resource *r = resource_named(res, &n, target);
-        r->sharing = cfg->sharing;
-        r->replicas = s->replicas;
-        r->packed = cfg->replicas_packed;
-        for (unsigned int k = 0; k < s->replicas && rc == 0; k++)
-            rc = add_device(r, p, k, true, err);
+        if (r->count > 0 && (r->sharing == SHARING_SLICES) != c.slices) {
+            /* The scheduler counts a resource's devices as equals: a slice
+             * and a whole GPU under one name would be a lottery. */
+            rc = gpulet_error_set(err, GPULET_ERR_USAGE,
+                                  "%s line %lu: sharing.slices: %s would have both slices and "
+                                  "whole or time-shared GPUs; give the slices their own name "
+                                  "(rename: nvidia.com/gpu-10gb, say)",
+                                  cfg->file, c.slices ? s->line : r->line, target);
+            break;
+        }
+        if (c.slices) {
+            r->sharing = SHARING_SLICES;
+            r->line = s->line;
+            r->replicas = c.replicas;
+            r->packed = cfg->replicas_packed;
+        } else if (c.replicas) {
+            r->sharing = cfg->sharing;
+            r->replicas = c.replicas;
+            r->packed = cfg->replicas_packed;
+        }
+        for (unsigned int k = 0; k < (c.replicas ? c.replicas : 1) && rc == 0; k++)
+            rc = add_device(r, p, k, &c, err);
     }
     free(l.items);
     free(selected);

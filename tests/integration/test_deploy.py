@@ -39,7 +39,10 @@ def test_every_overlay_renders_with_what_the_daemon_needs(which):
     c = spec["containers"][0]
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert {"/var/lib/kubelet/device-plugins", "/var/lib/kubelet/pod-resources", "/dev",
-            "/host", "/etc/kubernetes/node-feature-discovery/features.d"} <= mounts
+            "/host", "/etc/kubernetes/node-feature-discovery/features.d", "/var/lib/gpulet"} <= mounts
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    state = next(m for m in c["volumeMounts"] if m["mountPath"] == "/var/lib/gpulet")
+    assert volumes[state["name"]]["hostPath"]["path"] == "/var/lib/gpulet"  # the same path
     assert spec["priorityClassName"] == "system-node-critical"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][

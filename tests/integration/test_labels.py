@@ -27,6 +27,13 @@ CONFIGS = {
                   "  - {pattern: \"[12]g.*\", name: mig-small}\n",
     "mig-shared": "version: v1\nflags: {migStrategy: mixed}\nsharing:\n  timeSlicing:\n"
                   "    resources:\n    - {name: nvidia.com/mig-1g.5gb, replicas: 2}\n",
+    "slices": "version: v1\nsharing:\n  timeSlicing:\n    resources:\n"
+              "    - {name: nvidia.com/gpu, replicas: 4, devices: [3], rename: gpu.shared}\n"
+              "  slices:\n    resources:\n"
+              "    - {name: nvidia.com/gpu, devices: [0, 1], memory: 10Gi, rename: gpu-10gb}\n"
+              "    - {name: nvidia.com/gpu, devices: [2], replicas: 8, rename: gpu.eighth}\n",
+    "slices-all": "version: v1\nsharing:\n  slices:\n    resources:\n"
+                  "    - {name: nvidia.com/gpu, memory: 5Gi}\n",
 }
 CASES = [(node, [], node) for node in FIXTURES] + [
     ("a100-mig", ["--mig-strategy", "mixed"], "a100-mig-mixed"),
@@ -41,6 +48,8 @@ CASES = [(node, [], node) for node in FIXTURES] + [
     ("a100-mig", ["config:mig-shared"], "a100-mig-mixed-shared"),
     ("mixed-t4-v100", ["config:models"], "mixed-t4-v100-models"),
     ("a100-mig", ["config:mig-models"], "a100-mig-models"),
+    ("dgx-a100", ["config:slices"], "dgx-a100-slices"),
+    ("t4-pcie", ["config:slices-all"], "t4-pcie-slices"),
     ("dgx1-v100", ["--short-labels"], "dgx1-v100-short"),
     ("h100-sxm", ["--short-labels"], "h100-sxm-short"),
 ]

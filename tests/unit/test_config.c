@@ -198,6 +198,33 @@ static void errors(void **state)
         {"flags:\n  plugin:\n    passDeviceSpecs: sometimes\n",
          "line 3: flags.plugin.passDeviceSpecs must be true or false"},
         {"flags: [1]\n", "line 1: flags must be a mapping"},
+        {"sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 0}\n",
+         "line 4: replicas must be ≥ 2"},
+        {"sharing:\n  slices:\n    resources:\n    - name: nvidia.com/gpu\n      memory: 0Gi\n",
+         "line 5: memory must be a size above zero"},
+        {"sharing:\n  slices:\n    resources:\n    - name: nvidia.com/gpu\n      memory: 10GB\n",
+         "line 5: memory must be a size above zero such as 10Gi"},
+        {"sharing:\n  slices:\n    resources:\n    - name: nvidia.com/gpu\n      memory: 99999999999999Ti\n",
+         "line 5: memory must be a size"},
+        {"sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, memory: 10Gi, replicas: 8}\n",
+         "line 4: nvidia.com/gpu: give replicas or memory, not both"},
+        {"sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu}\n",
+         "line 4: nvidia.com/gpu: replicas or memory is required"},
+        {"sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, memory: 10Gi, failRequestsGreaterThanOne: true}\n",
+         "line 4"},
+        {"sharing:\n  slices: {renameByDefault: true}\n", "line 2"},
+        {"sharing:\n  timeSlicing: {resources: [{name: nvidia.com/gpu, replicas: 2, memory: 1Gi}]}\n",
+         "line 2"},
+        /* overlapping device sets: between slices, and slices against time-slicing */
+        {"sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, memory: 10Gi, devices: [0, 1]}\n"
+         "    - name: nvidia.com/gpu\n      replicas: 4\n      devices: [1, 2]\n",
+         "line 7: sharing.slices.resources[1].devices: nvidia.com/gpu is already shared by the entry at line 4"},
+        {"sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, memory: 10Gi}\n"
+         "  timeSlicing:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 4, devices: [3]}\n",
+         "line 7: sharing.timeSlicing.resources[0].devices: nvidia.com/gpu is already shared"},
+        {"sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, memory: 10Gi, devices: 2}\n"
+         "    - {name: nvidia.com/gpu, memory: 20Gi, devices: [3]}\n",
+         "line 5: sharing.slices.resources[1].devices"},
     };
     fake_env = NULL;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -240,6 +267,80 @@ static void errors(void **state)
     assert_contains(err.msg, "--pass-device-specs must be true or false");
 }
 
+static void slices(void **state)
+{
+    (void)state;
+    write_file(path, "version: v1\n"
+                     "sharing:\n"
+                     "  timeSlicing:\n"
+                     "    resources:\n"
+                     "    - {name: nvidia.com/gpu, replicas: 4, devices: [0]}\n"
+                     "  slices:\n"
+                     "    resources:\n"
+                     "    - name: nvidia.com/gpu\n"
+                     "      rename: gpu-10gb\n"
+                     "      memory: 10Gi\n"
+                     "      devices: [1, \"GPU-abc\"]\n"
+                     "    - name: nvidia.com/gpu\n"
+                     "      rename: nvidia.com/gpu.eighth\n"
+                     "      replicas: 8\n"
+                     "      devices: [2]\n");
+    struct config cfg;
+    struct config_flags flags = {.config_file = path, .state_dir = "/srv/gpulet"};
+    struct gpulet_error err = {0};
+    static const char *const env[] = {"GPULET_CUDA_INTERPOSER", "/opt/g/libgpulet-cuda.so", NULL};
+    fake_env = env;
+    if (config_load(&flags, lookup, &cfg, &err) != 0)
+        fail_msg("%s", err.msg);
+    fake_env = NULL;
+    assert_int_equal(cfg.sharing, SHARING_TIME_SLICING);
+    assert_int_equal(cfg.shared_count, 3);
+    const struct shared_resource *ts = config_shared_for(&cfg, "nvidia.com/gpu");
+    assert_non_null(ts);
+    assert_false(ts->slices);
+    assert_int_equal(ts->replicas, 4);
+    const struct shared_resource *a = &cfg.shared[0], *b = &cfg.shared[1];
+    assert_true(a->slices);
+    assert_string_equal(a->rename, "nvidia.com/gpu-10gb");
+    assert_true(a->slice_bytes == 10ULL << 30);
+    assert_int_equal(a->replicas, 0);
+    assert_int_equal(a->size_line, 10);
+    assert_int_equal(a->devices_line, 11);
+    assert_int_equal(a->selector_count, 2);
+    assert_true(b->slices);
+    assert_int_equal(b->replicas, 8);
+    assert_true(b->slice_bytes == 0);
+    assert_int_equal(b->index, 1);
+    assert_string_equal(cfg.state_dir, "/srv/gpulet");
+    assert_string_equal(cfg.cuda_interposer, "/opt/g/libgpulet-cuda.so");
+
+    config_defaults(&cfg);
+    assert_string_equal(cfg.state_dir, CONFIG_DEFAULT_STATE_DIR);
+    assert_string_equal(cfg.cuda_interposer, CONFIG_DEFAULT_INTERPOSER);
+    flags = (struct config_flags){.cuda_interposer = "lib.so"};
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+    assert_contains(err.msg, "--cuda-interposer must be an absolute path");
+}
+
+static void sizes(void **state)
+{
+    (void)state;
+    unsigned long long n = 0;
+    assert_int_equal(config_parse_size("10Gi", &n), 0);
+    assert_true(n == 10ULL << 30);
+    assert_int_equal(config_parse_size("512Mi", &n), 0);
+    assert_true(n == 512ULL << 20);
+    assert_int_equal(config_parse_size("1048576", &n), 0);
+    assert_true(n == 1048576);
+    assert_int_equal(config_parse_size("2G", &n), 0);
+    assert_true(n == 2000000000ULL);
+    static const char *const bad[] = {"", "Gi", "-1", "10 Gi", "10gi", "1.5Gi", "10GiB",
+                                      "999999999999999Ti", "9999999999999999", NULL};
+    for (size_t i = 0; bad[i]; i++)
+        if (config_parse_size(bad[i], &n) == 0)
+            fail_msg("\"%s\" parsed", bad[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -248,6 +349,8 @@ int main(void)
         cmocka_unit_test(precedence),
         cmocka_unit_test(resource_names_by_model),
         cmocka_unit_test(errors),
+        cmocka_unit_test(slices),
+        cmocka_unit_test(sizes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

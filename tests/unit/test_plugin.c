@@ -2,6 +2,10 @@
  * table from the DGX-1 reference and the other fixtures), Allocate. */
 #include "helpers.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "fileio/fileio.h"
 #include "plugin/plugin_internal.h"
 
 static struct nvml *nvml;
@@ -544,6 +548,293 @@ static void preferred_out_of_time(void **state)
     plugin_free_resources(res, count);
 }
 
+static struct shared_resource *add_slices(struct config *cfg, const char *rename,
+                                          unsigned int replicas, unsigned long long bytes,
+                                          const char *selector)
+{
+    struct shared_resource *s = &cfg->shared[cfg->shared_count];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "nvidia.com/gpu");
+    snprintf(s->rename, sizeof s->rename, "%s", rename);
+    s->slices = rename[0] != '\0' || replicas || bytes;
+    s->replicas = replicas;
+    s->slice_bytes = bytes;
+    s->line = 10 + cfg->shared_count;
+    s->size_line = s->line + 1;
+    s->index = cfg->shared_count;
+    s->selector_count = 1;
+    snprintf(s->selectors[0], sizeof s->selectors[0], "%s", selector);
+    cfg->shared_count++;
+    return s;
+}
+
+/* t4-pcie (4 x 15 GiB): GPU 0 time-shared, 1 in quarters, 2 and 3 in 5 GiB slices. */
+static struct config slice_config(void)
+{
+    struct config cfg;
+    config_defaults(&cfg);
+    snprintf(cfg.file, sizeof cfg.file, "/etc/gpulet/config.yaml");
+    cfg.device_id_strategy = DEVICE_ID_INDEX;
+    cfg.sharing = SHARING_TIME_SLICING;
+    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "2");
+    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "3");
+    add_slices(&cfg, "nvidia.com/gpu.quarter", 4, 0, "1");
+    struct shared_resource *ts = add_slices(&cfg, "", 2, 0, "0");
+    ts->slices = false;
+    return cfg;
+}
+
+static void slices_resources(void **state)
+{
+    (void)state;
+    load("t4-pcie");
+    struct config cfg = slice_config();
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    assert_int_equal(count, 3);
+    assert_string_equal(res[0].name, "nvidia.com/gpu");
+    assert_int_equal(res[0].sharing, SHARING_TIME_SLICING);
+    assert_int_equal(res[0].count, 2);
+    assert_string_equal(res[1].name, "nvidia.com/gpu-5gb");
+    assert_int_equal(res[1].sharing, SHARING_SLICES);
+    assert_int_equal(res[1].count, 6);
+    assert_string_equal(res[1].devices[0].id, "2::s0");
+    assert_string_equal(res[1].devices[5].id, "3::s2");
+    assert_true(res[1].devices[5].slice_memory == 5ULL << 30);
+    assert_int_equal(res[1].devices[5].slice_share, 3333);
+    assert_string_equal(res[2].name, "nvidia.com/gpu.quarter");
+    assert_int_equal(res[2].count, 4);
+    assert_true(res[2].devices[0].slice_memory == 3840ULL << 20);
+    assert_int_equal(res[2].devices[0].slice_share, 2500);
+    assert_int_equal(res[0].devices[0].slice_share, 0);
+    plugin_free_resources(res, count);
+
+    static const struct {
+        const char *rename, *selector, *expect;
+        unsigned long long bytes;
+    } bad[] = {
+        {"nvidia.com/gpu-16gb", "2", "/etc/gpulet/config.yaml line 11: "
+         "sharing.slices.resources[0].memory: slices of 16384 MiB are bigger than GPU 2, which has "
+         "15360 MiB", 16ULL << 30},
+        {"nvidia.com/gpu-tiny", "2", "line 11: sharing.slices.resources[0].memory: GPU 2 would be "
+         "cut into 15360 slices, more than 1024", 1ULL << 20},
+        {"", "2", "/etc/gpulet/config.yaml line 10: sharing.slices: nvidia.com/gpu would have both "
+         "slices and whole or time-shared GPUs", 5ULL << 30},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        config_defaults(&cfg);
+        snprintf(cfg.file, sizeof cfg.file, "/etc/gpulet/config.yaml");
+        struct shared_resource *s = add_slices(&cfg, bad[i].rename, 0, bad[i].bytes, bad[i].selector);
+        s->slices = true;
+        struct gpulet_error err = {0};
+        assert_int_equal(plugin_build_resources(inv, &cfg, &res, &count, &err), -1);
+        assert_int_equal(err.kind, GPULET_ERR_USAGE);
+        assert_contains(err.msg, bad[i].expect);
+    }
+    /* one GPU by index in one entry and by UUID in another */
+    config_defaults(&cfg);
+    snprintf(cfg.file, sizeof cfg.file, "/etc/gpulet/config.yaml");
+    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "2");
+    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, inv->gpus[2].uuid);
+    cfg.shared[1].devices_line = 42;
+    struct gpulet_error err = {0};
+    assert_int_equal(plugin_build_resources(inv, &cfg, &res, &count, &err), -1);
+    assert_contains(err.msg, "line 42: sharing.slices.resources[1].devices: GPU 2 (");
+    assert_contains(err.msg, "is already shared by the entry at line 10");
+}
+
+static void slices_preferred(void **state)
+{
+    (void)state;
+    load("t4-pcie");
+    for (int packed = 0; packed < 2; packed++) {
+        struct config cfg = slice_config();
+        cfg.replicas_packed = packed;
+        size_t count;
+        struct plugin_resource *res = build(&cfg, &count);
+        const struct plugin_resource *r = &res[1];
+        /* GPU 2 has two slices free, GPU 3 three */
+        char *avail[] = {"2::s1", "3::s0", "2::s2", "3::s1", "3::s2"};
+        char *out[5];
+        size_t n;
+        /* two slices: both on GPU 2, the tightest fit, whatever the policy */
+        assert_int_equal(plugin_preferred(r, inv, avail, 5, NULL, 0, 2, NULL, out, &n), 0);
+        assert_int_equal(n, 2);
+        assert_true(out[0][0] == '2' && out[1][0] == '2');
+        /* three: GPU 3 alone holds them */
+        assert_int_equal(plugin_preferred(r, inv, avail, 5, NULL, 0, 3, NULL, out, &n), 0);
+        assert_int_equal(n, 3);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(out[i][0], '3');
+        /* four: all of GPU 3, then one of GPU 2 */
+        assert_int_equal(plugin_preferred(r, inv, avail, 5, NULL, 0, 4, NULL, out, &n), 0);
+        assert_int_equal(n, 4);
+        size_t on3 = 0;
+        for (size_t i = 0; i < n; i++)
+            on3 += out[i][0] == '3';
+        assert_int_equal(on3, 3);
+        /* two with one required on GPU 3: the other joins it there */
+        char *must[] = {"3::s2"};
+        assert_int_equal(plugin_preferred(r, inv, avail, 5, must, 1, 2, NULL, out, &n), 0);
+        assert_int_equal(n, 2);
+        assert_true(out[0][0] == '3' && out[1][0] == '3');
+        /* one: spread to the freest GPU, or packed onto the busiest */
+        assert_int_equal(plugin_preferred(r, inv, avail, 5, NULL, 0, 1, NULL, out, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(out[0][0], packed ? '2' : '3');
+        plugin_free_resources(res, count);
+    }
+}
+
+static size_t folders_in(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static const char *env_of(const V1beta1__ContainerAllocateResponse *out, const char *key)
+{
+    for (size_t i = 0; i < out->n_envs; i++)
+        if (strcmp(out->envs[i]->key, key) == 0)
+            return out->envs[i]->value;
+    return NULL;
+}
+
+static const void *held_by_nobody(const char *resource, const char *id, void *user)
+{
+    (void)resource;
+    (void)id;
+    (void)user;
+    return NULL;
+}
+
+static void slices_allocate(void **state)
+{
+    (void)state;
+    load("t4-pcie");
+    struct config cfg = slice_config();
+    char dir[64], lib[128], alloc[128];
+    temp_dir(dir, sizeof dir);
+    snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s/state", dir);
+    snprintf(lib, sizeof lib, "%s/libgpulet-cuda.so", dir);
+    snprintf(cfg.cuda_interposer, sizeof cfg.cuda_interposer, "%s", lib);
+    snprintf(alloc, sizeof alloc, "%s/state/alloc", dir);
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    struct arena a = {0};
+    V1beta1__ContainerAllocateResponse out;
+    struct gpulet_error err = {0};
+    char *ids[] = {"3::s1", "2::s2", "3::s0"};
+    /* no interposer on the host: refused, saying what to do */
+    assert_int_equal(plugin_allocate_container(&res[1], &cfg, ids, 3, 1, &a, &out, &err), -1);
+    assert_contains(err.msg, "install it (gpulet runtime install) or give its path");
+    arena_free(&a);
+    write_file(lib, "not really a library");
+    for (int strategies = 0; strategies < 4; strategies++) {
+        cfg.device_list_strategies = 1u << strategies;
+        assert_int_equal(plugin_allocate_container(&res[1], &cfg, ids, 3, 1, &a, &out, &err), 0);
+        if (strategies == 0)
+            assert_string_equal(env_of(&out, "NVIDIA_VISIBLE_DEVICES"), "2,3"); /* GPU order */
+        assert_string_equal(env_of(&out, "GPULET_CUDA_MEMORY_LIMIT_0"), "5368709120");
+        assert_string_equal(env_of(&out, "GPULET_CUDA_COMPUTE_SHARE_0"), "33.33");
+        assert_string_equal(env_of(&out, "GPULET_CUDA_MEMORY_LIMIT_1"), "10737418240");
+        assert_string_equal(env_of(&out, "GPULET_CUDA_COMPUTE_SHARE_1"), "66.66");
+        assert_string_equal(env_of(&out, "GPULET_CUDA_STATE_DIR"), "/run/gpulet/cuda");
+        size_t base = strategies == 1 ? 2 : 0; /* volume-mounts: one per GPU first */
+        assert_int_equal(out.n_mounts, base + 4);
+        assert_string_equal(out.mounts[base]->host_path, lib);
+        assert_string_equal(out.mounts[base]->container_path, "/usr/lib/gpulet/libgpulet-cuda.so");
+        assert_true(out.mounts[base]->read_only);
+        assert_string_equal(out.mounts[base + 1]->container_path, "/etc/ld.so.preload");
+        assert_true(out.mounts[base + 1]->read_only);
+        assert_string_equal(out.mounts[base + 2]->container_path, "/etc/gpulet/cuda-limits");
+        assert_true(out.mounts[base + 2]->read_only);
+        assert_string_equal(out.mounts[base + 3]->container_path, "/run/gpulet/cuda");
+        assert_false(out.mounts[base + 3]->read_only);
+        char *text;
+        size_t len;
+        if (fileio_read(out.mounts[base + 2]->host_path, 4096, &text, &len, &err) < 0)
+            fail_msg("%s", err.msg);
+        char want[512];
+        snprintf(want, sizeof want,
+                 "\nGPULET_CUDA_DEVICE_UUID_0=%s\n"
+                 "GPULET_CUDA_MEMORY_LIMIT_0=5368709120\n"
+                 "GPULET_CUDA_COMPUTE_SHARE_0=33.33\n"
+                 "GPULET_CUDA_DEVICE_UUID_1=%s\n"
+                 "GPULET_CUDA_MEMORY_LIMIT_1=10737418240\n"
+                 "GPULET_CUDA_COMPUTE_SHARE_1=66.66\n",
+                 inv->gpus[2].uuid, inv->gpus[3].uuid);
+        assert_contains(text, want);
+        free(text);
+        if (fileio_read(out.mounts[base + 1]->host_path, 4096, &text, &len, &err) < 0)
+            fail_msg("%s", err.msg);
+        assert_string_equal(text, "/usr/lib/gpulet/libgpulet-cuda.so\n");
+        free(text);
+        struct stat st;
+        assert_int_equal(stat(out.mounts[base + 3]->host_path, &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0777);
+        assert_int_equal(stat(alloc, &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0700);
+        /* the same devices again: the earlier folder is gone */
+        assert_int_equal(folders_in(alloc), 1);
+        arena_free(&a);
+    }
+    /* a folder whose state/ the container filled with links and folders
+     * goes without following them */
+    char *one[] = {"2::s0"};
+    cfg.device_list_strategies = DEVICE_LIST_ENVVAR;
+    assert_int_equal(plugin_allocate_container(&res[1], &cfg, one, 1, 2, &a, &out, &err), 0);
+    assert_int_equal(folders_in(alloc), 2);
+    char victim[128], path[512];
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    write_file(victim, "keep me");
+    snprintf(path, sizeof path, "%s/link", out.mounts[3]->host_path);
+    assert_int_equal(symlink(dir, path), 0);
+    snprintf(path, sizeof path, "%s/a", out.mounts[3]->host_path);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/a/victim", out.mounts[3]->host_path);
+    assert_int_equal(symlink(victim, path), 0);
+    /* nested deeper than one removal pass goes */
+    snprintf(path, sizeof path, "%s", out.mounts[3]->host_path);
+    for (int depth = 0; depth < 20; depth++) {
+        strcat(path, "/d");
+        assert_int_equal(mkdir(path, 0755), 0);
+    }
+    strcat(path, "/victim");
+    assert_int_equal(symlink(victim, path), 0);
+    arena_free(&a);
+    char *again[] = {"2::s0", "2::s1"};
+    assert_int_equal(plugin_allocate_container(&res[1], &cfg, again, 2, 3, &a, &out, &err), 0);
+    assert_int_equal(folders_in(alloc), 2);
+    assert_int_equal(access(victim, F_OK), 0);
+    assert_int_equal(access(lib, F_OK), 0);
+    arena_free(&a);
+    /* nobody holds anything: every folder goes, and what deep nesting
+     * moved aside goes with the passes that follow */
+    struct allocdir_visitor nobody = {.held = held_by_nobody};
+    for (int pass = 0; pass < 4; pass++)
+        allocdir_prune(cfg.state_dir, &nobody, time(NULL), 0);
+    DIR *d = opendir(alloc);
+    assert_non_null(d);
+    struct dirent *e;
+    size_t left = 0;
+    while ((e = readdir(d)) != NULL)
+        left += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    assert_int_equal(left, 0);
+    assert_int_equal(access(victim, F_OK), 0);
+    plugin_free_resources(res, count);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -557,6 +848,9 @@ int main(void)
         cmocka_unit_test(many_replicas_answer_quickly),
         cmocka_unit_test(preferred_out_of_time),
         cmocka_unit_test(preferred_on_sixteen_gpus),
+        cmocka_unit_test(slices_resources),
+        cmocka_unit_test(slices_preferred),
+        cmocka_unit_test(slices_allocate),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
