@@ -35,7 +35,7 @@ interp=$(readelf -l /bin/true | sed -n 's/.*interpreter: \(.*\)]$/\1/p')
 
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=MinSizeRel -DBUILD_TESTING=OFF \
     -DCMAKE_INSTALL_PREFIX=$prefix -DGPULET_BUNDLE_INTERP="$(basename "$interp")" >/dev/null
-cmake --build "$build" -j "$jobs" --target gpulet gpulet-runtime gpulet-hook -- --no-print-directory >/dev/null
+cmake --build "$build" -j "$jobs" --target gpulet gpulet-runtime gpulet-hook gpulet-cuda -- --no-print-directory >/dev/null
 
 context=$build/context
 rm -rf "$context"

@@ -62,6 +62,7 @@ struct nvmlGpmSample_st {
     unsigned int magic;
     bool filled;
     unsigned int gpu;
+    int mig; /* the MIG device whose GPU instance it sampled, -1: the whole GPU */
     double seconds;
 };
 
@@ -1118,6 +1119,107 @@ SIM_API nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t dev,
     return clock_event_reasons(dev, reasons);
 }
 
+/* What a data-centre GPU's driver reports: idle, application clocks, SW
+ * power cap, HW slowdown, sync boost, SW and HW thermal, HW power brake and
+ * display clock setting (0x100). */
+#define SIM_SUPPORTED_CLOCK_EVENT_REASONS 0x1FFULL
+
+static nvmlReturn_t supported_clock_event_reasons(nvmlDevice_t dev, unsigned long long *reasons)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, reasons);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    *reasons = SIM_SUPPORTED_CLOCK_EVENT_REASONS;
+    return leave(NVML_SUCCESS);
+}
+
+#ifndef SIM_OLD_DRIVER /* the call is named so since driver 535 */
+SIM_API nvmlReturn_t nvmlDeviceGetSupportedClocksEventReasons(nvmlDevice_t dev,
+                                                              unsigned long long *reasons)
+{
+    return supported_clock_event_reasons(dev, reasons);
+}
+#endif
+
+SIM_API nvmlReturn_t nvmlDeviceGetSupportedClocksThrottleReasons(nvmlDevice_t dev,
+                                                                 unsigned long long *reasons)
+{
+    return supported_clock_event_reasons(dev, reasons);
+}
+
+/* The node file's vbios_version, else a version in the form its GPU
+ * generation's boards carry. */
+static const char *vbios_version(const struct sim_gpu *g)
+{
+    if (g->vbios_version[0])
+        return g->vbios_version;
+    switch (g->cc_major) {
+    case 9: return "96.00.99.00.01";
+    case 8: return "92.00.45.00.06";
+    case 7: return g->cc_minor >= 5 ? "90.04.96.00.02" : "88.00.4F.00.09";
+    default: return "86.00.4D.00.01";
+    }
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetVbiosVersion(nvmlDevice_t dev, char *version,
+                                               unsigned int length)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, version);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    return leave(copy_string(version, length, vbios_version(g)));
+}
+
+/* Hopper and newer on NVSwitches report a fabric the fabric manager has
+ * registered them in; other GPUs do not support the call. */
+static nvmlReturn_t enter_fabric(nvmlDevice_t dev, const void *out)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, out);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (!g->nvswitch || g->cc_major < 9)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    return NVML_SUCCESS;
+}
+
+/* A clique id and cluster UUID as a fabric manager hands them out. */
+static void fabric_ids(unsigned char uuid[NVML_GPU_FABRIC_UUID_LEN], unsigned int *clique)
+{
+    for (unsigned int k = 0; k < NVML_GPU_FABRIC_UUID_LEN; k++)
+        uuid[k] = (unsigned char)(0x5A ^ k);
+    *clique = 1;
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGpuFabricInfo(nvmlDevice_t dev, nvmlGpuFabricInfo_t *info)
+{
+    nvmlReturn_t ret = enter_fabric(dev, info);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    fabric_ids(info->clusterUuid, &info->cliqueId);
+    info->status = NVML_SUCCESS;
+    info->state = NVML_GPU_FABRIC_STATE_COMPLETED;
+    return leave(NVML_SUCCESS);
+}
+
+#ifndef SIM_OLD_DRIVER
+SIM_API nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t dev, nvmlGpuFabricInfo_v2_t *info)
+{
+    if (info != NULL && info->version != nvmlGpuFabricInfo_v2)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    nvmlReturn_t ret = enter_fabric(dev, info);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    fabric_ids(info->clusterUuid, &info->cliqueId);
+    info->status = NVML_SUCCESS;
+    info->state = NVML_GPU_FABRIC_STATE_COMPLETED;
+    info->healthMask = 0;
+    return leave(NVML_SUCCESS);
+}
+#endif
+
 static nvmlReturn_t running_processes(nvmlDevice_t dev, unsigned int *count,
                                       nvmlProcessInfo_t *infos)
 {
@@ -2053,13 +2155,46 @@ SIM_API nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t dev, nvmlGpmSample_t sample)
         return leave(NVML_ERROR_NOT_SUPPORTED);
     sample->filled = true;
     sample->gpu = (unsigned int)gpu_index_of(g);
+    sample->mig = -1;
     sample->seconds = elapsed_seconds();
     return leave(NVML_SUCCESS);
 }
 
-static double gpm_value(const struct sim_gpu *g, unsigned int id, bool *known)
+/* A GPU instance's sample: its first MIG device stands for it. */
+SIM_API nvmlReturn_t nvmlGpmMigSampleGet(nvmlDevice_t dev, unsigned int gpu_instance_id,
+                                         nvmlGpmSample_t sample)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, CALLER_CHECKS);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (sample == NULL || sample->magic != SAMPLE_MAGIC)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (!g->gpm || !g->mig_capable || !g->mig_enabled)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    for (size_t m = 0; m < g->mig_count; m++) {
+        if (g->migs[m].gpu_instance_id != gpu_instance_id)
+            continue;
+        sample->filled = true;
+        sample->gpu = (unsigned int)gpu_index_of(g);
+        sample->mig = (int)m;
+        sample->seconds = elapsed_seconds();
+        return leave(NVML_SUCCESS);
+    }
+    return leave(NVML_ERROR_NOT_FOUND);
+}
+
+/* A GPU instance is as busy as its share of the GPU's compute slices. */
+static double gpm_value(const struct sim_gpu *g, int mig, unsigned int id, bool *known)
 {
     double u = utilization(g);
+    if (mig >= 0) {
+        unsigned int slices = 0;
+        for (size_t m = 0; m < g->mig_count; m++)
+            if (g->migs[m].gpu_instance_id == g->migs[mig].gpu_instance_id)
+                slices += g->migs[m].ci_slices;
+        u = u * (slices < 7 ? slices : 7) / 7.0;
+    }
     *known = true;
     switch (id) {
     case NVML_GPM_METRIC_GRAPHICS_UTIL: return u;
@@ -2082,7 +2217,8 @@ SIM_API nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *m)
         return m ? NVML_ERROR_ARGUMENT_VERSION_MISMATCH : NVML_ERROR_INVALID_ARGUMENT;
     if (m->sample1 == NULL || m->sample2 == NULL || m->sample1->magic != SAMPLE_MAGIC ||
         m->sample2->magic != SAMPLE_MAGIC || !m->sample1->filled || !m->sample2->filled ||
-        m->sample1->gpu != m->sample2->gpu || m->numMetrics > NVML_GPM_METRIC_MAX)
+        m->sample1->gpu != m->sample2->gpu || m->sample1->mig != m->sample2->mig ||
+        m->numMetrics > NVML_GPM_METRIC_MAX)
         return NVML_ERROR_INVALID_ARGUMENT;
     nvmlReturn_t ret = enter_system();
     if (ret != NVML_SUCCESS)
@@ -2090,7 +2226,7 @@ SIM_API nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *m)
     const struct sim_gpu *g = &node->gpus[m->sample2->gpu];
     for (unsigned int i = 0; i < m->numMetrics; i++) {
         bool known;
-        m->metrics[i].value = gpm_value(g, m->metrics[i].metricId, &known);
+        m->metrics[i].value = gpm_value(g, m->sample2->mig, m->metrics[i].metricId, &known);
         m->metrics[i].nvmlReturn = known ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
         m->metrics[i].metricInfo.shortName = NULL;
         m->metrics[i].metricInfo.longName = NULL;

@@ -9,7 +9,7 @@
  * The answer is NOT_SUPPORTED, what a driver answers for a feature the GPU
  * lacks, not FUNCTION_NOT_FOUND: consumers look a symbol up before they
  * call it (go-nvlib's hasSymbol) and then skip NOT_SUPPORTED but fail on
- * any other error -- NVIDIA's GFD would stop at nvmlDeviceGetGpuFabricInfo.
+ * any other error -- NVIDIA's GFD would stop at a GPU's fabric info.
  *
  * The stubs take no parameters: under the C calling convention the
  * caller owns its arguments, so ignoring them is safe whatever they are.
@@ -32,7 +32,7 @@
     X(nvmlDeviceGetHandleBySerial) X(nvmlDeviceGetBrand) X(nvmlDeviceGetBoardId)              \
     X(nvmlDeviceGetBoardPartNumber) X(nvmlDeviceGetInforomVersion)                            \
     X(nvmlDeviceGetInforomImageVersion) X(nvmlDeviceGetInforomConfigurationChecksum)          \
-    X(nvmlDeviceValidateInforom) X(nvmlDeviceGetVbiosVersion)                                 \
+    X(nvmlDeviceValidateInforom)                                 \
     X(nvmlDeviceGetMultiGpuBoard) X(nvmlDeviceGetPersistenceMode) X(nvmlDeviceGetDisplayMode) \
     X(nvmlDeviceGetDisplayActive)                                                             \
     X(nvmlDeviceGetPowerState) X(nvmlDeviceGetPowerManagementMode)                            \
@@ -45,7 +45,7 @@
     X(nvmlDeviceGetMaxCustomerBoostClock) X(nvmlDeviceGetSupportedMemoryClocks)               \
     X(nvmlDeviceGetSupportedGraphicsClocks) X(nvmlDeviceGetAutoBoostedClocksEnabled)          \
     X(nvmlDeviceGetMinMaxClockOfPState) X(nvmlDeviceGetAdaptiveClockInfoStatus)               \
-    X(nvmlDeviceGetSupportedClocksThrottleReasons) X(nvmlDeviceGetSupportedClocksEventReasons) \
+    \
     X(nvmlDeviceGetEccMode) X(nvmlDeviceGetTotalEccErrors) X(nvmlDeviceGetDetailedEccErrors)  \
     X(nvmlDeviceGetMemoryErrorCounter) X(nvmlDeviceGetRetiredPages)                           \
     X(nvmlDeviceGetRetiredPages_v2) X(nvmlDeviceGetRetiredPagesPendingStatus)                 \
@@ -76,8 +76,8 @@
     X(nvmlDeviceGetEncoderCapacity) X(nvmlDeviceGetEncoderStats)                              \
     X(nvmlDeviceGetEncoderSessions) X(nvmlDeviceGetFBCStats) X(nvmlDeviceGetFBCSessions)      \
     X(nvmlDeviceGetGspFirmwareVersion) X(nvmlDeviceGetGspFirmwareMode)                        \
-    X(nvmlDeviceGetDynamicPstatesInfo) X(nvmlDeviceGetGpuFabricInfo)                          \
-    X(nvmlDeviceGetGpuFabricInfoV) X(nvmlDeviceGetModuleId) X(nvmlDeviceGetBridgeChipInfo)    \
+    X(nvmlDeviceGetDynamicPstatesInfo)                          \
+    X(nvmlDeviceGetModuleId) X(nvmlDeviceGetBridgeChipInfo)    \
     X(nvmlDeviceGetDriverModel) X(nvmlDeviceGetAPIRestriction) X(nvmlDeviceGetGpuOperationMode) \
     X(nvmlDeviceGetClkMonStatus) X(nvmlDeviceGetGpcClkVfOffset) X(nvmlDeviceGetMemClkVfOffset) \
     X(nvmlDeviceGetGpcClkMinMaxVfOffset) X(nvmlDeviceGetMemClkMinMaxVfOffset)                 \
@@ -95,7 +95,7 @@
     X(nvmlDeviceCreateGpuInstance) X(nvmlDeviceCreateGpuInstanceWithPlacement)                \
     X(nvmlGpuInstanceDestroy) X(nvmlGpuInstanceCreateComputeInstance)                         \
     X(nvmlGpuInstanceCreateComputeInstanceWithPlacement) X(nvmlComputeInstanceDestroy)        \
-    X(nvmlDeviceGetGpuInstancePossiblePlacements) X(nvmlGpmMigSampleGet)                      \
+    X(nvmlDeviceGetGpuInstancePossiblePlacements)                      \
     X(nvmlGpmQueryIfStreamingEnabled) X(nvmlGpmSetStreamingEnabled)                           \
     X(nvmlGetVgpuCompatibility) X(nvmlGetVgpuVersion) X(nvmlSetVgpuVersion)                   \
     X(nvmlVgpuTypeGetName) X(nvmlVgpuTypeGetClass) X(nvmlVgpuInstanceGetUUID)                 \

@@ -23,7 +23,7 @@ static const char *const gpu_keys[] = {
     "pci_class", "numa_node", "memory_mib", "memory_reserved_mib", "compute_capability",
     "multiprocessors", "mig_capable", "mig_enabled", "gpm", "ecc", "power_limit_w", "idle_power_w",
     "max_sm_clock_mhz", "mem_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib",
-    "mig_devices", NULL};
+    "vbios_version", "mig_devices", NULL};
 
 static const char *const mig_keys[] = {
     "uuid", "gpu_instance_id", "compute_instance_id", "slices", "ci_slices", "memory_mib",
@@ -194,6 +194,8 @@ static int parse_gpu(const struct ydoc *d, const struct ynode *m, const char *wh
                                g->uuid);
         } else if (strcmp(k, "serial") == 0) {
             rc = ynode_string(d, v, k, g->serial, sizeof g->serial, err);
+        } else if (strcmp(k, "vbios_version") == 0) {
+            rc = ynode_string(d, v, k, g->vbios_version, sizeof g->vbios_version, err);
         } else if (strcmp(k, "minor") == 0) {
             rc = uint_field(d, v, k, 254, &g->minor, err);
         } else if (strcmp(k, "pci_bus_id") == 0) {
@@ -418,11 +420,13 @@ static int parse_nvswitches(const struct ydoc *d, const struct ynode *list, stru
         /* NVSwitches sit on their own PCI buses, apart from any GPU's. */
         char remote[32];
         snprintf(remote, sizeof remote, "00000000:%02zX:00.0", 0xE0 + s);
-        for (size_t g = 0; g < node->gpu_count; g++)
+        for (size_t g = 0; g < node->gpu_count; g++) {
+            node->gpus[g].nvswitch = true;
             for (unsigned long long l = 0; l < links; l++)
                 if (add_link(&node->gpus[g], remote) < 0)
                     return ydoc_fail(d, list, err, "a GPU has more than %d NVLinks",
                                      SIM_MAX_LINKS);
+        }
     }
     return 0;
 }

@@ -46,6 +46,8 @@ struct sim_gpu {
     bool mig_capable, mig_enabled;
     bool gpm;
     bool ecc;
+    bool nvswitch; /* has NVLinks to an NVSwitch (topology.nvswitch_links) */
+    char vbios_version[32];
     unsigned int power_limit_w, idle_power_w;
     unsigned int max_sm_clock_mhz, mem_clock_mhz;
     /* Baselines the moving values swing around. */

@@ -64,15 +64,28 @@ int glc_parse_size(const char *text, uint64_t *bytes)
     return -1;
 }
 
-int glc_parse_percent(const char *text, unsigned int *pct)
+int glc_parse_percent(const char *text, unsigned int *hundredths)
 {
     if (text == NULL || *text < '0' || *text > '9')
         return -1;
-    char *end;
-    unsigned long v = strtoul(text, &end, 10);
-    if (*end != '\0' || v < 1 || v > 100)
+    unsigned long v = 0;
+    const char *p = text;
+    for (; *p >= '0' && *p <= '9' && v <= 100; p++)
+        v = v * 10 + (unsigned long)(*p - '0');
+    v *= 100;
+    if (*p == '.') {
+        p++;
+        for (unsigned long scale = 10; scale > 0; scale /= 10, p++) {
+            if (*p < '0' || *p > '9')
+                break;
+            v += (unsigned long)(*p - '0') * scale;
+        }
+        if (p[-1] == '.') /* "30." */
+            return -1;
+    }
+    if (*p != '\0' || v < 1 || v > 10000)
         return -1;
-    *pct = (unsigned int)v;
+    *hundredths = (unsigned int)v;
     return 0;
 }
 
@@ -268,20 +281,20 @@ uint64_t glc_used(struct glc_file *f)
     return used;
 }
 
-uint64_t glc_charge(struct glc_file *f, unsigned int pct, uint64_t cost_ns, uint64_t burst_ns,
+uint64_t glc_charge(struct glc_file *f, unsigned int share, uint64_t cost_ns, uint64_t burst_ns,
                     uint64_t now_ns)
 {
     struct glc_shared *s = f->s;
     lock(s);
     if (s->refilled_ns == 0 || now_ns < s->refilled_ns)
         s->refilled_ns = now_ns;
-    int64_t gain = (int64_t)((now_ns - s->refilled_ns) * pct / 100);
+    int64_t gain = (int64_t)((now_ns - s->refilled_ns) * share / 10000);
     s->refilled_ns = now_ns;
     s->tokens_ns = s->tokens_ns + gain > (int64_t)burst_ns ? (int64_t)burst_ns : s->tokens_ns + gain;
     /* Whoever comes after waits for this charge: a launch never waits for
      * its own cost, only for the debt before it, and only once the debt is
      * worth a sleep (a short one costs a timer's slack, tens of us, each). */
-    uint64_t wait = s->tokens_ns < -GLC_MIN_DEBT_NS ? (uint64_t)(-s->tokens_ns) * 100 / pct : 0;
+    uint64_t wait = s->tokens_ns < -GLC_MIN_DEBT_NS ? (uint64_t)(-s->tokens_ns) * 10000 / share : 0;
     s->tokens_ns -= (int64_t)(cost_ns > INT64_MAX / 4 ? INT64_MAX / 4 : cost_ns);
     pthread_mutex_unlock(&s->lock);
     return wait;
@@ -392,4 +405,183 @@ void glc_map_free(struct glc_map *m)
 {
     free(m->e);
     *m = (struct glc_map){0};
+}
+
+/* ---- the limits file ---- */
+
+/* "12" of "GPULET_CUDA_MEMORY_LIMIT_12": an ordinal below GLC_MAX_DEVS,
+ * decimal without leading zeros; -1 otherwise. */
+static int ordinal(const char *text)
+{
+    if (text[0] < '0' || text[0] > '9' || (text[0] == '0' && text[1] != '\0'))
+        return -1;
+    int v = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p < '0' || *p > '9' || (v = v * 10 + (*p - '0')) >= GLC_MAX_DEVS)
+            return -1;
+    }
+    return v;
+}
+
+static bool valid_uuid(const char *v)
+{
+    size_t n = strlen(v), hex = 0;
+    if (n < 5 || n >= sizeof ((struct glc_limits *)0)->dev[0].uuid ||
+        (strncmp(v, "GPU-", 4) != 0 && strncmp(v, "MIG-", 4) != 0))
+        return false;
+    for (const char *p = v + 4; *p; p++) {
+        bool is_hex = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+                      (*p >= 'A' && *p <= 'F');
+        if (!is_hex && *p != '-')
+            return false;
+        hex += is_hex;
+    }
+    return hex == 32;
+}
+
+bool glc_same_uuid(const char *a, const char *b)
+{
+    if (strlen(a) < 4 || strlen(b) < 4)
+        return false;
+    a += 4;
+    b += 4;
+    for (;;) {
+        while (*a == '-')
+            a++;
+        while (*b == '-')
+            b++;
+        char x = *a >= 'A' && *a <= 'F' ? (char)(*a - 'A' + 'a') : *a;
+        char y = *b >= 'A' && *b <= 'F' ? (char)(*b - 'A' + 'a') : *b;
+        if (x != y)
+            return false;
+        if (x == '\0')
+            return true;
+        a++;
+        b++;
+    }
+}
+
+int glc_parse_limits(const char *text, size_t len, struct glc_limits *out, char *msg,
+                     size_t msg_len)
+{
+    enum { K_UUID, K_MEM, K_SHARE };
+    static const char *const prefix[] = {"GPULET_CUDA_DEVICE_UUID_", "GPULET_CUDA_MEMORY_LIMIT_",
+                                         "GPULET_CUDA_COMPUTE_SHARE_"};
+    uint8_t seen[GLC_MAX_DEVS] = {0}; /* a bit per kind of key */
+    bool seen_dir = false, seen_ctx = false;
+    *out = (struct glc_limits){0};
+    if (len > GLC_LIMITS_MAX_BYTES || memchr(text, '\0', len) != NULL) {
+        snprintf(msg, msg_len, "%s", len > GLC_LIMITS_MAX_BYTES ? "over 4096 bytes" : "a NUL byte");
+        return -1;
+    }
+    char line[GLC_LIMITS_MAX_BYTES + 1];
+    size_t at = 0;
+    for (int number = 1; at < len; number++) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - (text + at)) : len - at;
+        memcpy(line, text + at, n);
+        line[n] = '\0';
+        at += n + 1;
+        if (n == 0 || line[0] == '#')
+            continue;
+        char *eq = strchr(line, '=');
+        if (eq == NULL) {
+            snprintf(msg, msg_len, "line %d: not KEY=VALUE", number);
+            return -1;
+        }
+        *eq = '\0';
+        const char *key = line, *value = eq + 1;
+        bool ok = false, repeated = false;
+        if (strcmp(key, "GPULET_CUDA_STATE_DIR") == 0) {
+            repeated = seen_dir;
+            seen_dir = true;
+            ok = value[0] == '/' && strlen(value) < sizeof out->state_dir &&
+                 strstr(value, "/../") == NULL;
+            if (ok)
+                snprintf(out->state_dir, sizeof out->state_dir, "%s", value);
+        } else if (strcmp(key, "GPULET_CUDA_CONTEXT_SIZE") == 0) {
+            repeated = seen_ctx;
+            seen_ctx = true;
+            ok = glc_parse_size(value, &out->context_bytes) == 0;
+        } else {
+            for (int k = K_UUID; k <= K_SHARE; k++) {
+                size_t plen = strlen(prefix[k]);
+                int i = strncmp(key, prefix[k], plen) == 0 ? ordinal(key + plen) : -1;
+                if (i < 0)
+                    continue;
+                repeated = seen[i] & (1U << k);
+                seen[i] |= (uint8_t)(1U << k);
+                if (k == K_UUID && (ok = valid_uuid(value)))
+                    snprintf(out->dev[i].uuid, sizeof out->dev[i].uuid, "%s", value);
+                else if (k == K_MEM)
+                    ok = glc_parse_size(value, &out->dev[i].limit) == 0;
+                else if (k == K_SHARE && (ok = glc_parse_percent(value, &out->dev[i].share) == 0))
+                    out->dev[i].share = out->dev[i].share < 10000 ? out->dev[i].share : 0;
+                break;
+            }
+        }
+        if (repeated || !ok) {
+            snprintf(msg, msg_len, "line %d: %s %.64s", number,
+                     repeated ? "repeated key" : "unknown key or bad value for", key);
+            return -1;
+        }
+    }
+    /* UUIDs for all devices or for none: half would leave the rest to order. */
+    int with = 0, without = 0;
+    for (int i = 0; i < GLC_MAX_DEVS; i++) {
+        if (seen[i] == 0)
+            continue;
+        if (out->dev[i].uuid[0])
+            with++;
+        else
+            without++;
+    }
+    if (with && without) {
+        snprintf(msg, msg_len, "GPULET_CUDA_DEVICE_UUID_<i> is given for some devices, not all");
+        return -1;
+    }
+    out->by_uuid = with > 0;
+    return 0;
+}
+
+int glc_read_limits(const char *path, struct glc_limits *out, char *msg, size_t msg_len)
+{
+    /* O_NONBLOCK: a FIFO put there must not hang the program. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0 && errno == ENOENT)
+        return 1;
+    if (fd < 0) {
+        snprintf(msg, msg_len, "%s: %s", path, errno == ELOOP ? "a symbolic link" : strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    char buf[GLC_LIMITS_MAX_BYTES + 1];
+    ssize_t n = -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        snprintf(msg, msg_len, "%s: not a regular file", path);
+    else if (st.st_size > GLC_LIMITS_MAX_BYTES)
+        snprintf(msg, msg_len, "%s: over %d bytes", path, GLC_LIMITS_MAX_BYTES);
+    else {
+        size_t got = 0;
+        while (got < sizeof buf && (n = read(fd, buf + got, sizeof buf - got)) != 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                break;
+            got += (size_t)n;
+        }
+        if (n < 0)
+            snprintf(msg, msg_len, "%s: %s", path, strerror(errno));
+        else
+            n = (ssize_t)got;
+    }
+    close(fd);
+    if (n < 0)
+        return -1;
+    char why[256];
+    if (glc_parse_limits(buf, (size_t)n, out, why, sizeof why) < 0) {
+        snprintf(msg, msg_len, "%s %s", path, why);
+        return -1;
+    }
+    return 0;
 }

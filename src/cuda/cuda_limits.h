@@ -21,8 +21,43 @@
 
 /* "10Gi", "512Mi", "1G", "4096": bytes; -1 when malformed or zero. */
 int glc_parse_size(const char *text, uint64_t *bytes);
-/* "30": percent in 1..100; -1 otherwise. */
-int glc_parse_percent(const char *text, unsigned int *pct);
+/* "30", "12.5", "33.33": a percent from 0.01 to 100, in hundredths of a
+ * percent (3000, 1250, 3333); -1 otherwise. */
+int glc_parse_percent(const char *text, unsigned int *hundredths);
+
+/* The limits file gpulet's Allocate mounts read-only into a sliced
+ * container: lines KEY=VALUE (GPULET_CUDA_DEVICE_UUID_<i>,
+ * GPULET_CUDA_MEMORY_LIMIT_<i>, GPULET_CUDA_COMPUTE_SHARE_<i>, and
+ * optionally GPULET_CUDA_STATE_DIR and GPULET_CUDA_CONTEXT_SIZE), '#'
+ * comments. Its path is fixed: a container must not be able to point the
+ * interposer at a file of its own. */
+#define GLC_LIMITS_FILE "/etc/gpulet/cuda-limits"
+#define GLC_LIMITS_MAX_BYTES 4096
+#define GLC_MAX_DEVS 64
+
+struct glc_limits {
+    struct {
+        uint64_t limit;      /* bytes; 0: none */
+        unsigned int share;  /* hundredths of a percent; 0: none */
+        char uuid[48];       /* "" when not given */
+    } dev[GLC_MAX_DEVS];
+    bool by_uuid;            /* every device with a limit names its UUID */
+    char state_dir[256];     /* "" when not given */
+    uint64_t context_bytes;  /* 0 when not given */
+};
+
+/* Parses len bytes of a limits file. -1 with the line and reason in msg on
+ * anything it does not know (an unknown or repeated key, a bad value, a
+ * NUL byte, too long): the caller then refuses rather than guesses. */
+int glc_parse_limits(const char *text, size_t len, struct glc_limits *out, char *msg,
+                     size_t msg_len);
+/* Reads and parses the limits file at path: 1 when there is none, 0 when
+ * read, -1 (reason in msg) when it is there but unusable: a link, not a
+ * regular file, over GLC_LIMITS_MAX_BYTES, unreadable or malformed. */
+int glc_read_limits(const char *path, struct glc_limits *out, char *msg, size_t msg_len);
+/* Whether two UUIDs name the same device: "GPU-" and "MIG-" prefixes and
+ * case aside, the same hex digits. */
+bool glc_same_uuid(const char *a, const char *b);
 
 struct glc_file;
 
@@ -37,9 +72,10 @@ bool glc_reserve(struct glc_file *f, uint64_t bytes, uint64_t limit);
 void glc_release(struct glc_file *f, uint64_t bytes);
 uint64_t glc_used(struct glc_file *f);
 
-/* Charges cost_ns of GPU time to a bucket filled at pct percent of wall
- * time (holding at most burst_ns); returns how long to wait first. */
-uint64_t glc_charge(struct glc_file *f, unsigned int pct, uint64_t cost_ns, uint64_t burst_ns,
+/* Charges cost_ns of GPU time to a bucket filled at share hundredths of a
+ * percent of wall time (holding at most burst_ns); returns how long to
+ * wait first. */
+uint64_t glc_charge(struct glc_file *f, unsigned int share, uint64_t cost_ns, uint64_t burst_ns,
                     uint64_t now_ns);
 
 /* Bytes of an array of w x h x d elements of elem_bytes x channels over

@@ -5,8 +5,10 @@
  * driver three ways and each is covered: direct calls land on the
  * functions below; dlsym() and cuGetProcAddress(_v2) answers that are one
  * of the driver's functions watched here are swapped for the watcher.
- * Everything else passes through untouched. Without a limit in the
- * environment nothing is counted.
+ * Everything else passes through untouched. The limits come from
+ * /etc/gpulet/cuda-limits when it exists (gpulet mounts it read-only; the
+ * variables are then ignored), else from the environment; without a limit
+ * nothing is counted.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -22,7 +24,7 @@
 #include "nvml/nvml_abi.h"
 
 #define API __attribute__((visibility("default")))
-#define MAX_DEVS 64
+#define MAX_DEVS GLC_MAX_DEVS
 #define KERNEL_TABLE 1024
 /* GPU time a container may bank while idle, per percent of share. */
 #define BURST_NS_PER_PCT 200000ULL
@@ -61,7 +63,7 @@ typedef CUresult (*pfn_elapsed)(float *, CUevent, CUevent);
 
 struct device {
     uint64_t limit;      /* 0: none */
-    unsigned int share;  /* 0: none */
+    unsigned int share;  /* hundredths of a percent; 0: none */
     bool opened;
     struct glc_file *file;
     char uuid[48];       /* "GPU-..." as NVML writes it */
@@ -80,6 +82,11 @@ static const char *state_dir;
 static struct device devs[MAX_DEVS];
 static struct glc_map allocations;
 static bool told_memory, told_file, told_pitch;
+/* The limits file, when there is one; matched to CUDA ordinals by UUID on
+ * first use, once the driver can say which device is which. */
+static struct glc_limits file_limits;
+static pthread_once_t match_once = PTHREAD_ONCE_INIT;
+#define CONTAINER_STATE_DIR "/run/gpulet/cuda"
 
 #define REAL_PTR(name) static void (*real_##name)(void);
 WATCHED(REAL_PTR)
@@ -113,12 +120,6 @@ static void *lookup(const char *name)
 
 static void read_env(void)
 {
-    const char *lvl = getenv("GPULET_CUDA_LOG");
-    if (lvl)
-        log_level = strcmp(lvl, "error") == 0  ? 0
-                    : strcmp(lvl, "debug") == 0 ? 2
-                    : strcmp(lvl, "off") == 0   ? -1
-                                                : 1;
     state_dir = getenv("GPULET_CUDA_STATE_DIR");
     uint64_t v;
     unsigned int pct;
@@ -130,7 +131,7 @@ static void read_env(void)
     if (all && glc_parse_size(all, &v) < 0)
         say(0, "ignoring GPULET_CUDA_MEMORY_LIMIT=%s: not a size like 10Gi, 512Mi or bytes", all);
     if (all_share && glc_parse_percent(all_share, &pct) < 0)
-        say(0, "ignoring GPULET_CUDA_COMPUTE_SHARE=%s: not a percent from 1 to 100", all_share);
+        say(0, "ignoring GPULET_CUDA_COMPUTE_SHARE=%s: not a percent from 0.01 to 100", all_share);
     for (int d = 0; d < MAX_DEVS; d++) {
         char name[64];
         snprintf(name, sizeof name, "GPULET_CUDA_MEMORY_LIMIT_%d", d);
@@ -144,13 +145,56 @@ static void read_env(void)
         snprintf(name, sizeof name, "GPULET_CUDA_COMPUTE_SHARE_%d", d);
         one = getenv(name);
         if (one && glc_parse_percent(one, &pct) == 0)
-            devs[d].share = pct < 100 ? pct : 0;
+            devs[d].share = pct < 10000 ? pct : 0;
         else if (one)
-            say(0, "ignoring %s=%s: not a percent from 1 to 100", name, one);
+            say(0, "ignoring %s=%s: not a percent from 0.01 to 100", name, one);
         else if (all_share && glc_parse_percent(all_share, &pct) == 0)
-            devs[d].share = pct < 100 ? pct : 0;
+            devs[d].share = pct < 10000 ? pct : 0;
         active = active || devs[d].limit || devs[d].share;
     }
+}
+
+/* Fail closed: a limits file that is there but unusable (or devices it
+ * cannot be matched to) must not leave a container unlimited, so every
+ * counted allocation on the device is refused (a limit of one byte). */
+static void refuse(int dev)
+{
+    devs[dev].limit = 1;
+    devs[dev].share = 0;
+}
+
+static void read_config(void)
+{
+    const char *lvl = getenv("GPULET_CUDA_LOG");
+    if (lvl)
+        log_level = strcmp(lvl, "error") == 0  ? 0
+                    : strcmp(lvl, "debug") == 0 ? 2
+                    : strcmp(lvl, "off") == 0   ? -1
+                                                : 1;
+    char msg[512];
+    int r = glc_read_limits(GLC_LIMITS_FILE, &file_limits, msg, sizeof msg);
+    if (r == 1) {
+        read_env();
+        return;
+    }
+    say(2, "limits from %s; GPULET_CUDA_* variables other than GPULET_CUDA_LOG are ignored",
+        GLC_LIMITS_FILE);
+    active = true;
+    if (r < 0) { /* nothing in it is trusted; the state stays in this process */
+        say(0, "%s: every allocation is refused until it is fixed", msg);
+        file_limits.by_uuid = false;
+        for (int d = 0; d < MAX_DEVS; d++)
+            refuse(d);
+        return;
+    }
+    state_dir = file_limits.state_dir[0] ? file_limits.state_dir : CONTAINER_STATE_DIR;
+    if (file_limits.context_bytes)
+        context_bytes = file_limits.context_bytes;
+    if (!file_limits.by_uuid)
+        for (int d = 0; d < MAX_DEVS; d++) {
+            devs[d].limit = file_limits.dev[d].limit;
+            devs[d].share = file_limits.dev[d].share;
+        }
 }
 
 static pthread_once_t dlsym_once;
@@ -163,7 +207,7 @@ static void init(void)
     libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
     if (libcuda == NULL)
         libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
-    read_env();
+    read_config();
 #define RESOLVE(name) real_##name = (void (*)(void))lookup(#name);
     WATCHED(RESOLVE)
     real_ctx_get_device = (pfn_ctx_get_device)lookup("cuCtxGetDevice");
@@ -182,29 +226,78 @@ static void ensure_init(void)
     pthread_once(&once, init);
 }
 
+/* "GPU-…" of CUDA device dev as NVML writes it; false when the driver
+ * cannot say. */
+static bool device_uuid(int dev, char *name, size_t len)
+{
+    CUuuid u;
+    if (real_uuid == NULL || real_uuid(&u, dev) != CUDA_SUCCESS)
+        return false;
+    const unsigned char *b = (const unsigned char *)u.bytes;
+    snprintf(name, len,
+             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+    return true;
+}
+
+/* Gives each CUDA device the file's limits for its UUID. A device the file
+ * does not name is not one of gpulet's slices (a whole GPU the container
+ * also got): it has no limit. One whose UUID the driver will not tell is
+ * refused. */
+static void match_uuids(void)
+{
+    if (!file_limits.by_uuid)
+        return;
+    int count = 0;
+    if (real_init == NULL || real_init(0) != CUDA_SUCCESS || real_count == NULL ||
+        real_count(&count) != CUDA_SUCCESS) {
+        say(0, "cannot list the CUDA devices to match %s by UUID: every allocation is refused",
+            GLC_LIMITS_FILE);
+        for (int d = 0; d < MAX_DEVS; d++)
+            refuse(d);
+        return;
+    }
+    for (int d = 0; d < count && d < MAX_DEVS; d++) {
+        char uuid[64];
+        if (!device_uuid(d, uuid, sizeof uuid)) {
+            say(0, "cannot read the UUID of device %d: its allocations are refused", d);
+            refuse(d);
+            continue;
+        }
+        for (int i = 0; i < GLC_MAX_DEVS; i++)
+            if (glc_same_uuid(file_limits.dev[i].uuid, uuid)) {
+                devs[d].limit = file_limits.dev[i].limit;
+                devs[d].share = file_limits.dev[i].share;
+                say(2, "device %d (%s): limit %llu bytes, share %u.%02u %%", d, uuid,
+                    (unsigned long long)devs[d].limit, devs[d].share / 100, devs[d].share % 100);
+            }
+    }
+}
+
+static void ensure_matched(void)
+{
+    pthread_once(&match_once, match_uuids);
+}
+
 /* The state of device dev, opened on first use; NULL when it has no
  * limit, or its file cannot be used (said once; the limit then holds for
  * this process alone). */
 static struct glc_file *device_file(int dev)
 {
-    if (dev < 0 || dev >= MAX_DEVS || (devs[dev].limit == 0 && devs[dev].share == 0))
+    if (dev < 0 || dev >= MAX_DEVS)
+        return NULL;
+    ensure_matched();
+    if (devs[dev].limit == 0 && devs[dev].share == 0)
         return NULL;
     struct device *d = &devs[dev];
     if (__atomic_load_n(&d->opened, __ATOMIC_ACQUIRE))
         return d->file;
     pthread_mutex_lock(&lock);
     if (!d->opened) {
-        CUuuid u;
-        char name[64] = "";
-        if (real_uuid && real_uuid(&u, dev) == CUDA_SUCCESS) {
-            const unsigned char *b = (const unsigned char *)u.bytes;
-            snprintf(name, sizeof name,
-                     "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                     b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
-                     b[12], b[13], b[14], b[15]);
-        } else {
+        char name[64];
+        if (!device_uuid(dev, name, sizeof name))
             snprintf(name, sizeof name, "device-%d", dev);
-        }
         snprintf(d->uuid, sizeof d->uuid, "%s", name);
         char msg[512];
         d->file = glc_open(state_dir, name, msg, sizeof msg);
@@ -228,7 +321,10 @@ static int current_device(void)
 
 static bool has_limit(int dev)
 {
-    return dev >= 0 && dev < MAX_DEVS && devs[dev].limit != 0;
+    if (dev < 0 || dev >= MAX_DEVS)
+        return false; /* no device: nothing to match, and no driver call made for it */
+    ensure_matched();
+    return devs[dev].limit != 0;
 }
 
 /* Takes bytes of dev's limit; false (said once) when they do not fit. */
@@ -929,7 +1025,7 @@ static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream
     struct glc_file *f = device_file(dev);
     if (f == NULL)
         return launch(args);
-    unsigned int pct = devs[dev].share;
+    unsigned int share = devs[dev].share;
     pthread_mutex_lock(&lock);
     struct kernel_cost *c = &costs[(key >> 4) % KERNEL_TABLE];
     if (c->key != key)
@@ -939,8 +1035,8 @@ static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream
     c->launches++;
     pthread_mutex_unlock(&lock);
 
-    uint64_t wait = glc_charge(f, pct, measure ? 0 : (uint64_t)predicted, BURST_NS_PER_PCT * pct,
-                               now_ns());
+    uint64_t wait = glc_charge(f, share, measure ? 0 : (uint64_t)predicted,
+                               BURST_NS_PER_PCT * share / 100, now_ns());
     if (wait)
         pause_ns(wait);
     CUevent e0 = NULL, e1 = NULL;
@@ -959,7 +1055,7 @@ static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream
          * is the host's time, not the kernel's. */
         uint64_t took = (uint64_t)((double)ms * 1e6);
         took = took > host_gap ? took - host_gap : 0;
-        glc_charge(f, pct, took, BURST_NS_PER_PCT * pct, now_ns());
+        glc_charge(f, share, took, BURST_NS_PER_PCT * share / 100, now_ns());
         pthread_mutex_lock(&lock);
         double per = (double)took / (double)(units ? units : 1);
         if (c->key == key)
@@ -978,7 +1074,10 @@ static bool shared_device(int *dev)
     if (!active)
         return false;
     *dev = current_device();
-    return *dev >= 0 && *dev < MAX_DEVS && devs[*dev].share != 0;
+    if (*dev < 0 || *dev >= MAX_DEVS)
+        return false;
+    ensure_matched();
+    return devs[*dev].share != 0;
 }
 
 struct launch_args {

@@ -72,6 +72,9 @@ enum field_id {
     F_NVLINK_REPLAY,
     F_NVLINK_RECOVERY,
     F_RECOVERY_ACTION,
+    /* the nvidia-smi schema only: dcgm-exporter has no such field */
+    F_CLOCK_EVENT_REASONS_SUPPORTED,
+    F_FABRIC_STATE,
     FIELD_COUNT,
     /* label fields: a label on every sample, not a series */
     F_LABEL_DRIVER_VERSION = 100,

@@ -23,8 +23,18 @@ struct process_sample {
 /* Processes kept per GPU: each is a series per scrape. */
 #define MAX_PROCESSES 64
 
+/* What a GPU says of itself once: read when the sampler starts, copied
+ * into every sample so rendering needs nothing else. */
+struct gpu_facts {
+    char vbios_version[32];     /* "" when NVML does not say */
+    char pci_sub_device_id[16]; /* nvidia-smi's form, "0x16C110DE"; "" when unknown */
+    bool reasons_supported_known;
+    unsigned long long reasons_supported;
+};
+
 struct gpu_sample {
     bool lost;
+    struct gpu_facts facts;
     size_t process_count;
     struct process_sample *processes;
     struct device_sample gpu;

@@ -53,6 +53,9 @@ static const struct smi_series gpu_series[] = {
     {"nvidia_smi_clocks_max_memory_clock_hz", "clocks.max.memory [MHz]", F_MAX_MEM_CLOCK, 1e6,
      false},
     {"nvidia_smi_compute_mode", "compute_mode", F_COMPUTE_MODE, 1, false},
+    {"nvidia_smi_fabric_state", "fabric.state", F_FABRIC_STATE, 1, false},
+    {"nvidia_smi_clocks_event_reasons_supported", "clocks_event_reasons.supported",
+     F_CLOCK_EVENT_REASONS_SUPPORTED, 1, false},
     {"nvidia_smi_mig_mode_current", "mig.mode.current", F_MIG_MODE_CURRENT, 1, false},
     {"nvidia_smi_mig_mode_pending", "mig.mode.pending", F_MIG_MODE_PENDING, 1, false},
     {"nvidia_smi_remapped_rows_correctable", "remapped_rows.correctable", F_REMAP_COR, 1, false},
@@ -167,7 +170,7 @@ static void info_series(const struct render_input *in, FILE *out)
     header(out, "nvidia_smi_gpu_info",
            "A metric with a constant '1' value labeled by gpu uuid, name, "
            "driver_model_current, driver_model_pending, vbios_version, driver_version, "
-           "pci_bus_id, serial, compute_cap, index and cuda_version.",
+           "pci_bus_id, serial, compute_cap, pci_sub_device_id, index and cuda_version.",
            false);
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
@@ -183,10 +186,13 @@ static void info_series(const struct render_input *in, FILE *out)
         /* Windows driver models: nvidia-smi says [N/A] on Linux. */
         pair(out, "driver_model_current", "[N/A]");
         pair(out, "driver_model_pending", "[N/A]");
+        const struct gpu_facts *f = usable(in, i) ? &in->sample->gpus[i].facts : NULL;
+        pair(out, "vbios_version", f ? f->vbios_version : "");
         pair(out, "driver_version", inv->driver_version);
         pair(out, "pci_bus_id", g->pci_bus_id);
         pair(out, "serial", g->serial);
         pair(out, "compute_cap", cc);
+        pair(out, "pci_sub_device_id", f ? f->pci_sub_device_id : "");
         pair(out, "index", index);
         pair(out, "cuda_version", cuda);
         fputs("} 1\n", out);
@@ -248,12 +254,16 @@ static void gpu_values(const struct render_input *in, FILE *out)
 
 static void mig_series(const struct render_input *in, FILE *out)
 {
-    static const struct smi_series mig_memory[] = {
+    static const struct smi_series mig_values[] = {
         {"nvidia_smi_mig_memory_total_bytes", "mig.memory.total [MiB]", F_FB_TOTAL, MIB, false},
         {"nvidia_smi_mig_memory_reserved_bytes", "mig.memory.reserved [MiB]", F_FB_RESERVED, MIB,
          false},
         {"nvidia_smi_mig_memory_used_bytes", "mig.memory.used [MiB]", F_FB_USED, MIB, false},
         {"nvidia_smi_mig_memory_free_bytes", "mig.memory.free [MiB]", F_FB_FREE, MIB, false},
+        /* GPM per GPU instance: the sampler stores ratios */
+        {"nvidia_smi_mig_sm_activity_ratio", "mig.sm_activity [%]", F_PROF_SM_ACTIVE, 1, false},
+        {"nvidia_smi_mig_tensor_activity_ratio", "mig.tensor_activity [%]", F_PROF_TENSOR, 1,
+         false},
     };
     bool shown = false;
     for (size_t i = 0; i < in->inv->gpu_count; i++) {
@@ -280,8 +290,8 @@ static void mig_series(const struct render_input *in, FILE *out)
             fputs("} 1\n", out);
         }
     }
-    for (size_t k = 0; k < sizeof mig_memory / sizeof mig_memory[0]; k++) {
-        const struct smi_series *s = &mig_memory[k];
+    for (size_t k = 0; k < sizeof mig_values / sizeof mig_values[0]; k++) {
+        const struct smi_series *s = &mig_values[k];
         shown = false;
         for (size_t i = 0; i < in->inv->gpu_count; i++) {
             const struct gpu_device *g = &in->inv->gpus[i];

@@ -114,15 +114,22 @@ static double seconds_between(const struct timespec *a, const struct timespec *b
     return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
 }
 
-static void read_gpm(struct sampler *sm, size_t i, const struct nvml_device *dev,
-                     struct device_sample *d)
+struct gpm_map {
+    unsigned int metric;
+    enum field_id field;
+    double scale;
+};
+
+/* Takes the next GPM sample of a GPU (gi < 0) or of one of its GPU
+ * instances and, from the second sample on, fills the metrics of map. */
+static void gpm_round(struct sampler *sm, const struct nvml_device *dev, struct gpm_state *g,
+                      long gi, const struct gpm_map *map, size_t n, struct device_sample *d)
 {
     struct gpulet_error err = {0};
-    struct gpm_state *g = &sm->gpm[i];
-    if (!g->supported)
-        return;
     nvmlGpmSample_t next = g->samples[g->current ^ 1];
-    if (nvml_device_gpm_sample(sm->nvml, dev, next, &err) < 0) {
+    int rc = gi < 0 ? nvml_device_gpm_sample(sm->nvml, dev, next, &err)
+                    : nvml_device_gpm_mig_sample(sm->nvml, dev, (unsigned int)gi, next, &err);
+    if (rc < 0) {
         count_error(sm, &err);
         return;
     }
@@ -131,23 +138,6 @@ static void read_gpm(struct sampler *sm, size_t i, const struct nvml_device *dev
     g->current ^= 1;
     if (!had)
         return; /* the metrics need two samples */
-    static const struct {
-        unsigned int metric;
-        enum field_id field;
-        double scale;
-    } map[] = {
-        {NVML_GPM_METRIC_GRAPHICS_UTIL, F_PROF_GR_ENGINE, 0.01},
-        {NVML_GPM_METRIC_ANY_TENSOR_UTIL, F_PROF_TENSOR, 0.01},
-        {NVML_GPM_METRIC_DRAM_BW_UTIL, F_PROF_DRAM, 0.01},
-        {NVML_GPM_METRIC_PCIE_TX_PER_SEC, F_PROF_PCIE_TX, MIB},
-        {NVML_GPM_METRIC_PCIE_RX_PER_SEC, F_PROF_PCIE_RX, MIB},
-        {NVML_GPM_METRIC_SM_UTIL, F_PROF_SM_ACTIVE, 0.01},
-        {NVML_GPM_METRIC_SM_OCCUPANCY, F_PROF_SM_OCCUPANCY, 0.01},
-        {NVML_GPM_METRIC_FP64_UTIL, F_PROF_FP64, 0.01},
-        {NVML_GPM_METRIC_FP32_UTIL, F_PROF_FP32, 0.01},
-        {NVML_GPM_METRIC_FP16_UTIL, F_PROF_FP16, 0.01},
-    };
-    size_t n = sizeof map / sizeof map[0];
     nvmlGpmMetricsGet_t *m = &sm->gpm_request;
     memset(m, 0, sizeof *m);
     m->numMetrics = (unsigned int)n;
@@ -162,6 +152,41 @@ static void read_gpm(struct sampler *sm, size_t i, const struct nvml_device *dev
     for (size_t k = 0; k < n; k++)
         if (m->metrics[k].nvmlReturn == NVML_SUCCESS)
             set(d, map[k].field, m->metrics[k].value * map[k].scale);
+}
+
+static void read_gpm(struct sampler *sm, size_t i, const struct nvml_device *dev,
+                     struct device_sample *d)
+{
+    static const struct gpm_map map[] = {
+        {NVML_GPM_METRIC_GRAPHICS_UTIL, F_PROF_GR_ENGINE, 0.01},
+        {NVML_GPM_METRIC_ANY_TENSOR_UTIL, F_PROF_TENSOR, 0.01},
+        {NVML_GPM_METRIC_DRAM_BW_UTIL, F_PROF_DRAM, 0.01},
+        {NVML_GPM_METRIC_PCIE_TX_PER_SEC, F_PROF_PCIE_TX, MIB},
+        {NVML_GPM_METRIC_PCIE_RX_PER_SEC, F_PROF_PCIE_RX, MIB},
+        {NVML_GPM_METRIC_SM_UTIL, F_PROF_SM_ACTIVE, 0.01},
+        {NVML_GPM_METRIC_SM_OCCUPANCY, F_PROF_SM_OCCUPANCY, 0.01},
+        {NVML_GPM_METRIC_FP64_UTIL, F_PROF_FP64, 0.01},
+        {NVML_GPM_METRIC_FP32_UTIL, F_PROF_FP32, 0.01},
+        {NVML_GPM_METRIC_FP16_UTIL, F_PROF_FP16, 0.01},
+    };
+    if (sm->gpm[i].supported)
+        gpm_round(sm, dev, &sm->gpm[i], -1, map, sizeof map / sizeof map[0], d);
+}
+
+/* Per MIG device, its GPU instance's SM and tensor activity (the
+ * nvidia-smi schema's mig_sm_activity and mig_tensor_activity). */
+static void read_mig_gpm(struct sampler *sm, size_t i, const struct nvml_device *dev,
+                         struct gpu_sample *out)
+{
+    static const struct gpm_map map[] = {
+        {NVML_GPM_METRIC_SM_UTIL, F_PROF_SM_ACTIVE, 0.01},
+        {NVML_GPM_METRIC_ANY_TENSOR_UTIL, F_PROF_TENSOR, 0.01},
+    };
+    const struct gpu_device *g = &sm->inv->gpus[i];
+    for (size_t m = 0; sm->mig_gpm[i] && m < g->mig_count; m++)
+        if (sm->mig_gpm[i][m].supported)
+            gpm_round(sm, dev, &sm->mig_gpm[i][m], g->migs[m].gpu_instance_id, map,
+                      sizeof map / sizeof map[0], &out->migs[m]);
 }
 
 /* The fields nvidia-smi's users chart beyond dcgm-exporter's defaults. */
@@ -199,6 +224,9 @@ static void read_more(struct sampler *sm, const struct nvml_device *dev, struct 
          set(d, F_REMAP_PENDING, pending));
     READ(nvml_device_mig_mode(sm->nvml, dev, &u, &u2, &err),
          (set(d, F_MIG_MODE_CURRENT, u), set(d, F_MIG_MODE_PENDING, u2)));
+    /* 0 is NVML's "not supported" state: left out, as nvidia-smi's [N/A] */
+    READ(nvml_device_fabric_state(sm->nvml, dev, &u, &err),
+         if (u >= 1 && u <= 3) set(d, F_FABRIC_STATE, u));
 }
 
 /* /proc/PID/comm, or "" when the process is gone or in another namespace. */
@@ -308,6 +336,10 @@ static void read_gpu(struct sampler *sm, size_t i, const struct timespec *now,
     read_gpm(sm, i, &dev, d);
     read_more(sm, &dev, d);
     read_processes(sm, &dev, out);
+    read_mig_gpm(sm, i, &dev, out);
+    out->facts = sm->facts[i];
+    if (out->facts.reasons_supported_known)
+        set(d, F_CLOCK_EVENT_REASONS_SUPPORTED, (double)out->facts.reasons_supported);
 
     for (size_t m = 0; m < g->mig_count; m++) {
         struct nvml_device mig;
@@ -361,6 +393,39 @@ struct sample *sampler_take(struct sampler *sm)
     return s;
 }
 
+/* Both samples of a GPM state; marks it supported. */
+static int gpm_alloc(struct sampler *sm, struct gpm_state *g)
+{
+    struct gpulet_error err = {0};
+    if (nvml_gpm_sample_alloc(sm->nvml, &g->samples[0], &err) < 0 ||
+        nvml_gpm_sample_alloc(sm->nvml, &g->samples[1], &err) < 0)
+        return -1;
+    g->supported = true;
+    return 0;
+}
+
+static void gpm_free(struct sampler *sm, struct gpm_state *g)
+{
+    nvml_gpm_sample_free(sm->nvml, g->samples[0]);
+    nvml_gpm_sample_free(sm->nvml, g->samples[1]);
+}
+
+/* What does not change while the driver runs: read once, not per round. */
+static void read_facts(struct sampler *sm, const struct nvml_device *dev, struct gpu_facts *f)
+{
+    struct gpulet_error err = {0};
+    if (nvml_device_vbios_version(sm->nvml, dev, f->vbios_version, sizeof f->vbios_version,
+                                  &err) < 0)
+        f->vbios_version[0] = '\0';
+    nvmlPciInfo_t pci;
+    if (nvml_device_pci(sm->nvml, dev, &pci, &err) == 0)
+        snprintf(f->pci_sub_device_id, sizeof f->pci_sub_device_id, "0x%08X",
+                 pci.pciSubSystemId);
+    f->reasons_supported_known =
+        nvml_device_supported_clock_event_reasons(sm->nvml, dev, &f->reasons_supported, &err) ==
+        0;
+}
+
 int sampler_init(struct sampler *sm, struct nvml *nvml, const struct gpu_inventory *inv)
 {
     memset(sm, 0, sizeof *sm);
@@ -369,33 +434,49 @@ int sampler_init(struct sampler *sm, struct nvml *nvml, const struct gpu_invento
     size_t n = inv->gpu_count;
     sm->nvlink = calloc(n + 1, sizeof *sm->nvlink);
     sm->gpm = calloc(n + 1, sizeof *sm->gpm);
-    if (sm->nvlink == NULL || sm->gpm == NULL)
+    sm->mig_gpm = calloc(n + 1, sizeof *sm->mig_gpm);
+    sm->facts = calloc(n + 1, sizeof *sm->facts);
+    if (sm->nvlink == NULL || sm->gpm == NULL || sm->mig_gpm == NULL || sm->facts == NULL)
         return -1;
     for (size_t i = 0; i < n; i++) {
         struct gpulet_error err = {0};
         struct nvml_device dev;
-        bool supported = false;
-        if (nvml_device_by_index(nvml, (unsigned)i, &dev, &err) < 0 ||
-            nvml_device_gpm_supported(nvml, &dev, &supported, &err) < 0 || !supported)
+        if (nvml_device_by_index(nvml, (unsigned)i, &dev, &err) < 0)
             continue;
-        if (nvml_gpm_sample_alloc(nvml, &sm->gpm[i].samples[0], &err) < 0 ||
-            nvml_gpm_sample_alloc(nvml, &sm->gpm[i].samples[1], &err) < 0) {
+        read_facts(sm, &dev, &sm->facts[i]);
+        bool supported = false;
+        if (nvml_device_gpm_supported(nvml, &dev, &supported, &err) < 0 || !supported)
+            continue;
+        if (gpm_alloc(sm, &sm->gpm[i]) < 0) {
             log_warn("GPM samples cannot be allocated; no profiling metrics", "gpu=%zu", i);
             continue;
         }
-        sm->gpm[i].supported = true;
+        size_t migs = inv->gpus[i].mig_count;
+        if (migs == 0 || (sm->mig_gpm[i] = calloc(migs, sizeof *sm->mig_gpm[i])) == NULL)
+            continue;
+        for (size_t m = 0; m < migs; m++)
+            if (gpm_alloc(sm, &sm->mig_gpm[i][m]) < 0)
+                log_warn("GPM samples cannot be allocated; no MIG activity metrics",
+                         "gpu=%zu mig=%zu", i, m);
     }
     return 0;
 }
 
 void sampler_release(struct sampler *sm)
 {
-    for (size_t i = 0; sm->gpm && i < sm->inv->gpu_count; i++) {
-        nvml_gpm_sample_free(sm->nvml, sm->gpm[i].samples[0]);
-        nvml_gpm_sample_free(sm->nvml, sm->gpm[i].samples[1]);
+    for (size_t i = 0; sm->gpm && i < sm->inv->gpu_count; i++)
+        gpm_free(sm, &sm->gpm[i]);
+    for (size_t i = 0; sm->mig_gpm && i < sm->inv->gpu_count; i++) {
+        for (size_t m = 0; sm->mig_gpm[i] && m < sm->inv->gpus[i].mig_count; m++)
+            gpm_free(sm, &sm->mig_gpm[i][m]);
+        free(sm->mig_gpm[i]);
     }
+    free(sm->mig_gpm);
+    free(sm->facts);
     free(sm->gpm);
     free(sm->nvlink);
     sm->gpm = NULL;
+    sm->mig_gpm = NULL;
+    sm->facts = NULL;
     sm->nvlink = NULL;
 }

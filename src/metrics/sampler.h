@@ -26,6 +26,9 @@ struct sampler {
     const struct gpu_inventory *inv;
     unsigned long seq;
     struct gpm_state *gpm;
+    /* per GPU: one per MIG device of the inventory, NULL without GPM MIG */
+    struct gpm_state **mig_gpm;
+    struct gpu_facts *facts;
     struct nvlink_state *nvlink;
     size_t error_calls;
     struct nvml_error_count errors[MAX_ERROR_CALLS];

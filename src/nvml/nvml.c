@@ -69,6 +69,11 @@ struct nvml_functions {
     nvmlReturn_t (*GpmSampleFree)(nvmlGpmSample_t);
     nvmlReturn_t (*GpmSampleGet)(nvmlDevice_t, nvmlGpmSample_t);
     nvmlReturn_t (*GpmMetricsGet)(nvmlGpmMetricsGet_t *);
+    nvmlReturn_t (*GpmMigSampleGet)(nvmlDevice_t, unsigned int, nvmlGpmSample_t);
+    nvmlReturn_t (*DeviceGetSupportedClocksEventReasons)(nvmlDevice_t, unsigned long long *);
+    nvmlReturn_t (*DeviceGetVbiosVersion)(nvmlDevice_t, char *, unsigned int);
+    nvmlReturn_t (*DeviceGetGpuFabricInfoV)(nvmlDevice_t, nvmlGpuFabricInfo_v2_t *);
+    nvmlReturn_t (*DeviceGetGpuFabricInfo)(nvmlDevice_t, nvmlGpuFabricInfo_t *);
 };
 
 #define MAX_SYMBOL_VERSIONS 3
@@ -146,6 +151,13 @@ static const struct nvml_symbol nvml_symbols[] = {
     SYM(GpmSampleFree, false, "nvmlGpmSampleFree"),
     SYM(GpmSampleGet, false, "nvmlGpmSampleGet"),
     SYM(GpmMetricsGet, false, "nvmlGpmMetricsGet"),
+    SYM(GpmMigSampleGet, false, "nvmlGpmMigSampleGet"),
+    SYM(DeviceGetSupportedClocksEventReasons, false, "nvmlDeviceGetSupportedClocksEventReasons",
+        "nvmlDeviceGetSupportedClocksThrottleReasons"),
+    SYM(DeviceGetVbiosVersion, false, "nvmlDeviceGetVbiosVersion"),
+    /* the versioned struct is preferred; the plain one stays for older drivers */
+    SYM(DeviceGetGpuFabricInfoV, false, "nvmlDeviceGetGpuFabricInfoV"),
+    SYM(DeviceGetGpuFabricInfo, false, "nvmlDeviceGetGpuFabricInfo"),
 };
 
 struct nvml {
@@ -842,4 +854,41 @@ int nvml_gpm_metrics(struct nvml *n, const struct nvml_device *d, nvmlGpmMetrics
 {
     metrics->version = NVML_GPM_METRICS_GET_VERSION;
     return NVML_CALL(n, GpmMetricsGet, d, err, metrics);
+}
+
+int nvml_device_gpm_mig_sample(struct nvml *n, const struct nvml_device *gpu,
+                               unsigned int gpu_instance_id, nvmlGpmSample_t sample,
+                               struct gpulet_error *err)
+{
+    return NVML_CALL(n, GpmMigSampleGet, gpu, err, gpu->handle, gpu_instance_id, sample);
+}
+
+int nvml_device_supported_clock_event_reasons(struct nvml *n, const struct nvml_device *d,
+                                              unsigned long long *reasons,
+                                              struct gpulet_error *err)
+{
+    return NVML_CALL(n, DeviceGetSupportedClocksEventReasons, d, err, d->handle, reasons);
+}
+
+int nvml_device_vbios_version(struct nvml *n, const struct nvml_device *d, char *buf,
+                              unsigned int len, struct gpulet_error *err)
+{
+    if (len > 0)
+        buf[0] = '\0';
+    return NVML_CALL(n, DeviceGetVbiosVersion, d, err, d->handle, buf, len);
+}
+
+int nvml_device_fabric_state(struct nvml *n, const struct nvml_device *d, unsigned int *state,
+                             struct gpulet_error *err)
+{
+    if (n->fn.DeviceGetGpuFabricInfoV != NULL) {
+        nvmlGpuFabricInfo_v2_t info = {.version = nvmlGpuFabricInfo_v2};
+        int rc = NVML_CALL(n, DeviceGetGpuFabricInfoV, d, err, d->handle, &info);
+        *state = info.state;
+        return rc;
+    }
+    nvmlGpuFabricInfo_t info = {0};
+    int rc = NVML_CALL(n, DeviceGetGpuFabricInfo, d, err, d->handle, &info);
+    *state = info.state;
+    return rc;
 }

@@ -170,5 +170,19 @@ int nvml_device_gpm_sample(struct nvml *n, const struct nvml_device *d, nvmlGpmS
                            struct gpulet_error *err);
 int nvml_gpm_metrics(struct nvml *n, const struct nvml_device *d, nvmlGpmMetricsGet_t *metrics,
                      struct gpulet_error *err);
+/* A GPM sample of one MIG GPU instance: `gpu` is the parent GPU. */
+int nvml_device_gpm_mig_sample(struct nvml *n, const struct nvml_device *gpu,
+                               unsigned int gpu_instance_id, nvmlGpmSample_t sample,
+                               struct gpulet_error *err);
+
+/* The clock event reasons the GPU can report (a mask of the same bits). */
+int nvml_device_supported_clock_event_reasons(struct nvml *n, const struct nvml_device *d,
+                                              unsigned long long *reasons,
+                                              struct gpulet_error *err);
+int nvml_device_vbios_version(struct nvml *n, const struct nvml_device *d, char *buf,
+                              unsigned int len, struct gpulet_error *err);
+/* NVML_GPU_FABRIC_STATE_*: 0 not supported, 1 not started, 2 in progress, 3 completed. */
+int nvml_device_fabric_state(struct nvml *n, const struct nvml_device *d, unsigned int *state,
+                             struct gpulet_error *err);
 
 #endif

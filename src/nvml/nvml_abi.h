@@ -240,6 +240,36 @@ typedef struct {
     unsigned int isSupportedDevice;
 } nvmlGpmSupport_t;
 
+/* NVLink fabric (Hopper and newer on an NVSwitch system): whether the
+ * fabric manager has registered the GPU. */
+#define NVML_GPU_FABRIC_UUID_LEN 16
+typedef unsigned char nvmlGpuFabricState_t;
+enum {
+    NVML_GPU_FABRIC_STATE_NOT_SUPPORTED = 0,
+    NVML_GPU_FABRIC_STATE_NOT_STARTED = 1,
+    NVML_GPU_FABRIC_STATE_IN_PROGRESS = 2,
+    NVML_GPU_FABRIC_STATE_COMPLETED = 3,
+};
+
+typedef struct {
+    unsigned char clusterUuid[NVML_GPU_FABRIC_UUID_LEN];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    nvmlGpuFabricState_t state;
+} nvmlGpuFabricInfo_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned char clusterUuid[NVML_GPU_FABRIC_UUID_LEN];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    nvmlGpuFabricState_t state;
+    unsigned int healthMask;
+} nvmlGpuFabricInfo_v2_t;
+#define nvmlGpuFabricInfo_v2 NVML_STRUCT_VERSION(nvmlGpuFabricInfo_v2_t, 2)
+
+#define NVML_DEVICE_VBIOS_VERSION_BUFFER_SIZE 32
+
 /* Multi-Instance GPU: GPU instances (a share of memory and slices) hold
  * compute instances (a share of the SMs); each compute instance is one MIG
  * device. Profile "ids" below are indexes callers loop over; the `id` an

@@ -45,8 +45,8 @@ def cuda(build, tmp_path):
     class Cuda:
         tmp = tmp_path
 
-        def run(self, way, *ops, limits=None, state_dir=None, timeout=60, check=True):
-            p = subprocess.run([str(prog), way, *ops], env=env_for(limits, state_dir),
+        def run(self, way, *ops, limits=None, state_dir=None, timeout=60, check=True, wrap=()):
+            p = subprocess.run([*wrap, str(prog), way, *ops], env=env_for(limits, state_dir),
                                capture_output=True, text=True, timeout=timeout)
             assert p.returncode == 0 or not check, p.stdout + p.stderr
             return p
@@ -338,3 +338,76 @@ def test_a_forked_child_cannot_free_its_parents_memory(cuda, limits):
     assert one(out, "fork") == {"free": 3, "init": 3}, out
     before, held, after = (int(i["free"]) for i in lines(out, "info"))
     assert before - held == 10485760 and after == before, out
+
+
+# ---- the limits file gpulet's Allocate mounts at /etc/gpulet/cuda-limits ----
+
+T4 = ["GPU-ba9ab937-f3f2-dff4-966b-4f76082954b2", "GPU-4c7bc5e4-4a6b-ba25-692c-2e9269e0af96",
+      "GPU-e97d94b4-7049-2690-016c-44b5f9c246a8"]
+
+
+def with_limits_file(tmp, text=None, link_to=None):
+    """A command prefix that runs the program in a mount namespace of its
+    own whose /etc has gpulet/cuda-limits (an overlay: the host's /etc is
+    not touched), since the interposer reads only that fixed path."""
+    over = tmp / "over"
+    (over / "gpulet").mkdir(parents=True, exist_ok=True)
+    f = over / "gpulet" / "cuda-limits"
+    if link_to:
+        f.symlink_to(link_to)
+    else:
+        f.write_text(text)
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            f'mount -t overlay overlay -o lowerdir={over}:/etc /etc && exec "$@"', "sh"]
+
+
+# Variables that would raise every limit if they were read.
+RAISE = {"GPULET_CUDA_MEMORY_LIMIT": "15Gi", "GPULET_CUDA_MEMORY_LIMIT_0": "15Gi",
+         "GPULET_CUDA_MEMORY_LIMIT_1": "15Gi", "GPULET_CUDA_COMPUTE_SHARE": "100",
+         "GPULET_CUDA_CONTEXT_SIZE": "1"}
+
+
+def test_the_file_wins_over_variables_and_devices_match_by_uuid(cuda):
+    state = cuda.tmp / "state"
+    state.mkdir()
+    # ordinal 0 of the file is the simulator's device 1, and the other way round
+    wrap = with_limits_file(cuda.tmp, "# gpulet CUDA limits v1\n"
+                            f"GPULET_CUDA_DEVICE_UUID_0={T4[1]}\n"
+                            "GPULET_CUDA_MEMORY_LIMIT_0=209715200\n"
+                            "GPULET_CUDA_COMPUTE_SHARE_0=50\n"
+                            f"GPULET_CUDA_DEVICE_UUID_1={T4[0]}\n"
+                            "GPULET_CUDA_MEMORY_LIMIT_1=104857600\n"
+                            "GPULET_CUDA_COMPUTE_SHARE_1=12.5\n"
+                            f"GPULET_CUDA_STATE_DIR={state}\n")
+    env = dict(RAISE, GPULET_CUDA_LOG="debug")
+    out = cuda.run("direct", "info", "fill:alloc:1048576", limits=env, wrap=wrap)
+    assert one(out.stdout, "info")["total"] == LIMIT
+    assert one(out.stdout, "fill")["total"] == LIMIT - CTX  # the variables' context size ignored
+    assert "variables other than GPULET_CUDA_LOG are ignored" in out.stderr
+    assert (state / T4[0]).exists()  # the file's state folder, not the variable's
+    out = cuda.run("direct", "info", limits=dict(RAISE, PROG_DEVICE="1"), wrap=wrap).stdout
+    assert one(out, "info")["total"] == 200 * MIB
+    # a GPU the file does not name is not a slice: whole
+    out = cuda.run("direct", "info", limits=dict(RAISE, PROG_DEVICE="2"), wrap=wrap).stdout
+    assert one(out, "info")["total"] == 15360 * MIB
+    # the share too comes from the file: 12.5 %, not the variables' 100
+    out = cuda.run("direct", "run:busy_1000:1:1000:2", limits=RAISE, wrap=wrap).stdout
+    assert abs(busy_share(out, "run", 1000000) - 0.125) <= 0.05
+
+
+def test_an_unusable_file_refuses_every_allocation(cuda):
+    good = cuda.tmp / "good"
+    good.write_text("GPULET_CUDA_MEMORY_LIMIT_0=15Gi\n")
+    for i, (text, link, said) in enumerate([
+            ("GPULET_CUDA_MEMORY_LIMIT_0=lots\n", None, "line 1"),
+            ("GPULET_CUDA_MEMORY_LIMIT_0=1Gi\nLD_PRELOAD=/x.so\n", None, "line 2"),
+            ("#" * 5000, None, "over 4096 bytes"),
+            (None, good, "a symbolic link")]):
+        tmp = cuda.tmp / f"case{i}"
+        tmp.mkdir()
+        wrap = with_limits_file(tmp, text, link)
+        # even the program's context is refused: CUDA_ERROR_OUT_OF_MEMORY
+        out = cuda.run("direct", "alloc:1048576", limits=RAISE, wrap=wrap, check=False)
+        assert out.returncode != 0 and "setup rc=2" in out.stdout + out.stderr, out.stdout
+        assert said in out.stderr and "every allocation is refused" in out.stderr, out.stderr
+        assert out.stderr.count("every allocation is refused") == 1

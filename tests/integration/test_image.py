@@ -80,6 +80,7 @@ def test_image_is_small_and_holds_only_the_bundle(image):
     assert {"libc.so.6", "libjansson.so.4", "libevent-2.1.so.7",
             "libnghttp2.so.14", "libprotobuf-c.so.1", "libyaml-0.so.2"} <= libs
     assert any(name.startswith("ld-linux") for name in libs)  # glibc's loader
+    assert "libgpulet-cuda.so" in libs  # where Allocate's --cuda-interposer looks
     assert not any(name.startswith(("libssl", "libcrypto", "libstdc++")) for name in libs)
 
 
@@ -165,6 +166,8 @@ def test_host_setup_init_containers_install_and_configure(image, tmp_path):
     bundle = host / "usr" / "local" / "gpulet"
     assert "installed /host/usr/local/gpulet/bin/gpulet-runtime" in installed
     assert (bundle / "bin" / "gpulet-runtime").stat().st_mode & 0o111
+    assert "installed /host/usr/local/gpulet/lib/libgpulet-cuda.so" in installed
+    assert (bundle / "lib" / "libgpulet-cuda.so").stat().st_size > 0
     toml = "".join(p.read_text() for p in (host / "etc" / "containerd").rglob("*.toml"))
     assert '"/usr/local/gpulet/bin/gpulet-runtime"' in toml
     assert 'sandbox_image = "pause:3.9"' in toml  # nothing else lost

@@ -31,7 +31,8 @@ NVML_MODE = {"nvidia_smi_pcie_throughput_tx_bytes_per_second",
              "nvidia_smi_retired_pages_single_bit_ecc_count",
              "nvidia_smi_retired_pages_double_bit_count", "nvidia_smi_retired_pages_pending",
              "nvidia_smi_nvlink_crc_flit_errors_total", "nvidia_smi_nvlink_crc_data_errors_total",
-             "nvidia_smi_nvlink_replay_errors_total", "nvidia_smi_nvlink_recovery_errors_total"}
+             "nvidia_smi_nvlink_replay_errors_total", "nvidia_smi_nvlink_recovery_errors_total",
+             "nvidia_smi_mig_sm_activity_ratio", "nvidia_smi_mig_tensor_activity_ratio"}
 # what dashboard 14574 reads (the reference's list) that a simulated H100 has
 DASHBOARD_14574 = ["nvidia_smi_gpu_info", "nvidia_smi_index", "nvidia_smi_pstate",
                    "nvidia_smi_temperature_gpu", "nvidia_smi_utilization_gpu_ratio",
@@ -179,6 +180,59 @@ def test_mig_and_xid_series(exporter, tmp_path):
     for (lab, u), (lab2, t) in zip(used, total):
         assert lab == lab2 and set(lab) == {"uuid", "gpu_instance_id"}
         assert 0 <= u <= t and t % MIB == 0
+
+
+def test_fabric_state_supported_reasons_and_info_labels(exporter):
+    h100 = exporter("h100-sxm", "--metrics-schema", "nvidia-smi")
+    a100 = exporter("a100-mig", "--metrics-schema", "nvidia-smi")
+    wait_for(lambda: h100.get("/health")[0] == 200 and a100.get("/health")[0] == 200,
+             what="the first samples")
+    series, meta = parse(h100.get()[2])
+    node = load_node("h100-sxm")
+    uuids = {smi_uuid(g["uuid"]) for g in node["gpus"]}
+    # H100s on NVSwitches: the fabric manager has registered them (3 = completed)
+    assert meta["nvidia_smi_fabric_state"]["HELP"] == "fabric.state"
+    assert {lab["uuid"]: v for lab, v in series["nvidia_smi_fabric_state"]} == \
+        dict.fromkeys(uuids, 3)
+    # what the driver can report: the nine reasons 0x1 ... 0x100
+    assert {lab["uuid"]: v for lab, v in series["nvidia_smi_clocks_event_reasons_supported"]} \
+        == dict.fromkeys(uuids, 0x1FF)
+    # vbios from the node file, the subsystem id as nvidia-smi writes it
+    for lab, _ in series["nvidia_smi_gpu_info"]:
+        assert lab["vbios_version"] == node["gpu_defaults"]["vbios_version"]
+        assert lab["pci_sub_device_id"] == "0x16C110DE"
+    assert "pci_sub_device_id" in meta["nvidia_smi_gpu_info"]["HELP"]
+    # A100s: no fabric state (NVML answers NOT_SUPPORTED), a plausible vbios
+    series, _ = parse(a100.get()[2])
+    assert "nvidia_smi_fabric_state" not in series
+    assert len(series["nvidia_smi_clocks_event_reasons_supported"]) == 2
+    for lab, _ in series["nvidia_smi_gpu_info"]:
+        assert re.fullmatch(r"92\.00\.[0-9A-F]{2}\.00\.[0-9A-F]{2}", lab["vbios_version"])
+        assert lab["pci_sub_device_id"] == "0x134F10DE"
+
+
+def test_mig_gpm_activity(exporter):
+    e = exporter("h100-mig", "--metrics-schema", "dcgm,nvidia-smi")
+    wait_for(lambda: "nvidia_smi_mig_tensor_activity_ratio{" in e.get()[2],
+             what="the MIG activity (second GPM sample)")
+    series, meta = parse(e.get()[2])
+    node = load_node("h100-mig")
+    gpu = node["gpus"][0]
+    assert meta["nvidia_smi_mig_sm_activity_ratio"] == {"HELP": "mig.sm_activity [%]",
+                                                         "TYPE": "gauge"}
+    sm = {lab["gpu_instance_id"]: v for lab, v in series["nvidia_smi_mig_sm_activity_ratio"]}
+    tensor = {lab["gpu_instance_id"]: v
+              for lab, v in series["nvidia_smi_mig_tensor_activity_ratio"]}
+    gis = {str(m["gpu_instance_id"]): m["slices"] for m in gpu["mig_devices"]}
+    assert set(sm) == set(tensor) == set(gis)
+    assert all(lab["uuid"] == smi_uuid(gpu["uuid"])
+               for lab, _ in series["nvidia_smi_mig_sm_activity_ratio"])
+    # the simulated GPU is busy: each instance in proportion to its slices
+    for gi, slices in gis.items():
+        assert 0 < tensor[gi] < sm[gi] <= 1
+    assert sm["2"] > sm["3"] > sm["9"]
+    # the dcgm schema keeps dcgm-exporter's whole-GPU profiling series
+    assert [lab.get("GPU_I_ID") for lab, _ in series["DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"]] == [None]
 
 
 @pytest.mark.parametrize("node", NODES)

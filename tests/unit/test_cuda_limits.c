@@ -28,8 +28,17 @@ static void sizes_and_percents(void **state)
         assert_int_equal(glc_parse_size(bad[i], &b), -1);
     assert_int_equal(glc_parse_size(NULL, &b), -1);
     assert_int_equal(glc_parse_percent("30", &p), 0);
-    assert_int_equal(p, 30);
-    const char *badp[] = {"0", "101", "30%", "", "-5", NULL};
+    assert_int_equal(p, 3000);
+    assert_int_equal(glc_parse_percent("12.5", &p), 0);
+    assert_int_equal(p, 1250);
+    assert_int_equal(glc_parse_percent("33.33", &p), 0);
+    assert_int_equal(p, 3333);
+    assert_int_equal(glc_parse_percent("100", &p), 0);
+    assert_int_equal(p, 10000);
+    assert_int_equal(glc_parse_percent("0.01", &p), 0);
+    assert_int_equal(p, 1);
+    const char *badp[] = {"0",     "101",   "30%", "",     "-5",   "30.", "12.345",
+                          "0.001", "100.01", ".5", "1e2", "99999999999999999999", NULL};
     for (int i = 0; badp[i]; i++)
         assert_int_equal(glc_parse_percent(badp[i], &p), -1);
 }
@@ -132,14 +141,14 @@ static void bucket_holds_the_share(void **state)
     uint64_t t = 1000 * ms, used = 0;
     /* launches of 1 ms for 10 s of wall time at 30 %, waiting as told */
     while (t < 11000 * ms) {
-        t += glc_charge(f, 30, ms, burst, t);
+        t += glc_charge(f, 3000, ms, burst, t);
         used += ms;
     }
     assert_true(used >= 2950 * ms && used <= 3050 * ms);
     /* idle time banks no more than the burst */
     uint64_t free_launches = 0;
     t += 100000 * ms;
-    while (glc_charge(f, 30, ms, burst, t) == 0)
+    while (glc_charge(f, 3000, ms, burst, t) == 0)
         free_launches++;
     assert_true(free_launches <= 7);
     glc_close(f);
@@ -188,13 +197,150 @@ static void allocation_map(void **state)
     assert_false(glc_map_get(&m, 1, 1, &dev, &bytes));
 }
 
+#define UUID0 "GPU-8e2f0000-1111-2222-3333-444455556666"
+#define UUID1 "GPU-aaaabbbb-cccc-dddd-eeee-ffff00001111"
+
+static int parse(const char *text, struct glc_limits *l, char *msg)
+{
+    return glc_parse_limits(text, strlen(text), l, msg, 256);
+}
+
+/* What gpulet's Allocate writes, and what it must not be taken for. */
+static void limits_file_text(void **state)
+{
+    (void)state;
+    struct glc_limits l;
+    char msg[256];
+    assert_int_equal(parse("# gpulet CUDA limits v1\n"
+                           "GPULET_CUDA_DEVICE_UUID_0=" UUID0 "\n"
+                           "GPULET_CUDA_MEMORY_LIMIT_0=21474836480\n"
+                           "GPULET_CUDA_COMPUTE_SHARE_0=12.5\n"
+                           "\n"
+                           "GPULET_CUDA_DEVICE_UUID_1=" UUID1 "\n"
+                           "GPULET_CUDA_MEMORY_LIMIT_1=1Gi\n"
+                           "GPULET_CUDA_COMPUTE_SHARE_1=100\n"
+                           "GPULET_CUDA_STATE_DIR=/run/gpulet/cuda\n"
+                           "GPULET_CUDA_CONTEXT_SIZE=1Mi",
+                           &l, msg),
+                     0);
+    assert_true(l.by_uuid);
+    assert_string_equal(l.dev[0].uuid, UUID0);
+    assert_true(l.dev[0].limit == 20ULL << 30);
+    assert_int_equal(l.dev[0].share, 1250);
+    assert_true(l.dev[1].limit == 1ULL << 30);
+    assert_int_equal(l.dev[1].share, 0); /* 100 %: no share */
+    assert_string_equal(l.state_dir, "/run/gpulet/cuda");
+    assert_true(l.context_bytes == 1ULL << 20);
+    assert_int_equal(l.dev[2].limit, 0);
+
+    assert_int_equal(parse("GPULET_CUDA_MEMORY_LIMIT_3=100\n", &l, msg), 0);
+    assert_false(l.by_uuid);
+    assert_int_equal(l.dev[3].limit, 100);
+    assert_int_equal(parse("", &l, msg), 0);
+
+    const char *bad[] = {
+        "GPULET_CUDA_MEMORY_LIMIT_0=0\n",
+        "GPULET_CUDA_MEMORY_LIMIT_0=1Gi\nGPULET_CUDA_MEMORY_LIMIT_0=99Gi\n", /* repeated */
+        "GPULET_CUDA_MEMORY_LIMIT_0\n",
+        "GPULET_CUDA_MEMORY_LIMIT=1Gi\n",     /* the all-device form is not the file's */
+        "GPULET_CUDA_MEMORY_LIMIT_64=1Gi\n",  /* beyond the devices */
+        "GPULET_CUDA_MEMORY_LIMIT_01=1Gi\n",
+        "GPULET_CUDA_MEMORY_LIMIT_0=1Gi \n",  /* trailing space */
+        "GPULET_CUDA_MEMORY_LIMIT_0=1Gi\r\n",
+        " GPULET_CUDA_MEMORY_LIMIT_0=1Gi\n",
+        "GPULET_CUDA_COMPUTE_SHARE_0=0\n",
+        "GPULET_CUDA_COMPUTE_SHARE_0=101\n",
+        "GPULET_CUDA_SOMETHING_0=1\n",
+        "LD_PRELOAD=/tmp/x.so\n",
+        "GPULET_CUDA_DEVICE_UUID_0=GPU-12\n",
+        "GPULET_CUDA_DEVICE_UUID_0=" UUID0 "/1\n",
+        "GPULET_CUDA_STATE_DIR=relative\n",
+        "GPULET_CUDA_STATE_DIR=/a/../b\n",
+        /* a UUID for one device and not the other */
+        "GPULET_CUDA_DEVICE_UUID_0=" UUID0 "\nGPULET_CUDA_MEMORY_LIMIT_0=1\n"
+        "GPULET_CUDA_MEMORY_LIMIT_1=1\n",
+        NULL};
+    for (int i = 0; bad[i]; i++) {
+        msg[0] = '\0';
+        assert_int_equal(parse(bad[i], &l, msg), -1);
+        assert_true(strncmp(msg, "line", 4) == 0 || strstr(msg, "UUID") != NULL);
+    }
+    const char nul[] = "GPULET_CUDA_MEMORY_LIMIT_0=1\0Gi\n";
+    assert_int_equal(glc_parse_limits(nul, sizeof nul - 1, &l, msg, sizeof msg), -1);
+    static char big[GLC_LIMITS_MAX_BYTES + 2];
+    memset(big, '#', sizeof big);
+    assert_int_equal(glc_parse_limits(big, sizeof big, &l, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "4096"));
+    /* comment lines up to the bound are fine */
+    assert_int_equal(glc_parse_limits(big, GLC_LIMITS_MAX_BYTES, &l, msg, sizeof msg), 0);
+
+    assert_true(glc_same_uuid(UUID0, "GPU-8E2F0000-1111-2222-3333-444455556666"));
+    assert_true(glc_same_uuid("MIG-8e2f0000-1111-2222-3333-444455556666", UUID0));
+    assert_false(glc_same_uuid(UUID0, UUID1));
+    assert_false(glc_same_uuid("", UUID1));
+    assert_false(glc_same_uuid(UUID0, "GPU-8e2f0000-1111-2222-3333-44445555666"));
+}
+
+/* The file on disk: absent, a link, a FIFO (must not hang), a folder,
+ * oversized, unreadable are each told apart from a good one. */
+static void limits_file_hostile(void **state)
+{
+    (void)state;
+    char dir[64], path[128], other[128], msg[256];
+    struct glc_limits l;
+    snprintf(dir, sizeof dir, "/tmp/gpulet-limits-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/cuda-limits", dir);
+    snprintf(other, sizeof other, "%s/other", dir);
+    assert_int_equal(glc_read_limits(path, &l, msg, sizeof msg), 1);
+
+    FILE *f = fopen(other, "w");
+    assert_non_null(f);
+    fputs("GPULET_CUDA_MEMORY_LIMIT_0=99Gi\n", f);
+    fclose(f);
+    assert_int_equal(glc_read_limits(other, &l, msg, sizeof msg), 0);
+    assert_true(l.dev[0].limit == 99ULL << 30);
+    assert_int_equal(symlink(other, path), 0);
+    assert_int_equal(glc_read_limits(path, &l, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "symbolic link"));
+    unlink(path);
+
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(glc_read_limits(path, &l, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "not a regular file"));
+    unlink(path);
+
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_int_equal(glc_read_limits(path, &l, msg, sizeof msg), -1);
+    rmdir(path);
+
+    f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 600; i++)
+        fputs("# padding\n", f);
+    fclose(f);
+    assert_int_equal(glc_read_limits(path, &l, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "4096"));
+
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("GPULET_CUDA_MEMORY_LIMIT_0=1Gi\nbogus\n", f);
+    fclose(f);
+    assert_int_equal(glc_read_limits(path, &l, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "line 2"));
+    unlink(path);
+    unlink(other);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sizes_and_percents),     cmocka_unit_test(never_a_byte_over),
         cmocka_unit_test(processes_share_exactly), cmocka_unit_test(hostile_state_files),
         cmocka_unit_test(bucket_holds_the_share),  cmocka_unit_test(array_sizes),
-        cmocka_unit_test(allocation_map),
+        cmocka_unit_test(allocation_map),         cmocka_unit_test(limits_file_text),
+        cmocka_unit_test(limits_file_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

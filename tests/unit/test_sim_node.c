@@ -77,6 +77,11 @@ static const struct bad_case bad_nodes[] = {
      "line 3: pci_bus_id must look like \"00000000:07:00.0\""},
     {GPU_OK "gpus:\n  - {uuid: GPU-a, pci_bus_id: \"0:1:0.0\", speed: 3}\n",
      "line 3: gpu 0: unknown key \"speed\""},
+    {GPU_OK "gpus:\n  - {uuid: GPU-a, pci_bus_id: \"0:1:0.0\", vbios_version: "
+            "\"96.00.99.00.01.96.00.99.00.01.96.00\"}\n",
+     "line 3: vbios_version is too long (at most 31 characters)"},
+    {GPU_OK "gpus:\n  - {uuid: GPU-a, pci_bus_id: \"0:1:0.0\", vbios_version: [1]}\n",
+     "line 3: vbios_version must be a string, not a list"},
     {GPU_OK "gpus:\n  - {uuid: GPU-a, pci_bus_id: \"0:1:0.0\"}\n  - {uuid: GPU-a, pci_bus_id: "
             "\"0:2:0.0\"}\n",
      "line 4: gpu 1 has the same uuid as gpu 0"},

@@ -185,6 +185,86 @@ static void gpm_only_on_hopper(void **state)
     nvml_close(n);
 }
 
+/* Activity of one MIG GPU instance: samples of one instance go together,
+ * an unknown instance is NOT_FOUND, a GPU without GPM NOT_SUPPORTED. */
+static void gpm_per_mig_instance(void **state)
+{
+    (void)state;
+    write_file(state_path, "frozen_seconds: 10\n");
+    struct nvml *n = open_sim("h100-mig", SIM_LIB_CURRENT);
+    struct nvml_device d = gpu(n, 0);
+    struct gpulet_error err = {0};
+    nvmlGpmSample_t s1, s2, whole;
+    assert_int_equal(nvml_gpm_sample_alloc(n, &s1, &err), 0);
+    assert_int_equal(nvml_gpm_sample_alloc(n, &s2, &err), 0);
+    assert_int_equal(nvml_gpm_sample_alloc(n, &whole, &err), 0);
+    assert_int_equal(nvml_device_gpm_mig_sample(n, &d, 2, s1, &err), 0);
+    assert_int_equal(nvml_device_gpm_mig_sample(n, &d, 2, s2, &err), 0);
+    assert_int_equal(nvml_device_gpm_sample(n, &d, whole, &err), 0);
+    static nvmlGpmMetricsGet_t m;
+    memset(&m, 0, sizeof m);
+    m.numMetrics = 1;
+    m.sample1 = s1;
+    m.sample2 = s2;
+    m.metrics[0].metricId = NVML_GPM_METRIC_SM_UTIL;
+    assert_int_equal(nvml_gpm_metrics(n, &d, &m, &err), 0);
+    double instance = m.metrics[0].value;
+    assert_true(instance > 0 && instance < 100);
+    m.sample1 = whole; /* the GPU and one of its instances do not make a rate */
+    assert_int_equal(nvml_gpm_metrics(n, &d, &m, &err), -1);
+    assert_int_equal(err.nvml, NVML_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(nvml_device_gpm_mig_sample(n, &d, 5, s1, &err), -1);
+    assert_int_equal(err.nvml, NVML_ERROR_NOT_FOUND);
+    nvml_gpm_sample_free(n, s1);
+    nvml_gpm_sample_free(n, s2);
+    nvml_gpm_sample_free(n, whole);
+    nvml_close(n);
+
+    n = open_sim("a100-mig", SIM_LIB_CURRENT);
+    d = gpu(n, 0);
+    assert_int_equal(nvml_gpm_sample_alloc(n, &s1, &err), 0);
+    assert_int_equal(nvml_device_gpm_mig_sample(n, &d, 7, s1, &err), -1);
+    assert_true(nvml_unsupported(&err));
+    nvml_gpm_sample_free(n, s1);
+    nvml_close(n);
+}
+
+/* Fabric state, supported reasons and VBIOS, through the newest call and
+ * through the old driver's. */
+static void fabric_reasons_and_vbios(void **state)
+{
+    (void)state;
+    const char *const libs[] = {SIM_LIB_CURRENT, SIM_LIB_OLD};
+    for (size_t k = 0; k < 2; k++) {
+        struct nvml *n = open_sim("h100-sxm", libs[k]);
+        struct nvml_device d = gpu(n, 7);
+        struct gpulet_error err = {0};
+        unsigned int fabric = 0;
+        assert_int_equal(nvml_device_fabric_state(n, &d, &fabric, &err), 0);
+        assert_int_equal(fabric, NVML_GPU_FABRIC_STATE_COMPLETED);
+        unsigned long long reasons = 0;
+        assert_int_equal(nvml_device_supported_clock_event_reasons(n, &d, &reasons, &err), 0);
+        assert_int_equal(reasons, 0x1FF);
+        char vbios[NVML_DEVICE_VBIOS_VERSION_BUFFER_SIZE];
+        assert_int_equal(nvml_device_vbios_version(n, &d, vbios, sizeof vbios, &err), 0);
+        assert_string_equal(vbios, "96.00.89.00.01");
+        assert_int_equal(nvml_device_vbios_version(n, &d, vbios, 4, &err), -1);
+        assert_int_equal(err.nvml, NVML_ERROR_INSUFFICIENT_SIZE);
+        nvml_close(n);
+    }
+    /* NVSwitches without Hopper, Hopper without NVSwitches: no fabric */
+    const char *const nodes[] = {"dgx-a100", "h100-mig"};
+    for (size_t k = 0; k < 2; k++) {
+        struct nvml *n = open_sim(nodes[k], SIM_LIB_CURRENT);
+        struct nvml_device d = gpu(n, 0);
+        struct gpulet_error err = {0};
+        unsigned int fabric;
+        assert_int_equal(nvml_device_fabric_state(n, &d, &fabric, &err), -1);
+        assert_true(nvml_unsupported(&err));
+        nvml_close(n);
+    }
+}
+
 static void processes_per_gpu_and_mig(void **state)
 {
     (void)state;
@@ -271,6 +351,8 @@ int main(void)
         cmocka_unit_test(xid_events_reach_registered_sets),
         cmocka_unit_test(mig_event_carries_instance_ids),
         cmocka_unit_test(gpm_only_on_hopper),
+        cmocka_unit_test(gpm_per_mig_instance),
+        cmocka_unit_test(fabric_reasons_and_vbios),
         cmocka_unit_test(processes_per_gpu_and_mig),
         cmocka_unit_test(field_values),
     };
