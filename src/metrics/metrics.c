@@ -202,20 +202,34 @@ void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t
     if (f == NULL)
         return;
     static const struct {
-        const char *name, *help;
+        const char *name, *type, *help;
     } families[] = {
-        {"gpulet_container_memory_limit_bytes",
+        {"gpulet_container_memory_limit_bytes", "gauge",
          "GPU memory limit of a container given GPU slices, enforced by the CUDA interposer."},
-        {"gpulet_container_compute_share_percent",
+        {"gpulet_container_compute_share_percent", "gauge",
          "Share of the GPU's compute given to a container with GPU slices."},
+        {"gpulet_container_memory_used_bytes", "gauge",
+         "GPU memory a container given GPU slices holds, as the CUDA interposer counts it."},
+        {"gpulet_container_compute_seconds_total", "counter",
+         "GPU time charged to a container's compute share by the CUDA interposer (measured, "
+         "or predicted from measurements); its rate is the share achieved."},
     };
-    for (size_t k = 0; k < 2; k++) {
-        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", families[k].name, families[k].help,
-                families[k].name);
+    for (size_t k = 0; k < sizeof families / sizeof families[0]; k++) {
+        bool any = false;
         for (size_t i = 0; i < n; i++) {
+            if ((k == 2 && !l[i].has_usage) || (k == 3 && !l[i].has_compute))
+                continue;
+            if (!any)
+                fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", families[k].name, families[k].help,
+                        families[k].name, families[k].type);
+            any = true;
             fputs(families[k].name, f);
             limit_labels(f, m, &l[i]);
-            render_number(f, k == 0 ? (double)l[i].memory_limit : l[i].compute_share);
+            double v = k == 0   ? (double)l[i].memory_limit
+                       : k == 1 ? l[i].compute_share
+                       : k == 2 ? (double)l[i].memory_used
+                                : (double)l[i].compute_ns / 1e9;
+            render_number(f, v);
             fputc('\n', f);
         }
     }
