@@ -189,6 +189,11 @@ def test_slices_hold_containers_to_their_limits(build, tmp_path, pr):
         for name, r in (("a", launched[0]), ("b", launched[1])):
             assert 0.7 * r / 1000 <= series["compute_seconds_total", name] <= 1.3 * r / 1000, \
                 (name, r, series)
+        # DCGM_FI_DEV_FB_USED of the shared GPU: each pod its own figure, in MiB
+        fb = {m[0]: m[1] for m in re.findall(
+            r'DCGM_FI_DEV_FB_USED\{gpu="2",[^}]*,pod="(\w)"\} (\S+)', body)}
+        assert fb == {n: str(int(series["memory_used_bytes", n]) // MIB) for n in "abc"}, fb
+        assert fb["c"] == str(320)
         hold.kill()
     finally:
         d.stop()
