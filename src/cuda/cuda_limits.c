@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +30,16 @@ struct glc_shared {
     int64_t tokens_ns;
     uint64_t refilled_ns;
     struct glc_proc procs[GLC_MAX_PROCS];
+    /* Since the second layout: all GPU time charged, for gpulet's metrics.
+     * A file of the first layout (without it) is still used, uncounted. */
+    uint64_t charged_ns;
 };
+
+#define GLC_V1_BYTES offsetof(struct glc_shared, charged_ns)
 
 struct glc_file {
     struct glc_shared *s;
+    size_t size; /* of the mapping */
     bool mapped;
     int slot; /* this process's slot, -1 until it takes memory */
     int32_t pid;
@@ -100,7 +107,8 @@ static void init_shared(struct glc_shared *s)
     __atomic_store_n(&s->magic, GLC_MAGIC, __ATOMIC_RELEASE);
 }
 
-static struct glc_shared *map_file(const char *dir, const char *name, char *msg, size_t msg_len)
+static struct glc_shared *map_file(const char *dir, const char *name, size_t *size, char *msg,
+                                   size_t msg_len)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -115,13 +123,14 @@ static struct glc_shared *map_file(const char *dir, const char *name, char *msg,
      * maps the file. */
     if (flock(fd, LOCK_EX) < 0 || fstat(fd, &st) < 0) {
         snprintf(msg, msg_len, "cannot lock %s: %s", path, strerror(errno));
-    } else if (!S_ISREG(st.st_mode) ||
-               (st.st_size != 0 && st.st_size != (off_t)sizeof *s)) {
+    } else if (!S_ISREG(st.st_mode) || (st.st_size != 0 && st.st_size != (off_t)sizeof *s &&
+                                        st.st_size != (off_t)GLC_V1_BYTES)) {
         snprintf(msg, msg_len, "%s is not a gpulet state file (remove it)", path);
     } else if (st.st_size == 0 && ftruncate(fd, (off_t)sizeof *s) < 0) {
         snprintf(msg, msg_len, "cannot size %s: %s", path, strerror(errno));
     } else {
-        s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        *size = st.st_size == 0 ? sizeof *s : (size_t)st.st_size;
+        s = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (s == MAP_FAILED) {
             s = NULL;
             snprintf(msg, msg_len, "cannot map %s: %s", path, strerror(errno));
@@ -129,7 +138,7 @@ static struct glc_shared *map_file(const char *dir, const char *name, char *msg,
             init_shared(s);
         } else if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != GLC_MAGIC) {
             snprintf(msg, msg_len, "%s is not a gpulet state file (remove it)", path);
-            munmap(s, sizeof *s);
+            munmap(s, *size);
             s = NULL;
         }
     }
@@ -149,10 +158,11 @@ struct glc_file *glc_open(const char *dir, const char *name, char *msg, size_t m
     f->slot = -1;
     f->pid = (int32_t)getpid();
     if (dir && dir[0]) {
-        f->s = map_file(dir, name, msg, msg_len);
+        f->s = map_file(dir, name, &f->size, msg, msg_len);
         f->mapped = true;
     } else {
         f->s = calloc(1, sizeof *f->s);
+        f->size = sizeof *f->s;
         if (f->s)
             init_shared(f->s);
         else
@@ -170,7 +180,7 @@ void glc_close(struct glc_file *f)
     if (f == NULL)
         return;
     if (f->mapped)
-        munmap(f->s, sizeof *f->s);
+        munmap(f->s, f->size);
     else {
         pthread_mutex_destroy(&f->s->lock);
         free(f->s);
@@ -296,8 +306,44 @@ uint64_t glc_charge(struct glc_file *f, unsigned int share, uint64_t cost_ns, ui
      * worth a sleep (a short one costs a timer's slack, tens of us, each). */
     uint64_t wait = s->tokens_ns < -GLC_MIN_DEBT_NS ? (uint64_t)(-s->tokens_ns) * 10000 / share : 0;
     s->tokens_ns -= (int64_t)(cost_ns > INT64_MAX / 4 ? INT64_MAX / 4 : cost_ns);
+    if (f->size == sizeof *s)
+        s->charged_ns += cost_ns; /* wraps after centuries */
     pthread_mutex_unlock(&s->lock);
     return wait;
+}
+
+int glc_peek(int dir_fd, const char *name, struct glc_usage *out, char *msg, size_t msg_len)
+{
+    /* The container writes this file: never follow a link, never block on
+     * a FIFO, and believe nothing but the exact size and the magic. The
+     * lock is not taken: a container could hold it for ever. */
+    int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(msg, msg_len, "cannot open %s: %s", name, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    uint32_t magic = 0;
+    int rc = -1;
+    *out = (struct glc_usage){0};
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        (st.st_size != (off_t)sizeof(struct glc_shared) && st.st_size != (off_t)GLC_V1_BYTES))
+        snprintf(msg, msg_len, "%s is not a regular file of a state file's size", name);
+    else if (pread(fd, &magic, sizeof magic, 0) != (ssize_t)sizeof magic || magic != GLC_MAGIC ||
+             pread(fd, &out->used, sizeof out->used, offsetof(struct glc_shared, used)) !=
+                 (ssize_t)sizeof out->used)
+        snprintf(msg, msg_len, "%s has no state file's magic", name);
+    else if (st.st_size == (off_t)GLC_V1_BYTES)
+        rc = 0;
+    else if (pread(fd, &out->charged_ns, sizeof out->charged_ns,
+                   offsetof(struct glc_shared, charged_ns)) != (ssize_t)sizeof out->charged_ns)
+        snprintf(msg, msg_len, "cannot read %s", name);
+    else {
+        out->counted = true;
+        rc = 0;
+    }
+    close(fd);
+    return rc;
 }
 
 uint64_t glc_array_bytes(uint64_t w, uint64_t h, uint64_t d, uint64_t elem_bytes,

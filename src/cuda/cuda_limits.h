@@ -78,6 +78,18 @@ uint64_t glc_used(struct glc_file *f);
 uint64_t glc_charge(struct glc_file *f, unsigned int share, uint64_t cost_ns, uint64_t burst_ns,
                     uint64_t now_ns);
 
+/* What gpulet's metrics read of a state file, without its lock. */
+struct glc_usage {
+    uint64_t used;       /* bytes held by the container's processes, live or not yet reclaimed */
+    uint64_t charged_ns; /* GPU time charged to the compute share, ever */
+    bool counted;        /* charged_ns is known (files of the first layout lack it) */
+};
+
+/* Reads name under dir_fd defensively (the container writes it): no link,
+ * no FIFO, exactly a state file's size with its magic; -1 with the
+ * reason in msg otherwise. */
+int glc_peek(int dir_fd, const char *name, struct glc_usage *out, char *msg, size_t msg_len);
+
 /* Bytes of an array of w x h x d elements of elem_bytes x channels over
  * levels mipmap levels (a 0 dimension counts as 1); UINT64_MAX on
  * overflow. */

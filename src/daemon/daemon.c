@@ -67,6 +67,10 @@ static void limit_seen(const struct plugin_limit *l, void *user)
     m->gpu = l->gpu;
     m->memory_limit = l->memory_limit;
     m->compute_share = l->compute_share;
+    m->has_usage = l->has_usage;
+    m->has_compute = l->has_compute;
+    m->memory_used = l->memory_used;
+    m->compute_ns = l->compute_ns;
 }
 
 /* After each pod-resources answer: the plugin prunes the folders of

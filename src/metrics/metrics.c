@@ -91,6 +91,8 @@ struct metrics {
     struct http_server *http;
     char *limits_text; /* the sliced containers' series, rendered when set */
     size_t limits_len;
+    struct metrics_limit *usage; /* those with a known memory use, for render_input */
+    size_t usage_count;
 };
 
 int metrics_parse_schema(const char *text, unsigned int *schemas, struct gpulet_error *err)
@@ -194,28 +196,52 @@ void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t
     free(m->limits_text);
     m->limits_text = NULL;
     m->limits_len = 0;
+    free(m->usage);
+    m->usage = NULL;
+    m->usage_count = 0;
+    m->pods_version++; /* DCGM_FI_DEV_FB_USED of sliced GPUs follows the usage */
     if (n == 0)
         return;
     if (n > METRICS_LIMITS_MAX)
         n = METRICS_LIMITS_MAX;
+    m->usage = calloc(n, sizeof *m->usage);
+    for (size_t i = 0; m->usage && i < n; i++)
+        if (l[i].has_usage)
+            m->usage[m->usage_count++] = l[i];
+    if (m->usage)
+        qsort(m->usage, m->usage_count, sizeof *m->usage, render_usage_compare);
     FILE *f = open_memstream(&m->limits_text, &m->limits_len);
     if (f == NULL)
         return;
     static const struct {
-        const char *name, *help;
+        const char *name, *type, *help;
     } families[] = {
-        {"gpulet_container_memory_limit_bytes",
+        {"gpulet_container_memory_limit_bytes", "gauge",
          "GPU memory limit of a container given GPU slices, enforced by the CUDA interposer."},
-        {"gpulet_container_compute_share_percent",
+        {"gpulet_container_compute_share_percent", "gauge",
          "Share of the GPU's compute given to a container with GPU slices."},
+        {"gpulet_container_memory_used_bytes", "gauge",
+         "GPU memory a container given GPU slices holds, as the CUDA interposer counts it."},
+        {"gpulet_container_compute_seconds_total", "counter",
+         "GPU time charged to a container's compute share by the CUDA interposer (measured, "
+         "or predicted from measurements); its rate is the share achieved."},
     };
-    for (size_t k = 0; k < 2; k++) {
-        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", families[k].name, families[k].help,
-                families[k].name);
+    for (size_t k = 0; k < sizeof families / sizeof families[0]; k++) {
+        bool any = false;
         for (size_t i = 0; i < n; i++) {
+            if ((k == 2 && !l[i].has_usage) || (k == 3 && !l[i].has_compute))
+                continue;
+            if (!any)
+                fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", families[k].name, families[k].help,
+                        families[k].name, families[k].type);
+            any = true;
             fputs(families[k].name, f);
             limit_labels(f, m, &l[i]);
-            render_number(f, k == 0 ? (double)l[i].memory_limit : l[i].compute_share);
+            double v = k == 0   ? (double)l[i].memory_limit
+                       : k == 1 ? l[i].compute_share
+                       : k == 2 ? (double)l[i].memory_used
+                                : (double)l[i].compute_ns / 1e9;
+            render_number(f, v);
             fputc('\n', f);
         }
     }
@@ -467,7 +493,9 @@ static void refresh_cache(struct metrics *m)
                               .pods = m->pods,
                               .xids = m->xids,
                               .hostname_label = m->opts.hostname_label,
-                              .hostname = m->opts.hostname};
+                              .hostname = m->opts.hostname,
+                              .usage = m->usage,
+                              .usage_count = m->usage_count};
     if (m->opts.schemas & METRICS_SCHEMA_DCGM)
         render_series(&in, f);
     if (m->opts.schemas & METRICS_SCHEMA_SMI)
@@ -756,6 +784,7 @@ void metrics_stop(struct metrics *m)
         event_free(m->pods_soon);
     http_server_free(m->http);
     free(m->limits_text);
+    free(m->usage);
     pod_map_free(m->pods);
     sample_free(m->sample);
     fields_free(&m->fields);

@@ -68,6 +68,9 @@ struct metrics_limit {
     unsigned int gpu;                 /* index */
     unsigned long long memory_limit;  /* bytes */
     double compute_share;             /* percent */
+    bool has_usage, has_compute;      /* whether the two below are known */
+    unsigned long long memory_used;   /* bytes */
+    unsigned long long compute_ns;    /* GPU time charged, ever */
 };
 /* Replaces the limits shown (copied; at most METRICS_LIMITS_MAX). */
 #define METRICS_LIMITS_MAX 4096

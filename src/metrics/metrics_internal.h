@@ -113,7 +113,13 @@ struct render_input {
     const struct xid_stats *xids;  /* per GPU */
     enum hostname_label hostname_label;
     const char *hostname;
+    /* Sliced containers whose memory the interposer counts, sorted by
+     * render_usage_compare: their own DCGM_FI_DEV_FB_USED. */
+    const struct metrics_limit *usage;
+    size_t usage_count;
 };
+
+int render_usage_compare(const void *a, const void *b);
 
 /* The GPU series of a sample (the part that changes only with the sample,
  * the pods or the XIDs). */

@@ -101,6 +101,38 @@ static void series(FILE *out, const struct render_input *in, const char *name,
     }
 }
 
+int render_usage_compare(const void *a, const void *b)
+{
+    const struct metrics_limit *x = a, *y = b;
+    if (x->gpu != y->gpu)
+        return x->gpu < y->gpu ? -1 : 1;
+    int c = strcmp(x->pod, y->pod);
+    if (c == 0)
+        c = strcmp(x->namespace, y->namespace);
+    return c ? c : strcmp(x->container, y->container);
+}
+
+/* DCGM_FI_DEV_FB_USED of a GPU shared by slices: each pod whose container
+ * the interposer counts shows its own memory, not the whole GPU's. */
+static void fb_used_series(FILE *out, const struct render_input *in, const char *name,
+                           const struct gpu_device *g, const struct pod_list *pods, double whole)
+{
+    for (size_t p = 0; p < pods->count; p++) {
+        const struct pod_ref *r = &pods->items[p];
+        struct metrics_limit key = {.gpu = (unsigned int)(g - in->inv->gpus)};
+        snprintf(key.pod, sizeof key.pod, "%s", r->pod);
+        snprintf(key.namespace, sizeof key.namespace, "%s", r->namespace);
+        snprintf(key.container, sizeof key.container, "%s", r->container);
+        const struct metrics_limit *u =
+            in->usage_count ? bsearch(&key, in->usage, in->usage_count, sizeof *in->usage,
+                                      render_usage_compare)
+                            : NULL;
+        struct pod_list one = {1, r};
+        series(out, in, name, g, NULL, &one, NULL, NULL,
+               u ? (double)(u->memory_used >> 20) : whole);
+    }
+}
+
 const struct pod_list *render_pods_of(const struct render_input *in, size_t gpu, int mig)
 {
     if (in->pods == NULL || gpu >= in->pods->gpu_count)
@@ -134,7 +166,11 @@ void render_series(const struct render_input *in, FILE *out)
             }
             double v = f->id == F_XID_ERRORS ? (double)in->xids[i].last : gs->gpu.value[f->id];
             /* A MIG GPU's own memory series would double-count its slices. */
-            if (have && !(f->mig && g->mig_count > 0))
+            const struct pod_list *pods = render_pods_of(in, i, -1);
+            if (have && f->id == F_FB_USED && g->mig_count == 0 && pods && pods->count &&
+                in->usage_count)
+                fb_used_series(out, in, f->name, g, pods, v);
+            else if (have && !(f->mig && g->mig_count > 0))
                 series(out, in, f->name, g, NULL, render_pods_of(in, i, -1), NULL, NULL, v);
             for (size_t m = 0; f->mig && m < g->mig_count; m++)
                 if (gs->migs[m].present[f->id])

@@ -1,11 +1,15 @@
 #include "plugin_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "cuda/cuda_limits.h"
 #include "fileio/fileio.h"
 #include "grpc/grpc.h"
 #include "log/log.h"
@@ -606,7 +610,55 @@ struct held_set {
     void (*fn)(const struct plugin_limit *l, void *user);
     void *user;
     size_t reported;
+    size_t unusable;           /* state files skipped in this listing */
+    char first_problem[300];   /* the first of them, for the one log line */
 };
+
+/* A container names at most a few files in its state/ folder; past this
+ * many entries the rest are not looked at. */
+#define STATE_ENTRIES_MAX 256
+
+/* The interposer's usage of each of the folder's GPUs, from the files in
+ * its state/ folder (named by the GPU's UUID). The folder is the
+ * container's to write: nothing there is trusted. */
+static void read_usage(struct held_set *set, const char *dir, const unsigned int *gpus,
+                       size_t n_gpus, struct plugin_limit *limits)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/state", dir);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    int fd2 = dup(fd);
+    DIR *d = fd2 < 0 ? NULL : fdopendir(fd2);
+    if (d == NULL) {
+        if (fd2 >= 0)
+            close(fd2);
+        close(fd);
+        return;
+    }
+    const struct gpu_inventory *inv = set->plugin->inv;
+    struct dirent *e;
+    for (size_t seen = 0; (e = readdir(d)) != NULL && seen < STATE_ENTRIES_MAX; seen++) {
+        for (size_t i = 0; i < n_gpus; i++) {
+            if (gpus[i] >= inv->gpu_count || !glc_same_uuid(e->d_name, inv->gpus[gpus[i]].uuid))
+                continue;
+            struct glc_usage u;
+            char msg[256];
+            if (glc_peek(fd, e->d_name, &u, msg, sizeof msg) < 0) {
+                if (set->unusable++ == 0)
+                    snprintf(set->first_problem, sizeof set->first_problem, "%s: %s", dir, msg);
+                continue;
+            }
+            limits[i].has_usage = true;
+            limits[i].memory_used = u.used;
+            limits[i].has_compute = u.counted;
+            limits[i].compute_ns = u.charged_ns;
+        }
+    }
+    closedir(d);
+    close(fd);
+}
 
 static int compare_keys(const void *a, const void *b)
 {
@@ -681,6 +733,7 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
             limits[ordinal].compute_share = strtod(end + 1, NULL);
     }
     free(text);
+    read_usage(set, dir, gpus, n_gpus, limits);
     for (size_t i = 0; i < n_gpus && set->reported < PLUGIN_LIMITS_MAX; i++) {
         limits[i].pod = h->pod->name ? h->pod->name : "";
         limits[i].namespace = h->pod->namespace_ ? h->pod->namespace_ : "";
@@ -735,6 +788,10 @@ void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *re
     qsort(set.keys, set.count, sizeof *set.keys, compare_keys);
     struct allocdir_visitor v = {.held = held, .kept = kept, .user = &set};
     allocdir_prune(p->cfg.state_dir, &v, time(NULL), PLUGIN_ALLOC_GRACE_S);
+    /* Once per listing, which comes once per interval. */
+    if (set.unusable)
+        log_warn("unusable CUDA state files skipped; no usage metrics for them",
+                 "count=%zu first=\"%s\"", set.unusable, set.first_problem);
 done:
     for (size_t i = 0; i < set.count; i++)
         free(set.keys[i].key);

@@ -55,12 +55,17 @@ size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healt
  * kubelet which pod got what). */
 void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user);
 
-/* A sliced container's limits on one of its GPUs, from its limits file. */
+/* A sliced container's limits on one of its GPUs, from its limits file,
+ * and its usage as the interposer counted it in its state file. */
 struct plugin_limit {
     const char *pod, *namespace, *container;
     unsigned int gpu;                 /* index */
     unsigned long long memory_limit;  /* bytes */
     double compute_share;             /* percent */
+    bool has_usage;                   /* a usable state file: memory_used is known */
+    bool has_compute;                 /* and it counts GPU time: compute_ns is known */
+    unsigned long long memory_used;   /* bytes */
+    unsigned long long compute_ns;    /* GPU time charged, ever */
 };
 
 /* The kubelet's pod-resources List answered: the slice allocation

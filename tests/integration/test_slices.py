@@ -287,3 +287,49 @@ def test_hostile_pod_resources(start, kubelet, pr, tmp_path):
         assert d.proc.poll() is None
     finally:
         server.stop(0)
+
+
+def test_hostile_state_files(start, kubelet, pr, tmp_path):
+    """The state/ folder is the container's: a FIFO, a link or junk where
+    the interposer's file belongs, and a flood of entries, are skipped with
+    one log line per listing; the limits are still shown."""
+    u = uuids()
+    resp = pr.ListPodResourcesResponse()
+    calls = []
+    server = pod_server(pr, tmp_path / "pr.sock", resp, calls=calls)
+    try:
+        d = start(CONFIG, metrics=True)
+        kubelet.resource("nvidia.com/gpu-10gb")
+        kubelet.resource("nvidia.com/gpu.eighth")
+        ids = {0: [f"{u[0]}::s0"], 1: [f"{u[1]}::s0"], 2: [f"{u[2]}::s0"]}
+        resources = {0: "nvidia.com/gpu-10gb", 1: "nvidia.com/gpu-10gb",
+                     2: "nvidia.com/gpu.eighth"}
+        for g in ids:
+            kubelet.allocate(resources[g], ids[g])
+        state = {}
+        for name in folders(tmp_path):
+            devices = (tmp_path / "state" / "alloc" / name / "devices").read_text()
+            g = next(g for g in ids if ids[g][0] in devices)
+            state[g] = tmp_path / "state" / "alloc" / name / "state"
+        os.mkfifo(state[0] / u[0])                  # would block a reader
+        os.symlink("/etc/passwd", state[1] / u[1])  # would be followed
+        (state[2] / u[2]).write_bytes(b"GLC1" * 6164)  # a state file's size, not its magic
+        for k in range(400):                        # more entries than are looked at
+            (state[2] / f"junk-{k:03}").write_text("x")
+        for g in ids:
+            resp.pod_resources.append(pod(pr, f"p{g}", "team", "main", resources[g], ids[g]))
+        listed = len(calls)
+        kubelet.allocate("nvidia.com/gpu", [u[7]])  # asks pod-resources again soon
+        wait_for(lambda: len(calls) > listed, what="pod-resources listed")
+        port = int(wait_for(lambda: re.search(r'msg="serving metrics".* port=(\d+)', d.text()),
+                            what="the metrics port").group(1))
+        body = wait_for(lambda: (lambda b: b if b.count("gpulet_container_memory_limit_bytes{")
+                                 == 3 else None)(scrape(port)), what="the limit series")
+        assert "gpulet_container_memory_used_bytes" not in body
+        assert "gpulet_container_compute_seconds_total" not in body
+        line = wait_for(lambda: re.search(r'.*unusable CUDA state files skipped.*', d.text()),
+                        what="the log line").group(0)
+        assert re.search(r"count=[23] ", line), line  # the junk file may lie past the bound
+        assert d.proc.poll() is None
+    finally:
+        server.stop(0)

@@ -153,27 +153,52 @@ def test_slices_hold_containers_to_their_limits(build, tmp_path, pr):
         runs = [container(build, tmp_path, name, ans,
                           RAISE + f"exec {prog} direct run:busy_1000:1:1000:3")
                 for name, ans in (("run-a", a), ("run-b", b))]
-        shares = []
+        shares, launched = [], []
         for p in runs:
             r = result(finish(p)[0], "run")
             shares.append(r["launches"] * 1000000 / r["wall_ns"])
+            launched.append(r["launches"])
         assert abs(shares[0] - 0.25) <= 0.05 and abs(shares[1] - 0.50) <= 0.05, shares
 
-        # the metrics show both containers' limits once pod-resources lists them
+        # C, on the last slice, holds a context and 256 MiB while the metrics look
+        c = kubelet.allocate(RESOURCE, [s for s in slices if s not in pair + single]) \
+            .container_responses[0]
+        hold = container(build, tmp_path, "hold", c, f"exec {prog} direct alloc:{256 * MIB} hold")
+        wait_for(lambda: "holding" in hold.stdout.readline(), what="C holding its memory")
+
+        # the metrics show the containers' limits and usage once pod-resources lists them
         resp.pod_resources.append(pod(pr, "a", "team", "main", RESOURCE, single))
         resp.pod_resources.append(pod(pr, "b", "team", "main", RESOURCE, pair))
+        resp.pod_resources.append(pod(pr, "c", "team", "main", RESOURCE,
+                                      [s for s in slices if s not in pair + single]))
         port = int(wait_for(lambda: re.search(r'msg="serving metrics".* port=(\d+)', d.text()),
                             what="the metrics port").group(1))
-        body = wait_for(lambda: (lambda t: t if t.count("gpulet_container_memory_limit_bytes{")
-                                 == 2 else None)(scrape(port)), what="both containers' limits")
-        for name, mem, share in (("a", quarter, "25"), ("b", 2 * quarter, "50")):
+        body = wait_for(lambda: (lambda t: t if t.count("gpulet_container_memory_used_bytes{")
+                                 == 3 else None)(scrape(port)), what="the containers' usage")
+        for name, mem, share in (("a", quarter, "25"), ("b", 2 * quarter, "50"),
+                                 ("c", quarter, "25")):
             labels = f'{{gpu="2",UUID="{uuid2}",pod="{name}",namespace="team",container="main"}}'
             assert f"gpulet_container_memory_limit_bytes{labels} {mem}\n" in body
             assert f"gpulet_container_compute_share_percent{labels} {share}\n" in body
+        series = {(m[0], m[1]): float(m[2]) for m in re.findall(
+            r'gpulet_container_(memory_used_bytes|compute_seconds_total)\{[^}]*pod="(\w)"[^}]*\} '
+            r'(\S+)', body)}
+        assert series["memory_used_bytes", "c"] == CTX + 256 * MIB
+        assert series["compute_seconds_total", "c"] == 0
+        # A's and B's GPU time: their launches of 1 ms each, give or take the predictions
+        for name, r in (("a", launched[0]), ("b", launched[1])):
+            assert 0.7 * r / 1000 <= series["compute_seconds_total", name] <= 1.3 * r / 1000, \
+                (name, r, series)
+        # DCGM_FI_DEV_FB_USED of the shared GPU: each pod its own figure, in MiB
+        fb = {m[0]: m[1] for m in re.findall(
+            r'DCGM_FI_DEV_FB_USED\{gpu="2",[^}]*,pod="(\w)"\} (\S+)', body)}
+        assert fb == {n: str(int(series["memory_used_bytes", n]) // MIB) for n in "abc"}, fb
+        assert fb["c"] == str(320)
+        hold.kill()
     finally:
         d.stop()
         kubelet.stop()
         server.stop(0)
-        for name in ("fill", "half", "run-a", "run-b"):
+        for name in ("fill", "half", "run-a", "run-b", "hold"):
             subprocess.run([RUNC, "--root", str(tmp_path / "runc"), "delete", "-f", name],
                            capture_output=True, timeout=30)

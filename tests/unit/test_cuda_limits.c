@@ -3,6 +3,7 @@
  * token bucket, array sizes and the allocation map. */
 #include "helpers.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -129,6 +130,66 @@ static void hostile_state_files(void **state)
     assert_int_equal(mkdir(path, 0700), 0);
     assert_null(glc_open(dir, "GPU-dir", msg, sizeof msg));
     assert_null(glc_open("/nonexistent/dir", "GPU-x", msg, sizeof msg));
+}
+
+/* gpulet's metrics read what the interposer wrote, and nothing else. */
+static void peek_at_state_files(void **state)
+{
+    (void)state;
+    char dir[64], path[128], path1[128], msg[256];
+    temp_dir(dir, sizeof dir);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    assert_true(dfd >= 0);
+    struct glc_file *f = glc_open(dir, "GPU-2", msg, sizeof msg);
+    assert_non_null(f);
+    assert_true(glc_reserve(f, 1000, 1 << 20));
+    glc_charge(f, 5000, 5000000, 1000000000, 1);
+    glc_charge(f, 5000, 2000000, 1000000000, 2);
+    struct glc_usage u;
+    assert_int_equal(glc_peek(dfd, "GPU-2", &u, msg, sizeof msg), 0);
+    assert_true(u.used == 1000 && u.charged_ns == 7000000 && u.counted);
+    glc_close(f);
+
+    /* a file of the first layout, without the counter, is still used */
+    struct stat st;
+    snprintf(path, sizeof path, "%s/GPU-2", dir);
+    assert_int_equal(stat(path, &st), 0);
+    snprintf(path1, sizeof path1, "%s/GPU-1", dir);
+    int src = open(path, O_RDONLY), dst = open(path1, O_WRONLY | O_CREAT, 0600);
+    char buf[65536];
+    ssize_t n = read(src, buf, sizeof buf);
+    assert_true(n == st.st_size);
+    assert_true(write(dst, buf, (size_t)n - 8) == n - 8);
+    close(src);
+    close(dst);
+    f = glc_open(dir, "GPU-1", msg, sizeof msg);
+    assert_non_null(f);
+    assert_true(glc_reserve(f, 500, 1 << 20));
+    glc_charge(f, 5000, 5000000, 1000000000, 3);
+    glc_close(f);
+    assert_int_equal(glc_peek(dfd, "GPU-1", &u, msg, sizeof msg), 0);
+    assert_true(u.used == 1500 && !u.counted && u.charged_ns == 0);
+
+    /* the container's own inventions */
+    snprintf(path, sizeof path, "%s/GPU-short", dir);
+    write_file(path, "not a state file");
+    assert_int_equal(glc_peek(dfd, "GPU-short", &u, msg, sizeof msg), -1);
+    assert_contains(msg, "size");
+    memset(buf, 0x41, sizeof buf);
+    snprintf(path, sizeof path, "%s/GPU-magic", dir);
+    dst = open(path, O_WRONLY | O_CREAT, 0600);
+    assert_true(write(dst, buf, (size_t)st.st_size) == st.st_size);
+    close(dst);
+    assert_int_equal(glc_peek(dfd, "GPU-magic", &u, msg, sizeof msg), -1);
+    assert_contains(msg, "magic");
+    snprintf(path, sizeof path, "%s/GPU-link", dir);
+    assert_int_equal(symlink(path1, path), 0);
+    assert_int_equal(glc_peek(dfd, "GPU-link", &u, msg, sizeof msg), -1);
+    snprintf(path, sizeof path, "%s/GPU-fifo", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(glc_peek(dfd, "GPU-fifo", &u, msg, sizeof msg), -1); /* at once */
+    assert_int_equal(glc_peek(dfd, "GPU-none", &u, msg, sizeof msg), -1);
+    close(dfd);
 }
 
 static void bucket_holds_the_share(void **state)
@@ -338,6 +399,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sizes_and_percents),     cmocka_unit_test(never_a_byte_over),
         cmocka_unit_test(processes_share_exactly), cmocka_unit_test(hostile_state_files),
+        cmocka_unit_test(peek_at_state_files),
         cmocka_unit_test(bucket_holds_the_share),  cmocka_unit_test(array_sizes),
         cmocka_unit_test(allocation_map),         cmocka_unit_test(limits_file_text),
         cmocka_unit_test(limits_file_hostile),
