@@ -27,6 +27,7 @@ DRIVER_VERSION = "550.90.07"  # the dgx-a100 fixture's driver
 DRIVER_LIBS = ["libcuda", "libnvidia-ml", "libnvidia-ptxjitcompiler"]
 BUSYBOX_IMAGE = "docker.io/gpulet-e2e/busybox:1"
 PAUSE_IMAGE = "docker.io/gpulet-e2e/pause:1"
+PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 READ_ONLY_PORT = 10255
 RECOVERY_S = 10  # long enough to look at the node while the GPU is out
 # Fixed in kubelet 1.20 (pluginapi.KubeletSocket), whatever --root-dir says.
@@ -107,6 +108,17 @@ def docker_archive(path, tag, files, config):
             t.addfile(info, io.BytesIO(data))
 
 
+def busybox_files():
+    """busybox-static and its applets' links, as docker_archive files."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    files = {"bin": (0o755, None), "etc": (0o755, None), "tmp": (0o1777, None),
+             "bin/busybox": (0o755, pathlib.Path(busybox).read_bytes())}
+    files.update({f"bin/{a}": (0o777, ("link", "busybox")) for a in applets if a != "busybox"})
+    return files
+
+
 def make_images(work):
     """The pause and busybox images as docker-save tarballs."""
     src = work / "pause.c"
@@ -115,16 +127,8 @@ def make_images(work):
     pause = work / "pause.tar"
     docker_archive(pause, PAUSE_IMAGE, {"pause": (0o755, (work / "pause").read_bytes())},
                    {"Entrypoint": ["/pause"]})
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    files = {"bin": (0o755, None), "etc": (0o755, None), "tmp": (0o1777, None),
-             "bin/busybox": (0o755, pathlib.Path(busybox).read_bytes())}
-    files.update({f"bin/{a}": (0o777, ("link", "busybox")) for a in applets if a != "busybox"})
     box = work / "busybox.tar"
-    docker_archive(box, BUSYBOX_IMAGE, files,
-                   {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:"
-                                           "/usr/bin:/sbin:/bin"]})
+    docker_archive(box, BUSYBOX_IMAGE, busybox_files(), {"Cmd": ["sh"], "Env": [PATH]})
     return [pause, box]
 
 
@@ -296,7 +300,8 @@ state = "{self.dir}/containerd/state"
         return [l for l in self.log().splitlines() if re.search(pattern, l)]
 
     # ---- gpulet ----
-    def start_gpulet(self):
+    def start_gpulet(self, extra=()):
+        """gpulet on the simulated DGX A100; extra: more arguments (a config file)."""
         self.state_file.write_text("gpus: {}\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
         env["GPULET_SIM_STATE"] = str(self.state_file)
@@ -308,7 +313,7 @@ state = "{self.dir}/containerd/state"
                               "--collect-interval", "500",
                               "--pod-resources-socket",
                               self.kubelet_root / "pod-resources" / "kubelet.sock",
-                              "--health-recovery-period", f"{RECOVERY_S}s"],
+                              "--health-recovery-period", f"{RECOVERY_S}s", *extra],
                    self.gpulet_log, env=env)
 
     def kill_gpulet(self):
@@ -336,15 +341,18 @@ state = "{self.dir}/containerd/state"
             return None
         return (data.get("RegisteredDevices") or {}).get(RESOURCE), data.get("PodDeviceEntries") or []
 
-    def registered(self):
-        cp = self.read_checkpoint()
-        return cp[0] if cp and cp[0] is not None else None
+    def registered(self, resource=RESOURCE):
+        try:
+            data = json.loads(self.checkpoint.read_text())["Data"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return (data.get("RegisteredDevices") or {}).get(resource)
 
-    def allocated(self, pod_uid):
+    def allocated(self, pod_uid, resource=RESOURCE):
         cp = self.read_checkpoint() or (None, [])
         ids = []
         for e in cp[1]:
-            if e["PodUID"] == pod_uid and e["ResourceName"] == RESOURCE:
+            if e["PodUID"] == pod_uid and e["ResourceName"] == resource:
                 d = e["DeviceIDs"]  # per NUMA node since 1.20, a list before
                 ids += [i for v in d.values() for i in v] if isinstance(d, dict) else d
         return sorted(ids)
@@ -367,11 +375,12 @@ state = "{self.dir}/containerd/state"
 
     # ---- static pods ----
     def add_pod(self, name, gpus=0, cpu=None, env=None,
-                command="trap 'exit 0' TERM; while :; do sleep 1; done"):
-        container = {"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                command="trap 'exit 0' TERM; while :; do sleep 1; done",
+                resource=RESOURCE, image=BUSYBOX_IMAGE):
+        container = {"name": "main", "image": image, "imagePullPolicy": "Never",
                      "command": ["sh", "-c", command],
                      "env": [{"name": k, "value": v} for k, v in (env or {}).items()]}
-        limits = {RESOURCE: str(gpus)} if gpus else {}
+        limits = {resource: str(gpus)} if gpus else {}
         if cpu:
             limits["cpu"] = cpu
         if limits:
