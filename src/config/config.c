@@ -666,10 +666,13 @@ static int apply_value(const char *what, const char *key, const char *v, struct 
         if (v[0] != '/')
             return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be an absolute path, not \"%s\"",
                                     what, v);
-        char *dst = key[0] == 'i' ? cfg->cuda_interposer : cfg->state_dir;
-        if (strlen(v) >= sizeof cfg->state_dir)
-            return gpulet_error_set(err, GPULET_ERR_USAGE, "%s is too long", what);
-        snprintf(dst, sizeof cfg->state_dir, "%s", v);
+        bool interposer = key[0] == 'i';
+        char *dst = interposer ? cfg->cuda_interposer : cfg->state_dir;
+        size_t cap = interposer ? sizeof cfg->cuda_interposer : sizeof cfg->state_dir;
+        if (strlen(v) >= cap)
+            return gpulet_error_set(err, GPULET_ERR_USAGE, "%s is longer than %zu characters",
+                                    what, cap - 1);
+        snprintf(dst, cap, "%s", v);
     } else if (strcmp(key, "id") == 0) {
         if (parse_id_strategy(v, &cfg->device_id_strategy) < 0)
             return gpulet_error_set(err, GPULET_ERR_USAGE, "%s must be uuid or index, not \"%s\"",

@@ -320,6 +320,13 @@ static void slices(void **state)
     flags = (struct config_flags){.cuda_interposer = "lib.so"};
     assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
     assert_contains(err.msg, "--cuda-interposer must be an absolute path");
+    /* oversized: refused whole, not cut to a different path */
+    static char long_path[sizeof cfg.state_dir + 1];
+    memset(long_path, 'a', sizeof long_path - 1);
+    long_path[0] = '/';
+    flags = (struct config_flags){.state_dir = long_path};
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+    assert_contains(err.msg, "--state-dir is longer than 4095 characters");
 }
 
 static void sizes(void **state)
