@@ -295,6 +295,12 @@ static int mig_mixed(const struct gpu_inventory *inv, const struct config *cfg,
     return 0;
 }
 
+/* Whether g is advertised as its MIG devices rather than whole. */
+static bool served_as_mig(const struct config *cfg, const struct gpu_device *g)
+{
+    return g->mig_enabled && cfg->mig_strategy != MIG_STRATEGY_NONE;
+}
+
 /* nvidia.com/<name>.* for each resources.gpus[] name GPUs are advertised
  * under, described by its first GPU, as mixed MIG profiles are. */
 static int model_labels(const struct gpu_inventory *inv, const struct config *cfg,
@@ -302,8 +308,8 @@ static int model_labels(const struct gpu_inventory *inv, const struct config *cf
 {
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
-        if (g->mig_enabled && cfg->mig_strategy != MIG_STRATEGY_NONE)
-            continue; /* advertised as MIG devices, not whole */
+        if (served_as_mig(cfg, g))
+            continue;
         const char *name = config_gpu_resource(cfg, g->name);
         if (strcmp(name, "nvidia.com/gpu") == 0)
             continue;
@@ -311,8 +317,7 @@ static int model_labels(const struct gpu_inventory *inv, const struct config *cf
         bool first = true;
         for (size_t j = 0; j < inv->gpu_count; j++) {
             const struct gpu_device *o = &inv->gpus[j];
-            if ((o->mig_enabled && cfg->mig_strategy != MIG_STRATEGY_NONE) ||
-                strcmp(config_gpu_resource(cfg, o->name), name) != 0)
+            if (served_as_mig(cfg, o) || strcmp(config_gpu_resource(cfg, o->name), name) != 0)
                 continue;
             count++;
             first &= j >= i;
@@ -356,7 +361,7 @@ static int slice_labels(const struct gpu_inventory *inv, const struct config *cf
             size_t position = 0; /* among the GPUs of o->name, for devices: N */
             for (size_t i = 0; i < inv->gpu_count; i++) {
                 const struct gpu_device *g = &inv->gpus[i];
-                if ((g->mig_enabled && cfg->mig_strategy != MIG_STRATEGY_NONE) ||
+                if (served_as_mig(cfg, g) ||
                     strcmp(config_gpu_resource(cfg, g->name), o->name) != 0)
                     continue;
                 if (config_selects_gpu(o, position++, g->index, g->uuid) &&
