@@ -258,12 +258,14 @@ static void preferred_allocation(struct grpc_call *call, const uint8_t *req, siz
     if (rc < 0) {
         log_warn("GetPreferredAllocation ran out of time", "resource=%s budget_ms=%ld by=%s",
                  s->res->name, budget, by_caller ? "caller" : "gpulet");
+        char msg[96];
+        snprintf(msg, sizeof msg, "the preferred allocation takes longer than gpulet allows "
+                 "(%d ms)", PREFERRED_BUDGET_MS);
         if (by_caller)
             grpc_call_finish(call, GRPC_DEADLINE_EXCEEDED,
                              "the preferred allocation was not found within the deadline");
         else
-            grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED,
-                             "the preferred allocation takes longer than gpulet allows (250 ms)");
+            grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, msg);
     } else {
         reply_message(call, &out.base);
     }
