@@ -16,8 +16,8 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from http_attack import (Flood, Node, SlowClients, cpu_seconds, raise_own_fd_limit,  # noqa: E402
-                         rss_mib)
+from http_attack import (Flood, Node, SlowClients, cpu_seconds, open_fds,  # noqa: E402
+                         raise_own_fd_limit, rss_mib, wait_for)
 
 
 def measure(node, calls):
@@ -36,7 +36,9 @@ def main():
     try:
         rows.append(("idle",) + measure(node, calls))
         slow = SlowClients(node.port, 1000)
-        time.sleep(1)  # let the clients connect before timing
+        # Time only once the clients hold the port up to its cap.
+        wait_for(lambda: open_fds(node.proc.pid) >= node.max_connections,
+                 what="the slow clients connected")
         rows.append(("1000 slow clients",) + measure(node, calls))
         flood = Flood(node.port)
         rows.append(("slow + flood",) + measure(node, calls))

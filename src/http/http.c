@@ -493,11 +493,6 @@ int http_server_port(const struct http_server *s)
     return s->port;
 }
 
-size_t http_server_max_connections(const struct http_server *s)
-{
-    return s->lim.max_connections;
-}
-
 void http_server_free(struct http_server *s)
 {
     if (s == NULL)

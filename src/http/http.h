@@ -98,7 +98,6 @@ struct http_server *http_server_start(struct event_base *base, const char *host,
                                       http_handler_fn handler, void *user,
                                       struct gpulet_error *err);
 int http_server_port(const struct http_server *s);
-size_t http_server_max_connections(const struct http_server *s);
 /* Closes the listener and every connection. */
 void http_server_free(struct http_server *s);
 
