@@ -41,6 +41,7 @@ struct daemon {
     struct event *signals[3];
     struct event *labels_timer;
     char labels_problem[GPULET_ERROR_MSG_MAX]; /* logged once until it changes */
+    struct log_limit limits_log;                /* sliced containers past the bound */
     int exit_code;
 };
 
@@ -52,14 +53,24 @@ static void allocated(void *user)
 
 struct limits_list {
     struct metrics_limit *items;
-    size_t count;
+    size_t count, room;
+    unsigned long dropped; /* past METRICS_LIMITS_MAX, or out of memory */
 };
 
 static void limit_seen(const struct plugin_limit *l, void *user)
 {
     struct limits_list *list = user;
-    if (list->count == METRICS_LIMITS_MAX)
-        return;
+    if (list->count == list->room) {
+        size_t room = list->room ? 2 * list->room : 64;
+        struct metrics_limit *items =
+            room <= METRICS_LIMITS_MAX ? realloc(list->items, room * sizeof *items) : NULL;
+        if (items == NULL) {
+            list->dropped++;
+            return;
+        }
+        list->items = items;
+        list->room = room;
+    }
     struct metrics_limit *m = &list->items[list->count++];
     snprintf(m->pod, sizeof m->pod, "%s", l->pod);
     snprintf(m->namespace, sizeof m->namespace, "%s", l->namespace);
@@ -80,12 +91,15 @@ static void pods_listed(const V1__ListPodResourcesResponse *resp, void *user)
     struct daemon *d = user;
     if (d->plugin == NULL)
         return;
-    struct limits_list list = {calloc(METRICS_LIMITS_MAX, sizeof *list.items), 0};
-    if (list.items == NULL)
-        return;
+    struct limits_list list = {0};
     plugin_pods_listed(d->plugin, resp, limit_seen, &list);
     metrics_set_limits(d->metrics, list.items, list.count);
     free(list.items);
+    unsigned long held;
+    if (list.dropped && log_limit_pass(&d->limits_log, &held))
+        log_warn("sliced containers' limits left out of /metrics", "shown=%zu left_out=%lu "
+                 "bound=%d earlier_lines_held=%lu", list.count, list.dropped,
+                 METRICS_LIMITS_MAX, held);
 }
 
 static void xid_seen(unsigned int gpu, unsigned long long xid, void *user)

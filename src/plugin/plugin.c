@@ -611,7 +611,6 @@ struct held_set {
     const struct plugin *plugin;
     void (*fn)(const struct plugin_limit *l, void *user);
     void *user;
-    size_t reported;
     size_t unusable;           /* state files skipped in this listing */
     char first_problem[300];   /* the first of them, for the one log line */
 };
@@ -736,13 +735,12 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
     }
     free(text);
     read_usage(set, dir, gpus, n_gpus, limits);
-    for (size_t i = 0; i < n_gpus && set->reported < PLUGIN_LIMITS_MAX; i++) {
+    for (size_t i = 0; i < n_gpus; i++) {
         limits[i].pod = h->pod->name ? h->pod->name : "";
         limits[i].namespace = h->pod->namespace_ ? h->pod->namespace_ : "";
         limits[i].container = h->container->name ? h->container->name : "";
         limits[i].gpu = gpus[i];
         set->fn(&limits[i], set->user);
-        set->reported++;
     }
 }
 

@@ -70,9 +70,9 @@ struct plugin_limit {
 
 /* The kubelet's pod-resources List answered: the slice allocation
  * folders whose devices no container holds any more (and older than a
- * minute) are removed, and fn hears the limits of those still held (at
- * most PLUGIN_LIMITS_MAX); the strings live until fn returns. */
-#define PLUGIN_LIMITS_MAX 4096
+ * minute) are removed, and fn hears the limits of those still held, one
+ * call per container and GPU (the folders are bounded, so are the calls;
+ * the caller bounds what it keeps); the strings live until fn returns. */
 void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
                         void (*fn)(const struct plugin_limit *l, void *user), void *user);
 
