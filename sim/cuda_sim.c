@@ -165,11 +165,14 @@ static void *handle_new(size_t size, enum magic m)
     return h;
 }
 
-static void handle_drop(void *h)
+/* Invalidates and frees a handle made by handle_new. */
+static void handle_free(void *h)
 {
     pthread_mutex_lock(&handles_lock);
+    *(enum magic *)h = 0;
     tdelete(h, &handles, by_address);
     pthread_mutex_unlock(&handles_lock);
+    free(h);
 }
 
 static bool in_array(const void *h, const void *base, size_t bytes)
@@ -520,11 +523,9 @@ API CUresult cuCtxDestroy_v2(CUcontext ctx)
     NEED_INIT();
     if (!valid_ctx(ctx) || ctx->primary)
         return CUDA_ERROR_INVALID_CONTEXT;
-    ctx->magic = 0;
-    handle_drop(ctx);
     drop_current(ctx);
     sim_dev_free(shared, (unsigned int)visible[ctx->dev], SIM_CONTEXT_BYTES);
-    free(ctx);
+    handle_free(ctx);
     return CUDA_SUCCESS;
 }
 
@@ -953,9 +954,7 @@ API CUresult cuStreamDestroy_v2(CUstream s)
     NEED_INIT();
     if ((uintptr_t)s <= 2 || !is_handle(s, MAGIC_STREAM))
         return CUDA_ERROR_INVALID_HANDLE;
-    s->magic = 0;
-    handle_drop(s);
-    free(s);
+    handle_free(s);
     return CUDA_SUCCESS;
 }
 
@@ -1016,9 +1015,7 @@ API CUresult cuEventDestroy_v2(CUevent e)
     NEED_INIT();
     if (!is_handle(e, MAGIC_EVENT))
         return CUDA_ERROR_INVALID_HANDLE;
-    e->magic = 0;
-    handle_drop(e);
-    free(e);
+    handle_free(e);
     return CUDA_SUCCESS;
 }
 
@@ -1127,9 +1124,7 @@ API CUresult cuModuleUnload(CUmodule mod)
     NEED_INIT();
     if (!is_handle(mod, MAGIC_MODULE))
         return CUDA_ERROR_INVALID_HANDLE;
-    mod->magic = 0;
-    handle_drop(mod);
-    free(mod);
+    handle_free(mod);
     return CUDA_SUCCESS;
 }
 
@@ -1278,9 +1273,7 @@ API CUresult cuMemPoolDestroy(CUmemoryPool pool)
     if (!is_handle(pool, MAGIC_POOL) || (pool >= default_pool &&
                                                       pool < default_pool + SIM_MAX_GPUS))
         return CUDA_ERROR_INVALID_VALUE;
-    pool->magic = 0;
-    handle_drop(pool);
-    free(pool);
+    handle_free(pool);
     return CUDA_SUCCESS;
 }
 
@@ -1414,9 +1407,7 @@ API CUresult cuGraphExecDestroy(CUgraphExec e)
     NEED_INIT();
     if (!is_handle(e, MAGIC_EXEC))
         return CUDA_ERROR_INVALID_VALUE;
-    e->magic = 0;
-    handle_drop(e);
-    free(e);
+    handle_free(e);
     return CUDA_SUCCESS;
 }
 
@@ -1425,9 +1416,7 @@ API CUresult cuGraphDestroy(CUgraph g)
     NEED_INIT();
     if (!is_handle(g, MAGIC_GRAPH))
         return CUDA_ERROR_INVALID_VALUE;
-    g->magic = 0;
-    handle_drop(g);
-    free(g);
+    handle_free(g);
     return CUDA_SUCCESS;
 }
 
