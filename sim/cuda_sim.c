@@ -147,19 +147,32 @@ static int by_address(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static bool handle_add(void *h)
+/* A zeroed handle of `size` bytes whose first field is set to m, registered
+ * as live; NULL when out of memory. */
+static void *handle_new(size_t size, enum magic m)
 {
+    enum magic *h = calloc(1, size);
+    if (h == NULL)
+        return NULL;
+    *h = m;
     pthread_mutex_lock(&handles_lock);
     bool ok = tsearch(h, &handles, by_address) != NULL;
     pthread_mutex_unlock(&handles_lock);
-    return ok;
+    if (!ok) {
+        free(h);
+        return NULL;
+    }
+    return h;
 }
 
-static void handle_drop(void *h)
+/* Invalidates and frees a handle made by handle_new. */
+static void handle_free(void *h)
 {
     pthread_mutex_lock(&handles_lock);
+    *(enum magic *)h = 0;
     tdelete(h, &handles, by_address);
     pthread_mutex_unlock(&handles_lock);
+    free(h);
 }
 
 static bool in_array(const void *h, const void *base, size_t bytes)
@@ -488,20 +501,15 @@ API CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
         return CUDA_ERROR_INVALID_VALUE;
     if (!valid_dev(dev))
         return CUDA_ERROR_INVALID_DEVICE;
-    struct CUctx_st *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult r = charge_context(dev);
-    if (r != CUDA_SUCCESS) {
-        free(c);
+    if (r != CUDA_SUCCESS)
         return r;
-    }
-    *c = (struct CUctx_st){.magic = MAGIC_CTX, .dev = dev};
-    if (!handle_add(c)) {
+    struct CUctx_st *c = handle_new(sizeof *c, MAGIC_CTX);
+    if (c == NULL) {
         sim_dev_free(shared, (unsigned int)visible[dev], SIM_CONTEXT_BYTES);
-        free(c);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
+    c->dev = dev;
     if (ctx_depth < CTX_STACK)
         ctx_stack[ctx_depth++] = c;
     else
@@ -515,11 +523,9 @@ API CUresult cuCtxDestroy_v2(CUcontext ctx)
     NEED_INIT();
     if (!valid_ctx(ctx) || ctx->primary)
         return CUDA_ERROR_INVALID_CONTEXT;
-    ctx->magic = 0;
-    handle_drop(ctx);
     drop_current(ctx);
     sim_dev_free(shared, (unsigned int)visible[ctx->dev], SIM_CONTEXT_BYTES);
-    free(ctx);
+    handle_free(ctx);
     return CUDA_SUCCESS;
 }
 
@@ -935,14 +941,10 @@ API CUresult cuStreamCreate(CUstream *ps, unsigned int flags)
     struct CUctx_st *c = live_current();
     if (c == NULL)
         return CUDA_ERROR_INVALID_CONTEXT;
-    struct CUstream_st *s = calloc(1, sizeof *s);
+    struct CUstream_st *s = handle_new(sizeof *s, MAGIC_STREAM);
     if (s == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    *s = (struct CUstream_st){MAGIC_STREAM, c, 0};
-    if (!handle_add(s)) {
-        free(s);
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    }
+    s->ctx = c;
     *ps = s;
     return CUDA_SUCCESS;
 }
@@ -952,9 +954,7 @@ API CUresult cuStreamDestroy_v2(CUstream s)
     NEED_INIT();
     if ((uintptr_t)s <= 2 || !is_handle(s, MAGIC_STREAM))
         return CUDA_ERROR_INVALID_HANDLE;
-    s->magic = 0;
-    handle_drop(s);
-    free(s);
+    handle_free(s);
     return CUDA_SUCCESS;
 }
 
@@ -1003,14 +1003,9 @@ API CUresult cuEventCreate(CUevent *pe, unsigned int flags)
         return CUDA_ERROR_INVALID_VALUE;
     if (live_current() == NULL)
         return CUDA_ERROR_INVALID_CONTEXT;
-    struct CUevent_st *e = calloc(1, sizeof *e);
+    struct CUevent_st *e = handle_new(sizeof *e, MAGIC_EVENT);
     if (e == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    e->magic = MAGIC_EVENT;
-    if (!handle_add(e)) {
-        free(e);
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    }
     *pe = e;
     return CUDA_SUCCESS;
 }
@@ -1020,9 +1015,7 @@ API CUresult cuEventDestroy_v2(CUevent e)
     NEED_INIT();
     if (!is_handle(e, MAGIC_EVENT))
         return CUDA_ERROR_INVALID_HANDLE;
-    e->magic = 0;
-    handle_drop(e);
-    free(e);
+    handle_free(e);
     return CUDA_SUCCESS;
 }
 
@@ -1110,14 +1103,9 @@ API CUresult cuModuleLoadData(CUmodule *mod, const void *image)
         return CUDA_ERROR_INVALID_VALUE;
     if (live_current() == NULL)
         return CUDA_ERROR_INVALID_CONTEXT;
-    struct CUmod_st *m = calloc(1, sizeof *m);
+    struct CUmod_st *m = handle_new(sizeof *m, MAGIC_MODULE);
     if (m == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    m->magic = MAGIC_MODULE;
-    if (!handle_add(m)) {
-        free(m);
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    }
     *mod = m;
     return CUDA_SUCCESS;
 }
@@ -1136,9 +1124,7 @@ API CUresult cuModuleUnload(CUmodule mod)
     NEED_INIT();
     if (!is_handle(mod, MAGIC_MODULE))
         return CUDA_ERROR_INVALID_HANDLE;
-    mod->magic = 0;
-    handle_drop(mod);
-    free(mod);
+    handle_free(mod);
     return CUDA_SUCCESS;
 }
 
@@ -1160,14 +1146,9 @@ API CUresult cuModuleGetFunction(CUfunction *fn, CUmodule mod, const char *name)
     while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9')
         i--;
     pthread_mutex_lock(&lock);
-    struct CUfunc_st *f = function_count < MAX_FUNCTIONS ? calloc(1, sizeof *f) : NULL;
-    if (f) {
-        f->magic = MAGIC_FUNCTION;
-        if (handle_add(f))
-            functions[function_count++] = f;
-        else
-            free(f), f = NULL;
-    }
+    struct CUfunc_st *f = function_count < MAX_FUNCTIONS ? handle_new(sizeof *f, MAGIC_FUNCTION) : NULL;
+    if (f)
+        functions[function_count++] = f;
     pthread_mutex_unlock(&lock);
     if (f == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -1278,14 +1259,10 @@ API CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props)
         return CUDA_ERROR_INVALID_VALUE;
     if (!valid_dev(props->location.id))
         return CUDA_ERROR_INVALID_DEVICE;
-    struct CUmemPoolHandle_st *p = calloc(1, sizeof *p);
+    struct CUmemPoolHandle_st *p = handle_new(sizeof *p, MAGIC_POOL);
     if (p == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    *p = (struct CUmemPoolHandle_st){MAGIC_POOL, props->location.id};
-    if (!handle_add(p)) {
-        free(p);
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    }
+    p->dev = props->location.id;
     *pool = p;
     return CUDA_SUCCESS;
 }
@@ -1296,9 +1273,7 @@ API CUresult cuMemPoolDestroy(CUmemoryPool pool)
     if (!is_handle(pool, MAGIC_POOL) || (pool >= default_pool &&
                                                       pool < default_pool + SIM_MAX_GPUS))
         return CUDA_ERROR_INVALID_VALUE;
-    pool->magic = 0;
-    handle_drop(pool);
-    free(pool);
+    handle_free(pool);
     return CUDA_SUCCESS;
 }
 
@@ -1355,14 +1330,9 @@ API CUresult cuGraphCreate(CUgraph *graph, unsigned int flags)
     NEED_INIT();
     if (graph == NULL || flags != 0)
         return CUDA_ERROR_INVALID_VALUE;
-    struct CUgraph_st *g = calloc(1, sizeof *g);
+    struct CUgraph_st *g = handle_new(sizeof *g, MAGIC_GRAPH);
     if (g == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    g->magic = MAGIC_GRAPH;
-    if (!handle_add(g)) {
-        free(g);
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    }
     *graph = g;
     return CUDA_SUCCESS;
 }
@@ -1410,14 +1380,9 @@ API CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g, unsigned 
     NEED_INIT();
     if (exec == NULL || !is_handle(g, MAGIC_GRAPH) || flags > 0xf)
         return CUDA_ERROR_INVALID_VALUE;
-    struct CUgraphExec_st *e = calloc(1, sizeof *e);
+    struct CUgraphExec_st *e = handle_new(sizeof *e, MAGIC_EXEC);
     if (e == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    e->magic = MAGIC_EXEC;
-    if (!handle_add(e)) {
-        free(e);
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    }
     for (size_t i = 0; i < g->count; i++)
         e->dur_ns += g->kernels[i].ns;
     *exec = e;
@@ -1442,9 +1407,7 @@ API CUresult cuGraphExecDestroy(CUgraphExec e)
     NEED_INIT();
     if (!is_handle(e, MAGIC_EXEC))
         return CUDA_ERROR_INVALID_VALUE;
-    e->magic = 0;
-    handle_drop(e);
-    free(e);
+    handle_free(e);
     return CUDA_SUCCESS;
 }
 
@@ -1453,9 +1416,7 @@ API CUresult cuGraphDestroy(CUgraph g)
     NEED_INIT();
     if (!is_handle(g, MAGIC_GRAPH))
         return CUDA_ERROR_INVALID_VALUE;
-    g->magic = 0;
-    handle_drop(g);
-    free(g);
+    handle_free(g);
     return CUDA_SUCCESS;
 }
 
