@@ -103,7 +103,6 @@ def test_every_kind_allocates_and_frees_on_every_way(cuda):
 def test_driver_errors(cuda):
     out = cuda.run("direct", "alloc:0", "alloc:100000000000", "badfree:0x1234",
                    "badfree:0x4000000000000000", "array:0:4", "mipmap:64:64:0:0").stdout
-    assert one(out, "alloc") == {"rc": 1, "bytes": 0} or "alloc rc=1" in out
     rcs = [int(l.split("rc=")[1].split()[0]) for l in out.splitlines()]
     assert rcs == [1, 2, 1, 1, 1, 1]  # INVALID_VALUE, OUT_OF_MEMORY, INVALID_VALUE...
 
@@ -155,7 +154,6 @@ def test_limit_holds_on_every_path(cuda, way, kind, chunk):
     assert int(first["total"]) == LIMIT
     assert int(first["free"]) == LIMIT - CTX
     left = int(last["free"])
-    assert left >= 0
     if kind == "mipmap":
         granted = [l for l in out.stdout.splitlines() if l.startswith("mipmap rc=0")]
         refused = [l for l in out.stdout.splitlines() if l.startswith("mipmap rc=2")]
