@@ -101,12 +101,14 @@ int fileio_replace(const char *path, const char *data, size_t len, unsigned flag
     snprintf(base_copy, sizeof base_copy, "%s", path);
     const char *dir = dirname(dir_copy);
     /* A dot name, so directory watchers that skip hidden files (NFD, the
-     * CDI cache) never read the file being written; the pid keeps two
-     * writers from sharing it. */
+     * CDI cache) never read the file being written. A random name, created
+     * exclusively: one derived from the pid, left behind by a run killed
+     * mid-write, blocked every later run with that pid (PID 1 in a
+     * container is every run). */
     char tmp[8400];
-    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-%d.tmp", dir, basename(base_copy), (int)getpid());
+    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-XXXXXX", dir, basename(base_copy));
     mode_t mode = (flags & FILEIO_PRIVATE) ? 0600 : (flags & FILEIO_EXECUTABLE) ? 0755 : 0644;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
         return gpulet_error_errno(err, errno, "cannot write %s", tmp);
     /* fchmod: open() applied the umask; the file gets the mode asked for. */

@@ -11,10 +11,10 @@
  * the container root, so no path inside the container can point outside
  * it (the CVE-2024-0132 class), in a mount namespace where the container's
  * proc (whose /proc/1/root is the host's root) is unmounted. The
- * container's environment never reaches it (the CVE-2025-23266 class): every hook entry gpulet writes carries
- * its own env, the hook is linked statically (outside sanitizer builds)
- * so no loader variable can load code into it, and ldconfig runs with
- * an empty environment.
+ * container's environment never reaches it (the CVE-2025-23266 class):
+ * every hook entry gpulet writes carries its own env, the hook is linked
+ * statically (outside sanitizer builds) so no loader variable can load
+ * code into it, and ldconfig runs with an empty environment.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -73,9 +73,9 @@ static json_t *member(json_t *parent, const char *key)
     return json_is_null(v) ? NULL : v;
 }
 
-static const char *type_name(json_t *v)
+static const char *type_name(json_type t)
 {
-    switch (json_typeof(v)) {
+    switch (t) {
     case JSON_OBJECT: return "an object";
     case JSON_ARRAY: return "an array";
     case JSON_STRING: return "a string";
@@ -92,13 +92,11 @@ static const char *type_name(json_t *v)
 static int check_type(json_t *v, json_type type, json_type items, const char *what,
                       struct gpulet_error *err)
 {
-    static const char *const names[] = {[JSON_OBJECT] = "an object", [JSON_ARRAY] = "an array",
-                                        [JSON_STRING] = "a string"};
     if (v == NULL)
         return 0;
     if (json_typeof(v) != type)
         return gpulet_error_set(err, GPULET_ERR_INPUT, "config.json: %s must be %s, not %s",
-                                what, names[type], type_name(v));
+                                what, type_name(type), type_name(json_typeof(v)));
     if (items == JSON_NULL)
         return 0;
     size_t i;
@@ -109,14 +107,14 @@ static int check_type(json_t *v, json_type type, json_type items, const char *wh
             if (json_typeof(item) != items)
                 return gpulet_error_set(err, GPULET_ERR_INPUT,
                                         "config.json: %s[%zu] must be %s, not %s", what, i,
-                                        names[items], type_name(item));
+                                        type_name(items), type_name(json_typeof(item)));
         }
     } else {
         json_object_foreach(v, key, item) {
             if (json_typeof(item) != items)
                 return gpulet_error_set(err, GPULET_ERR_INPUT,
                                         "config.json: %s[\"%.64s\"] must be %s, not %s", what,
-                                        key, names[items], type_name(item));
+                                        key, type_name(items), type_name(json_typeof(item)));
         }
     }
     return 0;

@@ -13,8 +13,8 @@
  * alias makes the tree a graph: recursive aliases and "billion laughs"
  * expansions), and so is a file over YDOC_MAX_BYTES, nesting deeper than
  * YDOC_MAX_DEPTH, more than YDOC_MAX_NODES nodes or YDOC_MAX_ANCHORS
- * anchors. Files are read only
- * if regular (a FIFO does not block the reader).
+ * anchors. Files are read only if regular (a FIFO does not block the
+ * reader).
  */
 #ifndef GPULET_YAMLDOC_H
 #define GPULET_YAMLDOC_H

@@ -48,6 +48,25 @@ static void replaces_content_and_leaves_no_temporary(void **state)
     rmdir(dir);
 }
 
+/* A temporary file left by a writer killed mid-write (named as an older
+ * gpulet named them, after this pid) does not block the next write. */
+static void a_leftover_temporary_does_not_block_writes(void **state)
+{
+    (void)state;
+    char dir[64], path[128], stale[192];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/features", dir);
+    snprintf(stale, sizeof stale, "%s/.features.gpulet-%d.tmp", dir, (int)getpid());
+    write_file(stale, "half");
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_replace(path, "new\n", 4, 0, &err), 0);
+    assert_string_equal(read_all(path), "new\n");
+    assert_int_equal(entries(dir), 2);
+    unlink(stale);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void private_files_are_0600_whatever_the_umask(void **state)
 {
     (void)state;
@@ -196,6 +215,7 @@ int main(void)
         cmocka_unit_test(read_copes_with_files_that_report_no_size),
         cmocka_unit_test(read_errors_keep_errno),
         cmocka_unit_test(replaces_content_and_leaves_no_temporary),
+        cmocka_unit_test(a_leftover_temporary_does_not_block_writes),
         cmocka_unit_test(private_files_are_0600_whatever_the_umask),
         cmocka_unit_test(missing_folder_is_an_error_naming_the_file),
         cmocka_unit_test(failed_rename_keeps_the_target_and_removes_the_temporary),
