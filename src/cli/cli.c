@@ -188,11 +188,6 @@ int cli_main(int argc, char **argv)
             sigaddset(&stop_signals, SIGHUP);
         }
         sigprocmask(SIG_BLOCK, &stop_signals, &old_mask);
-        if (simroot_create(&sim, &err) < 0) {
-            fprintf(stderr, "gpulet: %s\n", err.msg);
-            sigprocmask(SIG_SETMASK, &old_mask, NULL);
-            return CLI_FAILED;
-        }
         opts.sim = &sim;
     }
 

@@ -20,7 +20,7 @@ struct cli_options {
     struct nvml_options nvml;
     const char *simulate; /* --simulate NAME|FILE, or NULL */
     /* With --simulate: the private folder that outputs default to. */
-    const struct simroot *sim;
+    struct simroot *sim;
 };
 
 int cli_main(int argc, char **argv);

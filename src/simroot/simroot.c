@@ -82,8 +82,10 @@ static unsigned int mig_minor(unsigned int gpu, unsigned int gi, int ci)
     return MIG_FIRST_MINOR + (gpu * MIG_GIS + gi) * (MIG_CIS + 1) + (unsigned int)(ci + 1);
 }
 
-int simroot_create(struct simroot *s, struct gpulet_error *err)
+static int create(struct simroot *s, struct gpulet_error *err)
 {
+    if (s->dir[0])
+        return 0;
     const char *tmp = getenv("TMPDIR");
     snprintf(s->dir, sizeof s->dir, "%s/gpulet-simulate-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     if (mkdtemp(s->dir) == NULL) {
@@ -99,9 +101,11 @@ int simroot_create(struct simroot *s, struct gpulet_error *err)
     return 0;
 }
 
-int simroot_path(const struct simroot *s, const char *rel, bool folder, char *out, size_t len,
+int simroot_path(struct simroot *s, const char *rel, bool folder, char *out, size_t len,
                  struct gpulet_error *err)
 {
+    if (create(s, err) < 0)
+        return -1;
     if ((size_t)snprintf(out, len, "%s/%s", s->dir, rel) >= len)
         return gpulet_error_set(err, GPULET_ERR_USAGE, "the path %s/%s is too long", s->dir,
                                 rel);
@@ -255,8 +259,8 @@ static int add_mig_minors(const char *root, const struct gpu_inventory *inv,
     return rc;
 }
 
-int simroot_driver(const struct simroot *s, const struct gpu_inventory *inv, char *out,
-                   size_t len, struct gpulet_error *err)
+int simroot_driver(struct simroot *s, const struct gpu_inventory *inv, char *out, size_t len,
+                   struct gpulet_error *err)
 {
     if (strchr(inv->driver_version, '/') || inv->driver_version[0] == '\0' ||
         strcmp(inv->driver_version, "..") == 0)
