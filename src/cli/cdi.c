@@ -75,15 +75,6 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
                         "by absolute path), not '%s'\n", cdi.hook_path);
         return CLI_USAGE;
     }
-    char simulated[PATH_MAX];
-    if (cdi.driver_root == NULL) {
-        int made = cli_simulated_driver_root(opts, simulated, sizeof simulated);
-        if (made != CLI_OK)
-            return made;
-        cdi.driver_root = simulated[0] ? simulated : "/";
-    }
-    if (cdi.dev_root == NULL)
-        cdi.dev_root = cdi.driver_root;
     enum cdi_format fmt = CDI_YAML;
     if (format == NULL && output && strlen(output) > 5 &&
         strcmp(output + strlen(output) - 5, ".json") == 0)
@@ -96,13 +87,20 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
     }
     struct nvml *nvml;
     struct gpu_inventory *inv;
-    int opened = cli_open_inventory(opts, &nvml, &inv);
-    if (opened != CLI_OK)
-        return opened;
+    int rc = cli_open_inventory(opts, &nvml, &inv);
+    if (rc != CLI_OK)
+        return rc;
+    char simulated[PATH_MAX];
+    if (cdi.driver_root == NULL) {
+        rc = cli_simulated_driver_root(opts, inv, simulated, sizeof simulated);
+        cdi.driver_root = simulated[0] ? simulated : "/";
+    }
+    if (cdi.dev_root == NULL)
+        cdi.dev_root = cdi.driver_root;
     struct gpulet_error err = {0};
     json_t *spec = NULL;
-    int rc = CLI_OK;
-    if (cdi_spec_build(inv, &cdi, &spec, &err) < 0 || cdi_spec_write(spec, fmt, output, &err) < 0) {
+    if (rc == CLI_OK && (cdi_spec_build(inv, &cdi, &spec, &err) < 0 ||
+                         cdi_spec_write(spec, fmt, output, &err) < 0)) {
         fprintf(stderr, "gpulet: %s\n", err.msg);
         rc = CLI_FAILED;
     }

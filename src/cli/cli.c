@@ -219,20 +219,26 @@ int cli_option_error(const char *command, int c, const char *option)
     return cli_usage_error(command, "unknown option '%s'", option);
 }
 
-int cli_simulated_driver_root(const struct cli_options *opts, char *out, size_t len)
+int cli_simulated_driver_root(const struct cli_options *opts, const struct gpu_inventory *inv,
+                              char *out, size_t len)
 {
     out[0] = '\0';
     if (opts->sim == NULL)
         return CLI_OK;
-    struct nvml *nvml;
-    struct gpu_inventory *inv;
-    int opened = cli_open_inventory(opts, &nvml, &inv);
-    if (opened != CLI_OK)
-        return opened;
+    struct nvml *nvml = NULL;
+    struct gpu_inventory *read = NULL;
+    if (inv == NULL) {
+        int opened = cli_open_inventory(opts, &nvml, &read);
+        if (opened != CLI_OK)
+            return opened;
+        inv = read;
+    }
     struct gpulet_error err = {0};
     int rc = simroot_driver(opts->sim, inv, out, len, &err);
-    gpu_inventory_free(inv);
-    nvml_close(nvml);
+    if (read) {
+        gpu_inventory_free(read);
+        nvml_close(nvml);
+    }
     if (rc < 0) {
         fprintf(stderr, "gpulet: cannot make the simulated driver root: %s\n", err.msg);
         return CLI_FAILED;

@@ -46,10 +46,12 @@ int cli_option_error(const char *command, int c, const char *option);
  * stderr; returns CLI_USAGE. */
 int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Under --simulate, the simulated driver root generated from the node in
- * the private folder, into out; "" (and 0) when not simulating. Prints
- * what went wrong and returns the exit code otherwise. */
-int cli_simulated_driver_root(const struct cli_options *opts, char *out, size_t len);
+/* Under --simulate, the simulated driver root generated from the node
+ * (inv, or the inventory read here when NULL) in the private folder, into
+ * out; "" when not simulating. Returns CLI_OK, or prints what went wrong
+ * and returns the exit code. */
+int cli_simulated_driver_root(const struct cli_options *opts, const struct gpu_inventory *inv,
+                              char *out, size_t len);
 
 /* The folder this gpulet program is in: gpulet-runtime and gpulet-hook
  * are looked for beside it. Returns false when /proc/self/exe cannot be

@@ -87,7 +87,7 @@ int cli_doctor(const struct cli_options *opts, int argc, char **argv)
     d.config = &cfg;
     char simulated[PATH_MAX];
     if (!dev_root_given) {
-        int made = cli_simulated_driver_root(opts, simulated, sizeof simulated);
+        int made = cli_simulated_driver_root(opts, NULL, simulated, sizeof simulated);
         if (made != CLI_OK)
             return made;
         if (simulated[0])

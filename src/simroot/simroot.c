@@ -116,14 +116,21 @@ int simroot_path(struct simroot *s, const char *rel, bool folder, char *out, siz
     return fileio_mkdirs(dir, 0700, 0700, err);
 }
 
+/* root + path into full, after making the folders that hold it. */
+static int place(const char *root, const char *path, char full[PATH_MAX], struct gpulet_error *err)
+{
+    char dir[PATH_MAX];
+    snprintf(full, PATH_MAX, "%s%s", root, path);
+    snprintf(dir, sizeof dir, "%s", full);
+    *strrchr(dir, '/') = '\0';
+    return fileio_mkdirs(dir, 0755, 0755, err);
+}
+
 static int write_file(const char *root, const char *path, const char *text, unsigned flags,
                       struct gpulet_error *err)
 {
-    char full[PATH_MAX], dir[PATH_MAX];
-    snprintf(full, sizeof full, "%s%s", root, path);
-    snprintf(dir, sizeof dir, "%s", full);
-    *strrchr(dir, '/') = '\0';
-    if (fileio_mkdirs(dir, 0755, 0755, err) < 0)
+    char full[PATH_MAX];
+    if (place(root, path, full, err) < 0)
         return -1;
     return fileio_replace(full, text, strlen(text), flags, err);
 }
@@ -143,11 +150,8 @@ static int link_file(const char *root, const char *target, const char *path,
 static int device_node(const char *root, const char *path, unsigned int major, unsigned int minor,
                        struct gpulet_error *err)
 {
-    char full[PATH_MAX], dir[PATH_MAX];
-    snprintf(full, sizeof full, "%s%s", root, path);
-    snprintf(dir, sizeof dir, "%s", full);
-    *strrchr(dir, '/') = '\0';
-    if (fileio_mkdirs(dir, 0755, 0755, err) < 0)
+    char full[PATH_MAX];
+    if (place(root, path, full, err) < 0)
         return -1;
     if (mknod(full, S_IFCHR | 0666, makedev(major, minor)) == 0 || errno == EEXIST)
         return 0;
