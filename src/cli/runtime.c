@@ -90,7 +90,6 @@ static int runtime_install_command(int argc, char **argv)
 
 int cli_runtime(const struct cli_options *opts, int argc, char **argv)
 {
-    (void)opts;
     if (argc >= 2 && strcmp(argv[1], "install") == 0)
         return runtime_install_command(argc, argv);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -131,6 +130,11 @@ int cli_runtime(const struct cli_options *opts, int argc, char **argv)
                            strcmp(engine, "containerd") != 0)) {
         return cli_usage_error("runtime configure", "--runtime must be docker, crio or containerd");
     }
+    /* Trying gpulet on a simulated node must not edit the machine's engine. */
+    if (opts->sim && c.config == NULL && !c.dry_run)
+        return cli_usage_error("runtime configure",
+                               "--simulate changes nothing on this machine, and this would edit "
+                               "the engine's real configuration: give --config FILE or --dry-run");
     c.engine = strcmp(engine, "docker") == 0 ? ENGINE_DOCKER
                : strcmp(engine, "crio") == 0 ? ENGINE_CRIO
                                              : ENGINE_CONTAINERD;

@@ -304,3 +304,21 @@ def test_every_readme_simulate_command_works_as_written(build, tmpdir_env, tmp_p
     finally:
         for d in daemons:
             d.kill()
+
+
+@pytest.mark.parametrize("engine,real", [("containerd", "/etc/containerd"),
+                                         ("docker", "/etc/docker"), ("crio", "/etc/crio")])
+def test_runtime_configure_under_simulate_leaves_the_real_engine_alone(gpulet, tmpdir_env,
+                                                                      tmp_path, engine, real):
+    tmp, env = tmpdir_env
+    before = snapshot([real])
+    r = gpulet("--simulate", "dgx-a100", "runtime", "configure", "--runtime", engine, env=env)
+    assert r.rc == 2 and r.out == ""
+    assert "would edit the engine's real configuration: give --config FILE or --dry-run" in r.err
+    assert snapshot([real]) == before
+    # a file of the user's own, or a dry run, are fine
+    r = gpulet("--simulate", "dgx-a100", "runtime", "configure", "--runtime", engine,
+               "--config", tmp_path / "engine.conf", "--runtime-path", "/x/gpulet-runtime",
+               env=env)
+    assert r.rc == 0, r.err
+    assert os.listdir(tmp) == []
