@@ -104,7 +104,8 @@ static int command_help(const struct cli_options *opts, int argc, char **argv)
         return CLI_OK;
     }
     if (argc > 3)
-        return cli_usage_error(NULL, "help takes a command and at most one action, not '%s'", argv[3]);
+        return cli_usage_error(NULL, "help takes a command and at most one action, not '%s'",
+                               argv[3]);
     char *args[] = {argv[1], argc > 2 ? argv[2] : "--help", "--help", NULL};
     return run_command(opts, argc, args);
 }
@@ -151,8 +152,9 @@ int cli_main(int argc, char **argv)
         case OPT_LOG_LEVEL: {
             enum log_level level;
             if (log_parse_level(optarg, &level) < 0)
-                return cli_usage_error(NULL, "--log-level must be debug, info, warn or error, not '%s'",
-                                   optarg);
+                return cli_usage_error(NULL,
+                                       "--log-level must be debug, info, warn or error, not '%s'",
+                                       optarg);
             log_set_level(level);
             break;
         }

@@ -44,7 +44,8 @@ int cli_option_error(const char *command, int c, const char *option);
 
 /* "gpulet COMMAND: message" and one line pointing to COMMAND's --help, on
  * stderr; returns CLI_USAGE. */
-int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const char *command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Under --simulate, the simulated driver root generated from the node
  * (inv, or the inventory read here when NULL) in the private folder, into

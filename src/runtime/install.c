@@ -110,7 +110,8 @@ static bool elf_interpreter(const char *path, char *out, size_t len)
         eh.e_phentsize == sizeof(Elf64_Phdr) && eh.e_phnum < 256) {
         for (unsigned int i = 0; i < eh.e_phnum && !found; i++) {
             Elf64_Phdr ph;
-            if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + i * sizeof ph)) != (ssize_t)sizeof ph)
+            off_t at = (off_t)(eh.e_phoff + i * sizeof ph);
+            if (pread(fd, &ph, sizeof ph, at) != (ssize_t)sizeof ph)
                 break;
             if (ph.p_type != PT_INTERP || ph.p_filesz == 0 || ph.p_filesz >= len)
                 continue;
