@@ -18,6 +18,8 @@
  * is found to ship more. Each library is installed as NAME.so.<driver
  * version> in LIBDIR with a link from its soname (NULL: the versioned name
  * is its soname, as for the graphics core libraries) and an ld cache entry.
+ * tests/integration/test_simulate.py reads this table: one {"name",
+ * "soname"} or {"name", NULL} per entry.
  */
 static const struct {
     const char *name;
