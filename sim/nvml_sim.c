@@ -917,6 +917,20 @@ SIM_API nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t dev, int *pstate
     return leave(NVML_SUCCESS);
 }
 
+/* Data-centre boards are cooled by the chassis: the driver answers
+ * NOT_SUPPORTED, which consumers take as "no fan", not as a failure. */
+SIM_API nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t dev, unsigned int *pct)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, pct);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (g->fan_speed_pct < 0)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    *pct = (unsigned int)g->fan_speed_pct;
+    return leave(NVML_SUCCESS);
+}
+
 SIM_API nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t dev, int *mode)
 {
     struct sim_gpu *g;

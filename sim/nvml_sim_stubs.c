@@ -37,7 +37,7 @@
     X(nvmlDeviceGetDisplayActive)                                                             \
     X(nvmlDeviceGetPowerState) X(nvmlDeviceGetPowerManagementMode)                            \
     X(nvmlDeviceGetPowerSource)                                                               \
-    X(nvmlDeviceGetFanSpeed) X(nvmlDeviceGetFanSpeed_v2) X(nvmlDeviceGetNumFans)              \
+    X(nvmlDeviceGetFanSpeed_v2) X(nvmlDeviceGetNumFans)                                       \
     X(nvmlDeviceGetTargetFanSpeed) X(nvmlDeviceGetMinMaxFanSpeed)                             \
     X(nvmlDeviceGetTemperatureThreshold) X(nvmlDeviceGetThermalSettings)                      \
     X(nvmlDeviceGetApplicationsClock)                                                         \

@@ -23,7 +23,7 @@ static const char *const gpu_keys[] = {
     "pci_class", "numa_node", "memory_mib", "memory_reserved_mib", "compute_capability",
     "multiprocessors", "mig_capable", "mig_enabled", "gpm", "ecc", "power_limit_w", "idle_power_w",
     "max_sm_clock_mhz", "mem_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib",
-    "vbios_version", "mig_devices", NULL};
+    "vbios_version", "fan_speed_pct", "mig_devices", NULL};
 
 static const char *const mig_keys[] = {
     "uuid", "gpu_instance_id", "compute_instance_id", "slices", "ci_slices", "memory_mib",
@@ -209,6 +209,9 @@ static int parse_gpu(const struct ydoc *d, const struct ynode *m, const char *wh
         } else if (strcmp(k, "numa_node") == 0) {
             rc = ynode_int(d, v, k, -1, 1023, &sx, err);
             g->numa_node = (int)sx;
+        } else if (strcmp(k, "fan_speed_pct") == 0) {
+            rc = ynode_int(d, v, k, -1, 100, &sx, err);
+            g->fan_speed_pct = (int)sx;
         } else if (strcmp(k, "memory_mib") == 0) {
             rc = ynode_uint(d, v, k, 1, 1ULL << 22, &g->memory_mib, err);
         } else if (strcmp(k, "memory_reserved_mib") == 0) {
@@ -465,6 +468,7 @@ static void gpu_defaults(struct sim_gpu *g)
 {
     memset(g, 0, sizeof *g);
     g->numa_node = -1;
+    g->fan_speed_pct = -1; /* passively cooled, as data-centre boards are */
     g->pci_class = 0x030200; /* 3D controller, as data-centre GPUs are */
     g->cc_major = g->cc_minor = -1;
     g->power_limit_w = 300;

@@ -40,6 +40,7 @@ struct sim_gpu {
     unsigned int pci_device_id, pci_subsystem_id; /* device << 16 | vendor, as NVML gives them */
     unsigned int pci_class;        /* class << 16 | subclass << 8 | prog-if, as sysfs shows it */
     int numa_node; /* -1: NVML answers NOT_SUPPORTED */
+    int fan_speed_pct; /* -1: no fan of its own (NOT_SUPPORTED), as on passive boards */
     unsigned long long memory_mib, memory_reserved_mib;
     int cc_major, cc_minor;
     unsigned int multiprocessors;

@@ -425,3 +425,20 @@ def test_extra_fields_in_both_schemas(exporter, tmp_path, node):
     assert smi("nvidia_smi_clocks_event_reasons_sw_power_cap")[u1] == 1
     # passively cooled boards: no fan series in either schema
     assert "DCGM_FI_DEV_FAN_SPEED" not in series and "nvidia_smi_fan_speed_ratio" not in series
+
+
+def test_a_board_with_a_fan_reports_it_and_a_passive_one_stays_quiet(exporter, tmp_path):
+    # dgx-a100 with GPU 1 given a fan of its own; the others answer NOT_SUPPORTED,
+    # as passively cooled boards do, which is no warning
+    node = load_node("dgx-a100")
+    node["gpus"][1]["fan_speed_pct"] = 40
+    path = tmp_path / "fan.yaml"
+    path.write_text(json.dumps(node))
+    csv = tmp_path / "counters.csv"
+    csv.write_text("DCGM_FI_DEV_FAN_SPEED, gauge, fan\n")
+    e = exporter(path, "-f", csv, "--metrics-schema", "dcgm,nvidia-smi")
+    series, _ = parse(e.get()[2])
+    assert {lab["gpu"]: v for lab, v in series["DCGM_FI_DEV_FAN_SPEED"]} == {"1": 40}
+    u1 = smi_uuid(node["gpus"][1]["uuid"])
+    assert {lab["uuid"]: v for lab, v in series["nvidia_smi_fan_speed_ratio"]} == {u1: 0.4}
+    assert "not simulated" not in e.text() and "FanSpeed" not in e.text()
