@@ -1185,12 +1185,13 @@ static nvmlReturn_t enter_fabric(nvmlDevice_t dev, const void *out)
     return NVML_SUCCESS;
 }
 
-/* A clique id and cluster UUID as a fabric manager hands them out. */
+/* What the fabric manager registered the GPU with: the node file's
+ * multi-node NVLink domain, or, as a single HGX board answers, clique 0 in
+ * the all-zero cluster. */
 static void fabric_ids(unsigned char uuid[NVML_GPU_FABRIC_UUID_LEN], unsigned int *clique)
 {
-    for (unsigned int k = 0; k < NVML_GPU_FABRIC_UUID_LEN; k++)
-        uuid[k] = (unsigned char)(0x5A ^ k);
-    *clique = 1;
+    memcpy(uuid, node->fabric_cluster_uuid, NVML_GPU_FABRIC_UUID_LEN);
+    *clique = node->fabric_clique_id;
 }
 
 SIM_API nvmlReturn_t nvmlDeviceGetGpuFabricInfo(nvmlDevice_t dev, nvmlGpuFabricInfo_t *info)

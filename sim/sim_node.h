@@ -68,6 +68,11 @@ struct sim_node {
     char driver_version[80];
     char nvml_version[80];
     int cuda_driver_version;
+    /* fabric: the multi-node NVLink domain (GB200 NVL72, GH200 NVL32) the
+     * fabric manager put the NVSwitch-attached GPUs in; all zero, as on a
+     * single HGX board, when the node file names none. */
+    unsigned char fabric_cluster_uuid[16];
+    unsigned int fabric_clique_id;
     size_t gpu_count;
     struct sim_gpu gpus[SIM_MAX_GPUS];
     int pcie_level[SIM_MAX_GPUS][SIM_MAX_GPUS];

@@ -244,6 +244,31 @@ static int load_nvlinks(struct nvml *nvml, const struct nvml_device *dev, struct
     return 0;
 }
 
+/* The fabric clique, as NVIDIA's tools count a GPU fabric-attached: the
+ * registration completed and succeeded with a cluster UUID that is not all
+ * zero. The clique is optional, so only a lost GPU is an error worth
+ * keeping. */
+static void load_fabric(struct nvml *nvml, const struct nvml_device *dev, struct gpu_device *g,
+                        struct gpulet_error *err)
+{
+    struct nvml_fabric f;
+    if (nvml_device_fabric(nvml, dev, &f, err) < 0) {
+        g->lost = nvml_gpu_lost(err);
+        gpulet_error_clear(err);
+        return;
+    }
+    bool zero = true;
+    for (size_t i = 0; i < sizeof f.cluster_uuid; i++)
+        zero &= f.cluster_uuid[i] == 0;
+    if (f.state != NVML_GPU_FABRIC_STATE_COMPLETED || f.status != NVML_SUCCESS || zero)
+        return;
+    const unsigned char *u = f.cluster_uuid;
+    snprintf(g->fabric_clique, sizeof g->fabric_clique,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x.%u", u[0], u[1],
+             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+             u[15], f.clique_id);
+}
+
 static int load_gpu(struct nvml *nvml, unsigned int index, struct gpu_device *g,
                     struct nvlink_ends *ends, struct gpulet_error *err)
 {
@@ -287,6 +312,9 @@ static int load_gpu(struct nvml *nvml, unsigned int index, struct gpu_device *g,
     }
     if (g->mig_enabled && load_mig_devices(nvml, &dev, g, err) < 0)
         return -1;
+    if (g->lost)
+        return 0;
+    load_fabric(nvml, &dev, g, err);
     if (g->lost)
         return 0;
     return load_nvlinks(nvml, &dev, g, ends, err);

@@ -48,6 +48,11 @@ struct gpu_device {
     bool mig_capable;
     bool mig_enabled;
     bool mig_pending_enabled;
+    /* "<cluster uuid>.<clique id>" of the multi-node NVLink domain the
+     * fabric manager registered the GPU in; "" when it is in none (no
+     * NVSwitch fabric, registration not done or failed, or the all-zero
+     * cluster UUID a single HGX board reports). */
+    char fabric_clique[64];
     size_t mig_count;
     struct gpu_mig_device *migs;
 };

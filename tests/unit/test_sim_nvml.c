@@ -239,9 +239,16 @@ static void fabric_reasons_and_vbios(void **state)
         struct nvml *n = open_sim("h100-sxm", libs[k]);
         struct nvml_device d = gpu(n, 7);
         struct gpulet_error err = {0};
-        unsigned int fabric = 0;
-        assert_int_equal(nvml_device_fabric_state(n, &d, &fabric, &err), 0);
-        assert_int_equal(fabric, NVML_GPU_FABRIC_STATE_COMPLETED);
+        /* A single HGX H100 board, as a real one answers: registered,
+         * clique 0 of the all-zero cluster (no multi-node NVLink domain). */
+        struct nvml_fabric fabric;
+        memset(&fabric, 0xFF, sizeof fabric);
+        assert_int_equal(nvml_device_fabric(n, &d, &fabric, &err), 0);
+        assert_int_equal(fabric.state, NVML_GPU_FABRIC_STATE_COMPLETED);
+        assert_int_equal(fabric.status, NVML_SUCCESS);
+        assert_int_equal(fabric.clique_id, 0);
+        static const unsigned char zero[16];
+        assert_memory_equal(fabric.cluster_uuid, zero, sizeof zero);
         unsigned long long reasons = 0;
         assert_int_equal(nvml_device_supported_clock_event_reasons(n, &d, &reasons, &err), 0);
         assert_int_equal(reasons, 0x1FF);
@@ -258,8 +265,8 @@ static void fabric_reasons_and_vbios(void **state)
         struct nvml *n = open_sim(nodes[k], SIM_LIB_CURRENT);
         struct nvml_device d = gpu(n, 0);
         struct gpulet_error err = {0};
-        unsigned int fabric;
-        assert_int_equal(nvml_device_fabric_state(n, &d, &fabric, &err), -1);
+        struct nvml_fabric fabric;
+        assert_int_equal(nvml_device_fabric(n, &d, &fabric, &err), -1);
         assert_true(nvml_unsupported(&err));
         nvml_close(n);
     }
