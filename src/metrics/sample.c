@@ -254,11 +254,13 @@ static void read_processes(struct sampler *sm, const struct nvml_device *dev,
         count_error(sm, &err);
         return;
     }
+    out->processes_read = n == 0;
     if (n == 0)
         return;
     out->processes = calloc(n, sizeof *out->processes);
     if (out->processes == NULL)
         return;
+    out->processes_read = true;
     for (unsigned int k = 0; k < n; k++) {
         struct process_sample *p = &out->processes[k];
         p->pid = sm->processes[k].pid;
