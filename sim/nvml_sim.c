@@ -21,6 +21,7 @@
 #include "sim_device.h"
 #include "sim_mig.h"
 #include "sim_node.h"
+#include "sim_procfs.h"
 #include "sim_sysfs.h"
 
 #define SIM_API __attribute__((visibility("default")))
@@ -211,6 +212,11 @@ static nvmlReturn_t load_node(void)
     sysfs_private = false;
     if (sysfs_root[0] && sim_sysfs_write(node, sysfs_root, &err) < 0) {
         snprintf(last_error, sizeof last_error, "cannot write the simulated sysfs: %s", err.msg);
+        return NVML_ERROR_UNKNOWN;
+    }
+    const char *procfs = getenv("GPULET_SIM_PROCFS");
+    if (procfs && procfs[0] && sim_procfs_write(node, procfs, &err) < 0) {
+        snprintf(last_error, sizeof last_error, "cannot write the simulated procfs: %s", err.msg);
         return NVML_ERROR_UNKNOWN;
     }
     const char *spath = getenv("GPULET_SIM_STATE");
