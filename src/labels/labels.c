@@ -556,11 +556,14 @@ static int compute(const struct gpu_inventory *inv, const struct config *cfg, bo
     ADD("nvidia.com/gpu.machine", "%s", machine);
     if (versions(inv, set, err) < 0)
         return -1;
-    bool mig_capable = false;
-    for (size_t i = 0; i < inv->gpu_count; i++)
+    bool mig_capable = false, mig_on = false;
+    for (size_t i = 0; i < inv->gpu_count; i++) {
         mig_capable |= inv->gpus[i].mig_capable;
+        mig_on |= inv->gpus[i].mig_enabled;
+    }
     ADD("nvidia.com/mig.capable", "%s", mig_capable ? "true" : "false");
-    ADD("nvidia.com/mps.capable", "%s", cfg->sharing == SHARING_MPS ? "true" : "false");
+    /* MPS does not run on GPUs in MIG mode (GFD stops with an error there) */
+    ADD("nvidia.com/mps.capable", "%s", cfg->sharing == SHARING_MPS && !mig_on ? "true" : "false");
     if (cfg->short_labels && short_labels(inv, set, err) < 0)
         return -1;
     if (model_labels(inv, cfg, set, err) < 0 || slice_labels(inv, cfg, set, err) < 0)

@@ -36,6 +36,8 @@ CONFIGS = {
                   "    - {name: nvidia.com/gpu, memory: 5Gi}\n",
     "mixed-gpu-shared": "version: v1\nflags: {migStrategy: mixed}\nsharing:\n  timeSlicing:\n"
                         "    resources:\n    - {name: nvidia.com/gpu, replicas: 2}\n",
+    "mig-mps": "version: v1\nflags: {migStrategy: mixed}\nsharing:\n  mps:\n"
+               "    resources:\n    - {name: nvidia.com/gpu, replicas: 2}\n",
     "single-shared": "version: v1\nflags: {migStrategy: single}\nsharing:\n  timeSlicing:\n"
                      "    resources:\n    - {name: nvidia.com/gpu, replicas: 2}\n",
 }
@@ -386,3 +388,12 @@ def test_mig_single_with_a_whole_or_empty_gpu_is_invalid(gpulet, tmp_path, secon
     labels = labels_of(gpulet, tmp_path, node, "--mig-strategy", "single")
     assert labels["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-40GB-MIG-INVALID"
     assert labels["nvidia.com/gpu.count"] == "0"
+
+
+def test_mps_is_not_capable_on_gpus_in_mig_mode(gpulet, tmp_path):
+    # GFD refuses MPS where a GPU is in MIG mode (it stops with "MPS sharing
+    # is not supported for mig devices"); gpulet labels the node and says
+    # MPS is not capable there, and capable on whole GPUs.
+    assert labels_of(gpulet, tmp_path, "a100-mig", "config:mig-mps")["nvidia.com/mps.capable"] == \
+        "false"
+    assert labels_of(gpulet, tmp_path, "dgx-a100", "config:mps")["nvidia.com/mps.capable"] == "true"
