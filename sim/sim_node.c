@@ -23,7 +23,7 @@ static const char *const gpu_keys[] = {
     "pci_class", "numa_node", "memory_mib", "memory_reserved_mib", "compute_capability",
     "multiprocessors", "mig_capable", "mig_enabled", "gpm", "ecc", "power_limit_w", "idle_power_w",
     "max_sm_clock_mhz", "mem_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib",
-    "vbios_version", "mig_devices", NULL};
+    "vbios_version", "vgpu_host_driver_version", "vgpu_host_driver_branch", "mig_devices", NULL};
 
 static const char *const mig_keys[] = {
     "uuid", "gpu_instance_id", "compute_instance_id", "slices", "ci_slices", "memory_mib",
@@ -196,6 +196,12 @@ static int parse_gpu(const struct ydoc *d, const struct ynode *m, const char *wh
             rc = ynode_string(d, v, k, g->serial, sizeof g->serial, err);
         } else if (strcmp(k, "vbios_version") == 0) {
             rc = ynode_string(d, v, k, g->vbios_version, sizeof g->vbios_version, err);
+        } else if (strcmp(k, "vgpu_host_driver_version") == 0) {
+            rc = ynode_string(d, v, k, g->vgpu_host_driver_version,
+                              sizeof g->vgpu_host_driver_version, err);
+        } else if (strcmp(k, "vgpu_host_driver_branch") == 0) {
+            rc = ynode_string(d, v, k, g->vgpu_host_driver_branch,
+                              sizeof g->vgpu_host_driver_branch, err);
         } else if (strcmp(k, "minor") == 0) {
             rc = uint_field(d, v, k, 254, &g->minor, err);
         } else if (strcmp(k, "pci_bus_id") == 0) {

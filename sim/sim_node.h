@@ -48,6 +48,10 @@ struct sim_gpu {
     bool ecc;
     bool nvswitch; /* has NVLinks to an NVSwitch (topology.nvswitch_links) */
     char vbios_version[32];
+    /* A vGPU guest's GPU: the host driver's version and branch, which its
+     * PCI config space carries in NVIDIA's vendor capability; "" when not
+     * a vGPU. */
+    char vgpu_host_driver_version[11], vgpu_host_driver_branch[11];
     unsigned int power_limit_w, idle_power_w;
     unsigned int max_sm_clock_mhz, mem_clock_mhz;
     /* Baselines the moving values swing around. */

@@ -539,6 +539,23 @@ static int clique_label(const struct gpu_inventory *inv, struct label_set *set,
     return 0;
 }
 
+/* GFD's vGPU labeler, on every node: whether a GPU is a vGPU guest's, and
+ * the host driver a vGPU says it runs under (the last one's). */
+static int vgpu_labels(const struct gpu_inventory *inv, struct label_set *set,
+                       struct gpulet_error *err)
+{
+    const struct gpu_device *vgpu = NULL;
+    for (size_t i = 0; i < inv->gpu_count; i++)
+        if (inv->gpus[i].vgpu)
+            vgpu = &inv->gpus[i];
+    ADD("nvidia.com/vgpu.present", "%s", vgpu ? "true" : "false");
+    if (vgpu && vgpu->vgpu_host_driver_version[0]) {
+        ADD("nvidia.com/vgpu.host-driver-version", "%s", vgpu->vgpu_host_driver_version);
+        ADD("nvidia.com/vgpu.host-driver-branch", "%s", vgpu->vgpu_host_driver_branch);
+    }
+    return 0;
+}
+
 /* The labels in the order NVIDIA's GFD merges its labelers: a later one
  * overwrites an earlier one's key (add() replaces). */
 static int compute(const struct gpu_inventory *inv, const struct config *cfg, bool timestamp,
@@ -546,9 +563,8 @@ static int compute(const struct gpu_inventory *inv, const struct config *cfg, bo
 {
     if (timestamp)
         ADD("nvidia.com/gfd.timestamp", "%lld", (long long)now);
-    /* gpulet does not run in vGPU guests' way of finding a host driver;
-     * GFD writes the label on every node, false outside vGPU guests. */
-    ADD("nvidia.com/vgpu.present", "false");
+    if (vgpu_labels(inv, set, err) < 0)
+        return -1;
     if (inv->gpu_count == 0)
         return 0; /* GFD writes nothing else on a node without GPUs */
     char machine[96];

@@ -397,3 +397,30 @@ def test_mps_is_not_capable_on_gpus_in_mig_mode(gpulet, tmp_path):
     assert labels_of(gpulet, tmp_path, "a100-mig", "config:mig-mps")["nvidia.com/mps.capable"] == \
         "false"
     assert labels_of(gpulet, tmp_path, "dgx-a100", "config:mps")["nvidia.com/mps.capable"] == "true"
+
+
+VGPU_GUEST = ("gpus:\n  - {uuid: GPU-1, name: GRID A100-40C, pci_bus_id: \"0:5:0.0\", "
+              "memory_mib: 40960, compute_capability: \"8.0\", "
+              "vgpu_host_driver_version: \"550.54.16\", vgpu_host_driver_branch: r550_00}\n"
+              "  - {uuid: GPU-2, name: GRID A100-40C, pci_bus_id: \"0:6:0.0\", "
+              "memory_mib: 40960, compute_capability: \"8.0\"}\n")
+
+
+def test_a_vgpu_guest_says_so_with_its_host_driver(gpulet, tmp_path):
+    # GFD's vGPU labeler: a GPU whose PCI config space has NVIDIA's
+    # vendor-specific capability signed "VF" is a vGPU; its last record
+    # (type 0) holds the host driver's version and branch, 10 bytes each.
+    node = tmp_path / "guest.yaml"
+    node.write_text(VGPU_GUEST)
+    labels = labels_of(gpulet, tmp_path, node)
+    assert labels["nvidia.com/vgpu.present"] == "true"
+    assert labels["nvidia.com/vgpu.host-driver-version"] == "550.54.16"
+    assert labels["nvidia.com/vgpu.host-driver-branch"] == "r550_00"
+
+
+def test_a_vgpu_host_driver_version_longer_than_its_record_is_refused(gpulet, tmp_path):
+    node = tmp_path / "guest.yaml"
+    node.write_text(VGPU_GUEST.replace("550.54.16", "550.54.16.123"))
+    r = gpulet("--simulate", node, "labels")
+    assert r.rc != 0
+    assert "vgpu_host_driver_version" in r.err
