@@ -108,6 +108,7 @@ const char *label_family(int major, int minor)
     case 9: return "hopper";
     case 10:
     case 12: return "blackwell";
+    case 13: return "rubin";
     default: return "undefined";
     }
 }

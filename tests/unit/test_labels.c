@@ -61,6 +61,7 @@ static void products_and_families(void **state)
     assert_string_equal(label_family(8, 0), "ampere");
     assert_string_equal(label_family(8, 9), "ada-lovelace");
     assert_string_equal(label_family(9, 0), "hopper");
+    assert_string_equal(label_family(13, 0), "rubin"); /* as GFD names compute capability 13 */
     assert_string_equal(label_family(10, 0), "blackwell");
     assert_string_equal(label_family(12, 0), "blackwell");
     assert_string_equal(label_family(6, 1), "pascal");
