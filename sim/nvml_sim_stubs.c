@@ -55,10 +55,6 @@
     X(nvmlDeviceGetGpuMaxPcieLinkGeneration) X(nvmlDeviceGetMaxPcieLinkWidth)                 \
     X(nvmlDeviceGetPcieThroughput) X(nvmlDeviceGetPcieSpeed) X(nvmlDeviceGetPcieLinkMaxSpeed) \
     X(nvmlDeviceGetBusType) X(nvmlDeviceGetIrqNum) X(nvmlDeviceGetNumGpuCores)                \
-    X(nvmlDeviceGetComputeRunningProcesses) X(nvmlDeviceGetGraphicsRunningProcesses)          \
-    X(nvmlDeviceGetGraphicsRunningProcesses_v2) X(nvmlDeviceGetGraphicsRunningProcesses_v3)   \
-    X(nvmlDeviceGetMPSComputeRunningProcesses) X(nvmlDeviceGetMPSComputeRunningProcesses_v2)  \
-    X(nvmlDeviceGetMPSComputeRunningProcesses_v3) X(nvmlDeviceGetProcessUtilization)          \
     X(nvmlDeviceGetSamples) X(nvmlDeviceGetViolationStatus) X(nvmlDeviceGetJpgUtilization)    \
     X(nvmlDeviceGetOfaUtilization) X(nvmlDeviceGetAccountingMode)                             \
     X(nvmlDeviceGetAccountingStats) X(nvmlDeviceGetAccountingPids)                            \
