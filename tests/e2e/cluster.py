@@ -156,9 +156,10 @@ class Cluster:
         self.kubectl("apply", "-f", "-", input=json.dumps(obj))
 
     def ctr(self, *args, check=True, timeout=60):
+        # inside: ctr makes its exec fifos under the private /run/containerd
         ctr = pathlib.Path(self.bins["containerd"]).with_name("ctr")
-        return subprocess.run([ctr, "--address", str(self.sock), "-n", "k8s.io", *map(str, args)],
-                              capture_output=True, text=True, check=check, timeout=timeout)
+        return self.sandbox.run([ctr, "--address", self.sock, "-n", "k8s.io", *args],
+                                capture_output=True, text=True, check=check, timeout=timeout)
 
     def log(self, name):
         return (self.dir / f"{name}.log").read_text(errors="replace")
