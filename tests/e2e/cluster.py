@@ -207,6 +207,7 @@ class Cluster:
             "--tls-cert-file", api_crt, "--tls-private-key-file", api_key,
             "--kubelet-client-certificate", kc_crt, "--kubelet-client-key", kc_key,
             "--kubelet-certificate-authority", pki.ca,
+            "--kubelet-preferred-address-types=InternalIP",  # no DNS in the sandbox
             "--service-account-key-file", sa_pub, "--service-account-signing-key-file", sa_key,
             "--service-account-issuer", "https://kubernetes.default.svc",
             *self.gate_flag(), *runtime])
@@ -287,7 +288,7 @@ state = "{self.dir}/containerd/state"
                                "x509": {"clientCAFile": str(self.pki.ca)}},
             "authorization": {"mode": "Webhook"},
             "tlsCertFile": str(crt), "tlsPrivateKeyFile": str(key),
-            "address": "127.0.0.1", "readOnlyPort": 10255,
+            "address": "0.0.0.0", "readOnlyPort": 10255,  # the sandbox's addresses only
             "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
             "nodeStatusUpdateFrequency": "1s", "nodeStatusReportFrequency": "1s",
             "syncFrequency": "5s",
