@@ -6,6 +6,7 @@ GPULET_E2E_VERSION=v1.34.9 with the binaries of tests/e2e/fetch-k8s.sh."""
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +22,17 @@ CACHE = pathlib.Path(os.environ.get("GPULET_E2E_CACHE", BUILD / "e2e-cache"))
 FIGURES = {}  # name -> text, printed at the end
 VERSION = os.environ.get("GPULET_E2E_VERSION", "v1.20.2")
 CLUSTER = VERSION != "v1.20.2"  # a control plane, the API server to ask
+
+
+def pytest_sessionstart(session):
+    """SIGTERM and the run's deadline (GPULET_E2E_DEADLINE seconds, 900 by
+    default) interrupt the session as Ctrl-C does, so the node's teardown
+    still stops every process and removes the cgroups."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"e2e: {'deadline' if signum == signal.SIGALRM else 'SIGTERM'}")
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(int(os.environ.get("GPULET_E2E_DEADLINE", "900")))
 
 
 def figure(name, seconds):

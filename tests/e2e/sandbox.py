@@ -30,6 +30,9 @@ CLONE_NEWNET = 0x40000000
 PRIVATE = ["/var/lib/kubelet", "/run/containerd", "/var/log/pods", "/var/log/containers",
            "/var/lib/cni", "/etc/cni/net.d", "/etc/cdi", "/var/run/cdi"]
 CGROUP_FS = pathlib.Path("/sys/fs/cgroup")
+# Should the harness itself be killed (SIGKILL: no finally runs), what it
+# started directly dies with it instead of holding the namespaces.
+ORPHAN_KILL = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def _deadline_loop(what, check, timeout, interval=0.02):
@@ -87,7 +90,8 @@ class Sandbox:
                              "ip route add default dev lo", *mounts, f"touch {ready}"])
         log = open(self.dir / "sandbox.log", "ab")
         self.holder = subprocess.Popen(
-            ["unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c",
+            [*ORPHAN_KILL, "unshare", "--net", "--mount", "--propagation", "private", "--",
+             "sh", "-c",
              f"{setup} && exec sleep infinity"], stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()
@@ -107,7 +111,8 @@ class Sandbox:
     # ---- processes ----
     def argv(self, argv):
         """argv run inside the namespaces."""
-        return ["nsenter", "-t", str(self.holder.pid), "-n", "-m", "--", *map(str, argv)]
+        return [*ORPHAN_KILL, "nsenter", "-t", str(self.holder.pid), "-n", "-m", "--",
+                *map(str, argv)]
 
     def spawn(self, name, argv, log, env=None):
         out = open(log, "ab")
