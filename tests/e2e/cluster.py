@@ -127,7 +127,7 @@ class Cluster:
         self.kubelet_extra = kubelet_config or {}
         self.containerd_extra = containerd_extra
         self.node_name = node_name
-        self.sandbox = Sandbox(self.dir)
+        self.sandbox = Sandbox(self.dir, [node_name])
         self.sock = self.dir / "containerd.sock"
         self.containerd_config = self.dir / "containerd" / "config.toml"
         self.manifests = self.dir / "manifests"

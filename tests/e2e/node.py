@@ -167,7 +167,7 @@ class Node:
         self.version = version
         self.dir = pathlib.Path(run_dir)
         self.cluster = Cluster(self.dir, cluster_bins) if cluster_bins else None
-        self.sandbox = self.cluster.sandbox if self.cluster else Sandbox(self.dir)
+        self.sandbox = self.cluster.sandbox if self.cluster else Sandbox(self.dir, [NODE_NAME])
         self.sock = self.cluster.sock if self.cluster else self.dir / "containerd.sock"
         self.kubelet_root = self.sandbox.outside(KUBELET_ROOT)
         self.plugin_dir = self.sandbox.outside(PLUGIN_DIR)

@@ -32,7 +32,6 @@ cannot() {
 }
 suite() {  # VERSION ARGS...: pytest once, its summary as the result line
     v=$1; shift
-    t0=$(date +%s)
     log=$CACHE/pytest-$v.log
     rc=0
     { GPULET_BUILD=$BUILD GPULET_E2E_CACHE=$CACHE GPULET_E2E_VERSION=$v /usr/bin/python3 -m pytest \
@@ -41,7 +40,7 @@ suite() {  # VERSION ARGS...: pytest once, its summary as the result line
     summary=$(grep -E '^=*( |)[0-9]+ (passed|failed|error|skipped|deselected)|no tests ran' "$log" \
         | tail -n 1 | tr -d '=' | sed 's/^ *//; s/ *$//')
     if [ "$rc" = 0 ]; then
-        result "e2e $v: ok: $summary ($(( $(date +%s) - t0 )) s)"
+        result "e2e $v: ok: $summary"
     else
         result "e2e $v: FAILED: ${summary:-pytest exit $rc} (log: $log)"; failed=1
     fi

@@ -19,6 +19,7 @@ import ctypes
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -60,8 +61,10 @@ def cgroup_hierarchies():
 
 
 class Sandbox:
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, hostnames=()):
+        """hostnames: names that resolve to NODE_IP inside."""
         self.dir = pathlib.Path(run_dir)
+        self.hostnames = list(hostnames)
         self.fs = self.dir / "fs"  # what the private paths hold, seen from outside
         # unique per run: two runs at once get two roots
         self.cgroup_root = "/" + self.dir.name
@@ -85,9 +88,21 @@ class Sandbox:
             # the mount point must exist on the machine: an empty folder, left there
             os.makedirs(private, exist_ok=True)
             mounts.append(f"mount --bind {inside} {private}")
+        # No resolver answers inside: names fail at once instead of after
+        # timeouts, and the node's name is its address.
+        etc = self.dir / "etc"
+        etc.mkdir(exist_ok=True)
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{NODE_IP} {socket.gethostname()} "
+                                   f"{' '.join(self.hostnames)}\n")
+        for f in ("resolv.conf", "hosts"):
+            mounts.append(f"mount --bind {etc / f} /etc/{f}")
         ready = self.dir / ".sandbox-ready"
         setup = " && ".join(["ip link set lo up", f"ip addr add {NODE_IP}/32 dev lo",
-                             "ip route add default dev lo", *mounts, f"touch {ready}"])
+                             "ip route add default dev lo",
+                             # cloud metadata probes fail at once, not after timeouts
+                             "ip route add unreachable 169.254.0.0/16",
+                             *mounts, f"touch {ready}"])
         log = open(self.dir / "sandbox.log", "ab")
         self.holder = subprocess.Popen(
             [*ORPHAN_KILL, "unshare", "--net", "--mount", "--propagation", "private", "--",

@@ -331,3 +331,6 @@ def test_kubelet_restart_gpulet_restart_and_an_xid_show_in_the_node_status(node)
         assert time.time() - injected >= RECOVERY_S - 0.5
     finally:
         delete(node, "pod", "steady")
+        # injected events are appended: a fresh gpulet (and state file) for the next test
+        restart_gpulet(node)
+        wait_status(node, {RESOURCE: 8})
