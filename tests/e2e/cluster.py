@@ -28,7 +28,7 @@ import time
 
 import yaml
 
-from sandbox import NODE_IP, Sandbox
+from sandbox import NODE_IP, Sandbox, wait_for
 
 SERVICE_RANGE = "198.51.100.0/24"  # TEST-NET-2
 SERVICE_IP = "198.51.100.1"
@@ -40,17 +40,6 @@ KUBELET_ROOT = pathlib.Path("/var/lib/kubelet")  # inside the sandbox
 CNI_BIN = "/usr/lib/cni"  # Debian's containernetworking-plugins
 
 
-def wait_for(what, check, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def parse_gates(text):
     gates = {}
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
@@ -59,6 +48,30 @@ def parse_gates(text):
             raise ValueError(f"feature gate {item!r}: want NAME=true or NAME=false")
         gates[name] = value.lower() == "true"
     return gates
+
+
+def containerd_toml(run_dir, sock, pause_image, cdi):
+    """A private containerd's config: root, state and sockets in run_dir,
+    the native snapshotter, pods on the sandbox's CNI config; cdi: CDI on
+    (containerd 1.7; 1.6 has no such keys)."""
+    cdi_keys = ('  enable_cdi = true\n  cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]\n'
+                if cdi else "")
+    return f"""version = 2
+root = "{run_dir}/containerd/root"
+state = "{run_dir}/containerd/state"
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause_image}"
+  restrict_oom_score_adj = true
+{cdi_keys}[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "native"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "{CNI_BIN}"
+  conf_dir = "/etc/cni/net.d"
+"""
 
 
 def read_bins(text):
@@ -243,24 +256,8 @@ class Cluster:
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_RANGE}]],
                           "routes": [{"dst": "0.0.0.0/0"}]}},
                 {"type": "loopback"}]}))
-        conf.write_text(f"""version = 2
-root = "{self.dir}/containerd/root"
-state = "{self.dir}/containerd/state"
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{self.pause_image}"
-  restrict_oom_score_adj = true
-  enable_cdi = true
-  cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  snapshotter = "native"
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "{CNI_BIN}"
-  conf_dir = "/etc/cni/net.d"
-{self.containerd_extra}""")
+        conf.write_text(containerd_toml(self.dir, self.sock, self.pause_image, cdi=True)
+                        + self.containerd_extra)
         return conf
 
     def start_containerd(self, env=None):

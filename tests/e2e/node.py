@@ -17,8 +17,8 @@ import time
 
 import yaml
 
-from cluster import Cluster
-from sandbox import Sandbox
+from cluster import Cluster, containerd_toml
+from sandbox import Sandbox, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE = "gpulet-e2e"
@@ -52,18 +52,6 @@ int main(void)
         pause();
 }
 """
-
-
-def wait_for(what, check, timeout, interval=0.02):
-    """Polls check() until it returns something true; fails after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def free_port():
@@ -234,22 +222,7 @@ class Node:
         else:
             conf = self.dir / "containerd" / "config.toml"
             conf.parent.mkdir()
-            conf.write_text(f"""version = 2
-root = "{self.dir}/containerd/root"
-state = "{self.dir}/containerd/state"
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  restrict_oom_score_adj = true
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  snapshotter = "native"
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "{self.dir}/cni/bin"
-  conf_dir = "{self.dir}/cni/net.d"
-""")
+            conf.write_text(containerd_toml(self.dir, self.sock, PAUSE_IMAGE, cdi=False))
         # The static pods have no RuntimeClass: nvidia is the default.
         r = subprocess.run([self.build / "gpulet", "runtime", "configure", "--runtime",
                             "containerd", "--config", conf, "--set-as-default"],

@@ -36,7 +36,8 @@ CGROUP_FS = pathlib.Path("/sys/fs/cgroup")
 ORPHAN_KILL = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
-def _deadline_loop(what, check, timeout, interval=0.02):
+def wait_for(what, check, timeout, interval=0.02):
+    """Polls check() until it returns something true; fails after timeout."""
     end = time.monotonic() + timeout
     while True:
         value = check()
@@ -110,7 +111,7 @@ class Sandbox:
              f"{setup} && exec sleep infinity"], stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()
-        _deadline_loop("the sandbox's namespaces", lambda: ready.exists()
+        wait_for("the sandbox's namespaces", lambda: ready.exists()
                        or self.holder.poll() is not None, 30)
         if self.holder.poll() is not None:
             raise AssertionError("the sandbox could not be set up: " +
@@ -219,7 +220,7 @@ class Sandbox:
                         except ProcessLookupError:
                             pass
                     try:
-                        _deadline_loop("the run's processes to end", lambda: not (
+                        wait_for("the run's processes to end", lambda: not (
                             self.members() & pids), 10, 0.05)
                     except AssertionError:
                         pass
@@ -249,6 +250,6 @@ class Sandbox:
                         return False
                 return True
             try:
-                _deadline_loop(f"{root} to be removable", gone, 10, 0.05)
+                wait_for(f"{root} to be removable", gone, 10, 0.05)
             except AssertionError:
                 pass  # left for the report: its tasks would not die
