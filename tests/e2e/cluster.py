@@ -4,13 +4,12 @@ kube-scheduler, containerd 1.7 (CDI on) and a kubelet, with a self-made
 PKI, all in a Sandbox (private network and mount namespaces, own cgroup
 root). The binaries come from tests/e2e/fetch-k8s.sh (NAME=PATH lines).
 
-    c = Cluster(run_dir, bins, feature_gates={"DRAConsumableCapacity": True})
-    try:
-        c.start()            # control plane, containerd, kubelet; node Ready
-        c.kubectl("get", "nodes")
+    with running(cache, pause_image, images, feature_gates={"DRAConsumableCapacity": True}) as c:
+        c.kubectl("get", "nodes")     # control plane, containerd, kubelet; node Ready
         c.kubectl_json("get", "node", c.node_name)
-    finally:
-        c.stop()             # every process by PID, mounts and cgroups gone
+    # every process stopped by PID, mounts and cgroups gone, run folder removed
+
+or by hand: Cluster(run_dir, bins, ...), start(pause_image, images), stop().
 
 Feature gates also come from GPULET_E2E_FEATURE_GATES ("A=true,B=false")
 and API groups from GPULET_E2E_RUNTIME_CONFIG (kube-apiserver's
@@ -20,10 +19,13 @@ and API groups from GPULET_E2E_RUNTIME_CONFIG (kube-apiserver's
 clients with `c.sandbox.run([...])` or `c.kubectl(...)`. Devices plugins
 and drivers under test are started with `c.sandbox.spawn(name, argv, log)`;
 they see the kubelet's /var/lib/kubelet inside the sandbox."""
+import contextlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
+import tempfile
 import time
 
 import yaml
@@ -352,3 +354,22 @@ class Cluster:
         control plane, then everything else of the run by PID."""
         self.sandbox.stop(order=[*first, "kubelet", "containerd", "kube-scheduler",
                                  "kube-controller-manager", "kube-apiserver", "etcd"])
+
+
+@contextlib.contextmanager
+def running(cache, pause_image, images=(), keep=False, **kw):
+    """A started Cluster (kw: Cluster's arguments) in a new run folder under
+    /tmp, the binaries from tests/e2e/fetch-k8s.sh CACHE; stopped and its
+    folder removed (unless keep) however the block ends."""
+    r = subprocess.run([pathlib.Path(__file__).with_name("fetch-k8s.sh"), cache],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"fetch-k8s.sh: {r.stderr.strip()[-2000:]}")
+    c = Cluster(tempfile.mkdtemp(prefix="gpulet-e2e-"), read_bins(r.stdout), **kw)
+    try:
+        c.start(pause_image, images)
+        yield c
+    finally:
+        c.stop()
+        if not keep:
+            shutil.rmtree(c.dir, ignore_errors=True)
