@@ -23,13 +23,18 @@ if [ -n "${GPULET_E2E_K8S:-}" ]; then
     SRC=$(cd "$GPULET_E2E_K8S" 2>/dev/null && pwd) || skip "GPULET_E2E_K8S=$GPULET_E2E_K8S is not a folder"
     OUT=$CACHE/k8s-own
 else
-    # beside the checkout, beside the main checkout of a git worktree, or
-    # beside the checkout a local clone was made from
-    common=$(git -C "$HERE" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
-    origin=$(git -C "$HERE" remote get-url origin 2>/dev/null || true)
-    SRC=$(cd "$HERE/../../../shared/k8s/v1.34.9" 2>/dev/null && pwd) \
-        || SRC=$(cd "${common%/.git}/../shared/k8s/v1.34.9" 2>/dev/null && pwd) \
-        || SRC=$(cd "${origin%/.git}/../shared/k8s/v1.34.9" 2>/dev/null && pwd) \
+    # beside the checkout, or beside the main checkout of a git worktree;
+    # the same for the checkout a local clone was made from
+    beside() {
+        common=$(git -C "$1" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
+        for top in "$1" "${common%/.git}"; do
+            [ -n "$top" ] && [ -d "$top/../shared/k8s/v1.34.9" ] \
+                && { cd "$top/../shared/k8s/v1.34.9" && pwd; return 0; }
+        done
+        return 1
+    }
+    origin=$(git -C "$HERE" remote get-url origin 2>/dev/null || echo /nonexistent)
+    SRC=$(beside "$HERE/../..") || SRC=$(beside "$origin") \
         || skip "no Kubernetes v1.34 binaries: set GPULET_E2E_K8S=DIR (kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
     OUT=$CACHE/k8s-v1.34.9
 fi
