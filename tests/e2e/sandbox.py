@@ -29,7 +29,7 @@ CLONE_NEWNET = 0x40000000
 # Paths that the kubelet, containerd and the CNI plugins use whatever their
 # configuration says, made private to the run.
 PRIVATE = ["/var/lib/kubelet", "/run/containerd", "/var/log/pods", "/var/log/containers",
-           "/var/lib/cni", "/etc/cni/net.d", "/etc/cdi", "/var/run/cdi"]
+           "/var/lib/cni", "/etc/cni/net.d", "/etc/cdi", "/var/run/cdi", "/var/run/netns"]
 CGROUP_FS = pathlib.Path("/sys/fs/cgroup")
 # Should the harness itself be killed (SIGKILL: no finally runs), what it
 # started directly dies with it instead of holding the namespaces.
@@ -70,6 +70,7 @@ class Sandbox:
         # unique per run: two runs at once get two roots
         self.cgroup_root = "/" + self.dir.name
         self.holder = None
+        self.mnt_ns = None
         self.procs = {}  # name -> Popen
         self._net = None  # one thread inside the network namespace
 
