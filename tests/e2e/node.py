@@ -1,7 +1,9 @@
-"""A real Kubernetes node for the e2e suite: Debian's containerd and runc,
-a real kubelet v1.20.2 in standalone mode (static pods, read-only port) and
-gpulet on a simulated DGX A100, all under one run folder and stopped by
-PID. Images are made locally (no registry is reachable)."""
+"""A real Kubernetes node for the e2e suite: a real kubelet — v1.20.2 in
+standalone mode with Debian's containerd, or v1.34.9 in a one-node cluster
+(cluster.py) with containerd 1.7 — runc, and gpulet on a simulated DGX
+A100, all in one sandbox (sandbox.py) and run folder and stopped by PID.
+Static pods (read-only port) serve the tests both versions share. Images
+are made locally (no registry is reachable)."""
 import hashlib
 import io
 import json
