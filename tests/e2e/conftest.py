@@ -35,8 +35,8 @@ def pytest_sessionstart(session):
     signal.alarm(int(os.environ.get("GPULET_E2E_DEADLINE", "900")))
 
 
-def figure(name, seconds):
-    FIGURES.setdefault(name, []).append(seconds)
+def figure(name, *seconds):
+    FIGURES.setdefault(name, []).extend(seconds)
 
 
 @pytest.fixture(scope="session")
