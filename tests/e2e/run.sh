@@ -50,7 +50,7 @@ if [ "$(id -u)" != 0 ]; then
     for v in $VERSIONS; do cannot "$v" absent "needs root (namespaces, cgroups, containerd): run make e2e as root"; done
     printf %s "$RESULTS"; exit 0
 fi
-for tool in unshare nsenter ip openssl; do
+for tool in unshare nsenter setpriv ip openssl; do
     if ! command -v $tool >/dev/null; then
         for v in $VERSIONS; do cannot "$v" present "no $tool: install util-linux, iproute2 and openssl"; done
         printf %s "$RESULTS"; exit $failed
