@@ -16,7 +16,6 @@ CACHE=${GPULET_E2E_CACHE:-$BUILD/e2e-cache}
 VERSIONS=${GPULET_E2E_VERSIONS:-v1.20.2 v1.34.9}
 CI=${CI:-false}
 start=$(date +%s)
-mkdir -p "$CACHE"
 RESULTS=""
 failed=0
 result() { RESULTS="$RESULTS$1
@@ -50,6 +49,7 @@ if [ "$(id -u)" != 0 ]; then
     for v in $VERSIONS; do cannot "$v" absent "needs root (namespaces, cgroups, containerd): run make e2e as root"; done
     printf %s "$RESULTS"; exit 0
 fi
+mkdir -p "$CACHE"
 for tool in unshare nsenter setpriv ip openssl; do
     if ! command -v $tool >/dev/null; then
         for v in $VERSIONS; do cannot "$v" present "no $tool: install util-linux, iproute2 and openssl"; done
