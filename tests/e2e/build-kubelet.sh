@@ -1,6 +1,7 @@
 #!/bin/sh
-# Builds a real kubelet v1.20.2 from Debian's `kubernetes` source package,
-# once: the binary, the source tree and the Go cache live in CACHE (outside
+# Builds a real kubelet v1.20.2 from Debian's `kubernetes` source package
+# (fetched with a private apt configuration naming the machine's archives
+# as deb-src), once: the binary, the source tree and the Go cache live in CACHE (outside
 # the source tree) and are reused. Prints the kubelet's path on success.
 # Exit 77 (with one line on stderr) when this machine cannot build it.
 set -eu
@@ -24,24 +25,22 @@ fi
 
 SRC=$CACHE/src
 if [ ! -d "$SRC/kubernetes/cmd/kubelet" ]; then
-    # A deb-src entry with the machine's own URIs and suites.
-    if ! apt-get source --print-uris kubernetes >/dev/null 2>&1; then
-        list=/etc/apt/sources.list.d/gpulet-e2e-src.sources
-        found=0
-        for f in /etc/apt/sources.list.d/*.sources; do
-            [ -e "$f" ] && [ "$f" != "$list" ] || continue
-            sed 's/^Types:.*/Types: deb-src/' "$f"; echo; found=1
-        done > "$list.tmp"
-        if [ "$found" = 0 ] && [ -f /etc/apt/sources.list ]; then
-            grep '^deb ' /etc/apt/sources.list | sed 's/^deb /deb-src /' > /etc/apt/sources.list.d/gpulet-e2e-src.list || true
-            rm -f "$list.tmp"
-        else
-            mv "$list.tmp" "$list"
-        fi
-        apt-get update -q >/dev/null 2>&1 || true
-    fi
+    # deb-src entries with the machine's own URIs and suites, in a private
+    # apt configuration under CACHE/apt-src: the machine's sources stay as
+    # they are.
+    APT=$CACHE/apt-src
+    rm -rf "$APT"; mkdir -p "$APT/parts" "$APT/lists/partial" "$APT/cache/archives/partial"
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$f" ] && sed 's/^Types:.*/Types: deb-src/' "$f" > "$APT/parts/$(basename "$f")"
+    done
+    grep -h '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | sed 's/^deb /deb-src /' > "$APT/sources.list" || true
+    set -- -o Dir::Etc::SourceList="$APT/sources.list" -o Dir::Etc::SourceParts="$APT/parts" \
+        -o Dir::State::Lists="$APT/lists" -o Dir::Cache="$APT/cache" \
+        -o DPkg::Lock::Timeout=120 -o APT::Sandbox::User=root -q
+    apt-get "$@" update >"$APT/update.log" 2>&1 || skip "apt-get update of deb-src entries failed (log: $APT/update.log)"
     rm -rf "$SRC.tmp"; mkdir -p "$SRC.tmp"
-    (cd "$SRC.tmp" && apt-get source -q kubernetes >/dev/null 2>&1) \
+    (cd "$SRC.tmp" && apt-get "$@" source kubernetes >"$APT/source.log" 2>&1) \
         || { rm -rf "$SRC.tmp"; skip "apt-get source kubernetes failed (no deb-src reachable)"; }
     dir=$(find "$SRC.tmp" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -n 1)
     [ -n "$dir" ] || skip "apt-get source kubernetes gave no tree"

@@ -1,0 +1,60 @@
+"""The sandbox both versions run in (tests/e2e/sandbox.py): private
+network and mount namespaces and a cgroup root, and nothing of the run
+left once it stops — a process that ignores SIGTERM, one that detached
+itself, the bind mounts, the cgroups."""
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import pytest
+
+from sandbox import NODE_IP, PRIVATE, Sandbox, cgroup_hierarchies, wait_for
+
+
+@pytest.fixture
+def sandbox():
+    s = Sandbox(tempfile.mkdtemp(prefix="gpulet-e2e-"), ["gpulet-e2e-node"])
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+        subprocess.run(["rm", "-rf", "--one-file-system", str(s.dir)])
+
+
+def test_the_sandbox_is_private_and_leaves_nothing(sandbox):
+    marker = f"{pathlib.Path(sandbox.dir).name}-marker"
+    r = sandbox.run(["sh", "-c", f"touch /var/lib/kubelet/{marker} && ip -o addr show && "
+                     "getent hosts gpulet-e2e-node"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert NODE_IP in r.stdout and "eth" not in r.stdout  # only lo
+    # written inside /var/lib/kubelet: in the run folder, not the machine's folder
+    assert sandbox.outside(f"/var/lib/kubelet/{marker}").exists()
+    assert not pathlib.Path(f"/var/lib/kubelet/{marker}").exists()
+
+    # one that ignores SIGTERM, one that left its parent's session
+    stubborn = sandbox.spawn("stubborn", ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"],
+                             sandbox.dir / "stubborn.log")
+    sandbox.run(["sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 &"], timeout=30)
+    detached = wait_for("the detached sleep", lambda: [
+        p for p in sandbox.members() if p != stubborn.pid and
+        pathlib.Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\0")], 10)
+    assert os.readlink(f"/proc/{detached[0]}/ns/net") != os.readlink("/proc/self/ns/net")
+    # a process in the run's cgroups (as a container is) but outside its namespaces
+    caged = subprocess.Popen(["sleep", "1000"])
+    for h in cgroup_hierarchies():
+        (h / sandbox.cgroup_root.lstrip("/") / "cgroup.procs").write_text(str(caged.pid))
+    holder = sandbox.holder.pid
+    sandbox.procs["stubborn"] = stubborn
+    sandbox.stop_process("stubborn", timeout=1)  # SIGTERM ignored: SIGKILL
+    assert stubborn.poll() is not None
+    sandbox.stop()
+    caged.wait(10)
+    for pid in (detached[0], holder):
+        assert not pathlib.Path(f"/proc/{pid}").exists() or \
+            "Z" in pathlib.Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert not [h for h in cgroup_hierarchies() if (h / sandbox.cgroup_root.lstrip("/")).exists()]
+    mounts = pathlib.Path("/proc/self/mountinfo").read_text()
+    assert str(sandbox.dir) not in mounts
+    assert all(os.path.isdir(p) for p in PRIVATE)  # the mount points, empty folders
