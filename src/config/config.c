@@ -182,7 +182,8 @@ static int parse_bool_text(const char *v, bool *out)
 
 /* ---- the file ---- */
 
-static const char *const top_keys[] = {"version", "flags", "sharing", "resources", NULL};
+static const char *const top_keys[] = {"version", "flags", "sharing", "resources", "dra", NULL};
+static const char *const dra_keys[] = {"enabled", NULL};
 /* NVIDIA's flags gpulet accepts; those it has no use for are read and ignored. */
 static const char *const flag_keys[] = {
     "migStrategy", "failOnInitError", "nvidiaDriverRoot", "nvidiaDevRoot", "gdsEnabled",
@@ -619,8 +620,17 @@ static int load_file(const char *path, struct config *cfg, struct gpulet_error *
     if ((v = ynode_get(d, root, "flags")) && !ynode_is_null(v) &&
         (rc = file_flags(d, v, cfg, err)) < 0)
         goto done;
-    if ((v = ynode_get(d, root, "sharing")) && !ynode_is_null(v))
-        rc = file_sharing(d, v, cfg, err);
+    if ((v = ynode_get(d, root, "sharing")) && !ynode_is_null(v) &&
+        (rc = file_sharing(d, v, cfg, err)) < 0)
+        goto done;
+    if ((v = ynode_get(d, root, "dra")) && !ynode_is_null(v)) {
+        const struct ynode *e;
+        if ((rc = ynode_expect_map(d, v, "dra", err)) < 0 ||
+            (rc = ynode_check_keys(d, v, dra_keys, "dra", err)) < 0)
+            goto done;
+        if ((e = ynode_get(d, v, "enabled")) && !ynode_is_null(e))
+            rc = ynode_bool(d, e, "dra.enabled", &cfg->dra_enabled, err);
+    }
 done:
     ydoc_free(d);
     return rc;

@@ -78,6 +78,7 @@ struct config {
     bool short_labels;    /* gpulet's own: also nvidia.com/gpu.model=V100 and the like */
     char cuda_interposer[4096]; /* host path of libgpulet-cuda.so, mounted into sliced containers */
     char state_dir[4096];       /* gpulet's host state: alloc/<id> per sliced container */
+    bool dra_enabled;           /* gpulet's own: dra.enabled, serve as a DRA driver */
     size_t gpu_name_count, mig_name_count;
     struct named_resource gpu_names[CONFIG_MAX_NAMED];
     struct named_resource mig_names[CONFIG_MAX_NAMED];
