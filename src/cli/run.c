@@ -26,6 +26,8 @@ static const char run_usage[] =
     "                              host name)\n"
     "  --kubeconfig FILE           API server credentials for DRA (default: the\n"
     "                              pod's service account)\n"
+    "  --cdi-dir DIR               where DRA writes its per-claim CDI specs\n"
+    "                              (default " DRA_DEFAULT_CDI_ROOT ")\n"
     "  --config-file FILE          NVIDIA device plugin config, v1 (env CONFIG_FILE)\n"
     "  --mig-strategy S            none | single | mixed (env MIG_STRATEGY)\n"
     "  --fail-on-init-error B      true | false (env FAIL_ON_INIT_ERROR)\n"
@@ -131,6 +133,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_KUBELET_ROOT,
         OPT_NODE_NAME,
         OPT_KUBECONFIG,
+        OPT_CDI_DIR,
     };
     static const struct option long_options[] = {
         {"device-plugin-dir", required_argument, NULL, OPT_DIR},
@@ -139,6 +142,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"kubelet-root", required_argument, NULL, OPT_KUBELET_ROOT},
         {"node-name", required_argument, NULL, OPT_NODE_NAME},
         {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
+        {"cdi-dir", required_argument, NULL, OPT_CDI_DIR},
         {"config-file", required_argument, NULL, OPT_CONFIG},
         {"mig-strategy", required_argument, NULL, OPT_MIG},
         {"fail-on-init-error", required_argument, NULL, OPT_FAIL},
@@ -169,6 +173,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                                .device_plugin_dir = PLUGIN_DEFAULT_DIR,
                                .device_plugin = true,
                                .kubelet_root = DRA_DEFAULT_KUBELET_ROOT,
+                               .cdi_dir = DRA_DEFAULT_CDI_ROOT,
                                .health_recovery_ms = 60000,
                                .labels_file = LABELS_DEFAULT_FILE,
                                .labels_interval_ms = 60000,
@@ -219,6 +224,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_KUBELET_ROOT: d.kubelet_root = optarg; break;
         case OPT_NODE_NAME: d.node_name = optarg; break;
         case OPT_KUBECONFIG: d.kubeconfig = optarg; break;
+        case OPT_CDI_DIR: d.cdi_dir = optarg; break;
         case OPT_CONFIG: d.flags.config_file = optarg; break;
         case OPT_MIG: d.flags.mig_strategy = optarg; break;
         case OPT_FAIL: d.flags.fail_on_init_error = optarg; break;
@@ -292,5 +298,10 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
     }
     if (d.node_name == NULL)
         d.node_name = hostname;
+    char self[4096], hook[4200];
+    if (cli_own_folder(self, sizeof self)) {
+        snprintf(hook, sizeof hook, "%s/gpulet-hook", self);
+        d.cdi_hook = hook;
+    }
     return daemon_run(&d);
 }

@@ -140,14 +140,15 @@ static int start_dra(struct daemon *d)
         log_error("cannot start the DRA driver", "error=\"%s\"", err.msg);
         return -1;
     }
-    const char *root = d->cfg.driver_root;
+    const char *root = d->opts->nvml.driver_root ? d->opts->nvml.driver_root : d->cfg.driver_root;
     struct dra_options o = {.kubelet_root = d->opts->kubelet_root,
                             .node_name = d->opts->node_name,
                             .kube = &d->kube,
                             .state_dir = d->cfg.state_dir,
-                            .cdi_root = DRA_DEFAULT_CDI_ROOT,
+                            .cdi_root = d->opts->cdi_dir,
                             .sysfs = "/sys",
-                            .cdi = {.driver_root = root, .dev_root = root}};
+                            .cdi = {.driver_root = root, .dev_root = root,
+                                    .hook_path = d->opts->cdi_hook}};
     if (dra_start(d->base, &o, d->inv, &d->dra, &err) < 0) {
         log_error("cannot start the DRA driver", "error=\"%s\"", err.msg);
         return -1;

@@ -23,6 +23,8 @@ struct daemon_options {
     const char *kubelet_root;
     const char *node_name;
     const char *kubeconfig; /* NULL: the in-cluster service account */
+    const char *cdi_dir;    /* DRA's per-claim CDI specs */
+    const char *cdi_hook;   /* gpulet-hook for those specs' ld cache; NULL: none */
     long health_recovery_ms; /* --health-recovery-period; 0: never */
     const char *labels_file;  /* NFD features file; NULL: no labels */
     long labels_interval_ms;

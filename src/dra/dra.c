@@ -592,6 +592,27 @@ static int listen_registration(struct dra *d, struct gpulet_error *err)
     return 0;
 }
 
+/* The DRA socket first: the kubelet dials it as soon as the registration
+ * socket appears. */
+static int serve_sockets(struct dra *d, struct gpulet_error *err)
+{
+    grpc_server_free(d->reg);
+    d->reg = NULL;
+    grpc_server_free(d->server);
+    d->server = NULL;
+    static const char *const methods[] = {"/" SERVICE_V1 "/NodePrepareResources",
+                                          "/" SERVICE_V1 "/NodeUnprepareResources",
+                                          "/" SERVICE_V1BETA1 "/NodePrepareResources",
+                                          "/" SERVICE_V1BETA1 "/NodeUnprepareResources"};
+    int rc = grpc_server_listen(d->base, d->sock, d->budget, &d->server, err);
+    for (size_t i = 0; rc == 0 && i < 4; i++)
+        rc = grpc_server_handle(d->server, methods[i], i % 2 ? unprepare_cb : prepare_cb, d,
+                                err);
+    if (rc == 0)
+        rc = listen_registration(d, err);
+    return rc;
+}
+
 /* The kubelet learns of the driver from the socket's appearance; one
  * removed (a cleanup of the folder) is made again. */
 static void reg_check(evutil_socket_t fd, short what, void *arg)
@@ -600,25 +621,11 @@ static void reg_check(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct dra *d = arg;
     struct stat st;
-    if (stat(d->reg_sock, &st) == 0 && stat(d->sock, &st) == 0)
+    if (d->reg && stat(d->reg_sock, &st) == 0 && stat(d->sock, &st) == 0)
         return;
-    log_warn("DRA sockets removed; serving them again", "socket=%s", d->reg_sock);
-    grpc_server_free(d->reg);
-    d->reg = NULL;
-    grpc_server_free(d->server);
-    d->server = NULL;
+    log_warn("DRA sockets gone; serving them again", "socket=%s", d->reg_sock);
     struct gpulet_error err = {0};
-    static const char *const methods[] = {"/" SERVICE_V1 "/NodePrepareResources",
-                                          "/" SERVICE_V1 "/NodeUnprepareResources",
-                                          "/" SERVICE_V1BETA1 "/NodePrepareResources",
-                                          "/" SERVICE_V1BETA1 "/NodeUnprepareResources"};
-    int rc = grpc_server_listen(d->base, d->sock, d->budget, &d->server, &err);
-    for (size_t i = 0; rc == 0 && i < 4; i++)
-        rc = grpc_server_handle(d->server, methods[i], i % 2 ? unprepare_cb : prepare_cb, d,
-                                &err);
-    if (rc == 0)
-        rc = listen_registration(d, &err);
-    if (rc < 0)
+    if (serve_sockets(d, &err) < 0)
         log_error("cannot serve the DRA sockets; retrying", "error=\"%s\"", err.msg);
 }
 
@@ -993,14 +1000,11 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
         dra_free(d);
         return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
     }
-    /* The DRA socket first: the kubelet dials it as soon as the
-     * registration socket appears. */
-    reg_check(-1, 0, d);
-    if (d->reg == NULL) {
+    if (serve_sockets(d, err) < 0) {
+        gpulet_error_prefix(err, "cannot serve the DRA sockets (--kubelet-root %s)",
+                            opts->kubelet_root);
         dra_free(d);
-        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "cannot serve the DRA sockets under %s; "
-                                "check that the kubelet root is right and writable",
-                                d->kubelet_root);
+        return -1;
     }
     struct timeval tv = {REG_CHECK_MS / 1000, (REG_CHECK_MS % 1000) * 1000};
     event_add(d->reg_timer, &tv);
