@@ -236,15 +236,13 @@ def test_mig_devices_as_nvidia_names_them(run_gpulet, api, tmp_path):
     run_gpulet("a100-mig")
     slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
     devs = devices_of(slices)
-    migs = [n for n in devs if "-mig-" in n]
-    assert migs, devs.keys()
-    node = yaml.safe_load((ROOT / "sim" / "nodes" / "a100-mig.yaml").read_text())
-    mig_gpus = {i for i, g in enumerate(node["gpus"]) if g.get("mig", {}).get("enabled") or
-                g.get("mig_mode") or g.get("migs")}
-    for n in devs:
-        if "-mig-" not in n:
-            # a GPU in MIG mode is not published itself
-            assert int(n.split("-")[1]) not in mig_gpus or not mig_gpus
+    migs = sorted(n for n in devs if "-mig-" in n)
+    # Both GPUs are in MIG mode: only their MIG devices are published.
+    assert migs == sorted(devs)
+    assert len(migs) == 10
+    # GPU 0's seven 1g.5gb: NVIDIA's profile id 19, one per placement.
+    gpu0 = [n for n in migs if n.startswith("gpu-0-mig-1g5gb-19-")]
+    assert sorted(int(n.rsplit("-", 1)[1]) for n in gpu0) == list(range(7))
     m = devs[migs[0]]
     assert m["attributes"]["type"] == {"string": "mig"}
     assert set(m["attributes"]) >= {"uuid", "parentUUID", "profile", "productName", "brand",
@@ -253,7 +251,10 @@ def test_mig_devices_as_nvidia_names_them(run_gpulet, api, tmp_path):
     caps = m["capacity"]
     assert {"multiprocessors", "copyEngines", "decoders", "encoders", "jpegEngines",
             "ofaEngines", "memory"} <= set(caps)
-    assert any(k.startswith("memorySlice") for k in caps)
+    assert [k for k in caps if k.startswith("memorySlice")] == [f"memorySlice{parts_start}"
+                                                                for parts_start in
+                                                                [int(migs[0].rsplit("-", 1)[1])]]
+    assert caps["memory"] == {"value": "4864Mi"}
     # gpu-<minor>-mig-<profile without dots>-<profile id>-<placement start>
     parts = migs[0].split("-")
     assert parts[0] == "gpu" and parts[2] == "mig" and "." not in parts[3]
