@@ -146,7 +146,7 @@ static int start_dra(struct daemon *d)
                             .kube = &d->kube,
                             .state_dir = d->cfg.state_dir,
                             .cdi_root = d->opts->cdi_dir,
-                            .sysfs = "/sys",
+                            .sysfs = nvml_sysfs_root(d->nvml),
                             .cdi = {.driver_root = root, .dev_root = root,
                                     .hook_path = d->opts->cdi_hook}};
     if (dra_start(d->base, &o, d->inv, &d->dra, &err) < 0) {

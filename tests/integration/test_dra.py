@@ -192,7 +192,14 @@ def test_registration_and_slices(run_gpulet, api, protos, tmp_path):
     assert set(a["driverVersion"]) == {"version"}
     assert a["driverVersion"]["version"].count(".") == 2
     assert "0" not in [p[:1] for p in a["driverVersion"]["version"].split(".")[1:] if len(p) > 1]
-    assert a["resource.kubernetes.io/pciBusID"]["string"].count(":") == 2
+    bus = a["resource.kubernetes.io/pciBusID"]["string"]
+    assert bus == g0["pci_bus_id"][4:].lower()  # sysfs's form: a 4-digit domain
+    # the simulated sysfs puts roots every 0x40 buses; the link gives it
+    assert a["resource.kubernetes.io/pcieRoot"] == {
+        "string": f"pci0000:{int(bus.split(':')[1], 16) & 0xc0:02x}"}
+    roots = {d["attributes"]["resource.kubernetes.io/pcieRoot"]["string"] for d in devs.values()}
+    assert roots == {f"pci0000:{int(g['pci_bus_id'].split(':')[1], 16) & 0xc0:02x}"
+                     for g in node["gpus"]}
     assert devs["gpu-0"]["capacity"] == {"memory": {"value": f"{g0['memory_mib'] // 1024}Gi"}}
     assert "gpulet" not in "".join(a)  # only NVIDIA's attribute names
     assert g.proc.poll() is None
