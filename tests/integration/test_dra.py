@@ -83,11 +83,13 @@ def short_dir(tmp):
 
 
 class Gpulet:
-    def __init__(self, build, tmp, node, kc, n, extra=(), root=None):
+    def __init__(self, build, tmp, node, kc, n, extra=(), root=None, state=None):
         self.tmp = tmp
         self.log = tmp / f"gpulet-{n}.log"
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("GPULET_SIM") and k not in ("NODE_NAME", "CONFIG_FILE")}
+        if state:
+            env["GPULET_SIM_STATE"] = str(state)
         self.proc = subprocess.Popen(
             [str(build / "gpulet"), "--log-level", "debug", "--simulate", node,
              *(["--driver-root", str(root)] if root else []), "run", "--dra",
@@ -110,8 +112,8 @@ def run_gpulet(build, tmp_path, api, certs, driver_root):  # noqa: F811
     started = []
     kc = kubeconfig(tmp_path / "kubeconfig", api, certs)
 
-    def start(node="dgx-a100", extra=()):
-        g = Gpulet(build, tmp_path, node, kc, len(started), extra, root=driver_root)
+    def start(node="dgx-a100", extra=(), state=None):
+        g = Gpulet(build, tmp_path, node, kc, len(started), extra, root=driver_root, state=state)
         started.append(g)
         return g
 
@@ -442,3 +444,29 @@ def test_bad_kubeconfig_is_refused(gpulet, tmp_path):
                "--kubeconfig", kc, "--state-dir", tmp_path / "s", "--cdi-dir", tmp_path / "c")
     assert r.rc == 2
     assert "current-context" in r.err
+
+
+def test_xid_takes_the_device_out_of_the_slice(run_gpulet, api, tmp_path):
+    state = tmp_path / "state.yaml"
+    state.write_text(yaml.safe_dump({"events": []}))
+    run_gpulet("t4-pcie", extra=["--health-recovery-period", "2s"], state=state)
+    api.wait_for(lambda: api.slices, what="a slice")
+    api.wait_for(lambda: api.watchers, what="a watch")
+
+    def names():
+        return sorted(devices_of(list(api.slices.values())))
+
+    everything = api.wait_for(names, what="devices")
+    assert "gpu-1" in everything
+    tmp = tmp_path / "state.tmp"
+    tmp.write_text(yaml.safe_dump({"events": [{"gpu": 0, "xid": 31}, {"gpu": 1, "xid": 79}]}))
+    os.replace(tmp, state)
+    injected = time.monotonic()
+    api.wait_for(lambda: api.slices and "gpu-1" not in names(), timeout=5,
+                 what="gpu-1 out of the slice")
+    assert time.monotonic() - injected < 1.0
+    assert names() == [n for n in everything if n != "gpu-1"]  # XID 31 is ignored
+    generation = list(api.slices.values())[0]["spec"]["pool"]["generation"]
+    assert generation >= 2
+    api.wait_for(lambda: api.slices and names() == everything, timeout=10,
+                 what="gpu-1 back after the recovery period")
