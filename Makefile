@@ -42,8 +42,10 @@ build-asan: deps $(ASAN_BUILD)/Makefile
 test: build build-asan build-fuzz
 	@./scripts/run-tests.sh $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
-# gpulet with a real kubelet v1.20.2 (built once into $(BUILD)/e2e-cache or
-# $GPULET_E2E_CACHE), containerd and runc; not part of `make test`.
+# gpulet on a real node, once per Kubernetes version: a standalone kubelet
+# v1.20.2 (built once into $(BUILD)/e2e-cache or $GPULET_E2E_CACHE) and a
+# one-node v1.34.9 cluster ($GPULET_E2E_K8S or the shared binaries, etcd and
+# containerd from Debian trixie, cached there too); not part of `make test`.
 e2e: build
 	@./tests/e2e/run.sh $(BUILD)
 

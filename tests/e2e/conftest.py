@@ -1,21 +1,38 @@
 """The real node of the e2e suite, started once per session and stopped
 (every pod gone, then each process by PID) at its end. tests/e2e/run.sh
-(`make e2e`) builds the kubelet and names it in GPULET_E2E_KUBELET."""
+(`make e2e`) runs the suite once per Kubernetes version:
+GPULET_E2E_VERSION=v1.20.2 with the kubelet it built in GPULET_E2E_KUBELET,
+GPULET_E2E_VERSION=v1.34.9 with the binaries of tests/e2e/fetch-k8s.sh."""
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from node import Node, RESOURCE, wait_for
+from cluster import read_bins
+from node import NAMESPACE, Node, RESOURCE, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("GPULET_BUILD", ROOT / "build"))
 CACHE = pathlib.Path(os.environ.get("GPULET_E2E_CACHE", BUILD / "e2e-cache"))
 FIGURES = {}  # name -> text, printed at the end
+VERSION = os.environ.get("GPULET_E2E_VERSION", "v1.20.2")
+CLUSTER = VERSION != "v1.20.2"  # a control plane, the API server to ask
+
+
+def pytest_sessionstart(session):
+    """SIGTERM and the run's deadline (GPULET_E2E_DEADLINE seconds, 900 by
+    default) interrupt the session as Ctrl-C does, so the node's teardown
+    still stops every process and removes the cgroups."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"e2e: {'deadline' if signum == signal.SIGALRM else 'SIGTERM'}")
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(int(os.environ.get("GPULET_E2E_DEADLINE", "900")))
 
 
 def figure(name, seconds):
@@ -27,22 +44,24 @@ def node():
     for prog in ("gpulet", "gpulet-runtime", "gpulet-hook"):
         if not (BUILD / prog).exists():
             pytest.fail(f"{BUILD / prog} is missing: run `make` (or set GPULET_BUILD)")
-    kubelet = os.environ.get("GPULET_E2E_KUBELET")
-    if not kubelet:
-        r = subprocess.run([ROOT / "tests/e2e/build-kubelet.sh", CACHE], capture_output=True,
+    if CLUSTER:
+        r = subprocess.run([ROOT / "tests/e2e/fetch-k8s.sh", CACHE], capture_output=True,
                            text=True)
-        if r.returncode == 77:
-            pytest.skip(r.stderr.strip())
         assert r.returncode == 0, r.stderr[-3000:]
-        kubelet = r.stdout.strip()
-    n = Node(BUILD, kubelet, tempfile.mkdtemp(prefix="gpulet-e2e-"))
-    if n.another_kubelet():
-        os.rmdir(n.dir)
-        pytest.skip("a kubelet already serves /var/lib/kubelet/device-plugins on this machine")
+        n = Node(BUILD, tempfile.mkdtemp(prefix="gpulet-e2e-"), cluster_bins=read_bins(r.stdout),
+                 version=VERSION)
+    else:
+        kubelet = os.environ.get("GPULET_E2E_KUBELET")
+        if not kubelet:
+            r = subprocess.run([ROOT / "tests/e2e/build-kubelet.sh", CACHE], capture_output=True,
+                               text=True)
+            assert r.returncode == 0, r.stderr[-3000:]
+            kubelet = r.stdout.strip()
+        n = Node(BUILD, tempfile.mkdtemp(prefix="gpulet-e2e-"), kubelet=kubelet)
     try:
-        n.start_containerd()
-        started = time.time()
-        n.start_kubelet()
+        n.start()
+        if CLUSTER:
+            n.cluster.kubectl("create", "namespace", NAMESPACE)
         n.start_gpulet()
         # Polled every 5 ms: a figure is at most that late.
         wait_for("the kubelet to register gpulet's 8 GPUs (its checkpoint)",
@@ -51,7 +70,7 @@ def node():
         at = time.time()
         n.start_to_capacity = at - n.gpulet_started
         figure("gpulet start -> kubelet capacity", n.start_to_capacity)
-        figure("kubelet start -> kubelet capacity", at - started)
+        figure("kubelet start -> kubelet capacity", at - n.kubelet_started)
         yield n
     finally:
         n.teardown()
@@ -72,12 +91,30 @@ def gpu_pod(node):
     node.remove_pod("gpu2")
 
 
-def node_status(node, probe=[0]):
-    """The kubelet's capacity and allocatable for gpulet's resource. A
+def api_status(node, resource=RESOURCE):
+    """(capacity, allocatable) of resource in the node's status on the API
+    server, 0 where absent."""
+    st = node.cluster.node()["status"]
+    return (int(st.get("capacity", {}).get(resource, 0)),
+            int(st.get("allocatable", {}).get(resource, 0)))
+
+
+def node_status(node, probe=[0], expect=None):
+    """The kubelet's capacity and allocatable for gpulet's resource. With
+    an API server: the node's status there, polled until it is expect (the
+    kubelet reports every second). Without: a
     standalone kubelet computes its node status only to admit a pod, so a
     pod that cannot fit (1000 CPUs) is offered and refused: nothing runs.
     The status is logged while that pod is admitted: capacity always,
     allocatable only where it differs from capacity."""
+    if node.cluster:
+        seen = []
+        try:
+            wait_for(f"node status {expect}", lambda: seen.append(api_status(node))
+                     or expect is None or seen[-1] == expect, 15, 0.2)
+        except AssertionError:
+            pass  # the caller's assertion shows what was seen
+        return seen[-1]
     probe[0] += 1
     name = f"status{probe[0]}"
     node.add_pod(name, cpu="1000")
@@ -102,7 +139,7 @@ def node_status(node, probe=[0]):
 def pytest_terminal_summary(terminalreporter):
     if not FIGURES:
         return
-    terminalreporter.write_sep("-", "e2e figures (real kubelet v1.20.2, simulated DGX A100)")
+    terminalreporter.write_sep("-", f"e2e figures (real kubelet {VERSION}, simulated DGX A100)")
     for name, values in FIGURES.items():
         ms = ", ".join(f"{v * 1000:.0f}" for v in values)
         terminalreporter.write_line(f"{name}: {ms} ms")

@@ -9,15 +9,16 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import socket
 import stat
 import subprocess
 import tarfile
 import time
-import urllib.request
 
 import yaml
+
+from cluster import Cluster
+from sandbox import Sandbox
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE = "gpulet-e2e"
@@ -30,9 +31,10 @@ PAUSE_IMAGE = "docker.io/gpulet-e2e/pause:1"
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 READ_ONLY_PORT = 10255
 RECOVERY_S = 10  # long enough to look at the node while the GPU is out
-# Fixed in kubelet 1.20 (pluginapi.KubeletSocket), whatever --root-dir says.
-PLUGIN_DIR = pathlib.Path("/var/lib/kubelet/device-plugins")
-SHIM_STATE = pathlib.Path("/run/containerd")
+# Inside the sandbox. The device-plugin folder is fixed whatever --root-dir says.
+KUBELET_ROOT = pathlib.Path("/var/lib/kubelet")
+PLUGIN_DIR = KUBELET_ROOT / "device-plugins"
+POD_RESOURCES = KUBELET_ROOT / "pod-resources/kubelet.sock"
 
 PAUSE_C = r"""
 #include <signal.h>
@@ -154,55 +156,63 @@ def make_driver_root(root):
 
 
 class Node:
-    def __init__(self, build, kubelet, run_dir):
+    """gpulet on a real node of one Kubernetes version, in a Sandbox: with
+    kubelet (a v1.20 binary) a standalone kubelet and Debian's containerd;
+    with cluster_bins (fetch-k8s.sh's) a v1.34 Cluster (control plane,
+    containerd 1.7, kubelet). Paths the tests read are outside paths."""
+
+    def __init__(self, build, run_dir, kubelet=None, cluster_bins=None, version="v1.20.2"):
         self.build = pathlib.Path(build)
         self.kubelet_bin = kubelet
+        self.version = version
         self.dir = pathlib.Path(run_dir)
-        self.sock = self.dir / "containerd.sock"
-        self.kubelet_root = self.dir / "kubelet"
-        self.plugin_dir = PLUGIN_DIR
-        self.created_var_lib_kubelet = not PLUGIN_DIR.parent.exists()
-        # the shims' and runc's state, fixed in containerd 1.6 whatever its config says
-        self.created_run_containerd = not SHIM_STATE.exists()
+        self.cluster = Cluster(self.dir, cluster_bins) if cluster_bins else None
+        self.sandbox = self.cluster.sandbox if self.cluster else Sandbox(self.dir)
+        self.sock = self.cluster.sock if self.cluster else self.dir / "containerd.sock"
+        self.kubelet_root = self.sandbox.outside(KUBELET_ROOT)
+        self.plugin_dir = self.sandbox.outside(PLUGIN_DIR)
+        self.pod_resources = self.sandbox.outside(POD_RESOURCES)
         self.checkpoint = self.plugin_dir / "kubelet_internal_checkpoint"
         self.manifests = self.dir / "manifests"
         self.state_file = self.dir / "sim-state.yaml"
         self.metrics_port = free_port()
-        self.procs = {}  # name -> Popen
         self.kubelet_starts = 0
-        self.kubelet_log = None
+        self._kubelet_log = None
         self.gpulet_log = self.dir / "gpulet.log"
         self.gpulet_started = None
+        self.sim = "dgx-a100"
         self.node = yaml.safe_load((ROOT / "sim/nodes/dgx-a100.yaml").read_text())
         self.uuids = [g["uuid"] for g in self.node["gpus"]]
 
+    @property
+    def kubelet_log(self):
+        return self.cluster.kubelet_log if self.cluster else self._kubelet_log
+
     # ---- processes ----
     def spawn(self, name, argv, log, env=None):
-        out = open(log, "ab")
-        self.procs[name] = subprocess.Popen([str(a) for a in argv], stdout=out,
-                                            stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
-        out.close()
-        return self.procs[name]
+        return self.sandbox.spawn(name, argv, log, env)
 
     def stop(self, name, timeout=30):
-        p = self.procs.pop(name, None)
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
+        self.sandbox.stop_process(name, timeout)
 
     def alive(self, name):
-        p = self.procs.get(name)
-        return p is not None and p.poll() is None
+        return self.sandbox.alive(name)
 
     def ctr(self, *args, check=True, timeout=60):
-        return subprocess.run(["ctr", "--address", str(self.sock), "-n", "k8s.io", *map(str, args)],
-                              capture_output=True, text=True, check=check, timeout=timeout)
+        if self.cluster:
+            return self.cluster.ctr(*args, check=check, timeout=timeout)
+        return self.sandbox.run(["ctr", "--address", self.sock, "-n", "k8s.io", *args],
+                                capture_output=True, text=True, check=check, timeout=timeout)
+
+    def start(self):
+        """The sandbox, (the control plane,) containerd, the kubelet."""
+        self.sandbox.start()
+        if self.cluster:
+            self.cluster.start_control_plane()
+        self.start_containerd()
+        self.start_kubelet()
+        if self.cluster:
+            self.cluster.wait_ready()
 
     # ---- containerd ----
     def start_containerd(self):
@@ -216,9 +226,15 @@ class Node:
                             "--hook-path", (self.build / "gpulet-hook").resolve()],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
-        conf = self.dir / "containerd" / "config.toml"
-        conf.parent.mkdir()
-        conf.write_text(f"""version = 2
+        if self.cluster:
+            # containerd 1.7 applies CDI devices the kubelet names from /etc/cdi
+            self.cluster.pause_image = PAUSE_IMAGE
+            shutil.copy(cdi / "nvidia.yaml", self.sandbox.outside("/etc/cdi/nvidia.yaml"))
+            conf = self.cluster.write_containerd_config()
+        else:
+            conf = self.dir / "containerd" / "config.toml"
+            conf.parent.mkdir()
+            conf.write_text(f"""version = 2
 root = "{self.dir}/containerd/root"
 state = "{self.dir}/containerd/state"
 [grpc]
@@ -234,18 +250,21 @@ state = "{self.dir}/containerd/state"
   bin_dir = "{self.dir}/cni/bin"
   conf_dir = "{self.dir}/cni/net.d"
 """)
-        # The standalone kubelet has no RuntimeClass: nvidia is the default.
+        # The static pods have no RuntimeClass: nvidia is the default.
         r = subprocess.run([self.build / "gpulet", "runtime", "configure", "--runtime",
                             "containerd", "--config", conf, "--set-as-default"],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         self.containerd_config = conf
         env = dict(os.environ, GPULET_CDI_SPEC_DIRS=str(cdi))
-        self.spawn("containerd", ["containerd", "--config", conf], self.dir / "containerd.log",
-                   env=env)
-        wait_for("containerd's socket", lambda: self.ctr("version", check=False).returncode == 0
-                 or not self.alive("containerd"), 30, 0.05)
-        assert self.alive("containerd"), (self.dir / "containerd.log").read_text()[-3000:]
+        if self.cluster:
+            self.cluster.start_containerd(env)
+        else:
+            self.spawn("containerd", ["containerd", "--config", conf],
+                       self.dir / "containerd.log", env=env)
+            wait_for("containerd's socket", lambda: self.ctr("version", check=False).returncode
+                     == 0 or not self.alive("containerd"), 30, 0.05)
+            assert self.alive("containerd"), (self.dir / "containerd.log").read_text()[-3000:]
         for tarball in make_images(self.dir):
             self.ctr("images", "import", "--snapshotter", "native", tarball)
 
@@ -255,7 +274,8 @@ state = "{self.dir}/containerd/state"
         conf.write_text(yaml.safe_dump({
             "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
             "staticPodPath": str(self.manifests), "fileCheckFrequency": "1s",
-            "cgroupDriver": "cgroupfs", "failSwapOn": False,
+            "cgroupDriver": "cgroupfs", "cgroupRoot": self.sandbox.cgroup_root,
+            "failSwapOn": False,
             "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
             "authorization": {"mode": "AlwaysAllow"},
             "address": "127.0.0.1", "readOnlyPort": READ_ONLY_PORT,
@@ -265,29 +285,23 @@ state = "{self.dir}/containerd/state"
         }))
         return conf
 
-    def another_kubelet(self):
-        """True when a kubelet not ours serves the fixed device-plugin folder."""
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(PLUGIN_DIR / "kubelet.sock"))
-                return True
-            except OSError:
-                return False
-
     def start_kubelet(self):
         self.manifests.mkdir(exist_ok=True)
-        self.kubelet_starts += 1
-        self.kubelet_log = self.dir / f"kubelet-{self.kubelet_starts}.log"
-        self.spawn("kubelet", [self.kubelet_bin, "--config", self.kubelet_config(),
-                               "--root-dir", self.kubelet_root, "--cert-dir", self.kubelet_root / "pki",
-                               "--container-runtime=remote",
-                               f"--container-runtime-endpoint=unix://{self.sock}",
-                               f"--hostname-override={NODE_NAME}", "--v=4"],
-                   self.kubelet_log)
-        wait_for("the kubelet's registration socket",
-                 lambda: (self.plugin_dir / "kubelet.sock").exists() or not self.alive("kubelet"),
-                 60, 0.02)
-        assert self.alive("kubelet"), self.kubelet_log.read_text()[-3000:]
+        self.kubelet_started = time.time()
+        if self.cluster:
+            self.cluster.start_kubelet()
+        else:
+            self.kubelet_starts += 1
+            self._kubelet_log = self.dir / f"kubelet-{self.kubelet_starts}.log"
+            self.spawn("kubelet", [self.kubelet_bin, "--config", self.kubelet_config(),
+                                   "--root-dir", KUBELET_ROOT, "--cert-dir", KUBELET_ROOT / "pki",
+                                   "--container-runtime=remote",
+                                   f"--container-runtime-endpoint=unix://{self.sock}",
+                                   f"--hostname-override={NODE_NAME}", "--v=4"],
+                       self._kubelet_log)
+            wait_for("the kubelet's registration socket", lambda: (
+                self.plugin_dir / "kubelet.sock").exists() or not self.alive("kubelet"), 60, 0.02)
+            assert self.alive("kubelet"), self.kubelet_log.read_text()[-3000:]
         wait_for("the kubelet's read-only port", lambda: self.pods(check=False) is not None, 30, 0.1)
 
     def stop_kubelet(self):
@@ -300,27 +314,26 @@ state = "{self.dir}/containerd/state"
         return [l for l in self.log().splitlines() if re.search(pattern, l)]
 
     # ---- gpulet ----
-    def start_gpulet(self, extra=()):
-        """gpulet on the simulated DGX A100; extra: more arguments (a config file)."""
+    def start_gpulet(self, extra=(), sim="dgx-a100"):
+        """gpulet on a simulated node (sim/nodes/SIM.yaml), in the sandbox
+        beside the kubelet; extra: more arguments (a config file)."""
         self.state_file.write_text("gpus: {}\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
         env["GPULET_SIM_STATE"] = str(self.state_file)
+        self.sim = sim
         self.gpulet_started = time.time()
-        self.spawn("gpulet", [self.build / "gpulet", "--simulate", "dgx-a100", "run",
-                              "--device-plugin-dir", self.plugin_dir,
+        self.spawn("gpulet", [self.build / "gpulet", "--simulate", sim, "run",
+                              "--device-plugin-dir", PLUGIN_DIR,
                               "--labels-file", self.dir / "labels" / "gfd",
                               "--metrics-address", f"127.0.0.1:{self.metrics_port}",
                               "--collect-interval", "500",
-                              "--pod-resources-socket",
-                              self.kubelet_root / "pod-resources" / "kubelet.sock",
+                              "--pod-resources-socket", POD_RESOURCES,
                               "--health-recovery-period", f"{RECOVERY_S}s", *extra],
                    self.gpulet_log, env=env)
 
     def kill_gpulet(self):
         """As a crash would: SIGKILL, nothing cleaned up."""
-        p = self.procs.pop("gpulet")
-        p.kill()
-        p.wait(10)
+        self.sandbox.kill_process("gpulet")
 
     def inject(self, state):
         tmp = self.dir / "sim-state.yaml.tmp"
@@ -328,8 +341,7 @@ state = "{self.dir}/containerd/state"
         os.replace(tmp, self.state_file)
 
     def metrics(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return r.read().decode()
+        return self.sandbox.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics").decode()
 
     # ---- what the kubelet says ----
     def read_checkpoint(self):
@@ -359,8 +371,8 @@ state = "{self.dir}/containerd/state"
 
     def pods(self, check=True):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{READ_ONLY_PORT}/pods", timeout=5) as r:
-                return json.loads(r.read())["items"] or []
+            return json.loads(self.sandbox.urlopen(
+                f"http://127.0.0.1:{READ_ONLY_PORT}/pods"))["items"] or []
         except OSError:
             if check:
                 raise
@@ -418,65 +430,18 @@ state = "{self.dir}/containerd/state"
 
     # ---- the end ----
     def teardown(self):
-        """Every pod gone before the kubelet stops, then each process by PID,
-        then what the run left: mounts under the run folder, shims of this
-        containerd, pod logs of this namespace."""
+        """Every pod gone before the kubelet stops (a short wait: what is
+        left dies with the sandbox), then each process by PID; the mounts
+        go with the sandbox's namespaces."""
         if self.manifests.exists():
             for m in self.manifests.glob("*.json"):
                 m.unlink()
         if self.alive("kubelet") and self.alive("containerd"):
             try:
-                wait_for("every task to end", lambda: not self.tasks(), 60, 0.2)
+                wait_for("every task to end", lambda: not self.tasks(), 30, 0.2)
             except AssertionError:
                 pass  # still stop everything below
-        for name in ("kubelet", "gpulet", "containerd"):
-            self.stop(name)
-        for pid in self.shims():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for mount in sorted(self.mounts(), key=len, reverse=True):
-            subprocess.run(["umount", "-l", mount], capture_output=True)
-        if self.created_var_lib_kubelet:
-            shutil.rmtree(PLUGIN_DIR.parent, ignore_errors=True)
-        if self.created_run_containerd:  # empty folders only: nothing of anyone else's
-            for d in sorted((p for p in SHIM_STATE.rglob("*") if p.is_dir()), reverse=True):
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
-            try:
-                SHIM_STATE.rmdir()
-            except OSError:
-                pass
-        for pattern in (f"/var/log/pods/{NAMESPACE}_*", f"/var/log/containers/*_{NAMESPACE}_*"):
-            for p in pathlib.Path("/").glob(pattern.lstrip("/")):
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
-
-    def shims(self):
-        """PIDs of containerd shims started by this run's containerd."""
-        pids = []
-        for p in pathlib.Path("/proc").iterdir():
-            if not p.name.isdigit():
-                continue
-            try:
-                argv = (p / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and \
-                    str(self.sock).encode() in argv:
-                pids.append(int(p.name))
-        return pids
-
-    def mounts(self):
-        prefix = str(self.dir) + "/"
-        out = []
-        for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines():
-            point = line.split()[4].replace("\\040", " ")
-            if point.startswith(prefix):
-                out.append(point)
-        return out
+        if self.cluster:
+            self.cluster.stop(first=["gpulet"])
+        else:
+            self.sandbox.stop(order=["kubelet", "gpulet", "containerd"])

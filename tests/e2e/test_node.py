@@ -1,7 +1,9 @@
-"""gpulet on a real node: a real kubelet v1.20.2 (standalone), Debian's
-containerd and runc, gpulet-runtime as containerd's default runtime, and
-gpulet on a simulated DGX A100. Everything is checked through the kubelet
-itself: its checkpoint, its log, its read-only port, the containers."""
+"""gpulet on a real node: a real kubelet (v1.20.2 standalone with Debian's
+containerd, or v1.34.9 with a control plane and containerd 1.7), runc,
+gpulet-runtime as containerd's default runtime, and gpulet on a simulated
+DGX A100. Everything is checked through the kubelet itself: its
+checkpoint, its log, its read-only port, the containers; on v1.34 the node
+status comes from the API server."""
 import json
 import os
 import re
@@ -21,14 +23,14 @@ KUBELET_RESTARTS = 3
 def test_capacity_and_allocatable_8_within_10s(node):
     assert node.start_to_capacity <= START_TO_CAPACITY_MAX_S
     assert sorted(node.registered()) == sorted(node.uuids)
-    assert node_status(node) == (8, 8)
+    assert node_status(node, expect=(8, 8)) == (8, 8)
     assert "PROTOCOL_ERROR" not in node.log()  # the :authority bug of issue 11
 
 
 def test_a_pod_gets_exactly_its_two_gpus(node, gpu_pod):
     pod, cid, uuids = gpu_pod
     minors = sorted(node.uuids.index(u) for u in uuids)
-    assert node.log_lines(r"Making allocation request for devices")
+    assert node.log_lines(r"Making allocation request for dev")
     out = node.exec(cid, "ls /dev")
     assert sorted(w for w in out.split() if w.startswith("nvidia")) == \
         sorted([f"nvidia{m}" for m in minors] + ["nvidiactl"])
@@ -93,17 +95,18 @@ def test_kubelet_restart_is_followed_by_reregistration(node, gpu_pod):
         node.stop_kubelet()
         restarted = time.time()
         node.start_kubelet()
+        # v1.20: "Serving ...", after it listens; v1.34: "Starting ...", before
         serving = wait_for("the registration server in the kubelet's log", lambda: node.log_lines(
-            r"Serving device plugin registration server"), 30)
+            r"(Serving|Starting) device plugin registration server"), 30)
         got = wait_for("gpulet's registration in the kubelet's log", lambda: node.log_lines(
-            r'Got registration request from device plugin with resource name "nvidia.com/gpu"'),
+            r'Got registration request from device plugin with resource.*"nvidia\.com/gpu"'),
             30)
         took = klog_time(got[0]) - klog_time(serving[0])
         figure("kubelet restart (kubelet.sock served) -> gpulet registered", took)
         assert 0 <= took <= REREGISTER_MAX_S
         wait_for("8 GPUs in the new kubelet's checkpoint", lambda: len(node.registered() or []) == 8
                  and node.checkpoint.stat().st_mtime >= restarted, 30)
-    assert node_status(node) == (8, 8)
+    assert node_status(node, expect=(8, 8)) == (8, 8)
     assert node.pod("gpu2")["status"]["phase"] == "Running"
 
 
@@ -117,7 +120,7 @@ def test_an_xid_79_takes_a_gpu_out_until_the_recovery_period_ends(node, gpu_pod)
     dropped = time.time()
     figure("XID 79 injected -> kubelet allocatable 7", dropped - injected)
     assert sorted(node.registered()) == sorted(u for u in node.uuids if u != node.uuids[victim])
-    assert node_status(node) == (8, 7)
+    assert node_status(node, expect=(8, 7)) == (8, 7)
     rc, checks = doctor(node)
     sick = [c for c in checks["gpu health"] if c["status"] != "ok"]
     assert rc == 1 and len(sick) == 1 and node.uuids[victim] in sick[0]["message"] and \
@@ -127,7 +130,7 @@ def test_an_xid_79_takes_a_gpu_out_until_the_recovery_period_ends(node, gpu_pod)
     back = time.time()
     figure(f"allocatable 7 -> 8 again (recovery period {RECOVERY_S} s)", back - dropped)
     assert back - dropped >= RECOVERY_S - 0.5
-    assert node_status(node) == (8, 8)
+    assert node_status(node, expect=(8, 8)) == (8, 8)
 
 
 def doctor(node):
