@@ -183,7 +183,7 @@ static int parse_bool_text(const char *v, bool *out)
 /* ---- the file ---- */
 
 static const char *const top_keys[] = {"version", "flags", "sharing", "resources", "dra", NULL};
-static const char *const dra_keys[] = {"enabled", NULL};
+static const char *const dra_keys[] = {"enabled", "gpus", NULL};
 /* NVIDIA's flags gpulet accepts; those it has no use for are read and ignored. */
 static const char *const flag_keys[] = {
     "migStrategy", "failOnInitError", "nvidiaDriverRoot", "nvidiaDevRoot", "gdsEnabled",
@@ -355,6 +355,42 @@ static int file_shared_devices(const struct ydoc *d, const struct ynode *v,
         r->selector_count++;
     }
     return 0;
+}
+
+/* dra.gpus: whole GPUs, by index or UUID (a GPU in MIG mode brings its
+ * MIG devices). */
+static int file_dra_gpus(const struct ydoc *d, const struct ynode *v, struct config *cfg,
+                         struct gpulet_error *err)
+{
+    if (ynode_expect_seq(d, v, "dra.gpus", err) < 0)
+        return -1;
+    if (ynode_count(d, v) > CONFIG_MAX_DEVICE_SELECTORS)
+        return ydoc_fail(d, v, err, "dra.gpus lists at most %d GPUs", CONFIG_MAX_DEVICE_SELECTORS);
+    cfg->dra_gpus_set = true;
+    cfg->dra_gpu_count = 0;
+    for (size_t i = 0; i < ynode_count(d, v); i++) {
+        const struct ynode *item = ynode_item(d, v, i);
+        char *sel = cfg->dra_gpus[i];
+        if (ynode_string(d, item, "a dra.gpus entry", sel, sizeof cfg->dra_gpus[i], err) < 0)
+            return -1;
+        if (!valid_device_selector(sel) || strchr(sel, ':') || strncmp(sel, "MIG-", 4) == 0)
+            return ydoc_fail(d, item, err, "dra.gpus: \"%s\" is not a GPU index (0) or GPU "
+                             "UUID (GPU-...); DRA takes whole GPUs", sel);
+        cfg->dra_gpu_count++;
+    }
+    return 0;
+}
+
+bool config_dra_gpu(const struct config *cfg, unsigned int index, const char *uuid)
+{
+    if (!cfg->dra_gpus_set)
+        return true;
+    char text[16];
+    snprintf(text, sizeof text, "%u", index);
+    for (size_t i = 0; i < cfg->dra_gpu_count; i++)
+        if (strcmp(cfg->dra_gpus[i], text) == 0 || strcmp(cfg->dra_gpus[i], uuid) == 0)
+            return true;
+    return false;
 }
 
 static int file_shared_resource(const struct ydoc *d, const struct ynode *m, bool slices,
@@ -628,8 +664,11 @@ static int load_file(const char *path, struct config *cfg, struct gpulet_error *
         if ((rc = ynode_expect_map(d, v, "dra", err)) < 0 ||
             (rc = ynode_check_keys(d, v, dra_keys, "dra", err)) < 0)
             goto done;
-        if ((e = ynode_get(d, v, "enabled")) && !ynode_is_null(e))
-            rc = ynode_bool(d, e, "dra.enabled", &cfg->dra_enabled, err);
+        if ((e = ynode_get(d, v, "enabled")) && !ynode_is_null(e) &&
+            (rc = ynode_bool(d, e, "dra.enabled", &cfg->dra_enabled, err)) < 0)
+            goto done;
+        if ((e = ynode_get(d, v, "gpus")) && !ynode_is_null(e))
+            rc = file_dra_gpus(d, e, cfg, err);
     }
 done:
     ydoc_free(d);

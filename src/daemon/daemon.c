@@ -148,7 +148,8 @@ static int start_dra(struct daemon *d)
                             .cdi_root = d->opts->cdi_dir,
                             .sysfs = nvml_sysfs_root(d->nvml),
                             .cdi = {.driver_root = root, .dev_root = root,
-                                    .hook_path = d->opts->cdi_hook}};
+                                    .hook_path = d->opts->cdi_hook},
+                            .cfg = &d->cfg};
     if (dra_start(d->base, &o, d->inv, &d->dra, &err) < 0) {
         log_error("cannot start the DRA driver", "error=\"%s\"", err.msg);
         return -1;
@@ -214,6 +215,11 @@ static void reload(struct daemon *d)
                   "error=\"%s\"", err.msg);
         return;
     }
+    /* DRA's devices are fixed while it runs: its GPUs stay its own. */
+    cfg.dra_enabled = d->cfg.dra_enabled;
+    cfg.dra_gpus_set = d->cfg.dra_gpus_set;
+    cfg.dra_gpu_count = d->cfg.dra_gpu_count;
+    memcpy(cfg.dra_gpus, d->cfg.dra_gpus, sizeof cfg.dra_gpus);
     if (!d->opts->device_plugin) {
         d->cfg = cfg;
         write_labels(d);
@@ -387,6 +393,13 @@ int daemon_run(const struct daemon_options *opts)
         fprintf(stderr, "gpulet: %s\n", err.msg);
         return 2;
     }
+    d.cfg.dra_enabled |= opts->dra;
+    if (d.cfg.dra_enabled && opts->device_plugin && !d.cfg.dra_gpus_set) {
+        fprintf(stderr, "gpulet: with both the device plugin and DRA on, every GPU would be "
+                        "offered twice: list the GPUs DRA takes in the config file's dra.gpus "
+                        "(the device plugin offers the others), or give --no-device-plugin\n");
+        return 2;
+    }
     struct nvml_options nvml_opts = opts->nvml;
     if (nvml_opts.driver_root == NULL && strcmp(d.cfg.driver_root, "/") != 0)
         nvml_opts.driver_root = d.cfg.driver_root;
@@ -431,7 +444,7 @@ int daemon_run(const struct daemon_options *opts)
             return 2;
         }
     }
-    bool dra = opts->dra || d.cfg.dra_enabled;
+    bool dra = d.cfg.dra_enabled;
     if (dra && start_dra(&d) < 0) {
         cleanup(&d);
         return 2;

@@ -984,7 +984,7 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
     snprintf(dir, sizeof dir, "%s/plugins/" DRA_DRIVER, d->kubelet_root);
     char reg_dir[4200];
     snprintf(reg_dir, sizeof reg_dir, "%s/plugins_registry", d->kubelet_root);
-    if (dra_devices_build(inv, &d->devs, &d->n_devs, err) < 0 ||
+    if (dra_devices_build(inv, opts->cfg, &d->devs, &d->n_devs, err) < 0 ||
         fileio_mkdirs(dir, 0755, 0750, err) < 0 || fileio_mkdirs(reg_dir, 0755, 0750, err) < 0 ||
         fileio_mkdirs(d->cdi_root, 0755, 0755, err) < 0 ||
         fileio_mkdirs(d->state_dir, 0755, 0700, err) < 0 ||

@@ -29,6 +29,7 @@
 #include <event2/event.h>
 
 #include "cdi/cdi.h"
+#include "config/config.h"
 #include "error/error.h"
 #include "gpu/gpu.h"
 #include "kube/kube.h"
@@ -46,6 +47,7 @@ struct dra_options {
     const char *cdi_root;           /* where the per-claim specs go */
     const char *sysfs;              /* "/sys" unless testing */
     struct cdi_options cdi;         /* for the specs' edits */
+    const struct config *cfg;       /* dra.gpus: which GPUs are DRA's; NULL: all */
 };
 
 struct dra;

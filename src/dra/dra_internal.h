@@ -27,9 +27,10 @@ struct dra_device {
 };
 
 /* The devices of an inventory, in name order: GPUs not in MIG mode and
- * not lost, and the MIG devices of those in MIG mode. */
-int dra_devices_build(const struct gpu_inventory *inv, struct dra_device **out, size_t *count,
-                      struct gpulet_error *err);
+ * not lost, and the MIG devices of those in MIG mode; of the GPUs cfg
+ * gives DRA (dra.gpus), all when cfg is NULL. */
+int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
+                      struct dra_device **out, size_t *count, struct gpulet_error *err);
 const struct dra_device *dra_device_find(const struct dra_device *devs, size_t count,
                                          const char *name);
 

@@ -39,8 +39,8 @@ static void mig_name(const struct gpu_device *g, const struct gpu_mig_device *m,
                  m->compute_instance_id);
 }
 
-int dra_devices_build(const struct gpu_inventory *inv, struct dra_device **out, size_t *count,
-                      struct gpulet_error *err)
+int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
+                      struct dra_device **out, size_t *count, struct gpulet_error *err)
 {
     size_t room = inv->gpu_count;
     for (size_t i = 0; i < inv->gpu_count; i++)
@@ -51,7 +51,7 @@ int dra_devices_build(const struct gpu_inventory *inv, struct dra_device **out, 
     size_t n = 0;
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
-        if (g->lost)
+        if (g->lost || (cfg && !config_dra_gpu(cfg, g->index, g->uuid)))
             continue;
         if (!g->mig_enabled) {
             devs[n] = (struct dra_device){.gpu = (unsigned)i, .mig = -1, .healthy = true};

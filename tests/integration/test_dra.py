@@ -19,7 +19,7 @@ import yaml
 
 from apiserver import ApiServer, make_certs
 from conftest import ROOT
-from kubelet import wait_for
+from kubelet import Kubelet, load_protos, wait_for
 from test_cdi import driver_root  # noqa: F401 (a fixture: a driver root with an ld cache)
 
 NODE = "node1"
@@ -83,7 +83,8 @@ def short_dir(tmp):
 
 
 class Gpulet:
-    def __init__(self, build, tmp, node, kc, n, extra=(), root=None, state=None):
+    def __init__(self, build, tmp, node, kc, n, extra=(), root=None, state=None,
+                 device_plugin=False):
         self.tmp = tmp
         self.log = tmp / f"gpulet-{n}.log"
         env = {k: v for k, v in os.environ.items()
@@ -93,7 +94,9 @@ class Gpulet:
         self.proc = subprocess.Popen(
             [str(build / "gpulet"), "--log-level", "debug", "--simulate", node,
              *(["--driver-root", str(root)] if root else []), "run", "--dra",
-             "--no-device-plugin", "--no-labels", "--no-metrics", "--kubelet-root",
+             *([] if device_plugin else ["--no-device-plugin"]),
+             "--device-plugin-dir", str(tmp / "dp"), "--no-labels", "--no-metrics",
+             "--kubelet-root",
              short_dir(tmp), "--node-name", NODE, "--kubeconfig", str(kc),
              "--state-dir", str(tmp / "state"), "--cdi-dir", str(tmp / "cdi"), *extra],
             env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
@@ -112,8 +115,9 @@ def run_gpulet(build, tmp_path, api, certs, driver_root):  # noqa: F811
     started = []
     kc = kubeconfig(tmp_path / "kubeconfig", api, certs)
 
-    def start(node="dgx-a100", extra=(), state=None):
-        g = Gpulet(build, tmp_path, node, kc, len(started), extra, root=driver_root, state=state)
+    def start(node="dgx-a100", extra=(), state=None, device_plugin=False):
+        g = Gpulet(build, tmp_path, node, kc, len(started), extra, root=driver_root, state=state,
+                   device_plugin=device_plugin)
         started.append(g)
         return g
 
@@ -470,3 +474,30 @@ def test_xid_takes_the_device_out_of_the_slice(run_gpulet, api, tmp_path):
     assert generation >= 2
     api.wait_for(lambda: api.slices and names() == everything, timeout=10,
                  what="gpu-1 back after the recovery period")
+
+
+def test_coexistence_each_gpu_offered_once(run_gpulet, api, tmp_path):
+    """dra.gpus gives GPUs 0 and 1 to DRA; the device plugin offers the others."""
+    node = yaml.safe_load((ROOT / "sim" / "nodes" / "dgx-a100.yaml").read_text())
+    uuids = [g["uuid"] for g in node["gpus"]]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"version": "v1", "dra": {"gpus": [0, uuids[1]]}}))
+    kubelet = Kubelet(tmp_path / "dp", *load_protos(tmp_path / "dpprotos"))
+    try:
+        g = run_gpulet("dgx-a100", extra=["--config-file", str(config)], device_plugin=True)
+        kubelet.resource("nvidia.com/gpu")
+        wait_for(lambda: len(kubelet.devices("nvidia.com/gpu") or {}) == 6, what="6 GPUs")
+        assert set(kubelet.devices("nvidia.com/gpu")) == set(uuids[2:])
+        slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
+        assert sorted(devices_of(slices)) == ["gpu-0", "gpu-1"]
+        assert g.proc.poll() is None
+    finally:
+        kubelet.stop()
+
+
+def test_both_front_ends_without_dra_gpus_refused(gpulet, tmp_path):
+    r = gpulet("--simulate", "dgx-a100", "run", "--dra", "--device-plugin-dir", tmp_path / "dp",
+               "--no-labels", "--no-metrics", "--kubelet-root", tmp_path / "k", "--node-name",
+               NODE, "--state-dir", tmp_path / "s", "--cdi-dir", tmp_path / "c")
+    assert r.rc == 2
+    assert "offered twice" in r.err and "dra.gpus" in r.err

@@ -63,7 +63,7 @@ static void gpu_devices_as_nvidia_names_them(void **state)
     struct dra_device *devs;
     size_t n;
     struct gpulet_error err = {0};
-    assert_int_equal(dra_devices_build(inv, &devs, &n, &err), 0);
+    assert_int_equal(dra_devices_build(inv, NULL, &devs, &n, &err), 0);
     assert_int_equal(n, 8);
     assert_string_equal(devs[0].name, "gpu-0");
     assert_non_null(dra_device_find(devs, n, "gpu-7"));
@@ -122,7 +122,7 @@ static void mig_devices_replace_their_gpu(void **state)
     struct dra_device *devs;
     size_t n;
     struct gpulet_error err = {0};
-    assert_int_equal(dra_devices_build(inv, &devs, &n, &err), 0);
+    assert_int_equal(dra_devices_build(inv, NULL, &devs, &n, &err), 0);
     assert_int_equal(n, 10);
     const struct dra_device *m = dra_device_find(devs, n, "gpu-0-mig-1g5gb-19-0");
     assert_non_null(m);
