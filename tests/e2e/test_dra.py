@@ -8,6 +8,7 @@ gpulet restart -> prepared claims kept. The device plugin is off meanwhile
 import json
 import os
 import re
+import stat
 import time
 
 import pytest
@@ -61,12 +62,12 @@ def dra(node):
                  node.checkpoint.stat().st_mtime >= node.gpulet_started, 30, 0.05)
 
 
-def claim_pod(node, name, cel):
+def claim_pod(node, name, cel, device_class="gpu.nvidia.com"):
     node.cluster.apply({
         "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
-            "deviceClassName": "gpu.nvidia.com", "selectors": [{"cel": {"expression": cel}}]}}]}}}})
+            "deviceClassName": device_class, "selectors": [{"cel": {"expression": cel}}]}}]}}}})
     node.cluster.apply({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE},
@@ -180,3 +181,47 @@ def test_gpulet_restart_keeps_prepared_claims(dra):
     wait_for("the claim unprepared by the new gpulet", lambda: not spec_file(dra, uid).exists(),
              60, 0.2)
     delete(dra, "resourceclaimtemplate", name)
+
+
+def test_mig_claim_gets_its_gpu_and_instance_capabilities(dra):
+    """Last: it leaves gpulet on the simulated A100 MIG node."""
+    sim = yaml.safe_load((ROOT / "sim/nodes/a100-mig.yaml").read_text())
+    root = dra.driver_root
+    caps = root / "proc/driver/nvidia-caps"
+    caps.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for g, dev in enumerate(sim["gpus"]):
+        for k, d in enumerate(dev["mig_devices"]):
+            base = 100 + 10 * (g * 10 + k)
+            lines += [f"gpu{g}/gi{d['gpu_instance_id']}/access {base}",
+                      f"gpu{g}/gi{d['gpu_instance_id']}/ci{d['compute_instance_id']}/access "
+                      f"{base + 1}"]
+    (caps / "mig-minors").write_text("\n".join(lines) + "\n")
+    (root / "dev/nvidia-caps").mkdir(exist_ok=True)
+    for line in lines:
+        minor = int(line.split()[1])
+        node_path = root / f"dev/nvidia-caps/nvidia-cap{minor}"
+        if not node_path.exists():
+            os.mknod(node_path, 0o444 | stat.S_IFCHR, os.makedev(237, minor))
+    dra.stop("gpulet")
+    start_dra(dra, sim="a100-mig")
+    wait_for("the 10 MIG devices published", lambda: len(devices(dra)) == 10 and
+             all("-mig-" in n for n in devices(dra)), 60, 0.2)
+    name = "dra-mig"
+    want = "gpu-0-mig-1g5gb-19-"
+    try:
+        pod, claim = claim_pod(dra, name, "device.attributes['gpu.nvidia.com'].profile == '1g.5gb' "
+                               "&& device.attributes['gpu.nvidia.com'].parentUUID == "
+                               f"'{sim['gpus'][0]['uuid']}'", device_class="mig.nvidia.com")
+        device = claim["status"]["allocation"]["devices"]["results"][0]["device"]
+        assert device.startswith(want), device
+        uuid = devices(dra)[device]["attributes"]["uuid"]["string"]
+        k = [d["uuid"] for d in sim["gpus"][0]["mig_devices"]].index(uuid)
+        base = 100 + 10 * k
+        seen = kexec(dra, name, "ls /dev /dev/nvidia-caps 2>/dev/null").split()
+        assert sorted(x for x in seen if re.fullmatch(r"nvidia\d+", x)) == ["nvidia0"]
+        assert sorted(x for x in seen if x.startswith("nvidia-cap") and x != "nvidia-caps") == \
+            sorted([f"nvidia-cap{base}", f"nvidia-cap{base + 1}"])
+    finally:
+        delete(dra, "pod", name)
+        delete(dra, "resourceclaimtemplate", name)
