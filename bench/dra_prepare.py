@@ -1,7 +1,9 @@
 """NodePrepareResources latency of gpulet's DRA driver, the claim read from
 an API server over TLS included, and gpulet's RSS with DRA on and off.
 
-The API server is the tests' (tests/integration/apiserver.py: Python,
+The per-claim CDI specs go to a tmpfs (/dev/shm), as /var/run/cdi is
+one on a node; the checkpoint to the state folder on disk. The API
+server is the tests' (tests/integration/apiserver.py: Python,
 TLS with client certificates, one thread per connection), so the figures
 include its own latency; the client is grpcio as the kubelet's grpc-go
 would be. Each round prepares a new claim (a GET, the CDI spec written and
@@ -21,10 +23,12 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import grpc  # noqa: E402
 
 from apiserver import ApiServer, make_certs  # noqa: E402
+from runtime_create import fake_driver_root  # noqa: E402
 from test_dra import kubeconfig, load_dra_protos  # noqa: E402
 
 NODE = "node1"
@@ -46,15 +50,22 @@ def wait_for(cond, timeout=20):
     raise SystemExit("timed out")
 
 
+def cdi_dir(tmp):
+    """/var/run/cdi is a tmpfs on a node: the specs go to one here too."""
+    shm = pathlib.Path("/dev/shm")
+    return (shm if shm.is_dir() else tmp) / f"gpulet-bench-cdi-{os.getpid()}"
+
+
 def start(build, tmp, sim, kc, dra):
     kubelet = pathlib.Path(tempfile.mkdtemp(prefix="kl", dir="/tmp"))
-    args = [str(build / "gpulet"), "--simulate", sim, "run", "--no-device-plugin", "--no-labels",
-            "--no-metrics", "--state-dir", str(tmp / "state"), "--cdi-dir", str(tmp / "cdi")]
+    args = [str(build / "gpulet"), *(["--log-level", "debug"] if os.environ.get("DEBUG") else []), "--simulate", sim, "--driver-root", str(tmp / "driver"), "run",
+            "--no-device-plugin", "--no-labels",
+            "--no-metrics", "--state-dir", str(tmp / "state"), "--cdi-dir", str(cdi_dir(tmp))]
     if dra:
         args += ["--dra", "--kubelet-root", str(kubelet), "--node-name", NODE, "--kubeconfig",
                  str(kc)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("DEBUG", os.devnull), "a"))
     return proc, kubelet
 
 
@@ -102,6 +113,7 @@ def main():
         tmp = pathlib.Path(d)
         (tmp / "certs").mkdir()
         make_certs(tmp / "certs")
+        fake_driver_root(tmp / "driver")
         api = ApiServer(tmp / "certs", node=NODE)
         kc = kubeconfig(tmp / "kubeconfig", api, tmp / "certs")
         protos = load_dra_protos(tmp / "protos")
@@ -125,6 +137,7 @@ def main():
                   f"{rounds} claims {rss_on} KiB (+{rss_on - off} KiB)")
         finally:
             api.close()
+            shutil.rmtree(cdi_dir(tmp), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,11 @@ struct dra_options {
 
 struct dra;
 
+/* A device's name in the ResourceSlice, as NVIDIA's driver names it:
+ * "gpu-<minor>" for a GPU (mig -1), "gpu-<minor>-mig-<profile>-<profile
+ * id>-<placement>" for its MIG device number mig. */
+void dra_device_name(const struct gpu_device *g, int mig, char *buf, size_t len);
+
 /* inv must outlive the driver. */
 int dra_start(struct event_base *base, const struct dra_options *opts,
               const struct gpu_inventory *inv, struct dra **out, struct gpulet_error *err);

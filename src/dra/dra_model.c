@@ -39,6 +39,14 @@ static void mig_name(const struct gpu_device *g, const struct gpu_mig_device *m,
                  m->compute_instance_id);
 }
 
+void dra_device_name(const struct gpu_device *g, int mig, char *buf, size_t len)
+{
+    if (mig < 0)
+        snprintf(buf, len, "gpu-%u", g->minor);
+    else
+        mig_name(g, &g->migs[mig], buf, len);
+}
+
 int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
                       struct dra_device **out, size_t *count, struct gpulet_error *err)
 {
@@ -55,13 +63,13 @@ int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
             continue;
         if (!g->mig_enabled) {
             devs[n] = (struct dra_device){.gpu = (unsigned)i, .mig = -1, .healthy = true};
-            snprintf(devs[n].name, sizeof devs[n].name, "gpu-%u", g->minor);
+            dra_device_name(g, -1, devs[n].name, sizeof devs[n].name);
             n++;
             continue;
         }
         for (size_t m = 0; m < g->mig_count; m++) {
             devs[n] = (struct dra_device){.gpu = (unsigned)i, .mig = (int)m, .healthy = true};
-            mig_name(g, &g->migs[m], devs[n].name, sizeof devs[n].name);
+            dra_device_name(g, (int)m, devs[n].name, sizeof devs[n].name);
             n++;
         }
     }
@@ -401,7 +409,11 @@ int dra_checkpoint_write(const char *path, const struct dra_claim *claims, size_
     json_decref(doc);
     if (text == NULL)
         return gpulet_error_errno(err, ENOMEM, "cannot write the DRA checkpoint %s", path);
-    int rc = fileio_replace(path, text, strlen(text), FILEIO_DURABLE | FILEIO_PRIVATE, err);
+    /* Atomic, not fsync'ed: a process crash leaves the old or the new
+     * file; a power loss also ends every container and empties
+     * /var/run/cdi, and the kubelet prepares its claims again, which
+     * reads any claim the file lost from the API server. */
+    int rc = fileio_replace(path, text, strlen(text), FILEIO_PRIVATE, err);
     free(text);
     return rc;
 }

@@ -4,7 +4,8 @@ ResourceClaimTemplate (CEL on productName) getting exactly its GPU's CDI
 edits through containerd 1.7 (CRI CDIDevices); the pod deleted ->
 unprepared; a kubelet restart -> slices published again within 15 s; a
 gpulet restart -> prepared claims kept. The device plugin is off meanwhile
-(a GPU is never offered twice); the module puts the usual gpulet back."""
+(a GPU is never offered twice); the module puts the usual gpulet back.
+/metrics names the claim's pod on its GPU (pod-resources dynamic_resources)."""
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import CLUSTER, ROOT, figure
-from node import BUSYBOX_IMAGE, NAMESPACE, wait_for
+from node import BUSYBOX_IMAGE, NAMESPACE, POD_RESOURCES, wait_for
 
 pytestmark = pytest.mark.skipif(not CLUSTER, reason="needs the API server (GPULET_E2E_VERSION=v1.34.9)")
 SLEEP = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
@@ -29,7 +30,9 @@ def start_dra(node, sim="dgx-a100"):
     node.gpulet_started = time.time()
     node.spawn("gpulet", [node.build / "gpulet", "--log-level", "debug", "--simulate", sim,
                           "--driver-root", node.driver_root, "run", "--dra",
-                          "--no-device-plugin", "--no-labels", "--no-metrics",
+                          "--no-device-plugin", "--no-labels",
+                          "--metrics-address", f"127.0.0.1:{node.metrics_port}",
+                          "--collect-interval", "500", "--pod-resources-socket", POD_RESOURCES,
                           "--kubeconfig", node.cluster.admin_kubeconfig,
                           "--node-name", node.cluster.node_name,
                           "--state-dir", node.dir / "gpulet-state", "--cdi-dir", CDI_DIR],
@@ -140,6 +143,13 @@ def test_claim_by_product_name_gets_exactly_its_gpu(dra):
         assert seen == [f"nvidia{minor}"]
         env = kexec(dra, name, "env").split("\n")
         assert "NVIDIA_VISIBLE_DEVICES=void" in env
+
+        # the metrics name the pod on its GPU (pod-resources dynamic_resources)
+        def labelled():
+            return {re.search(r'gpu="(\d+)"', line)[1] for line in dra.metrics().splitlines()
+                    if line.startswith("DCGM_FI_DEV_GPU_UTIL{") and f'pod="{name}"' in line
+                    and f'namespace="{NAMESPACE}"' in line and 'container="main"' in line}
+        assert wait_for(f"{name} on /metrics", labelled, 30, 0.2) == {str(minor)}
     finally:
         delete(dra, "pod", name)
     # deleted -> unprepared: the claim's spec goes

@@ -58,6 +58,9 @@ class ApiServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: without this, Nagle
+            # holds the body for the client's delayed ACK (40 ms)
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

@@ -27,6 +27,7 @@ NODE = "node1"
 
 def load_dra_protos(out_dir):
     out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}",
                     f"--python_out={out_dir}", "pluginregistration/v1/api.proto",
                     "dra/v1/api.proto"], check=True)
