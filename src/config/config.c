@@ -67,6 +67,18 @@ const struct shared_resource *config_shared_for(const struct config *cfg, const 
     return NULL;
 }
 
+/* Whether a list of device selectors names the GPU by index or UUID. */
+static bool selectors_name_gpu(const char (*selectors)[96], size_t count, unsigned int index,
+                               const char *uuid)
+{
+    char text[16];
+    snprintf(text, sizeof text, "%u", index);
+    for (size_t i = 0; i < count; i++)
+        if (strcmp(selectors[i], text) == 0 || strcmp(selectors[i], uuid) == 0)
+            return true;
+    return false;
+}
+
 bool config_selects_gpu(const struct shared_resource *s, size_t position, unsigned int index,
                         const char *uuid)
 {
@@ -74,12 +86,7 @@ bool config_selects_gpu(const struct shared_resource *s, size_t position, unsign
         return position < s->count;
     if (s->selector_count == 0)
         return true;
-    char text[16];
-    snprintf(text, sizeof text, "%u", index);
-    for (size_t i = 0; i < s->selector_count; i++)
-        if (strcmp(s->selectors[i], text) == 0 || strcmp(s->selectors[i], uuid) == 0)
-            return true;
-    return false;
+    return selectors_name_gpu(s->selectors, s->selector_count, index, uuid);
 }
 
 int config_parse_size(const char *text, unsigned long long *out)
@@ -383,14 +390,8 @@ static int file_dra_gpus(const struct ydoc *d, const struct ynode *v, struct con
 
 bool config_dra_gpu(const struct config *cfg, unsigned int index, const char *uuid)
 {
-    if (!cfg->dra_gpus_set)
-        return true;
-    char text[16];
-    snprintf(text, sizeof text, "%u", index);
-    for (size_t i = 0; i < cfg->dra_gpu_count; i++)
-        if (strcmp(cfg->dra_gpus[i], text) == 0 || strcmp(cfg->dra_gpus[i], uuid) == 0)
-            return true;
-    return false;
+    return !cfg->dra_gpus_set ||
+           selectors_name_gpu(cfg->dra_gpus, cfg->dra_gpu_count, index, uuid);
 }
 
 static int file_shared_resource(const struct ydoc *d, const struct ynode *m, bool slices,
