@@ -292,6 +292,43 @@ static const char *str_at(json_t *obj, const char *key)
     return json_string_value(json_object_get(obj, key));
 }
 
+/* NVIDIA's opaque configuration of a claim's devices (GpuConfig,
+ * MigDeviceConfig of resource.nvidia.com/v1beta1). Time-slicing is what
+ * pods sharing a claim get anyway; its interval is not applied. MPS is
+ * refused rather than silently not given. */
+static int check_opaque(json_t *params, struct gpulet_error *err)
+{
+    const char *api = str_at(params, "apiVersion"), *kind = str_at(params, "kind");
+    if (!json_is_object(params) || api == NULL || strcmp(api, "resource.nvidia.com/v1beta1") != 0)
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "the claim's opaque configuration for "
+                                DRA_DRIVER " must be an object of apiVersion "
+                                "resource.nvidia.com/v1beta1");
+    if (kind == NULL || (strcmp(kind, "GpuConfig") != 0 && strcmp(kind, "MigDeviceConfig") != 0))
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "the claim's configuration kind \"%.64s\" "
+                                "is not one gpulet knows (GpuConfig, MigDeviceConfig)",
+                                kind ? kind : "");
+    json_t *sharing = json_object_get(params, "sharing");
+    if (sharing == NULL || json_is_null(sharing))
+        return 0;
+    const char *strategy = str_at(sharing, "strategy");
+    if (strategy && strcmp(strategy, "TimeSlicing") == 0) {
+        json_t *ts = json_object_get(sharing, "timeSlicingConfig");
+        const char *interval = str_at(ts, "interval");
+        if (json_object_get(ts, "interval") && (interval == NULL ||
+            (strcmp(interval, "Default") != 0 && strcmp(interval, "Short") != 0 &&
+             strcmp(interval, "Medium") != 0 && strcmp(interval, "Long") != 0)))
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "timeSlicingConfig.interval must be "
+                                    "Default, Short, Medium or Long");
+        return 0;
+    }
+    if (strategy && strcmp(strategy, "MPS") == 0)
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "sharing strategy MPS is not supported by "
+                                "gpulet's DRA driver yet; share the claim with TimeSlicing or "
+                                "use the device plugin's MPS sharing");
+    return gpulet_error_set(err, GPULET_ERR_INPUT, "sharing.strategy must be TimeSlicing or MPS, "
+                            "not \"%.32s\"", strategy ? strategy : "");
+}
+
 int dra_claim_parse(const char *text, size_t len, const char *uid, const char *pool,
                     struct dra_result **out, size_t *count, struct gpulet_error *err)
 {
@@ -363,6 +400,14 @@ int dra_claim_parse(const char *text, size_t len, const char *uid, const char *p
         snprintf(results[n].request, sizeof results[n].request, "%s", request);
         snprintf(results[n].device, sizeof results[n].device, "%s", device);
         n++;
+    }
+    json_t *config = json_object_get(json_object_get(alloc, "devices"), "config");
+    json_array_foreach(config, i, r) {
+        json_t *opaque = json_object_get(r, "opaque");
+        const char *driver = str_at(opaque, "driver");
+        if (driver && strcmp(driver, DRA_DRIVER) == 0 &&
+            check_opaque(json_object_get(opaque, "parameters"), err) < 0)
+            goto out;
     }
     rc = 0;
 out:

@@ -196,6 +196,13 @@ static int parse(const char *json, struct dra_result **out, size_t *n, struct gp
     return dra_claim_parse(json, strlen(json), UID, "node1", out, n, err);
 }
 
+/* An allocated claim of gpu-0 with one opaque configuration for our driver. */
+#define CONFIG(params)                                                                        \
+    "{\"metadata\":{\"uid\":\"" UID "\"},\"status\":{\"allocation\":{\"devices\":"           \
+    "{\"results\":[{\"request\":\"g\",\"driver\":\"gpu.nvidia.com\",\"pool\":\"node1\","       \
+    "\"device\":\"gpu-0\"}],\"config\":[{\"source\":\"FromClaim\",\"opaque\":{\"driver\":"      \
+    "\"gpu.nvidia.com\",\"parameters\":" params "}}]}}}}"
+
 static void claims_parsed_and_checked(void **state)
 {
     (void)state;
@@ -210,6 +217,13 @@ static void claims_parsed_and_checked(void **state)
     assert_int_equal(n, 1);
     assert_string_equal(r[0].request, "gpu");
     assert_string_equal(r[0].device, "gpu-1");
+    free(r);
+    /* time-slicing, as NVIDIA's GpuConfig says it; another driver's config is not ours */
+    const char *ts = CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":"
+                            "\"GpuConfig\",\"sharing\":{\"strategy\":\"TimeSlicing\","
+                            "\"timeSlicingConfig\":{\"interval\":\"Long\"}}}");
+    assert_int_equal(parse(ts, &r, &n, &err), 0);
+    assert_int_equal(n, 1);
     free(r);
 
     static const struct {
@@ -228,6 +242,17 @@ static void claims_parsed_and_checked(void **state)
          "{\"results\":[{\"request\":\"a\",\"driver\":\"gpu.nvidia.com\",\"pool\":\"node2\","
          "\"device\":\"gpu-0\"}]}}}}", "another node"},
         {"{\"metadata\":{\"uid\":\"" UID "\",\"uid\":\"x\"}}", "JSON"}, /* duplicate keys */
+        {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"GpuConfig\","
+                "\"sharing\":{\"strategy\":\"MPS\"}}"), "MPS is not supported"},
+        {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"GpuConfig\","
+                "\"sharing\":{\"strategy\":\"Magic\"}}"), "TimeSlicing or MPS"},
+        {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"GpuConfig\","
+                "\"sharing\":{\"strategy\":\"TimeSlicing\",\"timeSlicingConfig\":"
+                "{\"interval\":7}}}"), "interval"},
+        {CONFIG("{\"apiVersion\":\"v1\",\"kind\":\"GpuConfig\"}"), "apiVersion"},
+        {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"Other\"}"),
+         "not one gpulet knows"},
+        {CONFIG("[]"), "must be an object"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         gpulet_error_clear(&err);
