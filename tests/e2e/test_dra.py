@@ -33,6 +33,7 @@ def start_dra(node, sim="dgx-a100"):
                           "--no-device-plugin", "--no-labels",
                           "--metrics-address", f"127.0.0.1:{node.metrics_port}",
                           "--collect-interval", "500", "--pod-resources-socket", POD_RESOURCES,
+                          "--health-recovery-period", "3s",
                           "--kubeconfig", node.cluster.admin_kubeconfig,
                           "--node-name", node.cluster.node_name,
                           "--state-dir", node.dir / "gpulet-state", "--cdi-dir", CDI_DIR],
@@ -65,12 +66,13 @@ def dra(node):
                  node.checkpoint.stat().st_mtime >= node.gpulet_started, 30, 0.05)
 
 
-def claim_pod(node, name, cel, device_class="gpu.nvidia.com"):
+def claim_pod(node, name, cel, device_class="gpu.nvidia.com", count=1):
     node.cluster.apply({
         "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
-            "deviceClassName": device_class, "selectors": [{"cel": {"expression": cel}}]}}]}}}})
+            "deviceClassName": device_class, "count": count,
+            "selectors": [{"cel": {"expression": cel}}]}}]}}}})
     node.cluster.apply({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE},
@@ -156,6 +158,35 @@ def test_claim_by_product_name_gets_exactly_its_gpu(dra):
     wait_for("the claim unprepared (its CDI spec removed)",
              lambda: not spec_file(dra, uid).exists(), 60, 0.2)
     delete(dra, "resourceclaimtemplate", name)
+
+
+def test_two_gpus_in_one_claim(dra):
+    name = "dra-two"
+    try:
+        pod, claim = claim_pod(dra, name, "device.attributes['gpu.nvidia.com'].type == 'gpu'",
+                               count=2)
+        results = claim["status"]["allocation"]["devices"]["results"]
+        minors = sorted(int(r["device"].split("-")[1]) for r in results)
+        assert len(minors) == 2 and minors[0] != minors[1]
+        seen = sorted(d for d in kexec(dra, name, "ls /dev").split() if re.fullmatch(r"nvidia\d+", d))
+        assert seen == sorted(f"nvidia{m}" for m in minors)
+    finally:
+        delete(dra, "pod", name)
+        delete(dra, "resourceclaimtemplate", name)
+
+
+def test_xid_takes_the_gpu_out_of_the_slice(dra):
+    assert "gpu-6" in devices(dra)
+    dra.inject({"gpus": {}, "events": [{"gpu": 6, "xid": 79}]})
+    injected = time.time()
+    wait_for("gpu-6 out of the ResourceSlice", lambda: (d := devices(dra)) and "gpu-6" not in d
+             and len(d) == 7, 10, 0.05)
+    took = time.time() - injected
+    figure("XID -> device out of the ResourceSlice", took)
+    assert took < 2  # within a second in gpulet; each kubectl call's own start adds to it
+    dra.inject({"gpus": {}, "events": []})
+    wait_for("gpu-6 back after the recovery period (3 s)", lambda: len(devices(dra)) == 8, 30,
+             0.2)
 
 
 def test_kubelet_restart_slices_back_within_15s(dra):
