@@ -93,7 +93,6 @@ struct dra {
     char watch_rv[64];
     struct timespec watch_started;
     bool watch_relist;
-    bool watch_changed;
 };
 
 /* ---- helpers ---- */
@@ -676,7 +675,7 @@ static void start_watch(struct dra *d)
     snprintf(path, sizeof path, "/apis/resource.k8s.io/v1/resourceslices?watch=true&"
              "allowWatchBookmarks=true&timeoutSeconds=%d&resourceVersion=%s&%s", WATCH_SECONDS,
              d->watch_rv, sel);
-    d->watch_relist = d->watch_changed = false;
+    d->watch_relist = false;
     clock_gettime(CLOCK_MONOTONIC, &d->watch_started);
     struct gpulet_error err = {0};
     d->watch = kube_watch(d->kube, path, (WATCH_SECONDS + 30) * 1000L, watch_line, watch_done, d,
@@ -899,10 +898,8 @@ static void watch_line(const char *line, size_t len, void *user)
     } else {
         if (rv && strlen(rv) < sizeof d->watch_rv)
             snprintf(d->watch_rv, sizeof d->watch_rv, "%s", rv);
-        if (strcmp(type, "DELETED") == 0 || strcmp(type, "MODIFIED") == 0) {
-            d->watch_changed = true;
+        if (strcmp(type, "DELETED") == 0 || strcmp(type, "MODIFIED") == 0)
             schedule_publish(d, 0);
-        }
     }
     json_decref(ev);
 }

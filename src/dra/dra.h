@@ -63,9 +63,9 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
 /* A GPU (mig -1) or MIG device became healthy or not: it leaves or joins
  * the published slice. */
 void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy);
-/* Removes the registration socket (the kubelet unregisters the driver),
- * ends the calls and stops publishing; the slices stay for the kubelet to
- * remove. Then dra_free. */
+/* Ends open calls (UNAVAILABLE), removes both sockets (the kubelet
+ * unregisters the driver) and stops publishing; the slices stay, for the
+ * kubelet to remove 30 s after the driver unregistered. */
 void dra_free(struct dra *d);
 
 #endif

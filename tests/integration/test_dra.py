@@ -502,3 +502,21 @@ def test_both_front_ends_without_dra_gpus_refused(gpulet, tmp_path):
                NODE, "--state-dir", tmp_path / "s", "--cdi-dir", tmp_path / "c")
     assert r.rc == 2
     assert "offered twice" in r.err and "dra.gpus" in r.err
+
+
+@pytest.mark.parametrize("answer", [("raw", b"garbage"), ("raw", b'{"items": "x"}'),
+                                    ("raw", b"{" + b" " * (5 << 20) + b"}"), ("status", 500),
+                                    ("stall", 20)])
+def test_hostile_slice_list_is_retried(run_gpulet, api, tmp_path, answer):
+    """The slice list answered with garbage, wrong types, 5 MiB, an error or
+    nothing: retried with backoff, prepare still answered, and published
+    once the API server is sane again."""
+    api.overrides["/apis/resource.k8s.io/v1/resourceslices"] = ("method", "GET", *answer)
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: "cannot publish the ResourceSlices" in g.text(), timeout=30,
+             what="a failed publication logged")
+    assert not api.slices
+    assert g.proc.poll() is None
+    del api.overrides["/apis/resource.k8s.io/v1/resourceslices"]
+    api.wait_for(lambda: api.slices, timeout=45, what="the slice published after backoff")
+    assert g.proc.poll() is None
