@@ -13,6 +13,7 @@ libevent-dev
 libnghttp2-dev
 libprotobuf-c-dev
 zlib1g-dev
+libcurl4-openssl-dev
 protobuf-c-compiler
 libcmocka-dev
 clang

@@ -685,6 +685,45 @@ SIM_API nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t dev, unsigned int *a
     return leave(NVML_SUCCESS);
 }
 
+/* The brand a real GPU of that name reports: its marketing line. */
+SIM_API nvmlReturn_t nvmlDeviceGetBrand(nvmlDevice_t dev, nvmlBrandType_t *brand)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m, brand);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    static const struct {
+        const char *prefix;
+        nvmlBrandType_t brand;
+    } lines[] = {
+        {"Tesla", NVML_BRAND_TESLA},           {"GeForce RTX", NVML_BRAND_GEFORCE_RTX},
+        {"GeForce", NVML_BRAND_GEFORCE},       {"Quadro RTX", NVML_BRAND_QUADRO_RTX},
+        {"Quadro", NVML_BRAND_QUADRO},         {"NVIDIA RTX", NVML_BRAND_NVIDIA_RTX},
+        {"NVIDIA TITAN", NVML_BRAND_TITAN},
+    };
+    *brand = NVML_BRAND_NVIDIA; /* data-centre GPUs since Ampere: "NVIDIA A100…" */
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        if (strncmp(g->name, lines[i].prefix, strlen(lines[i].prefix)) == 0) {
+            *brand = lines[i].brand;
+            break;
+        }
+    return leave(NVML_SUCCESS);
+}
+
+/* Addressing modes (HMM, ATS) exist only where the CPU shares the GPU's
+ * memory coherently (Grace); the simulated nodes are x86 ones. */
+SIM_API nvmlReturn_t nvmlDeviceGetAddressingMode(nvmlDevice_t dev,
+                                                 nvmlDeviceAddressingMode_t *mode)
+{
+    struct sim_gpu *g;
+    struct sim_mig *m;
+    nvmlReturn_t ret = enter(dev, &g, &m, mode);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    return leave(NVML_ERROR_NOT_SUPPORTED);
+}
+
 SIM_API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t dev, char *serial, unsigned int length)
 {
     struct sim_gpu *g;

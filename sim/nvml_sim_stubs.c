@@ -29,7 +29,7 @@
     X(nvmlUnitGetUnitInfo) X(nvmlUnitGetLedState) X(nvmlUnitGetPsuInfo)                       \
     X(nvmlUnitGetTemperature) X(nvmlUnitGetFanSpeedInfo) X(nvmlUnitGetDevices)                \
     X(nvmlUnitSetLedState) X(nvmlGetExcludedDeviceCount) X(nvmlGetExcludedDeviceInfoByIndex)  \
-    X(nvmlDeviceGetHandleBySerial) X(nvmlDeviceGetBrand) X(nvmlDeviceGetBoardId)              \
+    X(nvmlDeviceGetHandleBySerial) X(nvmlDeviceGetBoardId)              \
     X(nvmlDeviceGetBoardPartNumber) X(nvmlDeviceGetInforomVersion)                            \
     X(nvmlDeviceGetInforomImageVersion) X(nvmlDeviceGetInforomConfigurationChecksum)          \
     X(nvmlDeviceValidateInforom)                                 \

@@ -1,5 +1,6 @@
 #include "sim_sysfs.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,12 +11,35 @@ static const char *const device_files[] = {
     "vendor", "device", "subsystem_vendor", "subsystem_device", "class", "revision",
     "numa_node", "resource", "config", NULL};
 
-/* sysfs names a device by its lower-case bus id with a 4-digit domain. */
-static void device_dir(const char *root, const struct sim_gpu *g, char *buf, size_t len)
+/* sysfs names a device by its lower-case bus id with a 4-digit domain.
+ * The device itself lives under its PCIe root complex,
+ * devices/pci<domain>:<root bus>/<id>, and bus/pci/devices/<id> is a link
+ * to it, as on a real node, so the root can be read from the link. Roots
+ * are every 0x40 buses, as on AMD EPYC servers (a DGX A100's four pairs of
+ * GPUs under four roots). */
+static void device_name(const struct sim_gpu *g, char *id, size_t id_len, char *rc,
+                        size_t rc_len)
 {
     unsigned int domain = 0, bus = 0, dev = 0, fn = 0;
     sscanf(g->pci_bus_id, "%x:%x:%x.%x", &domain, &bus, &dev, &fn);
-    snprintf(buf, len, "%s/bus/pci/devices/%04x:%02x:%02x.%x", root, domain, bus, dev, fn);
+    snprintf(id, id_len, "%04x:%02x:%02x.%x", domain, bus, dev, fn);
+    snprintf(rc, rc_len, "pci%04x:%02x", domain, bus & 0xc0);
+}
+
+static void device_dir(const char *root, const struct sim_gpu *g, char *buf, size_t len)
+{
+    char id[32], rc[32];
+    device_name(g, id, sizeof id, rc, sizeof rc);
+    snprintf(buf, len, "%s/devices/%s/%s", root, rc, id);
+}
+
+static void device_link(const char *root, const struct sim_gpu *g, char *link, size_t link_len,
+                        char *target, size_t target_len)
+{
+    char id[32], rc[32];
+    device_name(g, id, sizeof id, rc, sizeof rc);
+    snprintf(link, link_len, "%s/bus/pci/devices/%s", root, id);
+    snprintf(target, target_len, "../../../devices/%s/%s", rc, id);
 }
 
 static int put(const char *dir, const char *name, const void *data, size_t len,
@@ -143,6 +167,13 @@ static int write_gpu(const char *root, const struct sim_gpu *g, size_t index,
         put_text(dir, "revision", "0xa1\n", err) < 0 || put_text(dir, "numa_node", numa, err) < 0 ||
         put_text(dir, "resource", text, err) < 0 || put(dir, "config", cfg, sizeof cfg, err) < 0)
         return -1;
+    char link[4200], target[128], links[4200];
+    device_link(root, g, link, sizeof link, target, sizeof target);
+    snprintf(links, sizeof links, "%s/bus/pci/devices", root);
+    if (fileio_mkdirs(links, 0755, 0755, err) < 0)
+        return -1;
+    if (symlink(target, link) != 0 && errno != EEXIST)
+        return gpulet_error_errno(err, errno, "cannot link %s to %s", link, target);
     return 0;
 }
 
@@ -175,10 +206,15 @@ void sim_sysfs_remove(const struct sim_node *node, const char *root)
             unlink(path);
         }
         rmdir(dir);
+        *strrchr(dir, '/') = '\0'; /* the root complex's folder, once empty */
+        rmdir(dir);
+        char target[128];
+        device_link(root, &node->gpus[i], path, sizeof path, target, sizeof target);
+        unlink(path);
     }
     static const char *const dirs[] = {"/class/dmi/id/product_name", "/class/dmi/id", "/class/dmi",
-                                       "/class", "/bus/pci/devices", "/bus/pci", "/bus", "",
-                                       NULL};
+                                       "/class", "/bus/pci/devices", "/bus/pci", "/bus",
+                                       "/devices", "", NULL};
     for (const char *const *d = dirs; *d; d++) { /* folders go only once empty */
         snprintf(path, sizeof path, "%s%s", root, *d);
         remove(path);

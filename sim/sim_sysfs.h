@@ -6,8 +6,10 @@
  * id>/ and /sys/class/dmi/id/product_name. sim_sysfs_write() makes that
  * tree under a root folder, from the node file: vendor, device,
  * subsystem_vendor, subsystem_device, class, revision, numa_node,
- * resource and a 256-byte config space per GPU. Each file is replaced
- * atomically, so concurrent readers see whole files.
+ * resource and a 256-byte config space per GPU, in the device's folder
+ * under its PCIe root complex (devices/pci<domain>:<bus>/<id>), which
+ * bus/pci/devices/<id> links to. Each file is replaced atomically, so
+ * concurrent readers see whole files.
  */
 #ifndef GPULET_SIM_SYSFS_H
 #define GPULET_SIM_SYSFS_H

@@ -392,13 +392,16 @@ static int compare_devices(const void *a, const void *b)
     return strcmp(x, y);
 }
 
-int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *opts,
-                   json_t **out, struct gpulet_error *err)
+/* The edits every GPU container needs, whichever spec names its GPUs:
+ * NVIDIA_VISIBLE_DEVICES=void, the control nodes, the driver's files and
+ * the ld cache hook. */
+static json_t *common_edits(const struct gpu_inventory *inv, const struct cdi_options *opts,
+                            struct gpulet_error *err)
 {
     json_t *mounts = json_array();
     if (add_libraries(inv, opts, mounts, err) < 0) {
         json_decref(mounts);
-        return -1;
+        return NULL;
     }
     add_files(inv, opts, mounts);
 
@@ -410,6 +413,38 @@ int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *op
         if (exists(host))
             json_array_append_new(control, device_node(opts, control_nodes[i]));
     }
+    json_t *edits = json_pack("{s:[s], s:o, s:o}", "env", "NVIDIA_VISIBLE_DEVICES=void",
+                              "deviceNodes", control, "mounts", mounts);
+    if (opts->hook_path)
+        json_object_set_new(edits, "hooks", ldcache_hook(opts->hook_path, mounts));
+    return edits;
+}
+
+int cdi_claim_spec_build(const struct gpu_inventory *inv, const struct cdi_options *opts,
+                         const char *kind, const struct cdi_claim_device *devs, size_t n,
+                         json_t **out, struct gpulet_error *err)
+{
+    json_t *edits = common_edits(inv, opts, err);
+    if (edits == NULL)
+        return -1;
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const struct gpu_device *g = &inv->gpus[devs[i].gpu];
+        json_t *nodes = devs[i].mig < 0 ? gpu_nodes(opts, g)
+                                        : mig_nodes(opts, g, &g->migs[devs[i].mig]);
+        json_array_append_new(list, device(devs[i].name, nodes));
+    }
+    *out = json_pack("{s:s, s:s, s:o, s:o}", "cdiVersion", CDI_VERSION, "kind", kind, "devices",
+                     list, "containerEdits", edits);
+    return 0;
+}
+
+int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *opts,
+                   json_t **out, struct gpulet_error *err)
+{
+    json_t *edits = common_edits(inv, opts, err);
+    if (edits == NULL)
+        return -1;
 
     size_t cap = 2 * inv->gpu_count + 1;
     for (size_t i = 0; i < inv->gpu_count; i++)
@@ -433,8 +468,7 @@ int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *op
         }
     }
     if (devs == NULL) {
-        json_decref(mounts);
-        json_decref(control);
+        json_decref(edits);
         json_decref(all_nodes);
         return gpulet_error_errno(err, ENOMEM, "cannot build the CDI spec");
     }
@@ -448,12 +482,8 @@ int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *op
         json_decref(all_nodes);
     free(devs);
 
-    *out = json_pack("{s:s, s:s, s:o, s:{s:[s], s:o, s:o}}", "cdiVersion", CDI_VERSION, "kind",
-                     CDI_KIND, "devices", list, "containerEdits", "env",
-                     "NVIDIA_VISIBLE_DEVICES=void", "deviceNodes", control, "mounts", mounts);
-    if (opts->hook_path)
-        json_object_set_new(json_object_get(*out, "containerEdits"), "hooks",
-                            ldcache_hook(opts->hook_path, mounts));
+    *out = json_pack("{s:s, s:s, s:o, s:o}", "cdiVersion", CDI_VERSION, "kind", CDI_KIND,
+                     "devices", list, "containerEdits", edits);
     return 0;
 }
 

@@ -34,6 +34,20 @@ struct cdi_options {
 int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *opts,
                    json_t **out, struct gpulet_error *err);
 
+/* One device of a per-claim spec (DRA): its name in the spec and the GPU
+ * (an inventory index) or MIG device (mig >= 0) whose nodes it gets. */
+struct cdi_claim_device {
+    const char *name;
+    unsigned int gpu;
+    int mig;
+};
+
+/* A spec of the given kind holding only these devices, with the same
+ * common edits as cdi_spec_build's. */
+int cdi_claim_spec_build(const struct gpu_inventory *inv, const struct cdi_options *opts,
+                         const char *kind, const struct cdi_claim_device *devs, size_t n,
+                         json_t **out, struct gpulet_error *err);
+
 enum cdi_format { CDI_YAML, CDI_JSON };
 
 /* path NULL: standard output. Else a temporary file, fsync, rename. */

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "dra/dra.h"
 #include "labels/labels.h"
 #include "log/log.h"
 #include "plugin/plugin.h"
@@ -20,6 +21,16 @@ static const char run_usage[] =
     "  --device-plugin-dir DIR     kubelet device-plugin directory\n"
     "                              (default " PLUGIN_DEFAULT_DIR ")\n"
     "  --no-device-plugin          do not serve the device plugin\n"
+    "  --dra                       also serve as the DRA driver " DRA_DRIVER "\n"
+    "                              (config dra.enabled; see docs/dra.md)\n"
+    "  --kubelet-root DIR          the kubelet's root, for the DRA sockets\n"
+    "                              (default " DRA_DEFAULT_KUBELET_ROOT ")\n"
+    "  --node-name NAME            this node's name (env NODE_NAME, else the\n"
+    "                              host name)\n"
+    "  --kubeconfig FILE           API server credentials for DRA (default: the\n"
+    "                              pod's service account)\n"
+    "  --cdi-dir DIR               where DRA writes its per-claim CDI specs\n"
+    "                              (default " DRA_DEFAULT_CDI_ROOT ")\n"
     "  --config-file FILE          NVIDIA device plugin config, v1 (env CONFIG_FILE)\n"
     "  --mig-strategy S            none | single | mixed (env MIG_STRATEGY)\n"
     "  --fail-on-init-error B      true | false (env FAIL_ON_INIT_ERROR)\n"
@@ -126,10 +137,20 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_NO_METRICS,
         OPT_INTERPOSER,
         OPT_STATE_DIR,
+        OPT_DRA,
+        OPT_KUBELET_ROOT,
+        OPT_NODE_NAME,
+        OPT_KUBECONFIG,
+        OPT_CDI_DIR,
     };
     static const struct option long_options[] = {
         {"device-plugin-dir", required_argument, NULL, OPT_DIR},
         {"no-device-plugin", no_argument, NULL, OPT_NO_PLUGIN},
+        {"dra", no_argument, NULL, OPT_DRA},
+        {"kubelet-root", required_argument, NULL, OPT_KUBELET_ROOT},
+        {"node-name", required_argument, NULL, OPT_NODE_NAME},
+        {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
+        {"cdi-dir", required_argument, NULL, OPT_CDI_DIR},
         {"config-file", required_argument, NULL, OPT_CONFIG},
         {"mig-strategy", required_argument, NULL, OPT_MIG},
         {"fail-on-init-error", required_argument, NULL, OPT_FAIL},
@@ -159,6 +180,8 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
     struct daemon_options d = {.nvml = opts->nvml,
                                .device_plugin_dir = PLUGIN_DEFAULT_DIR,
                                .device_plugin = true,
+                               .kubelet_root = DRA_DEFAULT_KUBELET_ROOT,
+                               .cdi_dir = DRA_DEFAULT_CDI_ROOT,
                                .health_recovery_ms = 60000,
                                .labels_file = LABELS_DEFAULT_FILE,
                                .labels_interval_ms = 60000,
@@ -210,6 +233,11 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         switch (c) {
         case OPT_DIR: d.device_plugin_dir = optarg; given.device_plugin_dir = true; break;
         case OPT_NO_PLUGIN: d.device_plugin = false; break;
+        case OPT_DRA: d.dra = true; break;
+        case OPT_KUBELET_ROOT: d.kubelet_root = optarg; break;
+        case OPT_NODE_NAME: d.node_name = optarg; break;
+        case OPT_KUBECONFIG: d.kubeconfig = optarg; break;
+        case OPT_CDI_DIR: d.cdi_dir = optarg; break;
         case OPT_CONFIG: d.flags.config_file = optarg; break;
         case OPT_MIG: d.flags.mig_strategy = optarg; break;
         case OPT_FAIL: d.flags.fail_on_init_error = optarg; break;
@@ -304,6 +332,13 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                  "folder=%s device_plugin_dir=%s labels=%s metrics=%s", opts->sim->dir,
                  d.device_plugin_dir, d.labels_file ? d.labels_file : "off",
                  d.metrics_on ? d.metrics.address : "off");
+    }
+    if (d.node_name == NULL)
+        d.node_name = hostname;
+    char self[4096], hook[4200];
+    if (cli_own_folder(self, sizeof self)) {
+        snprintf(hook, sizeof hook, "%s/gpulet-hook", self);
+        d.cdi_hook = hook;
     }
     return daemon_run(&d);
 }

@@ -67,6 +67,18 @@ const struct shared_resource *config_shared_for(const struct config *cfg, const 
     return NULL;
 }
 
+/* Whether a list of device selectors names the GPU by index or UUID. */
+static bool selectors_name_gpu(const char (*selectors)[96], size_t count, unsigned int index,
+                               const char *uuid)
+{
+    char text[16];
+    snprintf(text, sizeof text, "%u", index);
+    for (size_t i = 0; i < count; i++)
+        if (strcmp(selectors[i], text) == 0 || strcmp(selectors[i], uuid) == 0)
+            return true;
+    return false;
+}
+
 bool config_selects_gpu(const struct shared_resource *s, size_t position, unsigned int index,
                         const char *uuid)
 {
@@ -74,12 +86,7 @@ bool config_selects_gpu(const struct shared_resource *s, size_t position, unsign
         return position < s->count;
     if (s->selector_count == 0)
         return true;
-    char text[16];
-    snprintf(text, sizeof text, "%u", index);
-    for (size_t i = 0; i < s->selector_count; i++)
-        if (strcmp(s->selectors[i], text) == 0 || strcmp(s->selectors[i], uuid) == 0)
-            return true;
-    return false;
+    return selectors_name_gpu(s->selectors, s->selector_count, index, uuid);
 }
 
 int config_parse_size(const char *text, unsigned long long *out)
@@ -182,7 +189,8 @@ static int parse_bool_text(const char *v, bool *out)
 
 /* ---- the file ---- */
 
-static const char *const top_keys[] = {"version", "flags", "sharing", "resources", NULL};
+static const char *const top_keys[] = {"version", "flags", "sharing", "resources", "dra", NULL};
+static const char *const dra_keys[] = {"enabled", "gpus", NULL};
 /* NVIDIA's flags gpulet accepts; those it has no use for are read and ignored. */
 static const char *const flag_keys[] = {
     "migStrategy", "failOnInitError", "nvidiaDriverRoot", "nvidiaDevRoot", "gdsEnabled",
@@ -354,6 +362,36 @@ static int file_shared_devices(const struct ydoc *d, const struct ynode *v,
         r->selector_count++;
     }
     return 0;
+}
+
+/* dra.gpus: whole GPUs, by index or UUID (a GPU in MIG mode brings its
+ * MIG devices). */
+static int file_dra_gpus(const struct ydoc *d, const struct ynode *v, struct config *cfg,
+                         struct gpulet_error *err)
+{
+    if (ynode_expect_seq(d, v, "dra.gpus", err) < 0)
+        return -1;
+    if (ynode_count(d, v) > CONFIG_MAX_DEVICE_SELECTORS)
+        return ydoc_fail(d, v, err, "dra.gpus lists at most %d GPUs", CONFIG_MAX_DEVICE_SELECTORS);
+    cfg->dra_gpus_set = true;
+    cfg->dra_gpu_count = 0;
+    for (size_t i = 0; i < ynode_count(d, v); i++) {
+        const struct ynode *item = ynode_item(d, v, i);
+        char *sel = cfg->dra_gpus[i];
+        if (ynode_string(d, item, "a dra.gpus entry", sel, sizeof cfg->dra_gpus[i], err) < 0)
+            return -1;
+        if (!valid_device_selector(sel) || strchr(sel, ':') || strncmp(sel, "MIG-", 4) == 0)
+            return ydoc_fail(d, item, err, "dra.gpus: \"%s\" is not a GPU index (0) or GPU "
+                             "UUID (GPU-...); DRA takes whole GPUs", sel);
+        cfg->dra_gpu_count++;
+    }
+    return 0;
+}
+
+bool config_dra_gpu(const struct config *cfg, unsigned int index, const char *uuid)
+{
+    return !cfg->dra_gpus_set ||
+           selectors_name_gpu(cfg->dra_gpus, cfg->dra_gpu_count, index, uuid);
 }
 
 static int file_shared_resource(const struct ydoc *d, const struct ynode *m, bool slices,
@@ -619,8 +657,20 @@ static int load_file(const char *path, struct config *cfg, struct gpulet_error *
     if ((v = ynode_get(d, root, "flags")) && !ynode_is_null(v) &&
         (rc = file_flags(d, v, cfg, err)) < 0)
         goto done;
-    if ((v = ynode_get(d, root, "sharing")) && !ynode_is_null(v))
-        rc = file_sharing(d, v, cfg, err);
+    if ((v = ynode_get(d, root, "sharing")) && !ynode_is_null(v) &&
+        (rc = file_sharing(d, v, cfg, err)) < 0)
+        goto done;
+    if ((v = ynode_get(d, root, "dra")) && !ynode_is_null(v)) {
+        const struct ynode *e;
+        if ((rc = ynode_expect_map(d, v, "dra", err)) < 0 ||
+            (rc = ynode_check_keys(d, v, dra_keys, "dra", err)) < 0)
+            goto done;
+        if ((e = ynode_get(d, v, "enabled")) && !ynode_is_null(e) &&
+            (rc = ynode_bool(d, e, "dra.enabled", &cfg->dra_enabled, err)) < 0)
+            goto done;
+        if ((e = ynode_get(d, v, "gpus")) && !ynode_is_null(e))
+            rc = file_dra_gpus(d, e, cfg, err);
+    }
 done:
     ydoc_free(d);
     return rc;

@@ -78,6 +78,12 @@ struct config {
     bool short_labels;    /* gpulet's own: also nvidia.com/gpu.model=V100 and the like */
     char cuda_interposer[4096]; /* host path of libgpulet-cuda.so, mounted into sliced containers */
     char state_dir[4096];       /* gpulet's host state: alloc/<id> per sliced container */
+    bool dra_enabled;           /* gpulet's own: dra.enabled, serve as a DRA driver */
+    /* dra.gpus: the GPUs (indexes or UUIDs) DRA offers while the device
+     * plugin offers the others; unset: DRA offers every GPU. */
+    bool dra_gpus_set;
+    size_t dra_gpu_count;
+    char dra_gpus[CONFIG_MAX_DEVICE_SELECTORS][96];
     size_t gpu_name_count, mig_name_count;
     struct named_resource gpu_names[CONFIG_MAX_NAMED];
     struct named_resource mig_names[CONFIG_MAX_NAMED];
@@ -129,6 +135,10 @@ const struct shared_resource *config_shared_for(const struct config *cfg, const 
  * place among the GPUs of the entry's resource (for "devices: N"). */
 bool config_selects_gpu(const struct shared_resource *s, size_t position, unsigned int index,
                         const char *uuid);
+
+/* Whether DRA offers this GPU: dra.gpus lists it, or there is no list.
+ * The device plugin leaves out what DRA offers while DRA is on. */
+bool config_dra_gpu(const struct config *cfg, unsigned int index, const char *uuid);
 
 /* "10Gi", "512Mi", "1T", "1048576" -> bytes; -1 when not a size. */
 int config_parse_size(const char *text, unsigned long long *out);

@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "dra/dra.h"
 #include "fileio/fileio.h"
 #include "gpu/gpu.h"
 #include "health/health.h"
@@ -34,6 +35,8 @@ struct daemon {
     struct nvml *nvml;
     struct gpu_inventory *inv;
     struct plugin *plugin;
+    struct dra *dra;
+    struct kube_config kube;
     struct health *health;
     struct metrics *metrics;
     int inotify_fd;
@@ -127,6 +130,33 @@ static void health_changed(unsigned int gpu, int mig, bool healthy, const char *
     struct daemon *d = user;
     if (d->plugin)
         plugin_set_health(d->plugin, gpu, mig, healthy, reason);
+    dra_set_health(d->dra, gpu, mig, healthy);
+}
+
+static int start_dra(struct daemon *d)
+{
+    struct gpulet_error err = {0};
+    if (kube_config_load(d->opts->kubeconfig, &d->kube, &err) < 0) {
+        log_error("cannot start the DRA driver", "error=\"%s\"", err.msg);
+        return -1;
+    }
+    const char *root = d->opts->nvml.driver_root ? d->opts->nvml.driver_root : d->cfg.driver_root;
+    struct dra_options o = {.kubelet_root = d->opts->kubelet_root,
+                            .node_name = d->opts->node_name,
+                            .kube = &d->kube,
+                            .state_dir = d->cfg.state_dir,
+                            .cdi_root = d->opts->cdi_dir,
+                            .sysfs = nvml_sysfs_root(d->nvml),
+                            .cdi = {.driver_root = root, .dev_root = root,
+                                    .hook_path = d->opts->cdi_hook},
+                            .cfg = &d->cfg};
+    if (dra_start(d->base, &o, d->inv, &d->dra, &err) < 0) {
+        log_error("cannot start the DRA driver", "error=\"%s\"", err.msg);
+        return -1;
+    }
+    if (d->health)
+        health_replay(d->health);
+    return 0;
 }
 
 static int start_health(struct daemon *d)
@@ -185,6 +215,11 @@ static void reload(struct daemon *d)
                   "error=\"%s\"", err.msg);
         return;
     }
+    /* DRA's devices are fixed while it runs: its GPUs stay its own. */
+    cfg.dra_enabled = d->cfg.dra_enabled;
+    cfg.dra_gpus_set = d->cfg.dra_gpus_set;
+    cfg.dra_gpu_count = d->cfg.dra_gpu_count;
+    memcpy(cfg.dra_gpus, d->cfg.dra_gpus, sizeof cfg.dra_gpus);
     if (!d->opts->device_plugin) {
         d->cfg = cfg;
         write_labels(d);
@@ -284,6 +319,8 @@ static void cleanup(struct daemon *d)
         plugin_free(d->plugin);
         d->plugin = NULL;
     }
+    dra_free(d->dra);
+    kube_config_clear(&d->kube);
     health_stop(d->health);
     metrics_stop(d->metrics);
     if (d->labels_timer) {
@@ -356,6 +393,13 @@ int daemon_run(const struct daemon_options *opts)
         fprintf(stderr, "gpulet: %s\n", err.msg);
         return 2;
     }
+    d.cfg.dra_enabled |= opts->dra;
+    if (d.cfg.dra_enabled && opts->device_plugin && !d.cfg.dra_gpus_set) {
+        fprintf(stderr, "gpulet: with both the device plugin and DRA on, every GPU would be "
+                        "offered twice: list the GPUs DRA takes in the config file's dra.gpus "
+                        "(the device plugin offers the others), or give --no-device-plugin\n");
+        return 2;
+    }
     struct nvml_options nvml_opts = opts->nvml;
     if (nvml_opts.driver_root == NULL && strcmp(d.cfg.driver_root, "/") != 0)
         nvml_opts.driver_root = d.cfg.driver_root;
@@ -400,6 +444,11 @@ int daemon_run(const struct daemon_options *opts)
             return 2;
         }
     }
+    bool dra = d.cfg.dra_enabled;
+    if (dra && start_dra(&d) < 0) {
+        cleanup(&d);
+        return 2;
+    }
     if (opts->labels_file) {
         write_labels(&d);
         d.labels_timer = event_new(d.base, -1, EV_PERSIST, labels_cb, &d);
@@ -407,8 +456,9 @@ int daemon_run(const struct daemon_options *opts)
                              (opts->labels_interval_ms % 1000) * 1000};
         event_add(d.labels_timer, &tv);
     }
-    log_info("gpulet running", "device_plugin=%s dir=%s labels=%s mig_strategy=%s sharing=%s",
-             opts->device_plugin ? "on" : "off", opts->device_plugin_dir,
+    log_info("gpulet running", "device_plugin=%s dra=%s dir=%s labels=%s mig_strategy=%s "
+             "sharing=%s", opts->device_plugin ? "on" : "off", dra ? "on" : "off",
+             opts->device_plugin_dir,
              opts->labels_file ? opts->labels_file : "off",
              config_mig_strategy_name(d.cfg.mig_strategy), config_sharing_name(d.cfg.sharing));
     event_base_dispatch(d.base);

@@ -19,6 +19,12 @@ struct daemon_options {
     struct config_flags flags;
     const char *device_plugin_dir;
     bool device_plugin; /* serve the device plugin (default on) */
+    bool dra;           /* --dra: serve as a DRA driver (also config dra.enabled) */
+    const char *kubelet_root;
+    const char *node_name;
+    const char *kubeconfig; /* NULL: the in-cluster service account */
+    const char *cdi_dir;    /* DRA's per-claim CDI specs */
+    const char *cdi_hook;   /* gpulet-hook for those specs' ld cache; NULL: none */
     long health_recovery_ms; /* --health-recovery-period; 0: never */
     const char *labels_file;  /* NFD features file; NULL: no labels */
     long labels_interval_ms;

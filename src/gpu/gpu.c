@@ -24,6 +24,18 @@ static uint64_t pci_address_key(const char *bus_id)
     return ((uint64_t)domain << 24 | (uint64_t)bus << 16 | (uint64_t)dev << 8 | fn) + 1;
 }
 
+const char *gpu_brand_name(int brand)
+{
+    /* NVIDIA's DRA driver's spelling of each NVML brand. */
+    static const char *const names[] = {
+        "Unknown", "Quadro", "Tesla", "NVS", "Grid", "GeForce", "Titan", "NvidiaVApps",
+        "NvidiaVPC", "NvidiaVCS", "NvidiaVWS", "NvidiaCloudGaming", "QuadroRTX", "NvidiaRTX",
+        "Nvidia", "GeForceRTX", "TitanRTX"};
+    if (brand < 0 || (size_t)brand >= sizeof names / sizeof names[0])
+        return "Unknown";
+    return names[brand];
+}
+
 static long mig_minor(FILE *f, const char *cap)
 {
     char name[128];
@@ -257,6 +269,15 @@ static int load_mig_devices(struct nvml *nvml, const struct nvml_device *dev, st
         READ_FIELD(nvml_device_uuid(nvml, &mig, m->uuid, sizeof m->uuid, err));
         READ_FIELD(nvml_device_gpu_instance_id(nvml, &mig, &m->gpu_instance_id, err));
         READ_FIELD(nvml_device_compute_instance_id(nvml, &mig, &m->compute_instance_id, err));
+        m->gi_profile_id = -1;
+        nvmlGpuInstanceInfo_t gi = {0};
+        int rc = nvml_gpu_instance_info(nvml, dev, m->gpu_instance_id, &gi, err);
+        if (rc == 0) {
+            m->gi_profile_id = (int)gi.profileId;
+            m->placement_start = (int)gi.placement.start;
+            m->placement_size = gi.placement.size;
+        }
+        READ_FIELD(rc);
         nvmlDeviceAttributes_t attr;
         READ_FIELD(nvml_device_attributes(nvml, &mig, &attr, err));
         m->memory_mib = attr.memorySizeMB;
@@ -356,6 +377,17 @@ static int load_gpu(struct nvml *nvml, unsigned int index, struct gpu_device *g,
     READ_FIELD(nvml_device_memory(nvml, &dev, &mem, err));
     g->memory_total_bytes = mem.total;
     READ_FIELD(nvml_device_compute_capability(nvml, &dev, &g->cc_major, &g->cc_minor, err));
+    nvmlBrandType_t brand = NVML_BRAND_UNKNOWN;
+    READ_FIELD(nvml_device_brand(nvml, &dev, &brand, err));
+    snprintf(g->brand, sizeof g->brand, "%s", gpu_brand_name(brand));
+    unsigned int mode;
+    rc = nvml_device_addressing_mode(nvml, &dev, &mode, err);
+    if (rc == 0)
+        snprintf(g->addressing_mode, sizeof g->addressing_mode, "%s",
+                 mode == NVML_DEVICE_ADDRESSING_MODE_ATS   ? "ATS"
+                 : mode == NVML_DEVICE_ADDRESSING_MODE_HMM ? "HMM"
+                                                           : "None");
+    READ_FIELD(rc);
     unsigned int current = 0, pending = 0;
     rc = nvml_device_mig_mode(nvml, &dev, &current, &pending, err);
     if (rc == 0) {

@@ -30,6 +30,9 @@ struct gpu_mig_device {
     unsigned int multiprocessors;
     unsigned int gi_slices, ci_slices;
     unsigned int copy_engines, decoders, encoders, jpegs, ofas;
+    int gi_profile_id;             /* NVML GPU instance profile id; -1 when unknown */
+    int placement_start;           /* first memory slice of its GPU instance */
+    unsigned int placement_size;   /* memory slices of its GPU instance */
 };
 
 struct gpu_device {
@@ -39,6 +42,8 @@ struct gpu_device {
     char uuid[96];
     char name[96];
     char serial[32];
+    char brand[24];                /* "Nvidia", "Tesla", … as NVIDIA's DRA driver spells NVML's */
+    char addressing_mode[8];       /* "HMM", "ATS", "None"; "" where the platform has none */
     char pci_bus_id[32];           /* NVML's form, "00000000:07:00.0" */
     unsigned int pci_device_id;
     unsigned int pci_class;        /* from sysfs, 0x0302 3D controller; 0 when unknown */
@@ -97,6 +102,9 @@ json_t *gpu_inventory_to_json(const struct gpu_inventory *inv);
  * two paths (without the root) and returns how many it found. */
 size_t gpu_mig_cap_nodes(const char *driver_root, unsigned int gpu_minor, unsigned int gi,
                          unsigned int ci, char paths[2][64]);
+
+/* The name of an NVML brand (nvmlBrandType_t), "Unknown" for others. */
+const char *gpu_brand_name(int brand);
 
 /* "<slices>g.<ceil(memory_mib/1024)>gb", as NVIDIA names MIG profiles. */
 void gpu_mig_profile_name(unsigned int slices, unsigned long long memory_mib, char *buf,

@@ -4,6 +4,8 @@
  * device names, one sort of all references, no per-item growth. */
 #include "pods.h"
 
+#include "dra/dra.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +54,7 @@ static int by_list_then_names(const void *a, const void *b)
 static struct device_name *device_names(const struct gpu_inventory *inv, size_t lists,
                                         size_t *count)
 {
-    struct device_name *names = calloc(2 * lists + 1, sizeof *names);
+    struct device_name *names = calloc(3 * lists + 1, sizeof *names);
     if (names == NULL)
         return NULL;
     size_t n = 0, list = inv->gpu_count;
@@ -64,10 +66,16 @@ static struct device_name *device_names(const struct gpu_inventory *inv, size_t 
         }
         snprintf(names[n].name, sizeof names[n].name, "%u", g->index);
         names[n++].list = i;
+        /* DRA's names ("gpu-3", "gpu-0-mig-1g5gb-19-0") never look like
+         * the device plugin's, so one table serves both. */
+        dra_device_name(g, -1, names[n].name, sizeof names[n].name);
+        names[n++].list = i;
         for (size_t m = 0; m < g->mig_count; m++, list++) {
             snprintf(names[n].name, sizeof names[n].name, "%s", g->migs[m].uuid);
             names[n++].list = list;
             snprintf(names[n].name, sizeof names[n].name, "%u:%u", g->index, g->migs[m].index);
+            names[n++].list = list;
+            dra_device_name(g, (int)m, names[n].name, sizeof names[n].name);
             names[n++].list = list;
         }
     }
@@ -91,7 +99,8 @@ static bool find_device(const struct device_name *names, size_t count, const cha
     return hit != NULL;
 }
 
-/* Every nvidia.com device ID of the answer, to fn; the only walk over it. */
+/* Every nvidia.com device ID of the answer, and every device of a DRA
+ * claim of gpu.nvidia.com, to fn; the only walk over it. */
 typedef void (*id_fn)(const V1__PodResources *pr, const V1__ContainerResources *cr,
                       const char *id, void *arg);
 
@@ -107,6 +116,15 @@ static void each_id(const V1__ListPodResourcesResponse *resp, id_fn fn, void *ar
                     continue;
                 for (size_t k = 0; k < cd->n_device_ids; k++)
                     fn(pr, cr, cd->device_ids[k], arg);
+            }
+            for (size_t d = 0; d < cr->n_dynamic_resources; d++) {
+                const V1__DynamicResource *dr = cr->dynamic_resources[d];
+                for (size_t k = 0; k < dr->n_claim_resources; k++) {
+                    const V1__ClaimResource *res = dr->claim_resources[k];
+                    if (res->driver_name && strcmp(res->driver_name, DRA_DRIVER) == 0 &&
+                        res->device_name)
+                        fn(pr, cr, res->device_name, arg);
+                }
             }
         }
     }

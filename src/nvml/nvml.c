@@ -26,6 +26,10 @@ struct nvml_functions {
     nvmlReturn_t (*DeviceGetMemoryInfo_v2)(nvmlDevice_t, nvmlMemory_v2_t *);
     nvmlReturn_t (*DeviceGetMemoryInfo)(nvmlDevice_t, nvmlMemory_t *);
     nvmlReturn_t (*DeviceGetCudaComputeCapability)(nvmlDevice_t, int *, int *);
+    nvmlReturn_t (*DeviceGetBrand)(nvmlDevice_t, nvmlBrandType_t *);
+    nvmlReturn_t (*DeviceGetAddressingMode)(nvmlDevice_t, nvmlDeviceAddressingMode_t *);
+    nvmlReturn_t (*DeviceGetGpuInstanceById)(nvmlDevice_t, unsigned int, nvmlGpuInstance_t *);
+    nvmlReturn_t (*GpuInstanceGetInfo)(nvmlGpuInstance_t, nvmlGpuInstanceInfo_t *);
     nvmlReturn_t (*DeviceGetNumaNodeId)(nvmlDevice_t, unsigned int *);
     nvmlReturn_t (*DeviceGetUtilizationRates)(nvmlDevice_t, nvmlUtilization_t *);
     nvmlReturn_t (*DeviceGetTemperature)(nvmlDevice_t, int, unsigned int *);
@@ -106,6 +110,10 @@ static const struct nvml_symbol nvml_symbols[] = {
     SYM(DeviceGetMemoryInfo_v2, false, "nvmlDeviceGetMemoryInfo_v2"),
     SYM(DeviceGetMemoryInfo, false, "nvmlDeviceGetMemoryInfo"),
     SYM(DeviceGetCudaComputeCapability, false, "nvmlDeviceGetCudaComputeCapability"),
+    SYM(DeviceGetBrand, false, "nvmlDeviceGetBrand"),
+    SYM(DeviceGetAddressingMode, false, "nvmlDeviceGetAddressingMode"),
+    SYM(DeviceGetGpuInstanceById, false, "nvmlDeviceGetGpuInstanceById"),
+    SYM(GpuInstanceGetInfo, false, "nvmlGpuInstanceGetInfo"),
     SYM(DeviceGetNumaNodeId, false, "nvmlDeviceGetNumaNodeId"),
     SYM(DeviceGetUtilizationRates, false, "nvmlDeviceGetUtilizationRates"),
     SYM(DeviceGetTemperature, false, "nvmlDeviceGetTemperature"),
@@ -590,6 +598,31 @@ int nvml_device_memory(struct nvml *n, const struct nvml_device *d, struct nvml_
         return -1;
     *mem = (struct nvml_memory){m.total, 0, m.free, m.used};
     return 0;
+}
+
+int nvml_device_brand(struct nvml *n, const struct nvml_device *d, nvmlBrandType_t *brand,
+                      struct gpulet_error *err)
+{
+    return NVML_CALL(n, DeviceGetBrand, d, err, d->handle, brand);
+}
+
+int nvml_device_addressing_mode(struct nvml *n, const struct nvml_device *d, unsigned int *mode,
+                                struct gpulet_error *err)
+{
+    nvmlDeviceAddressingMode_t m = {.version = nvmlDeviceAddressingMode_v1};
+    if (NVML_CALL(n, DeviceGetAddressingMode, d, err, d->handle, &m) < 0)
+        return -1;
+    *mode = m.value;
+    return 0;
+}
+
+int nvml_gpu_instance_info(struct nvml *n, const struct nvml_device *gpu, unsigned int id,
+                           nvmlGpuInstanceInfo_t *info, struct gpulet_error *err)
+{
+    nvmlGpuInstance_t gi;
+    if (NVML_CALL(n, DeviceGetGpuInstanceById, gpu, err, gpu->handle, id, &gi) < 0)
+        return -1;
+    return NVML_CALL(n, GpuInstanceGetInfo, gpu, err, gi, info);
 }
 
 int nvml_device_compute_capability(struct nvml *n, const struct nvml_device *d, int *major,

@@ -83,6 +83,14 @@ int nvml_device_pci(struct nvml *n, const struct nvml_device *d, nvmlPciInfo_t *
                     struct gpulet_error *err);
 int nvml_device_memory(struct nvml *n, const struct nvml_device *d, struct nvml_memory *mem,
                        struct gpulet_error *err);
+int nvml_device_brand(struct nvml *n, const struct nvml_device *d, nvmlBrandType_t *brand,
+                      struct gpulet_error *err);
+/* NVML_DEVICE_ADDRESSING_MODE_*; NOT_SUPPORTED where the platform has none. */
+int nvml_device_addressing_mode(struct nvml *n, const struct nvml_device *d, unsigned int *mode,
+                                struct gpulet_error *err);
+/* A GPU instance's profile and placement, by its id on the GPU. */
+int nvml_gpu_instance_info(struct nvml *n, const struct nvml_device *gpu, unsigned int id,
+                           nvmlGpuInstanceInfo_t *info, struct gpulet_error *err);
 int nvml_device_compute_capability(struct nvml *n, const struct nvml_device *d, int *major,
                                    int *minor, struct gpulet_error *err);
 int nvml_device_numa_node(struct nvml *n, const struct nvml_device *d, unsigned int *node,

@@ -193,6 +193,40 @@ enum {
     NVML_TOPOLOGY_SYSTEM = 50,
 };
 
+/* nvmlDeviceGetBrand */
+typedef enum {
+    NVML_BRAND_UNKNOWN = 0,
+    NVML_BRAND_QUADRO = 1,
+    NVML_BRAND_TESLA = 2,
+    NVML_BRAND_NVS = 3,
+    NVML_BRAND_GRID = 4,
+    NVML_BRAND_GEFORCE = 5,
+    NVML_BRAND_TITAN = 6,
+    NVML_BRAND_NVIDIA_VAPPS = 7,
+    NVML_BRAND_NVIDIA_VPC = 8,
+    NVML_BRAND_NVIDIA_VCS = 9,
+    NVML_BRAND_NVIDIA_VWS = 10,
+    NVML_BRAND_NVIDIA_CLOUD_GAMING = 11,
+    NVML_BRAND_QUADRO_RTX = 12,
+    NVML_BRAND_NVIDIA_RTX = 13,
+    NVML_BRAND_NVIDIA = 14,
+    NVML_BRAND_GEFORCE_RTX = 15,
+    NVML_BRAND_TITAN_RTX = 16,
+} nvmlBrandType_t;
+
+/* nvmlDeviceGetAddressingMode (drivers from 565): a versioned struct. */
+typedef struct {
+    unsigned int version;
+    unsigned int value; /* NVML_DEVICE_ADDRESSING_MODE_* */
+} nvmlDeviceAddressingMode_v1_t;
+typedef nvmlDeviceAddressingMode_v1_t nvmlDeviceAddressingMode_t;
+#define nvmlDeviceAddressingMode_v1 NVML_STRUCT_VERSION(nvmlDeviceAddressingMode_v1_t, 1)
+enum {
+    NVML_DEVICE_ADDRESSING_MODE_NONE = 0,
+    NVML_DEVICE_ADDRESSING_MODE_HMM = 1,
+    NVML_DEVICE_ADDRESSING_MODE_ATS = 2,
+};
+
 /* nvmlDeviceGetArchitecture */
 enum {
     NVML_DEVICE_ARCH_KEPLER = 2,

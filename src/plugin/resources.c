@@ -105,6 +105,8 @@ static int collect_single(const struct gpu_inventory *inv, const struct config *
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
         struct phys p;
+        if (cfg->dra_enabled && config_dra_gpu(cfg, g->index, g->uuid))
+            continue; /* DRA's: never offered twice */
         if (!g->mig_enabled) {
             whole_gpu(g, cfg, &p);
             if (add_phys(l, &p, err) < 0)
@@ -128,6 +130,8 @@ static int collect(const struct gpu_inventory *inv, const struct config *cfg, st
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
         struct phys p;
+        if (cfg->dra_enabled && config_dra_gpu(cfg, g->index, g->uuid))
+            continue; /* DRA's: never offered twice */
         if (g->lost && g->uuid[0] == '\0' && cfg->device_id_strategy == DEVICE_ID_UUID) {
             log_warn("GPU lost before its UUID was read; not advertised", "gpu=%u", g->index);
             continue;

@@ -12,7 +12,7 @@ from conftest import ROOT
 KUBECTL = shutil.which("kubectl")
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ["base", "overlays/containerd", "overlays/k3s", "overlays/metrics-only",
-            "overlays/device-plugin-only"]
+            "overlays/device-plugin-only", "overlays/dra"]
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl (client) is not installed; "
                                    "it is not a Debian package")
 
@@ -86,9 +86,44 @@ def test_overlay_specifics():
     assert metrics["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "run", "--no-device-plugin", "--no-labels"]
     dp = render("overlays/device-plugin-only")
-    assert {d["kind"] for d in dp} == {"Namespace", "ServiceAccount", "DaemonSet", "RuntimeClass"}
+    assert {d["kind"] for d in dp} == {"Namespace", "ServiceAccount", "DaemonSet", "RuntimeClass",
+                                       "ClusterRole", "ClusterRoleBinding"}
     assert "--no-metrics" in by_kind(dp, "DaemonSet")[0]["spec"]["template"]["spec"][
         "containers"][0]["args"]
+
+
+@needs_kubectl
+def test_dra_overlay():
+    docs = render("overlays/dra")
+    ds, = by_kind(docs, "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert "--dra" in c["args"]
+    assert spec["automountServiceAccountToken"] is True
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert {"/var/lib/kubelet/plugins", "/var/lib/kubelet/plugins_registry"} <= set(mounts)
+    assert not mounts["/var/run/cdi"].get("readOnly")  # per-claim specs are written
+    volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+    for path, m in mounts.items():
+        if path.startswith("/var/lib/kubelet/plugins"):
+            assert volumes[m["name"]] == path
+    classes = {d["metadata"]["name"]: d for d in by_kind(docs, "DeviceClass")}
+    assert set(classes) == {"gpu.nvidia.com", "mig.nvidia.com"}
+    assert "type == 'gpu'" in classes["gpu.nvidia.com"]["spec"]["selectors"][0]["cel"]["expression"]
+    assert all("namespace" not in d["metadata"] for d in classes.values())
+    role, = by_kind(docs, "ClusterRole")
+    verbs = {(r["apiGroups"][0], res): set(r["verbs"]) for r in role["rules"]
+             for res in r["resources"]}
+    assert {"create", "update", "delete", "list", "watch"} <= verbs[("resource.k8s.io",
+                                                                     "resourceslices")]
+    assert verbs[("resource.k8s.io", "resourceclaims")] == {"get"}
+    assert verbs[("", "nodes")] == {"get"}
+    binding, = by_kind(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gpulet",
+                                    "namespace": "gpulet"}]
+    # without the overlay the token stays out of the pod
+    base = by_kind(render("base"), "DaemonSet")[0]["spec"]["template"]["spec"]
+    assert not base.get("automountServiceAccountToken")
 
 
 def test_derived_manifests_agree_with_their_sources():

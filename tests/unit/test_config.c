@@ -155,6 +155,26 @@ static void resource_names_by_model(void **state)
     fake_env = NULL;
 }
 
+static void dra_gpus(void **state)
+{
+    (void)state;
+    write_file(path, "version: v1\ndra:\n  enabled: true\n  gpus: [1, GPU-abc]\n");
+    struct config cfg;
+    struct config_flags flags = {.config_file = path};
+    struct gpulet_error err = {0};
+    fake_env = NULL;
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), 0);
+    assert_true(cfg.dra_enabled);
+    assert_true(cfg.dra_gpus_set);
+    assert_false(config_dra_gpu(&cfg, 0, "GPU-0"));
+    assert_true(config_dra_gpu(&cfg, 1, "GPU-1"));
+    assert_true(config_dra_gpu(&cfg, 5, "GPU-abc"));
+    write_file(path, "version: v1\n");
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), 0);
+    assert_false(cfg.dra_enabled);
+    assert_true(config_dra_gpu(&cfg, 0, "GPU-0")); /* no list: DRA offers every GPU */
+}
+
 static void errors(void **state)
 {
     (void)state;
@@ -225,6 +245,10 @@ static void errors(void **state)
         {"sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, memory: 10Gi, devices: 2}\n"
          "    - {name: nvidia.com/gpu, memory: 20Gi, devices: [3]}\n",
          "line 5: sharing.slices.resources[1].devices"},
+        {"dra:\n  enabled: sometimes\n", "line 2: dra.enabled must be true or false"},
+        {"dra:\n  gpus: [0, \"1:0\"]\n", "line 2: dra.gpus: \"1:0\" is not a GPU index"},
+        {"dra:\n  gpus: 3\n", "line 2: dra.gpus must be a list"},
+        {"dra:\n  nodes: []\n", "line 2"},
     };
     fake_env = NULL;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -356,6 +380,7 @@ int main(void)
         cmocka_unit_test(precedence),
         cmocka_unit_test(resource_names_by_model),
         cmocka_unit_test(errors),
+        cmocka_unit_test(dra_gpus),
         cmocka_unit_test(slices),
         cmocka_unit_test(sizes),
     };

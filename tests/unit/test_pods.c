@@ -7,6 +7,7 @@
 #include "helpers.h"
 
 #include "gpu/gpu.h"
+#include "dra/dra.h"
 #include "metrics/pods.h"
 
 /* An answer of `count` pods, each with one container holding `ids`. */
@@ -127,6 +128,65 @@ static void test_devices_by_every_name(void **state)
     gpu_inventory_free(inv);
 }
 
+/* A container holding DRA claims: its devices are named as in the slice. */
+static void test_dra_claims(void **state)
+{
+    (void)state;
+    struct gpu_inventory *inv = inventory("a100-mig");
+    struct answer a;
+    answer_init(&a, 1);
+    answer_set(&a, 0, "trainer", "ml", "cpu", (char *)"0");
+    char mig_name[64];
+    dra_device_name(&inv->gpus[1], 1, mig_name, sizeof mig_name);
+    V1__ClaimResource res[3];
+    V1__ClaimResource *res_ptrs[3];
+    const char *drivers[] = {"gpu.nvidia.com", "gpu.nvidia.com", "example.com"};
+    const char *names[] = {mig_name, "gpu-9", mig_name}; /* gpu-9: not on this node */
+    for (int i = 0; i < 3; i++) {
+        v1__claim_resource__init(&res[i]);
+        res[i].driver_name = (char *)drivers[i];
+        res[i].pool_name = "node1";
+        res[i].device_name = (char *)names[i];
+        res_ptrs[i] = &res[i];
+    }
+    V1__DynamicResource dr;
+    v1__dynamic_resource__init(&dr);
+    dr.claim_name = "c";
+    dr.claim_namespace = "ml";
+    dr.n_claim_resources = 3;
+    dr.claim_resources = res_ptrs;
+    V1__DynamicResource *dr_ptr = &dr;
+    a.containers[0].n_dynamic_resources = 1;
+    a.containers[0].dynamic_resources = &dr_ptr;
+    struct pod_map *map = pod_map_build(inv, &a.resp);
+    assert_non_null(map);
+    assert_int_equal(map->migs[1][1].count, 1);
+    assert_string_equal(map->migs[1][1].items[0].pod, "trainer");
+    for (size_t g = 0; g < inv->gpu_count; g++) {
+        assert_int_equal(map->gpus[g].count, 0);
+        for (size_t m = 0; m < inv->gpus[g].mig_count; m++)
+            assert_int_equal(map->migs[g][m].count, g == 1 && m == 1 ? 1 : 0);
+    }
+    pod_map_free(map);
+    answer_free(&a);
+    gpu_inventory_free(inv);
+    /* a whole GPU by its DRA name */
+    inv = inventory("dgx-a100");
+    answer_init(&a, 1);
+    answer_set(&a, 0, "whole", "ml", "cpu", (char *)"0");
+    res[0].device_name = "gpu-5";
+    dr.n_claim_resources = 1;
+    a.containers[0].n_dynamic_resources = 1;
+    a.containers[0].dynamic_resources = &dr_ptr;
+    map = pod_map_build(inv, &a.resp);
+    assert_non_null(map);
+    assert_int_equal(map->gpus[5].count, 1);
+    assert_string_equal(map->gpus[5].items[0].pod, "whole");
+    pod_map_free(map);
+    answer_free(&a);
+    gpu_inventory_free(inv);
+}
+
 /* n pods sharing GPU 0 through replicas, all distinct. */
 static struct pod_map *shared_gpu(const struct gpu_inventory *inv, size_t n, double *seconds)
 {
@@ -193,6 +253,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_devices_by_every_name),
+        cmocka_unit_test(test_dra_claims),
         cmocka_unit_test(test_references_are_bounded),
         cmocka_unit_test(test_build_time_grows_linearly),
     };

@@ -396,11 +396,11 @@ static void capture_stderr(void (*fn)(void), char *out, size_t len)
     unlink(path);
 }
 
-static void call_brand_twice(void)
+static void call_board_id_twice(void)
 {
     for (int i = 0; i < 2; i++) {
-        unsigned int brand;
-        nvmlReturn_t ret = CALL(fn_dev_uint, nvmlDeviceGetBrand)(gpu(0), &brand);
+        unsigned int board;
+        nvmlReturn_t ret = CALL(fn_dev_uint, nvmlDeviceGetBoardId)(gpu(0), &board);
         assert_int_equal(ret, NVML_ERROR_NOT_SUPPORTED);
     }
 }
@@ -410,9 +410,9 @@ static void unsimulated_calls_answer_and_say_so_once(void **state)
     (void)state;
     open_node("dgx-a100");
     char err[2048];
-    capture_stderr(call_brand_twice, err, sizeof err);
+    capture_stderr(call_board_id_twice, err, sizeof err);
     const char *line = "msg=\"NVML call not simulated, answering NOT_SUPPORTED\" "
-                       "call=nvmlDeviceGetBrand\n";
+                       "call=nvmlDeviceGetBoardId\n";
     assert_contains(err, line);
     assert_null(strstr(strstr(err, line) + 1, line)); /* once */
     /* Every listed name is exported (a name both listed and simulated fails to link). */
@@ -448,10 +448,17 @@ static void index_bus_id_and_architecture(void **state)
                      NVML_ERROR_INVALID_ARGUMENT);
     assert_int_equal(CALL(fn_dev_uint, nvmlDeviceGetArchitecture)(gpu(0), &arch), NVML_SUCCESS);
     assert_int_equal(arch, NVML_DEVICE_ARCH_TURING);
+    unsigned int brand, mode[2] = {0, 0};
+    assert_int_equal(CALL(fn_dev_uint, nvmlDeviceGetBrand)(gpu(0), &brand), NVML_SUCCESS);
+    assert_int_equal(brand, NVML_BRAND_TESLA); /* "Tesla T4" */
+    assert_int_equal(CALL(fn_dev_uint, nvmlDeviceGetAddressingMode)(gpu(0), mode),
+                     NVML_ERROR_NOT_SUPPORTED); /* x86: no HMM or ATS */
     close_node();
     open_node("h100-sxm");
     assert_int_equal(CALL(fn_dev_uint, nvmlDeviceGetArchitecture)(gpu(0), &arch), NVML_SUCCESS);
     assert_int_equal(arch, NVML_DEVICE_ARCH_HOPPER);
+    assert_int_equal(CALL(fn_dev_uint, nvmlDeviceGetBrand)(gpu(0), &brand), NVML_SUCCESS);
+    assert_int_equal(brand, NVML_BRAND_NVIDIA); /* "NVIDIA H100 80GB HBM3" */
     close_node();
 }
 

@@ -1,0 +1,1039 @@
+#include "dra_internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dra/v1/api.pb-c.h"
+#include "fileio/fileio.h"
+#include "grpc/grpc.h"
+#include "log/log.h"
+#include "pluginregistration/v1/api.pb-c.h"
+
+typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__NodePrepareResourcesRequest PrepareRequest;
+typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__NodePrepareResourcesResponse PrepareResponse;
+typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__NodePrepareResourcesResponse__ClaimsEntry
+    PrepareEntry;
+typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__NodePrepareResourceResponse PrepareResult;
+typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__Device Device;
+typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__NodeUnprepareResourcesRequest UnprepareRequest;
+typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__NodeUnprepareResourcesResponse UnprepareResponse;
+typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__NodeUnprepareResourcesResponse__ClaimsEntry
+    UnprepareEntry;
+typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__NodeUnprepareResourceResponse UnprepareResult;
+
+#define SERVICE_V1 "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin"
+#define SERVICE_V1BETA1 "k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin"
+#define GET_TIMEOUT_MS 10000
+#define WRITE_TIMEOUT_MS 15000
+#define WATCH_SECONDS 240
+#define BACKOFF_BASE_MS 500
+#define BACKOFF_MAX_MS 30000
+#define REG_CHECK_MS 1000
+#define MAX_PREPARES 64 /* NodePrepareResources calls waiting for the API server */
+
+struct prepare;
+
+/* One claim of a NodePrepareResources call. */
+struct pclaim {
+    struct prepare *call;
+    char uid[DRA_UID_MAX];
+    char namespace[256], name[256];
+    char error[GPULET_ERROR_MSG_MAX];
+    struct dra_result *results;
+    size_t count;
+    bool from_checkpoint;
+    struct kube_request *req;
+};
+
+struct prepare {
+    struct dra *d;
+    struct prepare *next, *prev;
+    struct grpc_call *call;
+    size_t count, pending;
+    struct pclaim *claims;
+};
+
+struct dra {
+    struct event_base *base;
+    const struct gpu_inventory *inv;
+    char node[256];
+    char kubelet_root[4096], state_dir[4096], cdi_root[4096], sysfs[4096];
+    struct cdi_options cdi;
+    char driver_root[4096], dev_root[4096], hook_path[4096];
+    char sock[4200], reg_sock[4200], checkpoint[4200];
+    struct dra_device *devs;
+    size_t n_devs;
+    struct grpc_budget *budget;
+    struct grpc_server *server, *reg;
+    struct event *reg_timer;
+    struct kube_client *kube;
+    struct dra_claim *claims; /* prepared, as in the checkpoint */
+    size_t n_claims;
+    struct prepare *prepares;
+    size_t n_prepares;
+    /* publishing */
+    struct event *pub_timer;
+    unsigned pub_attempt;
+    bool pub_busy, pub_again;
+    bool node_uid_known;
+    char node_uid[128];
+    char list_rv[64];
+    long long generation;
+    json_t *to_delete; /* names of slices to delete, then */
+    json_t *to_create; /* slice objects to create */
+    char want_hash[17];
+    struct kube_request *pub_req;
+    struct kube_request *watch;
+    char watch_rv[64];
+    struct timespec watch_started;
+    bool watch_relist;
+};
+
+/* ---- helpers ---- */
+
+static void reply_message(struct grpc_call *call, const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    protobuf_c_message_pack(msg, buf);
+    grpc_call_reply(call, buf, len);
+    free(buf);
+}
+
+/* A DNS subdomain (node, namespace, object names): lower-case letters,
+ * digits, '-' and '.', so it goes into a URL path as it is. */
+static bool dns_name(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-' ||
+              s[i] == '.'))
+            return false;
+    return true;
+}
+
+static struct dra_claim *find_claim(struct dra *d, const char *uid)
+{
+    for (size_t i = 0; i < d->n_claims; i++)
+        if (strcmp(d->claims[i].uid, uid) == 0)
+            return &d->claims[i];
+    return NULL;
+}
+
+static void spec_path(const struct dra *d, const char *uid, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/k8s.gpu.nvidia.com-claim_%s.yaml", d->cdi_root, uid);
+}
+
+/* ---- the CDI spec of a claim ---- */
+
+static int write_claim_spec(struct dra *d, const char *uid, const struct dra_result *results,
+                            size_t count, struct gpulet_error *err)
+{
+    struct cdi_claim_device devs[DRA_CLAIM_DEVICES];
+    char names[DRA_CLAIM_DEVICES][DRA_UID_MAX + DRA_NAME_MAX + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < count && n < DRA_CLAIM_DEVICES; i++) {
+        const struct dra_device *dev = dra_device_find(d->devs, d->n_devs, results[i].device);
+        if (dev == NULL)
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "device %s of the claim is not one "
+                                    "of this node's (%s): its slice is out of date; delete "
+                                    "the claim so that it is allocated again",
+                                    results[i].device, d->node);
+        bool seen = false; /* one device for two requests: listed once */
+        for (size_t j = 0; j < i; j++)
+            seen |= strcmp(results[j].device, results[i].device) == 0;
+        if (seen)
+            continue;
+        snprintf(names[n], sizeof names[n], "%s-%s", uid, dev->name);
+        devs[n] = (struct cdi_claim_device){.name = names[n], .gpu = dev->gpu, .mig = dev->mig};
+        n++;
+    }
+    json_t *spec;
+    if (cdi_claim_spec_build(d->inv, &d->cdi, DRA_CDI_KIND, devs, n, &spec, err) < 0)
+        return -1;
+    char path[4400];
+    spec_path(d, uid, path, sizeof path);
+    int rc = cdi_spec_write(spec, CDI_YAML, path, err);
+    json_decref(spec);
+    return rc;
+}
+
+static int save_checkpoint(struct dra *d, struct gpulet_error *err)
+{
+    return dra_checkpoint_write(d->checkpoint, d->claims, d->n_claims, err);
+}
+
+/* ---- NodePrepareResources ---- */
+
+static void prepare_free(struct prepare *p)
+{
+    struct dra *d = p->d;
+    for (size_t i = 0; i < p->count; i++) {
+        kube_request_cancel(p->claims[i].req);
+        free(p->claims[i].results);
+    }
+    free(p->claims);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        d->prepares = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    d->n_prepares--;
+    free(p);
+}
+
+/* A claim read from the API server becomes prepared: spec, then memory. */
+static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
+{
+    if (write_claim_spec(d, c->uid, c->results, c->count, err) < 0)
+        return -1;
+    if (find_claim(d, c->uid))
+        return 0; /* a call beside this one prepared it too */
+    if (d->n_claims >= DRA_MAX_CLAIMS)
+        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "%d claims are prepared on this node "
+                                "already, gpulet's bound", DRA_MAX_CLAIMS);
+    struct dra_claim *list = realloc(d->claims, (d->n_claims + 1) * sizeof *list);
+    struct dra_result *results = malloc((c->count ? c->count : 1) * sizeof *results);
+    if (list == NULL || results == NULL) {
+        if (list)
+            d->claims = list;
+        free(results);
+        return gpulet_error_errno(err, ENOMEM, "cannot remember claim %s", c->uid);
+    }
+    d->claims = list;
+    struct dra_claim *dc = &d->claims[d->n_claims++];
+    memset(dc, 0, sizeof *dc);
+    snprintf(dc->uid, sizeof dc->uid, "%s", c->uid);
+    snprintf(dc->namespace, sizeof dc->namespace, "%s", c->namespace);
+    snprintf(dc->name, sizeof dc->name, "%s", c->name);
+    memcpy(results, c->results, c->count * sizeof *results);
+    dc->results = results;
+    dc->count = c->count;
+    return 0;
+}
+
+static void forget(struct dra *d, const char *uid)
+{
+    struct dra_claim *c = find_claim(d, uid);
+    if (c == NULL)
+        return;
+    free(c->results);
+    *c = d->claims[--d->n_claims];
+}
+
+static void prepare_answer(struct prepare *p)
+{
+    struct dra *d = p->d;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool changed = false;
+    for (size_t i = 0; i < p->count; i++) {
+        struct pclaim *c = &p->claims[i];
+        if (c->error[0] || c->from_checkpoint)
+            continue;
+        struct gpulet_error err = {0};
+        if (remember(d, c, &err) < 0)
+            snprintf(c->error, sizeof c->error, "%s", err.msg);
+        else
+            changed = true;
+    }
+    if (changed) {
+        struct gpulet_error err = {0};
+        if (save_checkpoint(d, &err) < 0) {
+            /* Unrecorded, a claim cannot be answered as prepared: after a
+             * restart gpulet would not know it. */
+            for (size_t i = 0; i < p->count; i++) {
+                struct pclaim *c = &p->claims[i];
+                if (c->error[0] || c->from_checkpoint)
+                    continue;
+                forget(d, c->uid);
+                snprintf(c->error, sizeof c->error, "cannot record the prepared claim: %s",
+                         err.msg);
+            }
+        }
+    }
+    PrepareResponse resp = K8S__IO__KUBELET__PKG__APIS__DRA__V1__NODE_PREPARE_RESOURCES_RESPONSE__INIT;
+    PrepareEntry *entries = calloc(p->count ? p->count : 1, sizeof *entries);
+    PrepareEntry **entry_ptrs = calloc(p->count ? p->count : 1, sizeof *entry_ptrs);
+    PrepareResult *results = calloc(p->count ? p->count : 1, sizeof *results);
+    size_t total = 0;
+    for (size_t i = 0; i < p->count; i++)
+        total += p->claims[i].count;
+    Device *devices = calloc(total ? total : 1, sizeof *devices);
+    Device **device_ptrs = calloc(total ? total : 1, sizeof *device_ptrs);
+    char (*ids)[DRA_UID_MAX + DRA_NAME_MAX + 64] = calloc(total ? total : 1, sizeof *ids);
+    char **id_ptrs = calloc(total ? total : 1, sizeof *id_ptrs);
+    char **req_ptrs = calloc(total ? total : 1, sizeof *req_ptrs);
+    if (!entries || !entry_ptrs || !results || !devices || !device_ptrs || !ids || !id_ptrs ||
+        !req_ptrs) {
+        grpc_call_finish(p->call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        struct pclaim *c = &p->claims[i];
+        k8s__io__kubelet__pkg__apis__dra__v1__node_prepare_resources_response__claims_entry__init(
+            &entries[i]);
+        k8s__io__kubelet__pkg__apis__dra__v1__node_prepare_resource_response__init(&results[i]);
+        entries[i].key = c->uid;
+        entries[i].value = &results[i];
+        entry_ptrs[i] = &entries[i];
+        if (c->error[0]) {
+            results[i].error = c->error;
+            continue;
+        }
+        results[i].devices = &device_ptrs[k];
+        for (size_t j = 0; j < c->count; j++, k++) {
+            Device *dev = &devices[k];
+            k8s__io__kubelet__pkg__apis__dra__v1__device__init(dev);
+            req_ptrs[k] = c->results[j].request;
+            dev->request_names = &req_ptrs[k];
+            dev->n_request_names = 1;
+            dev->pool_name = d->node;
+            dev->device_name = c->results[j].device;
+            dra_cdi_id(c->uid, c->results[j].device, ids[k], sizeof ids[k]);
+            id_ptrs[k] = ids[k];
+            dev->cdi_device_ids = &id_ptrs[k];
+            dev->n_cdi_device_ids = 1;
+            device_ptrs[k] = dev;
+            results[i].n_devices++;
+        }
+    }
+    resp.claims = entry_ptrs;
+    resp.n_claims = p->count;
+    reply_message(p->call, &resp.base);
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    for (size_t i = 0; i < p->count; i++)
+        log_info("claim prepared", "claim=%s/%s uid=%s devices=%zu from=%s error=\"%s\"",
+                 p->claims[i].namespace, p->claims[i].name, p->claims[i].uid,
+                 p->claims[i].error[0] ? 0 : p->claims[i].count,
+                 p->claims[i].from_checkpoint ? "checkpoint" : "apiserver", p->claims[i].error);
+    log_debug("NodePrepareResources answered", "claims=%zu answer_ms=%ld", p->count,
+              (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+out:
+    free(entries);
+    free(entry_ptrs);
+    free(results);
+    free(devices);
+    free(device_ptrs);
+    free(ids);
+    free(id_ptrs);
+    free(req_ptrs);
+    p->call = NULL;
+    prepare_free(p);
+}
+
+static void claim_fetched(const struct kube_response *r, void *user)
+{
+    struct pclaim *c = user;
+    struct prepare *p = c->call;
+    c->req = NULL;
+    if (r->status == 200) {
+        struct gpulet_error err = {0};
+        if (dra_claim_parse(r->body, r->len, c->uid, p->d->node, &c->results, &c->count, &err) <
+            0)
+            snprintf(c->error, sizeof c->error, "claim %s/%s: %s", c->namespace, c->name,
+                     err.msg);
+    } else if (r->status == 404) {
+        snprintf(c->error, sizeof c->error, "claim %s/%s is not in the API server (deleted?)",
+                 c->namespace, c->name);
+    } else if (r->status == 401 || r->status == 403) {
+        snprintf(c->error, sizeof c->error, "gpulet may not read claim %s/%s (HTTP %ld): give "
+                 "its service account get on resourceclaims (deploy/ has the ClusterRole)",
+                 c->namespace, c->name, r->status);
+    } else if (r->status) {
+        snprintf(c->error, sizeof c->error, "the API server answered HTTP %ld for claim %s/%s; "
+                 "the kubelet will retry", r->status, c->namespace, c->name);
+    } else {
+        snprintf(c->error, sizeof c->error, "cannot read claim %s/%s from the API server: %s; "
+                 "the kubelet will retry", c->namespace, c->name, r->error);
+    }
+    if (--p->pending == 0)
+        prepare_answer(p);
+}
+
+static void prepare_closed(struct grpc_call *call, enum grpc_status why, void *user)
+{
+    (void)call;
+    struct prepare *p = user;
+    log_warn("NodePrepareResources abandoned by the kubelet", "claims=%zu why=%s", p->count,
+             grpc_status_name(why));
+    p->call = NULL;
+    prepare_free(p);
+}
+
+static void start_claim(struct dra *d, struct pclaim *c,
+                        const K8s__Io__Kubelet__Pkg__Apis__Dra__V1__Claim *in)
+{
+    snprintf(c->uid, sizeof c->uid, "%s", in->uid ? in->uid : "");
+    if (in->uid == NULL || !dra_uid_valid(in->uid)) {
+        snprintf(c->error, sizeof c->error, "claim UID \"%.64s\" is not a UID", c->uid);
+        return;
+    }
+    snprintf(c->namespace, sizeof c->namespace, "%s", in->namespace_ ? in->namespace_ : "");
+    snprintf(c->name, sizeof c->name, "%s", in->name ? in->name : "");
+    struct dra_claim *known = find_claim(d, c->uid);
+    if (known) {
+        /* Prepared before (a retry, a kubelet or gpulet restart): the same
+         * answer, and the spec again in case it was removed meanwhile. */
+        char path[4400];
+        spec_path(d, c->uid, path, sizeof path);
+        struct gpulet_error err = {0};
+        if (access(path, F_OK) != 0 &&
+            write_claim_spec(d, c->uid, known->results, known->count, &err) < 0) {
+            snprintf(c->error, sizeof c->error, "%s", err.msg);
+            return;
+        }
+        c->results = malloc((known->count ? known->count : 1) * sizeof *c->results);
+        if (c->results == NULL) {
+            snprintf(c->error, sizeof c->error, "out of memory");
+            return;
+        }
+        memcpy(c->results, known->results, known->count * sizeof *c->results);
+        c->count = known->count;
+        c->from_checkpoint = true;
+        return;
+    }
+    if (!dns_name(c->namespace, 63) || !dns_name(c->name, 253)) {
+        snprintf(c->error, sizeof c->error, "claim namespace \"%.64s\" or name \"%.64s\" is not "
+                 "a Kubernetes name", c->namespace, c->name);
+        return;
+    }
+    char path[700];
+    snprintf(path, sizeof path, "/apis/resource.k8s.io/v1/namespaces/%s/resourceclaims/%s",
+             c->namespace, c->name);
+    struct gpulet_error err = {0};
+    c->req = kube_request(d->kube, "GET", path, NULL, GET_TIMEOUT_MS, claim_fetched, c, &err);
+    if (c->req == NULL) {
+        snprintf(c->error, sizeof c->error, "cannot read claim %s/%s: %s", c->namespace,
+                 c->name, err.msg);
+        return;
+    }
+    c->call->pending++;
+}
+
+static void prepare_cb(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
+{
+    struct dra *d = user;
+    PrepareRequest *in =
+        k8s__io__kubelet__pkg__apis__dra__v1__node_prepare_resources_request__unpack(NULL, len,
+                                                                                      req);
+    if (in == NULL) {
+        grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed NodePrepareResourcesRequest");
+        return;
+    }
+    if (in->n_claims > DRA_MAX_CLAIMS || d->n_prepares >= MAX_PREPARES) {
+        k8s__io__kubelet__pkg__apis__dra__v1__node_prepare_resources_request__free_unpacked(in,
+                                                                                           NULL);
+        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "too many claims being prepared; retry");
+        return;
+    }
+    struct prepare *p = calloc(1, sizeof *p);
+    if (p)
+        p->claims = calloc(in->n_claims ? in->n_claims : 1, sizeof *p->claims);
+    if (p == NULL || p->claims == NULL) {
+        free(p);
+        k8s__io__kubelet__pkg__apis__dra__v1__node_prepare_resources_request__free_unpacked(in,
+                                                                                           NULL);
+        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    p->d = d;
+    p->call = call;
+    p->count = in->n_claims;
+    p->next = d->prepares;
+    if (d->prepares)
+        d->prepares->prev = p;
+    d->prepares = p;
+    d->n_prepares++;
+    p->pending = 1; /* held until every claim has started */
+    for (size_t i = 0; i < in->n_claims; i++) {
+        p->claims[i].call = p;
+        start_claim(d, &p->claims[i], in->claims[i]);
+    }
+    k8s__io__kubelet__pkg__apis__dra__v1__node_prepare_resources_request__free_unpacked(in, NULL);
+    if (--p->pending == 0) {
+        prepare_answer(p);
+        return;
+    }
+    grpc_call_on_close(call, prepare_closed, p);
+}
+
+/* ---- NodeUnprepareResources ---- */
+
+static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
+{
+    struct dra *d = user;
+    UnprepareRequest *in =
+        k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resources_request__unpack(NULL, len,
+                                                                                        req);
+    if (in == NULL) {
+        grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed NodeUnprepareResourcesRequest");
+        return;
+    }
+    size_t n = in->n_claims;
+    UnprepareEntry *entries = calloc(n ? n : 1, sizeof *entries);
+    UnprepareEntry **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    UnprepareResult *results = calloc(n ? n : 1, sizeof *results);
+    char (*errors)[GPULET_ERROR_MSG_MAX] = calloc(n ? n : 1, sizeof *errors);
+    if (!entries || !ptrs || !results || !errors) {
+        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    bool changed = false;
+    for (size_t i = 0; i < n; i++) {
+        const char *uid = in->claims[i]->uid ? in->claims[i]->uid : "";
+        k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resources_response__claims_entry__init(
+            &entries[i]);
+        k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resource_response__init(&results[i]);
+        entries[i].key = (char *)uid;
+        entries[i].value = &results[i];
+        ptrs[i] = &entries[i];
+        if (!dra_uid_valid(uid)) {
+            snprintf(errors[i], sizeof errors[i], "claim UID \"%.64s\" is not a UID", uid);
+            results[i].error = errors[i];
+            continue;
+        }
+        char path[4400];
+        spec_path(d, uid, path, sizeof path);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            snprintf(errors[i], sizeof errors[i], "cannot remove the CDI spec %s: %s", path,
+                     strerror(errno));
+            results[i].error = errors[i];
+            continue;
+        }
+        if (find_claim(d, uid)) {
+            forget(d, uid);
+            changed = true;
+        }
+        log_info("claim unprepared", "uid=%s", uid);
+    }
+    struct gpulet_error err = {0};
+    if (changed && save_checkpoint(d, &err) < 0) {
+        /* The specs are gone; a stale entry only makes a later prepare of
+         * the same UID answer from memory, which stays right. */
+        log_warn("cannot record unprepared claims", "error=\"%s\"", err.msg);
+    }
+    UnprepareResponse resp =
+        K8S__IO__KUBELET__PKG__APIS__DRA__V1__NODE_UNPREPARE_RESOURCES_RESPONSE__INIT;
+    resp.claims = ptrs;
+    resp.n_claims = n;
+    reply_message(call, &resp.base);
+out:
+    free(entries);
+    free(ptrs);
+    free(results);
+    free(errors);
+    k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resources_request__free_unpacked(in,
+                                                                                         NULL);
+}
+
+/* ---- registration ---- */
+
+static void get_info_cb(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
+{
+    (void)req;
+    (void)len;
+    struct dra *d = user;
+    static char *versions[] = {"v1.DRAPlugin", "v1beta1.DRAPlugin"};
+    Pluginregistration__PluginInfo info = PLUGINREGISTRATION__PLUGIN_INFO__INIT;
+    info.type = "DRAPlugin";
+    info.name = DRA_DRIVER;
+    info.endpoint = d->sock;
+    info.supported_versions = versions;
+    info.n_supported_versions = 2;
+    reply_message(call, &info.base);
+}
+
+static void notify_cb(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
+{
+    (void)user;
+    Pluginregistration__RegistrationStatus *st =
+        pluginregistration__registration_status__unpack(NULL, len, req);
+    if (st == NULL) {
+        grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "malformed RegistrationStatus");
+        return;
+    }
+    if (st->plugin_registered)
+        log_info("registered with the kubelet", "driver=" DRA_DRIVER);
+    else
+        log_error("the kubelet refused the DRA driver", "driver=" DRA_DRIVER " error=\"%.200s\"",
+                  st->error ? st->error : "");
+    pluginregistration__registration_status__free_unpacked(st, NULL);
+    Pluginregistration__RegistrationStatusResponse resp =
+        PLUGINREGISTRATION__REGISTRATION_STATUS_RESPONSE__INIT;
+    reply_message(call, &resp.base);
+}
+
+static int listen_registration(struct dra *d, struct gpulet_error *err)
+{
+    if (grpc_server_listen(d->base, d->reg_sock, d->budget, &d->reg, err) < 0 ||
+        grpc_server_handle(d->reg, "/pluginregistration.Registration/GetInfo", get_info_cb, d,
+                           err) < 0 ||
+        grpc_server_handle(d->reg, "/pluginregistration.Registration/NotifyRegistrationStatus",
+                           notify_cb, d, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* The DRA socket first: the kubelet dials it as soon as the registration
+ * socket appears. */
+static int serve_sockets(struct dra *d, struct gpulet_error *err)
+{
+    grpc_server_free(d->reg);
+    d->reg = NULL;
+    grpc_server_free(d->server);
+    d->server = NULL;
+    static const char *const methods[] = {"/" SERVICE_V1 "/NodePrepareResources",
+                                          "/" SERVICE_V1 "/NodeUnprepareResources",
+                                          "/" SERVICE_V1BETA1 "/NodePrepareResources",
+                                          "/" SERVICE_V1BETA1 "/NodeUnprepareResources"};
+    int rc = grpc_server_listen(d->base, d->sock, d->budget, &d->server, err);
+    for (size_t i = 0; rc == 0 && i < 4; i++)
+        rc = grpc_server_handle(d->server, methods[i], i % 2 ? unprepare_cb : prepare_cb, d,
+                                err);
+    if (rc == 0)
+        rc = listen_registration(d, err);
+    return rc;
+}
+
+/* The kubelet learns of the driver from the socket's appearance; one
+ * removed (a cleanup of the folder) is made again. */
+static void reg_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct dra *d = arg;
+    struct stat st;
+    if (d->reg && stat(d->reg_sock, &st) == 0 && stat(d->sock, &st) == 0)
+        return;
+    log_warn("DRA sockets gone; serving them again", "socket=%s", d->reg_sock);
+    struct gpulet_error err = {0};
+    if (serve_sockets(d, &err) < 0)
+        log_error("cannot serve the DRA sockets; retrying", "error=\"%s\"", err.msg);
+}
+
+/* ---- ResourceSlices ---- */
+
+static void publish(struct dra *d);
+
+static void schedule_publish(struct dra *d, long ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(d->pub_timer, &tv);
+}
+
+static void pub_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    publish(arg);
+}
+
+static void publish_failed(struct dra *d, const char *step, const struct kube_response *r)
+{
+    d->pub_busy = false;
+    d->pub_req = NULL;
+    long ms = kube_backoff_ms(d->pub_attempt++, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
+    log_warn("cannot publish the ResourceSlices; retrying", "step=%s status=%ld error=\"%s\" "
+             "body=\"%.160s\" retry_ms=%ld", step, r ? r->status : 0L, r ? r->error : "",
+             r && r->status ? r->body : "", ms);
+    schedule_publish(d, ms);
+}
+
+static void watch_line(const char *line, size_t len, void *user);
+static void watch_done(const struct kube_response *r, void *user);
+
+static void selector(const struct dra *d, char *buf, size_t len)
+{
+    /* spec.nodeName=<node>,spec.driver=gpu.nvidia.com, URL-encoded */
+    snprintf(buf, len, "fieldSelector=spec.nodeName%%3D%s%%2Cspec.driver%%3D" DRA_DRIVER,
+             d->node);
+}
+
+static void start_watch(struct dra *d)
+{
+    if (d->watch)
+        return;
+    char sel[512], path[1024];
+    selector(d, sel, sizeof sel);
+    snprintf(path, sizeof path, "/apis/resource.k8s.io/v1/resourceslices?watch=true&"
+             "allowWatchBookmarks=true&timeoutSeconds=%d&resourceVersion=%s&%s", WATCH_SECONDS,
+             d->watch_rv, sel);
+    d->watch_relist = false;
+    clock_gettime(CLOCK_MONOTONIC, &d->watch_started);
+    struct gpulet_error err = {0};
+    d->watch = kube_watch(d->kube, path, (WATCH_SECONDS + 30) * 1000L, watch_line, watch_done, d,
+                          &err);
+    if (d->watch == NULL)
+        log_warn("cannot watch the ResourceSlices", "error=\"%s\"", err.msg);
+}
+
+static void publish_done(struct dra *d)
+{
+    d->pub_busy = false;
+    d->pub_req = NULL;
+    d->pub_attempt = 0;
+    if (d->watch == NULL) {
+        snprintf(d->watch_rv, sizeof d->watch_rv, "%s", d->list_rv);
+        start_watch(d);
+    }
+    if (d->pub_again) {
+        d->pub_again = false;
+        schedule_publish(d, 0);
+    }
+}
+
+static void next_write(struct dra *d);
+
+static void write_done(const struct kube_response *r, void *user)
+{
+    struct dra *d = user;
+    d->pub_req = NULL;
+    bool deleting = json_array_size(d->to_delete) > 0;
+    if (deleting ? !(r->status == 200 || r->status == 202 || r->status == 404)
+                 : r->status != 201 && r->status != 200) {
+        publish_failed(d, deleting ? "delete" : "create", r);
+        return;
+    }
+    json_array_remove(deleting ? d->to_delete : d->to_create, 0);
+    next_write(d);
+}
+
+/* Deletes the slices that do not match, then creates ours, one request at
+ * a time. */
+static void next_write(struct dra *d)
+{
+    struct gpulet_error err = {0};
+    if (json_array_size(d->to_delete)) {
+        char path[700];
+        snprintf(path, sizeof path, "/apis/resource.k8s.io/v1/resourceslices/%s",
+                 json_string_value(json_array_get(d->to_delete, 0)));
+        d->pub_req = kube_request(d->kube, "DELETE", path, NULL, WRITE_TIMEOUT_MS, write_done, d,
+                                  &err);
+    } else if (json_array_size(d->to_create)) {
+        char *body = json_dumps(json_array_get(d->to_create, 0), JSON_COMPACT);
+        d->pub_req = body ? kube_request(d->kube, "POST", "/apis/resource.k8s.io/v1/resourceslices",
+                                         body, WRITE_TIMEOUT_MS, write_done, d, &err)
+                          : NULL;
+        free(body);
+    } else {
+        log_info("ResourceSlices published", "node=%s generation=%lld devices=%zu", d->node,
+                 d->generation, d->n_devs);
+        publish_done(d);
+        return;
+    }
+    if (d->pub_req == NULL) {
+        struct kube_response none = {.error = err.msg, .body = ""};
+        publish_failed(d, "request", &none);
+    }
+}
+
+static json_t *desired_devices(struct dra *d)
+{
+    json_t *devices = json_array();
+    for (size_t i = 0; i < d->n_devs; i++)
+        if (d->devs[i].healthy)
+            json_array_append_new(devices, dra_device_json(d->inv, &d->devs[i], d->sysfs));
+    return devices;
+}
+
+static void slices_listed(const struct kube_response *r, void *user)
+{
+    struct dra *d = user;
+    d->pub_req = NULL;
+    if (r->status != 200) {
+        publish_failed(d, "list", r);
+        return;
+    }
+    json_error_t jerr;
+    json_t *list = json_loadb(r->body, r->len, 0, &jerr);
+    json_t *items = json_object_get(list, "items");
+    const char *rv = json_string_value(json_object_get(json_object_get(list, "metadata"),
+                                                       "resourceVersion"));
+    if (!json_is_array(items) || rv == NULL || strlen(rv) >= sizeof d->list_rv) {
+        json_decref(list);
+        struct kube_response bad = {.status = 0, .error = "the slice list is not a "
+                                    "ResourceSliceList", .body = ""};
+        publish_failed(d, "list", &bad);
+        return;
+    }
+    snprintf(d->list_rv, sizeof d->list_rv, "%s", rv);
+    json_t *devices = desired_devices(d);
+    dra_json_hash(devices, d->want_hash);
+    long long max_gen = 0;
+    bool same = json_array_size(items) > 0;
+    size_t want_slices = json_array_size(devices)
+                             ? (json_array_size(devices) + DRA_SLICE_DEVICES - 1) /
+                                   DRA_SLICE_DEVICES
+                             : 1;
+    json_array_clear(d->to_delete);
+    size_t i;
+    json_t *item;
+    long long first_gen = -1;
+    json_array_foreach(items, i, item) {
+        json_t *meta = json_object_get(item, "metadata");
+        json_t *pool = json_object_get(json_object_get(item, "spec"), "pool");
+        long long gen = json_integer_value(json_object_get(pool, "generation"));
+        const char *name = json_string_value(json_object_get(meta, "name"));
+        const char *hash = json_string_value(
+            json_object_get(json_object_get(meta, "annotations"), "gpulet.nvidia.com/content"));
+        if (gen > max_gen)
+            max_gen = gen;
+        if (first_gen < 0)
+            first_gen = gen;
+        same &= hash && strcmp(hash, d->want_hash) == 0 && gen == first_gen &&
+                json_integer_value(json_object_get(pool, "resourceSliceCount")) ==
+                    (json_int_t)want_slices;
+        if (name && dns_name(name, 253))
+            json_array_append_new(d->to_delete, json_string(name));
+    }
+    same &= json_array_size(items) == want_slices;
+    json_decref(list);
+    if (same) {
+        json_array_clear(d->to_delete);
+        json_decref(devices);
+        d->generation = first_gen;
+        log_debug("ResourceSlices up to date", "node=%s generation=%lld", d->node, first_gen);
+        publish_done(d);
+        return;
+    }
+    d->generation = (max_gen > d->generation ? max_gen : d->generation) + 1;
+    json_decref(d->to_create);
+    d->to_create = dra_slices_json(d->node, d->node_uid_known ? d->node_uid : NULL,
+                                   d->generation, devices, d->want_hash);
+    json_decref(devices);
+    next_write(d);
+}
+
+static void list_slices(struct dra *d)
+{
+    char sel[512], path[700];
+    selector(d, sel, sizeof sel);
+    snprintf(path, sizeof path, "/apis/resource.k8s.io/v1/resourceslices?%s", sel);
+    struct gpulet_error err = {0};
+    d->pub_req = kube_request(d->kube, "GET", path, NULL, GET_TIMEOUT_MS, slices_listed, d, &err);
+    if (d->pub_req == NULL) {
+        struct kube_response none = {.error = err.msg, .body = ""};
+        publish_failed(d, "list", &none);
+    }
+}
+
+static void node_fetched(const struct kube_response *r, void *user)
+{
+    struct dra *d = user;
+    d->pub_req = NULL;
+    if (r->status == 200) {
+        json_t *node = json_loadb(r->body, r->len, 0, NULL);
+        const char *uid = json_string_value(
+            json_object_get(json_object_get(node, "metadata"), "uid"));
+        if (uid && strlen(uid) < sizeof d->node_uid)
+            snprintf(d->node_uid, sizeof d->node_uid, "%s", uid);
+        json_decref(node);
+        d->node_uid_known = true;
+    } else if (r->status == 403 || r->status == 404) {
+        /* Published without an owner: the slices then outlive a deleted
+         * Node object, which the kubelet cleans up at its next start. */
+        log_warn("cannot read the Node object; ResourceSlices get no owner reference",
+                 "node=%s status=%ld", d->node, r->status);
+        d->node_uid_known = true;
+        d->node_uid[0] = '\0';
+    } else {
+        publish_failed(d, "node", r);
+        return;
+    }
+    list_slices(d);
+}
+
+static void publish(struct dra *d)
+{
+    if (d->pub_busy) {
+        d->pub_again = true;
+        return;
+    }
+    d->pub_busy = true;
+    if (d->node_uid_known) {
+        list_slices(d);
+        return;
+    }
+    char path[400];
+    snprintf(path, sizeof path, "/api/v1/nodes/%s", d->node);
+    struct gpulet_error err = {0};
+    d->pub_req = kube_request(d->kube, "GET", path, NULL, GET_TIMEOUT_MS, node_fetched, d, &err);
+    if (d->pub_req == NULL) {
+        struct kube_response none = {.error = err.msg, .body = ""};
+        publish_failed(d, "node", &none);
+    }
+}
+
+/* Inside libcurl: only notes, and the timer. */
+static void watch_line(const char *line, size_t len, void *user)
+{
+    struct dra *d = user;
+    json_t *ev = json_loadb(line, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    json_t *obj = json_object_get(ev, "object");
+    const char *rv = json_string_value(
+        json_object_get(json_object_get(obj, "metadata"), "resourceVersion"));
+    if (type == NULL) {
+        d->watch_relist = true;
+    } else if (strcmp(type, "ERROR") == 0) {
+        /* 410 Gone: the version is too old; list again. */
+        d->watch_relist = true;
+    } else {
+        if (rv && strlen(rv) < sizeof d->watch_rv)
+            snprintf(d->watch_rv, sizeof d->watch_rv, "%s", rv);
+        if (strcmp(type, "DELETED") == 0 || strcmp(type, "MODIFIED") == 0)
+            schedule_publish(d, 0);
+    }
+    json_decref(ev);
+}
+
+static void watch_done(const struct kube_response *r, void *user)
+{
+    struct dra *d = user;
+    d->watch = NULL;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    bool long_enough = now.tv_sec - d->watch_started.tv_sec >= 2;
+    if (r->status == 200 && !d->watch_relist && long_enough) {
+        start_watch(d); /* resumes from the last version seen */
+        return;
+    }
+    long ms = r->status == 200 && long_enough ? 0
+                                              : kube_backoff_ms(d->pub_attempt++, BACKOFF_BASE_MS,
+                                                                BACKOFF_MAX_MS);
+    log_debug("ResourceSlice watch ended; listing again", "status=%ld error=\"%s\" "
+              "relist=%d retry_ms=%ld", r->status, r->error, d->watch_relist, ms);
+    schedule_publish(d, ms);
+}
+
+void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy)
+{
+    if (d == NULL)
+        return;
+    bool changed = false;
+    for (size_t i = 0; i < d->n_devs; i++) {
+        struct dra_device *dev = &d->devs[i];
+        /* A whole GPU's trouble is its MIG devices' too. */
+        if (dev->gpu != gpu || (mig >= 0 && dev->mig != mig) || dev->healthy == healthy)
+            continue;
+        dev->healthy = healthy;
+        changed = true;
+        log_info(healthy ? "device back in the ResourceSlice"
+                         : "device taken out of the ResourceSlice",
+                 "device=%s", dev->name);
+    }
+    if (changed)
+        publish(d);
+}
+
+/* ---- start and stop ---- */
+
+int dra_start(struct event_base *base, const struct dra_options *opts,
+              const struct gpu_inventory *inv, struct dra **out, struct gpulet_error *err)
+{
+    if (opts->node_name == NULL || !dns_name(opts->node_name, 200))
+        return gpulet_error_set(err, GPULET_ERR_USAGE, "DRA needs this node's name: give "
+                                "--node-name or NODE_NAME (from the pod's spec.nodeName), "
+                                "a Kubernetes node name, not \"%.64s\"",
+                                opts->node_name ? opts->node_name : "");
+    struct dra *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
+    d->base = base;
+    d->inv = inv;
+    snprintf(d->node, sizeof d->node, "%s", opts->node_name);
+    snprintf(d->kubelet_root, sizeof d->kubelet_root, "%s", opts->kubelet_root);
+    snprintf(d->state_dir, sizeof d->state_dir, "%s", opts->state_dir);
+    snprintf(d->cdi_root, sizeof d->cdi_root, "%s", opts->cdi_root);
+    snprintf(d->sysfs, sizeof d->sysfs, "%s", opts->sysfs ? opts->sysfs : "/sys");
+    snprintf(d->driver_root, sizeof d->driver_root, "%s",
+             opts->cdi.driver_root ? opts->cdi.driver_root : "/");
+    snprintf(d->dev_root, sizeof d->dev_root, "%s",
+             opts->cdi.dev_root ? opts->cdi.dev_root : d->driver_root);
+    if (opts->cdi.hook_path)
+        snprintf(d->hook_path, sizeof d->hook_path, "%s", opts->cdi.hook_path);
+    d->cdi = (struct cdi_options){.driver_root = d->driver_root, .dev_root = d->dev_root,
+                                  .hook_path = d->hook_path[0] ? d->hook_path : NULL};
+    snprintf(d->sock, sizeof d->sock, "%s/plugins/" DRA_DRIVER "/dra.sock", d->kubelet_root);
+    snprintf(d->reg_sock, sizeof d->reg_sock, "%s/plugins_registry/" DRA_DRIVER "-reg.sock",
+             d->kubelet_root);
+    snprintf(d->checkpoint, sizeof d->checkpoint, "%s/dra-checkpoint.json", d->state_dir);
+    d->to_delete = json_array();
+    d->to_create = json_array();
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/plugins/" DRA_DRIVER, d->kubelet_root);
+    char reg_dir[4200];
+    snprintf(reg_dir, sizeof reg_dir, "%s/plugins_registry", d->kubelet_root);
+    if (dra_devices_build(inv, opts->cfg, &d->devs, &d->n_devs, err) < 0 ||
+        fileio_mkdirs(dir, 0755, 0750, err) < 0 || fileio_mkdirs(reg_dir, 0755, 0750, err) < 0 ||
+        fileio_mkdirs(d->cdi_root, 0755, 0755, err) < 0 ||
+        fileio_mkdirs(d->state_dir, 0755, 0700, err) < 0 ||
+        dra_checkpoint_read(d->checkpoint, &d->claims, &d->n_claims, err) < 0 ||
+        kube_client_new(base, opts->kube, &d->kube, err) < 0) {
+        dra_free(d);
+        return -1;
+    }
+    d->budget = grpc_budget_new();
+    d->pub_timer = evtimer_new(base, pub_timer_cb, d);
+    d->reg_timer = event_new(base, -1, EV_PERSIST, reg_check, d);
+    if (d->budget == NULL || d->pub_timer == NULL || d->reg_timer == NULL) {
+        dra_free(d);
+        return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
+    }
+    if (serve_sockets(d, err) < 0) {
+        gpulet_error_prefix(err, "cannot serve the DRA sockets (--kubelet-root %s)",
+                            opts->kubelet_root);
+        dra_free(d);
+        return -1;
+    }
+    struct timeval tv = {REG_CHECK_MS / 1000, (REG_CHECK_MS % 1000) * 1000};
+    event_add(d->reg_timer, &tv);
+    publish(d);
+    log_info("DRA driver running", "driver=" DRA_DRIVER " node=%s socket=%s devices=%zu "
+             "prepared_claims=%zu", d->node, d->sock, d->n_devs, d->n_claims);
+    *out = d;
+    return 0;
+}
+
+void dra_free(struct dra *d)
+{
+    if (d == NULL)
+        return;
+    while (d->prepares) {
+        struct grpc_call *call = d->prepares->call;
+        d->prepares->call = NULL;
+        if (call)
+            grpc_call_finish(call, GRPC_UNAVAILABLE, "gpulet is stopping");
+        prepare_free(d->prepares);
+    }
+    grpc_server_free(d->reg);
+    grpc_server_free(d->server);
+    grpc_budget_free(d->budget);
+    if (d->reg_timer)
+        event_free(d->reg_timer);
+    if (d->pub_timer)
+        event_free(d->pub_timer);
+    kube_client_free(d->kube);
+    json_decref(d->to_delete);
+    json_decref(d->to_create);
+    dra_claims_free(d->claims, d->n_claims);
+    free(d->devs);
+    free(d);
+}

@@ -1,0 +1,88 @@
+/* Inside the dra module: the pure parts (devices and their JSON, claims,
+ * the checkpoint), exposed for the unit tests. */
+#ifndef GPULET_DRA_INTERNAL_H
+#define GPULET_DRA_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dra.h"
+#include "gpu/gpu.h"
+
+#define DRA_NAME_MAX 64     /* a device name is a DNS label */
+#define DRA_UID_MAX 64      /* a claim UID (36 characters) */
+#define DRA_REQUEST_MAX 128 /* "request" or "request/subrequest" */
+#define DRA_SLICE_DEVICES 128
+#define DRA_MAX_CLAIMS 4096      /* prepared claims kept in the checkpoint */
+#define DRA_CLAIM_DEVICES 64     /* devices per claim */
+#define DRA_CHECKPOINT_MAX (8u << 20)
+
+/* A device as published: a whole GPU (mig -1) or a MIG device. */
+struct dra_device {
+    char name[DRA_NAME_MAX];
+    unsigned int gpu;      /* index in the inventory */
+    int mig;               /* index in the GPU's migs, -1 for the GPU */
+    bool healthy;
+};
+
+/* The devices of an inventory, in name order: GPUs not in MIG mode and
+ * not lost, and the MIG devices of those in MIG mode; of the GPUs cfg
+ * gives DRA (dra.gpus), all when cfg is NULL. */
+int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
+                      struct dra_device **out, size_t *count, struct gpulet_error *err);
+const struct dra_device *dra_device_find(const struct dra_device *devs, size_t count,
+                                         const char *name);
+
+/* The ResourceSlice device object of one device (new reference). sysfs:
+ * where /sys is, for the PCIe root ("/sys" on a node). */
+json_t *dra_device_json(const struct gpu_inventory *inv, const struct dra_device *d,
+                        const char *sysfs);
+/* The ResourceSlices of a pool: devices (an array, borrowed) cut in slices
+ * of at most DRA_SLICE_DEVICES. Returns a new array of slice objects.
+ * node_uid NULL or "": no owner reference. hash: a mark of the content,
+ * kept as an annotation to tell a slice that needs no republishing. */
+json_t *dra_slices_json(const char *node, const char *node_uid, long long generation,
+                        json_t *devices, const char *hash);
+/* A short, stable hash (16 hex digits) of a JSON value's compact, sorted text. */
+void dra_json_hash(json_t *value, char out[17]);
+
+/* "80Gi", "4864Mi", "7": the canonical binary-suffix quantity of n. */
+void dra_quantity(unsigned long long n, char *buf, size_t len);
+
+/* One allocated device of a claim, for this driver. */
+struct dra_result {
+    char request[DRA_REQUEST_MAX];
+    char device[DRA_NAME_MAX];
+};
+
+/* The results of a ResourceClaim (JSON from the API server) for driver
+ * DRA_DRIVER. Fails with a message fit for the kubelet's error field when
+ * the claim is not the one asked (uid), not allocated, or allocated
+ * devices of this driver in another pool than pool. */
+int dra_claim_parse(const char *json, size_t len, const char *uid, const char *pool,
+                    struct dra_result **out, size_t *count, struct gpulet_error *err);
+
+/* A claim UID is a lower-case UUID: letters, digits and '-', at most 63. */
+bool dra_uid_valid(const char *uid);
+
+/* A prepared claim, as remembered in the checkpoint. */
+struct dra_claim {
+    char uid[DRA_UID_MAX];
+    char namespace[DRA_NAME_MAX * 4];
+    char name[DRA_NAME_MAX * 4];
+    size_t count;
+    struct dra_result *results;
+};
+
+/* The checkpoint (<state dir>/dra-checkpoint.json): read and written whole. */
+int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
+                        struct gpulet_error *err);
+int dra_checkpoint_write(const char *path, const struct dra_claim *claims, size_t count,
+                         struct gpulet_error *err);
+void dra_claims_free(struct dra_claim *claims, size_t count);
+
+/* "k8s.gpu.nvidia.com/claim=<uid>-<device>" */
+void dra_cdi_id(const char *uid, const char *device, char *buf, size_t len);
+
+#endif

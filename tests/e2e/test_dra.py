@@ -1,0 +1,268 @@
+"""gpulet as the DRA driver gpu.nvidia.com in the one-node v1.34 cluster:
+ResourceSlices with NVIDIA's attributes and capacity; a pod with a
+ResourceClaimTemplate (CEL on productName) getting exactly its GPU's CDI
+edits through containerd 1.7 (CRI CDIDevices); the pod deleted ->
+unprepared; a kubelet restart -> slices published again within 15 s; a
+gpulet restart -> prepared claims kept. The device plugin is off meanwhile
+(a GPU is never offered twice); the module puts the usual gpulet back.
+/metrics names the claim's pod on its GPU (pod-resources dynamic_resources)."""
+import json
+import os
+import re
+import stat
+import time
+
+import pytest
+import yaml
+
+from conftest import CLUSTER, ROOT, figure
+from node import BUSYBOX_IMAGE, NAMESPACE, POD_RESOURCES, wait_for
+
+pytestmark = pytest.mark.skipif(not CLUSTER, reason="needs the API server (GPULET_E2E_VERSION=v1.34.9)")
+SLEEP = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+CDI_DIR = "/var/run/cdi"  # inside the sandbox, where containerd looks
+
+
+def start_dra(node, sim="dgx-a100"):
+    node.state_file.write_text("gpus: {}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
+    env["GPULET_SIM_STATE"] = str(node.state_file)
+    node.gpulet_started = time.time()
+    node.spawn("gpulet", [node.build / "gpulet", "--log-level", "debug", "--simulate", sim,
+                          "--driver-root", node.driver_root, "run", "--dra",
+                          "--no-device-plugin", "--no-labels",
+                          "--metrics-address", f"127.0.0.1:{node.metrics_port}",
+                          "--collect-interval", "500", "--pod-resources-socket", POD_RESOURCES,
+                          "--health-recovery-period", "3s",
+                          "--kubeconfig", node.cluster.admin_kubeconfig,
+                          "--node-name", node.cluster.node_name,
+                          "--state-dir", node.dir / "gpulet-state", "--cdi-dir", CDI_DIR],
+               node.gpulet_log, env=env)
+
+
+def slices(node):
+    items = node.cluster.kubectl_json("get", "resourceslices")["items"]
+    return [s for s in items if s["spec"]["driver"] == "gpu.nvidia.com"]
+
+
+def devices(node):
+    return {d["name"]: d for s in slices(node) for d in s["spec"].get("devices", [])}
+
+
+@pytest.fixture(scope="module")
+def dra(node):
+    node.stop("gpulet")
+    start_dra(node)
+    node.cluster.kubectl("apply", "-f",
+                         str(ROOT / "deploy/kubernetes/overlays/dra/deviceclasses.yaml"))
+    try:
+        wait_for("gpulet's 8 GPUs in a ResourceSlice", lambda: len(devices(node)) == 8, 60, 0.2)
+        figure("gpulet start -> ResourceSlice", time.time() - node.gpulet_started)
+        yield node
+    finally:
+        node.stop("gpulet")
+        node.start_gpulet()
+        wait_for("8 GPUs registered again", lambda: len(node.registered() or []) == 8 and
+                 node.checkpoint.stat().st_mtime >= node.gpulet_started, 30, 0.05)
+
+
+def claim_pod(node, name, cel, device_class="gpu.nvidia.com", count=1):
+    node.cluster.apply({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+            "deviceClassName": device_class, "count": count,
+            "selectors": [{"cel": {"expression": cel}}]}}]}}}})
+    node.cluster.apply({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"terminationGracePeriodSeconds": 2, "automountServiceAccountToken": False,
+                 "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": name}],
+                 "containers": [{"name": "main", "image": BUSYBOX_IMAGE,
+                                 "imagePullPolicy": "Never", "command": SLEEP,
+                                 "resources": {"claims": [{"name": "gpu"}]}}]}})
+    pod = wait_for(f"pod {name} Running", lambda: (p := node.cluster.kubectl_json(
+        "get", "pod", "-n", NAMESPACE, name, check=False)) and
+        p.get("status", {}).get("phase") == "Running" and p, 90, 0.2)
+    claim_name = pod["status"]["resourceClaimStatuses"][0]["resourceClaimName"]
+    claim = node.cluster.kubectl_json("get", "resourceclaim", "-n", NAMESPACE, claim_name)
+    return pod, claim
+
+
+def kexec(node, pod, command):
+    return node.cluster.kubectl("exec", "-n", NAMESPACE, pod, "--", "sh", "-c", command).stdout
+
+
+def delete(node, kind, name):
+    node.cluster.kubectl("delete", kind, "-n", NAMESPACE, name, "--ignore-not-found",
+                         "--wait=true", "--timeout=60s", timeout=70)
+
+
+def spec_file(node, uid):
+    return node.sandbox.outside(f"{CDI_DIR}/k8s.gpu.nvidia.com-claim_{uid}.yaml")
+
+
+def test_slices_have_nvidias_attributes_and_capacity(dra):
+    s = slices(dra)
+    assert len(s) == 1
+    spec = s[0]["spec"]
+    assert spec["nodeName"] == dra.cluster.node_name
+    assert spec["pool"]["name"] == dra.cluster.node_name
+    assert spec["pool"]["resourceSliceCount"] == 1
+    devs = devices(dra)
+    assert sorted(devs) == [f"gpu-{i}" for i in range(8)]
+    g0 = {**dra.node.get("gpu_defaults", {}), **dra.node["gpus"][0]}
+    a = devs["gpu-0"]["attributes"]
+    assert a["type"] == {"string": "gpu"}
+    assert a["uuid"] == {"string": g0["uuid"]}
+    assert a["productName"] == {"string": g0["name"]}
+    assert a["brand"] == {"string": "Nvidia"}
+    assert a["architecture"] == {"string": "Ampere"}
+    assert a["cudaComputeCapability"] == {"version": "8.0.0"}
+    assert a["cudaDriverVersion"] == {"version": "12.4.0"}
+    assert "resource.kubernetes.io/pciBusID" in a
+    assert devs["gpu-0"]["capacity"] == {"memory": {"value": f"{g0['memory_mib'] // 1024}Gi"}}
+    owner = s[0]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("Node", dra.cluster.node_name)
+
+
+def test_claim_by_product_name_gets_exactly_its_gpu(dra):
+    name = "dra-a100"
+    product = dra.node["gpu_defaults"]["name"] if "name" in dra.node.get("gpu_defaults", {}) \
+        else dra.node["gpus"][0]["name"]
+    try:
+        pod, claim = claim_pod(dra, name, f"device.attributes['gpu.nvidia.com'].productName == "
+                                          f"'{product}'")
+        results = claim["status"]["allocation"]["devices"]["results"]
+        assert len(results) == 1
+        assert results[0]["driver"] == "gpu.nvidia.com"
+        device = results[0]["device"]
+        minor = int(device.split("-")[1])
+        uid = claim["metadata"]["uid"]
+        spec = yaml.safe_load(spec_file(dra, uid).read_text())
+        assert spec["kind"] == "k8s.gpu.nvidia.com/claim"
+        seen = sorted(d for d in kexec(dra, name, "ls /dev").split() if re.fullmatch(r"nvidia\d+", d))
+        assert seen == [f"nvidia{minor}"]
+        env = kexec(dra, name, "env").split("\n")
+        assert "NVIDIA_VISIBLE_DEVICES=void" in env
+
+        # the metrics name the pod on its GPU (pod-resources dynamic_resources)
+        def labelled():
+            return {re.search(r'gpu="(\d+)"', line)[1] for line in dra.metrics().splitlines()
+                    if line.startswith("DCGM_FI_DEV_GPU_UTIL{") and f'pod="{name}"' in line
+                    and f'namespace="{NAMESPACE}"' in line and 'container="main"' in line}
+        assert wait_for(f"{name} on /metrics", labelled, 30, 0.2) == {str(minor)}
+    finally:
+        delete(dra, "pod", name)
+    # deleted -> unprepared: the claim's spec goes
+    wait_for("the claim unprepared (its CDI spec removed)",
+             lambda: not spec_file(dra, uid).exists(), 60, 0.2)
+    delete(dra, "resourceclaimtemplate", name)
+
+
+def test_two_gpus_in_one_claim(dra):
+    name = "dra-two"
+    try:
+        pod, claim = claim_pod(dra, name, "device.attributes['gpu.nvidia.com'].type == 'gpu'",
+                               count=2)
+        results = claim["status"]["allocation"]["devices"]["results"]
+        minors = sorted(int(r["device"].split("-")[1]) for r in results)
+        assert len(minors) == 2 and minors[0] != minors[1]
+        seen = sorted(d for d in kexec(dra, name, "ls /dev").split() if re.fullmatch(r"nvidia\d+", d))
+        assert seen == sorted(f"nvidia{m}" for m in minors)
+    finally:
+        delete(dra, "pod", name)
+        delete(dra, "resourceclaimtemplate", name)
+
+
+def test_xid_takes_the_gpu_out_of_the_slice(dra):
+    assert "gpu-6" in devices(dra)
+    dra.inject({"gpus": {}, "events": [{"gpu": 6, "xid": 79}]})
+    injected = time.time()
+    wait_for("gpu-6 out of the ResourceSlice", lambda: (d := devices(dra)) and "gpu-6" not in d
+             and len(d) == 7, 10, 0.05)
+    took = time.time() - injected
+    figure("XID -> device out of the ResourceSlice", took)
+    assert took < 2  # within a second in gpulet; each kubectl call's own start adds to it
+    dra.inject({"gpus": {}, "events": []})
+    wait_for("gpu-6 back after the recovery period (3 s)", lambda: len(devices(dra)) == 8, 30,
+             0.2)
+
+
+def test_kubelet_restart_slices_back_within_15s(dra):
+    before = slices(dra)[0]["spec"]["pool"]["generation"]
+    dra.cluster.stop_kubelet()
+    dra.cluster.start_kubelet()
+    start = time.time()
+    # every kubelet start deletes the node's slices; gpulet publishes again
+    wait_for("the slices deleted by the kubelet and published again",
+             lambda: (s := slices(dra)) and s[0]["spec"]["pool"]["generation"] > before
+             and len(devices(dra)) == 8, 30, 0.1)
+    took = time.time() - start
+    figure("kubelet start -> ResourceSlice again", took)
+    assert took <= 15
+
+
+def test_gpulet_restart_keeps_prepared_claims(dra):
+    name = "dra-keep"
+    try:
+        pod, claim = claim_pod(dra, name, "device.attributes['gpu.nvidia.com'].type == 'gpu'")
+        uid = claim["metadata"]["uid"]
+        assert spec_file(dra, uid).exists()
+        dra.stop("gpulet")
+        start_dra(dra)
+        wait_for("slices again", lambda: len(devices(dra)) == 8, 60, 0.2)
+        assert spec_file(dra, uid).exists()
+        cp = json.loads((dra.dir / "gpulet-state" / "dra-checkpoint.json").read_text())
+        assert uid in [c["uid"] for c in cp["claims"]]
+        assert dra.cluster.kubectl_json("get", "pod", "-n", NAMESPACE, name)["status"][
+            "phase"] == "Running"
+    finally:
+        delete(dra, "pod", name)
+    wait_for("the claim unprepared by the new gpulet", lambda: not spec_file(dra, uid).exists(),
+             60, 0.2)
+    delete(dra, "resourceclaimtemplate", name)
+
+
+def test_mig_claim_gets_its_gpu_and_instance_capabilities(dra):
+    """Last: it leaves gpulet on the simulated A100 MIG node."""
+    sim = yaml.safe_load((ROOT / "sim/nodes/a100-mig.yaml").read_text())
+    root = dra.driver_root
+    caps = root / "proc/driver/nvidia-caps"
+    caps.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for g, dev in enumerate(sim["gpus"]):
+        for k, d in enumerate(dev["mig_devices"]):
+            base = 100 + 10 * (g * 10 + k)
+            lines += [f"gpu{g}/gi{d['gpu_instance_id']}/access {base}",
+                      f"gpu{g}/gi{d['gpu_instance_id']}/ci{d['compute_instance_id']}/access "
+                      f"{base + 1}"]
+    (caps / "mig-minors").write_text("\n".join(lines) + "\n")
+    (root / "dev/nvidia-caps").mkdir(exist_ok=True)
+    for line in lines:
+        minor = int(line.split()[1])
+        node_path = root / f"dev/nvidia-caps/nvidia-cap{minor}"
+        if not node_path.exists():
+            os.mknod(node_path, 0o444 | stat.S_IFCHR, os.makedev(237, minor))
+    dra.stop("gpulet")
+    start_dra(dra, sim="a100-mig")
+    wait_for("the 10 MIG devices published", lambda: len(devices(dra)) == 10 and
+             all("-mig-" in n for n in devices(dra)), 60, 0.2)
+    name = "dra-mig"
+    want = "gpu-0-mig-1g5gb-19-"
+    try:
+        pod, claim = claim_pod(dra, name, "device.attributes['gpu.nvidia.com'].profile == '1g.5gb' "
+                               "&& device.attributes['gpu.nvidia.com'].parentUUID == "
+                               f"'{sim['gpus'][0]['uuid']}'", device_class="mig.nvidia.com")
+        device = claim["status"]["allocation"]["devices"]["results"][0]["device"]
+        assert device.startswith(want), device
+        uuid = devices(dra)[device]["attributes"]["uuid"]["string"]
+        k = [d["uuid"] for d in sim["gpus"][0]["mig_devices"]].index(uuid)
+        base = 100 + 10 * k
+        seen = kexec(dra, name, "ls /dev /dev/nvidia-caps 2>/dev/null").split()
+        assert sorted(x for x in seen if re.fullmatch(r"nvidia\d+", x)) == ["nvidia0"]
+        assert sorted(x for x in seen if x.startswith("nvidia-cap") and x != "nvidia-caps") == \
+            sorted([f"nvidia-cap{base}", f"nvidia-cap{base + 1}"])
+    finally:
+        delete(dra, "pod", name)
+        delete(dra, "resourceclaimtemplate", name)

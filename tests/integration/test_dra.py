@@ -1,0 +1,522 @@
+"""gpulet run --dra against a test API server over real TLS and a
+kubelet-side gRPC client: registration, ResourceSlices (published,
+republished when deleted), NodePrepareResources / NodeUnprepareResources,
+the checkpoint across gpulet restarts, and hostile API server answers."""
+import base64
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+import pytest
+import yaml
+
+from apiserver import ApiServer, make_certs
+from conftest import ROOT
+from kubelet import Kubelet, load_protos, wait_for
+from test_cdi import driver_root  # noqa: F401 (a fixture: a driver root with an ld cache)
+
+NODE = "node1"
+
+
+def load_dra_protos(out_dir):
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}",
+                    f"--python_out={out_dir}", "pluginregistration/v1/api.proto",
+                    "dra/v1/api.proto"], check=True)
+    if str(out_dir) not in sys.path:
+        sys.path.insert(0, str(out_dir))
+    from pluginregistration.v1 import api_pb2 as reg  # noqa: E402
+    from dra.v1 import api_pb2 as dra  # noqa: E402
+    return reg, dra
+
+
+@pytest.fixture(scope="session")
+def protos(tmp_path_factory):
+    return load_dra_protos(tmp_path_factory.mktemp("draprotos"))
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    make_certs(d)
+    return d
+
+
+@pytest.fixture
+def api(certs):
+    s = ApiServer(certs, node=NODE)
+    yield s
+    s.close()
+
+
+def kubeconfig(path, api, certs, inline=True):
+    ca = pathlib.Path(certs, "ca.crt").read_bytes()
+    cluster = {"server": api.url}
+    if inline:
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    else:
+        cluster["certificate-authority"] = str(pathlib.Path(certs, "ca.crt"))
+    user = {"client-certificate": str(pathlib.Path(certs, "client.crt")),
+            "client-key-data": base64.b64encode(
+                pathlib.Path(certs, "client.key").read_bytes()).decode()}
+    doc = {"apiVersion": "v1", "kind": "Config", "current-context": "test",
+           "contexts": [{"name": "test", "context": {"cluster": "c", "user": "u"}}],
+           "clusters": [{"name": "c", "cluster": cluster}],
+           "users": [{"name": "u", "user": user}]}
+    pathlib.Path(path).write_text(yaml.safe_dump(doc))
+    return path
+
+
+def short_dir(tmp):
+    """A kubelet root short enough for Unix socket paths (108 bytes)."""
+    link = tmp / "kubelet"
+    if not link.exists():
+        link.symlink_to(tempfile.mkdtemp(prefix="kl", dir="/tmp"))
+    return str(link.resolve())
+
+
+class Gpulet:
+    def __init__(self, build, tmp, node, kc, n, extra=(), root=None, state=None,
+                 device_plugin=False):
+        self.tmp = tmp
+        self.log = tmp / f"gpulet-{n}.log"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("GPULET_SIM") and k not in ("NODE_NAME", "CONFIG_FILE")}
+        if state:
+            env["GPULET_SIM_STATE"] = str(state)
+        self.proc = subprocess.Popen(
+            [str(build / "gpulet"), "--log-level", "debug", "--simulate", node,
+             *(["--driver-root", str(root)] if root else []), "run", "--dra",
+             *([] if device_plugin else ["--no-device-plugin"]),
+             "--device-plugin-dir", str(tmp / "dp"), "--no-labels", "--no-metrics",
+             "--kubelet-root",
+             short_dir(tmp), "--node-name", NODE, "--kubeconfig", str(kc),
+             "--state-dir", str(tmp / "state"), "--cdi-dir", str(tmp / "cdi"), *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+
+    def text(self):
+        return self.log.read_text()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def run_gpulet(build, tmp_path, api, certs, driver_root):  # noqa: F811
+    started = []
+    kc = kubeconfig(tmp_path / "kubeconfig", api, certs)
+
+    def start(node="dgx-a100", extra=(), state=None, device_plugin=False):
+        g = Gpulet(build, tmp_path, node, kc, len(started), extra, root=driver_root, state=state,
+                   device_plugin=device_plugin)
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        if g.proc.poll() is None:
+            g.stop(signal.SIGKILL)
+    shutil.rmtree(short_dir(tmp_path), ignore_errors=True)
+
+
+def reg_socket(tmp):
+    return pathlib.Path(short_dir(tmp), "plugins_registry", "gpu.nvidia.com-reg.sock")
+
+
+def dra_socket(tmp):
+    return pathlib.Path(short_dir(tmp), "plugins", "gpu.nvidia.com", "dra.sock")
+
+
+def unary(sock, method, request, response_type, timeout=30):
+    with grpc.insecure_channel(f"unix:{sock}") as ch:
+        call = ch.unary_unary(method, request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=response_type.FromString)
+        return call(request, timeout=timeout)
+
+
+def prepare(tmp, dra, claims, version="v1"):
+    req = dra.NodePrepareResourcesRequest(
+        claims=[dra.Claim(namespace=ns, name=name, uid=uid) for ns, name, uid in claims])
+    return unary(dra_socket(tmp), f"/k8s.io.kubelet.pkg.apis.dra.{version}.DRAPlugin/"
+                 "NodePrepareResources", req, dra.NodePrepareResourcesResponse)
+
+
+def unprepare(tmp, dra, claims):
+    req = dra.NodeUnprepareResourcesRequest(
+        claims=[dra.Claim(namespace=ns, name=name, uid=uid) for ns, name, uid in claims])
+    return unary(dra_socket(tmp), "/k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin/"
+                 "NodeUnprepareResources", req, dra.NodeUnprepareResourcesResponse)
+
+
+def devices_of(slices):
+    return {d["name"]: d for s in slices for d in s["spec"]["devices"]}
+
+
+def test_registration_and_slices(run_gpulet, api, protos, tmp_path):
+    reg, _ = protos
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    assert dra_socket(tmp_path).exists()  # made before the registration socket
+    info = unary(reg_socket(tmp_path), "/pluginregistration.Registration/GetInfo",
+                 reg.InfoRequest(), reg.PluginInfo)
+    assert info.type == "DRAPlugin"
+    assert info.name == "gpu.nvidia.com"
+    assert info.endpoint == str(dra_socket(tmp_path))
+    assert list(info.supported_versions) == ["v1.DRAPlugin", "v1beta1.DRAPlugin"]
+    unary(reg_socket(tmp_path), "/pluginregistration.Registration/NotifyRegistrationStatus",
+          reg.RegistrationStatus(plugin_registered=True), reg.RegistrationStatusResponse)
+
+    slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
+    assert len(slices) == 1
+    s = slices[0]
+    assert s["spec"]["driver"] == "gpu.nvidia.com"
+    assert s["spec"]["nodeName"] == NODE
+    assert s["spec"]["pool"] == {"name": NODE, "generation": 1, "resourceSliceCount": 1}
+    assert s["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Node",
+                                                 "name": NODE, "uid": api.node_uid,
+                                                 "controller": True}]
+    devs = devices_of(slices)
+    assert sorted(devs) == [f"gpu-{i}" for i in range(8)]
+    node = yaml.safe_load((ROOT / "sim" / "nodes" / "dgx-a100.yaml").read_text())
+    g0 = {**node.get("gpu_defaults", {}), **node["gpus"][0]}
+    a = devs["gpu-0"]["attributes"]
+    assert a["type"] == {"string": "gpu"}
+    assert a["uuid"] == {"string": g0["uuid"]}
+    assert a["productName"] == {"string": g0["name"]}
+    assert a["brand"] == {"string": "Nvidia"}
+    assert a["architecture"] == {"string": "Ampere"}
+    assert a["cudaComputeCapability"] == {"version": "8.0.0"}
+    assert set(a["driverVersion"]) == {"version"}
+    assert a["driverVersion"]["version"].count(".") == 2
+    assert "0" not in [p[:1] for p in a["driverVersion"]["version"].split(".")[1:] if len(p) > 1]
+    bus = a["resource.kubernetes.io/pciBusID"]["string"]
+    assert bus == g0["pci_bus_id"][4:].lower()  # sysfs's form: a 4-digit domain
+    # the simulated sysfs puts roots every 0x40 buses; the link gives it
+    assert a["resource.kubernetes.io/pcieRoot"] == {
+        "string": f"pci0000:{int(bus.split(':')[1], 16) & 0xc0:02x}"}
+    roots = {d["attributes"]["resource.kubernetes.io/pcieRoot"]["string"] for d in devs.values()}
+    assert roots == {f"pci0000:{int(g['pci_bus_id'].split(':')[1], 16) & 0xc0:02x}"
+                     for g in node["gpus"]}
+    assert devs["gpu-0"]["capacity"] == {"memory": {"value": f"{g0['memory_mib'] // 1024}Gi"}}
+    assert "gpulet" not in "".join(a)  # only NVIDIA's attribute names
+    assert g.proc.poll() is None
+
+
+def test_slices_republished_after_deletion(run_gpulet, api, tmp_path):
+    run_gpulet("dgx-a100")
+    api.wait_for(lambda: api.slices, what="a slice")
+    # This API server does not replay history to a watch: let it open first.
+    api.wait_for(lambda: api.watchers, what="a watch")
+    posts = api.count("POST", "/apis/resource.k8s.io/v1/resourceslices")
+    start = time.monotonic()
+    api.delete_all_slices()  # what a kubelet start does
+    slices = api.wait_for(lambda: api.slices and list(api.slices.values()), timeout=15,
+                          what="the slice published again")
+    assert time.monotonic() - start < 5
+    assert slices[0]["spec"]["pool"]["generation"] == 2
+    assert api.count("POST", "/apis/resource.k8s.io/v1/resourceslices") == posts + 1
+
+
+def test_watch_resumes_and_relists_on_gone(run_gpulet, api, tmp_path):
+    run_gpulet("dgx-a100")
+    api.wait_for(lambda: api.slices, what="a slice")
+    api.wait_for(lambda: any("watch=true" in p for _, p in api.requests), what="a watch")
+    lists = sum(1 for m, p in api.requests if m == "GET" and "watch" not in p and "slices" in p)
+    # A clean end: the watch is opened again from the version seen, no list.
+    time.sleep(2.1)  # a watch shorter than 2 s counts as failed: wait that out
+    api.end_watches()
+    api.wait_for(lambda: sum("watch=true" in p for _, p in api.requests) >= 2,
+                 what="the watch resumed")
+    watches = [p for _, p in api.requests if "watch=true" in p]
+    assert "resourceVersion=" in watches[-1] and "resourceVersion=&" not in watches[-1]
+    # 410 Gone: list again.
+    time.sleep(2.1)
+    api.end_watches({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
+    api.wait_for(lambda: sum(1 for m, p in api.requests if m == "GET" and "watch" not in p
+                             and "slices" in p) > lists, what="a list after 410")
+
+
+def test_mig_devices_as_nvidia_names_them(run_gpulet, api, tmp_path):
+    run_gpulet("a100-mig")
+    slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
+    devs = devices_of(slices)
+    migs = sorted(n for n in devs if "-mig-" in n)
+    # Both GPUs are in MIG mode: only their MIG devices are published.
+    assert migs == sorted(devs)
+    assert len(migs) == 10
+    # GPU 0's seven 1g.5gb: NVIDIA's profile id 19, one per placement.
+    gpu0 = [n for n in migs if n.startswith("gpu-0-mig-1g5gb-19-")]
+    assert sorted(int(n.rsplit("-", 1)[1]) for n in gpu0) == list(range(7))
+    m = devs[migs[0]]
+    assert m["attributes"]["type"] == {"string": "mig"}
+    assert set(m["attributes"]) >= {"uuid", "parentUUID", "profile", "productName", "brand",
+                                    "architecture", "cudaComputeCapability", "driverVersion",
+                                    "cudaDriverVersion", "resource.kubernetes.io/pciBusID"}
+    caps = m["capacity"]
+    assert {"multiprocessors", "copyEngines", "decoders", "encoders", "jpegEngines",
+            "ofaEngines", "memory"} <= set(caps)
+    assert [k for k in caps if k.startswith("memorySlice")] == [f"memorySlice{parts_start}"
+                                                                for parts_start in
+                                                                [int(migs[0].rsplit("-", 1)[1])]]
+    assert caps["memory"] == {"value": "4864Mi"}
+    # gpu-<minor>-mig-<profile without dots>-<profile id>-<placement start>
+    parts = migs[0].split("-")
+    assert parts[0] == "gpu" and parts[2] == "mig" and "." not in parts[3]
+    assert m["attributes"]["profile"]["string"].replace(".", "") == parts[3]
+
+
+def test_prepare_and_unprepare(run_gpulet, api, protos, tmp_path):
+    _, dra = protos
+    run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "c1", ["gpu-3"])
+    resp = prepare(tmp_path, dra, [("default", "c1", uid)])
+    r = resp.claims[uid]
+    assert r.error == ""
+    assert len(r.devices) == 1
+    d = r.devices[0]
+    assert (d.pool_name, d.device_name, list(d.request_names)) == (NODE, "gpu-3", ["req0"])
+    assert list(d.cdi_device_ids) == [f"k8s.gpu.nvidia.com/claim={uid}-gpu-3"]
+    spec_file = tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    assert spec["kind"] == "k8s.gpu.nvidia.com/claim"
+    assert [x["name"] for x in spec["devices"]] == [f"{uid}-gpu-3"]
+    nodes = [n["path"] for n in spec["devices"][0]["containerEdits"]["deviceNodes"]]
+    assert nodes == ["/dev/nvidia3"]
+    assert "NVIDIA_VISIBLE_DEVICES=void" in spec["containerEdits"]["env"]
+    cp = json.loads((tmp_path / "state" / "dra-checkpoint.json").read_text())
+    assert [c["uid"] for c in cp["claims"]] == [uid]
+    # v1beta1 is the same service; a retry is answered the same, from the checkpoint
+    gets = api.count("GET", "/apis/resource.k8s.io/v1/namespaces/")
+    again = prepare(tmp_path, dra, [("default", "c1", uid)], version="v1beta1")
+    assert again.claims[uid] == r
+    assert api.count("GET", "/apis/resource.k8s.io/v1/namespaces/") == gets
+
+    out = unprepare(tmp_path, dra, [("default", "c1", uid)])
+    assert out.claims[uid].error == ""
+    assert not spec_file.exists()
+    cp = json.loads((tmp_path / "state" / "dra-checkpoint.json").read_text())
+    assert cp["claims"] == []
+    # idempotent
+    assert unprepare(tmp_path, dra, [("default", "c1", uid)]).claims[uid].error == ""
+
+
+def test_mig_claim_gets_its_caps(run_gpulet, api, protos, tmp_path):
+    _, dra = protos
+    run_gpulet("a100-mig")
+    slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
+    mig = sorted(n for n in devices_of(slices) if "-mig-" in n)[0]
+    uid = api.put_claim("default", "m1", [mig])
+    r = prepare(tmp_path, dra, [("default", "m1", uid)]).claims[uid]
+    assert r.error == ""
+    spec = yaml.safe_load((tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").read_text())
+    nodes = [n["path"] for n in spec["devices"][0]["containerEdits"]["deviceNodes"]]
+    assert nodes[0].startswith("/dev/nvidia") and len(nodes) >= 1
+
+
+def test_every_claim_answered_with_clear_errors(run_gpulet, api, protos, tmp_path):
+    _, dra = protos
+    run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    good = api.put_claim("default", "good", ["gpu-1", "gpu-2"])
+    api.put_claim("default", "moved", ["gpu-1"])  # made again: another UID
+    other = api.put_claim("default", "other", ["gpu-1"], pool="node2")
+    unknown = api.put_claim("default", "unknown", ["gpu-99"])
+    foreign = api.put_claim("default", "foreign", ["x"], driver="example.com")
+    garbage_uid = "0a0a0a0a-0000-0000-0000-000000000001"
+    api.overrides["/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/garbage"] = (
+        "raw", b"{not json")
+    huge_uid = "0a0a0a0a-0000-0000-0000-000000000002"
+    api.overrides["/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/huge"] = (
+        "raw", b"[" + b"1," * (3 << 20) + b"1]")
+    types_uid = "0a0a0a0a-0000-0000-0000-000000000003"
+    api.overrides["/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/types"] = (
+        "raw", json.dumps({"metadata": {"uid": types_uid},
+                           "status": {"allocation": {"devices": {"results": "all"}}}}).encode())
+    resp = prepare(tmp_path, dra, [
+        ("default", "good", good),
+        ("default", "moved", "0a0a0a0a-0000-0000-0000-00000000dead"),
+        ("default", "other", other),
+        ("default", "unknown", unknown),
+        ("default", "foreign", foreign),
+        ("default", "missing", "0a0a0a0a-0000-0000-0000-000000000000"),
+        ("default", "garbage", garbage_uid),
+        ("default", "huge", huge_uid),
+        ("default", "types", types_uid),
+        ("default", "../../x", "0a0a0a0a-0000-0000-0000-000000000004"),
+        ("default", "bad", "NOT A UID/.."),
+    ])
+    c = resp.claims
+    assert len(c) == 11
+    assert c[good].error == "" and [d.device_name for d in c[good].devices] == ["gpu-1", "gpu-2"]
+    assert "UID" in c["0a0a0a0a-0000-0000-0000-00000000dead"].error
+    assert "another node" in c[other].error
+    assert "gpu-99" in c[unknown].error and "not one of this node's" in c[unknown].error
+    assert c[foreign].error == "" and len(c[foreign].devices) == 0
+    assert "not in the API server" in c["0a0a0a0a-0000-0000-0000-000000000000"].error
+    assert "JSON" in c[garbage_uid].error
+    assert "larger than" in c[huge_uid].error
+    assert "not allocated" in c[types_uid].error
+    assert "not a Kubernetes name" in c["0a0a0a0a-0000-0000-0000-000000000004"].error
+    assert "not a UID" in c["NOT A UID/.."].error
+    cp = json.loads((tmp_path / "state" / "dra-checkpoint.json").read_text())
+    assert sorted(x["uid"] for x in cp["claims"]) == sorted([good, foreign])
+
+
+def test_stalled_api_server_blocks_nothing_else(run_gpulet, api, protos, tmp_path):
+    _, dra = protos
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    api.overrides["/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/slow"] = (
+        "stall", 30)
+    ok = api.put_claim("default", "ok", ["gpu-0"])
+    import threading
+    box = {}
+    slow_uid = "0a0a0a0a-0000-0000-0000-000000000005"
+    t = threading.Thread(target=lambda: box.update(
+        r=prepare(tmp_path, dra, [("default", "slow", slow_uid)])))
+    t.start()
+    api.wait_for(lambda: any("/slow" in p for _, p in api.requests), what="the stalled GET")
+    start = time.monotonic()
+    r = prepare(tmp_path, dra, [("default", "ok", ok)])
+    assert r.claims[ok].error == ""
+    assert time.monotonic() - start < 5  # not behind the stalled one
+    t.join(timeout=30)
+    assert not t.is_alive()
+    assert "timed out" in box["r"].claims[slow_uid].error.lower() or \
+        "timeout" in box["r"].claims[slow_uid].error.lower()
+    assert g.proc.poll() is None
+
+
+def test_restart_keeps_prepared_claims(run_gpulet, api, protos, tmp_path):
+    _, dra = protos
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "keep", ["gpu-5"])
+    first = prepare(tmp_path, dra, [("default", "keep", uid)]).claims[uid]
+    assert first.error == ""
+    assert g.stop() == 0
+    assert not reg_socket(tmp_path).exists()  # unregistered on the way out
+    # The API server now fails every claim read: the answer comes from the checkpoint.
+    api.overrides["/apis/resource.k8s.io/v1/namespaces/"] = ("status", 500)
+    run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    again = prepare(tmp_path, dra, [("default", "keep", uid)]).claims[uid]
+    assert again == first
+    assert (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+
+
+def test_registration_socket_made_again(run_gpulet, api, tmp_path):
+    run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    reg_socket(tmp_path).unlink()
+    wait_for(lambda: reg_socket(tmp_path).exists(), timeout=5, what="the socket made again")
+
+
+def test_api_server_down_at_start(build, tmp_path, certs, protos):
+    """gpulet starts and serves the kubelet while the API server is away,
+    and publishes once it is there."""
+    api = ApiServer(certs, node=NODE)
+    kc = kubeconfig(tmp_path / "kubeconfig", api, certs, inline=False)
+    port = api.port
+    api.close()
+    g = Gpulet(build, tmp_path, "dgx-a100", kc, 0)
+    try:
+        wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+        wait_for(lambda: "cannot publish the ResourceSlices" in g.text(), what="a retry")
+        assert g.proc.poll() is None
+    finally:
+        g.stop(signal.SIGKILL)
+        shutil.rmtree(short_dir(tmp_path), ignore_errors=True)
+    assert port
+
+
+def test_bad_kubeconfig_is_refused(gpulet, tmp_path):
+    kc = tmp_path / "kc"
+    kc.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    r = gpulet("--simulate", "dgx-a100", "run", "--dra", "--no-device-plugin", "--no-labels",
+               "--no-metrics", "--kubelet-root", tmp_path / "k", "--node-name", NODE,
+               "--kubeconfig", kc, "--state-dir", tmp_path / "s", "--cdi-dir", tmp_path / "c")
+    assert r.rc == 2
+    assert "current-context" in r.err
+
+
+def test_xid_takes_the_device_out_of_the_slice(run_gpulet, api, tmp_path):
+    state = tmp_path / "state.yaml"
+    state.write_text(yaml.safe_dump({"events": []}))
+    run_gpulet("t4-pcie", extra=["--health-recovery-period", "2s"], state=state)
+    api.wait_for(lambda: api.slices, what="a slice")
+    api.wait_for(lambda: api.watchers, what="a watch")
+
+    def names():
+        return sorted(devices_of(list(api.slices.values())))
+
+    everything = api.wait_for(names, what="devices")
+    assert "gpu-1" in everything
+    tmp = tmp_path / "state.tmp"
+    tmp.write_text(yaml.safe_dump({"events": [{"gpu": 0, "xid": 31}, {"gpu": 1, "xid": 79}]}))
+    os.replace(tmp, state)
+    injected = time.monotonic()
+    api.wait_for(lambda: api.slices and "gpu-1" not in names(), timeout=5,
+                 what="gpu-1 out of the slice")
+    assert time.monotonic() - injected < 1.0
+    assert names() == [n for n in everything if n != "gpu-1"]  # XID 31 is ignored
+    generation = list(api.slices.values())[0]["spec"]["pool"]["generation"]
+    assert generation >= 2
+    api.wait_for(lambda: api.slices and names() == everything, timeout=10,
+                 what="gpu-1 back after the recovery period")
+
+
+def test_coexistence_each_gpu_offered_once(run_gpulet, api, tmp_path):
+    """dra.gpus gives GPUs 0 and 1 to DRA; the device plugin offers the others."""
+    node = yaml.safe_load((ROOT / "sim" / "nodes" / "dgx-a100.yaml").read_text())
+    uuids = [g["uuid"] for g in node["gpus"]]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"version": "v1", "dra": {"gpus": [0, uuids[1]]}}))
+    kubelet = Kubelet(tmp_path / "dp", *load_protos(tmp_path / "dpprotos"))
+    try:
+        g = run_gpulet("dgx-a100", extra=["--config-file", str(config)], device_plugin=True)
+        kubelet.resource("nvidia.com/gpu")
+        wait_for(lambda: len(kubelet.devices("nvidia.com/gpu") or {}) == 6, what="6 GPUs")
+        assert set(kubelet.devices("nvidia.com/gpu")) == set(uuids[2:])
+        slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
+        assert sorted(devices_of(slices)) == ["gpu-0", "gpu-1"]
+        assert g.proc.poll() is None
+    finally:
+        kubelet.stop()
+
+
+def test_both_front_ends_without_dra_gpus_refused(gpulet, tmp_path):
+    r = gpulet("--simulate", "dgx-a100", "run", "--dra", "--device-plugin-dir", tmp_path / "dp",
+               "--no-labels", "--no-metrics", "--kubelet-root", tmp_path / "k", "--node-name",
+               NODE, "--state-dir", tmp_path / "s", "--cdi-dir", tmp_path / "c")
+    assert r.rc == 2
+    assert "offered twice" in r.err and "dra.gpus" in r.err
+
+
+@pytest.mark.parametrize("answer", [("raw", b"garbage"), ("raw", b'{"items": "x"}'),
+                                    ("raw", b"{" + b" " * (5 << 20) + b"}"), ("status", 500),
+                                    ("stall", 20)])
+def test_hostile_slice_list_is_retried(run_gpulet, api, tmp_path, answer):
+    """The slice list answered with garbage, wrong types, 5 MiB, an error or
+    nothing: retried with backoff, prepare still answered, and published
+    once the API server is sane again."""
+    api.overrides["/apis/resource.k8s.io/v1/resourceslices"] = ("method", "GET", *answer)
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: "cannot publish the ResourceSlices" in g.text(), timeout=30,
+             what="a failed publication logged")
+    assert not api.slices
+    assert g.proc.poll() is None
+    del api.overrides["/apis/resource.k8s.io/v1/resourceslices"]
+    api.wait_for(lambda: api.slices, timeout=45, what="the slice published after backoff")
+    assert g.proc.poll() is None

@@ -1,0 +1,430 @@
+/* The DRA driver's pure parts: devices and slice JSON, claim parsing, the
+ * checkpoint; and the API client's kubeconfig, base64 and backoff. */
+#include "helpers.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dra/dra_internal.h"
+#include "fileio/fileio.h"
+#include "kube/kube.h"
+
+static struct nvml *nvml;
+static struct gpu_inventory *inv;
+
+static void load(const char *node)
+{
+    if (inv)
+        gpu_inventory_free(inv);
+    if (nvml)
+        nvml_close(nvml);
+    nvml = open_sim(node, SIM_LIB_CURRENT);
+    struct gpulet_error err = {0};
+    if (gpu_inventory_load(nvml, &inv, &err) < 0)
+        fail_msg("%s", err.msg);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    gpu_inventory_free(inv);
+    nvml_close(nvml);
+    inv = NULL;
+    nvml = NULL;
+    return 0;
+}
+
+static const char *attr(json_t *dev, const char *name, const char *type)
+{
+    return json_string_value(
+        json_object_get(json_object_get(json_object_get(dev, "attributes"), name), type));
+}
+
+static void quantities(void **state)
+{
+    (void)state;
+    char q[32];
+    dra_quantity(80ULL << 30, q, sizeof q);
+    assert_string_equal(q, "80Gi");
+    dra_quantity(4864ULL << 20, q, sizeof q);
+    assert_string_equal(q, "4864Mi");
+    dra_quantity(7, q, sizeof q);
+    assert_string_equal(q, "7");
+    dra_quantity(0, q, sizeof q);
+    assert_string_equal(q, "0");
+    dra_quantity(1536, q, sizeof q);
+    assert_string_equal(q, "1536"); /* 1.5Ki is not a whole number of Ki */
+}
+
+static void gpu_devices_as_nvidia_names_them(void **state)
+{
+    (void)state;
+    load("dgx-a100");
+    struct dra_device *devs;
+    size_t n;
+    struct gpulet_error err = {0};
+    assert_int_equal(dra_devices_build(inv, NULL, &devs, &n, &err), 0);
+    assert_int_equal(n, 8);
+    assert_string_equal(devs[0].name, "gpu-0");
+    assert_non_null(dra_device_find(devs, n, "gpu-7"));
+    assert_null(dra_device_find(devs, n, "gpu-8"));
+    json_t *d = dra_device_json(inv, &devs[0], "/nonexistent");
+    assert_string_equal(json_string_value(json_object_get(d, "name")), "gpu-0");
+    assert_string_equal(attr(d, "type", "string"), "gpu");
+    assert_string_equal(attr(d, "uuid", "string"), inv->gpus[0].uuid);
+    assert_string_equal(attr(d, "productName", "string"), "NVIDIA A100-SXM4-80GB");
+    assert_string_equal(attr(d, "brand", "string"), "Nvidia");
+    assert_string_equal(attr(d, "architecture", "string"), "Ampere");
+    assert_string_equal(attr(d, "cudaComputeCapability", "version"), "8.0.0");
+    assert_string_equal(attr(d, "driverVersion", "version"), "550.90.7");
+    assert_string_equal(attr(d, "cudaDriverVersion", "version"), "12.4.0");
+    assert_non_null(attr(d, "resource.kubernetes.io/pciBusID", "string"));
+    /* no sysfs link, no PCIe root; x86: no addressing mode */
+    assert_null(json_object_get(json_object_get(d, "attributes"),
+                                "resource.kubernetes.io/pcieRoot"));
+    assert_null(json_object_get(json_object_get(d, "attributes"), "addressingMode"));
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_object_get(d, "capacity"), "memory"), "value")),
+                        "80Gi");
+    json_decref(d);
+    free(devs);
+}
+
+static void pcie_root_from_sysfs(void **state)
+{
+    (void)state;
+    load("dgx-a100");
+    char dir[64], path[4200], target[4200];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/bus/pci/devices", dir);
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_mkdirs(path, 0755, 0755, &err), 0);
+    unsigned int domain, bus, dv, fn;
+    sscanf(inv->gpus[0].pci_bus_id, "%x:%x:%x.%x", &domain, &bus, &dv, &fn);
+    snprintf(path, sizeof path, "%s/bus/pci/devices/%04x:%02x:%02x.%x", dir, domain, bus, dv, fn);
+    snprintf(target, sizeof target, "../../../devices/pci0000:40/0000:40:01.1/%04x:%02x:%02x.%x",
+             domain, bus, dv, fn);
+    assert_int_equal(symlink(target, path), 0);
+    struct dra_device dev = {.name = "gpu-0", .gpu = 0, .mig = -1, .healthy = true};
+    json_t *d = dra_device_json(inv, &dev, dir);
+    assert_string_equal(attr(d, "resource.kubernetes.io/pcieRoot", "string"), "pci0000:40");
+    json_decref(d);
+    unlink(path);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void mig_devices_replace_their_gpu(void **state)
+{
+    (void)state;
+    load("a100-mig");
+    struct dra_device *devs;
+    size_t n;
+    struct gpulet_error err = {0};
+    assert_int_equal(dra_devices_build(inv, NULL, &devs, &n, &err), 0);
+    assert_int_equal(n, 10);
+    const struct dra_device *m = dra_device_find(devs, n, "gpu-0-mig-1g5gb-19-0");
+    assert_non_null(m);
+    for (size_t i = 0; i < n; i++)
+        assert_non_null(strstr(devs[i].name, "-mig-"));
+    json_t *d = dra_device_json(inv, m, "/nonexistent");
+    assert_string_equal(attr(d, "type", "string"), "mig");
+    assert_string_equal(attr(d, "profile", "string"), "1g.5gb");
+    assert_string_equal(attr(d, "parentUUID", "string"), inv->gpus[0].uuid);
+    json_t *caps = json_object_get(d, "capacity");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(caps, "multiprocessors"),
+                                                          "value")), "14");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(caps, "memorySlice0"),
+                                                          "value")), "1");
+    assert_null(json_object_get(caps, "memorySlice1"));
+    json_decref(d);
+    free(devs);
+}
+
+static void slices_cut_at_128(void **state)
+{
+    (void)state;
+    json_t *devices = json_array();
+    for (int i = 0; i < 300; i++)
+        json_array_append_new(devices, json_pack("{s:i}", "i", i));
+    json_t *slices = dra_slices_json("node1", "uid-1", 4, devices, "abc");
+    assert_int_equal(json_array_size(slices), 3);
+    size_t total = 0;
+    for (size_t s = 0; s < 3; s++) {
+        json_t *spec = json_object_get(json_array_get(slices, s), "spec");
+        json_t *pool = json_object_get(spec, "pool");
+        assert_int_equal(json_integer_value(json_object_get(pool, "generation")), 4);
+        assert_int_equal(json_integer_value(json_object_get(pool, "resourceSliceCount")), 3);
+        assert_string_equal(json_string_value(json_object_get(pool, "name")), "node1");
+        assert_true(json_array_size(json_object_get(spec, "devices")) <= DRA_SLICE_DEVICES);
+        total += json_array_size(json_object_get(spec, "devices"));
+    }
+    assert_int_equal(total, 300);
+    json_t *meta = json_object_get(json_array_get(slices, 0), "metadata");
+    assert_string_equal(json_string_value(json_object_get(meta, "generateName")),
+                        "node1-gpu.nvidia.com-");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(meta, "ownerReferences"), 0), "uid")),
+                        "uid-1");
+    json_decref(slices);
+    /* no devices: still one slice, so the pool is known empty; no owner */
+    json_array_clear(devices);
+    slices = dra_slices_json("node1", NULL, 1, devices, "abc");
+    assert_int_equal(json_array_size(slices), 1);
+    assert_null(json_object_get(json_object_get(json_array_get(slices, 0), "metadata"),
+                                "ownerReferences"));
+    json_decref(slices);
+    char h1[17], h2[17];
+    json_t *a = json_pack("{s:i, s:i}", "a", 1, "b", 2);
+    json_t *b = json_pack("{s:i, s:i}", "b", 2, "a", 1);
+    dra_json_hash(a, h1);
+    dra_json_hash(b, h2);
+    assert_string_equal(h1, h2); /* key order does not matter */
+    json_object_set_new(b, "a", json_integer(3));
+    dra_json_hash(b, h2);
+    assert_string_not_equal(h1, h2);
+    json_decref(a);
+    json_decref(b);
+    json_decref(devices);
+}
+
+#define UID "4a1e0b5c-2f0e-4c6b-9d3b-1b2a3c4d5e6f"
+
+static int parse(const char *json, struct dra_result **out, size_t *n, struct gpulet_error *err)
+{
+    return dra_claim_parse(json, strlen(json), UID, "node1", out, n, err);
+}
+
+/* An allocated claim of gpu-0 with one opaque configuration for our driver. */
+#define CONFIG(params)                                                                        \
+    "{\"metadata\":{\"uid\":\"" UID "\"},\"status\":{\"allocation\":{\"devices\":"           \
+    "{\"results\":[{\"request\":\"g\",\"driver\":\"gpu.nvidia.com\",\"pool\":\"node1\","       \
+    "\"device\":\"gpu-0\"}],\"config\":[{\"source\":\"FromClaim\",\"opaque\":{\"driver\":"      \
+    "\"gpu.nvidia.com\",\"parameters\":" params "}}]}}}}"
+
+static void claims_parsed_and_checked(void **state)
+{
+    (void)state;
+    struct dra_result *r;
+    size_t n;
+    struct gpulet_error err = {0};
+    const char *ok = "{\"metadata\":{\"uid\":\"" UID "\"},\"status\":{\"allocation\":{\"devices\":"
+                     "{\"results\":[{\"request\":\"gpu\",\"driver\":\"gpu.nvidia.com\","
+                     "\"pool\":\"node1\",\"device\":\"gpu-1\"},{\"request\":\"nic\",\"driver\":"
+                     "\"example.com\",\"pool\":\"x\",\"device\":\"eth0\"}]}}}}";
+    assert_int_equal(parse(ok, &r, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(r[0].request, "gpu");
+    assert_string_equal(r[0].device, "gpu-1");
+    free(r);
+    /* time-slicing, as NVIDIA's GpuConfig says it; another driver's config is not ours */
+    const char *ts = CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":"
+                            "\"GpuConfig\",\"sharing\":{\"strategy\":\"TimeSlicing\","
+                            "\"timeSlicingConfig\":{\"interval\":\"Long\"}}}");
+    assert_int_equal(parse(ts, &r, &n, &err), 0);
+    assert_int_equal(n, 1);
+    free(r);
+
+    static const struct {
+        const char *json, *says;
+    } bad[] = {
+        {"{not json", "JSON"},
+        {"[1,2]", "not an object"},
+        {"{}", "metadata.uid"},
+        {"{\"metadata\":{\"uid\":\"other\"}}", "deleted and made again"},
+        {"{\"metadata\":{\"uid\":\"" UID "\"}}", "not allocated"},
+        {"{\"metadata\":{\"uid\":\"" UID "\"},\"status\":{\"allocation\":{\"devices\":"
+         "{\"results\":{}}}}}", "not allocated"},
+        {"{\"metadata\":{\"uid\":\"" UID "\"},\"status\":{\"allocation\":{\"devices\":"
+         "{\"results\":[{\"driver\":1}]}}}}", "lacks"},
+        {"{\"metadata\":{\"uid\":\"" UID "\"},\"status\":{\"allocation\":{\"devices\":"
+         "{\"results\":[{\"request\":\"a\",\"driver\":\"gpu.nvidia.com\",\"pool\":\"node2\","
+         "\"device\":\"gpu-0\"}]}}}}", "another node"},
+        {"{\"metadata\":{\"uid\":\"" UID "\",\"uid\":\"x\"}}", "JSON"}, /* duplicate keys */
+        {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"GpuConfig\","
+                "\"sharing\":{\"strategy\":\"MPS\"}}"), "MPS is not supported"},
+        {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"GpuConfig\","
+                "\"sharing\":{\"strategy\":\"Magic\"}}"), "TimeSlicing or MPS"},
+        {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"GpuConfig\","
+                "\"sharing\":{\"strategy\":\"TimeSlicing\",\"timeSlicingConfig\":"
+                "{\"interval\":7}}}"), "interval"},
+        {CONFIG("{\"apiVersion\":\"v1\",\"kind\":\"GpuConfig\"}"), "apiVersion"},
+        {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"Other\"}"),
+         "not one gpulet knows"},
+        {CONFIG("[]"), "must be an object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        gpulet_error_clear(&err);
+        assert_int_equal(parse(bad[i].json, &r, &n, &err), -1);
+        if (strstr(err.msg, bad[i].says) == NULL)
+            fail_msg("case %zu: \"%s\" does not say %s", i, err.msg, bad[i].says);
+    }
+    /* more devices than a claim may have */
+    size_t room = 200 * 120 + 200;
+    char *many = malloc(room);
+    size_t o = (size_t)snprintf(many, room, "{\"metadata\":{\"uid\":\"" UID "\"},\"status\":"
+                                "{\"allocation\":{\"devices\":{\"results\":[");
+    for (int i = 0; i < 200; i++)
+        o += (size_t)snprintf(many + o, room - o, "%s{\"request\":\"r\",\"driver\":"
+                              "\"gpu.nvidia.com\",\"pool\":\"node1\",\"device\":\"gpu-%d\"}",
+                              i ? "," : "", i);
+    snprintf(many + o, room - o, "]}}}}");
+    assert_int_equal(parse(many, &r, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "more than"));
+    free(many);
+    assert_true(dra_uid_valid(UID));
+    assert_false(dra_uid_valid(""));
+    assert_false(dra_uid_valid("../etc"));
+    assert_false(dra_uid_valid("ABC"));
+    char cdi[160];
+    dra_cdi_id(UID, "gpu-0", cdi, sizeof cdi);
+    assert_string_equal(cdi, "k8s.gpu.nvidia.com/claim=" UID "-gpu-0");
+}
+
+static void checkpoint_round_trip(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/cp.json", dir);
+    struct dra_claim *claims;
+    size_t n;
+    struct gpulet_error err = {0};
+    assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), 0); /* none yet */
+    assert_int_equal(n, 0);
+    free(claims);
+    struct dra_result results[2] = {{"a", "gpu-0"}, {"b", "gpu-1-mig-1g5gb-19-0"}};
+    struct dra_claim one = {.uid = UID, .namespace = "ns", .name = "c", .count = 2,
+                            .results = results};
+    assert_int_equal(dra_checkpoint_write(path, &one, 1, &err), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(claims[0].uid, UID);
+    assert_string_equal(claims[0].name, "c");
+    assert_int_equal(claims[0].count, 2);
+    assert_string_equal(claims[0].results[1].device, "gpu-1-mig-1g5gb-19-0");
+    dra_claims_free(claims, n);
+    static const char *const broken[] = {
+        "garbage", "{\"version\":2,\"claims\":[]}", "{\"version\":1,\"claims\":[{\"uid\":1}]}",
+        "{\"version\":1,\"claims\":[{\"uid\":\"../x\",\"namespace\":\"a\",\"name\":\"b\","
+        "\"devices\":[]}]}"};
+    for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+        struct gpulet_error e = {0};
+        assert_int_equal(fileio_replace(path, broken[i], strlen(broken[i]), 0, &e), 0);
+        assert_int_equal(dra_checkpoint_read(path, &claims, &n, &e), -1);
+        assert_non_null(strstr(e.msg, "move"));
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
+static void base64_and_backoff(void **state)
+{
+    (void)state;
+    char *out;
+    size_t len;
+    assert_int_equal(kube_base64_decode("aGVsbG8=", &out, &len), 0);
+    assert_int_equal(len, 5);
+    assert_memory_equal(out, "hello", 5);
+    free(out);
+    assert_int_equal(kube_base64_decode("aGVs\nbG8h", &out, &len), 0);
+    assert_string_equal(out, "hello!");
+    free(out);
+    assert_int_equal(kube_base64_decode("a*b", &out, &len), -1);
+    assert_int_equal(kube_base64_decode("aGVsbG8=x", &out, &len), -1);
+    for (unsigned a = 0; a < 20; a++) {
+        long ms = kube_backoff_ms(a, 500, 30000);
+        long full = a >= 6 ? 30000 : 500L << a;
+        assert_true(ms >= full / 2 && ms <= full);
+    }
+}
+
+static void kubeconfigs(void **state)
+{
+    (void)state;
+    char dir[64], path[128], ca[128];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/config", dir);
+    snprintf(ca, sizeof ca, "%s/ca.crt", dir);
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_replace(ca, "CA PEM\n", 7, 0, &err), 0);
+    const char *text = "apiVersion: v1\nkind: Config\ncurrent-context: b\n"
+                       "contexts:\n- name: a\n  context: {cluster: x, user: x}\n"
+                       "- name: b\n  context: {cluster: c, user: u}\n"
+                       "clusters:\n- name: c\n  cluster:\n    server: https://10.0.0.1:6443/\n"
+                       "    certificate-authority: ca.crt\n"
+                       "users:\n- name: u\n  user:\n    token: secret\n"
+                       "    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
+    assert_int_equal(fileio_replace(path, text, strlen(text), 0, &err), 0);
+    struct kube_config cfg;
+    assert_int_equal(kube_config_load(path, &cfg, &err), 0);
+    assert_string_equal(cfg.server, "https://10.0.0.1:6443");
+    assert_string_equal(cfg.ca, "CA PEM\n"); /* relative to the kubeconfig */
+    assert_string_equal(cfg.cert, "CERT");
+    assert_string_equal(cfg.key, "KEY");
+    assert_string_equal(cfg.token, "secret");
+    kube_config_clear(&cfg);
+    static const struct {
+        const char *text, *says;
+    } bad[] = {
+        {"kind: Config\n", "current-context"},
+        {"current-context: x\ncontexts: []\n", "no cluster"},
+        {"current-context: b\ncontexts:\n- name: b\n  context: {cluster: c}\nclusters:\n"
+         "- name: c\n  cluster: {server: 'http://x'}\n", "https://"},
+        {"current-context: b\ncontexts:\n- name: b\n  context: {cluster: c, user: u}\n"
+         "clusters:\n- name: c\n  cluster: {server: 'https://x'}\nusers:\n- name: u\n"
+         "  user: {client-certificate-data: '%%%'}\n", "base64"},
+        {"current-context: b\ncontexts:\n- name: b\n  context: {cluster: c, user: u}\n"
+         "clusters:\n- name: c\n  cluster: {server: 'https://x'}\nusers:\n- name: u\n"
+         "  user: {client-certificate-data: Q0VSVA==}\n", "without a key"},
+        {"current-context: b\ncontexts:\n- name: b\n  context: {cluster: c}\nclusters:\n"
+         "- name: c\n  cluster: {server: 'https://x', certificate-authority: /nonexistent}\n",
+         "certificate-authority"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        gpulet_error_clear(&err);
+        assert_int_equal(fileio_replace(path, bad[i].text, strlen(bad[i].text), 0, &err), 0);
+        assert_int_equal(kube_config_load(path, &cfg, &err), -1);
+        if (strstr(err.msg, bad[i].says) == NULL)
+            fail_msg("case %zu: \"%s\" does not say %s", i, err.msg, bad[i].says);
+    }
+    /* in-cluster: service host and port, the account's CA and token file */
+    setenv("KUBERNETES_SERVICE_HOST", "fd00::1", 1);
+    setenv("KUBERNETES_SERVICE_PORT", "443", 1);
+    char sa[256];
+    snprintf(sa, sizeof sa, "%s/var/run/secrets/kubernetes.io/serviceaccount", dir);
+    assert_int_equal(fileio_mkdirs(sa, 0755, 0755, &err), 0);
+    char f[300];
+    snprintf(f, sizeof f, "%s/ca.crt", sa);
+    assert_int_equal(fileio_replace(f, "X", 1, 0, &err), 0);
+    assert_int_equal(kube_config_in_cluster(dir, &cfg, &err), 0);
+    assert_string_equal(cfg.server, "https://[fd00::1]:443");
+    assert_non_null(strstr(cfg.token_file, "/serviceaccount/token"));
+    kube_config_clear(&cfg);
+    unsetenv("KUBERNETES_SERVICE_HOST");
+    assert_int_equal(kube_config_in_cluster(dir, &cfg, &err), -1);
+    assert_non_null(strstr(err.msg, "KUBERNETES_SERVICE_HOST"));
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(quantities),
+        cmocka_unit_test_teardown(gpu_devices_as_nvidia_names_them, teardown),
+        cmocka_unit_test_teardown(pcie_root_from_sysfs, teardown),
+        cmocka_unit_test_teardown(mig_devices_replace_their_gpu, teardown),
+        cmocka_unit_test(slices_cut_at_128),
+        cmocka_unit_test(claims_parsed_and_checked),
+        cmocka_unit_test(checkpoint_round_trip),
+        cmocka_unit_test(base64_and_backoff),
+        cmocka_unit_test(kubeconfigs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
