@@ -73,7 +73,7 @@ def test_visible_devices_by_index(build, bundle, cdi_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == ["nvidia0", "nvidiactl"]
     assert "libcuda.so.1" in r.stdout and "libnvidia-ml.so.550.90.07" in r.stdout
-    assert "libother" not in r.stdout
+    assert "libnvidia-cfg" not in r.stdout  # not of the driver's version
     config = json.loads((bundle / "config.json").read_text())
     rules = config["linux"]["resources"]["devices"]
     assert {"allow": True, "type": "c", "major": 195, "minor": 0, "access": "rwm"} in rules
@@ -347,8 +347,49 @@ def test_the_hook_fills_the_containers_ld_cache(build, bundle, cdi_dir, tmp_path
     assert int(r.stdout.strip()) >= 1
     hooks = json.loads((bundle / "config.json").read_text())["hooks"]["createContainer"]
     assert hooks[0]["path"] == str((build / "gpulet-hook").resolve())
-    assert hooks[0]["args"][:4] == ["gpulet-hook", "update-ldcache", "--folder",
-                                    "/usr/lib/x86_64-linux-gnu"]
+    assert hooks[0]["args"][:6] == ["gpulet-hook", "update-ldcache", "--host-driver-version",
+                                    "550.90.07", "--folder", "/usr/lib/x86_64-linux-gnu"]
+
+
+def cached_libcuda(hook, tmp_path, compat_version, host_version="550.90.07", image_cache=True):
+    """Runs the hook on an image with CUDA forward-compatibility libraries;
+    returns where the container's ld cache finds libcuda.so.1, in order."""
+    root = tmp_path / "bundle" / "rootfs"
+    lib, compat = root / "usr/lib/x86_64-linux-gnu", root / "usr/local/cuda-12.8/compat"
+    for folder in (lib, compat, root / "etc"):
+        folder.mkdir(parents=True, exist_ok=True)
+    os.symlink("cuda-12.8", root / "usr/local/cuda")
+    (tmp_path / "x.c").write_text("int x;\n")
+    for folder, version in ((lib, host_version), (compat, compat_version)):
+        subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o",
+                        str(folder / f"libcuda.so.{version}"), str(tmp_path / "x.c")], check=True)
+    if image_cache:
+        (root / "etc/ld.so.cache").write_bytes(b"")
+    (tmp_path / "bundle" / "config.json").write_text('{"root": {"path": "rootfs"}}')
+    r = subprocess.run([hook, "update-ldcache", "--host-driver-version", host_version,
+                        "--folder", "/usr/lib/x86_64-linux-gnu"],
+                       input=json.dumps({"bundle": str(tmp_path / "bundle")}),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    listing = subprocess.run(["/sbin/ldconfig", "-p", "-C", str(root / "etc/ld.so.cache")],
+                             capture_output=True, text=True, check=True).stdout
+    return [line.split(" => ")[1] for line in listing.splitlines() if "libcuda.so.1 " in line]
+
+
+def test_the_hook_puts_newer_cuda_compat_libraries_first(build, tmp_path):
+    """NVIDIA's enable-cuda-compat: an image's compat libcuda of a higher
+    major version than the host driver is what the loader finds first."""
+    found = cached_libcuda(str(build / "gpulet-hook"), tmp_path, "570.86.10")
+    assert found == ["/usr/local/cuda/compat/libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
+
+
+@pytest.mark.parametrize("compat, image_cache", [("550.54.15", True), ("530.30.02", True),
+                                                 ("570.86.10", False)])
+def test_the_hook_leaves_compat_libraries_alone(build, tmp_path, compat, image_cache):
+    """Not newer in its major version than the driver (NVIDIA compares only
+    that), or an image without an ld cache: the driver's libcuda only."""
+    found = cached_libcuda(str(build / "gpulet-hook"), tmp_path, compat, image_cache=image_cache)
+    assert found == ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
 
 
 def test_the_hook_refuses_bad_input(build, tmp_path):
@@ -356,6 +397,10 @@ def test_the_hook_refuses_bad_input(build, tmp_path):
     r = subprocess.run([hook, "update-ldcache", "--folder", "relative"], input="{}",
                        capture_output=True, text=True)
     assert r.returncode == 1 and "expected --folder /absolute/path" in r.stderr
+    for version in ("", "x.1", "-1"):
+        r = subprocess.run([hook, "update-ldcache", "--host-driver-version", version], input="{}",
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and "--host-driver-version VERSION" in r.stderr
     r = subprocess.run([hook, "update-ldcache", "--folder", "/usr/lib"], input="not json",
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no absolute bundle path" in r.stderr
