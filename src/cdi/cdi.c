@@ -63,10 +63,6 @@ static const char *const driver_tools[] = {
     "nvidia-cuda-mps-server", "nvidia-imex", "nvidia-imex-ctl", NULL,
 };
 
-static const char *const control_nodes[] = {
-    "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset", NULL,
-};
-
 /* As nvidia-ctk writes them: every mount is a single file, so a recursive
  * bind would add nothing. */
 static const char *const mount_options[] = {"ro", "nosuid", "nodev", "bind", NULL};
@@ -577,11 +573,11 @@ int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *op
 
     json_t *control = json_array();
     const char *dev_root = root_prefix(opts->dev_root);
-    for (size_t i = 0; control_nodes[i]; i++) {
+    for (size_t i = 0; gpu_control_nodes[i]; i++) {
         char host[4200];
-        snprintf(host, sizeof host, "%s%s", dev_root, control_nodes[i]);
+        snprintf(host, sizeof host, "%s%s", dev_root, gpu_control_nodes[i]);
         if (exists(host))
-            json_array_append_new(control, device_node(opts, control_nodes[i]));
+            json_array_append_new(control, device_node(opts, gpu_control_nodes[i]));
     }
 
     size_t cap = 2 * inv->gpu_count + 1;

@@ -112,13 +112,11 @@ static void add_mig_caps(const struct config *cfg, const struct plugin_device *d
 static void add_device_specs(const struct config *cfg, const struct plugin_device *const *devs,
                              size_t n, struct arena *a, V1beta1__ContainerAllocateResponse *r)
 {
-    static const char *const control[] = {"/dev/nvidiactl", "/dev/nvidia-uvm",
-                                          "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"};
     char host[4200];
-    for (size_t i = 0; i < sizeof control / sizeof control[0]; i++) {
-        host_dev_path(cfg, control[i], host, sizeof host);
+    for (size_t i = 0; gpu_control_nodes[i]; i++) {
+        host_dev_path(cfg, gpu_control_nodes[i], host, sizeof host);
         if (access(host, F_OK) == 0)
-            add_device_spec(a, r, host, control[i]);
+            add_device_spec(a, r, host, gpu_control_nodes[i]);
     }
     for (size_t i = 0; i < n; i++) {
         bool same_gpu = false, same_device = false;

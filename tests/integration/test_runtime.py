@@ -330,6 +330,18 @@ def test_crun(build, bundle, cdi_dir, tmp_path):
     assert devices(r.stdout) == ["nvidia0", "nvidiactl"]
 
 
+def test_a_gpu_named_once_per_replica(build, bundle, cdi_dir, tmp_path):
+    """The device plugin names a time-sliced GPU once per replica, as
+    NVIDIA's does: the container gets it once."""
+    uuid = load_node("dgx-a100")["gpus"][1]["uuid"]
+    edit(bundle, lambda c: c["process"]["env"].append(f"NVIDIA_VISIBLE_DEVICES={uuid},{uuid}"))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia1", "nvidiactl"]
+    config = json.loads((bundle / "config.json").read_text())
+    assert [d["path"] for d in config["linux"]["devices"]].count("/dev/nvidia1") == 1
+
+
 def test_spaces_in_the_list(build, bundle, cdi_dir, tmp_path):
     """Found by the fuzzer: a trailing space made the request parser loop."""
     edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES= 2 , 0 "))
