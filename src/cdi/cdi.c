@@ -428,12 +428,14 @@ static void add_firmware(const struct gpu_inventory *inv, const char *root, stru
         return;
     struct dirent *e;
     for (size_t seen = 0; seen < MAX_FOLDER_ENTRIES && (e = readdir(d)) != NULL; seen++) {
-        char path[8500], host[8500];
+        char path[4500], real[4096], host[8500];
         if (!starts_with(e->d_name, "gsp") || !ends_with(e->d_name, ".bin"))
             continue;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        snprintf(host, sizeof host, "%s/%s", host_dir, e->d_name);
-        mount_list_add(l, path, host);
+        resolve_in_root(root, path, real, sizeof real);
+        snprintf(host, sizeof host, "%s%s", root, real);
+        if (real[0])
+            mount_list_add(l, path, host);
     }
     closedir(d);
 }
