@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fileio/fileio.h"
@@ -193,35 +195,34 @@ static int compare_strings(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* The real file a cache entry leads to (symlinks followed inside the
- * root), as a path without the root; "" when it leads nowhere. */
+/* The real file a path of the driver root leads to, every symlink and
+ * ".." on the way resolved inside the root (openat2 RESOLVE_IN_ROOT), as
+ * a path without the root; "" when it leads nowhere. */
 static void resolve_in_root(const char *root, const char *path, char *out, size_t len)
 {
-    char current[4096];
-    snprintf(current, sizeof current, "%s", path);
-    for (int hops = 0; hops < 16; hops++) {
-        char full[8300], target[4096];
-        snprintf(full, sizeof full, "%s%s", root, current);
-        ssize_t n = readlink(full, target, sizeof target - 1);
-        if (n < 0) {
-            snprintf(out, len, "%s", exists(full) ? current : "");
-            return;
-        }
-        target[n] = '\0';
-        if (target[0] == '/') {
-            snprintf(current, sizeof current, "%s", target);
-        } else {
-            char dir[4096];
-            snprintf(dir, sizeof dir, "%s", current);
-            char *slash = strrchr(dir, '/');
-            if (slash)
-                *slash = '\0';
-            char joined[8200];
-            snprintf(joined, sizeof joined, "%s/%s", dir, target);
-            snprintf(current, sizeof current, "%s", joined);
-        }
-    }
-    out[0] = '\0'; /* a loop */
+    out[0] = '\0';
+    char real_root[PATH_MAX];
+    if (realpath(root[0] ? root : "/", real_root) == NULL)
+        return;
+    int root_fd = open(real_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        return;
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    int fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+    close(root_fd);
+    if (fd < 0)
+        return;
+    char link[64], real[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, real, sizeof real - 1);
+    close(fd);
+    if (n < 0)
+        return;
+    real[n] = '\0';
+    size_t rlen = strcmp(real_root, "/") == 0 ? 0 : strlen(real_root);
+    if (strncmp(real, real_root, rlen) == 0 && real[rlen] == '/')
+        snprintf(out, len, "%s", real + rlen);
 }
 
 static bool ends_with(const char *s, const char *suffix)

@@ -240,3 +240,23 @@ def test_all_gives_every_gpu_and_mig_device(gpulet, root_for, node):
     assert len(paths) == len(set(paths)) and set(paths) == want
     if node == "a100-mig":
         assert len(paths) == 22
+
+
+def test_driver_root_links_stay_inside_it(gpulet, tmp_path):
+    """Files of the driver's version that are links out of the driver root
+    (absolute, or through ..), loops, or folders are not mounted; the
+    others are."""
+    root = make_driver_root(tmp_path / "root")
+    lib = root / "usr/lib/x86_64-linux-gnu"
+    outside = tmp_path / "outside.so"
+    outside.write_text("host file\n")
+    os.symlink(str(outside), lib / f"libnvidia-abs.so.{VERSION}")
+    os.symlink("../../../../outside.so", lib / f"libnvidia-up.so.{VERSION}")
+    os.symlink(f"libnvidia-loop.so.{VERSION}", lib / f"libnvidia-loop.so.{VERSION}")
+    (lib / f"libnvidia-dir.so.{VERSION}").mkdir()
+    spec = yaml.safe_load(generate(gpulet, "dgx-a100", "--driver-root", root))
+    mounts = {m["containerPath"]: m["hostPath"] for m in spec["containerEdits"]["mounts"]}
+    assert not any(n in p for p in mounts for n in ("abs", "-up", "loop", "-dir"))
+    assert not any(h == str(outside) for h in mounts.values())
+    assert all(h.startswith(str(root)) for h in mounts.values())
+    assert f"/usr/lib/x86_64-linux-gnu/libcuda.so.{VERSION}" in mounts

@@ -369,7 +369,8 @@ def cached_libcuda(hook, tmp_path, compat_version, host_version="550.90.07", ima
     root = tmp_path / "bundle" / "rootfs"
     lib, compat = root / "usr/lib/x86_64-linux-gnu", root / "usr/local/cuda-12.8/compat"
     for folder in (lib, compat, root / "etc"):
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_symlink():
+            folder.mkdir(parents=True, exist_ok=True)
     os.symlink("cuda-12.8", root / "usr/local/cuda")
     (tmp_path / "x.c").write_text("int x;\n")
     for folder, version in ((lib, host_version), (compat, compat_version)):
@@ -386,6 +387,32 @@ def cached_libcuda(hook, tmp_path, compat_version, host_version="550.90.07", ima
     listing = subprocess.run(["/sbin/ldconfig", "-p", "-C", str(root / "etc/ld.so.cache")],
                              capture_output=True, text=True, check=True).stdout
     return [line.split(" => ")[1] for line in listing.splitlines() if "libcuda.so.1 " in line]
+
+
+def test_the_hook_never_takes_compat_libraries_from_outside_the_image(build, tmp_path):
+    """An image whose compat folder is a link to a host path, or that has
+    two compat libcudas (NVIDIA's hook wants exactly one): the driver's
+    libcuda only, and nothing read from the host's folder."""
+    host = tmp_path / "host-compat"
+    host.mkdir()
+    (tmp_path / "y.c").write_text("int y;\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o",
+                    str(host / "libcuda.so.570.86.10"), str(tmp_path / "y.c")], check=True)
+    hook = str(build / "gpulet-hook")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    root = linked / "bundle" / "rootfs"
+    (root / "usr/local/cuda-12.8").mkdir(parents=True)
+    os.symlink(str(host), root / "usr/local/cuda-12.8/compat")
+    found = cached_libcuda(hook, linked, "570.86.10")
+    assert found == ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
+    assert sorted(os.listdir(host)) == ["libcuda.so.570.86.10"]  # no link made there
+    two = tmp_path / "two"
+    two.mkdir()
+    compat = two / "bundle/rootfs/usr/local/cuda-12.8/compat"
+    compat.mkdir(parents=True)
+    shutil.copy(host / "libcuda.so.570.86.10", compat / "libcuda.so.575.51.03")
+    assert cached_libcuda(hook, two, "570.86.10") == ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
 
 
 def test_the_hook_puts_newer_cuda_compat_libraries_first(build, tmp_path):
