@@ -302,8 +302,10 @@ done:
 /* Replicas, distributed (NVIDIA's policy): each pick goes to the GPU with
  * the fewest replicas taken — by other containers, by the request's
  * must-include devices and by its picks so far — so a request spreads over
- * GPUs while they are equally loaded. Packed: the GPU with the fewest
- * free, staying on the request's GPUs. Ties go to the GPU whose next free
+ * GPUs while they are equally loaded. A single slice (gpulet's own) goes
+ * to the GPU with the most slices free, where GPUs of different sizes
+ * hold different numbers of them. Packed: the GPU with the fewest free,
+ * staying on the request's GPUs. Ties go to the GPU whose next free
  * replica comes first in the request.
  * Candidates are grouped by physical device once, so a pick costs one pass
  * over the groups, not over every pair of candidates. */
@@ -373,8 +375,9 @@ static int spread_replicas(const struct plugin_resource *r, const struct plugin_
             while (chosen[g->members[g->next]])
                 g->next++;
             size_t first = g->members[g->next];
-            long score = r->packed ? -(long)g->free + (g->mine ? spread : 0)
-                                   : -((long)g->total - (long)g->free);
+            long score = r->packed                     ? -(long)g->free + (g->mine ? spread : 0)
+                         : r->sharing == SHARING_SLICES ? (long)g->free
+                                                        : -((long)g->total - (long)g->free);
             if (pick == NULL || score > best || (score == best && first < pick_first)) {
                 pick = g;
                 best = score;

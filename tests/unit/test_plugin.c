@@ -756,6 +756,37 @@ static void slices_preferred(void **state)
     }
 }
 
+/* GPUs of different sizes hold different numbers of slices: a single
+ * slice goes where most are free, not where fewest are taken (NVIDIA's
+ * rule for replicas, which all GPUs hold equally many of). */
+static void single_slice_goes_where_most_are_free(void **state)
+{
+    (void)state;
+    load("mixed-t4-v100"); /* GPU 0 a T4 (15 GiB), GPU 1 a V100 (32 GiB) */
+    struct config cfg;
+    config_defaults(&cfg);
+    cfg.device_id_strategy = DEVICE_ID_INDEX;
+    cfg.sharing = SHARING_TIME_SLICING;
+    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "0");
+    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "1");
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    const struct plugin_resource *r = NULL;
+    for (size_t i = 0; i < count; i++)
+        if (strcmp(res[i].name, "nvidia.com/gpu-5gb") == 0)
+            r = &res[i];
+    assert_non_null(r);
+    assert_int_equal(r->count, 3 + 6);
+    /* the T4 has 3 free, none taken; the V100 4 free, 2 taken */
+    char *avail[] = {"0::s0", "0::s1", "0::s2", "1::s2", "1::s3", "1::s4", "1::s5"};
+    char *out[7];
+    size_t n;
+    assert_int_equal(preferred_ix(r, avail, 7, NULL, 0, 1, NULL, out, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0][0], '1');
+    plugin_free_resources(res, count);
+}
+
 static size_t folders_in(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -923,6 +954,7 @@ int main(void)
         cmocka_unit_test(preferred_on_sixteen_gpus),
         cmocka_unit_test(slices_resources),
         cmocka_unit_test(slices_preferred),
+        cmocka_unit_test(single_slice_goes_where_most_are_free),
         cmocka_unit_test(slices_allocate),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
