@@ -6,12 +6,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 
 import pytest
 
 from conftest import load_node
-from test_cdi import driver_root  # noqa: F401 (the fixture)
+from test_cdi import driver_root, make_driver_root, mig_minor  # noqa: F401 (the fixture)
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
@@ -125,6 +126,33 @@ def test_all(build, bundle, cdi_dir, tmp_path):
     r = run(build, bundle, cdi_dir, tmp_path)
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == sorted([f"nvidia{i}" for i in range(8)] + ["nvidiactl"])
+
+
+def test_all_on_a_mig_node_gives_every_mig_device(gpulet, build, bundle, tmp_path):
+    """NVIDIA_VISIBLE_DEVICES=all on a100-mig: the container gets both GPUs
+    and every MIG device's capability nodes (the spec's "all")."""
+    root = make_driver_root(tmp_path / "root")
+    (root / "dev/nvidia-caps").mkdir()
+    want = set()
+    for i, gpu in enumerate(load_node("a100-mig")["gpus"]):
+        for m in gpu["mig_devices"]:
+            for minor in (mig_minor(i, m["gpu_instance_id"]),
+                          mig_minor(i, m["gpu_instance_id"], m["compute_instance_id"])):
+                os.mknod(root / f"dev/nvidia-caps/nvidia-cap{minor}", 0o444 | stat.S_IFCHR,
+                         os.makedev(240, minor))
+                want.add(f"nvidia-cap{minor}")
+    cdi = tmp_path / "cdi"
+    cdi.mkdir()
+    r = gpulet("--simulate", "a100-mig", "cdi", "generate", "--driver-root", root,
+               "--output", cdi / "nvidia.yaml", "--no-hook")
+    assert r.rc == 0, r.err
+    edit(bundle, lambda c: (c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all"),
+                            c["process"].__setitem__("args", ["sh", "-c",
+                                                              "ls /dev /dev/nvidia-caps"])))
+    r = run(build, bundle, cdi, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert set(devices(r.stdout)) == {"nvidia-caps", "nvidia0", "nvidia1", "nvidiactl"} | want
+    assert len(want) == 20
 
 
 # ---- accept-envvar-unprivileged: any image can set NVIDIA_VISIBLE_DEVICES ----
