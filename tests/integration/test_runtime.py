@@ -75,6 +75,9 @@ def test_visible_devices_by_index(build, bundle, cdi_dir, tmp_path):
     assert devices(r.stdout) == ["nvidia0", "nvidiactl"]
     assert "libcuda.so.1" in r.stdout and "libnvidia-ml.so.550.90.07" in r.stdout
     assert "libnvidia-cfg" not in r.stdout  # not of the driver's version
+    words = r.stdout.split()  # nvidia-ctk's wider choice and its links
+    assert {"libnvidia-rtcore.so.550.90.07", "libnvoptix.so.550.90.07", "libcuda.so",
+            "libGLX_indirect.so.0", "gbm"} <= set(words)
     config = json.loads((bundle / "config.json").read_text())
     rules = config["linux"]["resources"]["devices"]
     assert {"allow": True, "type": "c", "major": 195, "minor": 0, "access": "rwm"} in rules
