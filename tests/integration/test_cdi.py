@@ -260,3 +260,24 @@ def test_driver_root_links_stay_inside_it(gpulet, tmp_path):
     assert not any(h == str(outside) for h in mounts.values())
     assert all(h.startswith(str(root)) for h in mounts.values())
     assert f"/usr/lib/x86_64-linux-gnu/libcuda.so.{VERSION}" in mounts
+
+
+def test_only_the_64_bit_libraries(gpulet, tmp_path):
+    """A driver root with 32-bit copies (i386 folder listed first in
+    ld.so.conf): nvidia-ctk mounts the folder of the 64-bit libcuda only."""
+    root = tmp_path / "root"
+    i386, x64 = root / "usr/lib/i386-linux-gnu", root / "usr/lib/x86_64-linux-gnu"
+    for folder in (i386, x64, root / "etc"):
+        folder.mkdir(parents=True)
+    (tmp_path / "x.c").write_text("int x;\n")
+    for folder, flags in ((i386, ["-m32", "-nostdlib"]), (x64, [])):
+        for l in ("libcuda", "libnvidia-ml"):
+            subprocess.run(["gcc", *flags, "-shared", "-fPIC", f"-Wl,-soname,{l}.so.1", "-o",
+                            str(folder / f"{l}.so.{VERSION}"), str(tmp_path / "x.c")], check=True)
+    (root / "etc/ld.so.conf").write_text("/usr/lib/i386-linux-gnu\n/usr/lib/x86_64-linux-gnu\n")
+    subprocess.run([shutil.which("ldconfig") or "/sbin/ldconfig", "-r", str(root)], check=True)
+    spec = yaml.safe_load(generate(gpulet, "dgx-a100", "--driver-root", root))
+    paths = [m["containerPath"] for m in spec["containerEdits"]["mounts"]]
+    assert f"/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.{VERSION}" in paths
+    assert "/usr/lib/x86_64-linux-gnu/libcuda.so.1" in paths
+    assert not any("i386" in p for p in paths)
