@@ -47,6 +47,10 @@ static long mig_minor(FILE *f, const char *cap)
     return -1;
 }
 
+const char *const gpu_control_nodes[] = {
+    "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset", NULL,
+};
+
 size_t gpu_mig_cap_nodes(const char *driver_root, unsigned int gpu_minor, unsigned int gi,
                          unsigned int ci, char paths[2][64])
 {

@@ -50,6 +50,14 @@ static const struct {
     {"libEGL_nvidia", "libEGL_nvidia.so.0"},
     {"libGLESv2_nvidia", "libGLESv2_nvidia.so.2"},
     {"libGLESv1_CM_nvidia", "libGLESv1_CM_nvidia.so.1"},
+    {"libnvidia-glvkspirv", NULL},
+    {"libnvidia-rtcore", NULL},
+    {"libnvoptix", "libnvoptix.so.1"},
+    {"libnvidia-ngx", "libnvidia-ngx.so.1"},
+    /* capture, PKCS#11 */
+    {"libnvidia-fbc", "libnvidia-fbc.so.1"},
+    {"libnvidia-pkcs11", NULL},
+    {"libnvidia-pkcs11-openssl3", NULL},
 };
 
 #define LIBDIR "/usr/lib/x86_64-linux-gnu"
