@@ -48,7 +48,10 @@ static const char run_usage[] =
     "                              " CONFIG_DEFAULT_INTERPOSER ")\n"
     "  --state-dir DIR             gpulet's host state, alloc/<id> per sliced\n"
     "                              container (env GPULET_STATE_DIR, default\n"
-    "                              " CONFIG_DEFAULT_STATE_DIR ")\n"
+    "                              " CONFIG_DEFAULT_STATE_DIR ")\n";
+
+/* Two halves: one string would pass the length ISO C requires compilers to support. */
+static const char run_usage_outputs[] =
     "  --labels-file FILE          NFD features file for the nvidia.com/* labels\n"
     "                              (default " LABELS_DEFAULT_FILE ")\n"
     "  --labels-interval D         rewrite the labels every D (default 60s)\n"
@@ -306,7 +309,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
-        case 'h': fputs(run_usage, stdout); return CLI_OK;
+        case 'h': fputs(run_usage, stdout); fputs(run_usage_outputs, stdout); return CLI_OK;
         default: return cli_option_error("run", c, argv[optind - 1]);
         }
     }
