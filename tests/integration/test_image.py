@@ -2,8 +2,8 @@
 FROM scratch with buildah, small, started with podman; the daemon in it
 serves metrics on a read-only root; and the containerd overlay's host-setup
 init containers, run as the kubelet would run them, install a bundle that
-runs on the host and configure containerd to use it (podman flags from
-shared/reference/test-machine.md)."""
+runs on the host and configure containerd to use it (podman with vfs
+storage, cgroupfs and runc)."""
 import os
 import pathlib
 import re

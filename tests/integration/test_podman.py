@@ -1,6 +1,7 @@
 """podman reads gpulet's CDI spec: `--device nvidia.com/gpu=0` gives a
 busybox container GPU 0's device node, the control node and the driver
-libraries of the fake driver root (flags from shared/reference/test-machine.md)."""
+libraries of the fake driver root (podman with vfs storage, cgroupfs and
+runc, which work on hosts with hybrid cgroups where crun does not)."""
 import os
 import shutil
 import subprocess

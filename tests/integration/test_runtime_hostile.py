@@ -116,7 +116,7 @@ def test_a_spec_hook_without_env_gets_the_minimal_one(build, bundle, cdi_dir,  #
 
 @pytest.fixture
 def podman_image(tmp_path):
-    """podman (flags from shared/reference/test-machine.md) with a busybox
+    """podman (vfs storage, cgroupfs, runc, bounded rlimits) with a busybox
     image whose root holds evil.so and whose environment preloads it."""
     if PODMAN is None:
         pytest.skip("podman is not installed")
