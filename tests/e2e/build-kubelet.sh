@@ -19,7 +19,8 @@ need=""
 command -v go >/dev/null || need="$need golang-go"
 command -v dpkg-source >/dev/null || need="$need dpkg-dev"
 if [ -n "$need" ]; then
-    apt-get install -y -q $need >/dev/null || skip "cannot install$need"
+    apt-get install -y -q -o DPkg::Lock::Timeout=600 $need >/dev/null \
+        || { echo "e2e: could not install$need with apt-get" >&2; exit 1; }
 fi
 
 SRC=$CACHE/src
@@ -38,7 +39,7 @@ if [ ! -d "$SRC/kubernetes/cmd/kubelet" ]; then
         else
             mv "$list.tmp" "$list"
         fi
-        apt-get update -q >/dev/null 2>&1 || true
+        apt-get update -q -o DPkg::Lock::Timeout=600 >/dev/null 2>&1 || true
     fi
     rm -rf "$SRC.tmp"; mkdir -p "$SRC.tmp"
     (cd "$SRC.tmp" && apt-get source -q kubernetes >/dev/null 2>&1) \

@@ -12,10 +12,10 @@ start=$(date +%s)
 
 if [ "$(id -u)" != 0 ]; then echo "e2e: skipped: needs root (containerd, kubelet)"; exit 0; fi
 if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! command -v ctr >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc >/dev/null 2>&1 || true
-fi
-if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! command -v runc >/dev/null; then
-    echo "e2e: skipped: no containerd/runc and apt-get cannot install them"; exit 0
+    if ! out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 \
+            containerd runc 2>&1); then
+        echo "$out" | tail -n 5; echo "e2e: could not install containerd and runc with apt-get"; exit 1
+    fi
 fi
 rc=0
 mkdir -p "$CACHE"
