@@ -41,7 +41,7 @@ class Server:
                                      stdout=subprocess.PIPE, text=True, env=env)
         self.lines = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
-        assert self.lines.get(timeout=10) == "ready"
+        assert self.lines.get(timeout=60) == "ready"
         self.channel = grpc.insecure_channel(f"unix:{path}")
         self.echo("warm up")
 
@@ -69,7 +69,7 @@ class Server:
     def stop(self):
         self.channel.close()
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=10)
+        return self.proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def server(build, tmp_path):
 class Served:
     """Keeps one well-behaved client calling while a flood runs: for every
     answer the server's CPU time while the call waited (work it did for the
-    flood first), and any failure (a call not answered within its 5 s)."""
+    flood first), and any failure (a call not answered within its 30 s)."""
 
     def __init__(self, server):
         self.server, self.cpu_per_call, self.errors = server, [], []
@@ -94,7 +94,9 @@ class Served:
         i = 0
         while not self.stop.is_set():
             try:
-                self.cpu_per_call.append(self.server.echo(f"call {i}"))
+                # a deadline for a server that stops answering, long enough
+                # for one that gets a twentieth of a core
+                self.cpu_per_call.append(self.server.echo(f"call {i}", timeout=30))
             except grpc.RpcError as e:
                 self.errors.append(e.code())
             i += 1
@@ -121,7 +123,7 @@ def twice(server, flood, bound_kib):
             flood(peers)
             peaks.append(server.rss())
             # the flooding connections still open, as they left them
-            wait_for(lambda: len(served.cpu_per_call) >= 5, what="calls served meanwhile")
+            wait_for(lambda: len(served.cpu_per_call) >= 5, timeout=60, what="calls served meanwhile")
             served.finish()
         finally:
             served.stop.set()
@@ -221,7 +223,7 @@ def test_rapid_reset(server):
         p = Peer(server.path)
         peers.append(p)
         p.send(burst, timeout=10)
-        got = p.frames(timeout=5, until=lambda f: f[0] == h2raw.GOAWAY)
+        got = p.frames(timeout=30, until=lambda f: f[0] == h2raw.GOAWAY)
         # nghttp2 counts the resets and ends the connection past its rate
         assert p.closed or any(f[0] == h2raw.GOAWAY for f in got)
 
@@ -238,8 +240,14 @@ def test_replies_to_a_peer_with_a_closed_window(server):
             p.send(frame(h2raw.HEADERS, h2raw.END_HEADERS, sid,
                          grpc_headers("/test.Echo/Stream")) +
                    frame(h2raw.DATA, h2raw.END_STREAM, sid, grpc_message(b"50 40000")))
-        got = p.frames(timeout=3)
-        resets = {sid for ftype, _, sid, _ in got if ftype == h2raw.RST_STREAM}
+        resets = set()
+
+        def refused(f):  # a deadline, not a pause: a loaded machine answers late
+            if f[0] == h2raw.RST_STREAM:
+                resets.add(f[2])
+            return len(resets) >= 50
+
+        p.frames(timeout=30, until=refused)
         assert len(resets) >= 50  # 2 MB each: two or three fit in the budget
 
     twice(server, flood, 24 * MiB)
@@ -252,7 +260,7 @@ def hold(path):
     p.send(frame(h2raw.HEADERS, h2raw.END_HEADERS, 1, grpc_headers("/test.Echo/Hold")) +
            frame(h2raw.DATA, h2raw.END_STREAM, 1, grpc_message(b"x")) +
            frame(h2raw.PING, 0, 0, b"held...."))
-    got = p.frames(timeout=5, until=lambda f: f[0] == h2raw.PING and f[1] & h2raw.ACK)
+    got = p.frames(timeout=30, until=lambda f: f[0] == h2raw.PING and f[1] & h2raw.ACK)
     assert got and got[-1][0] == h2raw.PING, got
     return p
 
@@ -279,7 +287,7 @@ def test_connections_beyond_the_bound(server):
         p.close()
     busy = [hold(server.path) for _ in range(32)]  # the idle channel made room too
     late = Peer(server.path)
-    assert late.frames(timeout=5, until=lambda f: False) == []
+    assert late.frames(timeout=30, until=lambda f: False) == []
     assert late.closed
     busy.pop().close()
     wait_for(lambda: echo_once(server.path, b"in again"), what="served once a call ended")
