@@ -15,13 +15,15 @@ asan=${2:-build-asan}
 fuzz=${3:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-results=$work/results
 # Every test runs with a TMPDIR of the run's own, checked at the end: a test
-# run, killed processes included, leaves nothing behind. pytest's folders
-# (tmp_path) are beside it, removed with it.
-export TMPDIR=$work/tmp
-mkdir "$results" "$TMPDIR"
+# run, killed processes included, leaves nothing behind. Its name is short:
+# podman refuses a run root over 50 characters, and the tests put theirs
+# there. pytest's folders (tmp_path) are in $work, removed with it.
+tmp=$(mktemp -d /tmp/gt.XXXXXX)
+trap 'rm -rf "$work" "$tmp"' EXIT
+results=$work/results
+mkdir "$results"
+export TMPDIR=$tmp
 
 # Leaks fail the sanitizer run; UBSan stops at the first finding.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
