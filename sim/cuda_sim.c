@@ -26,6 +26,7 @@
 #include "cuda/cuda_abi.h"
 #include "sim_device.h"
 #include "sim_node.h"
+#include "text/text.h"
 
 #define API __attribute__((visibility("default")))
 #define MIB (1024ULL * 1024ULL)
@@ -371,13 +372,6 @@ API CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
     return CUDA_SUCCESS;
 }
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                               : -1;
-}
-
 API CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
 {
     CUresult r = device_query(uuid, dev);
@@ -388,7 +382,7 @@ API CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
         s += 4;
     memset(uuid, 0, sizeof *uuid);
     for (int n = 0; *s && n < 32; s++) {
-        int v = hexval(*s);
+        int v = text_hex_value((unsigned char)*s);
         if (v < 0)
             continue;
         uuid->bytes[n / 2] = (char)(uuid->bytes[n / 2] | (n % 2 ? v : v << 4));

@@ -19,8 +19,13 @@
  *   badfree:HEX                      cuMemFree_v2 of a pointer never allocated
  *   hold                             print "holding", wait to be killed
  *   wait                             print "waiting", read a line from stdin
- *   run:NAME:BLOCKS:THREADS:SECONDS  launch kernels back to back for a
- *   coop:... graph:...               while (cooperatively, as graphs)
+ *   run:NAME:BLOCKS:THREADS:SECONDS[:SYNC]  launch kernels back to back
+ *   coop:... graph:...               for a while (cooperatively, as graphs),
+ *                                    synchronising every SYNC launches (8;
+ *                                    0: only at the end, the driver's queue
+ *                                    bound alone holds the launches back);
+ *                                    prints the launches, the wall time and
+ *                                    the time spent waiting for a CPU
  *
  * Device 0 unless PROG_DEVICE says otherwise. Built against the simulated
  * driver here and against the real one in tests/gpu.
@@ -290,15 +295,31 @@ static void free_all(void)
     }
 }
 
-static unsigned long long run_launches, run_wall_ns;
+static unsigned long long run_launches, run_wall_ns, run_queued_ns;
 
-/* Launches NAME back to back for SECONDS, synchronising every 8. */
+/* How long this thread has waited for a CPU, ever (0 where the kernel does
+ * not say): a program kept off the CPUs cannot launch, whatever its share. */
+static unsigned long long runqueue_ns(void)
+{
+    unsigned long long on_cpu = 0, waited = 0;
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%llu %llu", &on_cpu, &waited) != 2)
+        waited = 0;
+    fclose(f);
+    return waited;
+}
+
+/* Launches NAME back to back for SECONDS, synchronising every SYNC. */
 static CUresult run(const char *how, char **save)
 {
     char *name = strtok_r(NULL, ":", save);
     unsigned int blocks = (unsigned int)num(save), threads = (unsigned int)num(save);
     char *secs = strtok_r(NULL, ":", save);
     double seconds = secs ? strtod(secs, NULL) : 1;
+    char *every = strtok_r(NULL, ":", save);
+    unsigned long long sync_every = every ? strtoull(every, NULL, 0) : 8;
     CUmodule m;
     CUfunction f;
     CUresult r;
@@ -316,6 +337,7 @@ static CUresult run(const char *how, char **save)
             return r;
     }
     uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), launches = 0;
+    unsigned long long queued0 = runqueue_ns();
     while (now_ns() < end) {
         if (how[0] == 'g')
             r = cu.graph_launch(exec, NULL);
@@ -325,7 +347,8 @@ static CUresult run(const char *how, char **save)
             r = cu.launch(f, blocks, 1, 1, threads, 1, 1, 0, NULL, NULL, NULL);
         if (r != CUDA_SUCCESS)
             return r;
-        if (++launches % 8 == 0)
+        launches++;
+        if (sync_every && launches % sync_every == 0)
             cu.sync();
     }
     cu.sync();
@@ -336,6 +359,7 @@ static CUresult run(const char *how, char **save)
     cu.unload(m);
     run_launches = launches;
     run_wall_ns = now_ns() - start;
+    run_queued_ns = runqueue_ns() - queued0;
     return CUDA_SUCCESS;
 }
 
@@ -493,7 +517,8 @@ int main(int argc, char **argv)
             printf("fill rc=%d total=%zu\n", r, total);
         } else if (strcmp(op, "run") == 0 || strcmp(op, "coop") == 0 || strcmp(op, "graph") == 0) {
             r = run(op, &save);
-            printf("%s rc=%d launches=%llu wall_ns=%llu\n", op, r, run_launches, run_wall_ns);
+            printf("%s rc=%d launches=%llu wall_ns=%llu queued_ns=%llu\n", op, r, run_launches,
+                   run_wall_ns, run_queued_ns);
         } else {
             r = allocate(op, &save, &bytes);
             printf("%s rc=%d bytes=%zu\n", op, r, bytes);

@@ -29,6 +29,17 @@ cannot() {
         result "e2e $1: skipped: $3"
     fi
 }
+# VERSION PACKAGES...: apt-get install, waiting for another apt's lock; a
+# failure shows apt's last lines and is this version's failure, never a skip.
+install() {
+    v=$1; shift
+    log=$CACHE/apt-$v.log
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 "$@" >"$log" 2>&1; then
+        tail -n 5 "$log"
+        result "e2e $v: FAILED: apt-get install $* failed (log: $log)"; failed=1
+        return 1
+    fi
+}
 suite() {  # VERSION ARGS...: pytest once, its summary as the result line
     v=$1; shift
     log=$CACHE/pytest-$v.log
@@ -60,13 +71,8 @@ done
 for v in $VERSIONS; do
     case $v in
     v1.20.2)
-        if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! command -v ctr >/dev/null; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=120 \
-                containerd runc >/dev/null 2>&1 || true
-        fi
         if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! command -v runc >/dev/null; then
-            cannot $v absent "no containerd/runc and apt-get cannot install them: apt-get install containerd runc"
-            continue
+            install $v containerd runc || continue
         fi
         rc=0
         KUBELET=$(nice tests/e2e/build-kubelet.sh "$CACHE" 2>"$CACHE/build.log") || rc=$?
@@ -84,12 +90,7 @@ for v in $VERSIONS; do
         ;;
     v1.34.9)
         if ! command -v runc >/dev/null || [ ! -x /usr/lib/cni/bridge ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=120 \
-                runc containernetworking-plugins >/dev/null 2>&1 || true
-        fi
-        if ! command -v runc >/dev/null || [ ! -x /usr/lib/cni/bridge ]; then
-            cannot $v present "no runc or CNI plugins and apt-get cannot install them: apt-get install runc containernetworking-plugins"
-            continue
+            install $v runc containernetworking-plugins || continue
         fi
         rc=0
         nice tests/e2e/fetch-k8s.sh "$CACHE" >"$CACHE/fetch.out" 2>"$CACHE/fetch.log" || rc=$?

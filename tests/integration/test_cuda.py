@@ -4,7 +4,7 @@ import os
 import re
 import signal
 import subprocess
-import time
+import threading
 
 import pytest
 
@@ -132,7 +132,7 @@ def test_pass_through_is_byte_for_byte(cuda):
         plain = cuda.run(way, *ops)
         with_lib = cuda.run(way, *ops, limits={})
         # only what moves with time differs: launch counts and utilisation
-        strip = lambda s: re.sub(r"launches=\d+ wall_ns=\d+|util=\d+", "", s)
+        strip = lambda s: re.sub(r"launches=\d+ wall_ns=\d+ queued_ns=\d+|util=\d+", "", s)
         assert strip(with_lib.stdout) == strip(plain.stdout)
         assert with_lib.stderr == plain.stderr == ""
 
@@ -236,9 +236,22 @@ def test_a_killed_process_gives_its_share_back(cuda):
 
 
 def busy_share(out, op, kernel_ns):
+    """The GPU time of a run's launches as a share of its wall time."""
     r = one(out, op)
     assert r["rc"] == 0
     return r["launches"] * kernel_ns / r["wall_ns"]
+
+
+def share_within(out, op, share, kernel_ns=1000000):
+    """A run got its share within 5 points: never more than share + 0.05 of
+    its wall time, and at least share - 0.05 of the time it had a CPU to
+    launch from (on a loaded machine a program waiting for a CPU loses what
+    its bucket cannot bank; cudaprog says how long it waited)."""
+    r = one(out, op)
+    assert r["rc"] == 0, out
+    gpu = r["launches"] * kernel_ns
+    of_wall, of_ready = gpu / r["wall_ns"], gpu / max(r["wall_ns"] - r["queued_ns"], 1)
+    return of_wall <= share + 0.05 and of_ready >= share - 0.05, (of_wall, of_ready)
 
 
 # The runs last 3 s: long enough for the +-5 % the issue asks of 10 s runs
@@ -247,7 +260,8 @@ def busy_share(out, op, kernel_ns):
 def test_compute_share_alone(cuda, op):
     out = cuda.run("direct", f"{op}:busy_1000:1:1000:3",
                    limits={"GPULET_CUDA_COMPUTE_SHARE": "30"}).stdout
-    assert abs(busy_share(out, op, 1000000) - 0.30) <= 0.05
+    ok, got = share_within(out, op, 0.30)
+    assert ok, got
 
 
 def test_compute_shares_of_two_containers(cuda):
@@ -257,23 +271,32 @@ def test_compute_shares_of_two_containers(cuda):
                    state_dir=cuda.tmp / "b")
     out_a, _ = a.communicate(timeout=60)
     out_b, _ = b.communicate(timeout=60)
-    sa, sb = busy_share(out_a, "run", 1000000), busy_share(out_b, "run", 1000000)
-    assert abs(sa - 0.30) <= 0.05 and abs(sb - 0.70) <= 0.05, (sa, sb)
+    (ok_a, sa), (ok_b, sb) = share_within(out_a, "run", 0.30), share_within(out_b, "run", 0.70)
+    assert ok_a and ok_b, (sa, sb)
 
 
 def test_without_a_share_a_program_saturates_and_nvml_sees_it(cuda):
-    holder = cuda.start("direct", "wait", "run:busy_1000:1:1000:3", "hold")
+    """Under the interposer with no share, a program that keeps work queued
+    (no synchronisation until the end: the driver's one-second queue holds
+    it back) keeps the GPU busy however loaded the CPUs are, and NVML's
+    utilisation says so."""
+    holder = cuda.start("direct", "wait", "run:busy_1000:1:1000:3:0", "hold", limits={})
     try:
         wait_holding(holder, "waiting")
+        out = []
+        done = threading.Thread(target=lambda: out.append(wait_holding(holder)))
         holder.stdin.write("go\n")
         holder.stdin.flush()
+        done.start()
         # NVML's utilisation covers the last second: it climbs to the top
-        util, deadline = 0, time.monotonic() + 2.5
-        while util < 90 and time.monotonic() < deadline:
+        # while the GPU has work, until the program's final synchronisation
+        # returns (its "run" line)
+        util = 0
+        while util < 90 and done.is_alive():
             util = one(cuda.run("direct", "nvml").stdout, "nvml")["util"]
         assert util >= 90
-        out = wait_holding(holder)
-        assert busy_share(out, "run", 1000000) >= 0.9
+        done.join(60)
+        assert out and busy_share(out[0], "run", 1000000) >= 0.9, out
     finally:
         holder.kill()
         holder.wait()
@@ -390,7 +413,8 @@ def test_the_file_wins_over_variables_and_devices_match_by_uuid(cuda):
     assert one(out, "info")["total"] == 15360 * MIB
     # the share too comes from the file: 12.5 %, not the variables' 100
     out = cuda.run("direct", "run:busy_1000:1:1000:2", limits=RAISE, wrap=wrap).stdout
-    assert abs(busy_share(out, "run", 1000000) - 0.125) <= 0.05
+    ok, got = share_within(out, "run", 0.125)
+    assert ok, got
 
 
 def test_an_unusable_file_refuses_every_allocation(cuda):

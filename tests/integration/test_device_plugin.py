@@ -31,7 +31,12 @@ class Daemon:
     def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout=15)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
 
 @pytest.fixture
@@ -53,9 +58,10 @@ def run_gpulet(build, tmp_path):
         return d
 
     yield start
+    # SIGTERM: a killed gpulet would leave its simulated sysfs behind
     for d in started:
         if d.proc.poll() is None:
-            d.stop(signal.SIGKILL)
+            d.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ static struct gpu_inventory *load_inventory(const char *node, const char *lib, s
     return inv;
 }
 
-/* The DGX-1 hybrid cube mesh of shared/reference/device-plugin-and-labels.md. */
+/* The DGX-1 hybrid cube mesh (NVIDIA's DGX-1 with V100 system architecture). */
 static const unsigned int dgx1_nvlinks[][3] = {
     {0, 1, 1}, {0, 2, 1}, {0, 3, 2}, {0, 4, 2}, {1, 2, 2}, {1, 3, 1}, {1, 5, 2}, {2, 3, 2},
     {2, 6, 1}, {3, 7, 1}, {4, 5, 1}, {4, 6, 1}, {4, 7, 2}, {5, 6, 2}, {5, 7, 1}, {6, 7, 2},
