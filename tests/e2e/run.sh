@@ -2,7 +2,7 @@
 # make e2e: gpulet on a real node (tests/e2e), once per Kubernetes version:
 # v1.20.2 (a standalone kubelet built once from Debian's source package)
 # and v1.34.9 (a one-node cluster: the binaries of $GPULET_E2E_K8S or
-# ../shared/k8s/v1.34.9, etcd and containerd from Debian trixie), each in
+# a shared/k8s/v1.34.9 folder beside the checkout, etcd and containerd from Debian trixie), each in
 # its own network and mount namespaces and cgroup root. Arguments after
 # BUILD go to pytest (e.g. -k xid for one step); GPULET_E2E_VERSIONS picks
 # versions (default "v1.20.2 v1.34.9"). Prints one result line per version;
