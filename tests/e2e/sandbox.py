@@ -186,8 +186,13 @@ class Sandbox:
         """PIDs of the run: in the holder's mount namespace (containerd's
         shims too) or in the run's cgroups (the containers)."""
         pids = set()
+        # The holder's namespace read as this process's own would make every
+        # process of the machine a member, to be killed by stop().
+        if self.mnt_ns == os.readlink("/proc/self/ns/mnt"):
+            raise AssertionError(f"the sandbox's mount namespace {self.mnt_ns} is this "
+                                 "process's own: refusing to list its processes")
         for p in pathlib.Path("/proc").iterdir():
-            if p.name.isdigit() and self.holder and int(p.name) != self.holder.pid:
+            if p.name.isdigit() and self.mnt_ns and int(p.name) != self.holder.pid:
                 try:
                     if os.readlink(p / "ns/mnt") == self.mnt_ns:
                         pids.add(int(p.name))
@@ -210,7 +215,9 @@ class Sandbox:
                 self.stop_process(name)
             for name in list(self.procs):
                 self.stop_process(name)
-            if self.holder is not None and self.holder.poll() is None:
+            # Even with the holder gone (killed from outside), processes
+            # that entered its namespaces keep them, and their mounts, alive.
+            if self.mnt_ns is not None:
                 for _ in range(3):  # shims may start a last child while dying
                     pids = self.members()
                     if not pids:
