@@ -200,6 +200,33 @@ def test_cdi_generate_on_a_simulated_node(gpulet, tmpdir_env):
     assert edits["hooks"][0]["args"][:2] == ["gpulet-hook", "update-ldcache"]
 
 
+def test_a_relative_or_unusable_tmpdir_still_gives_absolute_paths_or_says_why(build, tmpdir_env):
+    """A CDI spec's host paths and the daemon's folders must be absolute: a
+    relative TMPDIR is taken from the working folder; one that is not a
+    folder, or too long to hold the private folder, is named."""
+    tmp, env = tmpdir_env
+    (tmp / "rel").mkdir()
+    r = subprocess.run([build / "gpulet", "--simulate", "t4-pcie", "cdi", "generate"],
+                       env={**env, "TMPDIR": "rel"}, cwd=tmp, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    paths = re.findall(r"hostPath: (\S+)", r.stdout)
+    assert paths and all(p.startswith(f"{tmp}/rel/gpulet-simulate-") for p in paths), paths
+    assert os.listdir(tmp / "rel") == []
+    (tmp / "file").write_text("")
+    deep = tmp  # a folder whose path fits PATH_MAX (4096) but not with the folder's name
+    while len(str(deep)) < 4080 - 101:
+        deep = deep / ("x" * 100)
+    deep = deep / ("y" * (4080 - len(str(deep)) - 1))
+    deep.mkdir(parents=True)
+    for bad, why in ((tmp / "file", "Not a directory"), (tmp / "absent", "No such file"),
+                     (deep, "too long")):
+        r = subprocess.run([build / "gpulet", "--simulate", "t4-pcie", "cdi", "generate"],
+                           env={**env, "TMPDIR": str(bad)}, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and "TMPDIR" in r.stderr and why in r.stderr, r.stderr[-300:]
+
+
 def test_cdi_generate_on_a_simulated_mig_node_names_the_capabilities(gpulet, tmpdir_env):
     tmp, env = tmpdir_env
     r = gpulet("--simulate", "a100-mig", "cdi", "generate", "--format", "json", env=env)
