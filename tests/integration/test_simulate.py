@@ -131,6 +131,47 @@ def test_a_simulated_run_writes_only_into_its_private_folder(build, tmpdir_env, 
         pathlib.Path(d.log).unlink(missing_ok=True)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_while_run_starts_still_removes_the_folder(build, tmpdir_env, sig):
+    """Between making the private folder and handling signals itself, `run`
+    must not die of one and leave the folder behind. It is held in that
+    window by a full stderr pipe: its first log line, which follows the
+    folder, blocks until the pipe is read."""
+    tmp, env = tmpdir_env
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:
+            os.write(write_end, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)
+    proc = subprocess.Popen([build / "gpulet", "--simulate", "t4-pcie", "run", "--no-metrics"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=write_end, start_new_session=True)
+    os.close(write_end)
+    try:
+        wait_for(lambda: os.listdir(tmp) or proc.poll() is not None, 30, 0.01,
+                 "the private folder")
+        folders = os.listdir(tmp)
+        assert folders and proc.poll() is None
+        proc.send_signal(sig)
+        if sig == signal.SIGHUP:  # a reload, once handled: then a stop
+            proc.send_signal(signal.SIGTERM)
+        with os.fdopen(read_end, "rb") as err:
+            text = err.read()[-4000:].decode(errors="replace")  # until gpulet exits
+        read_end = None
+        assert proc.wait(30) == 0, text
+        assert os.listdir(tmp) == [], text
+        assert "gpulet stopped" in text
+    finally:
+        if read_end is not None:
+            os.close(read_end)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_explicit_paths_and_addresses_still_win(build, tmpdir_env, tmp_path):
     tmp, env = tmpdir_env
     env["DCGM_EXPORTER_LISTEN"] = "127.0.0.1:0"
