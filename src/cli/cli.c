@@ -183,10 +183,13 @@ int cli_main(int argc, char **argv)
             return CLI_USAGE;
         }
         /* They wait until the private folder is gone, then act; `run`
-         * unblocks them once its loop handles them (a clean stop). */
+         * unblocks the first three once its loop handles them (a clean
+         * stop). SIGPIPE: a reader that stops early (`cdi generate |
+         * head`) fails the writes instead of killing gpulet at once. */
         sigaddset(&stop_signals, SIGINT);
         sigaddset(&stop_signals, SIGTERM);
         sigaddset(&stop_signals, SIGHUP);
+        sigaddset(&stop_signals, SIGPIPE);
         sigprocmask(SIG_BLOCK, &stop_signals, &old_mask);
         opts.sim = &sim;
     }

@@ -172,6 +172,20 @@ def test_a_stop_signal_while_run_starts_still_removes_the_folder(build, tmpdir_e
             proc.wait()
 
 
+@pytest.mark.parametrize("args", [["cdi", "generate"], ["doctor"], ["info"]])
+def test_a_reader_that_stops_early_leaves_no_folder(build, tmpdir_env, args):
+    """`gpulet --simulate dgx-a100 cdi generate | head` closes the pipe
+    gpulet writes to: SIGPIPE must wait until the folders are gone."""
+    tmp, env = tmpdir_env
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    r = subprocess.run([build / "gpulet", "--simulate", "dgx-a100", *args], env=env,
+                       stdout=write_end, stderr=subprocess.PIPE, timeout=60)
+    os.close(write_end)
+    assert r.returncode == -signal.SIGPIPE, r.stderr[-2000:]
+    assert os.listdir(tmp) == []
+
+
 def test_explicit_paths_and_addresses_still_win(build, tmpdir_env, tmp_path):
     tmp, env = tmpdir_env
     env["DCGM_EXPORTER_LISTEN"] = "127.0.0.1:0"
