@@ -267,8 +267,8 @@ static void hostile_pci_config_space(void **state)
     char path[256];
     snprintf(path, sizeof path, "%s/bus/pci/devices/0000:3b:00.0/config", root);
 
-    static struct config_case cases[9];
-    for (size_t i = 0; i < 9; i++) {
+    static struct config_case cases[10];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cases[i] = (struct config_case){.len = 256};
         cases[i].cfg[0x06] = 0x10; /* a capability list */
         cases[i].cfg[0x34] = 0x40;
@@ -304,11 +304,16 @@ static void hostile_pci_config_space(void **state)
     memcpy(c->cfg + 0x47, "1234567890abcdefghij", 20);
     c->vgpu = true, c->version = "1234567890";
     c++;
+    c->what = "a host driver version with a newline (a forged log line)";
+    vf_capability(c->cfg, 0x40, 0x20);
+    memcpy(c->cfg + 0x47, "550\nlevel", 9);
+    c->vgpu = true, c->version = "";
+    c++;
     c->what = "a config file cut short";
     vf_capability(c->cfg, 0x40, 0x20);
     c->len = 100;
 
-    for (size_t i = 0; i < 9; i++) {
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         FILE *f = fopen(path, "w");
         assert_non_null(f);
         assert_int_equal(fwrite(cases[i].cfg, 1, cases[i].len, f), cases[i].len);
