@@ -140,11 +140,12 @@ def test_a_stop_signal_while_run_starts_still_removes_the_folder(build, tmpdir_e
     tmp, env = tmpdir_env
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
-    try:
-        while True:
-            os.write(write_end, b"x" * 4096)
-    except BlockingIOError:
-        pass
+    for chunk in (b"x" * 4096, b"x"):  # full to the last byte
+        try:
+            while True:
+                os.write(write_end, chunk)
+        except BlockingIOError:
+            pass
     os.set_blocking(write_end, True)
     proc = subprocess.Popen([build / "gpulet", "--simulate", "t4-pcie", "run", "--no-metrics"],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
