@@ -87,3 +87,16 @@ def test_a_sandbox_that_shares_this_namespace_stops_nothing_else(sandbox):
             sandbox.members()
     finally:
         sandbox.mnt_ns = ns  # the fixture's stop() must see the run's own
+
+
+def test_a_run_folder_with_a_space_in_its_name(tmp_path):
+    """The run folder comes from TMPDIR: the holder's shell must take its
+    path as one word."""
+    s = Sandbox(tempfile.mkdtemp(prefix="gpulet-e2e- x;", dir=tmp_path))
+    try:
+        s.start()
+        r = s.run(["sh", "-c", "touch /var/lib/kubelet/marker"], timeout=30)
+        assert r.returncode == 0
+        assert s.outside("/var/lib/kubelet/marker").exists()
+    finally:
+        s.stop()
