@@ -12,6 +12,7 @@
 
 #include "cdi/cdi.h"
 #include "fileio/fileio.h"
+#include "log/log.h"
 
 /*
  * The simulated driver's files: the one list to extend when a real driver
@@ -313,5 +314,10 @@ void simroot_remove(struct simroot *s)
         return;
     /* Depth first, links not followed, never across a mount point. */
     nftw(s->dir, remove_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    struct stat st;
+    if (lstat(s->dir, &st) == 0)
+        log_warn("cannot remove the simulated node's private folder (a mount in it?): remove it "
+                 "by hand",
+                 "folder=%s", s->dir);
     s->dir[0] = '\0';
 }

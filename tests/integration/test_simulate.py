@@ -187,6 +187,35 @@ def test_a_reader_that_stops_early_leaves_no_folder(build, tmpdir_env, args):
     assert os.listdir(tmp) == []
 
 
+@ROOT_ONLY
+def test_a_folder_that_cannot_be_removed_is_named(build, tmpdir_env):
+    """What is left behind must be said, not found later: a mount inside
+    the private folder (in gpulet's own mount namespace here) stops its
+    removal."""
+    tmp, env = tmpdir_env
+    log = tmp.parent / f"{tmp.name}.log"
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", build / "gpulet",
+                             "--simulate", "t4-pcie", "run", "--no-metrics"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w"), start_new_session=True)
+    try:
+        wait_for(lambda: "gpulet running" in log.read_text() or proc.poll() is not None, 30,
+                 0.02, "gpulet to start")
+        m = re.search(r"folder=(\S+)", log.read_text())
+        assert m and proc.poll() is None, log.read_text()
+        subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "mount", "-t", "tmpfs", "gpulet-test",
+                        f"{m.group(1)}/state"], check=True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+        assert re.search(r'cannot remove the simulated node\'s private folder .*by hand" '
+                         f"folder={m.group(1)}$", log.read_text(), re.M), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.unlink(missing_ok=True)
+
+
 def test_explicit_paths_and_addresses_still_win(build, tmpdir_env, tmp_path):
     tmp, env = tmpdir_env
     env["DCGM_EXPORTER_LISTEN"] = "127.0.0.1:0"
