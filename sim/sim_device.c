@@ -71,6 +71,15 @@ struct sim_dev_file *sim_dev_open(const struct sim_node *node, bool create, char
         snprintf(msg, msg_len, "%s is not a regular file", path);
         goto out;
     }
+    /* The default path is a fixed name in a shared TMPDIR: another user's
+     * file there is theirs to change under this process. */
+    if (st.st_uid != geteuid()) {
+        snprintf(msg, msg_len,
+                 "%s belongs to another user (uid %u): remove it, or name another file in "
+                 "GPULET_SIM_DEVICE_STATE",
+                 path, (unsigned int)st.st_uid);
+        goto out;
+    }
     if (st.st_size == 0 &&
         (ftruncate(fd, (off_t)sizeof *f) < 0 || init_file(fd, (unsigned int)node->gpu_count) < 0)) {
         snprintf(msg, msg_len, "cannot create %s: %s", path, strerror(errno));
