@@ -887,7 +887,7 @@ static void print_next_step(FILE *out, bool changed, bool dry_run)
 static int check_folder(const char *path, struct gpulet_error *err)
 {
     char dir[4096];
-    work_dir(path, dir, sizeof dir);
+    fileio_work_dir(path, dir, sizeof dir);
     struct stat st;
     int found = stat(dir, &st);
     if (found == 0 && S_ISDIR(st.st_mode))
