@@ -364,10 +364,13 @@ uint64_t glc_array_bytes(uint64_t w, uint64_t h, uint64_t d, uint64_t elem_bytes
 
 /* ---- the allocation map: open addressing, linear probing ---- */
 
+/* Fibonacci hashing: the top bits of the product depend on every bit of
+ * the key. Lower bits would not: keys differing only in high bits (the
+ * simulator's pointers, large real allocations) would all collide. */
 static size_t hash(uint32_t kind, uint64_t key, size_t cap)
 {
     uint64_t x = (key ^ ((uint64_t)kind << 59)) * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(x >> 20) & (cap - 1);
+    return (size_t)(x >> (64 - __builtin_ctzll((unsigned long long)cap)));
 }
 
 static int grow(struct glc_map *m)

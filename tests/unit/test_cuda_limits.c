@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "cuda/cuda_limits.h"
 
@@ -258,6 +259,66 @@ static void allocation_map(void **state)
     assert_false(glc_map_get(&m, 1, 1, &dev, &bytes));
 }
 
+static double cpu_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+/* CPU ns per lookup of the first `n` keys of `key` in a map holding them;
+ * the best of three rounds. */
+static double lookup_ns(uint64_t (*key)(uint64_t), uint64_t n)
+{
+    struct glc_map m = {0};
+    for (uint64_t i = 0; i < n; i++)
+        assert_int_equal(glc_map_put(&m, 1, key(i), 0, i), 0);
+    double best = 1e18;
+    int dev;
+    uint64_t bytes;
+    for (int round = 0; round < 3; round++) {
+        double t0 = cpu_ns();
+        for (uint64_t i = 0; i < 20000; i++)
+            assert_true(glc_map_get(&m, 1, key(i % n), &dev, &bytes));
+        double per = (cpu_ns() - t0) / 20000;
+        best = per < best ? per : best;
+    }
+    glc_map_free(&m);
+    return best;
+}
+
+/* The simulator's pointers: the slot in bits 38-55. */
+static uint64_t sim_key(uint64_t i)
+{
+    return (1ULL << 62) | (i << 38);
+}
+
+/* Large real allocations: 2 MiB apart and more. */
+static uint64_t big_key(uint64_t i)
+{
+    return 0x7f0000000000ULL + (i << 21);
+}
+
+static uint64_t small_key(uint64_t i)
+{
+    return 0x1000 + i * 512;
+}
+
+/* Issue #23: keys that differ only in high bits all fell in one bucket,
+ * so a lookup at 20,000 live allocations walked them all. A lookup must
+ * cost about the same with 64 live entries and with 20,000. */
+static void allocation_map_is_flat(void **state)
+{
+    (void)state;
+    uint64_t (*kinds[])(uint64_t) = {sim_key, big_key, small_key};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        double few = lookup_ns(kinds[k], 64), many = lookup_ns(kinds[k], 20000);
+        print_message("keys %zu: %.1f ns per lookup at 64 entries, %.1f at 20000 (x%.1f)\n", k,
+                      few, many, many / few);
+        assert_true(many < 10 * few + 50);
+    }
+}
+
 #define UUID0 "GPU-8e2f0000-1111-2222-3333-444455556666"
 #define UUID1 "GPU-aaaabbbb-cccc-dddd-eeee-ffff00001111"
 
@@ -401,7 +462,8 @@ int main(void)
         cmocka_unit_test(processes_share_exactly), cmocka_unit_test(hostile_state_files),
         cmocka_unit_test(peek_at_state_files),
         cmocka_unit_test(bucket_holds_the_share),  cmocka_unit_test(array_sizes),
-        cmocka_unit_test(allocation_map),         cmocka_unit_test(limits_file_text),
+        cmocka_unit_test(allocation_map),         cmocka_unit_test(allocation_map_is_flat),
+        cmocka_unit_test(limits_file_text),
         cmocka_unit_test(limits_file_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
