@@ -1,6 +1,7 @@
 /* The interposer's bookkeeping; see cuda_limits.h. */
 #include "cuda/cuda_limits.h"
 
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -360,6 +361,64 @@ uint64_t glc_array_bytes(uint64_t w, uint64_t h, uint64_t d, uint64_t elem_bytes
             return UINT64_MAX;
     }
     return total;
+}
+
+/* ---- recognising the driver by what it exports ---- */
+
+/* Larger files are not read: the driver is a few hundred MiB at most. */
+#define GLC_ELF_MAX_BYTES (1ULL << 30)
+
+static bool in_file(uint64_t off, uint64_t len, uint64_t size)
+{
+    return off <= size && len <= size - off;
+}
+
+int glc_elf_defines(int fd, const char *name)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof(Elf64_Ehdr) ||
+        (uint64_t)st.st_size > GLC_ELF_MAX_BYTES)
+        return -1;
+    uint64_t size = (uint64_t)st.st_size;
+    const unsigned char *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED)
+        return -1;
+    int found = -1;
+    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)m;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh->e_shentsize != sizeof(Elf64_Shdr) ||
+        !in_file(eh->e_shoff, (uint64_t)eh->e_shnum * sizeof(Elf64_Shdr), size) ||
+        eh->e_shoff % _Alignof(Elf64_Shdr) != 0)
+        goto out;
+    const Elf64_Shdr *sh = (const Elf64_Shdr *)(m + eh->e_shoff);
+    size_t want = strlen(name);
+    for (unsigned int i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_type != SHT_DYNSYM)
+            continue;
+        const Elf64_Shdr *syms = &sh[i];
+        if (syms->sh_link >= eh->e_shnum || syms->sh_entsize != sizeof(Elf64_Sym) ||
+            !in_file(syms->sh_offset, syms->sh_size, size) ||
+            syms->sh_offset % _Alignof(Elf64_Sym) != 0)
+            goto out;
+        const Elf64_Shdr *str = &sh[syms->sh_link];
+        if (!in_file(str->sh_offset, str->sh_size, size))
+            goto out;
+        const Elf64_Sym *sym = (const Elf64_Sym *)(m + syms->sh_offset);
+        const char *names = (const char *)(m + str->sh_offset);
+        found = 0;
+        for (uint64_t k = 0; k < syms->sh_size / sizeof(Elf64_Sym); k++) {
+            uint64_t at = sym[k].st_name;
+            if (sym[k].st_shndx == SHN_UNDEF || at >= str->sh_size ||
+                str->sh_size - at <= want || memcmp(names + at, name, want + 1) != 0)
+                continue;
+            found = 1;
+            break;
+        }
+        break;
+    }
+out:
+    munmap((void *)m, size);
+    return found;
 }
 
 /* ---- the allocation map: open addressing, linear probing ---- */

@@ -96,6 +96,12 @@ int glc_peek(int dir_fd, const char *name, struct glc_usage *out, char *msg, siz
 uint64_t glc_array_bytes(uint64_t w, uint64_t h, uint64_t d, uint64_t elem_bytes,
                          unsigned int channels, unsigned int levels);
 
+/* Whether the ELF shared object open at fd defines (exports) the dynamic
+ * symbol name: 1 yes, 0 no, -1 when it is not a 64-bit ELF file whose
+ * section headers and dynamic symbols can be read within its size. The
+ * file is the container's: every offset is checked before it is read. */
+int glc_elf_defines(int fd, const char *name);
+
 /* A map from (kind, handle) to (device, bytes): what each live allocation
  * of this process holds. Not locked: the interposer holds a mutex. */
 struct glc_entry {

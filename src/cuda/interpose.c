@@ -12,12 +12,15 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cuda/cuda_abi.h"
 #include "cuda/cuda_limits.h"
@@ -74,7 +77,9 @@ struct device {
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static void *(*real_dlsym)(void *, const char *);
+static void *(*real_dlopen)(const char *, int);
 static void *libcuda;
+static void *driver_base; /* where the watched driver is mapped */
 static bool active; /* some limit is set */
 static int log_level = 1;
 static uint64_t context_bytes = 64ULL << 20;
@@ -204,9 +209,15 @@ static void init(void)
 {
     /* dlsym itself is watched, so the real one comes by version. */
     pthread_once(&dlsym_once, find_dlsym);
-    libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-    if (libcuda == NULL)
-        libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    if (real_dlopen) {
+        libcuda = real_dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+        if (libcuda == NULL)
+            libcuda = real_dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    }
+    Dl_info where;
+    void *cu_init = lookup("cuInit");
+    if (cu_init && dladdr(cu_init, &where))
+        driver_base = where.dli_fbase;
     read_config();
 #define RESOLVE(name) real_##name = (void (*)(void))lookup(#name);
     WATCHED(RESOLVE)
@@ -918,7 +929,7 @@ static void *nvml_real(void **slot, const char *name)
 {
     void *r = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
     if (r == NULL) {
-        void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_NOLOAD);
+        void *h = real_dlopen ? real_dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_NOLOAD) : NULL;
         r = h ? real_dlsym(h, name) : real_dlsym(RTLD_NEXT, name);
         if (h)
             dlclose(h);
@@ -1262,6 +1273,17 @@ static void find_dlsym(void)
     real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
     if (real_dlsym == NULL)
         real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+    real_dlopen = (void *(*)(const char *, int))dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34");
+    if (real_dlopen == NULL)
+        real_dlopen = (void *(*)(const char *, int))dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.2.5");
+}
+
+/* Whether the driver function r is not the watched driver's: a copy of
+ * the driver loaded under another name, or in another namespace. */
+static bool foreign_driver(void *r)
+{
+    Dl_info where;
+    return driver_base == NULL || !dladdr(r, &where) || where.dli_fbase != driver_base;
 }
 
 static bool same(const char *a, const char *b)
@@ -1281,6 +1303,11 @@ static void *by_handle(void *handle, const char *name)
         return r;
     if (name[0] == 'c' && name[1] == 'u') {
         ensure_init();
+        /* A name the watched driver defines, found in another object: a
+         * copy of the driver (issue #23). The watched one answers. */
+        void *w;
+        if (active && libcuda && foreign_driver(r) && (w = real_dlsym(libcuda, name)) != NULL)
+            r = w;
         return swap(r);
     }
     /* NVML opened with dlopen: its memory calls are clamped too. */
@@ -1311,9 +1338,52 @@ API void *dlsym(void *handle, const char *name)
     return by_handle(handle, name);
 }
 
+/* Whether the file at path is a CUDA driver, by what it exports (cuInit),
+ * whatever its name. */
+static bool driver_file(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return false;
+    bool yes = glc_elf_defines(fd, "cuInit") == 1;
+    close(fd);
+    return yes;
+}
+
+/* A handle on the watched driver for a program that opened another copy
+ * of it; NULL (said) when there is none to give. */
+static void *watched_driver(const char *file)
+{
+    void *h = libcuda && real_dlopen ? real_dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD) : NULL;
+    if (h)
+        say(2, "%s is a CUDA driver: answered with the watched libcuda.so.1", file);
+    else
+        say(0, "%s is a CUDA driver and no watched libcuda.so.1 is loaded: not opened", file);
+    return h;
+}
+
+/* A driver opened by path under any name (a copy of libcuda.so.1 is the
+ * driver, unwatched) is answered with the watched one. Other opens leave
+ * by a tail call: dlopen finds libraries by its caller's RUNPATH and
+ * $ORIGIN, and the caller must stay the program's. */
+API void *dlopen(const char *file, int flags)
+{
+    pthread_once(&dlsym_once, find_dlsym);
+    if (real_dlopen == NULL)
+        return NULL;
+    if (file && strchr(file, '/') && driver_file(file)) {
+        ensure_init();
+        if (active)
+            return watched_driver(file);
+    }
+    return real_dlopen(file, flags);
+}
+
 /* A second link-map namespace would load a second driver, one these
- * watchers do not stand in front of: dlmopen of the driver or NVML by name
- * answers the one already watched here instead. */
+ * watchers do not stand in front of (nothing preloaded reaches it): the
+ * driver or NVML opened there by name, or the driver by path under any
+ * name, answers the one watched here instead; a library that brings a
+ * driver of its own into the namespace is not opened. */
 static bool driver_name(const char *file)
 {
     const char *base = file;
@@ -1341,9 +1411,27 @@ API void *dlmopen(Lmid_t lmid, const char *file, int flags)
             return NULL;
         __atomic_store_n(&real_dlmopen, fn, __ATOMIC_RELEASE);
     }
-    if (lmid != LM_ID_BASE && file != NULL && driver_name(file)) {
-        say(2, "dlmopen of %s in a new namespace answered with the watched driver", file);
+    if (lmid == LM_ID_BASE || file == NULL)
+        return fn(lmid, file, flags);
+    if (driver_name(file)) {
+        say(2, "dlmopen of %s in a new namespace answered with the watched library", file);
         return dlopen(file, flags);
     }
-    return fn(lmid, file, flags);
+    if (strchr(file, '/') && driver_file(file)) {
+        ensure_init();
+        if (active)
+            return watched_driver(file);
+    }
+    void *h = fn(lmid, file, flags);
+    void *init_fn = h ? real_dlsym(h, "cuInit") : NULL;
+    if (init_fn == NULL)
+        return h;
+    ensure_init();
+    if (!active)
+        return h;
+    Dl_info where;
+    say(0, "%s brings in %s, a second CUDA driver the limits cannot watch: not opened", file,
+        dladdr(init_fn, &where) && where.dli_fname ? where.dli_fname : "a copy of libcuda");
+    dlclose(h);
+    return NULL;
 }

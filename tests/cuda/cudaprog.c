@@ -1,7 +1,8 @@
 /*
  * cudaprog: a CUDA driver-API program for the tests. It reaches the driver
  * one of five ways (argv[1]: direct, dlsym, dlmopen (a new link-map
- * namespace), procaddr, procaddr-ptsz), then
+ * namespace), procaddr, procaddr-ptsz; dlopen=PATH and dlmopen=PATH open
+ * the driver, or a copy of it, at PATH), then
  * runs the operations given as arguments, printing one line each:
  *
  *   alloc:N pitch:W:H managed:N async:N pool:N array:W:H array3d:W:H:D
@@ -138,11 +139,15 @@ static int resolve(const char *way)
         FUNCS(DIRECT)
         return 0;
     }
-    if (strcmp(way, "dlsym") == 0 || strcmp(way, "dlmopen") == 0) {
-        void *h = way[2] == 's' ? dlopen("libcuda.so.1", RTLD_NOW)
-                                : dlmopen(LM_ID_NEWLM, "libcuda.so.1", RTLD_NOW);
-        if (h == NULL)
+    /* dlopen=PATH, dlmopen=PATH: the driver under another name */
+    const char *path = strchr(way, '=') ? strchr(way, '=') + 1 : "libcuda.so.1";
+    if (strcmp(way, "dlsym") == 0 || strncmp(way, "dlmopen", 7) == 0 ||
+        strncmp(way, "dlopen=", 7) == 0) {
+        void *h = way[2] == 'm' ? dlmopen(LM_ID_NEWLM, path, RTLD_NOW) : dlopen(path, RTLD_NOW);
+        if (h == NULL) {
+            fprintf(stderr, "cudaprog: cannot open %s: %s\n", path, dlerror());
             return -1;
+        }
 #define DLSYM(f, sym, base, ...) *(void **)&cu.f = dlsym(h, sym);
         FUNCS(DLSYM)
         return 0;
@@ -377,7 +382,8 @@ int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2 || resolve(argv[1]) < 0) {
-        fprintf(stderr, "usage: cudaprog direct|dlsym|dlmopen|procaddr|procaddr-ptsz OP...\n");
+        fprintf(stderr, "usage: cudaprog direct|dlsym|dlmopen|dlopen=PATH|dlmopen=PATH|procaddr|"
+                        "procaddr-ptsz OP...\n");
         return 2;
     }
     const char *d = getenv("PROG_DEVICE");

@@ -327,6 +327,48 @@ def test_dlmopen_of_the_driver_gets_the_watched_one(cuda):
     assert one(out, "fill")["total"] == 256 * MIB - CTX, out
 
 
+@pytest.mark.parametrize("way", ["dlopen", "dlmopen"])
+def test_a_copy_of_the_driver_is_the_driver(cuda, build, way):
+    """Issue #23 item 1: the driver copied under another name, opened by
+    path in this namespace or a new one, is recognised by what it is (it
+    defines cuInit) and answered with the watched driver."""
+    lib = (build / "sim" / "cuda" / "libcuda.so.1").resolve()
+    copy = cuda.tmp / "libnotcuda.so"
+    copy.write_bytes(lib.read_bytes())
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "256Mi"}
+    out = cuda.run(f"{way}={copy}", "fill:alloc:1048576", limits=limits).stdout
+    assert one(out, "fill")["total"] == 256 * MIB - CTX, out
+    if way == "dlopen":  # (a second namespace cannot hold an ASan build's driver)
+        # without a limit the copy is used as asked, whole
+        out = cuda.run(f"{way}={copy}", "fill:alloc:1073741824", limits={}).stdout
+        assert one(out, "fill")["total"] > 256 * MIB, out
+
+
+@pytest.mark.parametrize("way", ["dlopen", "dlmopen"])
+def test_a_library_carrying_a_driver_copy(cuda, build, way):
+    """A library linked to a copy of the driver under another name: in the
+    program's namespace the watchers stand in front of it (the limit holds);
+    in a new namespace, where nothing preloaded reaches, it is not opened."""
+    if way == "dlmopen" and "asan" in build.name:
+        pytest.skip("the simulated driver of an ASan build cannot load in a second namespace "
+                    "(ASan refuses a second runtime); the plain build runs this")
+    lib = (build / "sim" / "cuda" / "libcuda.so.1").resolve()
+    copy = cuda.tmp / "libnotcuda.so"
+    copy.write_bytes(lib.read_bytes())
+    wrapper = cuda.tmp / "libwrapper.so"
+    src = cuda.tmp / "wrapper.c"
+    src.write_text("int cuInit(unsigned int);\nint wrapped_init(void) { return cuInit(0); }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(wrapper), str(src), str(copy),
+                    f"-Wl,-rpath,{cuda.tmp}"], check=True)
+    out = cuda.run(f"{way}={wrapper}", "fill:alloc:1048576",
+                   limits={"GPULET_CUDA_MEMORY_LIMIT": "256Mi"}, check=False)
+    if way == "dlopen":
+        assert one(out.stdout, "fill")["total"] == 256 * MIB - CTX, out.stdout + out.stderr
+    else:
+        assert out.returncode != 0, out.stdout
+        assert "a second CUDA driver" in out.stderr and str(copy) in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("limits", [None, {"GPULET_CUDA_MEMORY_LIMIT": "1Gi"}])
 def test_a_forked_child_cannot_free_its_parents_memory(cuda, limits):
     """The driver's state does not survive fork: the child's calls answer

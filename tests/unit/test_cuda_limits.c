@@ -3,6 +3,8 @@
  * token bucket, array sizes and the allocation map. */
 #include "helpers.h"
 
+#include <dlfcn.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -319,6 +321,75 @@ static void allocation_map_is_flat(void **state)
     }
 }
 
+static int elf_defines_at(const char *path, const char *name)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    assert_true(fd >= 0);
+    int r = glc_elf_defines(fd, name);
+    close(fd);
+    return r;
+}
+
+/* How the interposer tells a copy of the driver by what it exports: libc
+ * (found through a function of its own) defines snprintf, not cuInit;
+ * files that are not whole ELF objects are -1, never read out of bounds. */
+static void elf_exports(void **state)
+{
+    (void)state;
+    Dl_info where;
+    int (*fn)(char *, size_t, const char *, ...) = snprintf;
+    void *addr;
+    memcpy(&addr, &fn, sizeof addr);
+    assert_true(dladdr(addr, &where) && where.dli_fname);
+    assert_int_equal(elf_defines_at(where.dli_fname, "snprintf"), 1);
+    assert_int_equal(elf_defines_at(where.dli_fname, "cuInit"), 0);
+    assert_int_equal(elf_defines_at(where.dli_fname, "snprint"), 0); /* a prefix is not a name */
+
+    char dir[64], path[128];
+    snprintf(dir, sizeof dir, "/tmp/gpulet-elf-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/lib.so", dir);
+    int in = open(where.dli_fname, O_RDONLY | O_CLOEXEC);
+    assert_true(in >= 0);
+    static unsigned char head[65536];
+    assert_true(read(in, head, sizeof head) == (ssize_t)sizeof head);
+    close(in);
+    /* the first 64 KiB of libc: its section headers lie past the end */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fwrite(head, 1, sizeof head, f);
+    fclose(f);
+    assert_int_equal(elf_defines_at(path, "snprintf"), -1);
+    /* an ELF header pointing its section headers anywhere */
+    Elf64_Ehdr *eh = (Elf64_Ehdr *)head;
+    uint64_t offsets[] = {UINT64_MAX - 8, 65536 - 32, 1, 0};
+    for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; i++) {
+        eh->e_shoff = offsets[i];
+        eh->e_shnum = 0xffff;
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fwrite(head, 1, sizeof head, f);
+        fclose(f);
+        assert_int_equal(elf_defines_at(path, "snprintf"), -1);
+    }
+    /* junk, empty, a FIFO, a folder */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not an ELF file at all, just text\n", f);
+    fclose(f);
+    assert_int_equal(elf_defines_at(path, "cuInit"), -1);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(elf_defines_at(path, "cuInit"), -1);
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(elf_defines_at(path, "cuInit"), -1);
+    unlink(path);
+    assert_int_equal(elf_defines_at(dir, "cuInit"), -1);
+    rmdir(dir);
+}
+
 #define UUID0 "GPU-8e2f0000-1111-2222-3333-444455556666"
 #define UUID1 "GPU-aaaabbbb-cccc-dddd-eeee-ffff00001111"
 
@@ -463,7 +534,7 @@ int main(void)
         cmocka_unit_test(peek_at_state_files),
         cmocka_unit_test(bucket_holds_the_share),  cmocka_unit_test(array_sizes),
         cmocka_unit_test(allocation_map),         cmocka_unit_test(allocation_map_is_flat),
-        cmocka_unit_test(limits_file_text),
+        cmocka_unit_test(elf_exports),            cmocka_unit_test(limits_file_text),
         cmocka_unit_test(limits_file_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
