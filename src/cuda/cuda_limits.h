@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GLC_MAX_PROCS 1024
+#define GLC_MAX_PROCS 1024 /* a multiple of 128 */
 
 /* "10Gi", "512Mi", "1G", "4096": bytes; -1 when malformed or zero. */
 int glc_parse_size(const char *text, uint64_t *bytes);

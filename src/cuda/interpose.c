@@ -292,8 +292,9 @@ static void ensure_matched(void)
 }
 
 /* The state of device dev, opened on first use; NULL when it has no
- * limit, or its file cannot be used (said once; the limit then holds for
- * this process alone). */
+ * limit, or its file cannot be used: a process that cannot join the
+ * container's budget gets none of its own (said once), so its allocations
+ * and launches on the device are refused. */
 static struct glc_file *device_file(int dev)
 {
     if (dev < 0 || dev >= MAX_DEVS)
@@ -312,12 +313,11 @@ static struct glc_file *device_file(int dev)
         snprintf(d->uuid, sizeof d->uuid, "%s", name);
         char msg[512];
         d->file = glc_open(state_dir, name, msg, sizeof msg);
-        if (d->file == NULL && state_dir) {
-            if (!told_file)
-                say(0, "%s; the limits of device %d hold for this process alone", msg, dev);
-            told_file = true;
-            d->file = glc_open(NULL, name, msg, sizeof msg);
-        }
+        if (d->file == NULL && !told_file)
+            say(0, "%s: this process cannot join its container's budget for device %d, so its "
+                   "allocations and launches there are refused",
+                msg, dev);
+        told_file = told_file || d->file == NULL;
         __atomic_store_n(&d->opened, true, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&lock);
@@ -1035,7 +1035,7 @@ static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream
 {
     struct glc_file *f = device_file(dev);
     if (f == NULL)
-        return launch(args);
+        return CUDA_ERROR_NOT_PERMITTED;
     unsigned int share = devs[dev].share;
     pthread_mutex_lock(&lock);
     struct kernel_cost *c = &costs[(key >> 4) % KERNEL_TABLE];

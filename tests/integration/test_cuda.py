@@ -2,8 +2,10 @@
 tests/cuda/cudaprog.c (a driver-API program) on the simulated T4 node."""
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -51,8 +53,8 @@ def cuda(build, tmp_path):
             assert p.returncode == 0 or not check, p.stdout + p.stderr
             return p
 
-        def start(self, way, *ops, limits=None, state_dir=None):
-            return subprocess.Popen([str(prog), way, *ops], env=env_for(limits, state_dir),
+        def start(self, way, *ops, limits=None, state_dir=None, wrap=()):
+            return subprocess.Popen([*wrap, str(prog), way, *ops], env=env_for(limits, state_dir),
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
 
@@ -233,6 +235,84 @@ def test_a_killed_process_gives_its_share_back(cuda):
         holder.wait()
     out = cuda.run("direct", "fill:alloc:1048576", limits=limits).stdout
     assert one(out, "fill")["total"] == 255 * MIB
+
+
+NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+
+
+def shared_folders(cuda):
+    """A state folder as gpulet makes a container's (0777) and a simulated
+    GPU every user reaches, outside pytest's private temporary folders."""
+    top = tempfile.mkdtemp(prefix="gpulet-uids-")
+    os.chmod(top, 0o755)
+    state = os.path.join(top, "state")
+    os.mkdir(state)
+    os.chmod(state, 0o777)
+    sim = os.path.join(top, "sim")
+    os.mkdir(sim)
+    os.chmod(sim, 0o777)
+    return top, state, {"GPULET_SIM_DEVICE_STATE": os.path.join(sim, "node.device")}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another UID needs root")
+def test_processes_under_other_uids_share_one_budget(cuda):
+    """Issue #23 item 2: root holds 100 MiB + a context of a 512 MiB limit;
+    a process as nobody gets the rest, not a budget of its own."""
+    top, state, sim = shared_folders(cuda)
+    limits = dict(sim, GPULET_CUDA_MEMORY_LIMIT="512Mi")
+    holder = cuda.start("direct", "alloc:104857600", "hold", limits=limits, state_dir=state)
+    try:
+        wait_holding(holder)
+        out = cuda.run("direct", "fill:alloc:1048576", limits=limits, state_dir=state,
+                       wrap=NOBODY)
+        assert one(out.stdout, "fill")["total"] == 512 * MIB - 100 * MIB - 2 * CTX, out.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another UID needs root")
+def test_a_process_that_cannot_join_the_budget_is_refused(cuda):
+    """A state folder this UID cannot write: no budget of its own, every
+    allocation refused (here its context already), said once."""
+    top, state, sim = shared_folders(cuda)
+    os.chmod(state, 0o755)
+    try:
+        out = cuda.run("direct", "alloc:1048576", limits=dict(sim, GPULET_CUDA_MEMORY_LIMIT="512Mi"),
+                       state_dir=state, wrap=NOBODY, check=False)
+        assert "setup rc=2" in out.stdout, out.stdout + out.stderr
+        assert out.stderr.count("cannot join its container's budget") == 1, out.stderr
+    finally:
+        shutil.rmtree(top)
+
+
+def test_a_dead_process_in_another_pid_namespace_gives_back_at_once(cuda):
+    """Issue #23 item 10: two processes, each PID 1 of a PID namespace of
+    its own, share a 512 MiB limit. When one is killed, the other sees its
+    memory back at once (no allocation refused first), and exactly that."""
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "512Mi"}
+    ns = ["unshare", "--pid", "--fork"]
+    a = cuda.start("direct", "alloc:104857600", "hold", limits=limits, wrap=ns)
+    b = None
+    try:
+        wait_holding(a)
+        b = cuda.start("direct", "alloc:52428800", "info", "wait", "info", "fill:alloc:1048576",
+                       limits=limits, wrap=ns)
+        before = wait_holding(b, "waiting")
+        assert one(before, "info")["free"] == 512 * MIB - 2 * CTX - 150 * MIB, before
+        child = open(f"/proc/{a.pid}/task/{a.pid}/children").read().split()
+        assert len(child) == 1
+        os.kill(int(child[0]), signal.SIGKILL)
+        a.wait(timeout=30)
+        out, err = b.communicate("\n", timeout=60)
+        assert one(out, "info")["free"] == 512 * MIB - CTX - 50 * MIB, out + err
+        assert one(out, "fill")["total"] == 512 * MIB - CTX - 50 * MIB, out + err
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def busy_share(out, op, kernel_ns):
