@@ -11,7 +11,9 @@
  *   being the decimal number that ends the function's name ("busy_1000":
  *   1 us per thread; a name without digits: no time). Kernels of all
  *   processes run one after the other in the order they were launched.
- * - Each context costs SIM_CONTEXT_BYTES of device memory.
+ * - Each context costs SIM_CONTEXT_BYTES of device memory and takes
+ *   SIM_CONTEXT_NS to make (the real driver's take 100 ms and more), so
+ *   callers racing to make one overlap as they do on a GPU.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -30,6 +32,7 @@
 #define API __attribute__((visibility("default")))
 #define MIB (1024ULL * 1024ULL)
 #define SIM_CONTEXT_BYTES (64 * MIB)
+#define SIM_CONTEXT_NS 2000000L
 #define VMM_GRANULARITY (2 * MIB)
 /* Work a stream may have queued before a launch waits, as a real launch
  * queue fills up. */
@@ -443,9 +446,13 @@ static bool valid_ctx(const struct CUctx_st *c)
     return is_handle(c, MAGIC_CTX);
 }
 
-/* The context's own memory, taken when it is made. */
+/* The context's own memory, taken when it is made, and the time making
+ * it takes. */
 static CUresult charge_context(int dev)
 {
+    struct timespec t = {0, SIM_CONTEXT_NS};
+    while (nanosleep(&t, &t) < 0 && errno == EINTR)
+        ;
     return sim_dev_alloc(shared, (unsigned int)visible[dev], SIM_CONTEXT_BYTES, capacity(dev))
                ? CUDA_SUCCESS
                : CUDA_ERROR_OUT_OF_MEMORY;

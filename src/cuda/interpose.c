@@ -76,6 +76,9 @@ struct device {
 /* The interposer's state; it lives as long as the process. */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Held across the driver's primary-context calls, so threads racing the
+ * first retain see one context made, and charge it once. */
+static pthread_mutex_t primary_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *(*real_dlsym)(void *, const char *);
 static void *(*real_dlopen)(const char *, int);
 static void *libcuda;
@@ -861,18 +864,17 @@ API CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
         return CUDA_ERROR_NOT_INITIALIZED;
     if (!active || !has_limit(dev) || pctx == NULL)
         return REAL(cuDevicePrimaryCtxRetain, fn)(pctx, dev);
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&primary_lock);
     bool first = devs[dev].primary_refs == 0;
-    pthread_mutex_unlock(&lock);
-    if (first && !take(dev, context_bytes, "cuDevicePrimaryCtxRetain"))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult r = REAL(cuDevicePrimaryCtxRetain, fn)(pctx, dev);
-    pthread_mutex_lock(&lock);
-    if (r == CUDA_SUCCESS)
-        devs[dev].primary_refs++;
-    pthread_mutex_unlock(&lock);
-    if (r != CUDA_SUCCESS && first)
-        give(dev, context_bytes);
+    CUresult r = CUDA_ERROR_OUT_OF_MEMORY;
+    if (!first || take(dev, context_bytes, "cuDevicePrimaryCtxRetain")) {
+        r = REAL(cuDevicePrimaryCtxRetain, fn)(pctx, dev);
+        if (r == CUDA_SUCCESS)
+            devs[dev].primary_refs++;
+        else if (first)
+            give(dev, context_bytes);
+    }
+    pthread_mutex_unlock(&primary_lock);
     return r;
 }
 
@@ -881,14 +883,13 @@ API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
     ensure_init();
     if (real_cuDevicePrimaryCtxRelease_v2 == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
+    if (!active || !has_limit(dev))
+        return ((CUresult(*)(CUdevice))real_cuDevicePrimaryCtxRelease_v2)(dev);
+    pthread_mutex_lock(&primary_lock);
     CUresult r = ((CUresult(*)(CUdevice))real_cuDevicePrimaryCtxRelease_v2)(dev);
-    if (r == CUDA_SUCCESS && active && has_limit(dev)) {
-        pthread_mutex_lock(&lock);
-        bool last = devs[dev].primary_refs > 0 && --devs[dev].primary_refs == 0;
-        pthread_mutex_unlock(&lock);
-        if (last)
-            give(dev, context_bytes);
-    }
+    if (r == CUDA_SUCCESS && devs[dev].primary_refs > 0 && --devs[dev].primary_refs == 0)
+        give(dev, context_bytes);
+    pthread_mutex_unlock(&primary_lock);
     return r;
 }
 

@@ -20,6 +20,10 @@
  *   badfree:HEX                      cuMemFree_v2 of a pointer never allocated
  *   hold                             print "holding", wait to be killed
  *   wait                             print "waiting", read a line from stdin
+ *   retainrace:DEV:THREADS:ROUNDS    THREADS threads retain DEV's primary
+ *                                    context at once, then it is released as
+ *                                    often; free memory of DEV is printed
+ *                                    while held, each round, and at the end
  *   run:NAME:BLOCKS:THREADS:SECONDS  launch kernels back to back for a
  *   coop:... graph:...               while (cooperatively, as graphs)
  *
@@ -27,6 +31,7 @@
  * driver here and against the real one in tests/gpu.
  */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +47,8 @@
     X(device_get, "cuDeviceGet", "cuDeviceGet", CUresult (*)(CUdevice *, int))                   \
     X(retain, "cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRetain",                             \
       CUresult (*)(CUcontext *, CUdevice))                                                        \
+    X(release, "cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease",                       \
+      CUresult (*)(CUdevice))                                                                     \
     X(set_current, "cuCtxSetCurrent", "cuCtxSetCurrent", CUresult (*)(CUcontext))                 \
     X(ctx_create, "cuCtxCreate_v2", "cuCtxCreate", CUresult (*)(CUcontext *, unsigned int, CUdevice)) \
     X(ctx_destroy, "cuCtxDestroy_v2", "cuCtxDestroy", CUresult (*)(CUcontext))                    \
@@ -271,6 +278,60 @@ static CUresult allocate(const char *kind, char **save, size_t *bytes)
 
 static CUcontext primary_ctx;
 
+struct racer {
+    pthread_barrier_t *go;
+    CUdevice dev;
+    CUcontext ctx;
+    CUresult r;
+};
+
+static void *race_retain(void *arg)
+{
+    struct racer *x = arg;
+    pthread_barrier_wait(x->go);
+    x->r = cu.retain(&x->ctx, x->dev);
+    return NULL;
+}
+
+/* Free memory of d as seen with its primary context current. */
+static size_t free_on(CUcontext c)
+{
+    size_t f = 0, t = 0;
+    cu.set_current(c);
+    cu.info(&f, &t);
+    cu.set_current(primary_ctx);
+    return f;
+}
+
+static void retain_race(CUdevice d, unsigned int n, unsigned int rounds)
+{
+    struct racer x[64];
+    pthread_t th[64];
+    pthread_barrier_t go;
+    n = n > 64 ? 64 : n;
+    for (unsigned int round = 0; round < rounds; round++) {
+        pthread_barrier_init(&go, NULL, n);
+        for (unsigned int i = 0; i < n; i++) {
+            x[i] = (struct racer){&go, d, NULL, CUDA_ERROR_UNKNOWN};
+            pthread_create(&th[i], NULL, race_retain, &x[i]);
+        }
+        int ok = 0;
+        for (unsigned int i = 0; i < n; i++) {
+            pthread_join(th[i], NULL);
+            ok += x[i].r == CUDA_SUCCESS;
+        }
+        pthread_barrier_destroy(&go);
+        printf("retainrace ok=%d free=%zu\n", ok, free_on(x[0].ctx));
+        for (int i = 0; i < ok; i++)
+            cu.release(d);
+    }
+    CUcontext c;
+    if (cu.retain(&c, d) == CUDA_SUCCESS) {
+        printf("retainrace end free=%zu\n", free_on(c));
+        cu.release(d);
+    }
+}
+
 static void free_all(void)
 {
     while (held_count > 0) {
@@ -405,6 +466,10 @@ int main(int argc, char **argv)
             printf("info rc=%d free=%zu total=%zu\n", r, f, t);
         } else if (strcmp(op, "nvml") == 0) {
             nvml_info();
+        } else if (strcmp(op, "retainrace") == 0) {
+            CUdevice target = (CUdevice)num(&save);
+            unsigned int n = (unsigned int)num(&save);
+            retain_race(target, n, (unsigned int)num(&save));
         } else if (strcmp(op, "badfree") == 0) {
             printf("badfree rc=%d\n", cu.mfree((CUdeviceptr)num(&save)));
         } else if (strcmp(op, "badhandles") == 0) {

@@ -315,6 +315,19 @@ def test_a_dead_process_in_another_pid_namespace_gives_back_at_once(cuda):
                 p.wait()
 
 
+def test_threads_racing_the_first_primary_retain_charge_one_context(cuda):
+    """Issue #23 item 4: 16 threads retain device 1's primary context at
+    once, 20 rounds: one context is charged each time, and none is left
+    charged once all are released."""
+    out = cuda.run("direct", "retainrace:1:16:20",
+                   limits={"GPULET_CUDA_MEMORY_LIMIT": "1Gi"}).stdout
+    rounds = lines(out, "retainrace")
+    assert len(rounds) == 21, out
+    for r in rounds[:-1]:
+        assert int(r["ok"]) == 16 and int(r["free"]) == 1024 * MIB - CTX, out
+    assert int(rounds[-1]["free"]) == 1024 * MIB - CTX, out
+
+
 def busy_share(out, op, kernel_ns):
     r = one(out, op)
     assert r["rc"] == 0
