@@ -51,7 +51,7 @@ enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL };
     X(cuLaunchKernelEx_ptsz) X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz)       \
     X(cuGraphLaunch) X(cuGraphLaunch_ptsz) X(cuGetProcAddress) X(cuGetProcAddress_v2)            \
     X(cuMemPoolCreate) X(cuMemPoolDestroy) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool)     \
-    X(cuDeviceSetMemPool)
+    X(cuDeviceSetMemPool) X(cuGraphExecDestroy) X(cuModuleUnload)
 
 /* Driver functions the interposer calls itself. */
 typedef CUresult (*pfn_ctx_get_device)(CUdevice *);
@@ -1007,10 +1007,13 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t dev, nvmlMemory_v2_t *m
  * events on its first launches and on every 64th after, and predicted
  * from that in between. */
 
+/* What a kernel or graph exec costs; a fixed table, an entry per handle
+ * address (a new handle in a taken entry replaces it). */
 struct kernel_cost {
     uint64_t key;
     double ns_per_unit;
     uint64_t launches;
+    bool graph;
 };
 
 static struct kernel_cost costs[KERNEL_TABLE];
@@ -1031,7 +1034,7 @@ static void pause_ns(uint64_t ns)
 
 /* Runs launch, charging dev's bucket; measure decides whether this launch
  * is timed with events. */
-static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream,
+static CUresult throttled(int dev, uint64_t key, bool graph, uint64_t units, CUstream stream,
                           CUresult (*launch)(void *), void *args)
 {
     struct glc_file *f = device_file(dev);
@@ -1040,8 +1043,8 @@ static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream
     unsigned int share = devs[dev].share;
     pthread_mutex_lock(&lock);
     struct kernel_cost *c = &costs[(key >> 4) % KERNEL_TABLE];
-    if (c->key != key)
-        *c = (struct kernel_cost){key, 0, 0};
+    if (c->key != key || c->graph != graph)
+        *c = (struct kernel_cost){key, 0, 0, graph};
     bool measure = c->launches < 3 || c->launches % 64 == 0;
     double predicted = c->ns_per_unit * (double)units;
     c->launches++;
@@ -1141,7 +1144,41 @@ static CUresult launch(struct launch_args *a, CUresult (*call)(void *), uint64_t
     if (!shared_device(&dev))
         return call(a);
     uint64_t units = (uint64_t)a->g[0] * a->g[1] * a->g[2] * a->b[0] * a->b[1] * a->b[2];
-    return throttled(dev, key, units, a->s, call, a);
+    return throttled(dev, key, a->exec != NULL, units, a->s, call, a);
+}
+
+/* A handle's address is reused once it is destroyed: what was measured
+ * for it must not be charged to what comes next there. The functions of
+ * an unloaded module are not known one by one: every kernel's cost goes. */
+static void forget_costs(uint64_t key, bool graph)
+{
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < KERNEL_TABLE; i++)
+        if (costs[i].graph == graph && (!graph || costs[i].key == key))
+            costs[i] = (struct kernel_cost){0};
+    pthread_mutex_unlock(&lock);
+}
+
+API CUresult cuGraphExecDestroy(CUgraphExec exec)
+{
+    ensure_init();
+    if (real_cuGraphExecDestroy == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUgraphExec))real_cuGraphExecDestroy)(exec);
+    if (r == CUDA_SUCCESS && active)
+        forget_costs((uint64_t)(uintptr_t)exec, true);
+    return r;
+}
+
+API CUresult cuModuleUnload(CUmodule mod)
+{
+    ensure_init();
+    if (real_cuModuleUnload == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUmodule))real_cuModuleUnload)(mod);
+    if (r == CUDA_SUCCESS && active)
+        forget_costs(0, false);
+    return r;
 }
 
 #define KERNEL_HOOK(name, call)                                                                   \

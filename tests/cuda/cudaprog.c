@@ -24,6 +24,13 @@
  *                                    context at once, then it is released as
  *                                    often; free memory of DEV is printed
  *                                    while held, each round, and at the end
+ *   regraph:CHEAP:DEAR:SECONDS       launch a graph of CHEAP 1000 times,
+ *                                    then for SECONDS: make an exec of DEAR
+ *                                    in place of the last (at the freed
+ *                                    address, as allocators reuse it) and
+ *                                    launch it 16 times, then one of CHEAP
+ *                                    48 times; prints the DEAR launches and
+ *                                    how many execs took the first address
  *   run:NAME:BLOCKS:THREADS:SECONDS  launch kernels back to back for a
  *   coop:... graph:...               while (cooperatively, as graphs)
  *
@@ -356,7 +363,7 @@ static void free_all(void)
     }
 }
 
-static unsigned long long run_launches, run_wall_ns;
+static unsigned long long run_launches, run_wall_ns, run_handle;
 
 /* Launches NAME back to back for SECONDS, synchronising every 8. */
 static CUresult run(const char *how, char **save)
@@ -402,7 +409,64 @@ static CUresult run(const char *how, char **save)
     cu.unload(m);
     run_launches = launches;
     run_wall_ns = now_ns() - start;
+    run_handle = how[0] == 'g' ? (uintptr_t)exec : (uintptr_t)f;
     return CUDA_SUCCESS;
+}
+
+static CUresult one_kernel_graph(CUfunction f, unsigned int threads, CUgraph *g, CUgraphExec *e)
+{
+    CUgraphNode n;
+    CUDA_KERNEL_NODE_PARAMS p = {.func = f, .gridDimX = 1, .gridDimY = 1, .gridDimZ = 1,
+                                 .blockDimX = threads, .blockDimY = 1, .blockDimZ = 1};
+    CUresult r;
+    if ((r = cu.graph_create(g, 0)) != CUDA_SUCCESS || (r = cu.graph_add(&n, *g, NULL, 0, &p)) != CUDA_SUCCESS)
+        return r;
+    return e ? cu.graph_inst(e, *g, 0) : CUDA_SUCCESS;
+}
+
+/* Everything is made first, so the one thing allocated between the first
+ * exec's destruction and the second's making is the second. */
+static CUresult regraph(char **save)
+{
+    char *cheap = strtok_r(NULL, ":", save), *dear = strtok_r(NULL, ":", save);
+    char *secs = strtok_r(NULL, ":", save);
+    double seconds = secs ? strtod(secs, NULL) : 1;
+    CUmodule m;
+    CUfunction fc, fd;
+    CUgraph gc, gd;
+    CUgraphExec ec;
+    CUresult r;
+    if (cheap == NULL || dear == NULL || (r = cu.load(&m, "sim")) != CUDA_SUCCESS ||
+        (r = cu.get_function(&fc, m, cheap)) != CUDA_SUCCESS ||
+        (r = cu.get_function(&fd, m, dear)) != CUDA_SUCCESS ||
+        (r = one_kernel_graph(fc, 1, &gc, &ec)) != CUDA_SUCCESS ||
+        (r = one_kernel_graph(fd, 1000, &gd, NULL)) != CUDA_SUCCESS)
+        return r;
+    for (int i = 0; i < 1000 && r == CUDA_SUCCESS; i++)
+        r = cu.graph_launch(ec, NULL);
+    cu.sync();
+    uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), launches = 0, same = 0;
+    CUgraphExec e = ec;
+    while (r == CUDA_SUCCESS && now_ns() < end) {
+        for (int dear_turn = 1; dear_turn >= 0 && r == CUDA_SUCCESS; dear_turn--) {
+            if ((r = cu.graph_exec_destroy(e)) != CUDA_SUCCESS ||
+                (r = cu.graph_inst(&e, dear_turn ? gd : gc, 0)) != CUDA_SUCCESS)
+                break;
+            same += e == ec;
+            for (int i = 0; i < (dear_turn ? 16 : 48) && r == CUDA_SUCCESS; i++)
+                r = cu.graph_launch(e, NULL);
+            launches += dear_turn ? 16 : 0;
+        }
+        cu.sync();
+    }
+    run_launches = launches;
+    run_wall_ns = now_ns() - start;
+    run_handle = same;
+    cu.graph_exec_destroy(e);
+    cu.graph_destroy(gc);
+    cu.graph_destroy(gd);
+    cu.unload(m);
+    return r;
 }
 
 /* NVML as a framework sizing its pool would read it. */
@@ -512,9 +576,11 @@ int main(int argc, char **argv)
                 total += bytes;
             }
             printf("fill rc=%d total=%zu\n", r, total);
-        } else if (strcmp(op, "run") == 0 || strcmp(op, "coop") == 0 || strcmp(op, "graph") == 0) {
-            r = run(op, &save);
-            printf("%s rc=%d launches=%llu wall_ns=%llu\n", op, r, run_launches, run_wall_ns);
+        } else if (strcmp(op, "run") == 0 || strcmp(op, "coop") == 0 || strcmp(op, "graph") == 0 ||
+                   strcmp(op, "regraph") == 0) {
+            r = op[0] == 'r' && op[1] == 'e' ? regraph(&save) : run(op, &save);
+            printf("%s rc=%d launches=%llu wall_ns=%llu handle=%llu\n", op, r, run_launches,
+                   run_wall_ns, run_handle);
         } else {
             r = allocate(op, &save, &bytes);
             printf("%s rc=%d bytes=%zu\n", op, r, bytes);
