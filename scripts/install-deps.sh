@@ -25,6 +25,7 @@ python3-grpc-tools
 python3-prometheus-client
 runc
 busybox-static
+debootstrap
 containerd
 podman
 buildah
