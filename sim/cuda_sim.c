@@ -62,8 +62,11 @@ enum kind { K_FREE, K_DEVICE, K_ARRAY, K_MIPMAP, K_VMM, K_RESERVE };
 struct slot {
     unsigned char kind;
     unsigned char gpu;
+    bool released;       /* K_VMM: cuMemRelease came while it was mapped */
     uint64_t bytes;
     unsigned int next_free;
+    unsigned int maps;   /* K_VMM: reservations it is mapped into */
+    unsigned int mapped; /* K_RESERVE: 1 + the K_VMM slot mapped at its start, or 0 */
 };
 
 struct CUctx_st {
@@ -665,8 +668,10 @@ static CUresult release_slot(CUdeviceptr ptr, enum kind kind)
         return CUDA_ERROR_INVALID_VALUE;
     unsigned int i = (unsigned int)((ptr >> PTR_SLOT_SHIFT) & (MAX_SLOTS - 1));
     pthread_mutex_lock(&lock);
+    /* a released handle is gone; a reservation is unmapped before it is freed */
     bool ok = i < slot_count && slots[i].kind == kind &&
-              slots[i].gpu == ((ptr >> PTR_GPU_SHIFT) & 0x3f);
+              slots[i].gpu == ((ptr >> PTR_GPU_SHIFT) & 0x3f) && !slots[i].released &&
+              slots[i].mapped == 0;
     struct slot s = ok ? slots[i] : (struct slot){0};
     if (ok) {
         slots[i] = (struct slot){.kind = K_FREE, .next_free = free_head};
@@ -878,10 +883,25 @@ API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t bytes,
     return new_slot(prop->location.id, K_VMM, bytes, true, h);
 }
 
+static unsigned int slot_of(CUdeviceptr p)
+{
+    return (unsigned int)((p >> PTR_SLOT_SHIFT) & (MAX_SLOTS - 1));
+}
+
+/* As the real driver: a handle released while mapped keeps its memory
+ * until its last mapping goes (the CUDA samples release right after
+ * mapping); the handle itself is gone at once. */
 API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
 {
     NEED_INIT();
-    return release_slot(h, K_VMM);
+    unsigned int i = slot_of(h);
+    pthread_mutex_lock(&lock);
+    bool mapped = (h & PTR_TAG) && i < slot_count && slots[i].kind == K_VMM &&
+                  !slots[i].released && slots[i].maps > 0;
+    if (mapped)
+        slots[i].released = true;
+    pthread_mutex_unlock(&lock);
+    return mapped ? CUDA_SUCCESS : release_slot(h, K_VMM);
 }
 
 API CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t bytes, size_t align, CUdeviceptr addr,
@@ -901,28 +921,65 @@ API CUresult cuMemAddressFree(CUdeviceptr ptr, size_t bytes)
     return release_slot(ptr, K_RESERVE);
 }
 
+/* Called with lock held. */
+static bool is_slot_locked(CUdeviceptr p, enum kind kind)
+{
+    unsigned int i = slot_of(p);
+    return (p & PTR_TAG) && i < slot_count && slots[i].kind == kind &&
+           !(kind == K_VMM && slots[i].released);
+}
+
 static bool is_slot(CUdeviceptr p, enum kind kind)
 {
-    unsigned int i = (unsigned int)((p >> PTR_SLOT_SHIFT) & (MAX_SLOTS - 1));
     pthread_mutex_lock(&lock);
-    bool ok = (p & PTR_TAG) && i < slot_count && slots[i].kind == kind;
+    bool ok = is_slot_locked(p, kind);
     pthread_mutex_unlock(&lock);
     return ok;
 }
 
+/* One handle mapped at the start of a reservation. */
 API CUresult cuMemMap(CUdeviceptr ptr, size_t bytes, size_t offset, CUmemGenericAllocationHandle h,
                       unsigned long long flags)
 {
     NEED_INIT();
-    if (flags != 0 || offset != 0 || bytes == 0 || !is_slot(ptr, K_RESERVE))
+    if (flags != 0 || offset != 0 || bytes == 0)
         return CUDA_ERROR_INVALID_VALUE;
-    return is_slot(h, K_VMM) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&lock);
+    if (!is_slot_locked(ptr, K_RESERVE) || slots[slot_of(ptr)].mapped)
+        r = CUDA_ERROR_INVALID_VALUE;
+    else if (!is_slot_locked(h, K_VMM))
+        r = CUDA_ERROR_INVALID_HANDLE;
+    else {
+        slots[slot_of(ptr)].mapped = slot_of(h) + 1;
+        slots[slot_of(h)].maps++;
+    }
+    pthread_mutex_unlock(&lock);
+    return r;
 }
 
 API CUresult cuMemUnmap(CUdeviceptr ptr, size_t bytes)
 {
     NEED_INIT();
-    return bytes && is_slot(ptr, K_RESERVE) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+    if (bytes == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    bool ok = is_slot_locked(ptr, K_RESERVE);
+    unsigned int m = ok ? slots[slot_of(ptr)].mapped : 0;
+    struct slot gone = {0};
+    if (m) {
+        slots[slot_of(ptr)].mapped = 0;
+        struct slot *h = &slots[m - 1];
+        if (--h->maps == 0 && h->released) { /* its memory goes with its last mapping */
+            gone = *h;
+            *h = (struct slot){.kind = K_FREE, .next_free = free_head};
+            free_head = m - 1;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    if (gone.bytes)
+        sim_dev_free(shared, (unsigned int)visible[gone.gpu], gone.bytes);
+    return ok ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
 API CUresult cuMemSetAccess(CUdeviceptr ptr, size_t bytes, const CUmemAccessDesc *desc, size_t count)

@@ -35,8 +35,11 @@
  * GPUs and drivers seen (and in the simulator). */
 #define PITCH_ALIGN_MAX 512U
 
-/* M_POOL: a memory pool's device (-1: not a GPU's memory), 0 bytes. */
-enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL };
+/* M_POOL: a memory pool's device (-1: not a GPU's memory), 0 bytes.
+ * M_MAPS: by VMM handle, how many mappings it has (bytes) and whether it
+ * was released meanwhile (dev 1). M_MAPPING / M_MAPLEN: by the address a
+ * mapping starts at, its handle and its length. */
+enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL, M_MAPS, M_MAPPING, M_MAPLEN };
 
 /* Every watched driver function: its name in libcuda.so.1, where the real
  * one is kept and the watcher that replaces it. */
@@ -51,7 +54,7 @@ enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL };
     X(cuLaunchKernelEx_ptsz) X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz)       \
     X(cuGraphLaunch) X(cuGraphLaunch_ptsz) X(cuGetProcAddress) X(cuGetProcAddress_v2)            \
     X(cuMemPoolCreate) X(cuMemPoolDestroy) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool)     \
-    X(cuDeviceSetMemPool) X(cuGraphExecDestroy) X(cuModuleUnload)
+    X(cuDeviceSetMemPool) X(cuGraphExecDestroy) X(cuModuleUnload) X(cuMemMap) X(cuMemUnmap)
 
 /* Driver functions the interposer calls itself. */
 typedef CUresult (*pfn_ctx_get_device)(CUdevice *);
@@ -819,14 +822,78 @@ API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t bytes,
                          CUDA_ERROR_OUT_OF_MEMORY, call_vmm, &a, M_VMM, h);
 }
 
+/* The driver keeps a released handle's memory while it is mapped: it is
+ * credited when its last mapping goes, not before. */
 API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
 {
     ensure_init();
     if (real_cuMemRelease == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
     CUresult r = ((CUresult(*)(CUmemGenericAllocationHandle))real_cuMemRelease)(h);
-    if (r == CUDA_SUCCESS && active)
+    if (r != CUDA_SUCCESS || !active)
+        return r;
+    int dev;
+    uint64_t maps = 0;
+    pthread_mutex_lock(&lock);
+    bool mapped = glc_map_get(&allocations, M_MAPS, h, &dev, &maps) && maps > 0;
+    if (mapped && glc_map_put(&allocations, M_MAPS, h, 1, maps) < 0)
+        mapped = true; /* cannot mark it: it stays counted, never credited early */
+    pthread_mutex_unlock(&lock);
+    if (!mapped)
         forget(M_VMM, h);
+    return r;
+}
+
+API CUresult cuMemMap(CUdeviceptr ptr, size_t bytes, size_t offset, CUmemGenericAllocationHandle h,
+                      unsigned long long flags)
+{
+    ensure_init();
+    if (real_cuMemMap == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
+                               unsigned long long))real_cuMemMap)(ptr, bytes, offset, h, flags);
+    if (r != CUDA_SUCCESS || !active)
+        return r;
+    int dev = 0;
+    uint64_t maps = 0, none;
+    pthread_mutex_lock(&lock);
+    glc_map_get(&allocations, M_MAPS, h, &dev, &maps);
+    /* a handle it does not count (no limit, made before) needs no book */
+    if (glc_map_get(&allocations, M_VMM, h, &dev, &none) &&
+        (glc_map_put(&allocations, M_MAPS, h, 0, maps + 1) < 0 ||
+         glc_map_put(&allocations, M_MAPPING, ptr, 0, h) < 0 ||
+         glc_map_put(&allocations, M_MAPLEN, ptr, 0, bytes) < 0))
+        say(0, "out of memory tracking a mapping; its handle stays counted");
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+/* Unmapping may cover several mappings, one after the other. */
+API CUresult cuMemUnmap(CUdeviceptr ptr, size_t bytes)
+{
+    ensure_init();
+    if (real_cuMemUnmap == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUdeviceptr, size_t))real_cuMemUnmap)(ptr, bytes);
+    if (r != CUDA_SUCCESS || !active)
+        return r;
+    for (uint64_t at = ptr, end = ptr + bytes; at < end;) {
+        int dev, released = 0;
+        uint64_t h, len = 0, maps = 0;
+        pthread_mutex_lock(&lock);
+        bool found = glc_map_take(&allocations, M_MAPPING, at, &dev, &h) &&
+                     glc_map_take(&allocations, M_MAPLEN, at, &dev, &len);
+        bool last = found && glc_map_take(&allocations, M_MAPS, h, &released, &maps) &&
+                    maps <= 1 && released;
+        if (found && !last && maps > 1)
+            glc_map_put(&allocations, M_MAPS, h, released, maps - 1);
+        pthread_mutex_unlock(&lock);
+        if (last)
+            forget(M_VMM, h);
+        if (!found || len == 0)
+            break;
+        at += len;
+    }
     return r;
 }
 

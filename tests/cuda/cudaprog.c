@@ -7,6 +7,8 @@
  *
  *   alloc:N pitch:W:H managed:N async:N pool:N array:W:H array3d:W:H:D
  *   mipmap:W:H:D:LEVELS vmm:N ctx    allocate (ctx: a context of its own)
+ *   vmmrel:N                         as vmm, the handle released once mapped
+ *                                    (the CUDA samples' idiom)
  *   pool1:N                          allocate from a pool made on device 1
  *                                    (made once), whichever device is current
  *   badhandles:HEX                   destroy HEX as a context, stream, event,
@@ -128,7 +130,7 @@ static struct {
 #define PROTO(f, sym, base, ...) extern __typeof__(*(__typeof__(__VA_ARGS__))0) f##_direct __asm__(sym);
 FUNCS(PROTO)
 
-enum kind { K_PTR, K_ARRAY, K_MIPMAP, K_VMM, K_CTX };
+enum kind { K_PTR, K_ARRAY, K_MIPMAP, K_VMM, K_VMMREL, K_CTX };
 struct held {
     enum kind kind;
     CUdeviceptr p;
@@ -255,7 +257,7 @@ static CUresult allocate(const char *kind, char **save, size_t *bytes)
                  *bytes = w * (h ? h : 1) * (d ? d : 1) * 4);
         return r;
     }
-    if (strcmp(kind, "vmm") == 0) {
+    if (strcmp(kind, "vmm") == 0 || strcmp(kind, "vmmrel") == 0) {
         size_t n = num(save), g = 0;
         CUmemAllocationProp prop = {.type = CU_MEM_ALLOCATION_TYPE_PINNED,
                                     .location = {CU_MEM_LOCATION_TYPE_DEVICE, dev}};
@@ -268,7 +270,9 @@ static CUresult allocate(const char *kind, char **save, size_t *bytes)
         if ((r = cu.reserve(&p, n, 0, 0, 0)) != CUDA_SUCCESS ||
             (r = cu.map(p, n, 0, h, 0)) != CUDA_SUCCESS)
             return r;
-        keep(K_VMM, p, h, *bytes = n);
+        if (kind[3] == 'r' && (r = cu.mem_release(h)) != CUDA_SUCCESS)
+            return r;
+        keep(kind[3] == 'r' ? K_VMMREL : K_VMM, p, h, *bytes = n);
         return CUDA_SUCCESS;
     }
     if (strcmp(kind, "ctx") == 0) {
@@ -349,9 +353,11 @@ static void free_all(void)
         case K_ARRAY: r = cu.array_destroy((CUarray)(uintptr_t)h->p); break;
         case K_MIPMAP: r = cu.mipmap_destroy((CUmipmappedArray)(uintptr_t)h->p); break;
         case K_VMM:
-            cu.unmap(h->p, h->bytes);
-            cu.addr_free(h->p, h->bytes);
-            r = cu.mem_release(h->h);
+        case K_VMMREL:
+            if ((r = cu.unmap(h->p, h->bytes)) == CUDA_SUCCESS)
+                r = cu.addr_free(h->p, h->bytes);
+            if (r == CUDA_SUCCESS && h->kind == K_VMM)
+                r = cu.mem_release(h->h);
             break;
         case K_CTX:
             r = cu.ctx_destroy((CUcontext)(uintptr_t)h->p);

@@ -351,6 +351,26 @@ def test_a_graph_at_a_reused_address_is_measured_anew(build, tmp_path):
     assert abs(busy_share(out, "regraph", 1000000) - 0.30) <= 0.05, out
 
 
+@pytest.mark.parametrize("way", WAYS)
+def test_a_handle_released_while_mapped_stays_counted(cuda, way):
+    """Issue #23 item 8: the driver keeps a VMM handle's memory until its
+    last mapping goes, however early the handle is released; so does the
+    count: a 256 MiB limit holds, and all of it comes back on unmapping."""
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "256Mi"}
+    out = cuda.run(way, "fill:vmmrel:2097152", "freeall", "fill:vmmrel:2097152",
+                   limits=limits).stdout
+    first, again = (int(f["total"]) for f in lines(out, "fill"))
+    assert first == 256 * MIB - CTX and again == first, out
+
+
+def test_the_simulated_driver_keeps_released_mapped_memory(cuda):
+    """The simulator first: released while mapped, the memory stays used
+    (NVML and cuMemGetInfo see it) until the unmap."""
+    out = cuda.run("direct", "info", "vmmrel:104857600", "info", "freeall", "info").stdout
+    before, held, after = (int(i["free"]) for i in lines(out, "info"))
+    assert before - held == 100 * MIB and after == before, out
+
+
 def busy_share(out, op, kernel_ns):
     r = one(out, op)
     assert r["rc"] == 0
