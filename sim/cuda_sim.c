@@ -528,6 +528,54 @@ API CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
     return CUDA_SUCCESS;
 }
 
+API CUresult cuCtxDestroy_v2(CUcontext ctx);
+
+/* The newer forms take execution-affinity or creation parameters the
+ * simulator has no use for, and make the same context. */
+API CUresult cuCtxCreate_v3(CUcontext *pctx, const void *affinity, int count, unsigned int flags,
+                            CUdevice dev)
+{
+    if (count < 0 || (count > 0 && affinity == NULL))
+        return CUDA_ERROR_INVALID_VALUE;
+    return cuCtxCreate_v2(pctx, flags, dev);
+}
+
+API CUresult cuCtxCreate_v4(CUcontext *pctx, const void *params, unsigned int flags, CUdevice dev)
+{
+    (void)params;
+    return cuCtxCreate_v2(pctx, flags, dev);
+}
+
+/* The legacy (v1) entry points the driver still exports: contexts as the
+ * _v2 ones; memory through 32-bit device pointers, which no allocation of
+ * the simulator fits, so they answer CUDA_ERROR_OUT_OF_MEMORY. */
+API CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    return cuCtxCreate_v2(pctx, flags, dev);
+}
+
+API CUresult cuCtxDestroy(CUcontext ctx)
+{
+    return cuCtxDestroy_v2(ctx);
+}
+
+API CUresult cuDevicePrimaryCtxRelease(CUdevice dev)
+{
+    return cuDevicePrimaryCtxRelease_v2(dev);
+}
+
+API CUresult cuMemAlloc(unsigned int *dptr, unsigned int bytes)
+{
+    NEED_INIT();
+    return dptr == NULL || bytes == 0 ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+API CUresult cuMemFree(unsigned int ptr)
+{
+    NEED_INIT();
+    return ptr == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
 API CUresult cuCtxDestroy_v2(CUcontext ctx)
 {
     NEED_INIT();
@@ -1531,8 +1579,13 @@ static const struct proc procs[] = {
     P("cuDeviceGetUuid", 9020, cuDeviceGetUuid),
     P("cuDeviceGetUuid", 11040, cuDeviceGetUuid_v2),
     P("cuDevicePrimaryCtxRetain", 7000, cuDevicePrimaryCtxRetain),
+    P("cuDevicePrimaryCtxRelease", 7000, cuDevicePrimaryCtxRelease),
     P("cuDevicePrimaryCtxRelease", 11000, cuDevicePrimaryCtxRelease_v2),
+    P("cuCtxCreate", 2000, cuCtxCreate),
     P("cuCtxCreate", 3020, cuCtxCreate_v2),
+    P("cuCtxCreate_v3", 11040, cuCtxCreate_v3),
+    P("cuCtxCreate_v4", 12050, cuCtxCreate_v4),
+    P("cuCtxDestroy", 2000, cuCtxDestroy),
     P("cuCtxDestroy", 4000, cuCtxDestroy_v2),
     P("cuCtxSetCurrent", 4000, cuCtxSetCurrent),
     P("cuCtxGetCurrent", 4000, cuCtxGetCurrent),
@@ -1540,9 +1593,11 @@ static const struct proc procs[] = {
     P("cuCtxPopCurrent", 4000, cuCtxPopCurrent_v2),
     P("cuCtxGetDevice", 2000, cuCtxGetDevice),
     P("cuCtxSynchronize", 2000, cuCtxSynchronize),
+    P("cuMemAlloc", 2000, cuMemAlloc),
     P("cuMemAlloc", 3020, cuMemAlloc_v2),
     P("cuMemAllocPitch", 3020, cuMemAllocPitch_v2),
     P("cuMemAllocManaged", 6000, cuMemAllocManaged),
+    P("cuMemFree", 2000, cuMemFree),
     P("cuMemFree", 3020, cuMemFree_v2),
     P("cuMemGetInfo", 3020, cuMemGetInfo_v2),
     P("cuMemAllocHost", 3020, cuMemAllocHost_v2),

@@ -54,7 +54,9 @@ enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL, M_MAPS, M_MA
     X(cuLaunchKernelEx_ptsz) X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz)       \
     X(cuGraphLaunch) X(cuGraphLaunch_ptsz) X(cuGetProcAddress) X(cuGetProcAddress_v2)            \
     X(cuMemPoolCreate) X(cuMemPoolDestroy) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool)     \
-    X(cuDeviceSetMemPool) X(cuGraphExecDestroy) X(cuModuleUnload) X(cuMemMap) X(cuMemUnmap)
+    X(cuDeviceSetMemPool) X(cuGraphExecDestroy) X(cuModuleUnload) X(cuMemMap) X(cuMemUnmap)       \
+    X(cuCtxCreate_v3) X(cuCtxCreate_v4) X(cuCtxCreate) X(cuCtxDestroy)                            \
+    X(cuDevicePrimaryCtxRelease) X(cuMemAlloc)
 
 /* Driver functions the interposer calls itself. */
 typedef CUresult (*pfn_ctx_get_device)(CUdevice *);
@@ -92,7 +94,7 @@ static uint64_t context_bytes = 64ULL << 20;
 static const char *state_dir;
 static struct device devs[MAX_DEVS];
 static struct glc_map allocations;
-static bool told_memory, told_file, told_pitch;
+static bool told_memory, told_file, told_pitch, told_legacy;
 /* The limits file, when there is one; matched to CUDA ordinals by UUID on
  * first use, once the driver can say which device is which. */
 static struct glc_limits file_limits;
@@ -518,6 +520,24 @@ API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width, 
     return CUDA_SUCCESS;
 }
 
+/* The legacy 32-bit cuMemAlloc: on a device with a limit it is refused,
+ * said once, rather than counted apart from everything else. */
+API CUresult cuMemAlloc(unsigned int *dptr, unsigned int bytes)
+{
+    ensure_init();
+    if (real_cuMemAlloc == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int dev = active ? current_device() : -1;
+    if (has_limit(dev)) {
+        say(__atomic_exchange_n(&told_legacy, true, __ATOMIC_RELAXED) ? 2 : 1,
+            "the legacy cuMemAlloc (32-bit pointers) of %u bytes on device %d refused with "
+            "CUDA_ERROR_NOT_SUPPORTED: it has a memory limit",
+            bytes, dev);
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    return ((CUresult(*)(unsigned int *, unsigned int))real_cuMemAlloc)(dptr, bytes);
+}
+
 API CUresult cuMemFree_v2(CUdeviceptr ptr)
 {
     ensure_init();
@@ -899,22 +919,86 @@ API CUresult cuMemUnmap(CUdeviceptr ptr, size_t bytes)
 
 /* ---- contexts: each holds driver memory no allocation call shows ---- */
 
+struct ctx_args {
+    void (*fn)(void);
+    CUcontext *pctx;
+    unsigned int flags;
+    CUdevice dev;
+    const void *params;
+    int count;
+};
+
+static CUresult call_ctx_v2(void *a)
+{
+    struct ctx_args *x = a;
+    return ((CUresult(*)(CUcontext *, unsigned int, CUdevice))x->fn)(x->pctx, x->flags, x->dev);
+}
+
+static CUresult call_ctx_v3(void *a)
+{
+    struct ctx_args *x = a;
+    return ((CUresult(*)(CUcontext *, const void *, int, unsigned int, CUdevice))x->fn)(
+        x->pctx, x->params, x->count, x->flags, x->dev);
+}
+
+static CUresult call_ctx_v4(void *a)
+{
+    struct ctx_args *x = a;
+    return ((CUresult(*)(CUcontext *, const void *, unsigned int, CUdevice))x->fn)(
+        x->pctx, x->params, x->flags, x->dev);
+}
+
+/* Every form of cuCtxCreate makes a context of its own on dev, which
+ * holds context_bytes of it. */
+static CUresult counted_ctx(struct ctx_args *a, CUresult (*call)(void *), const char *name)
+{
+    if (a->fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!active || !has_limit(a->dev) || a->pctx == NULL)
+        return call(a);
+    if (!take(a->dev, context_bytes, name))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult r = call(a);
+    if (r != CUDA_SUCCESS)
+        give(a->dev, context_bytes);
+    else
+        remember(M_CTX, (uint64_t)(uintptr_t)*a->pctx, a->dev, context_bytes);
+    return r;
+}
+
 API CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
 {
     ensure_init();
-    typedef CUresult (*fn)(CUcontext *, unsigned int, CUdevice);
-    if (real_cuCtxCreate_v2 == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
-    if (!active || !has_limit(dev) || pctx == NULL)
-        return REAL(cuCtxCreate_v2, fn)(pctx, flags, dev);
-    if (!take(dev, context_bytes, "cuCtxCreate"))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult r = REAL(cuCtxCreate_v2, fn)(pctx, flags, dev);
-    if (r != CUDA_SUCCESS)
-        give(dev, context_bytes);
-    else
-        remember(M_CTX, (uint64_t)(uintptr_t)*pctx, dev, context_bytes);
-    return r;
+    struct ctx_args a = {real_cuCtxCreate_v2, pctx, flags, dev, NULL, 0};
+    return counted_ctx(&a, call_ctx_v2, "cuCtxCreate");
+}
+
+API CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    ensure_init();
+    struct ctx_args a = {real_cuCtxCreate, pctx, flags, dev, NULL, 0};
+    return counted_ctx(&a, call_ctx_v2, "cuCtxCreate");
+}
+
+API CUresult cuCtxCreate_v3(CUcontext *pctx, const void *affinity, int count, unsigned int flags,
+                            CUdevice dev)
+{
+    ensure_init();
+    struct ctx_args a = {real_cuCtxCreate_v3, pctx, flags, dev, affinity, count};
+    return counted_ctx(&a, call_ctx_v3, "cuCtxCreate_v3");
+}
+
+API CUresult cuCtxCreate_v4(CUcontext *pctx, const void *params, unsigned int flags, CUdevice dev)
+{
+    ensure_init();
+    struct ctx_args a = {real_cuCtxCreate_v4, pctx, flags, dev, params, 0};
+    return counted_ctx(&a, call_ctx_v4, "cuCtxCreate_v4");
+}
+
+API CUresult cuCtxDestroy(CUcontext ctx)
+{
+    ensure_init();
+    return destroy_handle(real_cuCtxDestroy, ctx, M_CTX);
 }
 
 API CUresult cuCtxDestroy_v2(CUcontext ctx)
@@ -945,19 +1029,30 @@ API CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
     return r;
 }
 
-API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
+static CUresult primary_release(void (*fn)(void), CUdevice dev)
 {
-    ensure_init();
-    if (real_cuDevicePrimaryCtxRelease_v2 == NULL)
+    if (fn == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
     if (!active || !has_limit(dev))
-        return ((CUresult(*)(CUdevice))real_cuDevicePrimaryCtxRelease_v2)(dev);
+        return ((CUresult(*)(CUdevice))fn)(dev);
     pthread_mutex_lock(&primary_lock);
-    CUresult r = ((CUresult(*)(CUdevice))real_cuDevicePrimaryCtxRelease_v2)(dev);
+    CUresult r = ((CUresult(*)(CUdevice))fn)(dev);
     if (r == CUDA_SUCCESS && devs[dev].primary_refs > 0 && --devs[dev].primary_refs == 0)
         give(dev, context_bytes);
     pthread_mutex_unlock(&primary_lock);
     return r;
+}
+
+API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
+{
+    ensure_init();
+    return primary_release(real_cuDevicePrimaryCtxRelease_v2, dev);
+}
+
+API CUresult cuDevicePrimaryCtxRelease(CUdevice dev)
+{
+    ensure_init();
+    return primary_release(real_cuDevicePrimaryCtxRelease, dev);
 }
 
 /* ---- the views: the limit is the total, the budget left is free ---- */

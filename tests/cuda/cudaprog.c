@@ -9,6 +9,10 @@
  *   mipmap:W:H:D:LEVELS vmm:N ctx    allocate (ctx: a context of its own)
  *   vmmrel:N                         as vmm, the handle released once mapped
  *                                    (the CUDA samples' idiom)
+ *   ctx3 ctx4                        a context by cuCtxCreate_v3 / _v4
+ *   legacy                           the v1 entry points, by dlsym: three
+ *                                    cuCtxCreate, two 32-bit cuMemAlloc,
+ *                                    the contexts destroyed by cuCtxDestroy
  *   pool1:N                          allocate from a pool made on device 1
  *                                    (made once), whichever device is current
  *   badhandles:HEX                   destroy HEX as a context, stream, event,
@@ -61,6 +65,10 @@
     X(set_current, "cuCtxSetCurrent", "cuCtxSetCurrent", CUresult (*)(CUcontext))                 \
     X(ctx_create, "cuCtxCreate_v2", "cuCtxCreate", CUresult (*)(CUcontext *, unsigned int, CUdevice)) \
     X(ctx_destroy, "cuCtxDestroy_v2", "cuCtxDestroy", CUresult (*)(CUcontext))                    \
+    X(ctx_create3, "cuCtxCreate_v3", "cuCtxCreate_v3",                                            \
+      CUresult (*)(CUcontext *, const void *, int, unsigned int, CUdevice))                       \
+    X(ctx_create4, "cuCtxCreate_v4", "cuCtxCreate_v4",                                            \
+      CUresult (*)(CUcontext *, const void *, unsigned int, CUdevice))                            \
     X(alloc, "cuMemAlloc_v2", "cuMemAlloc", CUresult (*)(CUdeviceptr *, size_t))                  \
     X(pitch, "cuMemAllocPitch_v2", "cuMemAllocPitch",                                             \
       CUresult (*)(CUdeviceptr *, size_t *, size_t, size_t, unsigned int))                        \
@@ -180,7 +188,7 @@ static int resolve(const char *way)
         if (gpa == NULL)
             return -1;
         CUdriverProcAddressQueryResult st;
-#define PROCADDR(f, sym, base, ...) gpa(base, (void **)&cu.f, 12000, flags, &st);
+#define PROCADDR(f, sym, base, ...) gpa(base, (void **)&cu.f, 12050, flags, &st);
         FUNCS(PROCADDR)
         return 0;
     }
@@ -275,9 +283,14 @@ static CUresult allocate(const char *kind, char **save, size_t *bytes)
         keep(kind[3] == 'r' ? K_VMMREL : K_VMM, p, h, *bytes = n);
         return CUDA_SUCCESS;
     }
-    if (strcmp(kind, "ctx") == 0) {
+    if (strcmp(kind, "ctx") == 0 || strcmp(kind, "ctx3") == 0 || strcmp(kind, "ctx4") == 0) {
         CUcontext c, prev;
-        r = cu.ctx_create(&c, 0, dev);
+        if (kind[3] == '3')
+            r = cu.ctx_create3 ? cu.ctx_create3(&c, NULL, 0, 0, dev) : CUDA_ERROR_NOT_FOUND;
+        else if (kind[3] == '4')
+            r = cu.ctx_create4 ? cu.ctx_create4(&c, NULL, 0, dev) : CUDA_ERROR_NOT_FOUND;
+        else
+            r = cu.ctx_create(&c, 0, dev);
         if (r == CUDA_SUCCESS) {
             keep(K_CTX, (CUdeviceptr)(uintptr_t)c, 0, 0);
             (void)prev;
@@ -475,6 +488,36 @@ static CUresult regraph(char **save)
     return r;
 }
 
+static void legacy(void)
+{
+    void *h = dlopen("libcuda.so.1", RTLD_NOW);
+    CUresult (*create)(CUcontext *, unsigned int, CUdevice);
+    CUresult (*destroy)(CUcontext);
+    CUresult (*alloc)(unsigned int *, unsigned int);
+    *(void **)&create = h ? dlsym(h, "cuCtxCreate") : NULL;
+    *(void **)&destroy = h ? dlsym(h, "cuCtxDestroy") : NULL;
+    *(void **)&alloc = h ? dlsym(h, "cuMemAlloc") : NULL;
+    if (create == NULL || destroy == NULL || alloc == NULL) {
+        printf("legacy rc=-1\n");
+        return;
+    }
+    CUcontext c[3];
+    int made = 0;
+    for (int i = 0; i < 3; i++)
+        made += create(&c[made], 0, dev) == CUDA_SUCCESS;
+    cu.set_current(primary_ctx);
+    size_t f = 0, t = 0;
+    unsigned int p32;
+    cu.info(&f, &t);
+    int a1 = alloc(&p32, 4096), a2 = alloc(&p32, 4096);
+    printf("legacy made=%d free=%zu alloc=%d alloc2=%d\n", made, f, a1, a2);
+    for (int i = 0; i < made; i++)
+        destroy(c[i]);
+    cu.set_current(primary_ctx);
+    cu.info(&f, &t);
+    printf("legacy destroyed=%d free=%zu\n", made, f);
+}
+
 /* NVML as a framework sizing its pool would read it. */
 static void nvml_info(void)
 {
@@ -536,6 +579,8 @@ int main(int argc, char **argv)
             printf("info rc=%d free=%zu total=%zu\n", r, f, t);
         } else if (strcmp(op, "nvml") == 0) {
             nvml_info();
+        } else if (strcmp(op, "legacy") == 0) {
+            legacy();
         } else if (strcmp(op, "retainrace") == 0) {
             CUdevice target = (CUdevice)num(&save);
             unsigned int n = (unsigned int)num(&save);

@@ -371,6 +371,32 @@ def test_the_simulated_driver_keeps_released_mapped_memory(cuda):
     assert before - held == 100 * MIB and after == before, out
 
 
+@pytest.mark.parametrize("way", WAYS)
+def test_every_form_of_context_creation_is_counted(cuda, way):
+    """Issue #23 item 8: cuCtxCreate_v3 and _v4 make contexts that hold
+    memory as cuCtxCreate_v2's do: four beside the primary one fill
+    320 MiB; a fifth is refused."""
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "320Mi"}
+    out = cuda.run(way, "ctx3", "ctx4", "ctx3", "ctx4", "ctx3", "info", "freeall", "info",
+                   limits=limits).stdout
+    rcs = [int(m["rc"]) for m in lines(out, "ctx3") + lines(out, "ctx4")]
+    assert rcs == [0, 0, 2, 0, 0], out  # three ctx3 (the last refused), two ctx4
+    full, empty = (int(i["free"]) for i in lines(out, "info"))
+    assert full == 0 and empty == 320 * MIB - CTX, out
+
+
+def test_the_legacy_entry_points_are_counted_or_refused(cuda):
+    """The v1 cuCtxCreate / cuCtxDestroy are watched like the _v2 ones; the
+    32-bit cuMemAlloc is refused under a limit (CUDA_ERROR_NOT_SUPPORTED,
+    said once)."""
+    out = cuda.run("direct", "legacy", limits={"GPULET_CUDA_MEMORY_LIMIT": "256Mi"})
+    # the primary context and three more fill the 256 MiB exactly
+    made = lines(out.stdout, "legacy")
+    assert made[0] == {"made": "3", "free": "0", "alloc": "801", "alloc2": "801"}, out.stdout
+    assert made[1] == {"destroyed": "3", "free": str(256 * MIB - CTX)}, out.stdout
+    assert out.stderr.count("legacy cuMemAlloc") == 1, out.stderr
+
+
 def busy_share(out, op, kernel_ns):
     r = one(out, op)
     assert r["rc"] == 0
