@@ -69,11 +69,20 @@ struct slot {
     unsigned int mapped; /* K_RESERVE: 1 + the K_VMM slot mapped at its start, or 0 */
 };
 
+/* cuCtxSetLimit's limits that hold device memory: the per-thread stack,
+ * the printf FIFO and the device malloc heap. */
+#define SIM_LIMITS 3
+static const uint64_t limit_default[SIM_LIMITS] = {1024, 1 * MIB, 8 * MIB};
+/* Threads a GPU keeps resident at once, each with its own stack. */
+#define SIM_THREADS_PER_SM 2048ULL
+
 struct CUctx_st {
     enum magic magic;
     int dev;
     bool primary;
     uint64_t last_end; /* when the work queued in it ends */
+    uint64_t limits[SIM_LIMITS]; /* 0: the default */
+    uint64_t limit_bytes;        /* held beyond SIM_CONTEXT_BYTES for them */
 };
 
 struct CUstream_st {
@@ -498,7 +507,9 @@ API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
         r = CUDA_ERROR_INVALID_CONTEXT;
     } else if (--primary_refs[dev] == 0) {
         primary[dev].magic = 0;
-        sim_dev_free(shared, (unsigned int)visible[dev], SIM_CONTEXT_BYTES);
+        sim_dev_free(shared, (unsigned int)visible[dev], SIM_CONTEXT_BYTES + primary[dev].limit_bytes);
+        memset(primary[dev].limits, 0, sizeof primary[dev].limits);
+        primary[dev].limit_bytes = 0;
     }
     pthread_mutex_unlock(&lock);
     return r;
@@ -582,8 +593,59 @@ API CUresult cuCtxDestroy_v2(CUcontext ctx)
     if (!valid_ctx(ctx) || ctx->primary)
         return CUDA_ERROR_INVALID_CONTEXT;
     drop_current(ctx);
-    sim_dev_free(shared, (unsigned int)visible[ctx->dev], SIM_CONTEXT_BYTES);
+    sim_dev_free(shared, (unsigned int)visible[ctx->dev], SIM_CONTEXT_BYTES + ctx->limit_bytes);
     handle_free(ctx);
+    return CUDA_SUCCESS;
+}
+
+static struct CUctx_st *live_current(void);
+
+/* The memory limit l of value takes in context c beyond its default. */
+static uint64_t limit_cost(const struct CUctx_st *c, int l, uint64_t value)
+{
+    uint64_t extra = value > limit_default[l] ? value - limit_default[l] : 0, bytes;
+    if (l != 0)
+        return extra;
+    uint64_t threads = node->gpus[visible[c->dev]].multiprocessors * SIM_THREADS_PER_SM;
+    return __builtin_mul_overflow(extra, threads, &bytes) ? UINT64_MAX : bytes;
+}
+
+/* As the real driver: raising the stack, FIFO or heap takes device memory
+ * at once (stack x resident threads), refused when it is not there. */
+API CUresult cuCtxSetLimit(int limit, size_t value)
+{
+    NEED_INIT();
+    struct CUctx_st *c = live_current();
+    if (c == NULL)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    if (limit < 0 || limit >= SIM_LIMITS)
+        return limit < 0 || limit > 6 ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    pthread_mutex_lock(&lock);
+    uint64_t old = c->limits[limit] ? c->limits[limit] : limit_default[limit];
+    uint64_t was = limit_cost(c, limit, old), now = limit_cost(c, limit, value);
+    CUresult r = CUDA_SUCCESS;
+    if (now > was && !sim_dev_alloc(shared, (unsigned int)visible[c->dev], now - was,
+                                    capacity(c->dev)))
+        r = CUDA_ERROR_OUT_OF_MEMORY;
+    else if (now < was)
+        sim_dev_free(shared, (unsigned int)visible[c->dev], was - now);
+    if (r == CUDA_SUCCESS) {
+        c->limits[limit] = value;
+        c->limit_bytes = c->limit_bytes - was + now;
+    }
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+API CUresult cuCtxGetLimit(size_t *value, int limit)
+{
+    NEED_INIT();
+    struct CUctx_st *c = live_current();
+    if (c == NULL)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    if (value == NULL || limit < 0 || limit >= SIM_LIMITS)
+        return CUDA_ERROR_INVALID_VALUE;
+    *value = c->limits[limit] ? c->limits[limit] : limit_default[limit];
     return CUDA_SUCCESS;
 }
 
@@ -1592,6 +1654,8 @@ static const struct proc procs[] = {
     P("cuCtxPushCurrent", 4000, cuCtxPushCurrent_v2),
     P("cuCtxPopCurrent", 4000, cuCtxPopCurrent_v2),
     P("cuCtxGetDevice", 2000, cuCtxGetDevice),
+    P("cuCtxSetLimit", 3010, cuCtxSetLimit),
+    P("cuCtxGetLimit", 3010, cuCtxGetLimit),
     P("cuCtxSynchronize", 2000, cuCtxSynchronize),
     P("cuMemAlloc", 2000, cuMemAlloc),
     P("cuMemAlloc", 3020, cuMemAlloc_v2),

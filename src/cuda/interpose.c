@@ -56,7 +56,7 @@ enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL, M_MAPS, M_MA
     X(cuMemPoolCreate) X(cuMemPoolDestroy) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool)     \
     X(cuDeviceSetMemPool) X(cuGraphExecDestroy) X(cuModuleUnload) X(cuMemMap) X(cuMemUnmap)       \
     X(cuCtxCreate_v3) X(cuCtxCreate_v4) X(cuCtxCreate) X(cuCtxDestroy)                            \
-    X(cuDevicePrimaryCtxRelease) X(cuMemAlloc)
+    X(cuDevicePrimaryCtxRelease) X(cuMemAlloc) X(cuCtxSetLimit)
 
 /* Driver functions the interposer calls itself. */
 typedef CUresult (*pfn_ctx_get_device)(CUdevice *);
@@ -94,7 +94,7 @@ static uint64_t context_bytes = 64ULL << 20;
 static const char *state_dir;
 static struct device devs[MAX_DEVS];
 static struct glc_map allocations;
-static bool told_memory, told_file, told_pitch, told_legacy;
+static bool told_memory, told_file, told_pitch, told_legacy, told_set_limit;
 /* The limits file, when there is one; matched to CUDA ordinals by UUID on
  * first use, once the driver can say which device is which. */
 static struct glc_limits file_limits;
@@ -104,6 +104,7 @@ static pthread_once_t match_once = PTHREAD_ONCE_INIT;
 #define REAL_PTR(name) static void (*real_##name)(void);
 WATCHED(REAL_PTR)
 static pfn_ctx_get_device real_ctx_get_device;
+static CUresult (*real_ctx_get_limit)(size_t *, int);
 static pfn_init real_init;
 static pfn_count real_count;
 static pfn_uuid real_uuid;
@@ -230,6 +231,7 @@ static void init(void)
 #define RESOLVE(name) real_##name = (void (*)(void))lookup(#name);
     WATCHED(RESOLVE)
     real_ctx_get_device = (pfn_ctx_get_device)lookup("cuCtxGetDevice");
+    real_ctx_get_limit = (CUresult(*)(size_t *, int))lookup("cuCtxGetLimit");
     real_init = (pfn_init)lookup("cuInit");
     real_count = (pfn_count)lookup("cuDeviceGetCount");
     real_uuid = (pfn_uuid)lookup("cuDeviceGetUuid_v2");
@@ -1053,6 +1055,30 @@ API CUresult cuDevicePrimaryCtxRelease(CUdevice dev)
 {
     ensure_init();
     return primary_release(real_cuDevicePrimaryCtxRelease, dev);
+}
+
+/* The stack (per resident thread: times the GPU's threads), printf FIFO
+ * and malloc heap limits take device memory when raised. Under a memory
+ * limit a raise is refused, said once; setting one lower or as it is
+ * passes. */
+#define CU_LIMIT_HEAP_SIZE 2
+API CUresult cuCtxSetLimit(int limit, size_t value)
+{
+    ensure_init();
+    if (real_cuCtxSetLimit == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int dev = active ? current_device() : -1;
+    size_t now = 0;
+    if (limit >= 0 && limit <= CU_LIMIT_HEAP_SIZE && has_limit(dev) &&
+        (real_ctx_get_limit == NULL || real_ctx_get_limit(&now, limit) != CUDA_SUCCESS ||
+         value > now)) {
+        say(__atomic_exchange_n(&told_set_limit, true, __ATOMIC_RELAXED) ? 2 : 1,
+            "cuCtxSetLimit(%d, %zu) on device %d refused with CUDA_ERROR_NOT_SUPPORTED: raising "
+            "the stack, printf FIFO or heap takes device memory outside the memory limit",
+            limit, value, dev);
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    return ((CUresult(*)(int, size_t))real_cuCtxSetLimit)(limit, value);
 }
 
 /* ---- the views: the limit is the total, the budget left is free ---- */

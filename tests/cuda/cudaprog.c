@@ -10,6 +10,7 @@
  *   vmmrel:N                         as vmm, the handle released once mapped
  *                                    (the CUDA samples' idiom)
  *   ctx3 ctx4                        a context by cuCtxCreate_v3 / _v4
+ *   setlimit:LIMIT:VALUE             cuCtxSetLimit (0 stack, 1 FIFO, 2 heap)
  *   legacy                           the v1 entry points, by dlsym: three
  *                                    cuCtxCreate, two 32-bit cuMemAlloc,
  *                                    the contexts destroyed by cuCtxDestroy
@@ -63,6 +64,7 @@
     X(release, "cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease",                       \
       CUresult (*)(CUdevice))                                                                     \
     X(set_current, "cuCtxSetCurrent", "cuCtxSetCurrent", CUresult (*)(CUcontext))                 \
+    X(set_limit, "cuCtxSetLimit", "cuCtxSetLimit", CUresult (*)(int, size_t))                     \
     X(ctx_create, "cuCtxCreate_v2", "cuCtxCreate", CUresult (*)(CUcontext *, unsigned int, CUdevice)) \
     X(ctx_destroy, "cuCtxDestroy_v2", "cuCtxDestroy", CUresult (*)(CUcontext))                    \
     X(ctx_create3, "cuCtxCreate_v3", "cuCtxCreate_v3",                                            \
@@ -579,6 +581,9 @@ int main(int argc, char **argv)
             printf("info rc=%d free=%zu total=%zu\n", r, f, t);
         } else if (strcmp(op, "nvml") == 0) {
             nvml_info();
+        } else if (strcmp(op, "setlimit") == 0) {
+            int limit = (int)num(&save);
+            printf("setlimit rc=%d\n", cu.set_limit(limit, num(&save)));
         } else if (strcmp(op, "legacy") == 0) {
             legacy();
         } else if (strcmp(op, "retainrace") == 0) {

@@ -397,6 +397,23 @@ def test_the_legacy_entry_points_are_counted_or_refused(cuda):
     assert out.stderr.count("legacy cuMemAlloc") == 1, out.stderr
 
 
+@pytest.mark.parametrize("way", WAYS)
+def test_raising_the_heap_or_stack_is_refused_under_a_limit(cuda, way):
+    """Issue #23 item 8: cuCtxSetLimit's stack, printf FIFO and heap take
+    device memory when raised (the simulator as the real driver: a 1 GiB
+    heap holds 1 GiB). Under a limit a raise is refused, said once; the
+    memory stays the program's to allocate; setting one lower passes."""
+    out = cuda.run(way, "info", "setlimit:2:1073741824", "info").stdout
+    before, after = (int(i["free"]) for i in lines(out, "info"))
+    assert one(out, "setlimit")["rc"] == 0 and before - after == 1024 * MIB - 8 * MIB, out
+    limits = {"GPULET_CUDA_MEMORY_LIMIT": "256Mi"}
+    p = cuda.run(way, "setlimit:2:1073741824", "setlimit:0:65536", "setlimit:1:4194304",
+                 "setlimit:2:4194304", "fill:alloc:1048576", limits=limits)
+    assert [int(r["rc"]) for r in lines(p.stdout, "setlimit")] == [801, 801, 801, 0], p.stdout
+    assert one(p.stdout, "fill")["total"] == 256 * MIB - CTX, p.stdout
+    assert p.stderr.count("cuCtxSetLimit") == 1, p.stderr
+
+
 def busy_share(out, op, kernel_ns):
     r = one(out, op)
     assert r["rc"] == 0
