@@ -89,6 +89,7 @@ struct CUstream_st {
     enum magic magic;
     struct CUctx_st *ctx;
     uint64_t last_end;
+    struct CUgraph_st *capture; /* the graph being captured, or NULL */
 };
 
 struct CUevent_st {
@@ -118,15 +119,21 @@ struct graph_kernel {
     uint64_t ns;
 };
 
+/* A graph's memory nodes: what it allocates on one device (graphs of
+ * the simulator allocate on one). */
 struct CUgraph_st {
     enum magic magic;
     size_t count;
     struct graph_kernel kernels[GRAPH_MAX_KERNELS];
+    uint64_t alloc_bytes;
+    int alloc_dev;
 };
 
 struct CUgraphExec_st {
     enum magic magic;
     uint64_t dur_ns;
+    uint64_t alloc_bytes; /* held while the exec lives */
+    int alloc_dev;
 };
 
 /* The process's view of the driver; guarded by `lock`. */
@@ -599,6 +606,24 @@ API CUresult cuCtxDestroy_v2(CUcontext ctx)
 }
 
 static struct CUctx_st *live_current(void);
+
+/* Green contexts: a context on part of a GPU's SMs, as costly in memory
+ * as any other. The resource description is taken as given. */
+API CUresult cuGreenCtxCreate(CUcontext *pctx, const void *desc, CUdevice dev, unsigned int flags)
+{
+    NEED_INIT();
+    if (pctx == NULL || desc == NULL || flags != 1) /* CU_GREEN_CTX_DEFAULT_STREAM */
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult r = cuCtxCreate_v2(pctx, 0, dev);
+    if (r == CUDA_SUCCESS && ctx_depth > 0 && ctx_stack[ctx_depth - 1] == *pctx)
+        ctx_depth--; /* made, not pushed as cuCtxCreate's are */
+    return r;
+}
+
+API CUresult cuGreenCtxDestroy(CUcontext ctx)
+{
+    return cuCtxDestroy_v2(ctx);
+}
 
 /* The memory limit l of value takes in context c beyond its default. */
 static uint64_t limit_cost(const struct CUctx_st *c, int l, uint64_t value)
@@ -1195,6 +1220,14 @@ API CUresult cuEventDestroy_v2(CUevent e)
 
 /* Work queued on a stream goes on the GPU's one timeline, and so does an
  * event: it happens when the GPU gets to it. */
+static CUresult graph_alloc(struct CUgraph_st *g, int dev, uint64_t bytes, CUdeviceptr *dptr);
+
+/* The graph s is capturing into; NULL when it is not capturing. */
+static struct CUgraph_st *capturing(CUstream s)
+{
+    return (uintptr_t)s > 2 && is_handle(s, MAGIC_STREAM) ? s->capture : NULL;
+}
+
 static CUresult enqueue(CUstream s, uint64_t dur_ns, uint64_t *end)
 {
     struct CUctx_st *c = live_current();
@@ -1202,6 +1235,15 @@ static CUresult enqueue(CUstream s, uint64_t dur_ns, uint64_t *end)
         return CUDA_ERROR_INVALID_CONTEXT;
     if (!valid_stream(s))
         return CUDA_ERROR_INVALID_HANDLE;
+    struct CUgraph_st *g = capturing(s);
+    if (g) { /* captured: a node of the graph, run when it is launched */
+        if (g->count == GRAPH_MAX_KERNELS)
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        g->kernels[g->count++] = (struct graph_kernel){NULL, dur_ns};
+        if (end)
+            *end = 0;
+        return CUDA_SUCCESS;
+    }
     uint64_t *last = stream_end(s, c);
     uint64_t now = sim_dev_now_ns();
     if (*last > now + QUEUE_NS)
@@ -1461,7 +1503,11 @@ API CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes, CUmemoryPo
         return CUDA_ERROR_INVALID_VALUE;
     if (!valid_stream(s))
         return CUDA_ERROR_INVALID_HANDLE;
-    return new_slot(pool->dev, K_DEVICE, bytes, true, dptr);
+    struct CUgraph_st *g = capturing(s);
+    if (g == NULL)
+        return new_slot(pool->dev, K_DEVICE, bytes, true, dptr);
+    /* captured: a memory node; the memory is the graph's when it runs */
+    return graph_alloc(g, pool->dev, bytes, dptr);
 }
 
 API CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool,
@@ -1498,6 +1544,94 @@ API CUresult cuMemFreeAsync_ptsz(CUdeviceptr ptr, CUstream s)
 }
 
 /* ---- graphs: kernel nodes only ---- */
+
+/* A memory node of g: its address now, its memory while an exec of g
+ * lives (the real driver takes it at launch and keeps it in the graph
+ * memory pool). */
+static CUresult graph_alloc(struct CUgraph_st *g, int dev, uint64_t bytes, CUdeviceptr *dptr)
+{
+    if (g->alloc_bytes && g->alloc_dev != dev)
+        return CUDA_ERROR_NOT_SUPPORTED; /* the simulator's graphs allocate on one GPU */
+    CUresult r = new_slot(dev, K_DEVICE, bytes, false, dptr);
+    if (r == CUDA_SUCCESS) {
+        g->alloc_bytes += bytes;
+        g->alloc_dev = dev;
+    }
+    return r;
+}
+
+API CUresult cuGraphAddMemAllocNode(CUgraphNode *node_out, CUgraph g, const CUgraphNode *deps,
+                                    size_t ndeps, CUDA_MEM_ALLOC_NODE_PARAMS *p)
+{
+    NEED_INIT();
+    if (node_out == NULL || p == NULL || p->bytesize == 0 || (ndeps > 0 && deps == NULL) ||
+        !is_handle(g, MAGIC_GRAPH) || p->poolProps.location.type != CU_MEM_LOCATION_TYPE_DEVICE)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_dev(p->poolProps.location.id))
+        return CUDA_ERROR_INVALID_DEVICE;
+    CUresult r = graph_alloc(g, p->poolProps.location.id, p->bytesize, &p->dptr);
+    if (r == CUDA_SUCCESS)
+        *node_out = (CUgraphNode)(void *)&g->alloc_bytes;
+    return r;
+}
+
+/* The generic form (CUgraphNodeParams): the simulator makes memory
+ * nodes (type 10) this way; other types are not simulated. */
+#define SIM_NODE_TYPE_MEM_ALLOC 10
+API CUresult cuGraphAddNode(CUgraphNode *node_out, CUgraph g, const CUgraphNode *deps,
+                            size_t ndeps, void *params)
+{
+    NEED_INIT();
+    if (params == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    int type;
+    memcpy(&type, params, sizeof type);
+    if (type != SIM_NODE_TYPE_MEM_ALLOC)
+        return CUDA_ERROR_NOT_SUPPORTED;
+    return cuGraphAddMemAllocNode(node_out, g, deps, ndeps,
+                                  (CUDA_MEM_ALLOC_NODE_PARAMS *)((char *)params + 16));
+}
+
+API CUresult cuStreamBeginCapture_v2(CUstream s, int mode)
+{
+    NEED_INIT();
+    if (mode < 0 || mode > 2)
+        return CUDA_ERROR_INVALID_VALUE;
+    if ((uintptr_t)s <= 2) /* the default stream cannot be captured */
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    if (!is_handle(s, MAGIC_STREAM))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (s->capture)
+        return CUDA_ERROR_ILLEGAL_STATE;
+    struct CUgraph_st *g = handle_new(sizeof *g, MAGIC_GRAPH);
+    if (g == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    s->capture = g;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamEndCapture(CUstream s, CUgraph *graph)
+{
+    NEED_INIT();
+    if (graph == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if ((uintptr_t)s <= 2 || !is_handle(s, MAGIC_STREAM) || s->capture == NULL)
+        return CUDA_ERROR_ILLEGAL_STATE;
+    *graph = s->capture;
+    s->capture = NULL;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamIsCapturing(CUstream s, int *status)
+{
+    NEED_INIT();
+    if (status == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_stream(s))
+        return CUDA_ERROR_INVALID_HANDLE;
+    *status = capturing(s) ? CU_STREAM_CAPTURE_STATUS_ACTIVE : CU_STREAM_CAPTURE_STATUS_NONE;
+    return CUDA_SUCCESS;
+}
 
 API CUresult cuGraphCreate(CUgraph *graph, unsigned int flags)
 {
@@ -1554,11 +1688,19 @@ API CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g, unsigned 
     NEED_INIT();
     if (exec == NULL || !is_handle(g, MAGIC_GRAPH) || flags > 0xf)
         return CUDA_ERROR_INVALID_VALUE;
-    struct CUgraphExec_st *e = handle_new(sizeof *e, MAGIC_EXEC);
-    if (e == NULL)
+    if (g->alloc_bytes && !sim_dev_alloc(shared, (unsigned int)visible[g->alloc_dev],
+                                         g->alloc_bytes, capacity(g->alloc_dev)))
         return CUDA_ERROR_OUT_OF_MEMORY;
+    struct CUgraphExec_st *e = handle_new(sizeof *e, MAGIC_EXEC);
+    if (e == NULL) {
+        if (g->alloc_bytes)
+            sim_dev_free(shared, (unsigned int)visible[g->alloc_dev], g->alloc_bytes);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     for (size_t i = 0; i < g->count; i++)
         e->dur_ns += g->kernels[i].ns;
+    e->alloc_bytes = g->alloc_bytes;
+    e->alloc_dev = g->alloc_dev;
     *exec = e;
     return CUDA_SUCCESS;
 }
@@ -1581,6 +1723,8 @@ API CUresult cuGraphExecDestroy(CUgraphExec e)
     NEED_INIT();
     if (!is_handle(e, MAGIC_EXEC))
         return CUDA_ERROR_INVALID_VALUE;
+    if (e->alloc_bytes)
+        sim_dev_free(shared, (unsigned int)visible[e->alloc_dev], e->alloc_bytes);
     handle_free(e);
     return CUDA_SUCCESS;
 }
@@ -1715,6 +1859,13 @@ static const struct proc procs[] = {
     P("cuGraphCreate", 10000, cuGraphCreate),
     P("cuGraphAddKernelNode", 10000, cuGraphAddKernelNode),
     P("cuGraphAddKernelNode", 12000, cuGraphAddKernelNode_v2),
+    P("cuGraphAddMemAllocNode", 11040, cuGraphAddMemAllocNode),
+    P("cuGraphAddNode", 12020, cuGraphAddNode),
+    P("cuGreenCtxCreate", 12040, cuGreenCtxCreate),
+    P("cuGreenCtxDestroy", 12040, cuGreenCtxDestroy),
+    P("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2),
+    P("cuStreamEndCapture", 10000, cuStreamEndCapture),
+    P("cuStreamIsCapturing", 10000, cuStreamIsCapturing),
     P("cuGraphInstantiateWithFlags", 11040, cuGraphInstantiateWithFlags),
     P("cuGraphInstantiate", 12000, cuGraphInstantiateWithFlags),
     P("cuGraphLaunch", 10000, cuGraphLaunch),

@@ -56,7 +56,8 @@ enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL, M_MAPS, M_MA
     X(cuMemPoolCreate) X(cuMemPoolDestroy) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool)     \
     X(cuDeviceSetMemPool) X(cuGraphExecDestroy) X(cuModuleUnload) X(cuMemMap) X(cuMemUnmap)       \
     X(cuCtxCreate_v3) X(cuCtxCreate_v4) X(cuCtxCreate) X(cuCtxDestroy)                            \
-    X(cuDevicePrimaryCtxRelease) X(cuMemAlloc) X(cuCtxSetLimit)
+    X(cuDevicePrimaryCtxRelease) X(cuMemAlloc) X(cuCtxSetLimit) X(cuGraphAddMemAllocNode)      \
+    X(cuGraphAddNode) X(cuGreenCtxCreate)
 
 /* Driver functions the interposer calls itself. */
 typedef CUresult (*pfn_ctx_get_device)(CUdevice *);
@@ -94,7 +95,7 @@ static uint64_t context_bytes = 64ULL << 20;
 static const char *state_dir;
 static struct device devs[MAX_DEVS];
 static struct glc_map allocations;
-static bool told_memory, told_file, told_pitch, told_legacy, told_set_limit;
+static bool told_memory, told_file, told_pitch, told_legacy, told_set_limit, told_unsupported;
 /* The limits file, when there is one; matched to CUDA ordinals by UUID on
  * first use, once the driver can say which device is which. */
 static struct glc_limits file_limits;
@@ -105,6 +106,7 @@ static pthread_once_t match_once = PTHREAD_ONCE_INIT;
 WATCHED(REAL_PTR)
 static pfn_ctx_get_device real_ctx_get_device;
 static CUresult (*real_ctx_get_limit)(size_t *, int);
+static CUresult (*real_is_capturing)(CUstream, int *);
 static pfn_init real_init;
 static pfn_count real_count;
 static pfn_uuid real_uuid;
@@ -232,6 +234,7 @@ static void init(void)
     WATCHED(RESOLVE)
     real_ctx_get_device = (pfn_ctx_get_device)lookup("cuCtxGetDevice");
     real_ctx_get_limit = (CUresult(*)(size_t *, int))lookup("cuCtxGetLimit");
+    real_is_capturing = (CUresult(*)(CUstream, int *))lookup("cuStreamIsCapturing");
     real_init = (pfn_init)lookup("cuInit");
     real_count = (pfn_count)lookup("cuDeviceGetCount");
     real_uuid = (pfn_uuid)lookup("cuDeviceGetUuid_v2");
@@ -572,6 +575,64 @@ static CUresult call_pool(void *a)
         x->dptr, x->bytes, x->pool, x->stream);
 }
 
+/* Ways to memory the count cannot follow: graph memory nodes (the graph
+ * allocates each time it runs, into a pool the driver keeps) and green
+ * contexts. On a device with a limit they are refused, said once. */
+static CUresult unsupported(int dev, const char *what, CUresult r)
+{
+    say(__atomic_exchange_n(&told_unsupported, true, __ATOMIC_RELAXED) ? 2 : 1,
+        "%s on device %d refused (error %d): device %d has a memory limit the interposer "
+        "cannot hold it to",
+        what, dev, (int)r, dev);
+    return r;
+}
+
+API CUresult cuGraphAddMemAllocNode(CUgraphNode *node, CUgraph g, const CUgraphNode *deps,
+                                    size_t ndeps, CUDA_MEM_ALLOC_NODE_PARAMS *p)
+{
+    ensure_init();
+    if (real_cuGraphAddMemAllocNode == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (active && p && has_limit(p->poolProps.location.id))
+        return unsupported(p->poolProps.location.id, "cuGraphAddMemAllocNode",
+                           CUDA_ERROR_NOT_SUPPORTED);
+    return ((CUresult(*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
+                         CUDA_MEM_ALLOC_NODE_PARAMS *))real_cuGraphAddMemAllocNode)(node, g, deps,
+                                                                                    ndeps, p);
+}
+
+/* CUgraphNodeParams: the node type, then its parameters 16 bytes in. */
+#define NODE_TYPE_MEM_ALLOC 10
+API CUresult cuGraphAddNode(CUgraphNode *node, CUgraph g, const CUgraphNode *deps, size_t ndeps,
+                            void *params)
+{
+    ensure_init();
+    if (real_cuGraphAddNode == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int type = 0;
+    CUDA_MEM_ALLOC_NODE_PARAMS alloc;
+    if (active && params) {
+        memcpy(&type, params, sizeof type);
+        memcpy(&alloc, (const char *)params + 16, sizeof alloc);
+    }
+    if (type == NODE_TYPE_MEM_ALLOC && has_limit(alloc.poolProps.location.id))
+        return unsupported(alloc.poolProps.location.id, "cuGraphAddNode of a memory node",
+                           CUDA_ERROR_NOT_SUPPORTED);
+    return ((CUresult(*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
+                         void *))real_cuGraphAddNode)(node, g, deps, ndeps, params);
+}
+
+API CUresult cuGreenCtxCreate(CUcontext *pctx, const void *desc, CUdevice dev, unsigned int flags)
+{
+    ensure_init();
+    if (real_cuGreenCtxCreate == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (active && has_limit(dev))
+        return unsupported(dev, "cuGreenCtxCreate", CUDA_ERROR_NOT_SUPPORTED);
+    return ((CUresult(*)(CUcontext *, const void *, CUdevice, unsigned int))real_cuGreenCtxCreate)(
+        pctx, desc, dev, flags);
+}
+
 /* Remembers which device's memory pool hands out (dev -1: not a GPU's). */
 static void pool_on(CUmemoryPool pool, int dev)
 {
@@ -612,6 +673,12 @@ static CUresult async_alloc(void (*fn)(void), bool from_pool, CUdeviceptr *dptr,
     if (dptr == NULL)
         return call(&a);
     int dev = !active ? -1 : from_pool ? pool_device(pool) : current_device();
+    int status = CU_STREAM_CAPTURE_STATUS_NONE;
+    if (has_limit(dev) && (real_is_capturing == NULL || real_is_capturing(s, &status) != CUDA_SUCCESS ||
+                           status != CU_STREAM_CAPTURE_STATUS_NONE))
+        return unsupported(dev, from_pool ? "cuMemAllocFromPoolAsync in a stream capture"
+                                          : "cuMemAllocAsync in a stream capture",
+                           CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
     return counted_alloc(dev, bytes,
                          from_pool ? "cuMemAllocFromPoolAsync" : "cuMemAllocAsync",
                          CUDA_ERROR_OUT_OF_MEMORY, call, &a, M_PTR, dptr);

@@ -11,6 +11,11 @@
  *                                    (the CUDA samples' idiom)
  *   ctx3 ctx4                        a context by cuCtxCreate_v3 / _v4
  *   setlimit:LIMIT:VALUE             cuCtxSetLimit (0 stack, 1 FIFO, 2 heap)
+ *   graphmem:HOW:N                   a graph allocating N bytes (HOW: capture,
+ *                                    a cuMemAllocAsync in a stream capture;
+ *                                    node, cuGraphAddMemAllocNode; generic,
+ *                                    cuGraphAddNode), instantiated and kept
+ *   green                            a green context, made and destroyed
  *   legacy                           the v1 entry points, by dlsym: three
  *                                    cuCtxCreate, two 32-bit cuMemAlloc,
  *                                    the contexts destroyed by cuCtxDestroy
@@ -65,6 +70,18 @@
       CUresult (*)(CUdevice))                                                                     \
     X(set_current, "cuCtxSetCurrent", "cuCtxSetCurrent", CUresult (*)(CUcontext))                 \
     X(set_limit, "cuCtxSetLimit", "cuCtxSetLimit", CUresult (*)(int, size_t))                     \
+    X(stream_create, "cuStreamCreate", "cuStreamCreate", CUresult (*)(CUstream *, unsigned int))  \
+    X(begin_capture, "cuStreamBeginCapture_v2", "cuStreamBeginCapture",                           \
+      CUresult (*)(CUstream, int))                                                                \
+    X(end_capture, "cuStreamEndCapture", "cuStreamEndCapture", CUresult (*)(CUstream, CUgraph *)) \
+    X(mem_node, "cuGraphAddMemAllocNode", "cuGraphAddMemAllocNode",                               \
+      CUresult (*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,                           \
+                   CUDA_MEM_ALLOC_NODE_PARAMS *))                                                 \
+    X(add_node, "cuGraphAddNode", "cuGraphAddNode",                                               \
+      CUresult (*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t, void *))                  \
+    X(green_create, "cuGreenCtxCreate", "cuGreenCtxCreate",                                       \
+      CUresult (*)(CUcontext *, const void *, CUdevice, unsigned int))                            \
+    X(green_destroy, "cuGreenCtxDestroy", "cuGreenCtxDestroy", CUresult (*)(CUcontext))           \
     X(ctx_create, "cuCtxCreate_v2", "cuCtxCreate", CUresult (*)(CUcontext *, unsigned int, CUdevice)) \
     X(ctx_destroy, "cuCtxDestroy_v2", "cuCtxDestroy", CUresult (*)(CUcontext))                    \
     X(ctx_create3, "cuCtxCreate_v3", "cuCtxCreate_v3",                                            \
@@ -490,6 +507,43 @@ static CUresult regraph(char **save)
     return r;
 }
 
+static CUgraphExec graph_execs[64];
+static int graph_exec_count;
+
+static void graph_mem(const char *how, size_t n)
+{
+    CUgraph g = NULL;
+    CUgraphNode node;
+    CUmemPoolProps props = {.allocType = CU_MEM_ALLOCATION_TYPE_PINNED,
+                            .location = {CU_MEM_LOCATION_TYPE_DEVICE, dev}};
+    CUDA_MEM_ALLOC_NODE_PARAMS p = {.poolProps = props, .bytesize = n};
+    CUresult r;
+    if (strcmp(how, "capture") == 0) {
+        CUstream s;
+        CUdeviceptr d;
+        r = cu.stream_create(&s, 1);
+        if (r == CUDA_SUCCESS && (r = cu.begin_capture(s, 0)) == CUDA_SUCCESS) {
+            r = cu.async(&d, n, s);
+            CUresult e = cu.end_capture(s, &g);
+            r = r ? r : e;
+        }
+    } else if ((r = cu.graph_create(&g, 0)) == CUDA_SUCCESS && strcmp(how, "node") == 0) {
+        r = cu.mem_node(&node, g, NULL, 0, &p);
+    } else if (r == CUDA_SUCCESS) {
+        struct {
+            int type, reserved[3];
+            CUDA_MEM_ALLOC_NODE_PARAMS alloc;
+            char rest[232 - 16 - sizeof(CUDA_MEM_ALLOC_NODE_PARAMS)];
+        } generic = {.type = 10, .alloc = p};
+        r = cu.add_node ? cu.add_node(&node, g, NULL, 0, &generic) : CUDA_ERROR_NOT_FOUND;
+    }
+    CUresult inst = CUDA_ERROR_INVALID_VALUE;
+    if (r == CUDA_SUCCESS && graph_exec_count < 64 &&
+        (inst = cu.graph_inst(&graph_execs[graph_exec_count], g, 0)) == CUDA_SUCCESS)
+        graph_exec_count++;
+    printf("graphmem rc=%d inst=%d\n", r, inst);
+}
+
 static void legacy(void)
 {
     void *h = dlopen("libcuda.so.1", RTLD_NOW);
@@ -584,6 +638,15 @@ int main(int argc, char **argv)
         } else if (strcmp(op, "setlimit") == 0) {
             int limit = (int)num(&save);
             printf("setlimit rc=%d\n", cu.set_limit(limit, num(&save)));
+        } else if (strcmp(op, "graphmem") == 0) {
+            char *how = strtok_r(NULL, ":", &save);
+            graph_mem(how ? how : "", num(&save));
+        } else if (strcmp(op, "green") == 0) {
+            CUcontext c = NULL;
+            r = cu.green_create ? cu.green_create(&c, (void *)&dev, dev, 1) : CUDA_ERROR_NOT_FOUND;
+            if (r == CUDA_SUCCESS)
+                cu.green_destroy(c);
+            printf("green rc=%d\n", r);
         } else if (strcmp(op, "legacy") == 0) {
             legacy();
         } else if (strcmp(op, "retainrace") == 0) {
@@ -609,6 +672,8 @@ int main(int argc, char **argv)
                 printf("fork rc=-1\n");
         } else if (strcmp(op, "freeall") == 0) {
             free_all();
+            while (graph_exec_count > 0)
+                cu.graph_exec_destroy(graph_execs[--graph_exec_count]);
             printf("freeall rc=0\n");
         } else if (strcmp(op, "wait") == 0) {
             char line[16];

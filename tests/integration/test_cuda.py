@@ -414,6 +414,33 @@ def test_raising_the_heap_or_stack_is_refused_under_a_limit(cuda, way):
     assert p.stderr.count("cuCtxSetLimit") == 1, p.stderr
 
 
+def test_the_simulated_driver_has_graph_memory_and_green_contexts(cuda):
+    """The simulator first: a graph's memory nodes (added, added by the
+    generic call, or captured from cuMemAllocAsync) hold their memory
+    while an exec of the graph lives; a green context is made."""
+    out = cuda.run("direct", "info", "graphmem:capture:104857600", "graphmem:node:104857600",
+                   "graphmem:generic:104857600", "info", "freeall", "info", "green").stdout
+    assert [(int(g["rc"]), int(g["inst"])) for g in lines(out, "graphmem")] == [(0, 0)] * 3, out
+    before, held, after = (int(i["free"]) for i in lines(out, "info"))
+    assert before - held == 300 * MIB and after == before, out
+    assert one(out, "green")["rc"] == 0, out
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_graph_memory_and_green_contexts_are_refused_under_a_limit(cuda, way):
+    """Issue #23 item 8: memory a graph allocates each time it runs, and
+    green contexts, are not followed by the count: under a limit they are
+    refused (captured cuMemAllocAsync: STREAM_CAPTURE_UNSUPPORTED, the
+    others NOT_SUPPORTED), said once; the limit stays whole."""
+    out = cuda.run(way, "graphmem:capture:1048576", "graphmem:node:1048576",
+                   "graphmem:generic:1048576", "green", "fill:alloc:1048576",
+                   limits={"GPULET_CUDA_MEMORY_LIMIT": "256Mi"})
+    assert [int(g["rc"]) for g in lines(out.stdout, "graphmem")] == [900, 801, 801], out.stdout
+    assert one(out.stdout, "green")["rc"] == 801, out.stdout
+    assert one(out.stdout, "fill")["total"] == 256 * MIB - CTX, out.stdout
+    assert out.stderr.count("cannot hold it to") == 1, out.stderr
+
+
 def busy_share(out, op, kernel_ns):
     r = one(out, op)
     assert r["rc"] == 0
