@@ -1592,6 +1592,14 @@ API CUresult cuGraphAddNode(CUgraphNode *node_out, CUgraph g, const CUgraphNode 
                                   (CUDA_MEM_ALLOC_NODE_PARAMS *)((char *)params + 16));
 }
 
+/* _v2 adds data for each dependency edge, unused here. */
+API CUresult cuGraphAddNode_v2(CUgraphNode *node_out, CUgraph g, const CUgraphNode *deps,
+                               const void *edges, size_t ndeps, void *params)
+{
+    (void)edges;
+    return cuGraphAddNode(node_out, g, deps, ndeps, params);
+}
+
 API CUresult cuStreamBeginCapture_v2(CUstream s, int mode)
 {
     NEED_INIT();
@@ -1789,8 +1797,8 @@ static const struct proc procs[] = {
     P("cuDevicePrimaryCtxRelease", 11000, cuDevicePrimaryCtxRelease_v2),
     P("cuCtxCreate", 2000, cuCtxCreate),
     P("cuCtxCreate", 3020, cuCtxCreate_v2),
-    P("cuCtxCreate_v3", 11040, cuCtxCreate_v3),
-    P("cuCtxCreate_v4", 12050, cuCtxCreate_v4),
+    P("cuCtxCreate", 11040, cuCtxCreate_v3),
+    P("cuCtxCreate", 12050, cuCtxCreate_v4),
     P("cuCtxDestroy", 2000, cuCtxDestroy),
     P("cuCtxDestroy", 4000, cuCtxDestroy_v2),
     P("cuCtxSetCurrent", 4000, cuCtxSetCurrent),
@@ -1861,6 +1869,7 @@ static const struct proc procs[] = {
     P("cuGraphAddKernelNode", 12000, cuGraphAddKernelNode_v2),
     P("cuGraphAddMemAllocNode", 11040, cuGraphAddMemAllocNode),
     P("cuGraphAddNode", 12020, cuGraphAddNode),
+    P("cuGraphAddNode", 12030, cuGraphAddNode_v2),
     P("cuGreenCtxCreate", 12040, cuGreenCtxCreate),
     P("cuGreenCtxDestroy", 12040, cuGreenCtxDestroy),
     P("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2),

@@ -57,7 +57,7 @@ enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL, M_MAPS, M_MA
     X(cuDeviceSetMemPool) X(cuGraphExecDestroy) X(cuModuleUnload) X(cuMemMap) X(cuMemUnmap)       \
     X(cuCtxCreate_v3) X(cuCtxCreate_v4) X(cuCtxCreate) X(cuCtxDestroy)                            \
     X(cuDevicePrimaryCtxRelease) X(cuMemAlloc) X(cuCtxSetLimit) X(cuGraphAddMemAllocNode)      \
-    X(cuGraphAddNode) X(cuGreenCtxCreate)
+    X(cuGraphAddNode) X(cuGraphAddNode_v2) X(cuGreenCtxCreate)
 
 /* Driver functions the interposer calls itself. */
 typedef CUresult (*pfn_ctx_get_device)(CUdevice *);
@@ -603,23 +603,42 @@ API CUresult cuGraphAddMemAllocNode(CUgraphNode *node, CUgraph g, const CUgraphN
 
 /* CUgraphNodeParams: the node type, then its parameters 16 bytes in. */
 #define NODE_TYPE_MEM_ALLOC 10
+static bool memory_node(const void *params, int *dev)
+{
+    int type = 0;
+    CUDA_MEM_ALLOC_NODE_PARAMS alloc;
+    if (!active || params == NULL)
+        return false;
+    memcpy(&type, params, sizeof type);
+    memcpy(&alloc, (const char *)params + 16, sizeof alloc);
+    *dev = alloc.poolProps.location.id;
+    return type == NODE_TYPE_MEM_ALLOC && has_limit(*dev);
+}
+
 API CUresult cuGraphAddNode(CUgraphNode *node, CUgraph g, const CUgraphNode *deps, size_t ndeps,
                             void *params)
 {
     ensure_init();
+    int dev;
     if (real_cuGraphAddNode == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
-    int type = 0;
-    CUDA_MEM_ALLOC_NODE_PARAMS alloc;
-    if (active && params) {
-        memcpy(&type, params, sizeof type);
-        memcpy(&alloc, (const char *)params + 16, sizeof alloc);
-    }
-    if (type == NODE_TYPE_MEM_ALLOC && has_limit(alloc.poolProps.location.id))
-        return unsupported(alloc.poolProps.location.id, "cuGraphAddNode of a memory node",
-                           CUDA_ERROR_NOT_SUPPORTED);
+    if (memory_node(params, &dev))
+        return unsupported(dev, "cuGraphAddNode of a memory node", CUDA_ERROR_NOT_SUPPORTED);
     return ((CUresult(*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
                          void *))real_cuGraphAddNode)(node, g, deps, ndeps, params);
+}
+
+API CUresult cuGraphAddNode_v2(CUgraphNode *node, CUgraph g, const CUgraphNode *deps,
+                               const void *edges, size_t ndeps, void *params)
+{
+    ensure_init();
+    int dev;
+    if (real_cuGraphAddNode_v2 == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (memory_node(params, &dev))
+        return unsupported(dev, "cuGraphAddNode of a memory node", CUDA_ERROR_NOT_SUPPORTED);
+    return ((CUresult(*)(CUgraphNode *, CUgraph, const CUgraphNode *, const void *, size_t,
+                         void *))real_cuGraphAddNode_v2)(node, g, deps, edges, ndeps, params);
 }
 
 API CUresult cuGreenCtxCreate(CUcontext *pctx, const void *desc, CUdevice dev, unsigned int flags)

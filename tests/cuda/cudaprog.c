@@ -77,16 +77,16 @@
     X(mem_node, "cuGraphAddMemAllocNode", "cuGraphAddMemAllocNode",                               \
       CUresult (*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,                           \
                    CUDA_MEM_ALLOC_NODE_PARAMS *))                                                 \
-    X(add_node, "cuGraphAddNode", "cuGraphAddNode",                                               \
-      CUresult (*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t, void *))                  \
+    X(add_node, "cuGraphAddNode_v2", "cuGraphAddNode",                                            \
+      CUresult (*)(CUgraphNode *, CUgraph, const CUgraphNode *, const void *, size_t, void *))    \
     X(green_create, "cuGreenCtxCreate", "cuGreenCtxCreate",                                       \
       CUresult (*)(CUcontext *, const void *, CUdevice, unsigned int))                            \
     X(green_destroy, "cuGreenCtxDestroy", "cuGreenCtxDestroy", CUresult (*)(CUcontext))           \
     X(ctx_create, "cuCtxCreate_v2", "cuCtxCreate", CUresult (*)(CUcontext *, unsigned int, CUdevice)) \
     X(ctx_destroy, "cuCtxDestroy_v2", "cuCtxDestroy", CUresult (*)(CUcontext))                    \
-    X(ctx_create3, "cuCtxCreate_v3", "cuCtxCreate_v3",                                            \
+    X(ctx_create3, "cuCtxCreate_v3", "cuCtxCreate",                                               \
       CUresult (*)(CUcontext *, const void *, int, unsigned int, CUdevice))                       \
-    X(ctx_create4, "cuCtxCreate_v4", "cuCtxCreate_v4",                                            \
+    X(ctx_create4, "cuCtxCreate_v4", "cuCtxCreate",                                               \
       CUresult (*)(CUcontext *, const void *, unsigned int, CUdevice))                            \
     X(alloc, "cuMemAlloc_v2", "cuMemAlloc", CUresult (*)(CUdeviceptr *, size_t))                  \
     X(pitch, "cuMemAllocPitch_v2", "cuMemAllocPitch",                                             \
@@ -175,6 +175,22 @@ static void keep(enum kind k, CUdeviceptr p, CUmemGenericAllocationHandle h, siz
         held[held_count++] = (struct held){k, p, h, bytes};
 }
 
+/* The CUDA version a program asks cuGetProcAddress for: 12.0, except
+ * where the form wanted came with another (the driver answers a name with
+ * the newest form not newer than the version). */
+static int proc_version(const char *field)
+{
+    static const struct {
+        const char *field;
+        int version;
+    } v[] = {{"ctx_create", 3020}, {"ctx_create3", 11040}, {"ctx_create4", 12050},
+             {"add_node", 12030}, {"green_create", 12040}, {"green_destroy", 12040}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        if (strcmp(field, v[i].field) == 0)
+            return v[i].version;
+    return 12000;
+}
+
 static int resolve(const char *way)
 {
     if (strcmp(way, "direct") == 0) {
@@ -207,7 +223,7 @@ static int resolve(const char *way)
         if (gpa == NULL)
             return -1;
         CUdriverProcAddressQueryResult st;
-#define PROCADDR(f, sym, base, ...) gpa(base, (void **)&cu.f, 12050, flags, &st);
+#define PROCADDR(f, sym, base, ...) gpa(base, (void **)&cu.f, proc_version(#f), flags, &st);
         FUNCS(PROCADDR)
         return 0;
     }
@@ -535,7 +551,7 @@ static void graph_mem(const char *how, size_t n)
             CUDA_MEM_ALLOC_NODE_PARAMS alloc;
             char rest[232 - 16 - sizeof(CUDA_MEM_ALLOC_NODE_PARAMS)];
         } generic = {.type = 10, .alloc = p};
-        r = cu.add_node ? cu.add_node(&node, g, NULL, 0, &generic) : CUDA_ERROR_NOT_FOUND;
+        r = cu.add_node ? cu.add_node(&node, g, NULL, NULL, 0, &generic) : CUDA_ERROR_NOT_FOUND;
     }
     CUresult inst = CUDA_ERROR_INVALID_VALUE;
     if (r == CUDA_SUCCESS && graph_exec_count < 64 &&
