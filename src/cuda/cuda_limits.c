@@ -253,14 +253,9 @@ static void reclaim_dead(struct glc_file *f)
     }
 }
 
-/* A forked child shares its parent's open file, and with it the locks:
- * it takes a file of its own, and a slot of its own when it needs one. */
-static void after_fork(struct glc_file *f)
+void glc_forked(struct glc_file *f)
 {
-    int32_t pid = (int32_t)getpid();
-    if (f->pid == pid)
-        return;
-    f->pid = pid;
+    f->pid = (int32_t)getpid();
     f->slot = -1;
     if (f->fd < 0)
         return;
@@ -273,7 +268,6 @@ static void after_fork(struct glc_file *f)
 static int own_slot(struct glc_file *f)
 {
     struct glc_shared *s = f->s;
-    after_fork(f);
     if (f->slot >= 0)
         return f->slot;
     if (!f->mapped)
@@ -314,7 +308,6 @@ void glc_release(struct glc_file *f, uint64_t bytes)
 {
     struct glc_shared *s = f->s;
     lock(s);
-    after_fork(f);
     int slot = f->slot; /* a process without one has nothing to give back */
     if (slot >= 0) {
         uint64_t n = bytes < s->procs[slot].used ? bytes : s->procs[slot].used;
@@ -327,7 +320,6 @@ void glc_release(struct glc_file *f, uint64_t bytes)
 uint64_t glc_used(struct glc_file *f)
 {
     lock(f->s);
-    after_fork(f);
     reclaim_dead(f);
     uint64_t used = f->s->used;
     pthread_mutex_unlock(&f->s->lock);

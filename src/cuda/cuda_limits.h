@@ -65,6 +65,11 @@ struct glc_file;
  * only. NULL on failure, with the reason in msg. */
 struct glc_file *glc_open(const char *dir, const char *name, char *msg, size_t msg_len);
 void glc_close(struct glc_file *f);
+/* In a forked child (from pthread_atfork): the child shares its parent's
+ * open file, and with it the slot's lock, so it takes a file of its own,
+ * and a slot of its own when it needs one. Kept out of the allocation
+ * path, which then needs no getpid(). */
+void glc_forked(struct glc_file *f);
 
 /* Takes bytes for this process if the container's usage stays within
  * limit, reclaiming the usage of dead processes when it would not. */

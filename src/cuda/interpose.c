@@ -216,6 +216,14 @@ static void read_config(void)
 static pthread_once_t dlsym_once;
 static void find_dlsym(void);
 
+/* The child of a fork holds none of its parent's slots. */
+static void in_child(void)
+{
+    for (int d = 0; d < MAX_DEVS; d++)
+        if (devs[d].opened && devs[d].file)
+            glc_forked(devs[d].file);
+}
+
 static void init(void)
 {
     /* dlsym itself is watched, so the real one comes by version. */
@@ -230,6 +238,8 @@ static void init(void)
     if (cu_init && dladdr(cu_init, &where))
         driver_base = where.dli_fbase;
     read_config();
+    if (pthread_atfork(NULL, NULL, in_child) != 0)
+        say(0, "cannot watch for fork: a forked child would share its parent's budget slot");
 #define RESOLVE(name) real_##name = (void (*)(void))lookup(#name);
     WATCHED(RESOLVE)
     real_ctx_get_device = (pfn_ctx_get_device)lookup("cuCtxGetDevice");
