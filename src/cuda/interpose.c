@@ -1735,6 +1735,7 @@ API void *dlmopen(Lmid_t lmid, const char *file, int flags)
     }
     if (lmid == LM_ID_BASE || file == NULL)
         return fn(lmid, file, flags);
+    pthread_once(&dlsym_once, find_dlsym);
     if (driver_name(file)) {
         say(2, "dlmopen of %s in a new namespace answered with the watched library", file);
         return dlopen(file, flags);

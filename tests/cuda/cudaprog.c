@@ -417,7 +417,7 @@ static void free_all(void)
     }
 }
 
-static unsigned long long run_launches, run_wall_ns, run_handle;
+static unsigned long long run_launches, run_wall_ns, regraph_same;
 
 /* Launches NAME back to back for SECONDS, synchronising every 8. */
 static CUresult run(const char *how, char **save)
@@ -463,7 +463,6 @@ static CUresult run(const char *how, char **save)
     cu.unload(m);
     run_launches = launches;
     run_wall_ns = now_ns() - start;
-    run_handle = how[0] == 'g' ? (uintptr_t)exec : (uintptr_t)f;
     return CUDA_SUCCESS;
 }
 
@@ -489,7 +488,7 @@ static CUresult regraph(char **save)
     CUfunction fc, fd;
     CUgraph gc, gd;
     CUgraphExec ec;
-    CUresult r;
+    CUresult r = CUDA_ERROR_INVALID_VALUE;
     if (cheap == NULL || dear == NULL || (r = cu.load(&m, "sim")) != CUDA_SUCCESS ||
         (r = cu.get_function(&fc, m, cheap)) != CUDA_SUCCESS ||
         (r = cu.get_function(&fd, m, dear)) != CUDA_SUCCESS ||
@@ -515,7 +514,7 @@ static CUresult regraph(char **save)
     }
     run_launches = launches;
     run_wall_ns = now_ns() - start;
-    run_handle = same;
+    regraph_same = same;
     cu.graph_exec_destroy(e);
     cu.graph_destroy(gc);
     cu.graph_destroy(gd);
@@ -715,9 +714,10 @@ int main(int argc, char **argv)
             printf("fill rc=%d total=%zu\n", r, total);
         } else if (strcmp(op, "run") == 0 || strcmp(op, "coop") == 0 || strcmp(op, "graph") == 0 ||
                    strcmp(op, "regraph") == 0) {
-            r = op[0] == 'r' && op[1] == 'e' ? regraph(&save) : run(op, &save);
-            printf("%s rc=%d launches=%llu wall_ns=%llu handle=%llu\n", op, r, run_launches,
-                   run_wall_ns, run_handle);
+            int re = op[0] == 'r' && op[1] == 'e';
+            r = re ? regraph(&save) : run(op, &save);
+            printf("%s rc=%d launches=%llu wall_ns=%llu", op, r, run_launches, run_wall_ns);
+            printf(re ? " same=%llu\n" : "\n", regraph_same);
         } else {
             r = allocate(op, &save, &bytes);
             printf("%s rc=%d bytes=%zu\n", op, r, bytes);
