@@ -565,10 +565,12 @@ static void legacy(void)
     CUresult (*create)(CUcontext *, unsigned int, CUdevice);
     CUresult (*destroy)(CUcontext);
     CUresult (*alloc)(unsigned int *, unsigned int);
+    CUresult (*release1)(CUdevice);
+    *(void **)&release1 = h ? dlsym(h, "cuDevicePrimaryCtxRelease") : NULL;
     *(void **)&create = h ? dlsym(h, "cuCtxCreate") : NULL;
     *(void **)&destroy = h ? dlsym(h, "cuCtxDestroy") : NULL;
     *(void **)&alloc = h ? dlsym(h, "cuMemAlloc") : NULL;
-    if (create == NULL || destroy == NULL || alloc == NULL) {
+    if (create == NULL || destroy == NULL || alloc == NULL || release1 == NULL) {
         printf("legacy rc=-1\n");
         return;
     }
@@ -587,6 +589,24 @@ static void legacy(void)
     cu.set_current(primary_ctx);
     cu.info(&f, &t);
     printf("legacy destroyed=%d free=%zu\n", made, f);
+    /* device 1's primary context, released by the v1 call, then again */
+    size_t seen[2] = {0, 0};
+    for (int round = 0; round < 2; round++) {
+        CUcontext p1;
+        if (cu.retain(&p1, 1) != CUDA_SUCCESS)
+            break;
+        seen[round] = free_on(p1);
+        release1(1);
+    }
+    /* a context of its own on device 1 sees what the primary one left */
+    CUcontext own;
+    size_t after = 0;
+    if (cu.ctx_create(&own, 0, 1) == CUDA_SUCCESS) {
+        cu.info(&after, &t);
+        cu.ctx_destroy(own);
+    }
+    cu.set_current(primary_ctx);
+    printf("legacy primary=%zu again=%zu after=%zu\n", seen[0], seen[1], after);
 }
 
 /* NVML as a framework sizing its pool would read it. */

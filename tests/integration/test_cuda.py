@@ -386,7 +386,8 @@ def test_every_form_of_context_creation_is_counted(cuda, way):
 
 
 def test_the_legacy_entry_points_are_counted_or_refused(cuda):
-    """The v1 cuCtxCreate / cuCtxDestroy are watched like the _v2 ones; the
+    """The v1 cuCtxCreate / cuCtxDestroy / cuDevicePrimaryCtxRelease are
+    watched like the _v2 ones; the
     32-bit cuMemAlloc is refused under a limit (CUDA_ERROR_NOT_SUPPORTED,
     said once)."""
     out = cuda.run("direct", "legacy", limits={"GPULET_CUDA_MEMORY_LIMIT": "256Mi"})
@@ -394,6 +395,9 @@ def test_the_legacy_entry_points_are_counted_or_refused(cuda):
     made = lines(out.stdout, "legacy")
     assert made[0] == {"made": "3", "free": "0", "alloc": "801", "alloc2": "801"}, out.stdout
     assert made[1] == {"destroyed": "3", "free": str(256 * MIB - CTX)}, out.stdout
+    # device 1's primary context released by the v1 call gives its charge back
+    assert made[2] == {"primary": str(256 * MIB - CTX), "again": str(256 * MIB - CTX),
+                       "after": str(256 * MIB - CTX)}, out.stdout
     assert out.stderr.count("legacy cuMemAlloc") == 1, out.stderr
 
 
