@@ -26,6 +26,7 @@ python3-grpc-tools
 python3-prometheus-client
 runc
 busybox-static
+debootstrap
 containerd
 podman
 buildah
