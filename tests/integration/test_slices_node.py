@@ -1,0 +1,182 @@
+"""GPU slices that hold, the node's side (issue #23): usage figures a
+container writes are clamped before /metrics shows them; removing a gone
+pod's flooded state folder never stalls the device plugin; slices are cut
+from the memory a GPU can hand out, so a packed GPU gives every slice its
+limit."""
+import os
+import re
+import signal
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, load_node
+from kubelet import Kubelet, load_protos, wait_for
+from test_device_plugin import Daemon
+from test_metrics import pod, pod_server
+from test_slices import scrape
+
+MIB = 1 << 20
+RESOURCE = "nvidia.com/gpu.quarter"
+# GPU 2 of the simulated T4 node, in quarters
+CONFIG = f"""version: v1
+sharing:
+  slices:
+    resources:
+    - name: nvidia.com/gpu
+      devices: [2]
+      replicas: 4
+      rename: {RESOURCE}
+"""
+RULES = ROOT / "deploy" / "prometheus" / "gpulet-rules.yaml"
+
+
+@pytest.fixture(scope="module")
+def pr(tmp_path_factory):
+    load_protos(tmp_path_factory.mktemp("protos"))
+    from podresources.v1 import api_pb2  # noqa: E402
+    return api_pb2
+
+
+@pytest.fixture
+def node(build, tmp_path, pr):
+    """gpulet on the simulated T4 with GPU 2 in quarters, metrics on, a
+    pod-resources server answering what the test puts in .resp, and the
+    Python kubelet."""
+    class Node:
+        resp = pr.ListPodResourcesResponse()
+        calls = []
+
+        def relist(self):
+            """An Allocate makes gpulet ask pod-resources again soon."""
+            listed = len(self.calls)
+            self.kubelet.allocate("nvidia.com/gpu", [load_node("t4-pcie")["gpus"][0]["uuid"]])
+            wait_for(lambda: len(self.calls) > listed, what="pod-resources listed")
+
+        def port(self):
+            return int(wait_for(lambda: re.search(r'msg="serving metrics".* port=(\d+)',
+                                                   self.d.text()), what="the metrics port").group(1))
+
+    n = Node()
+    n.server = pod_server(pr, tmp_path / "pr.sock", n.resp, calls=n.calls)
+    n.kubelet = Kubelet(tmp_path / "dp", *load_protos(tmp_path / "protos"))
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GPULET_", "DCGM_")) and k not in
+           ("CONFIG_FILE", "DEVICE_LIST_STRATEGY", "DEVICE_ID_STRATEGY")}
+    n.d = Daemon(build, ["--simulate", "t4-pcie", "run", "--device-plugin-dir", tmp_path / "dp",
+                         "--no-labels", "--config-file", tmp_path / "config.yaml",
+                         "--state-dir", tmp_path / "state",
+                         "--cuda-interposer", build / "libgpulet-cuda.so",
+                         "--metrics-address", "127.0.0.1:0", "--collect-interval", "1000",
+                         "--pod-resources-socket", tmp_path / "pr.sock"], env,
+                 tmp_path / "gpulet.log")
+    n.kubelet.resource(RESOURCE)
+    n.kubelet.resource("nvidia.com/gpu")
+    n.uuid = load_node("t4-pcie")["gpus"][2]["uuid"]
+    yield n
+    n.d.stop(signal.SIGKILL)
+    n.kubelet.stop()
+    n.server.stop(0)
+
+
+def cuda_env(build, tmp_path, state_dir, limit):
+    """cudaprog on the simulated driver under the interposer, on GPU 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_CUDA_")}
+    env.update({
+        "GPULET_SIM_NODE": str(ROOT / "sim" / "nodes" / "t4-pcie.yaml"),
+        "GPULET_SIM_DEVICE_STATE": str(tmp_path / "node.device"),
+        "LD_LIBRARY_PATH": str(build / "sim" / "current"),
+        "LD_PRELOAD": str(build / "libgpulet-cuda.so"),
+        "ASAN_OPTIONS": "verify_asan_link_order=0:detect_leaks=0",
+        "CUDA_VISIBLE_DEVICES": "2",
+        "GPULET_CUDA_STATE_DIR": str(state_dir),
+        "GPULET_CUDA_MEMORY_LIMIT_0": str(limit),
+    })
+    return env
+
+
+def promtool_alerts(tmp_path, series, alert):
+    """The alerts `alert` of the project's rules fires at 2 minutes over
+    these series (name{labels} -> value, held constant), by promtool."""
+    lines = ["rule_files:", f"- {RULES}", "evaluation_interval: 15s", "tests:",
+             "- interval: 15s", "  input_series:"]
+    for name, value in series.items():
+        lines += [f"  - series: '{name}'", f"    values: '{value}+0x10'"]
+    lines += ["  alert_rule_test:", "  - eval_time: 2m", f"    alertname: {alert}",
+              "    exp_alerts: []"]
+    path = tmp_path / "alerts.test.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    r = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True)
+    return r.returncode != 0 and alert in r.stdout + r.stderr
+
+
+def test_usage_a_container_writes_is_clamped(build, node, pr, tmp_path):
+    """Issue #23 item 7: a container writes its own state file; one saying
+    16 EiB showed 16 EiB for its pod and fired GPUMemoryAlmostFull for the
+    whole GPU. The figure is shown as its limit, counted, and logged once
+    per listing, not once per scrape."""
+    prog = build / "tests" / "cudaprog"
+    if not prog.exists():
+        pytest.fail(f"{prog} is missing: run `make`")
+    ids = [f"{node.uuid}::s0"]
+    answer = node.kubelet.allocate(RESOURCE, ids).container_responses[0]
+    state = next(m.host_path for m in answer.mounts if m.container_path == "/run/gpulet/cuda")
+    quarter = int(re.search(r"GPULET_CUDA_MEMORY_LIMIT_0=(\d+)", open(next(
+        m.host_path for m in answer.mounts if m.container_path == "/etc/gpulet/cuda-limits"))
+        .read()).group(1))
+    # a real state file, written by the interposer for a process holding 256 MiB
+    hold = subprocess.Popen([str(prog), "direct", f"alloc:{256 * MIB}", "hold"],
+                            env=cuda_env(build, tmp_path, state, quarter),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: hold.stdout.readline() in ("holding\n", ""), what="cudaprog holding")
+        assert hold.poll() is None, hold.stderr.read()
+        files = [f for f in os.listdir(state) if f.upper().endswith(node.uuid[4:].upper())]
+        assert len(files) == 1, os.listdir(state)
+        # the container makes its figure 16 EiB: every place that held its true usage
+        path = os.path.join(state, files[0])
+        data = bytearray(open(path, "rb").read())
+        true_used = struct.pack("<Q", 64 * MIB + 256 * MIB)
+        assert true_used in data
+        data = data.replace(true_used, struct.pack("<Q", (1 << 64) - 1))
+        with open(path, "r+b") as f:
+            f.write(data)
+
+        node.resp.pod_resources.append(pod(pr, "big", "team", "main", RESOURCE, ids))
+        port = node.port()
+        node.relist()
+        labels = f'{{gpu="2",UUID="{node.uuid}",pod="big",namespace="team",container="main"}}'
+        body = wait_for(lambda: (lambda b: b if f"gpulet_container_memory_used_bytes{labels}"
+                                 in b else None)(scrape(port)), what="the container's usage")
+        assert f"gpulet_container_memory_used_bytes{labels} {quarter}\n" in body
+        fb = re.search(r'DCGM_FI_DEV_FB_USED\{gpu="2",[^}]*pod="big"[^}]*\} (\S+)', body)
+        assert fb and int(fb.group(1)) == quarter // MIB, body
+        # scraped many times over several listings: one log line per listing
+        for _ in range(2):
+            for _ in range(30):
+                scrape(port)
+            node.relist()
+        body = scrape(port)
+        clamped = int(re.search(r"gpulet_container_memory_used_clamped_total (\d+)", body)
+                      .group(1))
+        lines = re.findall(r".*usage above its limit.*", node.d.text())
+        assert 3 <= clamped <= len(node.calls) and len(lines) == clamped
+        assert f"first_read={(1 << 64) - 1} first_shown={quarter}" in lines[0]
+        assert f"gpulet_container_memory_used_bytes{labels} {quarter}\n" in body
+
+        # GPUMemoryAlmostFull over what /metrics shows for GPU 2, and over
+        # the same with the raw figure: only the raw one fires
+        shown = {}
+        for m in re.finditer(r'^(DCGM_FI_DEV_FB_(?:USED|FREE)\{gpu="2",[^}]*\}) (\S+)$', body,
+                             re.M):
+            shown[m.group(1)] = m.group(2)
+        assert len(shown) == 2, shown
+        assert not promtool_alerts(tmp_path, shown, "GPUMemoryAlmostFull")
+        raw = {k: (str(((1 << 64) - 1) >> 20) if "FB_USED" in k else v) for k, v in shown.items()}
+        assert promtool_alerts(tmp_path, raw, "GPUMemoryAlmostFull")
+    finally:
+        hold.kill()
+        hold.wait()
