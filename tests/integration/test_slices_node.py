@@ -180,3 +180,66 @@ def test_usage_a_container_writes_is_clamped(build, node, pr, tmp_path):
     finally:
         hold.kill()
         hold.wait()
+
+
+def flood(state, victim):
+    """What a hostile container leaves in its state folder: 100,000 files,
+    links to a folder and a file outside, and a chain of 40 nested folders
+    with a link at its bottom."""
+    for k in range(100000):
+        os.close(os.open(os.path.join(state, f"f{k:06}"), os.O_CREAT | os.O_WRONLY, 0o644))
+    os.symlink(victim, os.path.join(state, "dir-link"))
+    os.symlink(victim / "keep", os.path.join(state, "file-link"))
+    deep = state
+    for _ in range(40):
+        deep = os.path.join(deep, "d")
+        os.mkdir(deep)
+    os.symlink(victim, os.path.join(deep, "link"))
+
+
+def test_removing_a_flooded_folder_never_stalls_the_plugin(node, pr, tmp_path):
+    """Issue #23 item 6: a gone pod's state folder holding 100,000 entries
+    was removed in one go on the event loop, and every kubelet call waited
+    3-5 s behind it. It is now taken out of use at once (a rename) and
+    removed by a thread of its own: kubelet calls made all through the
+    removal are about as quick as the same calls before it (a bound loose
+    enough for a loaded machine, far under the seconds of a stall).
+    Nothing outside the folder is followed."""
+    ids = [f"{node.uuid}::s0"]
+    answer = node.kubelet.allocate(RESOURCE, ids).container_responses[0]
+    state = next(m.host_path for m in answer.mounts if m.container_path == "/run/gpulet/cuda")
+    folder = os.path.dirname(state)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("outside the folder")
+    flood(state, victim)
+    old = time.time() - 120  # past the grace a new folder gets
+    os.utime(os.path.join(folder, "devices"), (old, old))
+
+    others = sorted(s for s in node.kubelet.devices(RESOURCE) if s not in ids)
+
+    def call():
+        t = time.monotonic()
+        assert len(node.kubelet.preferred(RESOURCE, others, [], 1)) == 1
+        return time.monotonic() - t
+
+    before = [call() for _ in range(200)]
+    node.relist()  # pod-resources lists nobody: the folder goes
+    wait_for(lambda: not os.path.exists(folder), what="the folder taken out of use")
+    alloc = os.path.dirname(folder)
+    during = []
+    deadline = time.monotonic() + 300
+    while os.listdir(alloc) and time.monotonic() < deadline:
+        during.append(call())
+    assert os.listdir(alloc) == [], "the folder was not removed within 300 s"
+    print(f"{len(during)} calls during the removal: longest {max(during):.3f} s; "
+          f"before it: longest {max(before):.3f} s")
+    # the calls made all through the removal, against the same calls before it
+    assert len(during) >= 20, len(during)
+    assert max(during) <= max(0.5, 3 * max(before)), (max(during), max(before))
+    line = wait_for(lambda: re.search(r".*slice allocation folders reaped.*", node.d.text()),
+                    what="the removal's log line").group(0)
+    fields = dict(re.findall(r"(\w+)=(\d+)", line))
+    assert int(fields["entries"]) >= 100000
+    assert (victim / "keep").read_text() == "outside the folder"
+    assert node.d.proc.poll() is None
