@@ -17,7 +17,8 @@ struct phys {
     int numa_node;
     unsigned int minor;
     unsigned int gpu_instance, compute_instance;
-    unsigned long long memory_bytes; /* 0 when unknown */
+    unsigned long long memory_bytes;   /* what slices are cut from; 0 when unknown */
+    unsigned long long reserved_bytes; /* by the driver, besides memory_bytes */
     bool healthy;
 };
 
@@ -53,7 +54,8 @@ static void whole_gpu(const struct gpu_device *g, const struct config *cfg, stru
     p->mig = -1;
     p->numa_node = g->numa_node;
     p->minor = g->minor;
-    p->memory_bytes = g->memory_total_bytes;
+    p->memory_bytes = gpu_slice_memory(g);
+    p->reserved_bytes = g->memory_reserved_bytes;
     p->healthy = !g->lost;
 }
 
@@ -310,9 +312,12 @@ static int slice_cut(const struct config *cfg, const struct shared_resource *s,
     if (n == 0)
         return gpulet_error_set(err, GPULET_ERR_USAGE,
                                 "%s line %lu: sharing.slices.resources[%zu].%s: slices of %llu MiB "
-                                "are bigger than GPU %u, which has %llu MiB",
+                                "are bigger than the %llu MiB GPU %u can hand out (%llu MiB less "
+                                "%llu MiB the driver reserves)",
                                 cfg->file, s->size_line, s->index, key, s->slice_bytes >> 20,
-                                p->gpu, p->memory_bytes >> 20);
+                                p->memory_bytes >> 20, p->gpu,
+                                (p->memory_bytes + p->reserved_bytes) >> 20,
+                                p->reserved_bytes >> 20);
     if (n > CONFIG_MAX_SLICES)
         return gpulet_error_set(err, GPULET_ERR_USAGE,
                                 "%s line %lu: sharing.slices.resources[%zu].%s: GPU %u would be cut "

@@ -19,6 +19,7 @@ from test_metrics import pod, pod_server
 from test_slices import scrape
 
 MIB = 1 << 20
+CTX = 64 * MIB  # what the interposer charges a context, as the simulated driver does
 RESOURCE = "nvidia.com/gpu.quarter"
 # GPU 2 of the simulated T4 node, in quarters
 CONFIG = f"""version: v1
@@ -243,3 +244,46 @@ def test_removing_a_flooded_folder_never_stalls_the_plugin(node, pr, tmp_path):
     assert int(fields["entries"]) >= 100000
     assert (victim / "keep").read_text() == "outside the folder"
     assert node.d.proc.poll() is None
+
+
+def test_a_packed_gpu_gives_every_slice_its_limit(build, node, tmp_path):
+    """Issue #23 item 11: slices were cut from the GPU's whole memory, so on
+    a GPU packed with them the last could not have its limit: the driver
+    (not the interposer) refused it, its reserved memory being gone. Cut
+    from what the driver can hand out, every slice's program holds its
+    limit less its context at once, and the interposer, not the driver,
+    refuses a byte more."""
+    prog = build / "tests" / "cudaprog"
+    slices = sorted(node.kubelet.devices(RESOURCE))
+    assert len(slices) == 4
+    usable = (15360 - 257) * MIB  # the T4's memory less what its driver reserves
+    held, limits, states = [], [], []
+    try:
+        for s in slices:
+            answer = node.kubelet.allocate(RESOURCE, [s]).container_responses[0]
+            limit = int(dict(answer.envs)["GPULET_CUDA_MEMORY_LIMIT_0"])
+            state = next(m.host_path for m in answer.mounts
+                         if m.container_path == "/run/gpulet/cuda")
+            limits.append(limit)
+            states.append(state)
+            p = subprocess.Popen([str(prog), "direct", f"alloc:{limit - CTX}", "hold"],
+                                 env=cuda_env(build, tmp_path, state, limit),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            held.append(p)
+            out = []
+            while not out or out[-1] not in ("holding\n", ""):
+                out.append(p.stdout.readline())
+            assert "alloc rc=0 bytes=%d\n" % (limit - CTX) in out, (s, out, p.stderr.read()
+                                                                    if p.poll() is not None else "")
+        assert len(set(limits)) == 1 and 4 * limits[0] <= usable < 4 * limits[0] + 4 * MIB
+        # full: another process of a slice is refused by the interposer (its
+        # context does not fit the limit), not by the driver
+        r = subprocess.run([str(prog), "direct", "alloc:1"],
+                           env=cuda_env(build, tmp_path, states[0], limits[0]),
+                           capture_output=True, text=True, timeout=60)
+        assert re.search(r"\brc=2\b", r.stdout), r.stdout + r.stderr  # CUDA_ERROR_OUT_OF_MEMORY
+        assert "gpulet-cuda: memory limit reached" in r.stderr, r.stderr
+    finally:
+        for p in held:
+            p.kill()
+            p.wait()
