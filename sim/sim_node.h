@@ -68,6 +68,7 @@ struct sim_node {
     char driver_version[80];
     char nvml_version[80];
     int cuda_driver_version;
+    unsigned long long context_mib; /* device memory a CUDA context holds */
     size_t gpu_count;
     struct sim_gpu gpus[SIM_MAX_GPUS];
     int pcie_level[SIM_MAX_GPUS][SIM_MAX_GPUS];

@@ -27,6 +27,7 @@ struct plugin_device {
      * hundredths of a percent of the GPU; both 0 for other devices. */
     unsigned long long slice_memory;
     unsigned int slice_share;
+    unsigned long long slice_context; /* contextMemory; 0: the interposer's default */
 };
 
 struct plugin_resource {

@@ -236,6 +236,7 @@ struct cut {
     bool slices;
     unsigned long long slice_memory;
     unsigned int slice_share;
+    unsigned long long slice_context;
 };
 
 static int add_device(struct plugin_resource *r, const struct phys *p, unsigned int replica,
@@ -263,6 +264,7 @@ static int add_device(struct plugin_resource *r, const struct phys *p, unsigned 
     d->uuid = p->uuid;
     d->slice_memory = c->slice_memory;
     d->slice_share = c->slice_share;
+    d->slice_context = c->slice_context;
     d->gpu = p->gpu;
     d->mig = p->mig;
     d->replica = replica;
@@ -329,6 +331,15 @@ static int slice_cut(const struct config *cfg, const struct shared_resource *s,
     /* Slices by count get whole MiB, so limits read well. */
     c->slice_memory = s->replicas ? (p->memory_bytes / n) & ~((1ULL << 20) - 1) : s->slice_bytes;
     c->slice_share = (unsigned int)(10000 / n);
+    c->slice_context = s->context_bytes;
+    /* A slice's limit holds its container's first context. */
+    if (s->context_bytes >= c->slice_memory)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "%s line %lu: sharing.slices.resources[%zu].contextMemory: a "
+                                "context of %llu MiB fills a whole slice of GPU %u (%llu MiB); give "
+                                "larger slices",
+                                cfg->file, s->line, s->index, s->context_bytes >> 20, p->gpu,
+                                c->slice_memory >> 20);
     return 0;
 }
 

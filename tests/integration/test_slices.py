@@ -222,6 +222,13 @@ def test_folders_go_when_the_pods_go(start, kubelet, pr, tmp_path):
      "line 4: sharing.slices: nvidia.com/gpu would have both slices and whole or time-shared GPUs"),
     ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 0}\n",
      "line 4: replicas must be ≥ 2"),
+    ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, rename: a, replicas: 2,"
+     " contextMemory: 0}\n", "line 4: contextMemory must be a size from 1 byte to 16Gi"),
+    ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, rename: a, replicas: 2,"
+     " contextMemory: 17Gi}\n", "line 4: contextMemory must be a size from 1 byte to 16Gi"),
+    ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, rename: a, memory: 1Gi,"
+     " contextMemory: 1Gi}\n", "line 4: sharing.slices.resources[0].contextMemory: a context of "
+     "1024 MiB fills a whole slice of GPU 0 (1024 MiB); give larger slices"),
 ])
 def test_bad_configs_exit_2(start, tmp_path, config, expect):
     d = start(config.replace("%s", uuids()[0]))

@@ -41,53 +41,63 @@ def pr(tmp_path_factory):
     return api_pb2
 
 
+class Node:
+    """gpulet on a simulated T4 node (sim: its name or a node file) with
+    this config, metrics on, a pod-resources server answering what the
+    test puts in .resp, and the Python kubelet."""
+
+    def __init__(self, build, tmp_path, pr, config=CONFIG, sim="t4-pcie"):
+        self.resp = pr.ListPodResourcesResponse()
+        self.calls = []
+        self.server = pod_server(pr, tmp_path / "pr.sock", self.resp, calls=self.calls)
+        self.kubelet = Kubelet(tmp_path / "dp", *load_protos(tmp_path / "protos"))
+        (tmp_path / "config.yaml").write_text(config)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("GPULET_", "DCGM_")) and k not in
+               ("CONFIG_FILE", "DEVICE_LIST_STRATEGY", "DEVICE_ID_STRATEGY")}
+        self.d = Daemon(build, ["--simulate", sim, "run", "--device-plugin-dir", tmp_path / "dp",
+                                "--no-labels", "--config-file", tmp_path / "config.yaml",
+                                "--state-dir", tmp_path / "state",
+                                "--cuda-interposer", build / "libgpulet-cuda.so",
+                                "--metrics-address", "127.0.0.1:0", "--collect-interval", "1000",
+                                "--pod-resources-socket", tmp_path / "pr.sock"], env,
+                        tmp_path / "gpulet.log")
+        self.kubelet.resource(RESOURCE)
+        self.kubelet.resource("nvidia.com/gpu")
+        self.uuid = load_node("t4-pcie")["gpus"][2]["uuid"]
+
+    def relist(self):
+        """An Allocate makes gpulet ask pod-resources again soon."""
+        listed = len(self.calls)
+        self.kubelet.allocate("nvidia.com/gpu", [load_node("t4-pcie")["gpus"][0]["uuid"]])
+        wait_for(lambda: len(self.calls) > listed, what="pod-resources listed")
+
+    def port(self):
+        return int(wait_for(lambda: re.search(r'msg="serving metrics".* port=(\d+)',
+                                               self.d.text()), what="the metrics port").group(1))
+
+    def stop(self):
+        self.d.stop(signal.SIGKILL)
+        self.kubelet.stop()
+        self.server.stop(0)
+
+
 @pytest.fixture
 def node(build, tmp_path, pr):
-    """gpulet on the simulated T4 with GPU 2 in quarters, metrics on, a
-    pod-resources server answering what the test puts in .resp, and the
-    Python kubelet."""
-    class Node:
-        resp = pr.ListPodResourcesResponse()
-        calls = []
-
-        def relist(self):
-            """An Allocate makes gpulet ask pod-resources again soon."""
-            listed = len(self.calls)
-            self.kubelet.allocate("nvidia.com/gpu", [load_node("t4-pcie")["gpus"][0]["uuid"]])
-            wait_for(lambda: len(self.calls) > listed, what="pod-resources listed")
-
-        def port(self):
-            return int(wait_for(lambda: re.search(r'msg="serving metrics".* port=(\d+)',
-                                                   self.d.text()), what="the metrics port").group(1))
-
-    n = Node()
-    n.server = pod_server(pr, tmp_path / "pr.sock", n.resp, calls=n.calls)
-    n.kubelet = Kubelet(tmp_path / "dp", *load_protos(tmp_path / "protos"))
-    (tmp_path / "config.yaml").write_text(CONFIG)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GPULET_", "DCGM_")) and k not in
-           ("CONFIG_FILE", "DEVICE_LIST_STRATEGY", "DEVICE_ID_STRATEGY")}
-    n.d = Daemon(build, ["--simulate", "t4-pcie", "run", "--device-plugin-dir", tmp_path / "dp",
-                         "--no-labels", "--config-file", tmp_path / "config.yaml",
-                         "--state-dir", tmp_path / "state",
-                         "--cuda-interposer", build / "libgpulet-cuda.so",
-                         "--metrics-address", "127.0.0.1:0", "--collect-interval", "1000",
-                         "--pod-resources-socket", tmp_path / "pr.sock"], env,
-                 tmp_path / "gpulet.log")
-    n.kubelet.resource(RESOURCE)
-    n.kubelet.resource("nvidia.com/gpu")
-    n.uuid = load_node("t4-pcie")["gpus"][2]["uuid"]
+    n = Node(build, tmp_path, pr)
     yield n
-    n.d.stop(signal.SIGKILL)
-    n.kubelet.stop()
-    n.server.stop(0)
+    n.stop()
 
 
-def cuda_env(build, tmp_path, state_dir, limit):
-    """cudaprog on the simulated driver under the interposer, on GPU 2."""
+def cuda_env(build, tmp_path, state_dir, limit, context=None,
+             sim=ROOT / "sim" / "nodes" / "t4-pcie.yaml"):
+    """cudaprog on the simulated driver under the interposer, on GPU 2,
+    with the limits an Allocate answer gave."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_CUDA_")}
+    if context:
+        env["GPULET_CUDA_CONTEXT_SIZE"] = str(context)
     env.update({
-        "GPULET_SIM_NODE": str(ROOT / "sim" / "nodes" / "t4-pcie.yaml"),
+        "GPULET_SIM_NODE": str(sim),
         "GPULET_SIM_DEVICE_STATE": str(tmp_path / "node.device"),
         "LD_LIBRARY_PATH": str(build / "sim" / "current"),
         "LD_PRELOAD": str(build / "libgpulet-cuda.so"),
@@ -246,6 +256,34 @@ def test_removing_a_flooded_folder_never_stalls_the_plugin(node, pr, tmp_path):
     assert node.d.proc.poll() is None
 
 
+def fill_every_slice(build, node, tmp_path, sim, context):
+    """A process per slice of GPU 2, each taking its limit less one context
+    and holding it, all at once. Returns the processes, their limits and
+    state folders, and each one's output up to its holding."""
+    prog = build / "tests" / "cudaprog"
+    slices = sorted(node.kubelet.devices(RESOURCE))
+    assert len(slices) == 4
+    held, limits, states, outs = [], [], [], []
+    for s in slices:
+        answer = node.kubelet.allocate(RESOURCE, [s]).container_responses[0]
+        env = dict(answer.envs)
+        limit = int(env["GPULET_CUDA_MEMORY_LIMIT_0"])
+        assert int(env.get("GPULET_CUDA_CONTEXT_SIZE", CTX)) == context
+        state = next(m.host_path for m in answer.mounts if m.container_path == "/run/gpulet/cuda")
+        p = subprocess.Popen([str(prog), "direct", f"alloc:{limit - context}", "hold"],
+                             env=cuda_env(build, tmp_path, state, limit,
+                                          env.get("GPULET_CUDA_CONTEXT_SIZE"), sim),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        held.append(p)
+        out = []
+        while not out or out[-1] not in ("holding\n", ""):
+            out.append(p.stdout.readline())
+        limits.append(limit)
+        states.append(state)
+        outs.append(out)
+    return held, limits, states, outs
+
+
 def test_a_packed_gpu_gives_every_slice_its_limit(build, node, tmp_path):
     """Issue #23 item 11: slices were cut from the GPU's whole memory, so on
     a GPU packed with them the last could not have its limit: the driver
@@ -254,27 +292,13 @@ def test_a_packed_gpu_gives_every_slice_its_limit(build, node, tmp_path):
     limit less its context at once, and the interposer, not the driver,
     refuses a byte more."""
     prog = build / "tests" / "cudaprog"
-    slices = sorted(node.kubelet.devices(RESOURCE))
-    assert len(slices) == 4
     usable = (15360 - 257) * MIB  # the T4's memory less what its driver reserves
-    held, limits, states = [], [], []
+    held = []
     try:
-        for s in slices:
-            answer = node.kubelet.allocate(RESOURCE, [s]).container_responses[0]
-            limit = int(dict(answer.envs)["GPULET_CUDA_MEMORY_LIMIT_0"])
-            state = next(m.host_path for m in answer.mounts
-                         if m.container_path == "/run/gpulet/cuda")
-            limits.append(limit)
-            states.append(state)
-            p = subprocess.Popen([str(prog), "direct", f"alloc:{limit - CTX}", "hold"],
-                                 env=cuda_env(build, tmp_path, state, limit),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            held.append(p)
-            out = []
-            while not out or out[-1] not in ("holding\n", ""):
-                out.append(p.stdout.readline())
-            assert "alloc rc=0 bytes=%d\n" % (limit - CTX) in out, (s, out, p.stderr.read()
-                                                                    if p.poll() is not None else "")
+        held, limits, states, outs = fill_every_slice(build, node, tmp_path,
+                                                      ROOT / "sim" / "nodes" / "t4-pcie.yaml", CTX)
+        for limit, out in zip(limits, outs):
+            assert "alloc rc=0 bytes=%d\n" % (limit - CTX) in out, outs
         assert len(set(limits)) == 1 and 4 * limits[0] <= usable < 4 * limits[0] + 4 * MIB
         # full: another process of a slice is refused by the interposer (its
         # context does not fit the limit), not by the driver
@@ -287,3 +311,43 @@ def test_a_packed_gpu_gives_every_slice_its_limit(build, node, tmp_path):
         for p in held:
             p.kill()
             p.wait()
+
+
+REAL_CTX = 300 * MIB  # closer to what a real T4's context takes than the default
+
+
+def test_slices_hold_contexts_as_big_as_real_ones(build, tmp_path, pr):
+    """A real context takes a few hundred MiB, more than the interposer's
+    default charge (64 MiB): on a simulated T4 whose contexts take 300 MiB,
+    a packed GPU runs out in the driver first, unless contextMemory tells
+    gpulet (and through the limits file the interposer) what they take;
+    then every slice again holds its limit less its context at once."""
+    sim = tmp_path / "t4-real-contexts.yaml"
+    sim.write_text((ROOT / "sim" / "nodes" / "t4-pcie.yaml").read_text() +
+                   f"\ncontext_mib: {REAL_CTX // MIB}\n")
+    told = CONFIG.replace("      replicas: 4\n",
+                          f"      replicas: 4\n      contextMemory: {REAL_CTX // MIB}Mi\n")
+    for config, context, fits in ((CONFIG, CTX, False), (told, REAL_CTX, True)):
+        run = tmp_path / str(context)
+        run.mkdir()
+        node = Node(build, run, pr, config=config, sim=sim)
+        held = []
+        try:
+            held, limits, _, outs = fill_every_slice(build, node, run, sim, context)
+            ok = ["alloc rc=0 bytes=%d\n" % (limit - context) in out
+                  for limit, out in zip(limits, outs)]
+            if fits:
+                assert all(ok), outs
+                limits_file = (tmp_path / str(context) / "state" / "alloc").iterdir()
+                assert any(f"GPULET_CUDA_CONTEXT_SIZE={REAL_CTX}\n" in (d / "limits").read_text()
+                           for d in limits_file)
+            else:
+                # the last slice's memory went to the others' uncounted context costs
+                assert ok[:3] == [True] * 3 and ok[3] is False, outs
+                held[3].kill()
+                assert "memory limit reached" not in held[3].communicate()[1]  # the driver refused
+        finally:
+            for p in held:
+                p.kill()
+                p.wait()
+            node.stop()
