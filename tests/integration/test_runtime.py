@@ -165,19 +165,28 @@ def test_envvar_from_a_privileged_container_is_honoured_when_refused(build, bund
     assert devices(r.stdout) == ["nvidia0", "nvidiactl"] and "ignored" not in r.stderr
 
 
-@pytest.mark.parametrize("how", ["volume mounts", "CDI annotation"])
-def test_device_plugin_requests_work_when_envvar_is_refused(build, bundle, cdi_dir, tmp_path, how):
-    uuid = load_node("dgx-a100")["gpus"][5]["uuid"]
+def device_plugin_request(how, gpu):
+    """A bundle edit asking for GPU gpu of the DGX A100 as the device
+    plugin does: by its volume mounts or a CDI annotation (with what the
+    volume-mounts strategy puts in the variable), or by the variable."""
+    uuid = load_node("dgx-a100")["gpus"][gpu]["uuid"]
 
     def request(c):
-        # what the device plugin's volume-mounts strategy puts in a pod
+        if how == "NVIDIA_VISIBLE_DEVICES":
+            c["process"]["env"].append(f"NVIDIA_VISIBLE_DEVICES={gpu}")
+            return
         c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=/var/run/nvidia-container-devices")
         if how == "volume mounts":
             c["mounts"].append({"destination": f"/var/run/nvidia-container-devices/{uuid}",
                                 "type": "bind", "source": "/dev/null", "options": ["rbind", "ro"]})
         else:
             c.setdefault("annotations", {})["cdi.k8s.io/gpulet"] = f"nvidia.com/gpu={uuid}"
-    edit(bundle, request)
+    return request
+
+
+@pytest.mark.parametrize("how", ["volume mounts", "CDI annotation"])
+def test_device_plugin_requests_work_when_envvar_is_refused(build, bundle, cdi_dir, tmp_path, how):
+    edit(bundle, device_plugin_request(how, 5))
     r = run(build, bundle, cdi_dir, tmp_path, extra_env=settings(tmp_path, REFUSE))
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == ["nvidia5", "nvidiactl"] and "ignored" not in r.stderr
@@ -229,22 +238,13 @@ def test_a_container_asking_for_no_gpu_never_reads_the_settings(build, bundle, c
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == [] and "gpulet-runtime" not in r.stderr
     assert hashlib.sha256((bundle / "config.json").read_bytes()).hexdigest() == before
-    assert not log.exists() or json_log_lines(log) == []
+    assert not log.exists() or not any("gpulet-runtime" in line["msg"]
+                                       for line in json_log_lines(log))  # runc may write its own
 
 
 @pytest.mark.parametrize("how", ["NVIDIA_VISIBLE_DEVICES", "volume mounts", "CDI annotation"])
 def test_a_gpu_container_gets_the_settings_error(build, bundle, cdi_dir, tmp_path, how):
-    uuid = load_node("dgx-a100")["gpus"][2]["uuid"]
-
-    def request(c):
-        if how == "NVIDIA_VISIBLE_DEVICES":
-            c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=2")
-        elif how == "volume mounts":
-            c["mounts"].append({"destination": f"/var/run/nvidia-container-devices/{uuid}",
-                                "type": "bind", "source": "/dev/null", "options": ["rbind", "ro"]})
-        else:
-            c.setdefault("annotations", {})["cdi.k8s.io/gpulet"] = f"nvidia.com/gpu={uuid}"
-    edit(bundle, request)
+    edit(bundle, device_plugin_request(how, 2))
     before = (bundle / "config.json").read_bytes()
     log = tmp_path / "log.json"
     r = run(build, bundle, cdi_dir, tmp_path,

@@ -17,20 +17,8 @@ from kubelet import Kubelet, load_protos, wait_for
 from test_device_plugin import Daemon
 from test_metrics import pod, pod_server
 from test_slices import scrape
+from test_slices_cuda import CONFIG, CTX, MIB, RESOURCE  # GPU 2 of the T4 in quarters
 
-MIB = 1 << 20
-CTX = 64 * MIB  # what the interposer charges a context, as the simulated driver does
-RESOURCE = "nvidia.com/gpu.quarter"
-# GPU 2 of the simulated T4 node, in quarters
-CONFIG = f"""version: v1
-sharing:
-  slices:
-    resources:
-    - name: nvidia.com/gpu
-      devices: [2]
-      replicas: 4
-      rename: {RESOURCE}
-"""
 RULES = ROOT / "deploy" / "prometheus" / "gpulet-rules.yaml"
 
 
