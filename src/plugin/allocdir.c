@@ -135,9 +135,11 @@ static void reap_entry(struct allocdir_reaper *r, const char *name, size_t *remo
         return;
     }
     if (r->depth == REMOVE_DEPTH + 1) {
+        /* only a move makes a new round: one that fails cannot loop */
         if (move_up(dirfd(r->frame[0].dir), parent, name) < 0)
             r->failed = true;
-        r->changed = true;
+        else
+            r->changed = true;
         return;
     }
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
