@@ -21,6 +21,7 @@
 #include "sim_device.h"
 #include "sim_mig.h"
 #include "sim_node.h"
+#include "sim_procfs.h"
 #include "sim_sysfs.h"
 
 #define SIM_API __attribute__((visibility("default")))
@@ -211,6 +212,11 @@ static nvmlReturn_t load_node(void)
     sysfs_private = false;
     if (sysfs_root[0] && sim_sysfs_write(node, sysfs_root, &err) < 0) {
         snprintf(last_error, sizeof last_error, "cannot write the simulated sysfs: %s", err.msg);
+        return NVML_ERROR_UNKNOWN;
+    }
+    const char *procfs = getenv("GPULET_SIM_PROCFS");
+    if (procfs && procfs[0] && sim_procfs_write(node, procfs, &err) < 0) {
+        snprintf(last_error, sizeof last_error, "cannot write the simulated procfs: %s", err.msg);
         return NVML_ERROR_UNKNOWN;
     }
     const char *spath = getenv("GPULET_SIM_STATE");
@@ -917,6 +923,20 @@ SIM_API nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t dev, int *pstate
     return leave(NVML_SUCCESS);
 }
 
+/* Data-centre boards are cooled by the chassis: the driver answers
+ * NOT_SUPPORTED, which consumers take as "no fan", not as a failure. */
+SIM_API nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t dev, unsigned int *pct)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, pct);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    if (g->fan_speed_pct < 0)
+        return leave(NVML_ERROR_NOT_SUPPORTED);
+    *pct = (unsigned int)g->fan_speed_pct;
+    return leave(NVML_SUCCESS);
+}
+
 SIM_API nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t dev, int *mode)
 {
     struct sim_gpu *g;
@@ -1185,12 +1205,13 @@ static nvmlReturn_t enter_fabric(nvmlDevice_t dev, const void *out)
     return NVML_SUCCESS;
 }
 
-/* A clique id and cluster UUID as a fabric manager hands them out. */
+/* What the fabric manager registered the GPU with: the node file's
+ * multi-node NVLink domain, or, as a single HGX board answers, clique 0 in
+ * the all-zero cluster. */
 static void fabric_ids(unsigned char uuid[NVML_GPU_FABRIC_UUID_LEN], unsigned int *clique)
 {
-    for (unsigned int k = 0; k < NVML_GPU_FABRIC_UUID_LEN; k++)
-        uuid[k] = (unsigned char)(0x5A ^ k);
-    *clique = 1;
+    memcpy(uuid, node->fabric_cluster_uuid, NVML_GPU_FABRIC_UUID_LEN);
+    *clique = node->fabric_clique_id;
 }
 
 SIM_API nvmlReturn_t nvmlDeviceGetGpuFabricInfo(nvmlDevice_t dev, nvmlGpuFabricInfo_t *info)
@@ -1220,52 +1241,154 @@ SIM_API nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t dev, nvmlGpuFabric
 }
 #endif
 
-static nvmlReturn_t running_processes(nvmlDevice_t dev, unsigned int *count,
-                                      nvmlProcessInfo_t *infos)
+/* Which list a processes call asks for. The simulated programs are all
+ * CUDA compute contexts outside MPS, so the graphics and MPS lists are
+ * empty, as on a node that runs no graphics or MPS clients. */
+enum process_list { PROCESSES_COMPUTE, PROCESSES_GRAPHICS, PROCESSES_MPS };
+
+/* One answer for every version: v1 fills nvmlProcessInfo_v1_t (pid and
+ * memory), v2 and v3 nvmlProcessInfo_t. */
+static nvmlReturn_t running_processes(nvmlDevice_t dev, enum process_list list, int version,
+                                      unsigned int *count, void *out)
 {
     struct sim_gpu *g;
     struct sim_mig *m;
     nvmlReturn_t ret = enter(dev, &g, &m, count);
     if (ret != NVML_SUCCESS)
         return ret;
-    const struct sim_gpu_state *s = gpu_state(g);
-    int want = m ? (int)(m - g->migs) : -1;
-    unsigned int found = 0;
-    for (size_t i = 0; i < s->process_count; i++)
-        if (want < 0 || s->processes[i].mig == want)
-            found++;
-    struct sim_dev_proc cuda[SIM_MAX_PROCESSES];
-    size_t cuda_count = want < 0 ? cuda_processes(g, cuda, SIM_MAX_PROCESSES) : 0;
-    found += (unsigned int)cuda_count;
-    if (infos == NULL || *count < found) {
-        *count = found;
-        return leave(found ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS);
-    }
+    nvmlProcessInfo_t found[SIM_MAX_PROCESSES + SIM_DEV_MAX_PROCS];
     unsigned int n = 0;
-    for (size_t i = 0; i < s->process_count; i++) {
-        const struct sim_process *p = &s->processes[i];
-        if (want >= 0 && p->mig != want)
-            continue;
-        infos[n].pid = p->pid;
-        infos[n].usedGpuMemory = p->used_mib * MIB;
-        infos[n].gpuInstanceId = p->mig >= 0 ? g->migs[p->mig].gpu_instance_id : NVML_INSTANCE_ID_NONE;
-        infos[n].computeInstanceId =
-            p->mig >= 0 ? g->migs[p->mig].compute_instance_id : NVML_INSTANCE_ID_NONE;
-        n++;
+    if (list == PROCESSES_COMPUTE) {
+        const struct sim_gpu_state *s = gpu_state(g);
+        int want = m ? (int)(m - g->migs) : -1;
+        for (size_t i = 0; i < s->process_count; i++) {
+            const struct sim_process *p = &s->processes[i];
+            if (want >= 0 && p->mig != want)
+                continue;
+            found[n++] = (nvmlProcessInfo_t){
+                .pid = p->pid,
+                .usedGpuMemory = p->used_mib * MIB,
+                .gpuInstanceId =
+                    p->mig >= 0 ? g->migs[p->mig].gpu_instance_id : NVML_INSTANCE_ID_NONE,
+                .computeInstanceId =
+                    p->mig >= 0 ? g->migs[p->mig].compute_instance_id : NVML_INSTANCE_ID_NONE};
+        }
+        struct sim_dev_proc cuda[SIM_DEV_MAX_PROCS];
+        size_t cuda_count = want < 0 ? cuda_processes(g, cuda, SIM_DEV_MAX_PROCS) : 0;
+        for (size_t i = 0; i < cuda_count; i++)
+            found[n++] = (nvmlProcessInfo_t){.pid = (unsigned int)cuda[i].pid,
+                                             .usedGpuMemory = cuda[i].used_bytes,
+                                             .gpuInstanceId = NVML_INSTANCE_ID_NONE,
+                                             .computeInstanceId = NVML_INSTANCE_ID_NONE};
     }
-    for (size_t i = 0; i < cuda_count; i++, n++)
-        infos[n] = (nvmlProcessInfo_t){.pid = (unsigned int)cuda[i].pid,
-                                       .usedGpuMemory = cuda[i].used_bytes,
-                                       .gpuInstanceId = NVML_INSTANCE_ID_NONE,
-                                       .computeInstanceId = NVML_INSTANCE_ID_NONE};
+    if (out == NULL || *count < n) {
+        *count = n;
+        return leave(n ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS);
+    }
+    for (unsigned int i = 0; i < n; i++) {
+        if (version == 1)
+            ((nvmlProcessInfo_v1_t *)out)[i] =
+                (nvmlProcessInfo_v1_t){found[i].pid, found[i].usedGpuMemory};
+        else
+            ((nvmlProcessInfo_t *)out)[i] = found[i];
+    }
     *count = n;
     return leave(NVML_SUCCESS);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t dev, unsigned int *count,
+                                                          nvmlProcessInfo_v1_t *infos)
+{
+    return running_processes(dev, PROCESSES_COMPUTE, 1, count, infos);
 }
 
 SIM_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t dev, unsigned int *count,
                                                              nvmlProcessInfo_t *infos)
 {
-    return running_processes(dev, count, infos);
+    return running_processes(dev, PROCESSES_COMPUTE, 2, count, infos);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t dev, unsigned int *count,
+                                                           nvmlProcessInfo_v1_t *infos)
+{
+    return running_processes(dev, PROCESSES_GRAPHICS, 1, count, infos);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t dev,
+                                                              unsigned int *count,
+                                                              nvmlProcessInfo_t *infos)
+{
+    return running_processes(dev, PROCESSES_GRAPHICS, 2, count, infos);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses(nvmlDevice_t dev,
+                                                             unsigned int *count,
+                                                             nvmlProcessInfo_v1_t *infos)
+{
+    return running_processes(dev, PROCESSES_MPS, 1, count, infos);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v2(nvmlDevice_t dev,
+                                                                unsigned int *count,
+                                                                nvmlProcessInfo_t *infos)
+{
+    return running_processes(dev, PROCESSES_MPS, 2, count, infos);
+}
+
+/* Per-process utilisation as the driver samples it: a simulated CUDA
+ * program's share of the last second its kernels kept the GPU busy; the
+ * state file's processes share the rest of the GPU's utilisation evenly.
+ * Memory-controller utilisation follows as the GPU's does (6/10). Every
+ * sample is stamped now (CPU microseconds), so a caller asking for samples
+ * newer than a time in the past gets one per process; none at all is
+ * NOT_FOUND, as the driver answers. */
+SIM_API nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t dev,
+                                                     nvmlProcessUtilizationSample_t *samples,
+                                                     unsigned int *count,
+                                                     unsigned long long last_seen)
+{
+    struct sim_gpu *g;
+    nvmlReturn_t ret = enter_gpu(dev, &g, count);
+    if (ret != NVML_SUCCESS)
+        return ret;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned long long now_us = (unsigned long long)ts.tv_sec * 1000000ULL +
+                                (unsigned long long)ts.tv_nsec / 1000;
+    nvmlProcessUtilizationSample_t found[SIM_MAX_PROCESSES + SIM_DEV_MAX_PROCS];
+    unsigned int n = 0, cuda_sum = 0;
+    struct sim_dev_proc cuda[SIM_DEV_MAX_PROCS];
+    size_t cuda_count = now_us > last_seen ? cuda_processes(g, cuda, SIM_DEV_MAX_PROCS) : 0;
+    uint64_t now_ns = sim_dev_now_ns();
+    for (size_t i = 0; i < cuda_count; i++) {
+        unsigned int sm = sim_dev_proc_utilization(&cuda[i], now_ns);
+        cuda_sum += sm;
+        found[n++] = (nvmlProcessUtilizationSample_t){.pid = (unsigned int)cuda[i].pid,
+                                                      .timeStamp = now_us,
+                                                      .smUtil = sm,
+                                                      .memUtil = sm * 6 / 10};
+    }
+    const struct sim_gpu_state *s = gpu_state(g);
+    unsigned int others = 0;
+    for (size_t i = 0; now_us > last_seen && i < s->process_count; i++)
+        others += s->processes[i].mig < 0;
+    unsigned int total = utilization(g), rest = total > cuda_sum ? total - cuda_sum : 0;
+    for (size_t i = 0; others && i < s->process_count; i++) {
+        if (s->processes[i].mig >= 0)
+            continue;
+        unsigned int sm = rest / others;
+        found[n++] = (nvmlProcessUtilizationSample_t){
+            .pid = s->processes[i].pid, .timeStamp = now_us, .smUtil = sm, .memUtil = sm * 6 / 10};
+    }
+    if (n == 0)
+        return leave(NVML_ERROR_NOT_FOUND);
+    if (samples == NULL || *count < n) {
+        *count = n;
+        return leave(NVML_ERROR_INSUFFICIENT_SIZE);
+    }
+    memcpy(samples, found, n * sizeof *found);
+    *count = n;
+    return leave(NVML_SUCCESS);
 }
 
 /* ---- topology ---- */
@@ -1998,7 +2121,21 @@ SIM_API nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t dev,
 SIM_API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t dev, unsigned int *count,
                                                              nvmlProcessInfo_t *infos)
 {
-    return running_processes(dev, count, infos);
+    return running_processes(dev, PROCESSES_COMPUTE, 3, count, infos);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t dev,
+                                                              unsigned int *count,
+                                                              nvmlProcessInfo_t *infos)
+{
+    return running_processes(dev, PROCESSES_GRAPHICS, 3, count, infos);
+}
+
+SIM_API nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v3(nvmlDevice_t dev,
+                                                                unsigned int *count,
+                                                                nvmlProcessInfo_t *infos)
+{
+    return running_processes(dev, PROCESSES_MPS, 3, count, infos);
 }
 
 SIM_API nvmlReturn_t nvmlDeviceGetNvLinkRemotePciInfo_v2(nvmlDevice_t dev, unsigned int link,

@@ -37,7 +37,7 @@
     X(nvmlDeviceGetDisplayActive)                                                             \
     X(nvmlDeviceGetPowerState) X(nvmlDeviceGetPowerManagementMode)                            \
     X(nvmlDeviceGetPowerSource)                                                               \
-    X(nvmlDeviceGetFanSpeed) X(nvmlDeviceGetFanSpeed_v2) X(nvmlDeviceGetNumFans)              \
+    X(nvmlDeviceGetFanSpeed_v2) X(nvmlDeviceGetNumFans)                                       \
     X(nvmlDeviceGetTargetFanSpeed) X(nvmlDeviceGetMinMaxFanSpeed)                             \
     X(nvmlDeviceGetTemperatureThreshold) X(nvmlDeviceGetThermalSettings)                      \
     X(nvmlDeviceGetApplicationsClock)                                                         \
@@ -55,10 +55,6 @@
     X(nvmlDeviceGetGpuMaxPcieLinkGeneration) X(nvmlDeviceGetMaxPcieLinkWidth)                 \
     X(nvmlDeviceGetPcieThroughput) X(nvmlDeviceGetPcieSpeed) X(nvmlDeviceGetPcieLinkMaxSpeed) \
     X(nvmlDeviceGetBusType) X(nvmlDeviceGetIrqNum) X(nvmlDeviceGetNumGpuCores)                \
-    X(nvmlDeviceGetComputeRunningProcesses) X(nvmlDeviceGetGraphicsRunningProcesses)          \
-    X(nvmlDeviceGetGraphicsRunningProcesses_v2) X(nvmlDeviceGetGraphicsRunningProcesses_v3)   \
-    X(nvmlDeviceGetMPSComputeRunningProcesses) X(nvmlDeviceGetMPSComputeRunningProcesses_v2)  \
-    X(nvmlDeviceGetMPSComputeRunningProcesses_v3) X(nvmlDeviceGetProcessUtilization)          \
     X(nvmlDeviceGetSamples) X(nvmlDeviceGetViolationStatus) X(nvmlDeviceGetJpgUtilization)    \
     X(nvmlDeviceGetOfaUtilization) X(nvmlDeviceGetAccountingMode)                             \
     X(nvmlDeviceGetAccountingStats) X(nvmlDeviceGetAccountingPids)                            \

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SIM_DEV_MAGIC 0x47504456U /* "GPDV" */
+#define SIM_DEV_MAGIC 0x47504432U /* "GPD2": with per-process busy periods */
 
 uint64_t sim_dev_now_ns(void)
 {
@@ -191,23 +191,36 @@ uint64_t sim_dev_used(struct sim_dev_file *f, unsigned int gpu)
     return used;
 }
 
-/* Spreads [start, end) over the periods it covers (a kernel longer than
- * the periods kept counts for the last ones only). */
-static void add_busy(struct sim_dev_gpu *g, uint64_t start, uint64_t end)
+/* Spreads [start, end) over the periods it covers, in a ring of slots (a
+ * kernel longer than the ring counts for the last periods only). */
+static void add_busy(uint64_t *period, uint64_t *busy, size_t slots, uint64_t start, uint64_t end)
 {
     uint64_t first = start / SIM_DEV_PERIOD_NS, last = (end - 1) / SIM_DEV_PERIOD_NS;
-    if (last - first >= SIM_DEV_PERIODS)
-        first = last - SIM_DEV_PERIODS + 1;
+    if (last - first >= slots)
+        first = last - slots + 1;
     for (uint64_t p = first; p <= last; p++) {
-        size_t i = p % SIM_DEV_PERIODS;
-        if (g->period[i] != p) {
-            g->period[i] = p;
-            g->period_busy_ns[i] = 0;
+        size_t i = p % slots;
+        if (period[i] != p) {
+            period[i] = p;
+            busy[i] = 0;
         }
         uint64_t s = start > p * SIM_DEV_PERIOD_NS ? start : p * SIM_DEV_PERIOD_NS;
         uint64_t e = end < (p + 1) * SIM_DEV_PERIOD_NS ? end : (p + 1) * SIM_DEV_PERIOD_NS;
-        g->period_busy_ns[i] += e > s ? e - s : 0;
+        busy[i] += e > s ? e - s : 0;
     }
+}
+
+/* The ten whole periods before the current one: the last second, in percent. */
+static unsigned int last_second_pct(const uint64_t *period, const uint64_t *busy, size_t slots,
+                                    uint64_t now_ns)
+{
+    const uint64_t n = 1000000000ULL / SIM_DEV_PERIOD_NS;
+    uint64_t cur = now_ns / SIM_DEV_PERIOD_NS, sum = 0;
+    for (uint64_t p = cur > n ? cur - n : 0; p < cur; p++)
+        if (period[p % slots] == p)
+            sum += busy[p % slots];
+    sum = sum * 100 / (n * SIM_DEV_PERIOD_NS);
+    return (unsigned int)(sum < 100 ? sum : 100);
 }
 
 uint64_t sim_dev_enqueue(struct sim_dev_file *f, unsigned int gpu, uint64_t dur_ns)
@@ -221,9 +234,11 @@ uint64_t sim_dev_enqueue(struct sim_dev_file *f, unsigned int gpu, uint64_t dur_
         g->busy_until_ns = end;
         g->busy_total_ns += dur_ns;
         struct sim_dev_proc *p = own_slot(g);
-        if (p)
+        if (p) {
             p->busy_ns += dur_ns;
-        add_busy(g, start, end);
+            add_busy(p->period, p->period_busy_ns, SIM_DEV_PROC_PERIODS, start, end);
+        }
+        add_busy(g->period, g->period_busy_ns, SIM_DEV_PERIODS, start, end);
     }
     unlock(f);
     return end;
@@ -231,17 +246,17 @@ uint64_t sim_dev_enqueue(struct sim_dev_file *f, unsigned int gpu, uint64_t dur_
 
 unsigned int sim_dev_utilization(struct sim_dev_file *f, unsigned int gpu)
 {
-    /* The ten whole periods before the current one: the last second. */
-    const uint64_t n = 1000000000ULL / SIM_DEV_PERIOD_NS;
-    uint64_t cur = sim_dev_now_ns() / SIM_DEV_PERIOD_NS, busy = 0;
     struct sim_dev_gpu *g = &f->gpus[gpu];
+    uint64_t now = sim_dev_now_ns();
     lock(f);
-    for (uint64_t p = cur > n ? cur - n : 0; p < cur; p++)
-        if (g->period[p % SIM_DEV_PERIODS] == p)
-            busy += g->period_busy_ns[p % SIM_DEV_PERIODS];
+    unsigned int pct = last_second_pct(g->period, g->period_busy_ns, SIM_DEV_PERIODS, now);
     unlock(f);
-    busy = busy * 100 / (n * SIM_DEV_PERIOD_NS);
-    return (unsigned int)(busy < 100 ? busy : 100);
+    return pct;
+}
+
+unsigned int sim_dev_proc_utilization(const struct sim_dev_proc *p, uint64_t now_ns)
+{
+    return last_second_pct(p->period, p->period_busy_ns, SIM_DEV_PROC_PERIODS, now_ns);
 }
 
 size_t sim_dev_processes(struct sim_dev_file *f, unsigned int gpu, struct sim_dev_proc *out,

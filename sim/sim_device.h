@@ -22,11 +22,15 @@
 #define SIM_DEV_MAX_PROCS 64
 #define SIM_DEV_PERIODS 32
 #define SIM_DEV_PERIOD_NS 100000000ULL
+#define SIM_DEV_PROC_PERIODS 16 /* a process's busy time: enough for the last second */
 
 struct sim_dev_proc {
     int32_t pid; /* 0: a free slot */
     uint64_t used_bytes;
     uint64_t busy_ns;
+    /* Its kernels' time per 100 ms period, as the GPU's, for per-process
+     * utilisation. */
+    uint64_t period[SIM_DEV_PROC_PERIODS], period_busy_ns[SIM_DEV_PROC_PERIODS];
 };
 
 /* The GPU runs one kernel at a time, in the order they were queued by all
@@ -66,6 +70,9 @@ uint64_t sim_dev_enqueue(struct sim_dev_file *f, unsigned int gpu, uint64_t dur_
 
 /* Percent of the last second gpu was busy. */
 unsigned int sim_dev_utilization(struct sim_dev_file *f, unsigned int gpu);
+/* Percent of the last second (before now_ns) a process's kernels kept its
+ * GPU busy, from a copy sim_dev_processes gave. */
+unsigned int sim_dev_proc_utilization(const struct sim_dev_proc *p, uint64_t now_ns);
 
 /* The live processes holding memory on gpu: up to max of them, with what
  * each holds. Returns how many there are. */

@@ -16,14 +16,15 @@
 
 static const char *const node_keys[] = {
     "name", "machine", "driver_loaded", "driver_version", "nvml_version", "cuda_driver_version",
-    "context_mib", "gpu_defaults", "gpus", "topology", NULL};
+    "context_mib", "gpu_defaults", "gpus", "topology", "fabric", NULL};
 
 static const char *const gpu_keys[] = {
     "name", "uuid", "serial", "minor", "pci_bus_id", "pci_device_id", "pci_subsystem_id",
     "pci_class", "numa_node", "memory_mib", "memory_reserved_mib", "compute_capability",
     "multiprocessors", "mig_capable", "mig_enabled", "gpm", "ecc", "power_limit_w", "idle_power_w",
     "max_sm_clock_mhz", "mem_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib",
-    "vbios_version", "mig_devices", NULL};
+    "vbios_version", "fan_speed_pct", "vgpu_host_driver_version", "vgpu_host_driver_branch",
+    "mig_devices", NULL};
 
 static const char *const mig_keys[] = {
     "uuid", "gpu_instance_id", "compute_instance_id", "slices", "ci_slices", "memory_mib",
@@ -196,6 +197,12 @@ static int parse_gpu(const struct ydoc *d, const struct ynode *m, const char *wh
             rc = ynode_string(d, v, k, g->serial, sizeof g->serial, err);
         } else if (strcmp(k, "vbios_version") == 0) {
             rc = ynode_string(d, v, k, g->vbios_version, sizeof g->vbios_version, err);
+        } else if (strcmp(k, "vgpu_host_driver_version") == 0) {
+            rc = ynode_string(d, v, k, g->vgpu_host_driver_version,
+                              sizeof g->vgpu_host_driver_version, err);
+        } else if (strcmp(k, "vgpu_host_driver_branch") == 0) {
+            rc = ynode_string(d, v, k, g->vgpu_host_driver_branch,
+                              sizeof g->vgpu_host_driver_branch, err);
         } else if (strcmp(k, "minor") == 0) {
             rc = uint_field(d, v, k, 254, &g->minor, err);
         } else if (strcmp(k, "pci_bus_id") == 0) {
@@ -209,6 +216,9 @@ static int parse_gpu(const struct ydoc *d, const struct ynode *m, const char *wh
         } else if (strcmp(k, "numa_node") == 0) {
             rc = ynode_int(d, v, k, -1, 1023, &sx, err);
             g->numa_node = (int)sx;
+        } else if (strcmp(k, "fan_speed_pct") == 0) {
+            rc = ynode_int(d, v, k, -1, 100, &sx, err);
+            g->fan_speed_pct = (int)sx;
         } else if (strcmp(k, "memory_mib") == 0) {
             rc = ynode_uint(d, v, k, 1, 1ULL << 22, &g->memory_mib, err);
         } else if (strcmp(k, "memory_reserved_mib") == 0) {
@@ -465,6 +475,7 @@ static void gpu_defaults(struct sim_gpu *g)
 {
     memset(g, 0, sizeof *g);
     g->numa_node = -1;
+    g->fan_speed_pct = -1; /* passively cooled, as data-centre boards are */
     g->pci_class = 0x030200; /* 3D controller, as data-centre GPUs are */
     g->cc_major = g->cc_minor = -1;
     g->power_limit_w = 300;
@@ -493,6 +504,50 @@ static int check_unique(const struct ydoc *d, const struct ynode *gpus, const st
     return 0;
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+        return (c | 0x20) - 'a' + 10;
+    return -1;
+}
+
+/* fabric: {cluster_uuid: "8-4-4-4-12 hex", clique_id: N}. */
+static int parse_fabric(const struct ydoc *d, const struct ynode *f, struct sim_node *node,
+                        struct gpulet_error *err)
+{
+    static const char *const keys[] = {"cluster_uuid", "clique_id", NULL};
+    if (ynode_expect_map(d, f, "fabric", err) < 0 ||
+        ynode_check_keys(d, f, keys, "fabric", err) < 0)
+        return -1;
+    const struct ynode *v;
+    unsigned long long x;
+    if ((v = ynode_get(d, f, "clique_id"))) {
+        if (ynode_uint(d, v, "fabric.clique_id", 0, 0xFFFFFFFFULL, &x, err) < 0)
+            return -1;
+        node->fabric_clique_id = (unsigned int)x;
+    }
+    char text[64];
+    if ((v = ynode_get(d, f, "cluster_uuid")) == NULL)
+        return 0;
+    if (ynode_string(d, v, "fabric.cluster_uuid", text, sizeof text, err) < 0)
+        return -1;
+    size_t n = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p == '-' && (p - text == 8 || p - text == 13 || p - text == 18 || p - text == 23))
+            continue;
+        int nibble = hex_digit(*p);
+        if (n >= 32 || nibble < 0)
+            return ydoc_fail(d, v, err, "fabric.cluster_uuid: not a UUID (8-4-4-4-12 hex digits)");
+        unsigned char *byte = &node->fabric_cluster_uuid[n++ / 2];
+        *byte = (unsigned char)(*byte << 4 | nibble);
+    }
+    if (n != 32 || strlen(text) != 36)
+        return ydoc_fail(d, v, err, "fabric.cluster_uuid: not a UUID (8-4-4-4-12 hex digits)");
+    return 0;
+}
+
 static int parse_node(const struct ydoc *d, struct sim_node *node, struct gpulet_error *err)
 {
     const struct ynode *root = ydoc_root(d);
@@ -513,6 +568,8 @@ static int parse_node(const struct ydoc *d, struct sim_node *node, struct gpulet
         return -1;
     if ((v = ynode_get(d, root, "machine")) &&
         ynode_string(d, v, "machine", node->machine, sizeof node->machine, err) < 0)
+        return -1;
+    if ((v = ynode_get(d, root, "fabric")) && parse_fabric(d, v, node, err) < 0)
         return -1;
     if ((v = ynode_get(d, root, "driver_loaded")) &&
         ynode_bool(d, v, "driver_loaded", &node->driver_loaded, err) < 0)

@@ -40,6 +40,7 @@ struct sim_gpu {
     unsigned int pci_device_id, pci_subsystem_id; /* device << 16 | vendor, as NVML gives them */
     unsigned int pci_class;        /* class << 16 | subclass << 8 | prog-if, as sysfs shows it */
     int numa_node; /* -1: NVML answers NOT_SUPPORTED */
+    int fan_speed_pct; /* -1: no fan of its own (NOT_SUPPORTED), as on passive boards */
     unsigned long long memory_mib, memory_reserved_mib;
     int cc_major, cc_minor;
     unsigned int multiprocessors;
@@ -48,6 +49,10 @@ struct sim_gpu {
     bool ecc;
     bool nvswitch; /* has NVLinks to an NVSwitch (topology.nvswitch_links) */
     char vbios_version[32];
+    /* A vGPU guest's GPU: the host driver's version and branch, which its
+     * PCI config space carries in NVIDIA's vendor capability; "" when not
+     * a vGPU. */
+    char vgpu_host_driver_version[11], vgpu_host_driver_branch[11];
     unsigned int power_limit_w, idle_power_w;
     unsigned int max_sm_clock_mhz, mem_clock_mhz;
     /* Baselines the moving values swing around. */
@@ -69,6 +74,11 @@ struct sim_node {
     char nvml_version[80];
     int cuda_driver_version;
     unsigned long long context_mib; /* device memory a CUDA context holds */
+    /* fabric: the multi-node NVLink domain (GB200 NVL72, GH200 NVL32) the
+     * fabric manager put the NVSwitch-attached GPUs in; all zero, as on a
+     * single HGX board, when the node file names none. */
+    unsigned char fabric_cluster_uuid[16];
+    unsigned int fabric_clique_id;
     size_t gpu_count;
     struct sim_gpu gpus[SIM_MAX_GPUS];
     int pcie_level[SIM_MAX_GPUS][SIM_MAX_GPUS];

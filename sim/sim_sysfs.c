@@ -92,6 +92,24 @@ static void config_space(const struct sim_gpu *g, const struct bars *b, unsigned
     le16(cfg + 0x2c, g->pci_subsystem_id & 0xffff);
     le16(cfg + 0x2e, g->pci_subsystem_id >> 16);
     cfg[0x3d] = 0x01; /* interrupt pin A */
+    if (g->vgpu_host_driver_version[0] == '\0')
+        return;
+    /* A vGPU guest: a capability list holding NVIDIA's vendor-specific
+     * capability, signature "VF", then one record, type 0, with the host
+     * driver's version and branch in 10 bytes each. */
+    static const unsigned char at = 0x40, len = 27;
+    cfg[0x06] |= 0x10; /* status: capability list */
+    cfg[0x34] = at;
+    unsigned char *cap = cfg + at;
+    cap[0] = 0x09;
+    cap[1] = 0x00; /* the last capability */
+    cap[2] = len;
+    cap[3] = 'V';
+    cap[4] = 'F';
+    cap[5] = 0x00;
+    cap[6] = len - 5;
+    memcpy(cap + 7, g->vgpu_host_driver_version, strlen(g->vgpu_host_driver_version));
+    memcpy(cap + 17, g->vgpu_host_driver_branch, strlen(g->vgpu_host_driver_branch));
 }
 
 static int write_gpu(const char *root, const struct sim_gpu *g, size_t index,

@@ -124,6 +124,43 @@ int ldcache_read(const char *root, struct ldcache_entry **out, size_t *count,
     return 0;
 }
 
+/* glibc's flags for a 64-bit x86 ELF library (FLAG_ELF_LIBC6 | FLAG_X8664_LIB64). */
+#define LDCACHE_FLAGS_X86_64 0x0303
+
+int ldcache_write(const char *root, const struct ldcache_entry *entries, size_t count,
+                  struct gpulet_error *err)
+{
+    if (count > 4096)
+        return gpulet_error_set(err, GPULET_ERR_USAGE, "too many ld cache entries (%zu)", count);
+    struct ldcache_header h = {.nlibs = (uint32_t)count};
+    memcpy(h.magic, LDCACHE_MAGIC, sizeof h.magic);
+    size_t strings = sizeof h + count * sizeof(struct ldcache_file_entry);
+    size_t total = strings;
+    for (size_t i = 0; i < count; i++)
+        total += strlen(entries[i].soname) + 1 + strlen(entries[i].path) + 1;
+    h.len_strings = (uint32_t)(total - strings);
+    char *data = calloc(1, total);
+    if (data == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot build an ld cache");
+    memcpy(data, &h, sizeof h);
+    size_t at = strings;
+    for (size_t i = 0; i < count; i++) {
+        struct ldcache_file_entry e = {.flags = LDCACHE_FLAGS_X86_64};
+        size_t a = strlen(entries[i].soname) + 1, b = strlen(entries[i].path) + 1;
+        e.key = (uint32_t)at;
+        memcpy(data + at, entries[i].soname, a);
+        e.value = (uint32_t)(at + a);
+        memcpy(data + at + a, entries[i].path, b);
+        at += a + b;
+        memcpy(data + sizeof h + i * sizeof e, &e, sizeof e);
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/etc/ld.so.cache", root_prefix(root));
+    int rc = fileio_replace(path, data, total, 0, err);
+    free(data);
+    return rc;
+}
+
 /* ---- building the spec ---- */
 
 static json_t *string_array(const char *const *items)

@@ -49,4 +49,9 @@ struct ldcache_entry {
 int ldcache_read(const char *root, struct ldcache_entry **out, size_t *count,
                  struct gpulet_error *err);
 
+/* Writes root/etc/ld.so.cache listing these count entries (x86-64 ELF
+ * libraries), as ldconfig -r root would: the simulated driver root's. */
+int ldcache_write(const char *root, const struct ldcache_entry *entries, size_t count,
+                  struct gpulet_error *err);
+
 #endif

@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,7 +18,8 @@ static const char cdi_usage[] =
     "  --output FILE      write FILE atomically (default: standard output)\n"
     "  --format F         yaml or json (default: from the file name, else yaml)\n"
     "  --driver-root DIR  where the driver's files are (default: the global\n"
-    "                     --driver-root, env NVIDIA_DRIVER_ROOT, else /)\n"
+    "                     --driver-root, env NVIDIA_DRIVER_ROOT, else /; with\n"
+    "                     --simulate a simulated driver root made for the node)\n"
     "  --dev-root DIR     where the device nodes are (default: the driver root)\n"
     "  --hook-path PATH   gpulet-hook, run to update the container's ld cache\n"
     "                     (default: beside this gpulet)\n"
@@ -31,9 +33,9 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
             fputs(cdi_usage, stdout);
             return CLI_OK;
         }
-        fprintf(stderr, "gpulet cdi: %s\n%s",
-                argc < 2 ? "which action? (generate)" : "unknown action", cdi_usage);
-        return CLI_USAGE;
+        if (argc < 2)
+            return cli_usage_error("cdi", "which action? (generate)");
+        return cli_usage_error("cdi", "unknown action '%s' (generate)", argv[1]);
     }
     enum { OPT_OUTPUT = 256, OPT_FORMAT, OPT_DRIVER_ROOT, OPT_DEV_ROOT, OPT_HOOK, OPT_NO_HOOK };
     static const struct option long_options[] = {
@@ -65,7 +67,7 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
         case OPT_HOOK: cdi.hook_path = optarg; break;
         case OPT_NO_HOOK: cdi.hook_path = NULL; break;
         case 'h': fputs(cdi_usage, stdout); return CLI_OK;
-        default: return cli_option_error("cdi generate", c, argv[optind], cdi_usage);
+        default: return cli_option_error("cdi generate", c, argv[optind]);
         }
     }
     if (cdi.hook_path && cdi.hook_path[0] != '/') {
@@ -73,10 +75,6 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
                         "by absolute path), not '%s'\n", cdi.hook_path);
         return CLI_USAGE;
     }
-    if (cdi.driver_root == NULL)
-        cdi.driver_root = "/";
-    if (cdi.dev_root == NULL)
-        cdi.dev_root = cdi.driver_root;
     enum cdi_format fmt = CDI_YAML;
     if (format == NULL && output && strlen(output) > 5 &&
         strcmp(output + strlen(output) - 5, ".json") == 0)
@@ -89,13 +87,20 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
     }
     struct nvml *nvml;
     struct gpu_inventory *inv;
-    int opened = cli_open_inventory(opts, &nvml, &inv);
-    if (opened != CLI_OK)
-        return opened;
+    int rc = cli_open_inventory(opts, &nvml, &inv);
+    if (rc != CLI_OK)
+        return rc;
+    char simulated[PATH_MAX];
+    if (cdi.driver_root == NULL) {
+        rc = cli_simulated_driver_root(opts, inv, simulated, sizeof simulated);
+        cdi.driver_root = simulated[0] ? simulated : "/";
+    }
+    if (cdi.dev_root == NULL)
+        cdi.dev_root = cdi.driver_root;
     struct gpulet_error err = {0};
     json_t *spec = NULL;
-    int rc = CLI_OK;
-    if (cdi_spec_build(inv, &cdi, &spec, &err) < 0 || cdi_spec_write(spec, fmt, output, &err) < 0) {
+    if (rc == CLI_OK && (cdi_spec_build(inv, &cdi, &spec, &err) < 0 ||
+                         cdi_spec_write(spec, fmt, output, &err) < 0)) {
         fprintf(stderr, "gpulet: %s\n", err.msg);
         rc = CLI_FAILED;
     }

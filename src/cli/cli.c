@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  info        describe the GPUs of this node and how they connect\n"
-    "  run         run the node daemon (device plugin and node labels)\n"
+    "  run         run the node daemon: device plugin, node labels and /metrics\n"
     "  labels      print the nvidia.com/* node labels\n"
     "  cdi         generate a CDI spec for the GPUs (cdi generate)\n"
     "  runtime     configure a container engine for gpulet-runtime, or install\n"
@@ -41,16 +42,17 @@ static void print_usage(FILE *out)
     fprintf(out, usage_text, fixtures[0] ? fixtures : "none found");
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
+int cli_usage_error(const char *command, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "gpulet: %s\nTry 'gpulet --help'.\n", msg);
+    if (command)
+        fprintf(stderr, "gpulet %s: %s\nTry 'gpulet %s --help'.\n", command, msg, command);
+    else
+        fprintf(stderr, "gpulet: %s\nTry 'gpulet --help'.\n", msg);
     return CLI_USAGE;
 }
 
@@ -66,10 +68,8 @@ static int command_version(const struct cli_options *opts, int argc, char **argv
         fputs(version_usage, stdout);
         return CLI_OK;
     }
-    if (argc >= 2) {
-        fprintf(stderr, "gpulet version: unexpected argument '%s'\n%s", argv[1], version_usage);
-        return CLI_USAGE;
-    }
+    if (argc >= 2)
+        return cli_usage_error("version", "unexpected argument '%s'", argv[1]);
     printf("gpulet %s\n", GPULET_VERSION);
     return CLI_OK;
 }
@@ -92,7 +92,7 @@ static int run_command(const struct cli_options *opts, int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[0], commands[i].name) == 0)
             return commands[i].fn(opts, argc, argv);
-    return usage_error("unknown command '%s'", argv[0]);
+    return cli_usage_error(NULL, "unknown command '%s'", argv[0]);
 }
 
 /* help [CMD [ACTION]]: runs `CMD [ACTION] --help`. */
@@ -104,7 +104,8 @@ static int command_help(const struct cli_options *opts, int argc, char **argv)
         return CLI_OK;
     }
     if (argc > 3)
-        return usage_error("help takes a command and at most one action, not '%s'", argv[3]);
+        return cli_usage_error(NULL, "help takes a command and at most one action, not '%s'",
+                               argv[3]);
     char *args[] = {argv[1], argc > 2 ? argv[2] : "--help", "--help", NULL};
     return run_command(opts, argc, args);
 }
@@ -151,25 +152,29 @@ int cli_main(int argc, char **argv)
         case OPT_LOG_LEVEL: {
             enum log_level level;
             if (log_parse_level(optarg, &level) < 0)
-                return usage_error("--log-level must be debug, info, warn or error, not '%s'",
-                                   optarg);
+                return cli_usage_error(NULL,
+                                       "--log-level must be debug, info, warn or error, not '%s'",
+                                       optarg);
             log_set_level(level);
             break;
         }
         case 'h': print_usage(stdout); return CLI_OK;
         case 'V': return command_version(&opts, 1, (char *[]){"version", NULL});
-        case ':': return usage_error("option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error("unknown option '%s'", argv[optind - 1]);
+        case ':': return cli_usage_error(NULL, "option '%s' needs a value", argv[optind - 1]);
+        default: return cli_usage_error(NULL, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (opts.simulate && opts.nvml.library_path)
-        return usage_error("%s", "--simulate and --nvml-lib cannot be used together");
-    if (optind >= argc) {
-        print_usage(stderr);
-        return CLI_USAGE;
-    }
+        return cli_usage_error(NULL, "%s", "--simulate and --nvml-lib cannot be used together");
+    if (optind >= argc)
+        return cli_usage_error(NULL, "which command? (info, run, labels, cdi, runtime, doctor, "
+                                     "version, help)");
 
     char node_path[4096], lib_path[4096];
+    struct simroot sim = {0};
+    sigset_t stop_signals, old_mask;
+    sigemptyset(&stop_signals);
+    sigemptyset(&old_mask);
     if (opts.simulate) {
         struct gpulet_error err = {0};
         if (cli_use_simulator(&opts, node_path, sizeof node_path, lib_path, sizeof lib_path,
@@ -177,9 +182,23 @@ int cli_main(int argc, char **argv)
             fprintf(stderr, "gpulet: %s\n", err.msg);
             return CLI_USAGE;
         }
+        /* `run` stops cleanly on these itself; any other command is short,
+         * so they wait until the private folder is gone, then act. */
+        if (strcmp(argv[optind], "run") != 0) {
+            sigaddset(&stop_signals, SIGINT);
+            sigaddset(&stop_signals, SIGTERM);
+            sigaddset(&stop_signals, SIGHUP);
+        }
+        sigprocmask(SIG_BLOCK, &stop_signals, &old_mask);
+        opts.sim = &sim;
     }
 
-    return run_command(&opts, argc - optind, argv + optind);
+    int rc = run_command(&opts, argc - optind, argv + optind);
+    if (opts.sim) {
+        simroot_remove(&sim);
+        sigprocmask(SIG_SETMASK, &old_mask, NULL);
+    }
+    return rc;
 }
 
 bool cli_own_folder(char *out, size_t len)
@@ -195,11 +214,36 @@ bool cli_own_folder(char *out, size_t len)
     return true;
 }
 
-int cli_option_error(const char *command, int c, const char *option, const char *usage)
+int cli_option_error(const char *command, int c, const char *option)
 {
     if (c == ':')
-        fprintf(stderr, "gpulet %s: option '%s' needs a value\n%s", command, option, usage);
-    else
-        fprintf(stderr, "gpulet %s: unknown option '%s'\n%s", command, option, usage);
-    return CLI_USAGE;
+        return cli_usage_error(command, "option '%s' needs a value", option);
+    return cli_usage_error(command, "unknown option '%s'", option);
+}
+
+int cli_simulated_driver_root(const struct cli_options *opts, const struct gpu_inventory *inv,
+                              char *out, size_t len)
+{
+    out[0] = '\0';
+    if (opts->sim == NULL)
+        return CLI_OK;
+    struct nvml *nvml = NULL;
+    struct gpu_inventory *read = NULL;
+    if (inv == NULL) {
+        int opened = cli_open_inventory(opts, &nvml, &read);
+        if (opened != CLI_OK)
+            return opened;
+        inv = read;
+    }
+    struct gpulet_error err = {0};
+    int rc = simroot_driver(opts->sim, inv, out, len, &err);
+    if (read) {
+        gpu_inventory_free(read);
+        nvml_close(nvml);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "gpulet: cannot make the simulated driver root: %s\n", err.msg);
+        return CLI_FAILED;
+    }
+    return CLI_OK;
 }

@@ -12,12 +12,15 @@
 #include "error/error.h"
 #include "gpu/gpu.h"
 #include "nvml/nvml.h"
+#include "simroot/simroot.h"
 
 enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 
 struct cli_options {
     struct nvml_options nvml;
     const char *simulate; /* --simulate NAME|FILE, or NULL */
+    /* With --simulate: the private folder that outputs default to. */
+    struct simroot *sim;
 };
 
 int cli_main(int argc, char **argv);
@@ -36,9 +39,20 @@ int cli_open_inventory(const struct cli_options *opts, struct nvml **nvml,
                        struct gpu_inventory **inv);
 
 /* Reports getopt's complaint c (':' a missing value, else an unknown
- * option) about option, then the command's usage, on stderr; returns
- * CLI_USAGE. */
-int cli_option_error(const char *command, int c, const char *option, const char *usage);
+ * option) about option, as cli_usage_error() does. */
+int cli_option_error(const char *command, int c, const char *option);
+
+/* "gpulet COMMAND: message" and one line pointing to COMMAND's --help, on
+ * stderr; returns CLI_USAGE. */
+int cli_usage_error(const char *command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Under --simulate, the simulated driver root generated from the node
+ * (inv, or the inventory read here when NULL) in the private folder, into
+ * out; "" when not simulating. Returns CLI_OK, or prints what went wrong
+ * and returns the exit code. */
+int cli_simulated_driver_root(const struct cli_options *opts, const struct gpu_inventory *inv,
+                              char *out, size_t len);
 
 /* The folder this gpulet program is in: gpulet-runtime and gpulet-hook
  * are looked for beside it. Returns false when /proc/self/exe cannot be

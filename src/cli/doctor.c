@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <string.h>
 
 #include "doctor/doctor.h"
@@ -18,7 +19,8 @@ static const char doctor_usage[] =
     "the MIG layout. Exit 0 when everything is ok, 1 otherwise.\n"
     "\n"
     "  --json                      a JSON report\n"
-    "  --dev-root DIR              where /dev is (default /)\n"
+    "  --dev-root DIR              where /dev is (default /; with --simulate the\n"
+    "                              simulated driver root)\n"
     "  --device-plugin-dir DIR     (default " PLUGIN_DEFAULT_DIR ")\n"
     "  --pod-resources-socket P    (default " METRICS_DEFAULT_PODRESOURCES ")\n"
     "  --containerd-config FILE    (default /etc/containerd/config.toml)\n"
@@ -56,13 +58,14 @@ int cli_doctor(const struct cli_options *opts, int argc, char **argv)
         .cdi_dirs = "/etc/cdi:/var/run/cdi",
     };
     struct config_flags flags = {0};
+    bool dev_root_given = false;
     optind = 0;
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
         switch (c) {
         case O_JSON: d.json = true; break;
-        case O_DEV: d.dev_root = optarg; break;
+        case O_DEV: d.dev_root = optarg; dev_root_given = true; break;
         case O_DP: d.device_plugin_dir = optarg; break;
         case O_PR: d.podresources = optarg; break;
         case O_CD: d.containerd_config = optarg; break;
@@ -72,7 +75,7 @@ int cli_doctor(const struct cli_options *opts, int argc, char **argv)
         case O_CONFIG: flags.config_file = optarg; break;
         case O_MIG: flags.mig_strategy = optarg; break;
         case 'h': fputs(doctor_usage, stdout); return CLI_OK;
-        default: return cli_option_error("doctor", c, argv[optind - 1], doctor_usage);
+        default: return cli_option_error("doctor", c, argv[optind - 1]);
         }
     }
     struct config cfg;
@@ -82,5 +85,13 @@ int cli_doctor(const struct cli_options *opts, int argc, char **argv)
         return CLI_USAGE;
     }
     d.config = &cfg;
+    char simulated[PATH_MAX];
+    if (!dev_root_given) {
+        int made = cli_simulated_driver_root(opts, NULL, simulated, sizeof simulated);
+        if (made != CLI_OK)
+            return made;
+        if (simulated[0])
+            d.dev_root = simulated;
+    }
     return doctor_run(&d, stdout);
 }

@@ -97,13 +97,11 @@ int cli_info(const struct cli_options *opts, int argc, char **argv)
         switch (c) {
         case 'j': json = true; break;
         case 'h': fputs(info_usage, stdout); return CLI_OK;
-        default: return cli_option_error("info", c, argv[optind - 1], info_usage);
+        default: return cli_option_error("info", c, argv[optind - 1]);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "gpulet info: unexpected argument '%s'\n%s", argv[optind], info_usage);
-        return CLI_USAGE;
-    }
+    if (optind < argc)
+        return cli_usage_error("info", "unexpected argument '%s'", argv[optind]);
 
     struct nvml *nvml;
     struct gpu_inventory *inv;

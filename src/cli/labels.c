@@ -45,13 +45,11 @@ int cli_labels(const struct cli_options *opts, int argc, char **argv)
         case OPT_NO_TIMESTAMP: timestamp = false; break;
         case OPT_SHORT: flags.short_labels = "true"; break;
         case 'h': fputs(labels_usage, stdout); return CLI_OK;
-        default: return cli_option_error("labels", c, argv[optind - 1], labels_usage);
+        default: return cli_option_error("labels", c, argv[optind - 1]);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "gpulet labels: unexpected argument '%s'\n%s", argv[optind], labels_usage);
-        return CLI_USAGE;
-    }
+    if (optind < argc)
+        return cli_usage_error("labels", "unexpected argument '%s'", argv[optind]);
     struct gpulet_error err = {0};
     struct config cfg;
     if (config_load(&flags, config_process_env, &cfg, &err) < 0) {

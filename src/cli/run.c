@@ -1,18 +1,21 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "daemon/daemon.h"
 #include "labels/labels.h"
+#include "log/log.h"
 #include "plugin/plugin.h"
 
 static const char run_usage[] =
     "Usage: gpulet [GLOBAL OPTIONS] run [OPTIONS]\n"
     "\n"
-    "Run the node daemon: the kubelet device plugin for NVIDIA GPUs.\n"
+    "Run the node daemon: the kubelet device plugin for NVIDIA GPUs, the\n"
+    "nvidia.com/* node labels for NFD and the /metrics exporter.\n"
     "\n"
     "  --device-plugin-dir DIR     kubelet device-plugin directory\n"
     "                              (default " PLUGIN_DEFAULT_DIR ")\n"
@@ -60,7 +63,12 @@ static const char run_usage[] =
     "  -h, --help                  show this help\n"
     "\n"
     "Command line beats environment beats config file. SIGHUP reloads the\n"
-    "configuration; SIGTERM or SIGINT stops cleanly.\n";
+    "configuration; SIGTERM or SIGINT stops cleanly.\n"
+    "\n"
+    "With --simulate, the device-plugin folder, labels file and state folder\n"
+    "default to a private folder (printed at start, removed at exit) and\n"
+    "/metrics to " METRICS_SIMULATE_ADDRESS ", so trying gpulet changes nothing on the\n"
+    "machine; options and variables still choose.\n";
 
 /* "60", "60s", "500ms", "2m" -> milliseconds */
 static int parse_duration_ms(const char *text, long *out)
@@ -163,6 +171,11 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
     else if (gethostname(hostname, sizeof hostname) != 0)
         snprintf(hostname, sizeof hostname, "unknown");
     const char *listen = getenv("DCGM_EXPORTER_LISTEN");
+    /* What the command line or environment named: --simulate's private
+     * folder and loopback stand in for the rest. */
+    struct {
+        bool device_plugin_dir, labels_file, metrics_address;
+    } given = {.metrics_address = listen && listen[0]};
     const char *interval = getenv("DCGM_EXPORTER_INTERVAL");
     const char *kubernetes = getenv("DCGM_EXPORTER_KUBERNETES");
     d.metrics = (struct metrics_options){
@@ -195,7 +208,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, ":hf:", long_options, NULL)) != -1) {
         switch (c) {
-        case OPT_DIR: d.device_plugin_dir = optarg; break;
+        case OPT_DIR: d.device_plugin_dir = optarg; given.device_plugin_dir = true; break;
         case OPT_NO_PLUGIN: d.device_plugin = false; break;
         case OPT_CONFIG: d.flags.config_file = optarg; break;
         case OPT_MIG: d.flags.mig_strategy = optarg; break;
@@ -206,11 +219,14 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_REPLICA: d.flags.replica_policy = optarg; break;
         case OPT_INTERPOSER: d.flags.cuda_interposer = optarg; break;
         case OPT_STATE_DIR: d.flags.state_dir = optarg; break;
-        case OPT_LABELS_FILE: d.labels_file = optarg; break;
-        case OPT_NO_LABELS: d.labels_file = NULL; break;
+        case OPT_LABELS_FILE: d.labels_file = optarg; given.labels_file = true; break;
+        case OPT_NO_LABELS: d.labels_file = NULL; given.labels_file = true; break;
         case OPT_NO_TIMESTAMP: d.labels_timestamp = false; break;
         case OPT_SHORT: d.flags.short_labels = "true"; break;
-        case OPT_METRICS_ADDRESS: d.metrics.address = optarg; break;
+        case OPT_METRICS_ADDRESS:
+            d.metrics.address = optarg;
+            given.metrics_address = true;
+            break;
         case 'f': d.metrics.counters_file = optarg; break;
         case OPT_PODRESOURCES: d.metrics.podresources = optarg; break;
         case OPT_NO_POD_LABELS: d.metrics.podresources = NULL; break;
@@ -261,12 +277,33 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
             }
             break;
         case 'h': fputs(run_usage, stdout); return CLI_OK;
-        default: return cli_option_error("run", c, argv[optind - 1], run_usage);
+        default: return cli_option_error("run", c, argv[optind - 1]);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "gpulet run: unexpected argument '%s'\n%s", argv[optind], run_usage);
-        return CLI_USAGE;
+    if (optind < argc)
+        return cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
+    char dp_dir[PATH_MAX], labels[PATH_MAX], state[PATH_MAX];
+    if (opts->sim) {
+        struct gpulet_error err = {0};
+        if ((!given.device_plugin_dir &&
+             simroot_path(opts->sim, "device-plugins", true, dp_dir, sizeof dp_dir, &err) < 0) ||
+            (!given.labels_file &&
+             simroot_path(opts->sim, "features.d/gfd", false, labels, sizeof labels, &err) < 0) ||
+            simroot_path(opts->sim, "state", true, state, sizeof state, &err) < 0) {
+            fprintf(stderr, "gpulet run: %s\n", err.msg);
+            return CLI_FAILED;
+        }
+        if (!given.device_plugin_dir)
+            d.device_plugin_dir = dp_dir;
+        if (!given.labels_file)
+            d.labels_file = labels;
+        d.flags.default_state_dir = state;
+        if (!given.metrics_address)
+            d.metrics.address = METRICS_SIMULATE_ADDRESS;
+        log_info("simulated node: what gpulet writes goes to a private folder, removed at exit",
+                 "folder=%s device_plugin_dir=%s labels=%s metrics=%s", opts->sim->dir,
+                 d.device_plugin_dir, d.labels_file ? d.labels_file : "off",
+                 d.metrics_on ? d.metrics.address : "off");
     }
     return daemon_run(&d);
 }

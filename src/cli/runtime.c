@@ -66,14 +66,13 @@ static int runtime_install_command(int argc, char **argv)
         case OPT_TO: to = optarg; break;
         case OPT_FROM: from = optarg; break;
         case 'h': fputs(runtime_usage, stdout); return CLI_OK;
-        default: return cli_option_error("runtime install", ch, argv[optind], runtime_usage);
+        default: return cli_option_error("runtime install", ch, argv[optind]);
         }
     }
-    if (to == NULL || optind + 1 < argc) {
-        fprintf(stderr, "gpulet runtime install: %s\n%s",
-                to == NULL ? "--to DIR is required" : "unexpected argument", runtime_usage);
-        return CLI_USAGE;
-    }
+    if (to == NULL)
+        return cli_usage_error("runtime install", "--to DIR is required");
+    if (optind + 1 < argc)
+        return cli_usage_error("runtime install", "unexpected argument '%s'", argv[optind + 1]);
     char prefix[PATH_MAX];
     if (from == NULL) {
         own_prefix(prefix, sizeof prefix);
@@ -91,15 +90,16 @@ static int runtime_install_command(int argc, char **argv)
 
 int cli_runtime(const struct cli_options *opts, int argc, char **argv)
 {
-    (void)opts;
     if (argc >= 2 && strcmp(argv[1], "install") == 0)
         return runtime_install_command(argc, argv);
-    if (argc < 2 || strcmp(argv[1], "configure") != 0) {
-        bool help = argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
-        fprintf(help ? stdout : stderr, "%s%s", help ? "" : "gpulet runtime: which action? "
-                                                             "(configure)\n", runtime_usage);
-        return help ? CLI_OK : CLI_USAGE;
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(runtime_usage, stdout);
+        return CLI_OK;
     }
+    if (argc < 2)
+        return cli_usage_error("runtime", "which action? (configure, install)");
+    if (strcmp(argv[1], "configure") != 0)
+        return cli_usage_error("runtime", "unknown action '%s' (configure, install)", argv[1]);
     enum { OPT_RUNTIME = 256, OPT_CONFIG, OPT_PATH, OPT_DEFAULT, OPT_DRY };
     static const struct option long_options[] = {
         {"runtime", required_argument, NULL, OPT_RUNTIME},
@@ -123,15 +123,18 @@ int cli_runtime(const struct cli_options *opts, int argc, char **argv)
         case OPT_DEFAULT: c.set_as_default = true; break;
         case OPT_DRY: c.dry_run = true; break;
         case 'h': fputs(runtime_usage, stdout); return CLI_OK;
-        default: return cli_option_error("runtime configure", ch, argv[optind], runtime_usage);
+        default: return cli_option_error("runtime configure", ch, argv[optind]);
         }
     }
     if (engine == NULL || (strcmp(engine, "docker") != 0 && strcmp(engine, "crio") != 0 &&
                            strcmp(engine, "containerd") != 0)) {
-        fprintf(stderr, "gpulet runtime configure: --runtime must be docker, crio or "
-                        "containerd\n%s", runtime_usage);
-        return CLI_USAGE;
+        return cli_usage_error("runtime configure", "--runtime must be docker, crio or containerd");
     }
+    /* Trying gpulet on a simulated node must not edit the machine's engine. */
+    if (opts->sim && c.config == NULL && !c.dry_run)
+        return cli_usage_error("runtime configure",
+                               "--simulate changes nothing on this machine, and this would edit "
+                               "the engine's real configuration: give --config FILE or --dry-run");
     c.engine = strcmp(engine, "docker") == 0 ? ENGINE_DOCKER
                : strcmp(engine, "crio") == 0 ? ENGINE_CRIO
                                              : ENGINE_CONTAINERD;

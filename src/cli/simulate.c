@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Where fixtures and the simulator library are looked for: the variables
@@ -57,9 +58,16 @@ void cli_list_fixtures(char *buf, size_t len)
 static int find_node_file(const char *what, char *out, size_t len, struct gpulet_error *err)
 {
     if (strchr(what, '/') || strstr(what, ".yaml") || strstr(what, ".json")) {
-        if (!is_file(what))
+        if (!is_file(what)) {
+            char cwd[4096] = "";
+            if (what[0] != '/' && getcwd(cwd, sizeof cwd) == NULL)
+                cwd[0] = '\0';
             return gpulet_error_set(err, GPULET_ERR_INPUT,
-                                    "cannot read the node description %s (from --simulate)", what);
+                                    "cannot read the node description %s%s%s%s (from --simulate): "
+                                    "%s",
+                                    what, cwd[0] ? " (in " : "", cwd, cwd[0] ? ")" : "",
+                                    strerror(errno));
+        }
         snprintf(out, len, "%s", what);
         return 0;
     }
@@ -102,11 +110,31 @@ static int find_library(char *out, size_t len, struct gpulet_error *err)
                             library_paths[0], library_paths[1]);
 }
 
+/* The simulator rereads the state file whenever it changes and keeps the
+ * last good state, so it cannot tell a typo from a file yet to come: the
+ * file must be there when gpulet starts. */
+static int check_state_file(struct gpulet_error *err)
+{
+    const char *path = getenv("GPULET_SIM_STATE");
+    if (path == NULL || path[0] == '\0')
+        return 0;
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "GPULET_SIM_STATE names %s, which cannot be read: %s (write the "
+                                "state file first; an empty one changes nothing)",
+                                path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "GPULET_SIM_STATE names %s, which is not a file", path);
+    return 0;
+}
+
 int cli_use_simulator(struct cli_options *opts, char *node_path, size_t node_len, char *lib_path,
                       size_t lib_len, struct gpulet_error *err)
 {
     if (find_node_file(opts->simulate, node_path, node_len, err) < 0 ||
-        find_library(lib_path, lib_len, err) < 0)
+        find_library(lib_path, lib_len, err) < 0 || check_state_file(err) < 0)
         return -1;
     if (setenv("GPULET_SIM_NODE", node_path, 1) != 0)
         return gpulet_error_errno(err, errno, "cannot set GPULET_SIM_NODE");

@@ -724,6 +724,8 @@ int config_load(const struct config_flags *flags, config_getenv_fn getenv_fn, st
     if (cfg == NULL)
         return gpulet_error_set(err, GPULET_ERR_SYSTEM, "out of memory");
     config_defaults(cfg);
+    if (flags->default_state_dir)
+        snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s", flags->default_state_dir);
     const char *file = flags->config_file ? flags->config_file : getenv_fn("CONFIG_FILE");
     int rc = 0;
     if (file && file[0]) {

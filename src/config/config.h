@@ -100,6 +100,9 @@ struct config_flags {
     const char *short_labels;
     const char *cuda_interposer;
     const char *state_dir;
+    /* Not a flag: the state folder when no flag, variable or file names
+     * one; NULL for CONFIG_DEFAULT_STATE_DIR (--simulate gives its own). */
+    const char *default_state_dir;
 };
 
 /* getenv, or a stand-in for tests. */

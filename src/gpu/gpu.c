@@ -145,16 +145,21 @@ static int field_result(int rc, struct gpu_device *g, struct gpulet_error *err)
 
 /* A number from the GPU's sysfs entry (numa_node, class) under root, or
  * fallback. */
-static long pci_sysfs_number(const char *root, const char *bus_id, const char *file,
-                             long fallback)
+static FILE *pci_sysfs_open(const char *root, const char *bus_id, const char *file)
 {
     unsigned int domain, bus, dev, fn;
     if (root == NULL || sscanf(bus_id, "%x:%x:%x.%x", &domain, &bus, &dev, &fn) != 4)
-        return fallback;
+        return NULL;
     char path[4200];
     snprintf(path, sizeof path, "%s/bus/pci/devices/%04x:%02x:%02x.%x/%s", root, domain, bus,
              dev, fn, file);
-    FILE *f = fopen(path, "r");
+    return fopen(path, "r");
+}
+
+static long pci_sysfs_number(const char *root, const char *bus_id, const char *file,
+                             long fallback)
+{
+    FILE *f = pci_sysfs_open(root, bus_id, file);
     if (f == NULL)
         return fallback;
     long value = fallback;
@@ -162,6 +167,55 @@ static long pci_sysfs_number(const char *root, const char *bus_id, const char *f
         value = fallback;
     fclose(f);
     return value;
+}
+
+/* A 10-byte field of a vGPU record, NUL padded. */
+static void vgpu_field(const unsigned char *p, char *buf, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < 10 && n + 1 < len; i++)
+        if (p[i] != '\0')
+            buf[n++] = (char)p[i];
+    buf[n] = '\0';
+}
+
+/* As NVIDIA's GFD finds a vGPU guest: the first vendor-specific capability
+ * (id 9) in the GPU's PCI config space, signed "VF"; its records, each
+ * [type, length, ...], end at one of type 0 that holds the host driver's
+ * version and branch. The whole 256 bytes are needed (root can read them). */
+static void read_vgpu(const char *root, struct gpu_device *g)
+{
+    unsigned char cfg[256];
+    FILE *f = pci_sysfs_open(root, g->pci_bus_id, "config");
+    if (f == NULL)
+        return;
+    size_t got = fread(cfg, 1, sizeof cfg, f);
+    fclose(f);
+    if (got != sizeof cfg || !(cfg[0x06] & 0x10))
+        return;
+    bool seen[256] = {false};
+    for (unsigned int pos = cfg[0x34]; pos != 0 && pos < 254 && !seen[pos]; pos = cfg[pos + 1]) {
+        seen[pos] = true;
+        if (cfg[pos] == 0xff)
+            return;
+        if (cfg[pos] != 0x09)
+            continue;
+        const unsigned char *cap = cfg + pos;
+        unsigned int len = cap[2];
+        if (len < 5 || pos + len > sizeof cfg || cap[3] != 'V' || cap[4] != 'F')
+            return;
+        g->vgpu = true;
+        unsigned int r = 5;
+        while (r + 1 < len && cap[r] != 0 && cap[r + 1] != 0)
+            r += cap[r + 1];
+        if (r + 22 <= len && cap[r] == 0) {
+            vgpu_field(cap + r + 2, g->vgpu_host_driver_version,
+                       sizeof g->vgpu_host_driver_version);
+            vgpu_field(cap + r + 12, g->vgpu_host_driver_branch,
+                       sizeof g->vgpu_host_driver_branch);
+        }
+        return;
+    }
 }
 
 static void read_machine(struct nvml *nvml, char *buf, size_t len)
@@ -249,6 +303,31 @@ static int load_nvlinks(struct nvml *nvml, const struct nvml_device *dev, struct
     return 0;
 }
 
+/* The fabric clique, as NVIDIA's tools count a GPU fabric-attached: the
+ * registration completed and succeeded with a cluster UUID that is not all
+ * zero. The clique is optional, so only a lost GPU is an error worth
+ * keeping. */
+static void load_fabric(struct nvml *nvml, const struct nvml_device *dev, struct gpu_device *g,
+                        struct gpulet_error *err)
+{
+    struct nvml_fabric f;
+    if (nvml_device_fabric(nvml, dev, &f, err) < 0) {
+        g->lost = nvml_gpu_lost(err);
+        gpulet_error_clear(err);
+        return;
+    }
+    bool zero = true;
+    for (size_t i = 0; i < sizeof f.cluster_uuid; i++)
+        zero &= f.cluster_uuid[i] == 0;
+    if (f.state != NVML_GPU_FABRIC_STATE_COMPLETED || f.status != NVML_SUCCESS || zero)
+        return;
+    const unsigned char *u = f.cluster_uuid;
+    snprintf(g->fabric_clique, sizeof g->fabric_clique,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x.%u", u[0], u[1],
+             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+             u[15], f.clique_id);
+}
+
 static int load_gpu(struct nvml *nvml, unsigned int index, struct gpu_device *g,
                     struct nvlink_ends *ends, struct gpulet_error *err)
 {
@@ -277,6 +356,7 @@ static int load_gpu(struct nvml *nvml, unsigned int index, struct gpu_device *g,
                                              -1);
     g->pci_class = (unsigned int)pci_sysfs_number(nvml_sysfs_root(nvml), g->pci_bus_id, "class",
                                                   0) >> 8;
+    read_vgpu(nvml_sysfs_root(nvml), g);
     struct nvml_memory mem = {0};
     READ_FIELD(nvml_device_memory(nvml, &dev, &mem, err));
     g->memory_total_bytes = mem.total;
@@ -293,6 +373,9 @@ static int load_gpu(struct nvml *nvml, unsigned int index, struct gpu_device *g,
     }
     if (g->mig_enabled && load_mig_devices(nvml, &dev, g, err) < 0)
         return -1;
+    if (g->lost)
+        return 0;
+    load_fabric(nvml, &dev, g, err);
     if (g->lost)
         return 0;
     return load_nvlinks(nvml, &dev, g, ends, err);

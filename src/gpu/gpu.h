@@ -49,6 +49,15 @@ struct gpu_device {
     bool mig_capable;
     bool mig_enabled;
     bool mig_pending_enabled;
+    /* "<cluster uuid>.<clique id>" of the multi-node NVLink domain the
+     * fabric manager registered the GPU in; "" when it is in none (no
+     * NVSwitch fabric, registration not done or failed, or the all-zero
+     * cluster UUID a single HGX board reports). */
+    char fabric_clique[64];
+    /* A vGPU guest's GPU (NVIDIA's vendor capability in its PCI config
+     * space): the host driver's version and branch, "" when not said. */
+    bool vgpu;
+    char vgpu_host_driver_version[16], vgpu_host_driver_branch[16];
     size_t mig_count;
     struct gpu_mig_device *migs;
 };

@@ -51,11 +51,19 @@ bool label_value_valid(const char *value)
 void label_product(const char *name, char *buf, size_t len)
 {
     size_t o = 0;
+    bool space = false;
     for (const char *p = name; *p && o + 1 < len; p++) {
-        if (*p == ' ')
-            buf[o++] = '-';
-        else if (alnum(*p) || *p == '-' || *p == '_' || *p == '.')
+        if (*p == ' ') {
+            space = true;
+        } else if (alnum(*p) || *p == '-' || *p == '_' || *p == '.') {
+            if (space && o > 0) {
+                if (o + 2 >= len)
+                    break;
+                buf[o++] = '-';
+            }
+            space = false;
             buf[o++] = *p;
+        }
     }
     buf[o] = '\0';
 }
@@ -100,6 +108,7 @@ const char *label_family(int major, int minor)
     case 9: return "hopper";
     case 10:
     case 12: return "blackwell";
+    case 13: return "rubin";
     default: return "undefined";
     }
 }
@@ -122,6 +131,11 @@ static int add(struct label_set *set, struct gpulet_error *err, const char *key,
                  l.value);
         return 0;
     }
+    for (size_t i = 0; i < set->count; i++)
+        if (strcmp(set->items[i].key, l.key) == 0) { /* a later, more specific labeler wins */
+            set->items[i] = l;
+            return 0;
+        }
     struct label *items = realloc(set->items, (set->count + 1) * sizeof *items);
     if (items == NULL)
         return gpulet_error_errno(err, ENOMEM, "cannot compute the labels");
@@ -167,75 +181,110 @@ static unsigned long long slices_per_device(const struct shared_resource *s,
     return s->replicas ? s->replicas : memory / s->slice_bytes;
 }
 
-/* The replicas and product suffix a resource's sharing gives its labels:
- * time-sliced replicas, or slices left under the resource's own name (a
- * resource is then all slices); memory: of the device described. */
+/* The replicas, product suffix and sharing strategy a resource's sharing
+ * gives its labels: time-sliced or MPS replicas, or slices left under the
+ * resource's own name (a resource is then all slices); memory: of the
+ * device described. As NVIDIA's GFD, the strategy is the resource's own:
+ * "none" unless it has more than one replica. */
 static void sharing_of(const struct config *cfg, const char *resource,
-                       unsigned long long memory, unsigned int *replicas, const char **suffix)
+                       unsigned long long memory, unsigned int *replicas, const char **suffix,
+                       const char **strategy)
 {
     const struct shared_resource *s = config_shared_for(cfg, resource);
     *replicas = s ? s->replicas : 1;
     *suffix = s && !s->rename[0] && !cfg->rename_by_default ? "-SHARED" : "";
+    *strategy = s && s->replicas > 1 ? config_sharing_name(cfg->sharing) : "none";
     for (size_t i = 0; s == NULL && i < cfg->shared_count; i++) {
         const struct shared_resource *sl = &cfg->shared[i];
         if (sl->slices && !sl->rename[0] && strcmp(sl->name, resource) == 0) {
             *replicas = (unsigned int)slices_per_device(sl, memory);
             *suffix = "-SHARED";
+            *strategy = config_sharing_name(SHARING_SLICES);
             return;
         }
     }
 }
 
-static const char *gpu_mode(const struct gpu_device *g)
+/* As NVIDIA's GFD: the PCI class says what the GPUs were built for, when
+ * they all say the same. */
+static const char *gpu_mode(const struct gpu_inventory *inv)
 {
-    /* The PCI class says what the GPU was built for. */
-    if (g->pci_class == 0x0300)
+    unsigned int cls = inv->gpus[0].pci_class;
+    for (size_t i = 1; i < inv->gpu_count; i++)
+        if (inv->gpus[i].pci_class != cls)
+            return "unknown";
+    if (cls == 0x0300)
         return "graphics";
-    if (g->pci_class == 0x0302)
+    if (cls == 0x0302)
         return "compute";
     return "unknown";
 }
 
-static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
-                      const struct gpu_device *g, size_t count, struct label_set *set,
-                      struct gpulet_error *err)
+/* The GPU the nvidia.com/gpu.* labels describe. NVIDIA's GFD describes one
+ * product name: a GPU not in MIG mode rather than one in MIG mode, and
+ * among several names whichever its map iteration gives last (at random).
+ * gpulet takes the first GPU, by index, of the preferred kind. */
+static const struct gpu_device *described_gpu(const struct gpu_inventory *inv)
 {
-    unsigned int replicas;
-    const char *suffix;
-    sharing_of(cfg, "nvidia.com/gpu", gpu_slice_memory(g), &replicas, &suffix);
-    if (g->mig_enabled && cfg->mig_strategy == MIG_STRATEGY_NONE) {
-        /* Strategy none does not serve a GPU in MIG mode, so nothing of it is shared. */
-        replicas = 0;
-        suffix = "";
+    const struct gpu_device *mig = NULL;
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        const struct gpu_device *g = &inv->gpus[i];
+        if (g->lost)
+            continue;
+        if (!g->mig_enabled)
+            return g;
+        if (mig == NULL)
+            mig = g;
     }
+    return mig ? mig : &inv->gpus[0];
+}
+
+/* nvidia.com/gpu.*: one product name, counted over the GPUs of that name.
+ * A GPU in MIG mode is described unshared, replicas 0: sharing applies to
+ * what is advertised of it, its MIG devices. */
+static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
+                      struct label_set *set, struct gpulet_error *err)
+{
+    const struct gpu_device *g = described_gpu(inv);
+    size_t count = 0;
+    for (size_t i = 0; i < inv->gpu_count; i++)
+        count += !inv->gpus[i].lost && strcmp(inv->gpus[i].name, g->name) == 0;
+    unsigned int replicas = 0;
+    const char *suffix = "", *strategy = "none";
+    if (!g->mig_enabled)
+        sharing_of(cfg, "nvidia.com/gpu", gpu_slice_memory(g), &replicas, &suffix, &strategy);
     char product[96];
     label_product(g->name, product, sizeof product);
-    (void)inv;
     ADD("nvidia.com/gpu.count", "%zu", count);
     ADD("nvidia.com/gpu.replicas", "%u", replicas);
     ADD("nvidia.com/gpu.product", "%s%s", product, suffix);
-    ADD("nvidia.com/gpu.memory", "%llu", g->memory_total_bytes / (1024 * 1024));
-    ADD("nvidia.com/gpu.family", "%s", label_family(g->cc_major, g->cc_minor));
-    ADD("nvidia.com/gpu.compute.major", "%d", g->cc_major);
-    ADD("nvidia.com/gpu.compute.minor", "%d", g->cc_minor);
-    ADD("nvidia.com/gpu.mode", "%s", gpu_mode(g));
+    ADD("nvidia.com/gpu.sharing-strategy", "%s", strategy);
+    if (g->memory_total_bytes >> 20)
+        ADD("nvidia.com/gpu.memory", "%llu", g->memory_total_bytes >> 20);
+    if (g->cc_major > 0) {
+        ADD("nvidia.com/gpu.family", "%s", label_family(g->cc_major, g->cc_minor));
+        ADD("nvidia.com/gpu.compute.major", "%d", g->cc_major);
+        ADD("nvidia.com/gpu.compute.minor", "%d", g->cc_minor);
+    }
     return 0;
 }
 
-/* <prefix>.count, .replicas and .product (with -SHARED when shared and
- * not renamed): what every per-resource family starts with. */
+/* <prefix>.count, .replicas, .product (with -SHARED when shared and not
+ * renamed) and .sharing-strategy: what every per-resource family starts
+ * with. */
 static int resource_head(const struct config *cfg, const char *prefix, size_t count,
                          const char *product, unsigned long long memory, struct label_set *set,
                          struct gpulet_error *err)
 {
     unsigned int replicas;
-    const char *suffix;
-    sharing_of(cfg, prefix, memory, &replicas, &suffix);
+    const char *suffix, *strategy;
+    sharing_of(cfg, prefix, memory, &replicas, &suffix, &strategy);
     char key[128];
 #define KEY(name) (snprintf(key, sizeof key, "%s.%s", prefix, name), key)
     ADD(KEY("count"), "%zu", count);
     ADD(KEY("replicas"), "%u", replicas);
     ADD(KEY("product"), "%s%s", product, suffix);
+    ADD(KEY("sharing-strategy"), "%s", strategy);
 #undef KEY
     return 0;
 }
@@ -425,9 +474,103 @@ static int compare_labels(const void *a, const void *b)
     return strcmp(((const struct label *)a)->key, ((const struct label *)b)->key);
 }
 
+/* MIG single as NVIDIA's GFD judges it: valid when every GPU is in MIG
+ * mode, none of them is empty, and all MIG devices have one profile. */
+static bool mig_single_valid(const struct gpu_inventory *inv)
+{
+    const char *profile = NULL;
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        const struct gpu_device *g = &inv->gpus[i];
+        if (!g->mig_enabled || g->mig_count == 0)
+            return false;
+        for (size_t m = 0; m < g->mig_count; m++) {
+            if (profile && strcmp(profile, g->migs[m].profile) != 0)
+                return false;
+            profile = g->migs[m].profile;
+        }
+    }
+    return true;
+}
+
+/* MIG single: the nvidia.com/gpu.* labels describe the MIG devices, which
+ * are what nvidia.com/gpu serves. When the node cannot be served that way
+ * (see mig_single_valid) GFD writes <model>-MIG-INVALID with count,
+ * replicas and memory 0 and an empty sharing strategy, so nothing selects
+ * devices no plugin advertises; gpulet does the same. */
+static int mig_single(const struct gpu_inventory *inv, const struct config *cfg,
+                      struct label_set *set, struct gpulet_error *err)
+{
+    const struct gpu_device *owner = NULL;
+    for (size_t i = 0; i < inv->gpu_count && owner == NULL; i++)
+        if (inv->gpus[i].mig_enabled)
+            owner = &inv->gpus[i];
+    if (owner == NULL)
+        return 0; /* no GPU in MIG mode: as strategy none */
+    if (!mig_single_valid(inv)) {
+        char product[96];
+        label_product(owner->name, product, sizeof product);
+        ADD("nvidia.com/gpu.product", "%s-MIG-INVALID", product);
+        ADD("nvidia.com/gpu.count", "0");
+        ADD("nvidia.com/gpu.replicas", "0");
+        ADD("nvidia.com/gpu.sharing-strategy", "%s", "");
+        ADD("nvidia.com/gpu.memory", "0");
+        return 0;
+    }
+    size_t count = 0;
+    for (size_t i = 0; i < inv->gpu_count; i++)
+        count += inv->gpus[i].mig_count;
+    return mig_labels(cfg, "nvidia.com/gpu", owner, &owner->migs[0], count, set, err);
+}
+
+/* The node's fabric clique, when every GPU registered in one has the same. */
+static int clique_label(const struct gpu_inventory *inv, struct label_set *set,
+                        struct gpulet_error *err)
+{
+    const char *clique = NULL;
+    for (size_t i = 0; i < inv->gpu_count; i++) {
+        const char *c = inv->gpus[i].fabric_clique;
+        if (c[0] == '\0')
+            continue;
+        if (clique && strcmp(clique, c) != 0)
+            return 0; /* GFD writes none when GPUs disagree */
+        clique = c;
+    }
+    if (clique)
+        ADD("nvidia.com/gpu.clique", "%s", clique);
+    return 0;
+}
+
+/* GFD's vGPU labeler, on every node: whether a GPU is a vGPU guest's, and
+ * the host driver a vGPU says it runs under (the last one's). */
+static int vgpu_labels(const struct gpu_inventory *inv, struct label_set *set,
+                       struct gpulet_error *err)
+{
+    const struct gpu_device *vgpu = NULL;
+    for (size_t i = 0; i < inv->gpu_count; i++)
+        if (inv->gpus[i].vgpu)
+            vgpu = &inv->gpus[i];
+    ADD("nvidia.com/vgpu.present", "%s", vgpu ? "true" : "false");
+    if (vgpu && vgpu->vgpu_host_driver_version[0]) {
+        ADD("nvidia.com/vgpu.host-driver-version", "%s", vgpu->vgpu_host_driver_version);
+        ADD("nvidia.com/vgpu.host-driver-branch", "%s", vgpu->vgpu_host_driver_branch);
+    }
+    return 0;
+}
+
+/* The labels in the order NVIDIA's GFD merges its labelers: a later one
+ * overwrites an earlier one's key (add() replaces). */
 static int compute(const struct gpu_inventory *inv, const struct config *cfg, bool timestamp,
                    time_t now, struct label_set *set, struct gpulet_error *err)
 {
+    if (timestamp)
+        ADD("nvidia.com/gfd.timestamp", "%lld", (long long)now);
+    if (vgpu_labels(inv, set, err) < 0)
+        return -1;
+    if (inv->gpu_count == 0)
+        return 0; /* GFD writes nothing else on a node without GPUs */
+    char machine[96];
+    label_product(inv->machine[0] ? inv->machine : "unknown", machine, sizeof machine);
+    ADD("nvidia.com/gpu.machine", "%s", machine);
     if (versions(inv, set, err) < 0)
         return -1;
     bool mig_capable = false, mig_on = false;
@@ -436,58 +579,22 @@ static int compute(const struct gpu_inventory *inv, const struct config *cfg, bo
         mig_on |= inv->gpus[i].mig_enabled;
     }
     ADD("nvidia.com/mig.capable", "%s", mig_capable ? "true" : "false");
-    ADD("nvidia.com/mps.capable", "%s", cfg->sharing == SHARING_MPS ? "true" : "false");
-    /* NVIDIA's single value: time-slicing or mps when configured, else
-     * slices when any, so a node of slices alone says so. */
-    enum sharing_strategy strategy = cfg->sharing;
-    for (size_t i = 0; strategy == SHARING_NONE && i < cfg->shared_count; i++)
-        if (cfg->shared[i].slices)
-            strategy = SHARING_SLICES;
-    ADD("nvidia.com/gpu.sharing-strategy", "%s", config_sharing_name(strategy));
-    if (inv->machine[0]) {
-        char machine[96];
-        label_product(inv->machine, machine, sizeof machine);
-        ADD("nvidia.com/gpu.machine", "%s", machine);
-    }
-    if (timestamp)
-        ADD("nvidia.com/gfd.timestamp", "%lld", (long long)now);
-    if (inv->gpu_count == 0)
-        return 0;
-    /* As NVIDIA's GFD: on every node, MIG-capable or not. */
-    if (cfg->mig_strategy != MIG_STRATEGY_NONE)
-        ADD("nvidia.com/mig.strategy", "%s", config_mig_strategy_name(cfg->mig_strategy));
+    /* MPS does not run on GPUs in MIG mode (GFD stops with an error there) */
+    ADD("nvidia.com/mps.capable", "%s", cfg->sharing == SHARING_MPS && !mig_on ? "true" : "false");
     if (cfg->short_labels && short_labels(inv, set, err) < 0)
         return -1;
     if (model_labels(inv, cfg, set, err) < 0 || slice_labels(inv, cfg, set, err) < 0)
         return -1;
-
-    const struct gpu_device *first = &inv->gpus[0];
-    if (cfg->mig_strategy == MIG_STRATEGY_SINGLE && mig_on) {
-        size_t count = 0;
-        const struct gpu_device *owner = NULL;
-        const struct gpu_mig_device *sample = NULL;
-        for (size_t i = 0; i < inv->gpu_count; i++) {
-            count += inv->gpus[i].mig_count;
-            if (sample == NULL && inv->gpus[i].mig_count) {
-                owner = &inv->gpus[i];
-                sample = &owner->migs[0];
-            }
-        }
-        if (sample == NULL)
-            return gpu_labels(inv, cfg, first, inv->gpu_count, set, err);
-        if (mig_labels(cfg, "nvidia.com/gpu", owner, sample, count, set, err) < 0)
-            return -1;
-        ADD("nvidia.com/gpu.family", "%s", label_family(owner->cc_major, owner->cc_minor));
-        ADD("nvidia.com/gpu.compute.major", "%d", owner->cc_major);
-        ADD("nvidia.com/gpu.compute.minor", "%d", owner->cc_minor);
-        ADD("nvidia.com/gpu.mode", "%s", gpu_mode(owner));
-        return 0;
-    }
-    if (gpu_labels(inv, cfg, first, inv->gpu_count, set, err) < 0)
+    if (gpu_labels(inv, cfg, set, err) < 0)
         return -1;
-    if (cfg->mig_strategy == MIG_STRATEGY_MIXED)
-        return mig_mixed(inv, cfg, set, err);
-    return 0;
+    if (cfg->mig_strategy != MIG_STRATEGY_NONE)
+        ADD("nvidia.com/mig.strategy", "%s", config_mig_strategy_name(cfg->mig_strategy));
+    if (cfg->mig_strategy == MIG_STRATEGY_SINGLE && mig_single(inv, cfg, set, err) < 0)
+        return -1;
+    if (cfg->mig_strategy == MIG_STRATEGY_MIXED && mig_mixed(inv, cfg, set, err) < 0)
+        return -1;
+    ADD("nvidia.com/gpu.mode", "%s", gpu_mode(inv));
+    return clique_label(inv, set, err);
 }
 
 int labels_compute(const struct gpu_inventory *inv, const struct config *cfg, bool timestamp,

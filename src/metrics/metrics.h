@@ -26,6 +26,8 @@
 #include "podresources/v1/api.pb-c.h"
 
 #define METRICS_DEFAULT_ADDRESS ":9400"
+/* Under --simulate: loopback only, nobody else can reach a trial run. */
+#define METRICS_SIMULATE_ADDRESS "127.0.0.1:9400"
 #define METRICS_DEFAULT_PODRESOURCES "/var/lib/kubelet/pod-resources/kubelet.sock"
 
 /* Which names the series carry: dcgm-exporter's, nvidia_gpu_exporter's, or both. */

@@ -35,6 +35,7 @@ struct gpu_facts {
 struct gpu_sample {
     bool lost;
     struct gpu_facts facts;
+    bool processes_read; /* the process list was read whole (maybe empty) */
     size_t process_count;
     struct process_sample *processes;
     struct device_sample gpu;

@@ -316,13 +316,22 @@ static void mig_series(const struct render_input *in, FILE *out)
     }
 }
 
+/* As nvidia_gpu_exporter's per-process collection: it succeeds only when
+ * every GPU's process list was read; when it fails, only the success gauge
+ * (0) is shown, so "could not look" never reads as "no processes". */
 static void process_series(const struct render_input *in, FILE *out)
 {
+    bool ok = in->sample->gpu_count == in->inv->gpu_count;
+    for (size_t i = 0; ok && i < in->inv->gpu_count; i++)
+        ok = usable(in, i) && in->sample->gpus[i].processes_read;
+    header(out, "nvidia_smi_compute_apps_last_collect_success",
+           "Whether the most recent per-process collection succeeded (1) or not (0).", false);
+    fprintf(out, "nvidia_smi_compute_apps_last_collect_success %d\n", ok ? 1 : 0);
+    if (!ok || in->inv->gpu_count == 0)
+        return;
     for (int pass = 0; pass < 2; pass++) {
         bool shown = false;
         for (size_t i = 0; i < in->inv->gpu_count; i++) {
-            if (!usable(in, i))
-                continue;
             const struct gpu_sample *gs = &in->sample->gpus[i];
             char uuid[96];
             smi_uuid(in->inv->gpus[i].uuid, uuid, sizeof uuid);
@@ -347,6 +356,14 @@ static void process_series(const struct render_input *in, FILE *out)
                 fputc('\n', out);
             }
         }
+    }
+    header(out, "nvidia_smi_compute_apps", "Number of processes with a compute context on the GPU.",
+           false);
+    for (size_t i = 0; i < in->inv->gpu_count; i++) {
+        char uuid[96];
+        smi_uuid(in->inv->gpus[i].uuid, uuid, sizeof uuid);
+        fprintf(out, "nvidia_smi_compute_apps{uuid=\"%s\"} %zu\n", uuid,
+                in->sample->gpus[i].process_count);
     }
 }
 

@@ -225,8 +225,9 @@ static void read_more(struct sampler *sm, const struct nvml_device *dev, struct 
     READ(nvml_device_mig_mode(sm->nvml, dev, &u, &u2, &err),
          (set(d, F_MIG_MODE_CURRENT, u), set(d, F_MIG_MODE_PENDING, u2)));
     /* 0 is NVML's "not supported" state: left out, as nvidia-smi's [N/A] */
-    READ(nvml_device_fabric_state(sm->nvml, dev, &u, &err),
-         if (u >= 1 && u <= 3) set(d, F_FABRIC_STATE, u));
+    struct nvml_fabric fabric;
+    READ(nvml_device_fabric(sm->nvml, dev, &fabric, &err),
+         if (fabric.state >= 1 && fabric.state <= 3) set(d, F_FABRIC_STATE, fabric.state));
 }
 
 /* /proc/PID/comm, or "" when the process is gone or in another namespace. */
@@ -253,11 +254,13 @@ static void read_processes(struct sampler *sm, const struct nvml_device *dev,
         count_error(sm, &err);
         return;
     }
+    out->processes_read = n == 0;
     if (n == 0)
         return;
     out->processes = calloc(n, sizeof *out->processes);
     if (out->processes == NULL)
         return;
+    out->processes_read = true;
     for (unsigned int k = 0; k < n; k++) {
         struct process_sample *p = &out->processes[k];
         p->pid = sm->processes[k].pid;

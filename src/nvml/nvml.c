@@ -878,17 +878,29 @@ int nvml_device_vbios_version(struct nvml *n, const struct nvml_device *d, char 
     return NVML_CALL(n, DeviceGetVbiosVersion, d, err, d->handle, buf, len);
 }
 
-int nvml_device_fabric_state(struct nvml *n, const struct nvml_device *d, unsigned int *state,
-                             struct gpulet_error *err)
+static void fabric_of(struct nvml_fabric *out, unsigned int state, nvmlReturn_t status,
+                      const unsigned char *uuid, unsigned int clique)
 {
+    out->state = state;
+    out->status = status;
+    memcpy(out->cluster_uuid, uuid, sizeof out->cluster_uuid);
+    out->clique_id = clique;
+}
+
+int nvml_device_fabric(struct nvml *n, const struct nvml_device *d, struct nvml_fabric *out,
+                       struct gpulet_error *err)
+{
+    *out = (struct nvml_fabric){0};
     if (n->fn.DeviceGetGpuFabricInfoV != NULL) {
         nvmlGpuFabricInfo_v2_t info = {.version = nvmlGpuFabricInfo_v2};
         int rc = NVML_CALL(n, DeviceGetGpuFabricInfoV, d, err, d->handle, &info);
-        *state = info.state;
+        if (rc == 0)
+            fabric_of(out, info.state, info.status, info.clusterUuid, info.cliqueId);
         return rc;
     }
     nvmlGpuFabricInfo_t info = {0};
     int rc = NVML_CALL(n, DeviceGetGpuFabricInfo, d, err, d->handle, &info);
-    *state = info.state;
+    if (rc == 0)
+        fabric_of(out, info.state, info.status, info.clusterUuid, info.cliqueId);
     return rc;
 }

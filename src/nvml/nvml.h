@@ -181,8 +181,18 @@ int nvml_device_supported_clock_event_reasons(struct nvml *n, const struct nvml_
                                               struct gpulet_error *err);
 int nvml_device_vbios_version(struct nvml *n, const struct nvml_device *d, char *buf,
                               unsigned int len, struct gpulet_error *err);
-/* NVML_GPU_FABRIC_STATE_*: 0 not supported, 1 not started, 2 in progress, 3 completed. */
-int nvml_device_fabric_state(struct nvml *n, const struct nvml_device *d, unsigned int *state,
-                             struct gpulet_error *err);
+/* The NVLink fabric a GPU is registered in. state: NVML_GPU_FABRIC_STATE_*
+ * (0 not supported, 1 not started, 2 in progress, 3 completed); status:
+ * the registration's result, meaningful once completed; cluster_uuid and
+ * clique_id: the fabric manager's ids (all zero where the GPU is in no
+ * multi-node NVLink domain). */
+struct nvml_fabric {
+    unsigned int state;
+    nvmlReturn_t status;
+    unsigned char cluster_uuid[NVML_GPU_FABRIC_UUID_LEN];
+    unsigned int clique_id;
+};
+int nvml_device_fabric(struct nvml *n, const struct nvml_device *d, struct nvml_fabric *out,
+                       struct gpulet_error *err);
 
 #endif

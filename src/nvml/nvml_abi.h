@@ -167,6 +167,22 @@ typedef struct {
     unsigned int computeInstanceId;
 } nvmlProcessInfo_t;
 
+/* What the unversioned nvmlDevice*RunningProcesses calls fill. */
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+} nvmlProcessInfo_v1_t;
+
+/* nvmlDeviceGetProcessUtilization: timeStamp in CPU microseconds. */
+typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil;
+    unsigned int memUtil;
+    unsigned int encUtil;
+    unsigned int decUtil;
+} nvmlProcessUtilizationSample_t;
+
 /* nvmlDeviceGetTopologyCommonAncestor levels */
 enum {
     NVML_TOPOLOGY_INTERNAL = 0,

@@ -943,11 +943,35 @@ static int configure_containerd(const struct configure_options *opts, bool *chan
     return rc;
 }
 
-static void print_runtime_class(FILE *out)
+/* What to do next: a dry run changed nothing, and an engine whose file
+ * did not change needs no restart. */
+static void print_next_step(FILE *out, bool changed, bool dry_run)
 {
-    fprintf(out, "\nThen restart the engine and apply this RuntimeClass:\n"
+    if (dry_run) {
+        fprintf(out, "# --dry-run: nothing was changed\n");
+        return;
+    }
+    fprintf(out, "\n%s this RuntimeClass:\n"
                  "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n"
-                 "  name: nvidia\nhandler: nvidia\n");
+                 "  name: nvidia\nhandler: nvidia\n",
+            changed ? "Then restart the engine and apply" : "Pods use the runtime through");
+}
+
+/* An engine keeps its configuration in a folder its package made: one that
+ * is missing means a mistyped path, which gpulet must not create. */
+static int check_folder(const char *path, struct gpulet_error *err)
+{
+    char dir[4096];
+    work_dir(path, dir, sizeof dir);
+    struct stat st;
+    int found = stat(dir, &st);
+    if (found == 0 && S_ISDIR(st.st_mode))
+        return 0;
+    return gpulet_error_set(err, GPULET_ERR_USAGE,
+                            "%s: its folder %s is not there (%s); is the path right? gpulet "
+                            "adds to an engine's configuration but creates no folder for it; "
+                            "nothing was changed",
+                            path, dir, found == 0 ? "not a folder" : strerror(errno));
 }
 
 int runtime_configure(const struct configure_options *opts, bool *changed, FILE *out,
@@ -956,13 +980,15 @@ int runtime_configure(const struct configure_options *opts, bool *changed, FILE 
     if (opts->runtime_path[0] != '/')
         return gpulet_error_set(err, GPULET_ERR_USAGE,
                                 "the runtime path must be absolute, not \"%s\"", opts->runtime_path);
+    const char *path = opts->config ? opts->config : engine_default_config(opts->engine);
+    if (check_folder(path, err) < 0)
+        return -1;
     if (opts->engine == ENGINE_CONTAINERD) {
         int rc = configure_containerd(opts, changed, out, err);
         if (rc == 0)
-            print_runtime_class(out);
+            print_next_step(out, *changed, opts->dry_run);
         return rc;
     }
-    const char *path = opts->config ? opts->config : engine_default_config(opts->engine);
     bool existed;
     struct stat st;
     char *old = read_config(path, &existed, &st, err);
@@ -991,7 +1017,7 @@ int runtime_configure(const struct configure_options *opts, bool *changed, FILE 
         fprintf(out, "gpulet: %s is already configured; nothing changed\n", path);
     }
     if (rc == 0)
-        print_runtime_class(out);
+        print_next_step(out, *changed, opts->dry_run);
     free(old);
     free(text);
     return rc;

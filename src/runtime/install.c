@@ -1,10 +1,13 @@
 #include "runtime.h"
 
 #include <dirent.h>
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fileio/fileio.h"
 
@@ -93,6 +96,72 @@ static int install_folder(const char *from, const char *to, const char *sub, boo
     return rc;
 }
 
+/* The ELF interpreter (PT_INTERP) a 64-bit program names, into out; false
+ * for a static program, a library or a file that is not ELF. */
+static bool elf_interpreter(const char *path, char *out, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return false;
+    Elf64_Ehdr eh;
+    bool found = false;
+    if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh &&
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64 &&
+        eh.e_phentsize == sizeof(Elf64_Phdr) && eh.e_phnum < 256) {
+        for (unsigned int i = 0; i < eh.e_phnum && !found; i++) {
+            Elf64_Phdr ph;
+            off_t at = (off_t)(eh.e_phoff + i * sizeof ph);
+            if (pread(fd, &ph, sizeof ph, at) != (ssize_t)sizeof ph)
+                break;
+            if (ph.p_type != PT_INTERP || ph.p_filesz == 0 || ph.p_filesz >= len)
+                continue;
+            found = pread(fd, out, ph.p_filesz, (off_t)ph.p_offset) == (ssize_t)ph.p_filesz;
+            out[found ? ph.p_filesz : 0] = '\0';
+            found = found && out[0] == '/';
+        }
+    }
+    close(fd);
+    return found;
+}
+
+/* The bundle's programs name a loader inside the bundle by absolute path
+ * (PREFIX/lib/ld-linux-...), fixed when the image was built, and find their
+ * libraries beside it: they run only from PREFIX on the host. to, as this
+ * process sees the host, must end in PREFIX (the host's root may be
+ * mounted elsewhere, as /host is in the DaemonSet). */
+static int check_target(const char *from, const char *to, struct gpulet_error *err)
+{
+    static const char *const programs[] = {"gpulet-runtime", "gpulet"};
+    char path[4200], interp[4096];
+    bool named = false;
+    for (size_t i = 0; i < 2 && !named; i++) {
+        snprintf(path, sizeof path, "%s/bin/%s", from, programs[i]);
+        named = elf_interpreter(path, interp, sizeof interp);
+    }
+    char *slash = named ? strrchr(interp, '/') : NULL;
+    if (slash == NULL || slash - interp < 4 || strncmp(slash - 4, "/lib", 4) != 0)
+        return 0;
+    snprintf(path, sizeof path, "%s/lib/%s", from, slash + 1);
+    struct stat st;
+    if (stat(path, &st) != 0) /* the system's loader: any folder will do */
+        return 0;
+    size_t prefix = (size_t)(slash - 4 - interp);
+    if (prefix == 0) /* /lib/ld-linux...: the system's path after all */
+        return 0;
+    interp[prefix] = '\0';
+    size_t n = strlen(to);
+    while (n > 1 && to[n - 1] == '/')
+        n--;
+    if (n >= prefix && strncmp(to + n - prefix, interp, prefix) == 0)
+        return 0;
+    return gpulet_error_set(err, GPULET_ERR_USAGE,
+                            "--to %s: the bundle's programs load their loader and libraries from "
+                            "%s/lib (fixed when the image was built), so they run only from the "
+                            "host's %s; give that folder as this process sees it (%s, or "
+                            "/host%s with the host's root at /host)",
+                            to, interp, interp, interp, interp);
+}
+
 int runtime_install(const char *from, const char *to, bool *changed, FILE *out,
                     struct gpulet_error *err)
 {
@@ -112,6 +181,8 @@ int runtime_install(const char *from, const char *to, bool *changed, FILE *out,
                                     "runtime install from the gpulet image, or give --from",
                                     from, parts[i]);
     }
+    if (check_target(from, to, err) < 0)
+        return -1;
     if (mkdir(to, 0755) != 0 && errno != EEXIST)
         return gpulet_error_errno(err, errno, "cannot create %s (is the host folder mounted?)", to);
     /* Libraries first: a program never starts against libraries older

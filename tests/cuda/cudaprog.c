@@ -373,6 +373,54 @@ static void nvml_info(void)
            r1, m1.total, m1.free, m1.used, r2, m2.total, m2.free, rates[0]);
 }
 
+/* What HAMi-core's utilisation watcher asks NVML each round: the processes
+ * on GPU 0 (the unversioned call, two-field entries) and their utilisation
+ * over the last second. One line per process. */
+static void nvml_processes(void)
+{
+    struct proc {
+        unsigned int pid;
+        unsigned long long used;
+    } procs[64];
+    struct sample {
+        unsigned int pid;
+        unsigned long long stamp;
+        unsigned int sm, mem, enc, dec;
+    } samples[64];
+    void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW);
+    int (*init)(void), (*by_index)(unsigned int, void **),
+        (*list)(void *, unsigned int *, struct proc *),
+        (*util)(void *, struct sample *, unsigned int *, unsigned long long);
+    void *d = NULL;
+    if (h == NULL) {
+        printf("procs rc=-1\n");
+        return;
+    }
+    *(void **)&init = dlsym(h, "nvmlInit_v2");
+    *(void **)&by_index = dlsym(h, "nvmlDeviceGetHandleByIndex_v2");
+    *(void **)&list = dlsym(h, "nvmlDeviceGetComputeRunningProcesses");
+    *(void **)&util = dlsym(h, "nvmlDeviceGetProcessUtilization");
+    unsigned int n = 64, m = 64;
+    int r = init && by_index && list && util ? init() : -1;
+    if (r == 0)
+        r = by_index(0, &d);
+    int r1 = r == 0 ? list(d, &n, procs) : r;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    unsigned long long since = (unsigned long long)(now.tv_sec - 1) * 1000000ULL +
+                               (unsigned long long)now.tv_nsec / 1000;
+    int r2 = r == 0 ? util(d, samples, &m, since) : r;
+    printf("procs rc=%d count=%u util_rc=%d samples=%u\n", r1, r1 == 0 ? n : 0, r2,
+           r2 == 0 ? m : 0);
+    for (unsigned int i = 0; r1 == 0 && i < n; i++) {
+        unsigned int sm = 0;
+        for (unsigned int k = 0; r2 == 0 && k < m; k++)
+            if (samples[k].pid == procs[i].pid)
+                sm = samples[k].sm;
+        printf("proc pid=%u used=%llu sm=%u\n", procs[i].pid, procs[i].used, sm);
+    }
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -399,6 +447,8 @@ int main(int argc, char **argv)
             printf("info rc=%d free=%zu total=%zu\n", r, f, t);
         } else if (strcmp(op, "nvml") == 0) {
             nvml_info();
+        } else if (strcmp(op, "procs") == 0) {
+            nvml_processes();
         } else if (strcmp(op, "badfree") == 0) {
             printf("badfree rc=%d\n", cu.mfree((CUdeviceptr)num(&save)));
         } else if (strcmp(op, "badhandles") == 0) {

@@ -1,4 +1,6 @@
 """The command line: help, version, usage errors."""
+import os
+
 import pytest
 
 from conftest import FIXTURES
@@ -61,28 +63,14 @@ def test_runtime_help_names_every_engine(gpulet):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--bogus"], "unknown option '--bogus'"),
-    (["--simulate"], "option '--simulate' needs a value"),
-    (["frobnicate"], "unknown command 'frobnicate'"),
-    (["help", "frobnicate"], "unknown command 'frobnicate'"),
+    (["--bogus"], "gpulet: unknown option '--bogus'"),
+    (["--simulate"], "gpulet: option '--simulate' needs a value"),
+    (["frobnicate"], "gpulet: unknown command 'frobnicate'"),
+    (["help", "frobnicate"], "gpulet: unknown command 'frobnicate'"),
     (["help", "cdi", "generate", "extra"], "help takes a command and at most one action"),
-    (["version", "extra"], "gpulet version: unexpected argument 'extra'"),
     (["--log-level", "loud", "info"], "--log-level must be debug, info, warn or error"),
-    (["--simulate", "dgx-a100", "info", "--yaml"], "unknown option '--yaml'"),
-    (["--simulate", "dgx-a100", "info", "extra"], "unexpected argument 'extra'"),
     (["--simulate", "dgx-a100", "--nvml-lib", "/x.so", "info"], "cannot be used together"),
     (["--simulate", "dgx-a200", "info"], "no simulated node named \"dgx-a200\" (known: "),
-    (["--simulate", "/nonexistent/node.yaml", "info"], "cannot read the node description"),
-    # every subcommand names the option the same way, and shows its usage
-    (["run", "--bogus"], "gpulet run: unknown option '--bogus'\nUsage: gpulet"),
-    (["run", "--config-file"], "gpulet run: option '--config-file' needs a value\nUsage:"),
-    (["labels", "--mig-strategy"], "gpulet labels: option '--mig-strategy' needs a value\n"),
-    (["doctor", "--cdi-dirs"], "gpulet doctor: option '--cdi-dirs' needs a value\nUsage:"),
-    (["info", "-x"], "gpulet info: unknown option '-x'\nUsage:"),
-    (["cdi", "generate", "--output"], "gpulet cdi generate: option '--output' needs a value\n"),
-    (["runtime", "configure", "--runtime"],
-     "gpulet runtime configure: option '--runtime' needs a value\nUsage:"),
-    (["runtime", "install", "--bogus"], "gpulet runtime install: unknown option '--bogus'\n"),
 ])
 def test_usage_errors_exit_2(gpulet, args, message):
     r = gpulet(*args)
@@ -91,7 +79,72 @@ def test_usage_errors_exit_2(gpulet, args, message):
     assert r.out == ""
 
 
-def test_no_command_prints_usage_and_exits_2(gpulet):
+# Every command names the option the same way, then points to its own help
+# in one line: the error stays on screen, not 50 lines of help above it.
+@pytest.mark.parametrize("args,command,message", [
+    (["version", "extra"], "version", "unexpected argument 'extra'"),
+    (["--simulate", "dgx-a100", "info", "--yaml"], "info", "unknown option '--yaml'"),
+    (["--simulate", "dgx-a100", "info", "extra"], "info", "unexpected argument 'extra'"),
+    (["run", "--bogus"], "run", "unknown option '--bogus'"),
+    (["run", "--config-file"], "run", "option '--config-file' needs a value"),
+    (["run", "extra"], "run", "unexpected argument 'extra'"),
+    (["labels", "--mig-strategy"], "labels", "option '--mig-strategy' needs a value"),
+    (["labels", "extra"], "labels", "unexpected argument 'extra'"),
+    (["doctor", "--cdi-dirs"], "doctor", "option '--cdi-dirs' needs a value"),
+    (["info", "-x"], "info", "unknown option '-x'"),
+    (["cdi"], "cdi", "which action? (generate)"),
+    (["cdi", "make"], "cdi", "unknown action 'make' (generate)"),
+    (["cdi", "generate", "--output"], "cdi generate", "option '--output' needs a value"),
+    (["runtime"], "runtime", "which action? (configure, install)"),
+    (["runtime", "setup"], "runtime", "unknown action 'setup' (configure, install)"),
+    (["runtime", "configure", "--runtime"], "runtime configure",
+     "option '--runtime' needs a value"),
+    (["runtime", "configure", "--runtime", "podman"], "runtime configure",
+     "--runtime must be docker, crio or containerd"),
+    (["runtime", "install", "--bogus"], "runtime install", "unknown option '--bogus'"),
+    (["runtime", "install"], "runtime install", "--to DIR is required"),
+    (["runtime", "install", "--to", "/x", "extra"], "runtime install",
+     "unexpected argument 'extra'"),
+])
+def test_a_usage_error_is_the_error_and_where_help_is(gpulet, args, command, message):
+    r = gpulet(*args)
+    assert r.rc == 2 and r.out == ""
+    assert r.err == f"gpulet {command}: {message}\nTry 'gpulet {command} --help'.\n"
+    assert gpulet(*command.split(), "--help").rc == 0
+
+
+def test_no_command_is_a_usage_error_in_two_lines(gpulet):
     r = gpulet()
+    assert r.rc == 2 and r.out == ""
+    assert r.err == ("gpulet: which command? (info, run, labels, cdi, runtime, doctor, version, "
+                     "help)\nTry 'gpulet --help'.\n")
+
+
+def test_help_says_what_run_serves(gpulet):
+    line = next(l for l in gpulet("help").out.splitlines() if l.startswith("  run "))
+    assert "device plugin" in line and "labels" in line and "metrics" in line
+    run = gpulet("help", "run").out
+    assert "/metrics" in run.split("\n\n")[1]  # its summary, not only an option
+
+
+def test_a_missing_node_file_says_why(gpulet, tmp_path):
+    r = gpulet("--simulate", tmp_path / "no" / "node.yaml", "info")
     assert r.rc == 2
-    assert "Usage: gpulet" in r.err
+    assert r.err == (f"gpulet: cannot read the node description {tmp_path}/no/node.yaml (from "
+                     "--simulate): No such file or directory\n")
+    r = gpulet("--simulate", "node.yaml", "info")
+    assert r.rc == 2
+    assert f"node.yaml (in {os.getcwd()}) (from --simulate): No such file or directory" in r.err
+
+
+def test_a_mistyped_state_file_is_an_error(gpulet, tmp_path):
+    state = tmp_path / "state.yaml"
+    r = gpulet("--simulate", "dgx-a100", "info", env={"GPULET_SIM_STATE": f"{state}x"})
+    assert r.rc == 2 and r.out == ""
+    assert f"GPULET_SIM_STATE names {state}x, which cannot be read: No such file" in r.err
+    r = gpulet("--simulate", "dgx-a100", "info", env={"GPULET_SIM_STATE": tmp_path})
+    assert r.rc == 2 and "which is not a file" in r.err
+    state.write_text("")  # an empty state changes nothing
+    r = gpulet("--simulate", "dgx-a100", "info", env={"GPULET_SIM_STATE": state})
+    assert r.rc == 0, r.err
+    assert r.out == gpulet("--simulate", "dgx-a100", "info").out

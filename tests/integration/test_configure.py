@@ -50,13 +50,34 @@ def test_docker_keeps_everything_else_and_is_idempotent(gpulet, tmp_path):
 
 def test_docker_from_nothing_and_dry_run(gpulet, tmp_path):
     cfg = tmp_path / "docker" / "daemon.json"
+    cfg.parent.mkdir()  # Docker's package makes /etc/docker; daemon.json is optional
     r = configure(gpulet, "--runtime", "docker", "--config", cfg, "--dry-run")
     assert r.rc == 0 and "would become" in r.out
+    # a dry run changed nothing, so there is nothing to restart
+    assert r.out.endswith("# --dry-run: nothing was changed\n") and "restart" not in r.out
     assert not cfg.exists()
     r = configure(gpulet, "--runtime", "docker", "--config", cfg)
     assert r.rc == 0, r.err
+    assert "Then restart the engine and apply this RuntimeClass" in r.out
     golden("docker-new.json", cfg.read_text())
     assert not (tmp_path / "docker" / "daemon.json.gpulet-backup").exists()
+    r = configure(gpulet, "--runtime", "docker", "--config", cfg)
+    assert r.rc == 0 and "already configured" in r.out and "restart" not in r.out
+
+
+@pytest.mark.parametrize("engine,path", [
+    ("docker", "dokcer/daemon.json"), ("containerd", "containred/config.toml"),
+    ("crio", "crio/crio.conf.d/99-gpulet.toml"), ("docker", "file/daemon.json")])
+def test_a_mistyped_path_is_refused_and_nothing_is_created(gpulet, tmp_path, engine, path):
+    (tmp_path / "file").write_text("")  # a file where the folder should be
+    cfg = tmp_path / path
+    for dry in ([], ["--dry-run"]):
+        r = configure(gpulet, "--runtime", engine, "--config", cfg, *dry)
+        assert r.rc == 2 and r.out == ""
+        folder = cfg.parent.parent if engine == "crio" else cfg.parent
+        assert f"{cfg}: its folder {folder} is not there (" in r.err
+        assert "is the path right?" in r.err and "nothing was changed" in r.err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 @pytest.mark.parametrize("text", ['{"runtimes": {', "[1, 2]", '{"runtimes": "runc"}'])

@@ -409,3 +409,28 @@ def test_an_unusable_file_refuses_every_allocation(cuda):
         assert out.returncode != 0 and "setup rc=2" in out.stdout + out.stderr, out.stdout
         assert said in out.stderr and "every allocation is refused" in out.stderr, out.stderr
         assert out.stderr.count("every allocation is refused") == 1
+
+
+def test_nvml_reports_each_program_and_its_utilisation(cuda):
+    # HAMi-core's utilisation watcher: the unversioned process list (pid and
+    # memory) and nvmlDeviceGetProcessUtilization over the last second.
+    holder = cuda.start("direct", "wait", "run:busy_1000:1:1000:3", "hold")
+    try:
+        wait_holding(holder, "waiting")
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        sm, deadline = 0, time.monotonic() + 2.5
+        while sm < 90 and time.monotonic() < deadline:
+            out = cuda.run("direct", "procs").stdout
+            assert one(out, "procs")["rc"] == 0 and one(out, "procs")["util_rc"] == 0, out
+            procs = {p["pid"]: p for p in (dict((k, int(v)) for k, v in l.items())
+                                            for l in lines(out, "proc"))}
+            assert holder.pid in procs, out
+            sm = procs[holder.pid]["sm"]
+        assert sm >= 90
+        # the asking program holds only a context and runs nothing
+        assert len(procs) == 2 and procs[holder.pid]["used"] >= CTX
+        assert [p["sm"] for pid, p in procs.items() if pid != holder.pid] == [0]
+    finally:
+        holder.kill()
+        holder.wait()

@@ -58,6 +58,7 @@ def image():
                            env=dict(os.environ, GPULET_IMAGE_STORE=store),
                            capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stdout + built.stderr
+    assert "not a dynamic executable" not in built.stdout + built.stderr  # the static hook
     podman = [PODMAN, "--root", f"{store}/storage", "--runroot", f"{store}/run",
               "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]
     yield Image(podman, built.stdout)
@@ -92,6 +93,16 @@ def test_image_starts_with_podman(image):
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("NVIDIA A100-SXM4-80GB") == 8
     assert "simulated node: dgx-a100" in r.stdout
+
+
+def test_image_installs_only_where_its_programs_can_run(image, tmp_path):
+    # the programs' loader is /usr/local/gpulet/lib/ld-linux-*: a bundle put
+    # anywhere else could not start, so it is refused and nothing is written
+    r = image.run("runtime", "install", "--to", "/host/opt/gpulet",
+                  options=["-v", f"{tmp_path}:/host"])
+    assert r.returncode == 2, r.stderr
+    assert "run only from the host's /usr/local/gpulet" in r.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_image_without_a_driver_says_so(image):

@@ -4,6 +4,9 @@ not a bundle before creating anything. (The image's own bundle, installed
 and run on a "host", is in test_image.py.)"""
 import os
 import stat
+import subprocess
+
+import pytest
 
 
 def make_bundle(root):
@@ -82,3 +85,45 @@ def test_install_into_a_read_only_place_fails_clearly(gpulet, tmp_path):
     r = gpulet("runtime", "install", "--from", bundle, "--to", "/proc/gpulet-test")
     assert r.rc == 1
     assert "cannot create /proc/gpulet-test" in r.err and "is the host folder mounted?" in r.err
+
+
+def bundle_with_programs(root, tmp_path, loader_in_bundle=True):
+    """A bundle whose programs name the bundle's own loader, as the image's do
+    (the loader is ld-linux's name under PREFIX/lib, fixed at build time)."""
+    make_bundle(root)
+    src = tmp_path / "main.c"
+    src.write_text("int main(void) { return 0; }\n")
+    interp = "/usr/local/gpulet/lib/ld-linux-x86-64.so.2" if loader_in_bundle \
+        else "/lib64/ld-linux-x86-64.so.2"
+    for name in ("gpulet-runtime", "gpulet"):
+        subprocess.run(["gcc", "-o", str(root / "bin" / name), str(src),
+                        f"-Wl,--dynamic-linker={interp}"], check=True)
+    return root
+
+
+@pytest.mark.parametrize("to", ["opt/gpulet", "usr/local/gpulet2", "usr/local"])
+def test_install_refuses_a_folder_its_programs_cannot_run_from(gpulet, tmp_path, to):
+    bundle = bundle_with_programs(tmp_path / "image" / "usr" / "local" / "gpulet", tmp_path)
+    target = tmp_path / "host" / to
+    r = gpulet("runtime", "install", "--from", bundle, "--to", target)
+    assert r.rc == 2 and r.out == ""
+    assert (f"--to {target}: the bundle's programs load their loader and libraries from "
+            "/usr/local/gpulet/lib") in r.err
+    assert "give that folder as this process sees it" in r.err
+    assert not (tmp_path / "host").exists()
+
+
+def test_install_takes_the_host_folder_wherever_the_host_is_mounted(gpulet, tmp_path):
+    bundle = bundle_with_programs(tmp_path / "image" / "usr" / "local" / "gpulet", tmp_path)
+    for host in ("host", "mnt/node-root"):
+        target = tmp_path / host / "usr" / "local" / "gpulet"
+        target.parent.mkdir(parents=True)
+        r = gpulet("runtime", "install", "--from", bundle, "--to", f"{target}/")
+        assert r.rc == 0, r.err
+        assert (target / "bin" / "gpulet-runtime").exists()
+
+
+def test_install_of_programs_on_the_systems_loader_goes_anywhere(gpulet, tmp_path):
+    bundle = bundle_with_programs(tmp_path / "b", tmp_path, loader_in_bundle=False)
+    r = gpulet("runtime", "install", "--from", bundle, "--to", tmp_path / "anywhere")
+    assert r.rc == 0, r.err

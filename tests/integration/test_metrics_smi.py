@@ -52,7 +52,9 @@ DASHBOARD_14574 = ["nvidia_smi_gpu_info", "nvidia_smi_index", "nvidia_smi_pstate
                    "nvidia_smi_clocks_event_reasons_hw_power_brake_slowdown",
                    "nvidia_smi_compute_mode", "nvidia_smi_energy_joules_total",
                    "nvidia_smi_pcie_throughput_tx_bytes_per_second",
-                   "nvidia_smi_pcie_throughput_rx_bytes_per_second"]
+                   "nvidia_smi_pcie_throughput_rx_bytes_per_second",
+                   # the "Process Collection" panel
+                   "nvidia_smi_compute_apps_last_collect_success"]
 MIB = 1048576
 NODES = sorted(p.stem for p in (ROOT / "sim" / "nodes").glob("*.yaml"))
 
@@ -100,6 +102,7 @@ def test_the_same_sample_in_both_schemas(exporter, tmp_path):
     uuids = {smi_uuid(g["uuid"]): i for i, g in enumerate(gpus)}
     # every per-GPU series carries the short lower-case uuid and nothing of dcgm's
     for name in smi - {"nvidia_smi_last_collect_success", "nvidia_smi_failed_scrapes_total",
+                       "nvidia_smi_compute_apps_last_collect_success",
                        "nvidia_smi_last_collect_timestamp_seconds",
                        "nvidia_smi_last_collect_duration_seconds"}:
         for labels, _ in series[name]:
@@ -144,6 +147,11 @@ def test_the_same_sample_in_both_schemas(exporter, tmp_path):
     assert [(a["uuid"], a["pid"], a["process_name"], v) for a, v in apps] == [
         (smi_uuid(gpus[0]["uuid"]), str(os.getpid()), open("/proc/self/comm").read().strip(),
          2048 * MIB)]
+    # the per-process collection read every GPU: one app on GPU 0, an
+    # explicit 0 on the others (nvidia_gpu_exporter zero-fills the count)
+    assert series["nvidia_smi_compute_apps_last_collect_success"] == [({}, 1)]
+    counts = {lab["uuid"]: v for lab, v in series["nvidia_smi_compute_apps"]}
+    assert counts == {u: (1 if i == 0 else 0) for u, i in uuids.items()}
     # prometheus_client reads it whole
     assert {f.name for f in text_string_to_metric_families(body)} >= {"nvidia_smi_gpu_info"}
 
@@ -425,3 +433,43 @@ def test_extra_fields_in_both_schemas(exporter, tmp_path, node):
     assert smi("nvidia_smi_clocks_event_reasons_sw_power_cap")[u1] == 1
     # passively cooled boards: no fan series in either schema
     assert "DCGM_FI_DEV_FAN_SPEED" not in series and "nvidia_smi_fan_speed_ratio" not in series
+
+
+def test_a_board_with_a_fan_reports_it_and_a_passive_one_stays_quiet(exporter, tmp_path):
+    # dgx-a100 with GPU 1 given a fan of its own; the others answer NOT_SUPPORTED,
+    # as passively cooled boards do, which is no warning
+    node = load_node("dgx-a100")
+    node["gpus"][1]["fan_speed_pct"] = 40
+    path = tmp_path / "fan.yaml"
+    path.write_text(json.dumps(node))
+    csv = tmp_path / "counters.csv"
+    csv.write_text("DCGM_FI_DEV_FAN_SPEED, gauge, fan\n")
+    e = exporter(path, "-f", csv, "--metrics-schema", "dcgm,nvidia-smi")
+    series, _ = parse(e.get()[2])
+    assert {lab["gpu"]: v for lab, v in series["DCGM_FI_DEV_FAN_SPEED"]} == {"1": 40}
+    u1 = smi_uuid(node["gpus"][1]["uuid"])
+    assert {lab["uuid"]: v for lab, v in series["nvidia_smi_fan_speed_ratio"]} == {u1: 0.4}
+    assert "not simulated" not in e.text() and "FanSpeed" not in e.text()
+
+
+def test_a_failed_process_collection_shows_only_its_gauge(exporter, tmp_path):
+    # nvidia_gpu_exporter: when the process list of any GPU cannot be read
+    # the collection failed; it says 0 and leaves every per-process series
+    # out, so "could not look" is never mistaken for "no processes".
+    state = tmp_path / "state.yaml"
+    write_atomically(state, "gpus:\n  0:\n    processes:\n      - {pid: %d, used_mib: 64}\n"
+                     % os.getpid())
+    e = exporter("dgx-a100", "--metrics-schema", "nvidia-smi", state=state)
+    wait_for(lambda: "nvidia_smi_compute_app_info{" in e.get()[2], what="the process")
+    write_atomically(state, "gpus:\n  0:\n    processes:\n      - {pid: %d, used_mib: 64}\n"
+                     "  3: {lost: true}\n" % os.getpid())
+    wait_for(lambda: "nvidia_smi_compute_apps_last_collect_success 0" in e.get()[2],
+             what="the failed collection")
+    series, meta = parse(e.get()[2])
+    assert meta["nvidia_smi_compute_apps_last_collect_success"]["TYPE"] == "gauge"
+    for name in ("nvidia_smi_compute_app_info", "nvidia_smi_compute_app_used_memory_bytes",
+                 "nvidia_smi_compute_apps"):
+        assert name not in series
+    write_atomically(state, "gpus:\n  3: {lost: false}\n")
+    wait_for(lambda: "nvidia_smi_compute_apps_last_collect_success 1" in e.get()[2],
+             what="the collection back")

@@ -2,11 +2,14 @@
 it exports, on the right side (answered or not simulated), and the sysfs
 tree it makes is there when asked for and gone afterwards."""
 import re
+import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from conftest import ROOT
+from test_cdi import driver_root  # noqa: F401 (fixture)
 
 DOC = ROOT / "docs" / "simulator.md"
 STUBS = ROOT / "sim" / "nvml_sim_stubs.c"
@@ -82,3 +85,66 @@ def test_an_unwritable_sysfs_folder_is_a_clear_error(gpulet, tmp_path):
     assert r.rc != 0
     assert "cannot write the simulated sysfs" in r.err
     assert str(blocker) in r.err
+
+
+def test_a_named_procfs_tree_has_the_mig_minors(gpulet, tmp_path):
+    # The driver's numbering (NVIDIA's MIG user guide shows gpu0/gi2/access
+    # as minor 21): config 1, monitor 2, then per GPU minor 15 GPU
+    # instances of one access capability and 8 compute instance ones.
+    proc = tmp_path / "proc"
+    r = gpulet("--simulate", "a100-mig", "info", env={"GPULET_SIM_PROCFS": str(proc)})
+    assert r.rc == 0, r.err
+    text = (proc / "driver" / "nvidia-caps" / "mig-minors").read_text()
+    minors = dict(line.split(" ") for line in text.splitlines())
+    assert len(minors) == 2 + 2 * 15 * 9
+    assert minors["config"] == "1" and minors["monitor"] == "2"
+    assert minors["gpu0/gi0/access"] == "3" and minors["gpu0/gi0/ci7/access"] == "11"
+    assert minors["gpu0/gi2/access"] == "21" and minors["gpu0/gi2/ci0/access"] == "22"
+    assert minors["gpu1/gi2/access"] == "156" and minors["gpu1/gi14/ci7/access"] == "272"
+    assert len(set(minors.values())) == len(minors)
+
+
+def test_gpulet_finds_mig_capabilities_in_the_simulated_procfs(gpulet, driver_root,  # noqa: F811
+                                                               tmp_path):
+    # The test driver root (shared, so linked to) with the simulated procfs
+    # as its proc/: the MIG device on GPU 1, GPU instance 2 gets the
+    # capability nodes the driver numbers.
+    root = tmp_path / "root"
+    root.mkdir()
+    for entry in driver_root.iterdir():
+        if entry.name != "proc":
+            (root / entry.name).symlink_to(entry)
+    r = gpulet("--simulate", "a100-mig", "cdi", "generate", "--driver-root", root,
+               env={"GPULET_SIM_PROCFS": str(root / "proc")})
+    assert r.rc == 0, r.err
+    spec = yaml.safe_load(r.out)
+    big = next(d for d in spec["devices"] if d["name"] == "1:0")  # 3g.20gb, GPU instance 2
+    assert [n["path"] for n in big["containerEdits"]["deviceNodes"]][1:] == [
+        "/dev/nvidia-caps/nvidia-cap156", "/dev/nvidia-caps/nvidia-cap157"]
+
+
+def test_the_documented_mount_shows_programs_the_simulated_files(gpulet, tmp_path):
+    # docs/simulator.md: a private mount namespace puts the tree where
+    # NVIDIA's programs look, /proc/driver (the DMI product name they are
+    # pointed at by a flag: this machine may have no /sys/class/dmi).
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unprivileged mount namespaces are not available here")
+    proc, sys_ = tmp_path / "proc", tmp_path / "sys"
+    r = gpulet("--simulate", "a100-mig", "info",
+               env={"GPULET_SIM_PROCFS": str(proc), "GPULET_SIM_SYSFS": str(sys_)})
+    assert r.rc == 0, r.err
+    script = (f"mount --bind {proc}/driver /proc/driver && "
+              "grep -x 'gpu1/gi2/access 156' /proc/driver/nvidia-caps/mig-minors && "
+              f"cat {sys_}/class/dmi/id/product_name")
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "gpu1/gi2/access 156\nDGX A100\n"
+
+
+def test_an_unwritable_procfs_folder_is_a_clear_error(gpulet, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    r = gpulet("--simulate", "a100-mig", "info", env={"GPULET_SIM_PROCFS": str(blocker / "p")})
+    assert r.rc != 0
+    assert "cannot write the simulated procfs" in r.err

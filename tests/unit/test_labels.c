@@ -35,6 +35,13 @@ static void products_and_families(void **state)
     assert_string_equal(buf, "NVIDIA-H100-80GB-HBM3");
     label_product("NVIDIA RTX A6000 (rev/2)", buf, sizeof buf);
     assert_string_equal(buf, "NVIDIA-RTX-A6000-rev2");
+    /* GFD joins the words: runs of spaces, and spaces left by dropped
+     * characters, give one '-', none at either end */
+    label_product("  NVIDIA  A100 ( SXM ) ", buf, sizeof buf);
+    assert_string_equal(buf, "NVIDIA-A100-SXM");
+    char small[8];
+    label_product("NVIDIA A100", small, sizeof small);
+    assert_string_equal(small, "NVIDIA");
     static const char *const models[][2] = {
         {"Tesla V100-SXM2-16GB", "V100"}, {"NVIDIA A100-SXM4-80GB", "A100"},
         {"Tesla T4", "T4"}, {"NVIDIA H100 80GB HBM3", "H100"},
@@ -54,6 +61,7 @@ static void products_and_families(void **state)
     assert_string_equal(label_family(8, 0), "ampere");
     assert_string_equal(label_family(8, 9), "ada-lovelace");
     assert_string_equal(label_family(9, 0), "hopper");
+    assert_string_equal(label_family(13, 0), "rubin"); /* as GFD names compute capability 13 */
     assert_string_equal(label_family(10, 0), "blackwell");
     assert_string_equal(label_family(12, 0), "blackwell");
     assert_string_equal(label_family(6, 1), "pascal");

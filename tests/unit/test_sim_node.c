@@ -121,6 +121,8 @@ static const struct bad_case bad_nodes[] = {
      "line 5: PCIe level must be one of internal, single, multiple, hostbridge, node, system, "
      "not \"far\""},
     {"cuda_driver_version: 12\n", "line 1: cuda_driver_version must be a whole number from 1000"},
+    {GPU_OK "gpus:\n  - {uuid: GPU-a, pci_bus_id: \"0:1:0.0\", fan_speed_pct: 101}\n",
+     "bad.yaml line 3: fan_speed_pct must be"},
 };
 
 static void bad_nodes_fail_with_file_and_line(void **state)

@@ -2,6 +2,9 @@
  * processes and field values, seen through src/nvml/ as gpulet sees them. */
 #include "helpers.h"
 
+#include <dlfcn.h>
+#include <time.h>
+
 static char dir[64], state_path[128];
 
 static int setup(void **state)
@@ -239,9 +242,16 @@ static void fabric_reasons_and_vbios(void **state)
         struct nvml *n = open_sim("h100-sxm", libs[k]);
         struct nvml_device d = gpu(n, 7);
         struct gpulet_error err = {0};
-        unsigned int fabric = 0;
-        assert_int_equal(nvml_device_fabric_state(n, &d, &fabric, &err), 0);
-        assert_int_equal(fabric, NVML_GPU_FABRIC_STATE_COMPLETED);
+        /* A single HGX H100 board, as a real one answers: registered,
+         * clique 0 of the all-zero cluster (no multi-node NVLink domain). */
+        struct nvml_fabric fabric;
+        memset(&fabric, 0xFF, sizeof fabric);
+        assert_int_equal(nvml_device_fabric(n, &d, &fabric, &err), 0);
+        assert_int_equal(fabric.state, NVML_GPU_FABRIC_STATE_COMPLETED);
+        assert_int_equal(fabric.status, NVML_SUCCESS);
+        assert_int_equal(fabric.clique_id, 0);
+        static const unsigned char zero[16];
+        assert_memory_equal(fabric.cluster_uuid, zero, sizeof zero);
         unsigned long long reasons = 0;
         assert_int_equal(nvml_device_supported_clock_event_reasons(n, &d, &reasons, &err), 0);
         assert_int_equal(reasons, 0x1FF);
@@ -258,8 +268,8 @@ static void fabric_reasons_and_vbios(void **state)
         struct nvml *n = open_sim(nodes[k], SIM_LIB_CURRENT);
         struct nvml_device d = gpu(n, 0);
         struct gpulet_error err = {0};
-        unsigned int fabric;
-        assert_int_equal(nvml_device_fabric_state(n, &d, &fabric, &err), -1);
+        struct nvml_fabric fabric;
+        assert_int_equal(nvml_device_fabric(n, &d, &fabric, &err), -1);
         assert_true(nvml_unsupported(&err));
         nvml_close(n);
     }
@@ -300,6 +310,112 @@ static void processes_per_gpu_and_mig(void **state)
     nvmlUtilization_t u;
     assert_int_equal(nvml_device_utilization(n, &mig, &u, &err), -1);
     assert_true(nvml_unsupported(&err));
+    nvml_close(n);
+}
+
+typedef nvmlReturn_t (*list_fn)(nvmlDevice_t, unsigned int *, void *);
+typedef nvmlReturn_t (*putil_fn)(nvmlDevice_t, nvmlProcessUtilizationSample_t *, unsigned int *,
+                                 unsigned long long);
+
+/* A symbol of the simulated library gpulet's loader already opened: the
+ * calls gpulet itself does not make, as other tools (HAMi-core's watcher,
+ * pynvml) make them. */
+static void *sim_symbol(const char *name)
+{
+    void *h = dlopen(SIM_LIB_CURRENT, RTLD_NOW | RTLD_NOLOAD);
+    assert_non_null(h);
+    void *f = dlsym(h, name);
+    dlclose(h);
+    if (f == NULL)
+        fail_msg("%s is not exported", name);
+    return f;
+}
+
+static list_fn list_symbol(const char *name)
+{
+    void *sym = sim_symbol(name);
+    list_fn f;
+    memcpy(&f, &sym, sizeof f);
+    return f;
+}
+
+static void process_lists_of_every_version(void **state)
+{
+    (void)state;
+    write_file(state_path, "frozen_seconds: 10\ngpus:\n  0:\n    processes:\n"
+                           "      - {pid: 200, used_mib: 1000}\n      - {pid: 201, used_mib: 3000}\n");
+    struct nvml *n = open_sim("dgx-a100", SIM_LIB_CURRENT);
+    nvmlDevice_t d = gpu(n, 0).handle;
+    /* unversioned: the two-field v1 structure, 16 bytes apart */
+    list_fn v1 = list_symbol("nvmlDeviceGetComputeRunningProcesses");
+    nvmlProcessInfo_v1_t p1[3];
+    unsigned int count = 0;
+    assert_int_equal(v1(d, &count, NULL), NVML_ERROR_INSUFFICIENT_SIZE);
+    assert_int_equal(count, 2);
+    count = 3;
+    assert_int_equal(v1(d, &count, p1), NVML_SUCCESS);
+    assert_int_equal(count, 2);
+    assert_int_equal(p1[1].pid, 201);
+    assert_int_equal(p1[1].usedGpuMemory, 3000ULL << 20);
+    /* v2 and v3: the four-field structure */
+    const char *const versioned[] = {"nvmlDeviceGetComputeRunningProcesses_v2",
+                                     "nvmlDeviceGetComputeRunningProcesses_v3"};
+    for (size_t k = 0; k < 2; k++) {
+        nvmlProcessInfo_t p[3];
+        count = 3;
+        assert_int_equal(list_symbol(versioned[k])(d, &count, p), NVML_SUCCESS);
+        assert_int_equal(count, 2);
+        assert_int_equal(p[0].pid, 200);
+        assert_int_equal(p[0].gpuInstanceId, 0xFFFFFFFFU);
+    }
+    /* graphics and MPS clients: none on the simulated node */
+    const char *const empty[] = {
+        "nvmlDeviceGetGraphicsRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses_v2",
+        "nvmlDeviceGetGraphicsRunningProcesses_v3", "nvmlDeviceGetMPSComputeRunningProcesses",
+        "nvmlDeviceGetMPSComputeRunningProcesses_v2", "nvmlDeviceGetMPSComputeRunningProcesses_v3"};
+    for (size_t k = 0; k < 6; k++) {
+        nvmlProcessInfo_t p[2];
+        count = 2;
+        assert_int_equal(list_symbol(empty[k])(d, &count, p), NVML_SUCCESS);
+        assert_int_equal(count, 0);
+    }
+    nvml_close(n);
+}
+
+static void process_utilization(void **state)
+{
+    (void)state;
+    write_file(state_path, "frozen_seconds: 10\ngpus:\n  0:\n    processes:\n"
+                           "      - {pid: 200, used_mib: 1000}\n      - {pid: 201, used_mib: 3000}\n");
+    struct nvml *n = open_sim("dgx-a100", SIM_LIB_CURRENT);
+    struct nvml_device d = gpu(n, 0);
+    struct gpulet_error err = {0};
+    nvmlUtilization_t u;
+    assert_int_equal(nvml_device_utilization(n, &d, &u, &err), 0);
+    void *sym = sim_symbol("nvmlDeviceGetProcessUtilization");
+    putil_fn putil;
+    memcpy(&putil, &sym, sizeof putil);
+    nvmlProcessUtilizationSample_t s[4];
+    unsigned int count = 0;
+    assert_int_equal(putil(d.handle, NULL, &count, 0), NVML_ERROR_INSUFFICIENT_SIZE);
+    assert_int_equal(count, 2);
+    /* HAMi-core asks for the samples of the last second */
+    unsigned long long now_us = (unsigned long long)time(NULL) * 1000000ULL;
+    count = 4;
+    assert_int_equal(putil(d.handle, s, &count, now_us - 1000000ULL), NVML_SUCCESS);
+    assert_int_equal(count, 2);
+    /* no simulated CUDA program: the state file's two share the GPU's load */
+    assert_int_equal(s[0].pid, 200);
+    assert_int_equal(s[1].pid, 201);
+    assert_int_equal(s[0].smUtil, u.gpu / 2);
+    assert_int_equal(s[1].smUtil, u.gpu / 2);
+    assert_int_equal(s[0].memUtil, u.gpu / 2 * 6 / 10);
+    assert_in_range(s[0].timeStamp, now_us - 1000000ULL, now_us + 5000000ULL);
+    /* nothing newer than a time to come, nothing on an idle GPU */
+    count = 4;
+    assert_int_equal(putil(d.handle, s, &count, now_us + 60000000ULL), NVML_ERROR_NOT_FOUND);
+    count = 4;
+    assert_int_equal(putil(gpu(n, 7).handle, s, &count, 0), NVML_ERROR_NOT_FOUND);
     nvml_close(n);
 }
 
@@ -354,6 +470,8 @@ int main(void)
         cmocka_unit_test(gpm_per_mig_instance),
         cmocka_unit_test(fabric_reasons_and_vbios),
         cmocka_unit_test(processes_per_gpu_and_mig),
+        cmocka_unit_test(process_lists_of_every_version),
+        cmocka_unit_test(process_utilization),
         cmocka_unit_test(field_values),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
