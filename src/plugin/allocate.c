@@ -199,7 +199,7 @@ static int add_slice_limits(const struct plugin_resource *res, const struct conf
                                 "install it (gpulet runtime install) or give its path with "
                                 "--cuda-interposer",
                                 cfg->cuda_interposer, res->name);
-    size_t cap = 128 + n_base * 256;
+    size_t cap = 192 + n_base * 256;
     char *limits = arena_alloc(a, cap);
     size_t at = (size_t)snprintf(limits, cap, "# gpulet CUDA limits v1: ordinal = CUDA device "
                                  "in this container\n");
@@ -223,6 +223,18 @@ static int add_slice_limits(const struct plugin_resource *res, const struct conf
         format_share(share > 10000 ? 10000 : share, value, sizeof value);
         add_env(a, out, key, value);
         at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+    }
+    /* What the interposer charges a context: what the operator measured,
+     * the largest of the container's slices' when they differ. */
+    unsigned long long context = 0;
+    for (size_t k = 0; k < n; k++)
+        if (devs[k]->slice_context > context)
+            context = devs[k]->slice_context;
+    if (context) {
+        char value[32];
+        snprintf(value, sizeof value, "%llu", context);
+        add_env(a, out, "GPULET_CUDA_CONTEXT_SIZE", value);
+        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_CONTEXT_SIZE=%s\n", value);
     }
     char **ids = arena_alloc(a, (n + 1) * sizeof *ids);
     for (size_t k = 0; k < n; k++)
