@@ -65,7 +65,7 @@ class Node:
                                                self.d.text()), what="the metrics port").group(1))
 
     def stop(self):
-        self.d.stop(signal.SIGKILL)
+        self.d.stop()  # SIGTERM: a killed gpulet would leave its simulated sysfs behind
         self.kubelet.stop()
         self.server.stop(0)
 
