@@ -132,7 +132,8 @@ def slices(node):
                     f"    - name: {RESOURCE}\n      devices: [6, 7]\n      memory: 10Gi\n"
                     "      rename: gpu-10gb\n")
     gpus = gpulet_info(node, "dgx-a100")["gpus"]
-    per = [g["memory_total_mib"] // 10240 for g in gpus[6:8]]
+    # slices are cut from what the driver can hand out: total less reserved
+    per = [(g["memory_total_mib"] - g["memory_reserved_mib"]) // 10240 for g in gpus[6:8]]
     return ["--config-file", path, "--state-dir", node.dir / "gpulet-state-status",
             "--cuda-interposer", (node.build / "libgpulet-cuda.so").resolve()], "dgx-a100", {
         RESOURCE: len(gpus) - 2, "nvidia.com/gpu-10gb": sum(per)}
