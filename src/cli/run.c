@@ -31,6 +31,9 @@ static const char run_usage[] =
     "                              pod's service account)\n"
     "  --cdi-dir DIR               where DRA writes its per-claim CDI specs\n"
     "                              (default " DRA_DEFAULT_CDI_ROOT ")\n"
+    ;
+/* In two, each within the length C17 compilers must take. */
+static const char run_usage_options[] =
     "  --config-file FILE          NVIDIA device plugin config, v1 (env CONFIG_FILE)\n"
     "  --mig-strategy S            none | single | mixed (env MIG_STRATEGY)\n"
     "  --fail-on-init-error B      true | false (env FAIL_ON_INIT_ERROR)\n"
@@ -304,7 +307,10 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
-        case 'h': fputs(run_usage, stdout); return CLI_OK;
+        case 'h':
+            fputs(run_usage, stdout);
+            fputs(run_usage_options, stdout);
+            return CLI_OK;
         default: return cli_option_error("run", c, argv[optind - 1]);
         }
     }
