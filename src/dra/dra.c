@@ -816,6 +816,18 @@ static void write_done(const struct kube_response *r, void *user)
         publish_failed(d, deleting ? "delete" : "create", r);
         return;
     }
+    if (!deleting && !d->consumable_off_said && dra_slice_shares(json_array_get(d->to_create, 0))) {
+        json_t *made = json_loadb(r->body, r->len, 0, NULL);
+        if (made && !dra_slice_shares(made)) {
+            /* The field is alpha: an API server without the gate drops it,
+             * and the GPUs are whole devices, claimed one at a time. */
+            log_warn("the API server dropped allowMultipleAllocations: its "
+                     "DRAConsumableCapacity feature gate is off, so the GPUs of dra.slices "
+                     "are published as whole GPUs", "node=%s", d->node);
+            d->consumable_off_said = true;
+        }
+        json_decref(made);
+    }
     json_array_remove(deleting ? d->to_delete : d->to_create, 0);
     next_write(d);
 }

@@ -253,6 +253,16 @@ json_t *dra_device_json(const struct gpu_inventory *inv, const struct dra_device
     return dev;
 }
 
+bool dra_slice_shares(json_t *slice)
+{
+    size_t i;
+    json_t *dev;
+    json_array_foreach(json_object_get(json_object_get(slice, "spec"), "devices"), i, dev)
+        if (json_is_true(json_object_get(dev, "allowMultipleAllocations")))
+            return true;
+    return false;
+}
+
 void dra_json_hash(json_t *value, char out[17])
 {
     char *text = json_dumps(value, JSON_COMPACT | JSON_SORT_KEYS);

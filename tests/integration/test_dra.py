@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import grpc
 import pytest
@@ -309,6 +310,122 @@ def test_prepare_and_unprepare(run_gpulet, api, protos, tmp_path):
     assert cp["claims"] == []
     # idempotent
     assert unprepare(tmp_path, dra, [("default", "c1", uid)]).claims[uid].error == ""
+
+
+SLICES_CONFIG = {"version": "v1", "dra": {"slices": [1]}}
+
+
+def claim_spec(tmp, uid):
+    return yaml.safe_load((tmp / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").read_text())
+
+
+def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
+    """dra.slices: GPU 1 is published for several claims, each consuming
+    whole GiB of its memory; each claim's spec carries what a device-plugin
+    slice gets from Allocate: its own limits folder (the consumed memory, a
+    compute share in proportion), the interposer and its mounts."""
+    _, dra = protos
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(SLICES_CONFIG))
+    lib = tmp_path / "libgpulet-cuda.so"
+    lib.write_text("stands in for the interposer")
+    g = run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer",
+                                      str(lib)])
+    slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
+    devs = devices_of(slices)
+    assert devs["gpu-1"]["allowMultipleAllocations"] is True
+    assert devs["gpu-1"]["capacity"]["memory"] == {
+        "value": "80Gi", "requestPolicy": {"default": "1Gi", "validRange": {
+            "min": "1Gi", "max": "80Gi", "step": "1Gi"}}}
+    assert "allowMultipleAllocations" not in devs["gpu-0"]
+    assert devs["gpu-0"]["capacity"]["memory"] == {"value": "80Gi"}
+
+    a = api.put_claim("default", "a", ["gpu-1"], memory="10Gi")
+    b = api.put_claim("default", "b", ["gpu-1"], memory="20Gi")
+    resp = prepare(tmp_path, dra, [("default", "a", a), ("default", "b", b)])
+    assert resp.claims[a].error == "" and resp.claims[b].error == ""
+    folders = {}
+    for uid, gib, share in ((a, 10, "12.5"), (b, 20, "25")):
+        spec = claim_spec(tmp_path, uid)
+        env = spec["containerEdits"]["env"]
+        assert f"GPULET_CUDA_MEMORY_LIMIT_0={gib << 30}" in env
+        assert f"GPULET_CUDA_COMPUTE_SHARE_0={share}" in env
+        assert "GPULET_CUDA_STATE_DIR=/run/gpulet/cuda" in env
+        mounts = {m["containerPath"]: m for m in spec["containerEdits"]["mounts"]}
+        assert mounts["/usr/lib/gpulet/libgpulet-cuda.so"]["hostPath"] == str(lib)
+        limits = pathlib.Path(mounts["/etc/gpulet/cuda-limits"]["hostPath"])
+        assert limits.parent.parent == tmp_path / "state" / "dra" / "alloc"
+        assert f"GPULET_CUDA_MEMORY_LIMIT_0={gib << 30}\n" in limits.read_text()
+        assert "ro" in mounts["/etc/gpulet/cuda-limits"]["options"]
+        assert "rw" in mounts["/run/gpulet/cuda"]["options"]
+        preload = pathlib.Path(mounts["/etc/ld.so.preload"]["hostPath"])
+        assert preload.read_text() == "/usr/lib/gpulet/libgpulet-cuda.so\n"
+        folders[uid] = limits.parent
+    assert folders[a] != folders[b]
+    cp = json.loads((tmp_path / "state" / "dra-checkpoint.json").read_text())
+    assert {c["uid"]: c["alloc"] for c in cp["claims"]} == {
+        a: folders[a].name, b: folders[b].name}
+
+    # a spec gone missing is written again with the same folder
+    (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{a}.yaml").unlink()
+    assert prepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
+    mounts = {m["containerPath"]: m["hostPath"]
+              for m in claim_spec(tmp_path, a)["containerEdits"]["mounts"]}
+    assert pathlib.Path(mounts["/etc/gpulet/cuda-limits"]).parent == folders[a]
+
+    # unprepared: spec and folder go; the other claim's stay
+    assert unprepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
+    assert not folders[a].exists() and folders[b].exists()
+
+    # a folder no checkpointed claim holds (gpulet stopped between the two)
+    # is removed at start; a prepared claim's is kept
+    stray = tmp_path / "state" / "dra" / "alloc" / "00112233aabbccdd"
+    (stray / "state").mkdir(parents=True)
+    (stray / "devices").write_text(f"resource gpu.nvidia.com\n{uuid.uuid4()}\n")
+    assert g.stop() == 0
+    run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer", str(lib)])
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    assert not stray.exists() and folders[b].exists()
+
+
+def test_gate_off_gpus_published_whole(run_gpulet, api, protos, tmp_path):
+    """An API server without DRAConsumableCapacity drops the fields: gpulet
+    says so once, and a claim of the GPU (no consumedCapacity) gets it
+    whole, without limits."""
+    _, dra = protos
+    api.consumable_capacity = False
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(SLICES_CONFIG))
+    lib = tmp_path / "libgpulet-cuda.so"
+    lib.write_text("stands in for the interposer")
+    g = run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer",
+                                      str(lib)])
+    wait_for(lambda: "DRAConsumableCapacity" in g.text(), what="the gate-off warning")
+    api.delete_all_slices()  # published again: said once only
+    api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
+    wait_for(lambda: g.text().count("ResourceSlices published") >= 2, what="a second publish")
+    assert g.text().count("DRAConsumableCapacity") == 1
+    uid = api.put_claim("default", "w", ["gpu-1"])
+    assert prepare(tmp_path, dra, [("default", "w", uid)]).claims[uid].error == ""
+    spec = claim_spec(tmp_path, uid)
+    assert not [e for e in spec["containerEdits"]["env"] if e.startswith("GPULET_CUDA")]
+    assert not list((tmp_path / "state" / "dra").glob("alloc/*"))
+
+
+def test_hostile_consumed_memory_is_refused(run_gpulet, api, protos, tmp_path):
+    _, dra = protos
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(SLICES_CONFIG))
+    lib = tmp_path / "libgpulet-cuda.so"
+    lib.write_text("stands in for the interposer")
+    run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer", str(lib)])
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    for i, bad in enumerate(["-5Gi", "1e30", "", 7, "99999999999999999Ti"]):
+        uid = api.put_claim("default", f"h{i}", ["gpu-1"], memory=bad)
+        r = prepare(tmp_path, dra, [("default", f"h{i}", uid)]).claims[uid]
+        assert "consumedCapacity" in r.error
+        assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+    assert not list((tmp_path / "state" / "dra").glob("alloc/*"))
 
 
 def test_mig_claim_gets_its_caps(run_gpulet, api, protos, tmp_path):
