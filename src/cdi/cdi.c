@@ -45,6 +45,13 @@ static const char *root_prefix(const char *root)
     return root == NULL || strcmp(root, "/") == 0 ? "" : root;
 }
 
+/* A file under root (the driver or device root) as the host names it. */
+static void host_path(const struct cdi_options *opts, const char *root, const char *path,
+                      char *buf, size_t len)
+{
+    snprintf(buf, len, "%s%s", root_prefix(opts->host_root ? opts->host_root : root), path);
+}
+
 /* ---- the ld cache: glibc's "glibc-ld.so.cache1.1" format ---- */
 
 #define LDCACHE_MAGIC "glibc-ld.so.cache1.1"
@@ -176,12 +183,10 @@ static json_t *string_array(const char *const *items)
 static json_t *device_node(const struct cdi_options *opts, const char *path)
 {
     json_t *node = json_pack("{s:s}", "path", path);
-    const char *root = root_prefix(opts->dev_root);
-    if (root[0]) {
-        char host[4200];
-        snprintf(host, sizeof host, "%s%s", root, path);
+    char host[4200];
+    host_path(opts, opts->dev_root, path, host, sizeof host);
+    if (strcmp(host, path) != 0)
         json_object_set_new(node, "hostPath", json_string(host));
-    }
     return node;
 }
 
@@ -264,7 +269,7 @@ static int add_libraries(const struct gpu_inventory *inv, const struct cdi_optio
         if (!real[0] || !ends_with(real, version_suffix))
             continue;
         char host[8300];
-        snprintf(host, sizeof host, "%s%s", root, real);
+        host_path(opts, opts->driver_root, real, host, sizeof host);
         const char *containers[2] = {real, entries[i].path};
         for (int c = 0; c < 2; c++) {
             if (c == 1 && strcmp(containers[0], containers[1]) == 0)
@@ -303,30 +308,33 @@ static int add_libraries(const struct gpu_inventory *inv, const struct cdi_optio
     return 0;
 }
 
+/* A file of the driver root, mounted where it is in the root, when it is there. */
+static void add_file(const struct cdi_options *opts, const char *path, json_t *mounts)
+{
+    char seen[4200], host[4200];
+    snprintf(seen, sizeof seen, "%s%s", root_prefix(opts->driver_root), path);
+    if (!exists(seen))
+        return;
+    host_path(opts, opts->driver_root, path, host, sizeof host);
+    json_array_append_new(mounts, mount(host, path));
+}
+
 static void add_files(const struct gpu_inventory *inv, const struct cdi_options *opts,
                       json_t *mounts)
 {
-    const char *root = root_prefix(opts->driver_root);
-    char host[4200], path[4200];
+    char path[4200];
     for (size_t i = 0; driver_tools[i]; i++) {
         snprintf(path, sizeof path, "/usr/bin/%s", driver_tools[i]);
-        snprintf(host, sizeof host, "%s%s", root, path);
-        if (exists(host))
-            json_array_append_new(mounts, mount(host, path));
+        add_file(opts, path, mounts);
     }
     static const char *const firmware[] = {"gsp_ga10x.bin", "gsp_tu10x.bin", "gsp_gh100.bin",
                                            "gsp_gb100.bin", NULL};
     for (size_t i = 0; firmware[i]; i++) {
         snprintf(path, sizeof path, "/lib/firmware/nvidia/%s/%s", inv->driver_version,
                  firmware[i]);
-        snprintf(host, sizeof host, "%s%s", root, path);
-        if (exists(host))
-            json_array_append_new(mounts, mount(host, path));
+        add_file(opts, path, mounts);
     }
-    snprintf(path, sizeof path, "/run/nvidia-persistenced/socket");
-    snprintf(host, sizeof host, "%s%s", root, path);
-    if (exists(host))
-        json_array_append_new(mounts, mount(host, path));
+    add_file(opts, "/run/nvidia-persistenced/socket", mounts);
 }
 
 /* The container's ld cache must learn the library folders. */

@@ -66,7 +66,7 @@ struct dra {
     char node[256];
     char kubelet_root[4096], state_dir[4096], cdi_root[4096], sysfs[4096];
     struct cdi_options cdi;
-    char driver_root[4096], dev_root[4096], hook_path[4096];
+    char driver_root[4096], dev_root[4096], hook_path[4096], host_root[4096];
     char sock[4200], reg_sock[4200], checkpoint[4200];
     char slice_dir[4200]; /* <state dir>/dra: alloc/<id> per claim with GPU memory */
     const struct config *cfg;
@@ -1091,8 +1091,11 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
              opts->cdi.dev_root ? opts->cdi.dev_root : d->driver_root);
     if (opts->cdi.hook_path)
         snprintf(d->hook_path, sizeof d->hook_path, "%s", opts->cdi.hook_path);
+    if (opts->cdi.host_root)
+        snprintf(d->host_root, sizeof d->host_root, "%s", opts->cdi.host_root);
     d->cdi = (struct cdi_options){.driver_root = d->driver_root, .dev_root = d->dev_root,
-                                  .hook_path = d->hook_path[0] ? d->hook_path : NULL};
+                                  .hook_path = d->hook_path[0] ? d->hook_path : NULL,
+                                  .host_root = d->host_root[0] ? d->host_root : NULL};
     snprintf(d->sock, sizeof d->sock, "%s/plugins/" DRA_DRIVER "/dra.sock", d->kubelet_root);
     snprintf(d->reg_sock, sizeof d->reg_sock, "%s/plugins_registry/" DRA_DRIVER "-reg.sock",
              d->kubelet_root);

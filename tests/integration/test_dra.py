@@ -428,6 +428,44 @@ def test_hostile_consumed_memory_is_refused(run_gpulet, api, protos, tmp_path):
     assert not list((tmp_path / "state" / "dra").glob("alloc/*"))
 
 
+def host_paths(spec):
+    edits = [spec["containerEdits"]] + [d["containerEdits"] for d in spec["devices"]]
+    return ([m["hostPath"] for e in edits for m in e.get("mounts", [])],
+            [(n["path"], n.get("hostPath")) for e in edits for n in e.get("deviceNodes", [])])
+
+
+def test_specs_name_host_paths(run_gpulet, api, protos, tmp_path, driver_root):  # noqa: F811
+    """In the DaemonSet gpulet sees the host's / at /host (NVIDIA_DRIVER_ROOT);
+    with --host-driver-root / (GPULET_HOST_DRIVER_ROOT, set by overlays/dra)
+    the claim's spec names the host's paths, which the runtime opens."""
+    _, dra = protos
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "p1", ["gpu-2"])
+    assert prepare(tmp_path, dra, [("default", "p1", uid)]).claims[uid].error == ""
+    seen_mounts, seen_nodes = host_paths(claim_spec(tmp_path, uid))
+    root = str(driver_root)
+    assert seen_mounts and all(p.startswith(root + "/") for p in seen_mounts)
+    assert seen_nodes and all(h == root + p for p, h in seen_nodes)
+    assert unprepare(tmp_path, dra, [("default", "p1", uid)]).claims[uid].error == ""
+    assert g.stop() == 0
+
+    run_gpulet("dgx-a100", extra=["--host-driver-root", "/"])
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "p2", ["gpu-2"])
+    assert prepare(tmp_path, dra, [("default", "p2", uid)]).claims[uid].error == ""
+    mounts, nodes = host_paths(claim_spec(tmp_path, uid))
+    assert sorted(mounts) == sorted(p[len(root):] for p in seen_mounts)
+    assert nodes == [(p, None) for p, _ in seen_nodes]  # the host's own /dev paths
+
+
+def test_relative_host_driver_root_refused(gpulet, tmp_path):
+    r = gpulet("--simulate", "dgx-a100", "run", "--dra", "--no-device-plugin",
+               "--host-driver-root", "host")
+    assert r.rc == 2
+    assert "absolute path" in r.err
+
+
 def test_mig_claim_gets_its_caps(run_gpulet, api, protos, tmp_path):
     _, dra = protos
     run_gpulet("a100-mig")
