@@ -230,7 +230,7 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
 static int write_claim_spec(struct dra *d, const char *uid, const struct dra_result *results,
                             size_t count, char alloc[24], struct gpulet_error *err)
 {
-    struct cdi_claim_device devs[DRA_CLAIM_DEVICES];
+    struct cdi_claim_device devs[DRA_CLAIM_DEVICES] = {0};
     char names[DRA_CLAIM_DEVICES][DRA_UID_MAX + DRA_NAME_MAX + 1];
     size_t n = 0;
     for (size_t i = 0; i < count && n < DRA_CLAIM_DEVICES; i++) {
