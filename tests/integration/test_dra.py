@@ -315,6 +315,16 @@ def test_prepare_and_unprepare(run_gpulet, api, protos, tmp_path):
 SLICES_CONFIG = {"version": "v1", "dra": {"slices": [1]}}
 
 
+def start_sliced(run_gpulet, tmp_path):
+    """gpulet with dra.slices and a stand-in interposer: (gpulet, its path)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(SLICES_CONFIG))
+    lib = tmp_path / "libgpulet-cuda.so"
+    lib.write_text("stands in for the interposer")
+    return run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer",
+                                         str(lib)]), lib
+
+
 def claim_spec(tmp, uid):
     return yaml.safe_load((tmp / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").read_text())
 
@@ -325,12 +335,7 @@ def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
     slice gets from Allocate: its own limits folder (the consumed memory, a
     compute share in proportion), the interposer and its mounts."""
     _, dra = protos
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(SLICES_CONFIG))
-    lib = tmp_path / "libgpulet-cuda.so"
-    lib.write_text("stands in for the interposer")
-    g = run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer",
-                                      str(lib)])
+    g, lib = start_sliced(run_gpulet, tmp_path)
     slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
     devs = devices_of(slices)
     assert devs["gpu-1"]["allowMultipleAllocations"] is True
@@ -383,7 +388,7 @@ def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
     (stray / "state").mkdir(parents=True)
     (stray / "devices").write_text(f"resource gpu.nvidia.com\n{uuid.uuid4()}\n")
     assert g.stop() == 0
-    run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer", str(lib)])
+    start_sliced(run_gpulet, tmp_path)
     wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
     assert not stray.exists() and folders[b].exists()
 
@@ -394,12 +399,7 @@ def test_gate_off_gpus_published_whole(run_gpulet, api, protos, tmp_path):
     whole, without limits."""
     _, dra = protos
     api.consumable_capacity = False
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(SLICES_CONFIG))
-    lib = tmp_path / "libgpulet-cuda.so"
-    lib.write_text("stands in for the interposer")
-    g = run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer",
-                                      str(lib)])
+    g, lib = start_sliced(run_gpulet, tmp_path)
     wait_for(lambda: "DRAConsumableCapacity" in g.text(), what="the gate-off warning")
     api.delete_all_slices()  # published again: said once only
     api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
@@ -414,11 +414,7 @@ def test_gate_off_gpus_published_whole(run_gpulet, api, protos, tmp_path):
 
 def test_hostile_consumed_memory_is_refused(run_gpulet, api, protos, tmp_path):
     _, dra = protos
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(SLICES_CONFIG))
-    lib = tmp_path / "libgpulet-cuda.so"
-    lib.write_text("stands in for the interposer")
-    run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer", str(lib)])
+    start_sliced(run_gpulet, tmp_path)
     wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
     for i, bad in enumerate(["-5Gi", "1e30", "", 7, "99999999999999999Ti"]):
         uid = api.put_claim("default", f"h{i}", ["gpu-1"], memory=bad)
