@@ -496,11 +496,17 @@ static void start_claim(struct dra *d, struct pclaim *c,
         char path[4400];
         spec_path(d, c->uid, path, sizeof path);
         struct gpulet_error err = {0};
+        char alloc[sizeof known->alloc];
+        snprintf(alloc, sizeof alloc, "%s", known->alloc);
         if (access(path, F_OK) != 0 &&
             write_claim_spec(d, c->uid, known->results, known->count, known->alloc, &err) < 0) {
             snprintf(c->error, sizeof c->error, "%s", err.msg);
             return;
         }
+        /* Its slice folder was gone too and is made again. */
+        if (strcmp(alloc, known->alloc) != 0 && save_checkpoint(d, &err) < 0)
+            log_warn("cannot record the claim's new slice folder", "uid=%s error=\"%s\"",
+                     c->uid, err.msg);
         c->results = malloc((known->count ? known->count : 1) * sizeof *c->results);
         if (c->results == NULL) {
             snprintf(c->error, sizeof c->error, "out of memory");

@@ -377,6 +377,16 @@ def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
     mounts = {m["containerPath"]: m["hostPath"]
               for m in claim_spec(tmp_path, a)["containerEdits"]["mounts"]}
     assert pathlib.Path(mounts["/etc/gpulet/cuda-limits"]).parent == folders[a]
+    # both gone: a new folder, recorded in the checkpoint
+    (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{a}.yaml").unlink()
+    shutil.rmtree(folders[a])
+    assert prepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
+    mounts = {m["containerPath"]: m["hostPath"]
+              for m in claim_spec(tmp_path, a)["containerEdits"]["mounts"]}
+    folders[a] = pathlib.Path(mounts["/etc/gpulet/cuda-limits"]).parent
+    assert (folders[a] / "limits").exists()
+    cp = json.loads((tmp_path / "state" / "dra-checkpoint.json").read_text())
+    assert {c["uid"]: c["alloc"] for c in cp["claims"]}[a] == folders[a].name
 
     # unprepared: spec and folder go; the other claim's stay
     assert unprepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
