@@ -5,7 +5,10 @@ edits through containerd 1.7 (CRI CDIDevices); the pod deleted ->
 unprepared; a kubelet restart -> slices published again within 15 s; a
 gpulet restart -> prepared claims kept. The device plugin is off meanwhile
 (a GPU is never offered twice); the module puts the usual gpulet back.
-/metrics names the claim's pod on its GPU (pod-resources dynamic_resources)."""
+/metrics names the claim's pod on its GPU (pod-resources dynamic_resources).
+GPU slices by claim (dra.slices, the cluster's DRAConsumableCapacity gate):
+a 10Gi claim held to it by the interposer beside a 60Gi claim on one GPU,
+and a 20Gi claim that does not fit left Pending."""
 import json
 import os
 import re
