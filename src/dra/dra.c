@@ -185,9 +185,13 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
                            size_t count, const struct cdi_claim_device *devs, size_t n,
                            json_t *spec, char alloc[24], struct gpulet_error *err)
 {
+    /* Only what was published shared counts: an amount the API server
+     * puts on another device limits nothing. */
     bool sliced = false;
-    for (size_t i = 0; i < count; i++)
-        sliced |= results[i].memory > 0;
+    for (size_t i = 0; i < count; i++) {
+        const struct dra_device *dev = dra_device_find(d->devs, d->n_devs, results[i].device);
+        sliced |= results[i].memory > 0 && dev && dev->shared;
+    }
     if (!sliced)
         return 0;
     struct cdi_claim_device sorted[DRA_CLAIM_DEVICES];
@@ -203,7 +207,7 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
         unsigned long long memory = 0;
         for (size_t j = 0; j < count; j++) {
             const struct dra_device *dev = dra_device_find(d->devs, d->n_devs, results[j].device);
-            if (dev && dev->gpu == sorted[i].gpu)
+            if (dev && dev->shared && dev->gpu == sorted[i].gpu)
                 memory += results[j].memory;
         }
         if (memory == 0 || memory > g->memory_total_bytes)

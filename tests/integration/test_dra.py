@@ -432,6 +432,11 @@ def test_hostile_consumed_memory_is_refused(run_gpulet, api, protos, tmp_path):
         assert "consumedCapacity" in r.error
         assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
     assert not list((tmp_path / "state" / "dra").glob("alloc/*"))
+    # an amount on a GPU not published shared limits nothing
+    uid = api.put_claim("default", "whole", ["gpu-0"], memory="10Gi")
+    assert prepare(tmp_path, dra, [("default", "whole", uid)]).claims[uid].error == ""
+    assert not [e for e in claim_spec(tmp_path, uid)["containerEdits"]["env"]
+                if e.startswith("GPULET_CUDA")]
 
 
 def host_paths(spec):
