@@ -26,6 +26,7 @@ python3-grpc-tools
 python3-prometheus-client
 runc
 busybox-static
+debootstrap
 containerd
 podman
 buildah
@@ -51,7 +52,17 @@ fi
 
 echo "gpulet: installing Debian packages:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
-if ! apt-get install -y -q --no-install-recommends $missing >/dev/null; then
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends $missing >/dev/null
+# Another apt or dpkg (unattended upgrades, a second make) may hold the lock:
+# wait for it rather than fail.
+apt="apt-get -q -o DPkg::Lock::Timeout=600"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! $apt install -y --no-install-recommends $missing >"$log" 2>&1; then
+    # Stale package lists are the usual cause; anything else is said below.
+    if ! $apt update >"$log" 2>&1 ||
+        ! $apt install -y --no-install-recommends $missing >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        echo "gpulet: could not install:$missing (apt-get's last lines above)" >&2
+        exit 1
+    fi
 fi

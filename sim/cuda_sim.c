@@ -11,7 +11,9 @@
  *   being the decimal number that ends the function's name ("busy_1000":
  *   1 us per thread; a name without digits: no time). Kernels of all
  *   processes run one after the other in the order they were launched.
- * - Each context costs SIM_CONTEXT_BYTES of device memory.
+ * - Each context costs SIM_CONTEXT_BYTES of device memory and takes
+ *   SIM_CONTEXT_NS to make (the real driver's take 100 ms and more), so
+ *   callers racing to make one overlap as they do on a GPU.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -26,10 +28,12 @@
 #include "cuda/cuda_abi.h"
 #include "sim_device.h"
 #include "sim_node.h"
+#include "text/text.h"
 
 #define API __attribute__((visibility("default")))
 #define MIB (1024ULL * 1024ULL)
 #define SIM_CONTEXT_BYTES (64 * MIB)
+#define SIM_CONTEXT_NS 2000000L
 #define VMM_GRANULARITY (2 * MIB)
 /* Work a stream may have queued before a launch waits, as a real launch
  * queue fills up. */
@@ -59,21 +63,34 @@ enum kind { K_FREE, K_DEVICE, K_ARRAY, K_MIPMAP, K_VMM, K_RESERVE };
 struct slot {
     unsigned char kind;
     unsigned char gpu;
+    bool released;       /* K_VMM: cuMemRelease came while it was mapped */
     uint64_t bytes;
     unsigned int next_free;
+    unsigned int maps;   /* K_VMM: reservations it is mapped into */
+    unsigned int mapped; /* K_RESERVE: 1 + the K_VMM slot mapped at its start, or 0 */
 };
+
+/* cuCtxSetLimit's limits that hold device memory: the per-thread stack,
+ * the printf FIFO and the device malloc heap. */
+#define SIM_LIMITS 3
+static const uint64_t limit_default[SIM_LIMITS] = {1024, 1 * MIB, 8 * MIB};
+/* Threads a GPU keeps resident at once, each with its own stack. */
+#define SIM_THREADS_PER_SM 2048ULL
 
 struct CUctx_st {
     enum magic magic;
     int dev;
     bool primary;
     uint64_t last_end; /* when the work queued in it ends */
+    uint64_t limits[SIM_LIMITS]; /* 0: the default */
+    uint64_t limit_bytes;        /* held beyond SIM_CONTEXT_BYTES for them */
 };
 
 struct CUstream_st {
     enum magic magic;
     struct CUctx_st *ctx;
     uint64_t last_end;
+    struct CUgraph_st *capture; /* the graph being captured, or NULL */
 };
 
 struct CUevent_st {
@@ -103,15 +120,21 @@ struct graph_kernel {
     uint64_t ns;
 };
 
+/* A graph's memory nodes: what it allocates on one device (graphs of
+ * the simulator allocate on one). */
 struct CUgraph_st {
     enum magic magic;
     size_t count;
     struct graph_kernel kernels[GRAPH_MAX_KERNELS];
+    uint64_t alloc_bytes;
+    int alloc_dev;
 };
 
 struct CUgraphExec_st {
     enum magic magic;
     uint64_t dur_ns;
+    uint64_t alloc_bytes; /* held while the exec lives */
+    int alloc_dev;
 };
 
 /* The process's view of the driver; guarded by `lock`. */
@@ -371,13 +394,6 @@ API CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
     return CUDA_SUCCESS;
 }
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                               : -1;
-}
-
 API CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
 {
     CUresult r = device_query(uuid, dev);
@@ -388,7 +404,7 @@ API CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev)
         s += 4;
     memset(uuid, 0, sizeof *uuid);
     for (int n = 0; *s && n < 32; s++) {
-        int v = hexval(*s);
+        int v = text_hex_value((unsigned char)*s);
         if (v < 0)
             continue;
         uuid->bytes[n / 2] = (char)(uuid->bytes[n / 2] | (n % 2 ? v : v << 4));
@@ -443,9 +459,13 @@ static bool valid_ctx(const struct CUctx_st *c)
     return is_handle(c, MAGIC_CTX);
 }
 
-/* The context's own memory, taken when it is made. */
+/* The context's own memory, taken when it is made, and the time making
+ * it takes. */
 static CUresult charge_context(int dev)
 {
+    struct timespec t = {0, SIM_CONTEXT_NS};
+    while (nanosleep(&t, &t) < 0 && errno == EINTR)
+        ;
     return sim_dev_alloc(shared, (unsigned int)visible[dev], SIM_CONTEXT_BYTES, capacity(dev))
                ? CUDA_SUCCESS
                : CUDA_ERROR_OUT_OF_MEMORY;
@@ -488,7 +508,9 @@ API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
         r = CUDA_ERROR_INVALID_CONTEXT;
     } else if (--primary_refs[dev] == 0) {
         primary[dev].magic = 0;
-        sim_dev_free(shared, (unsigned int)visible[dev], SIM_CONTEXT_BYTES);
+        sim_dev_free(shared, (unsigned int)visible[dev], SIM_CONTEXT_BYTES + primary[dev].limit_bytes);
+        memset(primary[dev].limits, 0, sizeof primary[dev].limits);
+        primary[dev].limit_bytes = 0;
     }
     pthread_mutex_unlock(&lock);
     return r;
@@ -518,14 +540,131 @@ API CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
     return CUDA_SUCCESS;
 }
 
+API CUresult cuCtxDestroy_v2(CUcontext ctx);
+
+/* The newer forms take execution-affinity or creation parameters the
+ * simulator has no use for, and make the same context. */
+API CUresult cuCtxCreate_v3(CUcontext *pctx, const void *affinity, int count, unsigned int flags,
+                            CUdevice dev)
+{
+    if (count < 0 || (count > 0 && affinity == NULL))
+        return CUDA_ERROR_INVALID_VALUE;
+    return cuCtxCreate_v2(pctx, flags, dev);
+}
+
+API CUresult cuCtxCreate_v4(CUcontext *pctx, const void *params, unsigned int flags, CUdevice dev)
+{
+    (void)params;
+    return cuCtxCreate_v2(pctx, flags, dev);
+}
+
+/* The legacy (v1) entry points the driver still exports: contexts as the
+ * _v2 ones; memory through 32-bit device pointers, which no allocation of
+ * the simulator fits, so they answer CUDA_ERROR_OUT_OF_MEMORY. */
+API CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    return cuCtxCreate_v2(pctx, flags, dev);
+}
+
+API CUresult cuCtxDestroy(CUcontext ctx)
+{
+    return cuCtxDestroy_v2(ctx);
+}
+
+API CUresult cuDevicePrimaryCtxRelease(CUdevice dev)
+{
+    return cuDevicePrimaryCtxRelease_v2(dev);
+}
+
+API CUresult cuMemAlloc(unsigned int *dptr, unsigned int bytes)
+{
+    NEED_INIT();
+    return dptr == NULL || bytes == 0 ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+API CUresult cuMemFree(unsigned int ptr)
+{
+    NEED_INIT();
+    return ptr == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
 API CUresult cuCtxDestroy_v2(CUcontext ctx)
 {
     NEED_INIT();
     if (!valid_ctx(ctx) || ctx->primary)
         return CUDA_ERROR_INVALID_CONTEXT;
     drop_current(ctx);
-    sim_dev_free(shared, (unsigned int)visible[ctx->dev], SIM_CONTEXT_BYTES);
+    sim_dev_free(shared, (unsigned int)visible[ctx->dev], SIM_CONTEXT_BYTES + ctx->limit_bytes);
     handle_free(ctx);
+    return CUDA_SUCCESS;
+}
+
+static struct CUctx_st *live_current(void);
+
+/* Green contexts: a context on part of a GPU's SMs, as costly in memory
+ * as any other. The resource description is taken as given. */
+API CUresult cuGreenCtxCreate(CUcontext *pctx, const void *desc, CUdevice dev, unsigned int flags)
+{
+    NEED_INIT();
+    if (pctx == NULL || desc == NULL || flags != 1) /* CU_GREEN_CTX_DEFAULT_STREAM */
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult r = cuCtxCreate_v2(pctx, 0, dev);
+    if (r == CUDA_SUCCESS && ctx_depth > 0 && ctx_stack[ctx_depth - 1] == *pctx)
+        ctx_depth--; /* made, not pushed as cuCtxCreate's are */
+    return r;
+}
+
+API CUresult cuGreenCtxDestroy(CUcontext ctx)
+{
+    return cuCtxDestroy_v2(ctx);
+}
+
+/* The memory limit l of value takes in context c beyond its default. */
+static uint64_t limit_cost(const struct CUctx_st *c, int l, uint64_t value)
+{
+    uint64_t extra = value > limit_default[l] ? value - limit_default[l] : 0, bytes;
+    if (l != 0)
+        return extra;
+    uint64_t threads = node->gpus[visible[c->dev]].multiprocessors * SIM_THREADS_PER_SM;
+    return __builtin_mul_overflow(extra, threads, &bytes) ? UINT64_MAX : bytes;
+}
+
+/* As the real driver: raising the stack, FIFO or heap takes device memory
+ * at once (stack x resident threads), refused when it is not there. */
+API CUresult cuCtxSetLimit(int limit, size_t value)
+{
+    NEED_INIT();
+    struct CUctx_st *c = live_current();
+    if (c == NULL)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    if (limit < 0 || limit >= SIM_LIMITS)
+        return limit < 0 || limit > 6 ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    pthread_mutex_lock(&lock);
+    uint64_t old = c->limits[limit] ? c->limits[limit] : limit_default[limit];
+    uint64_t was = limit_cost(c, limit, old), now = limit_cost(c, limit, value);
+    CUresult r = CUDA_SUCCESS;
+    if (now > was && !sim_dev_alloc(shared, (unsigned int)visible[c->dev], now - was,
+                                    capacity(c->dev)))
+        r = CUDA_ERROR_OUT_OF_MEMORY;
+    else if (now < was)
+        sim_dev_free(shared, (unsigned int)visible[c->dev], was - now);
+    if (r == CUDA_SUCCESS) {
+        c->limits[limit] = value;
+        c->limit_bytes = c->limit_bytes - was + now;
+    }
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+API CUresult cuCtxGetLimit(size_t *value, int limit)
+{
+    NEED_INIT();
+    struct CUctx_st *c = live_current();
+    if (c == NULL)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    if (value == NULL || limit < 0 || limit >= SIM_LIMITS)
+        return CUDA_ERROR_INVALID_VALUE;
+    *value = c->limits[limit] ? c->limits[limit] : limit_default[limit];
     return CUDA_SUCCESS;
 }
 
@@ -658,8 +797,10 @@ static CUresult release_slot(CUdeviceptr ptr, enum kind kind)
         return CUDA_ERROR_INVALID_VALUE;
     unsigned int i = (unsigned int)((ptr >> PTR_SLOT_SHIFT) & (MAX_SLOTS - 1));
     pthread_mutex_lock(&lock);
+    /* a released handle is gone; a reservation is unmapped before it is freed */
     bool ok = i < slot_count && slots[i].kind == kind &&
-              slots[i].gpu == ((ptr >> PTR_GPU_SHIFT) & 0x3f);
+              slots[i].gpu == ((ptr >> PTR_GPU_SHIFT) & 0x3f) && !slots[i].released &&
+              slots[i].mapped == 0;
     struct slot s = ok ? slots[i] : (struct slot){0};
     if (ok) {
         slots[i] = (struct slot){.kind = K_FREE, .next_free = free_head};
@@ -871,10 +1012,25 @@ API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t bytes,
     return new_slot(prop->location.id, K_VMM, bytes, true, h);
 }
 
+static unsigned int slot_of(CUdeviceptr p)
+{
+    return (unsigned int)((p >> PTR_SLOT_SHIFT) & (MAX_SLOTS - 1));
+}
+
+/* As the real driver: a handle released while mapped keeps its memory
+ * until its last mapping goes (the CUDA samples release right after
+ * mapping); the handle itself is gone at once. */
 API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
 {
     NEED_INIT();
-    return release_slot(h, K_VMM);
+    unsigned int i = slot_of(h);
+    pthread_mutex_lock(&lock);
+    bool mapped = (h & PTR_TAG) && i < slot_count && slots[i].kind == K_VMM &&
+                  !slots[i].released && slots[i].maps > 0;
+    if (mapped)
+        slots[i].released = true;
+    pthread_mutex_unlock(&lock);
+    return mapped ? CUDA_SUCCESS : release_slot(h, K_VMM);
 }
 
 API CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t bytes, size_t align, CUdeviceptr addr,
@@ -894,28 +1050,65 @@ API CUresult cuMemAddressFree(CUdeviceptr ptr, size_t bytes)
     return release_slot(ptr, K_RESERVE);
 }
 
+/* Called with lock held. */
+static bool is_slot_locked(CUdeviceptr p, enum kind kind)
+{
+    unsigned int i = slot_of(p);
+    return (p & PTR_TAG) && i < slot_count && slots[i].kind == kind &&
+           !(kind == K_VMM && slots[i].released);
+}
+
 static bool is_slot(CUdeviceptr p, enum kind kind)
 {
-    unsigned int i = (unsigned int)((p >> PTR_SLOT_SHIFT) & (MAX_SLOTS - 1));
     pthread_mutex_lock(&lock);
-    bool ok = (p & PTR_TAG) && i < slot_count && slots[i].kind == kind;
+    bool ok = is_slot_locked(p, kind);
     pthread_mutex_unlock(&lock);
     return ok;
 }
 
+/* One handle mapped at the start of a reservation. */
 API CUresult cuMemMap(CUdeviceptr ptr, size_t bytes, size_t offset, CUmemGenericAllocationHandle h,
                       unsigned long long flags)
 {
     NEED_INIT();
-    if (flags != 0 || offset != 0 || bytes == 0 || !is_slot(ptr, K_RESERVE))
+    if (flags != 0 || offset != 0 || bytes == 0)
         return CUDA_ERROR_INVALID_VALUE;
-    return is_slot(h, K_VMM) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&lock);
+    if (!is_slot_locked(ptr, K_RESERVE) || slots[slot_of(ptr)].mapped)
+        r = CUDA_ERROR_INVALID_VALUE;
+    else if (!is_slot_locked(h, K_VMM))
+        r = CUDA_ERROR_INVALID_HANDLE;
+    else {
+        slots[slot_of(ptr)].mapped = slot_of(h) + 1;
+        slots[slot_of(h)].maps++;
+    }
+    pthread_mutex_unlock(&lock);
+    return r;
 }
 
 API CUresult cuMemUnmap(CUdeviceptr ptr, size_t bytes)
 {
     NEED_INIT();
-    return bytes && is_slot(ptr, K_RESERVE) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+    if (bytes == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    bool ok = is_slot_locked(ptr, K_RESERVE);
+    unsigned int m = ok ? slots[slot_of(ptr)].mapped : 0;
+    struct slot gone = {0};
+    if (m) {
+        slots[slot_of(ptr)].mapped = 0;
+        struct slot *h = &slots[m - 1];
+        if (--h->maps == 0 && h->released) { /* its memory goes with its last mapping */
+            gone = *h;
+            *h = (struct slot){.kind = K_FREE, .next_free = free_head};
+            free_head = m - 1;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    if (gone.bytes)
+        sim_dev_free(shared, (unsigned int)visible[gone.gpu], gone.bytes);
+    return ok ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
 API CUresult cuMemSetAccess(CUdeviceptr ptr, size_t bytes, const CUmemAccessDesc *desc, size_t count)
@@ -1021,6 +1214,14 @@ API CUresult cuEventDestroy_v2(CUevent e)
 
 /* Work queued on a stream goes on the GPU's one timeline, and so does an
  * event: it happens when the GPU gets to it. */
+static CUresult graph_alloc(struct CUgraph_st *g, int dev, uint64_t bytes, CUdeviceptr *dptr);
+
+/* The graph s is capturing into; NULL when it is not capturing. */
+static struct CUgraph_st *capturing(CUstream s)
+{
+    return (uintptr_t)s > 2 && is_handle(s, MAGIC_STREAM) ? s->capture : NULL;
+}
+
 static CUresult enqueue(CUstream s, uint64_t dur_ns, uint64_t *end)
 {
     struct CUctx_st *c = live_current();
@@ -1028,6 +1229,15 @@ static CUresult enqueue(CUstream s, uint64_t dur_ns, uint64_t *end)
         return CUDA_ERROR_INVALID_CONTEXT;
     if (!valid_stream(s))
         return CUDA_ERROR_INVALID_HANDLE;
+    struct CUgraph_st *g = capturing(s);
+    if (g) { /* captured: a node of the graph, run when it is launched */
+        if (g->count == GRAPH_MAX_KERNELS)
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        g->kernels[g->count++] = (struct graph_kernel){NULL, dur_ns};
+        if (end)
+            *end = 0;
+        return CUDA_SUCCESS;
+    }
     uint64_t *last = stream_end(s, c);
     uint64_t now = sim_dev_now_ns();
     if (*last > now + QUEUE_NS)
@@ -1287,7 +1497,11 @@ API CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes, CUmemoryPo
         return CUDA_ERROR_INVALID_VALUE;
     if (!valid_stream(s))
         return CUDA_ERROR_INVALID_HANDLE;
-    return new_slot(pool->dev, K_DEVICE, bytes, true, dptr);
+    struct CUgraph_st *g = capturing(s);
+    if (g == NULL)
+        return new_slot(pool->dev, K_DEVICE, bytes, true, dptr);
+    /* captured: a memory node; the memory is the graph's when it runs */
+    return graph_alloc(g, pool->dev, bytes, dptr);
 }
 
 API CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool,
@@ -1324,6 +1538,102 @@ API CUresult cuMemFreeAsync_ptsz(CUdeviceptr ptr, CUstream s)
 }
 
 /* ---- graphs: kernel nodes only ---- */
+
+/* A memory node of g: its address now, its memory while an exec of g
+ * lives (the real driver takes it at launch and keeps it in the graph
+ * memory pool). */
+static CUresult graph_alloc(struct CUgraph_st *g, int dev, uint64_t bytes, CUdeviceptr *dptr)
+{
+    if (g->alloc_bytes && g->alloc_dev != dev)
+        return CUDA_ERROR_NOT_SUPPORTED; /* the simulator's graphs allocate on one GPU */
+    CUresult r = new_slot(dev, K_DEVICE, bytes, false, dptr);
+    if (r == CUDA_SUCCESS) {
+        g->alloc_bytes += bytes;
+        g->alloc_dev = dev;
+    }
+    return r;
+}
+
+API CUresult cuGraphAddMemAllocNode(CUgraphNode *node_out, CUgraph g, const CUgraphNode *deps,
+                                    size_t ndeps, CUDA_MEM_ALLOC_NODE_PARAMS *p)
+{
+    NEED_INIT();
+    if (node_out == NULL || p == NULL || p->bytesize == 0 || (ndeps > 0 && deps == NULL) ||
+        !is_handle(g, MAGIC_GRAPH) || p->poolProps.location.type != CU_MEM_LOCATION_TYPE_DEVICE)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_dev(p->poolProps.location.id))
+        return CUDA_ERROR_INVALID_DEVICE;
+    CUresult r = graph_alloc(g, p->poolProps.location.id, p->bytesize, &p->dptr);
+    if (r == CUDA_SUCCESS)
+        *node_out = (CUgraphNode)(void *)&g->alloc_bytes;
+    return r;
+}
+
+/* The generic form (CUgraphNodeParams): the simulator makes memory
+ * nodes (type 10) this way; other types are not simulated. */
+#define SIM_NODE_TYPE_MEM_ALLOC 10
+API CUresult cuGraphAddNode(CUgraphNode *node_out, CUgraph g, const CUgraphNode *deps,
+                            size_t ndeps, void *params)
+{
+    NEED_INIT();
+    if (params == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    int type;
+    memcpy(&type, params, sizeof type);
+    if (type != SIM_NODE_TYPE_MEM_ALLOC)
+        return CUDA_ERROR_NOT_SUPPORTED;
+    return cuGraphAddMemAllocNode(node_out, g, deps, ndeps,
+                                  (CUDA_MEM_ALLOC_NODE_PARAMS *)((char *)params + 16));
+}
+
+/* _v2 adds data for each dependency edge, unused here. */
+API CUresult cuGraphAddNode_v2(CUgraphNode *node_out, CUgraph g, const CUgraphNode *deps,
+                               const void *edges, size_t ndeps, void *params)
+{
+    (void)edges;
+    return cuGraphAddNode(node_out, g, deps, ndeps, params);
+}
+
+API CUresult cuStreamBeginCapture_v2(CUstream s, int mode)
+{
+    NEED_INIT();
+    if (mode < 0 || mode > 2)
+        return CUDA_ERROR_INVALID_VALUE;
+    if ((uintptr_t)s <= 2) /* the default stream cannot be captured */
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    if (!is_handle(s, MAGIC_STREAM))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (s->capture)
+        return CUDA_ERROR_ILLEGAL_STATE;
+    struct CUgraph_st *g = handle_new(sizeof *g, MAGIC_GRAPH);
+    if (g == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    s->capture = g;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamEndCapture(CUstream s, CUgraph *graph)
+{
+    NEED_INIT();
+    if (graph == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if ((uintptr_t)s <= 2 || !is_handle(s, MAGIC_STREAM) || s->capture == NULL)
+        return CUDA_ERROR_ILLEGAL_STATE;
+    *graph = s->capture;
+    s->capture = NULL;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamIsCapturing(CUstream s, int *status)
+{
+    NEED_INIT();
+    if (status == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!valid_stream(s))
+        return CUDA_ERROR_INVALID_HANDLE;
+    *status = capturing(s) ? CU_STREAM_CAPTURE_STATUS_ACTIVE : CU_STREAM_CAPTURE_STATUS_NONE;
+    return CUDA_SUCCESS;
+}
 
 API CUresult cuGraphCreate(CUgraph *graph, unsigned int flags)
 {
@@ -1380,11 +1690,19 @@ API CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g, unsigned 
     NEED_INIT();
     if (exec == NULL || !is_handle(g, MAGIC_GRAPH) || flags > 0xf)
         return CUDA_ERROR_INVALID_VALUE;
-    struct CUgraphExec_st *e = handle_new(sizeof *e, MAGIC_EXEC);
-    if (e == NULL)
+    if (g->alloc_bytes && !sim_dev_alloc(shared, (unsigned int)visible[g->alloc_dev],
+                                         g->alloc_bytes, capacity(g->alloc_dev)))
         return CUDA_ERROR_OUT_OF_MEMORY;
+    struct CUgraphExec_st *e = handle_new(sizeof *e, MAGIC_EXEC);
+    if (e == NULL) {
+        if (g->alloc_bytes)
+            sim_dev_free(shared, (unsigned int)visible[g->alloc_dev], g->alloc_bytes);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     for (size_t i = 0; i < g->count; i++)
         e->dur_ns += g->kernels[i].ns;
+    e->alloc_bytes = g->alloc_bytes;
+    e->alloc_dev = g->alloc_dev;
     *exec = e;
     return CUDA_SUCCESS;
 }
@@ -1407,6 +1725,8 @@ API CUresult cuGraphExecDestroy(CUgraphExec e)
     NEED_INIT();
     if (!is_handle(e, MAGIC_EXEC))
         return CUDA_ERROR_INVALID_VALUE;
+    if (e->alloc_bytes)
+        sim_dev_free(shared, (unsigned int)visible[e->alloc_dev], e->alloc_bytes);
     handle_free(e);
     return CUDA_SUCCESS;
 }
@@ -1467,18 +1787,27 @@ static const struct proc procs[] = {
     P("cuDeviceGetUuid", 9020, cuDeviceGetUuid),
     P("cuDeviceGetUuid", 11040, cuDeviceGetUuid_v2),
     P("cuDevicePrimaryCtxRetain", 7000, cuDevicePrimaryCtxRetain),
+    P("cuDevicePrimaryCtxRelease", 7000, cuDevicePrimaryCtxRelease),
     P("cuDevicePrimaryCtxRelease", 11000, cuDevicePrimaryCtxRelease_v2),
+    P("cuCtxCreate", 2000, cuCtxCreate),
     P("cuCtxCreate", 3020, cuCtxCreate_v2),
+    P("cuCtxCreate", 11040, cuCtxCreate_v3),
+    P("cuCtxCreate", 12050, cuCtxCreate_v4),
+    P("cuCtxDestroy", 2000, cuCtxDestroy),
     P("cuCtxDestroy", 4000, cuCtxDestroy_v2),
     P("cuCtxSetCurrent", 4000, cuCtxSetCurrent),
     P("cuCtxGetCurrent", 4000, cuCtxGetCurrent),
     P("cuCtxPushCurrent", 4000, cuCtxPushCurrent_v2),
     P("cuCtxPopCurrent", 4000, cuCtxPopCurrent_v2),
     P("cuCtxGetDevice", 2000, cuCtxGetDevice),
+    P("cuCtxSetLimit", 3010, cuCtxSetLimit),
+    P("cuCtxGetLimit", 3010, cuCtxGetLimit),
     P("cuCtxSynchronize", 2000, cuCtxSynchronize),
+    P("cuMemAlloc", 2000, cuMemAlloc),
     P("cuMemAlloc", 3020, cuMemAlloc_v2),
     P("cuMemAllocPitch", 3020, cuMemAllocPitch_v2),
     P("cuMemAllocManaged", 6000, cuMemAllocManaged),
+    P("cuMemFree", 2000, cuMemFree),
     P("cuMemFree", 3020, cuMemFree_v2),
     P("cuMemGetInfo", 3020, cuMemGetInfo_v2),
     P("cuMemAllocHost", 3020, cuMemAllocHost_v2),
@@ -1532,6 +1861,14 @@ static const struct proc procs[] = {
     P("cuGraphCreate", 10000, cuGraphCreate),
     P("cuGraphAddKernelNode", 10000, cuGraphAddKernelNode),
     P("cuGraphAddKernelNode", 12000, cuGraphAddKernelNode_v2),
+    P("cuGraphAddMemAllocNode", 11040, cuGraphAddMemAllocNode),
+    P("cuGraphAddNode", 12020, cuGraphAddNode),
+    P("cuGraphAddNode", 12030, cuGraphAddNode_v2),
+    P("cuGreenCtxCreate", 12040, cuGreenCtxCreate),
+    P("cuGreenCtxDestroy", 12040, cuGreenCtxDestroy),
+    P("cuStreamBeginCapture", 10010, cuStreamBeginCapture_v2),
+    P("cuStreamEndCapture", 10000, cuStreamEndCapture),
+    P("cuStreamIsCapturing", 10000, cuStreamIsCapturing),
     P("cuGraphInstantiateWithFlags", 11040, cuGraphInstantiateWithFlags),
     P("cuGraphInstantiate", 12000, cuGraphInstantiateWithFlags),
     P("cuGraphLaunch", 10000, cuGraphLaunch),

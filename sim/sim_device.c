@@ -51,7 +51,9 @@ struct sim_dev_file *sim_dev_open(const struct sim_node *node, bool create, char
                  (unsigned int)getuid(), node->name);
         path = def;
     }
-    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+    /* Every user of the node shares the simulated GPUs, as a real GPU is
+     * shared: read-write for all, whatever the umask. */
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0666);
     if (fd < 0) {
         if (!create && errno == ENOENT)
             return NULL;
@@ -71,6 +73,19 @@ struct sim_dev_file *sim_dev_open(const struct sim_node *node, bool create, char
         snprintf(msg, msg_len, "%s is not a regular file", path);
         goto out;
     }
+    /* The default path is a fixed name in a shared TMPDIR: another user's
+     * file there is theirs to change under this process. Root's is trusted:
+     * a simulated GPU's file is shared by every UID of a container, as a
+     * real GPU is. */
+    if (st.st_uid != geteuid() && st.st_uid != 0) {
+        snprintf(msg, msg_len,
+                 "%s belongs to another user (uid %u): remove it, or name another file in "
+                 "GPULET_SIM_DEVICE_STATE",
+                 path, (unsigned int)st.st_uid);
+        goto out;
+    }
+    if (st.st_size == 0)
+        (void)fchmod(fd, 0666); /* best effort: the umask took bits off */
     if (st.st_size == 0 &&
         (ftruncate(fd, (off_t)sizeof *f) < 0 || init_file(fd, (unsigned int)node->gpu_count) < 0)) {
         snprintf(msg, msg_len, "cannot create %s: %s", path, strerror(errno));

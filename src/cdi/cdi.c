@@ -1,9 +1,11 @@
 #include "cdi.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,45 +13,66 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fileio/fileio.h"
 
-/* The driver's user-space libraries, by capability (utility, compute,
- * video, graphics), as NVIDIA's toolkit mounts them. */
-static const char *const driver_libraries[] = {
-    "libnvidia-ml.so", "libnvidia-cfg.so",
-    "libcuda.so", "libcudadebugger.so", "libnvidia-opencl.so", "libnvidia-ptxjitcompiler.so",
-    "libnvidia-fatbinaryloader.so", "libnvidia-allocator.so", "libnvidia-compiler.so",
-    "libnvidia-nvvm.so", "libnvidia-gpucomp.so",
-    "libvdpau_nvidia.so", "libnvidia-encode.so", "libnvidia-opticalflow.so", "libnvcuvid.so",
-    "libnvidia-eglcore.so", "libnvidia-glcore.so", "libnvidia-tls.so", "libnvidia-glsi.so",
-    "libGLX_nvidia.so", "libEGL_nvidia.so", "libGLESv2_nvidia.so",
+/* NVIDIA's toolkit mounts every file of the driver's version in the folder
+ * of its libcuda (and vdpau/ below it), so no library of a new driver
+ * release is missed; the EGL platform libraries carry versions of their
+ * own and are found through the ld cache. */
+static const char *const egl_platform_libraries[] = {
+    "libnvidia-egl-gbm.so.", "libnvidia-egl-wayland.so.", NULL,
+};
+
+/* The links NVIDIA's create-symlinks hooks make, as file -> link in the
+ * same folder: programs open these names (libcuda.so for linking,
+ * libGLX_indirect.so.0 through glvnd, the unversioned optical flow and
+ * Vulkan producer libraries, GBM's backend). gpulet mounts the file
+ * there instead. */
+static const struct {
+    const char *library, *link;
+} library_links[] = {
+    {"libcuda.so.", "libcuda.so"},
+    {"libGLX_nvidia.so.", "libGLX_indirect.so.0"},
+    {"libnvidia-opticalflow.so.", "libnvidia-opticalflow.so"},
+    {"libnvidia-vulkan-producer.so.", "libnvidia-vulkan-producer.so"},
+    {"libnvidia-allocator.so.", "gbm/nvidia-drm_gbm.so"},
+};
+
+/* Graphics configuration, looked for under /etc, /usr/local/share and
+ * /usr/share as NVIDIA does; the Vulkan files always go to /etc. */
+static const char *const config_files[] = {
+    "glvnd/egl_vendor.d/10_nvidia.json",
+    "egl/egl_external_platform.d/15_nvidia_gbm.json",
+    "egl/egl_external_platform.d/10_nvidia_wayland.json",
+    "nvidia/nvoptix.bin",
+    "X11/xorg.conf.d/10-nvidia.conf",
+    "X11/xorg.conf.d/nvidia-drm-outputclass.conf",
+    "vulkan/icd.d/nvidia_icd.json",
+    "vulkan/icd.d/nvidia_layers.json",
+    "vulkan/implicit_layer.d/nvidia_layers.json",
     NULL,
 };
+static const char *const config_dirs[] = {"/etc", "/usr/local/share", "/usr/share", NULL};
+
+#define MAX_FOLDER_ENTRIES 4096 /* read from one library folder */
+#define MAX_MOUNTS 2048
 
 static const char *const driver_tools[] = {
     "nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nvidia-cuda-mps-control",
-    "nvidia-cuda-mps-server", NULL,
+    "nvidia-cuda-mps-server", "nvidia-imex", "nvidia-imex-ctl", NULL,
 };
 
-static const char *const control_nodes[] = {
-    "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset", NULL,
-};
-
-static const char *const mount_options[] = {"ro", "nosuid", "nodev", "rbind", "rprivate", NULL};
+/* As nvidia-ctk writes them: every mount is a single file, so a recursive
+ * bind would add nothing. */
+static const char *const mount_options[] = {"ro", "nosuid", "nodev", "bind", NULL};
 
 /* "/" adds nothing in front of a path. */
 static const char *root_prefix(const char *root)
 {
     return root == NULL || strcmp(root, "/") == 0 ? "" : root;
-}
-
-/* A file under root (the driver or device root) as the host names it. */
-static void host_path(const struct cdi_options *opts, const char *root, const char *path,
-                      char *buf, size_t len)
-{
-    snprintf(buf, len, "%s%s", root_prefix(opts->host_root ? opts->host_root : root), path);
 }
 
 /* ---- the ld cache: glibc's "glibc-ld.so.cache1.1" format ---- */
@@ -119,6 +142,7 @@ int ldcache_read(const char *root, struct ldcache_entry **out, size_t *count,
         if (strnlen(key, size - base - e.key) >= sizeof list[n].soname ||
             strnlen(value, size - base - e.value) >= sizeof list[n].path)
             continue;
+        list[n].flags = e.flags;
         snprintf(list[n].soname, sizeof list[n].soname, "%s", key);
         snprintf(list[n].path, sizeof list[n].path, "%s", value);
         n++;
@@ -178,22 +202,42 @@ static json_t *string_array(const char *const *items)
     return a;
 }
 
+/* A path gpulet sees under root (the driver or device root) as the host
+ * names it: under host_root when gpulet sees the host elsewhere (a
+ * container given the host's / at /host), else as it is. */
+static void host_path(const struct cdi_options *opts, const char *root, const char *seen,
+                      char *buf, size_t len)
+{
+    const char *prefix = root_prefix(root);
+    size_t n = strlen(prefix);
+    if (opts->host_root == NULL)
+        snprintf(buf, len, "%s", seen);
+    else if (n && strncmp(seen, prefix, n) == 0 && seen[n] == '/')
+        snprintf(buf, len, "%s%s", root_prefix(opts->host_root), seen + n);
+    else
+        snprintf(buf, len, "%s%s", root_prefix(opts->host_root), seen);
+}
+
 /* A device node: its path in the container, and where it is on the host
- * when the device root is not "/". */
+ * when that is elsewhere. */
 static json_t *device_node(const struct cdi_options *opts, const char *path)
 {
     json_t *node = json_pack("{s:s}", "path", path);
-    char host[4200];
-    host_path(opts, opts->dev_root, path, host, sizeof host);
+    char seen[4200], host[4300];
+    snprintf(seen, sizeof seen, "%s%s", root_prefix(opts->dev_root), path);
+    host_path(opts, opts->dev_root, seen, host, sizeof host);
     if (strcmp(host, path) != 0)
         json_object_set_new(node, "hostPath", json_string(host));
     return node;
 }
 
-static json_t *mount(const char *host, const char *container)
+/* host: the file as gpulet sees it under the driver root. */
+static json_t *mount(const struct cdi_options *opts, const char *host, const char *container)
 {
-    return json_pack("{s:s, s:s, s:o}", "hostPath", host, "containerPath", container, "options",
-                     string_array(mount_options));
+    char named[8600];
+    host_path(opts, opts->driver_root, host, named, sizeof named);
+    return json_pack("{s:s, s:s, s:o}", "hostPath", named, "containerPath", container,
+                     "options", string_array(mount_options));
 }
 
 static bool exists(const char *path)
@@ -206,41 +250,145 @@ static int compare_strings(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* The real file a cache entry leads to (symlinks followed inside the
- * root), as a path without the root; "" when it leads nowhere. */
+/* The real file a path of the driver root leads to, every symlink and
+ * ".." on the way resolved inside the root (openat2 RESOLVE_IN_ROOT), as
+ * a path without the root; "" when it leads nowhere. */
 static void resolve_in_root(const char *root, const char *path, char *out, size_t len)
 {
-    char current[4096];
-    snprintf(current, sizeof current, "%s", path);
-    for (int hops = 0; hops < 16; hops++) {
-        char full[8300], target[4096];
-        snprintf(full, sizeof full, "%s%s", root, current);
-        ssize_t n = readlink(full, target, sizeof target - 1);
-        if (n < 0) {
-            snprintf(out, len, "%s", exists(full) ? current : "");
-            return;
-        }
-        target[n] = '\0';
-        if (target[0] == '/') {
-            snprintf(current, sizeof current, "%s", target);
-        } else {
-            char dir[4096];
-            snprintf(dir, sizeof dir, "%s", current);
-            char *slash = strrchr(dir, '/');
-            if (slash)
-                *slash = '\0';
-            char joined[8200];
-            snprintf(joined, sizeof joined, "%s/%s", dir, target);
-            snprintf(current, sizeof current, "%s", joined);
-        }
-    }
-    out[0] = '\0'; /* a loop */
+    out[0] = '\0';
+    char real_root[PATH_MAX];
+    if (realpath(root[0] ? root : "/", real_root) == NULL)
+        return;
+    int root_fd = open(real_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_fd < 0)
+        return;
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    int fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+    close(root_fd);
+    if (fd < 0)
+        return;
+    char link[64], real[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, real, sizeof real - 1);
+    close(fd);
+    if (n < 0)
+        return;
+    real[n] = '\0';
+    size_t rlen = strcmp(real_root, "/") == 0 ? 0 : strlen(real_root);
+    if (strncmp(real, real_root, rlen) == 0 && real[rlen] == '/')
+        snprintf(out, len, "%s", real + rlen);
 }
 
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* Mounts being gathered: each container path once, sorted at the end. */
+struct mount_list {
+    char *lines[MAX_MOUNTS]; /* "container\thost" */
+    size_t n;
+};
+
+static void mount_list_add(struct mount_list *l, const char *container, const char *host)
+{
+    size_t clen = strlen(container);
+    for (size_t j = 0; j < l->n; j++)
+        if (strncmp(l->lines[j], container, clen) == 0 && l->lines[j][clen] == '\t')
+            return;
+    size_t len = clen + strlen(host) + 2;
+    char *line = l->n < MAX_MOUNTS ? malloc(len) : NULL;
+    if (line == NULL)
+        return;
+    snprintf(line, len, "%s\t%s", container, host);
+    l->lines[l->n++] = line;
+}
+
+/* Appends the mounts, sorted by container path, and empties the list. */
+static void mount_list_flush(const struct cdi_options *opts, struct mount_list *l,
+                             json_t *mounts)
+{
+    qsort(l->lines, l->n, sizeof *l->lines, compare_strings);
+    for (size_t i = 0; i < l->n; i++) {
+        char *tab = strchr(l->lines[i], '\t');
+        *tab = '\0';
+        json_array_append_new(mounts, mount(opts, tab + 1, l->lines[i]));
+        free(l->lines[i]);
+    }
+    l->n = 0;
+}
+
+/* The 64-bit libcuda of this driver version the cache lists: its flags
+ * and its folder (without the root); -1 when there is none. */
+static int find_libcuda(const char *root, const struct ldcache_entry *entries, size_t count,
+                        const char *version_suffix, int *flags, char *dir, size_t len)
+{
+    int found = -1;
+    for (size_t i = 0; i < count; i++) {
+        if (!starts_with(entries[i].soname, "libcuda.so"))
+            continue;
+        char real[4096];
+        resolve_in_root(root, entries[i].path, real, sizeof real);
+        /* Only the driver's own file: a libcuda from elsewhere is not ours. */
+        if (!real[0] || !starts_with(base_name(real), "libcuda.so.") ||
+            !ends_with(real, version_suffix))
+            continue;
+        /* A 32-bit copy (no architecture bits in the flags) only if no
+         * other is there. */
+        if (found == 0 && (entries[i].flags & 0xff00) == 0)
+            continue;
+        *flags = entries[i].flags;
+        snprintf(dir, len, "%.*s", (int)(base_name(real) - real - 1), real);
+        found = 0;
+        if ((entries[i].flags & 0xff00) != 0)
+            break;
+    }
+    return found;
+}
+
+/* Files of folder dir (inside the root) whose name ends in the version
+ * suffix: mounted where they are, from the file they resolve to. */
+static void add_version_files(const char *root, const char *dir, const char *version_suffix,
+                              struct mount_list *l)
+{
+    char host_dir[4200];
+    snprintf(host_dir, sizeof host_dir, "%s%s", root, dir);
+    DIR *d = opendir(host_dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    char **names = calloc(MAX_FOLDER_ENTRIES, sizeof *names);
+    size_t n = 0;
+    for (size_t seen = 0; names && seen < MAX_FOLDER_ENTRIES && (e = readdir(d)) != NULL; seen++)
+        if (ends_with(e->d_name, version_suffix) && e->d_name[0] != '.')
+            names[n++] = strdup(e->d_name);
+    closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        char path[4400], real[4096], host[8300];
+        if (names[i] == NULL)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        resolve_in_root(root, path, real, sizeof real);
+        snprintf(host, sizeof host, "%s%s", root, real);
+        struct stat st;
+        if (real[0] && stat(host, &st) == 0 && S_ISREG(st.st_mode))
+            mount_list_add(l, path, host);
+        free(names[i]);
+    }
+    free(names);
 }
 
 static int add_libraries(const struct gpu_inventory *inv, const struct cdi_options *opts,
@@ -251,102 +399,161 @@ static int add_libraries(const struct gpu_inventory *inv, const struct cdi_optio
     if (ldcache_read(opts->driver_root, &entries, &count, err) < 0)
         return -1;
     const char *root = root_prefix(opts->driver_root);
-    char version_suffix[96];
+    char version_suffix[96], dir[4096];
     snprintf(version_suffix, sizeof version_suffix, ".so.%s", inv->driver_version);
-    /* Each pair once, sorted by container path: soname links and files. */
-    char **lines = calloc(2 * count + 1, sizeof *lines);
-    size_t n = 0;
-    for (size_t i = 0; lines && i < count; i++) {
-        bool wanted = false;
-        for (size_t k = 0; driver_libraries[k] && !wanted; k++)
-            wanted = strncmp(entries[i].soname, driver_libraries[k],
-                             strlen(driver_libraries[k])) == 0;
-        if (!wanted)
+    int flags = 0;
+    if (find_libcuda(root, entries, count, version_suffix, &flags, dir, sizeof dir) < 0) {
+        free(entries);
+        return gpulet_error_set(err, GPULET_ERR_INPUT,
+                                "the ld cache of %s lists no NVIDIA driver library ending in "
+                                ".so.%s (no libcuda.so.%s); is the driver root right "
+                                "(--driver-root)?",
+                                opts->driver_root ? opts->driver_root : "/",
+                                inv->driver_version, inv->driver_version);
+    }
+    struct mount_list *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        free(entries);
+        return gpulet_error_errno(err, ENOMEM, "cannot list the driver libraries");
+    }
+    char vdpau[4200];
+    snprintf(vdpau, sizeof vdpau, "%s/vdpau", dir);
+    add_version_files(root, dir, version_suffix, l);
+    add_version_files(root, vdpau, version_suffix, l);
+    size_t driver_files = l->n;
+    for (size_t i = 0; i < count; i++) {
+        if (entries[i].flags != flags)
             continue;
-        char real[4096];
+        for (size_t k = 0; egl_platform_libraries[k]; k++) {
+            char real[4096], host[8300];
+            if (!starts_with(entries[i].soname, egl_platform_libraries[k]))
+                continue;
+            resolve_in_root(root, entries[i].path, real, sizeof real);
+            /* libnvidia-egl-gbm.so.1.1.2: a full version, not the soname */
+            const char *rest = base_name(real) + strlen(egl_platform_libraries[k]);
+            if (real[0] && starts_with(base_name(real), egl_platform_libraries[k]) &&
+                strchr(rest, '.') != NULL) {
+                snprintf(host, sizeof host, "%s%s", root, real);
+                mount_list_add(l, real, host);
+            }
+        }
+    }
+    /* The soname links the cache lists for the files chosen, then NVIDIA's
+     * extra links: the same file mounted at each. */
+    size_t files = l->n;
+    for (size_t i = 0; i < count; i++) {
+        if (entries[i].flags != flags)
+            continue;
+        char real[4096], host[8300];
         resolve_in_root(root, entries[i].path, real, sizeof real);
-        /* Only the driver's own files: a libcuda from elsewhere is not ours. */
-        if (!real[0] || !ends_with(real, version_suffix))
+        if (!real[0])
             continue;
-        char host[8300];
-        host_path(opts, opts->driver_root, real, host, sizeof host);
-        const char *containers[2] = {real, entries[i].path};
-        for (int c = 0; c < 2; c++) {
-            if (c == 1 && strcmp(containers[0], containers[1]) == 0)
+        snprintf(host, sizeof host, "%s%s", root, real);
+        for (size_t j = 0; j < files; j++)
+            if (strcmp(strchr(l->lines[j], '\t') + 1, host) == 0) {
+                mount_list_add(l, entries[i].path, host);
                 break;
-            size_t len = strlen(host) + strlen(containers[c]) + 2;
-            char *line = malloc(len);
-            if (line == NULL)
-                break;
-            snprintf(line, len, "%s\t%s", containers[c], host);
-            bool dup = false;
-            for (size_t j = 0; j < n && !dup; j++)
-                dup = strcmp(lines[j], line) == 0;
-            if (dup)
-                free(line);
-            else
-                lines[n++] = line;
+            }
+    }
+    for (size_t j = 0; j < driver_files; j++) {
+        char path[4400];
+        const char *tab = strchr(l->lines[j], '\t');
+        snprintf(path, sizeof path, "%.*s", (int)(tab - l->lines[j]), l->lines[j]);
+        const char *name = base_name(path);
+        for (size_t k = 0; k < sizeof library_links / sizeof library_links[0]; k++) {
+            if (!starts_with(name, library_links[k].library))
+                continue;
+            char link[4500];
+            snprintf(link, sizeof link, "%.*s%s", (int)(name - path), path, library_links[k].link);
+            mount_list_add(l, link, tab + 1);
         }
     }
     free(entries);
-    if (lines == NULL)
-        return gpulet_error_errno(err, ENOMEM, "cannot list the driver libraries");
-    qsort(lines, n, sizeof *lines, compare_strings);
-    for (size_t i = 0; i < n; i++) {
-        char *tab = strchr(lines[i], '\t');
-        *tab = '\0';
-        json_array_append_new(mounts, mount(tab + 1, lines[i]));
-        free(lines[i]);
-    }
-    free(lines);
-    if (n == 0)
-        return gpulet_error_set(err, GPULET_ERR_INPUT,
-                                "the ld cache of %s lists no NVIDIA driver library ending in "
-                                ".so.%s; is the driver root right (--driver-root)?",
-                                opts->driver_root ? opts->driver_root : "/",
-                                inv->driver_version);
+    mount_list_flush(opts, l, mounts);
+    free(l);
     return 0;
 }
 
-/* A file of the driver root, mounted where it is in the root, when it is there. */
-static void add_file(const struct cdi_options *opts, const char *path, json_t *mounts)
+/* The GSP firmware of this driver version, gsp*.bin. */
+static void add_firmware(const struct gpu_inventory *inv, const char *root, struct mount_list *l)
 {
-    char seen[4200], host[4200];
-    snprintf(seen, sizeof seen, "%s%s", root_prefix(opts->driver_root), path);
-    if (!exists(seen))
+    char dir[4200], host_dir[8400];
+    snprintf(dir, sizeof dir, "/lib/firmware/nvidia/%s", inv->driver_version);
+    snprintf(host_dir, sizeof host_dir, "%s%s", root, dir);
+    DIR *d = opendir(host_dir);
+    if (d == NULL)
         return;
-    host_path(opts, opts->driver_root, path, host, sizeof host);
-    json_array_append_new(mounts, mount(host, path));
+    struct dirent *e;
+    for (size_t seen = 0; seen < MAX_FOLDER_ENTRIES && (e = readdir(d)) != NULL; seen++) {
+        char path[4500], real[4096], host[8500];
+        if (!starts_with(e->d_name, "gsp") || !ends_with(e->d_name, ".bin"))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        resolve_in_root(root, path, real, sizeof real);
+        snprintf(host, sizeof host, "%s%s", root, real);
+        if (real[0])
+            mount_list_add(l, path, host);
+    }
+    closedir(d);
 }
 
 static void add_files(const struct gpu_inventory *inv, const struct cdi_options *opts,
                       json_t *mounts)
 {
-    char path[4200];
+    const char *root = root_prefix(opts->driver_root);
+    struct mount_list *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return;
+    char host[8500], path[8400];
     for (size_t i = 0; driver_tools[i]; i++) {
         snprintf(path, sizeof path, "/usr/bin/%s", driver_tools[i]);
-        add_file(opts, path, mounts);
+        snprintf(host, sizeof host, "%s%s", root, path);
+        if (exists(host))
+            mount_list_add(l, path, host);
     }
-    static const char *const firmware[] = {"gsp_ga10x.bin", "gsp_tu10x.bin", "gsp_gh100.bin",
-                                           "gsp_gb100.bin", NULL};
-    for (size_t i = 0; firmware[i]; i++) {
-        snprintf(path, sizeof path, "/lib/firmware/nvidia/%s/%s", inv->driver_version,
-                 firmware[i]);
-        add_file(opts, path, mounts);
-    }
-    add_file(opts, "/run/nvidia-persistenced/socket", mounts);
+    for (size_t i = 0; config_files[i]; i++)
+        for (size_t k = 0; config_dirs[k]; k++) {
+            snprintf(path, sizeof path, "%s/%s", config_dirs[k], config_files[i]);
+            snprintf(host, sizeof host, "%s%s", root, path);
+            if (!exists(host))
+                continue;
+            if (starts_with(config_files[i], "vulkan/"))
+                snprintf(path, sizeof path, "/etc/%s", config_files[i]);
+            mount_list_add(l, path, host);
+            break;
+        }
+    add_firmware(inv, root, l);
+    mount_list_flush(opts, l, mounts);
+    /* Sockets: nothing in them is run, so noexec too, as NVIDIA's. */
+    static const char *const sockets[] = {"nvidia-persistenced/socket",
+                                          "nvidia-fabricmanager/socket", NULL};
+    for (size_t i = 0; sockets[i]; i++)
+        for (int var = 0; var < 2; var++) {
+            snprintf(path, sizeof path, "%s/run/%s", var ? "/var" : "", sockets[i]);
+            snprintf(host, sizeof host, "%s%s", root, path);
+            if (!exists(host))
+                continue;
+            json_t *m = mount(opts, host, path);
+            json_array_append_new(json_object_get(m, "options"), json_string("noexec"));
+            json_array_append_new(mounts, m);
+            break;
+        }
+    free(l);
 }
 
-/* The container's ld cache must learn the library folders. */
-static json_t *ldcache_hook(const char *hook_path, json_t *mounts)
+/* The container's ld cache must learn the library folders, and CUDA's
+ * forward-compatibility libraries in the image come first when they are
+ * newer than the driver (NVIDIA's enable-cuda-compat). */
+static json_t *ldcache_hook(const char *hook_path, const char *driver_version, json_t *mounts)
 {
-    json_t *args = json_pack("[s, s]", "gpulet-hook", "update-ldcache");
+    json_t *args = json_pack("[s, s, s, s]", "gpulet-hook", "update-ldcache",
+                             "--host-driver-version", driver_version);
     json_t *seen = json_object();
     size_t i;
     json_t *m;
     json_array_foreach(mounts, i, m) {
         const char *path = json_string_value(json_object_get(m, "containerPath"));
-        if (path == NULL || strstr(path, ".so") == NULL)
+        if (path == NULL || !starts_with(base_name(path), "lib") || strstr(path, ".so") == NULL)
             continue;
         char dir[4096];
         snprintf(dir, sizeof dir, "%s", path);
@@ -393,6 +600,19 @@ static json_t *mig_nodes(const struct cdi_options *opts, const struct gpu_device
     return nodes;
 }
 
+/* Compute instances of one GPU instance share its capability node. */
+static void append_node_once(json_t *nodes, json_t *node)
+{
+    const char *path = json_string_value(json_object_get(node, "path"));
+    size_t i;
+    json_t *have;
+    json_array_foreach(nodes, i, have) {
+        if (strcmp(json_string_value(json_object_get(have, "path")), path) == 0)
+            return;
+    }
+    json_array_append(nodes, node);
+}
+
 static int compare_devices(const void *a, const void *b)
 {
     const char *x = json_string_value(json_object_get(*(json_t *const *)a, "name"));
@@ -415,16 +635,17 @@ static json_t *common_edits(const struct gpu_inventory *inv, const struct cdi_op
 
     json_t *control = json_array();
     const char *dev_root = root_prefix(opts->dev_root);
-    for (size_t i = 0; control_nodes[i]; i++) {
+    for (size_t i = 0; gpu_control_nodes[i]; i++) {
         char host[4200];
-        snprintf(host, sizeof host, "%s%s", dev_root, control_nodes[i]);
+        snprintf(host, sizeof host, "%s%s", dev_root, gpu_control_nodes[i]);
         if (exists(host))
-            json_array_append_new(control, device_node(opts, control_nodes[i]));
+            json_array_append_new(control, device_node(opts, gpu_control_nodes[i]));
     }
     json_t *edits = json_pack("{s:[s], s:o, s:o}", "env", "NVIDIA_VISIBLE_DEVICES=void",
                               "deviceNodes", control, "mounts", mounts);
     if (opts->hook_path)
-        json_object_set_new(edits, "hooks", ldcache_hook(opts->hook_path, mounts));
+        json_object_set_new(edits, "hooks",
+                            ldcache_hook(opts->hook_path, inv->driver_version, mounts));
     return edits;
 }
 
@@ -473,6 +694,12 @@ int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *op
             snprintf(name, sizeof name, "%u:%u", g->index, g->migs[m].index);
             devs[n++] = device(name, mig_nodes(opts, g, &g->migs[m]));
             devs[n++] = device(g->migs[m].uuid, mig_nodes(opts, g, &g->migs[m]));
+            /* "all" gives every MIG device too: its capabilities, the GPU
+             * node being there already. */
+            json_t *nodes = json_object_get(json_object_get(devs[n - 1], "containerEdits"),
+                                            "deviceNodes");
+            for (size_t k = 1; k < json_array_size(nodes); k++)
+                append_node_once(all_nodes, json_array_get(nodes, k));
         }
     }
     if (devs == NULL) {

@@ -2,12 +2,16 @@
  * cdi: Container Device Interface specs for the node's GPUs.
  *
  * cdi_spec_build() describes, as kind nvidia.com/gpu, a device per GPU (by
- * index and by UUID), per MIG device (by "gpu:mig" and by UUID) and "all",
- * and the edits every GPU container needs: the control device nodes, the
- * driver's libraries found through the driver root's ld cache (files
- * ending in the driver version, mounted also at their soname links), the
- * tools, the GSP firmware and the persistenced socket. Output is sorted
- * and deterministic; cdi_spec_write() writes YAML or JSON atomically.
+ * index and by UUID), per MIG device (by "gpu:mig" and by UUID) and "all"
+ * (every node of all of them), and the edits every GPU container needs:
+ * the control device nodes; the driver's libraries as NVIDIA's toolkit
+ * picks them (every file ending in the driver version beside libcuda,
+ * which the driver root's ld cache locates), mounted also at their soname
+ * links and at the links NVIDIA's hooks would create; the graphics
+ * configuration files, tools, GSP firmware and IPC sockets; and a hook
+ * that updates the container's ld cache, CUDA forward compatibility
+ * included. Output is sorted and deterministic; cdi_spec_write() writes
+ * YAML or JSON atomically.
  */
 #ifndef GPULET_CDI_H
 #define GPULET_CDI_H
@@ -61,6 +65,7 @@ int cdi_spec_write(json_t *spec, enum cdi_format format, const char *path,
 /* The libraries the driver root's ld cache lists whose name starts with
  * prefix: soname and resolved path pairs. For tests and doctor. */
 struct ldcache_entry {
+    int flags;          /* the cache's: ELF class and architecture */
     char soname[256];
     char path[4096]; /* as the cache says, without the root */
 };

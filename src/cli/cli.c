@@ -182,13 +182,14 @@ int cli_main(int argc, char **argv)
             fprintf(stderr, "gpulet: %s\n", err.msg);
             return CLI_USAGE;
         }
-        /* `run` stops cleanly on these itself; any other command is short,
-         * so they wait until the private folder is gone, then act. */
-        if (strcmp(argv[optind], "run") != 0) {
-            sigaddset(&stop_signals, SIGINT);
-            sigaddset(&stop_signals, SIGTERM);
-            sigaddset(&stop_signals, SIGHUP);
-        }
+        /* They wait until the private folder is gone, then act; `run`
+         * unblocks the first three once its loop handles them (a clean
+         * stop). SIGPIPE: a reader that stops early (`cdi generate |
+         * head`) fails the writes instead of killing gpulet at once. */
+        sigaddset(&stop_signals, SIGINT);
+        sigaddset(&stop_signals, SIGTERM);
+        sigaddset(&stop_signals, SIGHUP);
+        sigaddset(&stop_signals, SIGPIPE);
         sigprocmask(SIG_BLOCK, &stop_signals, &old_mask);
         opts.sim = &sim;
     }

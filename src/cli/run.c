@@ -35,16 +35,15 @@ static const char run_usage[] =
     "                              paths in those specs where gpulet sees the host\n"
     "                              elsewhere (env GPULET_HOST_DRIVER_ROOT; the\n"
     "                              DaemonSet, given the host's / at /host: /)\n"
-    ;
-/* In two, each within the length C17 compilers must take. */
-static const char run_usage_options[] =
     "  --config-file FILE          NVIDIA device plugin config, v1 (env CONFIG_FILE)\n"
     "  --mig-strategy S            none | single | mixed (env MIG_STRATEGY)\n"
     "  --fail-on-init-error B      true | false (env FAIL_ON_INIT_ERROR)\n"
     "  --pass-device-specs B       true | false (env PASS_DEVICE_SPECS)\n"
     "  --device-list-strategy L    envvar, volume-mounts, cdi-annotations, cdi-cri,\n"
     "                              comma-separated (env DEVICE_LIST_STRATEGY)\n"
-    "  --device-id-strategy S      uuid | index (env DEVICE_ID_STRATEGY)\n"
+    "  --device-id-strategy S      uuid | index: how containers are told their\n"
+    "                              GPUs; the kubelet sees UUIDs (env\n"
+    "                              DEVICE_ID_STRATEGY)\n"
     "  --replica-policy P          distributed | packed: where shared replicas go\n"
     "                              (env GPULET_REPLICA_POLICY, default distributed)\n"
     "  --cuda-interposer PATH      host path of libgpulet-cuda.so, mounted into\n"
@@ -53,7 +52,10 @@ static const char run_usage_options[] =
     "                              " CONFIG_DEFAULT_INTERPOSER ")\n"
     "  --state-dir DIR             gpulet's host state, alloc/<id> per sliced\n"
     "                              container (env GPULET_STATE_DIR, default\n"
-    "                              " CONFIG_DEFAULT_STATE_DIR ")\n"
+    "                              " CONFIG_DEFAULT_STATE_DIR ")\n";
+
+/* Two halves: one string would pass the length ISO C requires compilers to support. */
+static const char run_usage_outputs[] =
     "  --labels-file FILE          NFD features file for the nvidia.com/* labels\n"
     "                              (default " LABELS_DEFAULT_FILE ")\n"
     "  --labels-interval D         rewrite the labels every D (default 60s)\n"
@@ -315,10 +317,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                 return CLI_USAGE;
             }
             break;
-        case 'h':
-            fputs(run_usage, stdout);
-            fputs(run_usage_options, stdout);
-            return CLI_OK;
+        case 'h': fputs(run_usage, stdout); fputs(run_usage_outputs, stdout); return CLI_OK;
         default: return cli_option_error("run", c, argv[optind - 1]);
         }
     }

@@ -1,6 +1,7 @@
 /* The interposer's bookkeeping; see cuda_limits.h. */
 #include "cuda/cuda_limits.h"
 
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -14,12 +15,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define GLC_MAGIC 0x474c4331U /* "GLC1" */
+/* "GLC2": slots are held by locks. Files of "GLC1" (slots matched by PID)
+ * are still read by glc_peek, never joined. */
+#define GLC_MAGIC 0x474c4332U
+#define GLC_MAGIC_V1 0x474c4331U
 #define GLC_MIN_DEBT_NS 100000LL
+/* Slot i is held by an open file description's write lock on byte
+ * GLC_LOCK_BASE + i of the state file (past its end, where nothing is
+ * read): the kernel drops it when the process ends, however it ends, and
+ * locks know no PID namespaces. */
+#define GLC_LOCK_BASE ((off_t)1 << 32)
 
 struct glc_proc {
-    int32_t pid;
-    uint64_t start; /* the process's start time, so a reused PID is not taken for it */
+    int32_t pid;    /* the holder's PID in its own namespace: for people, not matching */
+    uint64_t taken; /* non-zero while the slot is held */
     uint64_t used;
 };
 
@@ -41,8 +50,10 @@ struct glc_file {
     struct glc_shared *s;
     size_t size; /* of the mapping */
     bool mapped;
-    int slot; /* this process's slot, -1 until it takes memory */
-    int32_t pid;
+    int slot;   /* this process's slot, -1 until it takes memory */
+    int32_t pid; /* the process that holds fd's locks */
+    int fd;     /* the state file, for the slot locks; -1 when in this process only */
+    char *path;
 };
 
 int glc_parse_size(const char *text, uint64_t *bytes)
@@ -107,12 +118,12 @@ static void init_shared(struct glc_shared *s)
     __atomic_store_n(&s->magic, GLC_MAGIC, __ATOMIC_RELEASE);
 }
 
-static struct glc_shared *map_file(const char *dir, const char *name, size_t *size, char *msg,
+/* Every process of a container shares the file, whatever its UID (the
+ * folder is the container's alone): read-write for all, umask aside. */
+static struct glc_shared *map_file(const char *path, int *fd_out, size_t *size, char *msg,
                                    size_t msg_len)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd < 0) {
         snprintf(msg, msg_len, "cannot open %s: %s", path, strerror(errno));
         return NULL;
@@ -123,13 +134,14 @@ static struct glc_shared *map_file(const char *dir, const char *name, size_t *si
      * maps the file. */
     if (flock(fd, LOCK_EX) < 0 || fstat(fd, &st) < 0) {
         snprintf(msg, msg_len, "cannot lock %s: %s", path, strerror(errno));
-    } else if (!S_ISREG(st.st_mode) || (st.st_size != 0 && st.st_size != (off_t)sizeof *s &&
-                                        st.st_size != (off_t)GLC_V1_BYTES)) {
-        snprintf(msg, msg_len, "%s is not a gpulet state file (remove it)", path);
+    } else if (!S_ISREG(st.st_mode) || (st.st_size != 0 && st.st_size != (off_t)sizeof *s)) {
+        snprintf(msg, msg_len, "%s is not a gpulet state file of this version (remove it)", path);
     } else if (st.st_size == 0 && ftruncate(fd, (off_t)sizeof *s) < 0) {
         snprintf(msg, msg_len, "cannot size %s: %s", path, strerror(errno));
     } else {
-        *size = st.st_size == 0 ? sizeof *s : (size_t)st.st_size;
+        if (st.st_size == 0)
+            (void)fchmod(fd, 0666); /* best effort: the umask took bits off */
+        *size = sizeof *s;
         s = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (s == MAP_FAILED) {
             s = NULL;
@@ -137,14 +149,18 @@ static struct glc_shared *map_file(const char *dir, const char *name, size_t *si
         } else if (st.st_size == 0) {
             init_shared(s);
         } else if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != GLC_MAGIC) {
-            snprintf(msg, msg_len, "%s is not a gpulet state file (remove it)", path);
+            snprintf(msg, msg_len, "%s is not a gpulet state file of this version (remove it)",
+                     path);
             munmap(s, *size);
             s = NULL;
         }
     }
     /* The mapping keeps the open file, and with it the flock: unlock. */
     flock(fd, LOCK_UN);
-    close(fd);
+    if (s == NULL)
+        close(fd);
+    else
+        *fd_out = fd;
     return s;
 }
 
@@ -157,8 +173,17 @@ struct glc_file *glc_open(const char *dir, const char *name, char *msg, size_t m
     }
     f->slot = -1;
     f->pid = (int32_t)getpid();
+    f->fd = -1;
     if (dir && dir[0]) {
-        f->s = map_file(dir, name, &f->size, msg, msg_len);
+        size_t len = strlen(dir) + strlen(name) + 2;
+        f->path = malloc(len);
+        if (f->path == NULL) {
+            snprintf(msg, msg_len, "out of memory");
+            free(f);
+            return NULL;
+        }
+        snprintf(f->path, len, "%s/%s", dir, name);
+        f->s = map_file(f->path, &f->fd, &f->size, msg, msg_len);
         f->mapped = true;
     } else {
         f->s = calloc(1, sizeof *f->s);
@@ -169,6 +194,7 @@ struct glc_file *glc_open(const char *dir, const char *name, char *msg, size_t m
             snprintf(msg, msg_len, "out of memory");
     }
     if (f->s == NULL) {
+        free(f->path);
         free(f);
         return NULL;
     }
@@ -185,6 +211,9 @@ void glc_close(struct glc_file *f)
         pthread_mutex_destroy(&f->s->lock);
         free(f->s);
     }
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f->path);
     free(f);
 }
 
@@ -201,52 +230,57 @@ static void lock(struct glc_shared *s)
     }
 }
 
-/* Field 22 of /proc/PID/stat: when the process started; 0 if it is gone. */
-static uint64_t start_time(int32_t pid)
+static bool try_lock(int fd, int slot, short type)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    for (int field = 2; p && field < 22; field++)
-        p = strchr(p + 1, ' ');
-    return p ? strtoull(p + 1, NULL, 10) : 0;
+    struct flock l = {.l_type = type, .l_whence = SEEK_SET, .l_start = GLC_LOCK_BASE + slot,
+                      .l_len = 1};
+    return fcntl(fd, F_OFD_SETLK, &l) == 0;
 }
 
-static void reclaim_dead(struct glc_shared *s)
+/* Takes back the slots whose holders are gone: their locks are free. */
+static void reclaim_dead(struct glc_file *f)
 {
-    for (size_t i = 0; i < GLC_MAX_PROCS; i++) {
+    struct glc_shared *s = f->s;
+    if (f->fd < 0)
+        return;
+    for (int i = 0; i < GLC_MAX_PROCS; i++) {
         struct glc_proc *p = &s->procs[i];
-        if (p->pid == 0)
+        if (p->taken == 0 || i == f->slot || !try_lock(f->fd, i, F_WRLCK))
             continue;
-        if ((kill(p->pid, 0) < 0 && errno == ESRCH) || start_time(p->pid) != p->start) {
-            s->used -= p->used < s->used ? p->used : s->used;
-            *p = (struct glc_proc){0};
-        }
+        s->used -= p->used < s->used ? p->used : s->used;
+        *p = (struct glc_proc){0};
+        try_lock(f->fd, i, F_UNLCK);
     }
 }
 
-/* This process's slot; -1 when all are held by live processes. */
+void glc_forked(struct glc_file *f)
+{
+    f->pid = (int32_t)getpid();
+    f->slot = -1;
+    if (f->fd < 0)
+        return;
+    close(f->fd);
+    f->fd = open(f->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* This process's slot; -1 when all are held by live processes, or the
+ * file cannot be locked. */
 static int own_slot(struct glc_file *f)
 {
     struct glc_shared *s = f->s;
-    if (f->slot >= 0 && s->procs[f->slot].pid == f->pid)
+    if (f->slot >= 0)
         return f->slot;
+    if (!f->mapped)
+        return f->slot = 0;
+    if (f->fd < 0)
+        return -1;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < GLC_MAX_PROCS; i++)
-            if (s->procs[i].pid == f->pid || s->procs[i].pid == 0) {
-                if (s->procs[i].pid == 0)
-                    s->procs[i] = (struct glc_proc){f->pid, start_time(f->pid), 0};
+            if (s->procs[i].taken == 0 && try_lock(f->fd, i, F_WRLCK)) {
+                s->procs[i] = (struct glc_proc){f->pid, 1, 0};
                 return f->slot = i;
             }
-        reclaim_dead(s);
+        reclaim_dead(f);
     }
     return -1;
 }
@@ -258,7 +292,7 @@ bool glc_reserve(struct glc_file *f, uint64_t bytes, uint64_t limit)
     uint64_t after;
     bool fits = !__builtin_add_overflow(s->used, bytes, &after) && after <= limit;
     if (!fits) {
-        reclaim_dead(s);
+        reclaim_dead(f);
         fits = !__builtin_add_overflow(s->used, bytes, &after) && after <= limit;
     }
     int slot = fits ? own_slot(f) : -1;
@@ -274,7 +308,7 @@ void glc_release(struct glc_file *f, uint64_t bytes)
 {
     struct glc_shared *s = f->s;
     lock(s);
-    int slot = own_slot(f);
+    int slot = f->slot; /* a process without one has nothing to give back */
     if (slot >= 0) {
         uint64_t n = bytes < s->procs[slot].used ? bytes : s->procs[slot].used;
         s->procs[slot].used -= n;
@@ -286,6 +320,7 @@ void glc_release(struct glc_file *f, uint64_t bytes)
 uint64_t glc_used(struct glc_file *f)
 {
     lock(f->s);
+    reclaim_dead(f);
     uint64_t used = f->s->used;
     pthread_mutex_unlock(&f->s->lock);
     return used;
@@ -306,10 +341,36 @@ uint64_t glc_charge(struct glc_file *f, unsigned int share, uint64_t cost_ns, ui
      * worth a sleep (a short one costs a timer's slack, tens of us, each). */
     uint64_t wait = s->tokens_ns < -GLC_MIN_DEBT_NS ? (uint64_t)(-s->tokens_ns) * 10000 / share : 0;
     s->tokens_ns -= (int64_t)(cost_ns > INT64_MAX / 4 ? INT64_MAX / 4 : cost_ns);
-    if (f->size == sizeof *s)
-        s->charged_ns += cost_ns; /* wraps after centuries */
+    s->charged_ns += cost_ns; /* wraps after centuries */
     pthread_mutex_unlock(&s->lock);
     return wait;
+}
+
+/* The bytes held by the processes still alive: the slots whose locks are
+ * held. A process killed a moment ago counts no more, whether or not a
+ * process of its container has looked since. */
+static int live_usage(int fd, uint64_t *used)
+{
+    struct glc_proc procs[128];
+    uint64_t sum = 0;
+    for (int first = 0; first < GLC_MAX_PROCS; first += 128) {
+        if (pread(fd, procs, sizeof procs,
+                  (off_t)(offsetof(struct glc_shared, procs) + first * sizeof procs[0])) !=
+            (ssize_t)sizeof procs)
+            return -1;
+        for (int i = 0; i < 128; i++) {
+            struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
+                              .l_start = GLC_LOCK_BASE + first + i, .l_len = 1};
+            if (procs[i].taken == 0 || procs[i].used == 0)
+                continue;
+            if (fcntl(fd, F_OFD_GETLK, &l) < 0)
+                return -1;
+            if (l.l_type != F_UNLCK && __builtin_add_overflow(sum, procs[i].used, &sum))
+                sum = UINT64_MAX;
+        }
+    }
+    *used = sum;
+    return 0;
 }
 
 int glc_peek(int dir_fd, const char *name, struct glc_usage *out, char *msg, size_t msg_len)
@@ -329,7 +390,8 @@ int glc_peek(int dir_fd, const char *name, struct glc_usage *out, char *msg, siz
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
         (st.st_size != (off_t)sizeof(struct glc_shared) && st.st_size != (off_t)GLC_V1_BYTES))
         snprintf(msg, msg_len, "%s is not a regular file of a state file's size", name);
-    else if (pread(fd, &magic, sizeof magic, 0) != (ssize_t)sizeof magic || magic != GLC_MAGIC ||
+    else if (pread(fd, &magic, sizeof magic, 0) != (ssize_t)sizeof magic ||
+             (magic != GLC_MAGIC_V1 && (magic != GLC_MAGIC || st.st_size == (off_t)GLC_V1_BYTES)) ||
              pread(fd, &out->used, sizeof out->used, offsetof(struct glc_shared, used)) !=
                  (ssize_t)sizeof out->used)
         snprintf(msg, msg_len, "%s has no state file's magic", name);
@@ -338,6 +400,8 @@ int glc_peek(int dir_fd, const char *name, struct glc_usage *out, char *msg, siz
     else if (pread(fd, &out->charged_ns, sizeof out->charged_ns,
                    offsetof(struct glc_shared, charged_ns)) != (ssize_t)sizeof out->charged_ns)
         snprintf(msg, msg_len, "cannot read %s", name);
+    else if (magic == GLC_MAGIC && live_usage(fd, &out->used) < 0)
+        snprintf(msg, msg_len, "cannot read the slots of %s", name);
     else {
         out->counted = true;
         rc = 0;
@@ -362,12 +426,73 @@ uint64_t glc_array_bytes(uint64_t w, uint64_t h, uint64_t d, uint64_t elem_bytes
     return total;
 }
 
+/* ---- recognising the driver by what it exports ---- */
+
+/* Larger files are not read: the driver is a few hundred MiB at most. */
+#define GLC_ELF_MAX_BYTES (1ULL << 30)
+
+static bool in_file(uint64_t off, uint64_t len, uint64_t size)
+{
+    return off <= size && len <= size - off;
+}
+
+int glc_elf_defines(int fd, const char *name)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof(Elf64_Ehdr) ||
+        (uint64_t)st.st_size > GLC_ELF_MAX_BYTES)
+        return -1;
+    uint64_t size = (uint64_t)st.st_size;
+    const unsigned char *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED)
+        return -1;
+    int found = -1;
+    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)m;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh->e_shentsize != sizeof(Elf64_Shdr) ||
+        !in_file(eh->e_shoff, (uint64_t)eh->e_shnum * sizeof(Elf64_Shdr), size) ||
+        eh->e_shoff % _Alignof(Elf64_Shdr) != 0)
+        goto out;
+    const Elf64_Shdr *sh = (const Elf64_Shdr *)(m + eh->e_shoff);
+    size_t want = strlen(name);
+    for (unsigned int i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_type != SHT_DYNSYM)
+            continue;
+        const Elf64_Shdr *syms = &sh[i];
+        if (syms->sh_link >= eh->e_shnum || syms->sh_entsize != sizeof(Elf64_Sym) ||
+            !in_file(syms->sh_offset, syms->sh_size, size) ||
+            syms->sh_offset % _Alignof(Elf64_Sym) != 0)
+            goto out;
+        const Elf64_Shdr *str = &sh[syms->sh_link];
+        if (!in_file(str->sh_offset, str->sh_size, size))
+            goto out;
+        const Elf64_Sym *sym = (const Elf64_Sym *)(m + syms->sh_offset);
+        const char *names = (const char *)(m + str->sh_offset);
+        found = 0;
+        for (uint64_t k = 0; k < syms->sh_size / sizeof(Elf64_Sym); k++) {
+            uint64_t at = sym[k].st_name;
+            if (sym[k].st_shndx == SHN_UNDEF || at >= str->sh_size ||
+                str->sh_size - at <= want || memcmp(names + at, name, want + 1) != 0)
+                continue;
+            found = 1;
+            break;
+        }
+        break;
+    }
+out:
+    munmap((void *)m, size);
+    return found;
+}
+
 /* ---- the allocation map: open addressing, linear probing ---- */
 
+/* Fibonacci hashing: the top bits of the product depend on every bit of
+ * the key. Lower bits would not: keys differing only in high bits (the
+ * simulator's pointers, large real allocations) would all collide. */
 static size_t hash(uint32_t kind, uint64_t key, size_t cap)
 {
     uint64_t x = (key ^ ((uint64_t)kind << 59)) * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(x >> 20) & (cap - 1);
+    return (size_t)(x >> (64 - __builtin_ctzll((unsigned long long)cap)));
 }
 
 static int grow(struct glc_map *m)

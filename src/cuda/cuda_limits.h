@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GLC_MAX_PROCS 1024
+#define GLC_MAX_PROCS 1024 /* a multiple of 128 */
 
 /* "10Gi", "512Mi", "1G", "4096": bytes; -1 when malformed or zero. */
 int glc_parse_size(const char *text, uint64_t *bytes);
@@ -65,6 +65,11 @@ struct glc_file;
  * only. NULL on failure, with the reason in msg. */
 struct glc_file *glc_open(const char *dir, const char *name, char *msg, size_t msg_len);
 void glc_close(struct glc_file *f);
+/* In a forked child (from pthread_atfork): the child shares its parent's
+ * open file, and with it the slot's lock, so it takes a file of its own,
+ * and a slot of its own when it needs one. Kept out of the allocation
+ * path, which then needs no getpid(). */
+void glc_forked(struct glc_file *f);
 
 /* Takes bytes for this process if the container's usage stays within
  * limit, reclaiming the usage of dead processes when it would not. */
@@ -95,6 +100,12 @@ int glc_peek(int dir_fd, const char *name, struct glc_usage *out, char *msg, siz
  * overflow. */
 uint64_t glc_array_bytes(uint64_t w, uint64_t h, uint64_t d, uint64_t elem_bytes,
                          unsigned int channels, unsigned int levels);
+
+/* Whether the ELF shared object open at fd defines (exports) the dynamic
+ * symbol name: 1 yes, 0 no, -1 when it is not a 64-bit ELF file whose
+ * section headers and dynamic symbols can be read within its size. The
+ * file is the container's: every offset is checked before it is read. */
+int glc_elf_defines(int fd, const char *name);
 
 /* A map from (kind, handle) to (device, bytes): what each live allocation
  * of this process holds. Not locked: the interposer holds a mutex. */

@@ -12,12 +12,15 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cuda/cuda_abi.h"
 #include "cuda/cuda_limits.h"
@@ -32,8 +35,11 @@
  * GPUs and drivers seen (and in the simulator). */
 #define PITCH_ALIGN_MAX 512U
 
-/* M_POOL: a memory pool's device (-1: not a GPU's memory), 0 bytes. */
-enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL };
+/* M_POOL: a memory pool's device (-1: not a GPU's memory), 0 bytes.
+ * M_MAPS: by VMM handle, how many mappings it has (bytes) and whether it
+ * was released meanwhile (dev 1). M_MAPPING / M_MAPLEN: by the address a
+ * mapping starts at, its handle and its length. */
+enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL, M_MAPS, M_MAPPING, M_MAPLEN };
 
 /* Every watched driver function: its name in libcuda.so.1, where the real
  * one is kept and the watcher that replaces it. */
@@ -48,7 +54,10 @@ enum map_kind { M_PTR = 1, M_ARRAY, M_MIPMAP, M_VMM, M_CTX, M_POOL };
     X(cuLaunchKernelEx_ptsz) X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz)       \
     X(cuGraphLaunch) X(cuGraphLaunch_ptsz) X(cuGetProcAddress) X(cuGetProcAddress_v2)            \
     X(cuMemPoolCreate) X(cuMemPoolDestroy) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool)     \
-    X(cuDeviceSetMemPool)
+    X(cuDeviceSetMemPool) X(cuGraphExecDestroy) X(cuModuleUnload) X(cuMemMap) X(cuMemUnmap)       \
+    X(cuCtxCreate_v3) X(cuCtxCreate_v4) X(cuCtxCreate) X(cuCtxDestroy)                            \
+    X(cuDevicePrimaryCtxRelease) X(cuMemAlloc) X(cuCtxSetLimit) X(cuGraphAddMemAllocNode)      \
+    X(cuGraphAddNode) X(cuGraphAddNode_v2) X(cuGreenCtxCreate)
 
 /* Driver functions the interposer calls itself. */
 typedef CUresult (*pfn_ctx_get_device)(CUdevice *);
@@ -73,15 +82,20 @@ struct device {
 /* The interposer's state; it lives as long as the process. */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Held across the driver's primary-context calls, so threads racing the
+ * first retain see one context made, and charge it once. */
+static pthread_mutex_t primary_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *(*real_dlsym)(void *, const char *);
+static void *(*real_dlopen)(const char *, int);
 static void *libcuda;
+static void *driver_base; /* where the watched driver is mapped */
 static bool active; /* some limit is set */
 static int log_level = 1;
 static uint64_t context_bytes = 64ULL << 20;
 static const char *state_dir;
 static struct device devs[MAX_DEVS];
 static struct glc_map allocations;
-static bool told_memory, told_file, told_pitch;
+static bool told_memory, told_file, told_pitch, told_legacy, told_set_limit, told_unsupported;
 /* The limits file, when there is one; matched to CUDA ordinals by UUID on
  * first use, once the driver can say which device is which. */
 static struct glc_limits file_limits;
@@ -91,6 +105,8 @@ static pthread_once_t match_once = PTHREAD_ONCE_INIT;
 #define REAL_PTR(name) static void (*real_##name)(void);
 WATCHED(REAL_PTR)
 static pfn_ctx_get_device real_ctx_get_device;
+static CUresult (*real_ctx_get_limit)(size_t *, int);
+static CUresult (*real_is_capturing)(CUstream, int *);
 static pfn_init real_init;
 static pfn_count real_count;
 static pfn_uuid real_uuid;
@@ -200,17 +216,35 @@ static void read_config(void)
 static pthread_once_t dlsym_once;
 static void find_dlsym(void);
 
+/* The child of a fork holds none of its parent's slots. */
+static void in_child(void)
+{
+    for (int d = 0; d < MAX_DEVS; d++)
+        if (devs[d].opened && devs[d].file)
+            glc_forked(devs[d].file);
+}
+
 static void init(void)
 {
     /* dlsym itself is watched, so the real one comes by version. */
     pthread_once(&dlsym_once, find_dlsym);
-    libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-    if (libcuda == NULL)
-        libcuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    if (real_dlopen) {
+        libcuda = real_dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+        if (libcuda == NULL)
+            libcuda = real_dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    }
+    Dl_info where;
+    void *cu_init = lookup("cuInit");
+    if (cu_init && dladdr(cu_init, &where))
+        driver_base = where.dli_fbase;
     read_config();
+    if (pthread_atfork(NULL, NULL, in_child) != 0)
+        say(0, "cannot watch for fork: a forked child would share its parent's budget slot");
 #define RESOLVE(name) real_##name = (void (*)(void))lookup(#name);
     WATCHED(RESOLVE)
     real_ctx_get_device = (pfn_ctx_get_device)lookup("cuCtxGetDevice");
+    real_ctx_get_limit = (CUresult(*)(size_t *, int))lookup("cuCtxGetLimit");
+    real_is_capturing = (CUresult(*)(CUstream, int *))lookup("cuStreamIsCapturing");
     real_init = (pfn_init)lookup("cuInit");
     real_count = (pfn_count)lookup("cuDeviceGetCount");
     real_uuid = (pfn_uuid)lookup("cuDeviceGetUuid_v2");
@@ -281,8 +315,9 @@ static void ensure_matched(void)
 }
 
 /* The state of device dev, opened on first use; NULL when it has no
- * limit, or its file cannot be used (said once; the limit then holds for
- * this process alone). */
+ * limit, or its file cannot be used: a process that cannot join the
+ * container's budget gets none of its own (said once), so its allocations
+ * and launches on the device are refused. */
 static struct glc_file *device_file(int dev)
 {
     if (dev < 0 || dev >= MAX_DEVS)
@@ -301,12 +336,11 @@ static struct glc_file *device_file(int dev)
         snprintf(d->uuid, sizeof d->uuid, "%s", name);
         char msg[512];
         d->file = glc_open(state_dir, name, msg, sizeof msg);
-        if (d->file == NULL && state_dir) {
-            if (!told_file)
-                say(0, "%s; the limits of device %d hold for this process alone", msg, dev);
-            told_file = true;
-            d->file = glc_open(NULL, name, msg, sizeof msg);
-        }
+        if (d->file == NULL && !told_file)
+            say(0, "%s: this process cannot join its container's budget for device %d, so its "
+                   "allocations and launches there are refused",
+                msg, dev);
+        told_file = told_file || d->file == NULL;
         __atomic_store_n(&d->opened, true, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&lock);
@@ -501,6 +535,24 @@ API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width, 
     return CUDA_SUCCESS;
 }
 
+/* The legacy 32-bit cuMemAlloc: on a device with a limit it is refused,
+ * said once, rather than counted apart from everything else. */
+API CUresult cuMemAlloc(unsigned int *dptr, unsigned int bytes)
+{
+    ensure_init();
+    if (real_cuMemAlloc == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int dev = active ? current_device() : -1;
+    if (has_limit(dev)) {
+        say(__atomic_exchange_n(&told_legacy, true, __ATOMIC_RELAXED) ? 2 : 1,
+            "the legacy cuMemAlloc (32-bit pointers) of %u bytes on device %d refused with "
+            "CUDA_ERROR_NOT_SUPPORTED: it has a memory limit",
+            bytes, dev);
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    return ((CUresult(*)(unsigned int *, unsigned int))real_cuMemAlloc)(dptr, bytes);
+}
+
 API CUresult cuMemFree_v2(CUdeviceptr ptr)
 {
     ensure_init();
@@ -531,6 +583,83 @@ static CUresult call_pool(void *a)
     struct async_args *x = a;
     return ((CUresult(*)(CUdeviceptr *, size_t, CUmemoryPool, CUstream))x->fn)(
         x->dptr, x->bytes, x->pool, x->stream);
+}
+
+/* Ways to memory the count cannot follow: graph memory nodes (the graph
+ * allocates each time it runs, into a pool the driver keeps) and green
+ * contexts. On a device with a limit they are refused, said once. */
+static CUresult unsupported(int dev, const char *what, CUresult r)
+{
+    say(__atomic_exchange_n(&told_unsupported, true, __ATOMIC_RELAXED) ? 2 : 1,
+        "%s on device %d refused (error %d): device %d has a memory limit the interposer "
+        "cannot hold it to",
+        what, dev, (int)r, dev);
+    return r;
+}
+
+API CUresult cuGraphAddMemAllocNode(CUgraphNode *node, CUgraph g, const CUgraphNode *deps,
+                                    size_t ndeps, CUDA_MEM_ALLOC_NODE_PARAMS *p)
+{
+    ensure_init();
+    if (real_cuGraphAddMemAllocNode == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (active && p && has_limit(p->poolProps.location.id))
+        return unsupported(p->poolProps.location.id, "cuGraphAddMemAllocNode",
+                           CUDA_ERROR_NOT_SUPPORTED);
+    return ((CUresult(*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
+                         CUDA_MEM_ALLOC_NODE_PARAMS *))real_cuGraphAddMemAllocNode)(node, g, deps,
+                                                                                    ndeps, p);
+}
+
+/* CUgraphNodeParams: the node type, then its parameters 16 bytes in. */
+#define NODE_TYPE_MEM_ALLOC 10
+static bool memory_node(const void *params, int *dev)
+{
+    int type = 0;
+    CUDA_MEM_ALLOC_NODE_PARAMS alloc;
+    if (!active || params == NULL)
+        return false;
+    memcpy(&type, params, sizeof type);
+    memcpy(&alloc, (const char *)params + 16, sizeof alloc);
+    *dev = alloc.poolProps.location.id;
+    return type == NODE_TYPE_MEM_ALLOC && has_limit(*dev);
+}
+
+API CUresult cuGraphAddNode(CUgraphNode *node, CUgraph g, const CUgraphNode *deps, size_t ndeps,
+                            void *params)
+{
+    ensure_init();
+    int dev;
+    if (real_cuGraphAddNode == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (memory_node(params, &dev))
+        return unsupported(dev, "cuGraphAddNode of a memory node", CUDA_ERROR_NOT_SUPPORTED);
+    return ((CUresult(*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
+                         void *))real_cuGraphAddNode)(node, g, deps, ndeps, params);
+}
+
+API CUresult cuGraphAddNode_v2(CUgraphNode *node, CUgraph g, const CUgraphNode *deps,
+                               const void *edges, size_t ndeps, void *params)
+{
+    ensure_init();
+    int dev;
+    if (real_cuGraphAddNode_v2 == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (memory_node(params, &dev))
+        return unsupported(dev, "cuGraphAddNode of a memory node", CUDA_ERROR_NOT_SUPPORTED);
+    return ((CUresult(*)(CUgraphNode *, CUgraph, const CUgraphNode *, const void *, size_t,
+                         void *))real_cuGraphAddNode_v2)(node, g, deps, edges, ndeps, params);
+}
+
+API CUresult cuGreenCtxCreate(CUcontext *pctx, const void *desc, CUdevice dev, unsigned int flags)
+{
+    ensure_init();
+    if (real_cuGreenCtxCreate == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (active && has_limit(dev))
+        return unsupported(dev, "cuGreenCtxCreate", CUDA_ERROR_NOT_SUPPORTED);
+    return ((CUresult(*)(CUcontext *, const void *, CUdevice, unsigned int))real_cuGreenCtxCreate)(
+        pctx, desc, dev, flags);
 }
 
 /* Remembers which device's memory pool hands out (dev -1: not a GPU's). */
@@ -573,6 +702,12 @@ static CUresult async_alloc(void (*fn)(void), bool from_pool, CUdeviceptr *dptr,
     if (dptr == NULL)
         return call(&a);
     int dev = !active ? -1 : from_pool ? pool_device(pool) : current_device();
+    int status = CU_STREAM_CAPTURE_STATUS_NONE;
+    if (has_limit(dev) && (real_is_capturing == NULL || real_is_capturing(s, &status) != CUDA_SUCCESS ||
+                           status != CU_STREAM_CAPTURE_STATUS_NONE))
+        return unsupported(dev, from_pool ? "cuMemAllocFromPoolAsync in a stream capture"
+                                          : "cuMemAllocAsync in a stream capture",
+                           CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
     return counted_alloc(dev, bytes,
                          from_pool ? "cuMemAllocFromPoolAsync" : "cuMemAllocAsync",
                          CUDA_ERROR_OUT_OF_MEMORY, call, &a, M_PTR, dptr);
@@ -805,35 +940,163 @@ API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t bytes,
                          CUDA_ERROR_OUT_OF_MEMORY, call_vmm, &a, M_VMM, h);
 }
 
+/* The driver keeps a released handle's memory while it is mapped: it is
+ * credited when its last mapping goes, not before. */
 API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
 {
     ensure_init();
     if (real_cuMemRelease == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
     CUresult r = ((CUresult(*)(CUmemGenericAllocationHandle))real_cuMemRelease)(h);
-    if (r == CUDA_SUCCESS && active)
+    if (r != CUDA_SUCCESS || !active)
+        return r;
+    int dev;
+    uint64_t maps = 0;
+    pthread_mutex_lock(&lock);
+    bool mapped = glc_map_get(&allocations, M_MAPS, h, &dev, &maps) && maps > 0;
+    if (mapped && glc_map_put(&allocations, M_MAPS, h, 1, maps) < 0)
+        mapped = true; /* cannot mark it: it stays counted, never credited early */
+    pthread_mutex_unlock(&lock);
+    if (!mapped)
         forget(M_VMM, h);
+    return r;
+}
+
+API CUresult cuMemMap(CUdeviceptr ptr, size_t bytes, size_t offset, CUmemGenericAllocationHandle h,
+                      unsigned long long flags)
+{
+    ensure_init();
+    if (real_cuMemMap == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
+                               unsigned long long))real_cuMemMap)(ptr, bytes, offset, h, flags);
+    if (r != CUDA_SUCCESS || !active)
+        return r;
+    int dev = 0;
+    uint64_t maps = 0, none;
+    pthread_mutex_lock(&lock);
+    glc_map_get(&allocations, M_MAPS, h, &dev, &maps);
+    /* a handle it does not count (no limit, made before) needs no book */
+    if (glc_map_get(&allocations, M_VMM, h, &dev, &none) &&
+        (glc_map_put(&allocations, M_MAPS, h, 0, maps + 1) < 0 ||
+         glc_map_put(&allocations, M_MAPPING, ptr, 0, h) < 0 ||
+         glc_map_put(&allocations, M_MAPLEN, ptr, 0, bytes) < 0))
+        say(0, "out of memory tracking a mapping; its handle stays counted");
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+/* Unmapping may cover several mappings, one after the other. */
+API CUresult cuMemUnmap(CUdeviceptr ptr, size_t bytes)
+{
+    ensure_init();
+    if (real_cuMemUnmap == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUdeviceptr, size_t))real_cuMemUnmap)(ptr, bytes);
+    if (r != CUDA_SUCCESS || !active)
+        return r;
+    for (uint64_t at = ptr, end = ptr + bytes; at < end;) {
+        int dev, released = 0;
+        uint64_t h, len = 0, maps = 0;
+        pthread_mutex_lock(&lock);
+        bool found = glc_map_take(&allocations, M_MAPPING, at, &dev, &h) &&
+                     glc_map_take(&allocations, M_MAPLEN, at, &dev, &len);
+        bool last = found && glc_map_take(&allocations, M_MAPS, h, &released, &maps) &&
+                    maps <= 1 && released;
+        if (found && !last && maps > 1)
+            glc_map_put(&allocations, M_MAPS, h, released, maps - 1);
+        pthread_mutex_unlock(&lock);
+        if (last)
+            forget(M_VMM, h);
+        if (!found || len == 0)
+            break;
+        at += len;
+    }
     return r;
 }
 
 /* ---- contexts: each holds driver memory no allocation call shows ---- */
 
+struct ctx_args {
+    void (*fn)(void);
+    CUcontext *pctx;
+    unsigned int flags;
+    CUdevice dev;
+    const void *params;
+    int count;
+};
+
+static CUresult call_ctx_v2(void *a)
+{
+    struct ctx_args *x = a;
+    return ((CUresult(*)(CUcontext *, unsigned int, CUdevice))x->fn)(x->pctx, x->flags, x->dev);
+}
+
+static CUresult call_ctx_v3(void *a)
+{
+    struct ctx_args *x = a;
+    return ((CUresult(*)(CUcontext *, const void *, int, unsigned int, CUdevice))x->fn)(
+        x->pctx, x->params, x->count, x->flags, x->dev);
+}
+
+static CUresult call_ctx_v4(void *a)
+{
+    struct ctx_args *x = a;
+    return ((CUresult(*)(CUcontext *, const void *, unsigned int, CUdevice))x->fn)(
+        x->pctx, x->params, x->flags, x->dev);
+}
+
+/* Every form of cuCtxCreate makes a context of its own on dev, which
+ * holds context_bytes of it. */
+static CUresult counted_ctx(struct ctx_args *a, CUresult (*call)(void *), const char *name)
+{
+    if (a->fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!active || !has_limit(a->dev) || a->pctx == NULL)
+        return call(a);
+    if (!take(a->dev, context_bytes, name))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult r = call(a);
+    if (r != CUDA_SUCCESS)
+        give(a->dev, context_bytes);
+    else
+        remember(M_CTX, (uint64_t)(uintptr_t)*a->pctx, a->dev, context_bytes);
+    return r;
+}
+
 API CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
 {
     ensure_init();
-    typedef CUresult (*fn)(CUcontext *, unsigned int, CUdevice);
-    if (real_cuCtxCreate_v2 == NULL)
-        return CUDA_ERROR_NOT_INITIALIZED;
-    if (!active || !has_limit(dev) || pctx == NULL)
-        return REAL(cuCtxCreate_v2, fn)(pctx, flags, dev);
-    if (!take(dev, context_bytes, "cuCtxCreate"))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult r = REAL(cuCtxCreate_v2, fn)(pctx, flags, dev);
-    if (r != CUDA_SUCCESS)
-        give(dev, context_bytes);
-    else
-        remember(M_CTX, (uint64_t)(uintptr_t)*pctx, dev, context_bytes);
-    return r;
+    struct ctx_args a = {real_cuCtxCreate_v2, pctx, flags, dev, NULL, 0};
+    return counted_ctx(&a, call_ctx_v2, "cuCtxCreate");
+}
+
+API CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    ensure_init();
+    struct ctx_args a = {real_cuCtxCreate, pctx, flags, dev, NULL, 0};
+    return counted_ctx(&a, call_ctx_v2, "cuCtxCreate");
+}
+
+API CUresult cuCtxCreate_v3(CUcontext *pctx, const void *affinity, int count, unsigned int flags,
+                            CUdevice dev)
+{
+    ensure_init();
+    struct ctx_args a = {real_cuCtxCreate_v3, pctx, flags, dev, affinity, count};
+    return counted_ctx(&a, call_ctx_v3, "cuCtxCreate_v3");
+}
+
+API CUresult cuCtxCreate_v4(CUcontext *pctx, const void *params, unsigned int flags, CUdevice dev)
+{
+    ensure_init();
+    struct ctx_args a = {real_cuCtxCreate_v4, pctx, flags, dev, params, 0};
+    return counted_ctx(&a, call_ctx_v4, "cuCtxCreate_v4");
+}
+
+API CUresult cuCtxDestroy(CUcontext ctx)
+{
+    ensure_init();
+    return destroy_handle(real_cuCtxDestroy, ctx, M_CTX);
 }
 
 API CUresult cuCtxDestroy_v2(CUcontext ctx)
@@ -850,35 +1113,68 @@ API CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
         return CUDA_ERROR_NOT_INITIALIZED;
     if (!active || !has_limit(dev) || pctx == NULL)
         return REAL(cuDevicePrimaryCtxRetain, fn)(pctx, dev);
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&primary_lock);
     bool first = devs[dev].primary_refs == 0;
-    pthread_mutex_unlock(&lock);
-    if (first && !take(dev, context_bytes, "cuDevicePrimaryCtxRetain"))
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    CUresult r = REAL(cuDevicePrimaryCtxRetain, fn)(pctx, dev);
-    pthread_mutex_lock(&lock);
-    if (r == CUDA_SUCCESS)
-        devs[dev].primary_refs++;
-    pthread_mutex_unlock(&lock);
-    if (r != CUDA_SUCCESS && first)
+    CUresult r = CUDA_ERROR_OUT_OF_MEMORY;
+    if (!first || take(dev, context_bytes, "cuDevicePrimaryCtxRetain")) {
+        r = REAL(cuDevicePrimaryCtxRetain, fn)(pctx, dev);
+        if (r == CUDA_SUCCESS)
+            devs[dev].primary_refs++;
+        else if (first)
+            give(dev, context_bytes);
+    }
+    pthread_mutex_unlock(&primary_lock);
+    return r;
+}
+
+static CUresult primary_release(void (*fn)(void), CUdevice dev)
+{
+    if (fn == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!active || !has_limit(dev))
+        return ((CUresult(*)(CUdevice))fn)(dev);
+    pthread_mutex_lock(&primary_lock);
+    CUresult r = ((CUresult(*)(CUdevice))fn)(dev);
+    if (r == CUDA_SUCCESS && devs[dev].primary_refs > 0 && --devs[dev].primary_refs == 0)
         give(dev, context_bytes);
+    pthread_mutex_unlock(&primary_lock);
     return r;
 }
 
 API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 {
     ensure_init();
-    if (real_cuDevicePrimaryCtxRelease_v2 == NULL)
+    return primary_release(real_cuDevicePrimaryCtxRelease_v2, dev);
+}
+
+API CUresult cuDevicePrimaryCtxRelease(CUdevice dev)
+{
+    ensure_init();
+    return primary_release(real_cuDevicePrimaryCtxRelease, dev);
+}
+
+/* The stack (per resident thread: times the GPU's threads), printf FIFO
+ * and malloc heap limits take device memory when raised. Under a memory
+ * limit a raise is refused, said once; setting one lower or as it is
+ * passes. */
+#define CU_LIMIT_HEAP_SIZE 2
+API CUresult cuCtxSetLimit(int limit, size_t value)
+{
+    ensure_init();
+    if (real_cuCtxSetLimit == NULL)
         return CUDA_ERROR_NOT_INITIALIZED;
-    CUresult r = ((CUresult(*)(CUdevice))real_cuDevicePrimaryCtxRelease_v2)(dev);
-    if (r == CUDA_SUCCESS && active && has_limit(dev)) {
-        pthread_mutex_lock(&lock);
-        bool last = devs[dev].primary_refs > 0 && --devs[dev].primary_refs == 0;
-        pthread_mutex_unlock(&lock);
-        if (last)
-            give(dev, context_bytes);
+    int dev = active ? current_device() : -1;
+    size_t now = 0;
+    if (limit >= 0 && limit <= CU_LIMIT_HEAP_SIZE && has_limit(dev) &&
+        (real_ctx_get_limit == NULL || real_ctx_get_limit(&now, limit) != CUDA_SUCCESS ||
+         value > now)) {
+        say(__atomic_exchange_n(&told_set_limit, true, __ATOMIC_RELAXED) ? 2 : 1,
+            "cuCtxSetLimit(%d, %zu) on device %d refused with CUDA_ERROR_NOT_SUPPORTED: raising "
+            "the stack, printf FIFO or heap takes device memory outside the memory limit",
+            limit, value, dev);
+        return CUDA_ERROR_NOT_SUPPORTED;
     }
-    return r;
+    return ((CUresult(*)(int, size_t))real_cuCtxSetLimit)(limit, value);
 }
 
 /* ---- the views: the limit is the total, the budget left is free ---- */
@@ -918,7 +1214,7 @@ static void *nvml_real(void **slot, const char *name)
 {
     void *r = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
     if (r == NULL) {
-        void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_NOLOAD);
+        void *h = real_dlopen ? real_dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_NOLOAD) : NULL;
         r = h ? real_dlsym(h, name) : real_dlsym(RTLD_NEXT, name);
         if (h)
             dlclose(h);
@@ -995,10 +1291,13 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t dev, nvmlMemory_v2_t *m
  * events on its first launches and on every 64th after, and predicted
  * from that in between. */
 
+/* What a kernel or graph exec costs; a fixed table, an entry per handle
+ * address (a new handle in a taken entry replaces it). */
 struct kernel_cost {
     uint64_t key;
     double ns_per_unit;
     uint64_t launches;
+    bool graph;
 };
 
 static struct kernel_cost costs[KERNEL_TABLE];
@@ -1019,17 +1318,17 @@ static void pause_ns(uint64_t ns)
 
 /* Runs launch, charging dev's bucket; measure decides whether this launch
  * is timed with events. */
-static CUresult throttled(int dev, uint64_t key, uint64_t units, CUstream stream,
+static CUresult throttled(int dev, uint64_t key, bool graph, uint64_t units, CUstream stream,
                           CUresult (*launch)(void *), void *args)
 {
     struct glc_file *f = device_file(dev);
     if (f == NULL)
-        return launch(args);
+        return CUDA_ERROR_NOT_PERMITTED;
     unsigned int share = devs[dev].share;
     pthread_mutex_lock(&lock);
     struct kernel_cost *c = &costs[(key >> 4) % KERNEL_TABLE];
-    if (c->key != key)
-        *c = (struct kernel_cost){key, 0, 0};
+    if (c->key != key || c->graph != graph)
+        *c = (struct kernel_cost){key, 0, 0, graph};
     bool measure = c->launches < 3 || c->launches % 64 == 0;
     double predicted = c->ns_per_unit * (double)units;
     c->launches++;
@@ -1129,7 +1428,41 @@ static CUresult launch(struct launch_args *a, CUresult (*call)(void *), uint64_t
     if (!shared_device(&dev))
         return call(a);
     uint64_t units = (uint64_t)a->g[0] * a->g[1] * a->g[2] * a->b[0] * a->b[1] * a->b[2];
-    return throttled(dev, key, units, a->s, call, a);
+    return throttled(dev, key, a->exec != NULL, units, a->s, call, a);
+}
+
+/* A handle's address is reused once it is destroyed: what was measured
+ * for it must not be charged to what comes next there. The functions of
+ * an unloaded module are not known one by one: every kernel's cost goes. */
+static void forget_costs(uint64_t key, bool graph)
+{
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < KERNEL_TABLE; i++)
+        if (costs[i].graph == graph && (!graph || costs[i].key == key))
+            costs[i] = (struct kernel_cost){0};
+    pthread_mutex_unlock(&lock);
+}
+
+API CUresult cuGraphExecDestroy(CUgraphExec exec)
+{
+    ensure_init();
+    if (real_cuGraphExecDestroy == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUgraphExec))real_cuGraphExecDestroy)(exec);
+    if (r == CUDA_SUCCESS && active)
+        forget_costs((uint64_t)(uintptr_t)exec, true);
+    return r;
+}
+
+API CUresult cuModuleUnload(CUmodule mod)
+{
+    ensure_init();
+    if (real_cuModuleUnload == NULL)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = ((CUresult(*)(CUmodule))real_cuModuleUnload)(mod);
+    if (r == CUDA_SUCCESS && active)
+        forget_costs(0, false);
+    return r;
 }
 
 #define KERNEL_HOOK(name, call)                                                                   \
@@ -1262,6 +1595,17 @@ static void find_dlsym(void)
     real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
     if (real_dlsym == NULL)
         real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+    real_dlopen = (void *(*)(const char *, int))dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34");
+    if (real_dlopen == NULL)
+        real_dlopen = (void *(*)(const char *, int))dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.2.5");
+}
+
+/* Whether the driver function r is not the watched driver's: a copy of
+ * the driver loaded under another name, or in another namespace. */
+static bool foreign_driver(void *r)
+{
+    Dl_info where;
+    return driver_base == NULL || !dladdr(r, &where) || where.dli_fbase != driver_base;
 }
 
 static bool same(const char *a, const char *b)
@@ -1281,6 +1625,11 @@ static void *by_handle(void *handle, const char *name)
         return r;
     if (name[0] == 'c' && name[1] == 'u') {
         ensure_init();
+        /* A name the watched driver defines, found in another object: a
+         * copy of the driver (issue #23). The watched one answers. */
+        void *w;
+        if (active && libcuda && foreign_driver(r) && (w = real_dlsym(libcuda, name)) != NULL)
+            r = w;
         return swap(r);
     }
     /* NVML opened with dlopen: its memory calls are clamped too. */
@@ -1311,9 +1660,52 @@ API void *dlsym(void *handle, const char *name)
     return by_handle(handle, name);
 }
 
+/* Whether the file at path is a CUDA driver, by what it exports (cuInit),
+ * whatever its name. */
+static bool driver_file(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return false;
+    bool yes = glc_elf_defines(fd, "cuInit") == 1;
+    close(fd);
+    return yes;
+}
+
+/* A handle on the watched driver for a program that opened another copy
+ * of it; NULL (said) when there is none to give. */
+static void *watched_driver(const char *file)
+{
+    void *h = libcuda && real_dlopen ? real_dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD) : NULL;
+    if (h)
+        say(2, "%s is a CUDA driver: answered with the watched libcuda.so.1", file);
+    else
+        say(0, "%s is a CUDA driver and no watched libcuda.so.1 is loaded: not opened", file);
+    return h;
+}
+
+/* A driver opened by path under any name (a copy of libcuda.so.1 is the
+ * driver, unwatched) is answered with the watched one. Other opens leave
+ * by a tail call: dlopen finds libraries by its caller's RUNPATH and
+ * $ORIGIN, and the caller must stay the program's. */
+API void *dlopen(const char *file, int flags)
+{
+    pthread_once(&dlsym_once, find_dlsym);
+    if (real_dlopen == NULL)
+        return NULL;
+    if (file && strchr(file, '/') && driver_file(file)) {
+        ensure_init();
+        if (active)
+            return watched_driver(file);
+    }
+    return real_dlopen(file, flags);
+}
+
 /* A second link-map namespace would load a second driver, one these
- * watchers do not stand in front of: dlmopen of the driver or NVML by name
- * answers the one already watched here instead. */
+ * watchers do not stand in front of (nothing preloaded reaches it): the
+ * driver or NVML opened there by name, or the driver by path under any
+ * name, answers the one watched here instead; a library that brings a
+ * driver of its own into the namespace is not opened. */
 static bool driver_name(const char *file)
 {
     const char *base = file;
@@ -1341,9 +1733,28 @@ API void *dlmopen(Lmid_t lmid, const char *file, int flags)
             return NULL;
         __atomic_store_n(&real_dlmopen, fn, __ATOMIC_RELEASE);
     }
-    if (lmid != LM_ID_BASE && file != NULL && driver_name(file)) {
-        say(2, "dlmopen of %s in a new namespace answered with the watched driver", file);
+    if (lmid == LM_ID_BASE || file == NULL)
+        return fn(lmid, file, flags);
+    pthread_once(&dlsym_once, find_dlsym);
+    if (driver_name(file)) {
+        say(2, "dlmopen of %s in a new namespace answered with the watched library", file);
         return dlopen(file, flags);
     }
-    return fn(lmid, file, flags);
+    if (strchr(file, '/') && driver_file(file)) {
+        ensure_init();
+        if (active)
+            return watched_driver(file);
+    }
+    void *h = fn(lmid, file, flags);
+    void *init_fn = h ? real_dlsym(h, "cuInit") : NULL;
+    if (init_fn == NULL)
+        return h;
+    ensure_init();
+    if (!active)
+        return h;
+    Dl_info where;
+    say(0, "%s brings in %s, a second CUDA driver the limits cannot watch: not opened", file,
+        dladdr(init_fn, &where) && where.dli_fname ? where.dli_fname : "a copy of libcuda");
+    dlclose(h);
+    return NULL;
 }

@@ -2,7 +2,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,9 @@ struct daemon {
     int inotify_fd;
     struct event *inotify_event;
     struct event *signals[3];
+    /* The caller's signal mask, set again before the handlers go. */
+    sigset_t caller_mask;
+    bool unblocked;
     struct event *labels_timer;
     char labels_problem[GPULET_ERROR_MSG_MAX]; /* logged once until it changes */
     struct log_limit limits_log;                /* sliced containers past the bound */
@@ -335,6 +340,8 @@ static void cleanup(struct daemon *d)
         event_free(d->inotify_event);
     if (d->inotify_fd >= 0)
         close(d->inotify_fd);
+    if (d->unblocked)
+        pthread_sigmask(SIG_SETMASK, &d->caller_mask, NULL);
     for (size_t i = 0; i < sizeof d->signals / sizeof d->signals[0]; i++)
         if (d->signals[i])
             event_free(d->signals[i]);
@@ -410,10 +417,16 @@ int daemon_run(const struct daemon_options *opts)
         return 1;
     }
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    sigset_t handled;
+    sigemptyset(&handled);
     for (size_t i = 0; i < 3; i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
         event_add(d.signals[i], NULL);
+        sigaddset(&handled, sigs[i]);
     }
+    /* A caller may hold them blocked until they are handled here, so that
+     * none arriving meanwhile skips its own cleanup (--simulate's folder). */
+    d.unblocked = pthread_sigmask(SIG_UNBLOCK, &handled, &d.caller_mask) == 0;
     if (nvml_open(&nvml_opts, &d.nvml, &err) < 0 ||
         gpu_inventory_load(d.nvml, &d.inv, &err) < 0) {
         if (d.cfg.fail_on_init_error) {

@@ -93,40 +93,80 @@ static int write_all(int fd, const char *data, size_t len)
     return 0;
 }
 
-int fileio_replace(const char *path, const char *data, size_t len, unsigned flags,
-                   struct gpulet_error *err)
+bool fileio_is_drop_in_dir(const char *dir)
 {
-    char dir_copy[4096], base_copy[4096];
+    size_t n = strlen(dir);
+    return n >= 2 && strcmp(dir + n - 2, ".d") == 0;
+}
+
+void fileio_work_dir(const char *path, char *out, size_t len)
+{
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", path);
+    char *dir = dirname(copy);
+    if (fileio_is_drop_in_dir(dir)) {
+        char up[4096];
+        snprintf(up, sizeof up, "%s", dir);
+        snprintf(out, len, "%s", dirname(up));
+    } else {
+        snprintf(out, len, "%s", dir);
+    }
+}
+
+int fileio_replace_owned(const char *path, const char *data, size_t len, unsigned flags,
+                         const struct fileio_owner *owner, struct gpulet_error *err)
+{
+    if (strlen(path) >= 4096)
+        return gpulet_error_set(err, GPULET_ERR_USAGE, "%.64s...: the path is too long", path);
+    char dir_copy[4096], tmp_dir[4096], base_copy[4096];
     snprintf(dir_copy, sizeof dir_copy, "%s", path);
-    snprintf(base_copy, sizeof base_copy, "%s", path);
     const char *dir = dirname(dir_copy);
+    if (flags & FILEIO_OUTSIDE_DROP_IN)
+        fileio_work_dir(path, tmp_dir, sizeof tmp_dir);
+    else
+        snprintf(tmp_dir, sizeof tmp_dir, "%s", dir);
+    snprintf(base_copy, sizeof base_copy, "%s", path);
     /* A dot name, so directory watchers that skip hidden files (NFD, the
      * CDI cache) never read the file being written. A random name, created
-     * exclusively: one derived from the pid, left behind by a run killed
-     * mid-write, blocked every later run with that pid (PID 1 in a
-     * container is every run). */
+     * exclusively (mode 0600, never through a link): one derived from the
+     * pid, left behind by a run killed mid-write, blocked every later run
+     * with that pid (PID 1 in a container is every run). */
     char tmp[8400];
-    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-XXXXXX", dir, basename(base_copy));
-    mode_t mode = (flags & FILEIO_PRIVATE) ? 0600 : (flags & FILEIO_EXECUTABLE) ? 0755 : 0644;
+    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-XXXXXX", tmp_dir, basename(base_copy));
+    mode_t mode = owner                         ? owner->mode
+                  : (flags & FILEIO_PRIVATE)    ? 0600
+                  : (flags & FILEIO_EXECUTABLE) ? 0755
+                                                : 0644;
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
-        return gpulet_error_errno(err, errno, "cannot write %s", tmp);
-    /* fchmod: open() applied the umask; the file gets the mode asked for. */
-    if (write_all(fd, data, len) != 0 || fchmod(fd, mode) != 0 ||
-        ((flags & FILEIO_DURABLE) && fsync(fd) != 0)) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return gpulet_error_errno(err, e, "cannot write %s", tmp);
-    }
-    if (close(fd) != 0) {
-        int e = errno;
+        return gpulet_error_errno(err, errno, "cannot create a temporary file in %s to write %s",
+                                  tmp_dir, path);
+    /* fchmod: open() applied the umask; the file gets the mode asked for.
+     * The size is checked: a short write on a full disk must not replace
+     * a whole file with part of one. */
+    struct stat st;
+    int e = 0;
+    if (write_all(fd, data, len) != 0 ||
+        (owner && fchown(fd, owner->uid, owner->gid) != 0) || fchmod(fd, mode) != 0 ||
+        ((flags & FILEIO_DURABLE) && fsync(fd) != 0) || fstat(fd, &st) != 0)
+        e = errno;
+    else if ((size_t)st.st_size != len)
+        e = EIO;
+    if (close(fd) != 0 && e == 0)
+        e = errno;
+    if (e != 0) {
         unlink(tmp);
         return gpulet_error_errno(err, e, "cannot write %s", tmp);
     }
     if (rename(tmp, path) != 0) {
-        int e = errno;
+        e = errno;
         unlink(tmp);
+        if (e == EXDEV)
+            return gpulet_error_errno(err, e,
+                                      "cannot replace %s: its temporary file in %s is on another "
+                                      "filesystem (mount the folder above the drop-in folder, "
+                                      "not the folder alone)",
+                                      path, tmp_dir);
         return gpulet_error_errno(err, e, "cannot replace %s", path);
     }
     if (flags & FILEIO_DURABLE) {
@@ -137,6 +177,12 @@ int fileio_replace(const char *path, const char *data, size_t len, unsigned flag
         }
     }
     return 0;
+}
+
+int fileio_replace(const char *path, const char *data, size_t len, unsigned flags,
+                   struct gpulet_error *err)
+{
+    return fileio_replace_owned(path, data, len, flags, NULL, err);
 }
 
 static int mkdir_one(const char *path, mode_t mode, struct gpulet_error *err)

@@ -47,6 +47,10 @@ static long mig_minor(FILE *f, const char *cap)
     return -1;
 }
 
+const char *const gpu_control_nodes[] = {
+    "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset", NULL,
+};
+
 size_t gpu_mig_cap_nodes(const char *driver_root, unsigned int gpu_minor, unsigned int gi,
                          unsigned int ci, char paths[2][64])
 {
@@ -176,13 +180,20 @@ static long pci_sysfs_number(const char *root, const char *bus_id, const char *f
     return value;
 }
 
-/* A 10-byte field of a vGPU record, NUL padded. */
+/* A 10-byte field of a vGPU record, NUL padded; "" unless printable ASCII
+ * (the hypervisor writes it, and it goes into labels and log lines). */
 static void vgpu_field(const unsigned char *p, char *buf, size_t len)
 {
     size_t n = 0;
-    for (size_t i = 0; i < 10 && n + 1 < len; i++)
-        if (p[i] != '\0')
-            buf[n++] = (char)p[i];
+    for (size_t i = 0; i < 10 && n + 1 < len; i++) {
+        if (p[i] == '\0')
+            continue;
+        if (p[i] < 0x21 || p[i] > 0x7e) {
+            n = 0;
+            break;
+        }
+        buf[n++] = (char)p[i];
+    }
     buf[n] = '\0';
 }
 

@@ -96,6 +96,11 @@ const char *gpu_pcie_level_name(int level);
 /* New reference; NULL only when out of memory. */
 json_t *gpu_inventory_to_json(const struct gpu_inventory *inv);
 
+/* The driver's control device nodes every GPU container gets beside its
+ * GPUs' (those present on the node), NULL-terminated: one list for the
+ * CDI spec and the device plugin's device specs. */
+extern const char *const gpu_control_nodes[];
+
 /* The device nodes a MIG device needs besides its GPU's: its GPU and
  * compute instance capabilities, /dev/nvidia-caps/nvidia-cap<N>, numbered
  * as <driver_root>/proc/driver/nvidia-caps/mig-minors says. Writes up to

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "log/log.h"
+#include "text/text.h"
 
 const char *grpc_status_name(enum grpc_status status)
 {
@@ -572,24 +573,13 @@ void grpc_percent_encode(const char *in, char *out, size_t out_len)
     out[o] = '\0';
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 void grpc_percent_decode(const char *in, size_t in_len, char *out, size_t out_len)
 {
     size_t o = 0;
     for (size_t i = 0; i < in_len && o + 1 < out_len; i++) {
         int hi, lo;
-        if (in[i] == '%' && i + 2 < in_len && (hi = hex_value(in[i + 1])) >= 0 &&
-            (lo = hex_value(in[i + 2])) >= 0) {
+        if (in[i] == '%' && i + 2 < in_len && (hi = text_hex_value((unsigned char)in[i + 1])) >= 0 &&
+            (lo = text_hex_value((unsigned char)in[i + 2])) >= 0) {
             out[o++] = (char)(hi << 4 | lo);
             i += 2;
         } else {

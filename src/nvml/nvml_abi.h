@@ -3,7 +3,7 @@
  *
  * There is no nvml.h on build machines, so the types, constants and
  * function signatures are declared here from NVIDIA's documented ABI
- * (shared/reference/nvml.md). Both src/nvml/ (the loader) and sim/ (the
+ * (the NVML API reference). Both src/nvml/ (the loader) and sim/ (the
  * simulated libnvidia-ml.so.1) include this file, so the two cannot drift.
  * Nothing outside those two includes it.
  */

@@ -118,13 +118,11 @@ static void add_mig_caps(const struct config *cfg, const struct plugin_device *d
 static void add_device_specs(const struct config *cfg, const struct plugin_device *const *devs,
                              size_t n, struct arena *a, V1beta1__ContainerAllocateResponse *r)
 {
-    static const char *const control[] = {"/dev/nvidiactl", "/dev/nvidia-uvm",
-                                          "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"};
     char host[4200];
-    for (size_t i = 0; i < sizeof control / sizeof control[0]; i++) {
-        host_dev_path(cfg, control[i], host, sizeof host);
+    for (size_t i = 0; gpu_control_nodes[i]; i++) {
+        host_dev_path(cfg, gpu_control_nodes[i], host, sizeof host);
         if (access(host, F_OK) == 0)
-            add_device_spec(a, r, host, control[i]);
+            add_device_spec(a, r, host, gpu_control_nodes[i]);
     }
     for (size_t i = 0; i < n; i++) {
         bool same_gpu = false, same_device = false;
@@ -241,70 +239,88 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
     if (n == 0)
         return gpulet_error_set(err, GPULET_ERR_INPUT, "the request for %s names no device",
                                 res->name);
-    if ((res->sharing == SHARING_TIME_SLICING || res->sharing == SHARING_MPS) &&
-        cfg->fail_requests_greater_than_one && n > 1)
+    /* MPS: one replica a container whatever failRequestsGreaterThanOne
+     * says, as NVIDIA's plugin (the daemon's limits are per client). */
+    if (n > 1 && (res->sharing == SHARING_MPS ||
+                  (res->sharing == SHARING_TIME_SLICING && cfg->fail_requests_greater_than_one)))
         return gpulet_error_set(err, GPULET_ERR_INPUT,
                                 "maximum request size for shared resources is 1");
 
     /* The physical devices, each once, in request order; slices in GPU
      * order, which CUDA's ordinals follow on GPUs of one model. */
     const struct plugin_device **phys = arena_alloc(a, (n + 1) * sizeof *phys);
-    const char **base = arena_alloc(a, (n + 1) * sizeof *base);
     size_t n_base = 0;
-    size_t joined_len = 1;
     for (size_t i = 0; i < n; i++) {
         bool seen = false;
         for (size_t j = 0; j < n_base && !seen; j++)
-            seen = strcmp(base[j], devs[i]->base_id) == 0;
-        if (!seen) {
-            phys[n_base] = devs[i];
-            base[n_base++] = devs[i]->base_id;
-            joined_len += strlen(devs[i]->base_id) + sizeof CDI_KIND + 2;
-        }
+            seen = strcmp(phys[j]->base_id, devs[i]->base_id) == 0;
+        if (!seen)
+            phys[n_base++] = devs[i];
     }
     if (res->sharing == SHARING_SLICES)
         qsort(phys, n_base, sizeof *phys, compare_gpu_order);
-    for (size_t i = 0; i < n_base; i++)
-        base[i] = phys[i]->base_id;
+    /* What the container is told: a replica's GPU once per replica, as
+     * NVIDIA's plugin does; by index with deviceIDStrategy index (the
+     * kubelet still sees UUIDs). */
+    bool per_replica = res->sharing == SHARING_TIME_SLICING || res->sharing == SHARING_MPS;
+    const struct plugin_device *const *listed = per_replica ? devs : phys;
+    size_t n_listed = per_replica ? n : n_base;
+    char **names = arena_alloc(a, (n_listed + 1) * sizeof *names);
+    size_t joined_len = 1;
+    for (size_t i = 0; i < n_listed; i++) {
+        char index[32];
+        const struct plugin_device *d = listed[i];
+        if (cfg->device_id_strategy == DEVICE_ID_INDEX && d->mig >= 0)
+            snprintf(index, sizeof index, "%u:%d", d->gpu, d->mig);
+        else if (cfg->device_id_strategy == DEVICE_ID_INDEX)
+            snprintf(index, sizeof index, "%u", d->gpu);
+        names[i] = arena_strdup(a, cfg->device_id_strategy == DEVICE_ID_INDEX ? index : d->base_id);
+        joined_len += strlen(names[i]) + sizeof CDI_KIND + 2;
+    }
 
     unsigned int lists = cfg->device_list_strategies;
     if (lists & DEVICE_LIST_VOLUME_MOUNTS) {
         /* The variable then names the folder, so a pod cannot widen its own
-         * list by setting NVIDIA_VISIBLE_DEVICES itself. */
+         * list by setting NVIDIA_VISIBLE_DEVICES itself. One mount per
+         * device: a path mounted twice is refused by some engines. */
         add_env(a, out, "NVIDIA_VISIBLE_DEVICES", VOLUME_MOUNT_DIR);
-        for (size_t i = 0; i < n_base; i++) {
+        for (size_t i = 0; i < n_listed; i++) {
+            bool again = false;
+            for (size_t j = 0; j < i && !again; j++)
+                again = strcmp(names[j], names[i]) == 0;
             char path[PLUGIN_ID_MAX + sizeof VOLUME_MOUNT_DIR + 1];
-            snprintf(path, sizeof path, "%s/%s", VOLUME_MOUNT_DIR, base[i]);
-            add_mount(a, out, "/dev/null", path, true);
+            snprintf(path, sizeof path, "%s/%s", VOLUME_MOUNT_DIR, names[i]);
+            if (!again)
+                add_mount(a, out, "/dev/null", path, true);
         }
     } else if (lists & DEVICE_LIST_ENVVAR) {
         char *joined = arena_alloc(a, joined_len);
-        for (size_t i = 0; i < n_base; i++) {
+        for (size_t i = 0; i < n_listed; i++) {
             if (i)
                 strcat(joined, ",");
-            strcat(joined, base[i]);
+            strcat(joined, names[i]);
         }
         add_env(a, out, "NVIDIA_VISIBLE_DEVICES", joined);
     }
     if (lists & DEVICE_LIST_CDI_ANNOTATIONS) {
         char *joined = arena_alloc(a, joined_len);
-        for (size_t i = 0; i < n_base; i++) {
+        for (size_t i = 0; i < n_listed; i++) {
             if (i)
                 strcat(joined, ",");
             strcat(joined, CDI_KIND "=");
-            strcat(joined, base[i]);
+            strcat(joined, names[i]);
         }
         char key[96];
         snprintf(key, sizeof key, "cdi.k8s.io/gpulet_%s_%lu", strchr(res->name, '/') + 1, serial);
         add_annotation(a, out, key, joined);
     }
     if (lists & DEVICE_LIST_CDI_CRI) {
-        out->cdi_devices = arena_alloc(a, n_base * sizeof *out->cdi_devices);
-        for (size_t i = 0; i < n_base; i++) {
+        out->cdi_devices = arena_alloc(a, n_listed * sizeof *out->cdi_devices);
+        for (size_t i = 0; i < n_listed; i++) {
             V1beta1__CDIDevice *c = arena_alloc(a, sizeof *c);
             v1beta1__cdidevice__init(c);
             char name[PLUGIN_ID_MAX + sizeof CDI_KIND + 1];
-            snprintf(name, sizeof name, CDI_KIND "=%s", base[i]);
+            snprintf(name, sizeof name, CDI_KIND "=%s", names[i]);
             c->name = arena_strdup(a, name);
             out->cdi_devices[out->n_cdi_devices++] = c;
         }

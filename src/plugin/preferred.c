@@ -299,15 +299,20 @@ done:
     return rc;
 }
 
-/* Replicas, distributed: each pick goes to the GPU with the most replicas
- * still free, avoiding GPUs this request already has while others remain.
- * Packed: the GPU with the fewest free, staying on the request's GPUs.
- * Ties go to the GPU whose next free replica comes first in the request.
+/* Replicas, distributed (NVIDIA's policy): each pick goes to the GPU with
+ * the fewest replicas taken — by other containers, by the request's
+ * must-include devices and by its picks so far — so a request spreads over
+ * GPUs while they are equally loaded. A single slice (gpulet's own) goes
+ * to the GPU with the most slices free, where GPUs of different sizes
+ * hold different numbers of them. Packed: the GPU with the fewest free,
+ * staying on the request's GPUs. Ties go to the GPU whose next free
+ * replica comes first in the request.
  * Candidates are grouped by physical device once, so a pick costs one pass
  * over the groups, not over every pair of candidates. */
 struct replica_group {
     unsigned int gpu;
     int mig;
+    size_t total;  /* replicas of the device in the resource */
     size_t free;   /* candidates not chosen */
     bool mine;     /* one of them is chosen */
     size_t *members; /* candidate indexes in request order, into the shared array */
@@ -336,6 +341,12 @@ static int spread_replicas(const struct plugin_resource *r, const struct plugin_
         group_of[i] = g;
         groups[g].n_members++;
     }
+    for (size_t i = 0; i < r->count; i++)
+        for (size_t g = 0; g < n_groups; g++)
+            if (groups[g].gpu == r->devices[i].gpu && groups[g].mig == r->devices[i].mig) {
+                groups[g].total++;
+                break;
+            }
     size_t at = 0;
     for (size_t g = 0; g < n_groups; g++) {
         groups[g].members = members + at;
@@ -364,8 +375,9 @@ static int spread_replicas(const struct plugin_resource *r, const struct plugin_
             while (chosen[g->members[g->next]])
                 g->next++;
             size_t first = g->members[g->next];
-            long score = r->packed ? -(long)g->free + (g->mine ? spread : 0)
-                                   : (long)g->free - (g->mine ? spread : 0);
+            long score = r->packed                     ? -(long)g->free + (g->mine ? spread : 0)
+                         : r->sharing == SHARING_SLICES ? (long)g->free
+                                                        : -((long)g->total - (long)g->free);
             if (pick == NULL || score > best || (score == best && first < pick_first)) {
                 pick = g;
                 best = score;

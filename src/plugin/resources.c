@@ -45,10 +45,7 @@ static void whole_gpu(const struct gpu_device *g, const struct config *cfg, stru
     memset(p, 0, sizeof *p);
     snprintf(p->resource, sizeof p->resource, "%s", config_gpu_resource(cfg, g->name));
     p->uuid = g->uuid;
-    if (cfg->device_id_strategy == DEVICE_ID_INDEX)
-        snprintf(p->base_id, sizeof p->base_id, "%u", g->index);
-    else
-        snprintf(p->base_id, sizeof p->base_id, "%s", g->uuid);
+    snprintf(p->base_id, sizeof p->base_id, "%s", g->uuid);
     p->gpu = g->index;
     p->mig = -1;
     p->numa_node = g->numa_node;
@@ -58,15 +55,12 @@ static void whole_gpu(const struct gpu_device *g, const struct config *cfg, stru
 }
 
 static void mig_device(const struct gpu_device *g, const struct gpu_mig_device *m,
-                       const char *resource, const struct config *cfg, struct phys *p)
+                       const char *resource, struct phys *p)
 {
     memset(p, 0, sizeof *p);
     snprintf(p->resource, sizeof p->resource, "%s", resource);
     p->uuid = m->uuid;
-    if (cfg->device_id_strategy == DEVICE_ID_INDEX)
-        snprintf(p->base_id, sizeof p->base_id, "%u:%u", g->index, m->index);
-    else
-        snprintf(p->base_id, sizeof p->base_id, "%s", m->uuid);
+    snprintf(p->base_id, sizeof p->base_id, "%s", m->uuid);
     p->gpu = g->index;
     p->mig = (int)m->index;
     p->gpu_instance = m->gpu_instance_id;
@@ -114,7 +108,7 @@ static int collect_single(const struct gpu_inventory *inv, const struct config *
             continue;
         }
         for (size_t m = 0; m < g->mig_count; m++) {
-            mig_device(g, &g->migs[m], "nvidia.com/gpu", cfg, &p);
+            mig_device(g, &g->migs[m], "nvidia.com/gpu", &p);
             if (add_phys(l, &p, err) < 0)
                 return -1;
         }
@@ -132,7 +126,7 @@ static int collect(const struct gpu_inventory *inv, const struct config *cfg, st
         struct phys p;
         if (cfg->dra_enabled && config_dra_gpu(cfg, g->index, g->uuid))
             continue; /* DRA's: never offered twice */
-        if (g->lost && g->uuid[0] == '\0' && cfg->device_id_strategy == DEVICE_ID_UUID) {
+        if (g->lost && g->uuid[0] == '\0') {
             log_warn("GPU lost before its UUID was read; not advertised", "gpu=%u", g->index);
             continue;
         }
@@ -140,7 +134,7 @@ static int collect(const struct gpu_inventory *inv, const struct config *cfg, st
             for (size_t m = 0; m < g->mig_count; m++) {
                 char name[CONFIG_NAME_MAX];
                 config_mig_resource(cfg, g->migs[m].profile, name, sizeof name);
-                mig_device(g, &g->migs[m], name, cfg, &p);
+                mig_device(g, &g->migs[m], name, &p);
                 if (add_phys(l, &p, err) < 0)
                     return -1;
             }

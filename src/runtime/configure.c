@@ -78,33 +78,6 @@ static char *read_config(const char *path, bool *exists, struct stat *st, struct
     return text;
 }
 
-/* Whether dir is a drop-in folder ("crio.conf.d", containerd's "conf.d"):
- * CRI-O loads every file in it, whatever its name, and an operator's
- * containerd import of "conf.d/" + "*" would too, so gpulet keeps its temporary
- * files and backups out of it. */
-static bool is_drop_in_dir(const char *dir)
-{
-    size_t n = strlen(dir);
-    return n >= 2 && strcmp(dir + n - 2, ".d") == 0;
-}
-
-/* The folder for gpulet's own files about path (temporary files and
- * backups): path's folder, or the folder above when that is a drop-in
- * folder. */
-static void work_dir(const char *path, char *out, size_t len)
-{
-    char copy[4096];
-    snprintf(copy, sizeof copy, "%s", path);
-    char *dir = dirname(copy);
-    if (is_drop_in_dir(dir)) {
-        char up[4096];
-        snprintf(up, sizeof up, "%s", dir);
-        snprintf(out, len, "%s", dirname(up));
-    } else {
-        snprintf(out, len, "%s", dir);
-    }
-}
-
 static void base_name(const char *path, char *out, size_t len)
 {
     char copy[4096];
@@ -112,79 +85,31 @@ static void base_name(const char *path, char *out, size_t len)
     snprintf(out, len, "%s", basename(copy));
 }
 
-/* Where the backup of path goes: "NAME.gpulet-backup" in work_dir(). */
+/* Where the backup of path goes: "NAME.gpulet-backup" in fileio_work_dir(). */
 static void backup_path(const char *path, char *out, size_t len)
 {
     char dir[4096], base[4096];
-    work_dir(path, dir, sizeof dir);
+    fileio_work_dir(path, dir, sizeof dir);
     base_name(path, base, sizeof base);
     snprintf(out, len, "%s/%s.gpulet-backup", dir, base);
 }
 
-/* Writes path through a hidden temporary file in work_dir(): written,
- * given its mode and owner, fsync'd and its size checked before it is
+/* Writes path through a hidden temporary file kept out of drop-in folders,
+ * with the mode and owner given, fsync'd and its size checked before it is
  * renamed over path. A rename replaces a symbolic link instead of
  * following it; on any failure (a full disk) path is left as it was. */
-static int write_file(const char *path, const char *data, mode_t mode, uid_t uid, gid_t gid,
+static int write_file(const char *path, const char *data, const struct fileio_owner *owner,
                       struct gpulet_error *err)
 {
-    char dir[4096], base[4096], tmp[8400];
-    if (strlen(path) >= sizeof dir)
-        return gpulet_error_set(err, GPULET_ERR_USAGE, "%s: the path is too long", path);
-    work_dir(path, dir, sizeof dir);
-    base_name(path, base, sizeof base);
-    /* A random name, created exclusively (mode 0600, never through a
-     * link): one derived from the PID was left behind by a run killed
-     * mid-write and, gpulet being PID 1 in its init container every time,
-     * made every later run fail. */
-    snprintf(tmp, sizeof tmp, "%s/.%s.gpulet-XXXXXX", dir, base);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0)
-        return gpulet_error_errno(err, errno,
-                                  "cannot create a temporary file in %s (gpulet keeps them out of "
-                                  "drop-in folders, which engines load whole); %s is left as it was",
-                                  dir, path);
-    size_t len = strlen(data), done = 0;
-    int e = 0;
-    while (e == 0 && done < len) {
-        ssize_t n = write(fd, data + done, len - done);
-        if (n > 0)
-            done += (size_t)n;
-        else if (n < 0 && errno != EINTR)
-            e = errno;
-    }
-    struct stat st;
-    if (e == 0 && (fchown(fd, uid, gid) != 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0 ||
-                   fstat(fd, &st) != 0))
-        e = errno;
-    if (e == 0 && (size_t)st.st_size != len)
-        e = EIO;
-    if (close(fd) != 0 && e == 0)
-        e = errno;
-    if (e == 0 && rename(tmp, path) != 0)
-        e = errno;
-    if (e != 0) {
-        unlink(tmp);
-        return gpulet_error_errno(err, e,
-                                  e == EXDEV ? "cannot write %s: its temporary file in %s is on "
-                                               "another filesystem (mount the folder above the "
-                                               "drop-in folder, not the folder alone); it is left "
-                                               "as it was"
-                                             : "cannot write %s (through %s); it is left as it was",
-                                  path, dir);
-    }
-    char copy[4096];
-    snprintf(copy, sizeof copy, "%s", path);
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
+    if (fileio_replace_owned(path, data, strlen(data), FILEIO_DURABLE | FILEIO_OUTSIDE_DROP_IN,
+                             owner, err) == 0)
+        return 0;
+    gpulet_error_prefix(err, "%s is unchanged", path);
+    return -1;
 }
 
 /* The new content, after a backup of the old one (when keep_backup) in
- * work_dir(); both keep the old file's mode and owner. A backup or a
+ * fileio_work_dir(); both keep the old file's mode and owner. A backup or a
  * temporary file that an older gpulet left inside a drop-in folder, where
  * the engine loads it after the file itself, is removed once the new
  * backup is safe. */
@@ -197,17 +122,17 @@ static int replace(const char *path, const char *old, bool existed, const struct
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return gpulet_error_errno(err, errno, "cannot create %s", dir);
     if (!existed)
-        return write_file(path, text, 0644, (uid_t)-1, (gid_t)-1, err);
+        return write_file(path, text, &(struct fileio_owner){0644, (uid_t)-1, (gid_t)-1}, err);
     char backup[4200];
     backup_path(path, backup, sizeof backup);
-    mode_t mode = st->st_mode & 07777;
-    if (keep_backup && write_file(backup, old, mode, st->st_uid, st->st_gid, err) != 0) {
+    const struct fileio_owner as_before = {st->st_mode & 07777, st->st_uid, st->st_gid};
+    if (keep_backup && write_file(backup, old, &as_before, err) != 0) {
         gpulet_error_prefix(err, "cannot back up %s; nothing was changed", path);
         return -1;
     }
-    if (write_file(path, text, mode, st->st_uid, st->st_gid, err) != 0)
+    if (write_file(path, text, &as_before, err) != 0)
         return -1;
-    if (!is_drop_in_dir(dir))
+    if (!fileio_is_drop_in_dir(dir))
         return 0;
     char base[4096], pattern[8400];
     base_name(path, base, sizeof base);
@@ -738,10 +663,10 @@ static int loads_our_files(const struct ctd_model *m, const char *main_path,
 {
     char ours[3][8400], dir[4096], base[4096];
     backup_path(main_path, ours[0], sizeof ours[0]);
-    work_dir(main_path, dir, sizeof dir);
+    fileio_work_dir(main_path, dir, sizeof dir);
     base_name(main_path, base, sizeof base);
     snprintf(ours[1], sizeof ours[1], "%s/.%s.gpulet-XXXXXX", dir, base);
-    work_dir(drop_path, dir, sizeof dir);
+    fileio_work_dir(drop_path, dir, sizeof dir);
     base_name(drop_path, base, sizeof base);
     snprintf(ours[2], sizeof ours[2], "%s/.%s.gpulet-XXXXXX", dir, base);
     for (size_t i = 0; i < m->files; i++)
@@ -962,7 +887,7 @@ static void print_next_step(FILE *out, bool changed, bool dry_run)
 static int check_folder(const char *path, struct gpulet_error *err)
 {
     char dir[4096];
-    work_dir(path, dir, sizeof dir);
+    fileio_work_dir(path, dir, sizeof dir);
     struct stat st;
     int found = stat(dir, &st);
     if (found == 0 && S_ISDIR(st.st_mode))

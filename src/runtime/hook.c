@@ -4,10 +4,15 @@
  * container's root is still a host path: derived from the bundle, never
  * from anything inside the container.
  *
- *   gpulet-hook update-ldcache --folder /usr/lib/x86_64-linux-gnu [...]
+ *   gpulet-hook update-ldcache [--host-driver-version 550.90.07]
+ *                              --folder /usr/lib/x86_64-linux-gnu [...]
  *
  * It makes the container's ld cache learn the driver library folders (and
- * creates their soname links) by running the host's ldconfig chrooted into
+ * creates their soname links). When the image carries CUDA's forward
+ * compatibility libraries (/usr/local/cuda/compat/libcuda.so.X.Y) of a
+ * newer major version than the host's driver, and has an ld cache of its
+ * own, that folder goes first, so its libcuda wins (the semantics of
+ * NVIDIA's enable-cuda-compat hook). It runs the host's ldconfig chrooted into
  * the container root, so no path inside the container can point outside
  * it (the CVE-2024-0132 class), in a mount namespace where the container's
  * proc (whose /proc/1/root is the host's root) is unmounted. The
@@ -16,6 +21,7 @@
  * statically (outside sanitizer builds) so no loader variable can load
  * code into it, and ldconfig runs with an empty environment.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -35,6 +41,8 @@
 #include <jansson.h>
 
 #define MAX_FOLDERS 16
+#define COMPAT_DIR "/usr/local/cuda/compat"
+#define MAX_COMPAT_ENTRIES 4096 /* read from the image's compat folder */
 #define MAX_CONFIG (16 * 1024 * 1024) /* as gpulet-runtime reads it */
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -91,16 +99,22 @@ static int container_root(char *out, size_t len)
     return rc;
 }
 
+/* A path inside the container root, symlinks resolved inside it. */
+static int open_in_root(int root_fd, const char *path, int flags)
+{
+    struct open_how how = {.flags = (unsigned long long)flags | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+}
+
 /* The folder must be a directory inside the container root, with every
  * symlink on the way resolved inside that root. */
 static int check_folder(int root_fd, const char *folder)
 {
-    struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-    long fd = syscall(SYS_openat2, root_fd, folder, &how, sizeof how);
+    int fd = open_in_root(root_fd, folder, O_PATH | O_DIRECTORY);
     if (fd < 0)
         return -1;
-    close((int)fd);
+    close(fd);
     return 0;
 }
 
@@ -159,18 +173,65 @@ static int hide_proc(const char *root)
     return proc_mounts_under(root, false) == 0 ? 0 : -1;
 }
 
+/* The leading number of a version ("550" of "550.90.07"); -1 if none. */
+static long major_of(const char *version)
+{
+    char *end;
+    if (version[0] < '0' || version[0] > '9')
+        return -1;
+    long major = strtol(version, &end, 10);
+    return *end == '.' || *end == '\0' ? major : -1;
+}
+
+/* Whether the image's compat folder should come first: exactly one
+ * libcuda.so.X.Y there, X above the host driver's major version, and an
+ * ld cache in the image (else its loader would not read ours). */
+static bool use_compat(int root_fd, long host_major)
+{
+    int cache = open_in_root(root_fd, "/etc/ld.so.cache", O_PATH);
+    if (cache < 0)
+        return false;
+    close(cache);
+    int fd = open_in_root(root_fd, COMPAT_DIR, O_RDONLY | O_DIRECTORY);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    long compat_major = -1;
+    int found = 0;
+    struct dirent *e;
+    for (size_t seen = 0; seen < MAX_COMPAT_ENTRIES && (e = readdir(d)) != NULL; seen++) {
+        const char *v = e->d_name + strlen("libcuda.so.");
+        if (strncmp(e->d_name, "libcuda.so.", strlen("libcuda.so.")) != 0 ||
+            strchr(v, '.') == NULL)
+            continue;
+        compat_major = major_of(v);
+        found++;
+    }
+    closedir(d);
+    return found == 1 && compat_major > host_major;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "update-ldcache") != 0)
-        return fail("usage: gpulet-hook update-ldcache --folder DIR [--folder DIR]...");
+        return fail("usage: gpulet-hook update-ldcache [--host-driver-version VERSION] "
+                    "--folder DIR [--folder DIR]...");
     const char *folders[MAX_FOLDERS];
     size_t n = 0;
+    long host_major = -1;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--folder") == 0 && i + 1 < argc && n < MAX_FOLDERS &&
             argv[i + 1][0] == '/')
             folders[n++] = argv[++i];
+        else if (strcmp(argv[i], "--host-driver-version") == 0 && i + 1 < argc &&
+                 (host_major = major_of(argv[i + 1])) >= 0)
+            i++;
         else
-            return fail("unexpected argument %s (expected --folder /absolute/path)", argv[i]);
+            return fail("unexpected argument %s (expected --folder /absolute/path or "
+                        "--host-driver-version VERSION)", argv[i]);
     }
     char given[PATH_MAX], root[PATH_MAX];
     if (container_root(given, sizeof given) != 0)
@@ -183,11 +244,14 @@ int main(int argc, char **argv)
         return fail("cannot open the container root %s", root);
     /* ldconfig -r ROOT chroots into ROOT before it reads anything: the
      * folders are container paths. Folders that are not there are skipped. */
-    char *args[4 + MAX_FOLDERS];
+    char *args[5 + MAX_FOLDERS];
     size_t k = 0;
     args[k++] = "ldconfig";
     args[k++] = "-r";
     args[k++] = root;
+    /* ldconfig ranks a soname by the order of the folders it is given. */
+    if (host_major >= 0 && use_compat(root_fd, host_major))
+        args[k++] = COMPAT_DIR;
     for (size_t i = 0; i < n; i++)
         if (check_folder(root_fd, folders[i]) == 0)
             args[k++] = (char *)folders[i];

@@ -12,6 +12,7 @@
 
 #include "cdi/cdi.h"
 #include "fileio/fileio.h"
+#include "log/log.h"
 
 /*
  * The simulated driver's files: the one list to extend when a real driver
@@ -50,6 +51,14 @@ static const struct {
     {"libEGL_nvidia", "libEGL_nvidia.so.0"},
     {"libGLESv2_nvidia", "libGLESv2_nvidia.so.2"},
     {"libGLESv1_CM_nvidia", "libGLESv1_CM_nvidia.so.1"},
+    {"libnvidia-glvkspirv", NULL},
+    {"libnvidia-rtcore", NULL},
+    {"libnvoptix", "libnvoptix.so.1"},
+    {"libnvidia-ngx", "libnvidia-ngx.so.1"},
+    /* capture, PKCS#11 */
+    {"libnvidia-fbc", "libnvidia-fbc.so.1"},
+    {"libnvidia-pkcs11", NULL},
+    {"libnvidia-pkcs11-openssl3", NULL},
 };
 
 #define LIBDIR "/usr/lib/x86_64-linux-gnu"
@@ -89,7 +98,24 @@ static int create(struct simroot *s, struct gpulet_error *err)
     if (s->dir[0])
         return 0;
     const char *tmp = getenv("TMPDIR");
-    snprintf(s->dir, sizeof s->dir, "%s/gpulet-simulate-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (tmp == NULL || tmp[0] == '\0')
+        tmp = "/tmp";
+    /* Absolute: the paths go into CDI specs and the daemon's options. */
+    char base[PATH_MAX];
+    /* The reason before the path: a long one is cut short in the message. */
+    if (realpath(tmp, base) == NULL)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "TMPDIR cannot hold the simulated node's private folder: %s (set "
+                                "TMPDIR to a folder you can write): %s",
+                                strerror(errno), tmp);
+    if ((size_t)snprintf(s->dir, sizeof s->dir, "%s/gpulet-simulate-XXXXXX", base) >=
+        sizeof s->dir) {
+        s->dir[0] = '\0';
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "TMPDIR is too long to hold the simulated node's private folder "
+                                "(set TMPDIR to a shorter folder): %s",
+                                tmp);
+    }
     if (mkdtemp(s->dir) == NULL) {
         int e = errno;
         char tried[sizeof s->dir];
@@ -296,5 +322,10 @@ void simroot_remove(struct simroot *s)
         return;
     /* Depth first, links not followed, never across a mount point. */
     nftw(s->dir, remove_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    struct stat st;
+    if (lstat(s->dir, &st) == 0)
+        log_warn("cannot remove the simulated node's private folder (a mount in it?): remove it "
+                 "by hand",
+                 "folder=%s", s->dir);
     s->dir[0] = '\0';
 }

@@ -39,7 +39,8 @@ int simroot_driver(struct simroot *s, const struct gpu_inventory *inv, char *out
                    struct gpulet_error *err);
 
 /* Removes the private folder and everything in it (sockets a daemon left
- * included); nothing when it was never made. */
+ * included), and logs a warning naming it when something stays; nothing
+ * when it was never made. */
 void simroot_remove(struct simroot *s);
 
 #endif

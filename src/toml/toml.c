@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text/text.h"
+
 /* ---- nodes ---- */
 
 struct toml_node *toml_new(enum toml_type type)
@@ -357,17 +359,6 @@ static int end_of_line(struct parser *p)
     return fail(p, "unexpected text after the value");
 }
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int put_utf8(struct parser *p, struct buf *b, uint32_t cp)
 {
     char u[4];
@@ -408,7 +399,7 @@ static int escape(struct parser *p, struct buf *b)
     int digits = c == 'u' ? 4 : 8;
     uint32_t cp = 0;
     for (int i = 0; i < digits; i++) {
-        int h = hex_value(peek(p, 0));
+        int h = text_hex_value(peek(p, 0));
         if (h < 0)
             return fail(p, "\\%c needs %d hexadecimal digits", c, digits);
         cp = cp << 4 | (uint32_t)h;
@@ -731,7 +722,7 @@ static bool digits_ok(const char *t, size_t n, int (*is_digit)(int))
 }
 
 static int is_dec(int c) { return c >= '0' && c <= '9'; }
-static int is_hex(int c) { return hex_value(c) >= 0; }
+static int is_hex(int c) { return text_hex_value(c) >= 0; }
 static int is_oct(int c) { return c >= '0' && c <= '7'; }
 static int is_bin(int c) { return c == '0' || c == '1'; }
 
@@ -742,7 +733,7 @@ static bool fits(const char *t, size_t n, unsigned base, bool negative)
     for (size_t i = 0; i < n; i++) {
         if (t[i] == '_')
             continue;
-        uint64_t d = (uint64_t)hex_value((unsigned char)t[i]);
+        uint64_t d = (uint64_t)text_hex_value((unsigned char)t[i]);
         if (v > (limit - d) / base)
             return false;
         v = v * base + d;

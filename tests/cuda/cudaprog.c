@@ -1,11 +1,24 @@
 /*
  * cudaprog: a CUDA driver-API program for the tests. It reaches the driver
  * one of five ways (argv[1]: direct, dlsym, dlmopen (a new link-map
- * namespace), procaddr, procaddr-ptsz), then
+ * namespace), procaddr, procaddr-ptsz; dlopen=PATH and dlmopen=PATH open
+ * the driver, or a copy of it, at PATH), then
  * runs the operations given as arguments, printing one line each:
  *
  *   alloc:N pitch:W:H managed:N async:N pool:N array:W:H array3d:W:H:D
  *   mipmap:W:H:D:LEVELS vmm:N ctx    allocate (ctx: a context of its own)
+ *   vmmrel:N                         as vmm, the handle released once mapped
+ *                                    (the CUDA samples' idiom)
+ *   ctx3 ctx4                        a context by cuCtxCreate_v3 / _v4
+ *   setlimit:LIMIT:VALUE             cuCtxSetLimit (0 stack, 1 FIFO, 2 heap)
+ *   graphmem:HOW:N                   a graph allocating N bytes (HOW: capture,
+ *                                    a cuMemAllocAsync in a stream capture;
+ *                                    node, cuGraphAddMemAllocNode; generic,
+ *                                    cuGraphAddNode), instantiated and kept
+ *   green                            a green context, made and destroyed
+ *   legacy                           the v1 entry points, by dlsym: three
+ *                                    cuCtxCreate, two 32-bit cuMemAlloc,
+ *                                    the contexts destroyed by cuCtxDestroy
  *   pool1:N                          allocate from a pool made on device 1
  *                                    (made once), whichever device is current
  *   badhandles:HEX                   destroy HEX as a context, stream, event,
@@ -19,13 +32,30 @@
  *   badfree:HEX                      cuMemFree_v2 of a pointer never allocated
  *   hold                             print "holding", wait to be killed
  *   wait                             print "waiting", read a line from stdin
- *   run:NAME:BLOCKS:THREADS:SECONDS  launch kernels back to back for a
- *   coop:... graph:...               while (cooperatively, as graphs)
+ *   retainrace:DEV:THREADS:ROUNDS    THREADS threads retain DEV's primary
+ *                                    context at once, then it is released as
+ *                                    often; free memory of DEV is printed
+ *                                    while held, each round, and at the end
+ *   regraph:CHEAP:DEAR:SECONDS       launch a graph of CHEAP 1000 times,
+ *                                    then for SECONDS: make an exec of DEAR
+ *                                    in place of the last (at the freed
+ *                                    address, as allocators reuse it) and
+ *                                    launch it 16 times, then one of CHEAP
+ *                                    48 times; prints the DEAR launches and
+ *                                    how many execs took the first address
+ *   run:NAME:BLOCKS:THREADS:SECONDS[:SYNC]  launch kernels back to back
+ *   coop:... graph:...               for a while (cooperatively, as graphs),
+ *                                    synchronising every SYNC launches (8;
+ *                                    0: only at the end, the driver's queue
+ *                                    bound alone holds the launches back);
+ *                                    prints the launches, the wall time and
+ *                                    the time spent waiting for a CPU
  *
  * Device 0 unless PROG_DEVICE says otherwise. Built against the simulated
  * driver here and against the real one in tests/gpu.
  */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,9 +71,28 @@
     X(device_get, "cuDeviceGet", "cuDeviceGet", CUresult (*)(CUdevice *, int))                   \
     X(retain, "cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRetain",                             \
       CUresult (*)(CUcontext *, CUdevice))                                                        \
+    X(release, "cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxRelease",                       \
+      CUresult (*)(CUdevice))                                                                     \
     X(set_current, "cuCtxSetCurrent", "cuCtxSetCurrent", CUresult (*)(CUcontext))                 \
+    X(set_limit, "cuCtxSetLimit", "cuCtxSetLimit", CUresult (*)(int, size_t))                     \
+    X(stream_create, "cuStreamCreate", "cuStreamCreate", CUresult (*)(CUstream *, unsigned int))  \
+    X(begin_capture, "cuStreamBeginCapture_v2", "cuStreamBeginCapture",                           \
+      CUresult (*)(CUstream, int))                                                                \
+    X(end_capture, "cuStreamEndCapture", "cuStreamEndCapture", CUresult (*)(CUstream, CUgraph *)) \
+    X(mem_node, "cuGraphAddMemAllocNode", "cuGraphAddMemAllocNode",                               \
+      CUresult (*)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,                           \
+                   CUDA_MEM_ALLOC_NODE_PARAMS *))                                                 \
+    X(add_node, "cuGraphAddNode_v2", "cuGraphAddNode",                                            \
+      CUresult (*)(CUgraphNode *, CUgraph, const CUgraphNode *, const void *, size_t, void *))    \
+    X(green_create, "cuGreenCtxCreate", "cuGreenCtxCreate",                                       \
+      CUresult (*)(CUcontext *, const void *, CUdevice, unsigned int))                            \
+    X(green_destroy, "cuGreenCtxDestroy", "cuGreenCtxDestroy", CUresult (*)(CUcontext))           \
     X(ctx_create, "cuCtxCreate_v2", "cuCtxCreate", CUresult (*)(CUcontext *, unsigned int, CUdevice)) \
     X(ctx_destroy, "cuCtxDestroy_v2", "cuCtxDestroy", CUresult (*)(CUcontext))                    \
+    X(ctx_create3, "cuCtxCreate_v3", "cuCtxCreate",                                               \
+      CUresult (*)(CUcontext *, const void *, int, unsigned int, CUdevice))                       \
+    X(ctx_create4, "cuCtxCreate_v4", "cuCtxCreate",                                               \
+      CUresult (*)(CUcontext *, const void *, unsigned int, CUdevice))                            \
     X(alloc, "cuMemAlloc_v2", "cuMemAlloc", CUresult (*)(CUdeviceptr *, size_t))                  \
     X(pitch, "cuMemAllocPitch_v2", "cuMemAllocPitch",                                             \
       CUresult (*)(CUdeviceptr *, size_t *, size_t, size_t, unsigned int))                        \
@@ -113,7 +162,7 @@ static struct {
 #define PROTO(f, sym, base, ...) extern __typeof__(*(__typeof__(__VA_ARGS__))0) f##_direct __asm__(sym);
 FUNCS(PROTO)
 
-enum kind { K_PTR, K_ARRAY, K_MIPMAP, K_VMM, K_CTX };
+enum kind { K_PTR, K_ARRAY, K_MIPMAP, K_VMM, K_VMMREL, K_CTX };
 struct held {
     enum kind kind;
     CUdeviceptr p;
@@ -131,6 +180,22 @@ static void keep(enum kind k, CUdeviceptr p, CUmemGenericAllocationHandle h, siz
         held[held_count++] = (struct held){k, p, h, bytes};
 }
 
+/* The CUDA version a program asks cuGetProcAddress for: 12.0, except
+ * where the form wanted came with another (the driver answers a name with
+ * the newest form not newer than the version). */
+static int proc_version(const char *field)
+{
+    static const struct {
+        const char *field;
+        int version;
+    } v[] = {{"ctx_create", 3020}, {"ctx_create3", 11040}, {"ctx_create4", 12050},
+             {"add_node", 12030}, {"green_create", 12040}, {"green_destroy", 12040}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        if (strcmp(field, v[i].field) == 0)
+            return v[i].version;
+    return 12000;
+}
+
 static int resolve(const char *way)
 {
     if (strcmp(way, "direct") == 0) {
@@ -138,11 +203,15 @@ static int resolve(const char *way)
         FUNCS(DIRECT)
         return 0;
     }
-    if (strcmp(way, "dlsym") == 0 || strcmp(way, "dlmopen") == 0) {
-        void *h = way[2] == 's' ? dlopen("libcuda.so.1", RTLD_NOW)
-                                : dlmopen(LM_ID_NEWLM, "libcuda.so.1", RTLD_NOW);
-        if (h == NULL)
+    /* dlopen=PATH, dlmopen=PATH: the driver under another name */
+    const char *path = strchr(way, '=') ? strchr(way, '=') + 1 : "libcuda.so.1";
+    if (strcmp(way, "dlsym") == 0 || strncmp(way, "dlmopen", 7) == 0 ||
+        strncmp(way, "dlopen=", 7) == 0) {
+        void *h = way[2] == 'm' ? dlmopen(LM_ID_NEWLM, path, RTLD_NOW) : dlopen(path, RTLD_NOW);
+        if (h == NULL) {
+            fprintf(stderr, "cudaprog: cannot open %s: %s\n", path, dlerror());
             return -1;
+        }
 #define DLSYM(f, sym, base, ...) *(void **)&cu.f = dlsym(h, sym);
         FUNCS(DLSYM)
         return 0;
@@ -159,7 +228,7 @@ static int resolve(const char *way)
         if (gpa == NULL)
             return -1;
         CUdriverProcAddressQueryResult st;
-#define PROCADDR(f, sym, base, ...) gpa(base, (void **)&cu.f, 12000, flags, &st);
+#define PROCADDR(f, sym, base, ...) gpa(base, (void **)&cu.f, proc_version(#f), flags, &st);
         FUNCS(PROCADDR)
         return 0;
     }
@@ -236,7 +305,7 @@ static CUresult allocate(const char *kind, char **save, size_t *bytes)
                  *bytes = w * (h ? h : 1) * (d ? d : 1) * 4);
         return r;
     }
-    if (strcmp(kind, "vmm") == 0) {
+    if (strcmp(kind, "vmm") == 0 || strcmp(kind, "vmmrel") == 0) {
         size_t n = num(save), g = 0;
         CUmemAllocationProp prop = {.type = CU_MEM_ALLOCATION_TYPE_PINNED,
                                     .location = {CU_MEM_LOCATION_TYPE_DEVICE, dev}};
@@ -249,12 +318,19 @@ static CUresult allocate(const char *kind, char **save, size_t *bytes)
         if ((r = cu.reserve(&p, n, 0, 0, 0)) != CUDA_SUCCESS ||
             (r = cu.map(p, n, 0, h, 0)) != CUDA_SUCCESS)
             return r;
-        keep(K_VMM, p, h, *bytes = n);
+        if (kind[3] == 'r' && (r = cu.mem_release(h)) != CUDA_SUCCESS)
+            return r;
+        keep(kind[3] == 'r' ? K_VMMREL : K_VMM, p, h, *bytes = n);
         return CUDA_SUCCESS;
     }
-    if (strcmp(kind, "ctx") == 0) {
+    if (strcmp(kind, "ctx") == 0 || strcmp(kind, "ctx3") == 0 || strcmp(kind, "ctx4") == 0) {
         CUcontext c, prev;
-        r = cu.ctx_create(&c, 0, dev);
+        if (kind[3] == '3')
+            r = cu.ctx_create3 ? cu.ctx_create3(&c, NULL, 0, 0, dev) : CUDA_ERROR_NOT_FOUND;
+        else if (kind[3] == '4')
+            r = cu.ctx_create4 ? cu.ctx_create4(&c, NULL, 0, dev) : CUDA_ERROR_NOT_FOUND;
+        else
+            r = cu.ctx_create(&c, 0, dev);
         if (r == CUDA_SUCCESS) {
             keep(K_CTX, (CUdeviceptr)(uintptr_t)c, 0, 0);
             (void)prev;
@@ -266,6 +342,60 @@ static CUresult allocate(const char *kind, char **save, size_t *bytes)
 
 static CUcontext primary_ctx;
 
+struct racer {
+    pthread_barrier_t *go;
+    CUdevice dev;
+    CUcontext ctx;
+    CUresult r;
+};
+
+static void *race_retain(void *arg)
+{
+    struct racer *x = arg;
+    pthread_barrier_wait(x->go);
+    x->r = cu.retain(&x->ctx, x->dev);
+    return NULL;
+}
+
+/* Free memory of d as seen with its primary context current. */
+static size_t free_on(CUcontext c)
+{
+    size_t f = 0, t = 0;
+    cu.set_current(c);
+    cu.info(&f, &t);
+    cu.set_current(primary_ctx);
+    return f;
+}
+
+static void retain_race(CUdevice d, unsigned int n, unsigned int rounds)
+{
+    struct racer x[64];
+    pthread_t th[64];
+    pthread_barrier_t go;
+    n = n > 64 ? 64 : n;
+    for (unsigned int round = 0; round < rounds; round++) {
+        pthread_barrier_init(&go, NULL, n);
+        for (unsigned int i = 0; i < n; i++) {
+            x[i] = (struct racer){&go, d, NULL, CUDA_ERROR_UNKNOWN};
+            pthread_create(&th[i], NULL, race_retain, &x[i]);
+        }
+        int ok = 0;
+        for (unsigned int i = 0; i < n; i++) {
+            pthread_join(th[i], NULL);
+            ok += x[i].r == CUDA_SUCCESS;
+        }
+        pthread_barrier_destroy(&go);
+        printf("retainrace ok=%d free=%zu\n", ok, free_on(x[0].ctx));
+        for (int i = 0; i < ok; i++)
+            cu.release(d);
+    }
+    CUcontext c;
+    if (cu.retain(&c, d) == CUDA_SUCCESS) {
+        printf("retainrace end free=%zu\n", free_on(c));
+        cu.release(d);
+    }
+}
+
 static void free_all(void)
 {
     while (held_count > 0) {
@@ -276,9 +406,11 @@ static void free_all(void)
         case K_ARRAY: r = cu.array_destroy((CUarray)(uintptr_t)h->p); break;
         case K_MIPMAP: r = cu.mipmap_destroy((CUmipmappedArray)(uintptr_t)h->p); break;
         case K_VMM:
-            cu.unmap(h->p, h->bytes);
-            cu.addr_free(h->p, h->bytes);
-            r = cu.mem_release(h->h);
+        case K_VMMREL:
+            if ((r = cu.unmap(h->p, h->bytes)) == CUDA_SUCCESS)
+                r = cu.addr_free(h->p, h->bytes);
+            if (r == CUDA_SUCCESS && h->kind == K_VMM)
+                r = cu.mem_release(h->h);
             break;
         case K_CTX:
             r = cu.ctx_destroy((CUcontext)(uintptr_t)h->p);
@@ -290,15 +422,31 @@ static void free_all(void)
     }
 }
 
-static unsigned long long run_launches, run_wall_ns;
+static unsigned long long run_launches, run_wall_ns, run_queued_ns, regraph_same;
 
-/* Launches NAME back to back for SECONDS, synchronising every 8. */
+/* How long this thread has waited for a CPU, ever (0 where the kernel does
+ * not say): a program kept off the CPUs cannot launch, whatever its share. */
+static unsigned long long runqueue_ns(void)
+{
+    unsigned long long on_cpu = 0, waited = 0;
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%llu %llu", &on_cpu, &waited) != 2)
+        waited = 0;
+    fclose(f);
+    return waited;
+}
+
+/* Launches NAME back to back for SECONDS, synchronising every SYNC. */
 static CUresult run(const char *how, char **save)
 {
     char *name = strtok_r(NULL, ":", save);
     unsigned int blocks = (unsigned int)num(save), threads = (unsigned int)num(save);
     char *secs = strtok_r(NULL, ":", save);
     double seconds = secs ? strtod(secs, NULL) : 1;
+    char *every = strtok_r(NULL, ":", save);
+    unsigned long long sync_every = every ? strtoull(every, NULL, 0) : 8;
     CUmodule m;
     CUfunction f;
     CUresult r;
@@ -316,6 +464,7 @@ static CUresult run(const char *how, char **save)
             return r;
     }
     uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), launches = 0;
+    unsigned long long queued0 = runqueue_ns();
     while (now_ns() < end) {
         if (how[0] == 'g')
             r = cu.graph_launch(exec, NULL);
@@ -325,7 +474,8 @@ static CUresult run(const char *how, char **save)
             r = cu.launch(f, blocks, 1, 1, threads, 1, 1, 0, NULL, NULL, NULL);
         if (r != CUDA_SUCCESS)
             return r;
-        if (++launches % 8 == 0)
+        launches++;
+        if (sync_every && launches % sync_every == 0)
             cu.sync();
     }
     cu.sync();
@@ -336,7 +486,153 @@ static CUresult run(const char *how, char **save)
     cu.unload(m);
     run_launches = launches;
     run_wall_ns = now_ns() - start;
+    run_queued_ns = runqueue_ns() - queued0;
     return CUDA_SUCCESS;
+}
+
+static CUresult one_kernel_graph(CUfunction f, unsigned int threads, CUgraph *g, CUgraphExec *e)
+{
+    CUgraphNode n;
+    CUDA_KERNEL_NODE_PARAMS p = {.func = f, .gridDimX = 1, .gridDimY = 1, .gridDimZ = 1,
+                                 .blockDimX = threads, .blockDimY = 1, .blockDimZ = 1};
+    CUresult r;
+    if ((r = cu.graph_create(g, 0)) != CUDA_SUCCESS || (r = cu.graph_add(&n, *g, NULL, 0, &p)) != CUDA_SUCCESS)
+        return r;
+    return e ? cu.graph_inst(e, *g, 0) : CUDA_SUCCESS;
+}
+
+/* Everything is made first, so the one thing allocated between the first
+ * exec's destruction and the second's making is the second. */
+static CUresult regraph(char **save)
+{
+    char *cheap = strtok_r(NULL, ":", save), *dear = strtok_r(NULL, ":", save);
+    char *secs = strtok_r(NULL, ":", save);
+    double seconds = secs ? strtod(secs, NULL) : 1;
+    CUmodule m;
+    CUfunction fc, fd;
+    CUgraph gc, gd;
+    CUgraphExec ec;
+    CUresult r = CUDA_ERROR_INVALID_VALUE;
+    if (cheap == NULL || dear == NULL || (r = cu.load(&m, "sim")) != CUDA_SUCCESS ||
+        (r = cu.get_function(&fc, m, cheap)) != CUDA_SUCCESS ||
+        (r = cu.get_function(&fd, m, dear)) != CUDA_SUCCESS ||
+        (r = one_kernel_graph(fc, 1, &gc, &ec)) != CUDA_SUCCESS ||
+        (r = one_kernel_graph(fd, 1000, &gd, NULL)) != CUDA_SUCCESS)
+        return r;
+    for (int i = 0; i < 1000 && r == CUDA_SUCCESS; i++)
+        r = cu.graph_launch(ec, NULL);
+    cu.sync();
+    unsigned long long queued0 = runqueue_ns();
+    uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), launches = 0, same = 0;
+    CUgraphExec e = ec;
+    while (r == CUDA_SUCCESS && now_ns() < end) {
+        for (int dear_turn = 1; dear_turn >= 0 && r == CUDA_SUCCESS; dear_turn--) {
+            if ((r = cu.graph_exec_destroy(e)) != CUDA_SUCCESS ||
+                (r = cu.graph_inst(&e, dear_turn ? gd : gc, 0)) != CUDA_SUCCESS)
+                break;
+            same += e == ec;
+            for (int i = 0; i < (dear_turn ? 16 : 48) && r == CUDA_SUCCESS; i++)
+                r = cu.graph_launch(e, NULL);
+            launches += dear_turn ? 16 : 0;
+        }
+        cu.sync();
+    }
+    run_launches = launches;
+    run_wall_ns = now_ns() - start;
+    run_queued_ns = runqueue_ns() - queued0;
+    regraph_same = same;
+    cu.graph_exec_destroy(e);
+    cu.graph_destroy(gc);
+    cu.graph_destroy(gd);
+    cu.unload(m);
+    return r;
+}
+
+static CUgraphExec graph_execs[64];
+static int graph_exec_count;
+
+static void graph_mem(const char *how, size_t n)
+{
+    CUgraph g = NULL;
+    CUgraphNode node;
+    CUmemPoolProps props = {.allocType = CU_MEM_ALLOCATION_TYPE_PINNED,
+                            .location = {CU_MEM_LOCATION_TYPE_DEVICE, dev}};
+    CUDA_MEM_ALLOC_NODE_PARAMS p = {.poolProps = props, .bytesize = n};
+    CUresult r;
+    if (strcmp(how, "capture") == 0) {
+        CUstream s;
+        CUdeviceptr d;
+        r = cu.stream_create(&s, 1);
+        if (r == CUDA_SUCCESS && (r = cu.begin_capture(s, 0)) == CUDA_SUCCESS) {
+            r = cu.async(&d, n, s);
+            CUresult e = cu.end_capture(s, &g);
+            r = r ? r : e;
+        }
+    } else if ((r = cu.graph_create(&g, 0)) == CUDA_SUCCESS && strcmp(how, "node") == 0) {
+        r = cu.mem_node(&node, g, NULL, 0, &p);
+    } else if (r == CUDA_SUCCESS) {
+        struct {
+            int type, reserved[3];
+            CUDA_MEM_ALLOC_NODE_PARAMS alloc;
+            char rest[232 - 16 - sizeof(CUDA_MEM_ALLOC_NODE_PARAMS)];
+        } generic = {.type = 10, .alloc = p};
+        r = cu.add_node ? cu.add_node(&node, g, NULL, NULL, 0, &generic) : CUDA_ERROR_NOT_FOUND;
+    }
+    CUresult inst = CUDA_ERROR_INVALID_VALUE;
+    if (r == CUDA_SUCCESS && graph_exec_count < 64 &&
+        (inst = cu.graph_inst(&graph_execs[graph_exec_count], g, 0)) == CUDA_SUCCESS)
+        graph_exec_count++;
+    printf("graphmem rc=%d inst=%d\n", r, inst);
+}
+
+static void legacy(void)
+{
+    void *h = dlopen("libcuda.so.1", RTLD_NOW);
+    CUresult (*create)(CUcontext *, unsigned int, CUdevice);
+    CUresult (*destroy)(CUcontext);
+    CUresult (*alloc)(unsigned int *, unsigned int);
+    CUresult (*release1)(CUdevice);
+    *(void **)&release1 = h ? dlsym(h, "cuDevicePrimaryCtxRelease") : NULL;
+    *(void **)&create = h ? dlsym(h, "cuCtxCreate") : NULL;
+    *(void **)&destroy = h ? dlsym(h, "cuCtxDestroy") : NULL;
+    *(void **)&alloc = h ? dlsym(h, "cuMemAlloc") : NULL;
+    if (create == NULL || destroy == NULL || alloc == NULL || release1 == NULL) {
+        printf("legacy rc=-1\n");
+        return;
+    }
+    CUcontext c[3];
+    int made = 0;
+    for (int i = 0; i < 3; i++)
+        made += create(&c[made], 0, dev) == CUDA_SUCCESS;
+    cu.set_current(primary_ctx);
+    size_t f = 0, t = 0;
+    unsigned int p32;
+    cu.info(&f, &t);
+    int a1 = alloc(&p32, 4096), a2 = alloc(&p32, 4096);
+    printf("legacy made=%d free=%zu alloc=%d alloc2=%d\n", made, f, a1, a2);
+    for (int i = 0; i < made; i++)
+        destroy(c[i]);
+    cu.set_current(primary_ctx);
+    cu.info(&f, &t);
+    printf("legacy destroyed=%d free=%zu\n", made, f);
+    /* device 1's primary context, released by the v1 call, then again */
+    size_t seen[2] = {0, 0};
+    for (int round = 0; round < 2; round++) {
+        CUcontext p1;
+        if (cu.retain(&p1, 1) != CUDA_SUCCESS)
+            break;
+        seen[round] = free_on(p1);
+        release1(1);
+    }
+    /* a context of its own on device 1 sees what the primary one left */
+    CUcontext own;
+    size_t after = 0;
+    if (cu.ctx_create(&own, 0, 1) == CUDA_SUCCESS) {
+        cu.info(&after, &t);
+        cu.ctx_destroy(own);
+    }
+    cu.set_current(primary_ctx);
+    printf("legacy primary=%zu again=%zu after=%zu\n", seen[0], seen[1], after);
 }
 
 /* NVML as a framework sizing its pool would read it. */
@@ -425,7 +721,8 @@ int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2 || resolve(argv[1]) < 0) {
-        fprintf(stderr, "usage: cudaprog direct|dlsym|dlmopen|procaddr|procaddr-ptsz OP...\n");
+        fprintf(stderr, "usage: cudaprog direct|dlsym|dlmopen|dlopen=PATH|dlmopen=PATH|procaddr|"
+                        "procaddr-ptsz OP...\n");
         return 2;
     }
     const char *d = getenv("PROG_DEVICE");
@@ -449,6 +746,24 @@ int main(int argc, char **argv)
             nvml_info();
         } else if (strcmp(op, "procs") == 0) {
             nvml_processes();
+        } else if (strcmp(op, "setlimit") == 0) {
+            int limit = (int)num(&save);
+            printf("setlimit rc=%d\n", cu.set_limit(limit, num(&save)));
+        } else if (strcmp(op, "graphmem") == 0) {
+            char *how = strtok_r(NULL, ":", &save);
+            graph_mem(how ? how : "", num(&save));
+        } else if (strcmp(op, "green") == 0) {
+            CUcontext c = NULL;
+            r = cu.green_create ? cu.green_create(&c, (void *)&dev, dev, 1) : CUDA_ERROR_NOT_FOUND;
+            if (r == CUDA_SUCCESS)
+                cu.green_destroy(c);
+            printf("green rc=%d\n", r);
+        } else if (strcmp(op, "legacy") == 0) {
+            legacy();
+        } else if (strcmp(op, "retainrace") == 0) {
+            CUdevice target = (CUdevice)num(&save);
+            unsigned int n = (unsigned int)num(&save);
+            retain_race(target, n, (unsigned int)num(&save));
         } else if (strcmp(op, "badfree") == 0) {
             printf("badfree rc=%d\n", cu.mfree((CUdeviceptr)num(&save)));
         } else if (strcmp(op, "badhandles") == 0) {
@@ -468,6 +783,8 @@ int main(int argc, char **argv)
                 printf("fork rc=-1\n");
         } else if (strcmp(op, "freeall") == 0) {
             free_all();
+            while (graph_exec_count > 0)
+                cu.graph_exec_destroy(graph_execs[--graph_exec_count]);
             printf("freeall rc=0\n");
         } else if (strcmp(op, "wait") == 0) {
             char line[16];
@@ -491,9 +808,13 @@ int main(int argc, char **argv)
                 total += bytes;
             }
             printf("fill rc=%d total=%zu\n", r, total);
-        } else if (strcmp(op, "run") == 0 || strcmp(op, "coop") == 0 || strcmp(op, "graph") == 0) {
-            r = run(op, &save);
-            printf("%s rc=%d launches=%llu wall_ns=%llu\n", op, r, run_launches, run_wall_ns);
+        } else if (strcmp(op, "run") == 0 || strcmp(op, "coop") == 0 || strcmp(op, "graph") == 0 ||
+                   strcmp(op, "regraph") == 0) {
+            int re = op[0] == 'r' && op[1] == 'e';
+            r = re ? regraph(&save) : run(op, &save);
+            printf("%s rc=%d launches=%llu wall_ns=%llu queued_ns=%llu", op, r, run_launches,
+                   run_wall_ns, run_queued_ns);
+            printf(re ? " same=%llu\n" : "\n", regraph_same);
         } else {
             r = allocate(op, &save, &bytes);
             printf("%s rc=%d bytes=%zu\n", op, r, bytes);

@@ -20,7 +20,8 @@ need=""
 command -v go >/dev/null || need="$need golang-go"
 command -v dpkg-source >/dev/null || need="$need dpkg-dev"
 if [ -n "$need" ]; then
-    apt-get install -y -q $need >/dev/null || skip "cannot install$need"
+    apt-get install -y -q -o DPkg::Lock::Timeout=600 $need >/dev/null \
+        || { echo "e2e: could not install$need with apt-get" >&2; exit 1; }
 fi
 
 SRC=$CACHE/src
@@ -37,7 +38,7 @@ if [ ! -d "$SRC/kubernetes/cmd/kubelet" ]; then
         | sed 's/^deb /deb-src /' > "$APT/sources.list" || true
     set -- -o Dir::Etc::SourceList="$APT/sources.list" -o Dir::Etc::SourceParts="$APT/parts" \
         -o Dir::State::Lists="$APT/lists" -o Dir::Cache="$APT/cache" \
-        -o DPkg::Lock::Timeout=120 -o APT::Sandbox::User=root -q
+        -o DPkg::Lock::Timeout=600 -o APT::Sandbox::User=root -q
     apt-get "$@" update >"$APT/update.log" 2>&1 || skip "apt-get update of deb-src entries failed (log: $APT/update.log)"
     rm -rf "$SRC.tmp"; mkdir -p "$SRC.tmp"
     (cd "$SRC.tmp" && apt-get "$@" source kubernetes >"$APT/source.log" 2>&1) \

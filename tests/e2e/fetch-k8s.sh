@@ -3,7 +3,7 @@
 # line per part (NAME=PATH):
 # - the Kubernetes binaries: from $GPULET_E2E_K8S (a folder of kubelet,
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, plain
-#   or gzipped), else from ../shared/k8s/v1.34.9 beside the project,
+#   or gzipped), else from a shared/k8s/v1.34.9 folder beside the checkout,
 #   gunzipped once into CACHE/k8s-v1.34.9 after checking SHA256SUMS;
 # - etcd 3.5 and containerd 1.7 from Debian trixie with a private apt
 #   configuration under CACHE/apt (the machine's own sources are never
@@ -28,8 +28,9 @@ else
     beside() {
         common=$(git -C "$1" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
         for top in "$1" "${common%/.git}"; do
-            [ -n "$top" ] && [ -d "$top/../shared/k8s/v1.34.9" ] \
-                && { cd "$top/../shared/k8s/v1.34.9" && pwd; return 0; }
+            top=$(cd "$top" 2>/dev/null && pwd) || continue
+            dir=$(dirname "$top")/shared/k8s/v1.34.9
+            [ -d "$dir" ] && { cd "$dir" && pwd; return 0; }
         done
         return 1
     }

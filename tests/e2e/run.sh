@@ -2,7 +2,7 @@
 # make e2e: gpulet on a real node (tests/e2e), once per Kubernetes version:
 # v1.20.2 (a standalone kubelet built once from Debian's source package)
 # and v1.34.9 (a one-node cluster: the binaries of $GPULET_E2E_K8S or
-# ../shared/k8s/v1.34.9, etcd and containerd from Debian trixie), each in
+# a shared/k8s/v1.34.9 folder beside the checkout, etcd and containerd from Debian trixie), each in
 # its own network and mount namespaces and cgroup root. Arguments after
 # BUILD go to pytest (e.g. -k xid for one step); GPULET_E2E_VERSIONS picks
 # versions (default "v1.20.2 v1.34.9"). Prints one result line per version;
@@ -27,6 +27,17 @@ cannot() {
         result "e2e $1: FAILED: $3"; failed=1
     else
         result "e2e $1: skipped: $3"
+    fi
+}
+# VERSION PACKAGES...: apt-get install, waiting for another apt's lock; a
+# failure shows apt's last lines and is this version's failure, never a skip.
+install() {
+    v=$1; shift
+    log=$CACHE/apt-$v.log
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 "$@" >"$log" 2>&1; then
+        tail -n 5 "$log"
+        result "e2e $v: FAILED: apt-get install $* failed (log: $log)"; failed=1
+        return 1
     fi
 }
 suite() {  # VERSION ARGS...: pytest once, its summary as the result line
@@ -60,13 +71,8 @@ done
 for v in $VERSIONS; do
     case $v in
     v1.20.2)
-        if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! command -v ctr >/dev/null; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=120 \
-                containerd runc >/dev/null 2>&1 || true
-        fi
         if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! command -v runc >/dev/null; then
-            cannot $v absent "no containerd/runc and apt-get cannot install them: apt-get install containerd runc"
-            continue
+            install $v containerd runc || continue
         fi
         rc=0
         KUBELET=$(nice tests/e2e/build-kubelet.sh "$CACHE" 2>"$CACHE/build.log") || rc=$?
@@ -84,12 +90,7 @@ for v in $VERSIONS; do
         ;;
     v1.34.9)
         if ! command -v runc >/dev/null || [ ! -x /usr/lib/cni/bridge ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=120 \
-                runc containernetworking-plugins >/dev/null 2>&1 || true
-        fi
-        if ! command -v runc >/dev/null || [ ! -x /usr/lib/cni/bridge ]; then
-            cannot $v present "no runc or CNI plugins and apt-get cannot install them: apt-get install runc containernetworking-plugins"
-            continue
+            install $v runc containernetworking-plugins || continue
         fi
         rc=0
         nice tests/e2e/fetch-k8s.sh "$CACHE" >"$CACHE/fetch.out" 2>"$CACHE/fetch.log" || rc=$?

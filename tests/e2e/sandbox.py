@@ -18,6 +18,7 @@ import concurrent.futures
 import ctypes
 import os
 import pathlib
+import shlex
 import signal
 import socket
 import subprocess
@@ -89,7 +90,7 @@ class Sandbox:
             inside.mkdir(parents=True, exist_ok=True)
             # the mount point must exist on the machine: an empty folder, left there
             os.makedirs(private, exist_ok=True)
-            mounts.append(f"mount --bind {inside} {private}")
+            mounts.append(f"mount --bind {shlex.quote(str(inside))} {private}")
         # No resolver answers inside: names fail at once instead of after
         # timeouts, and the node's name is its address.
         etc = self.dir / "etc"
@@ -98,13 +99,13 @@ class Sandbox:
         (etc / "hosts").write_text(f"127.0.0.1 localhost\n{NODE_IP} {socket.gethostname()} "
                                    f"{' '.join(self.hostnames)}\n")
         for f in ("resolv.conf", "hosts"):
-            mounts.append(f"mount --bind {etc / f} /etc/{f}")
+            mounts.append(f"mount --bind {shlex.quote(str(etc / f))} /etc/{f}")
         ready = self.dir / ".sandbox-ready"
         setup = " && ".join(["ip link set lo up", f"ip addr add {NODE_IP}/32 dev lo",
                              "ip route add default dev lo",
                              # cloud metadata probes fail at once, not after timeouts
                              "ip route add unreachable 169.254.0.0/16",
-                             *mounts, f"touch {ready}"])
+                             *mounts, f"touch {shlex.quote(str(ready))}"])
         log = open(self.dir / "sandbox.log", "ab")
         self.holder = subprocess.Popen(
             [*ORPHAN_KILL, "unshare", "--net", "--mount", "--propagation", "private", "--",
@@ -186,8 +187,13 @@ class Sandbox:
         """PIDs of the run: in the holder's mount namespace (containerd's
         shims too) or in the run's cgroups (the containers)."""
         pids = set()
+        # The holder's namespace read as this process's own would make every
+        # process of the machine a member, to be killed by stop().
+        if self.mnt_ns == os.readlink("/proc/self/ns/mnt"):
+            raise AssertionError(f"the sandbox's mount namespace {self.mnt_ns} is this "
+                                 "process's own: refusing to list its processes")
         for p in pathlib.Path("/proc").iterdir():
-            if p.name.isdigit() and self.holder and int(p.name) != self.holder.pid:
+            if p.name.isdigit() and self.mnt_ns and int(p.name) != self.holder.pid:
                 try:
                     if os.readlink(p / "ns/mnt") == self.mnt_ns:
                         pids.add(int(p.name))
@@ -210,7 +216,9 @@ class Sandbox:
                 self.stop_process(name)
             for name in list(self.procs):
                 self.stop_process(name)
-            if self.holder is not None and self.holder.poll() is None:
+            # Even with the holder gone (killed from outside), processes
+            # that entered its namespaces keep them, and their mounts, alive.
+            if self.mnt_ns is not None:
                 for _ in range(3):  # shims may start a last child while dying
                     pids = self.members()
                     if not pids:

@@ -58,3 +58,45 @@ def test_the_sandbox_is_private_and_leaves_nothing(sandbox):
     mounts = pathlib.Path("/proc/self/mountinfo").read_text()
     assert str(sandbox.dir) not in mounts
     assert all(os.path.isdir(p) for p in PRIVATE)  # the mount points, empty folders
+
+
+def test_a_run_whose_holder_died_is_still_stopped(sandbox):
+    """The holder killed from outside (OOM, a stray kill) must not let the
+    run's processes, and with them its namespaces and mounts, outlive it."""
+    orphan = sandbox.spawn("orphan", ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"],
+                           sandbox.dir / "orphan.log")
+    inside = wait_for("the orphan's shell inside", lambda: [
+        p for p in sandbox.members()
+        if pathlib.Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sh\0")], 10)
+    sandbox.procs.pop("orphan")  # known only as a member of the run, as a detached one is
+    sandbox.holder.kill()
+    sandbox.holder.wait(10)
+    sandbox.stop()
+    orphan.wait(10)
+    for pid in inside:
+        assert not pathlib.Path(f"/proc/{pid}").exists() or \
+            "Z" in pathlib.Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_a_sandbox_that_shares_this_namespace_stops_nothing_else(sandbox):
+    """Should the holder's mount namespace ever read as this process's own,
+    stop() would take every process of the machine for a member."""
+    ns, sandbox.mnt_ns = sandbox.mnt_ns, os.readlink("/proc/self/ns/mnt")
+    try:
+        with pytest.raises(AssertionError, match="mount namespace"):
+            sandbox.members()
+    finally:
+        sandbox.mnt_ns = ns  # the fixture's stop() must see the run's own
+
+
+def test_a_run_folder_with_a_space_in_its_name(tmp_path):
+    """The run folder comes from TMPDIR: the holder's shell must take its
+    path as one word."""
+    s = Sandbox(tempfile.mkdtemp(prefix="gpulet-e2e- x;", dir=tmp_path))
+    try:
+        s.start()
+        r = s.run(["sh", "-c", "touch /var/lib/kubelet/marker"], timeout=30)
+        assert r.returncode == 0
+        assert s.outside("/var/lib/kubelet/marker").exists()
+    finally:
+        s.stop()

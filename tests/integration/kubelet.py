@@ -1,5 +1,6 @@
 """A kubelet for tests: the device-plugin side of the real kubelet, in
-Python grpcio, following shared/reference/kubelet-apis.md.
+Python grpcio, following the kubelet's device plugin and pod-resources APIs
+as Kubernetes documents them.
 
 It serves Registration on <dir>/kubelet.sock. On Register it checks the
 version and the resource name, dials the plugin's socket and calls

@@ -31,7 +31,12 @@ class Daemon:
     def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout=15)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
 
 @pytest.fixture
@@ -53,9 +58,10 @@ def run_gpulet(build, tmp_path):
         return d
 
     yield start
+    # SIGTERM: a killed gpulet would leave its simulated sysfs behind
     for d in started:
         if d.proc.poll() is None:
-            d.stop(signal.SIGKILL)
+            d.stop()
 
 
 @pytest.fixture
@@ -116,8 +122,11 @@ def test_every_device_list_strategy_at_once(run_gpulet, kubelet, tmp_path):
                "--pass-device-specs", "true", "--device-id-strategy", "index",
                env={"NVIDIA_DRIVER_ROOT": str(root)})
     kubelet.resource("nvidia.com/gpu")
-    assert set(kubelet.devices("nvidia.com/gpu")) == {"0", "1", "2", "3"}
-    c = kubelet.allocate("nvidia.com/gpu", ["2", "0"]).container_responses[0]
+    # NVIDIA's plugin: the kubelet sees UUIDs with either strategy; only
+    # what the container is told uses indexes
+    uuids = [g["uuid"] for g in gpus("t4-pcie")]
+    assert set(kubelet.devices("nvidia.com/gpu")) == set(uuids)
+    c = kubelet.allocate("nvidia.com/gpu", [uuids[2], uuids[0]]).container_responses[0]
     assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": "/var/run/nvidia-container-devices"}
     assert [(m.container_path, m.host_path) for m in c.mounts] == [
         ("/var/run/nvidia-container-devices/2", "/dev/null"),
@@ -247,11 +256,65 @@ def test_time_slicing_replicas(run_gpulet, kubelet, tmp_path):
     ids = sorted(kubelet.devices("nvidia.com/gpu"))
     uuids = [g["uuid"] for g in gpus("t4-pcie")]
     assert ids == sorted(f"{u}::{n}" for u in uuids for n in range(4))
+    # NVIDIA's plugin names a replica's GPU once per replica
     resp = kubelet.allocate("nvidia.com/gpu", [f"{uuids[1]}::2", f"{uuids[1]}::3"])
-    assert resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == uuids[1]
-    # two replicas are spread over two GPUs
+    assert resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == f"{uuids[1]},{uuids[1]}"
+    # two replicas on idle GPUs are spread over two GPUs
     pick = kubelet.preferred("nvidia.com/gpu", ids, [], 2)
     assert len({p.split("::")[0] for p in pick}) == 2
+    # least-allocated first, NVIDIA's rule: GPU 0 has 3 of 4 replicas
+    # taken, GPU 1 none: both picks go to GPU 1 (after the first it has
+    # 1 taken, still fewer than 3)
+    free = [f"{uuids[0]}::3"] + [f"{uuids[1]}::{n}" for n in range(4)]
+    pick = kubelet.preferred("nvidia.com/gpu", free, [], 2)
+    assert [p.split("::")[0] for p in pick] == [uuids[1], uuids[1]]
+    # with a must-include replica of GPU 1, it counts as taken: 1 vs 3
+    pick = kubelet.preferred("nvidia.com/gpu", free, [f"{uuids[1]}::0"], 2)
+    assert sorted(pick) == sorted([f"{uuids[1]}::0", f"{uuids[1]}::1"])
+
+
+@pytest.mark.parametrize("strategies, field", [
+    ("envvar", "env"), ("cdi-annotations", "annotation"), ("cdi-cri", "cdi"),
+    ("volume-mounts", "mounts")])
+@pytest.mark.parametrize("id_strategy", ["uuid", "index"])
+def test_replicas_of_one_gpu_in_one_request(run_gpulet, kubelet, tmp_path, strategies, field,
+                                            id_strategy):
+    """NVIDIA's plugin lists a GPU once per replica asked for (index or
+    UUID as the container is told); gpulet mounts a volume-mounts path
+    once, since engines refuse a path mounted twice."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("sharing:\n  timeSlicing:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 3}\n")
+    run_gpulet("t4-pcie", "--config-file", cfg, "--device-list-strategy", strategies,
+               "--device-id-strategy", id_strategy)
+    kubelet.resource("nvidia.com/gpu")
+    uuids = [g["uuid"] for g in gpus("t4-pcie")]
+    assert set(kubelet.devices("nvidia.com/gpu")) == {f"{u}::{n}" for u in uuids for n in range(3)}
+    name = {"uuid": uuids, "index": ["0", "1", "2", "3"]}[id_strategy]
+    c = kubelet.allocate("nvidia.com/gpu", [f"{uuids[2]}::0", f"{uuids[0]}::1",
+                                            f"{uuids[2]}::2"]).container_responses[0]
+    want = [name[2], name[0], name[2]]
+    if field == "env":
+        assert c.envs["NVIDIA_VISIBLE_DEVICES"] == ",".join(want)
+    elif field == "annotation":
+        (value,) = c.annotations.values()
+        assert value == ",".join(f"nvidia.com/gpu={n}" for n in want)
+    elif field == "cdi":
+        assert [d.name for d in c.cdi_devices] == [f"nvidia.com/gpu={n}" for n in want]
+    else:
+        assert [m.container_path for m in c.mounts] == [
+            f"/var/run/nvidia-container-devices/{n}" for n in (name[2], name[0])]
+
+
+def test_index_strategy_on_mig_devices(run_gpulet, kubelet):
+    """a100-mig, mixed: the kubelet sees MIG UUIDs, the container
+    "<gpu>:<mig>" indexes."""
+    run_gpulet("a100-mig", "--mig-strategy", "mixed", "--device-id-strategy", "index")
+    migs = gpus("a100-mig")[1]["mig_devices"]
+    resource = "nvidia.com/mig-3g.20gb"  # GPU 1's first MIG device
+    kubelet.resource(resource)
+    assert migs[0]["uuid"] in kubelet.devices(resource)
+    c = kubelet.allocate(resource, [migs[0]["uuid"]]).container_responses[0]
+    assert c.envs["NVIDIA_VISIBLE_DEVICES"] == "1:0"
 
 
 def test_time_slicing_renamed_and_limited(run_gpulet, kubelet, tmp_path):
@@ -478,7 +541,12 @@ def test_mig_capabilities_and_mps(run_gpulet, kubelet, tmp_path):
     kubelet.resource("nvidia.com/mig-2g.10gb")
     ids = sorted(kubelet.devices("nvidia.com/mig-2g.10gb"))
     assert len(ids) == 2 and ids[0].endswith("::0")
-    c = kubelet.allocate("nvidia.com/mig-2g.10gb", ids).container_responses[0]
+    # NVIDIA's plugin: one MPS replica a container, failRequestsGreaterThanOne or not
+    with pytest.raises(grpc.RpcError) as e:
+        kubelet.allocate("nvidia.com/mig-2g.10gb", ids)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "maximum request size for shared resources is 1" in e.value.details()
+    c = kubelet.allocate("nvidia.com/mig-2g.10gb", ids[:1]).container_responses[0]
     assert c.envs["CUDA_MPS_PIPE_DIRECTORY"] == "/mps/nvidia.com/mig-2g.10gb/pipe"
     mounts = {(m.host_path, m.container_path) for m in c.mounts}
     assert ("/run/nvidia/mps/nvidia.com/mig-2g.10gb/pipe", "/mps/nvidia.com/mig-2g.10gb/pipe") in mounts

@@ -61,6 +61,8 @@ def node(request, tmp_path, gpulet, build, protos, dp_protos):  # noqa: F811
     kubelet = Kubelet(dp, *dp_protos, checkpoint=v120, **options)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
     env["GPULET_SIM_STATE"] = str(state)
+    # One test kills gpulet: what it leaves in its TMPDIR stays in this test's folder.
+    env["TMPDIR"] = str(tmp_path)
     daemon = subprocess.Popen(
         [str(build / "gpulet"), "--simulate", NODE, "run", "--device-plugin-dir", dp,
          "--no-metrics", "--labels-file", tmp_path / "labels", "--health-recovery-period", "0"],
@@ -91,9 +93,14 @@ def node(request, tmp_path, gpulet, build, protos, dp_protos):  # noqa: F811
     yield n
     server.stop(0)
     if daemon.poll() is None:
-        daemon.kill()
-    daemon.wait()
-    kubelet.stop()
+        daemon.terminate()
+    try:
+        daemon.wait(timeout=15)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        kubelet.stop()
 
 
 def statuses(r):

@@ -111,6 +111,14 @@ class Gpulet:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout=15)
 
+    def halt(self):
+        """Stops gpulet as a node would (SIGTERM), so it removes what it made
+        in TMPDIR; SIGKILL only when it does not stop."""
+        try:
+            return self.stop(signal.SIGTERM)
+        except subprocess.TimeoutExpired:
+            return self.stop(signal.SIGKILL)
+
 
 @pytest.fixture
 def run_gpulet(build, tmp_path, api, certs, driver_root):  # noqa: F811
@@ -126,7 +134,7 @@ def run_gpulet(build, tmp_path, api, certs, driver_root):  # noqa: F811
     yield start
     for g in started:
         if g.proc.poll() is None:
-            g.stop(signal.SIGKILL)
+            g.halt()
     shutil.rmtree(short_dir(tmp_path), ignore_errors=True)
 
 
@@ -602,7 +610,7 @@ def test_api_server_down_at_start(build, tmp_path, certs, protos):
         wait_for(lambda: "cannot publish the ResourceSlices" in g.text(), what="a retry")
         assert g.proc.poll() is None
     finally:
-        g.stop(signal.SIGKILL)
+        g.halt()
         shutil.rmtree(short_dir(tmp_path), ignore_errors=True)
     assert port
 

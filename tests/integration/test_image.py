@@ -2,8 +2,8 @@
 FROM scratch with buildah, small, started with podman; the daemon in it
 serves metrics on a read-only root; and the containerd overlay's host-setup
 init containers, run as the kubelet would run them, install a bundle that
-runs on the host and configure containerd to use it (podman flags from
-shared/reference/test-machine.md)."""
+runs on the host and configure containerd to use it (podman with vfs
+storage, cgroupfs and runc)."""
 import os
 import pathlib
 import re
@@ -54,17 +54,19 @@ class Image:
 @pytest.fixture(scope="module")
 def image():
     store = tempfile.mkdtemp(prefix="gpulet-image-")
-    built = subprocess.run([str(ROOT / "scripts" / "build-image.sh"), str(ROOT / "build-image")],
-                           env=dict(os.environ, GPULET_IMAGE_STORE=store),
-                           capture_output=True, text=True, timeout=900)
-    assert built.returncode == 0, built.stdout + built.stderr
-    assert "not a dynamic executable" not in built.stdout + built.stderr  # the static hook
-    podman = [PODMAN, "--root", f"{store}/storage", "--runroot", f"{store}/run",
-              "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]
-    yield Image(podman, built.stdout)
-    subprocess.run([*podman, "rm", "-a", "-f"], capture_output=True, timeout=120)
-    subprocess.run([*podman, "rmi", "-a", "-f"], capture_output=True, timeout=120)
-    shutil.rmtree(store, ignore_errors=True)
+    try:
+        built = subprocess.run([str(ROOT / "scripts" / "build-image.sh"), str(ROOT / "build-image")],
+                               env=dict(os.environ, GPULET_IMAGE_STORE=store),
+                               capture_output=True, text=True, timeout=900)
+        assert built.returncode == 0, built.stdout + built.stderr
+        assert "not a dynamic executable" not in built.stdout + built.stderr  # the static hook
+        podman = [PODMAN, "--root", f"{store}/storage", "--runroot", f"{store}/run",
+                  "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]
+        yield Image(podman, built.stdout)
+        subprocess.run([*podman, "rm", "-a", "-f"], capture_output=True, timeout=120)
+        subprocess.run([*podman, "rmi", "-a", "-f"], capture_output=True, timeout=120)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def test_image_is_small_and_holds_only_the_bundle(image):
@@ -235,13 +237,13 @@ def test_daemonset_container_runs_as_the_kubelet_would_run_it(image, tmp_path):
         source = pathlib.Path(path) if path in ("/", "/dev") else host / path.lstrip("/")
         source.mkdir(parents=True, exist_ok=True)
         options += ["-v", f"{source}:{m['mountPath']}{':ro' if m.get('readOnly') else ''}"]
-    # the same arguments, on a simulated DGX A100
-    started = subprocess.run([*image.podman, *RUN, *options, IMAGE, "--simulate", "dgx-a100",
-                              *c["args"]], capture_output=True, text=True, timeout=120)
-    assert started.returncode == 0, started.stderr
     name = options[2]
     labels = host / "etc/kubernetes/node-feature-discovery/features.d/gfd"
     try:
+        # the same arguments, on a simulated DGX A100
+        started = subprocess.run([*image.podman, *RUN, *options, IMAGE, "--simulate", "dgx-a100",
+                                  *c["args"]], capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stderr
         # registered with the kubelet, through the mounted device-plugin folder
         assert len(kubelet.resource("nvidia.com/gpu", timeout=30).devices) == 8
         # the labels reach NFD's folder on the host

@@ -16,7 +16,7 @@ from kubelet import wait_for
 from test_metrics import Exporter, exporter, pod, pod_server, protos  # noqa: F401 (fixtures)
 from test_prometheus import RULES, query, start_prometheus
 
-# the names seen in nvidia_gpu_exporter's test captures (facts, shared/reference)
+# the names seen in nvidia_gpu_exporter's published test captures (facts)
 REFERENCE = ROOT / "tests" / "integration" / "golden" / "metrics" / "nvidia-smi-names.txt"
 # nvidia_gpu_exporter's NVML mode and self metrics add these to the CSV names
 NVML_MODE = {"nvidia_smi_pcie_throughput_tx_bytes_per_second",

@@ -1,6 +1,7 @@
 """podman reads gpulet's CDI spec: `--device nvidia.com/gpu=0` gives a
 busybox container GPU 0's device node, the control node and the driver
-libraries of the fake driver root (flags from shared/reference/test-machine.md)."""
+libraries of the fake driver root (podman with vfs storage, cgroupfs and
+runc, which work on hosts with hybrid cgroups where crun does not)."""
 import os
 import shutil
 import subprocess
@@ -21,20 +22,24 @@ def podman(tmp_path):
     short = tempfile.mkdtemp(prefix="gpulet-podman-")
     base = [PODMAN, "--root", f"{short}/storage", "--runroot", f"{short}/run",
             "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]
-    rootfs = tmp_path / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    (rootfs / "etc").mkdir()
-    shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
-    for cmd in ("sh", "ls"):
-        os.symlink("busybox", rootfs / "bin" / cmd)
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run([*base, "import", "-", "localhost/gpulet-busybox"],
-                              stdin=tar.stdout, capture_output=True, text=True, timeout=120)
-    tar.wait()
-    assert imported.returncode == 0, imported.stderr
-    yield base
-    subprocess.run([*base, "rmi", "-a", "-f"], capture_output=True, timeout=120)
-    shutil.rmtree(short, ignore_errors=True)
+    try:
+        rootfs = tmp_path / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        (rootfs / "etc").mkdir()
+        shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
+        for cmd in ("sh", "ls"):
+            os.symlink("busybox", rootfs / "bin" / cmd)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run([*base, "import", "-", "localhost/gpulet-busybox"],
+                                  stdin=tar.stdout, capture_output=True, text=True, timeout=120)
+        # tar gets SIGPIPE, not a pipe no one reads, where podman stopped early
+        tar.stdout.close()
+        tar.wait(timeout=60)
+        assert imported.returncode == 0, imported.stderr
+        yield base
+        subprocess.run([*base, "rmi", "-a", "-f"], capture_output=True, timeout=120)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def test_podman_runs_a_container_with_our_cdi_device(gpulet, podman, driver_root):  # noqa: F811

@@ -1,8 +1,8 @@
 """GetPreferredAllocation for whole GPUs, exhaustively: on each node, every
 subset of available GPUs × every size × no, one or two must-include GPUs,
 asked through the Python kubelet and checked against a statement of
-NVIDIA's best-effort policy written here from
-shared/reference/device-plugin-and-labels.md, independently of gpulet's C.
+NVIDIA's best-effort policy (as NVIDIA's k8s-device-plugin documents
+it) written here, independently of gpulet's C.
 
 Pair scores come from the node file as the reference defines them (PCIe
 relation + 100 per direct NVLink). gpulet also counts NVLinks through an

@@ -6,12 +6,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 
 import pytest
 
 from conftest import load_node
-from test_cdi import driver_root  # noqa: F401 (the fixture)
+from test_cdi import driver_root, make_driver_root, mig_minor  # noqa: F401 (the fixture)
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
@@ -73,7 +74,10 @@ def test_visible_devices_by_index(build, bundle, cdi_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == ["nvidia0", "nvidiactl"]
     assert "libcuda.so.1" in r.stdout and "libnvidia-ml.so.550.90.07" in r.stdout
-    assert "libother" not in r.stdout
+    assert "libnvidia-cfg" not in r.stdout  # not of the driver's version
+    words = r.stdout.split()  # nvidia-ctk's wider choice and its links
+    assert {"libnvidia-rtcore.so.550.90.07", "libnvoptix.so.550.90.07", "libcuda.so",
+            "libGLX_indirect.so.0", "gbm"} <= set(words)
     config = json.loads((bundle / "config.json").read_text())
     rules = config["linux"]["resources"]["devices"]
     assert {"allow": True, "type": "c", "major": 195, "minor": 0, "access": "rwm"} in rules
@@ -125,6 +129,33 @@ def test_all(build, bundle, cdi_dir, tmp_path):
     r = run(build, bundle, cdi_dir, tmp_path)
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == sorted([f"nvidia{i}" for i in range(8)] + ["nvidiactl"])
+
+
+def test_all_on_a_mig_node_gives_every_mig_device(gpulet, build, bundle, tmp_path):
+    """NVIDIA_VISIBLE_DEVICES=all on a100-mig: the container gets both GPUs
+    and every MIG device's capability nodes (the spec's "all")."""
+    root = make_driver_root(tmp_path / "root")
+    (root / "dev/nvidia-caps").mkdir()
+    want = set()
+    for i, gpu in enumerate(load_node("a100-mig")["gpus"]):
+        for m in gpu["mig_devices"]:
+            for minor in (mig_minor(i, m["gpu_instance_id"]),
+                          mig_minor(i, m["gpu_instance_id"], m["compute_instance_id"])):
+                os.mknod(root / f"dev/nvidia-caps/nvidia-cap{minor}", 0o444 | stat.S_IFCHR,
+                         os.makedev(240, minor))
+                want.add(f"nvidia-cap{minor}")
+    cdi = tmp_path / "cdi"
+    cdi.mkdir()
+    r = gpulet("--simulate", "a100-mig", "cdi", "generate", "--driver-root", root,
+               "--output", cdi / "nvidia.yaml", "--no-hook")
+    assert r.rc == 0, r.err
+    edit(bundle, lambda c: (c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all"),
+                            c["process"].__setitem__("args", ["sh", "-c",
+                                                              "ls /dev /dev/nvidia-caps"])))
+    r = run(build, bundle, cdi, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert set(devices(r.stdout)) == {"nvidia-caps", "nvidia0", "nvidia1", "nvidiactl"} | want
+    assert len(want) == 20
 
 
 # ---- accept-envvar-unprivileged: any image can set NVIDIA_VISIBLE_DEVICES ----
@@ -320,14 +351,26 @@ def test_other_commands_pass_straight_through(build):
 def test_crun(build, bundle, cdi_dir, tmp_path):
     crun = shutil.which("crun")
     if crun is None:
-        pytest.skip("crun is not installed (and fails on these machines' hybrid cgroups; "
-                    "see shared/reference/test-machine.md)")
+        pytest.skip("crun is not installed (crun 1.8 also refuses hybrid cgroup v1+v2 "
+                    "hosts: 'cgroups in hybrid mode not supported')")
     edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=0"))
     r = run(build, bundle, cdi_dir, tmp_path, extra_env={"GPULET_RUNTIME": crun})
     if "cgroups in hybrid mode not supported" in r.stderr:
         pytest.skip("crun refuses hybrid cgroups on this machine")
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == ["nvidia0", "nvidiactl"]
+
+
+def test_a_gpu_named_once_per_replica(build, bundle, cdi_dir, tmp_path):
+    """The device plugin names a time-sliced GPU once per replica, as
+    NVIDIA's does: the container gets it once."""
+    uuid = load_node("dgx-a100")["gpus"][1]["uuid"]
+    edit(bundle, lambda c: c["process"]["env"].append(f"NVIDIA_VISIBLE_DEVICES={uuid},{uuid}"))
+    r = run(build, bundle, cdi_dir, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == ["nvidia1", "nvidiactl"]
+    config = json.loads((bundle / "config.json").read_text())
+    assert [d["path"] for d in config["linux"]["devices"]].count("/dev/nvidia1") == 1
 
 
 def test_spaces_in_the_list(build, bundle, cdi_dir, tmp_path):
@@ -347,8 +390,76 @@ def test_the_hook_fills_the_containers_ld_cache(build, bundle, cdi_dir, tmp_path
     assert int(r.stdout.strip()) >= 1
     hooks = json.loads((bundle / "config.json").read_text())["hooks"]["createContainer"]
     assert hooks[0]["path"] == str((build / "gpulet-hook").resolve())
-    assert hooks[0]["args"][:4] == ["gpulet-hook", "update-ldcache", "--folder",
-                                    "/usr/lib/x86_64-linux-gnu"]
+    assert hooks[0]["args"][:6] == ["gpulet-hook", "update-ldcache", "--host-driver-version",
+                                    "550.90.07", "--folder", "/usr/lib/x86_64-linux-gnu"]
+
+
+def cached_libcuda(hook, tmp_path, compat_version, host_version="550.90.07", image_cache=True):
+    """Runs the hook on an image with CUDA forward-compatibility libraries;
+    returns where the container's ld cache finds libcuda.so.1, in order."""
+    root = tmp_path / "bundle" / "rootfs"
+    lib, compat = root / "usr/lib/x86_64-linux-gnu", root / "usr/local/cuda-12.8/compat"
+    for folder in (lib, compat, root / "etc"):
+        if not folder.is_symlink():
+            folder.mkdir(parents=True, exist_ok=True)
+    os.symlink("cuda-12.8", root / "usr/local/cuda")
+    (tmp_path / "x.c").write_text("int x;\n")
+    for folder, version in ((lib, host_version), (compat, compat_version)):
+        subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o",
+                        str(folder / f"libcuda.so.{version}"), str(tmp_path / "x.c")], check=True)
+    if image_cache:
+        (root / "etc/ld.so.cache").write_bytes(b"")
+    (tmp_path / "bundle" / "config.json").write_text('{"root": {"path": "rootfs"}}')
+    r = subprocess.run([hook, "update-ldcache", "--host-driver-version", host_version,
+                        "--folder", "/usr/lib/x86_64-linux-gnu"],
+                       input=json.dumps({"bundle": str(tmp_path / "bundle")}),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    listing = subprocess.run(["/sbin/ldconfig", "-p", "-C", str(root / "etc/ld.so.cache")],
+                             capture_output=True, text=True, check=True).stdout
+    return [line.split(" => ")[1] for line in listing.splitlines() if "libcuda.so.1 " in line]
+
+
+def test_the_hook_never_takes_compat_libraries_from_outside_the_image(build, tmp_path):
+    """An image whose compat folder is a link to a host path, or that has
+    two compat libcudas (NVIDIA's hook wants exactly one): the driver's
+    libcuda only, and nothing read from the host's folder."""
+    host = tmp_path / "host-compat"
+    host.mkdir()
+    (tmp_path / "y.c").write_text("int y;\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o",
+                    str(host / "libcuda.so.570.86.10"), str(tmp_path / "y.c")], check=True)
+    hook = str(build / "gpulet-hook")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    root = linked / "bundle" / "rootfs"
+    (root / "usr/local/cuda-12.8").mkdir(parents=True)
+    os.symlink(str(host), root / "usr/local/cuda-12.8/compat")
+    found = cached_libcuda(hook, linked, "570.86.10")
+    assert found == ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
+    assert sorted(os.listdir(host)) == ["libcuda.so.570.86.10"]  # no link made there
+    two = tmp_path / "two"
+    two.mkdir()
+    compat = two / "bundle/rootfs/usr/local/cuda-12.8/compat"
+    compat.mkdir(parents=True)
+    shutil.copy(host / "libcuda.so.570.86.10", compat / "libcuda.so.575.51.03")
+    assert cached_libcuda(hook, two, "570.86.10") == ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
+
+
+def test_the_hook_puts_newer_cuda_compat_libraries_first(build, tmp_path):
+    """NVIDIA's enable-cuda-compat: an image's compat libcuda of a higher
+    major version than the host driver is what the loader finds first."""
+    found = cached_libcuda(str(build / "gpulet-hook"), tmp_path, "570.86.10")
+    assert found == ["/usr/local/cuda/compat/libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
+
+
+@pytest.mark.parametrize("compat, image_cache", [("550.54.15", True), ("530.30.02", True),
+                                                 ("570.86.10", False)])
+def test_the_hook_leaves_compat_libraries_alone(build, tmp_path, compat, image_cache):
+    """Not newer in its major version than the driver (NVIDIA compares only
+    that), or an image without an ld cache: the driver's libcuda only."""
+    found = cached_libcuda(str(build / "gpulet-hook"), tmp_path, compat, image_cache=image_cache)
+    assert found == ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
 
 
 def test_the_hook_refuses_bad_input(build, tmp_path):
@@ -356,6 +467,10 @@ def test_the_hook_refuses_bad_input(build, tmp_path):
     r = subprocess.run([hook, "update-ldcache", "--folder", "relative"], input="{}",
                        capture_output=True, text=True)
     assert r.returncode == 1 and "expected --folder /absolute/path" in r.stderr
+    for version in ("", "x.1", "-1"):
+        r = subprocess.run([hook, "update-ldcache", "--host-driver-version", version], input="{}",
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and "--host-driver-version VERSION" in r.stderr
     r = subprocess.run([hook, "update-ldcache", "--folder", "/usr/lib"], input="not json",
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no absolute bundle path" in r.stderr

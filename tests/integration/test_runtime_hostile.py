@@ -116,29 +116,33 @@ def test_a_spec_hook_without_env_gets_the_minimal_one(build, bundle, cdi_dir,  #
 
 @pytest.fixture
 def podman_image(tmp_path):
-    """podman (flags from shared/reference/test-machine.md) with a busybox
+    """podman (vfs storage, cgroupfs, runc, bounded rlimits) with a busybox
     image whose root holds evil.so and whose environment preloads it."""
     if PODMAN is None:
         pytest.skip("podman is not installed")
     short = tempfile.mkdtemp(prefix="gpulet-podman-")
     base = [PODMAN, "--root", f"{short}/storage", "--runroot", f"{short}/run",
             "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]
-    rootfs = tmp_path / "image" / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    (rootfs / "etc").mkdir()
-    shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
-    os.symlink("busybox", rootfs / "bin" / "sh")
-    marker = tmp_path / "marker"
-    evil_library(rootfs, marker)
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run([*base, "import", "--change", f"ENV {ATTACK_ENV[0]}", "--change",
-                               f"ENV {ATTACK_ENV[1]}", "-", "localhost/gpulet-evil"],
-                              stdin=tar.stdout, capture_output=True, text=True, timeout=120)
-    tar.wait()
-    assert imported.returncode == 0, imported.stderr
-    yield base, marker
-    subprocess.run([*base, "rmi", "-a", "-f"], capture_output=True, timeout=120)
-    shutil.rmtree(short, ignore_errors=True)
+    try:
+        rootfs = tmp_path / "image" / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        (rootfs / "etc").mkdir()
+        shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
+        os.symlink("busybox", rootfs / "bin" / "sh")
+        marker = tmp_path / "marker"
+        evil_library(rootfs, marker)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run([*base, "import", "--change", f"ENV {ATTACK_ENV[0]}", "--change",
+                                   f"ENV {ATTACK_ENV[1]}", "-", "localhost/gpulet-evil"],
+                                  stdin=tar.stdout, capture_output=True, text=True, timeout=120)
+        # tar gets SIGPIPE, not a pipe no one reads, where podman stopped early
+        tar.stdout.close()
+        tar.wait(timeout=60)
+        assert imported.returncode == 0, imported.stderr
+        yield base, marker
+        subprocess.run([*base, "rmi", "-a", "-f"], capture_output=True, timeout=120)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def podman_run(base, spec_text):

@@ -131,6 +131,91 @@ def test_a_simulated_run_writes_only_into_its_private_folder(build, tmpdir_env, 
         pathlib.Path(d.log).unlink(missing_ok=True)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_while_run_starts_still_removes_the_folder(build, tmpdir_env, sig):
+    """Between making the private folder and handling signals itself, `run`
+    must not die of one and leave the folder behind. It is held in that
+    window by a full stderr pipe: its first log line, which follows the
+    folder, blocks until the pipe is read."""
+    tmp, env = tmpdir_env
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    for chunk in (b"x" * 4096, b"x"):  # full to the last byte
+        try:
+            while True:
+                os.write(write_end, chunk)
+        except BlockingIOError:
+            pass
+    os.set_blocking(write_end, True)
+    proc = subprocess.Popen([build / "gpulet", "--simulate", "t4-pcie", "run", "--no-metrics"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=write_end, start_new_session=True)
+    os.close(write_end)
+    try:
+        wait_for(lambda: os.listdir(tmp) or proc.poll() is not None, 30, 0.01,
+                 "the private folder")
+        folders = os.listdir(tmp)
+        assert folders and proc.poll() is None
+        proc.send_signal(sig)
+        if sig == signal.SIGHUP:  # a reload, once handled: then a stop
+            proc.send_signal(signal.SIGTERM)
+        with os.fdopen(read_end, "rb") as err:
+            text = err.read()[-4000:].decode(errors="replace")  # until gpulet exits
+        read_end = None
+        assert proc.wait(30) == 0, text
+        assert os.listdir(tmp) == [], text
+        assert "gpulet stopped" in text
+    finally:
+        if read_end is not None:
+            os.close(read_end)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("args", [["cdi", "generate"], ["doctor"], ["info"]])
+def test_a_reader_that_stops_early_leaves_no_folder(build, tmpdir_env, args):
+    """`gpulet --simulate dgx-a100 cdi generate | head` closes the pipe
+    gpulet writes to: SIGPIPE must wait until the folders are gone."""
+    tmp, env = tmpdir_env
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    r = subprocess.run([build / "gpulet", "--simulate", "dgx-a100", *args], env=env,
+                       stdout=write_end, stderr=subprocess.PIPE, timeout=60)
+    os.close(write_end)
+    assert r.returncode == -signal.SIGPIPE, r.stderr[-2000:]
+    assert os.listdir(tmp) == []
+
+
+@ROOT_ONLY
+def test_a_folder_that_cannot_be_removed_is_named(build, tmpdir_env):
+    """What is left behind must be said, not found later: a mount inside
+    the private folder (in gpulet's own mount namespace here) stops its
+    removal."""
+    tmp, env = tmpdir_env
+    log = tmp.parent / f"{tmp.name}.log"
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", build / "gpulet",
+                             "--simulate", "t4-pcie", "run", "--no-metrics"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w"), start_new_session=True)
+    try:
+        wait_for(lambda: "gpulet running" in log.read_text() or proc.poll() is not None, 30,
+                 0.02, "gpulet to start")
+        m = re.search(r"folder=(\S+)", log.read_text())
+        assert m and proc.poll() is None, log.read_text()
+        subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "mount", "-t", "tmpfs", "gpulet-test",
+                        f"{m.group(1)}/state"], check=True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+        assert re.search(r'cannot remove the simulated node\'s private folder .*by hand" '
+                         f"folder={m.group(1)}$", log.read_text(), re.M), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.unlink(missing_ok=True)
+
+
 def test_explicit_paths_and_addresses_still_win(build, tmpdir_env, tmp_path):
     tmp, env = tmpdir_env
     env["DCGM_EXPORTER_LISTEN"] = "127.0.0.1:0"
@@ -198,6 +283,33 @@ def test_cdi_generate_on_a_simulated_node(gpulet, tmpdir_env):
     assert mounts["/usr/bin/nvidia-smi"] == root + "/usr/bin/nvidia-smi"
     assert mounts[f"/lib/firmware/nvidia/{version}/gsp_ga10x.bin"].startswith(root)
     assert edits["hooks"][0]["args"][:2] == ["gpulet-hook", "update-ldcache"]
+
+
+def test_a_relative_or_unusable_tmpdir_still_gives_absolute_paths_or_says_why(build, tmpdir_env):
+    """A CDI spec's host paths and the daemon's folders must be absolute: a
+    relative TMPDIR is taken from the working folder; one that is not a
+    folder, or too long to hold the private folder, is named."""
+    tmp, env = tmpdir_env
+    (tmp / "rel").mkdir()
+    r = subprocess.run([build / "gpulet", "--simulate", "t4-pcie", "cdi", "generate"],
+                       env={**env, "TMPDIR": "rel"}, cwd=tmp, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    paths = re.findall(r"hostPath: (\S+)", r.stdout)
+    assert paths and all(p.startswith(f"{tmp}/rel/gpulet-simulate-") for p in paths), paths
+    assert os.listdir(tmp / "rel") == []
+    (tmp / "file").write_text("")
+    deep = tmp  # a folder whose path fits PATH_MAX (4096) but not with the folder's name
+    while len(str(deep)) < 4080 - 101:
+        deep = deep / ("x" * 100)
+    deep = deep / ("y" * (4080 - len(str(deep)) - 1))
+    deep.mkdir(parents=True)
+    for bad, why in ((tmp / "file", "Not a directory"), (tmp / "absent", "No such file"),
+                     (deep, "too long")):
+        r = subprocess.run([build / "gpulet", "--simulate", "t4-pcie", "cdi", "generate"],
+                           env={**env, "TMPDIR": str(bad)}, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and "TMPDIR" in r.stderr and why in r.stderr, r.stderr[-300:]
 
 
 def test_cdi_generate_on_a_simulated_mig_node_names_the_capabilities(gpulet, tmpdir_env):

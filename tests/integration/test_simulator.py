@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from test_cdi import driver_root  # noqa: F401 (fixture)
+from test_cdi import make_driver_root
 
 DOC = ROOT / "docs" / "simulator.md"
 STUBS = ROOT / "sim" / "nvml_sim_stubs.c"
@@ -104,16 +104,13 @@ def test_a_named_procfs_tree_has_the_mig_minors(gpulet, tmp_path):
     assert len(set(minors.values())) == len(minors)
 
 
-def test_gpulet_finds_mig_capabilities_in_the_simulated_procfs(gpulet, driver_root,  # noqa: F811
-                                                               tmp_path):
-    # The test driver root (shared, so linked to) with the simulated procfs
-    # as its proc/: the MIG device on GPU 1, GPU instance 2 gets the
-    # capability nodes the driver numbers.
-    root = tmp_path / "root"
-    root.mkdir()
-    for entry in driver_root.iterdir():
-        if entry.name != "proc":
-            (root / entry.name).symlink_to(entry)
+def test_gpulet_finds_mig_capabilities_in_the_simulated_procfs(gpulet, tmp_path):
+    # A test driver root with the simulated procfs as its proc/: the MIG
+    # device on GPU 1, GPU instance 2 gets the capability nodes the driver
+    # numbers. (A root of links to another root's folders will not do:
+    # gpulet resolves every link inside the driver root.)
+    root = make_driver_root(tmp_path / "root")
+    shutil.rmtree(root / "proc")
     r = gpulet("--simulate", "a100-mig", "cdi", "generate", "--driver-root", root,
                env={"GPULET_SIM_PROCFS": str(root / "proc")})
     assert r.rc == 0, r.err

@@ -74,9 +74,10 @@ def start(build, tmp_path):
         return d
 
     yield run
+    # SIGTERM: a killed gpulet would leave its simulated sysfs behind
     for d in started:
         if d.proc.poll() is None:
-            d.stop(signal.SIGKILL)
+            d.stop()
 
 
 def uuids():

@@ -3,10 +3,13 @@
  * token bucket, array sizes and the allocation map. */
 #include "helpers.h"
 
+#include <dlfcn.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "cuda/cuda_limits.h"
 
@@ -113,6 +116,85 @@ static void processes_share_exactly(void **state)
     glc_close(f);
 }
 
+/* A process of the container that dies holding memory: what it held is
+ * off the books at once, for the metrics (glc_peek) and for the others,
+ * without waiting for an allocation that does not fit (issue #23 item
+ * 10). Its slot is free for the next process. */
+static void the_dead_give_back_at_once(void **state)
+{
+    (void)state;
+    char dir[64], msg[256];
+    temp_dir(dir, sizeof dir);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct glc_file *f = glc_open(dir, "GPU-d", msg, sizeof msg);
+        char c = f && glc_reserve(f, 700, 1000) ? 'y' : 'n';
+        if (write(ready[1], &c, 1) != 1)
+            _exit(1);
+        pause();
+        _exit(0);
+    }
+    char c = 0;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    assert_int_equal(c, 'y');
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    struct glc_usage u;
+    assert_int_equal(glc_peek(dfd, "GPU-d", &u, msg, sizeof msg), 0);
+    assert_true(u.used == 700);
+    struct glc_file *f = glc_open(dir, "GPU-d", msg, sizeof msg);
+    assert_non_null(f);
+    assert_true(glc_reserve(f, 300, 1000));
+    assert_false(glc_reserve(f, 1, 1000)); /* the child is alive: its 700 hold */
+    kill(pid, SIGKILL);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_int_equal(glc_peek(dfd, "GPU-d", &u, msg, sizeof msg), 0);
+    assert_true(u.used == 300);    /* nobody has allocated since */
+    assert_true(glc_used(f) == 300); /* the view a program gets */
+    assert_true(glc_reserve(f, 700, 1000));
+    glc_close(f);
+    close(dfd);
+    close(ready[0]);
+    close(ready[1]);
+}
+
+/* Processes of one container under different UIDs share one budget: the
+ * file is read-write for all whatever the umask (issue #23 item 2). */
+static void other_uids_share_the_budget(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* changing UID needs root */
+    char dir[64], msg[256];
+    temp_dir(dir, sizeof dir);
+    assert_int_equal(chmod(dir, 0777), 0); /* as gpulet makes the container's folder */
+    mode_t old = umask(077);
+    struct glc_file *f = glc_open(dir, "GPU-u", msg, sizeof msg);
+    umask(old);
+    assert_non_null(f);
+    assert_true(glc_reserve(f, 700, 1000));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) < 0 || setuid(65534) < 0)
+            _exit(10);
+        struct glc_file *g = glc_open(dir, "GPU-u", msg, sizeof msg);
+        if (g == NULL)
+            _exit(11);
+        if (glc_reserve(g, 301, 1000))
+            _exit(12); /* a private budget would have let it */
+        _exit(glc_reserve(g, 300, 1000) ? 0 : 13);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    glc_close(f);
+}
+
 static void hostile_state_files(void **state)
 {
     (void)state;
@@ -148,27 +230,37 @@ static void peek_at_state_files(void **state)
     struct glc_usage u;
     assert_int_equal(glc_peek(dfd, "GPU-2", &u, msg, sizeof msg), 0);
     assert_true(u.used == 1000 && u.charged_ns == 7000000 && u.counted);
+    /* the slot's lock goes with the process's open file: what it held is
+     * no longer counted, before any other process looks */
     glc_close(f);
+    assert_int_equal(glc_peek(dfd, "GPU-2", &u, msg, sizeof msg), 0);
+    assert_true(u.used == 0 && u.charged_ns == 7000000 && u.counted);
 
-    /* a file of the first layout, without the counter, is still used */
+    /* files of the first layouts (magic "GLC1", slots matched by PID, with
+     * and without the counter) are read as they say, never joined */
     struct stat st;
     snprintf(path, sizeof path, "%s/GPU-2", dir);
     assert_int_equal(stat(path, &st), 0);
-    snprintf(path1, sizeof path1, "%s/GPU-1", dir);
-    int src = open(path, O_RDONLY), dst = open(path1, O_WRONLY | O_CREAT, 0600);
     char buf[65536];
+    int src = open(path, O_RDONLY);
     ssize_t n = read(src, buf, sizeof buf);
-    assert_true(n == st.st_size);
-    assert_true(write(dst, buf, (size_t)n - 8) == n - 8);
     close(src);
-    close(dst);
-    f = glc_open(dir, "GPU-1", msg, sizeof msg);
-    assert_non_null(f);
-    assert_true(glc_reserve(f, 500, 1 << 20));
-    glc_charge(f, 5000, 5000000, 1000000000, 3);
-    glc_close(f);
-    assert_int_equal(glc_peek(dfd, "GPU-1", &u, msg, sizeof msg), 0);
-    assert_true(u.used == 1500 && !u.counted && u.charged_ns == 0);
+    assert_true(n == st.st_size);
+    memcpy(buf, "1CLG", 4); /* 0x474c4331, little-endian */
+    uint64_t stored = 1500;
+    memcpy(buf + 8 + sizeof(pthread_mutex_t), &stored, sizeof stored);
+    for (int layout = 0; layout < 2; layout++) {
+        snprintf(path1, sizeof path1, "%s/GPU-v%d", dir, layout);
+        int dst = open(path1, O_WRONLY | O_CREAT, 0600);
+        size_t len = (size_t)n - (layout == 0 ? 8 : 0);
+        assert_true(write(dst, buf, len) == (ssize_t)len);
+        close(dst);
+        assert_int_equal(glc_peek(dfd, path1 + strlen(dir) + 1, &u, msg, sizeof msg), 0);
+        assert_true(u.used == 1500 && u.counted == (layout == 1));
+        assert_null(glc_open(dir, path1 + strlen(dir) + 1, msg, sizeof msg));
+        assert_contains(msg, "not a gpulet state file of this version");
+    }
+    int dst;
 
     /* the container's own inventions */
     snprintf(path, sizeof path, "%s/GPU-short", dir);
@@ -256,6 +348,135 @@ static void allocation_map(void **state)
     glc_map_free(&m);
     assert_false(glc_map_take(&m, 1, 1, &dev, &bytes));
     assert_false(glc_map_get(&m, 1, 1, &dev, &bytes));
+}
+
+static double cpu_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+/* CPU ns per lookup of the first `n` keys of `key` in a map holding them;
+ * the best of three rounds. */
+static double lookup_ns(uint64_t (*key)(uint64_t), uint64_t n)
+{
+    struct glc_map m = {0};
+    for (uint64_t i = 0; i < n; i++)
+        assert_int_equal(glc_map_put(&m, 1, key(i), 0, i), 0);
+    double best = 1e18;
+    int dev;
+    uint64_t bytes;
+    for (int round = 0; round < 3; round++) {
+        double t0 = cpu_ns();
+        for (uint64_t i = 0; i < 20000; i++)
+            assert_true(glc_map_get(&m, 1, key(i % n), &dev, &bytes));
+        double per = (cpu_ns() - t0) / 20000;
+        best = per < best ? per : best;
+    }
+    glc_map_free(&m);
+    return best;
+}
+
+/* The simulator's pointers: the slot in bits 38-55. */
+static uint64_t sim_key(uint64_t i)
+{
+    return (1ULL << 62) | (i << 38);
+}
+
+/* Large real allocations: 2 MiB apart and more. */
+static uint64_t big_key(uint64_t i)
+{
+    return 0x7f0000000000ULL + (i << 21);
+}
+
+static uint64_t small_key(uint64_t i)
+{
+    return 0x1000 + i * 512;
+}
+
+/* Issue #23: keys that differ only in high bits all fell in one bucket,
+ * so a lookup at 20,000 live allocations walked them all. A lookup must
+ * cost about the same with 64 live entries and with 20,000. */
+static void allocation_map_is_flat(void **state)
+{
+    (void)state;
+    uint64_t (*kinds[])(uint64_t) = {sim_key, big_key, small_key};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        double few = lookup_ns(kinds[k], 64), many = lookup_ns(kinds[k], 20000);
+        print_message("keys %zu: %.1f ns per lookup at 64 entries, %.1f at 20000 (x%.1f)\n", k,
+                      few, many, many / few);
+        assert_true(many < 10 * few + 50);
+    }
+}
+
+static int elf_defines_at(const char *path, const char *name)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    assert_true(fd >= 0);
+    int r = glc_elf_defines(fd, name);
+    close(fd);
+    return r;
+}
+
+/* How the interposer tells a copy of the driver by what it exports: libc
+ * (found through a function of its own) defines snprintf, not cuInit;
+ * files that are not whole ELF objects are -1, never read out of bounds. */
+static void elf_exports(void **state)
+{
+    (void)state;
+    Dl_info where;
+    int (*fn)(char *, size_t, const char *, ...) = snprintf;
+    void *addr;
+    memcpy(&addr, &fn, sizeof addr);
+    assert_true(dladdr(addr, &where) && where.dli_fname);
+    assert_int_equal(elf_defines_at(where.dli_fname, "snprintf"), 1);
+    assert_int_equal(elf_defines_at(where.dli_fname, "cuInit"), 0);
+    assert_int_equal(elf_defines_at(where.dli_fname, "snprint"), 0); /* a prefix is not a name */
+
+    char dir[64], path[128];
+    snprintf(dir, sizeof dir, "/tmp/gpulet-elf-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/lib.so", dir);
+    int in = open(where.dli_fname, O_RDONLY | O_CLOEXEC);
+    assert_true(in >= 0);
+    static unsigned char head[65536];
+    assert_true(read(in, head, sizeof head) == (ssize_t)sizeof head);
+    close(in);
+    /* the first 64 KiB of libc: its section headers lie past the end */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fwrite(head, 1, sizeof head, f);
+    fclose(f);
+    assert_int_equal(elf_defines_at(path, "snprintf"), -1);
+    /* an ELF header pointing its section headers anywhere */
+    Elf64_Ehdr *eh = (Elf64_Ehdr *)head;
+    uint64_t offsets[] = {UINT64_MAX - 8, 65536 - 32, 1, 0};
+    for (size_t i = 0; i < sizeof offsets / sizeof offsets[0]; i++) {
+        eh->e_shoff = offsets[i];
+        eh->e_shnum = 0xffff;
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fwrite(head, 1, sizeof head, f);
+        fclose(f);
+        assert_int_equal(elf_defines_at(path, "snprintf"), -1);
+    }
+    /* junk, empty, a FIFO, a folder */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not an ELF file at all, just text\n", f);
+    fclose(f);
+    assert_int_equal(elf_defines_at(path, "cuInit"), -1);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(elf_defines_at(path, "cuInit"), -1);
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(elf_defines_at(path, "cuInit"), -1);
+    unlink(path);
+    assert_int_equal(elf_defines_at(dir, "cuInit"), -1);
+    rmdir(dir);
 }
 
 #define UUID0 "GPU-8e2f0000-1111-2222-3333-444455556666"
@@ -399,9 +620,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sizes_and_percents),     cmocka_unit_test(never_a_byte_over),
         cmocka_unit_test(processes_share_exactly), cmocka_unit_test(hostile_state_files),
-        cmocka_unit_test(peek_at_state_files),
+        cmocka_unit_test(peek_at_state_files),    cmocka_unit_test(the_dead_give_back_at_once),
+        cmocka_unit_test(other_uids_share_the_budget),
         cmocka_unit_test(bucket_holds_the_share),  cmocka_unit_test(array_sizes),
-        cmocka_unit_test(allocation_map),         cmocka_unit_test(limits_file_text),
+        cmocka_unit_test(allocation_map),         cmocka_unit_test(allocation_map_is_flat),
+        cmocka_unit_test(elf_exports),            cmocka_unit_test(limits_file_text),
         cmocka_unit_test(limits_file_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

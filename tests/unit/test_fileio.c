@@ -208,6 +208,52 @@ static void mkdirs_makes_parents_with_exact_modes(void **state)
     rmdir(dir);
 }
 
+/* A file in a drop-in folder (whose every file the engine loads) is
+ * written through a temporary file in the folder above, with the mode and
+ * owner asked for; where that folder is on another filesystem the write
+ * fails, saying so, and leaves nothing behind. */
+static void drop_in_folders_get_no_temporary_file(void **state)
+{
+    (void)state;
+    char dir[64], dropin[96], path[128];
+    temp_dir(dir, sizeof dir);
+    snprintf(dropin, sizeof dropin, "%s/conf.d", dir);
+    snprintf(path, sizeof path, "%s/99-nvidia.toml", dropin);
+    assert_int_equal(mkdir(dropin, 0755), 0);
+    struct gpulet_error err = {0};
+    const struct fileio_owner owner = {0640, (uid_t)-1, (gid_t)-1};
+    assert_int_equal(fileio_replace_owned(path, "a = 1\n", 6, FILEIO_OUTSIDE_DROP_IN, &owner, &err),
+                     0);
+    assert_string_equal(read_all(path), "a = 1\n");
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+    assert_int_equal(entries(dropin), 1);
+    assert_int_equal(entries(dir), 1);
+
+    /* /dev/shm is another filesystem here: the temporary file cannot have
+     * been in the drop-in folder if the rename crosses filesystems */
+    char shm[64], link[96], far[160];
+    snprintf(shm, sizeof shm, "/dev/shm/gpulet-unit-XXXXXX");
+    struct stat a, b;
+    if (mkdtemp(shm) != NULL && stat(shm, &a) == 0 && stat(dir, &b) == 0 && a.st_dev != b.st_dev) {
+        snprintf(link, sizeof link, "%s/shm.d", dir);
+        snprintf(far, sizeof far, "%s/99-nvidia.toml", link);
+        assert_int_equal(symlink(shm, link), 0);
+        assert_int_equal(fileio_replace_owned(far, "b", 1, FILEIO_OUTSIDE_DROP_IN, &owner, &err),
+                         -1);
+        assert_int_equal(err.sys_errno, EXDEV);
+        assert_contains(err.msg, "on another filesystem");
+        assert_int_equal(entries(shm), 0);
+        assert_int_equal(entries(dir), 2); /* conf.d and shm.d: no temporary file */
+        unlink(link);
+    }
+    rmdir(shm);
+    unlink(path);
+    rmdir(dropin);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +266,7 @@ int main(void)
         cmocka_unit_test(missing_folder_is_an_error_naming_the_file),
         cmocka_unit_test(failed_rename_keeps_the_target_and_removes_the_temporary),
         cmocka_unit_test(mkdirs_makes_parents_with_exact_modes),
+        cmocka_unit_test(drop_in_folders_get_no_temporary_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,7 @@
 #include "helpers.h"
 
+#include <ftw.h>
+
 #include "gpu/gpu.h"
 
 static struct gpu_inventory *load_inventory(const char *node, const char *lib, struct nvml **n)
@@ -12,7 +14,7 @@ static struct gpu_inventory *load_inventory(const char *node, const char *lib, s
     return inv;
 }
 
-/* The DGX-1 hybrid cube mesh of shared/reference/device-plugin-and-labels.md. */
+/* The DGX-1 hybrid cube mesh (NVIDIA's DGX-1 with V100 system architecture). */
 static const unsigned int dgx1_nvlinks[][3] = {
     {0, 1, 1}, {0, 2, 1}, {0, 3, 2}, {0, 4, 2}, {1, 2, 2}, {1, 3, 1}, {1, 5, 2}, {2, 3, 2},
     {2, 6, 1}, {3, 7, 1}, {4, 5, 1}, {4, 6, 1}, {4, 7, 2}, {5, 6, 2}, {5, 7, 1}, {6, 7, 2},
@@ -229,6 +231,109 @@ static void names_and_labels(void **state)
     assert_string_equal(gpu_pcie_level_name(7), "UNKNOWN");
 }
 
+/* One GPU's PCI config space as a guest's hypervisor may present it. */
+struct config_case {
+    const char *what;
+    unsigned char cfg[256];
+    size_t len;   /* bytes in the file: 256, or fewer for a short read */
+    bool vgpu;    /* what the inventory must say */
+    const char *version;
+};
+
+static void vf_capability(unsigned char *cfg, unsigned int at, unsigned int len)
+{
+    cfg[at] = 0x09; /* vendor specific */
+    cfg[at + 2] = (unsigned char)len;
+    cfg[at + 3] = 'V';
+    cfg[at + 4] = 'F';
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st, (void)type, (void)ftw;
+    return remove(path);
+}
+
+/* The capability list comes from the device: a cycle, a pointer past the
+ * end, a length past the end or a record walking off its capability must
+ * neither hang the inventory nor read outside the 256 bytes (ASan). */
+static void hostile_pci_config_space(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/gpulet-test-sysfs-XXXXXX";
+    assert_non_null(mkdtemp(root));
+    setenv("GPULET_SIM_SYSFS", root, 1);
+    struct nvml *n = open_sim("t4-pcie", SIM_LIB_CURRENT);
+    char path[256];
+    snprintf(path, sizeof path, "%s/bus/pci/devices/0000:3b:00.0/config", root);
+
+    static struct config_case cases[10];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cases[i] = (struct config_case){.len = 256};
+        cases[i].cfg[0x06] = 0x10; /* a capability list */
+        cases[i].cfg[0x34] = 0x40;
+    }
+    struct config_case *c = cases;
+    c->what = "a capability pointing at itself";
+    c->cfg[0x40] = 0x01, c->cfg[0x41] = 0x40;
+    c++;
+    c->what = "two capabilities pointing at each other";
+    c->cfg[0x40] = 0x05, c->cfg[0x41] = 0x50, c->cfg[0x50] = 0x10, c->cfg[0x51] = 0x40;
+    c++;
+    c->what = "a first pointer past the end";
+    c->cfg[0x34] = 0xff;
+    c++;
+    c->what = "a vendor capability at the last bytes";
+    c->cfg[0x34] = 0xfd, c->cfg[0xfd] = 0x09, c->cfg[0xfe] = 0x00, c->cfg[0xff] = 0x40;
+    c++;
+    c->what = "a VF capability longer than the space";
+    c->cfg[0x34] = 0xf0;
+    vf_capability(c->cfg, 0xf0, 0x40);
+    c++;
+    c->what = "a record longer than its capability";
+    vf_capability(c->cfg, 0x40, 0x20);
+    c->cfg[0x45] = 0x01, c->cfg[0x46] = 0xff;
+    c->vgpu = true, c->version = "";
+    c++;
+    c->what = "a host driver record cut short";
+    vf_capability(c->cfg, 0x40, 0x10);
+    c->vgpu = true, c->version = "";
+    c++;
+    c->what = "a host driver version of 10 bytes, none NUL";
+    vf_capability(c->cfg, 0x40, 0x20);
+    memcpy(c->cfg + 0x47, "1234567890abcdefghij", 20);
+    c->vgpu = true, c->version = "1234567890";
+    c++;
+    c->what = "a host driver version with a newline (a forged log line)";
+    vf_capability(c->cfg, 0x40, 0x20);
+    memcpy(c->cfg + 0x47, "550\nlevel", 9);
+    c->vgpu = true, c->version = "";
+    c++;
+    c->what = "a config file cut short";
+    vf_capability(c->cfg, 0x40, 0x20);
+    c->len = 100;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        assert_int_equal(fwrite(cases[i].cfg, 1, cases[i].len, f), cases[i].len);
+        fclose(f);
+        struct gpu_inventory *inv = NULL;
+        struct gpulet_error err = {0};
+        if (gpu_inventory_load(n, &inv, &err) < 0)
+            fail_msg("%s: %s", cases[i].what, err.msg);
+        if (inv->gpus[0].vgpu != cases[i].vgpu)
+            fail_msg("%s: vgpu %d", cases[i].what, inv->gpus[0].vgpu);
+        if (cases[i].version &&
+            strcmp(inv->gpus[0].vgpu_host_driver_version, cases[i].version) != 0)
+            fail_msg("%s: version \"%s\"", cases[i].what, inv->gpus[0].vgpu_host_driver_version);
+        gpu_inventory_free(inv);
+    }
+    nvml_close(n);
+    unsetenv("GPULET_SIM_SYSFS");
+    nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +346,7 @@ int main(void)
         cmocka_unit_test(empty_node),
         cmocka_unit_test(json_has_the_whole_snapshot),
         cmocka_unit_test(names_and_labels),
+        cmocka_unit_test(hostile_pci_config_space),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

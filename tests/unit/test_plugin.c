@@ -42,6 +42,73 @@ static struct plugin_resource *build(const struct config *cfg, size_t *count)
     return res;
 }
 
+/* The tables name devices by GPU index ("2", "2::1", "3::s0", MIG "1:0");
+ * the plugin advertises UUIDs whatever deviceIDStrategy says. Names made
+ * here live in a pool that the tests cycle through. */
+static char *by_uuid(const char *name)
+{
+    static char pool[1024][PLUGIN_ID_MAX];
+    static size_t next;
+    char *out = pool[next++ % 1024], *end;
+    unsigned long gpu = strtoul(name, &end, 10);
+    if (end == name || gpu >= inv->gpu_count) { /* not a device: as it is */
+        snprintf(out, PLUGIN_ID_MAX, "%s", name);
+        return out;
+    }
+    const char *uuid = inv->gpus[gpu].uuid;
+    if (end[0] == ':' && end[1] != ':')
+        uuid = inv->gpus[gpu].migs[strtoul(end + 1, &end, 10)].uuid;
+    snprintf(out, PLUGIN_ID_MAX, "%s%s", uuid, end);
+    return out;
+}
+
+static char *by_index(const char *id)
+{
+    static char pool[1024][PLUGIN_ID_MAX];
+    static size_t next;
+    char *out = pool[next++ % 1024];
+    for (size_t g = 0; g < inv->gpu_count; g++)
+        for (size_t m = 0; m <= inv->gpus[g].mig_count; m++) {
+            bool gpu = m == inv->gpus[g].mig_count;
+            const char *uuid = gpu ? inv->gpus[g].uuid : inv->gpus[g].migs[m].uuid;
+            size_t len = strlen(uuid);
+            if (strncmp(id, uuid, len) != 0 || (id[len] != '\0' && id[len] != ':'))
+                continue;
+            if (gpu)
+                snprintf(out, PLUGIN_ID_MAX, "%zu%s", g, id + len);
+            else
+                snprintf(out, PLUGIN_ID_MAX, "%zu:%u%s", g, inv->gpus[g].migs[m].index, id + len);
+            return out;
+        }
+    snprintf(out, PLUGIN_ID_MAX, "%s", id);
+    return out;
+}
+
+static void to_uuids(char **ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ids[i] = by_uuid(ids[i]);
+}
+
+/* plugin_preferred with the tables' names in and out. */
+static int preferred_ix(const struct plugin_resource *r, char **available, size_t n_available,
+                        char **must, size_t n_must, int size, const struct timespec *until,
+                        char **out, size_t *n_out)
+{
+    char *a[64], *m[64];
+    assert_true(n_available <= 64 && n_must <= 64);
+    for (size_t i = 0; i < n_available; i++)
+        a[i] = available[i];
+    for (size_t i = 0; i < n_must; i++)
+        m[i] = must[i];
+    to_uuids(a, n_available);
+    to_uuids(m, n_must);
+    int rc = plugin_preferred(r, inv, a, n_available, m, n_must, size, until, out, n_out);
+    for (size_t i = 0; i < *n_out; i++)
+        out[i] = by_index(out[i]);
+    return rc;
+}
+
 /* Preferred allocation with index IDs: "0,3,1" -> "0,3" */
 static void prefer(const struct plugin_resource *r, const char *available, const char *must,
                    int size, char *answer, size_t len)
@@ -56,7 +123,7 @@ static void prefer(const struct plugin_resource *r, const char *available, const
         a[na++] = t;
     for (char *t = strtok_r(mu, ",", &save); t; t = strtok_r(NULL, ",", &save))
         m[nm++] = t;
-    assert_int_equal(plugin_preferred(r, inv, a, na, m, nm, size, NULL, out, &nout), 0);
+    assert_int_equal(preferred_ix(r, a, na, m, nm, size, NULL, out, &nout), 0);
     /* sorted numerically, so answers compare as sets */
     int ids[64];
     for (size_t i = 0; i < nout; i++)
@@ -333,7 +400,7 @@ static void replicas_distributed_and_packed(void **state)
                          "3::0", "3::1", "3::2", "3::3"};
         char *out[12];
         size_t n;
-        assert_int_equal(plugin_preferred(&res[0], inv, avail, 12, NULL, 0, 2, NULL, out, &n), 0);
+        assert_int_equal(preferred_ix(&res[0], avail, 12, NULL, 0, 2, NULL, out, &n), 0);
         assert_int_equal(n, 2);
         if (!packed) {
             /* two replicas on two different idle GPUs */
@@ -348,8 +415,10 @@ static void replicas_distributed_and_packed(void **state)
     }
 }
 
-/* The replica policy as first written, pick by pick over every pair of
- * candidates: the answers the grouped version must keep. */
+/* The replica policy pick by pick over every pair of candidates, as
+ * NVIDIA's plugin states it when distributed (the fewest replicas taken:
+ * total minus still free) and gpulet's packed one: the answers the
+ * grouped version must give. */
 static void spread_reference(const struct plugin_resource *r, const struct plugin_device **cand,
                              const bool *required, size_t n, size_t size, bool *chosen)
 {
@@ -365,16 +434,17 @@ static void spread_reference(const struct plugin_resource *r, const struct plugi
         for (size_t i = 0; i < n; i++) {
             if (chosen[i])
                 continue;
-            long free_here = 0;
+            long free_here = 0, total = 0;
             bool mine = false;
             for (size_t j = 0; j < n; j++) {
                 bool same = cand[j]->gpu == cand[i]->gpu && cand[j]->mig == cand[i]->mig;
                 free_here += same && !chosen[j];
                 mine = mine || (same && chosen[j]);
             }
+            for (size_t j = 0; j < r->count; j++)
+                total += r->devices[j].gpu == cand[i]->gpu && r->devices[j].mig == cand[i]->mig;
             long spread = (long)r->count * 2;
-            long score = r->packed ? -free_here + (mine ? spread : 0)
-                                   : free_here - (mine ? spread : 0);
+            long score = r->packed ? -free_here + (mine ? spread : 0) : -(total - free_here);
             if (!any || score > best) {
                 any = true;
                 best = score;
@@ -539,11 +609,11 @@ static void preferred_out_of_time(void **state)
     struct timespec past;
     clock_gettime(CLOCK_MONOTONIC, &past);
     past.tv_sec -= 1;
-    assert_int_equal(plugin_preferred(&res[0], inv, avail, 8, NULL, 0, 2, &past, out, &n_out), -1);
+    assert_int_equal(preferred_ix(&res[0], avail, 8, NULL, 0, 2, &past, out, &n_out), -1);
     assert_int_equal(n_out, 0);
     struct timespec later = past;
     later.tv_sec += 60;
-    assert_int_equal(plugin_preferred(&res[0], inv, avail, 8, NULL, 0, 2, &later, out, &n_out), 0);
+    assert_int_equal(preferred_ix(&res[0], avail, 8, NULL, 0, 2, &later, out, &n_out), 0);
     assert_int_equal(n_out, 2);
     plugin_free_resources(res, count);
 }
@@ -598,8 +668,8 @@ static void slices_resources(void **state)
     assert_string_equal(res[1].name, "nvidia.com/gpu-5gb");
     assert_int_equal(res[1].sharing, SHARING_SLICES);
     assert_int_equal(res[1].count, 6);
-    assert_string_equal(res[1].devices[0].id, "2::s0");
-    assert_string_equal(res[1].devices[5].id, "3::s2");
+    assert_string_equal(by_index(res[1].devices[0].id), "2::s0");
+    assert_string_equal(by_index(res[1].devices[5].id), "3::s2");
     assert_true(res[1].devices[5].slice_memory == 5ULL << 30);
     assert_int_equal(res[1].devices[5].slice_share, 3333);
     assert_string_equal(res[2].name, "nvidia.com/gpu.quarter");
@@ -658,16 +728,16 @@ static void slices_preferred(void **state)
         char *out[5];
         size_t n;
         /* two slices: both on GPU 2, the tightest fit, whatever the policy */
-        assert_int_equal(plugin_preferred(r, inv, avail, 5, NULL, 0, 2, NULL, out, &n), 0);
+        assert_int_equal(preferred_ix(r, avail, 5, NULL, 0, 2, NULL, out, &n), 0);
         assert_int_equal(n, 2);
         assert_true(out[0][0] == '2' && out[1][0] == '2');
         /* three: GPU 3 alone holds them */
-        assert_int_equal(plugin_preferred(r, inv, avail, 5, NULL, 0, 3, NULL, out, &n), 0);
+        assert_int_equal(preferred_ix(r, avail, 5, NULL, 0, 3, NULL, out, &n), 0);
         assert_int_equal(n, 3);
         for (size_t i = 0; i < n; i++)
             assert_int_equal(out[i][0], '3');
         /* four: all of GPU 3, then one of GPU 2 */
-        assert_int_equal(plugin_preferred(r, inv, avail, 5, NULL, 0, 4, NULL, out, &n), 0);
+        assert_int_equal(preferred_ix(r, avail, 5, NULL, 0, 4, NULL, out, &n), 0);
         assert_int_equal(n, 4);
         size_t on3 = 0;
         for (size_t i = 0; i < n; i++)
@@ -675,15 +745,46 @@ static void slices_preferred(void **state)
         assert_int_equal(on3, 3);
         /* two with one required on GPU 3: the other joins it there */
         char *must[] = {"3::s2"};
-        assert_int_equal(plugin_preferred(r, inv, avail, 5, must, 1, 2, NULL, out, &n), 0);
+        assert_int_equal(preferred_ix(r, avail, 5, must, 1, 2, NULL, out, &n), 0);
         assert_int_equal(n, 2);
         assert_true(out[0][0] == '3' && out[1][0] == '3');
         /* one: spread to the freest GPU, or packed onto the busiest */
-        assert_int_equal(plugin_preferred(r, inv, avail, 5, NULL, 0, 1, NULL, out, &n), 0);
+        assert_int_equal(preferred_ix(r, avail, 5, NULL, 0, 1, NULL, out, &n), 0);
         assert_int_equal(n, 1);
         assert_int_equal(out[0][0], packed ? '2' : '3');
         plugin_free_resources(res, count);
     }
+}
+
+/* GPUs of different sizes hold different numbers of slices: a single
+ * slice goes where most are free, not where fewest are taken (NVIDIA's
+ * rule for replicas, which all GPUs hold equally many of). */
+static void single_slice_goes_where_most_are_free(void **state)
+{
+    (void)state;
+    load("mixed-t4-v100"); /* GPU 0 a T4 (15 GiB), GPU 1 a V100 (32 GiB) */
+    struct config cfg;
+    config_defaults(&cfg);
+    cfg.device_id_strategy = DEVICE_ID_INDEX;
+    cfg.sharing = SHARING_TIME_SLICING;
+    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "0");
+    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "1");
+    size_t count;
+    struct plugin_resource *res = build(&cfg, &count);
+    const struct plugin_resource *r = NULL;
+    for (size_t i = 0; i < count; i++)
+        if (strcmp(res[i].name, "nvidia.com/gpu-5gb") == 0)
+            r = &res[i];
+    assert_non_null(r);
+    assert_int_equal(r->count, 3 + 6);
+    /* the T4 has 3 free, none taken; the V100 4 free, 2 taken */
+    char *avail[] = {"0::s0", "0::s1", "0::s2", "1::s2", "1::s3", "1::s4", "1::s5"};
+    char *out[7];
+    size_t n;
+    assert_int_equal(preferred_ix(r, avail, 7, NULL, 0, 1, NULL, out, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0][0], '1');
+    plugin_free_resources(res, count);
 }
 
 static size_t folders_in(const char *dir)
@@ -731,6 +832,7 @@ static void slices_allocate(void **state)
     V1beta1__ContainerAllocateResponse out;
     struct gpulet_error err = {0};
     char *ids[] = {"3::s1", "2::s2", "3::s0"};
+    to_uuids(ids, 3);
     /* no interposer on the host: refused, saying what to do */
     assert_int_equal(plugin_allocate_container(&res[1], &cfg, ids, 3, 1, &a, &out, &err), -1);
     assert_contains(err.msg, "install it (gpulet runtime install) or give its path");
@@ -788,6 +890,7 @@ static void slices_allocate(void **state)
     /* a folder whose state/ the container filled with links and folders
      * goes without following them */
     char *one[] = {"2::s0"};
+    to_uuids(one, 1);
     cfg.device_list_strategies = DEVICE_LIST_ENVVAR;
     assert_int_equal(plugin_allocate_container(&res[1], &cfg, one, 1, 2, &a, &out, &err), 0);
     assert_int_equal(folders_in(alloc), 2);
@@ -810,6 +913,7 @@ static void slices_allocate(void **state)
     assert_int_equal(symlink(victim, path), 0);
     arena_free(&a);
     char *again[] = {"2::s0", "2::s1"};
+    to_uuids(again, 2);
     assert_int_equal(plugin_allocate_container(&res[1], &cfg, again, 2, 3, &a, &out, &err), 0);
     assert_int_equal(folders_in(alloc), 2);
     assert_int_equal(access(victim, F_OK), 0);
@@ -850,6 +954,7 @@ int main(void)
         cmocka_unit_test(preferred_on_sixteen_gpus),
         cmocka_unit_test(slices_resources),
         cmocka_unit_test(slices_preferred),
+        cmocka_unit_test(single_slice_goes_where_most_are_free),
         cmocka_unit_test(slices_allocate),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);

@@ -2,6 +2,11 @@
 
 #include "sim_node.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "sim_device.h"
+
 static struct sim_node node;
 static struct sim_state sim_state;
 
@@ -219,6 +224,36 @@ static void absent_state_file_is_empty_state(void **state)
     assert_false(sim_state.gpus[0].lost);
 }
 
+/* The device state's default path is a fixed name in TMPDIR (often the
+ * shared /tmp): a file another user made there must not be taken, nor
+ * written, as this user's simulated GPUs. */
+static void device_state_of_another_user_is_refused(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* only root can give a file to another user */
+    load_fixture("t4-pcie");
+    char dir[] = "/tmp/gpulet-test-dev-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/node.device", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0666);
+    assert_true(fd >= 0);
+    assert_int_equal(fchown(fd, 65534, 65534), 0);
+    assert_int_equal(fchmod(fd, 0666), 0);
+    close(fd);
+    setenv("GPULET_SIM_DEVICE_STATE", path, 1);
+    char msg[512];
+    struct sim_dev_file *f = sim_dev_open(&node, true, msg, sizeof msg);
+    unsetenv("GPULET_SIM_DEVICE_STATE");
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    unlink(path);
+    rmdir(dir);
+    assert_null(f);
+    assert_non_null(strstr(msg, "belongs to another user"));
+    assert_int_equal(st.st_size, 0); /* not written either */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +263,7 @@ int main(void)
         cmocka_unit_test(state_file_overrides_and_events),
         cmocka_unit_test(bad_states_fail_with_line),
         cmocka_unit_test(absent_state_file_is_empty_state),
+        cmocka_unit_test(device_state_of_another_user_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
