@@ -11,9 +11,10 @@
  *   being the decimal number that ends the function's name ("busy_1000":
  *   1 us per thread; a name without digits: no time). Kernels of all
  *   processes run one after the other in the order they were launched.
- * - Each context costs SIM_CONTEXT_BYTES of device memory and takes
- *   SIM_CONTEXT_NS to make (the real driver's take 100 ms and more), so
- *   callers racing to make one overlap as they do on a GPU.
+ * - Each context costs the node file's context_mib of device memory (64
+ *   MiB unless it says otherwise; real contexts take a few hundred) and
+ *   takes SIM_CONTEXT_NS to make (the real driver's take 100 ms and
+ *   more), so callers racing to make one overlap as they do on a GPU.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -32,7 +33,7 @@
 
 #define API __attribute__((visibility("default")))
 #define MIB (1024ULL * 1024ULL)
-#define SIM_CONTEXT_BYTES (64 * MIB)
+#define SIM_CONTEXT_BYTES (node->context_mib * MIB)
 #define SIM_CONTEXT_NS 2000000L
 #define VMM_GRANULARITY (2 * MIB)
 /* Work a stream may have queued before a launch waits, as a real launch

@@ -22,7 +22,9 @@
 #define SIM_DEV_MAX_PROCS 64
 #define SIM_DEV_PERIODS 32
 #define SIM_DEV_PERIOD_NS 100000000ULL
-#define SIM_DEV_PROC_PERIODS 16 /* a process's busy time: enough for the last second */
+/* A process's busy time: the last second, and the second of work a full
+ * launch queue holds ahead (its periods must not overwrite the past ones). */
+#define SIM_DEV_PROC_PERIODS 32
 
 struct sim_dev_proc {
     int32_t pid; /* 0: a free slot */

@@ -16,7 +16,7 @@
 
 static const char *const node_keys[] = {
     "name", "machine", "driver_loaded", "driver_version", "nvml_version", "cuda_driver_version",
-    "gpu_defaults", "gpus", "topology", "fabric", NULL};
+    "context_mib", "gpu_defaults", "gpus", "topology", "fabric", NULL};
 
 static const char *const gpu_keys[] = {
     "name", "uuid", "serial", "minor", "pci_bus_id", "pci_device_id", "pci_subsystem_id",
@@ -560,6 +560,7 @@ static int parse_node(const struct ydoc *d, struct sim_node *node, struct gpulet
     snprintf(node->driver_version, sizeof node->driver_version, "550.107.02");
     snprintf(node->nvml_version, sizeof node->nvml_version, "12.550.107.02");
     node->cuda_driver_version = 12040;
+    node->context_mib = 64;
     const struct ynode *v;
     unsigned long long x;
     if ((v = ynode_get(d, root, "name")) &&
@@ -585,6 +586,9 @@ static int parse_node(const struct ydoc *d, struct sim_node *node, struct gpulet
             return -1;
         node->cuda_driver_version = (int)x;
     }
+    if ((v = ynode_get(d, root, "context_mib")) &&
+        ynode_uint(d, v, "context_mib", 1, 1ULL << 16, &node->context_mib, err) < 0)
+        return -1;
 
     struct sim_gpu defaults;
     gpu_defaults(&defaults);

@@ -73,6 +73,7 @@ struct sim_node {
     char driver_version[80];
     char nvml_version[80];
     int cuda_driver_version;
+    unsigned long long context_mib; /* device memory a CUDA context holds */
     /* fabric: the multi-node NVLink domain (GB200 NVL72, GH200 NVL32) the
      * fabric manager put the NVSwitch-attached GPUs in; all zero, as on a
      * single HGX board, when the node file names none. */

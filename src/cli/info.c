@@ -42,7 +42,8 @@ static void print_text(const struct gpu_inventory *inv)
                    g->migs[m].uuid);
     }
 
-    printf("\n%-5s %-18s %10s %4s %4s %s\n", "GPU", "PCI BUS ID", "MEMORY", "CC", "NUMA", "MIG");
+    printf("\n%-5s %-18s %10s %10s %10s %4s %4s %s\n", "GPU", "PCI BUS ID", "MEMORY", "RESERVED",
+           "SLICEABLE", "CC", "NUMA", "MIG");
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
         if (g->lost)
@@ -53,9 +54,12 @@ static void print_text(const struct gpu_inventory *inv)
         if (g->numa_node >= 0)
             snprintf(numa, sizeof numa, "%d", g->numa_node);
         const char *mig = !g->mig_capable ? "n/a" : g->mig_enabled ? "on" : "off";
-        printf("%-5u %-18s %6llu MiB %4s %4s %s\n", g->index, g->pci_bus_id,
-               g->memory_total_bytes / (1024 * 1024), cc, numa, mig);
+        printf("%-5u %-18s %6llu MiB %6llu MiB %6llu MiB %4s %4s %s\n", g->index, g->pci_bus_id,
+               g->memory_total_bytes / (1024 * 1024), g->memory_reserved_bytes / (1024 * 1024),
+               gpu_slice_memory(g) / (1024 * 1024), cc, numa, mig);
     }
+    printf("\nSLICEABLE: what GPU slices are cut from, MEMORY less what the driver RESERVED\n"
+           "(docs/sharing.md).\n");
 
     printf("\nTopology:\n%-6s", "");
     for (size_t b = 0; b < inv->gpu_count; b++)

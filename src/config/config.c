@@ -200,7 +200,8 @@ static const char *const plugin_keys[] = {
     "mpsRoot", "cdiAnnotationPrefix", "nvidiaCTKPath", NULL};
 static const char *const sharing_keys[] = {"timeSlicing", "mps", "slices", NULL};
 static const char *const slices_keys[] = {"resources", NULL};
-static const char *const slice_keys[] = {"name", "rename", "replicas", "memory", "devices", NULL};
+static const char *const slice_keys[] = {"name",    "rename",        "replicas", "memory",
+                                         "devices", "contextMemory", NULL};
 static const char *const strategy_keys[] = {"renameByDefault", "failRequestsGreaterThanOne",
                                             "resources", NULL};
 static const char *const shared_keys[] = {"name", "rename", "replicas", "devices", NULL};
@@ -448,6 +449,15 @@ static int file_shared_resource(const struct ydoc *d, const struct ynode *m, boo
                                            : "%s: replicas is required", r->name);
     } else {
         r->size_line = ynode_line(v);
+    }
+    const struct ynode *ctx = slices ? ynode_get(d, m, "contextMemory") : NULL;
+    if (ctx) {
+        const char *t = ynode_is_scalar(ctx) ? ynode_text(ctx) : NULL;
+        if (t == NULL || config_parse_size(t, &r->context_bytes) < 0 || r->context_bytes == 0 ||
+            r->context_bytes > CONFIG_MAX_CONTEXT_BYTES)
+            return ydoc_fail(d, ctx, err, "contextMemory must be a size from 1 byte to 16Gi such "
+                             "as 300Mi (what nvidia-smi shows for a process that only made a CUDA "
+                             "context), not \"%s\"", t ? t : "a list or mapping");
     }
     if ((v = ynode_get(d, m, "devices"))) {
         r->devices_line = ynode_line(v);

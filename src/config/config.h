@@ -35,6 +35,7 @@ enum {
 #define CONFIG_MAX_NAMED 32
 #define CONFIG_PATTERN_MAX 128
 #define CONFIG_MAX_SLICES 1024 /* slices per GPU */
+#define CONFIG_MAX_CONTEXT_BYTES (16ULL << 30) /* sharing.slices contextMemory */
 #define CONFIG_DEFAULT_INTERPOSER "/usr/local/gpulet/lib/libgpulet-cuda.so"
 #define CONFIG_DEFAULT_STATE_DIR "/var/lib/gpulet"
 
@@ -47,6 +48,7 @@ struct shared_resource {
     bool slices;                     /* from sharing.slices, else time-slicing / MPS */
     unsigned int replicas;           /* slices: 0 when cut by memory */
     unsigned long long slice_bytes;  /* slices: memory: 10Gi; 0 when cut by replicas */
+    unsigned long long context_bytes; /* slices: contextMemory; 0: the interposer's default */
     unsigned long line, size_line, devices_line; /* in the file, for errors on this node */
     size_t index;                    /* in its section's resources list, for errors */
     bool all_devices;      /* devices: all (the default) */

@@ -70,6 +70,7 @@ struct dra {
     char sock[4200], reg_sock[4200], checkpoint[4200];
     char slice_dir[4200]; /* <state dir>/dra: alloc/<id> per claim with GPU memory */
     const struct config *cfg;
+    struct allocdir_reaper *reaper; /* removes the released slice folders */
     bool consumable_off_said;
     struct dra_device *devs;
     size_t n_devs;
@@ -141,7 +142,7 @@ static void allocdir_remove_dra(struct dra *d, const char *alloc)
 {
     char path[4400];
     snprintf(path, sizeof path, "%s/alloc/%s", d->slice_dir, alloc);
-    if (plugin_slice_release(d->slice_dir, alloc) == 0)
+    if (plugin_slice_release(d->slice_dir, alloc, d->reaper) == 0)
         log_info("claim slice folder removed", "dir=%s", path);
 }
 
@@ -222,7 +223,7 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
     json_t *edits = json_object_get(spec, "containerEdits");
     struct plugin_slice_sink sink = {spec_env, spec_mount, edits};
     char *ids[1] = {(char *)uid}, dir[4400];
-    if (plugin_slice_grant(d->cfg, d->slice_dir, DRA_DRIVER, ids, 1, gpus, n,
+    if (plugin_slice_grant(d->cfg, d->slice_dir, DRA_DRIVER, ids, 1, gpus, n, 0,
                            alloc[0] ? alloc : NULL, &sink, dir, sizeof dir, err) < 0)
         return -1;
     const char *slash = strrchr(dir, '/');
@@ -1130,10 +1131,11 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
     /* Folders of claims gpulet did not get to record (it stopped between
      * the two) hold nothing. */
     plugin_slice_prune(d->slice_dir, claim_held, d);
+    d->reaper = plugin_slice_reaper(d->slice_dir);
     d->budget = grpc_budget_new();
     d->pub_timer = evtimer_new(base, pub_timer_cb, d);
     d->reg_timer = event_new(base, -1, EV_PERSIST, reg_check, d);
-    if (d->budget == NULL || d->pub_timer == NULL || d->reg_timer == NULL) {
+    if (d->budget == NULL || d->pub_timer == NULL || d->reg_timer == NULL || d->reaper == NULL) {
         dra_free(d);
         return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
     }
@@ -1171,6 +1173,7 @@ void dra_free(struct dra *d)
     if (d->pub_timer)
         event_free(d->pub_timer);
     kube_client_free(d->kube);
+    plugin_slice_reaper_free(d->reaper);
     json_decref(d->to_delete);
     json_decref(d->to_create);
     dra_claims_free(d->claims, d->n_claims);

@@ -75,6 +75,11 @@ size_t gpu_mig_cap_nodes(const char *driver_root, unsigned int gpu_minor, unsign
     return n;
 }
 
+unsigned long long gpu_slice_memory(const struct gpu_device *g)
+{
+    return g->memory_total_bytes - g->memory_reserved_bytes;
+}
+
 void gpu_mig_profile_name(unsigned int slices, unsigned long long memory_mib, char *buf, size_t len)
 {
     snprintf(buf, len, "%ug.%llugb", slices, (memory_mib + 1023) / 1024);
@@ -387,6 +392,7 @@ static int load_gpu(struct nvml *nvml, unsigned int index, struct gpu_device *g,
     struct nvml_memory mem = {0};
     READ_FIELD(nvml_device_memory(nvml, &dev, &mem, err));
     g->memory_total_bytes = mem.total;
+    g->memory_reserved_bytes = mem.reserved < mem.total ? mem.reserved : 0;
     READ_FIELD(nvml_device_compute_capability(nvml, &dev, &g->cc_major, &g->cc_minor, err));
     nvmlBrandType_t brand = NVML_BRAND_UNKNOWN;
     READ_FIELD(nvml_device_brand(nvml, &dev, &brand, err));
@@ -563,8 +569,8 @@ static json_t *gpu_to_json(const struct gpu_device *g)
     json_t *migs = json_array();
     for (size_t i = 0; i < g->mig_count; i++)
         json_array_append_new(migs, mig_to_json(&g->migs[i]));
-    return json_pack("{s:i, s:i, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:{s:b, s:b, s:b, "
-                     "s:o}}",
+    return json_pack("{s:i, s:i, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:o, s:{s:b, s:b, "
+                     "s:b, s:o}}",
                      "index", (int)g->index, "minor", (int)g->minor, "lost", g->lost, "uuid",
                      json_string_or_null(g->uuid), "name", json_string_or_null(g->name), "serial",
                      json_string_or_null(g->serial), "pci_bus_id",
@@ -572,6 +578,7 @@ static json_t *gpu_to_json(const struct gpu_device *g)
                      g->pci_device_id ? json_string(device_id) : json_null(), "numa_node",
                      g->numa_node >= 0 ? json_integer(g->numa_node) : json_null(),
                      "memory_total_mib", (json_int_t)(g->memory_total_bytes / (1024 * 1024)),
+                     "memory_reserved_mib", (json_int_t)(g->memory_reserved_bytes / (1024 * 1024)),
                      "compute_capability", json_string_or_null(cc), "mig", "capable",
                      g->mig_capable, "enabled", g->mig_enabled, "pending_enabled",
                      g->mig_pending_enabled, "devices", migs);

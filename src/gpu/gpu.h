@@ -49,6 +49,7 @@ struct gpu_device {
     unsigned int pci_class;        /* from sysfs, 0x0302 3D controller; 0 when unknown */
     int numa_node;                 /* -1 when unknown */
     unsigned long long memory_total_bytes;
+    unsigned long long memory_reserved_bytes; /* the driver's own; 0 when NVML cannot say */
     int cc_major, cc_minor;        /* compute capability; -1 when unknown */
     bool mig_capable;
     bool mig_enabled;
@@ -85,6 +86,10 @@ struct gpu_inventory {
 
 int gpu_inventory_load(struct nvml *nvml, struct gpu_inventory **out, struct gpulet_error *err);
 void gpu_inventory_free(struct gpu_inventory *inv);
+
+/* What GPU slices are cut from: the memory the driver can hand out, the
+ * total less what it reserves for itself (docs/sharing.md). */
+unsigned long long gpu_slice_memory(const struct gpu_device *g);
 
 const struct gpu_link *gpu_inventory_link(const struct gpu_inventory *inv, size_t a, size_t b);
 

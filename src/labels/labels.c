@@ -252,7 +252,7 @@ static int gpu_labels(const struct gpu_inventory *inv, const struct config *cfg,
     unsigned int replicas = 0;
     const char *suffix = "", *strategy = "none";
     if (!g->mig_enabled)
-        sharing_of(cfg, "nvidia.com/gpu", g->memory_total_bytes, &replicas, &suffix, &strategy);
+        sharing_of(cfg, "nvidia.com/gpu", gpu_slice_memory(g), &replicas, &suffix, &strategy);
     char product[96];
     label_product(g->name, product, sizeof product);
     ADD("nvidia.com/gpu.count", "%zu", count);
@@ -375,7 +375,7 @@ static int model_labels(const struct gpu_inventory *inv, const struct config *cf
             continue;
         char product[96], key[128];
         label_product(g->name, product, sizeof product);
-        if (resource_head(cfg, name, count, product, g->memory_total_bytes, set, err) < 0)
+        if (resource_head(cfg, name, count, product, gpu_slice_memory(g), set, err) < 0)
             return -1;
 #define KEY(k) (snprintf(key, sizeof key, "%s.%s", name, k), key)
         ADD(KEY("memory"), "%llu", g->memory_total_bytes / (1024 * 1024));
@@ -414,7 +414,7 @@ static int slice_labels(const struct gpu_inventory *inv, const struct config *cf
                     strcmp(config_gpu_resource(cfg, g->name), o->name) != 0)
                     continue;
                 if (config_selects_gpu(o, position++, g->index, g->uuid) &&
-                    slices_per_device(o, g->memory_total_bytes) > 0) {
+                    slices_per_device(o, gpu_slice_memory(g)) > 0) {
                     count++;
                     if (sample == NULL) {
                         sample = g;
@@ -425,9 +425,9 @@ static int slice_labels(const struct gpu_inventory *inv, const struct config *cf
         }
         if (sample == NULL)
             continue;
-        unsigned long long n = slices_per_device(sample_entry, sample->memory_total_bytes);
+        unsigned long long n = slices_per_device(sample_entry, gpu_slice_memory(sample));
         unsigned long long mib = sample_entry->replicas
-                                     ? (sample->memory_total_bytes / n) >> 20
+                                     ? (gpu_slice_memory(sample) / n) >> 20
                                      : sample_entry->slice_bytes >> 20;
         char product[96], key[128];
         label_product(sample->name, product, sizeof product);

@@ -93,6 +93,7 @@ struct metrics {
     size_t limits_len;
     struct metrics_limit *usage; /* those with a known memory use, for render_input */
     size_t usage_count;
+    unsigned long usage_clamped; /* container figures above their limit or their GPU, ever */
 };
 
 int metrics_parse_schema(const char *text, unsigned int *schemas, struct gpulet_error *err)
@@ -189,6 +190,41 @@ static void limit_labels(FILE *f, const struct metrics *m, const struct metrics_
     fputs("\"} ", f);
 }
 
+/* A container's usage comes from a file its processes write: a figure
+ * above its limit, or above its GPU's memory, is a lie (or a bug) and is
+ * shown as that bound, so one pod cannot fill a GPU's series, fire its
+ * alerts or dominate per-GPU sums. Called once per pod-resources listing,
+ * so the log line comes once per interval, not per scrape. */
+static void clamp_usage(struct metrics *m, struct metrics_limit *l, size_t n)
+{
+    size_t count = 0, first = 0;
+    unsigned long long first_seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!l[i].has_usage)
+            continue;
+        unsigned long long bound = l[i].memory_limit;
+        if (l[i].gpu < m->inv->gpu_count) {
+            unsigned long long whole = m->inv->gpus[l[i].gpu].memory_total_bytes;
+            if (whole && (bound == 0 || whole < bound))
+                bound = whole;
+        }
+        if (bound == 0 || l[i].memory_used <= bound)
+            continue;
+        if (count++ == 0) {
+            first = i;
+            first_seen = l[i].memory_used;
+        }
+        l[i].memory_used = bound;
+    }
+    if (count == 0)
+        return;
+    m->usage_clamped += count;
+    /* No pod names: pod-resources is not trusted to give printable ones. */
+    log_warn("container GPU memory usage above its limit or its GPU's memory; shown as that bound",
+             "count=%zu first_gpu=%u first_read=%llu first_shown=%llu", count, l[first].gpu,
+             first_seen, l[first].memory_used);
+}
+
 void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t n)
 {
     if (m == NULL)
@@ -204,6 +240,12 @@ void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t
         return;
     if (n > METRICS_LIMITS_MAX)
         n = METRICS_LIMITS_MAX;
+    struct metrics_limit *clamped = malloc(n * sizeof *clamped);
+    if (clamped == NULL)
+        return;
+    memcpy(clamped, l, n * sizeof *clamped);
+    l = clamped;
+    clamp_usage(m, clamped, n);
     m->usage = calloc(n, sizeof *m->usage);
     for (size_t i = 0; m->usage && i < n; i++)
         if (l[i].has_usage)
@@ -246,6 +288,7 @@ void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t
         }
     }
     fclose(f);
+    free(clamped);
 }
 
 /* ---- pod-resources ---- */
@@ -534,6 +577,14 @@ static void self_metrics(struct metrics *m, struct evbuffer *out)
                         "# TYPE gpulet_scrapes_total counter\n"
                         "gpulet_scrapes_total %lu\n",
                         m->scrapes);
+    if (m->usage_clamped)
+        evbuffer_add_printf(out,
+                            "# HELP gpulet_container_memory_used_clamped_total Container GPU "
+                            "memory figures above the container's limit or its GPU's memory, "
+                            "shown as that bound.\n"
+                            "# TYPE gpulet_container_memory_used_clamped_total counter\n"
+                            "gpulet_container_memory_used_clamped_total %lu\n",
+                            m->usage_clamped);
     if (m->opts.podresources) {
         evbuffer_add_printf(out,
                             "# HELP gpulet_podresources_up Whether the last pod-resources List "

@@ -206,14 +206,20 @@ static int add_slice_limits(const struct plugin_resource *res, const struct conf
                 gpus[i].share += devs[k]->slice_share;
             }
     }
+    /* What the interposer charges a context: what the operator measured,
+     * the largest of the container's slices' when they differ. */
+    unsigned long long context = 0;
+    for (size_t k = 0; k < n; k++)
+        if (devs[k]->slice_context > context)
+            context = devs[k]->slice_context;
     char **ids = arena_alloc(a, (n + 1) * sizeof *ids);
     for (size_t k = 0; k < n; k++)
         ids[k] = (char *)devs[k]->id;
     struct arena_reply reply = {a, out};
     struct plugin_slice_sink sink = {sink_env, sink_mount, &reply};
     char dir[4400];
-    return plugin_slice_grant(cfg, cfg->state_dir, res->name, ids, n, gpus, n_base, NULL, &sink,
-                              dir, sizeof dir, err);
+    return plugin_slice_grant(cfg, cfg->state_dir, res->name, ids, n, gpus, n_base, context,
+                              NULL, &sink, dir, sizeof dir, err);
 }
 
 int plugin_allocate_container(const struct plugin_resource *res, const struct config *cfg,

@@ -9,11 +9,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fileio/fileio.h"
@@ -21,20 +23,43 @@
 
 #define DEVICES_FILE_MAX 65536
 /* The state/ folder is the container's to write: its removal is bounded
- * in depth and entries, and never follows a link. */
+ * in depth and in time per pass, and never follows a link. */
 #define REMOVE_DEPTH 8
-#define REMOVE_ENTRIES 100000
 #define DEEP_PREFIX ".deep-"
+/* One pass of the reaper thread: the most a stop waits for it. */
+#define REAP_PASS_US 100000
 
-struct remover {
-    int top;       /* the alloc/ folder */
-    size_t budget; /* entries left for this call */
+/* Where the removal stands between passes: the folders open from alloc/
+ * down, so a pass goes on where the last stopped. Reading a folder from
+ * its start again would scan the space of every entry already removed
+ * (tens of ms for 100,000), and do so at every pass. */
+struct allocdir_reaper {
+    char alloc[4200];
+    /* the thread, when started: work and stop are under lock */
+    bool started, work, stop;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t depth; /* frames open; 0 between rounds */
+    struct {
+        DIR *dir;
+        char name[256]; /* its name in the frame above (unused for alloc/) */
+    } frame[REMOVE_DEPTH + 1];
+    bool changed; /* something went since alloc/ was last read from its start */
+    bool failed;  /* something could not go in this round */
 };
 
-/* A folder deeper than REMOVE_DEPTH moves up to alloc/.deep-<random>,
- * removed from there later, so deep nesting costs time, not a stuck
- * folder. */
-static int move_up(struct remover *r, int parent, const char *name)
+static bool past(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
+/* Moves parent/name to alloc/.deep-<random>, removed from there later: a
+ * folder deeper than REMOVE_DEPTH (so deep nesting costs time, not a stuck
+ * folder), and a folder given up (so it is never taken for a live one). */
+static int move_up(int top, int parent, const char *name)
 {
     unsigned char rnd[8];
     char deep[32];
@@ -42,80 +67,207 @@ static int move_up(struct remover *r, int parent, const char *name)
         return -1;
     snprintf(deep, sizeof deep, DEEP_PREFIX "%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
              rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-    return renameat(parent, name, r->top, deep);
-}
-
-static int remove_at(struct remover *r, int parent, const char *name, int depth)
-{
-    if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)
-        return 0;
-    if (errno != EISDIR && errno != EPERM)
-        return -1;
-    if (depth >= REMOVE_DEPTH)
-        return move_up(r, parent, name);
-    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    DIR *d = fdopendir(fd);
-    if (d == NULL) {
-        close(fd);
-        return -1;
-    }
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (r->budget == 0) {
-            errno = EAGAIN;
-            rc = -1;
-        } else {
-            r->budget--;
-            rc = remove_at(r, dirfd(d), e->d_name, depth + 1);
-        }
-    }
-    closedir(d);
-    if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-        rc = -1;
-    return rc;
-}
-
-/* Moves alloc/<name> (NULL: none) aside to a .deep- name at once, so a
- * folder half removed is never taken for a live one, then removes every
- * .deep- entry within one budget; what is left waits for the next call. */
-static int remove_folder(const char *alloc, const char *name)
-{
-    int fd = open(alloc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -1;
-    struct remover r = {fd, REMOVE_ENTRIES};
-    int rc = 0;
-    if (name && move_up(&r, fd, name) < 0 && errno != ENOENT)
-        rc = -1;
-    DIR *d = fdopendir(dup(fd));
-    struct dirent *e;
-    while (rc == 0 && d && (e = readdir(d)) != NULL)
-        if (strncmp(e->d_name, DEEP_PREFIX, strlen(DEEP_PREFIX)) == 0)
-            rc = remove_at(&r, fd, e->d_name, 0);
-    if (d)
-        closedir(d);
-    close(fd);
-    return rc;
+    return renameat(parent, name, top, deep);
 }
 
 int allocdir_remove(const char *state_dir, const char *id)
 {
     char alloc[4200];
     snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
-    errno = 0;
-    if (remove_folder(alloc, id) < 0) {
-        /* Retried at the next sweep or prune: each removes what it can. */
-        log_warn("cannot remove a slice allocation folder yet", "dir=%s/%s error=\"%s\"", alloc,
-                 id, errno == EAGAIN ? "more entries than one pass removes" : strerror(errno));
-        return -1;
+    int fd = open(alloc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int rc = fd < 0 ? -1 : move_up(fd, fd, id);
+    if (rc < 0 && errno != ENOENT)
+        log_warn("cannot remove a slice allocation folder", "dir=%s/%s error=\"%s\"", alloc, id,
+                 strerror(errno));
+    else
+        log_info("slice allocation folder removed", "dir=%s/%s", alloc, id);
+    if (fd >= 0)
+        close(fd);
+    return rc < 0 && errno != ENOENT ? -1 : 0;
+}
+
+struct allocdir_reaper *allocdir_reaper_new(const char *state_dir)
+{
+    struct allocdir_reaper *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    snprintf(r->alloc, sizeof r->alloc, "%s/alloc", state_dir);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    return r;
+}
+
+static void close_frames(struct allocdir_reaper *r)
+{
+    while (r->depth > 0)
+        closedir(r->frame[--r->depth].dir);
+}
+
+void allocdir_reaper_free(struct allocdir_reaper *r)
+{
+    if (r == NULL)
+        return;
+    if (r->started) {
+        pthread_mutex_lock(&r->lock);
+        r->stop = true;
+        pthread_cond_signal(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        pthread_join(r->thread, NULL);
     }
-    log_info("slice allocation folder removed", "dir=%s/%s", alloc, id);
+    close_frames(r);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+/* One entry of the folder open deepest: removed, opened (a new frame), or
+ * moved up when the frames are all in use. */
+static void reap_entry(struct allocdir_reaper *r, const char *name, size_t *removed)
+{
+    int parent = dirfd(r->frame[r->depth - 1].dir);
+    if (unlinkat(parent, name, 0) == 0 || errno == ENOENT) {
+        (*removed)++;
+        r->changed = true;
+        return;
+    }
+    if (errno != EISDIR && errno != EPERM) {
+        r->failed = true; /* skipped, so it cannot hold up the rest */
+        return;
+    }
+    if (r->depth == REMOVE_DEPTH + 1) {
+        /* only a move makes a new round: one that fails cannot loop */
+        if (move_up(dirfd(r->frame[0].dir), parent, name) < 0)
+            r->failed = true;
+        else
+            r->changed = true;
+        return;
+    }
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (d == NULL) {
+        if (fd >= 0)
+            close(fd);
+        r->failed = true;
+        return;
+    }
+    r->frame[r->depth].dir = d;
+    snprintf(r->frame[r->depth].name, sizeof r->frame[r->depth].name, "%s", name);
+    r->depth++;
+}
+
+int allocdir_reap(struct allocdir_reaper *r, long budget_us, size_t *removed)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += budget_us / 1000000;
+    deadline.tv_nsec += (budget_us % 1000000) * 1000;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    *removed = 0;
+    if (r->depth == 0) {
+        int fd = open(r->alloc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return errno == ENOENT ? 0 : -1;
+        r->frame[0].dir = fdopendir(fd);
+        if (r->frame[0].dir == NULL) {
+            close(fd);
+            return -1;
+        }
+        r->depth = 1;
+        r->changed = r->failed = false;
+    }
+    /* At least one step per pass, so every pass makes progress. */
+    for (bool first = true; first || !past(&deadline); first = false) {
+        struct dirent *e = readdir(r->frame[r->depth - 1].dir);
+        if (e == NULL && r->depth == 1) {
+            /* A round ends with a reading of alloc/ from its start that
+             * finds nothing to remove: what was moved there since is seen. */
+            if (!r->changed) {
+                bool failed = r->failed;
+                close_frames(r);
+                return failed ? -1 : 0;
+            }
+            rewinddir(r->frame[0].dir);
+            r->changed = r->failed = false;
+        } else if (e == NULL) {
+            r->depth--;
+            closedir(r->frame[r->depth].dir);
+            int parent = dirfd(r->frame[r->depth - 1].dir);
+            if (unlinkat(parent, r->frame[r->depth].name, AT_REMOVEDIR) == 0 || errno == ENOENT) {
+                (*removed)++;
+                r->changed = true;
+            } else {
+                r->failed = true;
+            }
+        } else if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+                   (r->depth > 1 || strncmp(e->d_name, DEEP_PREFIX, strlen(DEEP_PREFIX)) == 0)) {
+            reap_entry(r, e->d_name, removed);
+        }
+    }
+    return 1;
+}
+
+static bool stopping(struct allocdir_reaper *r)
+{
+    pthread_mutex_lock(&r->lock);
+    bool stop = r->stop;
+    pthread_mutex_unlock(&r->lock);
+    return stop;
+}
+
+/* Rounds of passes, one round per kick (kicks during a round make one
+ * more), until stopped; a pass bounds how long a stop waits. */
+static void *reaper_thread(void *arg)
+{
+    struct allocdir_reaper *r = arg;
+    pthread_mutex_lock(&r->lock);
+    while (!r->stop) {
+        if (!r->work) {
+            pthread_cond_wait(&r->cond, &r->lock);
+            continue;
+        }
+        r->work = false;
+        pthread_mutex_unlock(&r->lock);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        size_t entries = 0, removed;
+        unsigned long passes = 0;
+        int rc;
+        do {
+            rc = allocdir_reap(r, REAP_PASS_US, &removed);
+            entries += removed;
+            passes++;
+        } while (rc == 1 && !stopping(r));
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (entries)
+            log_info("slice allocation folders reaped", "dir=%s entries=%zu passes=%lu ms=%ld",
+                     r->alloc, entries, passes,
+                     (t1.tv_sec - t0.tv_sec) * 1000L + (t1.tv_nsec - t0.tv_nsec) / 1000000L);
+        if (rc < 0)
+            log_warn("cannot remove everything of gone slice allocation folders; retried at the "
+                     "next removal", "dir=%s", r->alloc);
+        pthread_mutex_lock(&r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+int allocdir_reaper_start(struct allocdir_reaper *r)
+{
+    if (pthread_create(&r->thread, NULL, reaper_thread, r) != 0)
+        return -1;
+    r->started = true;
     return 0;
+}
+
+void allocdir_reaper_kick(struct allocdir_reaper *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->work = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
 }
 
 int allocdir_read_devices(const char *state_dir, const char *id, char *resource, size_t len,
@@ -293,8 +445,6 @@ size_t allocdir_prune(const char *state_dir, const struct allocdir_visitor *v, t
     closedir(d);
     for (size_t i = 0; i < n_names; i++)
         allocdir_remove(state_dir, names[i]);
-    if (n_names == 0)
-        remove_folder(alloc, NULL); /* what earlier removals left */
     return n_names;
 }
 
@@ -311,8 +461,9 @@ static void format_share(unsigned long hundredths, char *buf, size_t len)
 
 int plugin_slice_grant(const struct config *cfg, const char *state_dir, const char *resource,
                        char *const *ids, size_t n_ids, const struct plugin_slice_gpu *gpus,
-                       size_t n_gpus, const char *reuse, const struct plugin_slice_sink *sink,
-                       char *dir, size_t len, struct gpulet_error *err)
+                       size_t n_gpus, unsigned long long context, const char *reuse,
+                       const struct plugin_slice_sink *sink, char *dir, size_t len,
+                       struct gpulet_error *err)
 {
     if (access(cfg->cuda_interposer, R_OK) < 0)
         return gpulet_error_set(err, GPULET_ERR_SYSTEM,
@@ -320,7 +471,7 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
                                 "install it (gpulet runtime install) or give its path with "
                                 "--cuda-interposer",
                                 cfg->cuda_interposer, resource);
-    size_t cap = 128 + n_gpus * 256;
+    size_t cap = 192 + n_gpus * 256;
     char *limits = malloc(cap);
     if (limits == NULL)
         return gpulet_error_errno(err, ENOMEM, "cannot write the slice limits");
@@ -339,6 +490,12 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
         format_share(gpus[i].share > 10000 ? 10000 : gpus[i].share, value, sizeof value);
         sink->env(sink->user, key, value);
         at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+    }
+    if (context) {
+        char value[32];
+        snprintf(value, sizeof value, "%llu", context);
+        sink->env(sink->user, "GPULET_CUDA_CONTEXT_SIZE", value);
+        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_CONTEXT_SIZE=%s\n", value);
     }
     char path[4500];
     snprintf(path, sizeof path, "%s/alloc/%s/limits", state_dir, reuse ? reuse : "");
@@ -363,9 +520,29 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
     return 0;
 }
 
-int plugin_slice_release(const char *state_dir, const char *id)
+int plugin_slice_release(const char *state_dir, const char *id, struct allocdir_reaper *reaper)
 {
-    return allocdir_remove(state_dir, id);
+    int rc = allocdir_remove(state_dir, id);
+    if (reaper)
+        allocdir_reaper_kick(reaper);
+    return rc;
+}
+
+struct allocdir_reaper *plugin_slice_reaper(const char *state_dir)
+{
+    struct allocdir_reaper *r = allocdir_reaper_new(state_dir);
+    if (r && allocdir_reaper_start(r) < 0) {
+        allocdir_reaper_free(r);
+        return NULL;
+    }
+    if (r)
+        allocdir_reaper_kick(r); /* what an earlier run left */
+    return r;
+}
+
+void plugin_slice_reaper_free(struct allocdir_reaper *r)
+{
+    allocdir_reaper_free(r);
 }
 
 struct prune_adapter {

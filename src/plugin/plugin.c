@@ -63,7 +63,14 @@ struct plugin {
     bool stopped;
     void (*on_allocate)(void *user);
     void *on_allocate_user;
+    struct allocdir_reaper *reaping; /* removes gone containers' folders */
 };
+
+static void reap_soon(struct plugin *p)
+{
+    if (p->cfg.state_dir[0])
+        allocdir_reaper_kick(p->reaping);
+}
 
 static void socket_path(const struct served *s, char *buf, size_t len)
 {
@@ -210,6 +217,8 @@ static void allocate(struct grpc_call *call, const uint8_t *req, size_t len, voi
         grpc_call_finish(call, GRPC_INVALID_ARGUMENT, err.msg);
     } else {
         reply_message(call, &out.base);
+        if (s->res->sharing == SHARING_SLICES)
+            reap_soon(s->plugin); /* what the allocation took back */
         if (s->plugin->on_allocate)
             s->plugin->on_allocate(s->plugin->on_allocate_user);
     }
@@ -441,7 +450,10 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
         return -1;
     }
     p->served = calloc(p->count + 1, sizeof *p->served);
-    if (p->served == NULL) {
+    p->reaping = allocdir_reaper_new(cfg->state_dir);
+    if (p->served == NULL || p->reaping == NULL || allocdir_reaper_start(p->reaping) < 0) {
+        allocdir_reaper_free(p->reaping);
+        free(p->served);
         plugin_free_resources(p->resources, p->count);
         grpc_budget_free(p->budget);
         free(p);
@@ -472,6 +484,7 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
                  inv->gpu_count);
     for (size_t i = 0; i < p->count; i++)
         register_start(&p->served[i]);
+    reap_soon(p); /* what an earlier run left */
     *out = p;
     return 0;
 }
@@ -592,6 +605,7 @@ void plugin_free(struct plugin *p)
             event_free(s->changed);
     }
     free(p->served);
+    allocdir_reaper_free(p->reaping);
     grpc_budget_free(p->budget);
     plugin_free_resources(p->resources, p->count);
     free(p);
@@ -788,6 +802,7 @@ void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *re
     qsort(set.keys, set.count, sizeof *set.keys, compare_keys);
     struct allocdir_visitor v = {.held = held, .kept = kept, .user = &set};
     allocdir_prune(p->cfg.state_dir, &v, time(NULL), PLUGIN_ALLOC_GRACE_S);
+    reap_soon(p);
     /* Once per listing, which comes once per interval. */
     if (set.unusable)
         log_warn("unusable CUDA state files skipped; no usage metrics for them",

@@ -94,16 +94,23 @@ struct plugin_slice_sink {
  * <state_dir>/alloc/<id>/ for resource and device ids (see allocdir), and
  * hands sink the limits as variables and the mounts: the interposer,
  * /etc/ld.so.preload naming it, the limits file and a state folder of the
- * container's own. reuse: the id of a folder made before for the same
+ * container's own. context: the memory the interposer charges a CUDA
+ * context (0: its default). reuse: the id of a folder made before for the same
  * grant, used again when it is still there (NULL: a new one). dir
  * receives the folder's path. */
 int plugin_slice_grant(const struct config *cfg, const char *state_dir, const char *resource,
                        char *const *ids, size_t n_ids, const struct plugin_slice_gpu *gpus,
-                       size_t n_gpus, const char *reuse, const struct plugin_slice_sink *sink,
-                       char *dir, size_t len, struct gpulet_error *err);
+                       size_t n_gpus, unsigned long long context, const char *reuse,
+                       const struct plugin_slice_sink *sink, char *dir, size_t len,
+                       struct gpulet_error *err);
 
-/* Removes a folder plugin_slice_grant made; -1 (logged) when it could not. */
-int plugin_slice_release(const char *state_dir, const char *id);
+/* Takes a folder plugin_slice_grant made out of use; the reaper removes
+ * it (on a thread of its own). -1 (logged) when it could not. */
+struct allocdir_reaper;
+int plugin_slice_release(const char *state_dir, const char *id, struct allocdir_reaper *reaper);
+/* The reaper of <state_dir>/alloc, started; NULL when it could not be. */
+struct allocdir_reaper *plugin_slice_reaper(const char *state_dir);
+void plugin_slice_reaper_free(struct allocdir_reaper *r);
 /* Removes the folders under <state_dir>/alloc none of whose ids held()
  * still wants, 64 at most a call. Returns how many it removed. */
 size_t plugin_slice_prune(const char *state_dir, bool (*held)(const char *id, void *user),

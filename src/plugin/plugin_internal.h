@@ -27,6 +27,7 @@ struct plugin_device {
      * hundredths of a percent of the GPU; both 0 for other devices. */
     unsigned long long slice_memory;
     unsigned int slice_share;
+    unsigned long long slice_context; /* contextMemory; 0: the interposer's default */
 };
 
 struct plugin_resource {
@@ -81,9 +82,27 @@ int plugin_allocate_container(const struct plugin_resource *r, const struct conf
 int allocdir_create(const char *state_dir, const char *resource, char *const *ids, size_t n,
                     const char *limits, const char *preload, char *dir, size_t len,
                     struct gpulet_error *err);
-/* Removes <state_dir>/alloc/<id> without following links, bounded in
- * depth and entries; -1 (logged) when it could not. */
+/* Takes <state_dir>/alloc/<id> out of use at once (a rename to a hidden
+ * name); allocdir_reap removes it later. -1 (logged) when it could not. */
 int allocdir_remove(const char *state_dir, const char *id);
+/* Removes what allocdir_remove moved aside, without following links and
+ * with bounded depth. A container can fill its state/ folder with
+ * millions of entries, and removing a large folder costs time in the
+ * kernel no pass can split (an ext4 rmdir reads every block the folder
+ * ever had), so the removal runs on a thread of its own, never on the
+ * event loop; each pass goes on where the last stopped. */
+struct allocdir_reaper;
+struct allocdir_reaper *allocdir_reaper_new(const char *state_dir); /* NULL: no memory */
+/* Stops the thread (within one pass) if started, then frees. */
+void allocdir_reaper_free(struct allocdir_reaper *r);
+/* The thread: after each kick, passes until nothing is left (logged). */
+int allocdir_reaper_start(struct allocdir_reaper *r);
+void allocdir_reaper_kick(struct allocdir_reaper *r);
+/* One pass of about budget_us of wall time (at least one step), as the
+ * thread runs them. 0: nothing is left; 1: more is; -1: nothing is left
+ * but what could not be removed (the rest was). *removed: the entries
+ * this pass removed. */
+int allocdir_reap(struct allocdir_reaper *r, long budget_us, size_t *removed);
 /* held: who holds a device (NULL: nobody); kept: called for each folder
  * whose devices someone holds, with the folder's path and devices. */
 struct allocdir_visitor {

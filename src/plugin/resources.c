@@ -17,7 +17,8 @@ struct phys {
     int numa_node;
     unsigned int minor;
     unsigned int gpu_instance, compute_instance;
-    unsigned long long memory_bytes; /* 0 when unknown */
+    unsigned long long memory_bytes;   /* what slices are cut from; 0 when unknown */
+    unsigned long long reserved_bytes; /* by the driver, besides memory_bytes */
     bool healthy;
 };
 
@@ -50,7 +51,8 @@ static void whole_gpu(const struct gpu_device *g, const struct config *cfg, stru
     p->mig = -1;
     p->numa_node = g->numa_node;
     p->minor = g->minor;
-    p->memory_bytes = g->memory_total_bytes;
+    p->memory_bytes = gpu_slice_memory(g);
+    p->reserved_bytes = g->memory_reserved_bytes;
     p->healthy = !g->lost;
 }
 
@@ -232,6 +234,7 @@ struct cut {
     bool slices;
     unsigned long long slice_memory;
     unsigned int slice_share;
+    unsigned long long slice_context;
 };
 
 static int add_device(struct plugin_resource *r, const struct phys *p, unsigned int replica,
@@ -259,6 +262,7 @@ static int add_device(struct plugin_resource *r, const struct phys *p, unsigned 
     d->uuid = p->uuid;
     d->slice_memory = c->slice_memory;
     d->slice_share = c->slice_share;
+    d->slice_context = c->slice_context;
     d->gpu = p->gpu;
     d->mig = p->mig;
     d->replica = replica;
@@ -308,9 +312,12 @@ static int slice_cut(const struct config *cfg, const struct shared_resource *s,
     if (n == 0)
         return gpulet_error_set(err, GPULET_ERR_USAGE,
                                 "%s line %lu: sharing.slices.resources[%zu].%s: slices of %llu MiB "
-                                "are bigger than GPU %u, which has %llu MiB",
+                                "are bigger than the %llu MiB GPU %u can hand out (%llu MiB less "
+                                "%llu MiB the driver reserves)",
                                 cfg->file, s->size_line, s->index, key, s->slice_bytes >> 20,
-                                p->gpu, p->memory_bytes >> 20);
+                                p->memory_bytes >> 20, p->gpu,
+                                (p->memory_bytes + p->reserved_bytes) >> 20,
+                                p->reserved_bytes >> 20);
     if (n > CONFIG_MAX_SLICES)
         return gpulet_error_set(err, GPULET_ERR_USAGE,
                                 "%s line %lu: sharing.slices.resources[%zu].%s: GPU %u would be cut "
@@ -322,6 +329,15 @@ static int slice_cut(const struct config *cfg, const struct shared_resource *s,
     /* Slices by count get whole MiB, so limits read well. */
     c->slice_memory = s->replicas ? (p->memory_bytes / n) & ~((1ULL << 20) - 1) : s->slice_bytes;
     c->slice_share = (unsigned int)(10000 / n);
+    c->slice_context = s->context_bytes;
+    /* A slice's limit holds its container's first context. */
+    if (s->context_bytes >= c->slice_memory)
+        return gpulet_error_set(err, GPULET_ERR_USAGE,
+                                "%s line %lu: sharing.slices.resources[%zu].contextMemory: a "
+                                "context of %llu MiB fills a whole slice of GPU %u (%llu MiB); give "
+                                "larger slices",
+                                cfg->file, s->line, s->index, s->context_bytes >> 20, p->gpu,
+                                c->slice_memory >> 20);
     return 0;
 }
 

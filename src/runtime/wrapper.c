@@ -278,15 +278,20 @@ static int prepare(const char *bundle, const struct error_log *log)
     struct gpulet_error err = {0};
     json_t *config = NULL, *spec = NULL;
     struct runtime_request req;
-    struct runtime_settings settings;
+    struct runtime_settings settings = {0};
     const char *settings_path = getenv("GPULET_RUNTIME_CONFIG");
     if (settings_path == NULL || settings_path[0] == '\0')
         settings_path = RUNTIME_SETTINGS_FILE;
     char spec_path[4200];
     int rc = 0;
-    if (runtime_read_settings(settings_path, &settings, &err) < 0 ||
-        runtime_read_config(bundle, &config, &err) < 0 ||
+    /* The settings are read only for a container that asks for GPUs: one
+     * that asks for none never depends on them, so a typo there cannot
+     * stop every pod where gpulet-runtime is the default runtime. */
+    if (runtime_read_config(bundle, &config, &err) < 0 ||
         runtime_find_request(config, &req, &err) < 0) {
+        rc = -1;
+    } else if ((req.count > 0 || req.all) &&
+               runtime_read_settings(settings_path, &settings, &err) < 0) {
         rc = -1;
     } else if (granted(&req, &settings, settings_path, log)) {
         const char *dirs = getenv("GPULET_CDI_SPEC_DIRS");

@@ -244,7 +244,9 @@ NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
 def shared_folders(cuda):
     """A state folder as gpulet makes a container's (0777) and a simulated
     GPU every user reaches, outside pytest's private temporary folders."""
-    top = tempfile.mkdtemp(prefix="gpulet-uids-")
+    # in /tmp, not TMPDIR: other users must reach it, and the test runner's
+    # private TMPDIR is closed to them (removed by each test's finally)
+    top = tempfile.mkdtemp(prefix="gpulet-uids-", dir="/tmp")
     os.chmod(top, 0o755)
     state = os.path.join(top, "state")
     os.mkdir(state)

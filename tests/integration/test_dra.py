@@ -399,6 +399,9 @@ def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
     # unprepared: spec and folder go; the other claim's stay
     assert unprepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
     assert not folders[a].exists() and folders[b].exists()
+    # ... and is removed on gpulet's reaper thread, not just moved aside
+    wait_for(lambda: [f.name for f in (tmp_path / "state" / "dra" / "alloc").iterdir()] ==
+             [folders[b].name], what="the released folder reaped")
 
     # a folder no checkpointed claim holds (gpulet stopped between the two)
     # is removed at start; a prepared claim's is kept

@@ -69,6 +69,7 @@ def test_info_json_matches_the_node_file(gpulet, name):
         assert got["pci_device_id"] == f"0x{want['pci_device_id']:08X}"
         assert got["numa_node"] == want["numa_node"]
         assert got["memory_total_mib"] == want["memory_mib"]
+        assert got["memory_reserved_mib"] == want.get("memory_reserved_mib", 0)
         assert got["compute_capability"] == want["compute_capability"]
         assert got["mig"]["capable"] == want.get("mig_capable", False)
         assert got["mig"]["enabled"] == want.get("mig_enabled", False)
@@ -114,6 +115,14 @@ def test_text_shows_gpus_and_the_nvlink_matrix(gpulet):
     assert rows["GPU0"] == ["X", "NV1", "NV1", "NV2", "NV2", "SYS", "SYS", "SYS"]
     assert rows["GPU5"] == ["SYS", "NV2", "SYS", "SYS", "NV1", "X", "NV2", "NV1"]
     assert "(simulated node: dgx1-v100)" in r.out
+
+
+def test_text_shows_the_memory_slices_are_cut_from(gpulet):
+    """Slices are cut from the memory the driver can hand out (issue #23)."""
+    r = gpulet("--simulate", "t4-pcie", "info")
+    assert r.rc == 0, r.err
+    rows = [line.split() for line in r.out.splitlines() if line.startswith("0     ")]
+    assert rows and rows[0][2:8] == ["15360", "MiB", "257", "MiB", "15103", "MiB"], rows
 
 
 def test_text_lists_mig_devices_like_nvidia_smi(gpulet):

@@ -196,19 +196,28 @@ def test_envvar_from_a_privileged_container_is_honoured_when_refused(build, bund
     assert devices(r.stdout) == ["nvidia0", "nvidiactl"] and "ignored" not in r.stderr
 
 
-@pytest.mark.parametrize("how", ["volume mounts", "CDI annotation"])
-def test_device_plugin_requests_work_when_envvar_is_refused(build, bundle, cdi_dir, tmp_path, how):
-    uuid = load_node("dgx-a100")["gpus"][5]["uuid"]
+def device_plugin_request(how, gpu):
+    """A bundle edit asking for GPU gpu of the DGX A100 as the device
+    plugin does: by its volume mounts or a CDI annotation (with what the
+    volume-mounts strategy puts in the variable), or by the variable."""
+    uuid = load_node("dgx-a100")["gpus"][gpu]["uuid"]
 
     def request(c):
-        # what the device plugin's volume-mounts strategy puts in a pod
+        if how == "NVIDIA_VISIBLE_DEVICES":
+            c["process"]["env"].append(f"NVIDIA_VISIBLE_DEVICES={gpu}")
+            return
         c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=/var/run/nvidia-container-devices")
         if how == "volume mounts":
             c["mounts"].append({"destination": f"/var/run/nvidia-container-devices/{uuid}",
                                 "type": "bind", "source": "/dev/null", "options": ["rbind", "ro"]})
         else:
             c.setdefault("annotations", {})["cdi.k8s.io/gpulet"] = f"nvidia.com/gpu={uuid}"
-    edit(bundle, request)
+    return request
+
+
+@pytest.mark.parametrize("how", ["volume mounts", "CDI annotation"])
+def test_device_plugin_requests_work_when_envvar_is_refused(build, bundle, cdi_dir, tmp_path, how):
+    edit(bundle, device_plugin_request(how, 5))
     r = run(build, bundle, cdi_dir, tmp_path, extra_env=settings(tmp_path, REFUSE))
     assert r.returncode == 0, r.stderr
     assert devices(r.stdout) == ["nvidia5", "nvidiactl"] and "ignored" not in r.stderr
@@ -238,8 +247,52 @@ def test_a_settings_file_it_cannot_read_fails_the_create(build, bundle, cdi_dir,
     assert not (tmp_path / "state" / "c1").exists()  # runc never ran
 
 
+@pytest.mark.parametrize("value", [None, "none", "void", ""])
+@pytest.mark.parametrize("text", ["accept-envvar-unprivileged = maybe\n", "x" * 5000, None])
+def test_a_container_asking_for_no_gpu_never_reads_the_settings(build, bundle, cdi_dir, tmp_path,
+                                                                text, value):
+    """Issue #23 item 12: with gpulet-runtime as the engine's default
+    runtime, a typo in its settings failed every pod sandbox. A container
+    that asks for no GPU passes through untouched, whatever that file says
+    (None: a FIFO, which would block a reader)."""
+    if value is not None:
+        edit(bundle, lambda c: c["process"]["env"].append(f"NVIDIA_VISIBLE_DEVICES={value}"))
+    before = hashlib.sha256((bundle / "config.json").read_bytes()).hexdigest()
+    if text is None:
+        os.mkfifo(tmp_path / "runtime.conf")
+        env = {"GPULET_RUNTIME_CONFIG": str(tmp_path / "runtime.conf")}
+    else:
+        env = settings(tmp_path, text)
+    log = tmp_path / "log.json"
+    r = run(build, bundle, cdi_dir, tmp_path, extra_env=env,
+            globals_=["--log", log, "--log-format", "json"])
+    assert r.returncode == 0, r.stderr
+    assert devices(r.stdout) == [] and "gpulet-runtime" not in r.stderr
+    assert hashlib.sha256((bundle / "config.json").read_bytes()).hexdigest() == before
+    assert not log.exists() or not any("gpulet-runtime" in line["msg"]
+                                       for line in json_log_lines(log))  # runc may write its own
+
+
+@pytest.mark.parametrize("how", ["NVIDIA_VISIBLE_DEVICES", "volume mounts", "CDI annotation"])
+def test_a_gpu_container_gets_the_settings_error(build, bundle, cdi_dir, tmp_path, how):
+    edit(bundle, device_plugin_request(how, 2))
+    before = (bundle / "config.json").read_bytes()
+    log = tmp_path / "log.json"
+    r = run(build, bundle, cdi_dir, tmp_path,
+            extra_env=settings(tmp_path, "accept-envvar-unprivileged = maybe\n"),
+            globals_=["--log", log, "--log-format", "json"])
+    assert r.returncode == 1
+    want = f"{tmp_path / 'runtime.conf'} line 1: accept-envvar-unprivileged must be true or false"
+    assert want in r.stderr
+    errors = [line for line in json_log_lines(log) if line["level"] == "error"]
+    assert len(errors) == 1 and want in errors[0]["msg"]
+    assert (bundle / "config.json").read_bytes() == before
+    assert not (tmp_path / "state" / "c1").exists()  # runc never ran
+
+
 def test_settings_file_that_is_no_regular_file_is_refused_without_blocking(build, bundle,
                                                                            cdi_dir, tmp_path):
+    edit(bundle, lambda c: c["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=0"))
     fifo = tmp_path / "runtime.conf"
     os.mkfifo(fifo)
     r = run(build, bundle, cdi_dir, tmp_path, extra_env={"GPULET_RUNTIME_CONFIG": str(fifo)})

@@ -17,7 +17,7 @@ from kubelet import Kubelet, load_protos, wait_for
 from test_device_plugin import Daemon
 from test_metrics import pod, pod_server
 
-GiB = 1 << 30
+MiB = 1 << 20
 
 CONFIG = """version: v1
 sharing:
@@ -28,7 +28,7 @@ sharing:
     resources:
     - name: nvidia.com/gpu
       devices: [0, 1]
-      memory: 10Gi
+      memory: 10000Mi
       rename: gpu-10gb
     - name: nvidia.com/gpu
       devices: [2]
@@ -93,9 +93,12 @@ def scrape(port):
     return body
 
 
-def folders(tmp_path):
+def folders(tmp_path, hidden=False):
+    """The allocation folders in use; hidden: also those taken out of use
+    (renamed .deep-…) and not yet removed from the disk."""
     alloc = tmp_path / "state" / "alloc"
-    return sorted(p.name for p in alloc.iterdir()) if alloc.exists() else []
+    return sorted(p.name for p in alloc.iterdir()
+                  if hidden or not p.name.startswith(".")) if alloc.exists() else []
 
 
 def test_config_to_allocate(start, kubelet, tmp_path):
@@ -122,7 +125,7 @@ def test_config_to_allocate(start, kubelet, tmp_path):
     c = kubelet.allocate("nvidia.com/gpu-10gb", pair).container_responses[0]
     env = dict(c.envs)
     assert env == {"NVIDIA_VISIBLE_DEVICES": u[0],
-                   "GPULET_CUDA_MEMORY_LIMIT_0": str(20 * GiB),
+                   "GPULET_CUDA_MEMORY_LIMIT_0": str(20000 * MiB),
                    "GPULET_CUDA_COMPUTE_SHARE_0": "25",
                    "GPULET_CUDA_STATE_DIR": "/run/gpulet/cuda"}
     mounts = {m.container_path: (m.host_path, m.read_only) for m in c.mounts}
@@ -137,7 +140,7 @@ def test_config_to_allocate(start, kubelet, tmp_path):
     limits = (here / "limits").read_text()
     assert limits.startswith("#") and limits.endswith(
         f"\nGPULET_CUDA_DEVICE_UUID_0={u[0]}\n"
-        f"GPULET_CUDA_MEMORY_LIMIT_0={20 * GiB}\nGPULET_CUDA_COMPUTE_SHARE_0=25\n")
+        f"GPULET_CUDA_MEMORY_LIMIT_0={20000 * MiB}\nGPULET_CUDA_COMPUTE_SHARE_0=25\n")
     assert stat.S_IMODE((here / "state").stat().st_mode) == 0o777
     assert stat.S_IMODE((tmp_path / "state" / "alloc").stat().st_mode) == 0o700
     assert stat.S_IMODE((here / "limits").stat().st_mode) == 0o644
@@ -147,11 +150,12 @@ def test_config_to_allocate(start, kubelet, tmp_path):
                          [f"{u[1]}::s0", f"{u[0]}::s7"]).container_responses[0]
     env = dict(c.envs)
     assert env["NVIDIA_VISIBLE_DEVICES"] == f"{u[0]},{u[1]}"
-    assert env["GPULET_CUDA_MEMORY_LIMIT_0"] == env["GPULET_CUDA_MEMORY_LIMIT_1"] == str(10 * GiB)
+    assert env["GPULET_CUDA_MEMORY_LIMIT_0"] == env["GPULET_CUDA_MEMORY_LIMIT_1"] == str(10000 * MiB)
     assert env["GPULET_CUDA_COMPUTE_SHARE_1"] == "12.5"
 
     c = kubelet.allocate("nvidia.com/gpu.eighth", [f"{u[2]}::s5"]).container_responses[0]
-    assert dict(c.envs)["GPULET_CUDA_MEMORY_LIMIT_0"] == str(10 * GiB)  # 81920 MiB / 8
+    # what the driver can hand out, 81920 MiB less 591 reserved, in eighths
+    assert dict(c.envs)["GPULET_CUDA_MEMORY_LIMIT_0"] == str(10166 * MiB)
     assert dict(c.envs)["GPULET_CUDA_COMPUTE_SHARE_0"] == "12.5"
     assert len(folders(tmp_path)) == 3
 
@@ -192,7 +196,7 @@ def test_folders_go_when_the_pods_go(start, kubelet, pr, tmp_path):
         labels = f'{{gpu="0",UUID="{u[0]}",pod="nb",namespace="team",container="main"}}'
         body = wait_for(lambda: (lambda b: b if "gpulet_container_memory_limit_bytes" in b
                                  else None)(scrape(port)), what="the limit series")
-        assert f"gpulet_container_memory_limit_bytes{labels} {20 * GiB}\n" in body
+        assert f"gpulet_container_memory_limit_bytes{labels} {20000 * MiB}\n" in body
         assert f"gpulet_container_compute_share_percent{labels} 25\n" in body
         assert body.count("gpulet_container_memory_limit_bytes{") == 1
         (left,) = folders(tmp_path)
@@ -200,7 +204,7 @@ def test_folders_go_when_the_pods_go(start, kubelet, pr, tmp_path):
         assert devices == f"resource nvidia.com/gpu-10gb\n{kept[0]}\n{kept[1]}\n"
         del resp.pod_resources[:]
         kubelet.allocate("nvidia.com/gpu", [u[7]])
-        wait_for(lambda: folders(tmp_path) == [], what="the last folder removed")
+        wait_for(lambda: folders(tmp_path, hidden=True) == [], what="the last folder removed")
         wait_for(lambda: "gpulet_container_memory_limit_bytes" not in scrape(port),
                  what="the limit series gone with the pod")
         assert re.search(r'msg="slice allocation folder removed" dir=\S+' + left, d.text())
@@ -210,8 +214,8 @@ def test_folders_go_when_the_pods_go(start, kubelet, pr, tmp_path):
 
 @pytest.mark.parametrize("config,expect", [
     ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, rename: big, memory: 100Gi}\n",
-     "line 4: sharing.slices.resources[0].memory: slices of 102400 MiB are bigger than GPU 0, "
-     "which has 81920 MiB"),
+     "line 4: sharing.slices.resources[0].memory: slices of 102400 MiB are bigger than the 81329 "
+     "MiB GPU 0 can hand out (81920 MiB less 591 MiB the driver reserves)"),
     ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, rename: a, memory: 10Gi,"
      " devices: [0]}\n    - {name: nvidia.com/gpu, rename: b, replicas: 2, devices: [%s]}\n",
      "line 5: sharing.slices.resources[1].devices: GPU 0 ("),
@@ -219,6 +223,13 @@ def test_folders_go_when_the_pods_go(start, kubelet, pr, tmp_path):
      "line 4: sharing.slices: nvidia.com/gpu would have both slices and whole or time-shared GPUs"),
     ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, replicas: 0}\n",
      "line 4: replicas must be ≥ 2"),
+    ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, rename: a, replicas: 2,"
+     " contextMemory: 0}\n", "line 4: contextMemory must be a size from 1 byte to 16Gi"),
+    ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, rename: a, replicas: 2,"
+     " contextMemory: 17Gi}\n", "line 4: contextMemory must be a size from 1 byte to 16Gi"),
+    ("sharing:\n  slices:\n    resources:\n    - {name: nvidia.com/gpu, rename: a, memory: 1Gi,"
+     " contextMemory: 1Gi}\n", "line 4: sharing.slices.resources[0].contextMemory: a context of "
+     "1024 MiB fills a whole slice of GPU 0 (1024 MiB); give larger slices"),
 ])
 def test_bad_configs_exit_2(start, tmp_path, config, expect):
     d = start(config.replace("%s", uuids()[0]))
@@ -229,14 +240,14 @@ def test_bad_configs_exit_2(start, tmp_path, config, expect):
 def test_sighup_keeps_the_good_config(start, kubelet, tmp_path):
     d = start(CONFIG)
     kubelet.resource("nvidia.com/gpu-10gb")
-    (tmp_path / "config.yaml").write_text(CONFIG.replace("memory: 10Gi", "memory: 90Gi"))
+    (tmp_path / "config.yaml").write_text(CONFIG.replace("memory: 10000Mi", "memory: 90Gi"))
     d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "going back to the old one" in d.text(), what="the refusal")
-    assert "slices of 92160 MiB are bigger than GPU 0" in d.text()
+    assert "slices of 92160 MiB are bigger than the 81329 MiB GPU 0 can" in d.text()
     assert d.proc.poll() is None
     wait_for(lambda: kubelet.resources["nvidia.com/gpu-10gb"].devices and
              len(kubelet.devices("nvidia.com/gpu-10gb")) == 16, what="the old slices again")
-    (tmp_path / "config.yaml").write_text(CONFIG.replace("memory: 10Gi", "memory: 40Gi"))
+    (tmp_path / "config.yaml").write_text(CONFIG.replace("memory: 10000Mi", "memory: 40000Mi"))
     d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: kubelet.resources["nvidia.com/gpu-10gb"].devices and
              len(kubelet.devices("nvidia.com/gpu-10gb")) == 4, what="the new slices")
@@ -278,13 +289,13 @@ def test_hostile_pod_resources(start, kubelet, pr, tmp_path):
         body = wait_for(lambda: (lambda b: b if "gpulet_container_memory_limit_bytes{" in b
                                  else None)(scrape(port)), what="the limit series")
         assert ('pod="we\\"ird\\nname",namespace="ns\\\\x",container="c\\"1"} '
-                f"{10 * GiB}\n") in body
+                f"{10000 * MiB}\n") in body
         assert body.count("gpulet_container_memory_limit_bytes{") == 1
         assert folders(tmp_path) == [folder]
         # held under the wrong resource only: the folder goes
         del resp.pod_resources[0]
         kubelet.allocate("nvidia.com/gpu", [u[7]])
-        wait_for(lambda: folders(tmp_path) == [], what="the folder removed")
+        wait_for(lambda: folders(tmp_path, hidden=True) == [], what="the folder removed")
         assert d.proc.poll() is None
     finally:
         server.stop(0)

@@ -638,7 +638,9 @@ static struct shared_resource *add_slices(struct config *cfg, const char *rename
     return s;
 }
 
-/* t4-pcie (4 x 15 GiB): GPU 0 time-shared, 1 in quarters, 2 and 3 in 5 GiB slices. */
+/* t4-pcie (4 x 15 GiB, 257 MiB of each reserved by the driver): GPU 0
+ * time-shared, 1 in quarters, 2 and 3 in 4 GiB slices (three fit in
+ * 15103 MiB). */
 static struct config slice_config(void)
 {
     struct config cfg;
@@ -646,8 +648,8 @@ static struct config slice_config(void)
     snprintf(cfg.file, sizeof cfg.file, "/etc/gpulet/config.yaml");
     cfg.device_id_strategy = DEVICE_ID_INDEX;
     cfg.sharing = SHARING_TIME_SLICING;
-    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "2");
-    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "3");
+    add_slices(&cfg, "nvidia.com/gpu-4gb", 0, 4ULL << 30, "2");
+    add_slices(&cfg, "nvidia.com/gpu-4gb", 0, 4ULL << 30, "3");
     add_slices(&cfg, "nvidia.com/gpu.quarter", 4, 0, "1");
     struct shared_resource *ts = add_slices(&cfg, "", 2, 0, "0");
     ts->slices = false;
@@ -665,16 +667,16 @@ static void slices_resources(void **state)
     assert_string_equal(res[0].name, "nvidia.com/gpu");
     assert_int_equal(res[0].sharing, SHARING_TIME_SLICING);
     assert_int_equal(res[0].count, 2);
-    assert_string_equal(res[1].name, "nvidia.com/gpu-5gb");
+    assert_string_equal(res[1].name, "nvidia.com/gpu-4gb");
     assert_int_equal(res[1].sharing, SHARING_SLICES);
     assert_int_equal(res[1].count, 6);
     assert_string_equal(by_index(res[1].devices[0].id), "2::s0");
     assert_string_equal(by_index(res[1].devices[5].id), "3::s2");
-    assert_true(res[1].devices[5].slice_memory == 5ULL << 30);
+    assert_true(res[1].devices[5].slice_memory == 4ULL << 30);
     assert_int_equal(res[1].devices[5].slice_share, 3333);
     assert_string_equal(res[2].name, "nvidia.com/gpu.quarter");
     assert_int_equal(res[2].count, 4);
-    assert_true(res[2].devices[0].slice_memory == 3840ULL << 20);
+    assert_true(res[2].devices[0].slice_memory == 3775ULL << 20);
     assert_int_equal(res[2].devices[0].slice_share, 2500);
     assert_int_equal(res[0].devices[0].slice_share, 0);
     plugin_free_resources(res, count);
@@ -684,12 +686,15 @@ static void slices_resources(void **state)
         unsigned long long bytes;
     } bad[] = {
         {"nvidia.com/gpu-16gb", "2", "/etc/gpulet/config.yaml line 11: "
-         "sharing.slices.resources[0].memory: slices of 16384 MiB are bigger than GPU 2, which has "
-         "15360 MiB", 16ULL << 30},
+         "sharing.slices.resources[0].memory: slices of 16384 MiB are bigger than the 15103 MiB "
+         "GPU 2 can hand out (15360 MiB less 257 MiB the driver reserves)", 16ULL << 30},
+        /* the whole memory would fit one; what the driver can hand out does not */
+        {"nvidia.com/gpu-15gb", "2", "slices of 15360 MiB are bigger than the 15103 MiB GPU 2 can "
+         "hand out", 15ULL << 30},
         {"nvidia.com/gpu-tiny", "2", "line 11: sharing.slices.resources[0].memory: GPU 2 would be "
-         "cut into 15360 slices, more than 1024", 1ULL << 20},
+         "cut into 15103 slices, more than 1024", 1ULL << 20},
         {"", "2", "/etc/gpulet/config.yaml line 10: sharing.slices: nvidia.com/gpu would have both "
-         "slices and whole or time-shared GPUs", 5ULL << 30},
+         "slices and whole or time-shared GPUs", 4ULL << 30},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         config_defaults(&cfg);
@@ -704,8 +709,8 @@ static void slices_resources(void **state)
     /* one GPU by index in one entry and by UUID in another */
     config_defaults(&cfg);
     snprintf(cfg.file, sizeof cfg.file, "/etc/gpulet/config.yaml");
-    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "2");
-    add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, inv->gpus[2].uuid);
+    add_slices(&cfg, "nvidia.com/gpu-4gb", 0, 4ULL << 30, "2");
+    add_slices(&cfg, "nvidia.com/gpu-4gb", 0, 4ULL << 30, inv->gpus[2].uuid);
     cfg.shared[1].devices_line = 42;
     struct gpulet_error err = {0};
     assert_int_equal(plugin_build_resources(inv, &cfg, &res, &count, &err), -1);
@@ -776,12 +781,14 @@ static void single_slice_goes_where_most_are_free(void **state)
         if (strcmp(res[i].name, "nvidia.com/gpu-5gb") == 0)
             r = &res[i];
     assert_non_null(r);
-    assert_int_equal(r->count, 3 + 6);
-    /* the T4 has 3 free, none taken; the V100 4 free, 2 taken */
-    char *avail[] = {"0::s0", "0::s1", "0::s2", "1::s2", "1::s3", "1::s4", "1::s5"};
-    char *out[7];
+    /* slices are cut from what the driver hands out: the T4's 15103 MiB
+     * hold 2, the V100's 32438 MiB 6 */
+    assert_int_equal(r->count, 2 + 6);
+    /* the T4 has 2 free, none taken; the V100 3 free, 3 taken */
+    char *avail[] = {"0::s0", "0::s1", "1::s3", "1::s4", "1::s5"};
+    char *out[5];
     size_t n;
-    assert_int_equal(preferred_ix(r, avail, 7, NULL, 0, 1, NULL, out, &n), 0);
+    assert_int_equal(preferred_ix(r, avail, 5, NULL, 0, 1, NULL, out, &n), 0);
     assert_int_equal(n, 1);
     assert_int_equal(out[0][0], '1');
     plugin_free_resources(res, count);
@@ -843,9 +850,9 @@ static void slices_allocate(void **state)
         assert_int_equal(plugin_allocate_container(&res[1], &cfg, ids, 3, 1, &a, &out, &err), 0);
         if (strategies == 0)
             assert_string_equal(env_of(&out, "NVIDIA_VISIBLE_DEVICES"), "2,3"); /* GPU order */
-        assert_string_equal(env_of(&out, "GPULET_CUDA_MEMORY_LIMIT_0"), "5368709120");
+        assert_string_equal(env_of(&out, "GPULET_CUDA_MEMORY_LIMIT_0"), "4294967296");
         assert_string_equal(env_of(&out, "GPULET_CUDA_COMPUTE_SHARE_0"), "33.33");
-        assert_string_equal(env_of(&out, "GPULET_CUDA_MEMORY_LIMIT_1"), "10737418240");
+        assert_string_equal(env_of(&out, "GPULET_CUDA_MEMORY_LIMIT_1"), "8589934592");
         assert_string_equal(env_of(&out, "GPULET_CUDA_COMPUTE_SHARE_1"), "66.66");
         assert_string_equal(env_of(&out, "GPULET_CUDA_STATE_DIR"), "/run/gpulet/cuda");
         size_t base = strategies == 1 ? 2 : 0; /* volume-mounts: one per GPU first */
@@ -866,10 +873,10 @@ static void slices_allocate(void **state)
         char want[512];
         snprintf(want, sizeof want,
                  "\nGPULET_CUDA_DEVICE_UUID_0=%s\n"
-                 "GPULET_CUDA_MEMORY_LIMIT_0=5368709120\n"
+                 "GPULET_CUDA_MEMORY_LIMIT_0=4294967296\n"
                  "GPULET_CUDA_COMPUTE_SHARE_0=33.33\n"
                  "GPULET_CUDA_DEVICE_UUID_1=%s\n"
-                 "GPULET_CUDA_MEMORY_LIMIT_1=10737418240\n"
+                 "GPULET_CUDA_MEMORY_LIMIT_1=8589934592\n"
                  "GPULET_CUDA_COMPUTE_SHARE_1=66.66\n",
                  inv->gpus[2].uuid, inv->gpus[3].uuid);
         assert_contains(text, want);
@@ -920,10 +927,21 @@ static void slices_allocate(void **state)
     assert_int_equal(access(lib, F_OK), 0);
     arena_free(&a);
     /* nobody holds anything: every folder goes, and what deep nesting
-     * moved aside goes with the passes that follow */
+     * moved aside goes with the passes that follow, each pass short */
     struct allocdir_visitor nobody = {.held = held_by_nobody};
-    for (int pass = 0; pass < 4; pass++)
-        allocdir_prune(cfg.state_dir, &nobody, time(NULL), 0);
+    assert_int_equal(allocdir_prune(cfg.state_dir, &nobody, time(NULL), 0), 2);
+    struct allocdir_reaper *reaper = allocdir_reaper_new(cfg.state_dir);
+    assert_non_null(reaper);
+    size_t removed, total = 0;
+    int passes = 0, rc;
+    while ((rc = allocdir_reap(reaper, 1, &removed)) == 1 && passes < 1000) {
+        total += removed;
+        passes++;
+    }
+    assert_int_equal(rc, 0);
+    assert_true(passes >= 2); /* a 1 µs pass cannot take 20 nested folders at once */
+    assert_true(total + removed >= 20 + 3);
+    allocdir_reaper_free(reaper);
     DIR *d = opendir(alloc);
     assert_non_null(d);
     struct dirent *e;
