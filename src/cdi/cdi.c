@@ -202,24 +202,42 @@ static json_t *string_array(const char *const *items)
     return a;
 }
 
+/* A path gpulet sees under root (the driver or device root) as the host
+ * names it: under host_root when gpulet sees the host elsewhere (a
+ * container given the host's / at /host), else as it is. */
+static void host_path(const struct cdi_options *opts, const char *root, const char *seen,
+                      char *buf, size_t len)
+{
+    const char *prefix = root_prefix(root);
+    size_t n = strlen(prefix);
+    if (opts->host_root == NULL)
+        snprintf(buf, len, "%s", seen);
+    else if (n && strncmp(seen, prefix, n) == 0 && seen[n] == '/')
+        snprintf(buf, len, "%s%s", root_prefix(opts->host_root), seen + n);
+    else
+        snprintf(buf, len, "%s%s", root_prefix(opts->host_root), seen);
+}
+
 /* A device node: its path in the container, and where it is on the host
- * when the device root is not "/". */
+ * when that is elsewhere. */
 static json_t *device_node(const struct cdi_options *opts, const char *path)
 {
     json_t *node = json_pack("{s:s}", "path", path);
-    const char *root = root_prefix(opts->dev_root);
-    if (root[0]) {
-        char host[4200];
-        snprintf(host, sizeof host, "%s%s", root, path);
+    char seen[4200], host[4300];
+    snprintf(seen, sizeof seen, "%s%s", root_prefix(opts->dev_root), path);
+    host_path(opts, opts->dev_root, seen, host, sizeof host);
+    if (strcmp(host, path) != 0)
         json_object_set_new(node, "hostPath", json_string(host));
-    }
     return node;
 }
 
-static json_t *mount(const char *host, const char *container)
+/* host: the file as gpulet sees it under the driver root. */
+static json_t *mount(const struct cdi_options *opts, const char *host, const char *container)
 {
-    return json_pack("{s:s, s:s, s:o}", "hostPath", host, "containerPath", container, "options",
-                     string_array(mount_options));
+    char named[8600];
+    host_path(opts, opts->driver_root, host, named, sizeof named);
+    return json_pack("{s:s, s:s, s:o}", "hostPath", named, "containerPath", container,
+                     "options", string_array(mount_options));
 }
 
 static bool exists(const char *path)
@@ -300,13 +318,14 @@ static void mount_list_add(struct mount_list *l, const char *container, const ch
 }
 
 /* Appends the mounts, sorted by container path, and empties the list. */
-static void mount_list_flush(struct mount_list *l, json_t *mounts)
+static void mount_list_flush(const struct cdi_options *opts, struct mount_list *l,
+                             json_t *mounts)
 {
     qsort(l->lines, l->n, sizeof *l->lines, compare_strings);
     for (size_t i = 0; i < l->n; i++) {
         char *tab = strchr(l->lines[i], '\t');
         *tab = '\0';
-        json_array_append_new(mounts, mount(tab + 1, l->lines[i]));
+        json_array_append_new(mounts, mount(opts, tab + 1, l->lines[i]));
         free(l->lines[i]);
     }
     l->n = 0;
@@ -450,7 +469,7 @@ static int add_libraries(const struct gpu_inventory *inv, const struct cdi_optio
         }
     }
     free(entries);
-    mount_list_flush(l, mounts);
+    mount_list_flush(opts, l, mounts);
     free(l);
     return 0;
 }
@@ -504,7 +523,7 @@ static void add_files(const struct gpu_inventory *inv, const struct cdi_options 
             break;
         }
     add_firmware(inv, root, l);
-    mount_list_flush(l, mounts);
+    mount_list_flush(opts, l, mounts);
     /* Sockets: nothing in them is run, so noexec too, as NVIDIA's. */
     static const char *const sockets[] = {"nvidia-persistenced/socket",
                                           "nvidia-fabricmanager/socket", NULL};
@@ -514,7 +533,7 @@ static void add_files(const struct gpu_inventory *inv, const struct cdi_options 
             snprintf(host, sizeof host, "%s%s", root, path);
             if (!exists(host))
                 continue;
-            json_t *m = mount(host, path);
+            json_t *m = mount(opts, host, path);
             json_array_append_new(json_object_get(m, "options"), json_string("noexec"));
             json_array_append_new(mounts, m);
             break;

@@ -32,6 +32,10 @@ struct cdi_options {
     const char *driver_root; /* where the driver's files are, "/" by default */
     const char *dev_root;    /* where the device nodes are, the driver root by default */
     const char *hook_path;   /* gpulet-hook, for the ld cache; NULL: no hook */
+    /* Where the host has what gpulet sees under the driver and device
+     * roots, when it sees them elsewhere (a container given the host's /
+     * at /host): the spec's host paths are under it. NULL: those roots. */
+    const char *host_root;
 };
 
 /* A new JSON object holding the spec. */

@@ -31,6 +31,10 @@ static const char run_usage[] =
     "                              pod's service account)\n"
     "  --cdi-dir DIR               where DRA writes its per-claim CDI specs\n"
     "                              (default " DRA_DEFAULT_CDI_ROOT ")\n"
+    "  --host-driver-root DIR      the driver root as the host names it, for the\n"
+    "                              paths in those specs where gpulet sees the host\n"
+    "                              elsewhere (env GPULET_HOST_DRIVER_ROOT; the\n"
+    "                              DaemonSet, given the host's / at /host: /)\n"
     "  --config-file FILE          NVIDIA device plugin config, v1 (env CONFIG_FILE)\n"
     "  --mig-strategy S            none | single | mixed (env MIG_STRATEGY)\n"
     "  --fail-on-init-error B      true | false (env FAIL_ON_INIT_ERROR)\n"
@@ -147,6 +151,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_NODE_NAME,
         OPT_KUBECONFIG,
         OPT_CDI_DIR,
+        OPT_HOST_DRIVER_ROOT,
     };
     static const struct option long_options[] = {
         {"device-plugin-dir", required_argument, NULL, OPT_DIR},
@@ -156,6 +161,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"node-name", required_argument, NULL, OPT_NODE_NAME},
         {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
         {"cdi-dir", required_argument, NULL, OPT_CDI_DIR},
+        {"host-driver-root", required_argument, NULL, OPT_HOST_DRIVER_ROOT},
         {"config-file", required_argument, NULL, OPT_CONFIG},
         {"mig-strategy", required_argument, NULL, OPT_MIG},
         {"fail-on-init-error", required_argument, NULL, OPT_FAIL},
@@ -187,6 +193,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                                .device_plugin = true,
                                .kubelet_root = DRA_DEFAULT_KUBELET_ROOT,
                                .cdi_dir = DRA_DEFAULT_CDI_ROOT,
+                               .host_driver_root = getenv("GPULET_HOST_DRIVER_ROOT"),
                                .health_recovery_ms = 60000,
                                .labels_file = LABELS_DEFAULT_FILE,
                                .labels_interval_ms = 60000,
@@ -243,6 +250,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_NODE_NAME: d.node_name = optarg; break;
         case OPT_KUBECONFIG: d.kubeconfig = optarg; break;
         case OPT_CDI_DIR: d.cdi_dir = optarg; break;
+        case OPT_HOST_DRIVER_ROOT: d.host_driver_root = optarg; break;
         case OPT_CONFIG: d.flags.config_file = optarg; break;
         case OPT_MIG: d.flags.mig_strategy = optarg; break;
         case OPT_FAIL: d.flags.fail_on_init_error = optarg; break;
@@ -340,6 +348,13 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
     }
     if (d.node_name == NULL)
         d.node_name = hostname;
+    if (d.host_driver_root && !d.host_driver_root[0])
+        d.host_driver_root = NULL;
+    if (d.host_driver_root && d.host_driver_root[0] != '/') {
+        fprintf(stderr, "gpulet run: --host-driver-root (GPULET_HOST_DRIVER_ROOT) must be an "
+                        "absolute path, not '%s'\n", d.host_driver_root);
+        return CLI_USAGE;
+    }
     char self[4096], hook[4200];
     if (cli_own_folder(self, sizeof self)) {
         snprintf(hook, sizeof hook, "%s/gpulet-hook", self);

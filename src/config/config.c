@@ -190,7 +190,7 @@ static int parse_bool_text(const char *v, bool *out)
 /* ---- the file ---- */
 
 static const char *const top_keys[] = {"version", "flags", "sharing", "resources", "dra", NULL};
-static const char *const dra_keys[] = {"enabled", "gpus", NULL};
+static const char *const dra_keys[] = {"enabled", "gpus", "slices", NULL};
 /* NVIDIA's flags gpulet accepts; those it has no use for are read and ignored. */
 static const char *const flag_keys[] = {
     "migStrategy", "failOnInitError", "nvidiaDriverRoot", "nvidiaDevRoot", "gdsEnabled",
@@ -365,26 +365,27 @@ static int file_shared_devices(const struct ydoc *d, const struct ynode *v,
     return 0;
 }
 
-/* dra.gpus: whole GPUs, by index or UUID (a GPU in MIG mode brings its
- * MIG devices). */
-static int file_dra_gpus(const struct ydoc *d, const struct ynode *v, struct config *cfg,
-                         struct gpulet_error *err)
+/* dra.gpus and dra.slices: whole GPUs, by index or UUID (a GPU in MIG
+ * mode brings its MIG devices). */
+static int file_dra_list(const struct ydoc *d, const struct ynode *v, const char *key,
+                         char (*list)[96], size_t *count, struct gpulet_error *err)
 {
-    if (ynode_expect_seq(d, v, "dra.gpus", err) < 0)
+    if (ynode_expect_seq(d, v, key, err) < 0)
         return -1;
     if (ynode_count(d, v) > CONFIG_MAX_DEVICE_SELECTORS)
-        return ydoc_fail(d, v, err, "dra.gpus lists at most %d GPUs", CONFIG_MAX_DEVICE_SELECTORS);
-    cfg->dra_gpus_set = true;
-    cfg->dra_gpu_count = 0;
+        return ydoc_fail(d, v, err, "%s lists at most %d GPUs", key, CONFIG_MAX_DEVICE_SELECTORS);
+    *count = 0;
     for (size_t i = 0; i < ynode_count(d, v); i++) {
         const struct ynode *item = ynode_item(d, v, i);
-        char *sel = cfg->dra_gpus[i];
-        if (ynode_string(d, item, "a dra.gpus entry", sel, sizeof cfg->dra_gpus[i], err) < 0)
+        char *sel = list[i];
+        char what[64];
+        snprintf(what, sizeof what, "a %s entry", key);
+        if (ynode_string(d, item, what, sel, sizeof list[i], err) < 0)
             return -1;
         if (!valid_device_selector(sel) || strchr(sel, ':') || strncmp(sel, "MIG-", 4) == 0)
-            return ydoc_fail(d, item, err, "dra.gpus: \"%s\" is not a GPU index (0) or GPU "
-                             "UUID (GPU-...); DRA takes whole GPUs", sel);
-        cfg->dra_gpu_count++;
+            return ydoc_fail(d, item, err, "%s: \"%s\" is not a GPU index (0) or GPU "
+                             "UUID (GPU-...); DRA takes whole GPUs", key, sel);
+        (*count)++;
     }
     return 0;
 }
@@ -393,6 +394,12 @@ bool config_dra_gpu(const struct config *cfg, unsigned int index, const char *uu
 {
     return !cfg->dra_gpus_set ||
            selectors_name_gpu(cfg->dra_gpus, cfg->dra_gpu_count, index, uuid);
+}
+
+bool config_dra_slice(const struct config *cfg, unsigned int index, const char *uuid)
+{
+    return cfg->dra_slice_count > 0 &&
+           selectors_name_gpu(cfg->dra_slices, cfg->dra_slice_count, index, uuid);
 }
 
 static int file_shared_resource(const struct ydoc *d, const struct ynode *m, bool slices,
@@ -678,8 +685,14 @@ static int load_file(const char *path, struct config *cfg, struct gpulet_error *
         if ((e = ynode_get(d, v, "enabled")) && !ynode_is_null(e) &&
             (rc = ynode_bool(d, e, "dra.enabled", &cfg->dra_enabled, err)) < 0)
             goto done;
-        if ((e = ynode_get(d, v, "gpus")) && !ynode_is_null(e))
-            rc = file_dra_gpus(d, e, cfg, err);
+        if ((e = ynode_get(d, v, "gpus")) && !ynode_is_null(e)) {
+            cfg->dra_gpus_set = true;
+            if ((rc = file_dra_list(d, e, "dra.gpus", cfg->dra_gpus, &cfg->dra_gpu_count,
+                                    err)) < 0)
+                goto done;
+        }
+        if ((e = ynode_get(d, v, "slices")) && !ynode_is_null(e))
+            rc = file_dra_list(d, e, "dra.slices", cfg->dra_slices, &cfg->dra_slice_count, err);
     }
 done:
     ydoc_free(d);

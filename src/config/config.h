@@ -86,6 +86,10 @@ struct config {
     bool dra_gpus_set;
     size_t dra_gpu_count;
     char dra_gpus[CONFIG_MAX_DEVICE_SELECTORS][96];
+    /* dra.slices: DRA's GPUs shared by memory, claims consuming part of it
+     * (DRAConsumableCapacity), each held to it by the CUDA interposer. */
+    size_t dra_slice_count;
+    char dra_slices[CONFIG_MAX_DEVICE_SELECTORS][96];
     size_t gpu_name_count, mig_name_count;
     struct named_resource gpu_names[CONFIG_MAX_NAMED];
     struct named_resource mig_names[CONFIG_MAX_NAMED];
@@ -141,6 +145,8 @@ bool config_selects_gpu(const struct shared_resource *s, size_t position, unsign
 /* Whether DRA offers this GPU: dra.gpus lists it, or there is no list.
  * The device plugin leaves out what DRA offers while DRA is on. */
 bool config_dra_gpu(const struct config *cfg, unsigned int index, const char *uuid);
+/* Whether DRA shares this GPU by memory: dra.slices lists it. */
+bool config_dra_slice(const struct config *cfg, unsigned int index, const char *uuid);
 
 /* "10Gi", "512Mi", "1T", "1048576" -> bytes; -1 when not a size. */
 int config_parse_size(const char *text, unsigned long long *out);

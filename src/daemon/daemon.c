@@ -153,7 +153,8 @@ static int start_dra(struct daemon *d)
                             .cdi_root = d->opts->cdi_dir,
                             .sysfs = nvml_sysfs_root(d->nvml),
                             .cdi = {.driver_root = root, .dev_root = root,
-                                    .hook_path = d->opts->cdi_hook},
+                                    .hook_path = d->opts->cdi_hook,
+                                    .host_root = d->opts->host_driver_root},
                             .cfg = &d->cfg};
     if (dra_start(d->base, &o, d->inv, &d->dra, &err) < 0) {
         log_error("cannot start the DRA driver", "error=\"%s\"", err.msg);

@@ -25,6 +25,7 @@ struct daemon_options {
     const char *kubeconfig; /* NULL: the in-cluster service account */
     const char *cdi_dir;    /* DRA's per-claim CDI specs */
     const char *cdi_hook;   /* gpulet-hook for those specs' ld cache; NULL: none */
+    const char *host_driver_root; /* the driver root as the host names it; NULL: the same */
     long health_recovery_ms; /* --health-recovery-period; 0: never */
     const char *labels_file;  /* NFD features file; NULL: no labels */
     long labels_interval_ms;

@@ -13,6 +13,7 @@
 #include "fileio/fileio.h"
 #include "grpc/grpc.h"
 #include "log/log.h"
+#include "plugin/plugin.h"
 #include "pluginregistration/v1/api.pb-c.h"
 
 typedef K8s__Io__Kubelet__Pkg__Apis__Dra__V1__NodePrepareResourcesRequest PrepareRequest;
@@ -65,8 +66,12 @@ struct dra {
     char node[256];
     char kubelet_root[4096], state_dir[4096], cdi_root[4096], sysfs[4096];
     struct cdi_options cdi;
-    char driver_root[4096], dev_root[4096], hook_path[4096];
+    char driver_root[4096], dev_root[4096], hook_path[4096], host_root[4096];
     char sock[4200], reg_sock[4200], checkpoint[4200];
+    char slice_dir[4200]; /* <state dir>/dra: alloc/<id> per claim with GPU memory */
+    const struct config *cfg;
+    struct allocdir_reaper *reaper; /* removes the released slice folders */
+    bool consumable_off_said;
     struct dra_device *devs;
     size_t n_devs;
     struct grpc_budget *budget;
@@ -132,6 +137,15 @@ static struct dra_claim *find_claim(struct dra *d, const char *uid)
     return NULL;
 }
 
+/* A claim's slice folder, gone with the claim. */
+static void allocdir_remove_dra(struct dra *d, const char *alloc)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/alloc/%s", d->slice_dir, alloc);
+    if (plugin_slice_release(d->slice_dir, alloc, d->reaper) == 0)
+        log_info("claim slice folder removed", "dir=%s", path);
+}
+
 static void spec_path(const struct dra *d, const char *uid, char *buf, size_t len)
 {
     snprintf(buf, len, "%s/k8s.gpu.nvidia.com-claim_%s.yaml", d->cdi_root, uid);
@@ -139,10 +153,89 @@ static void spec_path(const struct dra *d, const char *uid, char *buf, size_t le
 
 /* ---- the CDI spec of a claim ---- */
 
-static int write_claim_spec(struct dra *d, const char *uid, const struct dra_result *results,
-                            size_t count, struct gpulet_error *err)
+static void spec_env(void *user, const char *key, const char *value)
 {
-    struct cdi_claim_device devs[DRA_CLAIM_DEVICES];
+    json_t *edits = user;
+    char line[256];
+    snprintf(line, sizeof line, "%s=%s", key, value);
+    json_array_append_new(json_object_get(edits, "env"), json_string(line));
+}
+
+static void spec_mount(void *user, const char *host, const char *container, bool read_only)
+{
+    json_t *edits = user;
+    json_t *mounts = json_object_get(edits, "mounts");
+    json_array_append_new(mounts, json_pack("{s:s, s:s, s:[s, s, s, s]}", "hostPath", host,
+                                            "containerPath", container, "options",
+                                            read_only ? "ro" : "rw", "nosuid", "nodev", "rbind"));
+}
+
+static int compare_claim_gpus(const void *a, const void *b)
+{
+    const struct cdi_claim_device *x = a, *y = b;
+    return (x->gpu > y->gpu) - (x->gpu < y->gpu);
+}
+
+/* A claim holding memory of a shared GPU gets what a sliced container of
+ * the device plugin gets: per GPU of the claim (in GPU order, as CUDA
+ * numbers them) a memory limit, the memory consumed (the whole GPU's for
+ * a GPU the claim holds whole), and a compute share in proportion, in a
+ * limits folder of its own; the interposer and its mounts. alloc: the
+ * folder's id, reused when set, else filled in. */
+static int add_slice_edits(struct dra *d, const char *uid, const struct dra_result *results,
+                           size_t count, const struct cdi_claim_device *devs, size_t n,
+                           json_t *spec, char alloc[24], struct gpulet_error *err)
+{
+    /* Only what was published shared counts: an amount the API server
+     * puts on another device limits nothing. */
+    bool sliced = false;
+    for (size_t i = 0; i < count; i++) {
+        const struct dra_device *dev = dra_device_find(d->devs, d->n_devs, results[i].device);
+        sliced |= results[i].memory > 0 && dev && dev->shared;
+    }
+    if (!sliced)
+        return 0;
+    struct cdi_claim_device sorted[DRA_CLAIM_DEVICES];
+    struct plugin_slice_gpu gpus[DRA_CLAIM_DEVICES];
+    memcpy(sorted, devs, n * sizeof *devs);
+    qsort(sorted, n, sizeof *sorted, compare_claim_gpus);
+    for (size_t i = 0; i < n; i++) {
+        const struct gpu_device *g = &d->inv->gpus[sorted[i].gpu];
+        if (sorted[i].mig >= 0)
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "the claim holds memory of a shared "
+                                    "GPU and a MIG device; gpulet limits GPU memory only on "
+                                    "whole GPUs: ask for them in separate claims");
+        unsigned long long memory = 0;
+        for (size_t j = 0; j < count; j++) {
+            const struct dra_device *dev = dra_device_find(d->devs, d->n_devs, results[j].device);
+            if (dev && dev->shared && dev->gpu == sorted[i].gpu)
+                memory += results[j].memory;
+        }
+        if (memory == 0 || memory > g->memory_total_bytes)
+            memory = g->memory_total_bytes;
+        gpus[i] = (struct plugin_slice_gpu){
+            .uuid = g->uuid,
+            .memory = memory,
+            .share = g->memory_total_bytes
+                         ? (unsigned long)(memory * 10000.0 / (double)g->memory_total_bytes)
+                         : 10000};
+    }
+    json_t *edits = json_object_get(spec, "containerEdits");
+    struct plugin_slice_sink sink = {spec_env, spec_mount, edits};
+    char *ids[1] = {(char *)uid}, dir[4400];
+    if (plugin_slice_grant(d->cfg, d->slice_dir, DRA_DRIVER, ids, 1, gpus, n, 0,
+                           alloc[0] ? alloc : NULL, &sink, dir, sizeof dir, err) < 0)
+        return -1;
+    const char *slash = strrchr(dir, '/');
+    snprintf(alloc, 24, "%s", slash ? slash + 1 : dir);
+    return 0;
+}
+
+/* alloc: as for add_slice_edits. */
+static int write_claim_spec(struct dra *d, const char *uid, const struct dra_result *results,
+                            size_t count, char alloc[24], struct gpulet_error *err)
+{
+    struct cdi_claim_device devs[DRA_CLAIM_DEVICES] = {0};
     char names[DRA_CLAIM_DEVICES][DRA_UID_MAX + DRA_NAME_MAX + 1];
     size_t n = 0;
     for (size_t i = 0; i < count && n < DRA_CLAIM_DEVICES; i++) {
@@ -164,10 +257,19 @@ static int write_claim_spec(struct dra *d, const char *uid, const struct dra_res
     json_t *spec;
     if (cdi_claim_spec_build(d->inv, &d->cdi, DRA_CDI_KIND, devs, n, &spec, err) < 0)
         return -1;
+    bool made = alloc[0] == '\0';
+    if (add_slice_edits(d, uid, results, count, devs, n, spec, alloc, err) < 0) {
+        json_decref(spec);
+        return -1;
+    }
     char path[4400];
     spec_path(d, uid, path, sizeof path);
     int rc = cdi_spec_write(spec, CDI_YAML, path, err);
     json_decref(spec);
+    if (rc < 0 && made && alloc[0]) {
+        allocdir_remove_dra(d, alloc);
+        alloc[0] = '\0';
+    }
     return rc;
 }
 
@@ -199,9 +301,13 @@ static void prepare_free(struct prepare *p)
 /* A claim read from the API server becomes prepared: spec, then memory. */
 static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
 {
-    if (write_claim_spec(d, c->uid, c->results, c->count, err) < 0)
+    struct dra_claim *known = find_claim(d, c->uid);
+    char alloc[24] = "";
+    if (known)
+        snprintf(alloc, sizeof alloc, "%s", known->alloc);
+    if (write_claim_spec(d, c->uid, c->results, c->count, alloc, err) < 0)
         return -1;
-    if (find_claim(d, c->uid))
+    if (known)
         return 0; /* a call beside this one prepared it too */
     if (d->n_claims >= DRA_MAX_CLAIMS)
         return gpulet_error_set(err, GPULET_ERR_SYSTEM, "%d claims are prepared on this node "
@@ -220,6 +326,7 @@ static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
     snprintf(dc->uid, sizeof dc->uid, "%s", c->uid);
     snprintf(dc->namespace, sizeof dc->namespace, "%s", c->namespace);
     snprintf(dc->name, sizeof dc->name, "%s", c->name);
+    snprintf(dc->alloc, sizeof dc->alloc, "%s", alloc);
     memcpy(results, c->results, c->count * sizeof *results);
     dc->results = results;
     dc->count = c->count;
@@ -394,11 +501,17 @@ static void start_claim(struct dra *d, struct pclaim *c,
         char path[4400];
         spec_path(d, c->uid, path, sizeof path);
         struct gpulet_error err = {0};
+        char alloc[sizeof known->alloc];
+        snprintf(alloc, sizeof alloc, "%s", known->alloc);
         if (access(path, F_OK) != 0 &&
-            write_claim_spec(d, c->uid, known->results, known->count, &err) < 0) {
+            write_claim_spec(d, c->uid, known->results, known->count, known->alloc, &err) < 0) {
             snprintf(c->error, sizeof c->error, "%s", err.msg);
             return;
         }
+        /* Its slice folder was gone too and is made again. */
+        if (strcmp(alloc, known->alloc) != 0 && save_checkpoint(d, &err) < 0)
+            log_warn("cannot record the claim's new slice folder", "uid=%s error=\"%s\"",
+                     c->uid, err.msg);
         c->results = malloc((known->count ? known->count : 1) * sizeof *c->results);
         if (c->results == NULL) {
             snprintf(c->error, sizeof c->error, "out of memory");
@@ -517,7 +630,10 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
             results[i].error = errors[i];
             continue;
         }
-        if (find_claim(d, uid)) {
+        struct dra_claim *known = find_claim(d, uid);
+        if (known) {
+            if (known->alloc[0])
+                allocdir_remove_dra(d, known->alloc);
             forget(d, uid);
             changed = true;
         }
@@ -710,6 +826,18 @@ static void write_done(const struct kube_response *r, void *user)
                  : r->status != 201 && r->status != 200) {
         publish_failed(d, deleting ? "delete" : "create", r);
         return;
+    }
+    if (!deleting && !d->consumable_off_said && dra_slice_shares(json_array_get(d->to_create, 0))) {
+        json_t *made = json_loadb(r->body, r->len, 0, NULL);
+        if (made && !dra_slice_shares(made)) {
+            /* The field is alpha: an API server without the gate drops it,
+             * and the GPUs are whole devices, claimed one at a time. */
+            log_warn("the API server dropped allowMultipleAllocations: its "
+                     "DRAConsumableCapacity feature gate is off, so the GPUs of dra.slices "
+                     "are published as whole GPUs", "node=%s", d->node);
+            d->consumable_off_said = true;
+        }
+        json_decref(made);
     }
     json_array_remove(deleting ? d->to_delete : d->to_create, 0);
     next_write(d);
@@ -945,6 +1073,11 @@ void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy)
 
 /* ---- start and stop ---- */
 
+static bool claim_held(const char *uid, void *user)
+{
+    return find_claim(user, uid) != NULL;
+}
+
 int dra_start(struct event_base *base, const struct dra_options *opts,
               const struct gpu_inventory *inv, struct dra **out, struct gpulet_error *err)
 {
@@ -969,12 +1102,17 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
              opts->cdi.dev_root ? opts->cdi.dev_root : d->driver_root);
     if (opts->cdi.hook_path)
         snprintf(d->hook_path, sizeof d->hook_path, "%s", opts->cdi.hook_path);
+    if (opts->cdi.host_root)
+        snprintf(d->host_root, sizeof d->host_root, "%s", opts->cdi.host_root);
     d->cdi = (struct cdi_options){.driver_root = d->driver_root, .dev_root = d->dev_root,
-                                  .hook_path = d->hook_path[0] ? d->hook_path : NULL};
+                                  .hook_path = d->hook_path[0] ? d->hook_path : NULL,
+                                  .host_root = d->host_root[0] ? d->host_root : NULL};
     snprintf(d->sock, sizeof d->sock, "%s/plugins/" DRA_DRIVER "/dra.sock", d->kubelet_root);
     snprintf(d->reg_sock, sizeof d->reg_sock, "%s/plugins_registry/" DRA_DRIVER "-reg.sock",
              d->kubelet_root);
     snprintf(d->checkpoint, sizeof d->checkpoint, "%s/dra-checkpoint.json", d->state_dir);
+    snprintf(d->slice_dir, sizeof d->slice_dir, "%s/dra", d->state_dir);
+    d->cfg = opts->cfg;
     d->to_delete = json_array();
     d->to_create = json_array();
     char dir[4200];
@@ -990,10 +1128,14 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
         dra_free(d);
         return -1;
     }
+    /* Folders of claims gpulet did not get to record (it stopped between
+     * the two) hold nothing. */
+    plugin_slice_prune(d->slice_dir, claim_held, d);
+    d->reaper = plugin_slice_reaper(d->slice_dir);
     d->budget = grpc_budget_new();
     d->pub_timer = evtimer_new(base, pub_timer_cb, d);
     d->reg_timer = event_new(base, -1, EV_PERSIST, reg_check, d);
-    if (d->budget == NULL || d->pub_timer == NULL || d->reg_timer == NULL) {
+    if (d->budget == NULL || d->pub_timer == NULL || d->reg_timer == NULL || d->reaper == NULL) {
         dra_free(d);
         return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
     }
@@ -1031,6 +1173,7 @@ void dra_free(struct dra *d)
     if (d->pub_timer)
         event_free(d->pub_timer);
     kube_client_free(d->kube);
+    plugin_slice_reaper_free(d->reaper);
     json_decref(d->to_delete);
     json_decref(d->to_create);
     dra_claims_free(d->claims, d->n_claims);

@@ -24,11 +24,17 @@ struct dra_device {
     unsigned int gpu;      /* index in the inventory */
     int mig;               /* index in the GPU's migs, -1 for the GPU */
     bool healthy;
+    /* dra.slices: claims share the GPU, each consuming part of its memory
+     * (allowMultipleAllocations, DRAConsumableCapacity). */
+    bool shared;
 };
+
+/* The requestPolicy of a shared GPU's memory: claims get whole GiB. */
+#define DRA_MEMORY_STEP (1ULL << 30)
 
 /* The devices of an inventory, in name order: GPUs not in MIG mode and
  * not lost, and the MIG devices of those in MIG mode; of the GPUs cfg
- * gives DRA (dra.gpus), all when cfg is NULL. */
+ * gives DRA (dra.gpus), all when cfg is NULL; shared as dra.slices says. */
 int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
                       struct dra_device **out, size_t *count, struct gpulet_error *err);
 const struct dra_device *dra_device_find(const struct dra_device *devs, size_t count,
@@ -44,6 +50,9 @@ json_t *dra_device_json(const struct gpu_inventory *inv, const struct dra_device
  * kept as an annotation to tell a slice that needs no republishing. */
 json_t *dra_slices_json(const char *node, const char *node_uid, long long generation,
                         json_t *devices, const char *hash);
+/* Whether a slice object holds a device that allows several allocations. */
+bool dra_slice_shares(json_t *slice);
+
 /* A short, stable hash (16 hex digits) of a JSON value's compact, sorted text. */
 void dra_json_hash(json_t *value, char out[17]);
 
@@ -54,10 +63,11 @@ void dra_quantity(unsigned long long n, char *buf, size_t len);
 struct dra_result {
     char request[DRA_REQUEST_MAX];
     char device[DRA_NAME_MAX];
+    unsigned long long memory; /* consumedCapacity.memory in bytes; 0: none (whole device) */
 };
 
 /* The results of a ResourceClaim (JSON from the API server) for driver
- * DRA_DRIVER. Fails with a message fit for the kubelet's error field when
+ * DRA_DRIVER, with the memory each consumes of a shared GPU. Fails with a message fit for the kubelet's error field when
  * the claim is not the one asked (uid), not allocated, or allocated
  * devices of this driver in another pool than pool. */
 int dra_claim_parse(const char *json, size_t len, const char *uid, const char *pool,
@@ -73,6 +83,7 @@ struct dra_claim {
     char name[DRA_NAME_MAX * 4];
     size_t count;
     struct dra_result *results;
+    char alloc[24]; /* its slice folder <state dir>/dra/alloc/<alloc>, or "" */
 };
 
 /* The checkpoint (<state dir>/dra-checkpoint.json): read and written whole. */

@@ -63,6 +63,8 @@ int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
             continue;
         if (!g->mig_enabled) {
             devs[n] = (struct dra_device){.gpu = (unsigned)i, .mig = -1, .healthy = true};
+            devs[n].shared = cfg && config_dra_slice(cfg, g->index, g->uuid) &&
+                             g->memory_total_bytes >= DRA_MEMORY_STEP;
             dra_device_name(g, -1, devs[n].name, sizeof devs[n].name);
             n++;
             continue;
@@ -143,6 +145,17 @@ static json_t *capacity(unsigned long long n)
     return json_pack("{s:s}", "value", q);
 }
 
+/* A shared GPU's memory: whole GiB of it, consumed a GiB at least and in
+ * steps of one, 1Gi for a claim that names no amount. */
+static json_t *shared_memory(unsigned long long bytes)
+{
+    char total[32], step[32];
+    dra_quantity(bytes / DRA_MEMORY_STEP * DRA_MEMORY_STEP, total, sizeof total);
+    dra_quantity(DRA_MEMORY_STEP, step, sizeof step);
+    return json_pack("{s:s, s:{s:s, s:{s:s, s:s, s:s}}}", "value", total, "requestPolicy",
+                     "default", step, "validRange", "min", step, "max", total, "step", step);
+}
+
 /* "0000:47:00.0", sysfs's form of NVML's "00000000:47:00.0". */
 static void pci_bus_id(const char *nvml_id, char *buf, size_t len)
 {
@@ -207,7 +220,10 @@ json_t *dra_device_json(const struct gpu_inventory *inv, const struct dra_device
         json_object_set_new(attrs, "type", attr_string("gpu"));
         json_object_set_new(attrs, "uuid", attr_string(g->uuid));
         common_attributes(attrs, inv, g, sysfs);
-        json_object_set_new(caps, "memory", capacity(g->memory_total_bytes));
+        if (d->shared)
+            json_object_set_new(caps, "memory", shared_memory(g->memory_total_bytes));
+        else
+            json_object_set_new(caps, "memory", capacity(g->memory_total_bytes));
     } else {
         const struct gpu_mig_device *m = &g->migs[d->mig];
         json_object_set_new(attrs, "type", attr_string("mig"));
@@ -230,7 +246,21 @@ json_t *dra_device_json(const struct gpu_inventory *inv, const struct dra_device
             json_object_set_new(caps, name, capacity(1));
         }
     }
-    return json_pack("{s:s, s:o, s:o}", "name", d->name, "attributes", attrs, "capacity", caps);
+    json_t *dev = json_pack("{s:s, s:o, s:o}", "name", d->name, "attributes", attrs, "capacity",
+                            caps);
+    if (d->shared)
+        json_object_set_new(dev, "allowMultipleAllocations", json_true());
+    return dev;
+}
+
+bool dra_slice_shares(json_t *slice)
+{
+    size_t i;
+    json_t *dev;
+    json_array_foreach(json_object_get(json_object_get(slice, "spec"), "devices"), i, dev)
+        if (json_is_true(json_object_get(dev, "allowMultipleAllocations")))
+            return true;
+    return false;
 }
 
 void dra_json_hash(json_t *value, char out[17])
@@ -397,6 +427,14 @@ int dra_claim_parse(const char *text, size_t len, const char *uid, const char *p
                              "%s", DRA_CLAIM_DEVICES, DRA_DRIVER);
             goto out;
         }
+        json_t *consumed = json_object_get(json_object_get(r, "consumedCapacity"), "memory");
+        if (consumed && (!json_is_string(consumed) ||
+                         config_parse_size(json_string_value(consumed), &results[n].memory) < 0 ||
+                         results[n].memory == 0)) {
+            gpulet_error_set(err, GPULET_ERR_INPUT, "allocation result %zu: consumedCapacity "
+                             "memory is not a positive quantity in bytes, Ki, Mi, Gi or Ti", i);
+            goto out;
+        }
         snprintf(results[n].request, sizeof results[n].request, "%s", request);
         snprintf(results[n].device, sizeof results[n].device, "%s", device);
         n++;
@@ -441,13 +479,18 @@ int dra_checkpoint_write(const char *path, const struct dra_claim *claims, size_
     json_t *list = json_array();
     for (size_t i = 0; i < count; i++) {
         json_t *devs = json_array();
-        for (size_t j = 0; j < claims[i].count; j++)
-            json_array_append_new(devs, json_pack("{s:s, s:s}", "request",
-                                                  claims[i].results[j].request, "device",
-                                                  claims[i].results[j].device));
-        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:o}", "uid", claims[i].uid,
-                                              "namespace", claims[i].namespace, "name",
-                                              claims[i].name, "devices", devs));
+        for (size_t j = 0; j < claims[i].count; j++) {
+            const struct dra_result *r = &claims[i].results[j];
+            json_t *dev = json_pack("{s:s, s:s}", "request", r->request, "device", r->device);
+            if (r->memory)
+                json_object_set_new(dev, "memory", json_integer((json_int_t)r->memory));
+            json_array_append_new(devs, dev);
+        }
+        json_t *claim = json_pack("{s:s, s:s, s:s, s:o}", "uid", claims[i].uid, "namespace",
+                                  claims[i].namespace, "name", claims[i].name, "devices", devs);
+        if (claims[i].alloc[0])
+            json_object_set_new(claim, "alloc", json_string(claims[i].alloc));
+        json_array_append_new(list, claim);
     }
     json_t *doc = json_pack("{s:i, s:o}", "version", 1, "claims", list);
     char *text = json_dumps(doc, JSON_COMPACT);
@@ -508,7 +551,10 @@ int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
     json_array_foreach(list, i, c) {
         struct dra_claim *dc = &claims[i];
         json_t *devs = json_object_get(c, "devices");
+        json_t *alloc = json_object_get(c, "alloc");
         bool ok = copy_field(c, "uid", dc->uid, sizeof dc->uid) == 0 && dra_uid_valid(dc->uid) &&
+                  (alloc == NULL || (copy_field(c, "alloc", dc->alloc, sizeof dc->alloc) == 0 &&
+                                     strspn(dc->alloc, "0123456789abcdef") == strlen(dc->alloc))) &&
                   copy_field(c, "namespace", dc->namespace, sizeof dc->namespace) == 0 &&
                   copy_field(c, "name", dc->name, sizeof dc->name) == 0 && json_is_array(devs) &&
                   json_array_size(devs) <= DRA_CLAIM_DEVICES;
@@ -521,10 +567,14 @@ int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
         json_array_foreach(devs, j, d) {
             if (!ok)
                 break;
+            json_t *memory = json_object_get(d, "memory");
             ok = copy_field(d, "request", dc->results[j].request,
                             sizeof dc->results[j].request) == 0 &&
                  copy_field(d, "device", dc->results[j].device,
-                            sizeof dc->results[j].device) == 0;
+                            sizeof dc->results[j].device) == 0 &&
+                 (memory == NULL || (json_is_integer(memory) && json_integer_value(memory) > 0));
+            if (ok && memory)
+                dc->results[j].memory = (unsigned long long)json_integer_value(memory);
             dc->count = j + 1;
         }
         if (!ok) {

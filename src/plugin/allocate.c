@@ -52,6 +52,12 @@ static void *grow(struct arena *a, const void *old, size_t n)
     return list;
 }
 
+/* An Allocate answer being filled, for the slice sink. */
+struct arena_reply {
+    struct arena *a;
+    V1beta1__ContainerAllocateResponse *out;
+};
+
 static void add_env(struct arena *a, V1beta1__ContainerAllocateResponse *r, const char *key,
                     const char *value)
 {
@@ -171,58 +177,34 @@ static int compare_gpu_order(const void *x, const void *y)
     return (a->mig > b->mig) - (a->mig < b->mig);
 }
 
-/* "12.5" for 1250 hundredths: what GPULET_CUDA_COMPUTE_SHARE reads. */
-static void format_share(unsigned long hundredths, char *buf, size_t len)
+static void sink_env(void *user, const char *key, const char *value)
 {
-    if (hundredths % 100 == 0)
-        snprintf(buf, len, "%lu", hundredths / 100);
-    else if (hundredths % 10 == 0)
-        snprintf(buf, len, "%lu.%lu", hundredths / 100, hundredths % 100 / 10);
-    else
-        snprintf(buf, len, "%lu.%02lu", hundredths / 100, hundredths % 100);
+    struct arena_reply *r = user;
+    add_env(r->a, r->out, key, value);
+}
+
+static void sink_mount(void *user, const char *host, const char *container, bool read_only)
+{
+    struct arena_reply *r = user;
+    add_mount(r->a, r->out, host, container, read_only);
 }
 
 /* Per GPU received (ordinal i in NVIDIA_VISIBLE_DEVICES order): a memory
- * limit, the sum of its slices, and a compute share, likewise; as
- * variables and in a limits file the container cannot change, which the
- * interposer reads first. Plus the interposer itself, /etc/ld.so.preload
- * naming it, and a state folder of the container's own. */
+ * limit, the sum of its slices, and a compute share, likewise. */
 static int add_slice_limits(const struct plugin_resource *res, const struct config *cfg,
                             const struct plugin_device *const *devs, size_t n,
                             const struct plugin_device *const *phys, size_t n_base,
                             struct arena *a, V1beta1__ContainerAllocateResponse *out,
                             struct gpulet_error *err)
 {
-    if (access(cfg->cuda_interposer, R_OK) < 0)
-        return gpulet_error_set(err, GPULET_ERR_SYSTEM,
-                                "the CUDA interposer %s is not there, so %s cannot be limited; "
-                                "install it (gpulet runtime install) or give its path with "
-                                "--cuda-interposer",
-                                cfg->cuda_interposer, res->name);
-    size_t cap = 192 + n_base * 256;
-    char *limits = arena_alloc(a, cap);
-    size_t at = (size_t)snprintf(limits, cap, "# gpulet CUDA limits v1: ordinal = CUDA device "
-                                 "in this container\n");
+    struct plugin_slice_gpu *gpus = arena_alloc(a, (n_base + 1) * sizeof *gpus);
     for (size_t i = 0; i < n_base; i++) {
-        unsigned long long memory = 0;
-        unsigned long share = 0;
+        gpus[i].uuid = phys[i]->uuid;
         for (size_t k = 0; k < n; k++)
             if (strcmp(devs[k]->base_id, phys[i]->base_id) == 0) {
-                memory += devs[k]->slice_memory;
-                share += devs[k]->slice_share;
+                gpus[i].memory += devs[k]->slice_memory;
+                gpus[i].share += devs[k]->slice_share;
             }
-        char key[64], value[32];
-        /* for an interposer that matches devices by UUID, not by order */
-        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_DEVICE_UUID_%zu=%s\n", i,
-                               phys[i]->uuid);
-        snprintf(key, sizeof key, "GPULET_CUDA_MEMORY_LIMIT_%zu", i);
-        snprintf(value, sizeof value, "%llu", memory);
-        add_env(a, out, key, value);
-        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
-        snprintf(key, sizeof key, "GPULET_CUDA_COMPUTE_SHARE_%zu", i);
-        format_share(share > 10000 ? 10000 : share, value, sizeof value);
-        add_env(a, out, key, value);
-        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
     }
     /* What the interposer charges a context: what the operator measured,
      * the largest of the container's slices' when they differ. */
@@ -230,28 +212,14 @@ static int add_slice_limits(const struct plugin_resource *res, const struct conf
     for (size_t k = 0; k < n; k++)
         if (devs[k]->slice_context > context)
             context = devs[k]->slice_context;
-    if (context) {
-        char value[32];
-        snprintf(value, sizeof value, "%llu", context);
-        add_env(a, out, "GPULET_CUDA_CONTEXT_SIZE", value);
-        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_CONTEXT_SIZE=%s\n", value);
-    }
     char **ids = arena_alloc(a, (n + 1) * sizeof *ids);
     for (size_t k = 0; k < n; k++)
         ids[k] = (char *)devs[k]->id;
-    char dir[4400], host[4500];
-    if (allocdir_create(cfg->state_dir, res->name, ids, n, limits,
-                        PLUGIN_CONTAINER_INTERPOSER "\n", dir, sizeof dir, err) < 0)
-        return -1;
-    add_env(a, out, "GPULET_CUDA_STATE_DIR", PLUGIN_CONTAINER_STATE);
-    add_mount(a, out, cfg->cuda_interposer, PLUGIN_CONTAINER_INTERPOSER, true);
-    snprintf(host, sizeof host, "%s/ld.so.preload", dir);
-    add_mount(a, out, host, "/etc/ld.so.preload", true);
-    snprintf(host, sizeof host, "%s/limits", dir);
-    add_mount(a, out, host, PLUGIN_CONTAINER_LIMITS, true);
-    snprintf(host, sizeof host, "%s/state", dir);
-    add_mount(a, out, host, PLUGIN_CONTAINER_STATE, false);
-    return 0;
+    struct arena_reply reply = {a, out};
+    struct plugin_slice_sink sink = {sink_env, sink_mount, &reply};
+    char dir[4400];
+    return plugin_slice_grant(cfg, cfg->state_dir, res->name, ids, n, gpus, n_base, context,
+                              NULL, &sink, dir, sizeof dir, err);
 }
 
 int plugin_allocate_container(const struct plugin_resource *res, const struct config *cfg,

@@ -447,3 +447,120 @@ size_t allocdir_prune(const char *state_dir, const struct allocdir_visitor *v, t
         allocdir_remove(state_dir, names[i]);
     return n_names;
 }
+
+/* "12.5" for 1250 hundredths: what GPULET_CUDA_COMPUTE_SHARE reads. */
+static void format_share(unsigned long hundredths, char *buf, size_t len)
+{
+    if (hundredths % 100 == 0)
+        snprintf(buf, len, "%lu", hundredths / 100);
+    else if (hundredths % 10 == 0)
+        snprintf(buf, len, "%lu.%lu", hundredths / 100, hundredths % 100 / 10);
+    else
+        snprintf(buf, len, "%lu.%02lu", hundredths / 100, hundredths % 100);
+}
+
+int plugin_slice_grant(const struct config *cfg, const char *state_dir, const char *resource,
+                       char *const *ids, size_t n_ids, const struct plugin_slice_gpu *gpus,
+                       size_t n_gpus, unsigned long long context, const char *reuse,
+                       const struct plugin_slice_sink *sink, char *dir, size_t len,
+                       struct gpulet_error *err)
+{
+    if (access(cfg->cuda_interposer, R_OK) < 0)
+        return gpulet_error_set(err, GPULET_ERR_SYSTEM,
+                                "the CUDA interposer %s is not there, so %s cannot be limited; "
+                                "install it (gpulet runtime install) or give its path with "
+                                "--cuda-interposer",
+                                cfg->cuda_interposer, resource);
+    size_t cap = 192 + n_gpus * 256;
+    char *limits = malloc(cap);
+    if (limits == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot write the slice limits");
+    size_t at = (size_t)snprintf(limits, cap, "# gpulet CUDA limits v1: ordinal = CUDA device "
+                                 "in this container\n");
+    for (size_t i = 0; i < n_gpus; i++) {
+        char key[64], value[32];
+        /* for an interposer that matches devices by UUID, not by order */
+        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_DEVICE_UUID_%zu=%s\n", i,
+                               gpus[i].uuid);
+        snprintf(key, sizeof key, "GPULET_CUDA_MEMORY_LIMIT_%zu", i);
+        snprintf(value, sizeof value, "%llu", gpus[i].memory);
+        sink->env(sink->user, key, value);
+        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+        snprintf(key, sizeof key, "GPULET_CUDA_COMPUTE_SHARE_%zu", i);
+        format_share(gpus[i].share > 10000 ? 10000 : gpus[i].share, value, sizeof value);
+        sink->env(sink->user, key, value);
+        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+    }
+    if (context) {
+        char value[32];
+        snprintf(value, sizeof value, "%llu", context);
+        sink->env(sink->user, "GPULET_CUDA_CONTEXT_SIZE", value);
+        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_CONTEXT_SIZE=%s\n", value);
+    }
+    char path[4500];
+    snprintf(path, sizeof path, "%s/alloc/%s/limits", state_dir, reuse ? reuse : "");
+    int rc = 0;
+    if (reuse && reuse[0] && strchr(reuse, '/') == NULL && reuse[0] != '.' &&
+        access(path, F_OK) == 0)
+        snprintf(dir, len, "%s/alloc/%s", state_dir, reuse);
+    else
+        rc = allocdir_create(state_dir, resource, ids, n_ids, limits,
+                             PLUGIN_CONTAINER_INTERPOSER "\n", dir, len, err);
+    free(limits);
+    if (rc < 0)
+        return -1;
+    sink->env(sink->user, "GPULET_CUDA_STATE_DIR", PLUGIN_CONTAINER_STATE);
+    sink->mount(sink->user, cfg->cuda_interposer, PLUGIN_CONTAINER_INTERPOSER, true);
+    snprintf(path, sizeof path, "%s/ld.so.preload", dir);
+    sink->mount(sink->user, path, "/etc/ld.so.preload", true);
+    snprintf(path, sizeof path, "%s/limits", dir);
+    sink->mount(sink->user, path, PLUGIN_CONTAINER_LIMITS, true);
+    snprintf(path, sizeof path, "%s/state", dir);
+    sink->mount(sink->user, path, PLUGIN_CONTAINER_STATE, false);
+    return 0;
+}
+
+int plugin_slice_release(const char *state_dir, const char *id, struct allocdir_reaper *reaper)
+{
+    int rc = allocdir_remove(state_dir, id);
+    if (reaper)
+        allocdir_reaper_kick(reaper);
+    return rc;
+}
+
+struct allocdir_reaper *plugin_slice_reaper(const char *state_dir)
+{
+    struct allocdir_reaper *r = allocdir_reaper_new(state_dir);
+    if (r && allocdir_reaper_start(r) < 0) {
+        allocdir_reaper_free(r);
+        return NULL;
+    }
+    if (r)
+        allocdir_reaper_kick(r); /* what an earlier run left */
+    return r;
+}
+
+void plugin_slice_reaper_free(struct allocdir_reaper *r)
+{
+    allocdir_reaper_free(r);
+}
+
+struct prune_adapter {
+    bool (*held)(const char *id, void *user);
+    void *user;
+};
+
+static const void *adapter_held(const char *resource, const char *id, void *user)
+{
+    (void)resource;
+    const struct prune_adapter *a = user;
+    return a->held(id, a->user) ? a : NULL;
+}
+
+size_t plugin_slice_prune(const char *state_dir, bool (*held)(const char *id, void *user),
+                          void *user)
+{
+    struct prune_adapter a = {held, user};
+    struct allocdir_visitor v = {.held = adapter_held, .user = &a};
+    return allocdir_prune(state_dir, &v, time(NULL), 0);
+}

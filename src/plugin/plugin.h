@@ -76,6 +76,46 @@ struct plugin_limit {
 void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
                         void (*fn)(const struct plugin_limit *l, void *user), void *user);
 
+/* GPU slices, whichever front end grants them (Allocate, or a DRA claim
+ * consuming a GPU's memory): per GPU the container receives (ordinal i, in
+ * the order given), its memory limit and compute share. */
+struct plugin_slice_gpu {
+    const char *uuid;
+    unsigned long long memory; /* bytes */
+    unsigned long share;       /* hundredths of a percent of the GPU */
+};
+/* Where the container's edits go: variables and bind mounts. */
+struct plugin_slice_sink {
+    void (*env)(void *user, const char *key, const char *value);
+    void (*mount)(void *user, const char *host, const char *container, bool read_only);
+    void *user;
+};
+/* Writes the limits the CUDA interposer reads into a folder
+ * <state_dir>/alloc/<id>/ for resource and device ids (see allocdir), and
+ * hands sink the limits as variables and the mounts: the interposer,
+ * /etc/ld.so.preload naming it, the limits file and a state folder of the
+ * container's own. context: the memory the interposer charges a CUDA
+ * context (0: its default). reuse: the id of a folder made before for the same
+ * grant, used again when it is still there (NULL: a new one). dir
+ * receives the folder's path. */
+int plugin_slice_grant(const struct config *cfg, const char *state_dir, const char *resource,
+                       char *const *ids, size_t n_ids, const struct plugin_slice_gpu *gpus,
+                       size_t n_gpus, unsigned long long context, const char *reuse,
+                       const struct plugin_slice_sink *sink, char *dir, size_t len,
+                       struct gpulet_error *err);
+
+/* Takes a folder plugin_slice_grant made out of use; the reaper removes
+ * it (on a thread of its own). -1 (logged) when it could not. */
+struct allocdir_reaper;
+int plugin_slice_release(const char *state_dir, const char *id, struct allocdir_reaper *reaper);
+/* The reaper of <state_dir>/alloc, started; NULL when it could not be. */
+struct allocdir_reaper *plugin_slice_reaper(const char *state_dir);
+void plugin_slice_reaper_free(struct allocdir_reaper *r);
+/* Removes the folders under <state_dir>/alloc none of whose ids held()
+ * still wants, 64 at most a call. Returns how many it removed. */
+size_t plugin_slice_prune(const char *state_dir, bool (*held)(const char *id, void *user),
+                          void *user);
+
 /* Resources served, for logs and tests. */
 size_t plugin_resource_count(const struct plugin *p);
 const char *plugin_resource_name(const struct plugin *p, size_t i);

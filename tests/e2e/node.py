@@ -156,7 +156,10 @@ class Node:
         self.kubelet_bin = kubelet
         self.version = version
         self.dir = pathlib.Path(run_dir)
-        self.cluster = Cluster(self.dir, cluster_bins) if cluster_bins else None
+        # DRAConsumableCapacity (alpha): GPUs shared by claims of their memory
+        self.cluster = Cluster(self.dir, cluster_bins,
+                               feature_gates={"DRAConsumableCapacity": True}) \
+            if cluster_bins else None
         self.sandbox = self.cluster.sandbox if self.cluster else Sandbox(self.dir, [NODE_NAME])
         self.sock = self.cluster.sock if self.cluster else self.dir / "containerd.sock"
         self.kubelet_root = self.sandbox.outside(KUBELET_ROOT)

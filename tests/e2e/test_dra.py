@@ -5,7 +5,10 @@ edits through containerd 1.7 (CRI CDIDevices); the pod deleted ->
 unprepared; a kubelet restart -> slices published again within 15 s; a
 gpulet restart -> prepared claims kept. The device plugin is off meanwhile
 (a GPU is never offered twice); the module puts the usual gpulet back.
-/metrics names the claim's pod on its GPU (pod-resources dynamic_resources)."""
+/metrics names the claim's pod on its GPU (pod-resources dynamic_resources).
+GPU slices by claim (dra.slices, the cluster's DRAConsumableCapacity gate):
+a 10Gi claim held to it by the interposer beside a 60Gi claim on one GPU,
+and a 20Gi claim that does not fit left Pending."""
 import json
 import os
 import re
@@ -23,7 +26,7 @@ SLEEP = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
 CDI_DIR = "/var/run/cdi"  # inside the sandbox, where containerd looks
 
 
-def start_dra(node, sim="dgx-a100"):
+def start_dra(node, sim="dgx-a100", extra=()):
     node.state_file.write_text("gpus: {}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
     env["GPULET_SIM_STATE"] = str(node.state_file)
@@ -36,7 +39,8 @@ def start_dra(node, sim="dgx-a100"):
                           "--health-recovery-period", "3s",
                           "--kubeconfig", node.cluster.admin_kubeconfig,
                           "--node-name", node.cluster.node_name,
-                          "--state-dir", node.dir / "gpulet-state", "--cdi-dir", CDI_DIR],
+                          "--state-dir", node.dir / "gpulet-state", "--cdi-dir", CDI_DIR,
+                          *extra],
                node.gpulet_log, env=env)
 
 
@@ -266,3 +270,106 @@ def test_mig_claim_gets_its_gpu_and_instance_capabilities(dra):
     finally:
         delete(dra, "pod", name)
         delete(dra, "resourceclaimtemplate", name)
+
+
+GIB = 1 << 30
+MIB = 1 << 20
+CTX = 64 * MIB  # the interposer's charge per context
+
+
+def memory_claim_pod(node, name, uuid, memory, image=BUSYBOX_IMAGE, env=None):
+    """A pod whose claim asks for `memory` of the GPU with that UUID."""
+    node.cluster.apply({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+            "deviceClassName": "gpu.nvidia.com",
+            "selectors": [{"cel": {"expression":
+                                   f"device.attributes['gpu.nvidia.com'].uuid == '{uuid}'"}}],
+            "capacity": {"requests": {"memory": memory}}}}]}}}})
+    node.cluster.apply({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"terminationGracePeriodSeconds": 2, "automountServiceAccountToken": False,
+                 "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": name}],
+                 "containers": [{"name": "main", "image": image, "imagePullPolicy": "Never",
+                                 "command": SLEEP,
+                                 "env": [{"name": k, "value": v} for k, v in
+                                         (env or {}).items()],
+                                 "resources": {"claims": [{"name": "gpu"}]}}]}})
+
+
+def pod_json(node, name):
+    return node.cluster.kubectl_json("get", "pod", "-n", NAMESPACE, name, check=False) or {}
+
+
+def test_claims_share_a_gpu_by_memory_held_by_the_interposer(dra):
+    """dra.slices shares GPU 7: a pod whose claim asks for 10Gi of it runs
+    cudaprog under the interposer and is refused past 10 GiB (its own
+    variable notwithstanding) while a second claim holds 60Gi of the same
+    GPU; a third asking 20Gi does not fit the 80 GiB and stays Pending."""
+    from test_slices import CUDA_IMAGE, cuda_image
+    cuda_image(dra)
+    config = dra.dir / "dra-slices.yaml"
+    config.write_text("version: v1\ndra:\n  slices: [7]\n")
+    dra.stop("gpulet")
+    start_dra(dra, extra=["--config-file", config,
+                          "--cuda-interposer", (dra.build / "libgpulet-cuda.so").resolve()])
+    wait_for("gpu-7 published for several claims",
+             lambda: (d := devices(dra)) and len(d) == 8 and
+             d["gpu-7"].get("allowMultipleAllocations") is True, 60, 0.2)
+    uuid = devices(dra)["gpu-7"]["attributes"]["uuid"]["string"]
+    names = ("share-10g", "share-60g", "share-20g")
+    try:
+        memory_claim_pod(dra, names[0], uuid, "10Gi", image=CUDA_IMAGE,
+                         env={"GPULET_CUDA_MEMORY_LIMIT_0": "80Gi"})
+        memory_claim_pod(dra, names[1], uuid, "60Gi")
+        for n in names[:2]:
+            wait_for(f"pod {n} Running",
+                     lambda n=n: pod_json(dra, n).get("status", {}).get("phase") == "Running",
+                     90, 0.2)
+        claims = {}
+        for n in names[:2]:
+            cname = pod_json(dra, n)["status"]["resourceClaimStatuses"][0]["resourceClaimName"]
+            claims[n] = dra.cluster.kubectl_json("get", "resourceclaim", "-n", NAMESPACE, cname)
+        for n, gib in ((names[0], 10), (names[1], 60)):
+            r = claims[n]["status"]["allocation"]["devices"]["results"][0]
+            assert r["device"] == "gpu-7"
+            assert r["consumedCapacity"]["memory"] == f"{gib}Gi"
+
+        limits = kexec(dra, names[0], "cat /etc/gpulet/cuda-limits")
+        keys = dict(re.findall(r"^(\w+)=(\S+)$", limits, re.M))
+        assert keys["GPULET_CUDA_MEMORY_LIMIT_0"] == str(10 * GIB), limits
+        assert keys["GPULET_CUDA_DEVICE_UUID_0"] == uuid
+        assert keys["GPULET_CUDA_COMPUTE_SHARE_0"] == "12.5"
+        run = ("export LD_LIBRARY_PATH=/opt/sim GPULET_SIM_NODE=/opt/sim/node.yaml "
+               f"GPULET_SIM_DEVICE_STATE=/tmp/node.device CUDA_VISIBLE_DEVICES={uuid}; "
+               "exec /opt/sim/cudaprog direct ")
+        out = kexec(dra, names[0], run + f"info fill:alloc:{64 * MIB} info")
+
+        def result(op, text):
+            found = [dict(re.findall(r"(\w+)=(\d+)", line)) for line in text.splitlines()
+                     if line.startswith(op + " ")]
+            assert found, text
+            return {k: int(v) for k, v in found[-1].items()}
+        assert result("info", out)["total"] == 10 * GIB
+        fill = result("fill", out)
+        assert fill["rc"] == 2, out  # CUDA_ERROR_OUT_OF_MEMORY at the claim's 10 GiB
+        assert 10 * GIB - 2 * CTX < fill["total"] <= 10 * GIB - CTX, out
+
+        # 10 + 60 + 20 > 80: the scheduler never oversubscribes the GPU
+        memory_claim_pod(dra, names[2], uuid, "20Gi")
+        cond = wait_for(f"pod {names[2]} unschedulable", lambda: next(
+            (c for c in pod_json(dra, names[2]).get("status", {}).get("conditions", [])
+             if c["type"] == "PodScheduled" and c["status"] == "False"), None), 60, 0.2)
+        assert cond.get("reason") == "Unschedulable", cond
+        assert pod_json(dra, names[2])["status"]["phase"] == "Pending"
+    finally:
+        for n in names:
+            delete(dra, "pod", n)
+            delete(dra, "resourceclaimtemplate", n)
+        dra.stop("gpulet")
+        start_dra(dra)
+        wait_for("8 whole GPUs published again",
+                 lambda: (d := devices(dra)) and len(d) == 8 and
+                 "allowMultipleAllocations" not in d["gpu-7"], 60, 0.2)

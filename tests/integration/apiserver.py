@@ -50,6 +50,7 @@ class ApiServer:
         self.requests = []        # (method, path)
         self.overrides = {}       # path prefix -> ("status", code, body) | ("stall",) | ...
         self.stop_watches = False
+        self.consumable_capacity = True  # the DRAConsumableCapacity gate
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(f"{certs}/server.crt", f"{certs}/server.key")
         ctx.load_verify_locations(f"{certs}/ca.crt")
@@ -95,10 +96,16 @@ class ApiServer:
 
     # ---- what tests use ----
 
-    def put_claim(self, ns, name, devices, uid=None, pool=None, driver="gpu.nvidia.com"):
+    def put_claim(self, ns, name, devices, uid=None, pool=None, driver="gpu.nvidia.com",
+                  memory=None):
+        """memory: the consumedCapacity of each device, as the scheduler
+        records it for a device that allows several allocations."""
         uid = uid or str(uuid.uuid4())
         results = [{"request": f"req{i}", "driver": driver, "pool": pool or self.node,
                     "device": d} for i, d in enumerate(devices)]
+        for r in results if memory is not None else []:
+            r["shareID"] = str(uuid.uuid4())
+            r["consumedCapacity"] = {"memory": memory}
         obj = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
                "metadata": {"name": name, "namespace": ns, "uid": uid},
                "spec": {"devices": {"requests": []}},
@@ -199,6 +206,11 @@ class ApiServer:
         if path == "/apis/resource.k8s.io/v1/resourceslices":
             if method == "POST":
                 obj = json.loads(body)
+                for d in obj["spec"].get("devices", []) if not self.consumable_capacity else []:
+                    # what an API server with the gate off does to the fields
+                    d.pop("allowMultipleAllocations", None)
+                    for c in d.get("capacity", {}).values():
+                        c.pop("requestPolicy", None)
                 with self.lock:
                     name = obj["metadata"]["generateName"] + uuid.uuid4().hex[:5]
                     obj["metadata"]["name"] = name

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import grpc
 import pytest
@@ -317,6 +318,174 @@ def test_prepare_and_unprepare(run_gpulet, api, protos, tmp_path):
     assert cp["claims"] == []
     # idempotent
     assert unprepare(tmp_path, dra, [("default", "c1", uid)]).claims[uid].error == ""
+
+
+SLICES_CONFIG = {"version": "v1", "dra": {"slices": [1]}}
+
+
+def start_sliced(run_gpulet, tmp_path):
+    """gpulet with dra.slices and a stand-in interposer: (gpulet, its path)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(SLICES_CONFIG))
+    lib = tmp_path / "libgpulet-cuda.so"
+    lib.write_text("stands in for the interposer")
+    return run_gpulet("dgx-a100", extra=["--config-file", str(config), "--cuda-interposer",
+                                         str(lib)]), lib
+
+
+def claim_spec(tmp, uid):
+    return yaml.safe_load((tmp / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").read_text())
+
+
+def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
+    """dra.slices: GPU 1 is published for several claims, each consuming
+    whole GiB of its memory; each claim's spec carries what a device-plugin
+    slice gets from Allocate: its own limits folder (the consumed memory, a
+    compute share in proportion), the interposer and its mounts."""
+    _, dra = protos
+    g, lib = start_sliced(run_gpulet, tmp_path)
+    slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
+    devs = devices_of(slices)
+    assert devs["gpu-1"]["allowMultipleAllocations"] is True
+    assert devs["gpu-1"]["capacity"]["memory"] == {
+        "value": "80Gi", "requestPolicy": {"default": "1Gi", "validRange": {
+            "min": "1Gi", "max": "80Gi", "step": "1Gi"}}}
+    assert "allowMultipleAllocations" not in devs["gpu-0"]
+    assert devs["gpu-0"]["capacity"]["memory"] == {"value": "80Gi"}
+
+    a = api.put_claim("default", "a", ["gpu-1"], memory="10Gi")
+    b = api.put_claim("default", "b", ["gpu-1"], memory="20Gi")
+    resp = prepare(tmp_path, dra, [("default", "a", a), ("default", "b", b)])
+    assert resp.claims[a].error == "" and resp.claims[b].error == ""
+    folders = {}
+    for uid, gib, share in ((a, 10, "12.5"), (b, 20, "25")):
+        spec = claim_spec(tmp_path, uid)
+        env = spec["containerEdits"]["env"]
+        assert f"GPULET_CUDA_MEMORY_LIMIT_0={gib << 30}" in env
+        assert f"GPULET_CUDA_COMPUTE_SHARE_0={share}" in env
+        assert "GPULET_CUDA_STATE_DIR=/run/gpulet/cuda" in env
+        mounts = {m["containerPath"]: m for m in spec["containerEdits"]["mounts"]}
+        assert mounts["/usr/lib/gpulet/libgpulet-cuda.so"]["hostPath"] == str(lib)
+        limits = pathlib.Path(mounts["/etc/gpulet/cuda-limits"]["hostPath"])
+        assert limits.parent.parent == tmp_path / "state" / "dra" / "alloc"
+        assert f"GPULET_CUDA_MEMORY_LIMIT_0={gib << 30}\n" in limits.read_text()
+        assert "ro" in mounts["/etc/gpulet/cuda-limits"]["options"]
+        assert "rw" in mounts["/run/gpulet/cuda"]["options"]
+        preload = pathlib.Path(mounts["/etc/ld.so.preload"]["hostPath"])
+        assert preload.read_text() == "/usr/lib/gpulet/libgpulet-cuda.so\n"
+        folders[uid] = limits.parent
+    assert folders[a] != folders[b]
+    cp = json.loads((tmp_path / "state" / "dra-checkpoint.json").read_text())
+    assert {c["uid"]: c["alloc"] for c in cp["claims"]} == {
+        a: folders[a].name, b: folders[b].name}
+
+    # a spec gone missing is written again with the same folder
+    (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{a}.yaml").unlink()
+    assert prepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
+    mounts = {m["containerPath"]: m["hostPath"]
+              for m in claim_spec(tmp_path, a)["containerEdits"]["mounts"]}
+    assert pathlib.Path(mounts["/etc/gpulet/cuda-limits"]).parent == folders[a]
+    # both gone: a new folder, recorded in the checkpoint
+    (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{a}.yaml").unlink()
+    shutil.rmtree(folders[a])
+    assert prepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
+    mounts = {m["containerPath"]: m["hostPath"]
+              for m in claim_spec(tmp_path, a)["containerEdits"]["mounts"]}
+    folders[a] = pathlib.Path(mounts["/etc/gpulet/cuda-limits"]).parent
+    assert (folders[a] / "limits").exists()
+    cp = json.loads((tmp_path / "state" / "dra-checkpoint.json").read_text())
+    assert {c["uid"]: c["alloc"] for c in cp["claims"]}[a] == folders[a].name
+
+    # unprepared: spec and folder go; the other claim's stay
+    assert unprepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
+    assert not folders[a].exists() and folders[b].exists()
+    # ... and is removed on gpulet's reaper thread, not just moved aside
+    wait_for(lambda: [f.name for f in (tmp_path / "state" / "dra" / "alloc").iterdir()] ==
+             [folders[b].name], what="the released folder reaped")
+
+    # a folder no checkpointed claim holds (gpulet stopped between the two)
+    # is removed at start; a prepared claim's is kept
+    stray = tmp_path / "state" / "dra" / "alloc" / "00112233aabbccdd"
+    (stray / "state").mkdir(parents=True)
+    (stray / "devices").write_text(f"resource gpu.nvidia.com\n{uuid.uuid4()}\n")
+    assert g.stop() == 0
+    start_sliced(run_gpulet, tmp_path)
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    assert not stray.exists() and folders[b].exists()
+
+
+def test_gate_off_gpus_published_whole(run_gpulet, api, protos, tmp_path):
+    """An API server without DRAConsumableCapacity drops the fields: gpulet
+    says so once, and a claim of the GPU (no consumedCapacity) gets it
+    whole, without limits."""
+    _, dra = protos
+    api.consumable_capacity = False
+    g, lib = start_sliced(run_gpulet, tmp_path)
+    wait_for(lambda: "DRAConsumableCapacity" in g.text(), what="the gate-off warning")
+    api.delete_all_slices()  # published again: said once only
+    api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
+    wait_for(lambda: g.text().count("ResourceSlices published") >= 2, what="a second publish")
+    assert g.text().count("DRAConsumableCapacity") == 1
+    uid = api.put_claim("default", "w", ["gpu-1"])
+    assert prepare(tmp_path, dra, [("default", "w", uid)]).claims[uid].error == ""
+    spec = claim_spec(tmp_path, uid)
+    assert not [e for e in spec["containerEdits"]["env"] if e.startswith("GPULET_CUDA")]
+    assert not list((tmp_path / "state" / "dra").glob("alloc/*"))
+
+
+def test_hostile_consumed_memory_is_refused(run_gpulet, api, protos, tmp_path):
+    _, dra = protos
+    start_sliced(run_gpulet, tmp_path)
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    for i, bad in enumerate(["-5Gi", "1e30", "", 7, "99999999999999999Ti"]):
+        uid = api.put_claim("default", f"h{i}", ["gpu-1"], memory=bad)
+        r = prepare(tmp_path, dra, [("default", f"h{i}", uid)]).claims[uid]
+        assert "consumedCapacity" in r.error
+        assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+    assert not list((tmp_path / "state" / "dra").glob("alloc/*"))
+    # an amount on a GPU not published shared limits nothing
+    uid = api.put_claim("default", "whole", ["gpu-0"], memory="10Gi")
+    assert prepare(tmp_path, dra, [("default", "whole", uid)]).claims[uid].error == ""
+    assert not [e for e in claim_spec(tmp_path, uid)["containerEdits"]["env"]
+                if e.startswith("GPULET_CUDA")]
+
+
+def host_paths(spec):
+    edits = [spec["containerEdits"]] + [d["containerEdits"] for d in spec["devices"]]
+    return ([m["hostPath"] for e in edits for m in e.get("mounts", [])],
+            [(n["path"], n.get("hostPath")) for e in edits for n in e.get("deviceNodes", [])])
+
+
+def test_specs_name_host_paths(run_gpulet, api, protos, tmp_path, driver_root):  # noqa: F811
+    """In the DaemonSet gpulet sees the host's / at /host (NVIDIA_DRIVER_ROOT);
+    with --host-driver-root / (GPULET_HOST_DRIVER_ROOT, set by overlays/dra)
+    the claim's spec names the host's paths, which the runtime opens."""
+    _, dra = protos
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "p1", ["gpu-2"])
+    assert prepare(tmp_path, dra, [("default", "p1", uid)]).claims[uid].error == ""
+    seen_mounts, seen_nodes = host_paths(claim_spec(tmp_path, uid))
+    root = str(driver_root)
+    assert seen_mounts and all(p.startswith(root + "/") for p in seen_mounts)
+    assert seen_nodes and all(h == root + p for p, h in seen_nodes)
+    assert unprepare(tmp_path, dra, [("default", "p1", uid)]).claims[uid].error == ""
+    assert g.stop() == 0
+
+    run_gpulet("dgx-a100", extra=["--host-driver-root", "/"])
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "p2", ["gpu-2"])
+    assert prepare(tmp_path, dra, [("default", "p2", uid)]).claims[uid].error == ""
+    mounts, nodes = host_paths(claim_spec(tmp_path, uid))
+    assert sorted(mounts) == sorted(p[len(root):] for p in seen_mounts)
+    assert nodes == [(p, None) for p, _ in seen_nodes]  # the host's own /dev paths
+
+
+def test_relative_host_driver_root_refused(gpulet, tmp_path):
+    r = gpulet("--simulate", "dgx-a100", "run", "--dra", "--no-device-plugin",
+               "--host-driver-root", "host")
+    assert r.rc == 2
+    assert "absolute path" in r.err
 
 
 def test_mig_claim_gets_its_caps(run_gpulet, api, protos, tmp_path):

@@ -169,6 +169,14 @@ static void dra_gpus(void **state)
     assert_false(config_dra_gpu(&cfg, 0, "GPU-0"));
     assert_true(config_dra_gpu(&cfg, 1, "GPU-1"));
     assert_true(config_dra_gpu(&cfg, 5, "GPU-abc"));
+    assert_false(config_dra_slice(&cfg, 1, "GPU-1")); /* no dra.slices: none shared */
+    write_file(path, "version: v1\ndra:\n  enabled: true\n  slices: [GPU-abc]\n");
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), 0);
+    assert_true(config_dra_slice(&cfg, 5, "GPU-abc"));
+    assert_false(config_dra_slice(&cfg, 0, "GPU-0"));
+    write_file(path, "version: v1\ndra:\n  slices: [\"0:1\"]\n");
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+    assert_non_null(strstr(err.msg, "dra.slices"));
     write_file(path, "version: v1\n");
     assert_int_equal(config_load(&flags, lookup, &cfg, &err), 0);
     assert_false(cfg.dra_enabled);

@@ -282,6 +282,78 @@ static void claims_parsed_and_checked(void **state)
     assert_string_equal(cdi, "k8s.gpu.nvidia.com/claim=" UID "-gpu-0");
 }
 
+static const char *no_env(const char *name)
+{
+    (void)name;
+    return NULL;
+}
+
+/* dra.slices: a GPU claims share, each consuming whole GiB of its memory. */
+static void shared_gpu_consumable_memory(void **state)
+{
+    (void)state;
+    load("dgx-a100");
+    char path[64] = "/tmp/gpulet-dra-cfg-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    const char *text = "version: v1\ndra:\n  enabled: true\n  slices: [1]\n";
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_replace(path, text, strlen(text), 0, &err), 0);
+    struct config cfg;
+    struct config_flags flags = {.config_file = path};
+    assert_int_equal(config_load(&flags, no_env, &cfg, &err), 0);
+    unlink(path);
+    struct dra_device *devs;
+    size_t n;
+    assert_int_equal(dra_devices_build(inv, &cfg, &devs, &n, &err), 0);
+    const struct dra_device *shared = dra_device_find(devs, n, "gpu-1");
+    const struct dra_device *whole = dra_device_find(devs, n, "gpu-0");
+    assert_true(shared->shared);
+    assert_false(whole->shared);
+    json_t *d = dra_device_json(inv, shared, "/nonexistent");
+    assert_true(json_is_true(json_object_get(d, "allowMultipleAllocations")));
+    json_t *mem = json_object_get(json_object_get(d, "capacity"), "memory");
+    assert_string_equal(json_string_value(json_object_get(mem, "value")), "80Gi");
+    json_t *policy = json_object_get(mem, "requestPolicy");
+    assert_string_equal(json_string_value(json_object_get(policy, "default")), "1Gi");
+    json_t *range = json_object_get(policy, "validRange");
+    assert_string_equal(json_string_value(json_object_get(range, "min")), "1Gi");
+    assert_string_equal(json_string_value(json_object_get(range, "max")), "80Gi");
+    assert_string_equal(json_string_value(json_object_get(range, "step")), "1Gi");
+    json_decref(d);
+    d = dra_device_json(inv, whole, "/nonexistent");
+    assert_null(json_object_get(d, "allowMultipleAllocations"));
+    assert_null(json_object_get(json_object_get(json_object_get(d, "capacity"), "memory"),
+                                "requestPolicy"));
+    json_decref(d);
+    free(devs);
+
+    /* What the scheduler records: the memory the claim consumes. */
+#define CONSUMED(q)                                                                           \
+    "{\"metadata\":{\"uid\":\"" UID "\"},\"status\":{\"allocation\":{\"devices\":"           \
+    "{\"results\":[{\"request\":\"g\",\"driver\":\"gpu.nvidia.com\",\"pool\":\"node1\","       \
+    "\"device\":\"gpu-1\",\"shareID\":\"" UID "\",\"consumedCapacity\":{\"memory\":" q "}}]}}}}"
+    struct dra_result *r;
+    assert_int_equal(parse(CONSUMED("\"10Gi\""), &r, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_true(r[0].memory == 10ULL << 30);
+    free(r);
+    assert_int_equal(parse(CONSUMED("\"10737418240\""), &r, &n, &err), 0);
+    assert_true(r[0].memory == 10ULL << 30);
+    free(r);
+    static const char *const hostile[] = {CONSUMED("10"), CONSUMED("\"-1Gi\""),
+                                          CONSUMED("\"0\""), CONSUMED("\"1.5Gi\""),
+                                          CONSUMED("\"99999999999999999999Gi\""),
+                                          CONSUMED("\"10Gix\"")};
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
+        struct gpulet_error e = {0};
+        assert_int_equal(parse(hostile[i], &r, &n, &e), -1);
+        assert_non_null(strstr(e.msg, "consumedCapacity"));
+    }
+#undef CONSUMED
+}
+
 static void checkpoint_round_trip(void **state)
 {
     (void)state;
@@ -294,9 +366,9 @@ static void checkpoint_round_trip(void **state)
     assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), 0); /* none yet */
     assert_int_equal(n, 0);
     free(claims);
-    struct dra_result results[2] = {{"a", "gpu-0"}, {"b", "gpu-1-mig-1g5gb-19-0"}};
+    struct dra_result results[2] = {{"a", "gpu-0", 10ULL << 30}, {"b", "gpu-1-mig-1g5gb-19-0", 0}};
     struct dra_claim one = {.uid = UID, .namespace = "ns", .name = "c", .count = 2,
-                            .results = results};
+                            .results = results, .alloc = "0123abcd"};
     assert_int_equal(dra_checkpoint_write(path, &one, 1, &err), 0);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
@@ -307,8 +379,15 @@ static void checkpoint_round_trip(void **state)
     assert_string_equal(claims[0].name, "c");
     assert_int_equal(claims[0].count, 2);
     assert_string_equal(claims[0].results[1].device, "gpu-1-mig-1g5gb-19-0");
+    assert_true(claims[0].results[0].memory == 10ULL << 30);
+    assert_true(claims[0].results[1].memory == 0);
+    assert_string_equal(claims[0].alloc, "0123abcd");
     dra_claims_free(claims, n);
     static const char *const broken[] = {
+        "{\"version\":1,\"claims\":[{\"uid\":\"" UID "\",\"namespace\":\"a\",\"name\":\"b\","
+        "\"alloc\":\"../../etc\",\"devices\":[]}]}",
+        "{\"version\":1,\"claims\":[{\"uid\":\"" UID "\",\"namespace\":\"a\",\"name\":\"b\","
+        "\"devices\":[{\"request\":\"a\",\"device\":\"gpu-0\",\"memory\":-1}]}]}",
         "garbage", "{\"version\":2,\"claims\":[]}", "{\"version\":1,\"claims\":[{\"uid\":1}]}",
         "{\"version\":1,\"claims\":[{\"uid\":\"../x\",\"namespace\":\"a\",\"name\":\"b\","
         "\"devices\":[]}]}"};
@@ -422,6 +501,7 @@ int main(void)
         cmocka_unit_test_teardown(mig_devices_replace_their_gpu, teardown),
         cmocka_unit_test(slices_cut_at_128),
         cmocka_unit_test(claims_parsed_and_checked),
+        cmocka_unit_test_teardown(shared_gpu_consumable_memory, teardown),
         cmocka_unit_test(checkpoint_round_trip),
         cmocka_unit_test(base64_and_backoff),
         cmocka_unit_test(kubeconfigs),
