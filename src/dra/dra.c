@@ -102,19 +102,6 @@ struct dra {
 
 /* ---- helpers ---- */
 
-static void reply_message(struct grpc_call *call, const ProtobufCMessage *msg)
-{
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL) {
-        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    protobuf_c_message_pack(msg, buf);
-    grpc_call_reply(call, buf, len);
-    free(buf);
-}
-
 /* A DNS subdomain (node, namespace, object names): lower-case letters,
  * digits, '-' and '.', so it goes into a URL path as it is. */
 static bool dns_name(const char *s, size_t max)
@@ -422,7 +409,7 @@ static void prepare_answer(struct prepare *p)
     }
     resp.claims = entry_ptrs;
     resp.n_claims = p->count;
-    reply_message(p->call, &resp.base);
+    grpc_call_reply_message(p->call, &resp.base);
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     for (size_t i = 0; i < p->count; i++)
@@ -649,7 +636,7 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
         K8S__IO__KUBELET__PKG__APIS__DRA__V1__NODE_UNPREPARE_RESOURCES_RESPONSE__INIT;
     resp.claims = ptrs;
     resp.n_claims = n;
-    reply_message(call, &resp.base);
+    grpc_call_reply_message(call, &resp.base);
 out:
     free(entries);
     free(ptrs);
@@ -673,7 +660,7 @@ static void get_info_cb(struct grpc_call *call, const uint8_t *req, size_t len, 
     info.endpoint = d->sock;
     info.supported_versions = versions;
     info.n_supported_versions = 2;
-    reply_message(call, &info.base);
+    grpc_call_reply_message(call, &info.base);
 }
 
 static void notify_cb(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
@@ -693,7 +680,7 @@ static void notify_cb(struct grpc_call *call, const uint8_t *req, size_t len, vo
     pluginregistration__registration_status__free_unpacked(st, NULL);
     Pluginregistration__RegistrationStatusResponse resp =
         PLUGINREGISTRATION__REGISTRATION_STATUS_RESPONSE__INIT;
-    reply_message(call, &resp.base);
+    grpc_call_reply_message(call, &resp.base);
 }
 
 static int listen_registration(struct dra *d, struct gpulet_error *err)

@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include <event2/event.h>
+#include <protobuf-c/protobuf-c.h>
 
 #include "error/error.h"
 
@@ -119,6 +120,9 @@ void grpc_call_drop(struct grpc_call *call, const char *message);
 void grpc_call_finish(struct grpc_call *call, enum grpc_status status, const char *message);
 /* send + finish(OK): the answer of a unary method. */
 void grpc_call_reply(struct grpc_call *call, const uint8_t *msg, size_t len);
+/* grpc_call_reply of a protobuf-c message, packed here (RESOURCE_EXHAUSTED
+ * when there is no memory to pack it). */
+void grpc_call_reply_message(struct grpc_call *call, const ProtobufCMessage *msg);
 void grpc_call_on_close(struct grpc_call *call, grpc_call_closed_fn fn, void *user);
 
 /* ---- client ---- */

@@ -610,6 +610,19 @@ void grpc_call_reply(struct grpc_call *call, const uint8_t *msg, size_t len)
         grpc_call_finish(call, GRPC_OK, NULL);
 }
 
+void grpc_call_reply_message(struct grpc_call *call, const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    protobuf_c_message_pack(msg, buf);
+    grpc_call_reply(call, buf, len);
+    free(buf);
+}
+
 void grpc_call_on_close(struct grpc_call *call, grpc_call_closed_fn fn, void *user)
 {
     call->on_close = fn;

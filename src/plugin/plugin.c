@@ -79,19 +79,6 @@ static void socket_path(const struct served *s, char *buf, size_t len)
 
 /* ---- the DevicePlugin service ---- */
 
-static void reply_message(struct grpc_call *call, const ProtobufCMessage *msg)
-{
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL) {
-        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    protobuf_c_message_pack(msg, buf);
-    grpc_call_reply(call, buf, len);
-    free(buf);
-}
-
 static void get_options(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
 {
     (void)req;
@@ -100,7 +87,7 @@ static void get_options(struct grpc_call *call, const uint8_t *req, size_t len, 
     V1beta1__DevicePluginOptions opts = V1BETA1__DEVICE_PLUGIN_OPTIONS__INIT;
     opts.pre_start_required = false;
     opts.get_preferred_allocation_available = true;
-    reply_message(call, &opts.base);
+    grpc_call_reply_message(call, &opts.base);
 }
 
 /* The current device list, packed; NULL when out of memory. */
@@ -216,7 +203,7 @@ static void allocate(struct grpc_call *call, const uint8_t *req, size_t len, voi
         log_warn("Allocate refused", "resource=%s error=\"%s\"", s->res->name, err.msg);
         grpc_call_finish(call, GRPC_INVALID_ARGUMENT, err.msg);
     } else {
-        reply_message(call, &out.base);
+        grpc_call_reply_message(call, &out.base);
         if (s->res->sharing == SHARING_SLICES)
             reap_soon(s->plugin); /* what the allocation took back */
         if (s->plugin->on_allocate)
@@ -276,7 +263,7 @@ static void preferred_allocation(struct grpc_call *call, const uint8_t *req, siz
         else
             grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, msg);
     } else {
-        reply_message(call, &out.base);
+        grpc_call_reply_message(call, &out.base);
     }
     arena_free(&a);
     v1beta1__preferred_allocation_request__free_unpacked(in, NULL);
@@ -288,7 +275,7 @@ static void pre_start(struct grpc_call *call, const uint8_t *req, size_t len, vo
     (void)len;
     (void)user;
     V1beta1__PreStartContainerResponse out = V1BETA1__PRE_START_CONTAINER_RESPONSE__INIT;
-    reply_message(call, &out.base);
+    grpc_call_reply_message(call, &out.base);
 }
 
 static void status(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
@@ -302,7 +289,7 @@ static void status(struct grpc_call *call, const uint8_t *req, size_t len, void 
     struct arena a = {0};
     Gpulet__V1__StatusResponse out;
     plugin_status(s->res, s->reg == REG_DONE, streams, s->last_problem, &a, &out);
-    reply_message(call, &out.base);
+    grpc_call_reply_message(call, &out.base);
     arena_free(&a);
 }
 
