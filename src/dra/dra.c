@@ -49,6 +49,7 @@ struct pclaim {
     struct dra_result *results;
     size_t count;
     bool from_checkpoint;
+    bool unprepared; /* unprepared while its GET was in flight: not to be prepared */
     struct kube_request *req;
 };
 
@@ -450,7 +451,9 @@ static void claim_fetched(const struct kube_response *r, void *user)
     struct pclaim *c = user;
     struct prepare *p = c->call;
     c->req = NULL;
-    if (r->status == 200) {
+    if (c->unprepared) {
+        /* The error says so already. */
+    } else if (r->status == 200) {
         struct gpulet_error err = {0};
         if (dra_claim_parse(r->body, r->len, c->uid, p->d->node, &c->results, &c->count, &err) <
             0)
@@ -589,6 +592,23 @@ static void prepare_cb(struct grpc_call *call, const uint8_t *req, size_t len, v
 
 /* ---- NodeUnprepareResources ---- */
 
+/* A prepare of uid still reading the claim would, when the answer comes,
+ * write a spec and hold GPU memory for a claim the kubelet has let go:
+ * it answers with an error instead. */
+static void drop_pending(struct dra *d, const char *uid)
+{
+    for (struct prepare *p = d->prepares; p; p = p->next)
+        for (size_t i = 0; i < p->count; i++) {
+            struct pclaim *c = &p->claims[i];
+            if (c->req == NULL || c->unprepared || strcmp(c->uid, uid) != 0)
+                continue;
+            c->unprepared = true;
+            snprintf(c->error, sizeof c->error, "claim %s/%s was unprepared while gpulet was "
+                     "reading it from the API server; prepare it again if it is still wanted",
+                     c->namespace, c->name);
+        }
+}
+
 static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
 {
     struct dra *d = user;
@@ -622,6 +642,7 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
             results[i].error = errors[i];
             continue;
         }
+        drop_pending(d, uid);
         char path[4400];
         spec_path(d, uid, path, sizeof path);
         if (unlink(path) != 0 && errno != ENOENT) {

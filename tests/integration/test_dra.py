@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -573,6 +574,35 @@ def test_stalled_api_server_blocks_nothing_else(run_gpulet, api, protos, tmp_pat
     assert "timed out" in box["r"].claims[slow_uid].error.lower() or \
         "timeout" in box["r"].claims[slow_uid].error.lower()
     assert g.proc.poll() is None
+
+
+def test_unprepare_while_reading_the_claim(run_gpulet, api, protos, tmp_path):
+    """An unprepare arriving while the prepare's GET is in flight wins: the
+    late answer leaves no spec, no checkpoint entry, no slice folder."""
+    _, dra = protos
+    start_sliced(run_gpulet, tmp_path)
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "late", ["gpu-1"], memory="8Gi")
+    gate = threading.Event()
+    api.overrides["/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/late"] = (
+        "gate", gate)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(
+        r=prepare(tmp_path, dra, [("default", "late", uid)])))
+    t.start()
+    try:
+        api.wait_for(lambda: any("/late" in p for _, p in api.requests), what="the held GET")
+        assert unprepare(tmp_path, dra, [("default", "late", uid)]).claims[uid].error == ""
+    finally:
+        gate.set()
+    t.join(timeout=30)
+    assert not t.is_alive()
+    assert "unprepared while" in box["r"].claims[uid].error
+    assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+    cp = tmp_path / "state" / "dra-checkpoint.json"
+    assert not cp.exists() or json.loads(cp.read_text())["claims"] == []
+    alloc = tmp_path / "state" / "dra" / "alloc"
+    assert not alloc.exists() or list(alloc.iterdir()) == []
 
 
 def test_restart_keeps_prepared_claims(run_gpulet, api, protos, tmp_path):
