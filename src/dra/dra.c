@@ -50,6 +50,7 @@ struct pclaim {
     size_t count;
     bool from_checkpoint;
     bool unprepared; /* unprepared while its GET was in flight: not to be prepared */
+    bool added;      /* remember() took it in, with its spec and slice folder */
     struct kube_request *req;
 };
 
@@ -331,6 +332,7 @@ static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
     memcpy(results, c->results, c->count * sizeof *results);
     dc->results = results;
     dc->count = c->count;
+    c->added = true;
     return 0;
 }
 
@@ -341,6 +343,23 @@ static void forget(struct dra *d, const char *uid)
         return;
     free(c->results);
     *c = d->claims[--d->n_claims];
+}
+
+/* A claim taken in but not recorded goes whole: its spec and slice folder
+ * too, or they would stay behind a claim gpulet no longer knows. */
+static void undo(struct dra *d, const char *uid)
+{
+    struct dra_claim *c = find_claim(d, uid);
+    if (c == NULL)
+        return;
+    char path[4400];
+    spec_path(d, uid, path, sizeof path);
+    if (unlink(path) != 0 && errno != ENOENT)
+        log_warn("cannot remove the spec of an unrecorded claim", "path=%s error=\"%s\"", path,
+                 strerror(errno));
+    if (c->alloc[0])
+        allocdir_remove_dra(d, c->alloc);
+    forget(d, uid);
 }
 
 static void prepare_answer(struct prepare *p)
@@ -366,9 +385,9 @@ static void prepare_answer(struct prepare *p)
              * restart gpulet would not know it. */
             for (size_t i = 0; i < p->count; i++) {
                 struct pclaim *c = &p->claims[i];
-                if (c->error[0] || c->from_checkpoint)
+                if (!c->added)
                     continue;
-                forget(d, c->uid);
+                undo(d, c->uid);
                 snprintf(c->error, sizeof c->error, "cannot record the prepared claim: %s",
                          err.msg);
             }

@@ -605,6 +605,28 @@ def test_unprepare_while_reading_the_claim(run_gpulet, api, protos, tmp_path):
     assert not alloc.exists() or list(alloc.iterdir()) == []
 
 
+def test_unrecorded_claim_leaves_nothing(run_gpulet, api, protos, tmp_path):
+    """A claim whose checkpoint cannot be written is refused, and its spec
+    and slice folder go with it; the kubelet's retry, once the file can be
+    written, prepares it afresh."""
+    _, dra = protos
+    start_sliced(run_gpulet, tmp_path)
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "unrecorded", ["gpu-1"], memory="8Gi")
+    cp = tmp_path / "state" / "dra-checkpoint.json"
+    cp.mkdir()  # a folder where the file goes: the write fails
+    (cp / "keep").write_text("")
+    r = prepare(tmp_path, dra, [("default", "unrecorded", uid)]).claims[uid]
+    assert "cannot record the prepared claim" in r.error
+    assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+    alloc = tmp_path / "state" / "dra" / "alloc"
+    wait_for(lambda: not alloc.exists() or list(alloc.iterdir()) == [],
+             what="the claim's slice folder removed")
+    shutil.rmtree(cp)
+    assert prepare(tmp_path, dra, [("default", "unrecorded", uid)]).claims[uid].error == ""
+    assert [c["uid"] for c in json.loads(cp.read_text())["claims"]] == [uid]
+
+
 def test_restart_keeps_prepared_claims(run_gpulet, api, protos, tmp_path):
     _, dra = protos
     g = run_gpulet("dgx-a100")
