@@ -518,6 +518,10 @@ static void start_claim(struct dra *d, struct pclaim *c,
     snprintf(c->name, sizeof c->name, "%s", in->name ? in->name : "");
     struct dra_claim *known = find_claim(d, c->uid);
     if (known) {
+        /* The names it was read under, checked then; the call's go unchecked
+         * into no log line. */
+        snprintf(c->namespace, sizeof c->namespace, "%s", known->namespace);
+        snprintf(c->name, sizeof c->name, "%s", known->name);
         /* Prepared before (a retry, a kubelet or gpulet restart): the same
          * answer, and the spec again in case it was removed meanwhile. */
         char path[4400];

@@ -287,7 +287,7 @@ def test_mig_devices_as_nvidia_names_them(run_gpulet, api, tmp_path):
 
 def test_prepare_and_unprepare(run_gpulet, api, protos, tmp_path):
     _, dra = protos
-    run_gpulet("dgx-a100")
+    text = run_gpulet("dgx-a100").text
     wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
     uid = api.put_claim("default", "c1", ["gpu-3"])
     resp = prepare(tmp_path, dra, [("default", "c1", uid)])
@@ -311,6 +311,13 @@ def test_prepare_and_unprepare(run_gpulet, api, protos, tmp_path):
     again = prepare(tmp_path, dra, [("default", "c1", uid)], version="v1beta1")
     assert again.claims[uid] == r
     assert api.count("GET", "/apis/resource.k8s.io/v1/namespaces/") == gets
+
+    # a retry's names are not checked (the claim is known by UID) and so are not logged
+    forged = "default\nlevel=error msg=forged"
+    assert prepare(tmp_path, dra, [(forged, "c1", uid)]).claims[uid] == r
+    # logged before the answer is sent, under the names it was read with
+    assert text().count(f"claim=default/c1 uid={uid}") == 3
+    assert "\nlevel=error msg=forged" not in text()
 
     out = unprepare(tmp_path, dra, [("default", "c1", uid)])
     assert out.claims[uid].error == ""
