@@ -131,6 +131,19 @@ static bool dns_name(const char *s, size_t max)
     return true;
 }
 
+/* The start of a peer's text (an API server's body, a proxy's HTML page,
+ * the kubelet's error), fit for a quoted log value: what is not printable
+ * ASCII, and quotes, become spaces, so it forges no line or field. */
+static void one_line(const char *in, size_t in_len, char *out, size_t len)
+{
+    size_t n = 0;
+    for (; n + 1 < len && n < in_len; n++) {
+        unsigned char ch = (unsigned char)in[n];
+        out[n] = ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\' ? ' ' : (char)ch;
+    }
+    out[n] = '\0';
+}
+
 static struct dra_claim *find_claim(struct dra *d, const char *uid)
 {
     for (size_t i = 0; i < d->n_claims; i++)
@@ -731,9 +744,13 @@ static void notify_cb(struct grpc_call *call, const uint8_t *req, size_t len, vo
     }
     if (st->plugin_registered)
         log_info("registered with the kubelet", "driver=" DRA_DRIVER);
-    else
-        log_error("the kubelet refused the DRA driver", "driver=" DRA_DRIVER " error=\"%.200s\"",
-                  st->error ? st->error : "");
+    else {
+        char why[201] = "";
+        if (st->error)
+            one_line(st->error, strlen(st->error), why, sizeof why);
+        log_error("the kubelet refused the DRA driver", "driver=" DRA_DRIVER " error=\"%s\"",
+                  why);
+    }
     pluginregistration__registration_status__free_unpacked(st, NULL);
     Pluginregistration__RegistrationStatusResponse resp =
         PLUGINREGISTRATION__REGISTRATION_STATUS_RESPONSE__INIT;
@@ -810,9 +827,12 @@ static void publish_failed(struct dra *d, const char *step, const struct kube_re
     d->pub_busy = false;
     d->pub_req = NULL;
     long ms = kube_backoff_ms(d->pub_attempt++, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
+    char body[161] = "";
+    if (r && r->status)
+        one_line(r->body, r->len, body, sizeof body);
     log_warn("cannot publish the ResourceSlices; retrying", "step=%s status=%ld error=\"%s\" "
-             "body=\"%.160s\" retry_ms=%ld", step, r ? r->status : 0L, r ? r->error : "",
-             r && r->status ? r->body : "", ms);
+             "body=\"%s\" retry_ms=%ld", step, r ? r->status : 0L, r ? r->error : "", body,
+             ms);
     schedule_publish(d, ms);
 }
 

@@ -191,7 +191,8 @@ class ApiServer:
                 h.wfile.write(override[1])
                 return
             if kind == "status":
-                self._send(h, override[1], {"kind": "Status", "code": override[1]})
+                self._send(h, override[1], override[2] if len(override) > 2 else
+                           {"kind": "Status", "code": override[1]})
                 return
         path = url.path
         if method == "GET" and path == f"/api/v1/nodes/{self.node}":

@@ -742,15 +742,17 @@ def test_both_front_ends_without_dra_gpus_refused(gpulet, tmp_path):
 
 @pytest.mark.parametrize("answer", [("raw", b"garbage"), ("raw", b'{"items": "x"}'),
                                     ("raw", b"{" + b" " * (5 << 20) + b"}"), ("status", 500),
+                                    ("status", 502, b'<html>\nlevel=error msg="forged"\n'),
                                     ("stall", 20)])
 def test_hostile_slice_list_is_retried(run_gpulet, api, tmp_path, answer):
-    """The slice list answered with garbage, wrong types, 5 MiB, an error or
-    nothing: retried with backoff, prepare still answered, and published
+    """The slice list answered with garbage, wrong types, 5 MiB, an error
+    (one with a body of several lines) or nothing: retried with backoff, prepare still answered, and published
     once the API server is sane again."""
     api.overrides["/apis/resource.k8s.io/v1/resourceslices"] = ("method", "GET", *answer)
     g = run_gpulet("dgx-a100")
     wait_for(lambda: "cannot publish the ResourceSlices" in g.text(), timeout=30,
              what="a failed publication logged")
+    assert "\nlevel=error" not in g.text()  # the answer's body forges no log line
     assert not api.slices
     assert g.proc.poll() is None
     del api.overrides["/apis/resource.k8s.io/v1/resourceslices"]
