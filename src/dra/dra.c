@@ -458,11 +458,15 @@ static void prepare_answer(struct prepare *p)
     reply_message(p->call, &resp.base);
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    for (size_t i = 0; i < p->count; i++)
+    for (size_t i = 0; i < p->count; i++) {
+        /* The error may quote the claim's JSON. */
+        char why[GPULET_ERROR_MSG_MAX];
+        one_line(p->claims[i].error, strlen(p->claims[i].error), why, sizeof why);
         log_info("claim prepared", "claim=%s/%s uid=%s devices=%zu from=%s error=\"%s\"",
                  p->claims[i].namespace, p->claims[i].name, p->claims[i].uid,
                  p->claims[i].error[0] ? 0 : p->claims[i].count,
-                 p->claims[i].from_checkpoint ? "checkpoint" : "apiserver", p->claims[i].error);
+                 p->claims[i].from_checkpoint ? "checkpoint" : "apiserver", why);
+    }
     log_debug("NodePrepareResources answered", "claims=%zu answer_ms=%ld", p->count,
               (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
 out:

@@ -634,6 +634,19 @@ def test_unrecorded_claim_leaves_nothing(run_gpulet, api, protos, tmp_path):
     assert [c["uid"] for c in json.loads(cp.read_text())["claims"]] == [uid]
 
 
+def test_claim_json_forges_no_log_line(run_gpulet, api, protos, tmp_path):
+    """An error quoting the claim's JSON (here its UID) is logged on one line."""
+    _, dra = protos
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    api.put_claim("default", "forged", ["gpu-0"], uid='x"\nlevel=error msg="forged')
+    uid = str(uuid.uuid4())
+    r = prepare(tmp_path, dra, [("default", "forged", uid)]).claims[uid]
+    assert "UID is now" in r.error
+    assert f"uid={uid}" in g.text()  # logged before the answer is sent
+    assert "\nlevel=error" not in g.text()
+
+
 def test_restart_keeps_prepared_claims(run_gpulet, api, protos, tmp_path):
     _, dra = protos
     g = run_gpulet("dgx-a100")
