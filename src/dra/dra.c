@@ -49,6 +49,8 @@ struct pclaim {
     struct dra_result *results;
     size_t count;
     bool from_checkpoint;
+    bool unprepared; /* unprepared while its GET was in flight: not to be prepared */
+    bool added;      /* remember() took it in, with its spec and slice folder */
     struct kube_request *req;
 };
 
@@ -114,6 +116,19 @@ static bool dns_name(const char *s, size_t max)
               s[i] == '.'))
             return false;
     return true;
+}
+
+/* The start of a peer's text (an API server's body, a proxy's HTML page,
+ * the kubelet's error), fit for a quoted log value: what is not printable
+ * ASCII, and quotes, become spaces, so it forges no line or field. */
+static void one_line(const char *in, size_t in_len, char *out, size_t len)
+{
+    size_t n = 0;
+    for (; n + 1 < len && n < in_len; n++) {
+        unsigned char ch = (unsigned char)in[n];
+        out[n] = ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\' ? ' ' : (char)ch;
+    }
+    out[n] = '\0';
 }
 
 static struct dra_claim *find_claim(struct dra *d, const char *uid)
@@ -317,6 +332,7 @@ static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
     memcpy(results, c->results, c->count * sizeof *results);
     dc->results = results;
     dc->count = c->count;
+    c->added = true;
     return 0;
 }
 
@@ -327,6 +343,23 @@ static void forget(struct dra *d, const char *uid)
         return;
     free(c->results);
     *c = d->claims[--d->n_claims];
+}
+
+/* A claim taken in but not recorded goes whole: its spec and slice folder
+ * too, or they would stay behind a claim gpulet no longer knows. */
+static void undo(struct dra *d, const char *uid)
+{
+    struct dra_claim *c = find_claim(d, uid);
+    if (c == NULL)
+        return;
+    char path[4400];
+    spec_path(d, uid, path, sizeof path);
+    if (unlink(path) != 0 && errno != ENOENT)
+        log_warn("cannot remove the spec of an unrecorded claim", "path=%s error=\"%s\"", path,
+                 strerror(errno));
+    if (c->alloc[0])
+        allocdir_remove_dra(d, c->alloc);
+    forget(d, uid);
 }
 
 static void prepare_answer(struct prepare *p)
@@ -352,9 +385,9 @@ static void prepare_answer(struct prepare *p)
              * restart gpulet would not know it. */
             for (size_t i = 0; i < p->count; i++) {
                 struct pclaim *c = &p->claims[i];
-                if (c->error[0] || c->from_checkpoint)
+                if (!c->added)
                     continue;
-                forget(d, c->uid);
+                undo(d, c->uid);
                 snprintf(c->error, sizeof c->error, "cannot record the prepared claim: %s",
                          err.msg);
             }
@@ -412,11 +445,15 @@ static void prepare_answer(struct prepare *p)
     grpc_call_reply_message(p->call, &resp.base);
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    for (size_t i = 0; i < p->count; i++)
+    for (size_t i = 0; i < p->count; i++) {
+        /* The error may quote the claim's JSON. */
+        char why[GPULET_ERROR_MSG_MAX];
+        one_line(p->claims[i].error, strlen(p->claims[i].error), why, sizeof why);
         log_info("claim prepared", "claim=%s/%s uid=%s devices=%zu from=%s error=\"%s\"",
                  p->claims[i].namespace, p->claims[i].name, p->claims[i].uid,
                  p->claims[i].error[0] ? 0 : p->claims[i].count,
-                 p->claims[i].from_checkpoint ? "checkpoint" : "apiserver", p->claims[i].error);
+                 p->claims[i].from_checkpoint ? "checkpoint" : "apiserver", why);
+    }
     log_debug("NodePrepareResources answered", "claims=%zu answer_ms=%ld", p->count,
               (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
 out:
@@ -437,7 +474,9 @@ static void claim_fetched(const struct kube_response *r, void *user)
     struct pclaim *c = user;
     struct prepare *p = c->call;
     c->req = NULL;
-    if (r->status == 200) {
+    if (c->unprepared) {
+        /* The error says so already. */
+    } else if (r->status == 200) {
         struct gpulet_error err = {0};
         if (dra_claim_parse(r->body, r->len, c->uid, p->d->node, &c->results, &c->count, &err) <
             0)
@@ -483,6 +522,10 @@ static void start_claim(struct dra *d, struct pclaim *c,
     snprintf(c->name, sizeof c->name, "%s", in->name ? in->name : "");
     struct dra_claim *known = find_claim(d, c->uid);
     if (known) {
+        /* The names it was read under, checked then; the call's go unchecked
+         * into no log line. */
+        snprintf(c->namespace, sizeof c->namespace, "%s", known->namespace);
+        snprintf(c->name, sizeof c->name, "%s", known->name);
         /* Prepared before (a retry, a kubelet or gpulet restart): the same
          * answer, and the spec again in case it was removed meanwhile. */
         char path[4400];
@@ -576,6 +619,23 @@ static void prepare_cb(struct grpc_call *call, const uint8_t *req, size_t len, v
 
 /* ---- NodeUnprepareResources ---- */
 
+/* A prepare of uid still reading the claim would, when the answer comes,
+ * write a spec and hold GPU memory for a claim the kubelet has let go:
+ * it answers with an error instead. */
+static void drop_pending(struct dra *d, const char *uid)
+{
+    for (struct prepare *p = d->prepares; p; p = p->next)
+        for (size_t i = 0; i < p->count; i++) {
+            struct pclaim *c = &p->claims[i];
+            if (c->req == NULL || c->unprepared || strcmp(c->uid, uid) != 0)
+                continue;
+            c->unprepared = true;
+            snprintf(c->error, sizeof c->error, "claim %s/%s was unprepared while gpulet was "
+                     "reading it from the API server; prepare it again if it is still wanted",
+                     c->namespace, c->name);
+        }
+}
+
 static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
 {
     struct dra *d = user;
@@ -609,6 +669,7 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
             results[i].error = errors[i];
             continue;
         }
+        drop_pending(d, uid);
         char path[4400];
         spec_path(d, uid, path, sizeof path);
         if (unlink(path) != 0 && errno != ENOENT) {
@@ -674,9 +735,13 @@ static void notify_cb(struct grpc_call *call, const uint8_t *req, size_t len, vo
     }
     if (st->plugin_registered)
         log_info("registered with the kubelet", "driver=" DRA_DRIVER);
-    else
-        log_error("the kubelet refused the DRA driver", "driver=" DRA_DRIVER " error=\"%.200s\"",
-                  st->error ? st->error : "");
+    else {
+        char why[201] = "";
+        if (st->error)
+            one_line(st->error, strlen(st->error), why, sizeof why);
+        log_error("the kubelet refused the DRA driver", "driver=" DRA_DRIVER " error=\"%s\"",
+                  why);
+    }
     pluginregistration__registration_status__free_unpacked(st, NULL);
     Pluginregistration__RegistrationStatusResponse resp =
         PLUGINREGISTRATION__REGISTRATION_STATUS_RESPONSE__INIT;
@@ -753,9 +818,12 @@ static void publish_failed(struct dra *d, const char *step, const struct kube_re
     d->pub_busy = false;
     d->pub_req = NULL;
     long ms = kube_backoff_ms(d->pub_attempt++, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
+    char body[161] = "";
+    if (r && r->status)
+        one_line(r->body, r->len, body, sizeof body);
     log_warn("cannot publish the ResourceSlices; retrying", "step=%s status=%ld error=\"%s\" "
-             "body=\"%.160s\" retry_ms=%ld", step, r ? r->status : 0L, r ? r->error : "",
-             r && r->status ? r->body : "", ms);
+             "body=\"%s\" retry_ms=%ld", step, r ? r->status : 0L, r ? r->error : "", body,
+             ms);
     schedule_publish(d, ms);
 }
 

@@ -253,8 +253,10 @@ void metrics_set_limits(struct metrics *m, const struct metrics_limit *l, size_t
     if (m->usage)
         qsort(m->usage, m->usage_count, sizeof *m->usage, render_usage_compare);
     FILE *f = open_memstream(&m->limits_text, &m->limits_len);
-    if (f == NULL)
+    if (f == NULL) {
+        free(clamped);
         return;
+    }
     static const struct {
         const char *name, *type, *help;
     } families[] = {

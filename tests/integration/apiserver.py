@@ -48,7 +48,7 @@ class ApiServer:
         self.rv = 1
         self.watchers = []        # queues of events
         self.requests = []        # (method, path)
-        self.overrides = {}       # path prefix -> ("status", code, body) | ("stall",) | ...
+        self.overrides = {}       # path prefix -> ("status", code, body) | ("stall",) | ("gate", ev) | ...
         self.stop_watches = False
         self.consumable_capacity = True  # the DRAConsumableCapacity gate
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -181,6 +181,8 @@ class ApiServer:
             if kind == "stall":
                 time.sleep(override[1])
                 return
+            if kind == "gate":  # held until the test sets the event, then answered
+                override[1].wait(30)
             if kind == "raw":
                 h.send_response(200)
                 h.send_header("Content-Type", "application/json")
@@ -189,7 +191,8 @@ class ApiServer:
                 h.wfile.write(override[1])
                 return
             if kind == "status":
-                self._send(h, override[1], {"kind": "Status", "code": override[1]})
+                self._send(h, override[1], override[2] if len(override) > 2 else
+                           {"kind": "Status", "code": override[1]})
                 return
         path = url.path
         if method == "GET" and path == f"/api/v1/nodes/{self.node}":

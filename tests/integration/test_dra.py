@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -286,7 +287,7 @@ def test_mig_devices_as_nvidia_names_them(run_gpulet, api, tmp_path):
 
 def test_prepare_and_unprepare(run_gpulet, api, protos, tmp_path):
     _, dra = protos
-    run_gpulet("dgx-a100")
+    text = run_gpulet("dgx-a100").text
     wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
     uid = api.put_claim("default", "c1", ["gpu-3"])
     resp = prepare(tmp_path, dra, [("default", "c1", uid)])
@@ -310,6 +311,13 @@ def test_prepare_and_unprepare(run_gpulet, api, protos, tmp_path):
     again = prepare(tmp_path, dra, [("default", "c1", uid)], version="v1beta1")
     assert again.claims[uid] == r
     assert api.count("GET", "/apis/resource.k8s.io/v1/namespaces/") == gets
+
+    # a retry's names are not checked (the claim is known by UID) and so are not logged
+    forged = "default\nlevel=error msg=forged"
+    assert prepare(tmp_path, dra, [(forged, "c1", uid)]).claims[uid] == r
+    # logged before the answer is sent, under the names it was read with
+    assert text().count(f"claim=default/c1 uid={uid}") == 3
+    assert "\nlevel=error msg=forged" not in text()
 
     out = unprepare(tmp_path, dra, [("default", "c1", uid)])
     assert out.claims[uid].error == ""
@@ -575,6 +583,70 @@ def test_stalled_api_server_blocks_nothing_else(run_gpulet, api, protos, tmp_pat
     assert g.proc.poll() is None
 
 
+def test_unprepare_while_reading_the_claim(run_gpulet, api, protos, tmp_path):
+    """An unprepare arriving while the prepare's GET is in flight wins: the
+    late answer leaves no spec, no checkpoint entry, no slice folder."""
+    _, dra = protos
+    start_sliced(run_gpulet, tmp_path)
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "late", ["gpu-1"], memory="8Gi")
+    gate = threading.Event()
+    api.overrides["/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/late"] = (
+        "gate", gate)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(
+        r=prepare(tmp_path, dra, [("default", "late", uid)])))
+    t.start()
+    try:
+        api.wait_for(lambda: any("/late" in p for _, p in api.requests), what="the held GET")
+        assert unprepare(tmp_path, dra, [("default", "late", uid)]).claims[uid].error == ""
+    finally:
+        gate.set()
+    t.join(timeout=30)
+    assert not t.is_alive()
+    assert "unprepared while" in box["r"].claims[uid].error
+    assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+    cp = tmp_path / "state" / "dra-checkpoint.json"
+    assert not cp.exists() or json.loads(cp.read_text())["claims"] == []
+    alloc = tmp_path / "state" / "dra" / "alloc"
+    assert not alloc.exists() or list(alloc.iterdir()) == []
+
+
+def test_unrecorded_claim_leaves_nothing(run_gpulet, api, protos, tmp_path):
+    """A claim whose checkpoint cannot be written is refused, and its spec
+    and slice folder go with it; the kubelet's retry, once the file can be
+    written, prepares it afresh."""
+    _, dra = protos
+    start_sliced(run_gpulet, tmp_path)
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    uid = api.put_claim("default", "unrecorded", ["gpu-1"], memory="8Gi")
+    cp = tmp_path / "state" / "dra-checkpoint.json"
+    cp.mkdir()  # a folder where the file goes: the write fails
+    (cp / "keep").write_text("")
+    r = prepare(tmp_path, dra, [("default", "unrecorded", uid)]).claims[uid]
+    assert "cannot record the prepared claim" in r.error
+    assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+    alloc = tmp_path / "state" / "dra" / "alloc"
+    wait_for(lambda: not alloc.exists() or list(alloc.iterdir()) == [],
+             what="the claim's slice folder removed")
+    shutil.rmtree(cp)
+    assert prepare(tmp_path, dra, [("default", "unrecorded", uid)]).claims[uid].error == ""
+    assert [c["uid"] for c in json.loads(cp.read_text())["claims"]] == [uid]
+
+
+def test_claim_json_forges_no_log_line(run_gpulet, api, protos, tmp_path):
+    """An error quoting the claim's JSON (here its UID) is logged on one line."""
+    _, dra = protos
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    api.put_claim("default", "forged", ["gpu-0"], uid='x"\nlevel=error msg="forged')
+    uid = str(uuid.uuid4())
+    r = prepare(tmp_path, dra, [("default", "forged", uid)]).claims[uid]
+    assert "UID is now" in r.error
+    assert f"uid={uid}" in g.text()  # logged before the answer is sent
+    assert "\nlevel=error" not in g.text()
+
+
 def test_restart_keeps_prepared_claims(run_gpulet, api, protos, tmp_path):
     _, dra = protos
     g = run_gpulet("dgx-a100")
@@ -683,15 +755,17 @@ def test_both_front_ends_without_dra_gpus_refused(gpulet, tmp_path):
 
 @pytest.mark.parametrize("answer", [("raw", b"garbage"), ("raw", b'{"items": "x"}'),
                                     ("raw", b"{" + b" " * (5 << 20) + b"}"), ("status", 500),
+                                    ("status", 502, b'<html>\nlevel=error msg="forged"\n'),
                                     ("stall", 20)])
 def test_hostile_slice_list_is_retried(run_gpulet, api, tmp_path, answer):
-    """The slice list answered with garbage, wrong types, 5 MiB, an error or
-    nothing: retried with backoff, prepare still answered, and published
+    """The slice list answered with garbage, wrong types, 5 MiB, an error
+    (one with a body of several lines) or nothing: retried with backoff, prepare still answered, and published
     once the API server is sane again."""
     api.overrides["/apis/resource.k8s.io/v1/resourceslices"] = ("method", "GET", *answer)
     g = run_gpulet("dgx-a100")
     wait_for(lambda: "cannot publish the ResourceSlices" in g.text(), timeout=30,
              what="a failed publication logged")
+    assert "\nlevel=error" not in g.text()  # the answer's body forges no log line
     assert not api.slices
     assert g.proc.poll() is None
     del api.overrides["/apis/resource.k8s.io/v1/resourceslices"]
