@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,8 +211,9 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
         unsigned long long memory = 0;
         for (size_t j = 0; j < count; j++) {
             const struct dra_device *dev = dra_device_find(d->devs, d->n_devs, results[j].device);
-            if (dev && dev->shared && dev->gpu == sorted[i].gpu)
-                memory += results[j].memory;
+            if (dev && dev->shared && dev->gpu == sorted[i].gpu &&
+                __builtin_add_overflow(memory, results[j].memory, &memory))
+                memory = ULLONG_MAX; /* clamped to the GPU's memory below */
         }
         if (memory == 0 || memory > g->memory_total_bytes)
             memory = g->memory_total_bytes;
