@@ -119,19 +119,6 @@ static bool dns_name(const char *s, size_t max)
     return true;
 }
 
-/* The start of a peer's text (an API server's body, a proxy's HTML page,
- * the kubelet's error), fit for a quoted log value: what is not printable
- * ASCII, and quotes, become spaces, so it forges no line or field. */
-static void one_line(const char *in, size_t in_len, char *out, size_t len)
-{
-    size_t n = 0;
-    for (; n + 1 < len && n < in_len; n++) {
-        unsigned char ch = (unsigned char)in[n];
-        out[n] = ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\' ? ' ' : (char)ch;
-    }
-    out[n] = '\0';
-}
-
 static struct dra_claim *find_claim(struct dra *d, const char *uid)
 {
     for (size_t i = 0; i < d->n_claims; i++)
@@ -450,7 +437,7 @@ static void prepare_answer(struct prepare *p)
     for (size_t i = 0; i < p->count; i++) {
         /* The error may quote the claim's JSON. */
         char why[GPULET_ERROR_MSG_MAX];
-        one_line(p->claims[i].error, strlen(p->claims[i].error), why, sizeof why);
+        log_one_line(p->claims[i].error, strlen(p->claims[i].error), why, sizeof why);
         log_info("claim prepared", "claim=%s/%s uid=%s devices=%zu from=%s error=\"%s\"",
                  p->claims[i].namespace, p->claims[i].name, p->claims[i].uid,
                  p->claims[i].error[0] ? 0 : p->claims[i].count,
@@ -740,7 +727,7 @@ static void notify_cb(struct grpc_call *call, const uint8_t *req, size_t len, vo
     else {
         char why[201] = "";
         if (st->error)
-            one_line(st->error, strlen(st->error), why, sizeof why);
+            log_one_line(st->error, strlen(st->error), why, sizeof why);
         log_error("the kubelet refused the DRA driver", "driver=" DRA_DRIVER " error=\"%s\"",
                   why);
     }
@@ -822,7 +809,7 @@ static void publish_failed(struct dra *d, const char *step, const struct kube_re
     long ms = kube_backoff_ms(d->pub_attempt++, BACKOFF_BASE_MS, BACKOFF_MAX_MS);
     char body[161] = "";
     if (r && r->status)
-        one_line(r->body, r->len, body, sizeof body);
+        log_one_line(r->body, r->len, body, sizeof body);
     log_warn("cannot publish the ResourceSlices; retrying", "step=%s status=%ld error=\"%s\" "
              "body=\"%s\" retry_ms=%ld", step, r ? r->status : 0L, r ? r->error : "", body,
              ms);

@@ -27,6 +27,18 @@ int log_parse_level(const char *name, enum log_level *out)
     return -1;
 }
 
+void log_one_line(const char *in, size_t in_len, char *out, size_t len)
+{
+    if (len == 0)
+        return;
+    size_t n = 0;
+    for (; n + 1 < len && n < in_len; n++) {
+        unsigned char ch = (unsigned char)in[n];
+        out[n] = ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\' ? ' ' : (char)ch;
+    }
+    out[n] = '\0';
+}
+
 void log_event(enum log_level level, const char *msg, const char *fields, ...)
 {
     if (level < threshold)

@@ -4,12 +4,14 @@
  *   2026-11-22T21:07:00Z level=warn msg="GPU lost" gpu=3 uuid=GPU-...
  *
  * The caller writes the fields after the message in printf style; values
- * with spaces must be quoted by the caller (log_quote helps).
+ * with spaces must be quoted by the caller, and a peer's text made fit
+ * for a quoted value first (log_one_line).
  */
 #ifndef GPULET_LOG_H
 #define GPULET_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <time.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
@@ -17,6 +19,11 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 void log_set_level(enum log_level level);
 /* Parses "debug", "info", "warn" or "error"; returns -1 on anything else. */
 int log_parse_level(const char *name, enum log_level *out);
+/* The start of a peer's text (an API server's body, a proxy's HTML page, a
+ * kubelet's error, a container's field) fit for a quoted log value: what is
+ * not printable ASCII, and quotes and backslashes, become spaces, so it
+ * forges no line or field. out gets at most len - 1 bytes and a NUL. */
+void log_one_line(const char *in, size_t in_len, char *out, size_t len);
 
 /* fields: printf format for the key=value part, may be "" */
 void log_event(enum log_level level, const char *msg, const char *fields, ...)
