@@ -38,12 +38,23 @@ static void stream(struct grpc_call *call, const uint8_t *req, size_t len, void 
         grpc_call_finish(call, GRPC_OK, NULL);
 }
 
+static void remove_socket(void)
+{
+    unlink(path);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
     base = event_base_new();
-    snprintf(path, sizeof path, "/tmp/gpulet-grpc-fuzz-%d.sock", (int)getpid());
+    /* In TMPDIR (the test runner's, checked for leftovers) and removed at
+     * exit: libFuzzer ends a timed run with exit(). */
+    const char *tmp = getenv("TMPDIR");
+    if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > 64)
+        tmp = "/tmp";
+    snprintf(path, sizeof path, "%s/gpulet-grpc-fuzz-%d.sock", tmp, (int)getpid());
+    atexit(remove_socket);
     struct gpulet_error err = {0};
     if (base == NULL || grpc_server_listen(base, path, NULL, &server, &err) < 0 ||
         grpc_server_handle(server, "/f.F/Unary", unary, NULL, &err) < 0 ||

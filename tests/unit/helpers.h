@@ -4,6 +4,7 @@
 #ifndef GPULET_TEST_HELPERS_H
 #define GPULET_TEST_HELPERS_H
 
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,6 +43,22 @@ static inline void temp_dir(char *buf, size_t len)
 {
     snprintf(buf, len, "/tmp/gpulet-unit-XXXXXX");
     assert_non_null(mkdtemp(buf));
+}
+
+static inline int remove_entry(const char *path, const struct stat *st, int flag,
+                               struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Removes a temp_dir and what is in it, links not followed, so a test run
+ * leaves nothing in /tmp. */
+static inline void remove_tree(const char *dir)
+{
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static inline void use_node(const char *name)

@@ -114,6 +114,7 @@ static void processes_share_exactly(void **state)
     assert_true(glc_reserve(f, LIMIT, LIMIT));
     assert_true(glc_used(f) == LIMIT);
     glc_close(f);
+    remove_tree(dir);
 }
 
 /* A process of the container that dies holding memory: what it held is
@@ -159,6 +160,7 @@ static void the_dead_give_back_at_once(void **state)
     close(dfd);
     close(ready[0]);
     close(ready[1]);
+    remove_tree(dir);
 }
 
 /* Processes of one container under different UIDs share one budget: the
@@ -193,6 +195,7 @@ static void other_uids_share_the_budget(void **state)
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     glc_close(f);
+    remove_tree(dir);
 }
 
 static void hostile_state_files(void **state)
@@ -212,6 +215,7 @@ static void hostile_state_files(void **state)
     assert_int_equal(mkdir(path, 0700), 0);
     assert_null(glc_open(dir, "GPU-dir", msg, sizeof msg));
     assert_null(glc_open("/nonexistent/dir", "GPU-x", msg, sizeof msg));
+    remove_tree(dir);
 }
 
 /* gpulet's metrics read what the interposer wrote, and nothing else. */
@@ -282,6 +286,7 @@ static void peek_at_state_files(void **state)
     assert_int_equal(glc_peek(dfd, "GPU-fifo", &u, msg, sizeof msg), -1); /* at once */
     assert_int_equal(glc_peek(dfd, "GPU-none", &u, msg, sizeof msg), -1);
     close(dfd);
+    remove_tree(dir);
 }
 
 static void bucket_holds_the_share(void **state)

@@ -248,12 +248,6 @@ static void vf_capability(unsigned char *cfg, unsigned int at, unsigned int len)
     cfg[at + 4] = 'F';
 }
 
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st, (void)type, (void)ftw;
-    return remove(path);
-}
-
 /* The capability list comes from the device: a cycle, a pointer past the
  * end, a length past the end or a record walking off its capability must
  * neither hang the inventory nor read outside the 256 bytes (ASan). */
@@ -331,7 +325,7 @@ static void hostile_pci_config_space(void **state)
     }
     nvml_close(n);
     unsetenv("GPULET_SIM_SYSFS");
-    nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    remove_tree(root);
 }
 
 int main(void)
