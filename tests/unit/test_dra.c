@@ -9,30 +9,7 @@
 #include "fileio/fileio.h"
 #include "kube/kube.h"
 
-static struct nvml *nvml;
-static struct gpu_inventory *inv;
-
-static void load(const char *node)
-{
-    if (inv)
-        gpu_inventory_free(inv);
-    if (nvml)
-        nvml_close(nvml);
-    nvml = open_sim(node, SIM_LIB_CURRENT);
-    struct gpulet_error err = {0};
-    if (gpu_inventory_load(nvml, &inv, &err) < 0)
-        fail_msg("%s", err.msg);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    gpu_inventory_free(inv);
-    nvml_close(nvml);
-    inv = NULL;
-    nvml = NULL;
-    return 0;
-}
+#include "sim_inventory.h"
 
 static const char *attr(json_t *dev, const char *name, const char *type)
 {
