@@ -103,7 +103,7 @@ static void host_dev_path(const struct config *cfg, const char *dev, char *buf, 
     snprintf(buf, len, "%s%s", root, dev);
 }
 
-static void add_mig_caps(const struct config *cfg, const struct plugin_device *d,
+static void add_mig_caps(const struct config *cfg, const struct devices_device *d,
                          struct arena *a, V1beta1__ContainerAllocateResponse *r)
 {
     char paths[2][64], host[4200];
@@ -115,7 +115,7 @@ static void add_mig_caps(const struct config *cfg, const struct plugin_device *d
     }
 }
 
-static void add_device_specs(const struct config *cfg, const struct plugin_device *const *devs,
+static void add_device_specs(const struct config *cfg, const struct devices_device *const *devs,
                              size_t n, struct arena *a, V1beta1__ContainerAllocateResponse *r)
 {
     char host[4200];
@@ -157,7 +157,7 @@ static void add_mount(struct arena *a, V1beta1__ContainerAllocateResponse *r, co
 
 /* MPS clients find the control daemon of their resource through its pipe
  * folder and share its memory segment. */
-static void add_mps(const struct plugin_resource *res, struct arena *a,
+static void add_mps(const struct devices_pool *res, struct arena *a,
                     V1beta1__ContainerAllocateResponse *r)
 {
     char pipe[160], host[200];
@@ -170,8 +170,8 @@ static void add_mps(const struct plugin_resource *res, struct arena *a,
 
 static int compare_gpu_order(const void *x, const void *y)
 {
-    const struct plugin_device *a = *(const struct plugin_device *const *)x;
-    const struct plugin_device *b = *(const struct plugin_device *const *)y;
+    const struct devices_device *a = *(const struct devices_device *const *)x;
+    const struct devices_device *b = *(const struct devices_device *const *)y;
     if (a->gpu != b->gpu)
         return a->gpu < b->gpu ? -1 : 1;
     return (a->mig > b->mig) - (a->mig < b->mig);
@@ -191,9 +191,9 @@ static void sink_mount(void *user, const char *host, const char *container, bool
 
 /* Per GPU received (ordinal i in NVIDIA_VISIBLE_DEVICES order): a memory
  * limit, the sum of its slices, and a compute share, likewise. */
-static int add_slice_limits(const struct plugin_resource *res, const struct config *cfg,
-                            const struct plugin_device *const *devs, size_t n,
-                            const struct plugin_device *const *phys, size_t n_base,
+static int add_slice_limits(const struct devices_pool *res, const struct config *cfg,
+                            const struct devices_device *const *devs, size_t n,
+                            const struct devices_device *const *phys, size_t n_base,
                             struct arena *a, V1beta1__ContainerAllocateResponse *out,
                             struct gpulet_error *err)
 {
@@ -222,13 +222,13 @@ static int add_slice_limits(const struct plugin_resource *res, const struct conf
                               NULL, &sink, dir, sizeof dir, err);
 }
 
-int plugin_allocate_container(const struct plugin_resource *res, const struct config *cfg,
+int plugin_allocate_container(const struct devices_pool *res, const struct config *cfg,
                               char *const *ids, size_t n_ids, unsigned long serial,
                               struct arena *a, V1beta1__ContainerAllocateResponse *out,
                               struct gpulet_error *err)
 {
     v1beta1__container_allocate_response__init(out);
-    const struct plugin_device **devs = arena_alloc(a, (n_ids + 1) * sizeof *devs);
+    const struct devices_device **devs = arena_alloc(a, (n_ids + 1) * sizeof *devs);
     size_t n = 0;
     for (size_t i = 0; i < n_ids; i++) {
         bool dup = false;
@@ -236,7 +236,7 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
             dup = strcmp(ids[i], ids[j]) == 0;
         if (dup)
             continue;
-        const struct plugin_device *d = plugin_find_device(res, ids[i]);
+        const struct devices_device *d = devices_find(res, ids[i]);
         if (d == NULL)
             return gpulet_error_set(err, GPULET_ERR_INPUT, "unknown device ID \"%.128s\" for %s",
                                     ids[i], res->name);
@@ -254,7 +254,7 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
 
     /* The physical devices, each once, in request order; slices in GPU
      * order, which CUDA's ordinals follow on GPUs of one model. */
-    const struct plugin_device **phys = arena_alloc(a, (n + 1) * sizeof *phys);
+    const struct devices_device **phys = arena_alloc(a, (n + 1) * sizeof *phys);
     size_t n_base = 0;
     for (size_t i = 0; i < n; i++) {
         bool seen = false;
@@ -269,13 +269,13 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
      * NVIDIA's plugin does; by index with deviceIDStrategy index (the
      * kubelet still sees UUIDs). */
     bool per_replica = res->sharing == SHARING_TIME_SLICING || res->sharing == SHARING_MPS;
-    const struct plugin_device *const *listed = per_replica ? devs : phys;
+    const struct devices_device *const *listed = per_replica ? devs : phys;
     size_t n_listed = per_replica ? n : n_base;
     char **names = arena_alloc(a, (n_listed + 1) * sizeof *names);
     size_t joined_len = 1;
     for (size_t i = 0; i < n_listed; i++) {
         char index[32];
-        const struct plugin_device *d = listed[i];
+        const struct devices_device *d = listed[i];
         if (cfg->device_id_strategy == DEVICE_ID_INDEX && d->mig >= 0)
             snprintf(index, sizeof index, "%u:%d", d->gpu, d->mig);
         else if (cfg->device_id_strategy == DEVICE_ID_INDEX)
@@ -294,7 +294,7 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
             bool again = false;
             for (size_t j = 0; j < i && !again; j++)
                 again = strcmp(names[j], names[i]) == 0;
-            char path[PLUGIN_ID_MAX + sizeof VOLUME_MOUNT_DIR + 1];
+            char path[DEVICES_ID_MAX + sizeof VOLUME_MOUNT_DIR + 1];
             snprintf(path, sizeof path, "%s/%s", VOLUME_MOUNT_DIR, names[i]);
             if (!again)
                 add_mount(a, out, "/dev/null", path, true);
@@ -325,7 +325,7 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
         for (size_t i = 0; i < n_listed; i++) {
             V1beta1__CDIDevice *c = arena_alloc(a, sizeof *c);
             v1beta1__cdidevice__init(c);
-            char name[PLUGIN_ID_MAX + sizeof CDI_KIND + 1];
+            char name[DEVICES_ID_MAX + sizeof CDI_KIND + 1];
             snprintf(name, sizeof name, CDI_KIND "=%s", names[i]);
             c->name = arena_strdup(a, name);
             out->cdi_devices[out->n_cdi_devices++] = c;
@@ -340,13 +340,13 @@ int plugin_allocate_container(const struct plugin_resource *res, const struct co
     return 0;
 }
 
-void plugin_device_list(const struct plugin_resource *r, struct arena *a,
+void plugin_device_list(const struct devices_pool *r, struct arena *a,
                         V1beta1__ListAndWatchResponse *out)
 {
     v1beta1__list_and_watch_response__init(out);
     out->devices = arena_alloc(a, (r->count + 1) * sizeof *out->devices);
     for (size_t i = 0; i < r->count; i++) {
-        const struct plugin_device *d = &r->devices[i];
+        const struct devices_device *d = &r->devices[i];
         V1beta1__Device *dev = arena_alloc(a, sizeof *dev);
         v1beta1__device__init(dev);
         dev->id = (char *)d->id;
@@ -365,7 +365,7 @@ void plugin_device_list(const struct plugin_resource *r, struct arena *a,
     }
 }
 
-void plugin_status(const struct plugin_resource *r, bool registered, unsigned streams,
+void plugin_status(const struct devices_pool *r, bool registered, unsigned streams,
                    const char *problem, struct arena *a, Gpulet__V1__StatusResponse *out)
 {
     gpulet__v1__status_response__init(out);
@@ -375,7 +375,7 @@ void plugin_status(const struct plugin_resource *r, bool registered, unsigned st
     out->problem = registered ? "" : (char *)problem;
     out->devices = arena_alloc(a, (r->count + 1) * sizeof *out->devices);
     for (size_t i = 0; i < r->count; i++) {
-        const struct plugin_device *d = &r->devices[i];
+        const struct devices_device *d = &r->devices[i];
         Gpulet__V1__DeviceStatus *dev = arena_alloc(a, sizeof *dev);
         gpulet__v1__device_status__init(dev);
         dev->id = (char *)d->id;

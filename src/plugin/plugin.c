@@ -38,7 +38,7 @@ enum reg_state { REG_IDLE, REG_PENDING, REG_DONE, REG_WAITING };
 /* A resource as served: its socket, its streams, its registration. */
 struct served {
     struct plugin *plugin;
-    struct plugin_resource *res;
+    struct devices_pool *res;
     struct grpc_server *server;
     struct watcher *watchers;
     struct event *changed; /* changes within one loop turn go out as one list */
@@ -56,7 +56,7 @@ struct plugin {
     char dir[4096];
     struct config cfg;
     const struct gpu_inventory *inv;
-    struct plugin_resource *resources;
+    struct devices_pool *resources;
     size_t count;
     struct served *served;
     unsigned long serial;
@@ -245,10 +245,10 @@ static void preferred_allocation(struct grpc_call *call, const uint8_t *req, siz
         V1beta1__ContainerPreferredAllocationResponse *r = arena_alloc(&a, sizeof *r);
         v1beta1__container_preferred_allocation_response__init(r);
         r->deviceids = arena_alloc(&a, (cr->n_available_deviceids + 1) * sizeof *r->deviceids);
-        rc = plugin_preferred(s->res, s->plugin->inv, cr->available_deviceids,
-                              cr->n_available_deviceids, cr->must_include_deviceids,
-                              cr->n_must_include_deviceids, cr->allocation_size, &until,
-                              r->deviceids, &r->n_deviceids);
+        rc = devices_preferred(s->res, s->plugin->inv, cr->available_deviceids,
+                               cr->n_available_deviceids, cr->must_include_deviceids,
+                               cr->n_must_include_deviceids, cr->allocation_size, &until,
+                               r->deviceids, &r->n_deviceids);
         out.container_responses[out.n_container_responses++] = r;
     }
     if (rc < 0) {
@@ -431,7 +431,7 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
     snprintf(p->dir, sizeof p->dir, "%s", dir);
     p->cfg = *cfg;
     p->inv = inv;
-    if (plugin_build_resources(inv, cfg, &p->resources, &p->count, err) < 0) {
+    if (devices_catalog_build(inv, cfg, &p->resources, &p->count, err) < 0) {
         grpc_budget_free(p->budget);
         free(p);
         return -1;
@@ -441,7 +441,7 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
     if (p->served == NULL || p->reaping == NULL || allocdir_reaper_start(p->reaping) < 0) {
         allocdir_reaper_free(p->reaping);
         free(p->served);
-        plugin_free_resources(p->resources, p->count);
+        devices_catalog_free(p->resources, p->count);
         grpc_budget_free(p->budget);
         free(p);
         return gpulet_error_errno(err, ENOMEM, "cannot start the device plugin");
@@ -527,15 +527,7 @@ size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healt
     size_t changed_total = 0;
     for (size_t i = 0; i < p->count; i++) {
         struct served *s = &p->served[i];
-        size_t changed = 0;
-        for (size_t d = 0; d < s->res->count; d++) {
-            struct plugin_device *dev = &s->res->devices[d];
-            if (dev->gpu != gpu || (mig >= 0 && dev->mig != mig) || dev->healthy == healthy)
-                continue;
-            dev->healthy = healthy;
-            snprintf(dev->reason, sizeof dev->reason, "%s", healthy ? "" : reason);
-            changed++;
-        }
+        size_t changed = devices_pool_set_health(s->res, gpu, mig, healthy, reason);
         if (changed)
             broadcast(s);
         changed_total += changed;
@@ -594,7 +586,7 @@ void plugin_free(struct plugin *p)
     free(p->served);
     allocdir_reaper_free(p->reaping);
     grpc_budget_free(p->budget);
-    plugin_free_resources(p->resources, p->count);
+    devices_catalog_free(p->resources, p->count);
     free(p);
 }
 
@@ -670,7 +662,7 @@ static int compare_keys(const void *a, const void *b)
 static const void *held(const char *resource, const char *id, void *user)
 {
     const struct held_set *set = user;
-    char key[CONFIG_NAME_MAX + PLUGIN_ID_MAX + 2];
+    char key[CONFIG_NAME_MAX + DEVICES_ID_MAX + 2];
     snprintf(key, sizeof key, "%s\n%s", resource, id);
     struct held_key k = {.key = key};
     return set->count ? bsearch(&k, set->keys, set->count, sizeof *set->keys, compare_keys)
@@ -690,7 +682,7 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
 {
     struct held_set *set = user;
     const struct held_key *h = holder;
-    const struct plugin_resource *r = NULL;
+    const struct devices_pool *r = NULL;
     for (size_t i = 0; i < set->plugin->count && r == NULL; i++)
         if (strcmp(set->plugin->resources[i].name, resource) == 0)
             r = &set->plugin->resources[i];
@@ -699,7 +691,7 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
     unsigned int gpus[64];
     size_t n_gpus = 0;
     for (size_t i = 0; i < n; i++) {
-        const struct plugin_device *d = plugin_find_device(r, ids[i]);
+        const struct devices_device *d = devices_find(r, ids[i]);
         bool seen = false;
         for (size_t k = 0; d && k < n_gpus && !seen; k++)
             seen = gpus[k] == d->gpu;

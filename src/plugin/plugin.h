@@ -1,11 +1,11 @@
 /*
  * plugin: the kubelet device plugin (API v1beta1) for NVIDIA GPUs.
  *
- * From the GPU inventory and the configuration it works out the resources
- * to advertise (nvidia.com/gpu, nvidia.com/mig-<profile>, names by model
- * from the config's resources section, shared replicas, renamed resources), serves one socket per resource in the device-plugin
- * directory, registers each with the kubelet without blocking the loop,
- * streams device lists (ListAndWatch) and answers Allocate,
+ * It serves the pools of the devices catalog (see devices/devices.h:
+ * nvidia.com/gpu, nvidia.com/mig-<profile>, names by model, shared
+ * replicas, renamed resources) on one socket per resource in the
+ * device-plugin directory, registers each with the kubelet without
+ * blocking the loop, streams device lists (ListAndWatch) and answers Allocate,
  * GetPreferredAllocation and PreStartContainer. Each socket also serves
  * gpulet's own Status service (proto/gpulet/v1/status.proto), which
  * `gpulet doctor` calls: registered or not, the kubelet's streams, each

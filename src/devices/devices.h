@@ -1,0 +1,87 @@
+/*
+ * devices: the node's device model, whatever protocol offers it.
+ *
+ * From the GPU inventory and the configuration it builds the catalog: pools
+ * of devices (nvidia.com/gpu, nvidia.com/mig-<profile>, names by model,
+ * time-shared replicas, GPU slices), each device tied to its GPU or MIG
+ * device. It finds a device by id and chooses which devices to prefer for a
+ * request (NVIDIA's topology policy for whole GPUs, spreading for replicas,
+ * packing for slices). The device plugin serves these pools over its wire
+ * protocol; nothing here knows a protobuf type.
+ */
+#ifndef GPULET_DEVICES_H
+#define GPULET_DEVICES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "config/config.h"
+#include "error/error.h"
+#include "gpu/gpu.h"
+
+#define DEVICES_ID_MAX 128
+
+/* A device as a pool offers it: a whole GPU, a MIG device, or one replica
+ * or slice of either. */
+struct devices_device {
+    char id[DEVICES_ID_MAX];      /* what the kubelet sees: "GPU-…", "0", "GPU-…::3" */
+    char base_id[DEVICES_ID_MAX]; /* the physical device: no replica suffix */
+    const char *uuid;             /* of the GPU or MIG device, the inventory's */
+    unsigned int gpu;
+    int mig;                      /* MIG device index on the GPU, -1 for a whole GPU */
+    unsigned int replica;         /* 0 when the device is not shared */
+    int numa_node;                /* -1 when unknown */
+    unsigned int minor;           /* /dev/nvidia<minor> of the GPU */
+    unsigned int gpu_instance, compute_instance; /* MIG devices only */
+    bool healthy;
+    char reason[64];              /* why it is unhealthy, for gpulet doctor */
+    /* A slice (id "GPU-…::s3"): its memory and its compute share in
+     * hundredths of a percent of the GPU; both 0 for other devices. */
+    unsigned long long slice_memory;
+    unsigned int slice_share;
+    unsigned long long slice_context; /* contextMemory; 0: the interposer's default */
+};
+
+/* A pool: the devices offered under one name, all alike. */
+struct devices_pool {
+    char name[CONFIG_NAME_MAX];     /* nvidia.com/gpu */
+    char socket_name[96];           /* nvidia-gpu.sock */
+    enum sharing_strategy sharing;  /* NONE unless the devices are replicas or slices */
+    unsigned int replicas;
+    bool packed;                    /* replica policy: packed, else distributed */
+    unsigned long line;             /* slices: their sharing.slices entry's, for errors */
+    size_t count;
+    struct devices_device *devices;
+    const struct devices_device **by_id; /* the devices in id order, for lookups */
+};
+
+/* Works out the pools for an inventory and configuration, in name order. */
+int devices_catalog_build(const struct gpu_inventory *inv, const struct config *cfg,
+                          struct devices_pool **out, size_t *count, struct gpulet_error *err);
+void devices_catalog_free(struct devices_pool *pools, size_t count);
+
+/* The device with that id, in O(log count); NULL when there is none. */
+const struct devices_device *devices_find(const struct devices_pool *r, const char *id);
+
+/* Marks every device of a pool on a GPU (mig = -1) or on one MIG device
+ * healthy or not (reason: why, kept for gpulet doctor). Returns how many
+ * devices changed. */
+size_t devices_pool_set_health(struct devices_pool *r, unsigned int gpu, int mig, bool healthy,
+                               const char *reason);
+
+/* The preferred allocation for one request: writes into out (room for
+ * n_available entries, pointing at the given strings) the devices to
+ * prefer, or nothing when the request cannot be met. Whole GPUs follow
+ * NVIDIA's best-effort policy over the topology; replicas are spread over
+ * the least-used GPUs. Returns -1 (and nothing) when the CLOCK_MONOTONIC
+ * time `until` (NULL: none) passes before it is done. */
+int devices_preferred(const struct devices_pool *r, const struct gpu_inventory *inv,
+                      char *const *available, size_t n_available, char *const *must,
+                      size_t n_must, int size, const struct timespec *until, char **out,
+                      size_t *n_out);
+
+/* The score of a pair of GPUs: how they connect over PCIe, plus 100 per NVLink. */
+int devices_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b);
+
+#endif
