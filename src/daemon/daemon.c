@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "devices/devices.h"
 #include "dra/dra.h"
 #include "fileio/fileio.h"
 #include "gpu/gpu.h"
@@ -40,6 +41,7 @@ struct daemon {
     struct dra *dra;
     struct kube_config kube;
     struct health *health;
+    struct devices_health health_news; /* health's verdicts, to the plugin and DRA */
     struct metrics *metrics;
     int inotify_fd;
     struct event *inotify_event;
@@ -119,7 +121,8 @@ static void xid_seen(unsigned int gpu, unsigned long long xid, void *user)
 static int start_plugin(struct daemon *d, const struct config *cfg)
 {
     struct gpulet_error err = {0};
-    if (plugin_start(d->base, d->opts->device_plugin_dir, cfg, d->inv, &d->plugin, &err) < 0) {
+    if (plugin_start(d->base, d->opts->device_plugin_dir, cfg, d->inv, &d->health_news,
+                     &d->plugin, &err) < 0) {
         log_error("cannot start the device plugin", "error=\"%s\"", err.msg);
         return -1;
     }
@@ -133,9 +136,7 @@ static void health_changed(unsigned int gpu, int mig, bool healthy, const char *
                            void *user)
 {
     struct daemon *d = user;
-    if (d->plugin)
-        plugin_set_health(d->plugin, gpu, mig, healthy, reason);
-    dra_set_health(d->dra, gpu, mig, healthy);
+    devices_health_set(&d->health_news, gpu, mig, healthy, reason);
 }
 
 static int start_dra(struct daemon *d)
@@ -155,7 +156,8 @@ static int start_dra(struct daemon *d)
                             .cdi = {.driver_root = root, .dev_root = root,
                                     .hook_path = d->opts->cdi_hook,
                                     .host_root = d->opts->host_driver_root},
-                            .cfg = &d->cfg};
+                            .cfg = &d->cfg,
+                            .health = &d->health_news};
     if (dra_start(d->base, &o, d->inv, &d->dra, &err) < 0) {
         log_error("cannot start the DRA driver", "error=\"%s\"", err.msg);
         return -1;

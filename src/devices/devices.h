@@ -70,6 +70,30 @@ const struct devices_device *devices_find(const struct devices_pool *r, const ch
 size_t devices_pool_set_health(struct devices_pool *r, unsigned int gpu, int mig, bool healthy,
                                const char *reason);
 
+/* Health news about the node's GPUs and MIG devices, heard in one place
+ * (the daemon's health policy sets it) and passed on to every front end
+ * that offers devices (the device plugin, DRA): each subscribes when it
+ * starts and unsubscribes when it is freed. */
+#define DEVICES_HEALTH_SUBSCRIBERS 4
+typedef void devices_health_fn(unsigned int gpu, int mig, bool healthy, const char *reason,
+                               void *user);
+struct devices_health {
+    struct {
+        devices_health_fn *changed;
+        void *user;
+    } subscribers[DEVICES_HEALTH_SUBSCRIBERS];
+    size_t count;
+};
+/* -1 when DEVICES_HEALTH_SUBSCRIBERS already listen. */
+int devices_health_subscribe(struct devices_health *h, devices_health_fn *changed, void *user,
+                             struct gpulet_error *err);
+void devices_health_unsubscribe(struct devices_health *h, devices_health_fn *changed,
+                                void *user);
+/* A GPU (mig -1: with its MIG devices) or one MIG device became healthy or
+ * not (reason: why); every subscriber hears it. */
+void devices_health_set(const struct devices_health *h, unsigned int gpu, int mig, bool healthy,
+                        const char *reason);
+
 /* The preferred allocation for one request: writes into out (room for
  * n_available entries, pointing at the given strings) the devices to
  * prefer, or nothing when the request cannot be met. Whole GPUs follow

@@ -77,6 +77,7 @@ struct dra {
     bool consumable_off_said;
     struct dra_device *devs;
     size_t n_devs;
+    struct devices_health *health; /* subscribed to; NULL until started */
     struct grpc_budget *budget;
     struct grpc_server *server, *reg;
     struct event *reg_timer;
@@ -1115,6 +1116,13 @@ void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy)
         publish(d);
 }
 
+static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
+                           void *user)
+{
+    (void)reason;
+    dra_set_health(user, gpu, mig, healthy);
+}
+
 /* ---- start and stop ---- */
 
 static bool claim_held(const char *uid, void *user)
@@ -1189,6 +1197,11 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
         dra_free(d);
         return -1;
     }
+    if (devices_health_subscribe(opts->health, health_changed, d, err) < 0) {
+        dra_free(d);
+        return -1;
+    }
+    d->health = opts->health;
     struct timeval tv = {REG_CHECK_MS / 1000, (REG_CHECK_MS % 1000) * 1000};
     event_add(d->reg_timer, &tv);
     publish(d);
@@ -1202,6 +1215,8 @@ void dra_free(struct dra *d)
 {
     if (d == NULL)
         return;
+    if (d->health)
+        devices_health_unsubscribe(d->health, health_changed, d);
     while (d->prepares) {
         struct grpc_call *call = d->prepares->call;
         d->prepares->call = NULL;

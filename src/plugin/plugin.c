@@ -64,6 +64,7 @@ struct plugin {
     void (*on_allocate)(void *user);
     void *on_allocate_user;
     struct allocdir_reaper *reaping; /* removes gone containers' folders */
+    struct devices_health *health;   /* subscribed to; NULL until started */
 };
 
 static void reap_soon(struct plugin *p)
@@ -416,8 +417,12 @@ static void register_start(struct served *s)
 
 /* ---- the plugin ---- */
 
+static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
+                           void *user);
+
 int plugin_start(struct event_base *base, const char *dir, const struct config *cfg,
-                 const struct gpu_inventory *inv, struct plugin **out, struct gpulet_error *err)
+                 const struct gpu_inventory *inv, struct devices_health *health,
+                 struct plugin **out, struct gpulet_error *err)
 {
     struct plugin *p = calloc(1, sizeof *p);
     if (p == NULL)
@@ -466,6 +471,12 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
             return -1;
         }
     }
+    if (devices_health_subscribe(health, health_changed, p, err) < 0) {
+        plugin_stop(p);
+        plugin_free(p);
+        return -1;
+    }
+    p->health = health;
     if (p->count == 0)
         log_warn("no GPU to advertise; the device plugin serves nothing", "gpus=%zu",
                  inv->gpu_count);
@@ -521,18 +532,18 @@ void plugin_file_removed(struct plugin *p, const char *name)
     }
 }
 
-size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy,
-                         const char *reason)
+/* Marks the devices, and streams the new list to the kubelet where
+ * anything changed. */
+static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
+                           void *user)
 {
-    size_t changed_total = 0;
+    struct plugin *p = user;
     for (size_t i = 0; i < p->count; i++) {
         struct served *s = &p->served[i];
         size_t changed = devices_pool_set_health(s->res, gpu, mig, healthy, reason);
         if (changed)
             broadcast(s);
-        changed_total += changed;
     }
-    return changed_total;
 }
 
 void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user)
@@ -569,6 +580,8 @@ void plugin_free(struct plugin *p)
     if (p == NULL)
         return;
     plugin_stop(p);
+    if (p->health)
+        devices_health_unsubscribe(p->health, health_changed, p);
     for (size_t i = 0; i < p->count; i++) {
         struct served *s = &p->served[i];
         if (s->server)

@@ -24,6 +24,7 @@
 #include <event2/event.h>
 
 #include "config/config.h"
+#include "devices/devices.h"
 #include "error/error.h"
 #include "gpu/gpu.h"
 #include "podresources/v1/api.pb-c.h"
@@ -33,23 +34,19 @@
 
 struct plugin;
 
-/* Builds the resources and starts serving and registering them. The
- * inventory must outlive the plugin. */
+/* Builds the resources and starts serving and registering them; health
+ * news reaches it through health, which it subscribes to until freed
+ * (a device's change streams the new list to the kubelet). The inventory
+ * and health must outlive the plugin. */
 int plugin_start(struct event_base *base, const char *dir, const struct config *cfg,
-                 const struct gpu_inventory *inv, struct plugin **out, struct gpulet_error *err);
+                 const struct gpu_inventory *inv, struct devices_health *health,
+                 struct plugin **out, struct gpulet_error *err);
 
 /* kubelet.sock appeared again: recreate missing sockets, register all. */
 void plugin_kubelet_restarted(struct plugin *p);
 /* A file in the directory was deleted; if it was one of our sockets,
  * serve it again and re-register that resource. */
 void plugin_file_removed(struct plugin *p, const char *name);
-
-/* Marks every device on a GPU (mig = -1) or one MIG device healthy or not
- * (reason: why, kept for gpulet doctor); streams the new list to the
- * kubelet when anything changed. Returns the number of kubelet devices
- * whose health changed. */
-size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy,
-                         const char *reason);
 
 /* Called after every successful Allocate (the metrics then ask the
  * kubelet which pod got what). */
