@@ -7,6 +7,12 @@
 
 #include "log/log.h"
 
+enum devices_front devices_gpu_front(const struct config *cfg, const struct gpu_device *g)
+{
+    return cfg->dra_enabled && config_dra_gpu(cfg, g->index, g->uuid) ? DEVICES_FRONT_DRA
+                                                                      : DEVICES_FRONT_PLUGIN;
+}
+
 /* A physical device before sharing: a whole GPU or a MIG device. */
 struct phys {
     char resource[CONFIG_NAME_MAX];
@@ -101,8 +107,8 @@ static int collect_single(const struct gpu_inventory *inv, const struct config *
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
         struct phys p;
-        if (cfg->dra_enabled && config_dra_gpu(cfg, g->index, g->uuid))
-            continue; /* DRA's: never offered twice */
+        if (devices_gpu_front(cfg, g) != DEVICES_FRONT_PLUGIN)
+            continue;
         if (!g->mig_enabled) {
             whole_gpu(g, cfg, &p);
             if (add_phys(l, &p, err) < 0)
@@ -126,8 +132,8 @@ static int collect(const struct gpu_inventory *inv, const struct config *cfg, st
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
         struct phys p;
-        if (cfg->dra_enabled && config_dra_gpu(cfg, g->index, g->uuid))
-            continue; /* DRA's: never offered twice */
+        if (devices_gpu_front(cfg, g) != DEVICES_FRONT_PLUGIN)
+            continue;
         if (g->lost && g->uuid[0] == '\0') {
             log_warn("GPU lost before its UUID was read; not advertised", "gpu=%u", g->index);
             continue;

@@ -56,7 +56,20 @@ struct devices_pool {
     const struct devices_device **by_id; /* the devices in id order, for lookups */
 };
 
-/* Works out the pools for an inventory and configuration, in name order. */
+/* The front ends that offer devices to the kubelet. */
+enum devices_front {
+    DEVICES_FRONT_PLUGIN, /* the device plugin */
+    DEVICES_FRONT_DRA,    /* the DRA driver */
+};
+
+/* Which front end offers GPU g and its MIG devices: with DRA on, DRA takes
+ * the GPUs dra.gpus names (every GPU when the list is not given), the
+ * device plugin the others. This is the one place it is decided, so that
+ * no GPU is ever offered, and allocatable, twice. */
+enum devices_front devices_gpu_front(const struct config *cfg, const struct gpu_device *g);
+
+/* Works out the pools for an inventory and configuration, in name order:
+ * of the GPUs devices_gpu_front gives the device plugin. */
 int devices_catalog_build(const struct gpu_inventory *inv, const struct config *cfg,
                           struct devices_pool **out, size_t *count, struct gpulet_error *err);
 void devices_catalog_free(struct devices_pool *pools, size_t count);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "devices/devices.h"
 #include "fileio/fileio.h"
 
 /* ---- devices ---- */
@@ -59,7 +60,7 @@ int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
     size_t n = 0;
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
-        if (g->lost || (cfg && !config_dra_gpu(cfg, g->index, g->uuid)))
+        if (g->lost || (cfg && devices_gpu_front(cfg, g) != DEVICES_FRONT_DRA))
             continue;
         if (!g->mig_enabled) {
             devs[n] = (struct dra_device){.gpu = (unsigned)i, .mig = -1, .healthy = true};

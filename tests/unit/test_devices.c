@@ -1,8 +1,111 @@
-/* The device model's parts every front end shares: health news reaching
- * each subscriber from one place. */
+/* The device model's parts every front end shares: which front end offers
+ * each GPU, and health news reaching each subscriber from one place. */
 #include "helpers.h"
 
+#include <unistd.h>
+
 #include "devices/devices.h"
+#include "dra/dra_internal.h"
+#include "fileio/fileio.h"
+
+#include "sim_inventory.h"
+
+static const char *no_env(const char *name)
+{
+    (void)name;
+    return NULL;
+}
+
+static void load_config(const char *text, struct config *cfg)
+{
+    char path[64] = "/tmp/gpulet-devices-cfg-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    struct gpulet_error err = {0};
+    assert_int_equal(fileio_replace(path, text, strlen(text), 0, &err), 0);
+    struct config_flags flags = {.config_file = path};
+    int rc = config_load(&flags, no_env, cfg, &err);
+    unlink(path);
+    if (rc < 0)
+        fail_msg("%s", err.msg);
+}
+
+/* Builds both front ends' devices, as the daemon does, and checks that no
+ * GPU is in both and that, with DRA on, every GPU with something to offer
+ * is in one. Returns how many GPUs DRA got. */
+static size_t check_offered_once(const struct config *cfg, const char *what)
+{
+    struct devices_pool *pools;
+    size_t n_pools, n_dra;
+    struct dra_device *dra;
+    struct gpulet_error err = {0};
+    if (devices_catalog_build(inv, cfg, &pools, &n_pools, &err) < 0 ||
+        dra_devices_build(inv, cfg, &dra, &n_dra, &err) < 0)
+        fail_msg("%s: %s", what, err.msg);
+    bool by_plugin[64] = {false}, by_dra[64] = {false};
+    assert_true(inv->gpu_count <= 64);
+    for (size_t p = 0; p < n_pools; p++)
+        for (size_t i = 0; i < pools[p].count; i++)
+            by_plugin[pools[p].devices[i].gpu] = true;
+    for (size_t i = 0; i < n_dra; i++)
+        by_dra[dra[i].gpu] = true;
+    size_t dra_gpus = 0;
+    for (size_t g = 0; g < inv->gpu_count; g++) {
+        const struct gpu_device *gpu = &inv->gpus[g];
+        if (by_plugin[g] && by_dra[g])
+            fail_msg("%s: GPU %zu is offered by the device plugin and by DRA", what, g);
+        enum devices_front front = devices_gpu_front(cfg, gpu);
+        if (by_plugin[g])
+            assert_int_equal(front, DEVICES_FRONT_PLUGIN);
+        if (by_dra[g])
+            assert_int_equal(front, DEVICES_FRONT_DRA);
+        bool offers = !gpu->mig_enabled || gpu->mig_count > 0;
+        if (cfg->dra_enabled && offers && !by_plugin[g] && !by_dra[g])
+            fail_msg("%s: GPU %zu is offered by neither front end", what, g);
+        dra_gpus += by_dra[g];
+    }
+    devices_catalog_free(pools, n_pools);
+    free(dra);
+    return dra_gpus;
+}
+
+static void no_gpu_offered_twice(void **state)
+{
+    (void)state;
+    static const char *const nodes[] = {"dgx-a100", "a100-mig", "h100-mig", "mixed-t4-v100",
+                                        "dgx1-v100", "t4-pcie"};
+    for (size_t n = 0; n < sizeof nodes / sizeof nodes[0]; n++) {
+        load(nodes[n]);
+        char text[512];
+        struct config cfg;
+        load_config("version: v1\n", &cfg);
+        assert_int_equal(check_offered_once(&cfg, "DRA off"), 0);
+
+        load_config("version: v1\ndra:\n  enabled: true\n", &cfg);
+        size_t all = check_offered_once(&cfg, "DRA takes every GPU");
+        for (size_t g = 0; g < inv->gpu_count; g++)
+            assert_int_equal(devices_gpu_front(&cfg, &inv->gpus[g]), DEVICES_FRONT_DRA);
+
+        load_config("version: v1\nflags:\n  migStrategy: mixed\ndra:\n  enabled: true\n"
+                    "  gpus: [0]\n", &cfg);
+        size_t first = check_offered_once(&cfg, "DRA takes GPU 0, MIG mixed");
+        assert_true(first <= 1 && first <= all);
+        assert_int_equal(devices_gpu_front(&cfg, &inv->gpus[0]), DEVICES_FRONT_DRA);
+        for (size_t g = 1; g < inv->gpu_count; g++)
+            assert_int_equal(devices_gpu_front(&cfg, &inv->gpus[g]), DEVICES_FRONT_PLUGIN);
+
+        if (inv->gpu_count < 2)
+            continue;
+        /* By UUID, and dra.gpus naming a GPU the node lacks. */
+        snprintf(text, sizeof text, "version: v1\ndra:\n  enabled: true\n  gpus: [\"%s\", 63]\n",
+                 inv->gpus[1].uuid);
+        load_config(text, &cfg);
+        check_offered_once(&cfg, "DRA takes GPU 1 by UUID");
+        assert_int_equal(devices_gpu_front(&cfg, &inv->gpus[1]), DEVICES_FRONT_DRA);
+        assert_int_equal(devices_gpu_front(&cfg, &inv->gpus[0]), DEVICES_FRONT_PLUGIN);
+    }
+}
 
 struct heard {
     size_t calls;
@@ -71,6 +174,7 @@ static void health_subscribers_bounded(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(no_gpu_offered_twice, teardown),
         cmocka_unit_test(health_reaches_every_subscriber),
         cmocka_unit_test(health_subscribers_bounded),
     };
