@@ -83,6 +83,76 @@ const struct devices_device *devices_find(const struct devices_pool *r, const ch
 size_t devices_pool_set_health(struct devices_pool *r, unsigned int gpu, int mig, bool healthy,
                                const char *reason);
 
+/* Allocations for short-lived answers: everything freed together. */
+struct arena {
+    void **ptrs;
+    size_t count, cap;
+};
+void *arena_alloc(struct arena *a, size_t size);
+char *arena_strdup(struct arena *a, const char *s);
+void arena_free(struct arena *a);
+
+/* What a container receives for its devices, whatever protocol carries it
+ * (a device-plugin Allocate answer, a DRA claim's CDI spec): every string
+ * and list lives in the arena. Each kind keeps the order it was added in. */
+struct devices_pair {
+    const char *key, *value;
+};
+struct devices_mount {
+    const char *host, *container;
+    bool read_only;
+};
+struct devices_node {
+    const char *host, *container; /* opened read-write */
+};
+struct devices_edits {
+    struct arena *arena;
+    struct devices_pair *env;
+    size_t n_env, cap_env;
+    struct devices_mount *mounts;
+    size_t n_mounts, cap_mounts;
+    struct devices_node *nodes;
+    size_t n_nodes, cap_nodes;
+    struct devices_pair *annotations;
+    size_t n_annotations, cap_annotations;
+    const char **cdi_devices; /* fully qualified CDI device names */
+    size_t n_cdi_devices, cap_cdi_devices;
+};
+void devices_edits_env(struct devices_edits *e, const char *key, const char *value);
+void devices_edits_mount(struct devices_edits *e, const char *host, const char *container,
+                         bool read_only);
+void devices_edits_node(struct devices_edits *e, const char *host, const char *container);
+void devices_edits_annotation(struct devices_edits *e, const char *key, const char *value);
+void devices_edits_cdi_device(struct devices_edits *e, const char *name);
+
+/* A GPU a container holds slices of (or memory of, through a DRA claim):
+ * its memory limit and compute share, as the CUDA interposer applies
+ * them to the GPU with this CUDA ordinal (its place in the list). */
+struct devices_slice_gpu {
+    const char *uuid;
+    unsigned long long memory; /* bytes */
+    unsigned long share;       /* hundredths of a percent of the GPU */
+};
+/* The limits of a container's slices, for the front end to write where
+ * the interposer reads them. */
+struct devices_slices {
+    struct devices_slice_gpu *gpus; /* in GPU order, as CUDA numbers them */
+    size_t n_gpus;
+    unsigned long long context;    /* what a CUDA context costs; 0: the interposer's default */
+    char **ids;                    /* the slices' device ids */
+    size_t n_ids;
+};
+
+/* Prepares devices ids of pool r for one container (owner: the serial of
+ * the allocation, which names its CDI annotation): e receives the
+ * container's edits, slices (for a pool of slices; else n_gpus 0) the
+ * limits to hand the interposer. -1 with GPULET_ERR_INPUT for a request
+ * that should not have been made (unknown id, too many of a shared
+ * device). */
+int devices_prepare(const struct devices_pool *r, const struct config *cfg, char *const *ids,
+                    size_t n_ids, unsigned long owner, struct devices_edits *e,
+                    struct devices_slices *slices, struct gpulet_error *err);
+
 /* Health news about the node's GPUs and MIG devices, heard in one place
  * (the daemon's health policy sets it) and passed on to every front end
  * that offers devices (the device plugin, DRA): each subscribes when it

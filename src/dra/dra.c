@@ -144,21 +144,22 @@ static void spec_path(const struct dra *d, const char *uid, char *buf, size_t le
 
 /* ---- the CDI spec of a claim ---- */
 
-static void spec_env(void *user, const char *key, const char *value)
+/* The variables and mounts of e, added to a spec's containerEdits. */
+static void spec_add_edits(json_t *spec, const struct devices_edits *e)
 {
-    json_t *edits = user;
-    char line[256];
-    snprintf(line, sizeof line, "%s=%s", key, value);
-    json_array_append_new(json_object_get(edits, "env"), json_string(line));
-}
-
-static void spec_mount(void *user, const char *host, const char *container, bool read_only)
-{
-    json_t *edits = user;
+    json_t *edits = json_object_get(spec, "containerEdits");
+    for (size_t i = 0; i < e->n_env; i++) {
+        char line[256];
+        snprintf(line, sizeof line, "%s=%s", e->env[i].key, e->env[i].value);
+        json_array_append_new(json_object_get(edits, "env"), json_string(line));
+    }
     json_t *mounts = json_object_get(edits, "mounts");
-    json_array_append_new(mounts, json_pack("{s:s, s:s, s:[s, s, s, s]}", "hostPath", host,
-                                            "containerPath", container, "options",
-                                            read_only ? "ro" : "rw", "nosuid", "nodev", "rbind"));
+    for (size_t i = 0; i < e->n_mounts; i++)
+        json_array_append_new(mounts, json_pack("{s:s, s:s, s:[s, s, s, s]}", "hostPath",
+                                                e->mounts[i].host, "containerPath",
+                                                e->mounts[i].container, "options",
+                                                e->mounts[i].read_only ? "ro" : "rw", "nosuid",
+                                                "nodev", "rbind"));
 }
 
 static int compare_claim_gpus(const void *a, const void *b)
@@ -187,7 +188,7 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
     if (!sliced)
         return 0;
     struct cdi_claim_device sorted[DRA_CLAIM_DEVICES];
-    struct plugin_slice_gpu gpus[DRA_CLAIM_DEVICES];
+    struct devices_slice_gpu gpus[DRA_CLAIM_DEVICES];
     memcpy(sorted, devs, n * sizeof *devs);
     qsort(sorted, n, sizeof *sorted, compare_claim_gpus);
     for (size_t i = 0; i < n; i++) {
@@ -205,18 +206,22 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
         }
         if (memory == 0 || memory > g->memory_total_bytes)
             memory = g->memory_total_bytes;
-        gpus[i] = (struct plugin_slice_gpu){
+        gpus[i] = (struct devices_slice_gpu){
             .uuid = g->uuid,
             .memory = memory,
             .share = g->memory_total_bytes
                          ? (unsigned long)(memory * 10000.0 / (double)g->memory_total_bytes)
                          : 10000};
     }
-    json_t *edits = json_object_get(spec, "containerEdits");
-    struct plugin_slice_sink sink = {spec_env, spec_mount, edits};
+    struct arena a = {0};
+    struct devices_edits edits = {.arena = &a};
     char *ids[1] = {(char *)uid}, dir[4400];
-    if (plugin_slice_grant(d->cfg, d->slice_dir, DRA_DRIVER, ids, 1, gpus, n, 0,
-                           alloc[0] ? alloc : NULL, &sink, dir, sizeof dir, err) < 0)
+    int rc = plugin_slice_grant(d->cfg, d->slice_dir, DRA_DRIVER, ids, 1, gpus, n, 0,
+                                alloc[0] ? alloc : NULL, &edits, dir, sizeof dir, err);
+    if (rc == 0)
+        spec_add_edits(spec, &edits);
+    arena_free(&a);
+    if (rc < 0)
         return -1;
     const char *slash = strrchr(dir, '/');
     snprintf(alloc, 24, "%s", slash ? slash + 1 : dir);

@@ -460,9 +460,9 @@ static void format_share(unsigned long hundredths, char *buf, size_t len)
 }
 
 int plugin_slice_grant(const struct config *cfg, const char *state_dir, const char *resource,
-                       char *const *ids, size_t n_ids, const struct plugin_slice_gpu *gpus,
+                       char *const *ids, size_t n_ids, const struct devices_slice_gpu *gpus,
                        size_t n_gpus, unsigned long long context, const char *reuse,
-                       const struct plugin_slice_sink *sink, char *dir, size_t len,
+                       struct devices_edits *edits, char *dir, size_t len,
                        struct gpulet_error *err)
 {
     if (access(cfg->cuda_interposer, R_OK) < 0)
@@ -484,17 +484,17 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
                                gpus[i].uuid);
         snprintf(key, sizeof key, "GPULET_CUDA_MEMORY_LIMIT_%zu", i);
         snprintf(value, sizeof value, "%llu", gpus[i].memory);
-        sink->env(sink->user, key, value);
+        devices_edits_env(edits, key, value);
         at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
         snprintf(key, sizeof key, "GPULET_CUDA_COMPUTE_SHARE_%zu", i);
         format_share(gpus[i].share > 10000 ? 10000 : gpus[i].share, value, sizeof value);
-        sink->env(sink->user, key, value);
+        devices_edits_env(edits, key, value);
         at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
     }
     if (context) {
         char value[32];
         snprintf(value, sizeof value, "%llu", context);
-        sink->env(sink->user, "GPULET_CUDA_CONTEXT_SIZE", value);
+        devices_edits_env(edits, "GPULET_CUDA_CONTEXT_SIZE", value);
         at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_CONTEXT_SIZE=%s\n", value);
     }
     char path[4500];
@@ -509,14 +509,14 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
     free(limits);
     if (rc < 0)
         return -1;
-    sink->env(sink->user, "GPULET_CUDA_STATE_DIR", PLUGIN_CONTAINER_STATE);
-    sink->mount(sink->user, cfg->cuda_interposer, PLUGIN_CONTAINER_INTERPOSER, true);
+    devices_edits_env(edits, "GPULET_CUDA_STATE_DIR", PLUGIN_CONTAINER_STATE);
+    devices_edits_mount(edits, cfg->cuda_interposer, PLUGIN_CONTAINER_INTERPOSER, true);
     snprintf(path, sizeof path, "%s/ld.so.preload", dir);
-    sink->mount(sink->user, path, "/etc/ld.so.preload", true);
+    devices_edits_mount(edits, path, "/etc/ld.so.preload", true);
     snprintf(path, sizeof path, "%s/limits", dir);
-    sink->mount(sink->user, path, PLUGIN_CONTAINER_LIMITS, true);
+    devices_edits_mount(edits, path, PLUGIN_CONTAINER_LIMITS, true);
     snprintf(path, sizeof path, "%s/state", dir);
-    sink->mount(sink->user, path, PLUGIN_CONTAINER_STATE, false);
+    devices_edits_mount(edits, path, PLUGIN_CONTAINER_STATE, false);
     return 0;
 }
 

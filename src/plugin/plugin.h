@@ -74,31 +74,19 @@ void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *re
                         void (*fn)(const struct plugin_limit *l, void *user), void *user);
 
 /* GPU slices, whichever front end grants them (Allocate, or a DRA claim
- * consuming a GPU's memory): per GPU the container receives (ordinal i, in
- * the order given), its memory limit and compute share. */
-struct plugin_slice_gpu {
-    const char *uuid;
-    unsigned long long memory; /* bytes */
-    unsigned long share;       /* hundredths of a percent of the GPU */
-};
-/* Where the container's edits go: variables and bind mounts. */
-struct plugin_slice_sink {
-    void (*env)(void *user, const char *key, const char *value);
-    void (*mount)(void *user, const char *host, const char *container, bool read_only);
-    void *user;
-};
-/* Writes the limits the CUDA interposer reads into a folder
+ * consuming a GPU's memory): writes the limits the CUDA interposer reads
+ * for gpus (ordinal i, in the order given) into a folder
  * <state_dir>/alloc/<id>/ for resource and device ids (see allocdir), and
- * hands sink the limits as variables and the mounts: the interposer,
+ * adds to edits the limits as variables and the mounts: the interposer,
  * /etc/ld.so.preload naming it, the limits file and a state folder of the
  * container's own. context: the memory the interposer charges a CUDA
  * context (0: its default). reuse: the id of a folder made before for the same
  * grant, used again when it is still there (NULL: a new one). dir
  * receives the folder's path. */
 int plugin_slice_grant(const struct config *cfg, const char *state_dir, const char *resource,
-                       char *const *ids, size_t n_ids, const struct plugin_slice_gpu *gpus,
+                       char *const *ids, size_t n_ids, const struct devices_slice_gpu *gpus,
                        size_t n_gpus, unsigned long long context, const char *reuse,
-                       const struct plugin_slice_sink *sink, char *dir, size_t len,
+                       struct devices_edits *edits, char *dir, size_t len,
                        struct gpulet_error *err);
 
 /* Takes a folder plugin_slice_grant made out of use; the reaper removes

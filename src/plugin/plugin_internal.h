@@ -10,17 +10,10 @@
 #include "devices/devices.h"
 #include "plugin.h"
 
-/* Allocations for short-lived messages: everything freed together. */
-struct arena {
-    void **ptrs;
-    size_t count, cap;
-};
-void *arena_alloc(struct arena *a, size_t size);
-char *arena_strdup(struct arena *a, const char *s);
-void arena_free(struct arena *a);
-
-/* One container's answer to Allocate. -1 with GPULET_ERR_INPUT for a
- * request the kubelet should not have made (unknown ID, too many shared). */
+/* One container's answer to Allocate: devices_prepare's edits, with the
+ * slices' limits granted (plugin_slice_grant), encoded. -1 with
+ * GPULET_ERR_INPUT for a request the kubelet should not have made
+ * (unknown ID, too many shared). */
 int plugin_allocate_container(const struct devices_pool *r, const struct config *cfg,
                               char *const *ids, size_t n_ids, unsigned long serial,
                               struct arena *a, V1beta1__ContainerAllocateResponse *out,

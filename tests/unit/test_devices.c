@@ -1,5 +1,6 @@
 /* The device model's parts every front end shares: which front end offers
- * each GPU, and health news reaching each subscriber from one place. */
+ * each GPU, a container's edits and limits, and health news reaching each
+ * subscriber from one place. */
 #include "helpers.h"
 
 #include <unistd.h>
@@ -125,6 +126,70 @@ static void hear(unsigned int gpu, int mig, bool healthy, const char *reason, vo
     snprintf(h->reason, sizeof h->reason, "%s", reason ? reason : "");
 }
 
+static const struct devices_pair *env_named(const struct devices_edits *e, const char *key)
+{
+    for (size_t i = 0; i < e->n_env; i++)
+        if (strcmp(e->env[i].key, key) == 0)
+            return &e->env[i];
+    return NULL;
+}
+
+/* What a container gets, before any protocol: whole GPUs named in the
+ * variable and as CDI devices, no limits; slices in GPU order with their
+ * memory and share summed per GPU and no folder made yet (that is the
+ * front end's grant). */
+static void prepare_gives_edits_and_limits(void **state)
+{
+    (void)state;
+    load("dgx-a100");
+    struct config cfg;
+    load_config("version: v1\nflags:\n  plugin:\n    deviceListStrategy: [envvar, cdi-cri]\n",
+                &cfg);
+    struct devices_pool *pools;
+    size_t n_pools;
+    struct gpulet_error err = {0};
+    assert_int_equal(devices_catalog_build(inv, &cfg, &pools, &n_pools, &err), 0);
+    struct arena a = {0};
+    struct devices_edits e = {.arena = &a};
+    struct devices_slices slices;
+    char *ids[] = {(char *)inv->gpus[3].uuid, (char *)inv->gpus[1].uuid,
+                   (char *)inv->gpus[3].uuid};
+    assert_int_equal(devices_prepare(&pools[0], &cfg, ids, 3, 7, &e, &slices, &err), 0);
+    char want[256];
+    snprintf(want, sizeof want, "%s,%s", inv->gpus[3].uuid, inv->gpus[1].uuid);
+    assert_non_null(env_named(&e, "NVIDIA_VISIBLE_DEVICES"));
+    assert_string_equal(env_named(&e, "NVIDIA_VISIBLE_DEVICES")->value, want);
+    assert_int_equal(e.n_cdi_devices, 2);
+    snprintf(want, sizeof want, "nvidia.com/gpu=%s", inv->gpus[1].uuid);
+    assert_string_equal(e.cdi_devices[1], want);
+    assert_int_equal(slices.n_gpus, 0);
+    char *unknown[] = {"GPU-not-here"};
+    assert_int_equal(devices_prepare(&pools[0], &cfg, unknown, 1, 8, &e, &slices, &err), -1);
+    assert_int_equal(err.kind, GPULET_ERR_INPUT);
+    assert_contains(err.msg, "GPU-not-here");
+    devices_catalog_free(pools, n_pools);
+
+    load_config("version: v1\nsharing:\n  slices:\n    resources:\n    - name: nvidia.com/gpu\n"
+                "      memory: 10Gi\n      rename: gpu-10gb\n", &cfg);
+    assert_int_equal(devices_catalog_build(inv, &cfg, &pools, &n_pools, &err), 0);
+    assert_string_equal(pools[0].name, "nvidia.com/gpu-10gb");
+    char id_a[DEVICES_ID_MAX], id_b[DEVICES_ID_MAX], id_c[DEVICES_ID_MAX];
+    snprintf(id_a, sizeof id_a, "%s::s0", inv->gpus[5].uuid);
+    snprintf(id_b, sizeof id_b, "%s::s1", inv->gpus[2].uuid);
+    snprintf(id_c, sizeof id_c, "%s::s2", inv->gpus[5].uuid);
+    char *sliced[] = {id_a, id_b, id_c};
+    assert_int_equal(devices_prepare(&pools[0], &cfg, sliced, 3, 9, &e, &slices, &err), 0);
+    assert_int_equal(slices.n_gpus, 2);
+    assert_int_equal(slices.n_ids, 3);
+    assert_string_equal(slices.gpus[0].uuid, inv->gpus[2].uuid);
+    assert_int_equal(slices.gpus[0].memory, 10ULL << 30);
+    assert_string_equal(slices.gpus[1].uuid, inv->gpus[5].uuid);
+    assert_int_equal(slices.gpus[1].memory, 20ULL << 30);
+    assert_int_equal(slices.gpus[1].share, 2 * slices.gpus[0].share);
+    devices_catalog_free(pools, n_pools);
+    arena_free(&a);
+}
+
 static void health_reaches_every_subscriber(void **state)
 {
     (void)state;
@@ -175,6 +240,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(no_gpu_offered_twice, teardown),
+        cmocka_unit_test_teardown(prepare_gives_edits_and_limits, teardown),
         cmocka_unit_test(health_reaches_every_subscriber),
         cmocka_unit_test(health_subscribers_bounded),
     };
