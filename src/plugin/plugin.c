@@ -718,28 +718,24 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
     snprintf(path, sizeof path, "%s/limits", dir);
     if (fileio_read(path, 65536, &text, &len, &err) < 0)
         return;
-    struct plugin_limit limits[64] = {0};
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        unsigned long ordinal;
-        char *end;
-        const char *p;
-        bool memory = strncmp(line, "GPULET_CUDA_MEMORY_LIMIT_", 25) == 0;
-        if (memory)
-            p = line + 25;
-        else if (strncmp(line, "GPULET_CUDA_COMPUTE_SHARE_", 26) == 0)
-            p = line + 26;
-        else
-            continue;
-        ordinal = strtoul(p, &end, 10);
-        if (end == p || *end != '=' || ordinal >= n_gpus)
-            continue;
-        if (memory)
-            limits[ordinal].memory_limit = strtoull(end + 1, NULL, 10);
-        else
-            limits[ordinal].compute_share = strtod(end + 1, NULL);
-    }
+    /* Read as the interposer reads it: a file it would refuse limits
+     * nothing, so it shows nothing. */
+    struct glc_limits file;
+    char msg[256];
+    int parsed = glc_parse_limits(text, len, &file, msg, sizeof msg);
     free(text);
+    if (parsed < 0)
+        return;
+    struct plugin_limit limits[64] = {0};
+    for (size_t i = 0; i < n_gpus; i++) {
+        limits[i].memory_limit = file.dev[i].limit;
+        /* gpulet writes a share with every limit; the parser reads 100 %
+         * as none */
+        if (file.dev[i].share)
+            limits[i].compute_share = file.dev[i].share / 100.0;
+        else if (file.dev[i].limit)
+            limits[i].compute_share = 100.0;
+    }
     read_usage(set, dir, gpus, n_gpus, limits);
     for (size_t i = 0; i < n_gpus; i++) {
         limits[i].pod = h->pod->name ? h->pod->name : "";

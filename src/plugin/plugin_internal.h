@@ -19,10 +19,6 @@ int plugin_allocate_container(const struct devices_pool *r, const struct config 
                               struct arena *a, V1beta1__ContainerAllocateResponse *out,
                               struct gpulet_error *err);
 
-/* Where a sliced container finds what gpulet mounts for the interposer. */
-#define PLUGIN_CONTAINER_INTERPOSER "/usr/lib/gpulet/libgpulet-cuda.so"
-#define PLUGIN_CONTAINER_LIMITS "/etc/gpulet/cuda-limits"
-#define PLUGIN_CONTAINER_STATE "/run/gpulet/cuda"
 #define PLUGIN_ALLOC_IDS 1024 /* device IDs kept per allocation folder */
 #define ALLOCDIR_MAX 4096     /* allocation folders at once */
 #define PLUGIN_ALLOC_GRACE_S 60 /* a folder this young is kept, listed or not */
