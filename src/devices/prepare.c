@@ -5,9 +5,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cdi/cdi.h"
+
 #define VOLUME_MOUNT_DIR "/var/run/nvidia-container-devices"
 #define MPS_ROOT "/run/nvidia/mps"
-#define CDI_KIND "nvidia.com/gpu"
 
 /* host path of a device node under the driver root ("/" adds nothing) */
 static void host_dev_path(const struct config *cfg, const char *dev, char *buf, size_t len)
