@@ -67,7 +67,7 @@ struct limits_list {
     unsigned long dropped; /* past METRICS_LIMITS_MAX, or out of memory */
 };
 
-static void limit_seen(const struct plugin_limit *l, void *user)
+static void limit_seen(const struct metrics_limit *l, void *user)
 {
     struct limits_list *list = user;
     if (list->count == list->room) {
@@ -81,17 +81,7 @@ static void limit_seen(const struct plugin_limit *l, void *user)
         list->items = items;
         list->room = room;
     }
-    struct metrics_limit *m = &list->items[list->count++];
-    snprintf(m->pod, sizeof m->pod, "%s", l->pod);
-    snprintf(m->namespace, sizeof m->namespace, "%s", l->namespace);
-    snprintf(m->container, sizeof m->container, "%s", l->container);
-    m->gpu = l->gpu;
-    m->memory_limit = l->memory_limit;
-    m->compute_share = l->compute_share;
-    m->has_usage = l->has_usage;
-    m->has_compute = l->has_compute;
-    m->memory_used = l->memory_used;
-    m->compute_ns = l->compute_ns;
+    list->items[list->count++] = *l;
 }
 
 /* After each pod-resources answer: the plugin prunes the folders of

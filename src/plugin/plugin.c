@@ -615,7 +615,7 @@ struct held_set {
     struct held_key *keys;
     size_t count;
     const struct plugin *plugin;
-    void (*fn)(const struct plugin_limit *l, void *user);
+    void (*fn)(const struct metrics_limit *l, void *user);
     void *user;
     size_t unusable;           /* state files skipped in this listing */
     char first_problem[300];   /* the first of them, for the one log line */
@@ -629,7 +629,7 @@ struct held_set {
  * its state/ folder (named by the GPU's UUID). The folder is the
  * container's to write: nothing there is trusted. */
 static void read_usage(struct held_set *set, const char *dir, const unsigned int *gpus,
-                       size_t n_gpus, struct plugin_limit *limits)
+                       size_t n_gpus, struct metrics_limit *limits)
 {
     char path[4400];
     snprintf(path, sizeof path, "%s/state", dir);
@@ -726,7 +726,7 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
     free(text);
     if (parsed < 0)
         return;
-    struct plugin_limit limits[64] = {0};
+    struct metrics_limit limits[64] = {0};
     for (size_t i = 0; i < n_gpus; i++) {
         limits[i].memory_limit = file.dev[i].limit;
         /* gpulet writes a share with every limit; the parser reads 100 %
@@ -738,9 +738,11 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
     }
     read_usage(set, dir, gpus, n_gpus, limits);
     for (size_t i = 0; i < n_gpus; i++) {
-        limits[i].pod = h->pod->name ? h->pod->name : "";
-        limits[i].namespace = h->pod->namespace_ ? h->pod->namespace_ : "";
-        limits[i].container = h->container->name ? h->container->name : "";
+        snprintf(limits[i].pod, sizeof limits[i].pod, "%s", h->pod->name ? h->pod->name : "");
+        snprintf(limits[i].namespace, sizeof limits[i].namespace, "%s",
+                 h->pod->namespace_ ? h->pod->namespace_ : "");
+        snprintf(limits[i].container, sizeof limits[i].container, "%s",
+                 h->container->name ? h->container->name : "");
         limits[i].gpu = gpus[i];
         set->fn(&limits[i], set->user);
     }
@@ -751,7 +753,7 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
 #define HELD_MAX 65536
 
 void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
-                        void (*fn)(const struct plugin_limit *l, void *user), void *user)
+                        void (*fn)(const struct metrics_limit *l, void *user), void *user)
 {
     bool sliced = false;
     for (size_t i = 0; i < p->count; i++)

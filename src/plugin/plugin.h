@@ -27,6 +27,7 @@
 #include "devices/devices.h"
 #include "error/error.h"
 #include "gpu/gpu.h"
+#include "metrics/metrics.h"
 #include "podresources/v1/api.pb-c.h"
 
 #define PLUGIN_KUBELET_SOCKET "kubelet.sock"
@@ -52,26 +53,14 @@ void plugin_file_removed(struct plugin *p, const char *name);
  * kubelet which pod got what). */
 void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user);
 
-/* A sliced container's limits on one of its GPUs, from its limits file,
- * and its usage as the interposer counted it in its state file. */
-struct plugin_limit {
-    const char *pod, *namespace, *container;
-    unsigned int gpu;                 /* index */
-    unsigned long long memory_limit;  /* bytes */
-    double compute_share;             /* percent */
-    bool has_usage;                   /* a usable state file: memory_used is known */
-    bool has_compute;                 /* and it counts GPU time: compute_ns is known */
-    unsigned long long memory_used;   /* bytes */
-    unsigned long long compute_ns;    /* GPU time charged, ever */
-};
-
 /* The kubelet's pod-resources List answered: the slice allocation
  * folders whose devices no container holds any more (and older than a
  * minute) are removed, and fn hears the limits of those still held, one
- * call per container and GPU (the folders are bounded, so are the calls;
- * the caller bounds what it keeps); the strings live until fn returns. */
+ * call per container and GPU, from its limits file, with its usage as
+ * the interposer counted it in its state file (the folders are bounded,
+ * so are the calls; the caller bounds what it keeps). */
 void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
-                        void (*fn)(const struct plugin_limit *l, void *user), void *user);
+                        void (*fn)(const struct metrics_limit *l, void *user), void *user);
 
 /* GPU slices, whichever front end grants them (Allocate, or a DRA claim
  * consuming a GPU's memory): writes the limits the CUDA interposer reads
