@@ -374,6 +374,24 @@ static void checkpoint_round_trip(void **state)
         assert_int_equal(dra_checkpoint_read(path, &claims, &n, &e), -1);
         assert_non_null(strstr(e.msg, "move"));
     }
+    /* gpulet records a claim once: the same UID twice (a hand edit, two
+     * files pasted together) is refused, naming the file and the UID,
+     * rather than one entry silently winning and the other's slice folder
+     * being pruned, or the claim prepared twice. */
+    static const char twice[] =
+        "{\"version\":1,\"claims\":[{\"uid\":\"" UID "\",\"namespace\":\"a\",\"name\":\"b\","
+        "\"devices\":[{\"request\":\"r\",\"device\":\"gpu-0\"}]},"
+        "{\"uid\":\"4a1e0b5c-0000-4c6b-9d3b-1b2a3c4d5e6f\",\"namespace\":\"a\",\"name\":\"c\","
+        "\"devices\":[]},"
+        "{\"uid\":\"" UID "\",\"namespace\":\"a\",\"name\":\"b\","
+        "\"devices\":[{\"request\":\"r\",\"device\":\"gpu-1\"}]}]}";
+    assert_int_equal(fileio_replace(path, twice, strlen(twice), 0, &err), 0);
+    claims = NULL;
+    assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), -1);
+    assert_null(claims);
+    assert_non_null(strstr(err.msg, path));
+    assert_non_null(strstr(err.msg, UID));
+    assert_non_null(strstr(err.msg, "twice"));
     unlink(path);
     rmdir(dir);
 }
