@@ -127,13 +127,10 @@ static struct dra_claim *find_claim(struct dra *d, const char *uid)
     return NULL;
 }
 
-/* A claim's slice folder, gone with the claim. */
+/* A claim's slice folder, gone with the claim (whose line names it). */
 static void allocdir_remove_dra(struct dra *d, const char *alloc)
 {
-    char path[4400];
-    snprintf(path, sizeof path, "%s/alloc/%s", d->slice_dir, alloc);
-    if (plugin_slice_release(d->slice_dir, alloc, d->reaper) == 0)
-        log_info("claim slice folder removed", "dir=%s", path);
+    plugin_slice_release(d->slice_dir, alloc, d->reaper);
 }
 
 static void spec_path(const struct dra *d, const char *uid, char *buf, size_t len)
@@ -668,13 +665,17 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
             continue;
         }
         struct dra_claim *known = find_claim(d, uid);
+        char slice_dir[4400] = "";
         if (known) {
-            if (known->alloc[0])
+            if (known->alloc[0]) {
+                snprintf(slice_dir, sizeof slice_dir, "%s/alloc/%s", d->slice_dir,
+                         known->alloc);
                 allocdir_remove_dra(d, known->alloc);
+            }
             forget(d, uid);
             changed = true;
         }
-        log_info("claim unprepared", "uid=%s", uid);
+        log_info("claim unprepared", "uid=%s slice_dir=%s", uid, slice_dir);
     }
     struct gpulet_error err = {0};
     if (changed && save_checkpoint(d, &err) < 0) {

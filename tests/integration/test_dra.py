@@ -405,8 +405,14 @@ def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
     assert {c["uid"]: c["alloc"] for c in cp["claims"]}[a] == folders[a].name
 
     # unprepared: spec and folder go; the other claim's stay
+    before = len(g.text())
     assert unprepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
     assert not folders[a].exists() and folders[b].exists()
+    # one event, one line: the claim unprepared, naming its slice folder
+    lines = [line for line in g.text()[before:].splitlines()
+             if a in line or folders[a].name in line]
+    assert len(lines) == 1 and "claim unprepared" in lines[0], lines
+    assert f"slice_dir={folders[a]}" in lines[0], lines
     # ... and is removed on gpulet's reaper thread, not just moved aside
     wait_for(lambda: [f.name for f in (tmp_path / "state" / "dra" / "alloc").iterdir()] ==
              [folders[b].name], what="the released folder reaped")
