@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -463,6 +464,28 @@ static void format_share(unsigned long hundredths, char *buf, size_t len)
         snprintf(buf, len, "%lu.%02lu", hundredths / 100, hundredths % 100);
 }
 
+/* Appends to buf (of cap bytes, *at used): at stays within the buffer
+ * when a line does not fit, and false says so, so a caller never writes
+ * past the end nor hands on a file missing a limit. */
+static bool append(char *buf, size_t cap, size_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bool append(char *buf, size_t cap, size_t *at, const char *fmt, ...)
+{
+    if (*at >= cap)
+        return false;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *at, cap - *at, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap - *at) {
+        buf[*at] = '\0';
+        *at = cap;
+        return false;
+    }
+    *at += (size_t)n;
+    return true;
+}
+
 int plugin_slice_grant(const struct config *cfg, const char *state_dir, const char *resource,
                        char *const *ids, size_t n_ids, const struct plugin_slice_gpu *gpus,
                        size_t n_gpus, unsigned long long context, const char *reuse,
@@ -475,31 +498,39 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
                                 "install it (gpulet runtime install) or give its path with "
                                 "--cuda-interposer",
                                 cfg->cuda_interposer, resource);
-    size_t cap = 192 + n_gpus * 256;
+    /* Per GPU: its UUID and three lines of at most 64 + 32 bytes each. */
+    size_t cap = 192;
+    for (size_t i = 0; i < n_gpus; i++)
+        cap += strlen(gpus[i].uuid) + 320;
     char *limits = malloc(cap);
     if (limits == NULL)
         return gpulet_error_errno(err, ENOMEM, "cannot write the slice limits");
-    size_t at = (size_t)snprintf(limits, cap, "# gpulet CUDA limits v1: ordinal = CUDA device "
-                                 "in this container\n");
+    size_t at = 0;
+    bool fits = append(limits, cap, &at, "# gpulet CUDA limits v1: ordinal = CUDA device in "
+                       "this container\n");
     for (size_t i = 0; i < n_gpus; i++) {
         char key[64], value[32];
         /* for an interposer that matches devices by UUID, not by order */
-        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_DEVICE_UUID_%zu=%s\n", i,
-                               gpus[i].uuid);
+        fits &= append(limits, cap, &at, "GPULET_CUDA_DEVICE_UUID_%zu=%s\n", i, gpus[i].uuid);
         snprintf(key, sizeof key, "GPULET_CUDA_MEMORY_LIMIT_%zu", i);
         snprintf(value, sizeof value, "%llu", gpus[i].memory);
         sink->env(sink->user, key, value);
-        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+        fits &= append(limits, cap, &at, "%s=%s\n", key, value);
         snprintf(key, sizeof key, "GPULET_CUDA_COMPUTE_SHARE_%zu", i);
         format_share(gpus[i].share > 10000 ? 10000 : gpus[i].share, value, sizeof value);
         sink->env(sink->user, key, value);
-        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+        fits &= append(limits, cap, &at, "%s=%s\n", key, value);
     }
     if (context) {
         char value[32];
         snprintf(value, sizeof value, "%llu", context);
         sink->env(sink->user, "GPULET_CUDA_CONTEXT_SIZE", value);
-        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_CONTEXT_SIZE=%s\n", value);
+        fits &= append(limits, cap, &at, "GPULET_CUDA_CONTEXT_SIZE=%s\n", value);
+    }
+    if (!fits) {
+        free(limits);
+        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "the slice limits of %s do not fit "
+                                "their buffer (a bug in gpulet: please report it)", resource);
     }
     char path[4500];
     snprintf(path, sizeof path, "%s/alloc/%s/limits", state_dir, reuse ? reuse : "");

@@ -3,6 +3,7 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #include "fileio/fileio.h"
@@ -934,6 +935,62 @@ static void slices_allocate(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+static void sink_count(void *user, const char *key, const char *value)
+{
+    (void)key, (void)value;
+    (*(size_t *)user)++;
+}
+
+static void sink_mount(void *user, const char *host, const char *container, bool read_only)
+{
+    (void)user, (void)host, (void)container, (void)read_only;
+}
+
+/* The limits file with the longest values each line can hold (64 GPUs, the
+ * longest UUID the inventory keeps and a far longer one, 20-digit sizes):
+ * every line whole, nothing written past the buffer. A limit cut off would
+ * leave a GPU unlimited. */
+static void slice_limits_longest_inputs(void **state)
+{
+    (void)state;
+    char dir[64], lib[128], state_dir[128], alloc[4400], path[4500];
+    temp_dir(dir, sizeof dir);
+    struct config cfg = slice_config();
+    snprintf(lib, sizeof lib, "%s/libgpulet-cuda.so", dir);
+    snprintf(cfg.cuda_interposer, sizeof cfg.cuda_interposer, "%s", lib);
+    write_file(lib, "not really a library");
+    snprintf(state_dir, sizeof state_dir, "%s/state", dir);
+    enum { GPUS = 64 };
+    static char uuids[2][4096];
+    memset(uuids[0], 'a', sizeof inv->gpus[0].uuid - 1); /* what the inventory keeps */
+    memset(uuids[1], 'b', sizeof uuids[1] - 1);           /* more than any GPU has */
+    for (int u = 0; u < 2; u++) {
+        struct plugin_slice_gpu gpus[GPUS];
+        for (size_t i = 0; i < GPUS; i++)
+            gpus[i] = (struct plugin_slice_gpu){uuids[u], ULLONG_MAX, 10000};
+        size_t envs = 0;
+        struct plugin_slice_sink sink = {sink_count, sink_mount, &envs};
+        char *ids[] = {"claim"};
+        struct gpulet_error err = {0};
+        assert_int_equal(plugin_slice_grant(&cfg, state_dir, "r", ids, 1, gpus, GPUS,
+                                            ULLONG_MAX, NULL, &sink, alloc, sizeof alloc, &err),
+                         0);
+        snprintf(path, sizeof path, "%s/limits", alloc);
+        char *text;
+        size_t len;
+        assert_int_equal(fileio_read(path, 1 << 20, &text, &len, &err), 0);
+        char want[4200];
+        snprintf(want, sizeof want, "GPULET_CUDA_DEVICE_UUID_63=%s\n", uuids[u]);
+        assert_non_null(strstr(text, want));
+        assert_non_null(strstr(text, "GPULET_CUDA_MEMORY_LIMIT_63=18446744073709551615\n"
+                                     "GPULET_CUDA_COMPUTE_SHARE_63=100\n"
+                                     "GPULET_CUDA_CONTEXT_SIZE=18446744073709551615\n"));
+        assert_int_equal(text[len - 1], '\n');
+        free(text);
+    }
+    remove_tree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -951,6 +1008,7 @@ int main(void)
         cmocka_unit_test(slices_preferred),
         cmocka_unit_test(single_slice_goes_where_most_are_free),
         cmocka_unit_test(slices_allocate),
+        cmocka_unit_test(slice_limits_longest_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
