@@ -19,6 +19,7 @@ import yaml
 
 from conftest import ROOT, load_node
 from kubelet import wait_for
+from test_cdi import driver_root  # noqa: F401 (a fixture: a driver root with an ld cache)
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                                reason="needs root and unshare(1) for a network namespace of "
@@ -263,6 +264,25 @@ def test_the_next_simulate_removes_what_a_killed_one_left(build, tmpdir_env):
         for log in logs:
             log.unlink(missing_ok=True)
         shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_a_spec_file_naming_the_private_folder_is_refused(build, tmpdir_env, tmp_path,
+                                                          driver_root):  # noqa: F811
+    """The simulated driver root goes when gpulet exits: a spec file naming
+    it would outlive it and fail every container that asks for a GPU.
+    Printed, the spec is for reading; written, it needs a lasting root."""
+    tmp, env = tmpdir_env
+    out = tmp_path / "nvidia.yaml"
+    r = subprocess.run([build / "gpulet", "--simulate", "dgx-a100", "cdi", "generate",
+                        "--output", out], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "--driver-root" in r.stderr and "removed when gpulet exits" in r.stderr, r.stderr
+    assert not out.exists() and os.listdir(tmp) == []
+    r = subprocess.run([build / "gpulet", "--simulate", "dgx-a100", "cdi", "generate",
+                        "--driver-root", driver_root, "--output", out], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert str(tmp) not in out.read_text()
 
 
 @pytest.mark.parametrize("args", [["cdi", "generate"], ["doctor"], ["info"]])
