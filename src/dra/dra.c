@@ -950,7 +950,7 @@ static void slices_listed(const struct kube_response *r, void *user)
     json_t *devices = desired_devices(d);
     dra_json_hash(devices, d->want_hash);
     long long max_gen = 0;
-    bool same = json_array_size(items) > 0;
+    bool same = true;
     size_t want_slices = json_array_size(devices)
                              ? (json_array_size(devices) + DRA_SLICE_DEVICES - 1) /
                                    DRA_SLICE_DEVICES
@@ -959,9 +959,20 @@ static void slices_listed(const struct kube_response *r, void *user)
     size_t i;
     json_t *item;
     long long first_gen = -1;
+    size_t mine = 0;
     json_array_foreach(items, i, item) {
         json_t *meta = json_object_get(item, "metadata");
-        json_t *pool = json_object_get(json_object_get(item, "spec"), "pool");
+        json_t *spec = json_object_get(item, "spec");
+        json_t *pool = json_object_get(spec, "pool");
+        /* gpulet may delete any slice: only this node's pool of its driver
+         * is its own, whatever the list holds (a field selector ignored). */
+        const char *node = json_string_value(json_object_get(spec, "nodeName"));
+        const char *driver = json_string_value(json_object_get(spec, "driver"));
+        const char *pool_name = json_string_value(json_object_get(pool, "name"));
+        if (!node || !driver || !pool_name || strcmp(node, d->node) != 0 ||
+            strcmp(driver, DRA_DRIVER) != 0 || strcmp(pool_name, d->node) != 0)
+            continue;
+        mine++;
         long long gen = json_integer_value(json_object_get(pool, "generation"));
         const char *name = json_string_value(json_object_get(meta, "name"));
         const char *hash = json_string_value(
@@ -976,7 +987,7 @@ static void slices_listed(const struct kube_response *r, void *user)
         if (name && dns_name(name, 253))
             json_array_append_new(d->to_delete, json_string(name));
     }
-    same &= json_array_size(items) == want_slices;
+    same &= mine == want_slices;
     json_decref(list);
     if (same) {
         json_array_clear(d->to_delete);

@@ -237,6 +237,33 @@ def test_slices_republished_after_deletion(run_gpulet, api, tmp_path):
     assert api.count("POST", "/apis/resource.k8s.io/v1/resourceslices") == posts + 1
 
 
+def test_a_list_with_others_slices_deletes_only_this_nodes(run_gpulet, api, tmp_path):
+    """gpulet may delete any ResourceSlice (its ClusterRole), so it deletes
+    only what is its own by content, not by trusting the field selector: an
+    API server (or a proxy) that ignores it lists other nodes' and other
+    drivers' slices, which must stay."""
+    foreign = {
+        "node2-gpu.nvidia.com-aaaaa": {"nodeName": "node2", "driver": "gpu.nvidia.com",
+                                       "pool": {"name": "node2"}},
+        "node1-other.example.com-bbbbb": {"nodeName": NODE, "driver": "other.example.com",
+                                          "pool": {"name": NODE}},
+        "node1-gpu.nvidia.com-ccccc": {"nodeName": NODE, "driver": "gpu.nvidia.com",
+                                       "pool": {"name": "elsewhere"}},
+    }
+    with api.lock:
+        for name, spec in foreign.items():
+            spec["pool"].update(generation=7, resourceSliceCount=1)
+            api.slices[name] = {"metadata": {"name": name, "resourceVersion": "1"},
+                                "spec": {**spec, "devices": []}}
+    run_gpulet("dgx-a100")
+    api.wait_for(lambda: len(api.slices) > len(foreign), what="this node's slice")
+    api.wait_for(lambda: api.watchers, what="the watch")
+    assert set(foreign) <= set(api.slices)
+    assert api.count("DELETE", "/apis/resource.k8s.io/v1/resourceslices/") == 0
+    ours = [s for n, s in api.slices.items() if n not in foreign]
+    assert len(ours) == 1 and ours[0]["spec"]["pool"]["generation"] == 1
+
+
 def test_watch_resumes_and_relists_on_gone(run_gpulet, api, tmp_path):
     run_gpulet("dgx-a100")
     api.wait_for(lambda: api.slices, what="a slice")
