@@ -286,6 +286,51 @@ static void prepare_free(struct prepare *p)
     free(p);
 }
 
+/* What claims consume of a shared device, other than claim skip. */
+static unsigned long long memory_held(const struct dra *d, const char *device, const char *skip)
+{
+    unsigned long long held = 0;
+    for (size_t i = 0; i < d->n_claims; i++) {
+        if (strcmp(d->claims[i].uid, skip) == 0)
+            continue;
+        for (size_t j = 0; j < d->claims[i].count; j++)
+            if (strcmp(d->claims[i].results[j].device, device) == 0 &&
+                __builtin_add_overflow(held, d->claims[i].results[j].memory, &held))
+                return ULLONG_MAX;
+    }
+    return held;
+}
+
+/* The scheduler keeps the claims on a shared GPU within what was published
+ * of its memory; an API server answering otherwise (a bug, garbage) must
+ * not get it oversubscribed, or the interposer's limits promise memory
+ * that is not there. */
+static int check_fits(const struct dra *d, const struct pclaim *c, struct gpulet_error *err)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        const struct dra_device *dev = dra_device_find(d->devs, d->n_devs, c->results[i].device);
+        if (dev == NULL || !dev->shared || c->results[i].memory == 0)
+            continue;
+        unsigned long long want = 0;
+        for (size_t j = 0; j < c->count; j++)
+            if (strcmp(c->results[j].device, dev->name) == 0 &&
+                __builtin_add_overflow(want, c->results[j].memory, &want))
+                want = ULLONG_MAX;
+        unsigned long long total = d->inv->gpus[dev->gpu].memory_total_bytes / DRA_MEMORY_STEP *
+                                   DRA_MEMORY_STEP;
+        unsigned long long held = memory_held(d, dev->name, c->uid);
+        if (want > total || held > total - want)
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "the claim asks for %llu MiB, more "
+                                    "memory of %s than is free (%llu of %llu MiB held by "
+                                    "prepared claims): the allocation is not one the scheduler "
+                                    "makes; delete the claim so that it is allocated again",
+                                    want == ULLONG_MAX ? ULLONG_MAX >> 20 : want >> 20,
+                                    dev->name, held == ULLONG_MAX ? ULLONG_MAX >> 20 : held >> 20,
+                                    total >> 20);
+    }
+    return 0;
+}
+
 /* A claim read from the API server becomes prepared: spec, then memory. */
 static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
 {
@@ -293,6 +338,8 @@ static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
     char alloc[24] = "";
     if (known)
         snprintf(alloc, sizeof alloc, "%s", known->alloc);
+    else if (check_fits(d, c, err) < 0)
+        return -1;
     if (write_claim_spec(d, c->uid, c->results, c->count, alloc, err) < 0)
         return -1;
     if (known)

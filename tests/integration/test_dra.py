@@ -455,6 +455,28 @@ def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
     assert not stray.exists() and folders[b].exists()
 
 
+def test_claims_never_oversubscribe_a_shared_gpu(run_gpulet, api, protos, tmp_path):
+    """The scheduler keeps the claims on a shared GPU within its memory; an
+    API server that says otherwise (a bug, garbage) must not get it
+    oversubscribed: a claim that does not fit beside the prepared ones is
+    refused, and fits once they are unprepared."""
+    _, dra = protos
+    start_sliced(run_gpulet, tmp_path)
+    api.wait_for(lambda: api.slices, what="a slice")
+    a = api.put_claim("default", "a", ["gpu-1"], memory="50Gi")
+    b = api.put_claim("default", "b", ["gpu-1"], memory="40Gi")
+    r = prepare(tmp_path, dra, [("default", "a", a), ("default", "b", b)])
+    assert r.claims[a].error == ""
+    assert "more memory of gpu-1 than is free" in r.claims[b].error, r.claims[b].error
+    assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{b}.yaml").exists()
+    assert prepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""  # a retry
+    # one claim asking for more than the GPU has, twice over (two results)
+    c = api.put_claim("default", "c", ["gpu-1", "gpu-1"], memory="50Gi")
+    assert "more memory of gpu-1" in prepare(tmp_path, dra, [("default", "c", c)]).claims[c].error
+    assert unprepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
+    assert prepare(tmp_path, dra, [("default", "b", b)]).claims[b].error == ""
+
+
 def test_gate_off_gpus_published_whole(run_gpulet, api, protos, tmp_path):
     """An API server without DRAConsumableCapacity drops the fields: gpulet
     says so once, and a claim of the GPU (no consumedCapacity) gets it
