@@ -393,6 +393,28 @@ static void checkpoint_round_trip(void **state)
     assert_non_null(strstr(err.msg, UID));
     assert_non_null(strstr(err.msg, "twice"));
     unlink(path);
+    /* A FIFO in its place is refused at once, not waited on. */
+    assert_int_equal(mkfifo(path, 0600), 0);
+    gpulet_error_clear(&err);
+    assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    unlink(path);
+    /* A link in its place is replaced, its target left alone. */
+    char target[160];
+    snprintf(target, sizeof target, "%s/target", dir);
+    write_file(target, "not the checkpoint");
+    assert_int_equal(symlink(target, path), 0);
+    assert_int_equal(dra_checkpoint_write(path, &one, 1, &err), 0);
+    struct stat lst;
+    assert_int_equal(lstat(path, &lst), 0);
+    assert_true(S_ISREG(lst.st_mode));
+    char *text;
+    size_t len;
+    assert_int_equal(fileio_read(target, 1024, &text, &len, &err), 0);
+    assert_string_equal(text, "not the checkpoint");
+    free(text);
+    unlink(target);
+    unlink(path);
     rmdir(dir);
 }
 
