@@ -826,3 +826,42 @@ def test_hostile_slice_list_is_retried(run_gpulet, api, tmp_path, answer):
     del api.overrides["/apis/resource.k8s.io/v1/resourceslices"]
     api.wait_for(lambda: api.slices, timeout=45, what="the slice published after backoff")
     assert g.proc.poll() is None
+
+
+def test_hostile_kubelet_side_requests(run_gpulet, api, protos, tmp_path):
+    """A peer on the DRA socket: bytes that are no protobuf, more claims in
+    one call than gpulet keeps, 3,000 claims at once (at most 16 reads of
+    the API server run; the rest are told to retry), the same claim twice
+    in one call, an unknown claim unprepared. Each gets a clear answer and
+    gpulet keeps serving."""
+    _, dra = protos
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    method = "/k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin/NodePrepareResources"
+    with grpc.insecure_channel(f"unix:{dra_socket(tmp_path)}") as ch:
+        raw = ch.unary_unary(method, request_serializer=lambda b: b,
+                             response_deserializer=dra.NodePrepareResourcesResponse.FromString)
+        with pytest.raises(grpc.RpcError) as e:
+            raw(b"\xff\xff\xff\xff\x0f garbage", timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        many = dra.NodePrepareResourcesRequest(claims=[
+            dra.Claim(namespace="default", name=f"c{i}", uid=str(uuid.uuid4()))
+            for i in range(4097)])
+        with pytest.raises(grpc.RpcError) as e:
+            raw(many.SerializeToString(), timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    uids = [str(uuid.uuid4()) for _ in range(3000)]
+    resp = prepare(tmp_path, dra, [("default", f"c{i}", u) for i, u in enumerate(uids)])
+    assert len(resp.claims) == 3000
+    errors = [resp.claims[u].error for u in uids]
+    assert all(errors), "a claim not in the API server was prepared"
+    assert sum("not in the API server" in x for x in errors) >= 8  # the watch holds one
+    assert sum("try again later" in x for x in errors) >= 2000
+    ok = api.put_claim("default", "ok", ["gpu-0"])
+    resp = prepare(tmp_path, dra, [("default", "ok", ok), ("default", "ok", ok)])
+    assert resp.claims[ok].error == "" and len(resp.claims[ok].devices) == 1
+    cp = json.loads((tmp_path / "state" / "dra-checkpoint.json").read_text())
+    assert [c["uid"] for c in cp["claims"]] == [ok]
+    unknown = str(uuid.uuid4())
+    assert unprepare(tmp_path, dra, [("default", "x", unknown)]).claims[unknown].error == ""
+    assert g.proc.poll() is None
