@@ -101,6 +101,7 @@ struct dra {
     char watch_rv[64];
     struct timespec watch_started;
     bool watch_relist;
+    unsigned watch_attempt; /* watches in a row that ended early */
 };
 
 /* ---- helpers ---- */
@@ -1142,13 +1143,17 @@ static void watch_done(const struct kube_response *r, void *user)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     bool long_enough = now.tv_sec - d->watch_started.tv_sec >= 2;
+    if (long_enough)
+        d->watch_attempt = 0;
     if (r->status == 200 && !d->watch_relist && long_enough) {
         start_watch(d); /* resumes from the last version seen */
         return;
     }
+    /* Its own count: a list that succeeds resets the publishing backoff,
+     * and a watch cut at once (a proxy) would then list twice a second. */
     long ms = r->status == 200 && long_enough ? 0
-                                              : kube_backoff_ms(d->pub_attempt++, BACKOFF_BASE_MS,
-                                                                BACKOFF_MAX_MS);
+                                              : kube_backoff_ms(d->watch_attempt++,
+                                                                BACKOFF_BASE_MS, BACKOFF_MAX_MS);
     log_debug("ResourceSlice watch ended; listing again", "status=%ld error=\"%s\" "
               "relist=%d retry_ms=%ld", r->status, r->error, d->watch_relist, ms);
     schedule_publish(d, ms);

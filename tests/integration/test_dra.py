@@ -283,6 +283,23 @@ def test_watch_resumes_and_relists_on_gone(run_gpulet, api, tmp_path):
                              and "slices" in p) > lists, what="a list after 410")
 
 
+def test_watches_that_end_at_once_back_off(run_gpulet, api, tmp_path):
+    """An API server or proxy that ends every watch at once: gpulet lists
+    and watches again with a growing backoff, not twice a second for ever
+    (a thousand nodes would make it 2,000 lists a second)."""
+    run_gpulet("dgx-a100")
+    api.wait_for(lambda: api.slices, what="a slice")
+    api.wait_for(lambda: api.watchers, what="a watch")
+    api.stop_watches = True
+    api.end_watches()
+    before = len(api.requests)
+    time.sleep(6)  # the window the lists are counted in, not a wait for a condition
+    lists = [p for m, p in api.requests[before:] if m == "GET" and "resourceslices" in p
+             and "watch=true" not in p]
+    # 0.5 s doubling, less up to half of it: at most 5 in 6 s; load makes fewer
+    assert 1 <= len(lists) <= 6, len(lists)
+
+
 def test_mig_devices_as_nvidia_names_them(run_gpulet, api, tmp_path):
     run_gpulet("a100-mig")
     slices = api.wait_for(lambda: api.slices and list(api.slices.values()), what="a slice")
