@@ -480,6 +480,10 @@ static void kubeconfigs(void **state)
         {"current-context: b\ncontexts:\n- name: b\n  context: {cluster: c}\nclusters:\n"
          "- name: c\n  cluster: {server: 'https://x', certificate-authority: /nonexistent}\n",
          "certificate-authority"},
+        /* a token that would add a header to every request */
+        {"current-context: b\ncontexts:\n- name: b\n  context: {cluster: c, user: u}\n"
+         "clusters:\n- name: c\n  cluster: {server: 'https://x'}\nusers:\n- name: u\n"
+         "  user: {token: \"abc\\r\\nX-Forged: 1\"}\n", "control characters"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         gpulet_error_clear(&err);
