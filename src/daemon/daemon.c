@@ -45,7 +45,7 @@ struct daemon {
     struct metrics *metrics;
     int inotify_fd;
     struct event *inotify_event;
-    struct event *signals[3];
+    struct event *signals[4];
     /* The caller's signal mask, set again before the handlers go. */
     sigset_t caller_mask;
     bool unblocked;
@@ -251,7 +251,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         reload(d);
         return;
     }
-    log_info("stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    log_info("stopping", "signal=%s",
+             sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGQUIT");
     event_base_loopbreak(d->base);
 }
 
@@ -408,10 +409,10 @@ int daemon_run(const struct daemon_options *opts)
         fprintf(stderr, "gpulet: cannot create the event loop\n");
         return 1;
     }
-    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
     sigset_t handled;
     sigemptyset(&handled);
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < (opts->stop_on_quit ? 4u : 3u); i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
         event_add(d.signals[i], NULL);
         sigaddset(&handled, sigs[i]);

@@ -102,6 +102,7 @@ struct dra {
     char watch_rv[64];
     struct timespec watch_started;
     bool watch_relist;
+    unsigned watch_attempt; /* watches in a row that ended early */
 };
 
 /* ---- helpers ---- */
@@ -128,13 +129,10 @@ static struct dra_claim *find_claim(struct dra *d, const char *uid)
     return NULL;
 }
 
-/* A claim's slice folder, gone with the claim. */
+/* A claim's slice folder, gone with the claim (whose line names it). */
 static void allocdir_remove_dra(struct dra *d, const char *alloc)
 {
-    char path[4400];
-    snprintf(path, sizeof path, "%s/alloc/%s", d->slice_dir, alloc);
-    if (plugin_slice_release(d->slice_dir, alloc, d->reaper) == 0)
-        log_info("claim slice folder removed", "dir=%s", path);
+    plugin_slice_release(d->slice_dir, alloc, d->reaper);
 }
 
 static void spec_path(const struct dra *d, const char *uid, char *buf, size_t len)
@@ -295,6 +293,51 @@ static void prepare_free(struct prepare *p)
     free(p);
 }
 
+/* What claims consume of a shared device, other than claim skip. */
+static unsigned long long memory_held(const struct dra *d, const char *device, const char *skip)
+{
+    unsigned long long held = 0;
+    for (size_t i = 0; i < d->n_claims; i++) {
+        if (strcmp(d->claims[i].uid, skip) == 0)
+            continue;
+        for (size_t j = 0; j < d->claims[i].count; j++)
+            if (strcmp(d->claims[i].results[j].device, device) == 0 &&
+                __builtin_add_overflow(held, d->claims[i].results[j].memory, &held))
+                return ULLONG_MAX;
+    }
+    return held;
+}
+
+/* The scheduler keeps the claims on a shared GPU within what was published
+ * of its memory; an API server answering otherwise (a bug, garbage) must
+ * not get it oversubscribed, or the interposer's limits promise memory
+ * that is not there. */
+static int check_fits(const struct dra *d, const struct pclaim *c, struct gpulet_error *err)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        const struct dra_device *dev = dra_device_find(d->devs, d->n_devs, c->results[i].device);
+        if (dev == NULL || !dev->shared || c->results[i].memory == 0)
+            continue;
+        unsigned long long want = 0;
+        for (size_t j = 0; j < c->count; j++)
+            if (strcmp(c->results[j].device, dev->name) == 0 &&
+                __builtin_add_overflow(want, c->results[j].memory, &want))
+                want = ULLONG_MAX;
+        unsigned long long total = d->inv->gpus[dev->gpu].memory_total_bytes / DRA_MEMORY_STEP *
+                                   DRA_MEMORY_STEP;
+        unsigned long long held = memory_held(d, dev->name, c->uid);
+        if (want > total || held > total - want)
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "the claim asks for %llu MiB, more "
+                                    "memory of %s than is free (%llu of %llu MiB held by "
+                                    "prepared claims): the allocation is not one the scheduler "
+                                    "makes; delete the claim so that it is allocated again",
+                                    want == ULLONG_MAX ? ULLONG_MAX >> 20 : want >> 20,
+                                    dev->name, held == ULLONG_MAX ? ULLONG_MAX >> 20 : held >> 20,
+                                    total >> 20);
+    }
+    return 0;
+}
+
 /* A claim read from the API server becomes prepared: spec, then memory. */
 static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
 {
@@ -302,6 +345,8 @@ static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
     char alloc[24] = "";
     if (known)
         snprintf(alloc, sizeof alloc, "%s", known->alloc);
+    else if (check_fits(d, c, err) < 0)
+        return -1;
     if (write_claim_spec(d, c->uid, c->results, c->count, alloc, err) < 0)
         return -1;
     if (known)
@@ -674,13 +719,17 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
             continue;
         }
         struct dra_claim *known = find_claim(d, uid);
+        char slice_dir[4400] = "";
         if (known) {
-            if (known->alloc[0])
+            if (known->alloc[0]) {
+                snprintf(slice_dir, sizeof slice_dir, "%s/alloc/%s", d->slice_dir,
+                         known->alloc);
                 allocdir_remove_dra(d, known->alloc);
+            }
             forget(d, uid);
             changed = true;
         }
-        log_info("claim unprepared", "uid=%s", uid);
+        log_info("claim unprepared", "uid=%s slice_dir=%s", uid, slice_dir);
     }
     struct gpulet_error err = {0};
     if (changed && save_checkpoint(d, &err) < 0) {
@@ -955,7 +1004,7 @@ static void slices_listed(const struct kube_response *r, void *user)
     json_t *devices = desired_devices(d);
     dra_json_hash(devices, d->want_hash);
     long long max_gen = 0;
-    bool same = json_array_size(items) > 0;
+    bool same = true;
     size_t want_slices = json_array_size(devices)
                              ? (json_array_size(devices) + DRA_SLICE_DEVICES - 1) /
                                    DRA_SLICE_DEVICES
@@ -964,9 +1013,20 @@ static void slices_listed(const struct kube_response *r, void *user)
     size_t i;
     json_t *item;
     long long first_gen = -1;
+    size_t mine = 0;
     json_array_foreach(items, i, item) {
         json_t *meta = json_object_get(item, "metadata");
-        json_t *pool = json_object_get(json_object_get(item, "spec"), "pool");
+        json_t *spec = json_object_get(item, "spec");
+        json_t *pool = json_object_get(spec, "pool");
+        /* gpulet may delete any slice: only this node's pool of its driver
+         * is its own, whatever the list holds (a field selector ignored). */
+        const char *node = json_string_value(json_object_get(spec, "nodeName"));
+        const char *driver = json_string_value(json_object_get(spec, "driver"));
+        const char *pool_name = json_string_value(json_object_get(pool, "name"));
+        if (!node || !driver || !pool_name || strcmp(node, d->node) != 0 ||
+            strcmp(driver, DRA_DRIVER) != 0 || strcmp(pool_name, d->node) != 0)
+            continue;
+        mine++;
         long long gen = json_integer_value(json_object_get(pool, "generation"));
         const char *name = json_string_value(json_object_get(meta, "name"));
         const char *hash = json_string_value(
@@ -981,7 +1041,7 @@ static void slices_listed(const struct kube_response *r, void *user)
         if (name && dns_name(name, 253))
             json_array_append_new(d->to_delete, json_string(name));
     }
-    same &= json_array_size(items) == want_slices;
+    same &= mine == want_slices;
     json_decref(list);
     if (same) {
         json_array_clear(d->to_delete);
@@ -1089,13 +1149,17 @@ static void watch_done(const struct kube_response *r, void *user)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     bool long_enough = now.tv_sec - d->watch_started.tv_sec >= 2;
+    if (long_enough)
+        d->watch_attempt = 0;
     if (r->status == 200 && !d->watch_relist && long_enough) {
         start_watch(d); /* resumes from the last version seen */
         return;
     }
+    /* Its own count: a list that succeeds resets the publishing backoff,
+     * and a watch cut at once (a proxy) would then list twice a second. */
     long ms = r->status == 200 && long_enough ? 0
-                                              : kube_backoff_ms(d->pub_attempt++, BACKOFF_BASE_MS,
-                                                                BACKOFF_MAX_MS);
+                                              : kube_backoff_ms(d->watch_attempt++,
+                                                                BACKOFF_BASE_MS, BACKOFF_MAX_MS);
     log_debug("ResourceSlice watch ended; listing again", "status=%ld error=\"%s\" "
               "relist=%d retry_ms=%ld", r->status, r->error, d->watch_relist, ms);
     schedule_publish(d, ms);

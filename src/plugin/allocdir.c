@@ -481,14 +481,17 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
         snprintf(value, sizeof value, "%llu", context);
         devices_edits_env(edits, "GPULET_CUDA_CONTEXT_SIZE", value);
     }
-    size_t cap = 192 + n_gpus * 256;
+    /* No larger than the interposer reads: a longer file would leave the
+     * container unlimited, so the grant fails instead. */
+    size_t cap = GLC_LIMITS_MAX_BYTES + 1;
     char *limits = malloc(cap);
     if (limits == NULL)
         return gpulet_error_errno(err, ENOMEM, "cannot write the slice limits");
     if (glc_format_limits(grants, n_gpus, context, limits, cap) < 0) {
         free(limits);
-        return gpulet_error_set(err, GPULET_ERR_INTERNAL, "the slice limits of %s do not fit "
-                                "%zu bytes", resource, cap);
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "the slice limits of %s for %zu GPUs "
+                                "are longer than the %d bytes the CUDA interposer reads",
+                                resource, n_gpus, GLC_LIMITS_MAX_BYTES);
     }
     char path[4500];
     snprintf(path, sizeof path, "%s/alloc/%s/limits", state_dir, reuse ? reuse : "");

@@ -3,8 +3,10 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <sys/stat.h>
 
+#include "cuda/cuda_limits.h"
 #include "fileio/fileio.h"
 #include "plugin/plugin_internal.h"
 
@@ -934,6 +936,70 @@ static void slices_allocate(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The limits file with the longest values each line can hold (the
+ * longest UUID the interposer reads, 20-digit sizes) on as many GPUs as the
+ * interposer's file holds: every line whole, the file as the interposer
+ * reads it. More than that (or a far longer UUID) is refused, nothing
+ * written past the buffer: a limit cut off would leave a GPU unlimited. */
+static void slice_limits_longest_inputs(void **state)
+{
+    (void)state;
+    char dir[64], lib[128], state_dir[128], alloc[4400], path[4500];
+    temp_dir(dir, sizeof dir);
+    struct config cfg = slice_config();
+    snprintf(lib, sizeof lib, "%s/libgpulet-cuda.so", dir);
+    snprintf(cfg.cuda_interposer, sizeof cfg.cuda_interposer, "%s", lib);
+    write_file(lib, "not really a library");
+    snprintf(state_dir, sizeof state_dir, "%s/state", dir);
+    enum { GPUS = 64 };
+    static char uuids[2][4096];
+    /* the longest UUID the interposer reads (32 hex digits, 11 dashes),
+     * and one far longer than any GPU has */
+    snprintf(uuids[0], sizeof uuids[0], "GPU-aaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaa----");
+    memset(uuids[1], 'b', sizeof uuids[1] - 1);
+    struct devices_slice_gpu gpus[GPUS];
+    char *ids[] = {"claim"};
+    size_t fit = 0;
+    for (size_t n = 1; n <= GPUS; n++) {
+        for (size_t i = 0; i < n; i++)
+            gpus[i] = (struct devices_slice_gpu){uuids[0], ULLONG_MAX, 10000};
+        struct arena a = {0};
+        struct devices_edits edits = {.arena = &a};
+        struct gpulet_error err = {0};
+        int rc = plugin_slice_grant(&cfg, state_dir, "r", ids, 1, gpus, n, ULLONG_MAX, NULL,
+                                    &edits, alloc, sizeof alloc, &err);
+        arena_free(&a);
+        if (rc < 0) {
+            assert_non_null(strstr(err.msg, "bytes the CUDA interposer reads"));
+            break;
+        }
+        fit = n;
+        snprintf(path, sizeof path, "%s/limits", alloc);
+        char *text;
+        size_t len;
+        assert_int_equal(fileio_read(path, 1 << 20, &text, &len, &err), 0);
+        struct glc_limits parsed;
+        char msg[256];
+        if (glc_parse_limits(text, len, &parsed, msg, sizeof msg) < 0)
+            fail_msg("%s", msg);
+        assert_int_equal(parsed.dev[n - 1].limit, ULLONG_MAX);
+        assert_string_equal(parsed.dev[n - 1].uuid, uuids[0]);
+        assert_int_equal(parsed.context_bytes, ULLONG_MAX);
+        assert_int_equal(text[len - 1], '\n');
+        free(text);
+    }
+    assert_true(fit >= 16 && fit < GPUS); /* every node's GPUs, not an unbounded file */
+    gpus[0] = (struct devices_slice_gpu){uuids[1], ULLONG_MAX, 10000};
+    struct arena a = {0};
+    struct devices_edits edits = {.arena = &a};
+    struct gpulet_error err = {0};
+    assert_int_equal(plugin_slice_grant(&cfg, state_dir, "r", ids, 1, gpus, 1, ULLONG_MAX, NULL,
+                                        &edits, alloc, sizeof alloc, &err),
+                     -1);
+    arena_free(&a);
+    remove_tree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -951,6 +1017,7 @@ int main(void)
         cmocka_unit_test(slices_preferred),
         cmocka_unit_test(single_slice_goes_where_most_are_free),
         cmocka_unit_test(slices_allocate),
+        cmocka_unit_test(slice_limits_longest_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
