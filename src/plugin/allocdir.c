@@ -77,11 +77,11 @@ int allocdir_remove(const char *state_dir, const char *id)
     snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
     int fd = open(alloc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int rc = fd < 0 ? -1 : move_up(fd, fd, id);
+    /* The removal is part of an event its caller logs (a container or a
+     * claim gone); only a failure is a line of its own. */
     if (rc < 0 && errno != ENOENT)
         log_warn("cannot remove a slice allocation folder", "dir=%s/%s error=\"%s\"", alloc, id,
                  strerror(errno));
-    else
-        log_info("slice allocation folder removed", "dir=%s/%s", alloc, id);
     if (fd >= 0)
         close(fd);
     return rc < 0 && errno != ENOENT ? -1 : 0;
@@ -329,7 +329,9 @@ static void sweep(const char *state_dir, const char *resource, char *const *ids,
     }
     closedir(d);
     for (size_t i = 0; i < n_names; i++)
-        allocdir_remove(state_dir, names[i]);
+        if (allocdir_remove(state_dir, names[i]) == 0)
+            log_info("slice allocation folder removed", "dir=%s/%s why=reallocated", alloc,
+                     names[i]);
 }
 
 static size_t count_entries(const char *dir)
@@ -445,7 +447,9 @@ size_t allocdir_prune(const char *state_dir, const struct allocdir_visitor *v, t
     }
     closedir(d);
     for (size_t i = 0; i < n_names; i++)
-        allocdir_remove(state_dir, names[i]);
+        if (allocdir_remove(state_dir, names[i]) == 0)
+            log_info("slice allocation folder removed", "dir=%s/%s why=unheld", alloc,
+                     names[i]);
     return n_names;
 }
 
