@@ -73,6 +73,8 @@ struct dra {
     char sock[4200], reg_sock[4200], checkpoint[4200];
     char slice_dir[4200]; /* <state dir>/dra: alloc/<id> per claim with GPU memory */
     const struct config *cfg;
+    void (*prepared)(void *user);
+    void *prepared_user;
     struct allocdir_reaper *reaper; /* removes the released slice folders */
     bool consumable_off_said;
     struct dra_device *devs;
@@ -456,6 +458,8 @@ out:
     free(req_ptrs);
     p->call = NULL;
     prepare_free(p);
+    if (d->prepared)
+        d->prepared(d->prepared_user);
 }
 
 static void claim_fetched(const struct kube_response *r, void *user)
@@ -1135,6 +1139,8 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
         return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
     d->base = base;
     d->inv = inv;
+    d->prepared = opts->prepared;
+    d->prepared_user = opts->prepared_user;
     snprintf(d->node, sizeof d->node, "%s", opts->node_name);
     snprintf(d->kubelet_root, sizeof d->kubelet_root, "%s", opts->kubelet_root);
     snprintf(d->state_dir, sizeof d->state_dir, "%s", opts->state_dir);
@@ -1223,4 +1229,13 @@ void dra_free(struct dra *d)
     dra_claims_free(d->claims, d->n_claims);
     free(d->devs);
     free(d);
+}
+
+void dra_pods_listed(struct dra *d, const V1__ListPodResourcesResponse *resp,
+                     void (*fn)(const struct plugin_limit *l, void *user), void *user)
+{
+    if (d == NULL)
+        return;
+    struct dra_claim_view v = {d->inv, d->devs, d->n_devs, d->claims, d->n_claims, d->slice_dir};
+    dra_claim_limits(&v, resp, fn, user);
 }

@@ -33,6 +33,8 @@
 #include "error/error.h"
 #include "gpu/gpu.h"
 #include "kube/kube.h"
+#include "plugin/plugin.h"
+#include "podresources/v1/api.pb-c.h"
 
 #define DRA_DRIVER "gpu.nvidia.com"
 #define DRA_DEFAULT_KUBELET_ROOT "/var/lib/kubelet"
@@ -48,6 +50,10 @@ struct dra_options {
     const char *sysfs;              /* "/sys" unless testing */
     struct cdi_options cdi;         /* for the specs' edits */
     const struct config *cfg;       /* dra.gpus: which GPUs are DRA's; NULL: all */
+    /* After each NodePrepareResources answer (the metrics list pods again
+     * soon); may be NULL. */
+    void (*prepared)(void *user);
+    void *prepared_user;
 };
 
 struct dra;
@@ -63,6 +69,11 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
 /* A GPU (mig -1) or MIG device became healthy or not: it leaves or joins
  * the published slice. */
 void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy);
+/* The kubelet's pod-resources List answered: fn hears the limits and
+ * usage of the GPU slices claims gave, per container and GPU, as
+ * plugin_pods_listed tells the device plugin's (d NULL: nothing). */
+void dra_pods_listed(struct dra *d, const V1__ListPodResourcesResponse *resp,
+                     void (*fn)(const struct plugin_limit *l, void *user), void *user);
 /* Ends open calls (UNAVAILABLE), removes both sockets (the kubelet
  * unregisters the driver) and stops publishing; the slices stay, for the
  * kubelet to remove 30 s after the driver unregistered. */

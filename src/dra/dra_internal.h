@@ -9,6 +9,8 @@
 
 #include "dra.h"
 #include "gpu/gpu.h"
+#include "plugin/plugin.h"
+#include "podresources/v1/api.pb-c.h"
 
 #define DRA_NAME_MAX 64     /* a device name is a DNS label */
 #define DRA_UID_MAX 64      /* a claim UID (36 characters) */
@@ -92,6 +94,22 @@ int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
 int dra_checkpoint_write(const char *path, const struct dra_claim *claims, size_t count,
                          struct gpulet_error *err);
 void dra_claims_free(struct dra_claim *claims, size_t count);
+
+/* What the slice metrics need of the driver: its devices, its prepared
+ * claims and where their slice folders are. */
+struct dra_claim_view {
+    const struct gpu_inventory *inv;
+    const struct dra_device *devs;
+    size_t n_devs;
+    const struct dra_claim *claims;
+    size_t n_claims;
+    const char *slice_dir; /* <state dir>/dra */
+};
+/* Per container of the pod-resources answer that names a prepared claim
+ * with a slice folder (dynamic_resources: namespace and name), per GPU of
+ * the claim: its limits and usage to fn, as the device plugin's slices. */
+void dra_claim_limits(const struct dra_claim_view *v, const V1__ListPodResourcesResponse *resp,
+                      void (*fn)(const struct plugin_limit *l, void *user), void *user);
 
 /* "k8s.gpu.nvidia.com/claim=<uid>-<device>" */
 void dra_cdi_id(const char *uid, const char *device, char *buf, size_t len);

@@ -612,8 +612,7 @@ struct held_set {
     const struct plugin *plugin;
     void (*fn)(const struct plugin_limit *l, void *user);
     void *user;
-    size_t unusable;           /* state files skipped in this listing */
-    char first_problem[300];   /* the first of them, for the one log line */
+    struct plugin_slice_problems problems; /* state files skipped in this listing */
 };
 
 /* A container names at most a few files in its state/ folder; past this
@@ -621,10 +620,9 @@ struct held_set {
 #define STATE_ENTRIES_MAX 256
 
 /* The interposer's usage of each of the folder's GPUs, from the files in
- * its state/ folder (named by the GPU's UUID). The folder is the
- * container's to write: nothing there is trusted. */
-static void read_usage(struct held_set *set, const char *dir, const unsigned int *gpus,
-                       size_t n_gpus, struct plugin_limit *limits)
+ * its state/ folder. */
+static void read_usage(const struct gpu_inventory *inv, const char *dir, const unsigned int *gpus,
+                       size_t n_gpus, struct plugin_limit *limits, struct plugin_slice_problems *pr)
 {
     char path[4400];
     snprintf(path, sizeof path, "%s/state", dir);
@@ -639,7 +637,6 @@ static void read_usage(struct held_set *set, const char *dir, const unsigned int
         close(fd);
         return;
     }
-    const struct gpu_inventory *inv = set->plugin->inv;
     struct dirent *e;
     for (size_t seen = 0; (e = readdir(d)) != NULL && seen < STATE_ENTRIES_MAX; seen++) {
         for (size_t i = 0; i < n_gpus; i++) {
@@ -648,8 +645,8 @@ static void read_usage(struct held_set *set, const char *dir, const unsigned int
             struct glc_usage u;
             char msg[256];
             if (glc_peek(fd, e->d_name, &u, msg, sizeof msg) < 0) {
-                if (set->unusable++ == 0)
-                    snprintf(set->first_problem, sizeof set->first_problem, "%s: %s", dir, msg);
+                if (pr->unusable++ == 0)
+                    snprintf(pr->first, sizeof pr->first, "%s: %s", dir, msg);
                 continue;
             }
             limits[i].has_usage = true;
@@ -660,6 +657,49 @@ static void read_usage(struct held_set *set, const char *dir, const unsigned int
     }
     closedir(d);
     close(fd);
+}
+
+int plugin_slice_read(const struct gpu_inventory *inv, const char *dir, const unsigned int *gpus,
+                      size_t n_gpus, struct plugin_limit *limits, struct plugin_slice_problems *pr)
+{
+    char path[4400], *text;
+    size_t len;
+    struct gpulet_error err = {0};
+    snprintf(path, sizeof path, "%s/limits", dir);
+    if (fileio_read(path, 65536, &text, &len, &err) < 0)
+        return -1;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        unsigned long ordinal;
+        char *end;
+        const char *p;
+        bool memory = strncmp(line, "GPULET_CUDA_MEMORY_LIMIT_", 25) == 0;
+        if (memory)
+            p = line + 25;
+        else if (strncmp(line, "GPULET_CUDA_COMPUTE_SHARE_", 26) == 0)
+            p = line + 26;
+        else
+            continue;
+        ordinal = strtoul(p, &end, 10);
+        if (end == p || *end != '=' || ordinal >= n_gpus)
+            continue;
+        if (memory)
+            limits[ordinal].memory_limit = strtoull(end + 1, NULL, 10);
+        else
+            limits[ordinal].compute_share = strtod(end + 1, NULL);
+    }
+    free(text);
+    read_usage(inv, dir, gpus, n_gpus, limits, pr);
+    for (size_t i = 0; i < n_gpus; i++)
+        limits[i].gpu = gpus[i];
+    return 0;
+}
+
+void plugin_slice_problems_log(const struct plugin_slice_problems *pr)
+{
+    if (pr->unusable)
+        log_warn("unusable CUDA state files skipped; no usage metrics for them",
+                 "count=%zu first=\"%s\"", pr->unusable, pr->first);
 }
 
 static int compare_keys(const void *a, const void *b)
@@ -707,40 +747,13 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
             gpus[n_gpus++] = d->gpu;
     }
     qsort(gpus, n_gpus, sizeof *gpus, compare_uint);
-    char path[4400], *text;
-    size_t len;
-    struct gpulet_error err = {0};
-    snprintf(path, sizeof path, "%s/limits", dir);
-    if (fileio_read(path, 65536, &text, &len, &err) < 0)
-        return;
     struct plugin_limit limits[64] = {0};
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        unsigned long ordinal;
-        char *end;
-        const char *p;
-        bool memory = strncmp(line, "GPULET_CUDA_MEMORY_LIMIT_", 25) == 0;
-        if (memory)
-            p = line + 25;
-        else if (strncmp(line, "GPULET_CUDA_COMPUTE_SHARE_", 26) == 0)
-            p = line + 26;
-        else
-            continue;
-        ordinal = strtoul(p, &end, 10);
-        if (end == p || *end != '=' || ordinal >= n_gpus)
-            continue;
-        if (memory)
-            limits[ordinal].memory_limit = strtoull(end + 1, NULL, 10);
-        else
-            limits[ordinal].compute_share = strtod(end + 1, NULL);
-    }
-    free(text);
-    read_usage(set, dir, gpus, n_gpus, limits);
+    if (plugin_slice_read(set->plugin->inv, dir, gpus, n_gpus, limits, &set->problems) < 0)
+        return;
     for (size_t i = 0; i < n_gpus; i++) {
         limits[i].pod = h->pod->name ? h->pod->name : "";
         limits[i].namespace = h->pod->namespace_ ? h->pod->namespace_ : "";
         limits[i].container = h->container->name ? h->container->name : "";
-        limits[i].gpu = gpus[i];
         set->fn(&limits[i], set->user);
     }
 }
@@ -791,9 +804,7 @@ void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *re
     allocdir_prune(p->cfg.state_dir, &v, time(NULL), PLUGIN_ALLOC_GRACE_S);
     reap_soon(p);
     /* Once per listing, which comes once per interval. */
-    if (set.unusable)
-        log_warn("unusable CUDA state files skipped; no usage metrics for them",
-                 "count=%zu first=\"%s\"", set.unusable, set.first_problem);
+    plugin_slice_problems_log(&set.problems);
 done:
     for (size_t i = 0; i < set.count; i++)
         free(set.keys[i].key);
