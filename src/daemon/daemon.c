@@ -138,7 +138,7 @@ static void health_changed(unsigned int gpu, int mig, bool healthy, const char *
     struct daemon *d = user;
     if (d->plugin)
         plugin_set_health(d->plugin, gpu, mig, healthy, reason);
-    dra_set_health(d->dra, gpu, mig, healthy);
+    dra_set_health(d->dra, gpu, mig, healthy, reason);
 }
 
 static int start_dra(struct daemon *d)

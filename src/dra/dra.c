@@ -77,6 +77,8 @@ struct dra {
     void *prepared_user;
     struct allocdir_reaper *reaper; /* removes the released slice folders */
     bool consumable_off_said;
+    bool taints;         /* dra.deviceTaints */
+    bool taints_dropped; /* the API server drops the field: devices leave instead */
     struct dra_device *devs;
     size_t n_devs;
     struct grpc_budget *budget;
@@ -865,6 +867,24 @@ static void publish_done(struct dra *d)
 
 static void next_write(struct dra *d);
 
+/* A sick device must not stay allocatable: when the API server drops the
+ * taints of a slice written with some (DRADeviceTaints off), the devices
+ * leave the slice instead, published again once this round ends. */
+static void check_taints_kept(struct dra *d, const struct kube_response *r)
+{
+    if (!d->taints || d->taints_dropped || !dra_slice_taints(json_array_get(d->to_create, 0)))
+        return;
+    json_t *made = json_loadb(r->body, r->len, 0, NULL);
+    if (made && !dra_slice_taints(made)) {
+        log_warn("the API server dropped the device taints: its DRADeviceTaints feature gate "
+                 "is off, so unhealthy devices leave the ResourceSlice instead of being "
+                 "tainted", "node=%s", d->node);
+        d->taints_dropped = true;
+        d->pub_again = true;
+    }
+    json_decref(made);
+}
+
 static void write_done(const struct kube_response *r, void *user)
 {
     struct dra *d = user;
@@ -875,6 +895,8 @@ static void write_done(const struct kube_response *r, void *user)
         publish_failed(d, deleting ? "delete" : "create", r);
         return;
     }
+    if (!deleting)
+        check_taints_kept(d, r);
     if (!deleting && !d->consumable_off_said && dra_slice_shares(json_array_get(d->to_create, 0))) {
         json_t *made = json_loadb(r->body, r->len, 0, NULL);
         if (made && !dra_slice_shares(made)) {
@@ -924,7 +946,7 @@ static json_t *desired_devices(struct dra *d)
 {
     json_t *devices = json_array();
     for (size_t i = 0; i < d->n_devs; i++)
-        if (d->devs[i].healthy)
+        if (d->devs[i].healthy || (d->taints && !d->taints_dropped))
             json_array_append_new(devices, dra_device_json(d->inv, &d->devs[i], d->sysfs));
     return devices;
 }
@@ -1099,7 +1121,7 @@ static void watch_done(const struct kube_response *r, void *user)
     schedule_publish(d, ms);
 }
 
-void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy)
+void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy, const char *reason)
 {
     if (d == NULL)
         return;
@@ -1111,9 +1133,16 @@ void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy)
             continue;
         dev->healthy = healthy;
         changed = true;
-        log_info(healthy ? "device back in the ResourceSlice"
-                         : "device taken out of the ResourceSlice",
-                 "device=%s", dev->name);
+        dra_device_taint(dev, healthy ? NULL : reason ? reason : "", time(NULL));
+        if (d->taints && !d->taints_dropped && !healthy)
+            log_info("device tainted in the ResourceSlice", "device=%s key=%s value=%s",
+                     dev->name, dev->taint_key, dev->taint_value);
+        else if (d->taints && !d->taints_dropped)
+            log_info("device taint removed", "device=%s", dev->name);
+        else
+            log_info(healthy ? "device back in the ResourceSlice"
+                             : "device taken out of the ResourceSlice",
+                     "device=%s", dev->name);
     }
     if (changed)
         publish(d);
@@ -1163,6 +1192,7 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
     snprintf(d->checkpoint, sizeof d->checkpoint, "%s/dra-checkpoint.json", d->state_dir);
     snprintf(d->slice_dir, sizeof d->slice_dir, "%s/dra", d->state_dir);
     d->cfg = opts->cfg;
+    d->taints = opts->cfg && opts->cfg->dra_device_taints;
     d->to_delete = json_array();
     d->to_create = json_array();
     char dir[4200];

@@ -66,9 +66,10 @@ void dra_device_name(const struct gpu_device *g, int mig, char *buf, size_t len)
 /* inv must outlive the driver. */
 int dra_start(struct event_base *base, const struct dra_options *opts,
               const struct gpu_inventory *inv, struct dra **out, struct gpulet_error *err);
-/* A GPU (mig -1) or MIG device became healthy or not: it leaves or joins
- * the published slice. */
-void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy);
+/* A GPU (mig -1) or MIG device became healthy or not (reason: the health
+ * checks' words): it leaves or joins the published slice, or with
+ * dra.deviceTaints stays in it with a taint while unhealthy. */
+void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy, const char *reason);
 /* The kubelet's pod-resources List answered: fn hears the limits and
  * usage of the GPU slices claims gave, per container and GPU, as
  * plugin_pods_listed tells the device plugin's (d NULL: nothing). */

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "dra.h"
 #include "gpu/gpu.h"
@@ -29,7 +30,19 @@ struct dra_device {
     /* dra.slices: claims share the GPU, each consuming part of its memory
      * (allowMultipleAllocations, DRAConsumableCapacity). */
     bool shared;
+    /* dra.deviceTaints: the taint an unhealthy device is published with;
+     * key "" while healthy. */
+    char taint_key[64];
+    char taint_value[32];
+    char taint_time[32]; /* RFC 3339: when it became unhealthy */
 };
+
+/* The taint of a device made unhealthy for reason (the health checks'
+ * words: "XID 79", "GPU is lost …"), as NVIDIA's driver keys them:
+ * gpu.nvidia.com/xid=<XID>, gpu.nvidia.com/gpu-lost, else
+ * gpu.nvidia.com/unhealthy; effect NoSchedule. reason NULL: healthy, no
+ * taint. */
+void dra_device_taint(struct dra_device *d, const char *reason, time_t when);
 
 /* The requestPolicy of a shared GPU's memory: claims get whole GiB. */
 #define DRA_MEMORY_STEP (1ULL << 30)
@@ -54,6 +67,8 @@ json_t *dra_slices_json(const char *node, const char *node_uid, long long genera
                         json_t *devices, const char *hash);
 /* Whether a slice object holds a device that allows several allocations. */
 bool dra_slice_shares(json_t *slice);
+/* Whether a slice object holds a tainted device. */
+bool dra_slice_taints(json_t *slice);
 
 /* A short, stable hash (16 hex digits) of a JSON value's compact, sorted text. */
 void dra_json_hash(json_t *value, char out[17]);
