@@ -77,6 +77,7 @@ struct dra {
     void *prepared_user;
     struct allocdir_reaper *reaper; /* removes the released slice folders */
     bool consumable_off_said;
+    bool hook_missing; /* said once while the hook cannot be run */
     bool taints;         /* dra.deviceTaints */
     bool taints_dropped; /* the API server drops the field: devices leave instead */
     struct dra_device *devs;
@@ -226,6 +227,26 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
     return 0;
 }
 
+/* Whether the claims' specs can name the ld-cache hook: a spec naming one
+ * the host's runtime cannot run makes the container fail to start, while
+ * without it only programs that look libraries up in the ld cache miss
+ * the driver's. Looked at for every spec (the bundle may be installed
+ * later); said when that changes. */
+static bool hook_usable(struct dra *d)
+{
+    if (d->cdi.hook_path == NULL)
+        return false;
+    struct gpulet_error err = {0};
+    bool ok = cdi_hook_check(&d->cdi, &err) == 0;
+    if (!ok && !d->hook_missing)
+        log_warn("claims' CDI specs name no ld-cache hook: install gpulet's bundle on the host "
+                 "(the host-setup component) or give --host-hook-path", "error=\"%s\"", err.msg);
+    else if (ok && d->hook_missing)
+        log_info("claims' CDI specs name the ld-cache hook again", "hook=%s", d->cdi.hook_path);
+    d->hook_missing = !ok;
+    return ok;
+}
+
 /* alloc: as for add_slice_edits. */
 static int write_claim_spec(struct dra *d, const char *uid, const struct dra_result *results,
                             size_t count, char alloc[24], struct gpulet_error *err)
@@ -250,7 +271,10 @@ static int write_claim_spec(struct dra *d, const char *uid, const struct dra_res
         n++;
     }
     json_t *spec;
-    if (cdi_claim_spec_build(d->inv, &d->cdi, DRA_CDI_KIND, devs, n, &spec, err) < 0)
+    struct cdi_options cdi = d->cdi;
+    if (!hook_usable(d))
+        cdi.hook_path = NULL;
+    if (cdi_claim_spec_build(d->inv, &cdi, DRA_CDI_KIND, devs, n, &spec, err) < 0)
         return -1;
     bool made = alloc[0] == '\0';
     if (add_slice_edits(d, uid, results, count, devs, n, spec, alloc, err) < 0) {
