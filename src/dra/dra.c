@@ -896,10 +896,11 @@ static void next_write(struct dra *d);
  * leave the slice instead, published again once this round ends. */
 static void check_taints_kept(struct dra *d, const struct kube_response *r)
 {
-    if (!d->taints || d->taints_dropped || !dra_slice_taints(json_array_get(d->to_create, 0)))
+    if (!d->taints || d->taints_dropped ||
+        !dra_slice_has(json_array_get(d->to_create, 0), "taints"))
         return;
     json_t *made = json_loadb(r->body, r->len, 0, NULL);
-    if (made && !dra_slice_taints(made)) {
+    if (made && !dra_slice_has(made, "taints")) {
         log_warn("the API server dropped the device taints: its DRADeviceTaints feature gate "
                  "is off, so unhealthy devices leave the ResourceSlice instead of being "
                  "tainted", "node=%s", d->node);
@@ -921,9 +922,10 @@ static void write_done(const struct kube_response *r, void *user)
     }
     if (!deleting)
         check_taints_kept(d, r);
-    if (!deleting && !d->consumable_off_said && dra_slice_shares(json_array_get(d->to_create, 0))) {
+    if (!deleting && !d->consumable_off_said &&
+        dra_slice_has(json_array_get(d->to_create, 0), "allowMultipleAllocations")) {
         json_t *made = json_loadb(r->body, r->len, 0, NULL);
-        if (made && !dra_slice_shares(made)) {
+        if (made && !dra_slice_has(made, "allowMultipleAllocations")) {
             /* The field is alpha: an API server without the gate drops it,
              * and the GPUs are whole devices, claimed one at a time. */
             log_warn("the API server dropped allowMultipleAllocations: its "

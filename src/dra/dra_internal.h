@@ -65,10 +65,10 @@ json_t *dra_device_json(const struct gpu_inventory *inv, const struct dra_device
  * kept as an annotation to tell a slice that needs no republishing. */
 json_t *dra_slices_json(const char *node, const char *node_uid, long long generation,
                         json_t *devices, const char *hash);
-/* Whether a slice object holds a device that allows several allocations. */
-bool dra_slice_shares(json_t *slice);
-/* Whether a slice object holds a tainted device. */
-bool dra_slice_taints(json_t *slice);
+/* Whether a device of a slice object has field: true, or a non-empty list
+ * ("allowMultipleAllocations", "taints": what an API server without the
+ * feature gate drops). */
+bool dra_slice_has(json_t *slice, const char *field);
 
 /* A short, stable hash (16 hex digits) of a JSON value's compact, sorted text. */
 void dra_json_hash(json_t *value, char out[17]);

@@ -282,23 +282,15 @@ void dra_device_taint(struct dra_device *d, const char *reason, time_t when)
     strftime(d->taint_time, sizeof d->taint_time, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-bool dra_slice_taints(json_t *slice)
+bool dra_slice_has(json_t *slice, const char *field)
 {
     size_t i;
     json_t *dev;
-    json_array_foreach(json_object_get(json_object_get(slice, "spec"), "devices"), i, dev)
-        if (json_array_size(json_object_get(dev, "taints")))
+    json_array_foreach(json_object_get(json_object_get(slice, "spec"), "devices"), i, dev) {
+        json_t *v = json_object_get(dev, field);
+        if (json_is_true(v) || json_array_size(v))
             return true;
-    return false;
-}
-
-bool dra_slice_shares(json_t *slice)
-{
-    size_t i;
-    json_t *dev;
-    json_array_foreach(json_object_get(json_object_get(slice, "spec"), "devices"), i, dev)
-        if (json_is_true(json_object_get(dev, "allowMultipleAllocations")))
-            return true;
+    }
     return false;
 }
 

@@ -284,7 +284,7 @@ static void unhealthy_device_tainted(void **state)
     assert_int_equal(json_object_size(t), 4);
     json_t *list = json_pack("[O]", d); /* borrowed by dra_slices_json */
     json_t *slices = dra_slices_json("node1", NULL, 1, list, "h");
-    assert_true(dra_slice_taints(json_array_get(slices, 0)));
+    assert_true(dra_slice_has(json_array_get(slices, 0), "taints"));
     json_decref(slices);
     json_decref(list);
     json_decref(d);
@@ -311,7 +311,7 @@ static void unhealthy_device_tainted(void **state)
     assert_null(json_object_get(d, "taints"));
     list = json_pack("[O]", d);
     slices = dra_slices_json("node1", NULL, 1, list, "h");
-    assert_false(dra_slice_taints(json_array_get(slices, 0)));
+    assert_false(dra_slice_has(json_array_get(slices, 0), "taints"));
     json_decref(slices);
     json_decref(list);
     json_decref(d);
