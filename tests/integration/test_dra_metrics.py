@@ -114,8 +114,8 @@ def test_claim_slices_in_metrics(build, run_gpulet, api, protos, pr, tmp_path):
         # a prepare makes gpulet list pods again soon; the usage shows once
         # the listing after the interposer's file came
         body = wait_for(lambda: (lambda t: t if 'gpulet_container_memory_used_bytes{gpu="1"'
-                                 in t else None)(scrape(port)), timeout=30,
-                        what="the claim's usage in /metrics")
+                                 in t and "DCGM_FI_DEV_FB_USED" in t else None)(scrape(port)),
+                        timeout=30, what="the claim's usage and a sample in /metrics")
         limit = series(body, "gpulet_container_memory_limit_bytes")
         assert limit == {("1", "pod-a", "main"): 10 * GIB, ("1", "pod-b", "main"): 20 * GIB,
                          ("1", "pod-b", "side"): 20 * GIB}
@@ -125,6 +125,9 @@ def test_claim_slices_in_metrics(build, run_gpulet, api, protos, pr, tmp_path):
         used = series(body, "gpulet_container_memory_used_bytes")
         assert list(used) == [("1", "pod-a", "main")]
         assert 256 * MIB <= used[("1", "pod-a", "main")] < 10 * GIB
+        # the shared GPU's memory series gives pod-a its own figure
+        fb = re.search(r'DCGM_FI_DEV_FB_USED\{gpu="1",[^}]*pod="pod-a"[^}]*\} (\S+)', body)
+        assert fb and float(fb.group(1)) == int(used[("1", "pod-a", "main")]) >> 20
         # the whole GPU's claim has no limits; its pod is named on the GPU
         assert re.search(r'DCGM_FI_DEV_GPU_TEMP\{gpu="2",[^}]*pod="pod-w"', body)
 
