@@ -136,9 +136,10 @@ def main():
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
             shutil.rmtree(kubelet, ignore_errors=True)
+            anon = rss_on[1] - off[1]
             print(f"gpulet RSS (dgx-a100, device plugin off): DRA off {off[0]} KiB, DRA on after "
                   f"{rounds} claims {rss_on[0]} KiB (+{rss_on[0] - off[0]} KiB: anonymous "
-                  f"{rss_on[1] - off[1]:+d} KiB, file-backed {rss_on[0] - rss_on[1] - off[0] + off[1]:+d} KiB)")
+                  f"{anon:+d} KiB, file-backed {rss_on[0] - off[0] - anon:+d} KiB)")
         finally:
             api.close()
             shutil.rmtree(cdi_dir(tmp), ignore_errors=True)

@@ -98,8 +98,8 @@ class Gpulet:
             [str(build / "gpulet"), "--log-level", "debug", "--simulate", node,
              *(["--driver-root", str(root)] if root else []), "run", "--dra",
              *([] if device_plugin else ["--no-device-plugin"]),
-             "--device-plugin-dir", str(tmp / "dp"), "--no-labels", *(metrics or ["--no-metrics"]),
-             "--kubelet-root",
+             "--device-plugin-dir", str(tmp / "dp"), "--no-labels",
+             *(metrics or ["--no-metrics"]), "--kubelet-root",
              short_dir(tmp), "--node-name", NODE, "--kubeconfig", str(kc),
              "--state-dir", str(tmp / "state"), "--cdi-dir", str(tmp / "cdi"), *extra],
             env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
