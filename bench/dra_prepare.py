@@ -35,10 +35,13 @@ NODE = "node1"
 
 
 def rss_kib(pid):
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """(RSS, its anonymous part) in KiB: the rest is file-backed, the
+    libraries' code and read-only data, clean pages the kernel can drop."""
+    fields = {}
+    for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        fields[key] = int(value.split()[0])
+    return fields["Rss"], fields["Anonymous"]
 
 
 def wait_for(cond, timeout=20):
@@ -118,7 +121,7 @@ def main():
         kc = kubeconfig(tmp / "kubeconfig", api, tmp / "certs")
         protos = load_dra_protos(tmp / "protos")
         try:
-            rss_on = 0
+            rss_on = None
             for sim, devices, what in (("dgx-a100", [f"gpu-{i}" for i in range(8)], "GPU claim"),
                                        ("a100-mig", ["gpu-0-mig-1g5gb-19-0"], "MIG claim")):
                 times, rss = measure(build, tmp, api, kc, protos, sim, devices, rounds)
@@ -133,8 +136,10 @@ def main():
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
             shutil.rmtree(kubelet, ignore_errors=True)
-            print(f"gpulet RSS (dgx-a100, device plugin off): DRA off {off} KiB, DRA on after "
-                  f"{rounds} claims {rss_on} KiB (+{rss_on - off} KiB)")
+            anon = rss_on[1] - off[1]
+            print(f"gpulet RSS (dgx-a100, device plugin off): DRA off {off[0]} KiB, DRA on after "
+                  f"{rounds} claims {rss_on[0]} KiB (+{rss_on[0] - off[0]} KiB: anonymous "
+                  f"{anon:+d} KiB, file-backed {rss_on[0] - off[0] - anon:+d} KiB)")
         finally:
             api.close()
             shutil.rmtree(cdi_dir(tmp), ignore_errors=True)

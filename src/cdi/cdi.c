@@ -218,6 +218,26 @@ static void host_path(const struct cdi_options *opts, const char *root, const ch
         snprintf(buf, len, "%s%s", root_prefix(opts->host_root), seen);
 }
 
+int cdi_hook_check(const struct cdi_options *opts, struct gpulet_error *err)
+{
+    const char *hook = opts->hook_path;
+    char seen[4200];
+    const char *host = root_prefix(opts->host_root);
+    size_t n = strlen(host);
+    if (opts->host_root && strncmp(hook, host, n) == 0 && hook[n] == '/')
+        snprintf(seen, sizeof seen, "%s%s", root_prefix(opts->driver_root), hook + n);
+    else
+        snprintf(seen, sizeof seen, "%s", hook);
+    struct stat st;
+    if (stat(seen, &st) != 0)
+        return gpulet_error_errno(err, errno, "the CDI hook %s is not on the host (looked at %s)",
+                                  hook, seen);
+    if (!S_ISREG(st.st_mode) || access(seen, X_OK) != 0)
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "the CDI hook %s is not an executable "
+                                "file (looked at %s)", hook, seen);
+    return 0;
+}
+
 /* A device node: its path in the container, and where it is on the host
  * when that is elsewhere. */
 static json_t *device_node(const struct cdi_options *opts, const char *path)

@@ -38,6 +38,12 @@ struct cdi_options {
     const char *host_root;
 };
 
+/* Whether opts->hook_path, a path as the host's container runtime runs
+ * it, is a program there: looked at under the driver root when host_root
+ * says gpulet sees the host elsewhere. -1 with why when it is not; a spec
+ * naming it would make every container that asks for a GPU fail to start. */
+int cdi_hook_check(const struct cdi_options *opts, struct gpulet_error *err);
+
 /* A new JSON object holding the spec. */
 int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *opts,
                    json_t **out, struct gpulet_error *err);

@@ -23,7 +23,8 @@ static const char cdi_usage[] =
     "                     gone at exit: then only printed, no --output)\n"
     "  --dev-root DIR     where the device nodes are (default: the driver root)\n"
     "  --hook-path PATH   gpulet-hook, run to update the container's ld cache\n"
-    "                     (default: beside this gpulet)\n"
+    "                     (default: beside this gpulet; left out, with a\n"
+    "                     warning, when it is not an executable file)\n"
     "  --no-hook          add no hook\n"
     "  -h, --help         show this help\n";
 
@@ -84,6 +85,14 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
                         "driver root, which is removed when gpulet exits; print it (no "
                         "--output), or give --driver-root DIR for a spec file that lasts\n");
         return CLI_USAGE;
+    }
+    /* As gpulet-runtime and the DRA driver do: a hook the runtime cannot
+     * run would fail every GPU container, so it is left out. */
+    struct gpulet_error hook_err = {0};
+    if (cdi.hook_path && cdi_hook_check(&cdi, &hook_err) < 0) {
+        fprintf(stderr, "gpulet cdi generate: %s; the spec names no ld-cache hook (give "
+                        "--hook-path, or --no-hook to say so)\n", hook_err.msg);
+        cdi.hook_path = NULL;
     }
     enum cdi_format fmt = CDI_YAML;
     if (format == NULL && output && strlen(output) > 5 &&

@@ -35,6 +35,11 @@ static const char run_usage[] =
     "                              paths in those specs where gpulet sees the host\n"
     "                              elsewhere (env GPULET_HOST_DRIVER_ROOT; the\n"
     "                              DaemonSet, given the host's / at /host: /)\n"
+    "  --host-hook-path PATH       gpulet-hook as the host's container runtime runs\n"
+    "                              it, named in those specs; left out while it is\n"
+    "                              not there (env GPULET_HOST_HOOK_PATH; default:\n"
+    "                              beside this gpulet; the DaemonSet:\n"
+    "                              /usr/local/gpulet/bin/gpulet-hook)\n"
     "  --config-file FILE          NVIDIA device plugin config, v1 (env CONFIG_FILE)\n"
     "  --mig-strategy S            none | single | mixed (env MIG_STRATEGY)\n"
     "  --fail-on-init-error B      true | false (env FAIL_ON_INIT_ERROR)\n"
@@ -152,6 +157,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         OPT_KUBECONFIG,
         OPT_CDI_DIR,
         OPT_HOST_DRIVER_ROOT,
+        OPT_HOST_HOOK_PATH,
     };
     static const struct option long_options[] = {
         {"device-plugin-dir", required_argument, NULL, OPT_DIR},
@@ -162,6 +168,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
         {"cdi-dir", required_argument, NULL, OPT_CDI_DIR},
         {"host-driver-root", required_argument, NULL, OPT_HOST_DRIVER_ROOT},
+        {"host-hook-path", required_argument, NULL, OPT_HOST_HOOK_PATH},
         {"config-file", required_argument, NULL, OPT_CONFIG},
         {"mig-strategy", required_argument, NULL, OPT_MIG},
         {"fail-on-init-error", required_argument, NULL, OPT_FAIL},
@@ -194,6 +201,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                                .kubelet_root = DRA_DEFAULT_KUBELET_ROOT,
                                .cdi_dir = DRA_DEFAULT_CDI_ROOT,
                                .host_driver_root = getenv("GPULET_HOST_DRIVER_ROOT"),
+                               .cdi_hook = getenv("GPULET_HOST_HOOK_PATH"),
                                .health_recovery_ms = 60000,
                                .labels_file = LABELS_DEFAULT_FILE,
                                .labels_interval_ms = 60000,
@@ -252,6 +260,7 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
         case OPT_KUBECONFIG: d.kubeconfig = optarg; break;
         case OPT_CDI_DIR: d.cdi_dir = optarg; break;
         case OPT_HOST_DRIVER_ROOT: d.host_driver_root = optarg; break;
+        case OPT_HOST_HOOK_PATH: d.cdi_hook = optarg; break;
         case OPT_CONFIG: d.flags.config_file = optarg; break;
         case OPT_MIG: d.flags.mig_strategy = optarg; break;
         case OPT_FAIL: d.flags.fail_on_init_error = optarg; break;
@@ -356,8 +365,14 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                         "absolute path, not '%s'\n", d.host_driver_root);
         return CLI_USAGE;
     }
+    if (d.cdi_hook && d.cdi_hook[0] && d.cdi_hook[0] != '/') {
+        fprintf(stderr, "gpulet run: --host-hook-path (GPULET_HOST_HOOK_PATH) must be an "
+                        "absolute path (runtimes run hooks by absolute path), not '%s'\n",
+                d.cdi_hook);
+        return CLI_USAGE;
+    }
     char self[4096], hook[4200];
-    if (cli_own_folder(self, sizeof self)) {
+    if ((d.cdi_hook == NULL || !d.cdi_hook[0]) && cli_own_folder(self, sizeof self)) {
         snprintf(hook, sizeof hook, "%s/gpulet-hook", self);
         d.cdi_hook = hook;
     }

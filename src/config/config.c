@@ -190,7 +190,7 @@ static int parse_bool_text(const char *v, bool *out)
 /* ---- the file ---- */
 
 static const char *const top_keys[] = {"version", "flags", "sharing", "resources", "dra", NULL};
-static const char *const dra_keys[] = {"enabled", "gpus", "slices", NULL};
+static const char *const dra_keys[] = {"enabled", "gpus", "slices", "deviceTaints", NULL};
 /* NVIDIA's flags gpulet accepts; those it has no use for are read and ignored. */
 static const char *const flag_keys[] = {
     "migStrategy", "failOnInitError", "nvidiaDriverRoot", "nvidiaDevRoot", "gdsEnabled",
@@ -691,8 +691,12 @@ static int load_file(const char *path, struct config *cfg, struct gpulet_error *
                                     err)) < 0)
                 goto done;
         }
-        if ((e = ynode_get(d, v, "slices")) && !ynode_is_null(e))
-            rc = file_dra_list(d, e, "dra.slices", cfg->dra_slices, &cfg->dra_slice_count, err);
+        if ((e = ynode_get(d, v, "slices")) && !ynode_is_null(e) &&
+            (rc = file_dra_list(d, e, "dra.slices", cfg->dra_slices, &cfg->dra_slice_count,
+                                err)) < 0)
+            goto done;
+        if ((e = ynode_get(d, v, "deviceTaints")) && !ynode_is_null(e))
+            rc = ynode_bool(d, e, "dra.deviceTaints", &cfg->dra_device_taints, err);
     }
 done:
     ydoc_free(d);

@@ -90,6 +90,9 @@ struct config {
      * (DRAConsumableCapacity), each held to it by the CUDA interposer. */
     size_t dra_slice_count;
     char dra_slices[CONFIG_MAX_DEVICE_SELECTORS][96];
+    /* dra.deviceTaints: an unhealthy device stays in the ResourceSlice
+     * with a taint (DRADeviceTaints) instead of leaving it. */
+    bool dra_device_taints;
     size_t gpu_name_count, mig_name_count;
     struct named_resource gpu_names[CONFIG_MAX_NAMED];
     struct named_resource mig_names[CONFIG_MAX_NAMED];

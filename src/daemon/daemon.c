@@ -85,14 +85,17 @@ static void limit_seen(const struct metrics_limit *l, void *user)
 }
 
 /* After each pod-resources answer: the plugin prunes the folders of
- * sliced containers gone, and the metrics show the limits of the others. */
+ * sliced containers gone, and the metrics show the limits of the others
+ * and of the containers whose claims hold GPU slices. */
 static void pods_listed(const V1__ListPodResourcesResponse *resp, void *user)
 {
     struct daemon *d = user;
-    if (d->plugin == NULL)
+    if (d->plugin == NULL && d->dra == NULL)
         return;
     struct limits_list list = {0};
-    plugin_pods_listed(d->plugin, resp, limit_seen, &list);
+    if (d->plugin)
+        plugin_pods_listed(d->plugin, resp, limit_seen, &list);
+    dra_pods_listed(d->dra, resp, limit_seen, &list);
     metrics_set_limits(d->metrics, list.items, list.count);
     free(list.items);
     unsigned long held;
@@ -147,7 +150,9 @@ static int start_dra(struct daemon *d)
                                     .hook_path = d->opts->cdi_hook,
                                     .host_root = d->opts->host_driver_root},
                             .cfg = &d->cfg,
-                            .health = &d->health_news};
+                            .health = &d->health_news,
+                            .prepared = allocated,
+                            .prepared_user = d};
     if (dra_start(d->base, &o, d->inv, &d->dra, &err) < 0) {
         log_error("cannot start the DRA driver", "error=\"%s\"", err.msg);
         return -1;

@@ -73,8 +73,13 @@ struct dra {
     char sock[4200], reg_sock[4200], checkpoint[4200];
     char slice_dir[4200]; /* <state dir>/dra: alloc/<id> per claim with GPU memory */
     const struct config *cfg;
+    void (*prepared)(void *user);
+    void *prepared_user;
     struct allocdir_reaper *reaper; /* removes the released slice folders */
     bool consumable_off_said;
+    bool hook_missing; /* said once while the hook cannot be run */
+    bool taints;         /* dra.deviceTaints */
+    bool taints_dropped; /* the API server drops the field: devices leave instead */
     struct dra_device *devs;
     size_t n_devs;
     struct devices_health *health; /* subscribed to; NULL until started */
@@ -226,6 +231,26 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
     return 0;
 }
 
+/* Whether the claims' specs can name the ld-cache hook: a spec naming one
+ * the host's runtime cannot run makes the container fail to start, while
+ * without it only programs that look libraries up in the ld cache miss
+ * the driver's. Looked at for every spec (the bundle may be installed
+ * later); said when that changes. */
+static bool hook_usable(struct dra *d)
+{
+    if (d->cdi.hook_path == NULL)
+        return false;
+    struct gpulet_error err = {0};
+    bool ok = cdi_hook_check(&d->cdi, &err) == 0;
+    if (!ok && !d->hook_missing)
+        log_warn("claims' CDI specs name no ld-cache hook: install gpulet's bundle on the host "
+                 "(the host-setup component) or give --host-hook-path", "error=\"%s\"", err.msg);
+    else if (ok && d->hook_missing)
+        log_info("claims' CDI specs name the ld-cache hook again", "hook=%s", d->cdi.hook_path);
+    d->hook_missing = !ok;
+    return ok;
+}
+
 /* alloc: as for add_slice_edits. */
 static int write_claim_spec(struct dra *d, const char *uid, const struct dra_result *results,
                             size_t count, char alloc[24], struct gpulet_error *err)
@@ -250,7 +275,10 @@ static int write_claim_spec(struct dra *d, const char *uid, const struct dra_res
         n++;
     }
     json_t *spec;
-    if (cdi_claim_spec_build(d->inv, &d->cdi, DRA_CDI_KIND, devs, n, &spec, err) < 0)
+    struct cdi_options cdi = d->cdi;
+    if (!hook_usable(d))
+        cdi.hook_path = NULL;
+    if (cdi_claim_spec_build(d->inv, &cdi, DRA_CDI_KIND, devs, n, &spec, err) < 0)
         return -1;
     bool made = alloc[0] == '\0';
     if (add_slice_edits(d, uid, results, count, devs, n, spec, alloc, err) < 0) {
@@ -507,6 +535,8 @@ out:
     free(req_ptrs);
     p->call = NULL;
     prepare_free(p);
+    if (d->prepared)
+        d->prepared(d->prepared_user);
 }
 
 static void claim_fetched(const struct kube_response *r, void *user)
@@ -916,6 +946,25 @@ static void publish_done(struct dra *d)
 
 static void next_write(struct dra *d);
 
+/* A sick device must not stay allocatable: when the API server drops the
+ * taints of a slice written with some (DRADeviceTaints off), the devices
+ * leave the slice instead, published again once this round ends. */
+static void check_taints_kept(struct dra *d, const struct kube_response *r)
+{
+    if (!d->taints || d->taints_dropped ||
+        !dra_slice_has(json_array_get(d->to_create, 0), "taints"))
+        return;
+    json_t *made = json_loadb(r->body, r->len, 0, NULL);
+    if (made && !dra_slice_has(made, "taints")) {
+        log_warn("the API server dropped the device taints: its DRADeviceTaints feature gate "
+                 "is off, so unhealthy devices leave the ResourceSlice instead of being "
+                 "tainted", "node=%s", d->node);
+        d->taints_dropped = true;
+        d->pub_again = true;
+    }
+    json_decref(made);
+}
+
 static void write_done(const struct kube_response *r, void *user)
 {
     struct dra *d = user;
@@ -926,9 +975,12 @@ static void write_done(const struct kube_response *r, void *user)
         publish_failed(d, deleting ? "delete" : "create", r);
         return;
     }
-    if (!deleting && !d->consumable_off_said && dra_slice_shares(json_array_get(d->to_create, 0))) {
+    if (!deleting)
+        check_taints_kept(d, r);
+    if (!deleting && !d->consumable_off_said &&
+        dra_slice_has(json_array_get(d->to_create, 0), "allowMultipleAllocations")) {
         json_t *made = json_loadb(r->body, r->len, 0, NULL);
-        if (made && !dra_slice_shares(made)) {
+        if (made && !dra_slice_has(made, "allowMultipleAllocations")) {
             /* The field is alpha: an API server without the gate drops it,
              * and the GPUs are whole devices, claimed one at a time. */
             log_warn("the API server dropped allowMultipleAllocations: its "
@@ -975,7 +1027,7 @@ static json_t *desired_devices(struct dra *d)
 {
     json_t *devices = json_array();
     for (size_t i = 0; i < d->n_devs; i++)
-        if (d->devs[i].healthy)
+        if (d->devs[i].healthy || (d->taints && !d->taints_dropped))
             json_array_append_new(devices, dra_device_json(d->inv, &d->devs[i], d->sysfs));
     return devices;
 }
@@ -1165,7 +1217,7 @@ static void watch_done(const struct kube_response *r, void *user)
     schedule_publish(d, ms);
 }
 
-void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy)
+void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy, const char *reason)
 {
     if (d == NULL)
         return;
@@ -1177,9 +1229,16 @@ void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy)
             continue;
         dev->healthy = healthy;
         changed = true;
-        log_info(healthy ? "device back in the ResourceSlice"
-                         : "device taken out of the ResourceSlice",
-                 "device=%s", dev->name);
+        dra_device_taint(dev, healthy ? NULL : reason ? reason : "", time(NULL));
+        if (d->taints && !d->taints_dropped && !healthy)
+            log_info("device tainted in the ResourceSlice", "device=%s key=%s value=%s",
+                     dev->name, dev->taint_key, dev->taint_value);
+        else if (d->taints && !d->taints_dropped)
+            log_info("device taint removed", "device=%s", dev->name);
+        else
+            log_info(healthy ? "device back in the ResourceSlice"
+                             : "device taken out of the ResourceSlice",
+                     "device=%s", dev->name);
     }
     if (changed)
         publish(d);
@@ -1188,8 +1247,7 @@ void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy)
 static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
                            void *user)
 {
-    (void)reason;
-    dra_set_health(user, gpu, mig, healthy);
+    dra_set_health(user, gpu, mig, healthy, reason);
 }
 
 /* ---- start and stop ---- */
@@ -1212,6 +1270,8 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
         return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
     d->base = base;
     d->inv = inv;
+    d->prepared = opts->prepared;
+    d->prepared_user = opts->prepared_user;
     snprintf(d->node, sizeof d->node, "%s", opts->node_name);
     snprintf(d->kubelet_root, sizeof d->kubelet_root, "%s", opts->kubelet_root);
     snprintf(d->state_dir, sizeof d->state_dir, "%s", opts->state_dir);
@@ -1234,6 +1294,7 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
     snprintf(d->checkpoint, sizeof d->checkpoint, "%s/dra-checkpoint.json", d->state_dir);
     snprintf(d->slice_dir, sizeof d->slice_dir, "%s/dra", d->state_dir);
     d->cfg = opts->cfg;
+    d->taints = opts->cfg && opts->cfg->dra_device_taints;
     d->to_delete = json_array();
     d->to_create = json_array();
     char dir[4200];
@@ -1307,4 +1368,13 @@ void dra_free(struct dra *d)
     dra_claims_free(d->claims, d->n_claims);
     free(d->devs);
     free(d);
+}
+
+void dra_pods_listed(struct dra *d, const V1__ListPodResourcesResponse *resp,
+                     void (*fn)(const struct metrics_limit *l, void *user), void *user)
+{
+    if (d == NULL)
+        return;
+    struct dra_claim_view v = {d->inv, d->devs, d->n_devs, d->claims, d->n_claims, d->slice_dir};
+    dra_claim_limits(&v, resp, fn, user);
 }

@@ -34,6 +34,8 @@
 #include "error/error.h"
 #include "gpu/gpu.h"
 #include "kube/kube.h"
+#include "plugin/plugin.h"
+#include "podresources/v1/api.pb-c.h"
 
 #define DRA_DRIVER "gpu.nvidia.com"
 #define DRA_DEFAULT_KUBELET_ROOT "/var/lib/kubelet"
@@ -50,6 +52,10 @@ struct dra_options {
     struct cdi_options cdi;         /* for the specs' edits */
     const struct config *cfg;       /* dra.gpus: which GPUs are DRA's; NULL: all */
     struct devices_health *health;  /* subscribed to until dra_free; outlives the driver */
+    /* After each NodePrepareResources answer (the metrics list pods again
+     * soon); may be NULL. */
+    void (*prepared)(void *user);
+    void *prepared_user;
 };
 
 struct dra;
@@ -62,9 +68,15 @@ void dra_device_name(const struct gpu_device *g, int mig, char *buf, size_t len)
 /* inv must outlive the driver. */
 int dra_start(struct event_base *base, const struct dra_options *opts,
               const struct gpu_inventory *inv, struct dra **out, struct gpulet_error *err);
-/* A GPU (mig -1) or MIG device became healthy or not: it leaves or joins
- * the published slice. The driver hears this through options' health. */
-void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy);
+/* A GPU (mig -1) or MIG device became healthy or not (reason: the health
+ * checks' words): it leaves or joins the published slice, or with
+ * dra.deviceTaints stays in it with a taint while unhealthy. */
+void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy, const char *reason);
+/* The kubelet's pod-resources List answered: fn hears the limits and
+ * usage of the GPU slices claims gave, per container and GPU, as
+ * plugin_pods_listed tells the device plugin's (d NULL: nothing). */
+void dra_pods_listed(struct dra *d, const V1__ListPodResourcesResponse *resp,
+                     void (*fn)(const struct metrics_limit *l, void *user), void *user);
 /* Ends open calls (UNAVAILABLE), removes both sockets (the kubelet
  * unregisters the driver) and stops publishing; the slices stay, for the
  * kubelet to remove 30 s after the driver unregistered. */

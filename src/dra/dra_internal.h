@@ -6,9 +6,12 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "dra.h"
 #include "gpu/gpu.h"
+#include "plugin/plugin.h"
+#include "podresources/v1/api.pb-c.h"
 
 #define DRA_NAME_MAX 64     /* a device name is a DNS label */
 #define DRA_UID_MAX 64      /* a claim UID (36 characters) */
@@ -27,7 +30,19 @@ struct dra_device {
     /* dra.slices: claims share the GPU, each consuming part of its memory
      * (allowMultipleAllocations, DRAConsumableCapacity). */
     bool shared;
+    /* dra.deviceTaints: the taint an unhealthy device is published with;
+     * key "" while healthy. */
+    char taint_key[64];
+    char taint_value[32];
+    char taint_time[32]; /* RFC 3339: when it became unhealthy */
 };
+
+/* The taint of a device made unhealthy for reason (the health checks'
+ * words: "XID 79", "GPU is lost …"), as NVIDIA's driver keys them:
+ * gpu.nvidia.com/xid=<XID>, gpu.nvidia.com/gpu-lost, else
+ * gpu.nvidia.com/unhealthy; effect NoSchedule. reason NULL: healthy, no
+ * taint. */
+void dra_device_taint(struct dra_device *d, const char *reason, time_t when);
 
 /* The requestPolicy of a shared GPU's memory: claims get whole GiB. */
 #define DRA_MEMORY_STEP (1ULL << 30)
@@ -51,8 +66,10 @@ json_t *dra_device_json(const struct gpu_inventory *inv, const struct dra_device
  * kept as an annotation to tell a slice that needs no republishing. */
 json_t *dra_slices_json(const char *node, const char *node_uid, long long generation,
                         json_t *devices, const char *hash);
-/* Whether a slice object holds a device that allows several allocations. */
-bool dra_slice_shares(json_t *slice);
+/* Whether a device of a slice object has field: true, or a non-empty list
+ * ("allowMultipleAllocations", "taints": what an API server without the
+ * feature gate drops). */
+bool dra_slice_has(json_t *slice, const char *field);
 
 /* A short, stable hash (16 hex digits) of a JSON value's compact, sorted text. */
 void dra_json_hash(json_t *value, char out[17]);
@@ -93,6 +110,22 @@ int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
 int dra_checkpoint_write(const char *path, const struct dra_claim *claims, size_t count,
                          struct gpulet_error *err);
 void dra_claims_free(struct dra_claim *claims, size_t count);
+
+/* What the slice metrics need of the driver: its devices, its prepared
+ * claims and where their slice folders are. */
+struct dra_claim_view {
+    const struct gpu_inventory *inv;
+    const struct dra_device *devs;
+    size_t n_devs;
+    const struct dra_claim *claims;
+    size_t n_claims;
+    const char *slice_dir; /* <state dir>/dra */
+};
+/* Per container of the pod-resources answer that names a prepared claim
+ * with a slice folder (dynamic_resources: namespace and name), per GPU of
+ * the claim: its limits and usage to fn, as the device plugin's slices. */
+void dra_claim_limits(const struct dra_claim_view *v, const V1__ListPodResourcesResponse *resp,
+                      void (*fn)(const struct metrics_limit *l, void *user), void *user);
 
 /* "k8s.gpu.nvidia.com/claim=<uid>-<device>" */
 void dra_cdi_id(const char *uid, const char *device, char *buf, size_t len);

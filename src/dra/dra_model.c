@@ -251,16 +251,47 @@ json_t *dra_device_json(const struct gpu_inventory *inv, const struct dra_device
                             caps);
     if (d->shared)
         json_object_set_new(dev, "allowMultipleAllocations", json_true());
+    if (d->taint_key[0]) {
+        json_t *taint = json_pack("{s:s, s:s, s:s}", "key", d->taint_key, "effect", "NoSchedule",
+                                  "timeAdded", d->taint_time);
+        if (d->taint_value[0])
+            json_object_set_new(taint, "value", json_string(d->taint_value));
+        json_object_set_new(dev, "taints", json_pack("[o]", taint));
+    }
     return dev;
 }
 
-bool dra_slice_shares(json_t *slice)
+void dra_device_taint(struct dra_device *d, const char *reason, time_t when)
+{
+    d->taint_key[0] = d->taint_value[0] = d->taint_time[0] = '\0';
+    if (reason == NULL)
+        return;
+    unsigned long long xid;
+    char end;
+    /* NoSchedule, not NoExecute: the pods on the device keep running, as
+     * with the device plugin; the XID's own handling decides their fate. */
+    if (sscanf(reason, "XID %llu%c", &xid, &end) == 1) {
+        snprintf(d->taint_key, sizeof d->taint_key, DRA_DRIVER "/xid");
+        snprintf(d->taint_value, sizeof d->taint_value, "%llu", xid);
+    } else if (strncmp(reason, "GPU is lost", 11) == 0) {
+        snprintf(d->taint_key, sizeof d->taint_key, DRA_DRIVER "/gpu-lost");
+    } else {
+        snprintf(d->taint_key, sizeof d->taint_key, DRA_DRIVER "/unhealthy");
+    }
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    strftime(d->taint_time, sizeof d->taint_time, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+bool dra_slice_has(json_t *slice, const char *field)
 {
     size_t i;
     json_t *dev;
-    json_array_foreach(json_object_get(json_object_get(slice, "spec"), "devices"), i, dev)
-        if (json_is_true(json_object_get(dev, "allowMultipleAllocations")))
+    json_array_foreach(json_object_get(json_object_get(slice, "spec"), "devices"), i, dev) {
+        json_t *v = json_object_get(dev, field);
+        if (json_is_true(v) || json_array_size(v))
             return true;
+    }
     return false;
 }
 

@@ -479,6 +479,10 @@ int kube_client_new(struct event_base *base, const struct kube_config *cfg,
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    /* One API server: the watch's connection and one for requests (HTTP/2
+     * multiplexes both on one). libcurl would keep up to four per transfer
+     * open at once, each with its TLS buffers. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)KUBE_KEPT_CONNECTIONS);
     *out = c;
     return 0;
 }
@@ -550,8 +554,14 @@ static struct kube_request *start(struct kube_client *c, const char *method, con
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "gpulet/dra");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    if (c->cfg.ca)
+    if (c->cfg.ca) {
+        /* The cluster's CA alone, as kubectl trusts it: libcurl's default
+         * CA path would also accept a server certificate any system CA
+         * issued (and load those CAs). */
         set_blob(e, CURLOPT_CAINFO_BLOB, c->cfg.ca, c->cfg.ca_len);
+        curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
+        curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+    }
     if (c->cfg.cert) {
         set_blob(e, CURLOPT_SSLCERT_BLOB, c->cfg.cert, c->cfg.cert_len);
         curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");

@@ -10,7 +10,7 @@
  * interface, so no call here blocks the loop and there is no thread.
  *
  * Bounds: at most KUBE_MAX_REQUESTS transfers at once (more are refused at
- * once with status 0), every request has a whole-transfer deadline and a
+ * once with status 0), KUBE_KEPT_CONNECTIONS connections kept open for reuse, every request has a whole-transfer deadline and a
  * connect deadline, an answer larger than KUBE_MAX_BODY (or a watch line
  * larger than KUBE_MAX_LINE) ends the transfer with an error. Callers retry
  * with kube_backoff_ms(), which doubles with every attempt and adds jitter.
@@ -29,6 +29,7 @@
 #define KUBE_MAX_LINE (1u << 20)
 #define KUBE_MAX_REQUESTS 16
 #define KUBE_CONNECT_TIMEOUT_MS 5000
+#define KUBE_KEPT_CONNECTIONS 2 /* idle connections kept for reuse */
 #define KUBE_MAX_CREDENTIAL (1u << 20) /* a CA bundle, a certificate, a key, a token */
 
 struct kube_config {

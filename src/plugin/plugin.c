@@ -617,8 +617,7 @@ struct held_set {
     const struct plugin *plugin;
     void (*fn)(const struct metrics_limit *l, void *user);
     void *user;
-    size_t unusable;           /* state files skipped in this listing */
-    char first_problem[300];   /* the first of them, for the one log line */
+    struct plugin_slice_problems problems; /* state files skipped in this listing */
 };
 
 /* A container names at most a few files in its state/ folder; past this
@@ -626,10 +625,9 @@ struct held_set {
 #define STATE_ENTRIES_MAX 256
 
 /* The interposer's usage of each of the folder's GPUs, from the files in
- * its state/ folder (named by the GPU's UUID). The folder is the
- * container's to write: nothing there is trusted. */
-static void read_usage(struct held_set *set, const char *dir, const unsigned int *gpus,
-                       size_t n_gpus, struct metrics_limit *limits)
+ * its state/ folder. */
+static void read_usage(const struct gpu_inventory *inv, const char *dir, const unsigned int *gpus,
+                       size_t n_gpus, struct metrics_limit *limits, struct plugin_slice_problems *pr)
 {
     char path[4400];
     snprintf(path, sizeof path, "%s/state", dir);
@@ -644,7 +642,6 @@ static void read_usage(struct held_set *set, const char *dir, const unsigned int
         close(fd);
         return;
     }
-    const struct gpu_inventory *inv = set->plugin->inv;
     struct dirent *e;
     for (size_t seen = 0; (e = readdir(d)) != NULL && seen < STATE_ENTRIES_MAX; seen++) {
         for (size_t i = 0; i < n_gpus; i++) {
@@ -653,8 +650,8 @@ static void read_usage(struct held_set *set, const char *dir, const unsigned int
             struct glc_usage u;
             char msg[256];
             if (glc_peek(fd, e->d_name, &u, msg, sizeof msg) < 0) {
-                if (set->unusable++ == 0)
-                    snprintf(set->first_problem, sizeof set->first_problem, "%s: %s", dir, msg);
+                if (pr->unusable++ == 0)
+                    snprintf(pr->first, sizeof pr->first, "%s: %s", dir, msg);
                 continue;
             }
             limits[i].has_usage = true;
@@ -665,6 +662,45 @@ static void read_usage(struct held_set *set, const char *dir, const unsigned int
     }
     closedir(d);
     close(fd);
+}
+
+int plugin_slice_read(const struct gpu_inventory *inv, const char *dir, const unsigned int *gpus,
+                      size_t n_gpus, struct metrics_limit *limits, struct plugin_slice_problems *pr)
+{
+    char path[4400], *text;
+    size_t len;
+    struct gpulet_error err = {0};
+    snprintf(path, sizeof path, "%s/limits", dir);
+    if (fileio_read(path, 65536, &text, &len, &err) < 0)
+        return -1;
+    /* Read as the interposer reads it: a file it would refuse limits
+     * nothing, so it shows nothing. */
+    struct glc_limits file;
+    char msg[256];
+    int parsed = glc_parse_limits(text, len, &file, msg, sizeof msg);
+    free(text);
+    if (parsed < 0)
+        return -1;
+    for (size_t i = 0; i < n_gpus && i < GLC_MAX_DEVS; i++) {
+        limits[i].memory_limit = file.dev[i].limit;
+        /* gpulet writes a share with every limit; the parser reads 100 %
+         * as none */
+        if (file.dev[i].share)
+            limits[i].compute_share = file.dev[i].share / 100.0;
+        else if (file.dev[i].limit)
+            limits[i].compute_share = 100.0;
+    }
+    read_usage(inv, dir, gpus, n_gpus, limits, pr);
+    for (size_t i = 0; i < n_gpus; i++)
+        limits[i].gpu = gpus[i];
+    return 0;
+}
+
+void plugin_slice_problems_log(const struct plugin_slice_problems *pr)
+{
+    if (pr->unusable)
+        log_warn("unusable CUDA state files skipped; no usage metrics for them",
+                 "count=%zu first=\"%s\"", pr->unusable, pr->first);
 }
 
 static int compare_keys(const void *a, const void *b)
@@ -712,38 +748,15 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
             gpus[n_gpus++] = d->gpu;
     }
     qsort(gpus, n_gpus, sizeof *gpus, compare_uint);
-    char path[4400], *text;
-    size_t len;
-    struct gpulet_error err = {0};
-    snprintf(path, sizeof path, "%s/limits", dir);
-    if (fileio_read(path, 65536, &text, &len, &err) < 0)
-        return;
-    /* Read as the interposer reads it: a file it would refuse limits
-     * nothing, so it shows nothing. */
-    struct glc_limits file;
-    char msg[256];
-    int parsed = glc_parse_limits(text, len, &file, msg, sizeof msg);
-    free(text);
-    if (parsed < 0)
-        return;
     struct metrics_limit limits[64] = {0};
-    for (size_t i = 0; i < n_gpus; i++) {
-        limits[i].memory_limit = file.dev[i].limit;
-        /* gpulet writes a share with every limit; the parser reads 100 %
-         * as none */
-        if (file.dev[i].share)
-            limits[i].compute_share = file.dev[i].share / 100.0;
-        else if (file.dev[i].limit)
-            limits[i].compute_share = 100.0;
-    }
-    read_usage(set, dir, gpus, n_gpus, limits);
+    if (plugin_slice_read(set->plugin->inv, dir, gpus, n_gpus, limits, &set->problems) < 0)
+        return;
     for (size_t i = 0; i < n_gpus; i++) {
         snprintf(limits[i].pod, sizeof limits[i].pod, "%s", h->pod->name ? h->pod->name : "");
         snprintf(limits[i].namespace, sizeof limits[i].namespace, "%s",
                  h->pod->namespace_ ? h->pod->namespace_ : "");
         snprintf(limits[i].container, sizeof limits[i].container, "%s",
                  h->container->name ? h->container->name : "");
-        limits[i].gpu = gpus[i];
         set->fn(&limits[i], set->user);
     }
 }
@@ -794,9 +807,7 @@ void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *re
     allocdir_prune(p->cfg.state_dir, &v, time(NULL), PLUGIN_ALLOC_GRACE_S);
     reap_soon(p);
     /* Once per listing, which comes once per interval. */
-    if (set.unusable)
-        log_warn("unusable CUDA state files skipped; no usage metrics for them",
-                 "count=%zu first=\"%s\"", set.unusable, set.first_problem);
+    plugin_slice_problems_log(&set.problems);
 done:
     for (size_t i = 0; i < set.count; i++)
         free(set.keys[i].key);

@@ -62,6 +62,21 @@ void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user);
 void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
                         void (*fn)(const struct metrics_limit *l, void *user), void *user);
 
+/* State files of the interposer that could not be read, over one
+ * listing: counted, the first named, logged once. */
+struct plugin_slice_problems {
+    size_t unusable;
+    char first[300];
+};
+/* A slice folder's limits and usage (dir: one plugin_slice_grant made):
+ * limits[i] for the folder's ordinal i, which is gpus[i] (the inventory
+ * index, the GPUs in the order they were granted); pod names left unset.
+ * -1 when the folder has no readable limits file. */
+int plugin_slice_read(const struct gpu_inventory *inv, const char *dir, const unsigned int *gpus,
+                      size_t n_gpus, struct metrics_limit *limits, struct plugin_slice_problems *pr);
+/* One warning line when pr counted any. */
+void plugin_slice_problems_log(const struct plugin_slice_problems *pr);
+
 /* GPU slices, whichever front end grants them (Allocate, or a DRA claim
  * consuming a GPU's memory): writes the limits the CUDA interposer reads
  * for gpus (ordinal i, in the order given) into a folder

@@ -156,9 +156,14 @@ class Node:
         self.kubelet_bin = kubelet
         self.version = version
         self.dir = pathlib.Path(run_dir)
-        # DRAConsumableCapacity (alpha): GPUs shared by claims of their memory
+        # DRAConsumableCapacity (alpha): GPUs shared by claims of their memory;
+        # DRADeviceTaints (alpha): unhealthy devices tainted, which needs
+        # resource.k8s.io/v1alpha3 served (the scheduler watches
+        # DeviceTaintRules, and waits for them forever otherwise)
         self.cluster = Cluster(self.dir, cluster_bins,
-                               feature_gates={"DRAConsumableCapacity": True}) \
+                               feature_gates={"DRAConsumableCapacity": True,
+                                              "DRADeviceTaints": True},
+                               runtime_config="resource.k8s.io/v1alpha3=true") \
             if cluster_bins else None
         self.sandbox = self.cluster.sandbox if self.cluster else Sandbox(self.dir, [NODE_NAME])
         self.sock = self.cluster.sock if self.cluster else self.dir / "containerd.sock"

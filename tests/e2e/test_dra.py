@@ -192,6 +192,60 @@ def test_xid_takes_the_gpu_out_of_the_slice(dra):
              0.2)
 
 
+def test_device_taints_keep_a_sick_gpu_published(dra):
+    """dra.deviceTaints with the cluster's DRADeviceTaints gate: an XID
+    leaves gpu-5 in the ResourceSlice with gpulet's taint, which the API
+    server validates and keeps; a claim for exactly that GPU is not
+    scheduled while it is tainted, and is once the taint goes after the
+    recovery period."""
+    config = dra.dir / "dra-taints.yaml"
+    config.write_text("version: v1\ndra:\n  deviceTaints: true\n")
+    dra.stop("gpulet")
+    start_dra(dra, extra=["--config-file", config])
+    name = "dra-tainted"
+    try:
+        wait_for("slices again", lambda: len(devices(dra)) == 8, 60, 0.2)
+        uuid = devices(dra)["gpu-5"]["attributes"]["uuid"]["string"]
+        dra.inject({"gpus": {}, "events": [{"gpu": 5, "xid": 79}]})
+        injected = time.time()
+        taints = wait_for("gpu-5 tainted", lambda: devices(dra).get("gpu-5", {}).get("taints"),
+                          10, 0.05)
+        figure("XID -> device tainted in the ResourceSlice", time.time() - injected)
+        assert len(devices(dra)) == 8  # still published
+        (taint,) = taints
+        assert {k: taint[k] for k in ("key", "value", "effect")} == {
+            "key": "gpu.nvidia.com/xid", "value": "79", "effect": "NoSchedule"}
+        assert taint["timeAdded"]
+        dra.cluster.apply({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+                "deviceClassName": "gpu.nvidia.com", "selectors": [{"cel": {"expression":
+                    f"device.attributes['gpu.nvidia.com'].uuid == '{uuid}'"}}]}}]}}}})
+        dra.cluster.apply({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"terminationGracePeriodSeconds": 2, "automountServiceAccountToken": False,
+                     "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": name}],
+                     "containers": [{"name": "main", "image": BUSYBOX_IMAGE,
+                                     "imagePullPolicy": "Never", "command": SLEEP,
+                                     "resources": {"claims": [{"name": "gpu"}]}}]}})
+        wait_for("the pod found unschedulable while its GPU is tainted", lambda: any(
+            c["type"] == "PodScheduled" and c["status"] == "False" and
+            c.get("reason") == "Unschedulable"
+            for c in pod_json(dra, name).get("status", {}).get("conditions", [])), 60, 0.2)
+        dra.inject({"gpus": {}, "events": []})
+        wait_for("the taint gone after the recovery period (3 s)", lambda: (d := devices(dra))
+                 and len(d) == 8 and "taints" not in d["gpu-5"], 30, 0.2)
+        wait_for(f"pod {name} Running on gpu-5",
+                 lambda: pod_json(dra, name).get("status", {}).get("phase") == "Running", 90, 0.2)
+    finally:
+        delete(dra, "pod", name)
+        delete(dra, "resourceclaimtemplate", name)
+        dra.stop("gpulet")
+        start_dra(dra)
+        wait_for("slices without taints", lambda: len(devices(dra)) == 8, 60, 0.2)
+
+
 def test_kubelet_restart_slices_back_within_15s(dra):
     before = slices(dra)[0]["spec"]["pool"]["generation"]
     dra.cluster.stop_kubelet()

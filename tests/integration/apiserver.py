@@ -51,6 +51,7 @@ class ApiServer:
         self.overrides = {}       # path prefix -> ("status", code, body) | ("stall",) | ("gate", ev) | ...
         self.stop_watches = False
         self.consumable_capacity = True  # the DRAConsumableCapacity gate
+        self.device_taints = True        # the DRADeviceTaints gate
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(f"{certs}/server.crt", f"{certs}/server.key")
         ctx.load_verify_locations(f"{certs}/ca.crt")
@@ -214,6 +215,15 @@ class ApiServer:
                     d.pop("allowMultipleAllocations", None)
                     for c in d.get("capacity", {}).values():
                         c.pop("requestPolicy", None)
+                for d in obj["spec"].get("devices", []):
+                    if not self.device_taints:
+                        d.pop("taints", None)  # dropped, as the gate off does
+                    for t in d.get("taints", []):
+                        # what validation refuses (1.34: NoSchedule or NoExecute)
+                        if (t.get("effect") not in ("NoSchedule", "NoExecute") or
+                                not t.get("key") or len(t.get("value", "")) > 63):
+                            return self._send(h, 422, {"kind": "Status", "code": 422,
+                                                       "message": f"invalid taint {t}"})
                 with self.lock:
                     name = obj["metadata"]["generateName"] + uuid.uuid4().hex[:5]
                     obj["metadata"]["name"] = name

@@ -103,6 +103,13 @@ def test_dra_overlay():
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert {"/var/lib/kubelet/plugins", "/var/lib/kubelet/plugins_registry"} <= set(mounts)
     assert not mounts["/var/run/cdi"].get("readOnly")  # per-claim specs are written
+    # the specs name the hook where the host-setup component installs it
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["GPULET_HOST_DRIVER_ROOT"] == "/"
+    install = by_kind(render("overlays/containerd"), "DaemonSet")[0]["spec"]["template"]["spec"][
+        "initContainers"][0]
+    to = next(a for a in install["args"] if a.startswith("--to=/host"))[len("--to=/host"):]
+    assert env["GPULET_HOST_HOOK_PATH"] == f"{to}/bin/gpulet-hook"
     volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
     for path, m in mounts.items():
         if path.startswith("/var/lib/kubelet/plugins"):

@@ -87,7 +87,7 @@ def short_dir(tmp):
 
 class Gpulet:
     def __init__(self, build, tmp, node, kc, n, extra=(), root=None, state=None,
-                 device_plugin=False):
+                 device_plugin=False, metrics=None):
         self.tmp = tmp
         self.log = tmp / f"gpulet-{n}.log"
         env = {k: v for k, v in os.environ.items()
@@ -98,8 +98,8 @@ class Gpulet:
             [str(build / "gpulet"), "--log-level", "debug", "--simulate", node,
              *(["--driver-root", str(root)] if root else []), "run", "--dra",
              *([] if device_plugin else ["--no-device-plugin"]),
-             "--device-plugin-dir", str(tmp / "dp"), "--no-labels", "--no-metrics",
-             "--kubelet-root",
+             "--device-plugin-dir", str(tmp / "dp"), "--no-labels",
+             *(metrics or ["--no-metrics"]), "--kubelet-root",
              short_dir(tmp), "--node-name", NODE, "--kubeconfig", str(kc),
              "--state-dir", str(tmp / "state"), "--cdi-dir", str(tmp / "cdi"), *extra],
             env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
@@ -126,9 +126,9 @@ def run_gpulet(build, tmp_path, api, certs, driver_root):  # noqa: F811
     started = []
     kc = kubeconfig(tmp_path / "kubeconfig", api, certs)
 
-    def start(node="dgx-a100", extra=(), state=None, device_plugin=False):
+    def start(node="dgx-a100", extra=(), state=None, device_plugin=False, metrics=None):
         g = Gpulet(build, tmp_path, node, kc, len(started), extra, root=driver_root, state=state,
-                   device_plugin=device_plugin)
+                   device_plugin=device_plugin, metrics=metrics)
         started.append(g)
         return g
 

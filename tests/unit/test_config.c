@@ -180,7 +180,14 @@ static void dra_gpus(void **state)
     write_file(path, "version: v1\n");
     assert_int_equal(config_load(&flags, lookup, &cfg, &err), 0);
     assert_false(cfg.dra_enabled);
+    assert_false(cfg.dra_device_taints); /* off unless asked: a gate-off API server drops them */
     assert_true(config_dra_gpu(&cfg, 0, "GPU-0")); /* no list: DRA offers every GPU */
+    write_file(path, "version: v1\ndra:\n  deviceTaints: true\n");
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), 0);
+    assert_true(cfg.dra_device_taints);
+    write_file(path, "version: v1\ndra:\n  deviceTaints: sometimes\n");
+    assert_int_equal(config_load(&flags, lookup, &cfg, &err), -1);
+    assert_non_null(strstr(err.msg, "dra.deviceTaints"));
 }
 
 static void errors(void **state)

@@ -259,6 +259,65 @@ static void claims_parsed_and_checked(void **state)
     assert_string_equal(cdi, "k8s.gpu.nvidia.com/claim=" UID "-gpu-0");
 }
 
+/* dra.deviceTaints: an unhealthy device's taint, as NVIDIA's driver keys
+ * them, in the slice's device object; none once healthy. */
+static void unhealthy_device_tainted(void **state)
+{
+    (void)state;
+    load("dgx-a100");
+    struct dra_device *devs;
+    size_t n;
+    struct gpulet_error err = {0};
+    assert_int_equal(dra_devices_build(inv, NULL, &devs, &n, &err), 0);
+    struct dra_device *dev = (struct dra_device *)dra_device_find(devs, n, "gpu-3");
+    time_t when = 1796680800; /* 2026-12-07T22:00:00Z */
+    dra_device_taint(dev, "XID 79", when);
+    json_t *d = dra_device_json(inv, dev, "/nonexistent");
+    json_t *taints = json_object_get(d, "taints");
+    assert_int_equal(json_array_size(taints), 1);
+    json_t *t = json_array_get(taints, 0);
+    assert_string_equal(json_string_value(json_object_get(t, "key")), "gpu.nvidia.com/xid");
+    assert_string_equal(json_string_value(json_object_get(t, "value")), "79");
+    assert_string_equal(json_string_value(json_object_get(t, "effect")), "NoSchedule");
+    assert_string_equal(json_string_value(json_object_get(t, "timeAdded")),
+                        "2026-12-07T22:00:00Z");
+    assert_int_equal(json_object_size(t), 4);
+    json_t *list = json_pack("[O]", d); /* borrowed by dra_slices_json */
+    json_t *slices = dra_slices_json("node1", NULL, 1, list, "h");
+    assert_true(dra_slice_has(json_array_get(slices, 0), "taints"));
+    json_decref(slices);
+    json_decref(list);
+    json_decref(d);
+
+    dra_device_taint(dev, "GPU is lost (fell off the bus)", when);
+    d = dra_device_json(inv, dev, "/nonexistent");
+    t = json_array_get(json_object_get(d, "taints"), 0);
+    assert_string_equal(json_string_value(json_object_get(t, "key")), "gpu.nvidia.com/gpu-lost");
+    assert_null(json_object_get(t, "value")); /* no empty label value */
+    json_decref(d);
+    /* anything else, a trailing word after an XID included */
+    const char *others[] = {"", "XID 79 and more", "ECC", "XID x"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        dra_device_taint(dev, others[i], when);
+        assert_string_equal(dev->taint_key, "gpu.nvidia.com/unhealthy");
+        assert_string_equal(dev->taint_value, "");
+    }
+    /* an XID past any label value's length stays within one */
+    dra_device_taint(dev, "XID 18446744073709551615", when);
+    assert_string_equal(dev->taint_value, "18446744073709551615");
+
+    dra_device_taint(dev, NULL, when);
+    d = dra_device_json(inv, dev, "/nonexistent");
+    assert_null(json_object_get(d, "taints"));
+    list = json_pack("[O]", d);
+    slices = dra_slices_json("node1", NULL, 1, list, "h");
+    assert_false(dra_slice_has(json_array_get(slices, 0), "taints"));
+    json_decref(slices);
+    json_decref(list);
+    json_decref(d);
+    free(devs);
+}
+
 static const char *no_env(const char *name)
 {
     (void)name;
@@ -523,6 +582,7 @@ int main(void)
         cmocka_unit_test(slices_cut_at_128),
         cmocka_unit_test(claims_parsed_and_checked),
         cmocka_unit_test_teardown(shared_gpu_consumable_memory, teardown),
+        cmocka_unit_test_teardown(unhealthy_device_tainted, teardown),
         cmocka_unit_test(checkpoint_round_trip),
         cmocka_unit_test(base64_and_backoff),
         cmocka_unit_test(kubeconfigs),
