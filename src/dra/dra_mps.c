@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "fileio/fileio.h"
@@ -219,26 +220,6 @@ static int mps_command(struct dra_share *s, struct dra_job *j, enum dra_step_whe
     return dra_job_run(j, when, argv, envp, command, NULL, MPS_COMMAND_MS);
 }
 
-/* quit, the socket gone, anything left ended, the folders removed. */
-static int mps_stop(struct dra_share *s, struct dra_job *j, enum dra_step_when when,
-                    const char *uid, const struct mps_env *e)
-{
-    struct folder_arg f;
-    struct mark_arg m;
-    char sock[4400];
-    claim_dir(s, uid, "", f.dir, sizeof f.dir);
-    claim_dir(s, uid, "pipe/control", sock, sizeof sock);
-    snprintf(m.mark, sizeof m.mark, "%s", e->mark);
-    /* quit fails when no daemon runs: the steps after it run anyway. */
-    struct dra_job *tail = j;
-    int rc = 0;
-    rc |= mps_command(s, tail, when, e, "quit\n");
-    rc |= dra_job_wait_socket(tail, DRA_STEP_ALWAYS, sock, false, MPS_COMMAND_MS);
-    rc |= dra_job_call(tail, DRA_STEP_ALWAYS, kill_marked, &m, sizeof m);
-    rc |= dra_job_call(tail, DRA_STEP_ALWAYS, remove_folders, &f, sizeof f);
-    return rc;
-}
-
 /* Skips the start when the claim's daemon answers already (a retry, or
  * gpulet restarted while it ran). */
 struct alive_arg {
@@ -252,6 +233,38 @@ static int skip_if_alive(void *arg, struct gpulet_error *err)
     return dra_socket_alive(a->sock) ? 1 : 0;
 }
 
+/* A daemon that is gone is not told to quit (that would fail). */
+static int skip_unless_alive(void *arg, struct gpulet_error *err)
+{
+    const struct alive_arg *a = arg;
+    (void)err;
+    return dra_socket_alive(a->sock) ? 0 : 1;
+}
+
+/* quit, the socket gone, anything left ended, the folders removed. */
+static int mps_stop(struct dra_share *s, struct dra_job *j, enum dra_step_when when,
+                    const char *uid, const struct mps_env *e)
+{
+    struct folder_arg f;
+    struct mark_arg m;
+    char sock[4400];
+    claim_dir(s, uid, "", f.dir, sizeof f.dir);
+    claim_dir(s, uid, "pipe/control", sock, sizeof sock);
+    snprintf(m.mark, sizeof m.mark, "%s", e->mark);
+    /* quit fails when no daemon runs; on unprepare (when: always) the
+     * steps after it run anyway. */
+    struct dra_job *tail = j;
+    int rc = 0;
+    struct alive_arg a;
+    snprintf(a.sock, sizeof a.sock, "%s", sock);
+    rc |= dra_job_call(tail, when, skip_unless_alive, &a, sizeof a);
+    rc |= mps_command(s, tail, when, e, "quit\n");
+    rc |= dra_job_wait_socket(tail, when, sock, false, MPS_COMMAND_MS);
+    rc |= dra_job_call(tail, when, kill_marked, &m, sizeof m);
+    rc |= dra_job_call(tail, when, remove_folders, &f, sizeof f);
+    return rc;
+}
+
 int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_result *r,
                       size_t count, const struct dra_device *devs, size_t n_devs,
                       const struct dra_mps *mps, struct dra_job **out, struct gpulet_error *err)
@@ -263,7 +276,7 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
     if (n_ts == 0 && n_md == 0)
         return 0;
     char what[128];
-    snprintf(what, sizeof what, "claim %s's GPU sharing", uid);
+    snprintf(what, sizeof what, "GPU sharing of claim %s", uid);
     struct dra_job *j = dra_job_new(what);
     if (j == NULL)
         return gpulet_error_errno(err, ENOMEM, "cannot apply the claim's sharing settings");
@@ -292,6 +305,12 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
         struct alive_arg a;
         claim_dir(s, uid, "", f.dir, sizeof f.dir);
         claim_dir(s, uid, "pipe/control", a.sock, sizeof a.sock);
+        if (strlen(a.sock) >= sizeof ((struct sockaddr_un *)0)->sun_path) {
+            dra_job_free(j);
+            return gpulet_error_set(err, GPULET_ERR_SYSTEM, "the MPS daemon's control socket "
+                                    "%s would be longer than a Unix socket's 107 bytes: give "
+                                    "gpulet a shorter --state-dir", a.sock);
+        }
         char shm[4400], path[4400];
         claim_dir(s, uid, "shm", shm, sizeof shm);
         tool(s, "nvidia-cuda-mps-control", path, sizeof path);
@@ -377,7 +396,7 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
     if (n_ts == 0 && !mps)
         return 0;
     char what[128];
-    snprintf(what, sizeof what, "claim %s's GPU sharing undone", uid);
+    snprintf(what, sizeof what, "undoing the GPU sharing of claim %s", uid);
     struct dra_job *j = dra_job_new(what);
     if (j == NULL)
         return gpulet_error_errno(err, ENOMEM, "cannot undo the claim's sharing settings");
