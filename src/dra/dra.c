@@ -1401,6 +1401,11 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
     d->share = (struct dra_share){.jobs = d->jobs, .inv = inv, .driver_root = d->driver_root,
                                   .gpu_held = gpu_held, .user = d};
     snprintf(d->share.mps_root, sizeof d->share.mps_root, "%s/mps", d->slice_dir);
+    char sh[4200], usr_sh[4200];
+    snprintf(sh, sizeof sh, "%s/bin/sh", d->driver_root);
+    snprintf(usr_sh, sizeof usr_sh, "%s/usr/bin/sh", d->driver_root);
+    d->share.chroot = strcmp(d->driver_root, "/") != 0 &&
+                      (access(sh, X_OK) == 0 || access(usr_sh, X_OK) == 0);
     d->budget = grpc_budget_new();
     d->pub_timer = evtimer_new(base, pub_timer_cb, d);
     d->reg_timer = event_new(base, -1, EV_PERSIST, reg_check, d);

@@ -34,7 +34,8 @@ struct step {
     enum dra_step_when when;
     char *argv[STEP_ARGS + 1];
     char *env[STEP_ENV + 1];
-    char *input, *shm, *path;
+    char *input, *shm, *root, *path;
+    char shm_target[4200]; /* where shm goes: /dev/shm in the root */
     bool present;
     int timeout_ms;
     dra_job_fn fn;
@@ -74,6 +75,7 @@ static void step_free(struct step *s)
         free(s->env[i]);
     free(s->input);
     free(s->shm);
+    free(s->root);
     free(s->path);
     free(s->arg);
 }
@@ -117,16 +119,17 @@ static int copy_list(char **dst, const char *const *src, size_t max)
 }
 
 int dra_job_run(struct dra_job *j, enum dra_step_when when, const char *const *argv,
-                const char *const *env, const char *stdin_text, const char *shm,
-                int timeout_ms)
+                const char *const *env, const char *stdin_text, const char *root,
+                const char *shm, int timeout_ms)
 {
     struct step *s = add_step(j, STEP_RUN, when);
     if (s == NULL || (stdin_text && strlen(stdin_text) > STDIN_MAX))
         return -1;
     s->timeout_ms = timeout_ms;
+    snprintf(s->shm_target, sizeof s->shm_target, "%s/dev/shm", root ? root : "");
     if (copy_list(s->argv, argv, STEP_ARGS) < 0 || copy_list(s->env, env, STEP_ENV) < 0 ||
         (stdin_text && (s->input = strdup(stdin_text)) == NULL) ||
-        (shm && (s->shm = strdup(shm)) == NULL)) {
+        (shm && (s->shm = strdup(shm)) == NULL) || (root && (s->root = strdup(root)) == NULL)) {
         step_free(s);
         return -1;
     }
@@ -294,13 +297,18 @@ static void __attribute__((noreturn)) exec_child(const struct step *s, int in, i
     static const char shm_msg[] = "cannot give the program the claim's shm folder as /dev/shm "
                                   "(a mount namespace needs CAP_SYS_ADMIN)\n";
     static const char exec_msg[] = "cannot execute the program\n";
+    static const char root_msg[] = "cannot chroot into the driver root\n";
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
         _exit(126);
     close_range(3, ~0U, 0);
     if (s->shm && (unshare(CLONE_NEWNS) != 0 ||
                    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-                   mount(s->shm, "/dev/shm", NULL, MS_BIND, NULL) != 0)) {
+                   mount(s->shm, s->shm_target, NULL, MS_BIND, NULL) != 0)) {
         (void)!write(2, shm_msg, sizeof shm_msg - 1);
+        _exit(126);
+    }
+    if (s->root && (chroot(s->root) != 0 || chdir("/") != 0)) {
+        (void)!write(2, root_msg, sizeof root_msg - 1);
         _exit(126);
     }
     execve(s->argv[0], s->argv, envp);

@@ -34,11 +34,12 @@ void dra_job_free(struct dra_job *j);
 /* Runs argv (argv[0] a path) with gpulet's environment plus env
  * ("KEY=VALUE", NULL-terminated, may be NULL), stdin_text (at most 4 KiB)
  * on its standard input, killed past timeout_ms; a step fails when the
- * program does not exit 0. shm: a folder the program sees as /dev/shm (a
- * mount namespace of its own), or NULL. */
+ * program does not exit 0. root: a folder to chroot into first (argv[0]
+ * is then a path in it), or NULL. shm: a folder the program sees as
+ * /dev/shm (a mount namespace of its own), or NULL. */
 int dra_job_run(struct dra_job *j, enum dra_step_when when, const char *const *argv,
-                const char *const *env, const char *stdin_text, const char *shm,
-                int timeout_ms);
+                const char *const *env, const char *stdin_text, const char *root,
+                const char *shm, int timeout_ms);
 /* Waits until a Unix socket at path accepts a connection (present) or no
  * longer does (!present); fails past timeout_ms. */
 int dra_job_wait_socket(struct dra_job *j, enum dra_step_when when, const char *path,
@@ -73,6 +74,10 @@ struct dra_share {
     struct dra_jobs *jobs;
     const struct gpu_inventory *inv;
     const char *driver_root; /* where usr/bin/nvidia-smi and the MPS control program are */
+    /* The programs run chrooted into the driver root, as NVIDIA's driver
+     * runs them, where it has a shell (a whole system: the host's / seen
+     * from gpulet's container); else straight from it, with its libraries. */
+    bool chroot;
     char mps_root[4200];     /* <state dir>/dra/mps: <claim uid>/{pipe,log,shm} */
     /* Whether a prepared claim other than uid holds GPU gpu (its time
      * slice stays then). */

@@ -32,15 +32,20 @@
 
 static void tool(const struct dra_share *s, const char *name, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/usr/bin/%s", strcmp(s->driver_root, "/") == 0 ? "" : s->driver_root,
-             name);
+    snprintf(buf, len, "%s/usr/bin/%s",
+             s->chroot || strcmp(s->driver_root, "/") == 0 ? "" : s->driver_root, name);
+}
+
+static const char *root(const struct dra_share *s)
+{
+    return s->chroot ? s->driver_root : NULL;
 }
 
 /* The driver's programs find its libraries under a driver root that is
  * not "/" (gpulet's own / has none). */
 static void lib_env(const struct dra_share *s, char *buf, size_t len)
 {
-    if (strcmp(s->driver_root, "/") == 0)
+    if (s->chroot || strcmp(s->driver_root, "/") == 0)
         buf[0] = '\0'; /* none: an empty entry is left out */
     else
         snprintf(buf, len, "LD_LIBRARY_PATH=%s/usr/lib/x86_64-linux-gnu:%s/usr/lib64:%s/lib64",
@@ -99,7 +104,7 @@ static int smi(struct dra_share *s, struct dra_job *j, enum dra_step_when when,
     for (size_t i = 0; args[i] && i < 6; i++)
         argv[i + 1] = args[i];
     const char *envp[] = {env, NULL};
-    return dra_job_run(j, when, argv, envp, NULL, NULL, SMI_TIMEOUT_MS);
+    return dra_job_run(j, when, argv, envp, NULL, root(s), NULL, SMI_TIMEOUT_MS);
 }
 
 /* ---- folders ---- */
@@ -217,7 +222,7 @@ static int mps_command(struct dra_share *s, struct dra_job *j, enum dra_step_whe
     tool(s, "nvidia-cuda-mps-control", path, sizeof path);
     const char *argv[] = {path, NULL};
     const char *envp[] = {e->pipe, e->log, e->lib, NULL};
-    return dra_job_run(j, when, argv, envp, command, NULL, MPS_COMMAND_MS);
+    return dra_job_run(j, when, argv, envp, command, root(s), NULL, MPS_COMMAND_MS);
 }
 
 /* Skips the start when the claim's daemon answers already (a retry, or
@@ -323,7 +328,7 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
         rc |= dra_job_call(j, DRA_STEP_OK, skip_if_alive, &a, sizeof a);
         const char *argv[] = {path, "-d", NULL};
         const char *envp[] = {e.visible, e.pipe, e.log, e.mark, e.lib, NULL};
-        rc |= dra_job_run(j, DRA_STEP_OK, argv, envp, NULL, shm, MPS_START_MS);
+        rc |= dra_job_run(j, DRA_STEP_OK, argv, envp, NULL, root(s), shm, MPS_START_MS);
         rc |= dra_job_wait_socket(j, DRA_STEP_OK, a.sock, true, MPS_START_MS);
         char command[256];
         if (mps->thread_percentage >= 0) {
