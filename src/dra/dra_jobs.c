@@ -35,7 +35,7 @@ struct step {
     char *argv[STEP_ARGS + 1];
     char *env[STEP_ENV + 1];
     char *input, *shm, *root, *path;
-    char shm_target[4200]; /* where shm goes: /dev/shm in the root */
+    char *shm_target; /* where shm goes: /dev/shm in the root */
     bool present;
     int timeout_ms;
     dra_job_fn fn;
@@ -76,6 +76,7 @@ static void step_free(struct step *s)
     free(s->input);
     free(s->shm);
     free(s->root);
+    free(s->shm_target);
     free(s->path);
     free(s->arg);
 }
@@ -126,7 +127,10 @@ int dra_job_run(struct dra_job *j, enum dra_step_when when, const char *const *a
     if (s == NULL || (stdin_text && strlen(stdin_text) > STDIN_MAX))
         return -1;
     s->timeout_ms = timeout_ms;
-    snprintf(s->shm_target, sizeof s->shm_target, "%s/dev/shm", root ? root : "");
+    if (asprintf(&s->shm_target, "%s/dev/shm", root ? root : "") < 0) {
+        s->shm_target = NULL;
+        return -1;
+    }
     if (copy_list(s->argv, argv, STEP_ARGS) < 0 || copy_list(s->env, env, STEP_ENV) < 0 ||
         (stdin_text && (s->input = strdup(stdin_text)) == NULL) ||
         (shm && (s->shm = strdup(shm)) == NULL) || (root && (s->root = strdup(root)) == NULL)) {

@@ -13,7 +13,7 @@
 #include "error/error.h"
 
 #define DRA_JOBS_MAX 64        /* jobs queued at once */
-#define DRA_JOB_STEPS 40       /* steps a job */
+#define DRA_JOB_STEPS 200      /* steps a job: two per GPU of a claim of 64 and more */
 #define DRA_JOB_OUTPUT 1024    /* a program's output kept for its error message */
 
 /* When a step runs: while the job has not failed, only after it failed

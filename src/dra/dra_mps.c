@@ -410,6 +410,17 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
         struct mps_env e;
         mps_env(s, uid, &e);
         rc |= mps_stop(s, j, DRA_STEP_ALWAYS, uid, &e);
+        /* Its GPUs leave EXCLUSIVE_PROCESS, so that the next claim without
+         * a configuration may run more than one process on them. */
+        const struct dra_device *gpus[DRA_CLAIM_DEVICES];
+        size_t n_gpus = claim_devices(s, r, count, devs, n_devs, true, true, gpus);
+        for (size_t i = 0; i < n_gpus; i++) {
+            struct held_arg h = {.s = s, .gpu = gpus[i]->gpu};
+            snprintf(h.uid, sizeof h.uid, "%s", uid);
+            rc |= dra_job_call(j, DRA_STEP_ALWAYS, skip_if_held, &h, sizeof h);
+            rc |= smi(s, j, DRA_STEP_ALWAYS,
+                      (const char *[]){"-i", device_uuid(s, gpus[i]), "-c", "DEFAULT", NULL});
+        }
     }
     for (size_t i = 0; i < n_ts; i++) {
         struct held_arg h = {.s = s, .gpu = ts[i]->gpu};

@@ -193,6 +193,7 @@ def test_mps_daemon_per_claim(run, api, protos, tmp_path):
     assert unprepare(tmp_path, dra, [("default", "mps", uid)]).claims[uid].error == ""
     assert not folder.exists()
     assert marked(uid) == []
+    assert policy(tmp_path)[ids["gpu-1"]] == (0, "DEFAULT")
 
 
 def test_daemon_that_never_comes_up(run, api, protos, tmp_path):
