@@ -65,9 +65,10 @@ bool dra_share_mps_alive(const struct dra_share *s, const char *uid)
     return dra_socket_alive(path);
 }
 
-/* The GPUs (mig -1) or MIG devices of the claim's results that want, per
- * want(): unique, in result order. */
-static size_t claim_devices(const struct dra_share *s, const struct dra_result *r, size_t count,
+/* The devices of the claim's results served by its MPS daemon (mps) or
+ * given a time slice (!mps), whole GPUs only when gpus: unique (by GPU
+ * when gpus), in result order. */
+static size_t claim_devices(const struct dra_result *r, size_t count,
                             const struct dra_device *devs, size_t n_devs, bool mps, bool gpus,
                             const struct dra_device **out)
 {
@@ -84,7 +85,6 @@ static size_t claim_devices(const struct dra_share *s, const struct dra_result *
         if (!seen)
             out[n++] = d;
     }
-    (void)s;
     return n;
 }
 
@@ -256,17 +256,14 @@ static int mps_stop(struct dra_share *s, struct dra_job *j, enum dra_step_when w
     claim_dir(s, uid, "", f.dir, sizeof f.dir);
     claim_dir(s, uid, "pipe/control", sock, sizeof sock);
     snprintf(m.mark, sizeof m.mark, "%s", e->mark);
-    /* quit fails when no daemon runs; on unprepare (when: always) the
-     * steps after it run anyway. */
-    struct dra_job *tail = j;
     int rc = 0;
     struct alive_arg a;
     snprintf(a.sock, sizeof a.sock, "%s", sock);
-    rc |= dra_job_call(tail, when, skip_unless_alive, &a, sizeof a);
-    rc |= mps_command(s, tail, when, e, "quit\n");
-    rc |= dra_job_wait_socket(tail, when, sock, false, MPS_COMMAND_MS);
-    rc |= dra_job_call(tail, when, kill_marked, &m, sizeof m);
-    rc |= dra_job_call(tail, when, remove_folders, &f, sizeof f);
+    rc |= dra_job_call(j, when, skip_unless_alive, &a, sizeof a);
+    rc |= mps_command(s, j, when, e, "quit\n");
+    rc |= dra_job_wait_socket(j, when, sock, false, MPS_COMMAND_MS);
+    rc |= dra_job_call(j, when, kill_marked, &m, sizeof m);
+    rc |= dra_job_call(j, when, remove_folders, &f, sizeof f);
     return rc;
 }
 
@@ -276,8 +273,8 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
 {
     *out = NULL;
     const struct dra_device *ts[DRA_CLAIM_DEVICES], *md[DRA_CLAIM_DEVICES];
-    size_t n_ts = claim_devices(s, r, count, devs, n_devs, false, true, ts);
-    size_t n_md = mps->on ? claim_devices(s, r, count, devs, n_devs, true, false, md) : 0;
+    size_t n_ts = claim_devices(r, count, devs, n_devs, false, true, ts);
+    size_t n_md = mps->on ? claim_devices(r, count, devs, n_devs, true, false, md) : 0;
     if (n_ts == 0 && n_md == 0)
         return 0;
     char what[128];
@@ -397,7 +394,7 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
 {
     *out = NULL;
     const struct dra_device *ts[DRA_CLAIM_DEVICES];
-    size_t n_ts = claim_devices(s, r, count, devs, n_devs, false, true, ts);
+    size_t n_ts = claim_devices(r, count, devs, n_devs, false, true, ts);
     if (n_ts == 0 && !mps)
         return 0;
     char what[128];
@@ -413,7 +410,7 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
         /* Its GPUs leave EXCLUSIVE_PROCESS, so that the next claim without
          * a configuration may run more than one process on them. */
         const struct dra_device *gpus[DRA_CLAIM_DEVICES];
-        size_t n_gpus = claim_devices(s, r, count, devs, n_devs, true, true, gpus);
+        size_t n_gpus = claim_devices(r, count, devs, n_devs, true, true, gpus);
         for (size_t i = 0; i < n_gpus; i++) {
             struct held_arg h = {.s = s, .gpu = gpus[i]->gpu};
             snprintf(h.uid, sizeof h.uid, "%s", uid);
