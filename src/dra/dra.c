@@ -657,9 +657,10 @@ static void start_claim(struct dra *d, struct pclaim *c,
         memcpy(c->results, known->results, known->count * sizeof *c->results);
         c->count = known->count;
         c->from_checkpoint = true;
-        /* Its MPS daemon ended (a node or gpulet container restart): started
-         * again before the answer. */
-        if (known->mps.on && !dra_share_mps_alive(&d->share, c->uid)) {
+        /* Its MPS daemon is checked before the answer, after any start of
+         * it gpulet queued (jobs run in order): one that ended (a gpulet
+         * container restart) is started again, and its defaults sent. */
+        if (known->mps.on) {
             c->mps = known->mps;
             start_sharing(d, c);
         }

@@ -220,18 +220,26 @@ static void arm_timer(struct dra_jobs *q, long ms)
     evtimer_add(q->timer, &tv);
 }
 
-static void drain_output(struct dra_jobs *q)
+/* Reads what the program wrote, keeping the first DRA_JOB_OUTPUT bytes;
+ * what does not fit is read and dropped. */
+static ssize_t read_output(struct dra_jobs *q)
 {
     char buf[4096];
-    for (;;) {
-        ssize_t n = read(q->out, buf, sizeof buf);
-        if (n <= 0)
-            return; /* EOF, EAGAIN or an error: what came is what there is */
+    ssize_t n = read(q->out, buf, sizeof buf);
+    if (n > 0) {
         size_t room = sizeof q->output - 1 - q->out_len;
         size_t take = (size_t)n < room ? (size_t)n : room;
         memcpy(q->output + q->out_len, buf, take);
         q->out_len += take;
     }
+    return n;
+}
+
+static void drain_output(struct dra_jobs *q)
+{
+    /* Until EOF, EAGAIN or an error: what came is what there is. */
+    while (read_output(q) > 0)
+        continue;
 }
 
 static void child_done(struct dra_jobs *q)
@@ -280,14 +288,8 @@ static void out_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct dra_jobs *q = arg;
-    char buf[4096];
-    ssize_t n = read(q->out, buf, sizeof buf);
-    if (n > 0) {
-        size_t room = sizeof q->output - 1 - q->out_len;
-        size_t take = (size_t)n < room ? (size_t)n : room;
-        memcpy(q->output + q->out_len, buf, take);
-        q->out_len += take;
-    } else if (n == 0 || errno != EAGAIN) {
+    ssize_t n = read_output(q);
+    if (n == 0 || (n < 0 && errno != EAGAIN)) {
         /* The program closed it (or a daemon it started holds it): its
          * exit is what ends the step. */
         event_del(q->out_ev);

@@ -388,6 +388,16 @@ static int skip_if_held(void *arg, struct gpulet_error *err)
     return a->s->gpu_held(a->s->user, a->gpu, a->uid) ? 1 : 0;
 }
 
+/* nvidia-smi args on d's GPU, unless another claim holds it by then. */
+static int restore(struct dra_share *s, struct dra_job *j, const char *uid,
+                   const struct dra_device *d, const char *const *args)
+{
+    struct held_arg h = {.s = s, .gpu = d->gpu};
+    snprintf(h.uid, sizeof h.uid, "%s", uid);
+    return dra_job_call(j, DRA_STEP_ALWAYS, skip_if_held, &h, sizeof h) |
+           smi(s, j, DRA_STEP_ALWAYS, args);
+}
+
 int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_result *r,
                         size_t count, const struct dra_device *devs, size_t n_devs,
                         bool mps, struct dra_job **out, struct gpulet_error *err)
@@ -411,22 +421,14 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
          * a configuration may run more than one process on them. */
         const struct dra_device *gpus[DRA_CLAIM_DEVICES];
         size_t n_gpus = claim_devices(r, count, devs, n_devs, true, true, gpus);
-        for (size_t i = 0; i < n_gpus; i++) {
-            struct held_arg h = {.s = s, .gpu = gpus[i]->gpu};
-            snprintf(h.uid, sizeof h.uid, "%s", uid);
-            rc |= dra_job_call(j, DRA_STEP_ALWAYS, skip_if_held, &h, sizeof h);
-            rc |= smi(s, j, DRA_STEP_ALWAYS,
-                      (const char *[]){"-i", device_uuid(s, gpus[i]), "-c", "DEFAULT", NULL});
-        }
+        for (size_t i = 0; i < n_gpus; i++)
+            rc |= restore(s, j, uid, gpus[i],
+                          (const char *[]){"-i", device_uuid(s, gpus[i]), "-c", "DEFAULT", NULL});
     }
-    for (size_t i = 0; i < n_ts; i++) {
-        struct held_arg h = {.s = s, .gpu = ts[i]->gpu};
-        snprintf(h.uid, sizeof h.uid, "%s", uid);
-        rc |= dra_job_call(j, DRA_STEP_ALWAYS, skip_if_held, &h, sizeof h);
-        rc |= smi(s, j, DRA_STEP_ALWAYS,
-                  (const char *[]){"compute-policy", "-i", device_uuid(s, ts[i]),
-                                   "--set-timeslice", "0", NULL});
-    }
+    for (size_t i = 0; i < n_ts; i++)
+        rc |= restore(s, j, uid, ts[i],
+                      (const char *[]){"compute-policy", "-i", device_uuid(s, ts[i]),
+                                       "--set-timeslice", "0", NULL});
     if (rc != 0) {
         dra_job_free(j);
         return gpulet_error_set(err, GPULET_ERR_SYSTEM, "undoing the claim's sharing settings "

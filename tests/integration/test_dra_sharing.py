@@ -185,9 +185,10 @@ def test_mps_daemon_per_claim(run, api, protos, tmp_path):
     wait_for(lambda: not alive(folder), what="the daemon gone")
     run()
     wait_for(lambda: alive(folder), timeout=15, what="the daemon started again")
+    # the answer waits for its defaults
+    assert prepare(tmp_path, dra, [("default", "mps", uid)]).claims[uid] == r
     assert (folder / "log" / "control.log").read_text().count("Startup") == 2
     assert mps(folder, "get_default_active_thread_percentage").stdout.split() == ["40.0"]
-    assert prepare(tmp_path, dra, [("default", "mps", uid)]).claims[uid] == r
 
     # unprepare: quit, nothing running, the folders gone
     assert unprepare(tmp_path, dra, [("default", "mps", uid)]).claims[uid].error == ""
