@@ -64,7 +64,11 @@ struct dra_jobs {
     char output[DRA_JOB_OUTPUT];
     size_t out_len;
     struct timespec deadline;
-    bool killed, kick;
+    bool killed;
+    /* A step is waiting (a program running, a socket polled): only its
+     * end moves the queue on. */
+    bool active;
+    struct event *kick; /* starts the queue on the loop's next turn */
 };
 
 static void step_free(struct step *s)
@@ -272,6 +276,7 @@ static void child_done(struct dra_jobs *q)
              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), said[0] ? ": " : "",
              said);
     q->pid = 0;
+    q->active = false;
     j->cur++;
     next_step(q);
 }
@@ -343,7 +348,8 @@ static char **build_env(const struct step *s)
     return envp;
 }
 
-static void start_run(struct dra_jobs *q, struct dra_job *j, struct step *s)
+/* Whether the program started; it failed the job when not. */
+static bool start_run(struct dra_jobs *q, struct dra_job *j, struct step *s)
 {
     int in[2] = {-1, -1}, out[2] = {-1, -1};
     char **envp = build_env(s);
@@ -380,9 +386,7 @@ static void start_run(struct dra_jobs *q, struct dra_job *j, struct step *s)
         close(q->out);
         q->pid = 0;
         fail(j, "%s: cannot watch %s: %s", j->what, s->argv[0], strerror(errno));
-        j->cur++;
-        q->kick = true;
-        return;
+        return false;
     }
     q->exit_ev = event_new(q->base, q->pidfd, EV_READ, exit_cb, q);
     q->out_ev = event_new(q->base, q->out, EV_READ | EV_PERSIST, out_cb, q);
@@ -390,7 +394,7 @@ static void start_run(struct dra_jobs *q, struct dra_job *j, struct step *s)
     event_add(q->out_ev, NULL);
     set_deadline(q, s->timeout_ms);
     arm_timer(q, s->timeout_ms);
-    return;
+    return true;
 undo:
     free(envp);
     for (int i = 0; i < 2; i++) {
@@ -399,8 +403,7 @@ undo:
         if (out[i] >= 0)
             close(out[i]);
     }
-    j->cur++;
-    q->kick = true;
+    return false;
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -409,13 +412,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct dra_jobs *q = arg;
     struct dra_job *j = q->head;
-    if (j == NULL)
+    if (j == NULL || !q->active)
         return;
-    if (q->kick) {
-        q->kick = false;
-        next_step(q);
-        return;
-    }
     struct step *s = &j->steps[j->cur];
     if (s->kind == STEP_RUN && q->pid > 0) {
         /* Past its deadline: killed; its exit ends the step. */
@@ -424,16 +422,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (s->kind == STEP_SOCKET) {
-        if (dra_socket_alive(s->path) == s->present) {
-            j->cur++;
-            next_step(q);
-            return;
-        }
+        bool done = dra_socket_alive(s->path) == s->present;
         long left = ms_left(&q->deadline);
-        if (left <= 0) {
-            fail(j, "%s: %s %s within %d ms", j->what, s->path,
-                 s->present ? "did not accept connections" : "still accepted connections",
-                 s->timeout_ms);
+        if (done || left <= 0) {
+            if (!done)
+                fail(j, "%s: %s %s within %d ms", j->what, s->path,
+                     s->present ? "did not accept connections" : "still accepted connections",
+                     s->timeout_ms);
+            q->active = false;
             j->cur++;
             next_step(q);
             return;
@@ -454,10 +450,11 @@ static void finish_job(struct dra_jobs *q)
     dra_job_free(j);
 }
 
-/* Runs steps of the head job until one has to wait; then the next job. */
+/* Runs steps of the head job until one has to wait; then the next job.
+ * Never while a step waits (a job queued from a done callback). */
 static void next_step(struct dra_jobs *q)
 {
-    while (q->head) {
+    while (q->head && !q->active) {
         struct dra_job *j = q->head;
         while (j->cur < j->n) {
             struct step *s = &j->steps[j->cur];
@@ -482,18 +479,26 @@ static void next_step(struct dra_jobs *q)
                     j->cur++;
                     continue;
                 }
+                q->active = true;
                 arm_timer(q, SOCKET_POLL_MS);
                 return;
             }
-            start_run(q, j, s);
-            if (q->kick) {
-                /* It could not start: the next step on the loop's next turn. */
-                arm_timer(q, 0);
+            if (start_run(q, j, s)) {
+                q->active = true;
+                return;
             }
-            return;
+            j->cur++; /* it failed the job */
         }
-        finish_job(q);
+        if (!q->active)
+            finish_job(q);
     }
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    next_step(arg);
 }
 
 struct dra_jobs *dra_jobs_new(struct event_base *base)
@@ -504,7 +509,12 @@ struct dra_jobs *dra_jobs_new(struct event_base *base)
     q->base = base;
     q->pidfd = q->out = -1;
     q->timer = evtimer_new(base, timer_cb, q);
-    if (q->timer == NULL) {
+    q->kick = evtimer_new(base, kick_cb, q);
+    if (q->timer == NULL || q->kick == NULL) {
+        if (q->timer)
+            event_free(q->timer);
+        if (q->kick)
+            event_free(q->kick);
         free(q);
         return NULL;
     }
@@ -528,6 +538,7 @@ void dra_jobs_free(struct dra_jobs *q)
     if (q->out >= 0)
         close(q->out);
     event_free(q->timer);
+    event_free(q->kick);
     while (q->head) {
         struct dra_job *j = q->head;
         q->head = j->next;
@@ -554,10 +565,10 @@ int dra_jobs_submit(struct dra_jobs *q, struct dra_job *j, dra_job_done done, vo
         q->head = j;
     q->tail = j;
     q->count++;
-    if (q->head == j) {
+    if (!q->active) {
         /* Started on the loop, so that done is never called from here. */
-        q->kick = true;
-        arm_timer(q, 0);
+        struct timeval now = {0, 0};
+        evtimer_add(q->kick, &now);
     }
     return 0;
 }
