@@ -18,7 +18,8 @@
  * command, for tests to read; the daemon also puts a file "mps-sim" in its
  * /dev/shm, where the real daemon's server keeps its shared memory.
  * GPULET_MPS_SIM_FAULT=exit makes the daemon end before it makes its
- * socket (a daemon that never comes up).
+ * socket (a daemon that never comes up); =slow makes it take 2 s to make
+ * it (a daemon still coming up).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -177,6 +178,11 @@ static int daemon_main(void)
     if (fault && strcmp(fault, "exit") == 0) {
         say("Simulated fault: exiting before the control socket is made");
         _exit(1);
+    }
+    if (fault && strcmp(fault, "slow") == 0) {
+        say("Simulated fault: the control socket comes in 2 s");
+        struct timespec two = {2, 0};
+        nanosleep(&two, NULL);
     }
     int shm = open("/dev/shm/mps-sim", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (shm >= 0)

@@ -228,3 +228,48 @@ def test_config_kind_must_fit_the_device(run, api, protos, tmp_path):
     named = put_claim(api, "named", ["gpu-6"], params, requests=["req0"])
     err = prepare(tmp_path, dra, [("default", "named", named)]).claims[named].error
     assert "cannot apply MigDeviceConfig to device gpu-6 of type gpu" in err
+
+
+def test_mps_daemons_bounded(run, api, protos, tmp_path):
+    """At most 16 claims have MPS daemons at once; an unprepared one frees
+    its place."""
+    _, dra = protos
+    run()
+    params = {"apiVersion": API, "kind": "GpuConfig", "sharing": {"strategy": "MPS"}}
+    claims = [("default", f"m{i}", put_claim(api, f"m{i}", [f"gpu-{i % 8}"], params))
+              for i in range(17)]
+    # two calls: gpulet reads at most 16 claims from the API server at once
+    for part in (claims[:8], claims[8:16]):
+        answers = prepare(tmp_path, dra, part).claims
+        assert [answers[uid].error for _, _, uid in part] == [""] * 8
+    err = prepare(tmp_path, dra, claims[16:]).claims[claims[16][2]].error
+    assert "16 MPS control daemons run on this node already" in err
+    assert unprepare(tmp_path, dra, claims[:1]).claims[claims[0][2]].error == ""
+    assert prepare(tmp_path, dra, claims[16:]).claims[claims[16][2]].error == ""
+    out = unprepare(tmp_path, dra, claims[1:]).claims
+    assert all(r.error == "" for r in out.values())
+    assert list((tmp_path / "state" / "dra" / "mps").iterdir()) == []
+
+
+def test_unprepare_while_the_daemon_comes_up(run, api, protos, tmp_path):
+    """The kubelet unprepares a claim whose daemon is still starting: the
+    prepare fails with the reason, and nothing is left once both end."""
+    import threading
+    _, dra = protos
+    run(env={"GPULET_MPS_SIM_FAULT": "slow"})
+    uid = put_claim(api, "slow", ["gpu-2"], {"apiVersion": API, "kind": "GpuConfig",
+                                             "sharing": {"strategy": "MPS"}})
+    folder = (tmp_path / "state").resolve() / "dra" / "mps" / uid
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(
+        r=prepare(tmp_path, dra, [("default", "slow", uid)]).claims[uid]))
+    t.start()
+    log = folder / "log" / "control.log"
+    wait_for(lambda: log.exists() and "Simulated fault" in log.read_text(),
+             what="the daemon coming up")
+    assert unprepare(tmp_path, dra, [("default", "slow", uid)]).claims[uid].error == ""
+    t.join(30)
+    assert "was unprepared while" in answer["r"].error
+    assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+    wait_for(lambda: not folder.exists(), timeout=15, what="the claim's folders removed")
+    wait_for(lambda: marked(uid) == [], timeout=15, what="the daemon gone")
