@@ -287,7 +287,7 @@ static int save_checkpoint(struct dra *d, struct gpulet_error *err)
 static bool asks_sharing(const struct dra_result *r, size_t n, const struct dra_mps *mps)
 {
     for (size_t i = 0; i < n; i++)
-        if (r[i].timeslice >= 0)
+        if (r[i].timeslice)
             return true;
     return mps->on;
 }

@@ -64,10 +64,12 @@ struct dra_result {
     char request[DRA_REQUEST_MAX];
     char device[DRA_NAME_MAX];
     unsigned long long memory; /* consumedCapacity.memory in bytes; 0: none (whole device) */
-    /* NVIDIA's GpuConfig for it: the time slice to set on its GPU (0
-     * Default .. 3 Long; -1: none asked, or a MIG device), and whether
-     * it is served by the claim's MPS control daemon. */
-    signed char timeslice;
+    /* NVIDIA's GpuConfig for it: whether a time slice is set on its GPU
+     * (not on a MIG device) and which (interval: 0 Default .. 3 Long, as
+     * nvidia-smi numbers them), and whether it is served by the claim's
+     * MPS control daemon. All false (zeroed): nothing asked. */
+    bool timeslice;
+    unsigned char interval;
     bool mps;
 };
 

@@ -443,8 +443,8 @@ int dra_checkpoint_write(const char *path, const struct dra_claim *claims, size_
             json_t *dev = json_pack("{s:s, s:s}", "request", r->request, "device", r->device);
             if (r->memory)
                 json_object_set_new(dev, "memory", json_integer((json_int_t)r->memory));
-            if (r->timeslice >= 0)
-                json_object_set_new(dev, "timeslice", json_integer(r->timeslice));
+            if (r->timeslice)
+                json_object_set_new(dev, "timeslice", json_integer(r->interval));
             if (r->mps)
                 json_object_set_new(dev, "mps", json_true());
             json_array_append_new(devs, dev);
@@ -536,12 +536,13 @@ int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
                 break;
             json_t *memory = json_object_get(d, "memory");
             json_t *ts = json_object_get(d, "timeslice");
-            dc->results[j].timeslice = -1;
-            if (ts && json_is_integer(ts) && json_integer_value(ts) >= 0 &&
-                json_integer_value(ts) <= 3)
-                dc->results[j].timeslice = (signed char)json_integer_value(ts);
+            dc->results[j].timeslice = ts && json_is_integer(ts) &&
+                                       json_integer_value(ts) >= 0 &&
+                                       json_integer_value(ts) <= 3;
+            if (dc->results[j].timeslice)
+                dc->results[j].interval = (unsigned char)json_integer_value(ts);
             dc->results[j].mps = json_is_true(json_object_get(d, "mps"));
-            ok = (ts == NULL || dc->results[j].timeslice >= 0) &&
+            ok = (ts == NULL || dc->results[j].timeslice) &&
                  copy_field(d, "request", dc->results[j].request,
                             sizeof dc->results[j].request) == 0 &&
                  copy_field(d, "device", dc->results[j].device,

@@ -74,7 +74,7 @@ static size_t claim_devices(const struct dra_result *r, size_t count,
 {
     size_t n = 0;
     for (size_t i = 0; i < count; i++) {
-        if (mps ? !r[i].mps : r[i].timeslice < 0)
+        if (mps ? !r[i].mps : !r[i].timeslice)
             continue;
         const struct dra_device *d = dra_device_find(devs, n_devs, r[i].device);
         if (d == NULL || (gpus && d->mig >= 0))
@@ -285,11 +285,10 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
     int rc = 0;
     for (size_t i = 0; i < n_ts; i++) {
         const char *u = device_uuid(s, ts[i]);
-        char slice[8];
-        snprintf(slice, sizeof slice, "%d", r[0].timeslice);
+        char slice[8] = "0";
         for (size_t k = 0; k < count; k++)
-            if (strcmp(r[k].device, ts[i]->name) == 0)
-                snprintf(slice, sizeof slice, "%d", r[k].timeslice);
+            if (r[k].timeslice && strcmp(r[k].device, ts[i]->name) == 0)
+                snprintf(slice, sizeof slice, "%u", r[k].interval);
         /* NVIDIA puts the compute mode back to default first (MPS sets
          * EXCLUSIVE_PROCESS). */
         rc |= smi(s, j, DRA_STEP_OK, (const char *[]){"-i", u, "-c", "DEFAULT", NULL});

@@ -212,7 +212,7 @@ int dra_sharing_apply(json_t *configs, struct dra_result *results, size_t count,
 {
     *mps = (struct dra_mps){.thread_percentage = -1};
     for (size_t i = 0; i < count; i++) {
-        results[i].timeslice = -1;
+        results[i].timeslice = false;
         results[i].mps = false;
     }
     size_t total = json_array_size(configs);
@@ -266,7 +266,9 @@ int dra_sharing_apply(json_t *configs, struct dra_result *results, size_t count,
                                         results[r].device, mig ? "mig" : "gpu",
                                         results[r].request);
             }
-            results[r].timeslice = (signed char)parsed[i].timeslice;
+            results[r].timeslice = parsed[i].timeslice >= 0;
+            if (results[r].timeslice)
+                results[r].interval = (unsigned char)parsed[i].timeslice;
             if (parsed[i].mps.on) {
                 results[r].mps = true;
                 if (chosen && !same_mps(chosen, &parsed[i].mps))

@@ -342,8 +342,8 @@ static void checkpoint_round_trip(void **state)
     assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), 0); /* none yet */
     assert_int_equal(n, 0);
     free(claims);
-    struct dra_result results[2] = {{"a", "gpu-0", 10ULL << 30, 2, false},
-                                    {"b", "gpu-1-mig-1g5gb-19-0", 0, -1, true}};
+    struct dra_result results[2] = {{"a", "gpu-0", 10ULL << 30, true, 2, false},
+                                    {"b", "gpu-1-mig-1g5gb-19-0", 0, false, 0, true}};
     struct dra_claim one = {.uid = UID, .namespace = "ns", .name = "c", .count = 2,
                             .results = results, .alloc = "0123abcd"};
     assert_int_equal(dra_checkpoint_write(path, &one, 1, &err), 0);
@@ -359,9 +359,10 @@ static void checkpoint_round_trip(void **state)
     assert_true(claims[0].results[0].memory == 10ULL << 30);
     assert_true(claims[0].results[1].memory == 0);
     assert_string_equal(claims[0].alloc, "0123abcd");
-    assert_int_equal(claims[0].results[0].timeslice, 2);
+    assert_true(claims[0].results[0].timeslice);
+    assert_int_equal(claims[0].results[0].interval, 2);
     assert_false(claims[0].results[0].mps);
-    assert_int_equal(claims[0].results[1].timeslice, -1);
+    assert_false(claims[0].results[1].timeslice);
     assert_true(claims[0].results[1].mps);
     assert_false(claims[0].mps.on);
     dra_claims_free(claims, n);

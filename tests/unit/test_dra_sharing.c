@@ -226,9 +226,9 @@ static void applied_to_devices_as_nvidia_does(void **state)
                            OPAQUE("FromClaim", "\"c\"", MPS("30")),
                            &r, &n, &mps, &err), 0);
     assert_int_equal(n, 3);
-    assert_int_equal(r[0].timeslice, 1);
-    assert_int_equal(r[1].timeslice, 2);
-    assert_int_equal(r[2].timeslice, -1); /* a subrequest of c: c's MPS config */
+    assert_true(r[0].timeslice && r[0].interval == 1);
+    assert_true(r[1].timeslice && r[1].interval == 2);
+    assert_false(r[2].timeslice); /* a subrequest of c: c's MPS config */
     assert_true(r[2].mps);
     assert_false(r[0].mps || r[1].mps);
     assert_true(mps.on);
@@ -237,12 +237,12 @@ static void applied_to_devices_as_nvidia_does(void **state)
     /* a GpuConfig for every request leaves a MIG device alone */
     assert_int_equal(claim(RESULT("a", "gpu-0-mig-1g5gb-19-0"), OPAQUE("FromClaim", "", TS("Long")),
                            &r, &n, &mps, &err), 0);
-    assert_int_equal(r[0].timeslice, -1);
+    assert_false(r[0].timeslice);
     assert_false(mps.on);
     free(r);
     /* no configuration: nothing */
     assert_int_equal(claim(RESULT("a", "gpu-0"), "", &r, &n, &mps, &err), 0);
-    assert_int_equal(r[0].timeslice, -1);
+    assert_false(r[0].timeslice);
     assert_false(r[0].mps || mps.on);
     free(r);
     /* another driver's config is not read */
