@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "nvml/nvml_abi.h"
+#include "owner/owner.h"
 #include "sim_device.h"
 #include "sim_mig.h"
 #include "sim_node.h"
@@ -121,7 +122,8 @@ SIM_API const char *gpuletSimSysfsRoot(void)
             sysfs_root[0] = '\0';
         } else {
             sysfs_private = true; /* removed at shutdown, even if half written */
-            if (sim_sysfs_write(node, sysfs_root, &err) < 0)
+            /* and by gpulet's next --simulate when this process is killed */
+            if (owner_mark(sysfs_root, &err) < 0 || sim_sysfs_write(node, sysfs_root, &err) < 0)
                 fprintf(stderr, "gpulet-sim: level=warn msg=\"cannot write the simulated "
                                 "sysfs\" error=\"%s\"\n", err.msg);
         }

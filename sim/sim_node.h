@@ -106,7 +106,7 @@ enum sim_override {
     SIM_OVERRIDE_COUNT
 };
 
-#define SIM_MAX_PROCESSES 16
+#define SIM_MAX_PROCESSES 128 /* more than gpulet keeps a series for (64) */
 
 struct sim_process {
     unsigned int pid;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "fileio/fileio.h"
+#include "owner/owner.h"
 
 static const char *const device_files[] = {
     "vendor", "device", "subsystem_vendor", "subsystem_device", "class", "revision",
@@ -212,6 +213,8 @@ void sim_sysfs_remove(const struct sim_node *node, const char *root)
         device_link(root, &node->gpus[i], path, sizeof path, target, sizeof target);
         unlink(path);
     }
+    snprintf(path, sizeof path, "%s/" OWNER_MARK, root);
+    unlink(path);
     static const char *const dirs[] = {"/class/dmi/id/product_name", "/class/dmi/id", "/class/dmi",
                                        "/class", "/bus/pci/devices", "/bus/pci", "/bus",
                                        "/devices", "", NULL};

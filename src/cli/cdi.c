@@ -19,7 +19,8 @@ static const char cdi_usage[] =
     "  --format F         yaml or json (default: from the file name, else yaml)\n"
     "  --driver-root DIR  where the driver's files are (default: the global\n"
     "                     --driver-root, env NVIDIA_DRIVER_ROOT, else /; with\n"
-    "                     --simulate a simulated driver root made for the node)\n"
+    "                     --simulate a simulated driver root made for the node,\n"
+    "                     gone at exit: then only printed, no --output)\n"
     "  --dev-root DIR     where the device nodes are (default: the driver root)\n"
     "  --hook-path PATH   gpulet-hook, run to update the container's ld cache\n"
     "                     (default: beside this gpulet)\n"
@@ -73,6 +74,15 @@ int cli_cdi(const struct cli_options *opts, int argc, char **argv)
     if (cdi.hook_path && cdi.hook_path[0] != '/') {
         fprintf(stderr, "gpulet cdi generate: --hook-path must be absolute (runtimes run hooks "
                         "by absolute path), not '%s'\n", cdi.hook_path);
+        return CLI_USAGE;
+    }
+    if (output && opts->sim && cdi.driver_root == NULL) {
+        /* The simulated driver root lives in the private folder: a spec
+         * file naming it would outlive it and fail every container that
+         * asks for a GPU. */
+        fprintf(stderr, "gpulet cdi generate: under --simulate the spec names the simulated "
+                        "driver root, which is removed when gpulet exits; print it (no "
+                        "--output), or give --driver-root DIR for a spec file that lasts\n");
         return CLI_USAGE;
     }
     enum cdi_format fmt = CDI_YAML;

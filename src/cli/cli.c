@@ -183,15 +183,18 @@ int cli_main(int argc, char **argv)
             return CLI_USAGE;
         }
         /* They wait until the private folder is gone, then act; `run`
-         * unblocks the first three once its loop handles them (a clean
+         * unblocks all but SIGPIPE once its loop handles them (a clean
          * stop). SIGPIPE: a reader that stops early (`cdi generate |
          * head`) fails the writes instead of killing gpulet at once. */
         sigaddset(&stop_signals, SIGINT);
         sigaddset(&stop_signals, SIGTERM);
         sigaddset(&stop_signals, SIGHUP);
+        sigaddset(&stop_signals, SIGQUIT);
         sigaddset(&stop_signals, SIGPIPE);
         sigprocmask(SIG_BLOCK, &stop_signals, &old_mask);
         opts.sim = &sim;
+        /* What one killed before its cleanup (SIGKILL) left. */
+        simroot_sweep();
     }
 
     int rc = run_command(&opts, argc - optind, argv + optind);

@@ -83,7 +83,7 @@ static const char run_usage_outputs[] =
     "  -h, --help                  show this help\n"
     "\n"
     "Command line beats environment beats config file. SIGHUP reloads the\n"
-    "configuration; SIGTERM or SIGINT stops cleanly.\n"
+    "configuration; SIGTERM or SIGINT stops cleanly (under --simulate SIGQUIT too).\n"
     "\n"
     "With --simulate, the device-plugin folder, labels file and state folder\n"
     "default to a private folder (printed at start, removed at exit) and\n"
@@ -198,7 +198,8 @@ int cli_run(const struct cli_options *opts, int argc, char **argv)
                                .labels_file = LABELS_DEFAULT_FILE,
                                .labels_interval_ms = 60000,
                                .labels_timestamp = true,
-                               .metrics_on = true};
+                               .metrics_on = true,
+                               .stop_on_quit = opts->sim != NULL};
     static char hostname[256];
     const char *node_name = getenv("NODE_NAME");
     if (node_name && node_name[0])

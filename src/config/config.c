@@ -479,7 +479,7 @@ static int file_shared_resource(const struct ydoc *d, const struct ynode *m, boo
 /* Two entries for the same resource must select disjoint GPUs. Here the
  * selections are compared as written ("all" and counts take everything
  * or the first GPUs, so they overlap with any other); an index and a UUID
- * naming the same GPU are caught on the node (plugin_build_resources). */
+ * naming the same GPU are caught on the node (devices_catalog_build). */
 static bool selections_overlap(const struct shared_resource *a, const struct shared_resource *b)
 {
     if (a->selector_count == 0 || b->selector_count == 0)

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -630,6 +631,55 @@ bool glc_same_uuid(const char *a, const char *b)
         a++;
         b++;
     }
+}
+
+void glc_format_percent(unsigned long hundredths, char *buf, size_t len)
+{
+    if (hundredths > 10000)
+        hundredths = 10000;
+    if (hundredths % 100 == 0)
+        snprintf(buf, len, "%lu", hundredths / 100);
+    else if (hundredths % 10 == 0)
+        snprintf(buf, len, "%lu.%lu", hundredths / 100, hundredths % 100 / 10);
+    else
+        snprintf(buf, len, "%lu.%02lu", hundredths / 100, hundredths % 100);
+}
+
+/* Appends to the text in buf (*at bytes so far); false once it does not fit. */
+__attribute__((format(printf, 4, 5))) static bool append(char *buf, size_t len, size_t *at,
+                                                         const char *fmt, ...)
+{
+    if (*at >= len)
+        return false;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf + *at, len - *at, fmt, ap);
+    va_end(ap);
+    if (w < 0 || (size_t)w >= len - *at)
+        return false;
+    *at += (size_t)w;
+    return true;
+}
+
+int glc_format_limits(const struct glc_grant *devs, size_t n, uint64_t context_bytes, char *buf,
+                      size_t len)
+{
+    size_t at = 0;
+    bool fits = append(buf, len, &at, "# gpulet CUDA limits v1: ordinal = CUDA device in this "
+                                      "container\n");
+    for (size_t i = 0; i < n && fits; i++) {
+        char share[16];
+        glc_format_percent(devs[i].share, share, sizeof share);
+        /* the UUID for an interposer that matches devices by UUID, not by order */
+        fits = append(buf, len, &at,
+                      "GPULET_CUDA_DEVICE_UUID_%zu=%s\nGPULET_CUDA_MEMORY_LIMIT_%zu=%llu\n"
+                      "GPULET_CUDA_COMPUTE_SHARE_%zu=%s\n",
+                      i, devs[i].uuid, i, (unsigned long long)devs[i].limit, i, share);
+    }
+    if (fits && context_bytes)
+        fits = append(buf, len, &at, "GPULET_CUDA_CONTEXT_SIZE=%llu\n",
+                      (unsigned long long)context_bytes);
+    return fits ? (int)at : -1;
 }
 
 int glc_parse_limits(const char *text, size_t len, struct glc_limits *out, char *msg,

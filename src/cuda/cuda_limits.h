@@ -30,8 +30,13 @@ int glc_parse_percent(const char *text, unsigned int *hundredths);
  * GPULET_CUDA_MEMORY_LIMIT_<i>, GPULET_CUDA_COMPUTE_SHARE_<i>, and
  * optionally GPULET_CUDA_STATE_DIR and GPULET_CUDA_CONTEXT_SIZE), '#'
  * comments. Its path is fixed: a container must not be able to point the
- * interposer at a file of its own. */
+ * interposer at a file of its own. This module owns the format, written
+ * (glc_format_limits, by gpulet) and read (glc_parse_limits, by the
+ * interposer and by gpulet's metrics), and where a sliced container finds
+ * the interposer, the file and the state folder. */
 #define GLC_LIMITS_FILE "/etc/gpulet/cuda-limits"
+#define GLC_CONTAINER_INTERPOSER "/usr/lib/gpulet/libgpulet-cuda.so"
+#define GLC_CONTAINER_STATE_DIR "/run/gpulet/cuda"
 #define GLC_LIMITS_MAX_BYTES 4096
 #define GLC_MAX_DEVS 64
 
@@ -45,6 +50,22 @@ struct glc_limits {
     char state_dir[256];     /* "" when not given */
     uint64_t context_bytes;  /* 0 when not given */
 };
+
+/* A GPU's limits as gpulet grants them: share in hundredths of a percent
+ * (10000 or more: the whole GPU). */
+struct glc_grant {
+    const char *uuid;
+    uint64_t limit;
+    unsigned long share;
+};
+/* "12.5" for 1250 hundredths, "100" for 10000 or more: a share as the
+ * file and GPULET_CUDA_COMPUTE_SHARE_<i> give it. */
+void glc_format_percent(unsigned long hundredths, char *buf, size_t len);
+/* The text of the limits file for devices 0..n-1 (and a context size
+ * unless 0), as glc_parse_limits reads it back (a share of 100 % reads as
+ * none). Returns its length, or -1 when it does not fit len bytes. */
+int glc_format_limits(const struct glc_grant *devs, size_t n, uint64_t context_bytes, char *buf,
+                      size_t len);
 
 /* Parses len bytes of a limits file. -1 with the line and reason in msg on
  * anything it does not know (an unknown or repeated key, a bad value, a

@@ -100,7 +100,6 @@ static bool told_memory, told_file, told_pitch, told_legacy, told_set_limit, tol
  * first use, once the driver can say which device is which. */
 static struct glc_limits file_limits;
 static pthread_once_t match_once = PTHREAD_ONCE_INIT;
-#define CONTAINER_STATE_DIR "/run/gpulet/cuda"
 
 #define REAL_PTR(name) static void (*real_##name)(void);
 WATCHED(REAL_PTR)
@@ -203,7 +202,7 @@ static void read_config(void)
             refuse(d);
         return;
     }
-    state_dir = file_limits.state_dir[0] ? file_limits.state_dir : CONTAINER_STATE_DIR;
+    state_dir = file_limits.state_dir[0] ? file_limits.state_dir : GLC_CONTAINER_STATE_DIR;
     if (file_limits.context_bytes)
         context_bytes = file_limits.context_bytes;
     if (!file_limits.by_uuid)

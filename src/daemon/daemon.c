@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "devices/devices.h"
 #include "dra/dra.h"
 #include "fileio/fileio.h"
 #include "gpu/gpu.h"
@@ -40,10 +41,11 @@ struct daemon {
     struct dra *dra;
     struct kube_config kube;
     struct health *health;
+    struct devices_health health_news; /* health's verdicts, to the plugin and DRA */
     struct metrics *metrics;
     int inotify_fd;
     struct event *inotify_event;
-    struct event *signals[3];
+    struct event *signals[4];
     /* The caller's signal mask, set again before the handlers go. */
     sigset_t caller_mask;
     bool unblocked;
@@ -65,7 +67,7 @@ struct limits_list {
     unsigned long dropped; /* past METRICS_LIMITS_MAX, or out of memory */
 };
 
-static void limit_seen(const struct plugin_limit *l, void *user)
+static void limit_seen(const struct metrics_limit *l, void *user)
 {
     struct limits_list *list = user;
     if (list->count == list->room) {
@@ -79,17 +81,7 @@ static void limit_seen(const struct plugin_limit *l, void *user)
         list->items = items;
         list->room = room;
     }
-    struct metrics_limit *m = &list->items[list->count++];
-    snprintf(m->pod, sizeof m->pod, "%s", l->pod);
-    snprintf(m->namespace, sizeof m->namespace, "%s", l->namespace);
-    snprintf(m->container, sizeof m->container, "%s", l->container);
-    m->gpu = l->gpu;
-    m->memory_limit = l->memory_limit;
-    m->compute_share = l->compute_share;
-    m->has_usage = l->has_usage;
-    m->has_compute = l->has_compute;
-    m->memory_used = l->memory_used;
-    m->compute_ns = l->compute_ns;
+    list->items[list->count++] = *l;
 }
 
 /* After each pod-resources answer: the plugin prunes the folders of
@@ -119,7 +111,8 @@ static void xid_seen(unsigned int gpu, unsigned long long xid, void *user)
 static int start_plugin(struct daemon *d, const struct config *cfg)
 {
     struct gpulet_error err = {0};
-    if (plugin_start(d->base, d->opts->device_plugin_dir, cfg, d->inv, &d->plugin, &err) < 0) {
+    if (plugin_start(d->base, d->opts->device_plugin_dir, cfg, d->inv, &d->health_news,
+                     &d->plugin, &err) < 0) {
         log_error("cannot start the device plugin", "error=\"%s\"", err.msg);
         return -1;
     }
@@ -133,9 +126,7 @@ static void health_changed(unsigned int gpu, int mig, bool healthy, const char *
                            void *user)
 {
     struct daemon *d = user;
-    if (d->plugin)
-        plugin_set_health(d->plugin, gpu, mig, healthy, reason);
-    dra_set_health(d->dra, gpu, mig, healthy);
+    devices_health_set(&d->health_news, gpu, mig, healthy, reason);
 }
 
 static int start_dra(struct daemon *d)
@@ -155,7 +146,8 @@ static int start_dra(struct daemon *d)
                             .cdi = {.driver_root = root, .dev_root = root,
                                     .hook_path = d->opts->cdi_hook,
                                     .host_root = d->opts->host_driver_root},
-                            .cfg = &d->cfg};
+                            .cfg = &d->cfg,
+                            .health = &d->health_news};
     if (dra_start(d->base, &o, d->inv, &d->dra, &err) < 0) {
         log_error("cannot start the DRA driver", "error=\"%s\"", err.msg);
         return -1;
@@ -259,7 +251,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         reload(d);
         return;
     }
-    log_info("stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    log_info("stopping", "signal=%s",
+             sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGQUIT");
     event_base_loopbreak(d->base);
 }
 
@@ -416,10 +409,10 @@ int daemon_run(const struct daemon_options *opts)
         fprintf(stderr, "gpulet: cannot create the event loop\n");
         return 1;
     }
-    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
     sigset_t handled;
     sigemptyset(&handled);
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < (opts->stop_on_quit ? 4u : 3u); i++) {
         d.signals[i] = evsignal_new(d.base, sigs[i], signal_cb, &d);
         event_add(d.signals[i], NULL);
         sigaddset(&handled, sigs[i]);

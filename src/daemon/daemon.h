@@ -32,6 +32,7 @@ struct daemon_options {
     bool labels_timestamp;
     bool metrics_on;
     struct metrics_options metrics;
+    bool stop_on_quit; /* SIGQUIT stops cleanly too (--simulate: its folder goes) */
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit code (0 clean,

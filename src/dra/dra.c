@@ -80,6 +80,7 @@ struct dra {
     bool consumable_off_said;
     struct dra_device *devs;
     size_t n_devs;
+    struct devices_health *health; /* subscribed to; NULL until started */
     struct grpc_budget *budget;
     struct grpc_server *server, *reg;
     struct event *reg_timer;
@@ -109,6 +110,7 @@ struct dra {
     char watch_rv[64];
     struct timespec watch_started;
     bool watch_relist;
+    unsigned watch_attempt; /* watches in a row that ended early */
 };
 
 /* ---- helpers ---- */
@@ -135,13 +137,10 @@ static struct dra_claim *find_claim(struct dra *d, const char *uid)
     return NULL;
 }
 
-/* A claim's slice folder, gone with the claim. */
+/* A claim's slice folder, gone with the claim (whose line names it). */
 static void allocdir_remove_dra(struct dra *d, const char *alloc)
 {
-    char path[4400];
-    snprintf(path, sizeof path, "%s/alloc/%s", d->slice_dir, alloc);
-    if (plugin_slice_release(d->slice_dir, alloc, d->reaper) == 0)
-        log_info("claim slice folder removed", "dir=%s", path);
+    plugin_slice_release(d->slice_dir, alloc, d->reaper);
 }
 
 static void spec_path(const struct dra *d, const char *uid, char *buf, size_t len)
@@ -151,21 +150,22 @@ static void spec_path(const struct dra *d, const char *uid, char *buf, size_t le
 
 /* ---- the CDI spec of a claim ---- */
 
-static void spec_env(void *user, const char *key, const char *value)
+/* The variables and mounts of e, added to a spec's containerEdits. */
+static void spec_add_edits(json_t *spec, const struct devices_edits *e)
 {
-    json_t *edits = user;
-    char line[256];
-    snprintf(line, sizeof line, "%s=%s", key, value);
-    json_array_append_new(json_object_get(edits, "env"), json_string(line));
-}
-
-static void spec_mount(void *user, const char *host, const char *container, bool read_only)
-{
-    json_t *edits = user;
+    json_t *edits = json_object_get(spec, "containerEdits");
+    for (size_t i = 0; i < e->n_env; i++) {
+        char line[256];
+        snprintf(line, sizeof line, "%s=%s", e->env[i].key, e->env[i].value);
+        json_array_append_new(json_object_get(edits, "env"), json_string(line));
+    }
     json_t *mounts = json_object_get(edits, "mounts");
-    json_array_append_new(mounts, json_pack("{s:s, s:s, s:[s, s, s, s]}", "hostPath", host,
-                                            "containerPath", container, "options",
-                                            read_only ? "ro" : "rw", "nosuid", "nodev", "rbind"));
+    for (size_t i = 0; i < e->n_mounts; i++)
+        json_array_append_new(mounts, json_pack("{s:s, s:s, s:[s, s, s, s]}", "hostPath",
+                                                e->mounts[i].host, "containerPath",
+                                                e->mounts[i].container, "options",
+                                                e->mounts[i].read_only ? "ro" : "rw", "nosuid",
+                                                "nodev", "rbind"));
 }
 
 static int compare_claim_gpus(const void *a, const void *b)
@@ -194,7 +194,7 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
     if (!sliced)
         return 0;
     struct cdi_claim_device sorted[DRA_CLAIM_DEVICES];
-    struct plugin_slice_gpu gpus[DRA_CLAIM_DEVICES];
+    struct devices_slice_gpu gpus[DRA_CLAIM_DEVICES];
     memcpy(sorted, devs, n * sizeof *devs);
     qsort(sorted, n, sizeof *sorted, compare_claim_gpus);
     for (size_t i = 0; i < n; i++) {
@@ -212,18 +212,22 @@ static int add_slice_edits(struct dra *d, const char *uid, const struct dra_resu
         }
         if (memory == 0 || memory > g->memory_total_bytes)
             memory = g->memory_total_bytes;
-        gpus[i] = (struct plugin_slice_gpu){
+        gpus[i] = (struct devices_slice_gpu){
             .uuid = g->uuid,
             .memory = memory,
             .share = g->memory_total_bytes
                          ? (unsigned long)(memory * 10000.0 / (double)g->memory_total_bytes)
                          : 10000};
     }
-    json_t *edits = json_object_get(spec, "containerEdits");
-    struct plugin_slice_sink sink = {spec_env, spec_mount, edits};
+    struct arena a = {0};
+    struct devices_edits edits = {.arena = &a};
     char *ids[1] = {(char *)uid}, dir[4400];
-    if (plugin_slice_grant(d->cfg, d->slice_dir, DRA_DRIVER, ids, 1, gpus, n, 0,
-                           alloc[0] ? alloc : NULL, &sink, dir, sizeof dir, err) < 0)
+    int rc = plugin_slice_grant(d->cfg, d->slice_dir, DRA_DRIVER, ids, 1, gpus, n, 0,
+                                alloc[0] ? alloc : NULL, &edits, dir, sizeof dir, err);
+    if (rc == 0)
+        spec_add_edits(spec, &edits);
+    arena_free(&a);
+    if (rc < 0)
         return -1;
     const char *slash = strrchr(dir, '/');
     snprintf(alloc, 24, "%s", slash ? slash + 1 : dir);
@@ -399,6 +403,51 @@ static void prepare_free(struct prepare *p)
     free(p);
 }
 
+/* What claims consume of a shared device, other than claim skip. */
+static unsigned long long memory_held(const struct dra *d, const char *device, const char *skip)
+{
+    unsigned long long held = 0;
+    for (size_t i = 0; i < d->n_claims; i++) {
+        if (strcmp(d->claims[i].uid, skip) == 0)
+            continue;
+        for (size_t j = 0; j < d->claims[i].count; j++)
+            if (strcmp(d->claims[i].results[j].device, device) == 0 &&
+                __builtin_add_overflow(held, d->claims[i].results[j].memory, &held))
+                return ULLONG_MAX;
+    }
+    return held;
+}
+
+/* The scheduler keeps the claims on a shared GPU within what was published
+ * of its memory; an API server answering otherwise (a bug, garbage) must
+ * not get it oversubscribed, or the interposer's limits promise memory
+ * that is not there. */
+static int check_fits(const struct dra *d, const struct pclaim *c, struct gpulet_error *err)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        const struct dra_device *dev = dra_device_find(d->devs, d->n_devs, c->results[i].device);
+        if (dev == NULL || !dev->shared || c->results[i].memory == 0)
+            continue;
+        unsigned long long want = 0;
+        for (size_t j = 0; j < c->count; j++)
+            if (strcmp(c->results[j].device, dev->name) == 0 &&
+                __builtin_add_overflow(want, c->results[j].memory, &want))
+                want = ULLONG_MAX;
+        unsigned long long total = d->inv->gpus[dev->gpu].memory_total_bytes / DRA_MEMORY_STEP *
+                                   DRA_MEMORY_STEP;
+        unsigned long long held = memory_held(d, dev->name, c->uid);
+        if (want > total || held > total - want)
+            return gpulet_error_set(err, GPULET_ERR_INPUT, "the claim asks for %llu MiB, more "
+                                    "memory of %s than is free (%llu of %llu MiB held by "
+                                    "prepared claims): the allocation is not one the scheduler "
+                                    "makes; delete the claim so that it is allocated again",
+                                    want == ULLONG_MAX ? ULLONG_MAX >> 20 : want >> 20,
+                                    dev->name, held == ULLONG_MAX ? ULLONG_MAX >> 20 : held >> 20,
+                                    total >> 20);
+    }
+    return 0;
+}
+
 /* A claim read from the API server becomes prepared: spec, then memory. */
 static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
 {
@@ -406,6 +455,8 @@ static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
     char alloc[24] = "";
     if (known)
         snprintf(alloc, sizeof alloc, "%s", known->alloc);
+    else if (check_fits(d, c, err) < 0)
+        return -1;
     if (write_claim_spec(d, c->uid, c->results, c->count, alloc, err) < 0)
         return -1;
     if (known)
@@ -885,9 +936,13 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
             continue;
         }
         struct dra_claim *known = find_claim(d, uid);
+        char slice_dir[4400] = "";
         if (known) {
-            if (known->alloc[0])
+            if (known->alloc[0]) {
+                snprintf(slice_dir, sizeof slice_dir, "%s/alloc/%s", d->slice_dir,
+                         known->alloc);
                 allocdir_remove_dra(d, known->alloc);
+            }
             struct gpulet_error err = {0};
             struct dra_job *j = NULL;
             u->waits[i] = (struct unprepare_wait){u, i};
@@ -903,7 +958,7 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
             forget(d, uid);
             changed = true;
         }
-        log_info("claim unprepared", "uid=%s", uid);
+        log_info("claim unprepared", "uid=%s slice_dir=%s", uid, slice_dir);
     }
     struct gpulet_error err = {0};
     if (changed && save_checkpoint(d, &err) < 0) {
@@ -1171,7 +1226,7 @@ static void slices_listed(const struct kube_response *r, void *user)
     json_t *devices = desired_devices(d);
     dra_json_hash(devices, d->want_hash);
     long long max_gen = 0;
-    bool same = json_array_size(items) > 0;
+    bool same = true;
     size_t want_slices = json_array_size(devices)
                              ? (json_array_size(devices) + DRA_SLICE_DEVICES - 1) /
                                    DRA_SLICE_DEVICES
@@ -1180,9 +1235,20 @@ static void slices_listed(const struct kube_response *r, void *user)
     size_t i;
     json_t *item;
     long long first_gen = -1;
+    size_t mine = 0;
     json_array_foreach(items, i, item) {
         json_t *meta = json_object_get(item, "metadata");
-        json_t *pool = json_object_get(json_object_get(item, "spec"), "pool");
+        json_t *spec = json_object_get(item, "spec");
+        json_t *pool = json_object_get(spec, "pool");
+        /* gpulet may delete any slice: only this node's pool of its driver
+         * is its own, whatever the list holds (a field selector ignored). */
+        const char *node = json_string_value(json_object_get(spec, "nodeName"));
+        const char *driver = json_string_value(json_object_get(spec, "driver"));
+        const char *pool_name = json_string_value(json_object_get(pool, "name"));
+        if (!node || !driver || !pool_name || strcmp(node, d->node) != 0 ||
+            strcmp(driver, DRA_DRIVER) != 0 || strcmp(pool_name, d->node) != 0)
+            continue;
+        mine++;
         long long gen = json_integer_value(json_object_get(pool, "generation"));
         const char *name = json_string_value(json_object_get(meta, "name"));
         const char *hash = json_string_value(
@@ -1197,7 +1263,7 @@ static void slices_listed(const struct kube_response *r, void *user)
         if (name && dns_name(name, 253))
             json_array_append_new(d->to_delete, json_string(name));
     }
-    same &= json_array_size(items) == want_slices;
+    same &= mine == want_slices;
     json_decref(list);
     if (same) {
         json_array_clear(d->to_delete);
@@ -1305,13 +1371,17 @@ static void watch_done(const struct kube_response *r, void *user)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     bool long_enough = now.tv_sec - d->watch_started.tv_sec >= 2;
+    if (long_enough)
+        d->watch_attempt = 0;
     if (r->status == 200 && !d->watch_relist && long_enough) {
         start_watch(d); /* resumes from the last version seen */
         return;
     }
+    /* Its own count: a list that succeeds resets the publishing backoff,
+     * and a watch cut at once (a proxy) would then list twice a second. */
     long ms = r->status == 200 && long_enough ? 0
-                                              : kube_backoff_ms(d->pub_attempt++, BACKOFF_BASE_MS,
-                                                                BACKOFF_MAX_MS);
+                                              : kube_backoff_ms(d->watch_attempt++,
+                                                                BACKOFF_BASE_MS, BACKOFF_MAX_MS);
     log_debug("ResourceSlice watch ended; listing again", "status=%ld error=\"%s\" "
               "relist=%d retry_ms=%ld", r->status, r->error, d->watch_relist, ms);
     schedule_publish(d, ms);
@@ -1335,6 +1405,13 @@ void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy)
     }
     if (changed)
         publish(d);
+}
+
+static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
+                           void *user)
+{
+    (void)reason;
+    dra_set_health(user, gpu, mig, healthy);
 }
 
 /* ---- start and stop ---- */
@@ -1421,6 +1498,11 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
         dra_free(d);
         return -1;
     }
+    if (devices_health_subscribe(opts->health, health_changed, d, err) < 0) {
+        dra_free(d);
+        return -1;
+    }
+    d->health = opts->health;
     /* MPS daemons of prepared claims that ended while gpulet was away
      * (its container restarted with them) are started again. */
     for (size_t i = 0; i < d->n_claims; i++) {
@@ -1449,6 +1531,8 @@ void dra_free(struct dra *d)
 {
     if (d == NULL)
         return;
+    if (d->health)
+        devices_health_unsubscribe(d->health, health_changed, d);
     /* Programs running for claims are ended; MPS daemons stay with their
      * claims, for the next gpulet to find. */
     dra_jobs_free(d->jobs);

@@ -30,6 +30,7 @@
 
 #include "cdi/cdi.h"
 #include "config/config.h"
+#include "devices/devices.h"
 #include "error/error.h"
 #include "gpu/gpu.h"
 #include "kube/kube.h"
@@ -48,6 +49,7 @@ struct dra_options {
     const char *sysfs;              /* "/sys" unless testing */
     struct cdi_options cdi;         /* for the specs' edits */
     const struct config *cfg;       /* dra.gpus: which GPUs are DRA's; NULL: all */
+    struct devices_health *health;  /* subscribed to until dra_free; outlives the driver */
 };
 
 struct dra;
@@ -61,7 +63,7 @@ void dra_device_name(const struct gpu_device *g, int mig, char *buf, size_t len)
 int dra_start(struct event_base *base, const struct dra_options *opts,
               const struct gpu_inventory *inv, struct dra **out, struct gpulet_error *err);
 /* A GPU (mig -1) or MIG device became healthy or not: it leaves or joins
- * the published slice. */
+ * the published slice. The driver hears this through options' health. */
 void dra_set_health(struct dra *d, unsigned int gpu, int mig, bool healthy);
 /* Ends open calls (UNAVAILABLE), removes both sockets (the kubelet
  * unregisters the driver) and stops publishing; the slices stay, for the

@@ -33,8 +33,9 @@ struct dra_device {
 #define DRA_MEMORY_STEP (1ULL << 30)
 
 /* The devices of an inventory, in name order: GPUs not in MIG mode and
- * not lost, and the MIG devices of those in MIG mode; of the GPUs cfg
- * gives DRA (dra.gpus), all when cfg is NULL; shared as dra.slices says. */
+ * not lost, and the MIG devices of those in MIG mode; of the GPUs
+ * devices_gpu_front gives DRA, all when cfg is NULL; shared as dra.slices
+ * says. */
 int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
                       struct dra_device **out, size_t *count, struct gpulet_error *err);
 const struct dra_device *dra_device_find(const struct dra_device *devs, size_t count,

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "devices/devices.h"
 #include "fileio/fileio.h"
 
 /* ---- devices ---- */
@@ -59,7 +60,7 @@ int dra_devices_build(const struct gpu_inventory *inv, const struct config *cfg,
     size_t n = 0;
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
-        if (g->lost || (cfg && !config_dra_gpu(cfg, g->index, g->uuid)))
+        if (g->lost || (cfg && devices_gpu_front(cfg, g) != DEVICES_FRONT_DRA))
             continue;
         if (!g->mig_enabled) {
             devs[n] = (struct dra_device){.gpu = (unsigned)i, .mig = -1, .healthy = true};
@@ -480,6 +481,39 @@ static int copy_field(json_t *obj, const char *key, char *buf, size_t len)
     return 0;
 }
 
+static int compare_uids(const void *a, const void *b)
+{
+    return strcmp((*(const struct dra_claim *const *)a)->uid,
+                  (*(const struct dra_claim *const *)b)->uid);
+}
+
+/* gpulet records a claim once; a UID twice (a hand edit, pasted files)
+ * leaves no right answer: which entry's devices and slice folder hold?
+ * Refused, so that neither is dropped unseen nor prepared twice. */
+static int check_unique(const char *path, const struct dra_claim *claims, size_t n,
+                        struct gpulet_error *err)
+{
+    const struct dra_claim **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    if (sorted == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot read %s", path);
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = &claims[i];
+    qsort(sorted, n, sizeof *sorted, compare_uids);
+    int rc = 0;
+    for (size_t i = 1; i < n && rc == 0; i++)
+        if (strcmp(sorted[i - 1]->uid, sorted[i]->uid) == 0)
+            rc = gpulet_error_set(err, GPULET_ERR_INPUT, "%s names claim %s twice (entries %zu "
+                                  "and %zu); gpulet writes each claim once: keep the entry "
+                                  "that matches the claim's CDI spec, or move the file away "
+                                  "to start afresh", path, sorted[i]->uid,
+                                  (size_t)(sorted[i - 1] < sorted[i] ? sorted[i - 1] - claims
+                                                                     : sorted[i] - claims),
+                                  (size_t)(sorted[i - 1] < sorted[i] ? sorted[i] - claims
+                                                                     : sorted[i - 1] - claims));
+    free(sorted);
+    return rc;
+}
+
 int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
                         struct gpulet_error *err)
 {
@@ -560,6 +594,10 @@ int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
         }
     }
     json_decref(doc);
+    if (check_unique(path, claims, n, err) < 0) {
+        dra_claims_free(claims, n);
+        return -1;
+    }
     *out = claims;
     *count = n;
     return 0;

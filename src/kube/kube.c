@@ -188,6 +188,14 @@ static int load_kubeconfig(const char *path, struct kube_config *out, struct gpu
             goto out;
         const char *token = text_of(doc, user, "token");
         const char *token_file = text_of(doc, user, "tokenFile");
+        for (const char *t = token; t && *t; t++)
+            if ((unsigned char)*t < 0x20 || *t == 0x7f) {
+                /* it goes into a header line of every request */
+                gpulet_error_set(err, GPULET_ERR_INPUT, "%s: the token of user \"%s\" holds "
+                                 "control characters (a line break?); give the token alone",
+                                 path, user_name);
+                goto out;
+            }
         if (token && (out->token = strdup(token)) == NULL) {
             gpulet_error_errno(err, ENOMEM, "cannot load %s", path);
             goto out;
@@ -561,7 +569,11 @@ static struct kube_request *start(struct kube_client *c, const char *method, con
     size_t token_len;
     if (c->cfg.token_file[0] &&
         fileio_read(c->cfg.token_file, KUBE_MAX_CREDENTIAL, &file_token, &token_len, NULL) == 0) {
-        file_token[strcspn(file_token, "\r\n")] = '\0';
+        /* the first line, up to any control character: one header line */
+        size_t n = 0;
+        while (file_token[n] && (unsigned char)file_token[n] >= 0x20 && file_token[n] != 0x7f)
+            n++;
+        file_token[n] = '\0';
         token = file_token;
     }
     if (token && token[0] && strlen(token) < sizeof auth - 32) {

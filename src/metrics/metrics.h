@@ -64,7 +64,8 @@ void metrics_refresh_pods(struct metrics *m);
 void metrics_on_pods(struct metrics *m,
                      void (*fn)(const V1__ListPodResourcesResponse *resp, void *user), void *user);
 /* The limits of containers given GPU slices (the device plugin reads
- * them from their limits files after each pod-resources answer). */
+ * them from their limits files after each pod-resources answer): one
+ * container on one GPU. */
 struct metrics_limit {
     char pod[128], namespace[128], container[128];
     unsigned int gpu;                 /* index */

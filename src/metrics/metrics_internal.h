@@ -22,6 +22,9 @@ struct process_sample {
 
 /* Processes kept per GPU: each is a series per scrape. */
 #define MAX_PROCESSES 64
+/* The longest process list read (24 bytes each); a longer one is a failed
+ * collection. */
+#define PROCESSES_READ_MAX 4096
 
 /* What a GPU says of itself once: read when the sampler starts, copied
  * into every sample so rendering needs nothing else. */
@@ -36,7 +39,8 @@ struct gpu_sample {
     bool lost;
     struct gpu_facts facts;
     bool processes_read; /* the process list was read whole (maybe empty) */
-    size_t process_count;
+    size_t process_count; /* in processes: the first MAX_PROCESSES */
+    size_t process_total; /* on the GPU */
     struct process_sample *processes;
     struct device_sample gpu;
     struct device_sample *migs; /* one per MIG device of the inventory */

@@ -363,7 +363,7 @@ static void process_series(const struct render_input *in, FILE *out)
         char uuid[96];
         smi_uuid(in->inv->gpus[i].uuid, uuid, sizeof uuid);
         fprintf(out, "nvidia_smi_compute_apps{uuid=\"%s\"} %zu\n", uuid,
-                in->sample->gpus[i].process_count);
+                in->sample->gpus[i].process_total);
     }
 }
 

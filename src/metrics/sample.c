@@ -245,29 +245,63 @@ static void process_name(unsigned int pid, char *buf, size_t len)
     fclose(f);
 }
 
+/* A GPU busier than sm->processes holds: NVML answers INSUFFICIENT_SIZE
+ * with the count and fills nothing, so the list is read again into a
+ * buffer that holds it (a few more for processes starting meanwhile),
+ * PROCESSES_READ_MAX at most. Returns the list (to free), or NULL. */
+static nvmlProcessInfo_t *read_long_list(struct sampler *sm, const struct nvml_device *dev,
+                                         unsigned int *n, struct gpulet_error *err)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (*n > PROCESSES_READ_MAX)
+            return NULL;
+        unsigned int room = *n + 16 < PROCESSES_READ_MAX ? *n + 16 : PROCESSES_READ_MAX;
+        nvmlProcessInfo_t *list = malloc(room * sizeof *list);
+        if (list == NULL)
+            return NULL;
+        *n = room;
+        gpulet_error_clear(err);
+        if (nvml_device_compute_processes(sm->nvml, dev, n, list, err) == 0)
+            return list;
+        free(list);
+        if (err->kind != GPULET_ERR_NVML || err->nvml != NVML_ERROR_INSUFFICIENT_SIZE)
+            return NULL;
+    }
+    return NULL;
+}
+
+/* The first MAX_PROCESSES processes get their series; process_total
+ * counts them all. */
 static void read_processes(struct sampler *sm, const struct nvml_device *dev,
                            struct gpu_sample *out)
 {
     struct gpulet_error err = {0};
     unsigned int n = MAX_PROCESSES;
-    if (nvml_device_compute_processes(sm->nvml, dev, &n, sm->processes, &err) < 0) {
-        count_error(sm, &err);
-        return;
+    nvmlProcessInfo_t *list = sm->processes, *long_list = NULL;
+    if (nvml_device_compute_processes(sm->nvml, dev, &n, list, &err) < 0) {
+        if (err.kind == GPULET_ERR_NVML && err.nvml == NVML_ERROR_INSUFFICIENT_SIZE)
+            list = long_list = read_long_list(sm, dev, &n, &err);
+        if (long_list == NULL) {
+            count_error(sm, &err);
+            return;
+        }
     }
     out->processes_read = n == 0;
-    if (n == 0)
-        return;
-    out->processes = calloc(n, sizeof *out->processes);
-    if (out->processes == NULL)
-        return;
-    out->processes_read = true;
-    for (unsigned int k = 0; k < n; k++) {
-        struct process_sample *p = &out->processes[k];
-        p->pid = sm->processes[k].pid;
-        p->used_bytes = sm->processes[k].usedGpuMemory;
-        process_name(p->pid, p->name, sizeof p->name);
+    out->process_total = n;
+    unsigned int kept = n < MAX_PROCESSES ? n : MAX_PROCESSES;
+    if (kept > 0)
+        out->processes = calloc(kept, sizeof *out->processes);
+    if (out->processes) {
+        out->processes_read = true;
+        for (unsigned int k = 0; k < kept; k++) {
+            struct process_sample *p = &out->processes[k];
+            p->pid = list[k].pid;
+            p->used_bytes = list[k].usedGpuMemory;
+            process_name(p->pid, p->name, sizeof p->name);
+        }
+        out->process_count = kept;
     }
-    out->process_count = n;
+    free(long_list);
 }
 
 static void read_gpu(struct sampler *sm, size_t i, const struct timespec *now,

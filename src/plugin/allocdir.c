@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cuda/cuda_limits.h"
 #include "fileio/fileio.h"
 #include "log/log.h"
 
@@ -76,11 +77,11 @@ int allocdir_remove(const char *state_dir, const char *id)
     snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
     int fd = open(alloc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int rc = fd < 0 ? -1 : move_up(fd, fd, id);
+    /* The removal is part of an event its caller logs (a container or a
+     * claim gone); only a failure is a line of its own. */
     if (rc < 0 && errno != ENOENT)
         log_warn("cannot remove a slice allocation folder", "dir=%s/%s error=\"%s\"", alloc, id,
                  strerror(errno));
-    else
-        log_info("slice allocation folder removed", "dir=%s/%s", alloc, id);
     if (fd >= 0)
         close(fd);
     return rc < 0 && errno != ENOENT ? -1 : 0;
@@ -328,7 +329,9 @@ static void sweep(const char *state_dir, const char *resource, char *const *ids,
     }
     closedir(d);
     for (size_t i = 0; i < n_names; i++)
-        allocdir_remove(state_dir, names[i]);
+        if (allocdir_remove(state_dir, names[i]) == 0)
+            log_info("slice allocation folder removed", "dir=%s/%s why=reallocated", alloc,
+                     names[i]);
 }
 
 static size_t count_entries(const char *dir)
@@ -444,25 +447,16 @@ size_t allocdir_prune(const char *state_dir, const struct allocdir_visitor *v, t
     }
     closedir(d);
     for (size_t i = 0; i < n_names; i++)
-        allocdir_remove(state_dir, names[i]);
+        if (allocdir_remove(state_dir, names[i]) == 0)
+            log_info("slice allocation folder removed", "dir=%s/%s why=unheld", alloc,
+                     names[i]);
     return n_names;
 }
 
-/* "12.5" for 1250 hundredths: what GPULET_CUDA_COMPUTE_SHARE reads. */
-static void format_share(unsigned long hundredths, char *buf, size_t len)
-{
-    if (hundredths % 100 == 0)
-        snprintf(buf, len, "%lu", hundredths / 100);
-    else if (hundredths % 10 == 0)
-        snprintf(buf, len, "%lu.%lu", hundredths / 100, hundredths % 100 / 10);
-    else
-        snprintf(buf, len, "%lu.%02lu", hundredths / 100, hundredths % 100);
-}
-
 int plugin_slice_grant(const struct config *cfg, const char *state_dir, const char *resource,
-                       char *const *ids, size_t n_ids, const struct plugin_slice_gpu *gpus,
+                       char *const *ids, size_t n_ids, const struct devices_slice_gpu *gpus,
                        size_t n_gpus, unsigned long long context, const char *reuse,
-                       const struct plugin_slice_sink *sink, char *dir, size_t len,
+                       struct devices_edits *edits, char *dir, size_t len,
                        struct gpulet_error *err)
 {
     if (access(cfg->cuda_interposer, R_OK) < 0)
@@ -471,31 +465,37 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
                                 "install it (gpulet runtime install) or give its path with "
                                 "--cuda-interposer",
                                 cfg->cuda_interposer, resource);
-    size_t cap = 192 + n_gpus * 256;
-    char *limits = malloc(cap);
-    if (limits == NULL)
-        return gpulet_error_errno(err, ENOMEM, "cannot write the slice limits");
-    size_t at = (size_t)snprintf(limits, cap, "# gpulet CUDA limits v1: ordinal = CUDA device "
-                                 "in this container\n");
+    if (n_gpus > GLC_MAX_DEVS)
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "%s: %zu GPUs for one container, more "
+                                "than the %d the CUDA interposer limits", resource, n_gpus,
+                                GLC_MAX_DEVS);
+    struct glc_grant grants[GLC_MAX_DEVS];
     for (size_t i = 0; i < n_gpus; i++) {
         char key[64], value[32];
-        /* for an interposer that matches devices by UUID, not by order */
-        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_DEVICE_UUID_%zu=%s\n", i,
-                               gpus[i].uuid);
+        grants[i] = (struct glc_grant){gpus[i].uuid, gpus[i].memory, gpus[i].share};
         snprintf(key, sizeof key, "GPULET_CUDA_MEMORY_LIMIT_%zu", i);
         snprintf(value, sizeof value, "%llu", gpus[i].memory);
-        sink->env(sink->user, key, value);
-        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+        devices_edits_env(edits, key, value);
         snprintf(key, sizeof key, "GPULET_CUDA_COMPUTE_SHARE_%zu", i);
-        format_share(gpus[i].share > 10000 ? 10000 : gpus[i].share, value, sizeof value);
-        sink->env(sink->user, key, value);
-        at += (size_t)snprintf(limits + at, cap - at, "%s=%s\n", key, value);
+        glc_format_percent(gpus[i].share, value, sizeof value);
+        devices_edits_env(edits, key, value);
     }
     if (context) {
         char value[32];
         snprintf(value, sizeof value, "%llu", context);
-        sink->env(sink->user, "GPULET_CUDA_CONTEXT_SIZE", value);
-        at += (size_t)snprintf(limits + at, cap - at, "GPULET_CUDA_CONTEXT_SIZE=%s\n", value);
+        devices_edits_env(edits, "GPULET_CUDA_CONTEXT_SIZE", value);
+    }
+    /* No larger than the interposer reads: a longer file would leave the
+     * container unlimited, so the grant fails instead. */
+    size_t cap = GLC_LIMITS_MAX_BYTES + 1;
+    char *limits = malloc(cap);
+    if (limits == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot write the slice limits");
+    if (glc_format_limits(grants, n_gpus, context, limits, cap) < 0) {
+        free(limits);
+        return gpulet_error_set(err, GPULET_ERR_INPUT, "the slice limits of %s for %zu GPUs "
+                                "are longer than the %d bytes the CUDA interposer reads",
+                                resource, n_gpus, GLC_LIMITS_MAX_BYTES);
     }
     char path[4500];
     snprintf(path, sizeof path, "%s/alloc/%s/limits", state_dir, reuse ? reuse : "");
@@ -505,18 +505,18 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
         snprintf(dir, len, "%s/alloc/%s", state_dir, reuse);
     else
         rc = allocdir_create(state_dir, resource, ids, n_ids, limits,
-                             PLUGIN_CONTAINER_INTERPOSER "\n", dir, len, err);
+                             GLC_CONTAINER_INTERPOSER "\n", dir, len, err);
     free(limits);
     if (rc < 0)
         return -1;
-    sink->env(sink->user, "GPULET_CUDA_STATE_DIR", PLUGIN_CONTAINER_STATE);
-    sink->mount(sink->user, cfg->cuda_interposer, PLUGIN_CONTAINER_INTERPOSER, true);
+    devices_edits_env(edits, "GPULET_CUDA_STATE_DIR", GLC_CONTAINER_STATE_DIR);
+    devices_edits_mount(edits, cfg->cuda_interposer, GLC_CONTAINER_INTERPOSER, true);
     snprintf(path, sizeof path, "%s/ld.so.preload", dir);
-    sink->mount(sink->user, path, "/etc/ld.so.preload", true);
+    devices_edits_mount(edits, path, "/etc/ld.so.preload", true);
     snprintf(path, sizeof path, "%s/limits", dir);
-    sink->mount(sink->user, path, PLUGIN_CONTAINER_LIMITS, true);
+    devices_edits_mount(edits, path, GLC_LIMITS_FILE, true);
     snprintf(path, sizeof path, "%s/state", dir);
-    sink->mount(sink->user, path, PLUGIN_CONTAINER_STATE, false);
+    devices_edits_mount(edits, path, GLC_CONTAINER_STATE_DIR, false);
     return 0;
 }
 

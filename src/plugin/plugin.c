@@ -38,7 +38,7 @@ enum reg_state { REG_IDLE, REG_PENDING, REG_DONE, REG_WAITING };
 /* A resource as served: its socket, its streams, its registration. */
 struct served {
     struct plugin *plugin;
-    struct plugin_resource *res;
+    struct devices_pool *res;
     struct grpc_server *server;
     struct watcher *watchers;
     struct event *changed; /* changes within one loop turn go out as one list */
@@ -56,7 +56,7 @@ struct plugin {
     char dir[4096];
     struct config cfg;
     const struct gpu_inventory *inv;
-    struct plugin_resource *resources;
+    struct devices_pool *resources;
     size_t count;
     struct served *served;
     unsigned long serial;
@@ -64,6 +64,7 @@ struct plugin {
     void (*on_allocate)(void *user);
     void *on_allocate_user;
     struct allocdir_reaper *reaping; /* removes gone containers' folders */
+    struct devices_health *health;   /* subscribed to; NULL until started */
 };
 
 static void reap_soon(struct plugin *p)
@@ -245,10 +246,10 @@ static void preferred_allocation(struct grpc_call *call, const uint8_t *req, siz
         V1beta1__ContainerPreferredAllocationResponse *r = arena_alloc(&a, sizeof *r);
         v1beta1__container_preferred_allocation_response__init(r);
         r->deviceids = arena_alloc(&a, (cr->n_available_deviceids + 1) * sizeof *r->deviceids);
-        rc = plugin_preferred(s->res, s->plugin->inv, cr->available_deviceids,
-                              cr->n_available_deviceids, cr->must_include_deviceids,
-                              cr->n_must_include_deviceids, cr->allocation_size, &until,
-                              r->deviceids, &r->n_deviceids);
+        rc = devices_preferred(s->res, s->plugin->inv, cr->available_deviceids,
+                               cr->n_available_deviceids, cr->must_include_deviceids,
+                               cr->n_must_include_deviceids, cr->allocation_size, &until,
+                               r->deviceids, &r->n_deviceids);
         out.container_responses[out.n_container_responses++] = r;
     }
     if (rc < 0) {
@@ -416,8 +417,12 @@ static void register_start(struct served *s)
 
 /* ---- the plugin ---- */
 
+static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
+                           void *user);
+
 int plugin_start(struct event_base *base, const char *dir, const struct config *cfg,
-                 const struct gpu_inventory *inv, struct plugin **out, struct gpulet_error *err)
+                 const struct gpu_inventory *inv, struct devices_health *health,
+                 struct plugin **out, struct gpulet_error *err)
 {
     struct plugin *p = calloc(1, sizeof *p);
     if (p == NULL)
@@ -431,7 +436,7 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
     snprintf(p->dir, sizeof p->dir, "%s", dir);
     p->cfg = *cfg;
     p->inv = inv;
-    if (plugin_build_resources(inv, cfg, &p->resources, &p->count, err) < 0) {
+    if (devices_catalog_build(inv, cfg, &p->resources, &p->count, err) < 0) {
         grpc_budget_free(p->budget);
         free(p);
         return -1;
@@ -441,7 +446,7 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
     if (p->served == NULL || p->reaping == NULL || allocdir_reaper_start(p->reaping) < 0) {
         allocdir_reaper_free(p->reaping);
         free(p->served);
-        plugin_free_resources(p->resources, p->count);
+        devices_catalog_free(p->resources, p->count);
         grpc_budget_free(p->budget);
         free(p);
         return gpulet_error_errno(err, ENOMEM, "cannot start the device plugin");
@@ -466,6 +471,12 @@ int plugin_start(struct event_base *base, const char *dir, const struct config *
             return -1;
         }
     }
+    if (devices_health_subscribe(health, health_changed, p, err) < 0) {
+        plugin_stop(p);
+        plugin_free(p);
+        return -1;
+    }
+    p->health = health;
     if (p->count == 0)
         log_warn("no GPU to advertise; the device plugin serves nothing", "gpus=%zu",
                  inv->gpu_count);
@@ -521,26 +532,18 @@ void plugin_file_removed(struct plugin *p, const char *name)
     }
 }
 
-size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy,
-                         const char *reason)
+/* Marks the devices, and streams the new list to the kubelet where
+ * anything changed. */
+static void health_changed(unsigned int gpu, int mig, bool healthy, const char *reason,
+                           void *user)
 {
-    size_t changed_total = 0;
+    struct plugin *p = user;
     for (size_t i = 0; i < p->count; i++) {
         struct served *s = &p->served[i];
-        size_t changed = 0;
-        for (size_t d = 0; d < s->res->count; d++) {
-            struct plugin_device *dev = &s->res->devices[d];
-            if (dev->gpu != gpu || (mig >= 0 && dev->mig != mig) || dev->healthy == healthy)
-                continue;
-            dev->healthy = healthy;
-            snprintf(dev->reason, sizeof dev->reason, "%s", healthy ? "" : reason);
-            changed++;
-        }
+        size_t changed = devices_pool_set_health(s->res, gpu, mig, healthy, reason);
         if (changed)
             broadcast(s);
-        changed_total += changed;
     }
-    return changed_total;
 }
 
 void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user)
@@ -577,6 +580,8 @@ void plugin_free(struct plugin *p)
     if (p == NULL)
         return;
     plugin_stop(p);
+    if (p->health)
+        devices_health_unsubscribe(p->health, health_changed, p);
     for (size_t i = 0; i < p->count; i++) {
         struct served *s = &p->served[i];
         if (s->server)
@@ -594,7 +599,7 @@ void plugin_free(struct plugin *p)
     free(p->served);
     allocdir_reaper_free(p->reaping);
     grpc_budget_free(p->budget);
-    plugin_free_resources(p->resources, p->count);
+    devices_catalog_free(p->resources, p->count);
     free(p);
 }
 
@@ -610,7 +615,7 @@ struct held_set {
     struct held_key *keys;
     size_t count;
     const struct plugin *plugin;
-    void (*fn)(const struct plugin_limit *l, void *user);
+    void (*fn)(const struct metrics_limit *l, void *user);
     void *user;
     size_t unusable;           /* state files skipped in this listing */
     char first_problem[300];   /* the first of them, for the one log line */
@@ -624,7 +629,7 @@ struct held_set {
  * its state/ folder (named by the GPU's UUID). The folder is the
  * container's to write: nothing there is trusted. */
 static void read_usage(struct held_set *set, const char *dir, const unsigned int *gpus,
-                       size_t n_gpus, struct plugin_limit *limits)
+                       size_t n_gpus, struct metrics_limit *limits)
 {
     char path[4400];
     snprintf(path, sizeof path, "%s/state", dir);
@@ -670,7 +675,7 @@ static int compare_keys(const void *a, const void *b)
 static const void *held(const char *resource, const char *id, void *user)
 {
     const struct held_set *set = user;
-    char key[CONFIG_NAME_MAX + PLUGIN_ID_MAX + 2];
+    char key[CONFIG_NAME_MAX + DEVICES_ID_MAX + 2];
     snprintf(key, sizeof key, "%s\n%s", resource, id);
     struct held_key k = {.key = key};
     return set->count ? bsearch(&k, set->keys, set->count, sizeof *set->keys, compare_keys)
@@ -690,7 +695,7 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
 {
     struct held_set *set = user;
     const struct held_key *h = holder;
-    const struct plugin_resource *r = NULL;
+    const struct devices_pool *r = NULL;
     for (size_t i = 0; i < set->plugin->count && r == NULL; i++)
         if (strcmp(set->plugin->resources[i].name, resource) == 0)
             r = &set->plugin->resources[i];
@@ -699,7 +704,7 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
     unsigned int gpus[64];
     size_t n_gpus = 0;
     for (size_t i = 0; i < n; i++) {
-        const struct plugin_device *d = plugin_find_device(r, ids[i]);
+        const struct devices_device *d = devices_find(r, ids[i]);
         bool seen = false;
         for (size_t k = 0; d && k < n_gpus && !seen; k++)
             seen = gpus[k] == d->gpu;
@@ -713,33 +718,31 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
     snprintf(path, sizeof path, "%s/limits", dir);
     if (fileio_read(path, 65536, &text, &len, &err) < 0)
         return;
-    struct plugin_limit limits[64] = {0};
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        unsigned long ordinal;
-        char *end;
-        const char *p;
-        bool memory = strncmp(line, "GPULET_CUDA_MEMORY_LIMIT_", 25) == 0;
-        if (memory)
-            p = line + 25;
-        else if (strncmp(line, "GPULET_CUDA_COMPUTE_SHARE_", 26) == 0)
-            p = line + 26;
-        else
-            continue;
-        ordinal = strtoul(p, &end, 10);
-        if (end == p || *end != '=' || ordinal >= n_gpus)
-            continue;
-        if (memory)
-            limits[ordinal].memory_limit = strtoull(end + 1, NULL, 10);
-        else
-            limits[ordinal].compute_share = strtod(end + 1, NULL);
-    }
+    /* Read as the interposer reads it: a file it would refuse limits
+     * nothing, so it shows nothing. */
+    struct glc_limits file;
+    char msg[256];
+    int parsed = glc_parse_limits(text, len, &file, msg, sizeof msg);
     free(text);
+    if (parsed < 0)
+        return;
+    struct metrics_limit limits[64] = {0};
+    for (size_t i = 0; i < n_gpus; i++) {
+        limits[i].memory_limit = file.dev[i].limit;
+        /* gpulet writes a share with every limit; the parser reads 100 %
+         * as none */
+        if (file.dev[i].share)
+            limits[i].compute_share = file.dev[i].share / 100.0;
+        else if (file.dev[i].limit)
+            limits[i].compute_share = 100.0;
+    }
     read_usage(set, dir, gpus, n_gpus, limits);
     for (size_t i = 0; i < n_gpus; i++) {
-        limits[i].pod = h->pod->name ? h->pod->name : "";
-        limits[i].namespace = h->pod->namespace_ ? h->pod->namespace_ : "";
-        limits[i].container = h->container->name ? h->container->name : "";
+        snprintf(limits[i].pod, sizeof limits[i].pod, "%s", h->pod->name ? h->pod->name : "");
+        snprintf(limits[i].namespace, sizeof limits[i].namespace, "%s",
+                 h->pod->namespace_ ? h->pod->namespace_ : "");
+        snprintf(limits[i].container, sizeof limits[i].container, "%s",
+                 h->container->name ? h->container->name : "");
         limits[i].gpu = gpus[i];
         set->fn(&limits[i], set->user);
     }
@@ -750,7 +753,7 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
 #define HELD_MAX 65536
 
 void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
-                        void (*fn)(const struct plugin_limit *l, void *user), void *user)
+                        void (*fn)(const struct metrics_limit *l, void *user), void *user)
 {
     bool sliced = false;
     for (size_t i = 0; i < p->count; i++)

@@ -1,11 +1,11 @@
 /*
  * plugin: the kubelet device plugin (API v1beta1) for NVIDIA GPUs.
  *
- * From the GPU inventory and the configuration it works out the resources
- * to advertise (nvidia.com/gpu, nvidia.com/mig-<profile>, names by model
- * from the config's resources section, shared replicas, renamed resources), serves one socket per resource in the device-plugin
- * directory, registers each with the kubelet without blocking the loop,
- * streams device lists (ListAndWatch) and answers Allocate,
+ * It serves the pools of the devices catalog (see devices/devices.h:
+ * nvidia.com/gpu, nvidia.com/mig-<profile>, names by model, shared
+ * replicas, renamed resources) on one socket per resource in the
+ * device-plugin directory, registers each with the kubelet without
+ * blocking the loop, streams device lists (ListAndWatch) and answers Allocate,
  * GetPreferredAllocation and PreStartContainer. Each socket also serves
  * gpulet's own Status service (proto/gpulet/v1/status.proto), which
  * `gpulet doctor` calls: registered or not, the kubelet's streams, each
@@ -24,8 +24,10 @@
 #include <event2/event.h>
 
 #include "config/config.h"
+#include "devices/devices.h"
 #include "error/error.h"
 #include "gpu/gpu.h"
+#include "metrics/metrics.h"
 #include "podresources/v1/api.pb-c.h"
 
 #define PLUGIN_KUBELET_SOCKET "kubelet.sock"
@@ -33,10 +35,13 @@
 
 struct plugin;
 
-/* Builds the resources and starts serving and registering them. The
- * inventory must outlive the plugin. */
+/* Builds the resources and starts serving and registering them; health
+ * news reaches it through health, which it subscribes to until freed
+ * (a device's change streams the new list to the kubelet). The inventory
+ * and health must outlive the plugin. */
 int plugin_start(struct event_base *base, const char *dir, const struct config *cfg,
-                 const struct gpu_inventory *inv, struct plugin **out, struct gpulet_error *err);
+                 const struct gpu_inventory *inv, struct devices_health *health,
+                 struct plugin **out, struct gpulet_error *err);
 
 /* kubelet.sock appeared again: recreate missing sockets, register all. */
 void plugin_kubelet_restarted(struct plugin *p);
@@ -44,64 +49,33 @@ void plugin_kubelet_restarted(struct plugin *p);
  * serve it again and re-register that resource. */
 void plugin_file_removed(struct plugin *p, const char *name);
 
-/* Marks every device on a GPU (mig = -1) or one MIG device healthy or not
- * (reason: why, kept for gpulet doctor); streams the new list to the
- * kubelet when anything changed. Returns the number of kubelet devices
- * whose health changed. */
-size_t plugin_set_health(struct plugin *p, unsigned int gpu, int mig, bool healthy,
-                         const char *reason);
-
 /* Called after every successful Allocate (the metrics then ask the
  * kubelet which pod got what). */
 void plugin_on_allocate(struct plugin *p, void (*fn)(void *user), void *user);
 
-/* A sliced container's limits on one of its GPUs, from its limits file,
- * and its usage as the interposer counted it in its state file. */
-struct plugin_limit {
-    const char *pod, *namespace, *container;
-    unsigned int gpu;                 /* index */
-    unsigned long long memory_limit;  /* bytes */
-    double compute_share;             /* percent */
-    bool has_usage;                   /* a usable state file: memory_used is known */
-    bool has_compute;                 /* and it counts GPU time: compute_ns is known */
-    unsigned long long memory_used;   /* bytes */
-    unsigned long long compute_ns;    /* GPU time charged, ever */
-};
-
 /* The kubelet's pod-resources List answered: the slice allocation
  * folders whose devices no container holds any more (and older than a
  * minute) are removed, and fn hears the limits of those still held, one
- * call per container and GPU (the folders are bounded, so are the calls;
- * the caller bounds what it keeps); the strings live until fn returns. */
+ * call per container and GPU, from its limits file, with its usage as
+ * the interposer counted it in its state file (the folders are bounded,
+ * so are the calls; the caller bounds what it keeps). */
 void plugin_pods_listed(struct plugin *p, const V1__ListPodResourcesResponse *resp,
-                        void (*fn)(const struct plugin_limit *l, void *user), void *user);
+                        void (*fn)(const struct metrics_limit *l, void *user), void *user);
 
 /* GPU slices, whichever front end grants them (Allocate, or a DRA claim
- * consuming a GPU's memory): per GPU the container receives (ordinal i, in
- * the order given), its memory limit and compute share. */
-struct plugin_slice_gpu {
-    const char *uuid;
-    unsigned long long memory; /* bytes */
-    unsigned long share;       /* hundredths of a percent of the GPU */
-};
-/* Where the container's edits go: variables and bind mounts. */
-struct plugin_slice_sink {
-    void (*env)(void *user, const char *key, const char *value);
-    void (*mount)(void *user, const char *host, const char *container, bool read_only);
-    void *user;
-};
-/* Writes the limits the CUDA interposer reads into a folder
+ * consuming a GPU's memory): writes the limits the CUDA interposer reads
+ * for gpus (ordinal i, in the order given) into a folder
  * <state_dir>/alloc/<id>/ for resource and device ids (see allocdir), and
- * hands sink the limits as variables and the mounts: the interposer,
+ * adds to edits the limits as variables and the mounts: the interposer,
  * /etc/ld.so.preload naming it, the limits file and a state folder of the
  * container's own. context: the memory the interposer charges a CUDA
  * context (0: its default). reuse: the id of a folder made before for the same
  * grant, used again when it is still there (NULL: a new one). dir
  * receives the folder's path. */
 int plugin_slice_grant(const struct config *cfg, const char *state_dir, const char *resource,
-                       char *const *ids, size_t n_ids, const struct plugin_slice_gpu *gpus,
+                       char *const *ids, size_t n_ids, const struct devices_slice_gpu *gpus,
                        size_t n_gpus, unsigned long long context, const char *reuse,
-                       const struct plugin_slice_sink *sink, char *dir, size_t len,
+                       struct devices_edits *edits, char *dir, size_t len,
                        struct gpulet_error *err);
 
 /* Takes a folder plugin_slice_grant made out of use; the reaper removes

@@ -1,5 +1,5 @@
-/* Inside the plugin module: the resource model and the pure functions the
- * servers use, exposed for the unit tests. */
+/* Inside the plugin module: the pure functions the servers use (the wire
+ * side of the devices model), exposed for the unit tests. */
 #ifndef GPULET_PLUGIN_INTERNAL_H
 #define GPULET_PLUGIN_INTERNAL_H
 
@@ -7,69 +7,18 @@
 
 #include "deviceplugin/v1beta1/api.pb-c.h"
 #include "gpulet/v1/status.pb-c.h"
+#include "devices/devices.h"
 #include "plugin.h"
 
-#define PLUGIN_ID_MAX 128
-
-struct plugin_device {
-    char id[PLUGIN_ID_MAX];      /* what the kubelet sees: "GPU-…", "0", "GPU-…::3" */
-    char base_id[PLUGIN_ID_MAX]; /* the physical device: no replica suffix */
-    const char *uuid;            /* of the GPU or MIG device, the inventory's */
-    unsigned int gpu;
-    int mig;                     /* MIG device index on the GPU, -1 for a whole GPU */
-    unsigned int replica;        /* 0 when the device is not shared */
-    int numa_node;               /* -1 when unknown */
-    unsigned int minor;          /* /dev/nvidia<minor> of the GPU */
-    unsigned int gpu_instance, compute_instance; /* MIG devices only */
-    bool healthy;
-    char reason[64];             /* why it is unhealthy, for gpulet doctor */
-    /* A slice (id "GPU-…::s3"): its memory and its compute share in
-     * hundredths of a percent of the GPU; both 0 for other devices. */
-    unsigned long long slice_memory;
-    unsigned int slice_share;
-    unsigned long long slice_context; /* contextMemory; 0: the interposer's default */
-};
-
-struct plugin_resource {
-    char name[CONFIG_NAME_MAX];     /* nvidia.com/gpu */
-    char socket_name[96];           /* nvidia-gpu.sock */
-    enum sharing_strategy sharing;  /* NONE unless the devices are replicas or slices */
-    unsigned int replicas;
-    bool packed;                    /* replica policy: packed, else distributed */
-    unsigned long line;             /* slices: their sharing.slices entry's, for errors */
-    size_t count;
-    struct plugin_device *devices;
-    const struct plugin_device **by_id; /* the devices in id order, for lookups */
-};
-
-/* Works out the resources for an inventory and configuration. */
-int plugin_build_resources(const struct gpu_inventory *inv, const struct config *cfg,
-                           struct plugin_resource **out, size_t *count, struct gpulet_error *err);
-void plugin_free_resources(struct plugin_resource *res, size_t count);
-
-/* The device with that id, in O(log count); NULL when there is none. */
-const struct plugin_device *plugin_find_device(const struct plugin_resource *r, const char *id);
-
-/* Allocations for short-lived messages: everything freed together. */
-struct arena {
-    void **ptrs;
-    size_t count, cap;
-};
-void *arena_alloc(struct arena *a, size_t size);
-char *arena_strdup(struct arena *a, const char *s);
-void arena_free(struct arena *a);
-
-/* One container's answer to Allocate. -1 with GPULET_ERR_INPUT for a
- * request the kubelet should not have made (unknown ID, too many shared). */
-int plugin_allocate_container(const struct plugin_resource *r, const struct config *cfg,
+/* One container's answer to Allocate: devices_prepare's edits, with the
+ * slices' limits granted (plugin_slice_grant), encoded. -1 with
+ * GPULET_ERR_INPUT for a request the kubelet should not have made
+ * (unknown ID, too many shared). */
+int plugin_allocate_container(const struct devices_pool *r, const struct config *cfg,
                               char *const *ids, size_t n_ids, unsigned long serial,
                               struct arena *a, V1beta1__ContainerAllocateResponse *out,
                               struct gpulet_error *err);
 
-/* Where a sliced container finds what gpulet mounts for the interposer. */
-#define PLUGIN_CONTAINER_INTERPOSER "/usr/lib/gpulet/libgpulet-cuda.so"
-#define PLUGIN_CONTAINER_LIMITS "/etc/gpulet/cuda-limits"
-#define PLUGIN_CONTAINER_STATE "/run/gpulet/cuda"
 #define PLUGIN_ALLOC_IDS 1024 /* device IDs kept per allocation folder */
 #define ALLOCDIR_MAX 4096     /* allocation folders at once */
 #define PLUGIN_ALLOC_GRACE_S 60 /* a folder this young is kept, listed or not */
@@ -119,26 +68,12 @@ size_t allocdir_prune(const char *state_dir, const struct allocdir_visitor *v, t
 int allocdir_read_devices(const char *state_dir, const char *id, char *resource, size_t len,
                           char **ids, size_t *n_ids, size_t max_ids);
 
-/* GetPreferredAllocation for one container: writes into out (room for
- * n_available entries, pointing at the given strings) the devices to
- * prefer, or nothing when the request cannot be met. Whole GPUs follow
- * NVIDIA's best-effort policy over the topology; replicas are spread over
- * the least-used GPUs. Returns -1 (and nothing) when the CLOCK_MONOTONIC
- * time `until` (NULL: none) passes before it is done. */
-int plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory *inv,
-                     char *const *available, size_t n_available, char *const *must,
-                     size_t n_must, int size, const struct timespec *until, char **out,
-                     size_t *n_out);
-
-/* The score of a pair of GPUs: how they connect over PCIe, plus 100 per NVLink. */
-int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b);
-
 /* gpulet's Status answer for a resource (see proto/gpulet/v1). */
-void plugin_status(const struct plugin_resource *r, bool registered, unsigned streams,
+void plugin_status(const struct devices_pool *r, bool registered, unsigned streams,
                    const char *problem, struct arena *a, Gpulet__V1__StatusResponse *out);
 
 /* The ListAndWatch message for a resource. */
-void plugin_device_list(const struct plugin_resource *r, struct arena *a,
+void plugin_device_list(const struct devices_pool *r, struct arena *a,
                         V1beta1__ListAndWatchResponse *out);
 
 #endif

@@ -13,6 +13,7 @@
 #include "cdi/cdi.h"
 #include "fileio/fileio.h"
 #include "log/log.h"
+#include "owner/owner.h"
 
 /*
  * The simulated driver's files: the one list to extend when a real driver
@@ -98,13 +99,23 @@ static unsigned int mig_minor(unsigned int gpu, unsigned int gi, int ci)
     return MIG_FIRST_MINOR + (gpu * MIG_GIS + gi) * (MIG_CIS + 1) + (unsigned int)(ci + 1);
 }
 
+static const char *tmp_dir(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    return tmp && tmp[0] ? tmp : "/tmp";
+}
+
+void simroot_sweep(void)
+{
+    static const char *const prefixes[] = {SIMROOT_PREFIX, SIMROOT_SYSFS_PREFIX, NULL};
+    owner_sweep(tmp_dir(), prefixes, SIMROOT_SWEEP_ENTRIES);
+}
+
 static int create(struct simroot *s, struct gpulet_error *err)
 {
     if (s->dir[0])
         return 0;
-    const char *tmp = getenv("TMPDIR");
-    if (tmp == NULL || tmp[0] == '\0')
-        tmp = "/tmp";
+    const char *tmp = tmp_dir();
     /* Absolute: the paths go into CDI specs and the daemon's options. */
     char base[PATH_MAX];
     /* The reason before the path: a long one is cut short in the message. */
@@ -113,7 +124,7 @@ static int create(struct simroot *s, struct gpulet_error *err)
                                 "TMPDIR cannot hold the simulated node's private folder: %s (set "
                                 "TMPDIR to a folder you can write): %s",
                                 strerror(errno), tmp);
-    if ((size_t)snprintf(s->dir, sizeof s->dir, "%s/gpulet-simulate-XXXXXX", base) >=
+    if ((size_t)snprintf(s->dir, sizeof s->dir, "%s/" SIMROOT_PREFIX "XXXXXX", base) >=
         sizeof s->dir) {
         s->dir[0] = '\0';
         return gpulet_error_set(err, GPULET_ERR_USAGE,
@@ -130,6 +141,11 @@ static int create(struct simroot *s, struct gpulet_error *err)
                                   "cannot make the simulated node's private folder %s (set "
                                   "TMPDIR to a folder you can write)",
                                   tried);
+    }
+    /* Whoever finds it after a SIGKILL can tell that its maker is gone. */
+    if (owner_mark(s->dir, err) < 0) {
+        simroot_remove(s);
+        return -1;
     }
     return 0;
 }

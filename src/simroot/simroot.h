@@ -6,7 +6,8 @@
  * plugin's sockets, its state folder) defaults to a folder of its own,
  * $TMPDIR/gpulet-simulate-XXXXXX (mode 0700), made when first needed (a
  * command that writes nothing makes none) and removed with all it holds
- * when gpulet exits. simroot_driver() fills it with a simulated driver
+ * when gpulet exits; one left by a killed gpulet goes at the next
+ * --simulate start (simroot_sweep). simroot_driver() fills it with a simulated driver
  * root made from the inventory, as a real driver installs one: the
  * libraries (files named by the driver version, their soname links and an
  * ld cache), the tools, the GSP firmware, the device nodes (character
@@ -26,6 +27,17 @@
 struct simroot {
     char dir[PATH_MAX]; /* the private folder; "" until made */
 };
+
+/* The private folders' names in $TMPDIR: gpulet's, and the simulated
+ * NVML's sysfs tree. Both hold an owner mark (owner.h). */
+#define SIMROOT_PREFIX "gpulet-simulate-"
+#define SIMROOT_SYSFS_PREFIX "gpulet-sim-sysfs-"
+#define SIMROOT_SWEEP_ENTRIES 100000 /* of $TMPDIR read by one sweep */
+
+/* Removes the private folders in $TMPDIR that a --simulate process killed
+ * before its cleanup (SIGKILL, a crash) left: those whose owner mark says
+ * their maker is gone, only this user's, no link followed. */
+void simroot_sweep(void);
 
 /* dir/rel into out, after making the private folder (in $TMPDIR, else
  * /tmp) if it is not there yet, and dir/rel (and its parents) when folder

@@ -156,8 +156,9 @@ class Cluster:
                                               sorted(self.gates.items()))] if self.gates else []
 
     def kubectl(self, *args, check=True, timeout=60, input=None):
+        # its discovery cache in the run folder, not in $HOME/.kube
         r = self.sandbox.run([self.bins["kubectl"], "--kubeconfig", self.admin_kubeconfig,
-                              *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                              "--cache-dir", self.dir / "kubectl-cache", *map(str, args)], capture_output=True, text=True, timeout=timeout,
                              input=input)
         if check and r.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(map(str, args))}: {r.stderr[-2000:]}")

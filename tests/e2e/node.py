@@ -296,8 +296,7 @@ class Node:
         """gpulet on a simulated node (sim/nodes/SIM.yaml), in the sandbox
         beside the kubelet; extra: more arguments (a config file)."""
         self.state_file.write_text("gpus: {}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
-        env["GPULET_SIM_STATE"] = str(self.state_file)
+        env = self.gpulet_env()
         self.sim = sim
         self.gpulet_started = time.time()
         self.spawn("gpulet", [self.build / "gpulet", "--simulate", sim, "run",
@@ -308,6 +307,16 @@ class Node:
                               "--pod-resources-socket", POD_RESOURCES,
                               "--health-recovery-period", f"{RECOVERY_S}s", *extra],
                    self.gpulet_log, env=env)
+
+    def gpulet_env(self):
+        """gpulet's environment: the simulated node's state file, and a
+        TMPDIR in the run folder, so that what a killed gpulet leaves there
+        (the simulated sysfs) goes with the run."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
+        env["GPULET_SIM_STATE"] = str(self.state_file)
+        env["TMPDIR"] = str(self.dir / "tmp")
+        (self.dir / "tmp").mkdir(exist_ok=True)
+        return env
 
     def kill_gpulet(self):
         """As a crash would: SIGKILL, nothing cleaned up."""

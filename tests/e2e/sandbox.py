@@ -13,9 +13,12 @@ with a documentation address (192.0.2.10) and a default route on it.
 stop() ends every process of the run by PID (those in the holder's mount
 namespace, those in the run's cgroups, then the holder), which drops the
 namespaces and with them every mount made inside, then removes the run's
-cgroups."""
+cgroups and the mount points it had to make on the machine (empty folders)
+unless another run still mounts them."""
 import concurrent.futures
+import contextlib
 import ctypes
+import fcntl
 import os
 import pathlib
 import shlex
@@ -35,6 +38,53 @@ CGROUP_FS = pathlib.Path("/sys/fs/cgroup")
 # Should the harness itself be killed (SIGKILL: no finally runs), what it
 # started directly dies with it instead of holding the namespaces.
 ORPHAN_KILL = ["setpriv", "--pdeathsig", "KILL", "--"]
+
+
+@contextlib.contextmanager
+def machine_lock():
+    """One run at a time makes or removes mount points on the machine. The
+    lock is on "/" itself, so that taking it leaves no file behind."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def mounted_elsewhere(paths):
+    """Of paths, those another mount namespace has as a mount point:
+    {path: whether a sandbox mounted it there (its source a run folder's
+    fs/PATH)}."""
+    own = os.readlink("/proc/self/ns/mnt")
+    seen, found = {own}, {}
+    for p in pathlib.Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            ns = os.readlink(p / "ns/mnt")
+            if ns in seen:
+                continue
+            seen.add(ns)
+            text = (p / "mountinfo").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            fields = line.split()
+            root, point = fields[3], fields[4]
+            if point in paths:
+                found[point] = found.get(point, False) or root.endswith("/fs" + point)
+    return found
+
+
+def make_folders(path):
+    """os.makedirs(path), returning the folders it made, outermost first."""
+    made, p = [], pathlib.Path(path)
+    while not p.exists():
+        made.insert(0, str(p))
+        p = p.parent
+    os.makedirs(path, exist_ok=True)
+    return made
 
 
 def wait_for(what, check, timeout, interval=0.02):
@@ -63,9 +113,12 @@ def cgroup_hierarchies():
 
 
 class Sandbox:
-    def __init__(self, run_dir, hostnames=()):
-        """hostnames: names that resolve to NODE_IP inside."""
+    def __init__(self, run_dir, hostnames=(), private=PRIVATE):
+        """hostnames: names that resolve to NODE_IP inside; private: the
+        paths made private (PRIVATE)."""
         self.dir = pathlib.Path(run_dir)
+        self.private = list(private)
+        self.made = []  # mount points this run made on the machine, or took over
         self.hostnames = list(hostnames)
         self.fs = self.dir / "fs"  # what the private paths hold, seen from outside
         # unique per run: two runs at once get two roots
@@ -78,18 +131,28 @@ class Sandbox:
     def outside(self, path):
         """Where a private path (e.g. /var/lib/kubelet/x) is seen from outside."""
         p = str(path)
-        for private in PRIVATE:
+        for private in self.private:
             if p == private or p.startswith(private + "/"):
                 return self.fs / private.lstrip("/") / p[len(private) + 1:]
         return pathlib.Path(p)
 
     def start(self):
+        with machine_lock():
+            # held until the mounts are made, so that a run stopping meanwhile
+            # sees them and leaves their mount points
+            self._start()
+
+    def _start(self):
         mounts = []
-        for private in PRIVATE:
+        others = mounted_elsewhere(self.private)
+        for private in self.private:
             inside = self.fs / private.lstrip("/")
             inside.mkdir(parents=True, exist_ok=True)
-            # the mount point must exist on the machine: an empty folder, left there
-            os.makedirs(private, exist_ok=True)
+            # The mount point must exist on the machine: made if missing and
+            # removed at stop; one a run still going made is taken over, so
+            # the last of the two to stop removes it.
+            made = make_folders(private)
+            self.made += made or ([private] if others.get(private) else [])
             mounts.append(f"mount --bind {shlex.quote(str(inside))} {private}")
         # No resolver answers inside: names fail at once instead of after
         # timeouts, and the node's name is its address.
@@ -240,6 +303,20 @@ class Sandbox:
                 self.holder.kill()
                 self.holder.wait(10)
             self.remove_cgroups()
+            self.remove_mount_points()
+
+    def remove_mount_points(self):
+        """The folders this run made (or took over) for its mounts, innermost
+        first, once no other namespace mounts them; only empty ones go."""
+        with machine_lock():
+            busy = mounted_elsewhere(self.made)
+            for d in sorted(set(self.made), key=lambda d: d.count("/"), reverse=True):
+                if d not in busy:
+                    try:
+                        os.rmdir(d)
+                    except OSError:
+                        pass
+        self.made = []
 
     def remove_cgroups(self):
         for h in cgroup_hierarchies():

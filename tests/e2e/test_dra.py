@@ -29,8 +29,7 @@ CDI_DIR = "/var/run/cdi"  # inside the sandbox, where containerd looks
 
 def start_dra(node, sim="dgx-a100", extra=()):
     node.state_file.write_text("gpus: {}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPULET_SIM")}
-    env["GPULET_SIM_STATE"] = str(node.state_file)
+    env = node.gpulet_env()
     node.gpulet_started = time.time()
     node.spawn("gpulet", [node.build / "gpulet", "--log-level", "debug", "--simulate", sim,
                           "--driver-root", node.driver_root, "run", "--dra",

@@ -16,6 +16,7 @@ from sandbox import NODE_IP, PRIVATE, Sandbox, cgroup_hierarchies, wait_for
 def sandbox():
     s = Sandbox(tempfile.mkdtemp(prefix="gpulet-e2e-"), ["gpulet-e2e-node"])
     s.start()
+    s.made_at_start = list(s.made)
     try:
         yield s
     finally:
@@ -57,7 +58,8 @@ def test_the_sandbox_is_private_and_leaves_nothing(sandbox):
     assert not [h for h in cgroup_hierarchies() if (h / sandbox.cgroup_root.lstrip("/")).exists()]
     mounts = pathlib.Path("/proc/self/mountinfo").read_text()
     assert str(sandbox.dir) not in mounts
-    assert all(os.path.isdir(p) for p in PRIVATE)  # the mount points, empty folders
+    # the machine's folders it mounted over are still there; none it made is
+    assert all(os.path.isdir(p) for p in PRIVATE if p not in sandbox.made_at_start)
 
 
 def test_a_run_whose_holder_died_is_still_stopped(sandbox):
@@ -100,3 +102,35 @@ def test_a_run_folder_with_a_space_in_its_name(tmp_path):
         assert s.outside("/var/lib/kubelet/marker").exists()
     finally:
         s.stop()
+
+
+def test_mount_points_it_made_go_when_the_last_run_using_them_stops():
+    """A private path missing on the machine needs an empty folder to mount
+    on: made at start, removed at stop, but not while another run (started
+    meanwhile, which takes it over) still mounts it."""
+    probe = f"/var/lib/{pathlib.Path(tempfile.mktemp(prefix='gpulet-e2e-probe-')).name}/inner"
+    assert not os.path.exists(os.path.dirname(probe))
+    runs = [Sandbox(tempfile.mkdtemp(prefix="gpulet-e2e-"), private=[probe]) for _ in range(2)]
+    try:
+        runs[0].start()
+        assert os.path.isdir(probe)
+        assert runs[0].made == [os.path.dirname(probe), probe]
+        runs[1].start()
+        assert runs[1].made == [probe]  # taken over
+        runs[0].stop()
+        assert os.path.isdir(probe)  # the second run still mounts it
+        r = runs[1].run(["sh", "-c", f"touch {probe}/x"], timeout=30)
+        assert r.returncode == 0 and runs[1].outside(f"{probe}/x").exists()
+        assert not os.path.exists(f"{probe}/x")
+        runs[1].stop()
+        assert not os.path.exists(probe)
+        # its parent, which the first run made and could not remove then,
+        # is the one thing left: the second run never knew it was made
+        assert os.listdir(os.path.dirname(probe)) == []
+    finally:
+        for s in runs:
+            s.stop()
+            subprocess.run(["rm", "-rf", "--one-file-system", str(s.dir)])
+        for d in (probe, os.path.dirname(probe)):
+            if os.path.isdir(d):
+                os.rmdir(d)

@@ -244,14 +244,15 @@ class ApiServer:
 
     def _watch(self, h, query):
         q = queue.Queue()
-        with self.lock:
-            if self.stop_watches:
-                return
-            self.watchers.append(q)
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Transfer-Encoding", "chunked")
         h.end_headers()
+        with self.lock:
+            if self.stop_watches:  # as a proxy that cuts streams: ended at once
+                h.wfile.write(b"0\r\n\r\n")
+                return
+            self.watchers.append(q)
         try:
             while True:
                 ev = q.get()

@@ -237,6 +237,33 @@ def test_slices_republished_after_deletion(run_gpulet, api, tmp_path):
     assert api.count("POST", "/apis/resource.k8s.io/v1/resourceslices") == posts + 1
 
 
+def test_a_list_with_others_slices_deletes_only_this_nodes(run_gpulet, api, tmp_path):
+    """gpulet may delete any ResourceSlice (its ClusterRole), so it deletes
+    only what is its own by content, not by trusting the field selector: an
+    API server (or a proxy) that ignores it lists other nodes' and other
+    drivers' slices, which must stay."""
+    foreign = {
+        "node2-gpu.nvidia.com-aaaaa": {"nodeName": "node2", "driver": "gpu.nvidia.com",
+                                       "pool": {"name": "node2"}},
+        "node1-other.example.com-bbbbb": {"nodeName": NODE, "driver": "other.example.com",
+                                          "pool": {"name": NODE}},
+        "node1-gpu.nvidia.com-ccccc": {"nodeName": NODE, "driver": "gpu.nvidia.com",
+                                       "pool": {"name": "elsewhere"}},
+    }
+    with api.lock:
+        for name, spec in foreign.items():
+            spec["pool"].update(generation=7, resourceSliceCount=1)
+            api.slices[name] = {"metadata": {"name": name, "resourceVersion": "1"},
+                                "spec": {**spec, "devices": []}}
+    run_gpulet("dgx-a100")
+    api.wait_for(lambda: len(api.slices) > len(foreign), what="this node's slice")
+    api.wait_for(lambda: api.watchers, what="the watch")
+    assert set(foreign) <= set(api.slices)
+    assert api.count("DELETE", "/apis/resource.k8s.io/v1/resourceslices/") == 0
+    ours = [s for n, s in api.slices.items() if n not in foreign]
+    assert len(ours) == 1 and ours[0]["spec"]["pool"]["generation"] == 1
+
+
 def test_watch_resumes_and_relists_on_gone(run_gpulet, api, tmp_path):
     run_gpulet("dgx-a100")
     api.wait_for(lambda: api.slices, what="a slice")
@@ -254,6 +281,23 @@ def test_watch_resumes_and_relists_on_gone(run_gpulet, api, tmp_path):
     api.end_watches({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
     api.wait_for(lambda: sum(1 for m, p in api.requests if m == "GET" and "watch" not in p
                              and "slices" in p) > lists, what="a list after 410")
+
+
+def test_watches_that_end_at_once_back_off(run_gpulet, api, tmp_path):
+    """An API server or proxy that ends every watch at once: gpulet lists
+    and watches again with a growing backoff, not twice a second for ever
+    (a thousand nodes would make it 2,000 lists a second)."""
+    run_gpulet("dgx-a100")
+    api.wait_for(lambda: api.slices, what="a slice")
+    api.wait_for(lambda: api.watchers, what="a watch")
+    api.stop_watches = True
+    api.end_watches()
+    before = len(api.requests)
+    time.sleep(6)  # the window the lists are counted in, not a wait for a condition
+    lists = [p for m, p in api.requests[before:] if m == "GET" and "resourceslices" in p
+             and "watch=true" not in p]
+    # 0.5 s doubling, less up to half of it: at most 5 in 6 s; load makes fewer
+    assert 1 <= len(lists) <= 6, len(lists)
 
 
 def test_mig_devices_as_nvidia_names_them(run_gpulet, api, tmp_path):
@@ -405,8 +449,14 @@ def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
     assert {c["uid"]: c["alloc"] for c in cp["claims"]}[a] == folders[a].name
 
     # unprepared: spec and folder go; the other claim's stay
+    before = len(g.text())
     assert unprepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
     assert not folders[a].exists() and folders[b].exists()
+    # one event, one line: the claim unprepared, naming its slice folder
+    lines = [line for line in g.text()[before:].splitlines()
+             if a in line or folders[a].name in line]
+    assert len(lines) == 1 and "claim unprepared" in lines[0], lines
+    assert f"slice_dir={folders[a]}" in lines[0], lines
     # ... and is removed on gpulet's reaper thread, not just moved aside
     wait_for(lambda: [f.name for f in (tmp_path / "state" / "dra" / "alloc").iterdir()] ==
              [folders[b].name], what="the released folder reaped")
@@ -420,6 +470,28 @@ def test_claims_share_a_gpu_by_memory(run_gpulet, api, protos, tmp_path):
     start_sliced(run_gpulet, tmp_path)
     wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
     assert not stray.exists() and folders[b].exists()
+
+
+def test_claims_never_oversubscribe_a_shared_gpu(run_gpulet, api, protos, tmp_path):
+    """The scheduler keeps the claims on a shared GPU within its memory; an
+    API server that says otherwise (a bug, garbage) must not get it
+    oversubscribed: a claim that does not fit beside the prepared ones is
+    refused, and fits once they are unprepared."""
+    _, dra = protos
+    start_sliced(run_gpulet, tmp_path)
+    api.wait_for(lambda: api.slices, what="a slice")
+    a = api.put_claim("default", "a", ["gpu-1"], memory="50Gi")
+    b = api.put_claim("default", "b", ["gpu-1"], memory="40Gi")
+    r = prepare(tmp_path, dra, [("default", "a", a), ("default", "b", b)])
+    assert r.claims[a].error == ""
+    assert "more memory of gpu-1 than is free" in r.claims[b].error, r.claims[b].error
+    assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{b}.yaml").exists()
+    assert prepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""  # a retry
+    # one claim asking for more than the GPU has, twice over (two results)
+    c = api.put_claim("default", "c", ["gpu-1", "gpu-1"], memory="50Gi")
+    assert "more memory of gpu-1" in prepare(tmp_path, dra, [("default", "c", c)]).claims[c].error
+    assert unprepare(tmp_path, dra, [("default", "a", a)]).claims[a].error == ""
+    assert prepare(tmp_path, dra, [("default", "b", b)]).claims[b].error == ""
 
 
 def test_gate_off_gpus_published_whole(run_gpulet, api, protos, tmp_path):
@@ -770,4 +842,43 @@ def test_hostile_slice_list_is_retried(run_gpulet, api, tmp_path, answer):
     assert g.proc.poll() is None
     del api.overrides["/apis/resource.k8s.io/v1/resourceslices"]
     api.wait_for(lambda: api.slices, timeout=45, what="the slice published after backoff")
+    assert g.proc.poll() is None
+
+
+def test_hostile_kubelet_side_requests(run_gpulet, api, protos, tmp_path):
+    """A peer on the DRA socket: bytes that are no protobuf, more claims in
+    one call than gpulet keeps, 3,000 claims at once (at most 16 reads of
+    the API server run; the rest are told to retry), the same claim twice
+    in one call, an unknown claim unprepared. Each gets a clear answer and
+    gpulet keeps serving."""
+    _, dra = protos
+    g = run_gpulet("dgx-a100")
+    wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+    method = "/k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin/NodePrepareResources"
+    with grpc.insecure_channel(f"unix:{dra_socket(tmp_path)}") as ch:
+        raw = ch.unary_unary(method, request_serializer=lambda b: b,
+                             response_deserializer=dra.NodePrepareResourcesResponse.FromString)
+        with pytest.raises(grpc.RpcError) as e:
+            raw(b"\xff\xff\xff\xff\x0f garbage", timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        many = dra.NodePrepareResourcesRequest(claims=[
+            dra.Claim(namespace="default", name=f"c{i}", uid=str(uuid.uuid4()))
+            for i in range(4097)])
+        with pytest.raises(grpc.RpcError) as e:
+            raw(many.SerializeToString(), timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    uids = [str(uuid.uuid4()) for _ in range(3000)]
+    resp = prepare(tmp_path, dra, [("default", f"c{i}", u) for i, u in enumerate(uids)])
+    assert len(resp.claims) == 3000
+    errors = [resp.claims[u].error for u in uids]
+    assert all(errors), "a claim not in the API server was prepared"
+    assert sum("not in the API server" in x for x in errors) >= 8  # the watch holds one
+    assert sum("try again later" in x for x in errors) >= 2000
+    ok = api.put_claim("default", "ok", ["gpu-0"])
+    resp = prepare(tmp_path, dra, [("default", "ok", ok), ("default", "ok", ok)])
+    assert resp.claims[ok].error == "" and len(resp.claims[ok].devices) == 1
+    cp = json.loads((tmp_path / "state" / "dra-checkpoint.json").read_text())
+    assert [c["uid"] for c in cp["claims"]] == [ok]
+    unknown = str(uuid.uuid4())
+    assert unprepare(tmp_path, dra, [("default", "x", unknown)]).claims[unknown].error == ""
     assert g.proc.poll() is None

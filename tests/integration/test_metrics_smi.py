@@ -473,3 +473,22 @@ def test_a_failed_process_collection_shows_only_its_gauge(exporter, tmp_path):
     write_atomically(state, "gpus:\n  3: {lost: false}\n")
     wait_for(lambda: "nvidia_smi_compute_apps_last_collect_success 1" in e.get()[2],
              what="the collection back")
+
+
+def test_a_busy_gpu_still_reports_its_processes(exporter, tmp_path):
+    # More processes than gpulet keeps a series for (64): the list is read
+    # whole, the first 64 get their series and the count says all of them,
+    # instead of the whole collection failing on INSUFFICIENT_SIZE.
+    state = tmp_path / "state.yaml"
+    procs = "".join("      - {pid: %d, used_mib: 1}\n" % (100000 + i) for i in range(100))
+    write_atomically(state, "gpus:\n  0:\n    processes:\n" + procs)
+    e = exporter("dgx-a100", "--metrics-schema", "nvidia-smi", state=state)
+    wait_for(lambda: "nvidia_smi_compute_app_info{" in e.get()[2], what="the processes")
+    series, _ = parse(e.get()[2])
+    assert series["nvidia_smi_compute_apps_last_collect_success"] == [({}, 1)]
+    u0 = smi_uuid(load_node("dgx-a100")["gpus"][0]["uuid"])
+    counts = {lab["uuid"]: v for lab, v in series["nvidia_smi_compute_apps"]}
+    assert counts[u0] == 100
+    pids = [lab["pid"] for lab, _ in series["nvidia_smi_compute_app_info"] if lab["uuid"] == u0]
+    assert pids == [str(100000 + i) for i in range(64)]
+    assert len(series["nvidia_smi_compute_app_used_memory_bytes"]) == 64

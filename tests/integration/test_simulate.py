@@ -19,6 +19,7 @@ import yaml
 
 from conftest import ROOT, load_node
 from kubelet import wait_for
+from test_cdi import driver_root  # noqa: F401 (a fixture: a driver root with an ld cache)
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                                reason="needs root and unshare(1) for a network namespace of "
@@ -171,6 +172,117 @@ def test_a_stop_signal_while_run_starts_still_removes_the_folder(build, tmpdir_e
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigquit_stops_a_simulated_run_and_removes_its_folders(build, tmpdir_env):
+    """SIGQUIT (Ctrl-backslash) would end gpulet with a core dump, past its cleanup:
+    under --simulate `run` stops cleanly on it, as on SIGTERM."""
+    tmp, env = tmpdir_env
+    log = tmp.parent / f"{tmp.name}.log"
+    d = Daemon([build / "gpulet", "--simulate", "t4-pcie", "run", "--no-metrics"], env, log,
+               netns=False)
+    try:
+        assert d.running(), d.text()
+        assert os.listdir(tmp)
+        assert d.stop(signal.SIGQUIT) == 0, d.text()
+        assert os.listdir(tmp) == [], d.text()
+        assert "signal=SIGQUIT" in d.text()
+    finally:
+        d.kill()
+        log.unlink(missing_ok=True)
+
+
+def dead_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_the_next_simulate_removes_what_a_killed_one_left(build, tmpdir_env):
+    """SIGKILL cannot be caught: the private folder and the simulated
+    sysfs stay. The next --simulate start removes them, by their owner
+    mark, and nothing else: not a live run's, not a folder without a mark
+    or of another PID namespace or open to others, not through a link."""
+    tmp, env = tmpdir_env
+    logs = [tmp.parent / f"{tmp.name}-{n}.log" for n in range(2)]
+    outside = pathlib.Path(tempfile.mkdtemp(prefix="gs-outside-", dir="/tmp"))
+    live = killed = None
+    try:
+        live = Daemon([build / "gpulet", "--simulate", "t4-pcie", "run", "--no-metrics"], env,
+                      logs[0], netns=False)
+        assert live.running(), live.text()
+        wait_for(lambda: len(os.listdir(tmp)) == 2, 10, 0.02, "the folder and the sysfs")
+        live_left = set(os.listdir(tmp))
+        killed = Daemon([build / "gpulet", "--simulate", "t4-pcie", "run", "--no-metrics"], env,
+                        logs[1], netns=False)
+        assert killed.running(), killed.text()
+        wait_for(lambda: len(os.listdir(tmp)) == 4, 10, 0.02, "the second pair")
+        left = set(os.listdir(tmp)) - live_left
+        folder = killed.folder()
+        assert {p.split("-")[1] for p in left} == {"simulate", "sim"}
+        mark = (folder / ".gpulet-owner").read_text()
+        killed.kill()
+        assert set(os.listdir(tmp)) == live_left | left  # what SIGKILL leaves
+
+        # a stale mark: the killed run's, naming a PID that has ended
+        stale = re.sub(r"pid=\d+", f"pid={dead_pid()}", mark)
+        (outside / "keep").write_text("not gpulet's")
+
+        def fake(name, text, mode=0o700):
+            p = tmp / name
+            p.mkdir()
+            if text is not None:
+                (p / ".gpulet-owner").write_text(text)
+            p.chmod(mode)
+            return p
+        escape = fake("gpulet-simulate-escape", stale)
+        (escape / "out").symlink_to(outside)
+        (escape / "file").symlink_to(outside / "keep")
+        kept = [fake("gpulet-simulate-nomark", None),
+                fake("gpulet-simulate-otherns", re.sub(r"pidns=\d+", "pidns=1", stale)),
+                fake("gpulet-simulate-open", stale, 0o755),
+                fake("gpulet-simulate-fifo", None),
+                fake("gpulet-other-name", stale)]
+        os.mkfifo(kept[3] / ".gpulet-owner")
+        (tmp / "gpulet-simulate-link").symlink_to(fake("linked-target", stale))
+
+        r = subprocess.run([build / "gpulet", "--simulate", "t4-pcie", "info"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert not (left & set(os.listdir(tmp))), r.stderr
+        assert not escape.exists() and (outside / "keep").read_text() == "not gpulet's"
+        assert r.stderr.count("private folder removed: its maker is gone") == 3, r.stderr
+        for p in kept + [tmp / "gpulet-simulate-link", tmp / "linked-target"]:
+            assert os.path.lexists(p), p
+        assert live_left <= set(os.listdir(tmp))
+        assert live.stop() == 0, live.text()
+        assert not (live_left & set(os.listdir(tmp)))
+    finally:
+        for d in (live, killed):
+            if d:
+                d.kill()
+        for log in logs:
+            log.unlink(missing_ok=True)
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_a_spec_file_naming_the_private_folder_is_refused(build, tmpdir_env, tmp_path,
+                                                          driver_root):  # noqa: F811
+    """The simulated driver root goes when gpulet exits: a spec file naming
+    it would outlive it and fail every container that asks for a GPU.
+    Printed, the spec is for reading; written, it needs a lasting root."""
+    tmp, env = tmpdir_env
+    out = tmp_path / "nvidia.yaml"
+    r = subprocess.run([build / "gpulet", "--simulate", "dgx-a100", "cdi", "generate",
+                        "--output", out], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "--driver-root" in r.stderr and "removed when gpulet exits" in r.stderr, r.stderr
+    assert not out.exists() and os.listdir(tmp) == []
+    r = subprocess.run([build / "gpulet", "--simulate", "dgx-a100", "cdi", "generate",
+                        "--driver-root", driver_root, "--output", out], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert str(tmp) not in out.read_text()
 
 
 @pytest.mark.parametrize("args", [["cdi", "generate"], ["doctor"], ["info"]])

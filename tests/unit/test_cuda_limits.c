@@ -570,6 +570,42 @@ static void limits_file_text(void **state)
 
 /* The file on disk: absent, a link, a FIFO (must not hang), a folder,
  * oversized, unreadable are each told apart from a good one. */
+/* What gpulet writes, the interposer reads back: one codec both ways. */
+static void limits_file_written_and_read(void **state)
+{
+    (void)state;
+    const struct glc_grant grants[] = {{UUID0, 10ULL << 30, 1250}, {UUID1, 5ULL << 20, 3333},
+                                       {UUID0, 1ULL << 30, 10000}};
+    char text[1024], msg[256];
+    int n = glc_format_limits(grants, 3, 1ULL << 20, text, sizeof text);
+    assert_true(n > 0 && (size_t)n == strlen(text));
+    assert_contains(text, "GPULET_CUDA_COMPUTE_SHARE_0=12.5\n");
+    assert_contains(text, "GPULET_CUDA_COMPUTE_SHARE_1=33.33\n");
+    assert_contains(text, "GPULET_CUDA_COMPUTE_SHARE_2=100\n");
+    struct glc_limits l;
+    assert_int_equal(glc_parse_limits(text, (size_t)n, &l, msg, sizeof msg), 0);
+    assert_true(l.by_uuid);
+    assert_string_equal(l.dev[1].uuid, UUID1);
+    assert_true(l.dev[0].limit == 10ULL << 30);
+    assert_true(l.dev[1].limit == 5ULL << 20);
+    assert_int_equal(l.dev[0].share, 1250);
+    assert_int_equal(l.dev[1].share, 3333);
+    assert_int_equal(l.dev[2].share, 0); /* the whole GPU: no share to hold it to */
+    assert_true(l.context_bytes == 1ULL << 20);
+    /* Without a context size, none is written. */
+    n = glc_format_limits(grants, 1, 0, text, sizeof text);
+    assert_null(strstr(text, "CONTEXT"));
+    assert_int_equal(glc_parse_limits(text, (size_t)n, &l, msg, sizeof msg), 0);
+    /* Too small a buffer is said, never a cut file. */
+    for (size_t len = 0; len < 100; len++)
+        assert_int_equal(glc_format_limits(grants, 1, 0, text, len), -1);
+    char share[16];
+    glc_format_percent(20000, share, sizeof share);
+    assert_string_equal(share, "100");
+    glc_format_percent(1, share, sizeof share);
+    assert_string_equal(share, "0.01");
+}
+
 static void limits_file_hostile(void **state)
 {
     (void)state;
@@ -630,7 +666,7 @@ int main(void)
         cmocka_unit_test(bucket_holds_the_share),  cmocka_unit_test(array_sizes),
         cmocka_unit_test(allocation_map),         cmocka_unit_test(allocation_map_is_flat),
         cmocka_unit_test(elf_exports),            cmocka_unit_test(limits_file_text),
-        cmocka_unit_test(limits_file_hostile),
+        cmocka_unit_test(limits_file_hostile), cmocka_unit_test(limits_file_written_and_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -398,6 +398,46 @@ static void checkpoint_round_trip(void **state)
         assert_int_equal(dra_checkpoint_read(path, &claims, &n, &e), -1);
         assert_non_null(strstr(e.msg, "move"));
     }
+    /* gpulet records a claim once: the same UID twice (a hand edit, two
+     * files pasted together) is refused, naming the file and the UID,
+     * rather than one entry silently winning and the other's slice folder
+     * being pruned, or the claim prepared twice. */
+    static const char twice[] =
+        "{\"version\":1,\"claims\":[{\"uid\":\"" UID "\",\"namespace\":\"a\",\"name\":\"b\","
+        "\"devices\":[{\"request\":\"r\",\"device\":\"gpu-0\"}]},"
+        "{\"uid\":\"4a1e0b5c-0000-4c6b-9d3b-1b2a3c4d5e6f\",\"namespace\":\"a\",\"name\":\"c\","
+        "\"devices\":[]},"
+        "{\"uid\":\"" UID "\",\"namespace\":\"a\",\"name\":\"b\","
+        "\"devices\":[{\"request\":\"r\",\"device\":\"gpu-1\"}]}]}";
+    assert_int_equal(fileio_replace(path, twice, strlen(twice), 0, &err), 0);
+    claims = NULL;
+    assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), -1);
+    assert_null(claims);
+    assert_non_null(strstr(err.msg, path));
+    assert_non_null(strstr(err.msg, UID));
+    assert_non_null(strstr(err.msg, "twice"));
+    unlink(path);
+    /* A FIFO in its place is refused at once, not waited on. */
+    assert_int_equal(mkfifo(path, 0600), 0);
+    gpulet_error_clear(&err);
+    assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    unlink(path);
+    /* A link in its place is replaced, its target left alone. */
+    char target[160];
+    snprintf(target, sizeof target, "%s/target", dir);
+    write_file(target, "not the checkpoint");
+    assert_int_equal(symlink(target, path), 0);
+    assert_int_equal(dra_checkpoint_write(path, &one, 1, &err), 0);
+    struct stat lst;
+    assert_int_equal(lstat(path, &lst), 0);
+    assert_true(S_ISREG(lst.st_mode));
+    char *text;
+    size_t len;
+    assert_int_equal(fileio_read(target, 1024, &text, &len, &err), 0);
+    assert_string_equal(text, "not the checkpoint");
+    free(text);
+    unlink(target);
     unlink(path);
     rmdir(dir);
 }
@@ -464,6 +504,10 @@ static void kubeconfigs(void **state)
         {"current-context: b\ncontexts:\n- name: b\n  context: {cluster: c}\nclusters:\n"
          "- name: c\n  cluster: {server: 'https://x', certificate-authority: /nonexistent}\n",
          "certificate-authority"},
+        /* a token that would add a header to every request */
+        {"current-context: b\ncontexts:\n- name: b\n  context: {cluster: c, user: u}\n"
+         "clusters:\n- name: c\n  cluster: {server: 'https://x'}\nusers:\n- name: u\n"
+         "  user: {token: \"abc\\r\\nX-Forged: 1\"}\n", "control characters"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         gpulet_error_clear(&err);

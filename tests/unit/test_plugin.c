@@ -3,18 +3,20 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <sys/stat.h>
 
+#include "cuda/cuda_limits.h"
 #include "fileio/fileio.h"
 #include "plugin/plugin_internal.h"
 
 #include "sim_inventory.h"
 
-static struct plugin_resource *build(const struct config *cfg, size_t *count)
+static struct devices_pool *build(const struct config *cfg, size_t *count)
 {
-    struct plugin_resource *res;
+    struct devices_pool *res;
     struct gpulet_error err = {0};
-    if (plugin_build_resources(inv, cfg, &res, count, &err) < 0)
+    if (devices_catalog_build(inv, cfg, &res, count, &err) < 0)
         fail_msg("%s", err.msg);
     return res;
 }
@@ -24,24 +26,24 @@ static struct plugin_resource *build(const struct config *cfg, size_t *count)
  * here live in a pool that the tests cycle through. */
 static char *by_uuid(const char *name)
 {
-    static char pool[1024][PLUGIN_ID_MAX];
+    static char pool[1024][DEVICES_ID_MAX];
     static size_t next;
     char *out = pool[next++ % 1024], *end;
     unsigned long gpu = strtoul(name, &end, 10);
     if (end == name || gpu >= inv->gpu_count) { /* not a device: as it is */
-        snprintf(out, PLUGIN_ID_MAX, "%s", name);
+        snprintf(out, DEVICES_ID_MAX, "%s", name);
         return out;
     }
     const char *uuid = inv->gpus[gpu].uuid;
     if (end[0] == ':' && end[1] != ':')
         uuid = inv->gpus[gpu].migs[strtoul(end + 1, &end, 10)].uuid;
-    snprintf(out, PLUGIN_ID_MAX, "%s%s", uuid, end);
+    snprintf(out, DEVICES_ID_MAX, "%s%s", uuid, end);
     return out;
 }
 
 static char *by_index(const char *id)
 {
-    static char pool[1024][PLUGIN_ID_MAX];
+    static char pool[1024][DEVICES_ID_MAX];
     static size_t next;
     char *out = pool[next++ % 1024];
     for (size_t g = 0; g < inv->gpu_count; g++)
@@ -52,12 +54,12 @@ static char *by_index(const char *id)
             if (strncmp(id, uuid, len) != 0 || (id[len] != '\0' && id[len] != ':'))
                 continue;
             if (gpu)
-                snprintf(out, PLUGIN_ID_MAX, "%zu%s", g, id + len);
+                snprintf(out, DEVICES_ID_MAX, "%zu%s", g, id + len);
             else
-                snprintf(out, PLUGIN_ID_MAX, "%zu:%u%s", g, inv->gpus[g].migs[m].index, id + len);
+                snprintf(out, DEVICES_ID_MAX, "%zu:%u%s", g, inv->gpus[g].migs[m].index, id + len);
             return out;
         }
-    snprintf(out, PLUGIN_ID_MAX, "%s", id);
+    snprintf(out, DEVICES_ID_MAX, "%s", id);
     return out;
 }
 
@@ -67,8 +69,8 @@ static void to_uuids(char **ids, size_t n)
         ids[i] = by_uuid(ids[i]);
 }
 
-/* plugin_preferred with the tables' names in and out. */
-static int preferred_ix(const struct plugin_resource *r, char **available, size_t n_available,
+/* devices_preferred with the tables' names in and out. */
+static int preferred_ix(const struct devices_pool *r, char **available, size_t n_available,
                         char **must, size_t n_must, int size, const struct timespec *until,
                         char **out, size_t *n_out)
 {
@@ -80,14 +82,14 @@ static int preferred_ix(const struct plugin_resource *r, char **available, size_
         m[i] = must[i];
     to_uuids(a, n_available);
     to_uuids(m, n_must);
-    int rc = plugin_preferred(r, inv, a, n_available, m, n_must, size, until, out, n_out);
+    int rc = devices_preferred(r, inv, a, n_available, m, n_must, size, until, out, n_out);
     for (size_t i = 0; i < *n_out; i++)
         out[i] = by_index(out[i]);
     return rc;
 }
 
 /* Preferred allocation with index IDs: "0,3,1" -> "0,3" */
-static void prefer(const struct plugin_resource *r, const char *available, const char *must,
+static void prefer(const struct devices_pool *r, const char *available, const char *must,
                    int size, char *answer, size_t len)
 {
     char av[256], mu[256];
@@ -130,7 +132,7 @@ static void check_table(const char *node, const struct prefer_case *cases, size_
     config_defaults(&cfg);
     cfg.device_id_strategy = DEVICE_ID_INDEX;
     size_t count;
-    struct plugin_resource *res = build(&cfg, &count);
+    struct devices_pool *res = build(&cfg, &count);
     assert_int_equal(count, 1);
     for (size_t i = 0; i < n; i++) {
         char got[256];
@@ -139,7 +141,7 @@ static void check_table(const char *node, const struct prefer_case *cases, size_
             fail_msg("%s: available {%s} must {%s} size %d: got {%s}, want {%s}", node,
                      cases[i].available, cases[i].must, cases[i].size, got, cases[i].want);
     }
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 }
 
 static void run_table(const char *node, const struct prefer_case *cases, size_t n)
@@ -215,10 +217,10 @@ static void resources_for_mig_and_sharing(void **state)
     struct config cfg;
     config_defaults(&cfg);
     size_t count;
-    struct plugin_resource *res = build(&cfg, &count);
+    struct devices_pool *res = build(&cfg, &count);
     assert_int_equal(count, 1); /* none: whole GPUs */
     assert_int_equal(res[0].count, 2);
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 
     cfg.mig_strategy = MIG_STRATEGY_MIXED;
     res = build(&cfg, &count);
@@ -228,7 +230,7 @@ static void resources_for_mig_and_sharing(void **state)
     assert_string_equal(res[1].name, "nvidia.com/mig-2g.10gb");
     assert_string_equal(res[2].name, "nvidia.com/mig-3g.20gb");
     assert_string_equal(res[2].socket_name, "nvidia-mig-3g.20gb.sock");
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 
     /* sharing a MIG profile, renamed */
     cfg.sharing = SHARING_TIME_SLICING;
@@ -248,12 +250,12 @@ static void resources_for_mig_and_sharing(void **state)
     assert_int_equal(res[3].devices[0].mig, 2);
     assert_string_equal(res[0].name, "nvidia.com/mig-1g.5gb");
     assert_int_equal(res[0].count, 7); /* the shared one moved out */
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 
     cfg.mig_strategy = MIG_STRATEGY_SINGLE;
     cfg.shared_count = 0;
     struct gpulet_error err = {0};
-    assert_int_equal(plugin_build_resources(inv, &cfg, &res, &count, &err), -1);
+    assert_int_equal(devices_catalog_build(inv, &cfg, &res, &count, &err), -1);
     assert_contains(err.msg, "use migStrategy mixed");
 }
 
@@ -269,7 +271,7 @@ static void resources_by_model(void **state)
     snprintf(cfg.gpu_names[1].pattern, sizeof cfg.gpu_names[1].pattern, "*");
     snprintf(cfg.gpu_names[1].name, sizeof cfg.gpu_names[1].name, "nvidia.com/any");
     size_t count;
-    struct plugin_resource *res = build(&cfg, &count);
+    struct devices_pool *res = build(&cfg, &count);
     assert_int_equal(count, 2); /* first match wins: the V100s are not "any" */
     assert_string_equal(res[0].name, "nvidia.com/any");
     assert_int_equal(res[0].count, 2);
@@ -279,7 +281,7 @@ static void resources_by_model(void **state)
     assert_string_equal(res[1].socket_name, "nvidia-v100.sock");
     assert_int_equal(res[1].devices[0].gpu, 1);
     assert_int_equal(res[1].devices[1].gpu, 3);
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 
     /* unmatched GPUs stay nvidia.com/gpu; sharing applies to the model
      * resource, to the chosen GPU only */
@@ -304,7 +306,7 @@ static void resources_by_model(void **state)
     assert_int_equal(res[2].count, 4);
     for (size_t i = 0; i < 4; i++)
         assert_int_equal(res[2].devices[i].gpu, 3);
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 
     /* MIG profiles by pattern, joined under one name */
     load("a100-mig");
@@ -318,7 +320,7 @@ static void resources_by_model(void **state)
     assert_string_equal(res[0].name, "nvidia.com/mig-3g.20gb");
     assert_string_equal(res[1].name, "nvidia.com/mig-small");
     assert_int_equal(res[1].count, 9);
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 }
 
 static void allocate_answers(void **state)
@@ -329,7 +331,7 @@ static void allocate_answers(void **state)
     config_defaults(&cfg);
     cfg.device_list_strategies = DEVICE_LIST_ENVVAR | DEVICE_LIST_CDI_CRI;
     size_t count;
-    struct plugin_resource *res = build(&cfg, &count);
+    struct devices_pool *res = build(&cfg, &count);
     struct arena a = {0};
     V1beta1__ContainerAllocateResponse out;
     struct gpulet_error err = {0};
@@ -346,7 +348,7 @@ static void allocate_answers(void **state)
     assert_int_equal(plugin_allocate_container(&res[0], &cfg, bad, 1, 2, &a, &out, &err), -1);
     assert_string_equal(err.msg, "unknown device ID \"GPU-x\" for nvidia.com/gpu");
     arena_free(&a);
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 }
 
 static struct config shared_config(unsigned int replicas, bool packed)
@@ -371,7 +373,7 @@ static void replicas_distributed_and_packed(void **state)
     for (int packed = 0; packed < 2; packed++) {
         struct config cfg = shared_config(4, packed);
         size_t count;
-        struct plugin_resource *res = build(&cfg, &count);
+        struct devices_pool *res = build(&cfg, &count);
         /* GPU 0 has one replica left, GPU 1 three, GPUs 2 and 3 all four */
         char *avail[] = {"0::3", "1::1", "1::2", "1::3", "2::0", "2::1", "2::2", "2::3",
                          "3::0", "3::1", "3::2", "3::3"};
@@ -388,7 +390,7 @@ static void replicas_distributed_and_packed(void **state)
             assert_true((out[0][0] == '0' && out[1][0] == '1') ||
                         (out[0][0] == '1' && out[1][0] == '0'));
         }
-        plugin_free_resources(res, count);
+        devices_catalog_free(res, count);
     }
 }
 
@@ -396,7 +398,7 @@ static void replicas_distributed_and_packed(void **state)
  * NVIDIA's plugin states it when distributed (the fewest replicas taken:
  * total minus still free) and gpulet's packed one: the answers the
  * grouped version must give. */
-static void spread_reference(const struct plugin_resource *r, const struct plugin_device **cand,
+static void spread_reference(const struct devices_pool *r, const struct devices_device **cand,
                              const bool *required, size_t n, size_t size, bool *chosen)
 {
     size_t have = 0;
@@ -441,11 +443,11 @@ static void replicas_same_answers_as_the_pairwise_policy(void **state)
     for (int packed = 0; packed < 2; packed++) {
         struct config cfg = shared_config(4, packed);
         size_t count;
-        struct plugin_resource *res = build(&cfg, &count);
-        const struct plugin_resource *r = &res[0];
+        struct devices_pool *res = build(&cfg, &count);
+        const struct devices_pool *r = &res[0];
         for (int round = 0; round < 300; round++) {
             /* a random order of a random subset, some of it required */
-            const struct plugin_device *cand[32];
+            const struct devices_device *cand[32];
             char *avail[32], *must[32], *out[32];
             bool required[32] = {0}, chosen[32];
             size_t n = 0, n_must = 0, n_out = 0;
@@ -471,15 +473,15 @@ static void replicas_same_answers_as_the_pairwise_policy(void **state)
             if (size == 0 || size == n)
                 continue;
             spread_reference(r, cand, required, n, size, chosen);
-            assert_int_equal(plugin_preferred(r, inv, avail, n, must, n_must, (int)size, NULL,
-                                              out, &n_out),
+            assert_int_equal(devices_preferred(r, inv, avail, n, must, n_must, (int)size, NULL,
+                                               out, &n_out),
                              0);
             assert_int_equal(n_out, size);
             for (size_t i = 0, k = 0; i < n; i++)
                 if (chosen[i])
                     assert_string_equal(out[k++], avail[i]);
         }
-        plugin_free_resources(res, count);
+        devices_catalog_free(res, count);
     }
 }
 
@@ -491,8 +493,8 @@ static void many_replicas_answer_quickly(void **state)
     load("dgx-a100");
     struct config cfg = shared_config(1024, false);
     size_t count;
-    struct plugin_resource *res = build(&cfg, &count);
-    const struct plugin_resource *r = &res[0];
+    struct devices_pool *res = build(&cfg, &count);
+    const struct devices_pool *r = &res[0];
     assert_int_equal(r->count, 8192);
     char **avail = calloc(r->count, sizeof *avail), **out = calloc(r->count, sizeof *out);
     for (size_t i = 0; i < r->count; i++)
@@ -500,20 +502,20 @@ static void many_replicas_answer_quickly(void **state)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     size_t n_out = 0;
-    assert_int_equal(plugin_preferred(r, inv, avail, r->count, avail, 3, 4096, NULL, out, &n_out),
+    assert_int_equal(devices_preferred(r, inv, avail, r->count, avail, 3, 4096, NULL, out, &n_out),
                      0);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_int_equal(n_out, 4096);
     unsigned int per_gpu[8] = {0};
     for (size_t i = 0; i < n_out; i++)
-        per_gpu[plugin_find_device(r, out[i])->gpu]++;
+        per_gpu[devices_find(r, out[i])->gpu]++;
     for (int g = 0; g < 8; g++)
         assert_int_equal(per_gpu[g], 512); /* distributed evenly */
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     assert_true(ms < 1000);
     free(avail);
     free(out);
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 }
 
 /* 16 GPUs: PCIe only, one switch per pair, one NUMA node per half. */
@@ -580,7 +582,7 @@ static void preferred_out_of_time(void **state)
     config_defaults(&cfg);
     cfg.device_id_strategy = DEVICE_ID_INDEX;
     size_t count;
-    struct plugin_resource *res = build(&cfg, &count);
+    struct devices_pool *res = build(&cfg, &count);
     char *avail[] = {"0", "1", "2", "3", "4", "5", "6", "7"}, *out[8];
     size_t n_out = 9;
     struct timespec past;
@@ -592,7 +594,7 @@ static void preferred_out_of_time(void **state)
     later.tv_sec += 60;
     assert_int_equal(preferred_ix(&res[0], avail, 8, NULL, 0, 2, &later, out, &n_out), 0);
     assert_int_equal(n_out, 2);
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 }
 
 static struct shared_resource *add_slices(struct config *cfg, const char *rename,
@@ -639,7 +641,7 @@ static void slices_resources(void **state)
     load("t4-pcie");
     struct config cfg = slice_config();
     size_t count;
-    struct plugin_resource *res = build(&cfg, &count);
+    struct devices_pool *res = build(&cfg, &count);
     assert_int_equal(count, 3);
     assert_string_equal(res[0].name, "nvidia.com/gpu");
     assert_int_equal(res[0].sharing, SHARING_TIME_SLICING);
@@ -656,7 +658,7 @@ static void slices_resources(void **state)
     assert_true(res[2].devices[0].slice_memory == 3775ULL << 20);
     assert_int_equal(res[2].devices[0].slice_share, 2500);
     assert_int_equal(res[0].devices[0].slice_share, 0);
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 
     static const struct {
         const char *rename, *selector, *expect;
@@ -679,7 +681,7 @@ static void slices_resources(void **state)
         struct shared_resource *s = add_slices(&cfg, bad[i].rename, 0, bad[i].bytes, bad[i].selector);
         s->slices = true;
         struct gpulet_error err = {0};
-        assert_int_equal(plugin_build_resources(inv, &cfg, &res, &count, &err), -1);
+        assert_int_equal(devices_catalog_build(inv, &cfg, &res, &count, &err), -1);
         assert_int_equal(err.kind, GPULET_ERR_USAGE);
         assert_contains(err.msg, bad[i].expect);
     }
@@ -690,7 +692,7 @@ static void slices_resources(void **state)
     add_slices(&cfg, "nvidia.com/gpu-4gb", 0, 4ULL << 30, inv->gpus[2].uuid);
     cfg.shared[1].devices_line = 42;
     struct gpulet_error err = {0};
-    assert_int_equal(plugin_build_resources(inv, &cfg, &res, &count, &err), -1);
+    assert_int_equal(devices_catalog_build(inv, &cfg, &res, &count, &err), -1);
     assert_contains(err.msg, "line 42: sharing.slices.resources[1].devices: GPU 2 (");
     assert_contains(err.msg, "is already shared by the entry at line 10");
 }
@@ -703,8 +705,8 @@ static void slices_preferred(void **state)
         struct config cfg = slice_config();
         cfg.replicas_packed = packed;
         size_t count;
-        struct plugin_resource *res = build(&cfg, &count);
-        const struct plugin_resource *r = &res[1];
+        struct devices_pool *res = build(&cfg, &count);
+        const struct devices_pool *r = &res[1];
         /* GPU 2 has two slices free, GPU 3 three */
         char *avail[] = {"2::s1", "3::s0", "2::s2", "3::s1", "3::s2"};
         char *out[5];
@@ -734,7 +736,7 @@ static void slices_preferred(void **state)
         assert_int_equal(preferred_ix(r, avail, 5, NULL, 0, 1, NULL, out, &n), 0);
         assert_int_equal(n, 1);
         assert_int_equal(out[0][0], packed ? '2' : '3');
-        plugin_free_resources(res, count);
+        devices_catalog_free(res, count);
     }
 }
 
@@ -752,8 +754,8 @@ static void single_slice_goes_where_most_are_free(void **state)
     add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "0");
     add_slices(&cfg, "nvidia.com/gpu-5gb", 0, 5ULL << 30, "1");
     size_t count;
-    struct plugin_resource *res = build(&cfg, &count);
-    const struct plugin_resource *r = NULL;
+    struct devices_pool *res = build(&cfg, &count);
+    const struct devices_pool *r = NULL;
     for (size_t i = 0; i < count; i++)
         if (strcmp(res[i].name, "nvidia.com/gpu-5gb") == 0)
             r = &res[i];
@@ -768,7 +770,7 @@ static void single_slice_goes_where_most_are_free(void **state)
     assert_int_equal(preferred_ix(r, avail, 5, NULL, 0, 1, NULL, out, &n), 0);
     assert_int_equal(n, 1);
     assert_int_equal(out[0][0], '1');
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
 }
 
 static size_t folders_in(const char *dir)
@@ -811,7 +813,7 @@ static void slices_allocate(void **state)
     snprintf(cfg.cuda_interposer, sizeof cfg.cuda_interposer, "%s", lib);
     snprintf(alloc, sizeof alloc, "%s/state/alloc", dir);
     size_t count;
-    struct plugin_resource *res = build(&cfg, &count);
+    struct devices_pool *res = build(&cfg, &count);
     struct arena a = {0};
     V1beta1__ContainerAllocateResponse out;
     struct gpulet_error err = {0};
@@ -928,10 +930,74 @@ static void slices_allocate(void **state)
     closedir(d);
     assert_int_equal(left, 0);
     assert_int_equal(access(victim, F_OK), 0);
-    plugin_free_resources(res, count);
+    devices_catalog_free(res, count);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);
+}
+
+/* The limits file with the longest values each line can hold (the
+ * longest UUID the interposer reads, 20-digit sizes) on as many GPUs as the
+ * interposer's file holds: every line whole, the file as the interposer
+ * reads it. More than that (or a far longer UUID) is refused, nothing
+ * written past the buffer: a limit cut off would leave a GPU unlimited. */
+static void slice_limits_longest_inputs(void **state)
+{
+    (void)state;
+    char dir[64], lib[128], state_dir[128], alloc[4400], path[4500];
+    temp_dir(dir, sizeof dir);
+    struct config cfg = slice_config();
+    snprintf(lib, sizeof lib, "%s/libgpulet-cuda.so", dir);
+    snprintf(cfg.cuda_interposer, sizeof cfg.cuda_interposer, "%s", lib);
+    write_file(lib, "not really a library");
+    snprintf(state_dir, sizeof state_dir, "%s/state", dir);
+    enum { GPUS = 64 };
+    static char uuids[2][4096];
+    /* the longest UUID the interposer reads (32 hex digits, 11 dashes),
+     * and one far longer than any GPU has */
+    snprintf(uuids[0], sizeof uuids[0], "GPU-aaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaa----");
+    memset(uuids[1], 'b', sizeof uuids[1] - 1);
+    struct devices_slice_gpu gpus[GPUS];
+    char *ids[] = {"claim"};
+    size_t fit = 0;
+    for (size_t n = 1; n <= GPUS; n++) {
+        for (size_t i = 0; i < n; i++)
+            gpus[i] = (struct devices_slice_gpu){uuids[0], ULLONG_MAX, 10000};
+        struct arena a = {0};
+        struct devices_edits edits = {.arena = &a};
+        struct gpulet_error err = {0};
+        int rc = plugin_slice_grant(&cfg, state_dir, "r", ids, 1, gpus, n, ULLONG_MAX, NULL,
+                                    &edits, alloc, sizeof alloc, &err);
+        arena_free(&a);
+        if (rc < 0) {
+            assert_non_null(strstr(err.msg, "bytes the CUDA interposer reads"));
+            break;
+        }
+        fit = n;
+        snprintf(path, sizeof path, "%s/limits", alloc);
+        char *text;
+        size_t len;
+        assert_int_equal(fileio_read(path, 1 << 20, &text, &len, &err), 0);
+        struct glc_limits parsed;
+        char msg[256];
+        if (glc_parse_limits(text, len, &parsed, msg, sizeof msg) < 0)
+            fail_msg("%s", msg);
+        assert_int_equal(parsed.dev[n - 1].limit, ULLONG_MAX);
+        assert_string_equal(parsed.dev[n - 1].uuid, uuids[0]);
+        assert_int_equal(parsed.context_bytes, ULLONG_MAX);
+        assert_int_equal(text[len - 1], '\n');
+        free(text);
+    }
+    assert_true(fit >= 16 && fit < GPUS); /* every node's GPUs, not an unbounded file */
+    gpus[0] = (struct devices_slice_gpu){uuids[1], ULLONG_MAX, 10000};
+    struct arena a = {0};
+    struct devices_edits edits = {.arena = &a};
+    struct gpulet_error err = {0};
+    assert_int_equal(plugin_slice_grant(&cfg, state_dir, "r", ids, 1, gpus, 1, ULLONG_MAX, NULL,
+                                        &edits, alloc, sizeof alloc, &err),
+                     -1);
+    arena_free(&a);
+    remove_tree(dir);
 }
 
 int main(void)
@@ -951,6 +1017,7 @@ int main(void)
         cmocka_unit_test(slices_preferred),
         cmocka_unit_test(single_slice_goes_where_most_are_free),
         cmocka_unit_test(slices_allocate),
+        cmocka_unit_test(slice_limits_longest_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -1,4 +1,4 @@
-#include "plugin_internal.h"
+#include "devices.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -7,10 +7,16 @@
 
 #include "log/log.h"
 
+enum devices_front devices_gpu_front(const struct config *cfg, const struct gpu_device *g)
+{
+    return cfg->dra_enabled && config_dra_gpu(cfg, g->index, g->uuid) ? DEVICES_FRONT_DRA
+                                                                      : DEVICES_FRONT_PLUGIN;
+}
+
 /* A physical device before sharing: a whole GPU or a MIG device. */
 struct phys {
     char resource[CONFIG_NAME_MAX];
-    char base_id[PLUGIN_ID_MAX];
+    char base_id[DEVICES_ID_MAX];
     const char *uuid; /* the inventory's, which outlives the plugin */
     unsigned int gpu;
     int mig;
@@ -101,8 +107,8 @@ static int collect_single(const struct gpu_inventory *inv, const struct config *
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
         struct phys p;
-        if (cfg->dra_enabled && config_dra_gpu(cfg, g->index, g->uuid))
-            continue; /* DRA's: never offered twice */
+        if (devices_gpu_front(cfg, g) != DEVICES_FRONT_PLUGIN)
+            continue;
         if (!g->mig_enabled) {
             whole_gpu(g, cfg, &p);
             if (add_phys(l, &p, err) < 0)
@@ -126,8 +132,8 @@ static int collect(const struct gpu_inventory *inv, const struct config *cfg, st
     for (size_t i = 0; i < inv->gpu_count; i++) {
         const struct gpu_device *g = &inv->gpus[i];
         struct phys p;
-        if (cfg->dra_enabled && config_dra_gpu(cfg, g->index, g->uuid))
-            continue; /* DRA's: never offered twice */
+        if (devices_gpu_front(cfg, g) != DEVICES_FRONT_PLUGIN)
+            continue;
         if (g->lost && g->uuid[0] == '\0') {
             log_warn("GPU lost before its UUID was read; not advertised", "gpu=%u", g->index);
             continue;
@@ -213,13 +219,13 @@ static void select_shared(const struct shared_resource *s, const struct phys_lis
     }
 }
 
-static struct plugin_resource *resource_named(struct plugin_resource *res, size_t *count,
+static struct devices_pool *resource_named(struct devices_pool *res, size_t *count,
                                               const char *name)
 {
     for (size_t i = 0; i < *count; i++)
         if (strcmp(res[i].name, name) == 0)
             return &res[i];
-    struct plugin_resource *r = &res[(*count)++];
+    struct devices_pool *r = &res[(*count)++];
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
     snprintf(r->socket_name, sizeof r->socket_name, "nvidia-%s.sock", strchr(name, '/') + 1);
@@ -237,20 +243,20 @@ struct cut {
     unsigned long long slice_context;
 };
 
-static int add_device(struct plugin_resource *r, const struct phys *p, unsigned int replica,
+static int add_device(struct devices_pool *r, const struct phys *p, unsigned int replica,
                       const struct cut *c, struct gpulet_error *err)
 {
     /* Room doubles when the count reaches a power of two: 8 GPUs x 1024
      * replicas take 14 reallocations, not 8192. */
     if ((r->count & (r->count - 1)) == 0) {
-        struct plugin_device *devs =
+        struct devices_device *devs =
             realloc(r->devices, (r->count ? 2 * r->count : 1) * sizeof *devs);
         if (devs == NULL)
             return gpulet_error_errno(err, ENOMEM, "cannot list the devices");
         r->devices = devs;
     }
-    struct plugin_device *devs = r->devices;
-    struct plugin_device *d = &devs[r->count++];
+    struct devices_device *devs = r->devices;
+    struct devices_device *d = &devs[r->count++];
     memset(d, 0, sizeof *d);
     snprintf(d->base_id, sizeof d->base_id, "%s", p->base_id);
     if (c->slices)
@@ -278,11 +284,11 @@ static int add_device(struct plugin_resource *r, const struct phys *p, unsigned 
 
 static int compare_ids(const void *a, const void *b)
 {
-    return strcmp((*(const struct plugin_device *const *)a)->id,
-                  (*(const struct plugin_device *const *)b)->id);
+    return strcmp((*(const struct devices_device *const *)a)->id,
+                  (*(const struct devices_device *const *)b)->id);
 }
 
-static int index_ids(struct plugin_resource *r, struct gpulet_error *err)
+static int index_ids(struct devices_pool *r, struct gpulet_error *err)
 {
     r->by_id = calloc(r->count + 1, sizeof *r->by_id);
     if (r->by_id == NULL)
@@ -295,8 +301,8 @@ static int index_ids(struct plugin_resource *r, struct gpulet_error *err)
 
 static int compare_resources(const void *a, const void *b)
 {
-    return strcmp(((const struct plugin_resource *)a)->name,
-                  ((const struct plugin_resource *)b)->name);
+    return strcmp(((const struct devices_pool *)a)->name,
+                  ((const struct devices_pool *)b)->name);
 }
 
 /* How entry s cuts device p: into replicas or memory-sized slices. */
@@ -365,8 +371,8 @@ static int entry_for(const struct config *cfg, const bool *selected, const struc
     return 0;
 }
 
-int plugin_build_resources(const struct gpu_inventory *inv, const struct config *cfg,
-                           struct plugin_resource **out, size_t *count, struct gpulet_error *err)
+int devices_catalog_build(const struct gpu_inventory *inv, const struct config *cfg,
+                          struct devices_pool **out, size_t *count, struct gpulet_error *err)
 {
     struct phys_list l = {0};
     if (collect(inv, cfg, &l, err) < 0) {
@@ -376,7 +382,7 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
     warn_unused_names(cfg, &l);
     /* One target resource per physical device at most, so the list size
      * bounds them. */
-    struct plugin_resource *res = calloc(l.count + 1, sizeof *res);
+    struct devices_pool *res = calloc(l.count + 1, sizeof *res);
     bool *selected = calloc(cfg->shared_count * l.count + 1, sizeof *selected);
     size_t n = 0;
     if (res == NULL || selected == NULL) {
@@ -414,7 +420,7 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
                                   "the shared resource name %s is longer than 63 characters", target);
             break;
         }
-        struct plugin_resource *r = resource_named(res, &n, target);
+        struct devices_pool *r = resource_named(res, &n, target);
         if (r->count > 0 && (r->sharing == SHARING_SLICES) != c.slices) {
             /* The scheduler counts a resource's devices as equals: a slice
              * and a whole GPU under one name would be a lottery. */
@@ -443,7 +449,7 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = index_ids(&res[i], err);
     if (rc < 0) {
-        plugin_free_resources(res, n);
+        devices_catalog_free(res, n);
         return -1;
     }
     qsort(res, n, sizeof *res, compare_resources);
@@ -452,7 +458,7 @@ int plugin_build_resources(const struct gpu_inventory *inv, const struct config 
     return 0;
 }
 
-void plugin_free_resources(struct plugin_resource *res, size_t count)
+void devices_catalog_free(struct devices_pool *res, size_t count)
 {
     if (res == NULL)
         return;
@@ -463,12 +469,12 @@ void plugin_free_resources(struct plugin_resource *res, size_t count)
     free(res);
 }
 
-const struct plugin_device *plugin_find_device(const struct plugin_resource *r, const char *id)
+const struct devices_device *devices_find(const struct devices_pool *r, const char *id)
 {
     size_t lo = 0, hi = r->count;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        const struct plugin_device *d = r->by_id[mid];
+        const struct devices_device *d = r->by_id[mid];
         int cmp = strcmp(d->id, id);
         if (cmp == 0)
             return d;
@@ -478,4 +484,20 @@ const struct plugin_device *plugin_find_device(const struct plugin_resource *r, 
             hi = mid;
     }
     return NULL;
+}
+
+size_t devices_pool_set_health(struct devices_pool *r, unsigned int gpu, int mig, bool healthy,
+                               const char *reason)
+{
+    size_t changed = 0;
+    for (size_t d = 0; d < r->count; d++) {
+        struct devices_device *dev = &r->devices[d];
+        /* A whole GPU's trouble is its MIG devices' too. */
+        if (dev->gpu != gpu || (mig >= 0 && dev->mig != mig) || dev->healthy == healthy)
+            continue;
+        dev->healthy = healthy;
+        snprintf(dev->reason, sizeof dev->reason, "%s", healthy ? "" : reason);
+        changed++;
+    }
+    return changed;
 }

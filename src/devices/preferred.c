@@ -1,4 +1,4 @@
-#include "plugin_internal.h"
+#include "devices.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +10,7 @@
  * pairs to sevens. */
 #define MAX_PARTITIONS 20000
 
-int plugin_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b)
+int devices_pair_score(const struct gpu_inventory *inv, unsigned int a, unsigned int b)
 {
     if (a >= inv->gpu_count || b >= inv->gpu_count || a == b)
         return 0;
@@ -237,7 +237,7 @@ static double partitions(size_t n_cand, size_t n_required, size_t size)
     return count;
 }
 
-static int best_effort(const struct gpu_inventory *inv, const struct plugin_device **cand,
+static int best_effort(const struct gpu_inventory *inv, const struct devices_device **cand,
                        const bool *required, size_t n_cand, size_t n_required, size_t size,
                        const struct timespec *until, bool *chosen)
 {
@@ -259,7 +259,7 @@ static int best_effort(const struct gpu_inventory *inv, const struct plugin_devi
     for (size_t i = pad; i < n; i++) {
         req[i] = required[i - pad];
         for (size_t j = pad; j < n; j++)
-            score[i * n + j] = plugin_pair_score(inv, cand[i - pad]->gpu, cand[j - pad]->gpu);
+            score[i * n + j] = devices_pair_score(inv, cand[i - pad]->gpu, cand[j - pad]->gpu);
     }
     struct search s = {.n = n, .pad = pad, .score = score, .required = req,
                        .n_required = n_required, .size = size, .group = group,
@@ -319,7 +319,7 @@ struct replica_group {
     size_t n_members, next; /* next: first member maybe not chosen */
 };
 
-static int spread_replicas(const struct plugin_resource *r, const struct plugin_device **cand,
+static int spread_replicas(const struct devices_pool *r, const struct devices_device **cand,
                            const bool *required, size_t n_cand, size_t size, bool *chosen)
 {
     struct replica_group *groups = calloc(n_cand + 1, sizeof *groups);
@@ -405,7 +405,7 @@ done:
  * GPU with the fewest free slices that still holds the rest (best fit,
  * keeping large holes for large requests); failing that, the GPU with the
  * most free slices, and again. */
-static int pack_slices(const struct plugin_device **cand, const bool *required, size_t n_cand,
+static int pack_slices(const struct devices_device **cand, const bool *required, size_t n_cand,
                        size_t size, bool *chosen)
 {
     /* A group (a GPU or MIG device) is named by its first candidate. */
@@ -472,16 +472,16 @@ done:
     return rc;
 }
 
-int plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory *inv,
-                     char *const *available, size_t n_available, char *const *must,
-                     size_t n_must, int size, const struct timespec *until, char **out,
-                     size_t *n_out)
+int devices_preferred(const struct devices_pool *r, const struct gpu_inventory *inv,
+                      char *const *available, size_t n_available, char *const *must,
+                      size_t n_must, int size, const struct timespec *until, char **out,
+                      size_t *n_out)
 {
     *n_out = 0;
     if (size <= 0 || (size_t)size > n_available || n_must > (size_t)size)
         return 0;
     int rc = 0;
-    const struct plugin_device **cand = calloc(n_available + 1, sizeof *cand);
+    const struct devices_device **cand = calloc(n_available + 1, sizeof *cand);
     char **names = calloc(n_available + 1, sizeof *names);
     bool *required = calloc(n_available + 1, sizeof *required);
     bool *chosen = calloc(n_available + 1, sizeof *chosen);
@@ -492,13 +492,13 @@ int plugin_preferred(const struct plugin_resource *r, const struct gpu_inventory
     if (!cand || !names || !required || !chosen || !seen || !needed)
         goto done;
     for (size_t k = 0; k < n_must; k++) {
-        const struct plugin_device *d = plugin_find_device(r, must[k]);
+        const struct devices_device *d = devices_find(r, must[k]);
         if (d)
             needed[d - r->devices] = true;
     }
     /* Unknown or repeated IDs (a GPU gone since) are left out, not fatal. */
     for (size_t i = 0; i < n_available; i++) {
-        const struct plugin_device *d = plugin_find_device(r, available[i]);
+        const struct devices_device *d = devices_find(r, available[i]);
         if (d == NULL || seen[d - r->devices])
             continue;
         seen[d - r->devices] = true;
