@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "dra/v1/api.pb-c.h"
+#include "dra_jobs.h"
 #include "fileio/fileio.h"
 #include "grpc/grpc.h"
 #include "log/log.h"
@@ -53,6 +54,8 @@ struct pclaim {
     bool unprepared; /* unprepared while its GET was in flight: not to be prepared */
     bool added;      /* remember() took it in, with its spec and slice folder */
     struct kube_request *req;
+    struct dra_mps mps;
+    bool sharing; /* its sharing settings are being applied (dra_mps.c) */
 };
 
 struct prepare {
@@ -89,8 +92,13 @@ struct dra {
     struct kube_client *kube;
     struct dra_claim *claims; /* prepared, as in the checkpoint */
     size_t n_claims;
+    /* time slices and MPS daemons (dra_mps.c) */
+    struct dra_jobs *jobs;
+    struct dra_share share;
+    size_t mps_starting;
     struct prepare *prepares;
     size_t n_prepares;
+    struct unprepare *unprepares; /* waiting for sharing settings undone */
     /* publishing */
     struct event *pub_timer;
     unsigned pub_attempt;
@@ -280,6 +288,11 @@ static int write_claim_spec(struct dra *d, const char *uid, const struct dra_res
         cdi.hook_path = NULL;
     if (cdi_claim_spec_build(d->inv, &cdi, DRA_CDI_KIND, devs, n, &spec, err) < 0)
         return -1;
+    for (size_t i = 0; i < count; i++)
+        if (results[i].mps) {
+            dra_share_mps_edits(&d->share, uid, json_object_get(spec, "containerEdits"));
+            break;
+        }
     bool made = alloc[0] == '\0';
     if (add_slice_edits(d, uid, results, count, devs, n, spec, alloc, err) < 0) {
         json_decref(spec);
@@ -301,14 +314,111 @@ static int save_checkpoint(struct dra *d, struct gpulet_error *err)
     return dra_checkpoint_write(d->checkpoint, d->claims, d->n_claims, err);
 }
 
+/* ---- GPU sharing: time slices and MPS daemons (dra_mps.c) ---- */
+
+static bool asks_sharing(const struct dra_result *r, size_t n, const struct dra_mps *mps)
+{
+    for (size_t i = 0; i < n; i++)
+        if (r[i].timeslice)
+            return true;
+    return mps->on;
+}
+
+/* Queues what undoes a claim's settings; nobody waits for it. */
+static void sharing_undo(struct dra *d, const char *uid, const struct dra_result *r, size_t n,
+                         bool mps)
+{
+    struct gpulet_error err = {0};
+    struct dra_job *j;
+    if (d->jobs == NULL)
+        return;
+    if (dra_share_unprepare(&d->share, uid, r, n, d->devs, d->n_devs, mps, &j, &err) < 0 ||
+        (j && dra_jobs_submit(d->jobs, j, NULL, NULL, &err) < 0))
+        log_warn("cannot undo a claim's GPU sharing", "uid=%s error=\"%s\"", uid, err.msg);
+}
+
+static bool gpu_held(void *user, unsigned int gpu, const char *uid)
+{
+    struct dra *d = user;
+    for (size_t i = 0; i < d->n_claims; i++) {
+        if (strcmp(d->claims[i].uid, uid) == 0)
+            continue;
+        for (size_t j = 0; j < d->claims[i].count; j++) {
+            const struct dra_device *dev =
+                dra_device_find(d->devs, d->n_devs, d->claims[i].results[j].device);
+            if (dev && dev->gpu == gpu)
+                return true;
+        }
+    }
+    return false;
+}
+
+static void prepare_answer(struct prepare *p);
+
+static void share_done(void *user, const char *error)
+{
+    struct pclaim *c = user;
+    struct prepare *p = c->call;
+    c->sharing = false;
+    p->d->mps_starting -= c->mps.on && !c->from_checkpoint;
+    if (error && !c->error[0])
+        snprintf(c->error, sizeof c->error, "claim %s/%s: %s", c->namespace, c->name, error);
+    if (--p->pending == 0)
+        prepare_answer(p);
+}
+
+/* Applies the claim's time slices and starts its MPS daemon; the answer
+ * waits for them. */
+static void start_sharing(struct dra *d, struct pclaim *c)
+{
+    struct gpulet_error err = {0};
+    if (!asks_sharing(c->results, c->count, &c->mps))
+        return;
+    if (c->mps.on && !c->from_checkpoint) {
+        size_t running = d->mps_starting;
+        for (size_t i = 0; i < d->n_claims; i++)
+            running += d->claims[i].mps.on;
+        if (running >= DRA_MPS_DAEMONS) {
+            snprintf(c->error, sizeof c->error, "claim %s/%s: %d MPS control daemons run on "
+                     "this node already, gpulet's bound; the kubelet will retry",
+                     c->namespace, c->name, DRA_MPS_DAEMONS);
+            return;
+        }
+    }
+    struct dra_job *j;
+    if (dra_share_prepare(&d->share, c->uid, c->results, c->count, d->devs, d->n_devs, &c->mps,
+                          &j, &err) < 0 ||
+        (j && dra_jobs_submit(d->jobs, j, share_done, c, &err) < 0)) {
+        snprintf(c->error, sizeof c->error, "claim %s/%s: %s", c->namespace, c->name, err.msg);
+        return;
+    }
+    if (j == NULL)
+        return;
+    c->sharing = true;
+    d->mps_starting += c->mps.on && !c->from_checkpoint;
+    c->call->pending++;
+}
+
 /* ---- NodePrepareResources ---- */
 
 static void prepare_free(struct prepare *p)
 {
     struct dra *d = p->d;
     for (size_t i = 0; i < p->count; i++) {
-        kube_request_cancel(p->claims[i].req);
-        free(p->claims[i].results);
+        struct pclaim *c = &p->claims[i];
+        kube_request_cancel(c->req);
+        if (c->sharing && d->jobs) {
+            /* The kubelet gave up on the call: what the job does for a
+             * claim not recorded is undone after it (a prepared claim's
+             * daemon, started again, stays). */
+            dra_jobs_forget(d->jobs, c);
+            if (!c->from_checkpoint) {
+                d->mps_starting -= c->mps.on;
+                if (!c->unprepared)
+                    sharing_undo(d, c->uid, c->results, c->count, c->mps.on);
+            }
+        }
+        free(c->results);
     }
     free(p->claims);
     if (p->prev)
@@ -397,6 +507,7 @@ static int remember(struct dra *d, struct pclaim *c, struct gpulet_error *err)
     snprintf(dc->namespace, sizeof dc->namespace, "%s", c->namespace);
     snprintf(dc->name, sizeof dc->name, "%s", c->name);
     snprintf(dc->alloc, sizeof dc->alloc, "%s", alloc);
+    dc->mps = c->mps;
     memcpy(results, c->results, c->count * sizeof *results);
     dc->results = results;
     dc->count = c->count;
@@ -427,6 +538,8 @@ static void undo(struct dra *d, const char *uid)
                  strerror(errno));
     if (c->alloc[0])
         allocdir_remove_dra(d, c->alloc);
+    if (asks_sharing(c->results, c->count, &c->mps))
+        sharing_undo(d, uid, c->results, c->count, c->mps.on);
     forget(d, uid);
 }
 
@@ -441,10 +554,13 @@ static void prepare_answer(struct prepare *p)
         if (c->error[0] || c->from_checkpoint)
             continue;
         struct gpulet_error err = {0};
-        if (remember(d, c, &err) < 0)
+        if (remember(d, c, &err) < 0) {
             snprintf(c->error, sizeof c->error, "%s", err.msg);
-        else
+            if (asks_sharing(c->results, c->count, &c->mps) && !find_claim(d, c->uid))
+                sharing_undo(d, c->uid, c->results, c->count, c->mps.on);
+        } else {
             changed = true;
+        }
     }
     if (changed) {
         struct gpulet_error err = {0};
@@ -548,10 +664,12 @@ static void claim_fetched(const struct kube_response *r, void *user)
         /* The error says so already. */
     } else if (r->status == 200) {
         struct gpulet_error err = {0};
-        if (dra_claim_parse(r->body, r->len, c->uid, p->d->node, &c->results, &c->count, &err) <
-            0)
+        if (dra_claim_parse(r->body, r->len, c->uid, p->d->node, &c->results, &c->count,
+                            &c->mps, &err) < 0)
             snprintf(c->error, sizeof c->error, "claim %s/%s: %s", c->namespace, c->name,
                      err.msg);
+        else
+            start_sharing(p->d, c);
     } else if (r->status == 404) {
         snprintf(c->error, sizeof c->error, "claim %s/%s is not in the API server (deleted?)",
                  c->namespace, c->name);
@@ -620,6 +738,13 @@ static void start_claim(struct dra *d, struct pclaim *c,
         memcpy(c->results, known->results, known->count * sizeof *c->results);
         c->count = known->count;
         c->from_checkpoint = true;
+        /* Its MPS daemon is checked before the answer, after any start of
+         * it gpulet queued (jobs run in order): one that ended (a gpulet
+         * container restart) is started again, and its defaults sent. */
+        if (known->mps.on) {
+            c->mps = known->mps;
+            start_sharing(d, c);
+        }
         return;
     }
     if (!dns_name(c->namespace, 63) || !dns_name(c->name, 253)) {
@@ -697,13 +822,89 @@ static void drop_pending(struct dra *d, const char *uid)
     for (struct prepare *p = d->prepares; p; p = p->next)
         for (size_t i = 0; i < p->count; i++) {
             struct pclaim *c = &p->claims[i];
-            if (c->req == NULL || c->unprepared || strcmp(c->uid, uid) != 0)
+            if ((c->req == NULL && !c->sharing) || c->unprepared || strcmp(c->uid, uid) != 0)
                 continue;
             c->unprepared = true;
+            /* Its settings are being applied: undone after (jobs run in order). */
+            if (c->sharing && !c->from_checkpoint)
+                sharing_undo(d, uid, c->results, c->count, c->mps.on);
             snprintf(c->error, sizeof c->error, "claim %s/%s was unprepared while gpulet was "
                      "reading it from the API server; prepare it again if it is still wanted",
                      c->namespace, c->name);
         }
+}
+
+/* A NodeUnprepareResources call waiting for claims' sharing settings to
+ * be undone (an MPS daemon's quit, a time slice back to default). */
+struct unprepare;
+struct unprepare_wait {
+    struct unprepare *u;
+    size_t i;
+};
+
+struct unprepare {
+    struct dra *d;
+    struct unprepare *next, *prev;
+    struct grpc_call *call;
+    UnprepareRequest *in;
+    size_t n, pending;
+    UnprepareEntry *entries;
+    UnprepareEntry **ptrs;
+    UnprepareResult *results;
+    char (*errors)[GPULET_ERROR_MSG_MAX];
+    struct unprepare_wait *waits;
+};
+
+static void unprepare_free(struct unprepare *u)
+{
+    if (u->prev)
+        u->prev->next = u->next;
+    else if (u->d->unprepares == u)
+        u->d->unprepares = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    free(u->entries);
+    free(u->ptrs);
+    free(u->results);
+    free(u->errors);
+    free(u->waits);
+    k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resources_request__free_unpacked(u->in,
+                                                                                         NULL);
+    free(u);
+}
+
+static void unprepare_reply(struct unprepare *u)
+{
+    UnprepareResponse resp =
+        K8S__IO__KUBELET__PKG__APIS__DRA__V1__NODE_UNPREPARE_RESOURCES_RESPONSE__INIT;
+    resp.claims = u->ptrs;
+    resp.n_claims = u->n;
+    if (u->call)
+        grpc_call_reply_message(u->call, &resp.base);
+    unprepare_free(u);
+}
+
+static void unprepare_closed(struct grpc_call *call, enum grpc_status why, void *user)
+{
+    (void)call;
+    struct unprepare *u = user;
+    log_warn("NodeUnprepareResources abandoned by the kubelet", "claims=%zu why=%s", u->n,
+             grpc_status_name(why));
+    u->call = NULL; /* its jobs still run to their end */
+}
+
+static void unshare_done(void *user, const char *error)
+{
+    struct unprepare_wait *w = user;
+    struct unprepare *u = w->u;
+    if (error) {
+        log_warn("claim's GPU sharing not undone", "uid=%s error=\"%s\"", u->entries[w->i].key,
+                 error);
+        snprintf(u->errors[w->i], sizeof u->errors[w->i], "%s", error);
+        u->results[w->i].error = u->errors[w->i];
+    }
+    if (--u->pending == 0)
+        unprepare_reply(u);
 }
 
 static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len, void *user)
@@ -717,35 +918,51 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
         return;
     }
     size_t n = in->n_claims;
-    UnprepareEntry *entries = calloc(n ? n : 1, sizeof *entries);
-    UnprepareEntry **ptrs = calloc(n ? n : 1, sizeof *ptrs);
-    UnprepareResult *results = calloc(n ? n : 1, sizeof *results);
-    char (*errors)[GPULET_ERROR_MSG_MAX] = calloc(n ? n : 1, sizeof *errors);
-    if (!entries || !ptrs || !results || !errors) {
+    struct unprepare *u = calloc(1, sizeof *u);
+    if (u == NULL) {
+        k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resources_request__free_unpacked(
+            in, NULL);
         grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
+        return;
     }
+    *u = (struct unprepare){.d = d, .call = call, .in = in, .n = n};
+    u->entries = calloc(n ? n : 1, sizeof *u->entries);
+    u->ptrs = calloc(n ? n : 1, sizeof *u->ptrs);
+    u->results = calloc(n ? n : 1, sizeof *u->results);
+    u->errors = calloc(n ? n : 1, sizeof *u->errors);
+    u->waits = calloc(n ? n : 1, sizeof *u->waits);
+    if (!u->entries || !u->ptrs || !u->results || !u->errors || !u->waits) {
+        grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        unprepare_free(u);
+        return;
+    }
+    u->next = d->unprepares;
+    if (d->unprepares)
+        d->unprepares->prev = u;
+    d->unprepares = u;
+    u->pending = 1; /* held until every claim has started */
     bool changed = false;
     for (size_t i = 0; i < n; i++) {
         const char *uid = in->claims[i]->uid ? in->claims[i]->uid : "";
         k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resources_response__claims_entry__init(
-            &entries[i]);
-        k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resource_response__init(&results[i]);
-        entries[i].key = (char *)uid;
-        entries[i].value = &results[i];
-        ptrs[i] = &entries[i];
+            &u->entries[i]);
+        k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resource_response__init(
+            &u->results[i]);
+        u->entries[i].key = (char *)uid;
+        u->entries[i].value = &u->results[i];
+        u->ptrs[i] = &u->entries[i];
         if (!dra_uid_valid(uid)) {
-            snprintf(errors[i], sizeof errors[i], "claim UID \"%.64s\" is not a UID", uid);
-            results[i].error = errors[i];
+            snprintf(u->errors[i], sizeof u->errors[i], "claim UID \"%.64s\" is not a UID", uid);
+            u->results[i].error = u->errors[i];
             continue;
         }
         drop_pending(d, uid);
         char path[4400];
         spec_path(d, uid, path, sizeof path);
         if (unlink(path) != 0 && errno != ENOENT) {
-            snprintf(errors[i], sizeof errors[i], "cannot remove the CDI spec %s: %s", path,
-                     strerror(errno));
-            results[i].error = errors[i];
+            snprintf(u->errors[i], sizeof u->errors[i], "cannot remove the CDI spec %s: %s",
+                     path, strerror(errno));
+            u->results[i].error = u->errors[i];
             continue;
         }
         struct dra_claim *known = find_claim(d, uid);
@@ -756,6 +973,18 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
                          known->alloc);
                 allocdir_remove_dra(d, known->alloc);
             }
+            struct gpulet_error err = {0};
+            struct dra_job *j = NULL;
+            u->waits[i] = (struct unprepare_wait){u, i};
+            if (asks_sharing(known->results, known->count, &known->mps) &&
+                (dra_share_unprepare(&d->share, uid, known->results, known->count, d->devs,
+                                     d->n_devs, known->mps.on, &j, &err) < 0 ||
+                 (j && dra_jobs_submit(d->jobs, j, unshare_done, &u->waits[i], &err) < 0))) {
+                snprintf(u->errors[i], sizeof u->errors[i], "%s", err.msg);
+                u->results[i].error = u->errors[i];
+                j = NULL;
+            }
+            u->pending += j != NULL;
             forget(d, uid);
             changed = true;
         }
@@ -767,18 +996,11 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
          * the same UID answer from memory, which stays right. */
         log_warn("cannot record unprepared claims", "error=\"%s\"", err.msg);
     }
-    UnprepareResponse resp =
-        K8S__IO__KUBELET__PKG__APIS__DRA__V1__NODE_UNPREPARE_RESOURCES_RESPONSE__INIT;
-    resp.claims = ptrs;
-    resp.n_claims = n;
-    grpc_call_reply_message(call, &resp.base);
-out:
-    free(entries);
-    free(ptrs);
-    free(results);
-    free(errors);
-    k8s__io__kubelet__pkg__apis__dra__v1__node_unprepare_resources_request__free_unpacked(in,
-                                                                                         NULL);
+    if (--u->pending == 0) {
+        unprepare_reply(u);
+        return;
+    }
+    grpc_call_on_close(call, unprepare_closed, u);
 }
 
 /* ---- registration ---- */
@@ -1314,10 +1536,20 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
      * the two) hold nothing. */
     plugin_slice_prune(d->slice_dir, claim_held, d);
     d->reaper = plugin_slice_reaper(d->slice_dir);
+    d->jobs = dra_jobs_new(base);
+    d->share = (struct dra_share){.jobs = d->jobs, .inv = inv, .driver_root = d->driver_root,
+                                  .gpu_held = gpu_held, .user = d};
+    snprintf(d->share.mps_root, sizeof d->share.mps_root, "%s/mps", d->slice_dir);
+    char sh[4200], usr_sh[4200];
+    snprintf(sh, sizeof sh, "%s/bin/sh", d->driver_root);
+    snprintf(usr_sh, sizeof usr_sh, "%s/usr/bin/sh", d->driver_root);
+    d->share.chroot = strcmp(d->driver_root, "/") != 0 &&
+                      (access(sh, X_OK) == 0 || access(usr_sh, X_OK) == 0);
     d->budget = grpc_budget_new();
     d->pub_timer = evtimer_new(base, pub_timer_cb, d);
     d->reg_timer = event_new(base, -1, EV_PERSIST, reg_check, d);
-    if (d->budget == NULL || d->pub_timer == NULL || d->reg_timer == NULL || d->reaper == NULL) {
+    if (d->budget == NULL || d->pub_timer == NULL || d->reg_timer == NULL || d->reaper == NULL ||
+        d->jobs == NULL) {
         dra_free(d);
         return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
     }
@@ -1332,6 +1564,21 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
         return -1;
     }
     d->health = opts->health;
+    /* MPS daemons of prepared claims that ended while gpulet was away
+     * (its container restarted with them) are started again. */
+    for (size_t i = 0; i < d->n_claims; i++) {
+        struct dra_claim *c = &d->claims[i];
+        struct dra_job *j;
+        struct gpulet_error e = {0};
+        if (!c->mps.on || dra_share_mps_alive(&d->share, c->uid))
+            continue;
+        log_info("MPS daemon of a prepared claim started again", "uid=%s", c->uid);
+        if (dra_share_prepare(&d->share, c->uid, c->results, c->count, d->devs, d->n_devs,
+                              &c->mps, &j, &e) < 0 ||
+            (j && dra_jobs_submit(d->jobs, j, NULL, NULL, &e) < 0))
+            log_warn("cannot start a prepared claim's MPS daemon", "uid=%s error=\"%s\"",
+                     c->uid, e.msg);
+    }
     struct timeval tv = {REG_CHECK_MS / 1000, (REG_CHECK_MS % 1000) * 1000};
     event_add(d->reg_timer, &tv);
     publish(d);
@@ -1347,6 +1594,17 @@ void dra_free(struct dra *d)
         return;
     if (d->health)
         devices_health_unsubscribe(d->health, health_changed, d);
+    /* Programs running for claims are ended; MPS daemons stay with their
+     * claims, for the next gpulet to find. */
+    dra_jobs_free(d->jobs);
+    d->jobs = NULL;
+    while (d->unprepares) {
+        struct grpc_call *call = d->unprepares->call;
+        d->unprepares->call = NULL;
+        if (call)
+            grpc_call_finish(call, GRPC_UNAVAILABLE, "gpulet is stopping");
+        unprepare_free(d->unprepares);
+    }
     while (d->prepares) {
         struct grpc_call *call = d->prepares->call;
         d->prepares->call = NULL;

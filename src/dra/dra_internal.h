@@ -82,14 +82,60 @@ struct dra_result {
     char request[DRA_REQUEST_MAX];
     char device[DRA_NAME_MAX];
     unsigned long long memory; /* consumedCapacity.memory in bytes; 0: none (whole device) */
+    /* NVIDIA's GpuConfig for it: whether a time slice is set on its GPU
+     * (not on a MIG device) and which (interval: 0 Default .. 3 Long, as
+     * nvidia-smi numbers them), and whether it is served by the claim's
+     * MPS control daemon. All false (zeroed): nothing asked. */
+    bool timeslice;
+    unsigned char interval;
+    bool mps;
 };
+
+/* sharing.mpsConfig of NVIDIA's GpuConfig / MigDeviceConfig (one MPS
+ * control daemon per claim, these as its defaults). */
+#define DRA_MPS_LIMITS 16 /* defaultPerDevicePinnedMemoryLimit entries */
+struct dra_mps {
+    bool on;
+    int thread_percentage;   /* defaultActiveThreadPercentage 0..100; -1: not set */
+    unsigned long long pinned; /* defaultPinnedDeviceMemoryLimit, bytes; 0: not set */
+    size_t n_limits;
+    struct {
+        char device[DRA_NAME_MAX]; /* a UUID, or an index among the claim's GPUs */
+        unsigned long long bytes;
+    } limits[DRA_MPS_LIMITS];
+};
+
+/* One opaque GpuConfig or MigDeviceConfig (resource.nvidia.com/v1beta1),
+ * as NVIDIA's driver reads it: unknown fields, a wrong interval, a
+ * percentage out of 0..100 or a limit under 1 MiB fail with the reason. */
+struct dra_gpu_config {
+    bool mig;       /* MigDeviceConfig */
+    int timeslice;  /* TimeSlicing: 0 Default .. 3 Long; -1: not TimeSlicing */
+    struct dra_mps mps;
+};
+int dra_gpu_config_parse(json_t *params, struct dra_gpu_config *out, struct gpulet_error *err);
+
+/* Applies the claim's opaque configs for this driver (status.allocation.
+ * devices.config, in order: a later one wins for a request) to its
+ * results; one MPS configuration a claim (its daemon's) into mps. */
+int dra_sharing_apply(json_t *configs, struct dra_result *results, size_t count,
+                      struct dra_mps *mps, struct gpulet_error *err);
+
+/* A claim's MPS settings in the checkpoint, and back (-1: malformed). */
+json_t *dra_mps_json(const struct dra_mps *mps);
+int dra_mps_from_json(json_t *obj, struct dra_mps *out);
+
+/* "1024M": an MPS pinned-memory limit as nvidia-cuda-mps-control takes it
+ * (whole MiB). */
+void dra_mps_megabytes(unsigned long long bytes, char *buf, size_t len);
 
 /* The results of a ResourceClaim (JSON from the API server) for driver
  * DRA_DRIVER, with the memory each consumes of a shared GPU. Fails with a message fit for the kubelet's error field when
  * the claim is not the one asked (uid), not allocated, or allocated
  * devices of this driver in another pool than pool. */
 int dra_claim_parse(const char *json, size_t len, const char *uid, const char *pool,
-                    struct dra_result **out, size_t *count, struct gpulet_error *err);
+                    struct dra_result **out, size_t *count, struct dra_mps *mps,
+                    struct gpulet_error *err);
 
 /* A claim UID is a lower-case UUID: letters, digits and '-', at most 63. */
 bool dra_uid_valid(const char *uid);
@@ -102,6 +148,7 @@ struct dra_claim {
     size_t count;
     struct dra_result *results;
     char alloc[24]; /* its slice folder <state dir>/dra/alloc/<alloc>, or "" */
+    struct dra_mps mps; /* its MPS control daemon's settings, when on */
 };
 
 /* The checkpoint (<state dir>/dra-checkpoint.json): read and written whole. */

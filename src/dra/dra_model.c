@@ -354,45 +354,9 @@ static const char *str_at(json_t *obj, const char *key)
     return json_string_value(json_object_get(obj, key));
 }
 
-/* NVIDIA's opaque configuration of a claim's devices (GpuConfig,
- * MigDeviceConfig of resource.nvidia.com/v1beta1). Time-slicing is what
- * pods sharing a claim get anyway; its interval is not applied. MPS is
- * refused rather than silently not given. */
-static int check_opaque(json_t *params, struct gpulet_error *err)
-{
-    const char *api = str_at(params, "apiVersion"), *kind = str_at(params, "kind");
-    if (!json_is_object(params) || api == NULL || strcmp(api, "resource.nvidia.com/v1beta1") != 0)
-        return gpulet_error_set(err, GPULET_ERR_INPUT, "the claim's opaque configuration for "
-                                DRA_DRIVER " must be an object of apiVersion "
-                                "resource.nvidia.com/v1beta1");
-    if (kind == NULL || (strcmp(kind, "GpuConfig") != 0 && strcmp(kind, "MigDeviceConfig") != 0))
-        return gpulet_error_set(err, GPULET_ERR_INPUT, "the claim's configuration kind \"%.64s\" "
-                                "is not one gpulet knows (GpuConfig, MigDeviceConfig)",
-                                kind ? kind : "");
-    json_t *sharing = json_object_get(params, "sharing");
-    if (sharing == NULL || json_is_null(sharing))
-        return 0;
-    const char *strategy = str_at(sharing, "strategy");
-    if (strategy && strcmp(strategy, "TimeSlicing") == 0) {
-        json_t *ts = json_object_get(sharing, "timeSlicingConfig");
-        const char *interval = str_at(ts, "interval");
-        if (json_object_get(ts, "interval") && (interval == NULL ||
-            (strcmp(interval, "Default") != 0 && strcmp(interval, "Short") != 0 &&
-             strcmp(interval, "Medium") != 0 && strcmp(interval, "Long") != 0)))
-            return gpulet_error_set(err, GPULET_ERR_INPUT, "timeSlicingConfig.interval must be "
-                                    "Default, Short, Medium or Long");
-        return 0;
-    }
-    if (strategy && strcmp(strategy, "MPS") == 0)
-        return gpulet_error_set(err, GPULET_ERR_INPUT, "sharing strategy MPS is not supported by "
-                                "gpulet's DRA driver yet; share the claim with TimeSlicing or "
-                                "use the device plugin's MPS sharing");
-    return gpulet_error_set(err, GPULET_ERR_INPUT, "sharing.strategy must be TimeSlicing or MPS, "
-                            "not \"%.32s\"", strategy ? strategy : "");
-}
-
 int dra_claim_parse(const char *text, size_t len, const char *uid, const char *pool,
-                    struct dra_result **out, size_t *count, struct gpulet_error *err)
+                    struct dra_result **out, size_t *count, struct dra_mps *mps,
+                    struct gpulet_error *err)
 {
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -472,13 +436,8 @@ int dra_claim_parse(const char *text, size_t len, const char *uid, const char *p
         n++;
     }
     json_t *config = json_object_get(json_object_get(alloc, "devices"), "config");
-    json_array_foreach(config, i, r) {
-        json_t *opaque = json_object_get(r, "opaque");
-        const char *driver = str_at(opaque, "driver");
-        if (driver && strcmp(driver, DRA_DRIVER) == 0 &&
-            check_opaque(json_object_get(opaque, "parameters"), err) < 0)
-            goto out;
-    }
+    if (dra_sharing_apply(config, results, n, mps, err) < 0)
+        goto out;
     rc = 0;
 out:
     json_decref(root);
@@ -516,12 +475,18 @@ int dra_checkpoint_write(const char *path, const struct dra_claim *claims, size_
             json_t *dev = json_pack("{s:s, s:s}", "request", r->request, "device", r->device);
             if (r->memory)
                 json_object_set_new(dev, "memory", json_integer((json_int_t)r->memory));
+            if (r->timeslice)
+                json_object_set_new(dev, "timeslice", json_integer(r->interval));
+            if (r->mps)
+                json_object_set_new(dev, "mps", json_true());
             json_array_append_new(devs, dev);
         }
         json_t *claim = json_pack("{s:s, s:s, s:s, s:o}", "uid", claims[i].uid, "namespace",
                                   claims[i].namespace, "name", claims[i].name, "devices", devs);
         if (claims[i].alloc[0])
             json_object_set_new(claim, "alloc", json_string(claims[i].alloc));
+        if (claims[i].mps.on)
+            json_object_set_new(claim, "mps", dra_mps_json(&claims[i].mps));
         json_array_append_new(list, claim);
     }
     json_t *doc = json_pack("{s:i, s:o}", "version", 1, "claims", list);
@@ -623,6 +588,8 @@ int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
                   copy_field(c, "namespace", dc->namespace, sizeof dc->namespace) == 0 &&
                   copy_field(c, "name", dc->name, sizeof dc->name) == 0 && json_is_array(devs) &&
                   json_array_size(devs) <= DRA_CLAIM_DEVICES;
+        json_t *mps = json_object_get(c, "mps");
+        ok = ok && (mps == NULL || dra_mps_from_json(mps, &dc->mps) == 0);
         if (ok) {
             dc->results = calloc(json_array_size(devs) + 1, sizeof *dc->results);
             ok = dc->results != NULL;
@@ -633,7 +600,15 @@ int dra_checkpoint_read(const char *path, struct dra_claim **out, size_t *count,
             if (!ok)
                 break;
             json_t *memory = json_object_get(d, "memory");
-            ok = copy_field(d, "request", dc->results[j].request,
+            json_t *ts = json_object_get(d, "timeslice");
+            dc->results[j].timeslice = ts && json_is_integer(ts) &&
+                                       json_integer_value(ts) >= 0 &&
+                                       json_integer_value(ts) <= 3;
+            if (dc->results[j].timeslice)
+                dc->results[j].interval = (unsigned char)json_integer_value(ts);
+            dc->results[j].mps = json_is_true(json_object_get(d, "mps"));
+            ok = (ts == NULL || dc->results[j].timeslice) &&
+                 copy_field(d, "request", dc->results[j].request,
                             sizeof dc->results[j].request) == 0 &&
                  copy_field(d, "device", dc->results[j].device,
                             sizeof dc->results[j].device) == 0 &&

@@ -68,6 +68,11 @@ static const char *const driver_tools[] = {
     "nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nvidia-cuda-mps-control",
     "nvidia-cuda-mps-server",
 };
+/* The simulator's own builds of some of them (sim/smi_sim.c,
+ * sim/mps_control_sim.c), found in the build tree or the install; the
+ * others are stand-ins that say so. */
+static const char *const tool_dirs[] = {GPULET_BUILD_SIM_TOOLS, GPULET_INSTALL_SIM_TOOLS};
+#define TOOL_MAX (64u << 20)
 
 static const char *const gsp_firmware[] = {"gsp_ga10x.bin", "gsp_tu10x.bin"};
 
@@ -241,6 +246,25 @@ static int add_tools_and_firmware(const char *root, const char *version,
     char path[PATH_MAX], text[512];
     for (size_t i = 0; i < sizeof driver_tools / sizeof driver_tools[0]; i++) {
         snprintf(path, sizeof path, "/usr/bin/%s", driver_tools[i]);
+        char *program = NULL;
+        size_t size = 0;
+        for (size_t d = 0; d < sizeof tool_dirs / sizeof tool_dirs[0] && !program; d++) {
+            char built[PATH_MAX];
+            struct gpulet_error ignored = {0};
+            snprintf(built, sizeof built, "%s/%s", tool_dirs[d], driver_tools[i]);
+            if (fileio_read(built, TOOL_MAX, &program, &size, &ignored) < 0)
+                program = NULL;
+        }
+        if (program) {
+            char full[PATH_MAX];
+            int rc = place(root, path, full, err) < 0
+                         ? -1
+                         : fileio_replace(full, program, size, FILEIO_EXECUTABLE, err);
+            free(program);
+            if (rc < 0)
+                return -1;
+            continue;
+        }
         snprintf(text, sizeof text,
                  "#!/bin/sh\necho '%s: a stand-in from gpulet --simulate; there is no "
                  "driver here' >&2\nexit 1\n",

@@ -8,7 +8,8 @@ gpulet restart -> prepared claims kept. The device plugin is off meanwhile
 /metrics names the claim's pod on its GPU (pod-resources dynamic_resources).
 GPU slices by claim (dra.slices, the cluster's DRAConsumableCapacity gate):
 a 10Gi claim held to it by the interposer beside a 60Gi claim on one GPU,
-and a 20Gi claim that does not fit left Pending."""
+and a 20Gi claim that does not fit left Pending. Sharing by claim: a pod
+whose claim asks for MPS gets its own control daemon's pipe folder."""
 import json
 import os
 import re
@@ -426,3 +427,46 @@ def test_claims_share_a_gpu_by_memory_held_by_the_interposer(dra):
         wait_for("8 whole GPUs published again",
                  lambda: (d := devices(dra)) and len(d) == 8 and
                  "allowMultipleAllocations" not in d["gpu-7"], 60, 0.2)
+
+
+def test_mps_claim_gives_the_pod_its_daemon(dra):
+    """A pod with a ResourceClaim whose GpuConfig asks for MPS sees
+    CUDA_MPS_PIPE_DIRECTORY and, there, the control socket of the daemon
+    gpulet started for the claim (the simulated driver's own program, copied
+    into the node's driver root); deleted, the daemon and its folders go."""
+    import shutil
+    for tool in ("nvidia-smi", "nvidia-cuda-mps-control"):
+        shutil.copy(dra.build / "sim" / "tools" / tool, dra.driver_root / "usr/bin" / tool)
+    name = "dra-mps"
+    dra.cluster.apply({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"devices": {
+            "requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com"}}],
+            "config": [{"requests": ["gpu"], "opaque": {"driver": "gpu.nvidia.com", "parameters": {
+                "apiVersion": "resource.nvidia.com/v1beta1", "kind": "GpuConfig",
+                "sharing": {"strategy": "MPS",
+                            "mpsConfig": {"defaultActiveThreadPercentage": 25}}}}}]}}})
+    dra.cluster.apply({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"terminationGracePeriodSeconds": 2, "automountServiceAccountToken": False,
+                 "resourceClaims": [{"name": "gpu", "resourceClaimName": name}],
+                 "containers": [{"name": "main", "image": BUSYBOX_IMAGE,
+                                 "imagePullPolicy": "Never", "command": SLEEP,
+                                 "resources": {"claims": [{"name": "gpu"}]}}]}})
+    uid = dra.cluster.kubectl_json("get", "resourceclaim", "-n", NAMESPACE,
+                                   name)["metadata"]["uid"]
+    folder = dra.sandbox.outside(str(dra.dir / "gpulet-state" / "dra" / "mps" / uid))
+    try:
+        wait_for(f"pod {name} Running",
+                 lambda: pod_json(dra, name).get("status", {}).get("phase") == "Running", 90, 0.2)
+        env = kexec(dra, name, "env").split("\n")
+        assert "CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps" in env
+        assert "control" in kexec(dra, name, "ls /tmp/nvidia-mps").split()
+        assert "set_default_active_thread_percentage 25" in \
+            (folder / "log" / "control.log").read_text()
+    finally:
+        delete(dra, "pod", name)
+    wait_for("the claim unprepared (its MPS folders removed)", lambda: not folder.exists(), 60, 0.2)
+    delete(dra, "resourceclaim", name)

@@ -170,7 +170,8 @@ static void slices_cut_at_128(void **state)
 
 static int parse(const char *json, struct dra_result **out, size_t *n, struct gpulet_error *err)
 {
-    return dra_claim_parse(json, strlen(json), UID, "node1", out, n, err);
+    struct dra_mps mps;
+    return dra_claim_parse(json, strlen(json), UID, "node1", out, n, &mps, err);
 }
 
 /* An allocated claim of gpu-0 with one opaque configuration for our driver. */
@@ -220,9 +221,7 @@ static void claims_parsed_and_checked(void **state)
          "\"device\":\"gpu-0\"}]}}}}", "another node"},
         {"{\"metadata\":{\"uid\":\"" UID "\",\"uid\":\"x\"}}", "JSON"}, /* duplicate keys */
         {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"GpuConfig\","
-                "\"sharing\":{\"strategy\":\"MPS\"}}"), "MPS is not supported"},
-        {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"GpuConfig\","
-                "\"sharing\":{\"strategy\":\"Magic\"}}"), "TimeSlicing or MPS"},
+                "\"sharing\":{\"strategy\":\"Magic\"}}"), "TimeSlicing, MPS"},
         {CONFIG("{\"apiVersion\":\"resource.nvidia.com/v1beta1\",\"kind\":\"GpuConfig\","
                 "\"sharing\":{\"strategy\":\"TimeSlicing\",\"timeSlicingConfig\":"
                 "{\"interval\":7}}}"), "interval"},
@@ -402,7 +401,8 @@ static void checkpoint_round_trip(void **state)
     assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), 0); /* none yet */
     assert_int_equal(n, 0);
     free(claims);
-    struct dra_result results[2] = {{"a", "gpu-0", 10ULL << 30}, {"b", "gpu-1-mig-1g5gb-19-0", 0}};
+    struct dra_result results[2] = {{"a", "gpu-0", 10ULL << 30, true, 2, false},
+                                    {"b", "gpu-1-mig-1g5gb-19-0", 0, false, 0, true}};
     struct dra_claim one = {.uid = UID, .namespace = "ns", .name = "c", .count = 2,
                             .results = results, .alloc = "0123abcd"};
     assert_int_equal(dra_checkpoint_write(path, &one, 1, &err), 0);
@@ -418,6 +418,26 @@ static void checkpoint_round_trip(void **state)
     assert_true(claims[0].results[0].memory == 10ULL << 30);
     assert_true(claims[0].results[1].memory == 0);
     assert_string_equal(claims[0].alloc, "0123abcd");
+    assert_true(claims[0].results[0].timeslice);
+    assert_int_equal(claims[0].results[0].interval, 2);
+    assert_false(claims[0].results[0].mps);
+    assert_false(claims[0].results[1].timeslice);
+    assert_true(claims[0].results[1].mps);
+    assert_false(claims[0].mps.on);
+    dra_claims_free(claims, n);
+    /* a claim's MPS settings */
+    one.mps = (struct dra_mps){.on = true, .thread_percentage = 40, .pinned = 1ULL << 30,
+                               .n_limits = 1};
+    snprintf(one.mps.limits[0].device, sizeof one.mps.limits[0].device, "1");
+    one.mps.limits[0].bytes = 2ULL << 30;
+    assert_int_equal(dra_checkpoint_write(path, &one, 1, &err), 0);
+    assert_int_equal(dra_checkpoint_read(path, &claims, &n, &err), 0);
+    assert_true(claims[0].mps.on);
+    assert_int_equal(claims[0].mps.thread_percentage, 40);
+    assert_true(claims[0].mps.pinned == 1ULL << 30);
+    assert_int_equal(claims[0].mps.n_limits, 1);
+    assert_string_equal(claims[0].mps.limits[0].device, "1");
+    assert_true(claims[0].mps.limits[0].bytes == 2ULL << 30);
     dra_claims_free(claims, n);
     static const char *const broken[] = {
         "{\"version\":1,\"claims\":[{\"uid\":\"" UID "\",\"namespace\":\"a\",\"name\":\"b\","
@@ -426,7 +446,11 @@ static void checkpoint_round_trip(void **state)
         "\"devices\":[{\"request\":\"a\",\"device\":\"gpu-0\",\"memory\":-1}]}]}",
         "garbage", "{\"version\":2,\"claims\":[]}", "{\"version\":1,\"claims\":[{\"uid\":1}]}",
         "{\"version\":1,\"claims\":[{\"uid\":\"../x\",\"namespace\":\"a\",\"name\":\"b\","
-        "\"devices\":[]}]}"};
+        "\"devices\":[]}]}",
+        "{\"version\":1,\"claims\":[{\"uid\":\"" UID "\",\"namespace\":\"a\",\"name\":\"b\","
+        "\"devices\":[{\"request\":\"a\",\"device\":\"gpu-0\",\"timeslice\":9}]}]}",
+        "{\"version\":1,\"claims\":[{\"uid\":\"" UID "\",\"namespace\":\"a\",\"name\":\"b\","
+        "\"mps\":{\"threads\":101},\"devices\":[]}]}"};
     for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
         struct gpulet_error e = {0};
         assert_int_equal(fileio_replace(path, broken[i], strlen(broken[i]), 0, &e), 0);

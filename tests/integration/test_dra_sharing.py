@@ -1,0 +1,275 @@
+"""Sharing by claim (docs/dra.md): NVIDIA's GpuConfig on a claim, applied by
+`gpulet run --dra` through the simulated driver's own programs (sim/smi_sim.c,
+sim/mps_control_sim.c) in a driver root: the time slice set and put back,
+an MPS control daemon per claim with the claim's GPUs and defaults, its CDI
+edits, kept across gpulet restarts, gone on unprepare, and a daemon that
+never comes up failing the claim within the deadline with nothing left."""
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+import yaml
+
+from conftest import BUILD
+from kubelet import wait_for
+from test_cdi import make_driver_root
+from test_dra import (api, certs, kubeconfig, prepare, protos, reg_socket,  # noqa: F401
+                      short_dir, unprepare, Gpulet, NODE)
+
+API = "resource.nvidia.com/v1beta1"
+
+
+@pytest.fixture(scope="session")
+def sim_root(tmp_path_factory, build):
+    """A driver root whose nvidia-smi and nvidia-cuda-mps-control are the
+    simulator's builds."""
+    root = make_driver_root(tmp_path_factory.mktemp("sharing-driver"))
+    for tool in ("nvidia-smi", "nvidia-cuda-mps-control"):
+        shutil.copy(pathlib.Path(build, "sim", "tools", tool), root / "usr/bin" / tool)
+    return root
+
+
+@pytest.fixture
+def run(build, tmp_path, api, certs, sim_root, monkeypatch):  # noqa: F811
+    # The simulated nvidia-smi records into $TMPDIR/gpulet-sim-<uid>-<node>.policy.
+    tmp = tmp_path / "t"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    started = []
+    kc = kubeconfig(tmp_path / "kubeconfig", api, certs)
+    # A state folder short enough for the daemons' Unix sockets (107 bytes).
+    state = pathlib.Path(tempfile.mkdtemp(prefix="st", dir="/tmp"))
+    (tmp_path / "state").symlink_to(state)
+
+    def start(env=None):
+        saved = dict(os.environ)
+        os.environ.update(env or {})
+        try:
+            g = Gpulet(build, tmp_path, "dgx-a100", kc, len(started), root=sim_root,
+                       extra=["--state-dir", str(state)])
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        started.append(g)
+        wait_for(lambda: reg_socket(tmp_path).exists(), what="the registration socket")
+        return g
+
+    yield start
+    for g in started:
+        if g.proc.poll() is None:
+            g.halt()
+    # MPS daemons a failed test left
+    for d in (state / "dra" / "mps").glob("*"):
+        mps(d, "quit")
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(short_dir(tmp_path), ignore_errors=True)
+
+
+def policy(tmp_path):
+    """{uuid: (timeslice, compute mode)} as the simulated nvidia-smi recorded them."""
+    path = tmp_path / "t" / f"gpulet-sim-{os.getuid()}-dgx-a100.policy"
+    out = {}
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        uuid, ts, mode = line.split()
+        out[uuid] = (int(ts.split("=")[1]), mode.split("=")[1])
+    return out
+
+
+def uuids(api):
+    api.wait_for(lambda: api.slices, what="slices")
+    return {d["name"]: d["attributes"]["uuid"]["string"]
+            for s in api.slice_list() for d in s["spec"]["devices"]}
+
+
+def put_claim(api, name, devices, params, requests=()):
+    uid = api.put_claim("default", name, devices)
+    with api.lock:
+        api.claims[("default", name)]["status"]["allocation"]["devices"]["config"] = [
+            {"source": "FromClaim", "requests": list(requests),
+             "opaque": {"driver": "gpu.nvidia.com", "parameters": params}}]
+    return uid
+
+
+def mps(folder, *commands):
+    """Runs the simulated control program against a claim's daemon."""
+    env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=str(folder / "pipe"))
+    return subprocess.run([str(BUILD / "sim" / "tools" / "nvidia-cuda-mps-control")],
+                          input="".join(c + "\n" for c in commands), env=env,
+                          capture_output=True, text=True, timeout=10)
+
+
+def alive(folder):
+    return mps(folder, "get_default_active_thread_percentage").returncode == 0
+
+
+def marked(uid):
+    """Processes carrying the claim's mark (its daemon and servers)."""
+    found = []
+    for p in pathlib.Path("/proc").iterdir():
+        try:
+            if f"GPULET_MPS_CLAIM={uid}".encode() in (p / "environ").read_bytes().split(b"\0"):
+                found.append(p.name)
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def test_time_slice_applied_and_restored(run, api, protos, tmp_path):
+    _, dra = protos
+    run()
+    ids = uuids(api)
+    uid = put_claim(api, "ts", ["gpu-3"], {"apiVersion": API, "kind": "GpuConfig", "sharing": {
+        "strategy": "TimeSlicing", "timeSlicingConfig": {"interval": "Long"}}})
+    r = prepare(tmp_path, dra, [("default", "ts", uid)]).claims[uid]
+    assert r.error == ""
+    assert policy(tmp_path)[ids["gpu-3"]] == (3, "DEFAULT")
+    assert ids["gpu-2"] not in policy(tmp_path)
+    # no MPS edits for a time-sliced claim
+    spec = yaml.safe_load((tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").read_text())
+    assert not any("CUDA_MPS" in e for e in spec["containerEdits"].get("env", []))
+    assert unprepare(tmp_path, dra, [("default", "ts", uid)]).claims[uid].error == ""
+    assert policy(tmp_path)[ids["gpu-3"]] == (0, "DEFAULT")
+
+    # a wrong interval is refused with NVIDIA's reason, and nothing is set
+    bad = put_claim(api, "bad", ["gpu-4"], {"apiVersion": API, "kind": "GpuConfig", "sharing": {
+        "strategy": "TimeSlicing", "timeSlicingConfig": {"interval": "Forever"}}})
+    err = prepare(tmp_path, dra, [("default", "bad", bad)]).claims[bad].error
+    assert "unknown time-slice interval: Forever" in err
+    assert ids["gpu-4"] not in policy(tmp_path)
+
+
+def test_mps_daemon_per_claim(run, api, protos, tmp_path):
+    _, dra = protos
+    g = run()
+    ids = uuids(api)
+    params = {"apiVersion": API, "kind": "GpuConfig", "sharing": {
+        "strategy": "MPS", "mpsConfig": {
+            "defaultActiveThreadPercentage": 40, "defaultPinnedDeviceMemoryLimit": "2Gi",
+            "defaultPerDevicePinnedMemoryLimit": {"1": "1Gi"}}}}
+    uid = put_claim(api, "mps", ["gpu-1", "gpu-2"], params)
+    r = prepare(tmp_path, dra, [("default", "mps", uid)]).claims[uid]
+    assert r.error == ""
+    folder = (tmp_path / "state").resolve() / "dra" / "mps" / uid
+    assert alive(folder)
+    out = mps(folder, "get_default_active_thread_percentage",
+              f"get_default_device_pinned_mem_limit {ids['gpu-1']}",
+              f"get_default_device_pinned_mem_limit {ids['gpu-2']}")
+    assert out.stdout.split() == ["40.0", "2048M", "1024M"]
+    log = (folder / "log" / "control.log").read_text()
+    assert f"CUDA_VISIBLE_DEVICES={ids['gpu-1']},{ids['gpu-2']}" in log
+    # the daemon saw the claim's shm folder as its /dev/shm
+    assert (folder / "shm" / "mps-sim").exists()
+    assert policy(tmp_path)[ids["gpu-1"]] == (0, "EXCLUSIVE_PROCESS")
+    spec = yaml.safe_load((tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").read_text())
+    edits = spec["containerEdits"]
+    assert "CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps" in edits["env"]
+    mounts = {m["containerPath"]: m for m in edits["mounts"]}
+    assert mounts["/tmp/nvidia-mps"]["hostPath"] == str(folder / "pipe")
+    assert mounts["/dev/shm"]["hostPath"] == str(folder / "shm")
+    cp = (tmp_path / "state" / "dra-checkpoint.json").read_text()
+    assert '"mps"' in cp
+
+    # gpulet restarts: the running daemon is reused, not started again
+    assert g.stop() == 0
+    assert alive(folder)
+    run()
+    again = prepare(tmp_path, dra, [("default", "mps", uid)]).claims[uid]
+    assert again == r
+    assert (folder / "log" / "control.log").read_text().count("Startup") == 1
+    # ... and one that ended while gpulet was away is started again
+    mps(folder, "quit")
+    wait_for(lambda: not alive(folder), what="the daemon gone")
+    run()
+    wait_for(lambda: alive(folder), timeout=15, what="the daemon started again")
+    # the answer waits for its defaults
+    assert prepare(tmp_path, dra, [("default", "mps", uid)]).claims[uid] == r
+    assert (folder / "log" / "control.log").read_text().count("Startup") == 2
+    assert mps(folder, "get_default_active_thread_percentage").stdout.split() == ["40.0"]
+
+    # unprepare: quit, nothing running, the folders gone
+    assert unprepare(tmp_path, dra, [("default", "mps", uid)]).claims[uid].error == ""
+    assert not folder.exists()
+    assert marked(uid) == []
+    assert policy(tmp_path)[ids["gpu-1"]] == (0, "DEFAULT")
+
+
+def test_daemon_that_never_comes_up(run, api, protos, tmp_path):
+    _, dra = protos
+    run(env={"GPULET_MPS_SIM_FAULT": "exit"})
+    uid = put_claim(api, "dead", ["gpu-5"], {"apiVersion": API, "kind": "GpuConfig",
+                                             "sharing": {"strategy": "MPS"}})
+    t0 = time.monotonic()
+    r = prepare(tmp_path, dra, [("default", "dead", uid)]).claims[uid]
+    took = time.monotonic() - t0
+    assert "did not accept connections within 10000 ms" in r.error, r.error
+    assert "claim default/dead" in r.error
+    assert took < 25
+    assert not (tmp_path / "state" / "dra" / "mps" / uid).exists()
+    assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+    assert marked(uid) == []
+    cp = (tmp_path / "state" / "dra-checkpoint.json")
+    assert not cp.exists() or uid not in cp.read_text()
+
+
+def test_config_kind_must_fit_the_device(run, api, protos, tmp_path):
+    """A MigDeviceConfig for every request leaves a GPU alone; one naming a
+    GPU's request is refused, as NVIDIA's driver refuses it."""
+    _, dra = protos
+    params = {"apiVersion": API, "kind": "MigDeviceConfig", "sharing": {"strategy": "MPS"}}
+    run()
+    uid = put_claim(api, "gpuconf", ["gpu-0"], {**params})
+    err = prepare(tmp_path, dra, [("default", "gpuconf", uid)]).claims[uid].error
+    assert err == ""
+    assert not (tmp_path / "state" / "dra" / "mps" / uid).exists()
+    named = put_claim(api, "named", ["gpu-6"], params, requests=["req0"])
+    err = prepare(tmp_path, dra, [("default", "named", named)]).claims[named].error
+    assert "cannot apply MigDeviceConfig to device gpu-6 of type gpu" in err
+
+
+def test_mps_daemons_bounded(run, api, protos, tmp_path):
+    """At most 16 claims have MPS daemons at once; an unprepared one frees
+    its place."""
+    _, dra = protos
+    run()
+    params = {"apiVersion": API, "kind": "GpuConfig", "sharing": {"strategy": "MPS"}}
+    claims = [("default", f"m{i}", put_claim(api, f"m{i}", [f"gpu-{i % 8}"], params))
+              for i in range(17)]
+    # two calls: gpulet reads at most 16 claims from the API server at once
+    for part in (claims[:8], claims[8:16]):
+        answers = prepare(tmp_path, dra, part).claims
+        assert [answers[uid].error for _, _, uid in part] == [""] * 8
+    err = prepare(tmp_path, dra, claims[16:]).claims[claims[16][2]].error
+    assert "16 MPS control daemons run on this node already" in err
+    assert unprepare(tmp_path, dra, claims[:1]).claims[claims[0][2]].error == ""
+    assert prepare(tmp_path, dra, claims[16:]).claims[claims[16][2]].error == ""
+    out = unprepare(tmp_path, dra, claims[1:]).claims
+    assert all(r.error == "" for r in out.values())
+    assert list((tmp_path / "state" / "dra" / "mps").iterdir()) == []
+
+
+def test_unprepare_while_the_daemon_comes_up(run, api, protos, tmp_path):
+    """The kubelet unprepares a claim whose daemon is still starting: the
+    prepare fails with the reason, and nothing is left once both end."""
+    import threading
+    _, dra = protos
+    run(env={"GPULET_MPS_SIM_FAULT": "slow"})
+    uid = put_claim(api, "slow", ["gpu-2"], {"apiVersion": API, "kind": "GpuConfig",
+                                             "sharing": {"strategy": "MPS"}})
+    folder = (tmp_path / "state").resolve() / "dra" / "mps" / uid
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(
+        r=prepare(tmp_path, dra, [("default", "slow", uid)]).claims[uid]))
+    t.start()
+    log = folder / "log" / "control.log"
+    wait_for(lambda: log.exists() and "Simulated fault" in log.read_text(),
+             what="the daemon coming up")
+    assert unprepare(tmp_path, dra, [("default", "slow", uid)]).claims[uid].error == ""
+    t.join(30)
+    assert "was unprepared while" in answer["r"].error
+    assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
+    wait_for(lambda: not folder.exists(), timeout=15, what="the claim's folders removed")
+    wait_for(lambda: marked(uid) == [], timeout=15, what="the daemon gone")
