@@ -1538,6 +1538,7 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
     d->reaper = plugin_slice_reaper(d->slice_dir);
     d->jobs = dra_jobs_new(base);
     d->share = (struct dra_share){.jobs = d->jobs, .inv = inv, .driver_root = d->driver_root,
+                                  .slice_dir = d->slice_dir, .reaper = d->reaper,
                                   .gpu_held = gpu_held, .user = d};
     snprintf(d->share.mps_root, sizeof d->share.mps_root, "%s/mps", d->slice_dir);
     char sh[4200], usr_sh[4200];

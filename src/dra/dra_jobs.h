@@ -79,6 +79,10 @@ struct dra_share {
      * from gpulet's container); else straight from it, with its libraries. */
     bool chroot;
     char mps_root[4200];     /* <state dir>/dra/mps: <claim uid>/{pipe,log,shm} */
+    /* A claim's folders, which its containers can fill, are handed to the
+     * slice folders' reaper (<state dir>/dra/alloc) to be removed. */
+    const char *slice_dir;
+    struct allocdir_reaper *reaper;
     /* Whether a prepared claim other than uid holds GPU gpu (its time
      * slice stays then). */
     bool (*gpu_held)(void *user, unsigned int gpu, const char *uid);

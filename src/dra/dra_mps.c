@@ -110,6 +110,7 @@ static int smi(struct dra_share *s, struct dra_job *j, enum dra_step_when when,
 /* ---- folders ---- */
 
 struct folder_arg {
+    const struct dra_share *s;
     char dir[4400];
 };
 
@@ -143,6 +144,13 @@ static int remove_folders(void *arg, struct gpulet_error *err)
 {
     const struct folder_arg *a = arg;
     (void)err;
+    /* The claim's containers may have left any number of files in shm,
+     * nested past PATH_MAX: only a move here, the removal off the loop. */
+    struct gpulet_error e = {0};
+    if (plugin_slice_discard(a->s->slice_dir, a->dir, a->s->reaper, &e) == 0)
+        return 0;
+    log_warn("cannot hand an MPS daemon's folder to the reaper: removing it here",
+             "error=\"%s\"", e.msg);
     /* Not across mounts or links: only what the daemon left in them. */
     if (nftw(a->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) != 0 && errno != ENOENT)
         log_warn("cannot remove an MPS daemon's folder", "dir=%s error=\"%s\"", a->dir,
@@ -250,7 +258,7 @@ static int skip_unless_alive(void *arg, struct gpulet_error *err)
 static int mps_stop(struct dra_share *s, struct dra_job *j, enum dra_step_when when,
                     const char *uid, const struct mps_env *e)
 {
-    struct folder_arg f;
+    struct folder_arg f = {.s = s};
     struct mark_arg m;
     char sock[4400];
     claim_dir(s, uid, "", f.dir, sizeof f.dir);
@@ -302,7 +310,7 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
         for (size_t i = 0; i < n_md && o < sizeof e.visible; i++)
             o += (size_t)snprintf(e.visible + o, sizeof e.visible - o, "%s%s", i ? "," : "",
                                   device_uuid(s, md[i]));
-        struct folder_arg f;
+        struct folder_arg f = {.s = s};
         struct alive_arg a;
         claim_dir(s, uid, "", f.dir, sizeof f.dir);
         claim_dir(s, uid, "pipe/control", a.sock, sizeof a.sock);

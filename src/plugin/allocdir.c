@@ -528,6 +528,27 @@ int plugin_slice_release(const char *state_dir, const char *id, struct allocdir_
     return rc;
 }
 
+int plugin_slice_discard(const char *state_dir, const char *path, struct allocdir_reaper *reaper,
+                         struct gpulet_error *err)
+{
+    char alloc[4200];
+    snprintf(alloc, sizeof alloc, "%s/alloc", state_dir);
+    if (fileio_mkdirs(alloc, 0755, 0700, err) < 0)
+        return -1;
+    int fd = open(alloc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return gpulet_error_errno(err, errno, "cannot open %s", alloc);
+    int rc = move_up(fd, AT_FDCWD, path);
+    int saved = errno;
+    close(fd);
+    if (rc < 0 && saved != ENOENT)
+        return gpulet_error_errno(err, saved, "cannot move %s into %s to be removed", path,
+                                  alloc);
+    if (rc == 0 && reaper)
+        allocdir_reaper_kick(reaper);
+    return 0;
+}
+
 struct allocdir_reaper *plugin_slice_reaper(const char *state_dir)
 {
     struct allocdir_reaper *r = allocdir_reaper_new(state_dir);

@@ -97,6 +97,12 @@ int plugin_slice_grant(const struct config *cfg, const char *state_dir, const ch
  * it (on a thread of its own). -1 (logged) when it could not. */
 struct allocdir_reaper;
 int plugin_slice_release(const char *state_dir, const char *id, struct allocdir_reaper *reaper);
+/* Takes any folder of state_dir's file system out of use the same way:
+ * moved into <state_dir>/alloc at once, removed there by the reaper, a
+ * bounded amount per pass (for folders containers can fill). 0 when path
+ * is gone already. */
+int plugin_slice_discard(const char *state_dir, const char *path, struct allocdir_reaper *reaper,
+                         struct gpulet_error *err);
 /* The reaper of <state_dir>/alloc, started; NULL when it could not be. */
 struct allocdir_reaper *plugin_slice_reaper(const char *state_dir);
 void plugin_slice_reaper_free(struct allocdir_reaper *r);

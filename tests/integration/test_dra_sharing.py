@@ -273,3 +273,44 @@ def test_unprepare_while_the_daemon_comes_up(run, api, protos, tmp_path):
     assert not (tmp_path / "cdi" / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").exists()
     wait_for(lambda: not folder.exists(), timeout=15, what="the claim's folders removed")
     wait_for(lambda: marked(uid) == [], timeout=15, what="the daemon gone")
+
+
+def fill_beyond_path_max(folder):
+    """What a claim's container can leave in its /dev/shm: folders nested
+    past PATH_MAX, and files by the thousand."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(2000):
+            os.close(os.open(f"f{i}", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+        for _ in range(40):  # 40 × 201 bytes: twice PATH_MAX
+            os.mkdir("d" * 200, dir_fd=fd)
+            deeper = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        os.close(os.open("bottom", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def test_unprepare_removes_whatever_a_container_left(run, api, protos, tmp_path):
+    """The shm folder is the claim's containers' to fill: on unprepare the
+    claim's folders leave the MPS folder at once and are removed whole off
+    the loop (the slice folders' reaper), links not followed."""
+    _, dra = protos
+    run()
+    uid = put_claim(api, "full", ["gpu-3"], {"apiVersion": API, "kind": "GpuConfig",
+                                             "sharing": {"strategy": "MPS"}})
+    assert prepare(tmp_path, dra, [("default", "full", uid)]).claims[uid].error == ""
+    folder = (tmp_path / "state").resolve() / "dra" / "mps" / uid
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not the claim's")
+    (folder / "shm" / "link").symlink_to(outside)
+    fill_beyond_path_max(folder / "shm")
+    assert unprepare(tmp_path, dra, [("default", "full", uid)]).claims[uid].error == ""
+    assert not folder.exists()
+    alloc = (tmp_path / "state").resolve() / "dra" / "alloc"
+    wait_for(lambda: not alloc.exists() or list(alloc.iterdir()) == [], timeout=30,
+             what="the claim's folders removed")
+    assert (outside / "keep").read_text() == "not the claim's"
+    assert marked(uid) == []
