@@ -816,15 +816,17 @@ static void prepare_cb(struct grpc_call *call, const uint8_t *req, size_t len, v
 
 /* A prepare of uid still reading the claim would, when the answer comes,
  * write a spec and hold GPU memory for a claim the kubelet has let go:
- * it answers with an error instead. */
-static void drop_pending(struct dra *d, const char *uid)
+ * it answers with an error instead. Whether one was in flight. */
+static bool drop_pending(struct dra *d, const char *uid)
 {
+    bool found = false;
     for (struct prepare *p = d->prepares; p; p = p->next)
         for (size_t i = 0; i < p->count; i++) {
             struct pclaim *c = &p->claims[i];
             if ((c->req == NULL && !c->sharing) || c->unprepared || strcmp(c->uid, uid) != 0)
                 continue;
             c->unprepared = true;
+            found = true;
             /* Its settings are being applied: undone after (jobs run in order). */
             if (c->sharing && !c->from_checkpoint)
                 sharing_undo(d, uid, c->results, c->count, c->mps.on);
@@ -832,6 +834,7 @@ static void drop_pending(struct dra *d, const char *uid)
                      "reading it from the API server; prepare it again if it is still wanted",
                      c->namespace, c->name);
         }
+    return found;
 }
 
 /* A NodeUnprepareResources call waiting for claims' sharing settings to
@@ -956,7 +959,7 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
             u->results[i].error = u->errors[i];
             continue;
         }
-        drop_pending(d, uid);
+        bool in_flight = drop_pending(d, uid);
         char path[4400];
         spec_path(d, uid, path, sizeof path);
         if (unlink(path) != 0 && errno != ENOENT) {
@@ -967,24 +970,28 @@ static void unprepare_cb(struct grpc_call *call, const uint8_t *req, size_t len,
         }
         struct dra_claim *known = find_claim(d, uid);
         char slice_dir[4400] = "";
-        if (known) {
-            if (known->alloc[0]) {
-                snprintf(slice_dir, sizeof slice_dir, "%s/alloc/%s", d->slice_dir,
-                         known->alloc);
-                allocdir_remove_dra(d, known->alloc);
-            }
+        if (known && known->alloc[0]) {
+            snprintf(slice_dir, sizeof slice_dir, "%s/alloc/%s", d->slice_dir, known->alloc);
+            allocdir_remove_dra(d, known->alloc);
+        }
+        /* An MPS daemon of a claim gpulet did not get to record (it stopped
+         * between starting the daemon and the checkpoint) is ended too. */
+        bool unrecorded = !known && !in_flight && dra_share_mps_left(&d->share, uid);
+        if ((known && asks_sharing(known->results, known->count, &known->mps)) || unrecorded) {
             struct gpulet_error err = {0};
             struct dra_job *j = NULL;
             u->waits[i] = (struct unprepare_wait){u, i};
-            if (asks_sharing(known->results, known->count, &known->mps) &&
-                (dra_share_unprepare(&d->share, uid, known->results, known->count, d->devs,
-                                     d->n_devs, known->mps.on, &j, &err) < 0 ||
-                 (j && dra_jobs_submit(d->jobs, j, unshare_done, &u->waits[i], &err) < 0))) {
+            if (dra_share_unprepare(&d->share, uid, known ? known->results : NULL,
+                                    known ? known->count : 0, d->devs, d->n_devs,
+                                    known ? known->mps.on : true, &j, &err) < 0 ||
+                (j && dra_jobs_submit(d->jobs, j, unshare_done, &u->waits[i], &err) < 0)) {
                 snprintf(u->errors[i], sizeof u->errors[i], "%s", err.msg);
                 u->results[i].error = u->errors[i];
                 j = NULL;
             }
             u->pending += j != NULL;
+        }
+        if (known) {
             forget(d, uid);
             changed = true;
         }

@@ -108,5 +108,7 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
 void dra_share_mps_edits(const struct dra_share *s, const char *uid, json_t *edits);
 /* Whether the claim's daemon answers on its control socket. */
 bool dra_share_mps_alive(const struct dra_share *s, const char *uid);
+/* Whether the claim has MPS folders (its daemon may run). */
+bool dra_share_mps_left(const struct dra_share *s, const char *uid);
 
 #endif

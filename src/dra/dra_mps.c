@@ -65,6 +65,14 @@ bool dra_share_mps_alive(const struct dra_share *s, const char *uid)
     return dra_socket_alive(path);
 }
 
+bool dra_share_mps_left(const struct dra_share *s, const char *uid)
+{
+    char path[4400];
+    struct stat st;
+    claim_dir(s, uid, "", path, sizeof path);
+    return lstat(path, &st) == 0;
+}
+
 /* The devices of the claim's results served by its MPS daemon (mps) or
  * given a time slice (!mps), whole GPUs only when gpus: unique (by GPU
  * when gpus), in result order. */

@@ -314,3 +314,26 @@ def test_unprepare_removes_whatever_a_container_left(run, api, protos, tmp_path)
              what="the claim's folders removed")
     assert (outside / "keep").read_text() == "not the claim's"
     assert marked(uid) == []
+
+
+def test_unprepare_ends_a_daemon_gpulet_did_not_record(run, api, protos, tmp_path):
+    """gpulet stopped between starting a claim's daemon and recording the
+    claim: the kubelet's unprepare still ends the daemon and removes its
+    folders (the checkpoint does not know the claim, its folder does)."""
+    import json
+    _, dra = protos
+    g = run()
+    uid = put_claim(api, "lost", ["gpu-4"], {"apiVersion": API, "kind": "GpuConfig",
+                                             "sharing": {"strategy": "MPS"}})
+    assert prepare(tmp_path, dra, [("default", "lost", uid)]).claims[uid].error == ""
+    folder = (tmp_path / "state").resolve() / "dra" / "mps" / uid
+    assert g.stop() == 0
+    assert alive(folder)
+    cp = tmp_path / "state" / "dra-checkpoint.json"
+    doc = json.loads(cp.read_text())
+    doc["claims"] = [c for c in doc["claims"] if c["uid"] != uid]
+    cp.write_text(json.dumps(doc))
+    run()
+    assert unprepare(tmp_path, dra, [("default", "lost", uid)]).claims[uid].error == ""
+    assert not folder.exists()
+    assert marked(uid) == []
