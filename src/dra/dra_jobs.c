@@ -312,6 +312,14 @@ static void __attribute__((noreturn)) exec_child(const struct step *s, int in, i
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
         _exit(126);
     close_range(3, ~0U, 0);
+    /* exec keeps what gpulet ignores (SIGPIPE) and blocks: the program,
+     * and an MPS daemon's servers after it, start as from a shell. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     if (s->shm && (unshare(CLONE_NEWNS) != 0 ||
                    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
                    mount(s->shm, s->shm_target, NULL, MS_BIND, NULL) != 0)) {

@@ -4,6 +4,7 @@
  * step's skip, input on stdin, a job queued from a done callback waiting
  * for the one before it, a waiting socket, a full queue refused. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -91,6 +92,35 @@ static void output_bounded_and_quoted(void **state)
     assert_non_null(strstr(o.error, "line one"));
     assert_null(strchr(o.error, '\n')); /* one line */
     assert_true(strlen(o.error) < GPULET_ERROR_MSG_MAX);
+    dra_jobs_free(q);
+    event_base_free(base);
+}
+
+/* gpulet ignores SIGPIPE and may hold signals blocked (--simulate): an
+ * MPS daemon and its servers must not inherit either. */
+static void programs_get_default_signals(void **state)
+{
+    (void)state;
+    struct sigaction old_pipe, ign = {.sa_handler = SIG_IGN};
+    sigset_t block, old_mask;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    sigaction(SIGPIPE, &ign, &old_pipe);
+    sigprocmask(SIG_BLOCK, &block, &old_mask);
+    struct event_base *base = event_base_new();
+    struct dra_jobs *q = dra_jobs_new(base);
+    struct dra_job *j = dra_job_new("signals");
+    assert_int_equal(sh(j, DRA_STEP_OK, "grep -E '^Sig(Ign|Blk)' /proc/self/status | tr -s "
+                        "'\t\n' '  '; exit 1", NULL, 20000), 0);
+    struct outcome o = {0};
+    struct gpulet_error err = {0};
+    assert_int_equal(dra_jobs_submit(q, j, on_done, &o, &err), 0);
+    run_until(base, &o.done, 1);
+    sigaction(SIGPIPE, &old_pipe, NULL);
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
+    assert_true(o.failed);
+    assert_non_null(strstr(o.error, "SigBlk: 0000000000000000"));
+    assert_non_null(strstr(o.error, "SigIgn: 0000000000000000"));
     dra_jobs_free(q);
     event_base_free(base);
 }
@@ -275,6 +305,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(deadline_kills),
         cmocka_unit_test(output_bounded_and_quoted),
+        cmocka_unit_test(programs_get_default_signals),
         cmocka_unit_test(steps_by_outcome),
         cmocka_unit_test(queued_from_a_callback),
         cmocka_unit_test(socket_waited_for),
