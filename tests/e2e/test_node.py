@@ -113,7 +113,10 @@ def test_kubelet_restart_is_followed_by_reregistration(node, gpu_pod):
     figure("kubelet restart (kubelet.sock made) -> gpulet registered", *took)
     assert sorted(took)[len(took) // 2] <= REREGISTER_MAX_S, took
     assert node_status(node, expect=(8, 8)) == (8, 8)
-    assert node.pod("gpu2")["status"]["phase"] == "Running"
+    # the new kubelet lists its static pods only once it has read their
+    # manifests again: until then the pod is absent, not gone
+    wait_for("the GPU pod running under the new kubelet", lambda: (
+        node.pod("gpu2") or {}).get("status", {}).get("phase") == "Running", 30)
 
 
 def seconds_of_day(epoch):

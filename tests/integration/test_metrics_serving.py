@@ -21,8 +21,11 @@ def test_the_first_valid_scrape_has_the_rate_series(build, tmp_path):
         seen = []
 
         def healthy():
-            status, _, text = e.get("/health")
+            # /metrics first: a sample only ever arrives, so a /health that
+            # still says 503 after it proves that body came before any
+            # sample (the other order races a sample landing in between)
             body = e.get()[2]
+            status, _, text = e.get("/health")
             seen.append((status, text, body))
             return status == 200
 
