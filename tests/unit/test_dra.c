@@ -17,6 +17,17 @@ static const char *attr(json_t *dev, const char *name, const char *type)
         json_object_get(json_object_get(json_object_get(dev, "attributes"), name), type));
 }
 
+/* The devices of a simulated node, loaded into inv; the caller frees them. */
+static struct dra_device *devices_of(const char *node, const struct config *cfg, size_t *n)
+{
+    load(node);
+    struct dra_device *devs;
+    struct gpulet_error err = {0};
+    if (dra_devices_build(inv, cfg, &devs, n, &err) < 0)
+        fail_msg("%s", err.msg);
+    return devs;
+}
+
 static void quantities(void **state)
 {
     (void)state;
@@ -36,11 +47,8 @@ static void quantities(void **state)
 static void gpu_devices_as_nvidia_names_them(void **state)
 {
     (void)state;
-    load("dgx-a100");
-    struct dra_device *devs;
     size_t n;
-    struct gpulet_error err = {0};
-    assert_int_equal(dra_devices_build(inv, NULL, &devs, &n, &err), 0);
+    struct dra_device *devs = devices_of("dgx-a100", NULL, &n);
     assert_int_equal(n, 8);
     assert_string_equal(devs[0].name, "gpu-0");
     assert_non_null(dra_device_find(devs, n, "gpu-7"));
@@ -87,19 +95,14 @@ static void pcie_root_from_sysfs(void **state)
     assert_string_equal(attr(d, "resource.kubernetes.io/pcieRoot", "string"), "pci0000:40");
     json_decref(d);
     unlink(path);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    remove_tree(dir);
 }
 
 static void mig_devices_replace_their_gpu(void **state)
 {
     (void)state;
-    load("a100-mig");
-    struct dra_device *devs;
     size_t n;
-    struct gpulet_error err = {0};
-    assert_int_equal(dra_devices_build(inv, NULL, &devs, &n, &err), 0);
+    struct dra_device *devs = devices_of("a100-mig", NULL, &n);
     assert_int_equal(n, 10);
     const struct dra_device *m = dra_device_find(devs, n, "gpu-0-mig-1g5gb-19-0");
     assert_non_null(m);
@@ -263,11 +266,8 @@ static void claims_parsed_and_checked(void **state)
 static void unhealthy_device_tainted(void **state)
 {
     (void)state;
-    load("dgx-a100");
-    struct dra_device *devs;
     size_t n;
-    struct gpulet_error err = {0};
-    assert_int_equal(dra_devices_build(inv, NULL, &devs, &n, &err), 0);
+    struct dra_device *devs = devices_of("dgx-a100", NULL, &n);
     struct dra_device *dev = (struct dra_device *)dra_device_find(devs, n, "gpu-3");
     time_t when = 1796680800; /* 2026-12-07T22:00:00Z */
     dra_device_taint(dev, "XID 79", when);
@@ -327,7 +327,6 @@ static const char *no_env(const char *name)
 static void shared_gpu_consumable_memory(void **state)
 {
     (void)state;
-    load("dgx-a100");
     char path[64] = "/tmp/gpulet-dra-cfg-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -339,9 +338,8 @@ static void shared_gpu_consumable_memory(void **state)
     struct config_flags flags = {.config_file = path};
     assert_int_equal(config_load(&flags, no_env, &cfg, &err), 0);
     unlink(path);
-    struct dra_device *devs;
     size_t n;
-    assert_int_equal(dra_devices_build(inv, &cfg, &devs, &n, &err), 0);
+    struct dra_device *devs = devices_of("dgx-a100", &cfg, &n);
     const struct dra_device *shared = dra_device_find(devs, n, "gpu-1");
     const struct dra_device *whole = dra_device_find(devs, n, "gpu-0");
     assert_true(shared->shared);
@@ -591,9 +589,7 @@ static void kubeconfigs(void **state)
     unsetenv("KUBERNETES_SERVICE_HOST");
     assert_int_equal(kube_config_in_cluster(dir, &cfg, &err), -1);
     assert_non_null(strstr(err.msg, "KUBERNETES_SERVICE_HOST"));
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    remove_tree(dir);
 }
 
 int main(void)
