@@ -91,15 +91,14 @@ static void get_options(struct grpc_call *call, const uint8_t *req, size_t len, 
     grpc_call_reply_message(call, &opts.base);
 }
 
-/* The current device list, packed; NULL when out of memory. */
+/* The current device list, packed. */
 static uint8_t *pack_list(struct served *s, struct arena *a, size_t *len)
 {
     V1beta1__ListAndWatchResponse msg;
     plugin_device_list(s->res, a, &msg);
     *len = v1beta1__list_and_watch_response__get_packed_size(&msg);
-    uint8_t *buf = arena_alloc(a, *len ? *len : 1);
-    if (buf)
-        v1beta1__list_and_watch_response__pack(&msg, buf);
+    uint8_t *buf = arena_alloc(a, *len);
+    v1beta1__list_and_watch_response__pack(&msg, buf);
     return buf;
 }
 
@@ -116,7 +115,7 @@ static void send_lists(struct served *s, struct grpc_call *only)
             w = &cur->next;
             continue;
         }
-        if (buf && grpc_call_queued(cur->call) <= WATCH_MAX_LAG_LISTS * (len + 5)) {
+        if (grpc_call_queued(cur->call) <= WATCH_MAX_LAG_LISTS * (len + 5)) {
             /* A send that fails for want of room ends the call, and
              * watcher_closed unlinks it: then *w moved on already. */
             grpc_call_send(cur->call, buf, len);
@@ -126,8 +125,7 @@ static void send_lists(struct served *s, struct grpc_call *only)
         }
         log_warn("dropping a ListAndWatch stream that does not keep up",
                  "resource=%s queued=%zu", s->res->name, grpc_call_queued(cur->call));
-        grpc_call_drop(cur->call, buf ? "the client does not read the device lists"
-                                      : "out of memory");
+        grpc_call_drop(cur->call, "the client does not read the device lists");
         *w = cur->next;
         free(cur);
     }
