@@ -265,6 +265,19 @@ static bool exists(const char *path)
     return access(path, F_OK) == 0;
 }
 
+size_t cdi_control_nodes(const char *root, const char *found[CDI_CONTROL_NODES_MAX + 1])
+{
+    size_t n = 0;
+    for (size_t i = 0; gpu_control_nodes[i] && n < CDI_CONTROL_NODES_MAX; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s%s", root_prefix(root), gpu_control_nodes[i]);
+        if (exists(path))
+            found[n++] = gpu_control_nodes[i];
+    }
+    found[n] = NULL;
+    return n;
+}
+
 static int compare_strings(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -654,13 +667,10 @@ static json_t *common_edits(const struct gpu_inventory *inv, const struct cdi_op
     add_files(inv, opts, mounts);
 
     json_t *control = json_array();
-    const char *dev_root = root_prefix(opts->dev_root);
-    for (size_t i = 0; gpu_control_nodes[i]; i++) {
-        char host[4200];
-        snprintf(host, sizeof host, "%s%s", dev_root, gpu_control_nodes[i]);
-        if (exists(host))
-            json_array_append_new(control, device_node(opts, gpu_control_nodes[i]));
-    }
+    const char *nodes[CDI_CONTROL_NODES_MAX + 1];
+    cdi_control_nodes(opts->dev_root, nodes);
+    for (size_t i = 0; nodes[i]; i++)
+        json_array_append_new(control, device_node(opts, nodes[i]));
     json_t *edits = json_pack("{s:[s], s:o, s:o}", "env", "NVIDIA_VISIBLE_DEVICES=void",
                               "deviceNodes", control, "mounts", mounts);
     if (opts->hook_path)

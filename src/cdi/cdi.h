@@ -44,6 +44,13 @@ struct cdi_options {
  * naming it would make every container that asks for a GPU fail to start. */
 int cdi_hook_check(const struct cdi_options *opts, struct gpulet_error *err);
 
+/* The control nodes every GPU container gets (gpu_control_nodes, in that
+ * order) that exist under root ("/" or NULL: the host's /dev): at most
+ * CDI_CONTROL_NODES_MAX, NULL-terminated in found. Returns how many. A
+ * driver without nvidia-modeset or UVM loaded lacks some of them. */
+#define CDI_CONTROL_NODES_MAX 8
+size_t cdi_control_nodes(const char *root, const char *found[CDI_CONTROL_NODES_MAX + 1]);
+
 /* A new JSON object holding the spec. */
 int cdi_spec_build(const struct gpu_inventory *inv, const struct cdi_options *opts,
                    json_t **out, struct gpulet_error *err);

@@ -637,6 +637,8 @@ void glc_format_percent(unsigned long hundredths, char *buf, size_t len)
 {
     if (hundredths > 10000)
         hundredths = 10000;
+    if (hundredths == 0) /* a share that rounded to nothing: the least there is */
+        hundredths = 1;
     if (hundredths % 100 == 0)
         snprintf(buf, len, "%lu", hundredths / 100);
     else if (hundredths % 10 == 0)

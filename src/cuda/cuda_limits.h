@@ -58,8 +58,9 @@ struct glc_grant {
     uint64_t limit;
     unsigned long share;
 };
-/* "12.5" for 1250 hundredths, "100" for 10000 or more: a share as the
- * file and GPULET_CUDA_COMPUTE_SHARE_<i> give it. */
+/* "12.5" for 1250 hundredths, "100" for 10000 or more, "0.01" for 0 (a
+ * share that rounded to nothing: "0" would make the file unreadable): a
+ * share as the file and GPULET_CUDA_COMPUTE_SHARE_<i> give it. */
 void glc_format_percent(unsigned long hundredths, char *buf, size_t len);
 /* The text of the limits file for devices 0..n-1 (and a context size
  * unless 0), as glc_parse_limits reads it back (a share of 100 % reads as

@@ -83,7 +83,12 @@ const struct devices_device *devices_find(const struct devices_pool *r, const ch
 size_t devices_pool_set_health(struct devices_pool *r, unsigned int gpu, int mig, bool healthy,
                                const char *reason);
 
-/* Allocations for short-lived answers: everything freed together. */
+/* Allocations for short-lived answers: everything freed together.
+ * arena_alloc never returns NULL: it aborts when out of memory. Every size
+ * asked for is bounded by what one request can name (a gRPC message is at
+ * most GRPC_MAX_MESSAGE; a claim, DRA's bounds), so a failure means the
+ * process has no memory left at all, and the builders of replies stay
+ * free of a check per field. */
 struct arena {
     void **ptrs;
     size_t count, cap;

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cdi/cdi.h"
 
@@ -33,10 +32,11 @@ static void add_device_nodes(const struct config *cfg, const struct devices_devi
                              size_t n, struct devices_edits *e)
 {
     char host[4200];
-    for (size_t i = 0; gpu_control_nodes[i]; i++) {
-        host_dev_path(cfg, gpu_control_nodes[i], host, sizeof host);
-        if (access(host, F_OK) == 0)
-            devices_edits_node(e, host, gpu_control_nodes[i]);
+    const char *control[CDI_CONTROL_NODES_MAX + 1];
+    cdi_control_nodes(cfg->driver_root, control);
+    for (size_t i = 0; control[i]; i++) {
+        host_dev_path(cfg, control[i], host, sizeof host);
+        devices_edits_node(e, host, control[i]);
     }
     for (size_t i = 0; i < n; i++) {
         bool same_gpu = false, same_device = false;

@@ -15,14 +15,7 @@ static int by_claim_name(const void *a, const void *b)
     return c ? c : strcmp(x->name, y->name);
 }
 
-static int compare_uint(const void *a, const void *b)
-{
-    unsigned int x = *(const unsigned int *)a, y = *(const unsigned int *)b;
-    return (x > y) - (x < y);
-}
-
-/* The claim's GPUs in index order: its folder's ordinals, as
- * plugin_slice_grant numbered them when the claim was prepared. */
+/* The claim's GPUs, each once. */
 static size_t claim_gpus(const struct dra_device *devs, size_t n_devs, const struct dra_claim *c,
                          unsigned int *gpus, size_t max)
 {
@@ -35,7 +28,6 @@ static size_t claim_gpus(const struct dra_device *devs, size_t n_devs, const str
         if (d && !seen && n < max)
             gpus[n++] = d->gpu;
     }
-    qsort(gpus, n, sizeof *gpus, compare_uint);
     return n;
 }
 
@@ -91,19 +83,9 @@ void dra_claim_limits(const struct dra_claim_view *v, const V1__ListPodResources
                     continue;
                 unsigned int gpus[DRA_CLAIM_DEVICES];
                 size_t n_gpus = claim_gpus(v->devs, v->n_devs, *hit, gpus, DRA_CLAIM_DEVICES);
-                struct metrics_limit limits[DRA_CLAIM_DEVICES] = {0};
                 char dir[4400];
                 snprintf(dir, sizeof dir, "%s/alloc/%s", v->slice_dir, (*hit)->alloc);
-                if (plugin_slice_read(v->inv, dir, gpus, n_gpus, limits, &problems) < 0)
-                    continue;
-                for (size_t i = 0; i < n_gpus; i++) {
-                    snprintf(limits[i].pod, sizeof limits[i].pod, "%s", pr->name ? pr->name : "");
-                    snprintf(limits[i].namespace, sizeof limits[i].namespace, "%s",
-                             pr->namespace_ ? pr->namespace_ : "");
-                    snprintf(limits[i].container, sizeof limits[i].container, "%s",
-                             cr->name ? cr->name : "");
-                    fn(&limits[i], user);
-                }
+                plugin_slice_report(v->inv, dir, gpus, n_gpus, pr, cr, &problems, fn, user);
             }
         }
     }

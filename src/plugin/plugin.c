@@ -91,15 +91,14 @@ static void get_options(struct grpc_call *call, const uint8_t *req, size_t len, 
     grpc_call_reply_message(call, &opts.base);
 }
 
-/* The current device list, packed; NULL when out of memory. */
+/* The current device list, packed. */
 static uint8_t *pack_list(struct served *s, struct arena *a, size_t *len)
 {
     V1beta1__ListAndWatchResponse msg;
     plugin_device_list(s->res, a, &msg);
     *len = v1beta1__list_and_watch_response__get_packed_size(&msg);
-    uint8_t *buf = arena_alloc(a, *len ? *len : 1);
-    if (buf)
-        v1beta1__list_and_watch_response__pack(&msg, buf);
+    uint8_t *buf = arena_alloc(a, *len);
+    v1beta1__list_and_watch_response__pack(&msg, buf);
     return buf;
 }
 
@@ -116,7 +115,7 @@ static void send_lists(struct served *s, struct grpc_call *only)
             w = &cur->next;
             continue;
         }
-        if (buf && grpc_call_queued(cur->call) <= WATCH_MAX_LAG_LISTS * (len + 5)) {
+        if (grpc_call_queued(cur->call) <= WATCH_MAX_LAG_LISTS * (len + 5)) {
             /* A send that fails for want of room ends the call, and
              * watcher_closed unlinks it: then *w moved on already. */
             grpc_call_send(cur->call, buf, len);
@@ -126,8 +125,7 @@ static void send_lists(struct served *s, struct grpc_call *only)
         }
         log_warn("dropping a ListAndWatch stream that does not keep up",
                  "resource=%s queued=%zu", s->res->name, grpc_call_queued(cur->call));
-        grpc_call_drop(cur->call, buf ? "the client does not read the device lists"
-                                      : "out of memory");
+        grpc_call_drop(cur->call, "the client does not read the device lists");
         *w = cur->next;
         free(cur);
     }
@@ -664,24 +662,31 @@ static void read_usage(const struct gpu_inventory *inv, const char *dir, const u
     close(fd);
 }
 
-int plugin_slice_read(const struct gpu_inventory *inv, const char *dir, const unsigned int *gpus,
-                      size_t n_gpus, struct metrics_limit *limits, struct plugin_slice_problems *pr)
+static int compare_uint(const void *a, const void *b)
 {
-    char path[4400], *text;
-    size_t len;
-    struct gpulet_error err = {0};
+    unsigned int x = *(const unsigned int *)a, y = *(const unsigned int *)b;
+    return (x > y) - (x < y);
+}
+
+void plugin_slice_report(const struct gpu_inventory *inv, const char *dir, unsigned int *gpus,
+                         size_t n_gpus, const V1__PodResources *pod,
+                         const V1__ContainerResources *container,
+                         struct plugin_slice_problems *pr,
+                         void (*fn)(const struct metrics_limit *l, void *user), void *user)
+{
+    char path[4400], msg[256];
     snprintf(path, sizeof path, "%s/limits", dir);
-    if (fileio_read(path, 65536, &text, &len, &err) < 0)
-        return -1;
     /* Read as the interposer reads it: a file it would refuse limits
      * nothing, so it shows nothing. */
     struct glc_limits file;
-    char msg[256];
-    int parsed = glc_parse_limits(text, len, &file, msg, sizeof msg);
-    free(text);
-    if (parsed < 0)
-        return -1;
-    for (size_t i = 0; i < n_gpus && i < GLC_MAX_DEVS; i++) {
+    if (glc_read_limits(path, &file, msg, sizeof msg) != 0)
+        return;
+    if (n_gpus > GLC_MAX_DEVS)
+        n_gpus = GLC_MAX_DEVS;
+    /* The folder's ordinals count its GPUs in index order, as the grant did. */
+    qsort(gpus, n_gpus, sizeof *gpus, compare_uint);
+    struct metrics_limit limits[GLC_MAX_DEVS] = {0};
+    for (size_t i = 0; i < n_gpus; i++) {
         limits[i].memory_limit = file.dev[i].limit;
         /* gpulet writes a share with every limit; the parser reads 100 %
          * as none */
@@ -691,9 +696,15 @@ int plugin_slice_read(const struct gpu_inventory *inv, const char *dir, const un
             limits[i].compute_share = 100.0;
     }
     read_usage(inv, dir, gpus, n_gpus, limits, pr);
-    for (size_t i = 0; i < n_gpus; i++)
+    for (size_t i = 0; i < n_gpus; i++) {
         limits[i].gpu = gpus[i];
-    return 0;
+        snprintf(limits[i].pod, sizeof limits[i].pod, "%s", pod->name ? pod->name : "");
+        snprintf(limits[i].namespace, sizeof limits[i].namespace, "%s",
+                 pod->namespace_ ? pod->namespace_ : "");
+        snprintf(limits[i].container, sizeof limits[i].container, "%s",
+                 container->name ? container->name : "");
+        fn(&limits[i], user);
+    }
 }
 
 void plugin_slice_problems_log(const struct plugin_slice_problems *pr)
@@ -718,14 +729,7 @@ static const void *held(const char *resource, const char *id, void *user)
                       : NULL;
 }
 
-static int compare_uint(const void *a, const void *b)
-{
-    unsigned int x = *(const unsigned int *)a, y = *(const unsigned int *)b;
-    return (x > y) - (x < y);
-}
-
-/* A held folder: its limits file, ordinal by ordinal, to fn. The
- * ordinals count the folder's GPUs in index order, as Allocate did. */
+/* A held folder: its limits, GPU by GPU, to fn. */
 static void kept(const char *dir, const char *resource, char *const *ids, size_t n,
                  const void *holder, void *user)
 {
@@ -737,28 +741,18 @@ static void kept(const char *dir, const char *resource, char *const *ids, size_t
             r = &set->plugin->resources[i];
     if (set->fn == NULL || r == NULL)
         return;
-    unsigned int gpus[64];
+    unsigned int gpus[GLC_MAX_DEVS];
     size_t n_gpus = 0;
     for (size_t i = 0; i < n; i++) {
         const struct devices_device *d = devices_find(r, ids[i]);
         bool seen = false;
         for (size_t k = 0; d && k < n_gpus && !seen; k++)
             seen = gpus[k] == d->gpu;
-        if (d && !seen && n_gpus < sizeof gpus / sizeof gpus[0])
+        if (d && !seen && n_gpus < GLC_MAX_DEVS)
             gpus[n_gpus++] = d->gpu;
     }
-    qsort(gpus, n_gpus, sizeof *gpus, compare_uint);
-    struct metrics_limit limits[64] = {0};
-    if (plugin_slice_read(set->plugin->inv, dir, gpus, n_gpus, limits, &set->problems) < 0)
-        return;
-    for (size_t i = 0; i < n_gpus; i++) {
-        snprintf(limits[i].pod, sizeof limits[i].pod, "%s", h->pod->name ? h->pod->name : "");
-        snprintf(limits[i].namespace, sizeof limits[i].namespace, "%s",
-                 h->pod->namespace_ ? h->pod->namespace_ : "");
-        snprintf(limits[i].container, sizeof limits[i].container, "%s",
-                 h->container->name ? h->container->name : "");
-        set->fn(&limits[i], set->user);
-    }
+    plugin_slice_report(set->plugin->inv, dir, gpus, n_gpus, h->pod, h->container,
+                        &set->problems, set->fn, set->user);
 }
 
 /* More than any node holds; past it nothing is pruned (the set would be

@@ -68,12 +68,16 @@ struct plugin_slice_problems {
     size_t unusable;
     char first[300];
 };
-/* A slice folder's limits and usage (dir: one plugin_slice_grant made):
- * limits[i] for the folder's ordinal i, which is gpus[i] (the inventory
- * index, the GPUs in the order they were granted); pod names left unset.
- * -1 when the folder has no readable limits file. */
-int plugin_slice_read(const struct gpu_inventory *inv, const char *dir, const unsigned int *gpus,
-                      size_t n_gpus, struct metrics_limit *limits, struct plugin_slice_problems *pr);
+/* A slice folder's limits and usage (dir: one plugin_slice_grant made),
+ * GPU by GPU to fn, named by the pod and container holding it. gpus: the
+ * folder's GPUs (inventory indexes), each once, in any order: sorted here
+ * into the folder's ordinals, index order as the grant numbered them.
+ * Nothing when the folder has no limits file the interposer would read. */
+void plugin_slice_report(const struct gpu_inventory *inv, const char *dir, unsigned int *gpus,
+                         size_t n_gpus, const V1__PodResources *pod,
+                         const V1__ContainerResources *container,
+                         struct plugin_slice_problems *pr,
+                         void (*fn)(const struct metrics_limit *l, void *user), void *user);
 /* One warning line when pr counted any. */
 void plugin_slice_problems_log(const struct plugin_slice_problems *pr);
 

@@ -604,6 +604,14 @@ static void limits_file_written_and_read(void **state)
     assert_string_equal(share, "100");
     glc_format_percent(1, share, sizeof share);
     assert_string_equal(share, "0.01");
+    /* A share that rounds to nothing (a grant of under 1/10000 of a GPU)
+     * is the least the file can say, not a "0" it refuses to read. */
+    const struct glc_grant tiny[] = {{UUID0, 4ULL << 20, 0}};
+    n = glc_format_limits(tiny, 1, 0, text, sizeof text);
+    assert_true(n > 0);
+    assert_contains(text, "GPULET_CUDA_COMPUTE_SHARE_0=0.01\n");
+    assert_int_equal(glc_parse_limits(text, (size_t)n, &l, msg, sizeof msg), 0);
+    assert_int_equal(l.dev[0].share, 1);
 }
 
 static void limits_file_hostile(void **state)

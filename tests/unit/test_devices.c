@@ -3,7 +3,10 @@
  * subscriber from one place. */
 #include "helpers.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "cdi/cdi.h"
 
 #include "devices/devices.h"
 #include "dra/dra_internal.h"
@@ -190,6 +193,52 @@ static void prepare_gives_edits_and_limits(void **state)
     arena_free(&a);
 }
 
+/* The control nodes a container gets are those its root has, in one order,
+ * whether a plugin answer or a CDI spec carries them. */
+static void control_nodes_those_present(void **state)
+{
+    (void)state;
+    char root[64], path[128];
+    temp_dir(root, sizeof root);
+    const char *none[CDI_CONTROL_NODES_MAX + 1];
+    assert_int_equal(cdi_control_nodes(root, none), 0);
+    assert_null(none[0]);
+    snprintf(path, sizeof path, "%s/dev", root);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/dev/nvidia-modeset", root);
+    write_file(path, "");
+    snprintf(path, sizeof path, "%s/dev/nvidiactl", root);
+    write_file(path, "");
+    const char *found[CDI_CONTROL_NODES_MAX + 1];
+    assert_int_equal(cdi_control_nodes(root, found), 2);
+    assert_string_equal(found[0], "/dev/nvidiactl");
+    assert_string_equal(found[1], "/dev/nvidia-modeset");
+    assert_null(found[2]);
+
+    load("dgx-a100");
+    struct config cfg;
+    load_config("version: v1\n", &cfg);
+    snprintf(cfg.driver_root, sizeof cfg.driver_root, "%s", root);
+    cfg.pass_device_specs = true;
+    struct devices_pool *pools;
+    size_t n_pools;
+    struct gpulet_error err = {0};
+    assert_int_equal(devices_catalog_build(inv, &cfg, &pools, &n_pools, &err), 0);
+    struct arena a = {0};
+    struct devices_edits e = {.arena = &a};
+    struct devices_slices slices;
+    char *ids[] = {(char *)inv->gpus[0].uuid};
+    assert_int_equal(devices_prepare(&pools[0], &cfg, ids, 1, 1, &e, &slices, &err), 0);
+    assert_int_equal(e.n_nodes, 3);
+    assert_string_equal(e.nodes[0].container, "/dev/nvidiactl");
+    assert_string_equal(e.nodes[0].host, path);
+    assert_string_equal(e.nodes[1].container, "/dev/nvidia-modeset");
+    assert_string_equal(e.nodes[2].container, "/dev/nvidia0");
+    devices_catalog_free(pools, n_pools);
+    arena_free(&a);
+    remove_tree(root);
+}
+
 static void health_reaches_every_subscriber(void **state)
 {
     (void)state;
@@ -241,6 +290,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(no_gpu_offered_twice, teardown),
         cmocka_unit_test_teardown(prepare_gives_edits_and_limits, teardown),
+        cmocka_unit_test_teardown(control_nodes_those_present, teardown),
         cmocka_unit_test(health_reaches_every_subscriber),
         cmocka_unit_test(health_subscribers_bounded),
     };
