@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #define MPS_START_MS 10000 /* -d returning, then its control socket accepting */
 #define MPS_COMMAND_MS 5000
 #define MPS_PIDS_MAX 65536 /* /proc entries looked at for a daemon left over */
+#define MPS_PIDS_SLICE 256 /* of them a turn of the loop */
 /* Marks the claim's daemon (and the servers it starts, which inherit it)
  * so that one that never answers can still be found and ended. */
 #define MPS_MARK "GPULET_MPS_CLAIM="
@@ -170,6 +172,8 @@ static int remove_folders(void *arg, struct gpulet_error *err)
 
 struct mark_arg {
     char mark[128];
+    long pos;    /* where the last slice stopped in /proc */
+    size_t seen; /* entries looked at so far */
 };
 
 static bool environ_has(pid_t pid, const char *mark)
@@ -192,26 +196,36 @@ static bool environ_has(pid_t pid, const char *mark)
     return false;
 }
 
-/* Ends what is left of the claim's daemon and its servers. */
+/* Ends what is left of the claim's daemon and its servers, a slice of
+ * /proc a turn of the loop. The signal goes through a pidfd opened before
+ * the mark is read: a PID reused in between is never signalled. */
 static int kill_marked(void *arg, struct gpulet_error *err)
 {
-    const struct mark_arg *a = arg;
+    struct mark_arg *a = arg;
     (void)err;
     DIR *dir = opendir("/proc");
     if (dir == NULL)
         return 0;
-    struct dirent *e;
-    size_t seen = 0;
-    while ((e = readdir(dir)) != NULL && seen++ < MPS_PIDS_MAX) {
+    if (a->seen > 0)
+        seekdir(dir, a->pos);
+    struct dirent *e = NULL;
+    for (size_t n = 0; n < MPS_PIDS_SLICE && a->seen < MPS_PIDS_MAX && (e = readdir(dir)) != NULL;
+         n++, a->seen++) {
         char *end;
         long pid = strtol(e->d_name, &end, 10);
         if (*end || pid <= 1 || pid == getpid())
             continue;
-        if (environ_has((pid_t)pid, a->mark) && kill((pid_t)pid, SIGKILL) == 0)
+        int fd = pidfd_open((pid_t)pid, 0);
+        if (fd < 0)
+            continue;
+        if (environ_has((pid_t)pid, a->mark) && pidfd_send_signal(fd, SIGKILL, NULL, 0) == 0)
             log_warn("MPS daemon ended by force", "pid=%ld mark=%s", pid, a->mark);
+        close(fd);
     }
+    bool more = e != NULL && a->seen < MPS_PIDS_MAX;
+    a->pos = telldir(dir);
     closedir(dir);
-    return 0;
+    return more ? DRA_JOB_AGAIN : 0;
 }
 
 /* ---- the control program ---- */
@@ -267,7 +281,7 @@ static int mps_stop(struct dra_share *s, struct dra_job *j, enum dra_step_when w
                     const char *uid, const struct mps_env *e)
 {
     struct folder_arg f = {.s = s};
-    struct mark_arg m;
+    struct mark_arg m = {0};
     char sock[4400];
     claim_dir(s, uid, "", f.dir, sizeof f.dir);
     claim_dir(s, uid, "pipe/control", sock, sizeof sock);
