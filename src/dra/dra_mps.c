@@ -297,6 +297,30 @@ static int mps_stop(struct dra_share *s, struct dra_job *j, enum dra_step_when w
     return rc;
 }
 
+/* A job named for what it does to claim uid. */
+static struct dra_job *claim_job(const char *doing, const char *uid, struct gpulet_error *err)
+{
+    char what[128];
+    snprintf(what, sizeof what, "%s of claim %s", doing, uid);
+    struct dra_job *j = dra_job_new(what);
+    if (j == NULL)
+        gpulet_error_errno(err, ENOMEM, "cannot queue the %s", what);
+    return j;
+}
+
+/* The job to *out, unless a step did not fit (rc != 0). */
+static int hand_over(struct dra_job *j, int rc, const char *uid, struct dra_job **out,
+                     struct gpulet_error *err)
+{
+    if (rc != 0) {
+        dra_job_free(j);
+        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "the sharing settings of claim %s take "
+                                "more than %d steps", uid, DRA_JOB_STEPS);
+    }
+    *out = j;
+    return 0;
+}
+
 int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_result *r,
                       size_t count, const struct dra_device *devs, size_t n_devs,
                       const struct dra_mps *mps, struct dra_job **out, struct gpulet_error *err)
@@ -307,11 +331,9 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
     size_t n_md = mps->on ? claim_devices(r, count, devs, n_devs, true, false, md) : 0;
     if (n_ts == 0 && n_md == 0)
         return 0;
-    char what[128];
-    snprintf(what, sizeof what, "GPU sharing of claim %s", uid);
-    struct dra_job *j = dra_job_new(what);
+    struct dra_job *j = claim_job("GPU sharing", uid, err);
     if (j == NULL)
-        return gpulet_error_errno(err, ENOMEM, "cannot apply the claim's sharing settings");
+        return -1;
     int rc = 0;
     for (size_t i = 0; i < n_ts; i++) {
         const char *u = device_uuid(s, ts[i]);
@@ -394,13 +416,7 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
         }
         rc |= mps_stop(s, j, DRA_STEP_FAILED, uid, &e);
     }
-    if (rc != 0) {
-        dra_job_free(j);
-        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "the claim's sharing settings take "
-                                "more than %d steps", DRA_JOB_STEPS);
-    }
-    *out = j;
-    return 0;
+    return hand_over(j, rc, uid, out, err);
 }
 
 /* Skips the restore of a GPU another prepared claim still holds. */
@@ -436,11 +452,9 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
     size_t n_ts = claim_devices(r, count, devs, n_devs, false, true, ts);
     if (n_ts == 0 && !mps)
         return 0;
-    char what[128];
-    snprintf(what, sizeof what, "undoing the GPU sharing of claim %s", uid);
-    struct dra_job *j = dra_job_new(what);
+    struct dra_job *j = claim_job("undoing the GPU sharing", uid, err);
     if (j == NULL)
-        return gpulet_error_errno(err, ENOMEM, "cannot undo the claim's sharing settings");
+        return -1;
     int rc = 0;
     if (mps) {
         struct mps_env e;
@@ -458,13 +472,7 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
         rc |= restore(s, j, uid, ts[i],
                       (const char *[]){"compute-policy", "-i", device_uuid(s, ts[i]),
                                        "--set-timeslice", "0", NULL});
-    if (rc != 0) {
-        dra_job_free(j);
-        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "undoing the claim's sharing settings "
-                                "takes more than %d steps", DRA_JOB_STEPS);
-    }
-    *out = j;
-    return 0;
+    return hand_over(j, rc, uid, out, err);
 }
 
 void dra_share_mps_edits(const struct dra_share *s, const char *uid, json_t *edits)
