@@ -230,8 +230,17 @@ static int kill_marked(void *arg, struct gpulet_error *err)
 
 /* ---- the control program ---- */
 
+/* Room for every device a claim may have, by its longest UUID: cut
+ * short, the daemon would serve other devices than the claim's. */
+#define MPS_VISIBLE_MAX                                                                     \
+    (sizeof "CUDA_VISIBLE_DEVICES=" +                                                      \
+     DRA_CLAIM_DEVICES * (sizeof ((struct gpu_mig_device *)0)->uuid + 1))
+_Static_assert(sizeof ((struct gpu_mig_device *)0)->uuid ==
+                   sizeof ((struct gpu_device *)0)->uuid,
+               "a GPU's and a MIG device's UUIDs are of one size");
+
 struct mps_env {
-    char pipe[4400], log[4400], visible[2048], mark[128], lib[13000];
+    char pipe[4400], log[4400], visible[MPS_VISIBLE_MAX], mark[128], lib[13000];
 };
 
 static void mps_env(const struct dra_share *s, const char *uid, struct mps_env *e)
