@@ -291,16 +291,14 @@ static int mps_stop(struct dra_share *s, struct dra_job *j, enum dra_step_when w
 {
     struct folder_arg f = {.s = s};
     struct mark_arg m = {0};
-    char sock[4400];
+    struct alive_arg a;
     claim_dir(s, uid, "", f.dir, sizeof f.dir);
-    claim_dir(s, uid, "pipe/control", sock, sizeof sock);
+    claim_dir(s, uid, "pipe/control", a.sock, sizeof a.sock);
     snprintf(m.mark, sizeof m.mark, "%s", e->mark);
     int rc = 0;
-    struct alive_arg a;
-    snprintf(a.sock, sizeof a.sock, "%s", sock);
     rc |= dra_job_call(j, when, skip_unless_alive, &a, sizeof a);
     rc |= mps_command(s, j, when, e, "quit\n");
-    rc |= dra_job_wait_socket(j, when, sock, false, MPS_COMMAND_MS);
+    rc |= dra_job_wait_socket(j, when, a.sock, false, MPS_COMMAND_MS);
     rc |= dra_job_call(j, when, kill_marked, &m, sizeof m);
     rc |= dra_job_call(j, when, remove_folders, &f, sizeof f);
     return rc;
