@@ -19,7 +19,8 @@
  * /dev/shm, where the real daemon's server keeps its shared memory.
  * GPULET_MPS_SIM_FAULT=exit makes the daemon end before it makes its
  * socket (a daemon that never comes up); =slow makes it take 2 s to make
- * it (a daemon still coming up).
+ * it (a daemon still coming up); =deaf makes it answer quit but run on (a
+ * daemon that has to be ended by force).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -214,7 +215,7 @@ static int daemon_main(void)
         if (out[0])
             (void)!write(c, out, strlen(out));
         close(c);
-        if (quit) {
+        if (quit && !(fault && strcmp(fault, "deaf") == 0)) {
             unlink(a.sun_path);
             _exit(0);
         }

@@ -474,6 +474,11 @@ static void next_step(struct dra_jobs *q)
             if (s->kind == STEP_CALL) {
                 struct gpulet_error err = {0};
                 int skip = s->fn(s->arg, &err);
+                if (skip == DRA_JOB_AGAIN) {
+                    struct timeval now = {0, 0};
+                    evtimer_add(q->kick, &now);
+                    return;
+                }
                 if (skip < 0)
                     fail(j, "%s: %s", j->what, err.msg);
                 j->cur++;

@@ -45,7 +45,10 @@ int dra_job_run(struct dra_job *j, enum dra_step_when when, const char *const *a
 int dra_job_wait_socket(struct dra_job *j, enum dra_step_when when, const char *path,
                         bool present, int timeout_ms);
 /* Calls fn(arg) on the loop; it fails the step by returning -1 with err,
- * or skips the n steps after it by returning n. */
+ * skips the n steps after it by returning n, or returns DRA_JOB_AGAIN to
+ * be called again on a later turn of the loop (long work in slices, the
+ * loop serving others between them). */
+#define DRA_JOB_AGAIN (-2)
 typedef int (*dra_job_fn)(void *arg, struct gpulet_error *err);
 /* arg: size bytes copied and kept with the step. */
 int dra_job_call(struct dra_job *j, enum dra_step_when when, dra_job_fn fn, const void *arg,

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #define MPS_START_MS 10000 /* -d returning, then its control socket accepting */
 #define MPS_COMMAND_MS 5000
 #define MPS_PIDS_MAX 65536 /* /proc entries looked at for a daemon left over */
+#define MPS_PIDS_SLICE 256 /* of them a turn of the loop */
 /* Marks the claim's daemon (and the servers it starts, which inherit it)
  * so that one that never answers can still be found and ended. */
 #define MPS_MARK "GPULET_MPS_CLAIM="
@@ -170,6 +172,8 @@ static int remove_folders(void *arg, struct gpulet_error *err)
 
 struct mark_arg {
     char mark[128];
+    long pos;    /* where the last slice stopped in /proc */
+    size_t seen; /* entries looked at so far */
 };
 
 static bool environ_has(pid_t pid, const char *mark)
@@ -192,32 +196,51 @@ static bool environ_has(pid_t pid, const char *mark)
     return false;
 }
 
-/* Ends what is left of the claim's daemon and its servers. */
+/* Ends what is left of the claim's daemon and its servers, a slice of
+ * /proc a turn of the loop. The signal goes through a pidfd opened before
+ * the mark is read: a PID reused in between is never signalled. */
 static int kill_marked(void *arg, struct gpulet_error *err)
 {
-    const struct mark_arg *a = arg;
+    struct mark_arg *a = arg;
     (void)err;
     DIR *dir = opendir("/proc");
     if (dir == NULL)
         return 0;
-    struct dirent *e;
-    size_t seen = 0;
-    while ((e = readdir(dir)) != NULL && seen++ < MPS_PIDS_MAX) {
+    if (a->seen > 0)
+        seekdir(dir, a->pos);
+    struct dirent *e = NULL;
+    for (size_t n = 0; n < MPS_PIDS_SLICE && a->seen < MPS_PIDS_MAX && (e = readdir(dir)) != NULL;
+         n++, a->seen++) {
         char *end;
         long pid = strtol(e->d_name, &end, 10);
         if (*end || pid <= 1 || pid == getpid())
             continue;
-        if (environ_has((pid_t)pid, a->mark) && kill((pid_t)pid, SIGKILL) == 0)
+        int fd = pidfd_open((pid_t)pid, 0);
+        if (fd < 0)
+            continue;
+        if (environ_has((pid_t)pid, a->mark) && pidfd_send_signal(fd, SIGKILL, NULL, 0) == 0)
             log_warn("MPS daemon ended by force", "pid=%ld mark=%s", pid, a->mark);
+        close(fd);
     }
+    bool more = e != NULL && a->seen < MPS_PIDS_MAX;
+    a->pos = telldir(dir);
     closedir(dir);
-    return 0;
+    return more ? DRA_JOB_AGAIN : 0;
 }
 
 /* ---- the control program ---- */
 
+/* Room for every device a claim may have, by its longest UUID: cut
+ * short, the daemon would serve other devices than the claim's. */
+#define MPS_VISIBLE_MAX                                                                     \
+    (sizeof "CUDA_VISIBLE_DEVICES=" +                                                      \
+     DRA_CLAIM_DEVICES * (sizeof ((struct gpu_mig_device *)0)->uuid + 1))
+_Static_assert(sizeof ((struct gpu_mig_device *)0)->uuid ==
+                   sizeof ((struct gpu_device *)0)->uuid,
+               "a GPU's and a MIG device's UUIDs are of one size");
+
 struct mps_env {
-    char pipe[4400], log[4400], visible[2048], mark[128], lib[13000];
+    char pipe[4400], log[4400], visible[MPS_VISIBLE_MAX], mark[128], lib[13000];
 };
 
 static void mps_env(const struct dra_share *s, const char *uid, struct mps_env *e)
@@ -267,20 +290,42 @@ static int mps_stop(struct dra_share *s, struct dra_job *j, enum dra_step_when w
                     const char *uid, const struct mps_env *e)
 {
     struct folder_arg f = {.s = s};
-    struct mark_arg m;
-    char sock[4400];
+    struct mark_arg m = {0};
+    struct alive_arg a;
     claim_dir(s, uid, "", f.dir, sizeof f.dir);
-    claim_dir(s, uid, "pipe/control", sock, sizeof sock);
+    claim_dir(s, uid, "pipe/control", a.sock, sizeof a.sock);
     snprintf(m.mark, sizeof m.mark, "%s", e->mark);
     int rc = 0;
-    struct alive_arg a;
-    snprintf(a.sock, sizeof a.sock, "%s", sock);
     rc |= dra_job_call(j, when, skip_unless_alive, &a, sizeof a);
     rc |= mps_command(s, j, when, e, "quit\n");
-    rc |= dra_job_wait_socket(j, when, sock, false, MPS_COMMAND_MS);
+    rc |= dra_job_wait_socket(j, when, a.sock, false, MPS_COMMAND_MS);
     rc |= dra_job_call(j, when, kill_marked, &m, sizeof m);
     rc |= dra_job_call(j, when, remove_folders, &f, sizeof f);
     return rc;
+}
+
+/* A job named for what it does to claim uid. */
+static struct dra_job *claim_job(const char *doing, const char *uid, struct gpulet_error *err)
+{
+    char what[128];
+    snprintf(what, sizeof what, "%s of claim %s", doing, uid);
+    struct dra_job *j = dra_job_new(what);
+    if (j == NULL)
+        gpulet_error_errno(err, ENOMEM, "cannot queue the %s", what);
+    return j;
+}
+
+/* The job to *out, unless a step did not fit (rc != 0). */
+static int hand_over(struct dra_job *j, int rc, const char *uid, struct dra_job **out,
+                     struct gpulet_error *err)
+{
+    if (rc != 0) {
+        dra_job_free(j);
+        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "the sharing settings of claim %s take "
+                                "more than %d steps", uid, DRA_JOB_STEPS);
+    }
+    *out = j;
+    return 0;
 }
 
 int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_result *r,
@@ -293,11 +338,9 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
     size_t n_md = mps->on ? claim_devices(r, count, devs, n_devs, true, false, md) : 0;
     if (n_ts == 0 && n_md == 0)
         return 0;
-    char what[128];
-    snprintf(what, sizeof what, "GPU sharing of claim %s", uid);
-    struct dra_job *j = dra_job_new(what);
+    struct dra_job *j = claim_job("GPU sharing", uid, err);
     if (j == NULL)
-        return gpulet_error_errno(err, ENOMEM, "cannot apply the claim's sharing settings");
+        return -1;
     int rc = 0;
     for (size_t i = 0; i < n_ts; i++) {
         const char *u = device_uuid(s, ts[i]);
@@ -380,13 +423,7 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
         }
         rc |= mps_stop(s, j, DRA_STEP_FAILED, uid, &e);
     }
-    if (rc != 0) {
-        dra_job_free(j);
-        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "the claim's sharing settings take "
-                                "more than %d steps", DRA_JOB_STEPS);
-    }
-    *out = j;
-    return 0;
+    return hand_over(j, rc, uid, out, err);
 }
 
 /* Skips the restore of a GPU another prepared claim still holds. */
@@ -422,11 +459,9 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
     size_t n_ts = claim_devices(r, count, devs, n_devs, false, true, ts);
     if (n_ts == 0 && !mps)
         return 0;
-    char what[128];
-    snprintf(what, sizeof what, "undoing the GPU sharing of claim %s", uid);
-    struct dra_job *j = dra_job_new(what);
+    struct dra_job *j = claim_job("undoing the GPU sharing", uid, err);
     if (j == NULL)
-        return gpulet_error_errno(err, ENOMEM, "cannot undo the claim's sharing settings");
+        return -1;
     int rc = 0;
     if (mps) {
         struct mps_env e;
@@ -444,13 +479,7 @@ int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_r
         rc |= restore(s, j, uid, ts[i],
                       (const char *[]){"compute-policy", "-i", device_uuid(s, ts[i]),
                                        "--set-timeslice", "0", NULL});
-    if (rc != 0) {
-        dra_job_free(j);
-        return gpulet_error_set(err, GPULET_ERR_SYSTEM, "undoing the claim's sharing settings "
-                                "takes more than %d steps", DRA_JOB_STEPS);
-    }
-    *out = j;
-    return 0;
+    return hand_over(j, rc, uid, out, err);
 }
 
 void dra_share_mps_edits(const struct dra_share *s, const char *uid, json_t *edits)

@@ -215,6 +215,21 @@ def test_daemon_that_never_comes_up(run, api, protos, tmp_path):
     assert not cp.exists() or uid not in cp.read_text()
 
 
+def test_daemon_that_does_not_quit(run, api, protos, tmp_path):
+    """A daemon still running after quit is ended by force (with the
+    servers that carry its mark), and its folders removed."""
+    _, dra = protos
+    run(env={"GPULET_MPS_SIM_FAULT": "deaf"})
+    uid = put_claim(api, "deaf", ["gpu-5"], {"apiVersion": API, "kind": "GpuConfig",
+                                             "sharing": {"strategy": "MPS"}})
+    assert prepare(tmp_path, dra, [("default", "deaf", uid)]).claims[uid].error == ""
+    assert marked(uid) != []
+    err = unprepare(tmp_path, dra, [("default", "deaf", uid)]).claims[uid].error
+    assert "5000 ms" in err, err
+    assert marked(uid) == []
+    assert not (tmp_path / "state" / "dra" / "mps" / uid).exists()
+
+
 def test_config_kind_must_fit_the_device(run, api, protos, tmp_path):
     """A MigDeviceConfig for every request leaves a GPU alone; one naming a
     GPU's request is refused, as NVIDIA's driver refuses it."""

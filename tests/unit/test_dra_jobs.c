@@ -200,6 +200,69 @@ static void steps_by_outcome(void **state)
     remove_tree(dir);
 }
 
+/* A step done in slices: called again until it says it is done, the loop
+ * serving its other events between the calls, and the steps after it run. */
+struct slices {
+    int *calls, *ticks;
+    int ticks_before;
+    bool *starved;
+};
+
+static int sliced(void *arg, struct gpulet_error *err)
+{
+    (void)err;
+    struct slices *s = arg;
+    if (*s->calls > 0 && *s->ticks == s->ticks_before)
+        *s->starved = true;
+    s->ticks_before = *s->ticks;
+    return ++*s->calls < 4 ? DRA_JOB_AGAIN : 0;
+}
+
+struct ticker {
+    struct event *ev;
+    int ticks;
+};
+
+/* Due again at once, each turn of the loop (a persistent timer of no
+ * timeout would run once only). */
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct ticker *t = arg;
+    t->ticks++;
+    struct timeval now = {0, 0};
+    evtimer_add(t->ev, &now);
+}
+
+static void call_again(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    struct dra_jobs *q = dra_jobs_new(base);
+    struct dra_job *j = dra_job_new("slices");
+    int calls = 0, zero = 0;
+    bool starved = false;
+    struct ticker t = {0};
+    t.ev = evtimer_new(base, tick, &t);
+    struct timeval now = {0, 0};
+    evtimer_add(t.ev, &now);
+    struct slices s = {.calls = &calls, .ticks = &t.ticks, .starved = &starved};
+    assert_int_equal(dra_job_call(j, DRA_STEP_OK, sliced, &s, sizeof s), 0);
+    assert_int_equal(dra_job_call(j, DRA_STEP_OK, skip_one, &zero, sizeof zero), 0);
+    assert_int_equal(sh(j, DRA_STEP_OK, "exit 1", NULL, 5000), 0); /* skipped */
+    struct outcome o = {0};
+    struct gpulet_error err = {0};
+    assert_int_equal(dra_jobs_submit(q, j, on_done, &o, &err), 0);
+    run_until(base, &o.done, 1);
+    assert_false(o.failed);
+    assert_int_equal(calls, 4);
+    assert_false(starved);
+    event_free(t.ev);
+    dra_jobs_free(q);
+    event_base_free(base);
+}
+
 /* A job queued from the done callback of the last one: it runs once
  * (the fault this guards against started its program twice, the second
  * over the first). */
@@ -315,6 +378,7 @@ int main(void)
         cmocka_unit_test(output_bounded_and_quoted),
         cmocka_unit_test(programs_get_default_signals),
         cmocka_unit_test(steps_by_outcome),
+        cmocka_unit_test(call_again),
         cmocka_unit_test(queued_from_a_callback),
         cmocka_unit_test(socket_waited_for),
         cmocka_unit_test(queue_bounded),
