@@ -6,8 +6,9 @@ It keeps ResourceSlices (create with generateName, list and watch with the
 spec.nodeName/spec.driver field selector, delete), ResourceClaims (put by
 the test) and one Node. Tests can make it answer a path with garbage, a
 huge body, an error status or not at all (stall), and read what it was
-asked. Unlike Kubernetes, a watch gets only the events after it opens, not
-those since the resourceVersion it names.
+asked. As Kubernetes does, a watch first gets the events since the
+resourceVersion it names (from a bounded history; a version older than the
+history gets a 410 ERROR event), then those that follow.
 """
 import json
 import queue
@@ -38,6 +39,8 @@ def make_certs(d):
 
 
 class ApiServer:
+    HISTORY = 1000  # events kept for watches that name an older version
+
     def __init__(self, certs, node="node1"):
         self.node = node
         self.node_uid = str(uuid.uuid4())
@@ -47,6 +50,7 @@ class ApiServer:
         self.claims = {}          # (ns, name) -> object
         self.rv = 1
         self.watchers = []        # queues of events
+        self.history = []         # (resourceVersion, event), the last HISTORY
         self.requests = []        # (method, path)
         self.overrides = {}       # path prefix -> ("status", code, body) | ("stall",) | ("gate", ev) | ...
         self.stop_watches = False
@@ -144,8 +148,11 @@ class ApiServer:
     # ---- inside ----
 
     def _event(self, kind, obj):
+        ev = {"type": kind, "object": json.loads(json.dumps(obj))}  # as it was then
+        self.history.append((self.rv, ev))
+        del self.history[:-self.HISTORY]
         for q in self.watchers:
-            q.put({"type": kind, "object": obj})
+            q.put(ev)
 
     def _delete(self, name):
         obj = self.slices.pop(name, None)
@@ -262,6 +269,18 @@ class ApiServer:
             if self.stop_watches:  # as a proxy that cuts streams: ended at once
                 h.wfile.write(b"0\r\n\r\n")
                 return
+            try:
+                since = int(query.get("resourceVersion", ["0"])[0] or 0)
+            except ValueError:
+                since = 0
+            if since and self.history and since < self.history[0][0] - 1:
+                q.put({"type": "ERROR", "object": {"kind": "Status", "code": 410,
+                                                   "reason": "Expired"}})
+                q.put(None)
+            elif since:
+                for rv, ev in self.history:
+                    if rv > since:
+                        q.put(ev)
             self.watchers.append(q)
         try:
             while True:
