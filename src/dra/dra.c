@@ -58,6 +58,11 @@ struct pclaim {
     bool sharing; /* its sharing settings are being applied (dra_mps.c) */
 };
 
+struct start_item {
+    char uid[DRA_UID_MAX];
+    bool sweep;
+};
+
 struct prepare {
     struct dra *d;
     struct prepare *next, *prev;
@@ -96,6 +101,11 @@ struct dra {
     struct dra_jobs *jobs;
     struct dra_share share;
     size_t mps_starting;
+    /* At start, one job at a time: the checkpoint's claims' sharing
+     * settings applied again (a driver reload loses time slices), then the
+     * MPS folders of claims it lacks swept. */
+    struct start_item *start;
+    size_t n_start, start_next;
     struct prepare *prepares;
     size_t n_prepares;
     struct unprepare *unprepares; /* waiting for sharing settings undone */
@@ -353,6 +363,97 @@ static bool gpu_held(void *user, unsigned int gpu, const char *uid)
     return false;
 }
 
+/* Prepared, or in a prepare call still under way that has not failed it
+ * (whose job may have started its daemon already). */
+static bool claim_known(void *user, const char *uid)
+{
+    struct dra *d = user;
+    if (find_claim(d, uid))
+        return true;
+    for (struct prepare *p = d->prepares; p; p = p->next)
+        for (size_t i = 0; i < p->count; i++)
+            if (!p->claims[i].error[0] && strcmp(p->claims[i].uid, uid) == 0)
+                return true;
+    return false;
+}
+
+static void start_next(struct dra *d);
+
+static void start_done(void *user, const char *error)
+{
+    struct dra *d = user;
+    const struct start_item *it = &d->start[d->start_next - 1];
+    char why[GPULET_ERROR_MSG_MAX];
+    log_one_line(error ? error : "", error ? strlen(error) : 0, why, sizeof why);
+    if (it->sweep && error)
+        log_warn("MPS folder of a claim not in the checkpoint not swept cleanly",
+                 "uid=%s error=\"%s\"", it->uid, why);
+    else if (!it->sweep && error)
+        log_warn("GPU sharing of a prepared claim not applied again", "uid=%s error=\"%s\"",
+                 it->uid, why);
+    else if (!it->sweep)
+        log_info("GPU sharing of a prepared claim applied again", "uid=%s", it->uid);
+    start_next(d);
+}
+
+/* The next claim's job of the start's list, until none is left. */
+static void start_next(struct dra *d)
+{
+    while (d->start_next < d->n_start) {
+        const struct start_item *it = &d->start[d->start_next++];
+        struct gpulet_error err = {0};
+        struct dra_job *j = NULL;
+        int rc;
+        if (it->sweep) {
+            rc = dra_share_sweep(&d->share, it->uid, &j, &err);
+        } else {
+            const struct dra_claim *c = find_claim(d, it->uid);
+            if (c == NULL)
+                continue; /* unprepared meanwhile */
+            /* A daemon still running keeps its defaults. */
+            struct dra_mps mps = c->mps;
+            mps.on = mps.on && !dra_share_mps_alive(&d->share, c->uid);
+            rc = dra_share_prepare(&d->share, c->uid, c->results, c->count, d->devs, d->n_devs,
+                                   &mps, true, &j, &err);
+        }
+        if (rc == 0 && j == NULL)
+            continue;
+        if (rc == 0 && dra_jobs_submit(d->jobs, j, start_done, d, &err) == 0)
+            return;
+        log_warn(it->sweep ? "MPS folder of a claim not in the checkpoint not swept"
+                           : "GPU sharing of a prepared claim not applied again",
+                 "uid=%s error=\"%s\"", it->uid, err.msg);
+    }
+    free(d->start);
+    d->start = NULL;
+    d->n_start = d->start_next = 0;
+}
+
+/* What the start does for the checkpoint's claims and the MPS folders it
+ * does not know. */
+static int start_list(struct dra *d, struct gpulet_error *err)
+{
+    d->start = calloc(d->n_claims + DRA_MAX_CLAIMS + 1, sizeof *d->start);
+    if (d->start == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
+    for (size_t i = 0; i < d->n_claims; i++)
+        if (asks_sharing(d->claims[i].results, d->claims[i].count, &d->claims[i].mps))
+            snprintf(d->start[d->n_start++].uid, DRA_UID_MAX, "%s", d->claims[i].uid);
+    char (*orphans)[DRA_UID_MAX] = calloc(DRA_MAX_CLAIMS, sizeof *orphans);
+    if (orphans == NULL)
+        return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
+    size_t odd, n = dra_share_mps_orphans(&d->share, orphans, DRA_MAX_CLAIMS, &odd);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(d->start[d->n_start].uid, DRA_UID_MAX, "%s", orphans[i]);
+        d->start[d->n_start++].sweep = true;
+    }
+    free(orphans);
+    if (odd)
+        log_warn("entries of the MPS folder that gpulet did not make left alone",
+                 "dir=%s count=%zu", d->share.mps_root, odd);
+    return 0;
+}
+
 static void prepare_answer(struct prepare *p);
 
 static void share_done(void *user, const char *error)
@@ -387,7 +488,7 @@ static void start_sharing(struct dra *d, struct pclaim *c)
     }
     struct dra_job *j;
     if (dra_share_prepare(&d->share, c->uid, c->results, c->count, d->devs, d->n_devs, &c->mps,
-                          &j, &err) < 0 ||
+                          c->from_checkpoint, &j, &err) < 0 ||
         (j && dra_jobs_submit(d->jobs, j, share_done, c, &err) < 0)) {
         snprintf(c->error, sizeof c->error, "claim %s/%s: %s", c->namespace, c->name, err.msg);
         return;
@@ -738,10 +839,12 @@ static void start_claim(struct dra *d, struct pclaim *c,
         memcpy(c->results, known->results, known->count * sizeof *c->results);
         c->count = known->count;
         c->from_checkpoint = true;
-        /* Its MPS daemon is checked before the answer, after any start of
-         * it gpulet queued (jobs run in order): one that ended (a gpulet
-         * container restart) is started again, and its defaults sent. */
-        if (known->mps.on) {
+        /* Its sharing settings are applied again before the answer, after
+         * any of them gpulet queued (jobs run in order): the time slices,
+         * which a reboot or a driver reload loses while the checkpoint
+         * keeps the claim, and its MPS daemon, started again when it ended
+         * (a gpulet container restart), with its defaults. */
+        if (asks_sharing(known->results, known->count, &known->mps)) {
             c->mps = known->mps;
             start_sharing(d, c);
         }
@@ -1546,7 +1649,8 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
     d->jobs = dra_jobs_new(base);
     d->share = (struct dra_share){.jobs = d->jobs, .inv = inv, .driver_root = d->driver_root,
                                   .slice_dir = d->slice_dir, .reaper = d->reaper,
-                                  .gpu_held = gpu_held, .user = d};
+                                  .gpu_held = gpu_held, .claim_known = claim_known,
+                                  .user = d};
     snprintf(d->share.mps_root, sizeof d->share.mps_root, "%s/mps", d->slice_dir);
     char sh[4200], usr_sh[4200];
     snprintf(sh, sizeof sh, "%s/bin/sh", d->driver_root);
@@ -1572,21 +1676,15 @@ int dra_start(struct event_base *base, const struct dra_options *opts,
         return -1;
     }
     d->health = opts->health;
-    /* MPS daemons of prepared claims that ended while gpulet was away
-     * (its container restarted with them) are started again. */
-    for (size_t i = 0; i < d->n_claims; i++) {
-        struct dra_claim *c = &d->claims[i];
-        struct dra_job *j;
-        struct gpulet_error e = {0};
-        if (!c->mps.on || dra_share_mps_alive(&d->share, c->uid))
-            continue;
-        log_info("MPS daemon of a prepared claim started again", "uid=%s", c->uid);
-        if (dra_share_prepare(&d->share, c->uid, c->results, c->count, d->devs, d->n_devs,
-                              &c->mps, &j, &e) < 0 ||
-            (j && dra_jobs_submit(d->jobs, j, NULL, NULL, &e) < 0))
-            log_warn("cannot start a prepared claim's MPS daemon", "uid=%s error=\"%s\"",
-                     c->uid, e.msg);
+    /* The prepared claims' time slices, lost when the driver reloaded
+     * while gpulet was away, and MPS daemons that ended (its container
+     * restarted with them) are applied again; MPS folders of claims the
+     * checkpoint lost are swept. */
+    if (start_list(d, err) < 0) {
+        dra_free(d);
+        return -1;
     }
+    start_next(d);
     struct timeval tv = {REG_CHECK_MS / 1000, (REG_CHECK_MS % 1000) * 1000};
     event_add(d->reg_timer, &tv);
     publish(d);
@@ -1606,6 +1704,7 @@ void dra_free(struct dra *d)
      * claims, for the next gpulet to find. */
     dra_jobs_free(d->jobs);
     d->jobs = NULL;
+    free(d->start);
     while (d->unprepares) {
         struct grpc_call *call = d->unprepares->call;
         d->unprepares->call = NULL;

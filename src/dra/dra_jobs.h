@@ -89,16 +89,22 @@ struct dra_share {
     /* Whether a prepared claim other than uid holds GPU gpu (its time
      * slice stays then). */
     bool (*gpu_held)(void *user, unsigned int gpu, const char *uid);
+    /* Whether claim uid is prepared or being prepared (its MPS folder is
+     * not to be swept). */
+    bool (*claim_known)(void *user, const char *uid);
     void *user;
 };
 
 /* The job that applies a claim's settings on prepare (time slices, its
  * MPS control daemon started or, when running, reused, and its
- * defaults); undoes the daemon when a step fails. NULL *out when the
- * claim asks for nothing. */
+ * defaults); undoes the daemon when a step fails. again: the claim was
+ * prepared before (a repeated prepare, gpulet's start): the time slices
+ * are set again, which a reboot or a driver reload loses, but not the
+ * compute mode. NULL *out when the claim asks for nothing. */
 int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_result *r,
                       size_t count, const struct dra_device *devs, size_t n_devs,
-                      const struct dra_mps *mps, struct dra_job **out, struct gpulet_error *err);
+                      const struct dra_mps *mps, bool again, struct dra_job **out,
+                      struct gpulet_error *err);
 /* The job that undoes them on unprepare: quit to the daemon, its folders
  * removed, the default time slice back on GPUs no other claim holds. */
 int dra_share_unprepare(struct dra_share *s, const char *uid, const struct dra_result *r,
@@ -113,5 +119,17 @@ void dra_share_mps_edits(const struct dra_share *s, const char *uid, json_t *edi
 bool dra_share_mps_alive(const struct dra_share *s, const char *uid);
 /* Whether the claim has MPS folders (its daemon may run). */
 bool dra_share_mps_left(const struct dra_share *s, const char *uid);
+/* The claims with an MPS folder that claim_known does not know, at most
+ * max into uids (a bounded number of entries read). Only real folders
+ * named as gpulet names them count: links and other names are not
+ * gpulet's, counted in *odd and left alone. */
+size_t dra_share_mps_orphans(const struct dra_share *s, char (*uids)[DRA_UID_MAX], size_t max,
+                             size_t *odd);
+/* The job that sweeps the MPS folder of a claim gpulet does not know
+ * (lost from the checkpoint): its daemon told to quit, anything left
+ * carrying its mark ended, its folders handed to the reaper, with one
+ * log line; nothing when the claim is known or the folder gone by then. */
+int dra_share_sweep(struct dra_share *s, const char *uid, struct dra_job **out,
+                    struct gpulet_error *err);
 
 #endif

@@ -26,6 +26,7 @@
 #define MPS_COMMAND_MS 5000
 #define MPS_PIDS_MAX 65536 /* /proc entries looked at for a daemon left over */
 #define MPS_PIDS_SLICE 256 /* of them a turn of the loop */
+#define MPS_FOLDERS_MAX 8192 /* entries of the MPS folder looked at, at start */
 /* Marks the claim's daemon (and the servers it starts, which inherit it)
  * so that one that never answers can still be found and ended. */
 #define MPS_MARK "GPULET_MPS_CLAIM="
@@ -330,7 +331,8 @@ static int hand_over(struct dra_job *j, int rc, const char *uid, struct dra_job 
 
 int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_result *r,
                       size_t count, const struct dra_device *devs, size_t n_devs,
-                      const struct dra_mps *mps, struct dra_job **out, struct gpulet_error *err)
+                      const struct dra_mps *mps, bool again, struct dra_job **out,
+                      struct gpulet_error *err)
 {
     *out = NULL;
     const struct dra_device *ts[DRA_CLAIM_DEVICES], *md[DRA_CLAIM_DEVICES];
@@ -349,8 +351,10 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
             if (r[k].timeslice && strcmp(r[k].device, ts[i]->name) == 0)
                 snprintf(slice, sizeof slice, "%u", r[k].interval);
         /* NVIDIA puts the compute mode back to default first (MPS sets
-         * EXCLUSIVE_PROCESS). */
-        rc |= smi(s, j, DRA_STEP_OK, (const char *[]){"-i", u, "-c", "DEFAULT", NULL});
+         * EXCLUSIVE_PROCESS). Again, only the interval, which the driver
+         * forgets: the mode may be another claim's since. */
+        if (!again)
+            rc |= smi(s, j, DRA_STEP_OK, (const char *[]){"-i", u, "-c", "DEFAULT", NULL});
         rc |= smi(s, j, DRA_STEP_OK,
                   (const char *[]){"compute-policy", "-i", u, "--set-timeslice", slice, NULL});
     }
@@ -423,6 +427,79 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
         }
         rc |= mps_stop(s, j, DRA_STEP_FAILED, uid, &e);
     }
+    return hand_over(j, rc, uid, out, err);
+}
+
+/* ---- folders of claims gpulet does not know ---- */
+
+/* A real folder (no link) under the MPS folder, named as gpulet names
+ * its claims' folders. */
+static bool claim_folder(int dir, const char *name)
+{
+    struct stat st;
+    return dra_uid_valid(name) && fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+           S_ISDIR(st.st_mode);
+}
+
+size_t dra_share_mps_orphans(const struct dra_share *s, char (*uids)[DRA_UID_MAX], size_t max,
+                             size_t *odd)
+{
+    *odd = 0;
+    int fd = open(s->mps_root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+    if (dir == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    size_t n = 0, seen = 0;
+    struct dirent *e;
+    while (n < max && seen++ < MPS_FOLDERS_MAX && (e = readdir(dir)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (!claim_folder(dirfd(dir), e->d_name))
+            (*odd)++;
+        else if (!s->claim_known(s->user, e->d_name))
+            snprintf(uids[n++], DRA_UID_MAX, "%s", e->d_name);
+    }
+    closedir(dir);
+    return n;
+}
+
+/* The sweep goes on only while the claim is still unknown (a prepare of
+ * it may have come since) and its folder still there; it says so then. */
+struct sweep_arg {
+    struct dra_share *s;
+    char uid[DRA_UID_MAX];
+};
+
+static int sweep_gate(void *arg, struct gpulet_error *err)
+{
+    const struct sweep_arg *a = arg;
+    (void)err;
+    int fd = open(a->s->mps_root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    bool there = fd >= 0 && claim_folder(fd, a->uid);
+    if (fd >= 0)
+        close(fd);
+    if (!there || a->s->claim_known(a->s->user, a->uid))
+        return DRA_JOB_STEPS; /* the rest of the job */
+    log_info("MPS folder of a claim not in the checkpoint swept", "uid=%s", a->uid);
+    return 0;
+}
+
+int dra_share_sweep(struct dra_share *s, const char *uid, struct dra_job **out,
+                    struct gpulet_error *err)
+{
+    *out = NULL;
+    struct dra_job *j = claim_job("sweeping the MPS folder", uid, err);
+    if (j == NULL)
+        return -1;
+    struct sweep_arg g = {.s = s};
+    snprintf(g.uid, sizeof g.uid, "%s", uid);
+    struct mps_env e;
+    mps_env(s, uid, &e);
+    int rc = dra_job_call(j, DRA_STEP_OK, sweep_gate, &g, sizeof g);
+    rc |= mps_stop(s, j, DRA_STEP_ALWAYS, uid, &e);
     return hand_over(j, rc, uid, out, err);
 }
 

@@ -352,3 +352,127 @@ def test_unprepare_ends_a_daemon_gpulet_did_not_record(run, api, protos, tmp_pat
     assert unprepare(tmp_path, dra, [("default", "lost", uid)]).claims[uid].error == ""
     assert not folder.exists()
     assert marked(uid) == []
+
+
+def policy_file(tmp_path):
+    return tmp_path / "t" / f"gpulet-sim-{os.getuid()}-dgx-a100.policy"
+
+
+def lines_with(g, *words):
+    return [line for line in g.text().splitlines() if all(w in line for w in words)]
+
+
+def test_time_slice_applied_again_after_a_driver_reload(run, api, protos, tmp_path):
+    """The time slice lives in the driver: a reboot or a driver reload loses
+    it while the checkpoint still holds the claim. The kubelet's prepare of
+    the claim sets it again, and so does gpulet's start, without touching
+    the compute mode another claim may have set."""
+    _, dra = protos
+    g = run()
+    ids = uuids(api)
+    uid = put_claim(api, "again", ["gpu-3"], {"apiVersion": API, "kind": "GpuConfig",
+                                              "sharing": {"strategy": "TimeSlicing",
+                                                          "timeSlicingConfig": {"interval": "Long"}}})
+    first = prepare(tmp_path, dra, [("default", "again", uid)]).claims[uid]
+    assert first.error == ""
+    assert policy(tmp_path)[ids["gpu-3"]] == (3, "DEFAULT")
+
+    # the driver reloaded: its settings are gone; the kubelet prepares again
+    policy_file(tmp_path).write_text(f"{ids['gpu-3']} timeslice=0 compute_mode=EXCLUSIVE_PROCESS\n")
+    assert prepare(tmp_path, dra, [("default", "again", uid)]).claims[uid] == first
+    assert policy(tmp_path)[ids["gpu-3"]] == (3, "EXCLUSIVE_PROCESS")
+
+    # gpulet restarts after a driver reload: the interval is back without a prepare
+    assert g.stop() == 0
+    policy_file(tmp_path).unlink()
+    g = run()
+    wait_for(lambda: policy(tmp_path).get(ids["gpu-3"]) == (3, "DEFAULT"), timeout=15,
+             what="the time slice applied again at start")
+    wait_for(lambda: lines_with(g, "GPU sharing of a prepared claim applied again", uid),
+             what="the start's log line")
+    assert len(lines_with(g, uid, "applied again")) == 1
+    assert unprepare(tmp_path, dra, [("default", "again", uid)]).claims[uid].error == ""
+    assert policy(tmp_path)[ids["gpu-3"]] == (0, "DEFAULT")
+
+
+def test_time_slice_that_cannot_be_applied_again(run, api, protos, tmp_path):
+    """nvidia-smi failing after a restart: one log line for the claim (of
+    two GPUs), the claim's prepare fails with the reason and keeps the claim,
+    and succeeds once nvidia-smi works again."""
+    _, dra = protos
+    g = run()
+    ids = uuids(api)
+    uid = put_claim(api, "broken", ["gpu-3", "gpu-4"], {
+        "apiVersion": API, "kind": "GpuConfig",
+        "sharing": {"strategy": "TimeSlicing", "timeSlicingConfig": {"interval": "Medium"}}})
+    first = prepare(tmp_path, dra, [("default", "broken", uid)]).claims[uid]
+    assert first.error == ""
+    assert g.stop() == 0
+    # nvidia-smi cannot write its settings: every call of it fails
+    policy_file(tmp_path).unlink()
+    policy_file(tmp_path).mkdir()
+    g = run()
+    wait_for(lambda: lines_with(g, "GPU sharing of a prepared claim not applied again", uid),
+             timeout=15, what="the start's failure")
+    err = prepare(tmp_path, dra, [("default", "broken", uid)]).claims[uid].error
+    assert "nvidia-smi" in err and "failed" in err, err
+    assert "claim default/broken" in err
+    assert len(lines_with(g, uid, "not applied again")) == 1
+    assert uid in (tmp_path / "state" / "dra-checkpoint.json").read_text()
+    policy_file(tmp_path).rmdir()
+    assert prepare(tmp_path, dra, [("default", "broken", uid)]).claims[uid] == first
+    assert policy(tmp_path)[ids["gpu-3"]] == (2, "DEFAULT")
+    assert policy(tmp_path)[ids["gpu-4"]] == (2, "DEFAULT")
+    assert unprepare(tmp_path, dra, [("default", "broken", uid)]).claims[uid].error == ""
+
+
+def test_start_sweeps_mps_folders_the_checkpoint_lacks(run, api, protos, tmp_path):
+    """A claim the checkpoint lost (a hand edit here; a crash between the
+    daemon's start and the checkpoint) has its daemon ended and its folders
+    removed when gpulet starts, with one log line. What gpulet did not
+    make in the MPS folder — a link named like a claim, odd names, a plain
+    file — and a process carrying a forged mark stay untouched."""
+    import json
+    _, dra = protos
+    g = run()
+    params = {"apiVersion": API, "kind": "GpuConfig", "sharing": {"strategy": "MPS"}}
+    lost = put_claim(api, "lost", ["gpu-4"], params)
+    kept = put_claim(api, "kept", ["gpu-5"], params)
+    answers = prepare(tmp_path, dra, [("default", "lost", lost), ("default", "kept", kept)])
+    assert [answers.claims[u].error for u in (lost, kept)] == ["", ""]
+    root = (tmp_path / "state").resolve() / "dra" / "mps"
+    assert g.stop() == 0
+    cp = tmp_path / "state" / "dra-checkpoint.json"
+    doc = json.loads(cp.read_text())
+    doc["claims"] = [c for c in doc["claims"] if c["uid"] != lost]
+    cp.write_text(json.dumps(doc))
+
+    outside = tmp_path / "outside"
+    (outside / "pipe").mkdir(parents=True)
+    (outside / "keep").write_text("not gpulet's")
+    link_uid = "0b0b0b0b-0000-4000-8000-000000000001"
+    (root / link_uid).symlink_to(outside)
+    for odd in ("..odd", "NOT-A-UID", "a" * 70):
+        (root / odd).mkdir()
+        (root / odd / "keep").write_text("not gpulet's")
+    file_uid = "0b0b0b0b-0000-4000-8000-000000000002"
+    (root / file_uid).write_text("not a folder")
+    forged = subprocess.Popen(["sleep", "120"], env=dict(os.environ, GPULET_MPS_CLAIM=link_uid))
+    try:
+        g = run()
+        wait_for(lambda: not (root / lost).exists(), timeout=20, what="the lost claim's folders")
+        wait_for(lambda: marked(lost) == [], timeout=15, what="the lost claim's daemon gone")
+        assert len(lines_with(g, "MPS folder of a claim not in the checkpoint swept", lost)) == 1
+        assert lines_with(g, "swept") == lines_with(g, "swept", lost)
+        assert alive(root / kept)
+        assert prepare(tmp_path, dra, [("default", "kept", kept)]).claims[kept].error == ""
+        assert forged.poll() is None
+        assert (root / link_uid).is_symlink() and (outside / "keep").exists()
+        for odd in ("..odd", "NOT-A-UID", "a" * 70):
+            assert (root / odd / "keep").read_text() == "not gpulet's"
+        assert (root / file_uid).read_text() == "not a folder"
+        assert unprepare(tmp_path, dra, [("default", "kept", kept)]).claims[kept].error == ""
+        assert marked(kept) == []
+    finally:
+        forged.kill()
+        forged.wait()
