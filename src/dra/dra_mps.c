@@ -28,7 +28,8 @@
 #define MPS_PIDS_SLICE 256 /* of them a turn of the loop */
 #define MPS_FOLDERS_MAX 8192 /* entries of the MPS folder looked at, at start */
 /* Marks the claim's daemon (and the servers it starts, which inherit it)
- * so that one that never answers can still be found and ended. */
+ * so that one that never answers can still be found and ended, among the
+ * processes of gpulet's PID namespace only (in_pid_ns). */
 #define MPS_MARK "GPULET_MPS_CLAIM="
 /* As NVIDIA's driver gives them to the claim's containers. */
 #define MPS_CONTAINER_PIPE "/tmp/nvidia-mps"
@@ -197,13 +198,28 @@ static bool environ_has(pid_t pid, const char *mark)
     return false;
 }
 
+/* The daemons gpulet starts share its PID namespace; a pod's processes
+ * have one of their own, so a mark a container forges (its variables are
+ * its own to set) never gets its process signalled. */
+static bool in_pid_ns(pid_t pid, const struct stat *own)
+{
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d/ns/pid", (int)pid);
+    return stat(path, &st) == 0 && st.st_dev == own->st_dev && st.st_ino == own->st_ino;
+}
+
 /* Ends what is left of the claim's daemon and its servers, a slice of
  * /proc a turn of the loop. The signal goes through a pidfd opened before
- * the mark is read: a PID reused in between is never signalled. */
+ * the namespace and the mark are read: a PID reused in between is never
+ * signalled. */
 static int kill_marked(void *arg, struct gpulet_error *err)
 {
     struct mark_arg *a = arg;
     (void)err;
+    struct stat own;
+    if (stat("/proc/self/ns/pid", &own) != 0)
+        return 0; /* no way to tell gpulet's processes: none signalled */
     DIR *dir = opendir("/proc");
     if (dir == NULL)
         return 0;
@@ -219,7 +235,8 @@ static int kill_marked(void *arg, struct gpulet_error *err)
         int fd = pidfd_open((pid_t)pid, 0);
         if (fd < 0)
             continue;
-        if (environ_has((pid_t)pid, a->mark) && pidfd_send_signal(fd, SIGKILL, NULL, 0) == 0)
+        if (in_pid_ns((pid_t)pid, &own) && environ_has((pid_t)pid, a->mark) &&
+            pidfd_send_signal(fd, SIGKILL, NULL, 0) == 0)
             log_warn("MPS daemon ended by force", "pid=%ld mark=%s", pid, a->mark);
         close(fd);
     }

@@ -476,3 +476,35 @@ def test_start_sweeps_mps_folders_the_checkpoint_lacks(run, api, protos, tmp_pat
     finally:
         forged.kill()
         forged.wait()
+
+
+def test_a_forged_mark_in_a_pod_is_never_signalled(run, api, protos, tmp_path):
+    """A container's process that sets GPULET_MPS_CLAIM to a claim's UID
+    lives in a PID namespace of its own: when gpulet ends that claim's
+    daemon by force, the forged process is left alone."""
+    _, dra = protos
+    probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("a process in a PID namespace of its own (as a pod's) needs "
+                    f"CAP_SYS_ADMIN: {probe.stderr.decode().strip()}")
+    run(env={"GPULET_MPS_SIM_FAULT": "deaf"})
+    uid = put_claim(api, "forged", ["gpu-6"], {"apiVersion": API, "kind": "GpuConfig",
+                                               "sharing": {"strategy": "MPS"}})
+    assert prepare(tmp_path, dra, [("default", "forged", uid)]).claims[uid].error == ""
+    daemons = set(marked(uid))
+    assert daemons
+    # only the sleep carries the mark, not unshare (in this namespace)
+    pod = subprocess.Popen(["unshare", "--pid", "--fork", "env", f"GPULET_MPS_CLAIM={uid}",
+                            "sleep", "120"])
+    try:
+        wait_for(lambda: len(marked(uid)) == len(daemons) + 1, what="the forged process")
+        forged = set(marked(uid)) - daemons
+        err = unprepare(tmp_path, dra, [("default", "forged", uid)]).claims[uid].error
+        assert "5000 ms" in err, err  # the daemon did not quit: ended by force
+        assert set(marked(uid)) == forged
+        assert pod.poll() is None
+    finally:
+        for pid in set(marked(uid)) - daemons:
+            os.kill(int(pid), 9)
+        pod.kill()
+        pod.wait()
