@@ -410,11 +410,10 @@ static void start_next(struct dra *d)
             const struct dra_claim *c = find_claim(d, it->uid);
             if (c == NULL)
                 continue; /* unprepared meanwhile */
-            /* A daemon still running keeps its defaults. */
-            struct dra_mps mps = c->mps;
-            mps.on = mps.on && !dra_share_mps_alive(&d->share, c->uid);
+            /* As a repeated prepare: a daemon still running is kept (its
+             * GPUs' compute mode, which the driver forgets, set again). */
             rc = dra_share_prepare(&d->share, c->uid, c->results, c->count, d->devs, d->n_devs,
-                                   &mps, true, &j, &err);
+                                   &c->mps, true, &j, &err);
         }
         if (rc == 0 && j == NULL)
             continue;

@@ -173,10 +173,14 @@ def test_mps_daemon_per_claim(run, api, protos, tmp_path):
     cp = (tmp_path / "state" / "dra-checkpoint.json").read_text()
     assert '"mps"' in cp
 
-    # gpulet restarts: the running daemon is reused, not started again
+    # gpulet restarts: the running daemon is reused, not started again; the
+    # compute mode, which a driver reload meanwhile lost, is set again
     assert g.stop() == 0
     assert alive(folder)
+    policy_file(tmp_path).unlink()
     run()
+    wait_for(lambda: policy(tmp_path).get(ids["gpu-2"]) == (0, "EXCLUSIVE_PROCESS"), timeout=15,
+             what="the compute mode set again at start")
     again = prepare(tmp_path, dra, [("default", "mps", uid)]).claims[uid]
     assert again == r
     assert (folder / "log" / "control.log").read_text().count("Startup") == 1
