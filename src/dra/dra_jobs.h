@@ -100,7 +100,8 @@ struct dra_share {
  * defaults); undoes the daemon when a step fails. again: the claim was
  * prepared before (a repeated prepare, gpulet's start): the time slices
  * are set again, which a reboot or a driver reload loses, but not the
- * compute mode. NULL *out when the claim asks for nothing. */
+ * compute mode, and a failure undoes nothing. NULL *out when the claim
+ * asks for nothing. */
 int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_result *r,
                       size_t count, const struct dra_device *devs, size_t n_devs,
                       const struct dra_mps *mps, bool again, struct dra_job **out,

@@ -442,7 +442,10 @@ int dra_share_prepare(struct dra_share *s, const char *uid, const struct dra_res
                      mb);
             rc |= mps_command(s, j, DRA_STEP_OK, &e, command);
         }
-        rc |= mps_stop(s, j, DRA_STEP_FAILED, uid, &e);
+        /* A claim prepared before keeps its daemon, which its pods may
+         * be using, until it is unprepared. */
+        if (!again)
+            rc |= mps_stop(s, j, DRA_STEP_FAILED, uid, &e);
     }
     return hand_over(j, rc, uid, out, err);
 }

@@ -402,7 +402,8 @@ def test_time_slice_applied_again_after_a_driver_reload(run, api, protos, tmp_pa
 def test_time_slice_that_cannot_be_applied_again(run, api, protos, tmp_path):
     """nvidia-smi failing after a restart: one log line for the claim (of
     two GPUs), the claim's prepare fails with the reason and keeps the claim,
-    and succeeds once nvidia-smi works again."""
+    and succeeds once nvidia-smi works again. A prepared MPS claim keeps its
+    running daemon meanwhile."""
     _, dra = protos
     g = run()
     ids = uuids(api)
@@ -411,6 +412,10 @@ def test_time_slice_that_cannot_be_applied_again(run, api, protos, tmp_path):
         "sharing": {"strategy": "TimeSlicing", "timeSlicingConfig": {"interval": "Medium"}}})
     first = prepare(tmp_path, dra, [("default", "broken", uid)]).claims[uid]
     assert first.error == ""
+    shared = put_claim(api, "shared", ["gpu-5"], {"apiVersion": API, "kind": "GpuConfig",
+                                                  "sharing": {"strategy": "MPS"}})
+    assert prepare(tmp_path, dra, [("default", "shared", shared)]).claims[shared].error == ""
+    folder = (tmp_path / "state").resolve() / "dra" / "mps" / shared
     assert g.stop() == 0
     # nvidia-smi cannot write its settings: every call of it fails
     policy_file(tmp_path).unlink()
@@ -423,11 +428,21 @@ def test_time_slice_that_cannot_be_applied_again(run, api, protos, tmp_path):
     assert "claim default/broken" in err
     assert len(lines_with(g, uid, "not applied again")) == 1
     assert uid in (tmp_path / "state" / "dra-checkpoint.json").read_text()
+    wait_for(lambda: lines_with(g, "not applied again", shared), timeout=15,
+             what="the MPS claim's failure")
+    assert "nvidia-smi" in prepare(tmp_path, dra, [("default", "shared", shared)]).claims[
+        shared].error
+    assert alive(folder)
     policy_file(tmp_path).rmdir()
     assert prepare(tmp_path, dra, [("default", "broken", uid)]).claims[uid] == first
     assert policy(tmp_path)[ids["gpu-3"]] == (2, "DEFAULT")
     assert policy(tmp_path)[ids["gpu-4"]] == (2, "DEFAULT")
-    assert unprepare(tmp_path, dra, [("default", "broken", uid)]).claims[uid].error == ""
+    assert prepare(tmp_path, dra, [("default", "shared", shared)]).claims[shared].error == ""
+    assert policy(tmp_path)[ids["gpu-5"]] == (0, "EXCLUSIVE_PROCESS")
+    assert (folder / "log" / "control.log").read_text().count("Startup") == 1
+    out = unprepare(tmp_path, dra, [("default", "broken", uid), ("default", "shared", shared)])
+    assert [out.claims[u].error for u in (uid, shared)] == ["", ""]
+    assert marked(shared) == []
 
 
 def test_start_sweeps_mps_folders_the_checkpoint_lacks(run, api, protos, tmp_path):
