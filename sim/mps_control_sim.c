@@ -20,7 +20,9 @@
  * GPULET_MPS_SIM_FAULT=exit makes the daemon end before it makes its
  * socket (a daemon that never comes up); =slow makes it take 2 s to make
  * it (a daemon still coming up); =deaf makes it answer quit but run on (a
- * daemon that has to be ended by force).
+ * daemon that has to be ended by force); =hold makes it wait to make it
+ * until a file "release" is in its log folder, 10 s at most (a daemon
+ * coming up for as long as a test needs, no longer).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -184,6 +186,15 @@ static int daemon_main(void)
         say("Simulated fault: the control socket comes in 2 s");
         struct timespec two = {2, 0};
         nanosleep(&two, NULL);
+    }
+    if (fault && strcmp(fault, "hold") == 0) {
+        char release[4300];
+        snprintf(release, sizeof release, "%s/release",
+                 dir_of("CUDA_MPS_LOG_DIRECTORY", "/var/log/nvidia-mps"));
+        say("Simulated fault: the control socket comes once %s is there", release);
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        for (int i = 0; i < 1000 && access(release, F_OK) != 0; i++)
+            nanosleep(&tick, NULL);
     }
     int shm = open("/dev/shm/mps-sim", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (shm >= 0)

@@ -527,3 +527,52 @@ def test_a_forged_mark_in_a_pod_is_never_signalled(run, api, protos, tmp_path):
             os.kill(int(pid), 9)
         pod.kill()
         pod.wait()
+
+
+def test_start_sweep_leaves_a_claim_prepared_meanwhile(run, api, protos, tmp_path):
+    """The start's sweep of a claim the checkpoint lacks waits behind the
+    prepared claims' jobs; when the kubelet prepares that claim meanwhile,
+    the prepare takes its running daemon and folders over and the sweep
+    leaves them (no line, no daemon ended)."""
+    import json
+    import threading
+    _, dra = protos
+    g = run()
+    params = {"apiVersion": API, "kind": "GpuConfig", "sharing": {"strategy": "MPS"}}
+    first = put_claim(api, "first", ["gpu-1"], params)
+    late = put_claim(api, "late", ["gpu-2"], params)
+    answers = prepare(tmp_path, dra, [("default", "first", first), ("default", "late", late)])
+    assert [answers.claims[u].error for u in (first, late)] == ["", ""]
+    root = (tmp_path / "state").resolve() / "dra" / "mps"
+    assert g.stop() == 0
+    cp = tmp_path / "state" / "dra-checkpoint.json"
+    doc = json.loads(cp.read_text())
+    doc["claims"] = [c for c in doc["claims"] if c["uid"] != late]
+    cp.write_text(json.dumps(doc))
+    # the prepared claim's daemon ended: at start it comes up only when released
+    mps(root / first, "quit")
+    wait_for(lambda: not alive(root / first), what="the first daemon gone")
+    g = run(env={"GPULET_MPS_SIM_FAULT": "hold"})
+    log = root / first / "log" / "control.log"
+    wait_for(lambda: "comes once" in log.read_text(), what="the first daemon held")
+    gets = api.count("GET", "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/late")
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(
+        r=prepare(tmp_path, dra, [("default", "late", late)]).claims[late]))
+    t.start()
+    try:
+        wait_for(lambda: api.count(
+            "GET", "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/late") > gets,
+            what="the late claim read")
+    finally:
+        (root / first / "log" / "release").write_text("")
+        t.join(30)
+    assert answer["r"].error == ""
+    # a prepare of the first claim queues behind the sweep: once answered, it ran
+    assert prepare(tmp_path, dra, [("default", "first", first)]).claims[first].error == ""
+    assert lines_with(g, "swept") == []
+    assert alive(root / late)
+    assert (root / late / "log" / "control.log").read_text().count("Startup") == 1
+    out = unprepare(tmp_path, dra, [("default", "first", first), ("default", "late", late)])
+    assert [out.claims[u].error for u in (first, late)] == ["", ""]
+    assert marked(first) == [] and marked(late) == []
