@@ -445,26 +445,40 @@ def test_time_slice_that_cannot_be_applied_again(run, api, protos, tmp_path):
     assert marked(shared) == []
 
 
+def prepare_mps_claims(api, dra, tmp_path, devices):
+    """MPS claims {name: device}, prepared in one call: their UIDs."""
+    params = {"apiVersion": API, "kind": "GpuConfig", "sharing": {"strategy": "MPS"}}
+    uids = [put_claim(api, name, [dev], params) for name, dev in devices.items()]
+    answers = prepare(tmp_path, dra, [("default", n, u) for n, u in zip(devices, uids)])
+    assert [answers.claims[u].error for u in uids] == [""] * len(uids)
+    return uids
+
+
+def one_claim_unrecorded(run, api, dra, tmp_path, keep, drop):
+    """Two MPS claims (name, device) prepared, gpulet stopped, and drop's
+    entry taken out of its checkpoint, as a hand edit or a stop between a
+    daemon's start and the claim's record leaves it. The UIDs of keep and
+    drop, and the MPS folder."""
+    import json
+    g = run()
+    kept, dropped = prepare_mps_claims(api, dra, tmp_path, dict([keep, drop]))
+    assert g.stop() == 0
+    cp = tmp_path / "state" / "dra-checkpoint.json"
+    doc = json.loads(cp.read_text())
+    doc["claims"] = [c for c in doc["claims"] if c["uid"] != dropped]
+    cp.write_text(json.dumps(doc))
+    return kept, dropped, (tmp_path / "state").resolve() / "dra" / "mps"
+
+
 def test_start_sweeps_mps_folders_the_checkpoint_lacks(run, api, protos, tmp_path):
     """A claim the checkpoint lost (a hand edit here; a crash between the
     daemon's start and the checkpoint) has its daemon ended and its folders
     removed when gpulet starts, with one log line. What gpulet did not
     make in the MPS folder — a link named like a claim, odd names, a plain
     file — and a process carrying a forged mark stay untouched."""
-    import json
     _, dra = protos
-    g = run()
-    params = {"apiVersion": API, "kind": "GpuConfig", "sharing": {"strategy": "MPS"}}
-    lost = put_claim(api, "lost", ["gpu-4"], params)
-    kept = put_claim(api, "kept", ["gpu-5"], params)
-    answers = prepare(tmp_path, dra, [("default", "lost", lost), ("default", "kept", kept)])
-    assert [answers.claims[u].error for u in (lost, kept)] == ["", ""]
-    root = (tmp_path / "state").resolve() / "dra" / "mps"
-    assert g.stop() == 0
-    cp = tmp_path / "state" / "dra-checkpoint.json"
-    doc = json.loads(cp.read_text())
-    doc["claims"] = [c for c in doc["claims"] if c["uid"] != lost]
-    cp.write_text(json.dumps(doc))
+    kept, lost, root = one_claim_unrecorded(run, api, dra, tmp_path, ("kept", "gpu-5"),
+                                            ("lost", "gpu-4"))
 
     outside = tmp_path / "outside"
     (outside / "pipe").mkdir(parents=True)
@@ -534,21 +548,10 @@ def test_start_sweep_leaves_a_claim_prepared_meanwhile(run, api, protos, tmp_pat
     prepared claims' jobs; when the kubelet prepares that claim meanwhile,
     the prepare takes its running daemon and folders over and the sweep
     leaves them (no line, no daemon ended)."""
-    import json
     import threading
     _, dra = protos
-    g = run()
-    params = {"apiVersion": API, "kind": "GpuConfig", "sharing": {"strategy": "MPS"}}
-    first = put_claim(api, "first", ["gpu-1"], params)
-    late = put_claim(api, "late", ["gpu-2"], params)
-    answers = prepare(tmp_path, dra, [("default", "first", first), ("default", "late", late)])
-    assert [answers.claims[u].error for u in (first, late)] == ["", ""]
-    root = (tmp_path / "state").resolve() / "dra" / "mps"
-    assert g.stop() == 0
-    cp = tmp_path / "state" / "dra-checkpoint.json"
-    doc = json.loads(cp.read_text())
-    doc["claims"] = [c for c in doc["claims"] if c["uid"] != late]
-    cp.write_text(json.dumps(doc))
+    first, late, root = one_claim_unrecorded(run, api, dra, tmp_path, ("first", "gpu-1"),
+                                             ("late", "gpu-2"))
     # the prepared claim's daemon ended: at start it comes up only when released
     mps(root / first, "quit")
     wait_for(lambda: not alive(root / first), what="the first daemon gone")
