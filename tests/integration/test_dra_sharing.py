@@ -374,9 +374,9 @@ def test_time_slice_applied_again_after_a_driver_reload(run, api, protos, tmp_pa
     _, dra = protos
     g = run()
     ids = uuids(api)
-    uid = put_claim(api, "again", ["gpu-3"], {"apiVersion": API, "kind": "GpuConfig",
-                                              "sharing": {"strategy": "TimeSlicing",
-                                                          "timeSlicingConfig": {"interval": "Long"}}})
+    uid = put_claim(api, "again", ["gpu-3"], {
+        "apiVersion": API, "kind": "GpuConfig",
+        "sharing": {"strategy": "TimeSlicing", "timeSlicingConfig": {"interval": "Long"}}})
     first = prepare(tmp_path, dra, [("default", "again", uid)]).claims[uid]
     assert first.error == ""
     assert policy(tmp_path)[ids["gpu-3"]] == (3, "DEFAULT")
