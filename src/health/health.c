@@ -271,6 +271,11 @@ static void pipe_cb(evutil_socket_t fd, short what, void *arg)
             if (g == NULL)
                 break;
             device(h, r.gpu, -1)->lost = false;
+            /* the recovery period counts normal answers: from now, not
+             * from when it was lost (a GPU lost longer than the period
+             * would be offered again at once) */
+            for (int m = -1; m < (int)g->mig_count; m++)
+                clock_gettime(CLOCK_MONOTONIC, &device(h, r.gpu, m)->last_bad);
             log_info("GPU answers again", "gpu=%u", r.gpu);
             break;
         }

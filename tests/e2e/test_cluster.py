@@ -323,8 +323,10 @@ def test_kubelet_restart_gpulet_restart_and_an_xid_show_in_the_node_status(node)
 
         # an XID 79 on a free GPU: allocatable 7, capacity 8, then 8 again
         victim = next(i for i, u in enumerate(node.uuids) if u not in held(node))
-        node.inject({"gpus": {}, "events": [{"gpu": victim, "xid": 79}]})
+        # the time before the write: a lower bound taken after it could
+        # start after gpulet saw the XID (the test descheduled meanwhile)
         injected = time.time()
+        node.inject({"gpus": {}, "events": [{"gpu": victim, "xid": 79}]})
         wait_for("allocatable 7 on the API server", lambda: api_status(node) == (8, 7), 15, 0.1)
         figure("XID 79 -> allocatable 7 on the API server", time.time() - injected)
         wait_for("allocatable 8 after the recovery period", lambda: api_status(node) == (8, 8),

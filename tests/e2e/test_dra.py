@@ -210,11 +210,20 @@ def test_device_taints_keep_a_sick_gpu_published(dra):
     config = dra.dir / "dra-taints.yaml"
     config.write_text("version: v1\ndra:\n  deviceTaints: true\n")
     dra.stop("gpulet")
-    start_dra(dra, extra=["--config-file", config])
+    # The pod must be tried by the scheduler while the taint is there: 3 s
+    # from the XID to two kubectl calls and a scheduling attempt is a race
+    # on a loaded machine; 15 s is not (the later option wins).
+    start_dra(dra, extra=["--config-file", config, "--health-recovery-period", "15s"])
     name = "dra-tainted"
     try:
         wait_for("slices again", lambda: len(devices(dra)) == 8, 60, 0.2)
         uuid = devices(dra)["gpu-5"]["attributes"]["uuid"]["string"]
+        dra.cluster.apply({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+                "deviceClassName": "gpu.nvidia.com", "selectors": [{"cel": {"expression":
+                    f"device.attributes['gpu.nvidia.com'].uuid == '{uuid}'"}}]}}]}}}})
         dra.inject({"gpus": {}, "events": [{"gpu": 5, "xid": 79}]})
         injected = time.time()
         taints = wait_for("gpu-5 tainted", lambda: devices(dra).get("gpu-5", {}).get("taints"),
@@ -225,19 +234,13 @@ def test_device_taints_keep_a_sick_gpu_published(dra):
         assert {k: taint[k] for k in ("key", "value", "effect")} == {
             "key": "gpu.nvidia.com/xid", "value": "79", "effect": "NoSchedule"}
         assert taint["timeAdded"]
-        dra.cluster.apply({
-            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
-                "deviceClassName": "gpu.nvidia.com", "selectors": [{"cel": {"expression":
-                    f"device.attributes['gpu.nvidia.com'].uuid == '{uuid}'"}}]}}]}}}})
         apply_pod(dra, name, {"resourceClaimTemplateName": name})
         wait_for("the pod found unschedulable while its GPU is tainted", lambda: any(
             c["type"] == "PodScheduled" and c["status"] == "False" and
             c.get("reason") == "Unschedulable"
             for c in pod_json(dra, name).get("status", {}).get("conditions", [])), 60, 0.2)
         dra.inject({"gpus": {}, "events": []})
-        wait_for("the taint gone after the recovery period (3 s)", lambda: (d := devices(dra))
+        wait_for("the taint gone after the recovery period (15 s)", lambda: (d := devices(dra))
                  and len(d) == 8 and "taints" not in d["gpu-5"], 30, 0.2)
         wait_for(f"pod {name} Running on gpu-5",
                  lambda: pod_json(dra, name).get("status", {}).get("phase") == "Running", 90, 0.2)

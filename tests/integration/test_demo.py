@@ -4,6 +4,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 
@@ -83,6 +84,10 @@ def test_make_demo_on_a_terminal_runs_until_ctrl_c(build):
     def controlling_terminal():
         os.setsid()  # a session of its own, with the pty as its terminal, so ^C is SIGINT
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        # as a user's shell starts it: pytest run in the background by a
+        # script ignores SIGINT, and an ignored signal stays ignored across
+        # exec (make and the demo never saw the ^C)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     proc = subprocess.Popen(["make", "-s", "-C", str(ROOT), "demo", f"BUILD={build}"], env=env,
                             stdin=slave, stdout=slave, stderr=slave,

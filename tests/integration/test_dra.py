@@ -225,7 +225,8 @@ def test_registration_and_slices(run_gpulet, api, protos, tmp_path):
 def test_slices_republished_after_deletion(run_gpulet, api, tmp_path):
     run_gpulet("dgx-a100")
     api.wait_for(lambda: api.slices, what="a slice")
-    # This API server does not replay history to a watch: let it open first.
+    # The watch open first: the time measured is from the delete to the
+    # republish, not the first watch's start under load.
     api.wait_for(lambda: api.watchers, what="a watch")
     posts = api.count("POST", "/apis/resource.k8s.io/v1/resourceslices")
     start = time.monotonic()
@@ -789,11 +790,13 @@ def test_xid_takes_the_device_out_of_the_slice(run_gpulet, api, tmp_path):
     os.replace(tmp, state)
     # Seen out at all, it was published within the 2 s recovery period; a
     # tighter wall-clock bound fails on a loaded machine.
-    api.wait_for(lambda: api.slices and "gpu-1" not in names(), timeout=5,
-                 what="gpu-1 out of the slice")
-    assert names() == [n for n in everything if n != "gpu-1"]  # XID 31 is ignored
-    generation = list(api.slices.values())[0]["spec"]["pool"]["generation"]
-    assert generation >= 2
+    # The slices as seen without gpu-1: it is back 2 s later, so a second
+    # look at the API server may find it there again on a loaded machine.
+    seen = api.wait_for(lambda: api.slices and "gpu-1" not in names() and
+                        json.loads(json.dumps(list(api.slices.values()))),
+                        timeout=5, what="gpu-1 out of the slice")
+    assert sorted(devices_of(seen)) == [n for n in everything if n != "gpu-1"]  # XID 31 ignored
+    assert seen[0]["spec"]["pool"]["generation"] >= 2
     api.wait_for(lambda: api.slices and names() == everything, timeout=10,
                  what="gpu-1 back after the recovery period")
 

@@ -158,11 +158,18 @@ def test_usage_a_container_writes_is_clamped(build, node, pr, tmp_path):
             for _ in range(30):
                 scrape(port)
             node.relist()
-        body = scrape(port)
-        clamped = int(re.search(r"gpulet_container_memory_used_clamped_total (\d+)", body)
-                      .group(1))
-        lines = re.findall(r".*usage above its limit.*", node.d.text())
-        assert 3 <= clamped <= len(node.calls) and len(lines) == clamped
+        # relist() returns when the kubelet got the call, before gpulet has
+        # read the answer, and gpulet lists on its own every 10 s too: the
+        # log first, then the count (a scrape sees a listing's count and
+        # line both or neither), until no listing came in between
+        def settled():
+            lines = re.findall(r".*usage above its limit.*", node.d.text())
+            body = scrape(port)
+            clamped = int(re.search(r"gpulet_container_memory_used_clamped_total (\d+)", body)
+                          .group(1))
+            return clamped >= 3 and len(lines) == clamped and (clamped, lines, body)
+        clamped, lines, body = wait_for(settled, what="the third listing read, logged once")
+        assert clamped <= len(node.calls)
         assert f"first_read={(1 << 64) - 1} first_shown={quarter}" in lines[0]
         assert f"gpulet_container_memory_used_bytes{labels} {quarter}\n" in body
 
