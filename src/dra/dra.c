@@ -1531,7 +1531,9 @@ static void watch_done(const struct kube_response *r, void *user)
     d->watch = NULL;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    bool long_enough = now.tv_sec - d->watch_started.tv_sec >= 2;
+    long lasted_ms = (now.tv_sec - d->watch_started.tv_sec) * 1000L +
+                     (now.tv_nsec - d->watch_started.tv_nsec) / 1000000L;
+    bool long_enough = lasted_ms >= 2000;
     if (long_enough)
         d->watch_attempt = 0;
     if (r->status == 200 && !d->watch_relist && long_enough) {
