@@ -579,3 +579,77 @@ def test_start_sweep_leaves_a_claim_prepared_meanwhile(run, api, protos, tmp_pat
     out = unprepare(tmp_path, dra, [("default", "first", first), ("default", "late", late)])
     assert [out.claims[u].error for u in (first, late)] == ["", ""]
     assert marked(first) == [] and marked(late) == []
+
+
+def held_at_start(run, api, dra, tmp_path, devices):
+    """MPS claims {name: device} prepared, gpulet stopped, the first one's
+    daemon ended, and gpulet started again with the simulated daemon held
+    (its start job waits until released). The UIDs, the MPS folder, gpulet."""
+    g = run()
+    uids = prepare_mps_claims(api, dra, tmp_path, devices)
+    assert g.stop() == 0
+    root = (tmp_path / "state").resolve() / "dra" / "mps"
+    mps(root / uids[0], "quit")
+    wait_for(lambda: not alive(root / uids[0]), what="the first daemon gone")
+    g = run(env={"GPULET_MPS_SIM_FAULT": "hold"})
+    log = root / uids[0] / "log" / "control.log"
+    wait_for(lambda: "comes once" in log.read_text(), what="the start's daemon held")
+    return uids, root, g
+
+
+def test_claim_unprepared_and_prepared_while_its_start_job_runs(run, api, protos, tmp_path):
+    """The kubelet unprepares a claim while gpulet's start job for it runs,
+    and prepares it again: the unprepare waits for that job and ends its
+    daemon, the prepare starts a daemon of its own after both, and nothing
+    is left once the claim is unprepared."""
+    import threading
+    _, dra = protos
+    (uid,), root, g = held_at_start(run, api, dra, tmp_path, {"cycled": "gpu-1"})
+    log = root / uid / "log" / "control.log"
+    answers = {}
+    gone = threading.Thread(target=lambda: answers.update(
+        u=unprepare(tmp_path, dra, [("default", "cycled", uid)]).claims[uid]))
+    gone.start()
+    wait_for(lambda: lines_with(g, "claim unprepared", uid), what="the claim let go")
+    path = "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/cycled"
+    gets = api.count("GET", path)
+    back = threading.Thread(target=lambda: answers.update(
+        p=prepare(tmp_path, dra, [("default", "cycled", uid)]).claims[uid]))
+    back.start()
+    try:
+        wait_for(lambda: api.count("GET", path) > gets, what="the claim read again")
+        (root / uid / "log" / "release").write_text("")
+        gone.join(30)
+        assert answers["u"].error == ""
+        # the prepare's own daemon, in folders made anew, is held in turn
+        wait_for(lambda: log.exists() and "comes once" in log.read_text(),
+                 what="the prepare's daemon held")
+    finally:
+        (root / uid / "log").mkdir(parents=True, exist_ok=True)
+        (root / uid / "log" / "release").write_text("")
+        back.join(30)
+    assert answers["p"].error == ""
+    assert alive(root / uid)
+    assert log.read_text().count("Startup") == 1
+    assert unprepare(tmp_path, dra, [("default", "cycled", uid)]).claims[uid].error == ""
+    assert marked(uid) == []
+    assert g.stop() == 0
+    assert "Sanitizer" not in g.text()
+
+
+def test_stopped_while_a_start_job_runs(run, api, protos, tmp_path):
+    """SIGTERM while the start's job for a claim runs: gpulet stops at once,
+    cleanly, and its next start brings the claim's daemon up and answers."""
+    _, dra = protos
+    (held, other), root, g = held_at_start(run, api, dra, tmp_path,
+                                           {"held": "gpu-1", "other": "gpu-2"})
+    assert g.stop() == 0
+    assert "Sanitizer" not in g.text()
+    (root / held / "log" / "release").write_text("")
+    g = run()
+    wait_for(lambda: alive(root / held), timeout=20, what="the held claim's daemon")
+    answers = prepare(tmp_path, dra, [("default", "held", held), ("default", "other", other)])
+    assert [answers.claims[u].error for u in (held, other)] == ["", ""]
+    out = unprepare(tmp_path, dra, [("default", "held", held), ("default", "other", other)])
+    assert [out.claims[u].error for u in (held, other)] == ["", ""]
+    assert marked(held) == [] and marked(other) == []
