@@ -123,5 +123,10 @@ def test_make_demo_on_a_terminal_runs_until_ctrl_c(build):
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
             proc.wait()
+        for pid in processes_naming(str(tmp)):  # a failed run leaves no daemon behind
+            try:
+                os.kill(int(pid), 9)
+            except OSError:
+                pass  # ended meanwhile
         os.close(master)
-        shutil.rmtree(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
