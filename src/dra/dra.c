@@ -432,24 +432,26 @@ static void start_next(struct dra *d)
  * does not know. */
 static int start_list(struct dra *d, struct gpulet_error *err)
 {
-    d->start = calloc(d->n_claims + DRA_MAX_CLAIMS + 1, sizeof *d->start);
-    if (d->start == NULL)
-        return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
-    for (size_t i = 0; i < d->n_claims; i++)
-        if (asks_sharing(d->claims[i].results, d->claims[i].count, &d->claims[i].mps))
-            snprintf(d->start[d->n_start++].uid, DRA_UID_MAX, "%s", d->claims[i].uid);
     char (*orphans)[DRA_UID_MAX] = calloc(DRA_MAX_CLAIMS, sizeof *orphans);
     if (orphans == NULL)
         return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
     size_t odd, n = dra_share_mps_orphans(&d->share, orphans, DRA_MAX_CLAIMS, &odd);
+    if (odd)
+        log_warn("entries of the MPS folder that gpulet did not make left alone",
+                 "dir=%s count=%zu", d->share.mps_root, odd);
+    d->start = calloc(d->n_claims + n + 1, sizeof *d->start);
+    if (d->start == NULL) {
+        free(orphans);
+        return gpulet_error_errno(err, ENOMEM, "cannot start the DRA driver");
+    }
+    for (size_t i = 0; i < d->n_claims; i++)
+        if (asks_sharing(d->claims[i].results, d->claims[i].count, &d->claims[i].mps))
+            snprintf(d->start[d->n_start++].uid, DRA_UID_MAX, "%s", d->claims[i].uid);
     for (size_t i = 0; i < n; i++) {
         snprintf(d->start[d->n_start].uid, DRA_UID_MAX, "%s", orphans[i]);
         d->start[d->n_start++].sweep = true;
     }
     free(orphans);
-    if (odd)
-        log_warn("entries of the MPS folder that gpulet did not make left alone",
-                 "dir=%s count=%zu", d->share.mps_root, odd);
     return 0;
 }
 

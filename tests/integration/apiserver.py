@@ -44,7 +44,8 @@ class ApiServer:
     def __init__(self, certs, node="node1"):
         self.node = node
         self.node_uid = str(uuid.uuid4())
-        self.lock = threading.Lock()
+        # reentrant: a wait_for condition may call count() or slice_list()
+        self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.slices = {}          # name -> object
         self.claims = {}          # (ns, name) -> object
